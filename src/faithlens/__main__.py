@@ -1,0 +1,3 @@
+from faithlens.cli import main
+
+main()

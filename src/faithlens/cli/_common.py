@@ -1,0 +1,58 @@
+"""Helpers shared by CLI commands: loading models by name, printing tables, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import FaithlensError
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Turn faithlens' input errors into one red line and exit code 2 (no traceback)."""
+    try:
+        yield
+    except FaithlensError as e:
+        err_console.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(code=2) from None
+
+
+def load_model(name: str, device: str | None = None) -> Any:
+    from ..models import load
+
+    with console.status(f"loading {name}..."):
+        return load(name, device=device)
+
+
+def print_frame(
+    df: pd.DataFrame, title: str, *, max_rows: int = 20, float_fmt: str = "{:.3f}"
+) -> None:
+    table = Table(title=title, show_lines=False)
+    for c in df.columns:
+        table.add_column(
+            str(c), justify="right" if pd.api.types.is_numeric_dtype(df[c]) else "left"
+        )
+    for _, row in df.head(max_rows).iterrows():
+        cells = []
+        for c in df.columns:
+            v = row[c]
+            if isinstance(v, float):
+                cells.append("" if pd.isna(v) else float_fmt.format(v))
+            else:
+                cells.append("" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
+        table.add_row(*cells)
+    console.print(table)
+    if len(df) > max_rows:
+        console.print(f"[dim]... {len(df) - max_rows} more rows[/]")

@@ -1,0 +1,575 @@
+"""Architecture adapters: canonical site names on the real module tree.
+
+An adapter never reimplements a model. It says which module's input or output each canonical
+site is (a declarative :class:`Layout` per architecture), how heads are laid out in the
+last dimension, how to resume a forward pass at a layer from a cached residual stream (by running
+the model's own ``forward`` over the remaining layers), and where the unembedding is.
+
+Supported: Hugging Face GPT-2, Llama (grouped-query attention; SmolLM2), GPT-NeoX / Pythia, BERT
+(MiniLM), faithlens' own zoo transformer, and any ``nn.Module`` through raw module paths
+(:class:`GenericAdapter`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import InputError, SiteError, nearest
+from .sites import HookPoint, SiteInfo
+
+RAW_PREFIX = "module:"
+
+
+def raw_site(name: str, root: nn.Module) -> SiteInfo:
+    """Resolve ``module:PATH`` (output) / ``module:PATH:in`` / ``module:PATH:in2`` (2nd input)."""
+    body = name[len(RAW_PREFIX) :]
+    io = "out"
+    index = 0
+    if ":" in body:
+        body, spec = body.rsplit(":", 1)
+        if spec.startswith("in"):
+            io = "in"
+            index = int(spec[2:]) if spec[2:] else 0
+        elif spec.startswith("out"):
+            index = int(spec[3:]) if spec[3:] else 0
+        else:
+            raise SiteError(
+                f"raw site {name!r}: write module:PATH, module:PATH:in or module:PATH:out1"
+            )
+    names = dict(root.named_modules())
+    if body not in names:
+        close = nearest(body, [n for n in names if n])
+        raise SiteError(f"no module named {body!r} in this model; nearest module paths: {close}")
+    return SiteInfo(name=name, kind="module", hook=HookPoint(body, io, index), width=None)  # type: ignore[arg-type]
+
+
+class Adapter:
+    """Base adapter: knows the sites of one model. Subclasses fill in the site table."""
+
+    arch: str = "generic"
+    is_causal: bool = False
+    n_layers: int = 0
+    n_heads: int = 0
+    n_kv_heads: int = 0
+    d_model: int = 0
+    d_head: int = 0
+    d_mlp: int = 0
+    d_vocab: int = 0
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self._sites: dict[str, SiteInfo] = {}
+
+    # -- sites ---------------------------------------------------------------------------------
+    @property
+    def site_table(self) -> dict[str, SiteInfo]:
+        return self._sites
+
+    def site_info(self, name: str) -> SiteInfo:
+        if name.startswith(RAW_PREFIX):
+            return raw_site(name, self.module)
+        info = self._sites.get(name)
+        if info is None:
+            raise SiteError(self._unknown(name))
+        return info
+
+    def _unknown(self, name: str) -> str:
+        close = nearest(name, self._sites)
+        extra = ""
+        kind = name.split(".")[0]
+        if kind in ("k", "v") and self.n_kv_heads and self.n_kv_heads != self.n_heads:
+            extra = (
+                f" This model uses grouped-query attention: key/value heads are numbered "
+                f"0..{self.n_kv_heads - 1}, and query head H reads key/value head "
+                f"H // {self.n_heads // self.n_kv_heads} (see Model.kv_head)."
+            )
+        return (
+            f"unknown site {name!r} on this {self.arch} model. Nearest valid names: {close}."
+            f"{extra} Model.sites() lists them all; raw modules are 'module:PATH'."
+        )
+
+    # -- running -------------------------------------------------------------------------------
+    def forward(self, module: nn.Module, inputs: Any, **kwargs: Any) -> Any:
+        if isinstance(inputs, dict):
+            return module(**inputs, **kwargs)
+        if isinstance(inputs, tuple):
+            return module(*inputs, **kwargs)
+        return module(inputs, **kwargs)
+
+    def logits_of(self, output: Any) -> Tensor | None:
+        if isinstance(output, Tensor):
+            return output
+        if hasattr(output, "logits") and output.logits is not None:
+            return output.logits
+        if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+            return output[0]
+        return None
+
+    @property
+    def unembed_module(self) -> str | None:
+        """The module whose input is gathered when logits are wanted at a few positions only."""
+        return None
+
+    @property
+    def supports_resume(self) -> bool:
+        return False
+
+    @contextlib.contextmanager
+    def resumed(self, layer: int, hidden: Tensor) -> Iterator[None]:
+        raise InputError(f"{self.arch} models cannot resume a run at a layer")
+        yield  # pragma: no cover
+
+    def make_kv_cache(self, kv: Sequence[tuple[Tensor, Tensor]]) -> Any:
+        raise InputError(f"{self.arch} models do not take cached keys and values")
+
+    def kv_of(self, output: Any) -> list[tuple[Tensor, Tensor]] | None:
+        return None
+
+    # -- weights -------------------------------------------------------------------------------
+    def o_proj(self, layer: int) -> tuple[Tensor, Tensor | None]:
+        """The attention output projection of ``layer`` as (W [d_model, n_heads*d_head], bias)."""
+        raise InputError(f"{self.arch} adapter does not expose attention output weights")
+
+    def head_outputs(self, layer: int, z: Tensor) -> Tensor:
+        """Per-head contributions to the attention output: ``z`` ``[..., n_heads*d_head]`` ->
+        ``[..., n_heads, d_model]`` (without the output bias)."""
+        w, _ = self.o_proj(layer)
+        zh = z.reshape(*z.shape[:-1], self.n_heads, self.d_head)
+        wh = w.reshape(w.shape[0], self.n_heads, self.d_head)
+        return torch.einsum("...hd,mhd->...hm", zh, wh.to(zh))
+
+    def unembed_weight(self) -> tuple[Tensor, Tensor | None]:
+        raise InputError(f"{self.arch} adapter has no unembedding")
+
+
+class GenericAdapter(Adapter):
+    """Any ``nn.Module``: raw module paths, plus named aliases the user gives to ``fl.wrap``."""
+
+    arch = "generic"
+
+    def __init__(self, module: nn.Module, sites: dict[str, str] | None = None) -> None:
+        super().__init__(module)
+        for alias, target in (sites or {}).items():
+            target = target if target.startswith(RAW_PREFIX) else RAW_PREFIX + target
+            info = raw_site(target, module)
+            self._sites[alias] = SiteInfo(name=alias, kind="module", hook=info.hook, width=None)
+
+    def site_info(self, name: str) -> SiteInfo:
+        if name in self._sites or name.startswith(RAW_PREFIX):
+            return super().site_info(name)
+        modules = [n for n, _ in self.module.named_modules() if n]
+        close = nearest(name, [*self._sites, *(RAW_PREFIX + m for m in modules)])
+        raise SiteError(
+            f"unknown site {name!r}. A wrapped module names its sites by module path "
+            f"('module:PATH', 'module:PATH:in') or by the aliases given to fl.wrap(sites=...). "
+            f"Nearest: {close}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Hugging Face transformers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things live in one transformer architecture (paths relative to the base model)."""
+
+    arch: str
+    base: str  # attribute holding the base model inside the *ForX wrapper
+    layers: str
+    embed: str  # token embedding module
+    embed_out: str  # module whose output is resid_pre.0
+    attn_out: str  # relative to a layer: output is the attention block's output (before residual)
+    o_proj: str  # relative to a layer: input is the concatenated head outputs
+    qkv: str  # 'separate' | 'gpt2' | 'neox'
+    q: str  # module producing q (or the fused qkv)
+    k: str
+    v: str
+    mlp_out: str  # relative to a layer; output is the MLP block's output
+    mlp_post: str  # relative to a layer; input is the neuron activations
+    attn_in: str | None
+    mlp_in: str | None
+    resid_mid: str | None  # relative to a layer; input is the residual after attention
+    final_norm: str | None  # relative to the base model
+    head: str | None  # relative to the top module (lm_head)
+    causal: bool = True
+    conv1d: bool = False  # GPT-2 stores Linear weights transposed (Conv1D)
+
+
+LAYOUTS: dict[str, Layout] = {
+    "llama": Layout(
+        arch="llama",
+        base="model",
+        layers="layers",
+        embed="embed_tokens",
+        embed_out="embed_tokens",
+        attn_out="self_attn",
+        o_proj="self_attn.o_proj",
+        qkv="separate",
+        q="self_attn.q_proj",
+        k="self_attn.k_proj",
+        v="self_attn.v_proj",
+        mlp_out="mlp",
+        mlp_post="mlp.down_proj",
+        attn_in="input_layernorm",
+        mlp_in="post_attention_layernorm",
+        resid_mid="post_attention_layernorm",
+        final_norm="norm",
+        head="lm_head",
+    ),
+    "gpt2": Layout(
+        arch="gpt2",
+        base="transformer",
+        layers="h",
+        embed="wte",
+        embed_out="drop",
+        attn_out="attn",
+        o_proj="attn.c_proj",
+        qkv="gpt2",
+        q="attn.c_attn",
+        k="attn.c_attn",
+        v="attn.c_attn",
+        mlp_out="mlp",
+        mlp_post="mlp.c_proj",
+        attn_in="ln_1",
+        mlp_in="ln_2",
+        resid_mid="ln_2",
+        final_norm="ln_f",
+        head="lm_head",
+        conv1d=True,
+    ),
+    "gpt_neox": Layout(
+        arch="gpt_neox",
+        base="gpt_neox",
+        layers="layers",
+        embed="embed_in",
+        embed_out="emb_dropout",
+        attn_out="attention",
+        o_proj="attention.dense",
+        qkv="neox",
+        q="attention.query_key_value",
+        k="attention.query_key_value",
+        v="attention.query_key_value",
+        mlp_out="mlp",
+        mlp_post="mlp.dense_4h_to_h",
+        attn_in="input_layernorm",
+        mlp_in="post_attention_layernorm",
+        resid_mid=None,
+        final_norm="final_layer_norm",
+        head="embed_out",
+    ),
+    "bert": Layout(
+        arch="bert",
+        base="bert",
+        layers="encoder.layer",
+        embed="embeddings.word_embeddings",
+        embed_out="embeddings",
+        attn_out="attention.output.dense",
+        o_proj="attention.output.dense",
+        qkv="separate",
+        q="attention.self.query",
+        k="attention.self.key",
+        v="attention.self.value",
+        mlp_out="output.dense",
+        mlp_post="output.dense",
+        attn_in=None,
+        mlp_in=None,
+        resid_mid="intermediate.dense",
+        final_norm=None,
+        head=None,
+        causal=False,
+    ),
+}
+# Architectures that share a layout with a supported one.
+ALIASES = {"mistral": "llama", "qwen2": "llama", "smollm": "llama", "pythia": "gpt_neox"}
+
+
+def _cfg(config: Any, *names: str, default: Any = None) -> Any:
+    for n in names:
+        v = getattr(config, n, None)
+        if v is not None:
+            return v
+    return default
+
+
+class HFAdapter(Adapter):
+    """A Hugging Face transformer described by a :class:`Layout`."""
+
+    def __init__(self, module: nn.Module, layout: Layout) -> None:
+        super().__init__(module)
+        self.layout = layout
+        self.arch = layout.arch
+        self.is_causal = layout.causal
+        cfg = module.config
+        self.config: Any = cfg
+        self.n_layers = int(_cfg(cfg, "num_hidden_layers", "n_layer"))
+        self.n_heads = int(_cfg(cfg, "num_attention_heads", "n_head"))
+        self.n_kv_heads = int(_cfg(cfg, "num_key_value_heads", default=self.n_heads))
+        self.d_model = int(_cfg(cfg, "hidden_size", "n_embd"))
+        self.d_head = int(_cfg(cfg, "head_dim", default=self.d_model // self.n_heads))
+        self.d_mlp = int(_cfg(cfg, "intermediate_size", "n_inner", default=4 * self.d_model))
+        self.d_vocab = int(_cfg(cfg, "vocab_size", default=0))
+        names = dict(module.named_modules())
+        self.prefix = f"{layout.base}." if layout.base and layout.base in names else ""
+        if (
+            self.prefix == ""
+            and layout.base
+            and not any(n.startswith(layout.layers) for n in names)
+        ):
+            raise InputError(f"this {layout.arch} model has no '{layout.base}.{layout.layers}'")
+        self.has_head = layout.head is not None and layout.head in names
+        self._build_sites()
+
+    # -- site table ----------------------------------------------------------------------------
+    def _layer_path(self, layer: int, rel: str = "") -> str:
+        base = f"{self.prefix}{self.layout.layers}.{layer}"
+        return f"{base}.{rel}" if rel else base
+
+    def _add(self, info: SiteInfo) -> None:
+        self._sites[info.name] = info
+
+    def _build_sites(self) -> None:
+        lo, d, dh = self.layout, self.d_model, self.d_head
+        self._add(SiteInfo("embed", "embed", HookPoint(self.prefix + lo.embed, "out"), d))
+        for L in range(self.n_layers):
+            lp = self._layer_path
+            self._add(
+                SiteInfo(
+                    f"resid_pre.{L}",
+                    "resid_pre",
+                    HookPoint(lp(L), "in", 0, "hidden_states"),
+                    d,
+                    layer=L,
+                )
+            )
+            out_index = 0
+            self._add(
+                SiteInfo(
+                    f"resid_post.{L}", "resid_post", HookPoint(lp(L), "out", out_index), d, layer=L
+                )
+            )
+            self._add(
+                SiteInfo(
+                    f"attn_out.{L}", "attn_out", HookPoint(lp(L, lo.attn_out), "out", 0), d, layer=L
+                )
+            )
+            self._add(
+                SiteInfo(
+                    f"mlp_out.{L}", "mlp_out", HookPoint(lp(L, lo.mlp_out), "out", 0), d, layer=L
+                )
+            )
+            self._add(
+                SiteInfo(
+                    f"mlp_post.{L}",
+                    "mlp_post",
+                    HookPoint(lp(L, lo.mlp_post), "in", 0),
+                    self.d_mlp,
+                    layer=L,
+                )
+            )
+            if lo.attn_in:
+                self._add(
+                    SiteInfo(
+                        f"attn_in.{L}",
+                        "attn_in",
+                        HookPoint(lp(L, lo.attn_in), "out", 0),
+                        d,
+                        layer=L,
+                    )
+                )
+            if lo.mlp_in:
+                self._add(
+                    SiteInfo(
+                        f"mlp_in.{L}", "mlp_in", HookPoint(lp(L, lo.mlp_in), "out", 0), d, layer=L
+                    )
+                )
+            if lo.resid_mid:
+                kind_w = self.d_model
+                self._add(
+                    SiteInfo(
+                        f"resid_mid.{L}",
+                        "resid_mid",
+                        HookPoint(lp(L, lo.resid_mid), "in", 0),
+                        kind_w,
+                        layer=L,
+                    )
+                )
+            for H in range(self.n_heads):
+                self._add(
+                    SiteInfo(
+                        f"head.{L}.{H}",
+                        "head",
+                        HookPoint(lp(L, lo.o_proj), "in", 0),
+                        dh,
+                        start=H * dh,
+                        layer=L,
+                        head=H,
+                    )
+                )
+                self._add(
+                    SiteInfo(
+                        f"q.{L}.{H}",
+                        "q",
+                        HookPoint(lp(L, lo.q), "out", 0),
+                        dh,
+                        start=self._qkv_start("q", H),
+                        layer=L,
+                        head=H,
+                    )
+                )
+            for G in range(self.n_kv_heads):
+                self._add(
+                    SiteInfo(
+                        f"k.{L}.{G}",
+                        "k",
+                        HookPoint(lp(L, lo.k), "out", 0),
+                        dh,
+                        start=self._qkv_start("k", G),
+                        layer=L,
+                        head=G,
+                    )
+                )
+                self._add(
+                    SiteInfo(
+                        f"v.{L}.{G}",
+                        "v",
+                        HookPoint(lp(L, lo.v), "out", 0),
+                        dh,
+                        start=self._qkv_start("v", G),
+                        layer=L,
+                        head=G,
+                    )
+                )
+        if lo.final_norm:
+            self._add(
+                SiteInfo(
+                    "ln_final", "ln_final", HookPoint(self.prefix + lo.final_norm, "out", 0), d
+                )
+            )
+        if self.has_head:
+            assert lo.head is not None
+            self._add(
+                SiteInfo("logits", "logits", HookPoint(lo.head, "out", 0), self.d_vocab or None)
+            )
+        elif lo.arch == "bert":
+            # An encoder without a head: its 'logits' are the final hidden states.
+            last = self.n_layers - 1
+            self._add(SiteInfo("logits", "logits", HookPoint(self._layer_path(last), "out", 0), d))
+
+    def _qkv_start(self, which: str, h: int) -> int:
+        dh = self.d_head
+        if self.layout.qkv == "separate":
+            return h * dh
+        if self.layout.qkv == "gpt2":
+            block = {"q": 0, "k": 1, "v": 2}[which] * self.n_heads * dh
+            return block + h * dh
+        if self.layout.qkv == "neox":
+            return h * 3 * dh + {"q": 0, "k": 1, "v": 2}[which] * dh
+        raise AssertionError(self.layout.qkv)
+
+    # -- running -------------------------------------------------------------------------------
+    @property
+    def unembed_module(self) -> str | None:
+        return self.layout.head if self.has_head else None
+
+    @property
+    def supports_resume(self) -> bool:
+        return True
+
+    def logits_of(self, output: Any) -> Tensor | None:
+        if getattr(output, "logits", None) is not None:
+            return output.logits
+        if getattr(output, "last_hidden_state", None) is not None:
+            return output.last_hidden_state
+        return super().logits_of(output)
+
+    @contextlib.contextmanager
+    def resumed(self, layer: int, hidden: Tensor) -> Iterator[None]:
+        """Run the model's own forward over layers ``layer..`` only, starting from ``hidden``.
+
+        The layer list is swapped for its tail and the output of the embedding stage is replaced
+        by ``hidden`` (the cached ``resid_pre.layer``); everything is restored on exit.
+        """
+        parent_path, _, attr = (self.prefix + self.layout.layers).rpartition(".")
+        parent = self.module.get_submodule(parent_path) if parent_path else self.module
+        original = getattr(parent, attr)
+        embed_out = self.module.get_submodule(self.prefix + self.layout.embed_out)
+
+        def replace(_m: nn.Module, _a: Any, out: Any) -> Any:
+            want = tuple(out.shape[:-1]) if isinstance(out, Tensor) else None
+            if want is not None and tuple(hidden.shape[:-1]) != want:
+                raise InputError(
+                    f"resumed hidden state has shape {tuple(hidden.shape)} but the inputs give "
+                    f"{want} (batch, positions); pass the inputs the hidden state was cached on"
+                )
+            return hidden.to(out.dtype) if isinstance(out, Tensor) else hidden
+
+        handle = embed_out.register_forward_hook(replace)
+        setattr(parent, attr, nn.ModuleList(list(original)[layer:]))
+        try:
+            yield
+        finally:
+            setattr(parent, attr, original)
+            handle.remove()
+
+    def make_kv_cache(self, kv: Sequence[tuple[Tensor, Tensor]]) -> Any:
+        if not self.is_causal:
+            raise InputError(f"{self.arch} is bidirectional: a run cannot resume from cached keys")
+        from transformers import DynamicCache
+
+        return DynamicCache(ddp_cache_data=[(k, v) for k, v in kv], config=self.config)
+
+    def kv_of(self, output: Any) -> list[tuple[Tensor, Tensor]] | None:
+        cache = getattr(output, "past_key_values", None)
+        if cache is None:
+            return None
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    # -- weights -------------------------------------------------------------------------------
+    def _linear(self, path: str, *, transposed: bool | None = None) -> tuple[Tensor, Tensor | None]:
+        """(weight [out, in], bias) of a Linear, or of a GPT-2 Conv1D (stored [in, out])."""
+        mod = self.module.get_submodule(path)
+        w = mod.weight
+        assert isinstance(w, Tensor)
+        if self.layout.conv1d if transposed is None else transposed:
+            w = w.t()
+        b = getattr(mod, "bias", None)
+        return w, b if isinstance(b, Tensor) else None
+
+    def o_proj(self, layer: int) -> tuple[Tensor, Tensor | None]:
+        return self._linear(self._layer_path(layer, self.layout.o_proj))
+
+    def unembed_weight(self) -> tuple[Tensor, Tensor | None]:
+        if not self.has_head:
+            raise InputError(f"this {self.arch} model has no language-model head")
+        assert self.layout.head is not None
+        # lm_head is an nn.Linear on every supported architecture (GPT-2's too).
+        return self._linear(self.layout.head, transposed=False)
+
+
+def hf_adapter(module: nn.Module) -> HFAdapter:
+    """The adapter for a Hugging Face model, chosen by ``config.model_type``."""
+    cfg = getattr(module, "config", None)
+    model_type = getattr(cfg, "model_type", None)
+    if model_type is None:
+        raise InputError(
+            f"{type(module).__name__} has no Hugging Face config; use fl.wrap(module) instead"
+        )
+    key = ALIASES.get(model_type, model_type)
+    layout = LAYOUTS.get(key)
+    if layout is None:
+        raise InputError(
+            f"no faithlens adapter for Hugging Face model_type {model_type!r} (supported: "
+            f"{sorted(LAYOUTS)}). Use fl.wrap(model) and raw module sites ('module:PATH')."
+        )
+    return HFAdapter(module, layout)
+
+
+AdapterFactory = Callable[[nn.Module], Adapter]

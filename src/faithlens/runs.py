@@ -1,0 +1,485 @@
+"""The batched run engine: hooks in, hooks out, always removed.
+
+``run(model, inputs, interventions, cache)`` resolves every site and checks every source before
+the first forward pass, registers one hook per hooked tensor (several interventions and caches on
+the same module share it), runs the model's own ``forward`` and removes the hooks in a
+``finally``, also when the run raises.
+
+Speed comes from three options:
+
+- ``start_at=Resume(layer, hidden, offset, kv)``: recompute only layers ``layer..`` from a cached
+  residual stream, and in a causal model only positions ``offset..`` (earlier positions are read
+  from cached keys and values);
+- ``logits_at``: unembed only the positions a metric reads;
+- ``stop_at``: stop after a site has been computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import InputError, ShapeError, SiteError
+from .interventions import HookContext, Intervention
+from .models.model import Inputs, Model
+from .models.sites import (
+    HookPoint,
+    Selection,
+    Site,
+    SiteInfo,
+    SiteLike,
+    as_rows,
+    as_site,
+    resolve_positions,
+    resolve_units,
+)
+
+if TYPE_CHECKING:
+    from torch.utils.hooks import RemovableHandle
+
+
+@dataclass(frozen=True, eq=False)
+class Resume:
+    """Start a run at ``resid_pre.layer`` from a cached residual stream.
+
+    ``hidden`` is ``[batch, seq - offset, d_model]``: the residual stream entering ``layer`` at
+    positions ``offset..``. When ``offset > 0`` (causal models only), ``kv`` holds every layer's
+    cached keys and values for positions ``< offset`` (``[(keys, values)]``, each
+    ``[batch, kv_heads, offset, d_head]``), so those positions are not recomputed.
+    """
+
+    layer: int
+    hidden: Tensor
+    offset: int = 0
+    kv: Sequence[tuple[Tensor, Tensor]] | None = None
+
+    @classmethod
+    def from_run(
+        cls, out: RunOutput, layer: int, model: Model, *, offset: int = 0, repeat: int = 1
+    ) -> Resume:
+        """Resume from a run that cached ``resid_pre.layer`` (or the final residual) and, when
+        ``offset > 0``, returned its keys and values (``return_kv=True``)."""
+        name = (
+            f"resid_pre.{layer}" if layer < model.n_layers else f"resid_post.{model.n_layers - 1}"
+        )
+        if name not in out.cache:
+            raise InputError(f"Resume.from_run: the run did not cache {name!r}")
+        hidden = out.cache[name][:, offset:]
+        kv = None
+        if offset > 0:
+            if out.kv is None:
+                raise InputError(
+                    "Resume.from_run: run the source with return_kv=True to resume at an offset"
+                )
+            kv = [(k[:, :, :offset], v[:, :, :offset]) for k, v in out.kv]
+        if repeat > 1:
+            hidden = hidden.repeat(repeat, 1, 1)
+            if kv is not None:
+                kv = [(k.repeat(repeat, 1, 1, 1), v.repeat(repeat, 1, 1, 1)) for k, v in kv]
+        return cls(layer=layer, hidden=hidden, offset=offset, kv=kv)
+
+
+@dataclass(eq=False)
+class RunOutput:
+    """What a run returns: logits (``[batch, positions, vocab]``; only the positions asked for
+    with ``logits_at``), the cached activations by site name, the raw module output, and, with
+    ``return_kv``, each layer's keys and values."""
+
+    logits: Tensor | None
+    cache: dict[str, Tensor]
+    raw: Any = None
+    kv: list[tuple[Tensor, Tensor]] | None = None
+    offset: int = 0
+    _grads: dict[str, tuple[Tensor, Selection]] = field(default_factory=dict)
+
+    def __getitem__(self, site: str) -> Tensor:
+        if site not in self.cache:
+            raise SiteError(f"{site!r} was not cached in this run; cached: {sorted(self.cache)}")
+        return self.cache[site]
+
+    def grad(self, site: SiteLike) -> Tensor:
+        """Gradient of what you called ``.backward()`` on with respect to a ``grad_sites`` site."""
+        name = str(as_site(site).name)
+        if name not in self._grads:
+            raise SiteError(f"{name!r} was not in grad_sites; grad sites: {sorted(self._grads)}")
+        delta, sel = self._grads[name]
+        if delta.grad is None:
+            raise InputError(
+                "no gradient yet: call .backward() on a function of this run's outputs"
+            )
+        return sel.get(delta.grad)
+
+
+class _Stop(Exception):
+    """Raised by the stop hook to end a forward pass early."""
+
+
+@dataclass(eq=False)
+class _Op:
+    kind: str  # "intervene" | "cache" | "grad"
+    selection: Selection
+    name: str
+    intervention: Intervention | None = None
+
+
+@dataclass(eq=False)
+class _HookState:
+    batch: int
+    offset: int
+    grad: bool
+    cache: dict[str, Tensor] = field(default_factory=dict)
+    deltas: dict[HookPoint, Tensor] = field(default_factory=dict)
+    fired: set[HookPoint] = field(default_factory=set)
+
+
+def _reachable(
+    info: SiteInfo, model: Model, start: int | None, stop: SiteInfo | None
+) -> str | None:
+    """Why a canonical site is not reached by a run (None when it is)."""
+    n = model.n_layers
+    order = info.order(n)
+    if order is None:
+        return None
+    if start is not None:
+        if info.kind == "embed":
+            return f"the run resumes at layer {start}, after the embedding"
+        if info.layer is not None and info.layer < start:
+            return f"the run resumes at layer {start}, after layer {info.layer}"
+    if stop is not None:
+        s_order = stop.order(n)
+        if s_order is not None and order > s_order:
+            return f"the run stops at {stop.name}, before it"
+    return None
+
+
+def _seq_for(info: SiteInfo, inputs: Inputs, offset: int) -> int | None:
+    if inputs.ids is None:
+        return None
+    return int(inputs.ids.shape[1]) - offset
+
+
+def _build_selection(
+    model: Model,
+    site: Site,
+    info: SiteInfo,
+    rows: Any,
+    batch: int,
+    inputs: Inputs,
+    offset: int,
+) -> Selection:
+    rows_idx, row_slice = as_rows(rows, batch)
+    seq = _seq_for(info, inputs, offset)
+    positions = None
+    if site.positions is not None:
+        if seq is None and info.kind != "module":
+            raise SiteError(f"site {site.name} has no position axis")
+        positions = resolve_positions(
+            site.positions,
+            batch=batch,
+            rows=rows_idx,
+            seq=seq if seq is not None else 0,
+            last=inputs.last,
+            offset=offset,
+            site=site.name,
+        )
+    dims = resolve_units(site.units, info, None)
+    return Selection(info, rows_idx, positions, dims, row_slice, site)
+
+
+def _full_width(model: Model, info: SiteInfo) -> int | None:
+    """Width of the whole hooked tensor (heads share one tensor), when known."""
+    if info.width is None:
+        return None
+    a = model.adapter
+    if info.kind == "head":
+        return a.n_heads * a.d_head
+    if info.kind in ("q", "k", "v"):
+        layout = getattr(a, "layout", None)
+        qkv = getattr(layout, "qkv", "separate")
+        if qkv in ("gpt2", "neox"):
+            return (a.n_heads + 2 * a.n_kv_heads) * a.d_head
+        return (a.n_heads if info.kind == "q" else a.n_kv_heads) * a.d_head
+    return info.width
+
+
+def run(
+    model: Model,
+    inputs: Any,
+    interventions: Sequence[Intervention] = (),
+    cache: Sequence[SiteLike] = (),
+    *,
+    start_at: Resume | None = None,
+    stop_at: SiteLike | None = None,
+    logits_at: Any = None,
+    grad: bool = False,
+    grad_sites: Sequence[SiteLike] = (),
+    return_kv: bool = False,
+) -> RunOutput:
+    """Run ``model`` on ``inputs`` with ``interventions``, caching the sites in ``cache``.
+
+    Args:
+        inputs: strings, token ids, a tokenizer output, :class:`Inputs`, or a generic module's
+            input tensors.
+        interventions: applied in order; several may share a site (composed in order) or a batch
+            (through their ``rows``).
+        cache: sites whose (post-intervention) activations to return, with their selections.
+        start_at: a :class:`Resume`: recompute from a layer (and, in a causal model, from a
+            position) using a cached residual stream.
+        stop_at: a site after which the forward pass stops (no logits are returned).
+        logits_at: positions at which to compute logits: ``"last"`` (each example's last real
+            token), an int, or per-example indices ``[batch]`` / ``[batch, k]``. Default: all.
+        grad: build the autograd graph (default: no_grad).
+        grad_sites: sites whose gradients ``RunOutput.grad(site)`` returns after ``backward``.
+        return_kv: also return every layer's keys and values (causal Hugging Face models).
+    """
+    adapter = model.adapter
+    inp = model.prepare(inputs)
+    batch = inp.batch_size
+    offset = 0
+    if start_at is not None:
+        offset = int(start_at.offset)
+        if not adapter.supports_resume:
+            raise InputError(f"{model.arch} models cannot resume a run at a layer")
+        if not 0 <= start_at.layer <= model.n_layers:
+            raise InputError(f"Resume layer {start_at.layer} out of range 0..{model.n_layers}")
+        if offset:
+            if not model.is_causal:
+                raise InputError(
+                    "only causal models can resume from cached keys and values (offset > 0)"
+                )
+            if start_at.kv is None:
+                raise InputError("Resume with offset > 0 needs the cached keys and values (kv=...)")
+            if inp.ids is None or offset >= inp.ids.shape[1]:
+                raise InputError(f"Resume offset {offset} leaves no position to recompute")
+        if start_at.hidden.shape[0] != batch:
+            raise ShapeError(
+                f"Resume hidden state has {start_at.hidden.shape[0]} examples but the inputs have {batch}"
+            )
+        want_seq = (inp.ids.shape[1] - offset) if inp.ids is not None else None
+        if want_seq is not None and start_at.hidden.shape[1] != want_seq:
+            raise ShapeError(
+                f"Resume hidden state covers {start_at.hidden.shape[1]} positions; the inputs "
+                f"have {want_seq} positions from offset {offset}"
+            )
+    stop_info = adapter.site_info(as_site(stop_at).name) if stop_at is not None else None
+    start_layer = start_at.layer if start_at is not None else None
+
+    # ---- resolve every site before any work -----------------------------------------------
+    ops: dict[HookPoint, list[_Op]] = {}
+    checks: list[tuple[Intervention, SiteInfo, HookPoint]] = []
+
+    def add(kind: str, site: Site, rows: Any, iv: Intervention | None = None) -> Selection:
+        info = adapter.site_info(site.name)
+        why = _reachable(info, model, start_layer, stop_info)
+        if why is not None:
+            what = "an intervention on" if kind == "intervene" else "caching"
+            raise SiteError(f"{what} {site.name} can never happen: {why}")
+        sel = _build_selection(model, site, info, rows, batch, inp, offset)
+        ops.setdefault(info.hook, []).append(_Op(kind, sel, site.name, iv))
+        return sel
+
+    for iv in interventions:
+        if not isinstance(iv, Intervention):
+            raise InputError(
+                f"interventions must be faithlens interventions (Zero, Patch, ...), not {type(iv).__name__}"
+            )
+        site = iv.site_spec
+        sel = add("intervene", site, iv.rows, iv)
+        info = sel.info
+        seq = _seq_for(info, inp, offset)
+        width = _full_width(model, info)
+        if width is not None:
+            shape = sel.view_shape(batch, seq, width)
+            assert info.width is not None
+            site_shape = (batch, seq, info.width) if seq is not None else (batch, info.width)
+            iv.validate(tuple(shape), site_shape)
+        checks.append((iv, info, info.hook))
+    for c in cache:
+        add("cache", as_site(c), None)
+    grad_names: list[str] = []
+    for g in grad_sites:
+        gs = as_site(g)
+        add("grad", gs, None)
+        grad_names.append(gs.name)
+    if grad_sites and not grad:
+        raise InputError("grad_sites needs grad=True")
+
+    state = _HookState(batch=batch, offset=offset, grad=grad)
+    handles: list[RemovableHandle] = []
+    gather: Tensor | None = None
+    if logits_at is not None and inp.ids is not None:
+        gather = resolve_positions(
+            logits_at,
+            batch=batch,
+            rows=None,
+            seq=int(inp.ids.shape[1]) - offset,
+            last=inp.last,
+            offset=offset,
+            site="logits_at",
+        )
+
+    # ---- the forward pass -----------------------------------------------------------------
+    module = model.module
+    call_kwargs: dict[str, Any] = {}
+    model_in: Any
+    if inp.ids is not None:
+        mi: dict[str, Any] = {"input_ids": inp.ids[:, offset:]}
+        if inp.mask is not None:
+            mi["attention_mask"] = inp.mask
+        mi.update(inp.kwargs)
+        model_in = mi
+        is_hf = hasattr(adapter, "layout")
+        if is_hf and model.is_causal:
+            call_kwargs["use_cache"] = bool(return_kv or offset)
+        if offset:
+            assert start_at is not None and start_at.kv is not None
+            call_kwargs["past_key_values"] = adapter.make_kv_cache(start_at.kv)
+    else:
+        model_in = None
+
+    out_raw: Any = None
+    logits: Tensor | None = None
+    stopped = False
+    try:
+        for hp, hp_ops in ops.items():
+            handles.append(_register(module, hp, hp_ops, state, stop=False))
+        if stop_info is not None:
+            handles.append(_register(module, stop_info.hook, [], state, stop=True))
+        if gather is not None and adapter.unembed_module is not None:
+            handles.append(_gather_hook(module, adapter.unembed_module, gather))
+        ctx = torch.enable_grad() if grad else torch.no_grad()
+        resume_ctx = (
+            adapter.resumed(start_at.layer, start_at.hidden.to(model.device))
+            if start_at is not None
+            else _null()
+        )
+        with ctx, resume_ctx:
+            try:
+                if model_in is None:
+                    out_raw = module(*inp.args, **inp.kwargs)
+                else:
+                    out_raw = adapter.forward(module, model_in, **call_kwargs)
+            except _Stop:
+                stopped = True
+    finally:
+        for h in handles:
+            h.remove()
+
+    # Interventions whose hook never fired (raw module sites that the forward pass skips).
+    for iv, _info, hp in checks:
+        if hp not in state.fired and not stopped:
+            raise SiteError(
+                f"the intervention {iv.describe()} never ran: module {hp.module!r} was not "
+                "called in this forward pass"
+            )
+    if not stopped:
+        logits = adapter.logits_of(out_raw)
+        if logits is not None and gather is not None and adapter.unembed_module is None:
+            rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
+            logits = logits[rows, gather.to(logits.device)]
+    kv = adapter.kv_of(out_raw) if (return_kv and not stopped) else None
+    result = RunOutput(logits=logits, cache=state.cache, raw=out_raw, kv=kv, offset=offset)
+    for name in grad_names:
+        info = adapter.site_info(name)
+        sel = next(op.selection for op in ops[info.hook] if op.kind == "grad" and op.name == name)
+        if info.hook in state.deltas:
+            result._grads[name] = (state.deltas[info.hook], sel)
+    return result
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _process(t: Tensor, hp: HookPoint, ops: list[_Op], state: _HookState) -> Tensor:
+    state.fired.add(hp)
+    ivs = [op for op in ops if op.kind == "intervene"]
+    if ivs:
+        t = t.clone()
+        for op in ivs:
+            assert op.intervention is not None
+            sel = op.selection
+            current = sel.get(t)
+            ctx = HookContext(selection=sel, full=t, batch=state.batch, offset=state.offset)
+            new = op.intervention.compute(current, ctx)
+            if tuple(new.shape) != tuple(current.shape):
+                raise ShapeError(
+                    f"{op.intervention.describe()} returned shape {tuple(new.shape)} for a "
+                    f"selection of shape {tuple(current.shape)}"
+                )
+            sel.set(t, new.to(t.dtype))
+    if any(op.kind == "grad" for op in ops):
+        delta = torch.zeros_like(t, requires_grad=True)
+        state.deltas[hp] = delta
+        t = t + delta
+    for op in ops:
+        if op.kind == "cache":
+            v = op.selection.get(t)
+            state.cache[op.name] = v if state.grad else v.detach().clone()
+    return t
+
+
+def _register(
+    module: nn.Module, hp: HookPoint, ops: list[_Op], state: _HookState, *, stop: bool
+) -> RemovableHandle:
+    target = module.get_submodule(hp.module) if hp.module else module
+
+    if hp.io == "in":
+
+        def pre(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            if stop:
+                raise _Stop()
+            if len(args) > hp.index:
+                t = args[hp.index]
+                new = _process(t, hp, ops, state)
+                return (*args[: hp.index], new, *args[hp.index + 1 :]), kwargs
+            if hp.kwarg is not None and hp.kwarg in kwargs:
+                kwargs = dict(kwargs)
+                kwargs[hp.kwarg] = _process(kwargs[hp.kwarg], hp, ops, state)
+                return args, kwargs
+            raise SiteError(f"module {hp.module!r} was called without input #{hp.index}")
+
+        return target.register_forward_pre_hook(pre, with_kwargs=True)
+
+    def post(_m: nn.Module, _args: tuple[Any, ...], _kwargs: dict[str, Any], output: Any) -> Any:
+        if stop:
+            raise _Stop()
+        if isinstance(output, Tensor):
+            return _process(output, hp, ops, state)
+        if isinstance(output, tuple):
+            new = _process(output[hp.index], hp, ops, state)
+            return (*output[: hp.index], new, *output[hp.index + 1 :])
+        if isinstance(output, list):
+            lst = list(output)
+            lst[hp.index] = _process(lst[hp.index], hp, ops, state)
+            return lst
+        if hasattr(output, "to_tuple"):
+            key = list(output.keys())[hp.index]
+            output[key] = _process(output[key], hp, ops, state)
+            return output
+        raise SiteError(f"cannot hook the output of {hp.module!r} (a {type(output).__name__})")
+
+    return target.register_forward_hook(post, with_kwargs=True)
+
+
+def _gather_hook(module: nn.Module, path: str, positions: Tensor) -> RemovableHandle:
+    """Feed the unembedding only the positions a metric reads."""
+    target = module.get_submodule(path)
+
+    def pre(_m: nn.Module, args: tuple[Any, ...]) -> Any:
+        h = args[0]
+        rows = torch.arange(h.shape[0], device=h.device)[:, None]
+        return (h[rows, positions.to(h.device)], *args[1:])
+
+    return target.register_forward_pre_hook(pre)
+
+
+__all__ = ["Resume", "RunOutput", "run"]

@@ -1,0 +1,151 @@
+"""Uncertainty for every number faithlens reports.
+
+Estimates are means (or ratios of means) over examples; their uncertainty comes from the
+bootstrap over examples (scipy's BCa by default, percentile as the fallback when BCa is degenerate)
+and from standard errors. All resampling is seeded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats as _st
+
+ArrayLike = Any
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with a standard error and a confidence interval (arrays broadcast)."""
+
+    estimate: np.ndarray
+    se: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    level: float
+
+
+def mean_se(x: ArrayLike, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error of the mean along ``axis`` (ddof=1; se is 0 for one sample)."""
+    a = np.asarray(x, dtype=np.float64)
+    n = a.shape[axis]
+    m = a.mean(axis=axis)
+    if n < 2:
+        return m, np.zeros_like(m)
+    return m, a.std(axis=axis, ddof=1) / np.sqrt(n)
+
+
+def _as2d(x: ArrayLike) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    return a[None, :] if a.ndim == 1 else a
+
+
+def bootstrap(
+    statistic: Callable[..., np.ndarray],
+    data: tuple[ArrayLike, ...],
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    method: str = "BCa",
+) -> Interval:
+    """Paired bootstrap over examples (the last axis of every array in ``data``).
+
+    ``statistic(*arrays, axis=-1)`` must be vectorised. Arrays may have different leading shapes
+    (for example per-site values ``[n_sites, n]`` with per-example baselines ``[n]``); they are
+    broadcast to a common shape and resampled with the same example indices.
+    """
+    arrays = [np.asarray(a, dtype=np.float64) for a in data]
+    n = arrays[0].shape[-1]
+    if any(a.shape[-1] != n for a in arrays):
+        raise ValueError(
+            "bootstrap: every array needs the same number of examples on its last axis"
+        )
+    lead = np.broadcast_shapes(*(a.shape[:-1] for a in arrays))
+    arrays = [np.broadcast_to(a, (*lead, n)) for a in arrays]
+    est = np.asarray(statistic(*arrays, axis=-1), dtype=np.float64)
+    if n < 2:
+        nan = np.full_like(est, np.nan)
+        return Interval(est, nan, nan, nan, level)
+    res = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for m in (method, "percentile") if method != "percentile" else ("percentile",):
+            try:
+                res = _st.bootstrap(
+                    tuple(arrays),
+                    statistic,
+                    paired=True,
+                    vectorized=True,
+                    axis=-1,
+                    n_resamples=n_boot,
+                    confidence_level=level,
+                    method=m,
+                    rng=np.random.default_rng(seed),
+                )
+            except Exception:  # degenerate BCa (constant data, ties): fall back to percentile
+                res = None
+                continue
+            low = np.asarray(res.confidence_interval.low)
+            if m != "percentile" and np.isnan(low).any():
+                # BCa fails elementwise where a site has no spread; percentile fills those in.
+                continue
+            break
+    if res is None:
+        nan = np.full_like(est, np.nan)
+        return Interval(est, nan, nan, nan, level)
+    low = np.asarray(res.confidence_interval.low, dtype=np.float64)
+    high = np.asarray(res.confidence_interval.high, dtype=np.float64)
+    se = np.asarray(res.standard_error, dtype=np.float64)
+    # A statistic with zero spread gives nan bounds in scipy; the interval is the point then.
+    flat = np.isnan(low) & np.isfinite(est) & (np.nan_to_num(se) == 0)
+    low = np.where(flat, est, low)
+    high = np.where(flat, est, high)
+    return Interval(est, se, low, high, level)
+
+
+def ratio_of_means(
+    num: np.ndarray, base: np.ndarray, ref: np.ndarray, axis: int = -1
+) -> np.ndarray:
+    """(mean(num) - mean(base)) / (mean(ref) - mean(base)): the normalised patching effect."""
+    b = base.mean(axis=axis)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray((num.mean(axis=axis) - b) / (ref.mean(axis=axis) - b))
+
+
+def normalized_effect(
+    patched: ArrayLike,
+    base: ArrayLike,
+    source: ArrayLike,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Effect = (mean m_patched - mean m_base) / (mean m_source - mean m_base), bootstrapped.
+
+    ``patched`` is ``[n_sites, n]`` (or ``[n]``), ``base`` and ``source`` are ``[n]``; the same
+    resampled examples are used for numerator and denominator.
+    """
+    return bootstrap(
+        ratio_of_means,
+        (_as2d(patched), np.asarray(base), np.asarray(source)),
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+    )
+
+
+def mean_interval(
+    x: ArrayLike, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> Interval:
+    """Mean over the last axis with its bootstrap confidence interval."""
+
+    def stat(a: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.asarray(a.mean(axis=axis))
+
+    return bootstrap(stat, (np.asarray(x),), n_boot=n_boot, level=level, seed=seed)
