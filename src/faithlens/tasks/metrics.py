@@ -1,0 +1,101 @@
+"""Metrics: model outputs -> one number per example.
+
+A metric reads the logits at each example's metric position (``[n, vocab]``) and the task's
+answer tokens (``[n, k]``) and returns ``[n]``. NaN or inf in a metric is an error, not a number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..errors import MetricError
+
+
+def check_finite(values: Tensor, what: str) -> Tensor:
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        idx = bad.nonzero().flatten().tolist()[:8]
+        raise MetricError(
+            f"{what} is NaN or infinite for examples {idx}; check the interventions (a NaN "
+            "source, a zero-norm projection) and the inputs"
+        )
+    return values
+
+
+class Metric:
+    """Base class: ``metric(logits [n, vocab], answers [n, k]) -> [n]``."""
+
+    name: str = "metric"
+    higher_is_better: bool = True
+
+    def __call__(self, logits: Tensor, answers: Tensor) -> Tensor:
+        check_finite(logits, f"the logits reaching {self.name}")
+        return check_finite(self.compute(logits.float(), answers), self.name)
+
+    def compute(self, logits: Tensor, answers: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class LogitDiff(Metric):
+    """logit(correct) - logit(wrong): answers are ``[n, 2]`` (or ``[n, 1 + m]``: the mean over
+    the m wrong answers is subtracted)."""
+
+    name: str = "logit_diff"
+
+    def compute(self, logits: Tensor, answers: Tensor) -> Tensor:
+        picked = logits.gather(-1, answers.to(logits.device))
+        return picked[:, 0] - picked[:, 1:].mean(-1)
+
+
+@dataclass(frozen=True)
+class LogProb(Metric):
+    """log p(correct)."""
+
+    name: str = "logprob"
+
+    def compute(self, logits: Tensor, answers: Tensor) -> Tensor:
+        lp = torch.log_softmax(logits, -1)
+        return lp.gather(-1, answers[:, :1].to(logits.device))[:, 0]
+
+
+@dataclass(frozen=True)
+class ProbDiff(Metric):
+    """p(correct) - p(wrong)."""
+
+    name: str = "prob_diff"
+
+    def compute(self, logits: Tensor, answers: Tensor) -> Tensor:
+        p = torch.softmax(logits, -1).gather(-1, answers.to(logits.device))
+        return p[:, 0] - p[:, 1:].sum(-1)
+
+
+@dataclass(frozen=True)
+class Accuracy(Metric):
+    """1 where the correct answer outscores every other answer given."""
+
+    name: str = "accuracy"
+
+    def compute(self, logits: Tensor, answers: Tensor) -> Tensor:
+        picked = logits.gather(-1, answers.to(logits.device))
+        return (picked[:, 0:1] > picked[:, 1:]).all(-1).float()
+
+
+METRICS: dict[str, type[Metric]] = {
+    "logit_diff": LogitDiff,
+    "logprob": LogProb,
+    "prob_diff": ProbDiff,
+    "accuracy": Accuracy,
+}
+
+
+def get_metric(metric: str | Metric) -> Metric:
+    if isinstance(metric, Metric):
+        return metric
+    cls = METRICS.get(metric)
+    if cls is None:
+        raise MetricError(f"unknown metric {metric!r}; choose from {sorted(METRICS)}")
+    return cls()
