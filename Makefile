@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/faithlens patch --model smollm2 --task ioi --sites head --n 16 --out runs/demo
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed
