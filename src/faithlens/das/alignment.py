@@ -228,7 +228,7 @@ class BoundlessMask(nn.Module):
 
     def hard_dims(self) -> list[int]:
         """The aligned coordinates the mask keeps once the temperature reaches 0."""
-        return list(range(max(1, round(float(self.boundary()) * self.width))))
+        return list(range(max(1, round(float(self.boundary().detach()) * self.width))))
 
 
 def make_alignment(method: str, width: int) -> Alignment:

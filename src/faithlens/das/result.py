@@ -127,7 +127,7 @@ class DASResult(Result):
         import matplotlib.pyplot as plt
 
         h = self.history
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
         axes[0].plot(h["epoch"], h["iia"], color="tab:blue")
         axes[0].set_ylabel("training IIA")
         axes[0].set_xlabel("epoch")
@@ -145,7 +145,6 @@ class DASResult(Result):
         for a in axes:
             a.axvline(self.selected_epoch, color="k", ls=":", lw=1)
         fig.suptitle(f"{self.method} at {self.site} ({self.loss})")
-        fig.tight_layout()
         return fig
 
 

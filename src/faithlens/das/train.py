@@ -482,7 +482,9 @@ def das(
             "iia": iia,
             "emd_features": emd_value,
             "temperature": T if boundless else float("nan"),
-            "boundary": float(mask_mod.boundary()) if mask_mod is not None else float("nan"),
+            "boundary": float(mask_mod.boundary().detach())
+            if mask_mod is not None
+            else float("nan"),
         }
         history.append(row)
         better = False
@@ -547,7 +549,7 @@ def das(
         emd=ev.emd,
         emd_features=ev.emd_features,
         emd_dims=tuple(int(d) for d in (emd_dims or [])),
-        boundary=float(mask_mod.boundary()) if mask_mod is not None else float("nan"),
+        boundary=float(mask_mod.boundary().detach()) if mask_mod is not None else float("nan"),
         history=pd.DataFrame(history),
         alignment_spec=al.spec(),
         alignment_params=al.to_flat(),
