@@ -11,7 +11,6 @@ import torch
 
 from faithlens.das import synthetic as syn
 
-
 #: 40 points per class (the paper: 100), 200 epochs (601), EMD every 25 epochs (10).
 SMALL = dict(epochs=200, eval_every=25, n_per_class=40, extra_dims=16, classifier_epochs=300)
 
