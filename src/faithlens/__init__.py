@@ -1,6 +1,6 @@
 """faithlens: is your explanation of a neural network faithful?"""
 
-from . import divergence, interventions, stats, tasks
+from . import divergence, interventions, patching, stats, tasks
 from .das import DASResult, das
 from .divergence.audit import AuditResult, audit
 from .divergence.compare import DivergenceResult, divergences
@@ -14,6 +14,7 @@ from .errors import (
 )
 from .interventions import Add, Interchange, Intervention, Mean, Patch, Project, Resample, Zero
 from .models import Inputs, Model, Site, load, wrap
+from .patching import PatchingResult, attribution_patch, patch
 from .results import Result
 from .runs import Resume, RunOutput, run
 from .tasks import Task
@@ -41,6 +42,7 @@ __all__ = [
     "MissingExtraError",
     "Model",
     "Patch",
+    "PatchingResult",
     "Project",
     "Resample",
     "Result",
@@ -51,8 +53,11 @@ __all__ = [
     "SiteError",
     "Task",
     "Zero",
+    "attribution_patch",
     "interventions",
     "load",
+    "patch",
+    "patching",
     "run",
     "stats",
     "tasks",

