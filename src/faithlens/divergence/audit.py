@@ -161,6 +161,28 @@ def _gather(act: Tensor, inputs: Inputs, positions: Any, site: Site) -> Tensor:
     return act[rows, p].reshape(-1, act.shape[-1])
 
 
+def _gather_ids(act: Tensor, inputs: Inputs, positions: Any, site: Site) -> np.ndarray:
+    """The example index of each row :func:`_gather` returns (same layout)."""
+    n = act.shape[0]
+    ex = torch.arange(n)
+    if act.dim() == 2:
+        return ex.numpy()
+    if act.dim() != 3:
+        return ex.numpy()
+    k = act.shape[1]
+    if site.positions is not None:
+        return ex.repeat_interleave(k).numpy()
+    if positions is None or (isinstance(positions, str) and positions == "all"):
+        if inputs.mask is not None and tuple(inputs.mask.shape) == tuple(act.shape[:2]):
+            return ex[:, None].expand(n, k)[inputs.mask.cpu().bool()].numpy()
+        return ex.repeat_interleave(k).numpy()
+    if isinstance(positions, (str, int)):
+        return ex.numpy()
+    p = torch.as_tensor(positions)
+    per = 1 if p.dim() <= 1 else int(p.shape[1])
+    return ex.repeat_interleave(per).numpy()
+
+
 def default_units(model: Model, site: SiteLike) -> str | None:
     """The downstream units whose dormancy the audit checks by default: the output of the
     linear layer reading the site (raw sites: its pre-activations), or the next MLP's neurons
@@ -464,10 +486,11 @@ def audit(
         cache_sites.append(Site(as_site(units_site).name, *(_sel(s))))
 
     # natural runs
-    nat_acts, nat_units = [], []
+    nat_acts, nat_units, nat_ids = [], [], []
     for inp in nat_sets:
         out = model.run(inp, cache=cache_sites)
         nat_acts.append(_gather(out.cache[s.name], inp, pos_for(inp), s))
+        nat_ids.append(_gather_ids(out.cache[s.name], inp, pos_for(inp), s))
         if units_site is not None:
             nat_units.append(_gather(out.cache[cache_sites[1].name], inp, pos_for(inp), s))
     nat = torch.cat(nat_acts).float()
@@ -492,6 +515,12 @@ def audit(
         out_b = model.run(base_inp, cache=[cache_sites[0]])
         itv = _gather(out_i.cache[s.name], base_inp, pos_for(base_inp), s).float()
         base_acts = _gather(out_b.cache[s.name], base_inp, pos_for(base_inp), s).float()
+        # For a task, rows are grouped by example: a clean prompt, its corrupted twin and the
+        # intervened run of the same example never straddle a natural/natural comparison.
+        groups = None
+        if is_task and isinstance(natural, str) and (not isinstance(base, Inputs | Tensor)):
+            gi = _gather_ids(out_i.cache[s.name], base_inp, pos_for(base_inp), s)
+            groups = (np.concatenate(nat_ids), gi)
         res: DivergenceResult = divergences(
             nat,
             itv,
@@ -501,6 +530,7 @@ def audit(
             paired=paired,
             seed=seed,
             options=options,
+            groups=groups,
             label=cname,
         )
         t = res.table.copy()
@@ -518,6 +548,7 @@ def audit(
                 seed=seed,
                 rtol=rtol,
                 options=options,
+                groups=groups,
             )
             sp = sp[sp["space"] != "full"]
             t = pd.concat([t, sp], ignore_index=True)

@@ -140,26 +140,35 @@ def split_values(
     paired: bool | None = None,
     seed: int = 0,
     options: dict[str, dict[str, Any]] | None = None,
+    groups: tuple[Any, Any] | None = None,
 ) -> SplitValues:
     """The raw split protocol of :func:`divergences` (see the module docstring)."""
     names = resolve_metrics(metrics)
     nat, itv = D.check_pair(natural, intervened, names=("natural", "intervened"))
     nat_np, itv_np = D._np(nat), D._np(itv)
     n_nat, n_itv = len(nat_np), len(itv_np)
+    if n_splits < 1:
+        raise InputError(f"n_splits must be at least 1, got {n_splits}")
+    if groups is not None:
+        return _grouped_split_values(
+            names,
+            nat_np,
+            itv_np,
+            groups,
+            n_splits=n_splits,
+            max_points=max_points,
+            seed=seed,
+            options=options or {},
+        )
     if paired is None:
         paired = n_nat == n_itv
     if paired and n_nat != n_itv:
         raise ShapeError(
             f"paired=True needs as many intervened rows ({n_itv}) as natural rows ({n_nat})"
         )
-    if n_splits < 1:
-        raise InputError(f"n_splits must be at least 1, got {n_splits}")
     h = min(n_nat // 2, n_itv, max(max_points // 2, 1))
-    need = max(_metric_min_points(m) for m in names)
     opts = options or {}
-    for m in names:
-        if m in ("local_pca", "lle"):
-            need = max(need, int(opts.get(m, {}).get("k", 20)))
+    need = _need(names, opts)
     if h < need:
         raise ShapeError(
             f"the natural-vs-natural baseline splits the natural set in halves of {h} points, but "
@@ -181,6 +190,70 @@ def split_values(
             out[mi, s, 0] = spec.fn(i, a, **kw)
             out[mi, s, 1] = spec.fn(b, a, **kw)
     return SplitValues(names, out, h)
+
+
+def _need(names: Sequence[str], opts: dict[str, dict[str, Any]]) -> int:
+    need = max(_metric_min_points(m) for m in names)
+    for m in names:
+        if m in ("local_pca", "lle"):
+            need = max(need, int(opts.get(m, {}).get("k", 20)))
+    return need
+
+
+def _grouped_split_values(
+    names: tuple[str, ...],
+    nat: np.ndarray,
+    itv: np.ndarray,
+    groups: tuple[Any, Any],
+    *,
+    n_splits: int,
+    max_points: int,
+    seed: int,
+    options: dict[str, dict[str, Any]],
+) -> SplitValues:
+    """Split by *group* (e.g. the prompt each activation came from): halves of the group ids;
+    ``A`` = natural rows of the first half, ``B`` = natural rows of the second, ``I`` =
+    intervened rows of the second. Near-duplicate rows of one example (a clean prompt and its
+    corrupted twin, several positions) never straddle the two sides of a comparison."""
+    gn = np.asarray(groups[0]).reshape(-1)
+    gi = np.asarray(groups[1]).reshape(-1)
+    if len(gn) != len(nat) or len(gi) != len(itv):
+        raise ShapeError(
+            f"groups must give one id per row: {len(gn)} ids for {len(nat)} natural rows, "
+            f"{len(gi)} for {len(itv)} intervened rows"
+        )
+    ids = np.unique(gn)
+    if not np.isin(np.unique(gi), ids).all():
+        raise InputError("every intervened row's group must also have natural rows")
+    rng = np.random.default_rng(seed)
+    need = _need(names, options)
+    out = np.empty((len(names), n_splits, 2))
+    h_min = None
+    for s in range(n_splits):
+        perm = rng.permutation(ids)
+        ga, gb = perm[: len(ids) // 2], perm[len(ids) // 2 :]
+        a_idx = np.flatnonzero(np.isin(gn, ga))
+        b_idx = np.flatnonzero(np.isin(gn, gb))
+        i_idx = np.flatnonzero(np.isin(gi, gb))
+        h = min(len(a_idx), len(b_idx), len(i_idx), max(max_points // 2, 1))
+        if h < need:
+            raise ShapeError(
+                f"the grouped natural-vs-natural baseline leaves {h} points per side, but the "
+                f"metrics {list(names)} need at least {need}: use more examples"
+            )
+        h_min = h if h_min is None else min(h_min, h)
+        a = nat[rng.choice(a_idx, h, replace=False)]
+        b = nat[rng.choice(b_idx, h, replace=False)]
+        i = itv[rng.choice(i_idx, h, replace=False)]
+        for mi, m in enumerate(names):
+            spec = METRICS[m]
+            kw = {**spec.kwargs, **options.get(m, {})}
+            if spec.needs_seed:
+                kw.setdefault("seed", seed + s)
+            out[mi, s, 0] = spec.fn(i, a, **kw)
+            out[mi, s, 1] = spec.fn(b, a, **kw)
+    assert h_min is not None
+    return SplitValues(names, out, h_min)
 
 
 def summarize_splits(sv: SplitValues) -> pd.DataFrame:
@@ -329,6 +402,7 @@ def divergences(
     paired: bool | None = None,
     seed: int = 0,
     options: dict[str, dict[str, Any]] | None = None,
+    groups: tuple[Any, Any] | None = None,
     label: str = "",
 ) -> DivergenceResult:
     """Every divergence of ``intervened`` from ``natural``, against the natural-vs-natural
@@ -341,6 +415,9 @@ def divergences(
             (default: when the sets have the same size). Enables the paired ``mse``.
         max_points: at most this many points per comparison (two halves of ``max_points/2``).
         options: per-metric keyword arguments, e.g. ``{"kde": {"bandwidth": 1.0}}``.
+        groups: ``(natural_ids, intervened_ids)``, one id per row (e.g. the example each
+            activation came from): split by id instead of by row, so rows of one example (a
+            clean prompt and its corrupted twin, several positions) stay on one side.
     """
     nat, itv = D.check_pair(natural, intervened, names=("natural", "intervened"))
     sv = split_values(
@@ -352,8 +429,9 @@ def divergences(
         paired=paired,
         seed=seed,
         options=options,
+        groups=groups,
     )
-    is_paired = bool(paired if paired is not None else len(nat) == len(itv))
+    is_paired = groups is None and bool(paired if paired is not None else len(nat) == len(itv))
     mse = mse_se = float("nan")
     if is_paired:
         per_row = ((D._np(nat) - D._np(itv)) ** 2).mean(1)

@@ -87,6 +87,7 @@ def split_divergences(
     seed: int = 0,
     rtol: float = 1e-6,
     options: dict[str, dict[str, Any]] | None = None,
+    groups: tuple[Any, Any] | None = None,
 ) -> pd.DataFrame:
     """Divergence of the full activations, of their row-space part and of their null-space part
     (coordinates in orthonormal bases of each subspace), each against its natural baseline.
@@ -114,6 +115,7 @@ def split_divergences(
             paired=paired,
             seed=seed,
             options=options,
+            groups=groups,
         )
         t = summarize_splits(sv)
         t.insert(0, "dim", a.shape[1])
