@@ -23,19 +23,24 @@ import faithlens as fl
 from faithlens.divergence.audit import mean_difference_vector
 
 
-def run(n: int = 48, top: int = 3, seed: int = 0, layers: str | None = None, out: str | None = None):
+def run(
+    n: int = 48, top: int = 3, seed: int = 0, layers: str | None = None, out: str | None = None
+):
     t0 = time.perf_counter()
     model = fl.load("smollm2")
     task = fl.tasks.ioi(model, n=n, seed=seed)
-    sites = "head" if layers is None else [
-        f"head.{L}.{h}" for L in map(int, layers.split(",")) for h in range(model.n_heads)
-    ]
+    sites = (
+        "head"
+        if layers is None
+        else [f"head.{L}.{h}" for L in map(int, layers.split(",")) for h in range(model.n_heads)]
+    )
     effects = fl.patch(model, task, sites=sites, positions="all", n_boot=200, seed=seed)
     patches = effects.interventions(top=top)  # fl.Patch(..., source="clean")
     layer = max(model.site_info(p.site_spec).layer for p in patches)
     audit_site = f"mlp_post.{layer}"
-    delta = mean_difference_vector(model, task.clean, task.corrupt, f"resid_pre.{layer}",
-                                   positions=task.positions)
+    delta = mean_difference_vector(
+        model, task.clean, task.corrupt, f"resid_pre.{layer}", positions=task.positions
+    )
     steer = fl.Add(fl.Site(f"resid_pre.{layer}", positions="last"), vector=delta)
     conditions = {
         f"patch top-{top} heads": patches,
@@ -53,7 +58,9 @@ def run(n: int = 48, top: int = 3, seed: int = 0, layers: str | None = None, out
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=48, help="IOI prompts")
     ap.add_argument("--top", type=int, default=3, help="how many top heads to patch together")
     ap.add_argument("--layers", default=None, help="only sweep heads of these layers (e.g. 8,9)")

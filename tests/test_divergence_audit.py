@@ -32,8 +32,15 @@ def test_audit_patch_zero_and_das(setup):
         "zero": [fl.Zero("mlp_in.2")],
         "das": [das.intervention("clean", site=site)],
     }
-    res = fl.audit(model, task, conds, "mlp_post.2", metrics=["emd", "nn_mse", "mmd"],
-                   split_metrics=["emd"], n_splits=2)
+    res = fl.audit(
+        model,
+        task,
+        conds,
+        "mlp_post.2",
+        metrics=["emd", "nn_mse", "mmd"],
+        split_metrics=["emd"],
+        n_splits=2,
+    )
     assert res.conditions == ("patch", "zero", "das")
     assert res.reader_shape == (48, 80)
     t = res.table
@@ -52,17 +59,40 @@ def test_audit_patch_zero_and_das(setup):
 def test_source_reference_binding_equals_explicit_sources(setup):
     model, task = setup
     clean = model.run(task.clean, cache=["head.1.0"]).cache["head.1.0"]
-    a = fl.audit(model, task, [fl.Patch("head.1.0", source="clean")], "mlp_post.2",
-                 metrics=["emd"], split_metrics=["emd"], n_splits=2, base="corrupt")
-    b = fl.audit(model, task, [fl.Patch("head.1.0", source=clean)], "mlp_post.2",
-                 metrics=["emd"], split_metrics=["emd"], n_splits=2, base="corrupt")
+    a = fl.audit(
+        model,
+        task,
+        [fl.Patch("head.1.0", source="clean")],
+        "mlp_post.2",
+        metrics=["emd"],
+        split_metrics=["emd"],
+        n_splits=2,
+        base="corrupt",
+    )
+    b = fl.audit(
+        model,
+        task,
+        [fl.Patch("head.1.0", source=clean)],
+        "mlp_post.2",
+        metrics=["emd"],
+        split_metrics=["emd"],
+        n_splits=2,
+        base="corrupt",
+    )
     assert a.table[["intervened", "baseline"]].equals(b.table[["intervened", "baseline"]])
 
 
 def test_positions_all_uses_every_token(setup):
     model, task = setup
-    res = fl.audit(model, task, [fl.Zero("mlp_post.1")], "resid_post.2", positions="all",
-                   metrics=["emd"], n_splits=2)
+    res = fl.audit(
+        model,
+        task,
+        [fl.Zero("mlp_post.1")],
+        "resid_post.2",
+        positions="all",
+        metrics=["emd"],
+        n_splits=2,
+    )
     assert res.n_natural == 2 * task.n * 6
     assert res.reader_shape == () and any("no single linear map" in n for n in res.notes)
 
@@ -71,5 +101,4 @@ def test_plain_inputs_cannot_use_source_references():
     lin = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     model = fl.wrap(lin, sites={"x": "0:in"})
     with pytest.raises(fl.InputError, match="refers to a task's run"):
-        fl.audit(model, torch.randn(20, 3), [fl.Patch("x", source="clean")], "x",
-                 metrics=["emd"])
+        fl.audit(model, torch.randn(20, 3), [fl.Patch("x", source="clean")], "x", metrics=["emd"])

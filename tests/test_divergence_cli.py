@@ -30,8 +30,27 @@ def test_help_lists_the_commands():
 
 def test_das_synthetic_end_to_end(tmp_path):
     out = tmp_path / "das"
-    args = ["das", "--synthetic", "og_holdouts", "--n-per-class", "20", "--classifier-epochs", "150", "--method", "linear",
-            "--loss", "cl", "--epochs", "40", "--eval-every", "10", "--seed", "1", "--out", str(out)]
+    args = [
+        "das",
+        "--synthetic",
+        "og_holdouts",
+        "--n-per-class",
+        "20",
+        "--classifier-epochs",
+        "150",
+        "--method",
+        "linear",
+        "--loss",
+        "cl",
+        "--epochs",
+        "40",
+        "--eval-every",
+        "10",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "IIA" in res.output and "OOD (task 2)" in res.output
@@ -53,8 +72,23 @@ def test_bad_arguments_are_one_red_line():
 @pytest.mark.slow
 def test_audit_smollm2_end_to_end(smollm2, tmp_path):
     out = tmp_path / "audit"
-    args = ["audit", "--site", "mlp_post.9", "--n", "8", "--patch", "head.9.6,head.9.7",
-            "--steer", "resid_pre.9", "--metrics", "emd,nn_mse", "--splits", "2", "--out", str(out)]
+    args = [
+        "audit",
+        "--site",
+        "mlp_post.9",
+        "--n",
+        "8",
+        "--patch",
+        "head.9.6,head.9.7",
+        "--steer",
+        "resid_pre.9",
+        "--metrics",
+        "emd,nn_mse",
+        "--splits",
+        "2",
+        "--out",
+        str(out),
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "null space" in res.output and "row space" in res.output
@@ -65,3 +99,47 @@ def test_audit_smollm2_end_to_end(smollm2, tmp_path):
     assert res.exit_code == 2 and "nothing to audit" in res.output
     res = runner.invoke(app, ["audit", "--site", "mlp_pots.9", "--n", "4", "--zero", "head.1.1"])
     assert res.exit_code == 2 and "unknown site" in res.output
+
+
+@pytest.mark.slow
+def test_das_smollm2_then_audit_it(smollm2, tmp_path):
+    out = tmp_path / "das_lm"
+    args = [
+        "das",
+        "--model",
+        "smollm2",
+        "--n",
+        "8",
+        "--site",
+        "resid_pre.20",
+        "--dims",
+        "8",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.01",
+        "--out",
+        str(out),
+    ]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    saved = fl.Result.load(out)
+    assert saved.site == "resid_pre.20" and saved.positions == "last" and len(saved.history) == 3
+    res = runner.invoke(
+        app,
+        [
+            "audit",
+            "--site",
+            "mlp_post.20",
+            "--n",
+            "8",
+            "--das",
+            str(out),
+            "--metrics",
+            "emd",
+            "--splits",
+            "2",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "DAS resid_pre.20" in res.output

@@ -17,16 +17,25 @@ def ioi_audit(smollm2):
     task = fl.tasks.ioi(model, n=12, seed=0)
     effects = fl.patch(model, task, sites=[f"head.9.{h}" for h in range(9)], n_boot=50)
     patches = effects.interventions(top=2)
-    delta = mean_difference_vector(model, task.clean, task.corrupt, "resid_pre.9",
-                                   positions=task.positions)
+    delta = mean_difference_vector(
+        model, task.clean, task.corrupt, "resid_pre.9", positions=task.positions
+    )
     steer = fl.Site("resid_pre.9", positions="last")
     conds = {
         "patch": patches,
         "steer x1": [fl.Add(steer, vector=delta)],
         "steer x8": [fl.Add(steer, vector=delta, coef=8.0)],
     }
-    res = fl.audit(model, task, conds, "mlp_post.9", metrics=["emd", "nn_mse"],
-                   split_metrics=["emd"], n_splits=3, seed=0)
+    res = fl.audit(
+        model,
+        task,
+        conds,
+        "mlp_post.9",
+        metrics=["emd", "nn_mse"],
+        split_metrics=["emd"],
+        n_splits=3,
+        seed=0,
+    )
     return model, task, res
 
 

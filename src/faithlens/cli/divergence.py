@@ -18,8 +18,11 @@ def register(app: typer.Typer) -> None:
     @app.command("audit")
     def audit_cmd(
         site: str = typer.Option(
-            ..., "--site", "-s", help="Where to compare activations (e.g. mlp_post.9): the "
-            "intervened site or any site downstream of it."
+            ...,
+            "--site",
+            "-s",
+            help="Where to compare activations (e.g. mlp_post.9): the "
+            "intervened site or any site downstream of it.",
         ),
         model: str = typer.Option(
             "smollm2", "--model", "-m", help="Model name (smollm2, minilm, zoo:NAME) or folder."
@@ -28,19 +31,25 @@ def register(app: typer.Typer) -> None:
         n: int = typer.Option(32, "--n", help="Number of task examples."),
         seed: int = typer.Option(0, "--seed", help="Seed for the task, splits and bootstrap."),
         patch: str = typer.Option(
-            None, "--patch", help="Comma-separated sites to patch from the clean run into the "
-            "corrupted run, together (one condition)."
+            None,
+            "--patch",
+            help="Comma-separated sites to patch from the clean run into the "
+            "corrupted run, together (one condition).",
         ),
         top_heads: int = typer.Option(
-            0, "--top-heads", help="Patch every head with fl.patch first, then audit the top K "
-            "heads patched together (one condition)."
+            0,
+            "--top-heads",
+            help="Patch every head with fl.patch first, then audit the top K "
+            "heads patched together (one condition).",
         ),
         sweep_layers: str = typer.Option(
             None, "--sweep-layers", help="With --top-heads: only sweep heads of these layers."
         ),
         steer: str = typer.Option(
-            None, "--steer", help="A site for mean-difference steering: mean(clean) - "
-            "mean(corrupt) at the last token, added to the corrupted prompts."
+            None,
+            "--steer",
+            help="A site for mean-difference steering: mean(clean) - "
+            "mean(corrupt) at the last token, added to the corrupted prompts.",
         ),
         zero: str = typer.Option(
             None, "--zero", help="Comma-separated sites to zero-ablate (one condition)."
@@ -107,12 +116,28 @@ def register(app: typer.Typer) -> None:
             metric_arg: Any = metrics if metrics in ("default", "all") else _split(metrics)
             with console.status("auditing..."):
                 res = audit(
-                    m, t, conds, site, base="corrupt", positions=positions, metrics=metric_arg,
-                    threshold=threshold, n_splits=splits, seed=seed,
+                    m,
+                    t,
+                    conds,
+                    site,
+                    base="corrupt",
+                    positions=positions,
+                    metrics=metric_arg,
+                    threshold=threshold,
+                    n_splits=splits,
+                    seed=seed,
                 )
             console.print(res.summary())
-            cols = ["condition", "space", "metric", "intervened", "intervened_se", "baseline",
-                    "baseline_se", "ratio"]
+            cols = [
+                "condition",
+                "space",
+                "metric",
+                "intervened",
+                "intervened_se",
+                "baseline",
+                "baseline_se",
+                "ratio",
+            ]
             print_frame(res.table[cols], title=f"divergence at {site}", max_rows=60)
             if out is not None:
                 res.save(out)
@@ -122,14 +147,19 @@ def register(app: typer.Typer) -> None:
     @app.command("das")
     def das_cmd(
         site: str = typer.Option(
-            None, "--site", "-s", help="Site to align (e.g. resid_pre.9); the synthetic task "
-            "uses its classifier input 'h'."
+            None,
+            "--site",
+            "-s",
+            help="Site to align (e.g. resid_pre.9); the synthetic task "
+            "uses its classifier input 'h'.",
         ),
         model: str = typer.Option("smollm2", "--model", "-m", help="Model name or folder."),
         task: str = typer.Option("ioi", "--task", "-t", help="Registered task (ioi, ...)."),
         synthetic: str = typer.Option(
-            None, "--synthetic", help="Use the synthetic DAS task instead: og_holdouts, "
-            "og_noholdouts, inner_square or xor (trains on task 1, tests on task 2)."
+            None,
+            "--synthetic",
+            help="Use the synthetic DAS task instead: og_holdouts, "
+            "og_noholdouts, inner_square or xor (trains on task 1, tests on task 2).",
         ),
         n: int = typer.Option(32, "--n", help="Number of task examples (LM tasks)."),
         n_per_class: int = typer.Option(100, "--n-per-class", help="Synthetic points per class."),
@@ -174,7 +204,9 @@ def register(app: typer.Typer) -> None:
             if synthetic:
                 with console.status(f"building the synthetic {synthetic} task..."):
                     t1, t2 = synthetic_das(
-                        synthetic, seed, n_per_class=n_per_class,
+                        synthetic,
+                        seed,
+                        n_per_class=n_per_class,
                         classifier_epochs=classifier_epochs,
                     )
                 m, data, where = t1.model, t1.data, Site(site or SITE)
@@ -189,10 +221,23 @@ def register(app: typer.Typer) -> None:
                 where = Site(site, positions="last" if positions == "last" else None)
             with progress_bar("training") as advance:
                 res = das(
-                    m, data, where, dims=dims, method=method, loss=loss, cl_weight=cl_weight,
-                    cl_form=cl_form, epochs=epochs, lr=lr, batch_size=batch_size, select=select,
-                    eval_every=eval_every, emd_dims=emd_dims, seed=seed,
-                    checkpoint_dir=checkpoint, progress=lambda e, _row: advance(e + 1, epochs),
+                    m,
+                    data,
+                    where,
+                    dims=dims,
+                    method=method,
+                    loss=loss,
+                    cl_weight=cl_weight,
+                    cl_form=cl_form,
+                    epochs=epochs,
+                    lr=lr,
+                    batch_size=batch_size,
+                    select=select,
+                    eval_every=eval_every,
+                    emd_dims=emd_dims,
+                    seed=seed,
+                    checkpoint_dir=checkpoint,
+                    progress=lambda e, _row: advance(e + 1, epochs),
                 )
             console.print(res.summary())
             if ood is not None:

@@ -56,8 +56,20 @@ class DASResult(Result):
     alignment_spec: dict[str, Any]
     alignment_params: np.ndarray
     data_name: str = ""
+    positions: Any = None  # the site's position selection ("last", an int, a list) or None
 
     kind = "das"
+
+    def site_spec(self) -> Any:
+        """The aligned site with its position selection."""
+        import torch
+
+        from ..models.sites import Site
+
+        p = self.positions
+        if isinstance(p, dict) and "tensor" in p:
+            p = torch.tensor(p["tensor"], dtype=torch.long)
+        return Site(self.site, positions=p)
 
     @cached_property
     def alignment(self) -> Alignment:
@@ -69,7 +81,7 @@ class DASResult(Result):
         from ..interventions import Interchange
 
         return Interchange(
-            site if site is not None else self.site,
+            site if site is not None else self.site_spec(),
             basis=self.alignment,
             dims=list(self.dims),
             source=source,
@@ -93,7 +105,7 @@ class DASResult(Result):
             model,
             self.alignment,
             data,
-            site if site is not None else self.site,
+            site if site is not None else self.site_spec(),
             dims=list(self.dims),
             emd_dims=dims,
             seed=seed,

@@ -554,7 +554,16 @@ def das(
         alignment_spec=al.spec(),
         alignment_params=al.to_flat(),
         data_name=data.name,
+        positions=_jsonable_positions(s.positions),
     )
+
+
+def _jsonable_positions(p: Any) -> Any:
+    if isinstance(p, Tensor):  # per-example positions
+        return {"tensor": p.tolist()}
+    if isinstance(p, (list, tuple)):
+        return [int(i) for i in p]
+    return p
 
 
 __all__ = ["AlignmentEval", "base_resume", "das", "evaluate_alignment", "source_activations"]
