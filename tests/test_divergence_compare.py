@@ -118,21 +118,24 @@ def test_adapter_reader_gpt2_conv1d_and_generic(tiny_gpt2):
     assert g.reader("module:1") is None
 
 
-def test_grouped_splits_remove_the_near_duplicate_confound(rng):
+def test_grouped_splits_remove_the_near_duplicate_confound():
+    rng = np.random.default_rng(7)
     # 60 examples, each with two near-identical natural rows (a prompt and its corrupted twin)
     # and one intervened row that is just a third near-copy: no real divergence.
     x = rng.normal(size=(60, 4))
     nat = np.concatenate([x, x + 0.01 * rng.normal(size=x.shape)])
     itv = x + 0.01 * rng.normal(size=x.shape)
     ids = np.arange(60)
-    by_row = fl.divergences(nat, itv, metrics=["nn_mse"], n_splits=4, seed=0)
+    by_row = fl.divergences(nat, itv, metrics=["nn_mse"], n_splits=8, seed=0)
     grouped = fl.divergences(
-        nat, itv, metrics=["nn_mse"], n_splits=4, seed=0, groups=(np.tile(ids, 2), ids)
+        nat, itv, metrics=["nn_mse"], n_splits=8, seed=0, groups=(np.tile(ids, 2), ids)
     )
     # splitting by row, the intervened set has a near-copy of every natural point: it looks
     # *closer* than natural data to itself
-    assert by_row["nn_mse"]["ratio"] < 0.5
+    assert by_row["nn_mse"]["ratio"] < 0.7
     # splitting by example, the two comparisons are alike
-    assert grouped["nn_mse"]["ratio"] == pytest.approx(1.0, abs=0.15)
+    g = grouped["nn_mse"]
+    assert abs(g["excess"]) < 3 * g["excess_se"] + 0.1 * g["baseline"]
+    assert 0.75 < g["ratio"] < 1.33
     with pytest.raises(fl.ShapeError, match="one id per row"):
         fl.divergences(nat, itv, groups=(ids, ids))
