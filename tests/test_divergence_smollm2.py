@@ -14,8 +14,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.smollm2]
 @pytest.fixture(scope="module")
 def ioi_audit(smollm2):
     model = smollm2
-    task = fl.tasks.ioi(model, n=12, seed=0)
-    effects = fl.patch(model, task, sites=[f"head.9.{h}" for h in range(9)], n_boot=50)
+    task = fl.tasks.ioi(model, n=16, seed=0)
+    effects = fl.patch(model, task, sites=["head.9.6", "head.9.7", "head.9.8"], n_boot=50)
     patches = effects.interventions(top=2)
     delta = mean_difference_vector(
         model, task.clean, task.corrupt, "resid_pre.9", positions=task.positions
@@ -50,12 +50,15 @@ def test_audit_tables_and_split(ioi_audit):
     assert res.units_site == "mlp_post.10"
     d = res.displacement.set_index("condition")
     assert ((d["row_fraction"] > 0) & (d["row_fraction"] <= 1)).all()
-    # a steering vector 8 times larger diverges more, in every space
+    # a steering vector 8 times larger diverges more, in every space ...
     for space in ("full", "row", "null"):
         small = res.value("emd", "steer x1", space)["intervened"]
         big = res.value("emd", "steer x8", space)["intervened"]
         assert big > small, space
-    assert res.value("emd", "steer x8")["ratio"] > 2
+    # ... and its activations lie far from every natural one (nearest-neighbour distance well
+    # above the natural spacing; the EMD of a collapsed cluster can sit *below* the baseline of
+    # two small high-dimensional samples, which is why several metrics are reported)
+    assert res.value("nn_mse", "steer x8")["ratio"] > 1.5
     assert "null space (harmless)" in res.summary()
 
 

@@ -36,7 +36,7 @@ from ..results import Result
 from ..tasks.base import Task
 from .compare import DivergenceResult, divergences, plot_divergence_table, resolve_metrics
 from .dormant import dormant_units
-from .subspace import displacement_summary, split_divergences
+from .subspace import displacement_summary, row_basis, split_divergences
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -500,6 +500,7 @@ def audit(
             f"{nat.shape[1]}"
         )
 
+    row_b = row_basis(w, rtol=rtol) if w is not None else None
     frames, disp_rows, dorm_rows = [], [], []
     for cname, ivs in conds.items():
         refs = {r for r in (_source_ref(iv) for iv in ivs) if r is not None}
@@ -549,13 +550,14 @@ def audit(
                 rtol=rtol,
                 options=options,
                 groups=groups,
+                basis=row_b,
             )
             sp = sp[sp["space"] != "full"]
             t = pd.concat([t, sp], ignore_index=True)
             delta = itv - base_acts
             moved = delta.abs().amax(1) > 0
             if bool(moved.any()):
-                ds = displacement_summary(delta[moved], w, rtol=rtol)
+                ds = displacement_summary(delta[moved], w, rtol=rtol, basis=row_b)
                 disp_rows.append({"condition": cname, "n_moved": int(moved.sum()), **ds})
             else:
                 notes.append(

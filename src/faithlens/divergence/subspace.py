@@ -56,6 +56,16 @@ def row_null_bases(weight: Any, *, rtol: float = 1e-6) -> tuple[Tensor, Tensor]:
     return v[:, :r].contiguous(), v[:, r:].contiguous()
 
 
+def row_basis(weight: Any, *, rtol: float = 1e-6) -> Tensor:
+    """Orthonormal basis (columns, ``[width, r]``) of the row space of ``weight`` from a thin
+    SVD (cheaper than :func:`row_null_bases` for wide readers: no null-space basis is built)."""
+    w = as_reader(weight)
+    _, s, vh = torch.linalg.svd(w, full_matrices=False)
+    smax = float(s.max()) if s.numel() else 0.0
+    r = int((s > rtol * smax).sum()) if smax > 0 else 0
+    return vh[:r].T.contiguous()
+
+
 def visibility(delta: Any, weight: Any) -> np.ndarray:
     """``|W r| / (|W|_2 |r|)`` per row ``r`` of ``delta`` (NaN where ``r = 0``)."""
     r = D.as_points(delta, "delta").detach().to("cpu", torch.float64)
@@ -88,27 +98,43 @@ def split_divergences(
     rtol: float = 1e-6,
     options: dict[str, dict[str, Any]] | None = None,
     groups: tuple[Any, Any] | None = None,
+    basis: Tensor | None = None,
 ) -> pd.DataFrame:
     """Divergence of the full activations, of their row-space part and of their null-space part
     (coordinates in orthonormal bases of each subspace), each against its natural baseline.
 
     Returns one row per (space, metric) with the columns of
     :func:`~faithlens.divergence.compare.summarize_splits` plus ``space`` and ``dim``. A space of
-    dimension 0 gets no rows (nothing can diverge there).
+    dimension 0 gets no rows (nothing can diverge there). ``basis``: a precomputed
+    :func:`row_basis` of ``weight``.
     """
     nat, itv = D.check_pair(natural, intervened, names=("natural", "intervened"))
-    row, null = row_null_bases(as_reader(weight, nat.shape[1]), rtol=rtol)
+    width = nat.shape[1]
+    row = basis if basis is not None else row_basis(as_reader(weight, width), rtol=rtol)
     nat64 = nat.detach().to("cpu", torch.float64)
     itv64 = itv.detach().to("cpu", torch.float64)
+    r = row.shape[1]
     frames = []
-    for space, basis in (("full", None), ("row", row), ("null", null)):
-        if basis is not None and basis.shape[1] == 0:
-            continue
-        a = nat64 if basis is None else nat64 @ basis
-        b = itv64 if basis is None else itv64 @ basis
+    # Row-space part: coordinates in the orthonormal row basis. Null-space part: the residual
+    # h - h R R^T, kept in native coordinates (an isometric embedding of the null-space
+    # coordinates, so every distance is the same, without building a null-space basis).
+    parts: list[tuple[str, int, Tensor | None]] = [("full", width, None)]
+    if r > 0:
+        parts.append(("row", r, row))
+    if r < width:
+        parts.append(("null", width - r, row))
+    for space, dim, b in parts:
+        if space == "full":
+            a, c = nat64, itv64
+        elif space == "row":
+            assert b is not None
+            a, c = nat64 @ b, itv64 @ b
+        else:
+            assert b is not None
+            a, c = nat64 - (nat64 @ b) @ b.T, itv64 - (itv64 @ b) @ b.T
         sv = split_values(
             a,
-            b,
+            c,
             metrics=metrics,
             n_splits=n_splits,
             max_points=max_points,
@@ -118,16 +144,18 @@ def split_divergences(
             groups=groups,
         )
         t = summarize_splits(sv)
-        t.insert(0, "dim", a.shape[1])
+        t.insert(0, "dim", dim)
         t.insert(0, "space", space)
         frames.append(t)
     return pd.concat(frames, ignore_index=True)
 
 
-def displacement_summary(delta: Any, weight: Any, *, rtol: float = 1e-6) -> dict[str, float]:
+def displacement_summary(
+    delta: Any, weight: Any, *, rtol: float = 1e-6, basis: Tensor | None = None
+) -> dict[str, float]:
     """Mean ± SE over examples of the row-space fraction and the visibility of displacements."""
     w = as_reader(weight)
-    row, _ = row_null_bases(w, rtol=rtol)
+    row = basis if basis is not None else row_basis(w, rtol=rtol)
     fr = row_fraction(delta, row)
     vis = visibility(delta, w)
     fr, vis = fr[np.isfinite(fr)], vis[np.isfinite(vis)]
@@ -145,6 +173,7 @@ __all__ = [
     "as_reader",
     "displacement_summary",
     "row_fraction",
+    "row_basis",
     "row_null_bases",
     "split_divergences",
     "visibility",
