@@ -149,3 +149,44 @@ def mean_interval(
         return np.asarray(a.mean(axis=axis))
 
     return bootstrap(stat, (np.asarray(x),), n_boot=n_boot, level=level, seed=seed)
+
+
+def proportion_interval(successes: ArrayLike, n: ArrayLike, *, level: float = 0.95) -> Interval:
+    """A binomial proportion ``successes / n`` with its Wilson score interval (elementwise).
+
+    Wilson's interval keeps its coverage near 0 and 1, where the bootstrap of a mean of 0/1
+    values collapses to a point; ``se`` is the plug-in ``sqrt(p (1 - p) / n)``. ``successes``
+    may be fractional (ties counted as half): the interval then uses the rounded count.
+    """
+    k = np.asarray(successes, dtype=np.float64)
+    m = np.asarray(n, dtype=np.float64)
+    k, m = np.broadcast_arrays(k, m)
+    if bool((m < 0).any()) or bool((k < 0).any()) or bool((k > m).any()):
+        raise ValueError("proportion_interval: need 0 <= successes <= n")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(m > 0, k / m, np.nan)
+        z = float(_st.norm.ppf(0.5 + level / 2))
+        denom = 1 + z**2 / m
+        centre = (p + z**2 / (2 * m)) / denom
+        half = z * np.sqrt(p * (1 - p) / m + z**2 / (4 * m**2)) / denom
+        se = np.sqrt(p * (1 - p) / m)
+    low = np.clip(centre - half, 0.0, 1.0)
+    high = np.clip(centre + half, 0.0, 1.0)
+    return Interval(p, se, low, high, level)
+
+
+def empirical_p(observed: ArrayLike, null: ArrayLike, *, alternative: str = "greater") -> np.ndarray:
+    """Permutation-style p-value of ``observed`` against draws from a null distribution
+    (last axis): ``(1 + #{null >= observed}) / (1 + n_null)`` for ``alternative="greater"``,
+    ``<=`` for ``"less"``, and ``|null| >= |observed|`` for ``"two-sided"``."""
+    obs = np.asarray(observed, dtype=np.float64)[..., None]
+    nul = np.asarray(null, dtype=np.float64)
+    if alternative == "greater":
+        hits = nul >= obs
+    elif alternative == "less":
+        hits = nul <= obs
+    elif alternative == "two-sided":
+        hits = np.abs(nul) >= np.abs(obs)
+    else:
+        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', not {alternative!r}")
+    return np.asarray((1 + hits.sum(-1)) / (1 + nul.shape[-1]))
