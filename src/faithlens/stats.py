@@ -175,7 +175,9 @@ def proportion_interval(successes: ArrayLike, n: ArrayLike, *, level: float = 0.
     return Interval(p, se, low, high, level)
 
 
-def empirical_p(observed: ArrayLike, null: ArrayLike, *, alternative: str = "greater") -> np.ndarray:
+def empirical_p(
+    observed: ArrayLike, null: ArrayLike, *, alternative: str = "greater"
+) -> np.ndarray:
     """Permutation-style p-value of ``observed`` against draws from a null distribution
     (last axis): ``(1 + #{null >= observed}) / (1 + n_null)`` for ``alternative="greater"``,
     ``<=`` for ``"less"``, and ``|null| >= |observed|`` for ``"two-sided"``."""
@@ -188,5 +190,7 @@ def empirical_p(observed: ArrayLike, null: ArrayLike, *, alternative: str = "gre
     elif alternative == "two-sided":
         hits = np.abs(nul) >= np.abs(obs)
     else:
-        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', not {alternative!r}")
+        raise ValueError(
+            f"alternative must be 'greater', 'less' or 'two-sided', not {alternative!r}"
+        )
     return np.asarray((1 + hits.sum(-1)) / (1 + nul.shape[-1]))

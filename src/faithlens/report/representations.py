@@ -48,6 +48,9 @@ def steering_plot(res: SteeringResult, ax: Any = None) -> Figure:
 def persistence_plot(res: PersistenceResult, ax: Any = None) -> Figure:
     """Per-token change in log p of the reference continuation, per injection schedule."""
     fig, ax = new_axes(ax, (5.5, 3.5))
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     t = np.arange(1, res.n_tokens + 1)
     for s, name in enumerate(res.schedules):
         if s == 0:
@@ -133,22 +136,28 @@ def report_plot(rep: FaithfulnessReport) -> Figure:
             capsize=2,
             color=[_COLORS.get(k, "tab:purple") for k in keep["kind"]],
         )
-        if not rnd.empty:
+        # each null next to the condition it is a null for
+        kinds = list(keep["kind"])
+        minus = [i for i, (k, c) in enumerate(zip(kinds, keep["coef"])) if k == "steer" and c < 0]
+        abl = [i for i, k in enumerate(kinds) if k == "ablate"]
+        if not rnd.empty and minus:
             ax.scatter(
                 rnd["effect"],
-                np.full(len(rnd), -0.8),
-                color="tab:gray",
+                np.full(len(rnd), minus[0] + 0.3),
+                color="k",
                 s=10,
-                label="random directions (steer)",
+                zorder=3,
+                label="random directions, same norm",
             )
-        if not rab.empty:
+        if not rab.empty and abl:
             ax.scatter(
                 rab["effect"],
-                np.full(len(rab), len(labels) - 0.2),
+                np.full(len(rab), abl[0] + 0.3),
                 color="k",
-                s=8,
+                s=12,
                 marker="x",
-                label="random directions (ablate)",
+                zorder=3,
+                label="random directions, ablated",
             )
         ax.set_yticks(y, labels, fontsize=7)
         ax.invert_yaxis()
@@ -157,6 +166,9 @@ def report_plot(rep: FaithfulnessReport) -> Figure:
         ax.set_xlabel(f"change in {rep.meta.get('metric', 'metric')}")
     ax.set_title(f"steering '{rep.behaviour}'", fontsize=9)
     ax = axes[1][0]
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     pr = rep.persistence
     if not pr.empty:
         for name, g in pr.groupby("schedule", sort=False):

@@ -212,6 +212,8 @@ def specificity(
     steering: Steering,
     *,
     n_random: int = 19,
+    null: str = "covariance",
+    natural: dict[str, Any] | None = None,
     metric: Metric = "margin",
     baseline: np.ndarray | None = None,
     n_boot: int = 1000,
@@ -223,15 +225,35 @@ def specificity(
 ) -> tuple[SteeringResult, float]:
     """The steering's effect next to ``n_random`` random directions of the same norms at the
     same sites and schedule. Returns the effects (first condition: the steering itself) and the
-    empirical two-sided p-value ``(1 + #{|random| >= |effect|}) / (1 + n_random)``."""
+    empirical two-sided p-value ``(1 + #{|random| >= |effect|}) / (1 + n_random)``.
+
+    ``null="covariance"`` (default): directions drawn from the covariance of natural activations
+    at each site (``natural``: ``{site: [N, width]}``; default: every token of the behaviour's
+    prompts), then scaled to the same norm. Like a concept direction, they lie along directions
+    the activations actually vary in, so removing or adding them is as disruptive as removing or
+    adding a typical feature. ``"isotropic"``: directions uniform on the sphere, the classic but
+    weaker null (in a language model's residual stream almost every isotropic direction has
+    little variance, and ablating it does nothing)."""
     if n_random < 1:
         raise InputError(f"n_random must be at least 1, got {n_random}")
-    rand = [steering.random_like(seed=seed + 1000 + i) for i in range(n_random)]
+    if null not in ("isotropic", "covariance"):
+        raise InputError(f"null must be 'isotropic' or 'covariance', not {null!r}")
+    if null == "covariance" and natural is None:
+        natural, _ = site_tokens(model, behaviour.prompts, steering.sites, batch_size=batch_size)
+    nat_t = (
+        {k: torch.as_tensor(np.asarray(v)) for k, v in natural.items()}
+        if null == "covariance" and natural is not None
+        else None
+    )
+    rand = [
+        steering.random_like(seed=seed + 1000 + i, natural=nat_t, label=f"{null} random #{i}")
+        for i in range(n_random)
+    ]
     res = compare(
         model,
         behaviour,
         [steering, *rand],
-        kinds=["target"] + ["random"] * n_random,
+        kinds=["target"] + ["random" if steering.operator == "add" else "random_ablate"] * n_random,
         metric=metric,
         baseline=baseline,
         n_boot=n_boot,
@@ -586,19 +608,23 @@ def writers(
 # --------------------------------------------------------------------------------------------
 
 
-def _site_tokens(
+def site_tokens(
     model: Model,
     prompts: Sequence[Prompt],
-    site: str,
-    steering: Steering | None,
-    batch_size: int,
+    sites: Sequence[str],
+    steering: Steering | None = None,
+    *,
+    batch_size: int = 16,
     last_only: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Activations of ``site`` at every real prompt token (or only the last one), as a
-    generation's prompt pass sees them, steered or not: ``[tokens, width]`` and the prompt index
-    of each row."""
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Activations of ``sites`` at every real prompt token (or only the last one), as a
+    generation's prompt pass sees them, steered or not: ``{site: [tokens, width]}`` and the
+    prompt index of each row."""
     seqs = encode(model, prompts)
-    rows_out: list[np.ndarray] = []
+    if not sites:
+        raise InputError("give at least one site")
+    order = sorted(sites, key=lambda s: model.site_info(s).order(model.n_layers) or (10**6, 0))
+    rows_out: dict[str, list[np.ndarray]] = {s: [] for s in sites}
     groups: list[np.ndarray] = []
     for b0 in range(0, len(seqs), batch_size):
         idx = list(range(b0, min(len(seqs), b0 + batch_size)))
@@ -606,16 +632,21 @@ def _site_tokens(
         ids, mask = ids.to(model.device), mask.to(model.device)
         ivs = steering.prompt_interventions(P) if steering is not None else []
         res = model.run(
-            gen_inputs(ids, mask, position_ids(mask), model), ivs, cache=[site], stop_at=site
+            gen_inputs(ids, mask, position_ids(mask), model),
+            ivs,
+            cache=list(sites),
+            stop_at=order[-1],
         )
-        a = res.cache[site].float().cpu().numpy()
         m = mask.cpu().numpy().astype(bool)
         if last_only:
             m[:, :-1] = False
+        for s in sites:
+            a = res.cache[s].float().cpu().numpy()
+            for j in range(len(idx)):
+                rows_out[s].append(a[j][m[j]])
         for j, i in enumerate(idx):
-            rows_out.append(a[j][m[j]])
             groups.append(np.full(int(m[j].sum()), i))
-    return np.concatenate(rows_out), np.concatenate(groups)
+    return {s: np.concatenate(v) for s, v in rows_out.items()}, np.concatenate(groups)
 
 
 def on_distribution(
@@ -650,8 +681,11 @@ def on_distribution(
         raise InputError(f"{target} comes before every steered site ({sites}); audit a later site")
     nat_prompts = list(natural) if natural is not None else list(prompts)
     last = steering.prompt == "last"
-    nat, gn = _site_tokens(model, nat_prompts, target, None, batch_size, last)
-    itv, gi = _site_tokens(model, prompts, target, steering, batch_size, last)
+    nat_d, gn = site_tokens(model, nat_prompts, [target], batch_size=batch_size, last_only=last)
+    itv_d, gi = site_tokens(
+        model, prompts, [target], steering, batch_size=batch_size, last_only=last
+    )
+    nat, itv = nat_d[target], itv_d[target]
     groups = (gn, gi) if natural is None and not last else None
     return divergences(
         nat,
@@ -711,6 +745,7 @@ def faithfulness(
     metric: Metric = "margin",
     min_effect: float = 0.1,
     n_random: int = 19,
+    null: str = "covariance",
     n_stability: int = 50,
     stable_threshold: float = 0.9,
     max_divergence_ratio: float = 2.0,
@@ -741,6 +776,8 @@ def faithfulness(
       metric across prompts, so that a numerically tiny but consistent change does not count;
     - ``specific: steer -`` / ``specific: ablation``: the effect is larger than that of every
       random direction of the same norm, or p <= alpha when ``n_random >= 1/alpha - 1``;
+      ``null="covariance"`` draws the random directions from the covariance of natural
+      activations instead of isotropically (see :func:`specificity`);
     - ``stable``: mean bootstrap cosine >= ``stable_threshold`` (needs ``pairs`` unless the
       reading was fitted with ``n_stability``);
     - ``on-distribution``: the steered activations lie as close to natural ones as natural ones
@@ -769,6 +806,8 @@ def faithfulness(
     r = reading.direction(an_layer)
     if coef <= 0:
         raise InputError(f"coef must be positive (both signs are tested), got {coef}")
+    if null not in ("isotropic", "covariance"):
+        raise InputError(f"null must be 'isotropic' or 'covariance', not {null!r}")
     if "writers" in checks and pairs is None:
         raise InputError("the who-writes-it check needs the contrast pairs (pairs=...)")
     if "stable" in checks and pairs is None and reading.n_stability == 0:
@@ -846,12 +885,19 @@ def faithfulness(
                 )
             )
         if "specific" in checks:
-            say(f"{n_random} random directions (steering and ablation)")
+            say(f"{n_random} {null} random directions (steering and ablation)")
+            nat_acts = None
+            if null == "covariance":
+                nat_acts, _ = site_tokens(
+                    model, behaviour.prompts, minus.sites, batch_size=batch_size
+                )
             rs, p_steer = specificity(
                 model,
                 behaviour,
                 minus,
                 n_random=n_random,
+                null=null,
+                natural=nat_acts,
                 metric=metric,
                 baseline=base,
                 n_boot=n_boot,
@@ -859,51 +905,37 @@ def faithfulness(
                 seed=seed,
                 batch_size=batch_size,
             )
-            rand_abl = [
-                ablate.random_like(seed + 2000 + i, label=f"ablate random #{i}")
-                for i in range(n_random)
-            ]
-            ra = compare(
+            ra, p_abl = specificity(
                 model,
                 behaviour,
-                rand_abl,
-                kinds=["random_ablate"] * n_random,
+                ablate,
+                n_random=n_random,
+                null=null,
+                natural=nat_acts,
                 metric=metric,
                 baseline=base,
                 n_boot=n_boot,
                 level=level,
-                seed=seed,
+                seed=seed + 1,
                 batch_size=batch_size,
             )
-            f = rs.to_frame().iloc[1:].copy()
-            steering_frames += [f, ra.to_frame()]
-            ref_s = float(np.quantile(np.abs(rs.effect[1:]), 1 - alpha))
-            rows.append(
-                _row(
-                    "specific: steer -",
-                    f"|effect| beyond {n_random} random directions of the same norm (p <= {min_p:.3g})",
-                    rs.effect[0],
-                    rs.effect_low[0],
-                    rs.effect_high[0],
-                    ref_s,
-                    bool(p_steer <= min_p),
-                    f"p = {p_steer:.3f}",
+            steering_frames += [rs.to_frame().iloc[1:], ra.to_frame().iloc[1:]]
+            for name, what, sr, p_val in (
+                ("specific: steer -", "random directions of the same norm", rs, p_steer),
+                ("specific: ablation", "ablating random directions", ra, p_abl),
+            ):
+                rows.append(
+                    _row(
+                        name,
+                        f"|effect| beyond {n_random} {null} {what} (p <= {min_p:.3g})",
+                        sr.effect[0],
+                        sr.effect_low[0],
+                        sr.effect_high[0],
+                        float(np.quantile(np.abs(sr.effect[1:]), 1 - alpha)),
+                        bool(p_val <= min_p),
+                        f"p = {p_val:.3f}",
+                    )
                 )
-            )
-            p_abl = float(stats.empirical_p(e[2], ra.effect, alternative="two-sided"))
-            ref_a = float(np.quantile(np.abs(ra.effect), 1 - alpha))
-            rows.append(
-                _row(
-                    "specific: ablation",
-                    f"|effect| beyond ablating {n_random} random directions (p <= {min_p:.3g})",
-                    e[2],
-                    lo[2],
-                    hi[2],
-                    ref_a,
-                    bool(p_abl <= min_p),
-                    f"p = {p_abl:.3f}",
-                )
-            )
     frames["steering"] = (
         pd.concat(steering_frames, ignore_index=True) if steering_frames else pd.DataFrame()
     )
@@ -1104,6 +1136,7 @@ def faithfulness(
             "metric": _metric_name(metric),
             "scale": scale,
             "n_random": n_random,
+            "null": null,
             "prompt": prompt,
             "baseline_mean": float(base.mean()) if base is not None else float("nan"),
         },
@@ -1119,6 +1152,7 @@ __all__ = [
     "measure",
     "on_distribution",
     "persistence",
+    "site_tokens",
     "specificity",
     "steering_sweep",
     "writers",

@@ -113,13 +113,35 @@ class Steering:
             _cache={},
         )
 
-    def random_like(self, seed: int = 0, label: str | None = None) -> Steering:
-        """Random directions with the same norm at every site (a null for specificity):
-        Gaussian directions, uniform on the sphere, seeded."""
+    def random_like(
+        self,
+        seed: int = 0,
+        label: str | None = None,
+        *,
+        natural: Mapping[str, Tensor] | None = None,
+    ) -> Steering:
+        """Random directions with the same norm at every site (a null for specificity), seeded.
+
+        Isotropic by default (uniform on the sphere). With ``natural`` (``{site: [N, width]}``
+        activations), the direction is drawn from ``N(0, Sigma)`` with ``Sigma`` their
+        covariance (a random combination of the centred activations): a null that, like real
+        concept directions, lies along the directions activations actually vary in."""
         g = torch.Generator().manual_seed(int(seed))
         vecs = {}
         for s, v in self.vectors.items():
-            r = torch.randn(v.shape[0], generator=g, dtype=torch.float64)
+            if natural is not None:
+                if s not in natural:
+                    raise InputError(f"random_like: no natural activations for {s}")
+                x = torch.as_tensor(natural[s]).double()
+                if x.dim() != 2 or x.shape[1] != v.shape[0] or x.shape[0] < 2:
+                    raise ShapeError(
+                        f"random_like: natural activations for {s} must be [N >= 2, "
+                        f"{v.shape[0]}], got {tuple(x.shape)}"
+                    )
+                x = x - x.mean(0)
+                r = x.T @ torch.randn(x.shape[0], generator=g, dtype=torch.float64)
+            else:
+                r = torch.randn(v.shape[0], generator=g, dtype=torch.float64)
             vecs[s] = (r / r.norm() * v.double().norm()).to(v.dtype)
         return replace(self, vectors=vecs, label=label or f"random #{seed}", _cache={})
 
