@@ -217,3 +217,18 @@ def test_bad_input_is_caught_before_any_forward_pass():
     with pytest.raises(fl.InputError, match="were not collected"):
         read(None, planted_acts(), layers=[3])
     assert set(METHODS) == {"pca", "mean_diff", "logistic", "random"}
+
+
+def test_scan_reads_the_concept_token_by_token():
+    pm = planted()
+    r = planted_reading("pca")
+    sc = r.scan(pm.model, ["w1 w2 truthful w3", "w4 deceptive", "w5 w6 w7"])
+    assert sc.shape == (3, 2, 4)
+    at = sc[:, 1]  # layer 1, where u lives
+    assert at[0, 2] > 3 and at[1, 1] < -3  # the mode tokens
+    assert abs(at[0, 0]) < 1 and np.all(np.abs(at[2, :3]) < 1)  # fillers read ~0
+    assert np.isnan(at[1, 2:]).all()
+    # the read-out at the last token equals the held-out scoring convention
+    acts = pm.model.run("w1 truthful", cache=["resid_post.1"]).cache["resid_post.1"][0, -1]
+    want = float((acts.numpy() - r.means[1]) @ r.directions[1])
+    assert r.scan(pm.model, ["w1 truthful"])[0, 1, -1] == pytest.approx(want, rel=1e-4)

@@ -1,6 +1,6 @@
 """faithlens: is your explanation of a neural network faithful?"""
 
-from . import divergence, interventions, patching, stats, tasks
+from . import divergence, interventions, patching, representations, stats, tasks
 from .das import DASResult, das
 from .divergence.audit import AuditResult, audit
 from .divergence.compare import DivergenceResult, divergences
@@ -15,6 +15,16 @@ from .errors import (
 from .interventions import Add, Interchange, Intervention, Mean, Patch, Project, Resample, Zero
 from .models import Inputs, Model, Site, load, wrap
 from .patching import PatchingResult, attribution_patch, patch
+from .representations import (
+    Behaviour,
+    ContrastPairs,
+    FaithfulnessReport,
+    ReadingResult,
+    Steering,
+    faithfulness,
+    generate,
+)
+from .representations import read as read_directions
 from .results import Result
 from .runs import Resume, RunOutput, run
 from .tasks import Task
@@ -62,4 +72,13 @@ __all__ = [
     "stats",
     "tasks",
     "wrap",
+    "Behaviour",
+    "ContrastPairs",
+    "FaithfulnessReport",
+    "ReadingResult",
+    "Steering",
+    "faithfulness",
+    "generate",
+    "read_directions",
+    "representations",
 ]

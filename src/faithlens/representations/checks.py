@@ -38,8 +38,7 @@ from ..models.model import Model
 from ..models.sites import Site
 from .behaviour import Behaviour
 from .data import ContrastPairs, Prompt
-from .generation import _inputs as gen_inputs
-from .generation import encode, generate, left_pad, position_ids
+from .generation import encode, generate, left_pad, padded_inputs, position_ids
 from .reading import ReadingResult, right_pad, stability
 from .results import (
     FaithfulnessReport,
@@ -632,7 +631,7 @@ def site_tokens(
         ids, mask = ids.to(model.device), mask.to(model.device)
         ivs = steering.prompt_interventions(P) if steering is not None else []
         res = model.run(
-            gen_inputs(ids, mask, position_ids(mask), model),
+            padded_inputs(ids, mask, position_ids(mask), model),
             ivs,
             cache=list(sites),
             stop_at=order[-1],

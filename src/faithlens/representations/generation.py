@@ -109,7 +109,9 @@ def position_ids(mask: Tensor) -> Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def _inputs(ids: Tensor, mask: Tensor, pos: Tensor, model: Model) -> Inputs:
+def padded_inputs(ids: Tensor, mask: Tensor, pos: Tensor, model: Model) -> Inputs:
+    """Inputs for a left-padded batch: ids, mask and the position ids of the computed tokens
+    (passed to the model when its ``forward`` takes ``position_ids``)."""
     kwargs: dict[str, Any] = {}
     if _takes_position_ids(model):
         kwargs["position_ids"] = pos
@@ -293,7 +295,7 @@ def generate(
         pos = position_ids(mask)
         gen = torch.Generator().manual_seed(int(seed) + b0)
         ivs = [iv for s in steers for iv in s.prompt_interventions(P)]
-        out = model.run(_inputs(ids, mask, pos, model), ivs, logits_at=P - 1, return_kv=True)
+        out = model.run(padded_inputs(ids, mask, pos, model), ivs, logits_at=P - 1, return_kv=True)
         finished = torch.zeros(len(rows), dtype=torch.bool, device=device)
         for t in range(max_new_tokens):
             assert out.logits is not None
@@ -320,7 +322,7 @@ def generate(
             pos = position_ids(mask)[:, -1:]
             ivs = [iv for s in steers for iv in s.generated_interventions(t)]
             out = model.run(
-                _inputs(ids, mask, pos, model),
+                padded_inputs(ids, mask, pos, model),
                 ivs,
                 start_at=Resume.decode(out.kv, ids.shape[1] - 1),  # type: ignore[arg-type]
                 return_kv=True,
@@ -419,7 +421,10 @@ def score_alternatives(
         ids, mask = ids.to(device), mask.to(device)
         pre = [iv for s in steers for iv in s.prompt_interventions(P)]
         first = model.run(
-            _inputs(ids, mask, position_ids(mask), model), pre, logits_at=P - 1, return_kv=True
+            padded_inputs(ids, mask, position_ids(mask), model),
+            pre,
+            logits_at=P - 1,
+            return_kv=True,
         )
         assert first.logits is not None and first.kv is not None
         lp0 = torch.log_softmax(first.logits[:, 0].float(), -1)
@@ -437,7 +442,7 @@ def score_alternatives(
                     if steps:
                         ivs += s.generated_interventions(0, [P + k for k in steps])
                 res = model.run(
-                    _inputs(full, fmask, position_ids(fmask)[:, P:], model),
+                    padded_inputs(full, fmask, position_ids(fmask)[:, P:], model),
                     ivs,
                     start_at=Resume.decode(first.kv, P),
                     logits_at=list(range(P, P + C - 1)),
@@ -461,6 +466,7 @@ __all__ = [
     "encode_continuations",
     "generate",
     "left_pad",
+    "padded_inputs",
     "position_ids",
     "score_alternatives",
     "stop_ids",

@@ -427,6 +427,36 @@ class ReadingResult(Result):
             label=label or f"ablate {self.concept} @ {_layers_str(ls)}",
         )
 
+    def scan(
+        self,
+        model: Model,
+        texts: Sequence[Prompt],
+        *,
+        layers: Sequence[int] | None = None,
+        batch_size: int = 16,
+    ) -> np.ndarray:
+        """The read-out ``s = <h - mu, r>`` at every token of every text, per layer:
+        ``[n, n_layers, T]`` (NaN past a text's end). RepE's LAT scan: how the concept's reading
+        evolves along a text, e.g. a prompt followed by the model's own generation."""
+        ls = list(self.layers) if layers is None else [int(x) for x in layers]
+        js = [self._j(L) for L in ls]
+        seqs = encode(model, texts)
+        T = max(len(x) for x in seqs)
+        out = np.full((len(seqs), len(ls), T), np.nan)
+        dirs = torch.as_tensor(self.directions[js], dtype=torch.float32)
+        mus = torch.as_tensor(self.means[js], dtype=torch.float32)
+        for b0 in range(0, len(seqs), batch_size):
+            rows = list(range(b0, min(len(seqs), b0 + batch_size)))
+            inp = right_pad(model, [seqs[i] for i in rows])
+            names = [f"{self.site}.{L}" for L in ls]
+            res = model.run(inp, cache=names, stop_at=names[int(np.argmax(ls))])
+            for k, name in enumerate(names):
+                a = res.cache[name].float().cpu()
+                sc = ((a - mus[k]) @ dirs[k]).numpy()
+                for j, i in enumerate(rows):
+                    out[i, k, : len(seqs[i])] = sc[j, : len(seqs[i])]
+        return out
+
     def cosine(self, other: ReadingResult) -> np.ndarray:
         """Per-layer cosine with another result's directions (on the layers both have)."""
         common = [L for L in self.layers if L in other.layers]
