@@ -112,6 +112,7 @@ def report_plot(rep: FaithfulnessReport) -> Figure:
         ax.plot(x, rd["accuracy"], marker="o", ms=3, label="pair accuracy")
         ax.fill_between(x, rd["accuracy_low"], rd["accuracy_high"], alpha=0.2)
         ax.plot(x, rd["auroc"], marker="s", ms=3, label="AUROC")
+        ax.fill_between(x, rd["auroc_low"], rd["auroc_high"], alpha=0.2)
         for L in rep.layers:
             ax.axvline(L, color="tab:orange", alpha=0.15, lw=4)
         ax.set_ylim(0, 1.02)

@@ -213,6 +213,7 @@ def specificity(
     n_random: int = 19,
     null: str = "covariance",
     natural: dict[str, Any] | None = None,
+    draw_seed: int | None = None,
     metric: Metric = "margin",
     baseline: np.ndarray | None = None,
     n_boot: int = 1000,
@@ -232,7 +233,8 @@ def specificity(
     the activations actually vary in, so removing or adding them is as disruptive as removing or
     adding a typical feature. ``"isotropic"``: directions uniform on the sphere, the classic but
     weaker null (in a language model's residual stream almost every isotropic direction has
-    little variance, and ablating it does nothing)."""
+    little variance, and ablating it does nothing). Random direction ``i`` is drawn with seed
+    ``draw_seed + i`` (default ``seed + 1000``); ``seed`` seeds the bootstrap."""
     if n_random < 1:
         raise InputError(f"n_random must be at least 1, got {n_random}")
     if null not in ("isotropic", "covariance"):
@@ -245,7 +247,11 @@ def specificity(
         else None
     )
     rand = [
-        steering.random_like(seed=seed + 1000 + i, natural=nat_t, label=f"{null} random #{i}")
+        steering.random_like(
+            seed=(seed + 1000 if draw_seed is None else draw_seed) + i,
+            natural=nat_t,
+            label=f"{null} random #{i}",
+        )
         for i in range(n_random)
     ]
     res = compare(
@@ -915,18 +921,24 @@ def faithfulness(
                 baseline=base,
                 n_boot=n_boot,
                 level=level,
-                seed=seed + 1,
+                seed=seed,
+                draw_seed=seed + 2000,
                 batch_size=batch_size,
             )
             steering_frames += [rs.to_frame().iloc[1:], ra.to_frame().iloc[1:]]
             for name, what, sr, p_val in (
-                ("specific: steer -", "random directions of the same norm", rs, p_steer),
-                ("specific: ablation", "ablating random directions", ra, p_abl),
+                (
+                    "specific: steer -",
+                    f"beyond {n_random} random directions of the same norm",
+                    rs,
+                    p_steer,
+                ),
+                ("specific: ablation", f"beyond ablating {n_random} random directions", ra, p_abl),
             ):
                 rows.append(
                     _row(
                         name,
-                        f"|effect| beyond {n_random} {null} {what} (p <= {min_p:.3g})",
+                        f"|effect| {what} ({null} null; p <= {min_p:.3g})",
                         sr.effect[0],
                         sr.effect_low[0],
                         sr.effect_high[0],
