@@ -113,6 +113,7 @@ def compare(
     coefs: Sequence[float] | None = None,
     metric: Metric = "margin",
     baseline: np.ndarray | None = None,
+    precomputed: dict[int, np.ndarray] | None = None,
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
@@ -121,7 +122,9 @@ def compare(
     **gen_kwargs: Any,
 ) -> SteeringResult:
     """The behaviour under each condition (a :class:`Steering` or several applied together),
-    paired with the unsteered baseline: mean effect with a bootstrap CI over prompts."""
+    paired with the unsteered baseline: mean effect with a bootstrap CI over prompts.
+    ``baseline`` / ``precomputed`` (``{condition index: values}``) reuse metric values that
+    were already measured."""
     conds = [as_steerings(c) for c in conditions]
     if not conds:
         raise InputError("compare needs at least one condition")
@@ -143,8 +146,17 @@ def compare(
     if base.shape != (len(behaviour),):
         raise InputError(f"baseline has shape {base.shape}; expected ({len(behaviour)},)")
     values = np.empty((n_c, len(behaviour)))
+    pre = precomputed or {}
     for i, c in enumerate(conds):
-        values[i] = measure(model, behaviour, c, metric=metric, batch_size=batch_size, **gen_kwargs)
+        if i in pre:
+            v = np.asarray(pre[i], dtype=np.float64)
+            if v.shape != (len(behaviour),):
+                raise InputError(f"precomputed values for condition {i} have shape {v.shape}")
+            values[i] = v
+        else:
+            values[i] = measure(
+                model, behaviour, c, metric=metric, batch_size=batch_size, **gen_kwargs
+            )
         if progress is not None:
             progress(i + 1, n_c)
     iv = stats.bootstrap(_diff_mean, (values, base), n_boot=n_boot, level=level, seed=seed)
@@ -216,6 +228,7 @@ def specificity(
     draw_seed: int | None = None,
     metric: Metric = "margin",
     baseline: np.ndarray | None = None,
+    target: np.ndarray | None = None,
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
@@ -234,7 +247,8 @@ def specificity(
     adding a typical feature. ``"isotropic"``: directions uniform on the sphere, the classic but
     weaker null (in a language model's residual stream almost every isotropic direction has
     little variance, and ablating it does nothing). Random direction ``i`` is drawn with seed
-    ``draw_seed + i`` (default ``seed + 1000``); ``seed`` seeds the bootstrap."""
+    ``draw_seed + i`` (default ``seed + 1000``); ``seed`` seeds the bootstrap. ``baseline`` and
+    ``target`` reuse already measured metric values (unsteered, and under ``steering``)."""
     if n_random < 1:
         raise InputError(f"n_random must be at least 1, got {n_random}")
     if null not in ("isotropic", "covariance"):
@@ -261,6 +275,7 @@ def specificity(
         kinds=["target"] + ["random" if steering.operator == "add" else "random_ablate"] * n_random,
         metric=metric,
         baseline=baseline,
+        precomputed=None if target is None else {0: target},
         n_boot=n_boot,
         level=level,
         seed=seed,
@@ -905,6 +920,7 @@ def faithfulness(
                 natural=nat_acts,
                 metric=metric,
                 baseline=base,
+                target=res.values[1],
                 n_boot=n_boot,
                 level=level,
                 seed=seed,
@@ -919,6 +935,7 @@ def faithfulness(
                 natural=nat_acts,
                 metric=metric,
                 baseline=base,
+                target=res.values[2],
                 n_boot=n_boot,
                 level=level,
                 seed=seed,
