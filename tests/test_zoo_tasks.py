@@ -234,3 +234,50 @@ def test_repeat_spec_validation():
         ind.RepeatSpec(seq_len=10, max_span=12)
     with pytest.raises(fl.InputError):
         ind.RepeatSpec(copies=(0.5, 0.6))
+
+
+def test_skip_bigram_chain_sampler_matches_its_probabilities():
+    ch = ind.MarkovChain(vocab=24, branching=4, skip=2.0, seed=1)
+    cur = torch.tensor([5, 5, 7])
+    p = ch.next_probs(torch.tensor([0, 1, 0]), cur)
+    assert torch.allclose(p.sum(-1), torch.ones(3, dtype=torch.float64))
+    assert torch.equal(p > 0, ch.transitions[cur] > 0)  # the skip factor only reweights
+    ratio = p[0][p[0] > 0] / ch.transitions[5][p[0] > 0]
+    w = ch.skip_weights[0][p[0] > 0]
+    assert torch.allclose(ratio / ratio[0], w / w[0])
+    assert torch.equal(ch.next_probs(None, cur), ch.transitions[cur])
+    # sequences follow next_probs: the mean log-probability of the Markov targets under the
+    # chain matches its entropy (the loss floor) within sampling error
+    spec = ind.RepeatSpec(seq_len=32, copies=(1.0,), min_span=3, max_span=8, min_start=8)
+    data = ind.InductionData.sample(600, seed=4, chain=ch, spec=spec)
+    m = data.target_mask(ind.KIND_MARKOV)
+    m[:, 0] = False
+    cur_ids, nxt = data.ids[:, 1:-1][m[:, 1:]], data.ids[:, 2:][m[:, 1:]]
+    before = data.ids[:, :-2][m[:, 1:]]
+    logp = ch.next_probs(before, cur_ids).gather(1, nxt[:, None]).log()
+    assert abs(float(-logp.mean()) - data.markov_loss_floor()) < 0.05
+    with pytest.raises(fl.InputError, match="skip"):
+        ind.MarkovChain(skip=-1.0)
+
+
+def test_adjusted_p_open():
+    data = par.ParenData.sample(50, seed=9)
+    ids = data.ids
+    T = ids.shape[1]
+    paren = (ids == par.OPEN) | (ids == par.CLOSE)
+    q = torch.arange(T)[:, None]
+    k = torch.arange(T)[None, :]
+    # a head attending uniformly to the parens at or after the query reproduces p_open_after
+    w = ((k >= q)[None] & paren[:, None, :]).double()
+    att = w / w.sum(-1, keepdim=True).clamp(min=1)
+    adj = par.adjusted_p_open(ids, att)
+    ref = data.p_open
+    both = ~torch.isnan(ref)
+    assert torch.equal(torch.isnan(adj), torch.isnan(ref))
+    assert torch.allclose(adj[both], ref[both])
+    # weight on earlier parens moves it towards the whole-string proportion
+    uniform = paren[:, None, :].double().expand(-1, T, -1)
+    whole = par.adjusted_p_open(ids, uniform)
+    assert torch.allclose(whole[:, 1], ref[:, 0])
+    with pytest.raises(fl.InputError, match="attention"):
+        par.adjusted_p_open(ids, att[:, :, :5])

@@ -1,6 +1,6 @@
 """faithlens: is your explanation of a neural network faithful?"""
 
-from . import interventions, stats, tasks
+from . import interventions, stats, tasks, zoo
 from .errors import (
     FaithlensError,
     InputError,
@@ -45,4 +45,5 @@ __all__ = [
     "stats",
     "tasks",
     "wrap",
+    "zoo",
 ]

@@ -172,7 +172,9 @@ def proportion_interval(successes: int, n: int, *, level: float = 0.95) -> Inter
     if not 0 <= successes <= n:
         raise ValueError(f"proportion_interval: successes={successes} is not in 0..n={n}")
     p = successes / n
-    ci = _st.binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    ci = _st.binomtest(int(successes), int(n)).proportion_ci(
+        confidence_level=level, method="wilson"
+    )
     return Interval(
         np.asarray(p),
         np.asarray(np.sqrt(p * (1 - p) / n)),

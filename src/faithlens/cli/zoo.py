@@ -31,24 +31,30 @@ def register(app: typer.Typer) -> None:
             for name in zoo.available():
                 e = shipped.get(name)
                 if e is None:
-                    rows.append({"model": f"zoo:{name}", "shipped": "no"})
+                    rows.append({"model": f"zoo:{name}", "architecture": "(weights not shipped)"})
                     continue
+                c = e.config
+                arch = (
+                    f"{c.n_layers}L {c.n_heads}H d{c.d_model} "
+                    f"{'attn-only' if c.attn_only else f'mlp{c.d_mlp}'} "
+                    f"{'causal' if c.causal else 'bidir'}"
+                )
                 metrics = e.info.get("metrics", {})
                 key = "accuracy" if "accuracy" in metrics else "loss_copy"
                 m = metrics.get(key, {})
+                value = m.get("estimate") if isinstance(m, dict) else None
                 rows.append(
                     {
                         "model": f"zoo:{name}",
-                        "shipped": "yes",
-                        "architecture": e.config.describe(),
-                        "params": e.n_params,
-                        "size_kb": round(e.size_bytes / 1024, 1),
+                        "architecture": arch,
+                        "params": f"{e.n_params:,}",
+                        "KB": f"{e.size_bytes / 1024:.0f}",
                         "metric": key,
-                        "value": m.get("estimate") if isinstance(m, dict) else None,
-                        "train_min": round(float(e.info.get("seconds", 0.0)) / 60, 1),
+                        "value": "" if value is None else f"{value:.4g}",
+                        "train min": f"{float(e.info.get('seconds', 0.0)) / 60:.1f}",
                     }
                 )
-            print_frame(pd.DataFrame(rows), "faithlens zoo", float_fmt="{:.4g}")
+            print_frame(pd.DataFrame(rows).fillna(""), "faithlens zoo")
 
     @zoo_app.command("card")
     def show_card(

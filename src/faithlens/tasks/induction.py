@@ -44,18 +44,31 @@ KIND_NAMES = {
 
 @dataclass(frozen=True)
 class MarkovChain:
-    """A sparse random bigram chain with Zipfian successor probabilities.
+    """A sparse random bigram chain with Zipfian successor probabilities, optionally modulated
+    by the token before the current one (a *skip-bigram* factor).
+
+    The next token after ``(a, b)`` (``b`` the current token, ``a`` the one before) has
+    probability proportional to ``P[b, next] * exp(skip * S[a, next])``: ``P`` is the sparse
+    bigram (``branching`` successors per token, probabilities ``rank ** -zipf``) and ``S`` a
+    random 0/1 matrix with ``skip_fraction`` ones per row. With ``skip = 0`` (the default) it is
+    a first-order chain. With ``skip > 0`` the token before the current one carries information
+    about the next, as in natural text, so a previous-token head pays off on its own; induction
+    heads build on it.
 
     Args:
         vocab: number of tokens.
         branching: successors per token.
         zipf: exponent of the successor probabilities (``rank ** -zipf``).
-        seed: which chain (the successor sets and their order).
+        skip: strength of the skip-bigram factor (a log-odds boost).
+        skip_fraction: share of tokens that each earlier token boosts.
+        seed: which chain (successor sets, their order and the skip factor).
     """
 
     vocab: int = 128
     branching: int = 8
     zipf: float = 1.0
+    skip: float = 0.0
+    skip_fraction: float = 0.5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -65,6 +78,31 @@ class MarkovChain:
             raise InputError(
                 f"MarkovChain.branching must be in 1..vocab={self.vocab}, got {self.branching}"
             )
+        if self.skip < 0 or not 0.0 <= self.skip_fraction <= 1.0:
+            raise InputError(
+                f"MarkovChain: skip must be >= 0 and skip_fraction in [0, 1] (got {self.skip}, "
+                f"{self.skip_fraction})"
+            )
+
+    @cached_property
+    def skip_weights(self) -> Tensor:
+        """``exp(skip * S)``, ``[vocab, vocab]`` (float64): row ``a`` reweights what follows
+        ``(a, b)``."""
+        g = torch.Generator().manual_seed(int(self.seed) + 0x5EED)
+        k = round(self.skip_fraction * self.vocab)
+        s = torch.zeros(self.vocab, self.vocab, dtype=torch.float64)
+        for a in range(self.vocab):
+            s[a, torch.randperm(self.vocab, generator=g)[:k]] = 1.0
+        return torch.exp(self.skip * s)
+
+    def next_probs(self, before: Tensor | None, current: Tensor) -> Tensor:
+        """``p(next | before, current)``, ``[n, vocab]`` float64 (``before`` None: the first
+        position, which has no earlier token)."""
+        p = self.transitions[current]
+        if before is None or self.skip == 0:
+            return p
+        p = p * self.skip_weights[before]
+        return p / p.sum(-1, keepdim=True)
 
     @cached_property
     def transitions(self) -> Tensor:
@@ -155,20 +193,17 @@ def sample_sequences(
             source[b, dst : dst + length] = np.arange(src, src + length)
             kind[b, dst] = KIND_COPY_START
             kind[b, dst + 1 : dst + length] = KIND_COPY
-    cum = torch.from_numpy(np.cumsum(chain.transitions.numpy(), axis=1))
-    cum[:, -1] = 1.0 + 1e-9
     u = torch.from_numpy(rng.random((n, T)))
     ids = torch.zeros(n, T, dtype=torch.long)
     ids[:, 0] = torch.from_numpy(rng.integers(0, chain.vocab, n))
     src_t = torch.from_numpy(source)
     rows = torch.arange(n)
     for t in range(1, T):
-        prev = ids[:, t - 1]
-        nxt = (
-            torch.searchsorted(cum[prev], u[:, t : t + 1].contiguous())
-            .squeeze(1)
-            .clamp(max=chain.vocab - 1)
-        )
+        before = ids[:, t - 2] if t >= 2 else None
+        cum = chain.next_probs(before, ids[:, t - 1]).cumsum(-1)
+        cum[:, -1] = 1.0 + 1e-9
+        nxt = torch.searchsorted(cum, u[:, t : t + 1].contiguous()).squeeze(1)
+        nxt = nxt.clamp(max=chain.vocab - 1)
         s = src_t[:, t]
         copied = ids[rows, s.clamp(min=0)]
         ids[:, t] = torch.where(s >= 0, copied, nxt)
@@ -237,12 +272,18 @@ class InductionData:
         key = self.source[rows, q] + 1
         return rows, q, key
 
-    def bigram_loss_floor(self) -> float:
-        """Mean entropy of the chain's successor distribution over the Markov targets: the loss
-        of the true chain there (what a perfect bigram model achieves)."""
-        m = self.target_mask(KIND_MARKOV)
-        prev = self.ids[:, :-1][m]
-        return float(self.chain.entropy[prev].mean())
+    def markov_loss_floor(self) -> float:
+        """Mean entropy of the chain's next-token distribution over the Markov targets: the
+        loss of the true chain there (the best any model can do on them)."""
+        m = self.target_mask(KIND_MARKOV)  # [n, T-1]: target t+1 predicted at t
+        cur = self.ids[:, :-1]
+        before = torch.cat([cur[:, :1], self.ids[:, :-2]], dim=1)
+        p = self.chain.next_probs(before[m], cur[m])
+        at0 = torch.zeros_like(m)
+        at0[:, 0] = True  # position 0 has no earlier token
+        p = torch.where(at0[m][:, None], self.chain.transitions[cur[m]], p)
+        ent = -(torch.where(p > 0, p * p.clamp(min=1e-300).log(), torch.zeros_like(p))).sum(-1)
+        return float(ent.mean())
 
 
 def token_losses(logits: Tensor, ids: Tensor) -> Tensor:
@@ -264,8 +305,8 @@ def induction_task(
 
     The corrupted sequence is the same with the *source* span replaced by fresh chain samples,
     so nothing can be copied (clean and corrupted sequences are position-aligned and identical
-    from the copy on). Answers: (the copied token, the most likely bigram successor of the
-    current token other than it): the logit difference measures copying over bigram guessing.
+    from the copy on). Answers: (the copied token, the chain's most likely next token other
+    than it): the logit difference measures copying over guessing from the chain.
     """
     ch = chain or MarkovChain()
     sp = spec or RepeatSpec()
@@ -281,7 +322,6 @@ def induction_task(
     # corrupt: resample the source span of the copy from the chain
     g = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC0]))
     corrupt = data.ids.clone()
-    trans = ch.transitions
     for b in range(n):
         srcs = data.source[b][data.source[b] >= 0]
         lo, hi = int(srcs.min()), int(srcs.max())
@@ -289,15 +329,17 @@ def induction_task(
             if t == 0:
                 corrupt[b, t] = int(g.integers(0, ch.vocab))
                 continue
-            p = trans[corrupt[b, t - 1]].numpy()
+            before = corrupt[b, t - 2 : t - 1] if t >= 2 else None
+            p = ch.next_probs(before, corrupt[b, t - 1 : t])[0].numpy()
             tok = int(g.choice(ch.vocab, p=p))
-            if tok == int(data.ids[b, t]) and (trans[corrupt[b, t - 1]] > 0).sum() > 1:
+            if tok == int(data.ids[b, t]) and (p > 0).sum() > 1:
                 p2 = p.copy()
                 p2[tok] = 0
                 tok = int(g.choice(ch.vocab, p=p2 / p2.sum()))
             corrupt[b, t] = tok
-    prev = data.ids[torch.arange(n), last]
-    ranked = trans[prev].argsort(dim=1, descending=True)
+    rows_n = torch.arange(n)
+    probs = ch.next_probs(data.ids[rows_n, last - 1], data.ids[rows_n, last])
+    ranked = probs.argsort(dim=1, descending=True)
     wrong = torch.where(ranked[:, 0] == target, ranked[:, 1], ranked[:, 0])
     answers = torch.stack([target, wrong], dim=1)
     mask = torch.ones_like(data.ids)

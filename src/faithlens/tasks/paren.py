@@ -243,6 +243,33 @@ def input_lengths(ids: Tensor) -> Tensor:
     return (ids != PAD).sum(1)
 
 
+def adjusted_p_open(ids: Tensor, attention: Tensor) -> Tensor:
+    """The proportion of open parens as a head actually weighs them (Redwood's "adjusted p").
+
+    ``attention`` is the head's pattern ``[n, query, key]``. At each query position the result
+    is the attention-weighted share of ``(`` among the paren keys (other keys are ignored):
+    ``sum_k a[q, k] [k is (] / sum_k a[q, k] [k is a paren]``; NaN where the head puts no weight
+    on any paren. A head that attends uniformly to the parens at positions ``>= q`` gives
+    :func:`p_open_after` exactly; Redwood's head 0.0 also looked a little before ``q``, and
+    conditioning on this adjusted proportion explained it better.
+    """
+    if (
+        attention.dim() != 3
+        or attention.shape[0] != ids.shape[0]
+        or attention.shape[-1] != ids.shape[1]
+    ):
+        raise InputError(
+            f"attention must be [n={ids.shape[0]}, query, key={ids.shape[1]}], got "
+            f"{tuple(attention.shape)}"
+        )
+    a = attention.double()
+    opens = (a * (ids == OPEN)[:, None, :]).sum(-1)
+    parens = (a * ((ids == OPEN) | (ids == CLOSE))[:, None, :]).sum(-1)
+    return torch.where(
+        parens > 0, opens / parens.clamp(min=1e-300), torch.full_like(parens, torch.nan)
+    )
+
+
 def horizon_classes(ids: Tensor, p: Tensor | None = None) -> Tensor:
     """Per position, Redwood's five ``horizon_i`` classes (``[n, T]`` long):
 
@@ -484,6 +511,7 @@ __all__ = [
     "VOCAB",
     "ParenData",
     "ParenMixture",
+    "adjusted_p_open",
     "categories",
     "count_test",
     "decode",

@@ -50,6 +50,35 @@ def render_card(recipe: Recipe, run: TrainingRun) -> str:
     problems = (
         "".join(f"\n- **Target missed:** {p}" for p in run.problems) or "\n- All targets met."
     )
+    arch = (
+        f"`{cfg.describe()}`: {run.n_params:,} parameters, stored as float32 safetensors. "
+        f"Pre-LayerNorm blocks, "
+        + (
+            "no MLPs (attention-only), "
+            if cfg.attn_only
+            else f"{cfg.act} MLPs of width {cfg.d_mlp}, "
+        )
+        + (
+            "learned absolute positions added to the residual stream, "
+            if cfg.positions == "learned"
+            else "shortformer positions (added to the query and key inputs of every layer only), "
+        )
+        + ("causal attention, " if cfg.causal else "bidirectional attention with padding masked, ")
+        + f"a final LayerNorm and an unembedding to {cfg.d_out} outputs."
+    )
+    recipe_text = (
+        f"AdamW (betas {tuple(sched['betas'])}, weight decay {sched['weight_decay']} on "
+        f"matrices), learning rate {sched['lr']} with {sched['warmup']} warm-up steps and cosine "
+        f"decay to {sched['min_lr_ratio']} of it, gradient clipping at {sched['grad_clip']}, "
+        f"batch {sched['batch_size']}, {sched['steps']:,} steps, seed {run.seed}; weights "
+        f"initialised normal(0, {cfg.init_std})."
+    )
+    timing = (
+        f"{run.seconds / 60:.1f} minutes for {run.steps:,} steps on {m.get('threads')} torch "
+        f"thread(s) ({m.get('cpu_count')} CPUs, {m.get('processor')}, torch {m.get('torch')}). "
+        f"Load average at the start {m.get('load_start')}, at the end {m.get('load_end')}: "
+        "other jobs shared the CPU, so this is an upper bound for an idle 2-core machine."
+    )
     return f"""# zoo:{recipe.name}
 
 {recipe.description}.
@@ -58,10 +87,7 @@ Load it with `fl.load("zoo:{recipe.name}")`; retrain it with `faithlens zoo trai
 
 ## Architecture
 
-`{cfg.describe()}`: {run.n_params:,} parameters, stored as float32 safetensors. Pre-LayerNorm
-blocks, {"ReLU" if cfg.act == "relu" else "GELU"} MLPs{" (none: attention-only)" if cfg.attn_only else ""},
-{"learned absolute positions added to the residual stream" if cfg.positions == "learned" else "shortformer positions (added to the query and key inputs of every layer only)"},
-a final LayerNorm and an unembedding to {cfg.d_out} outputs.
+{arch}
 
 ## Data
 
@@ -69,10 +95,7 @@ a final LayerNorm and an unembedding to {cfg.d_out} outputs.
 
 ## Recipe
 
-AdamW (betas {tuple(sched["betas"])}, weight decay {sched["weight_decay"]} on matrices), learning
-rate {sched["lr"]} with {sched["warmup"]} warm-up steps and cosine decay to
-{sched["min_lr_ratio"]} x, gradient clipping at {sched["grad_clip"]}, batch {sched["batch_size"]},
-{sched["steps"]:,} steps, seed {run.seed}. Initialisation: normal(0, {cfg.init_std}) weights.
+{recipe_text}
 
 ## Evaluation
 
@@ -84,8 +107,5 @@ rate {sched["lr"]} with {sched["warmup"]} warm-up steps and cosine decay to
 
 ## Training time
 
-{run.seconds / 60:.1f} minutes for {run.steps:,} steps on {m.get("threads")} torch threads
-({m.get("cpu_count")} CPUs, {m.get("processor")}, torch {m.get("torch")}). Load average at the
-start {m.get("load_start")}, at the end {m.get("load_end")}: other jobs shared the CPU, so the
-time is an upper bound for an idle 2-core machine.
+{timing}
 """
