@@ -1,6 +1,6 @@
 """faithlens: is your explanation of a neural network faithful?"""
 
-from . import interventions, stats, tasks
+from . import interventions, scrubbing, stats, tasks
 from .errors import (
     FaithlensError,
     InputError,
@@ -13,6 +13,7 @@ from .interventions import Add, Interchange, Intervention, Mean, Patch, Project,
 from .models import Inputs, Model, Site, load, wrap
 from .results import Result
 from .runs import Resume, RunOutput, run
+from .scrubbing import Hypothesis, ScrubResult, adversary, scrub
 from .tasks import Task
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Add",
     "FaithlensError",
+    "Hypothesis",
     "InputError",
     "Inputs",
     "Interchange",
@@ -34,6 +36,7 @@ __all__ = [
     "Result",
     "Resume",
     "RunOutput",
+    "ScrubResult",
     "ShapeError",
     "Site",
     "SiteError",
@@ -41,7 +44,10 @@ __all__ = [
     "Zero",
     "interventions",
     "load",
+    "adversary",
     "run",
+    "scrub",
+    "scrubbing",
     "stats",
     "tasks",
     "wrap",

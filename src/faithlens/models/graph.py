@@ -33,6 +33,7 @@ function ``phi`` of the input, and the residual ``node - phi``. See :meth:`Compo
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -187,6 +188,12 @@ class ResidualPart(Part):
 
     fns: tuple[Callable[[Any], Tensor], ...]
     label: str = "residual"
+    scale: float = 1.0
+
+    def apply(self, value: Tensor, phis: Tensor | int) -> Tensor:
+        """``scale * (node - phis)``: a share of what the phi terms do not explain."""
+        out = value - phis
+        return out if self.scale == 1.0 else self.scale * out
 
 
 PHI_PORT = "phi_in"
@@ -522,6 +529,7 @@ class ComponentGraph:
     def input_fields(self) -> tuple[str, ...]:
         raise NotImplementedError
 
+    @torch.no_grad()
     def evaluate(
         self,
         plan: Plan,
@@ -535,6 +543,7 @@ class ComponentGraph:
         reference rows ``rows``."""
         raise NotImplementedError
 
+    @torch.no_grad()
     def compute(
         self,
         node: str,
@@ -550,6 +559,7 @@ class ComponentGraph:
         run uses for everything else (attention masks, unpatched inputs)."""
         raise NotImplementedError
 
+    @torch.no_grad()
     def uniform_values(
         self,
         refs: Sequence[Uniform],
@@ -560,6 +570,7 @@ class ComponentGraph:
         """Values of uniform copies (ordinary activations on one datum, or their parts)."""
         raise NotImplementedError
 
+    @torch.no_grad()
     def node_value(
         self,
         node: str,
@@ -682,7 +693,9 @@ class TransformerGraph(ComponentGraph):
             except SiteError as e:
                 raise InputError(
                     f"{model.name}: a TransformerGraph needs the canonical site mlp_in.{L} (the "
-                    "MLP's normalised input); this adapter does not expose it"
+                    "pre-norm MLP's normalised input), which this adapter does not expose. Post-LN "
+                    "models such as BERT are not a sum of component outputs; build a LayerGraph "
+                    "of their layers instead (LayerGraph.chain)"
                 ) from e
             self._mlp_norm_in.append(f"module:{info.hook.module}:in")
         self.parallel = self._probe()
@@ -905,6 +918,7 @@ class TransformerGraph(ComponentGraph):
             stats.add(int(inputs.batch_size), layers, clean=True)
         return out
 
+    @torch.no_grad()
     def uniform_values(
         self,
         refs: Sequence[Uniform],
@@ -919,6 +933,7 @@ class TransformerGraph(ComponentGraph):
         cache.run()
         return [cache.value(r) for r in refs]
 
+    @torch.no_grad()
     def evaluate(
         self,
         plan: Plan,
@@ -1016,7 +1031,9 @@ class TransformerGraph(ComponentGraph):
             return part.fn(value)
         if isinstance(part, ResidualPart):
             phi_feeds = [f for f in c.feeds if f.port == PHI_PORT]
-            return value - self._phi_value(part.fns, phi_feeds, c.base, feed, rows, value)
+            return part.apply(
+                value, self._phi_value(part.fns, phi_feeds, c.base, feed, rows, value)
+            )
         raise AssertionError(part)
 
     def _layer_copies(
@@ -1220,6 +1237,7 @@ class TransformerGraph(ComponentGraph):
         return out.logits
 
     # -- the slow path -------------------------------------------------------------------------
+    @torch.no_grad()
     def compute(
         self,
         node: str,
@@ -1258,7 +1276,7 @@ class TransformerGraph(ComponentGraph):
             return part.fn(value)
         if isinstance(part, ResidualPart):
             total = sum(torch.as_tensor(fn(phi_rows)).to(value) for fn in part.fns)
-            return value - total
+            return part.apply(value, total)
         return value
 
     def _compute_head(
@@ -1294,12 +1312,14 @@ class TransformerGraph(ComponentGraph):
         )
         return self._contrib(n, out.cache[f"head.{L}.{n.head}"])
 
+    @torch.no_grad()
     def port_input(self, node: str, datum_fields: Mapping[str, Tensor]) -> Tensor:
         """The residual a node's ports read on a clean run (for references and checks)."""
         site = self._port_site(self.node(node))
         out = self.model.run(self.model_inputs(datum_fields), cache=[site], logits_at=[0])
         return out.cache[site]
 
+    @torch.no_grad()
     def node_value(
         self,
         node: str,
@@ -1323,7 +1343,9 @@ class TransformerGraph(ComponentGraph):
         if isinstance(n.part, LinearPart):
             return n.part.fn(value)
         if isinstance(n.part, ResidualPart):
-            return value - sum(torch.as_tensor(fn(phi_rows)).to(value) for fn in n.part.fns)
+            return n.part.apply(
+                value, sum(torch.as_tensor(fn(phi_rows)).to(value) for fn in n.part.fns)
+            )
         return value
 
 
@@ -1395,7 +1417,9 @@ class _CleanCache:
             if isinstance(n.part, LinearPart):
                 v = n.part.fn(v)
             elif isinstance(n.part, ResidualPart):
-                v = v - self.g._phi_value(n.part.fns, (), ref.datum, self.feed, self.rows, v)
+                v = n.part.apply(
+                    v, self.g._phi_value(n.part.fns, (), ref.datum, self.feed, self.rows, v)
+                )
         self.values[ref] = v
         return v
 
@@ -1540,6 +1564,30 @@ class LayerGraph(ComponentGraph):
             raise InputError(f"LayerGraph.trace: modules {sorted(missing)} are never called")
         return cls(model, parents, inputs, positions=positions, output=output)
 
+    @classmethod
+    def chain(
+        cls,
+        model: Model,
+        modules: Sequence[str],
+        inputs: Sequence[str],
+        *,
+        shared: Sequence[str] = (),
+        positions: bool = False,
+    ) -> LayerGraph:
+        """A stack of modules, each reading the previous one (the first reads ``inputs``) and the
+        ``shared`` inputs (for example an attention mask every layer reads); the output reads
+        the last module. For post-LN transformers (BERT, MiniLM), whose residual stream is not a
+        sum of component outputs: ``LayerGraph.chain(m, [f"bert.encoder.layer.{i}" ...],
+        ["input_ids", "attention_mask"], shared=["attention_mask"])``."""
+        if not modules:
+            raise InputError("LayerGraph.chain needs at least one module")
+        first = [i for i in inputs if i not in shared]
+        parents: dict[str, list[str]] = {modules[0]: [*first, *shared]}
+        for a, b in itertools.pairwise(modules):
+            parents[b] = [a, *shared]
+        parents["output"] = [modules[-1]]
+        return cls(model, parents, inputs, positions=positions)
+
     def input_fields(self) -> tuple[str, ...]:
         return self.inputs
 
@@ -1579,6 +1627,7 @@ class LayerGraph(ComponentGraph):
         assert out is not None
         return out
 
+    @torch.no_grad()
     def uniform_values(
         self,
         refs: Sequence[Uniform],
@@ -1629,9 +1678,10 @@ class LayerGraph(ComponentGraph):
         if isinstance(n.part, LinearPart):
             return n.part.fn(v)
         if isinstance(n.part, ResidualPart):
-            return v - self._phi_value(n.part.fns, (), r.datum, feed, rows, v)
+            return n.part.apply(v, self._phi_value(n.part.fns, (), r.datum, feed, rows, v))
         return v
 
+    @torch.no_grad()
     def evaluate(
         self,
         plan: Plan,
@@ -1752,12 +1802,16 @@ class LayerGraph(ComponentGraph):
             if isinstance(part, LinearPart):
                 v = part.fn(v)
             elif isinstance(part, ResidualPart):
-                v = v - self._phi_value(
-                    part.fns, [f for f in c.feeds if f.port == PHI_PORT], c.base, feed, rows, v
+                v = part.apply(
+                    v,
+                    self._phi_value(
+                        part.fns, [f for f in c.feeds if f.port == PHI_PORT], c.base, feed, rows, v
+                    ),
                 )
             res[c.ref.id] = v
         return res
 
+    @torch.no_grad()
     def compute(
         self,
         node: str,
@@ -1799,9 +1853,10 @@ class LayerGraph(ComponentGraph):
         if isinstance(n.part, LinearPart):
             return n.part.fn(v)
         if isinstance(n.part, ResidualPart):
-            return v - sum(torch.as_tensor(fn(phi_rows)).to(v) for fn in n.part.fns)
+            return n.part.apply(v, sum(torch.as_tensor(fn(phi_rows)).to(v) for fn in n.part.fns))
         return v
 
+    @torch.no_grad()
     def node_value(
         self,
         node: str,
@@ -1823,7 +1878,7 @@ class LayerGraph(ComponentGraph):
         if isinstance(n.part, LinearPart):
             return n.part.fn(v)
         if isinstance(n.part, ResidualPart):
-            return v - sum(torch.as_tensor(fn(phi_rows)).to(v) for fn in n.part.fns)
+            return n.part.apply(v, sum(torch.as_tensor(fn(phi_rows)).to(v) for fn in n.part.fns))
         return v
 
 

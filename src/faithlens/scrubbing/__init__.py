@@ -12,8 +12,10 @@ irrelevant (Chan et al., Redwood Research, 2022), on the faithlens run engine.
 See docs/scrubbing.md for the formulas, the semantics and the pitfalls.
 """
 
+from .adversary import Refinement, adversary, candidates
 from .data import ScrubData, field, rowwise
 from .engine import dry_run, prepare, scrub
+from .exact import ExactScrub, exact_scrub
 from .hypothesis import Hypothesis, InterpNode, Joined, join
 from .metrics import (
     MSE,
@@ -39,6 +41,11 @@ from .samplers import Exact, Generate, Kernel, Random, SameFeature, Sampler
 
 __all__ = [
     "MSE",
+    "ExactScrub",
+    "Refinement",
+    "adversary",
+    "candidates",
+    "exact_scrub",
     "AdversaryResult",
     "Behaviour",
     "BinaryCrossEntropy",

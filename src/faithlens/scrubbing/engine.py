@@ -497,8 +497,10 @@ def run_prepared(
         outs = g.evaluate(prep.plan, feed, rows, out_positions=pos, stats=stats)
         for j, o in enumerate(outs):
             values[j].append(beh(o, ref_rows).detach().double().cpu().numpy())
-        if beh.logits and len(outs) > 1 and outs[0].shape == outs[1].shape and outs[0].dim() >= 2:
-            kls.append(kl_to_original(outs[0], outs[1]).detach().double().cpu().numpy())
+        if len(outs) > 1 and outs[0].shape == outs[1].shape:
+            lp, lq = beh.log_probs(outs[0]), beh.log_probs(outs[1])
+            if lp is not None and lq is not None:
+                kls.append(kl_to_original(lp, lq).detach().double().cpu().numpy())
         done += len(rows)
         if progress is not None:
             progress(done, n)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError, MetricError, ShapeError
-from ..stats import bootstrap, mean_se
+from ..stats import bootstrap_means, mean_se
 from .data import ScrubData
 
 
@@ -62,6 +62,13 @@ class Behaviour:
 
     def describe(self) -> str:
         return f"{self.name} ({'higher' if self.higher_is_better else 'lower'} is better)"
+
+    def log_probs(self, out: Tensor) -> Tensor | None:
+        """The output distribution whose KL to the model's is reported (None: not a
+        distribution). Default: a softmax over the last axis when ``logits`` is set."""
+        if not self.logits or out.shape[-1] < 2:
+            return None
+        return torch.log_softmax(out.float(), -1)
 
 
 def _col(ref: ScrubData, name: str, device: torch.device) -> Tensor:
@@ -118,6 +125,12 @@ class BinaryCrossEntropy(Behaviour):
         else:
             raise ShapeError(f"{self.name}: outputs of width {o.shape[-1]}; give 1 or 2 logits")
         return torch.nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none")
+
+    def log_probs(self, out: Tensor) -> Tensor | None:
+        o = out.float().reshape(out.shape[0], -1) if out.dim() > 2 else out.float()
+        z = o if o.dim() == 1 else (o[:, 1] - o[:, 0] if o.shape[-1] == 2 else o[:, 0])
+        ls = torch.nn.functional.logsigmoid
+        return torch.stack([ls(-z), ls(z)], -1)
 
 
 @dataclass(frozen=True)
@@ -208,10 +221,9 @@ class Fn(Behaviour):
         )
 
 
-def kl_to_original(orig: Tensor, scrubbed: Tensor) -> Tensor:
-    """Per example KL(p_orig || p_scrubbed) over the last axis, averaged over other axes."""
-    lp = torch.log_softmax(orig.float(), -1)
-    lq = torch.log_softmax(scrubbed.float(), -1)
+def kl_to_original(lp: Tensor, lq: Tensor) -> Tensor:
+    """Per example KL(p || q) between log-distributions over the last axis, averaged over the
+    other axes (p: the model's outputs, q: the scrubbed model's)."""
     kl = (lp.exp() * (lp - lq)).sum(-1)
     return kl.reshape(len(kl), -1).mean(-1)
 
@@ -230,27 +242,23 @@ def recovered(
     level: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float, float, float]:
-    """% recovered = 100 (E_base - E_h) / (E_base - E_orig), with a paired bootstrap over
+    """% recovered = 100 (E_base - E_h) / (E_base - E_orig), with a paired BCa bootstrap over
     examples: (estimate, se, low, high)."""
 
-    def stat(o: np.ndarray, hh: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-        eb = b.mean(axis=axis)
+    def stat(o: Any, hh: Any, b: Any) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.asarray(100.0 * (eb - hh.mean(axis=axis)) / (eb - o.mean(axis=axis)))
+            return np.asarray(100.0 * (b - hh) / (b - o))
 
-    iv = bootstrap(stat, (orig, h, base), n_boot=n_boot, level=level, seed=seed)
+    iv = bootstrap_means(stat, (orig, h, base), n_boot=n_boot, level=level, seed=seed)
     return (float(iv.estimate), float(iv.se), float(iv.low), float(iv.high))
 
 
 def mean_interval(
     x: np.ndarray, *, n_boot: int, level: float, seed: int
 ) -> tuple[float, float, float, float]:
+    """Mean, standard error (std / sqrt n) and BCa bootstrap interval."""
     m, se = mean_se(x)
-
-    def stat(a: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.asarray(a.mean(axis=axis))
-
-    iv = bootstrap(stat, (x,), n_boot=n_boot, level=level, seed=seed)
+    iv = bootstrap_means(lambda a: np.asarray(a), (x,), n_boot=n_boot, level=level, seed=seed)
     return (float(m), float(se), float(iv.low), float(iv.high))
 
 

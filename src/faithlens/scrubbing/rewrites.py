@@ -186,19 +186,32 @@ def phi(
     fns: Callable[[Any], Tensor] | Mapping[str, Callable[[Any], Tensor]],
     *,
     name: str = "phi",
+    residual_shares: int = 1,
 ) -> SplitNode:
     """``node = phi(x) + (node - phi(x))``: ``fns`` is a function of the data rows (a
     :class:`~faithlens.scrubbing.ScrubData`) returning the node's output shape, or several named
-    ones (``{"x1": f1, "x2": f2}``: one part each, plus one residual ``node/res``)."""
+    ones (``{"x1": f1, "x2": f2}``: one part each). The residual is ``node/res``; with
+    ``residual_shares=k`` it is split into k equal shares ``node/res0..`` that a hypothesis can
+    sample separately (appendix 6.1)."""
     named = dict(fns) if isinstance(fns, Mapping) else {name: fns}
     if not named:
         raise InputError("phi needs at least one function")
+    if residual_shares < 1:
+        raise InputError(f"residual_shares must be at least 1, got {residual_shares}")
     parts: dict[str, Part] = {
         k: PhiPart(f, f"phi {getattr(f, '__name__', k)}") for k, f in named.items()
     }
-    if "res" in parts:
-        raise InputError("'res' is the residual's name; name the phi terms otherwise")
-    parts["res"] = ResidualPart(tuple(named.values()), "residual: node - phi")
+    if any(k.startswith("res") for k in parts):
+        raise InputError(
+            "names starting with 'res' are the residual's; name the phi terms otherwise"
+        )
+    if residual_shares == 1:
+        parts["res"] = ResidualPart(tuple(named.values()), "residual: node - phi")
+    else:
+        for i in range(residual_shares):
+            parts[f"res{i}"] = ResidualPart(
+                tuple(named.values()), f"1/{residual_shares} of node - phi", 1.0 / residual_shares
+            )
     return SplitNode(node, parts, "phi")
 
 
