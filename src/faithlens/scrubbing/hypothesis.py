@@ -194,6 +194,14 @@ class Hypothesis:
         return cls(name, sampler=Exact())
 
     @classmethod
+    def nothing(cls, name: str = "nothing matters") -> Hypothesis:
+        """Claims nothing: every path is an unimportant input of the root and gets one random
+        datum (the model on an unrelated input, as an explicit hypothesis)."""
+        h = cls(name, sampler=Exact())
+        h.root.leaf = False
+        return h
+
+    @classmethod
     def random(cls, name: str = "random input") -> Hypothesis:
         """The model sees an unrelated input, scored against the reference's labels (Redwood's
         'randomised labels' baseline, the fully resampled model)."""

@@ -337,7 +337,11 @@ class Planner:
             return ("dead", visited)
         if not self.g.reaches(s, r.target, r.excluding):
             return ("dead", visited)
-        return ("mid", visited | (frozenset({s}) & r.through))
+        seen = visited | (frozenset({s}) & r.through)
+        for t in r.through - seen:  # every node still to visit must lie between s and target
+            if not (self.g.reaches(s, t, r.excluding) and self.g.reaches(t, r.target, r.excluding)):
+                return ("dead", visited)
+        return ("mid", seen)
 
     def _h_edge(
         self, i: int, hs: HState, rnode: str, p: str, s: str, atom: PositionAtom | None

@@ -258,13 +258,17 @@ def path_reference(prep: Prepared, rows: Sequence[int]) -> list[Tensor]:
     ref_rows = prep.table.data.take(prep.ref[row.numpy()])
     pos = prep.behaviour.positions(ref_rows)
     below_cache: dict[str, list[list[Edge]]] = {}
+    clean: dict[tuple[str, int], Tensor] = {}  # ordinary activations: computed once
 
     def value(prefix: list[Edge], node: str) -> Tensor:
         if node not in below_cache:
             below_cache[node] = _paths(g, node)
         data = {datum_of(prefix + p) for p in below_cache[node]}
         if len(data) == 1:
-            return _leaf_value(prep, node, data.pop(), row, pos)
+            d = data.pop()
+            if (node, d) not in clean:
+                clean[(node, d)] = _leaf_value(prep, node, d, row, pos)
+            return clean[(node, d)]
         owner, _, _ = owner_of(prefix, len(prefix))
         run_datum = prep.data.add(prep.sampled.vectors[(owner.id,)], "ref")
         children: dict[tuple[str, str], Tensor | int] = {}
