@@ -94,7 +94,7 @@ def test_graph_structure_and_checks(tiny_causal):
     assert ("head.1.0" in g.senders("mlp.1", "in")) == (not g.parallel)
     coarse = TransformerGraph(m, split_heads=False, split_qkv=False)
     assert "attn.0" in coarse.nodes and coarse.ports("attn.0") == ("in",)
-    with pytest.raises(fl.SiteError, match="nearest|Nearest"):
+    with pytest.raises(fl.SiteError, match=r"[Nn]earest"):
         g.node("head.9.0")
 
 
@@ -123,7 +123,7 @@ def test_identity_nothing_random_and_every_path(tiny_causal):
     assert np.array_equal(rnd.scrubbed, rnd.baseline("random"))
     # claiming nothing: every path gets the root's one random datum
     prep = prepare(m, sc.Hypothesis.nothing(), data, behaviour=BEH, baselines=())
-    other = [i for i, lab in enumerate(prep.data.labels) if "unimportant" in lab[0]][0]
+    other = next(i for i, lab in enumerate(prep.data.labels) if "unimportant" in lab[0])
     rows = prep.table.data.take(prep.data.vectors[other])
     direct = m.run(fl.Inputs(ids=rows["ids"], mask=rows["mask"]), logits_at=data["pos"]).logits
     nothing = sc.scrub(m, sc.Hypothesis.nothing(), data, behaviour=BEH, n_boot=100)
@@ -213,7 +213,7 @@ def _manual_head(m, layer, head, hidden, ids):
     layers = hf.model.layers
     o_proj = layers[layer].self_attn.o_proj
     h1 = layers[layer].register_forward_pre_hook(
-        lambda mod, args, kw: ((hidden,) + args[1:], kw), with_kwargs=True
+        lambda mod, args, kw: ((hidden, *args[1:]), kw), with_kwargs=True
     )
     h2 = o_proj.register_forward_pre_hook(lambda mod, a: store.__setitem__("z", a[0].clone()))
     try:
