@@ -610,6 +610,11 @@ class ComponentGraph:
         dev = self.model.device
         out = phis(base).to(dev)
         if like is not None:
+            if tuple(out.shape) != tuple(like.shape):
+                raise ShapeError(
+                    f"a phi function returned shape {tuple(out.shape)}; the node it explains has "
+                    f"shape {tuple(like.shape)}"
+                )
             out = out.to(like)
         if not feeds:
             return out

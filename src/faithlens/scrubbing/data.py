@@ -88,6 +88,9 @@ class ScrubData(Mapping[str, Any]):
             raise InputError(f"the data have no column {key!r}; columns: {sorted(self._cols)}")
         return self._cols[key]
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._cols
+
     def __iter__(self) -> Any:
         return iter(self._cols)
 
@@ -175,8 +178,14 @@ def rowwise(fn: Callable[[dict[str, Any]], Hashable], name: str | None = None) -
 
 
 def feature_name(f: Feature) -> str:
-    name = getattr(f, "__qualname__", None) or getattr(f, "__name__", None)
-    return str(name) if name else repr(f)
+    """A short printable name: ``field('x')``, a function's name, or ``lambda``."""
+    qual = str(getattr(f, "__qualname__", "") or "")
+    name = str(getattr(f, "__name__", "") or "")
+    if qual and "<locals>" not in qual and "<lambda>" not in qual:
+        return qual
+    if name and name != "<lambda>":
+        return name
+    return "lambda" if name == "<lambda>" else repr(f)
 
 
 def _hashable_rows(values: Any, n: int, where: str) -> list[Hashable] | np.ndarray:

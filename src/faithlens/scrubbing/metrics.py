@@ -328,13 +328,16 @@ def warnings_for(
             f"mean absolute change of {c['mean_abs_change']:.4g} (cancellation index "
             f"{c['index']:.2f}). A faithful mean does not mean faithful examples."
         )
-    for node, share in node_self_share.items():
-        if share >= self_threshold:
-            out.append(
-                f"TINY CLASSES: node {node!r} drew the datum it is conditioned on for "
-                f"{100 * share:.0f} % of examples; its equivalence classes are so small that "
-                "little is scrubbed (use a bigger pool, exclude_self=True or a Generate sampler)."
-            )
+    tiny = {node: share for node, share in node_self_share.items() if share >= self_threshold}
+    if tiny:
+        worst = sorted(tiny.items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{node!r} ({100 * share:.0f} %)" for node, share in worst[:6])
+        more = f" and {len(worst) - 6} more" if len(worst) > 6 else ""
+        out.append(
+            f"TINY CLASSES: {len(worst)} node(s) drew the very datum they are conditioned on for "
+            f"most examples: {shown}{more}. Their equivalence classes are so small that little "
+            "is scrubbed (use a bigger pool, exclude_self=True or a Generate sampler)."
+        )
     return out
 
 
