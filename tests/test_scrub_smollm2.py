@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.smollm2]
 @pytest.fixture(scope="module")
 def task(smollm2):
     # one template: every prompt has the same length, so positions line up across data
-    return fl.tasks.ioi(smollm2, n=16, seed=0, templates=[TEMPLATES_ABBA[0]])
+    return fl.tasks.ioi(smollm2, n=8, seed=0, templates=[TEMPLATES_ABBA[0]])
 
 
 def io_name(d):
@@ -62,7 +62,7 @@ def test_identity_baseline_and_residual_bookkeeping(smollm2, task):
 def test_late_heads_and_a_qkv_path(smollm2, task):
     m = smollm2
     h = sc.Hypothesis("late heads know the IO name")
-    for H in range(9):
+    for H in range(3):
         h.add(f"h29_{H}", sc.to(f"head.29.{H}", direct=True), feature=io_name)
     late = sc.scrub(m, h, task, n_boot=100)
     deep = sc.Hypothesis("a head's V input from the embeddings")
@@ -86,7 +86,7 @@ def test_cli_with_a_named_model(tmp_path):
         from faithlens.tasks.ioi import TEMPLATES_ABBA
 
         def data(model, n, seed):
-            return fl.tasks.ioi(model, n=16, seed=seed, templates=[TEMPLATES_ABBA[0]])
+            return fl.tasks.ioi(model, n=8, seed=seed, templates=[TEMPLATES_ABBA[0]])
 
         hypothesis = sc.Hypothesis("two last-layer heads know the IO name")
         for h in range(2):
@@ -96,7 +96,7 @@ def test_cli_with_a_named_model(tmp_path):
         )
     )
     res = CliRunner().invoke(
-        app, ["scrub", str(f), "--model", "smollm2", "--n", "16", "--out", str(tmp_path / "out")]
+        app, ["scrub", str(f), "--model", "smollm2", "--n", "8", "--out", str(tmp_path / "out")]
     )
     assert res.exit_code == 0, res.output
     assert "% recovered vs random" in res.output

@@ -1593,6 +1593,23 @@ class LayerGraph(ComponentGraph):
         parents["output"] = [modules[-1]]
         return cls(model, parents, inputs, positions=positions)
 
+    @classmethod
+    def whole(cls, model: Model, inputs: Sequence[str] | None = None) -> LayerGraph:
+        """The module as one node: the output reads every forward argument directly. Enough for
+        hypotheses about the inputs only (the root and nodes at the inputs)."""
+        if inputs is None:
+            import inspect
+
+            params = inspect.signature(model.module.forward).parameters.values()
+            inputs = [
+                p.name
+                for p in params
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
+            ]
+        if not inputs:
+            raise InputError("LayerGraph.whole: name the module's inputs (inputs=[...])")
+        return cls(model, {"output": list(inputs)}, inputs)
+
     def input_fields(self) -> tuple[str, ...]:
         return self.inputs
 
@@ -1889,10 +1906,16 @@ class LayerGraph(ComponentGraph):
 
 def graph_for(model: Model, **kwargs: Any) -> ComponentGraph:
     """The default component graph of a model: a :class:`TransformerGraph` when the adapter
-    knows transformer layers, else a traced :class:`LayerGraph`."""
+    knows transformer layers, else a traced :class:`LayerGraph` (or, when the module cannot be
+    traced, the whole module as one node: :meth:`LayerGraph.whole`)."""
     if model.adapter.n_layers and model.adapter.n_heads:
         return TransformerGraph(model, **kwargs)
-    return LayerGraph.trace(model, **kwargs)
+    try:
+        return LayerGraph.trace(model, **kwargs)
+    except InputError:
+        # not traceable (data-dependent Python in forward) or no submodules: the whole module
+        # is one node, which still supports hypotheses about its inputs
+        return LayerGraph.whole(model)
 
 
 __all__ = [

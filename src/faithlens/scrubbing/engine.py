@@ -704,6 +704,15 @@ def dry_run_text(prep: Prepared, rows: Sequence[int], max_feeds: int) -> str:
             show(f.child, depth + 1, f"{f.port} <- {f.sender}{pos}: ")
         if len(c.feeds) > max_feeds:
             lines.append(f"{pad}  ... {len(c.feeds) - max_feeds} more inputs")
+        node = g.node(c.node)
+        for port in node.ports:
+            listed = {f.sender for f in c.feeds if f.port == port and f.positions is None}
+            rest = [x for x in g.senders(c.node, port) if x not in listed]
+            if rest:
+                names = ", ".join(rest[:4]) + (
+                    f", ... ({len(rest)} in all)" if len(rest) > 4 else ""
+                )
+                lines.append(f"{pad}  {port} <- {names}: [uniform d{c.base}] (every other input)")
 
     show(root, 0, "")
     lines.append("")
