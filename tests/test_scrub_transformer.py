@@ -286,3 +286,14 @@ def test_fallback_without_resume_support(monkeypatch):
     monkeypatch.setattr(type(m.adapter), "supports_resume", property(lambda self: False))
     b = sc.scrub(m, h, data, n=6, behaviour=BEH, baselines=(), n_boot=50)
     assert np.allclose(a.scrubbed, b.scrubbed, atol=1e-5)
+
+
+def test_positions_from_a_data_column_equal_fixed_positions():
+    m = fl.wrap(_tiny("llama"))
+    data = _data(13)
+    out = []
+    for pos in ([S - 2], "pos"):  # the "pos" column is S - 2 for every example
+        h = sc.Hypothesis("positions")
+        h.add("a", sc.to("head.1.0", direct=True, positions=pos), sampler="exact")
+        out.append(sc.scrub(m, h, data, n=10, behaviour=BEH, baselines=(), n_boot=50).scrubbed)
+    assert np.allclose(out[0], out[1])

@@ -32,7 +32,7 @@ from ..errors import InputError
 from ..models.graph import ComponentGraph, graph_for
 from ..stats import mean_se
 from .data import Feature
-from .engine import _as_data, _as_model, finish, prepare, stream
+from .engine import _as_data, _as_model, check_rewrites, finish, prepare, stream
 from .hypothesis import Hypothesis, InterpNode, Joined, join, trees
 from .metrics import Behaviour
 from .paths import Route, to
@@ -227,7 +227,7 @@ def adversary(
             r = queue.pop(0)
             try:
                 cand = join(current, r.build(hypothesis), name=r.describe())
-                plan(trees(cand), gr, seq=seq, n=None)
+                plan(trees(cand), gr, seq=seq, n=None, columns=pool.__getitem__)
             except InputError as e:
                 rows.append(
                     {
@@ -257,6 +257,8 @@ def adversary(
             baselines={"random": "random", **trial},
             seed=seed,
         )
+        if step == 0:
+            check_rewrites(prep)
         res = finish(prep, batch_size=batch_size, seed=seed, n_boot=200, progress=progress)
         used += len(trial)
         if first is None:

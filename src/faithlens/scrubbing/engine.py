@@ -420,9 +420,11 @@ def prepare(
         )
     seq = _seq_len(g, pool)
     dv = DataVectors(ref)
-    sym = plan(trees(hypothesis), g, seq=seq, n=len(ref))
+    ref_rows = table.data.take(ref)
+    sym = plan(trees(hypothesis), g, seq=seq, n=len(ref), columns=ref_rows.__getitem__)
     base_syms = {
-        name: plan(trees(b), g, seq=seq, n=len(ref)) for name, b in _baselines(baselines).items()
+        name: plan(trees(b), g, seq=seq, n=len(ref), columns=ref_rows.__getitem__)
+        for name, b in _baselines(baselines).items()
     }
     sampled = sample(sym, table, ref, dv, seed, hypothesis.name)
     base_sampled = {name: sample(s, table, ref, dv, seed, name) for name, s in base_syms.items()}

@@ -22,7 +22,7 @@ Build routes with :func:`to` and :func:`input_of`::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -129,8 +129,9 @@ def to(
     Args:
         port: only paths that enter the parent's node through this port (``"q"``, ``"k"``,
             ``"v"`` for heads).
-        positions: only the parent's input at these positions (an int, a list, or a tensor of
-            per-example positions).
+        positions: only the parent's input at these positions: an int, a list, a tensor of
+            per-reference-example positions, or the name of a data column holding one position
+            per example (read on the reference examples).
         direct: only the direct edge (no intermediate node).
         through: every path must visit all of these nodes.
         excluding: no path may visit any of these nodes.
@@ -190,10 +191,25 @@ class Resolved:
 
 
 def _norm_positions(
-    p: Any, graph: ComponentGraph, seq: int | None, n: int | None, where: str
+    p: Any,
+    graph: ComponentGraph,
+    seq: int | None,
+    n: int | None,
+    where: str,
+    columns: Callable[[str], Any] | None = None,
 ) -> PositionSet | None:
     if p is None:
         return None
+    if isinstance(p, str):
+        if columns is None:
+            raise InputError(
+                f"{where}: positions={p!r} names a data column; none is available here"
+            )
+        try:
+            col = columns(p)
+        except Exception as e:
+            raise InputError(f"{where}: positions={p!r}: {e}") from None
+        p = torch.as_tensor(col).long()
     if not graph.positions:
         raise InputError(
             f"{where}: this {graph.kind} graph has no position axis; position-restricted paths "
@@ -210,7 +226,12 @@ def _norm_positions(
 
 
 def resolve(
-    route: Route, graph: ComponentGraph, seq: int | None, n: int | None, where: str
+    route: Route,
+    graph: ComponentGraph,
+    seq: int | None,
+    n: int | None,
+    where: str,
+    columns: Callable[[str], Any] | None = None,
 ) -> Resolved:
     """Check a route's names against the graph and normalise its positions."""
     target = None
@@ -247,13 +268,13 @@ def resolve(
         route,
         target,
         route.port,
-        _norm_positions(route.positions, graph, seq, n, where),
+        _norm_positions(route.positions, graph, seq, n, where, columns),
         route.direct,
         thr,
         exc,
         route.at_input,
         route.end_port,
-        _norm_positions(route.end_positions, graph, seq, n, where),
+        _norm_positions(route.end_positions, graph, seq, n, where, columns),
     )
 
 

@@ -19,8 +19,9 @@ is a node of the joined interpretation tree (see :func:`faithlens.scrubbing.join
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import InputError
 from ..models.graph import ComponentGraph, PositionAtom, PositionSet
@@ -253,7 +254,13 @@ class SymPlan:
 
 class Planner:
     def __init__(
-        self, trees: Sequence[Tree], graph: ComponentGraph, *, seq: int | None, n: int | None
+        self,
+        trees: Sequence[Tree],
+        graph: ComponentGraph,
+        *,
+        seq: int | None,
+        n: int | None,
+        columns: Callable[[str], Any] | None = None,
     ) -> None:
         self.trees = list(trees)
         self.g = graph
@@ -273,7 +280,8 @@ class Planner:
                     continue
                 where = f"hypothesis {t.name!r}, node {node.name!r}"
                 rs = tuple(
-                    resolve(r, graph, seq, n, f"{where}, paths {r.describe()}") for r in node.routes
+                    resolve(r, graph, seq, n, f"{where}, paths {r.describe()}", columns)
+                    for r in node.routes
                 )
                 for r in rs:
                     if r.target is not None and graph.node(r.target).is_input and node.children:
@@ -610,10 +618,16 @@ class Planner:
 
 
 def plan(
-    trees: Sequence[Tree], graph: ComponentGraph, *, seq: int | None, n: int | None
+    trees: Sequence[Tree],
+    graph: ComponentGraph,
+    *,
+    seq: int | None,
+    n: int | None,
+    columns: Callable[[str], Any] | None = None,
 ) -> SymPlan:
-    """Plan the treeified evaluation of (the join of) ``trees`` on ``graph``."""
-    return Planner(trees, graph, seq=seq, n=n).plan()
+    """Plan the treeified evaluation of (the join of) ``trees`` on ``graph``. ``columns(name)``
+    gives a data column on the reference examples (positions given by column name)."""
+    return Planner(trees, graph, seq=seq, n=n, columns=columns).plan()
 
 
 def count_slots(sym: SymPlan) -> Counter[str]:
