@@ -22,7 +22,7 @@ import faithlens as fl
 from faithlens import scrubbing as sc
 from faithlens.models.graph import LayerGraph
 from faithlens.scrubbing.exact import entropy, exact_scrub
-from scrub_toys import Op, hash_game, hyp_answer, reward_loss
+from tests.scrub_toys import Op, hash_game, hyp_answer, reward_loss
 
 # ---------------------------------------------------------------------------------------------
 # Section 3: zero / mean ablation vs resampling ablation

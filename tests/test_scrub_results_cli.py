@@ -17,7 +17,7 @@ from faithlens.cli import app
 from faithlens.results import Result
 from faithlens.scrubbing.metrics import cancellation, recovered
 from faithlens.stats import bootstrap_means
-from scrub_toys import hash_game, hyp_answer, reward_loss
+from tests.scrub_toys import hash_game, hyp_answer, reward_loss
 
 
 @pytest.fixture(scope="module")

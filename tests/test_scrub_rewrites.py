@@ -11,7 +11,7 @@ import faithlens as fl
 from faithlens import scrubbing as sc
 from faithlens.models.graph import LayerGraph, LinearPart, TransformerGraph
 from faithlens.scrubbing.rewrites import SplitNode
-from scrub_toys import Op
+from tests.scrub_toys import Op
 
 S = 5
 

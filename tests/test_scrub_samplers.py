@@ -12,7 +12,7 @@ import faithlens as fl
 from faithlens import scrubbing as sc
 from faithlens.scrubbing.data import Table
 from faithlens.scrubbing.samplers import conjoin
-from scrub_toys import Op
+from tests.scrub_toys import Op
 
 VALUES = np.array(
     [0, 0, 1, 1, 1, 2, 3, 3, 3, 3]

@@ -14,7 +14,7 @@ import torch
 
 import faithlens as fl
 from faithlens import scrubbing as sc
-from scrub_toys import Toy, feat, int_data
+from tests.scrub_toys import Toy, feat, int_data
 
 VAR = 8.25  # variance of a uniform integer on 0..9
 MSE = sc.MSE("y")

@@ -99,7 +99,7 @@ def test_graph_structure_and_checks(tiny_causal):
 
 
 def test_post_ln_models_are_rejected_with_a_hint():
-    from conftest import BUILDERS
+    from tests.conftest import BUILDERS
 
     with pytest.raises(fl.InputError, match="LayerGraph"):
         TransformerGraph(fl.wrap(BUILDERS["bert"]()))

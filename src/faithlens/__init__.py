@@ -1,6 +1,6 @@
 """faithlens: is your explanation of a neural network faithful?"""
 
-from . import interventions, scrubbing, stats, tasks
+from . import interventions, patching, scrubbing, stats, tasks
 from .errors import (
     FaithlensError,
     InputError,
@@ -11,6 +11,7 @@ from .errors import (
 )
 from .interventions import Add, Interchange, Intervention, Mean, Patch, Project, Resample, Zero
 from .models import Inputs, Model, Site, load, wrap
+from .patching import PatchingResult, attribution_patch, patch
 from .results import Result
 from .runs import Resume, RunOutput, run
 from .scrubbing import Hypothesis, ScrubResult, adversary, scrub
@@ -31,6 +32,7 @@ __all__ = [
     "MissingExtraError",
     "Model",
     "Patch",
+    "PatchingResult",
     "Project",
     "Resample",
     "Result",
@@ -42,9 +44,12 @@ __all__ = [
     "SiteError",
     "Task",
     "Zero",
+    "adversary",
+    "attribution_patch",
     "interventions",
     "load",
-    "adversary",
+    "patch",
+    "patching",
     "run",
     "scrub",
     "scrubbing",

@@ -450,6 +450,9 @@ def prepare(
 
 
 def _chunk_size(prep: Prepared, batch_size: int | None) -> int:
+    """Reference rows per chunk: what fits a share of free memory (``faithlens._memory``)."""
+    from .._memory import rows_that_fit
+
     n = len(prep.ref)
     if batch_size is not None:
         if batch_size < 1:
@@ -460,20 +463,12 @@ def _chunk_size(prep: Prepared, batch_size: int | None) -> int:
         return min(n, 4096)
     seq = int(prep.table.data[g.ids_field].shape[1])
     d = g.model.d_model
+    # cached activations per row: a few sites per datum, the assembled inputs of mixed copies,
+    # and the logits of every root at the positions the behaviour reads
     tensors = 4 * len(prep.plan.data()) + 6 * len(prep.plan.copies) + 4
     vocab = max(int(g.model.adapter.d_vocab or 1), 1)
     per_row = 4 * (tensors * seq * d + len(prep.plan.roots) * 2 * vocab)
-    try:
-        import psutil
-
-        avail = psutil.virtual_memory().available
-    except Exception:  # pragma: no cover
-        avail = 4 << 30
-    if g.model.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(g.model.device)
-        avail = min(avail, free)
-    budget = max(64 << 20, min(avail // 4, 4 << 30))
-    return int(max(1, min(n, budget // max(per_row, 1))))
+    return min(n, rows_that_fit(per_row, g.model.device, tokens_per_row=seq))
 
 
 def run_prepared(
