@@ -105,37 +105,9 @@ class ScrubResult(Result):
         return "\n".join(lines)
 
     def plot(self, ax: Any = None) -> Figure:
-        import matplotlib.pyplot as plt
+        from ..report.scrubbing import scrub_plot
 
-        if ax is None:
-            fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        else:
-            fig, axes = ax.figure, [ax, None]
-        names = ["original", "scrubbed", *self.baseline_names]
-        vals = [self.original, self.scrubbed, *self.baseline_values]
-        means = [float(v.mean()) for v in vals]
-        ses = [float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0 for v in vals]
-        axes[0].bar(
-            range(len(names)),
-            means,
-            yerr=ses,
-            color=["#555", "#1f77b4"] + ["#bbb"] * len(self.baseline_names),
-        )
-        axes[0].set_xticks(range(len(names)), names, rotation=20)
-        axes[0].set_ylabel(self.behaviour)
-        axes[0].set_title(
-            f"{self.hypothesis}: {self.recovered():.1f} % recovered"
-            if self.baseline_names
-            else self.hypothesis
-        )
-        if axes[1] is not None:
-            d = self.scrubbed - self.original
-            axes[1].hist(d, bins=40, color="#1f77b4")
-            axes[1].axvline(0, color="k", lw=0.8)
-            axes[1].set_xlabel("per-example change (scrubbed - original)")
-            axes[1].set_title("per-example changes")
-        fig.tight_layout()
-        return fig
+        return scrub_plot(self, ax=ax)
 
     def replace(self, **kw: Any) -> ScrubResult:
         return dataclasses.replace(self, **kw)
@@ -194,20 +166,9 @@ class AdversaryResult(Result):
         return "\n".join(lines)
 
     def plot(self, ax: Any = None) -> Figure:
-        import matplotlib.pyplot as plt
+        from ..report.scrubbing import adversary_plot
 
-        top = self.candidates.sort_values("delta", key=lambda s: s.abs(), ascending=False).head(15)
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(8, 0.35 * len(top) + 1.5))
-        else:
-            fig = ax.figure
-        ax.barh(range(len(top)), top["delta"], xerr=top["se_delta"], color="#d62728")
-        ax.set_yticks(range(len(top)), top["refinement"])
-        ax.axvline(0, color="k", lw=0.8)
-        ax.set_xlabel(f"change in {self.behaviour}")
-        ax.set_title(f"adversary vs {self.hypothesis}")
-        fig.tight_layout()
-        return fig
+        return adversary_plot(self, ax=ax)
 
 
 __all__ = ["AdversaryResult", "ScrubResult"]
