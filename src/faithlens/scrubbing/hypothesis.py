@@ -194,10 +194,10 @@ class Hypothesis:
         return cls(name, sampler=Exact())
 
     @classmethod
-    def nothing(cls, name: str = "nothing matters") -> Hypothesis:
-        """Claims nothing: every path is an unimportant input of the root and gets one random
-        datum (the model on an unrelated input, as an explicit hypothesis)."""
-        h = cls(name, sampler=Exact())
+    def nothing(cls, name: str = "nothing matters", **kwargs: Any) -> Hypothesis:
+        """Claims nothing: every path is an unimportant input of the root (one random datum by
+        default; ``unimportant=`` / ``other=`` as for the constructor)."""
+        h = cls(name, sampler=Exact(), **kwargs)
         h.root.leaf = False
         return h
 

@@ -58,6 +58,10 @@ class HState:
 
 JState = tuple[HState, ...]
 
+#: the datum marker of an open node without children under ``unimportant="per_input"``: its copy
+#: is expanded once more, and each input edge gets its own unimportant datum
+SPLIT: tuple[Hashable, ...] = ("split",)
+
 
 @dataclass(frozen=True)
 class SymUniform:
@@ -324,6 +328,10 @@ class Planner:
             return HState(c, entries, None)
         if node.is_leaf:
             return HState(c, frozenset(), ("ds", c))
+        if node.unimportant == "per_input":
+            # an open node without children: each of its input edges gets its own datum, so
+            # the copy is expanded one more level
+            return HState(c, frozenset(), SPLIT)
         return HState(c, frozenset(), self._other_key(i, c, edge))
 
     def _constraint(self, i: int, e: Pending, p: str) -> PositionSet | None:
@@ -355,6 +363,13 @@ class Planner:
         self, i: int, hs: HState, rnode: str, p: str, s: str, atom: PositionAtom | None
     ) -> list[tuple[PositionAtom | None, HState]]:
         if not hs.pending:
+            if hs.datum == SPLIT:
+                return [
+                    (
+                        atom,
+                        HState(hs.owner, frozenset(), self._other_key(i, hs.owner, (rnode, p, s))),
+                    )
+                ]
             return [(atom, hs)]
         cons = {c for e in hs.pending if (c := self._constraint(i, e, p)) is not None}
         out: list[tuple[PositionAtom | None, HState]] = []
@@ -483,7 +498,7 @@ class Planner:
         got = self.memo.get(key)
         if got is not None:
             return got
-        if all(not h.pending for h in js):
+        if all(not h.pending and h.datum != SPLIT for h in js):
             ref: SymRef = SymUniform(node, self._joint_datum(js))
             self.memo[key] = ref
             return ref
@@ -511,9 +526,7 @@ class Planner:
             elif t.root.is_leaf:
                 roots.append(HState(t.root.id, frozenset(), ("ds", t.root.id)))
             else:
-                roots.append(
-                    HState(t.root.id, frozenset(), self._other_key(i, t.root.id, (out, "", "")))
-                )
+                roots.append(self._own_state(i, t.root.id, (out, "", ""), "root"))
         root = self._expand(out, tuple(roots))
         self._check_accepted()
         self._constraints()
