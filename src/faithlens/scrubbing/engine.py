@@ -54,7 +54,7 @@ from .metrics import (
     recovered,
     warnings_for,
 )
-from .plan import Planner, SymMixed, SymPlan, SymUniform, plan
+from .plan import Planner, SymMixed, SymPlan, SymUniform, UnionFind, plan
 from .results import ScrubResult
 from .samplers import Random, Sampler, conjoin
 
@@ -148,17 +148,19 @@ def sample(
     out = Sampled(sym, {})
     n = len(ref)
     uf = sym.uf
-    group_uf: dict[str, str] = {}
+    # sampled-together groups: labels that share a node (in a join) are one group
+    labels = UnionFind()
+    for pn in sym.pairs.values():
+        gs = sorted(pn.groups)
+        for g in gs:
+            labels.union(gs[0], g)
     for pn in sorted(sym.pairs.values(), key=lambda p: (p.depth, repr(p.owners))):
         parent = ref if pn.parent is None else out.vectors[pn.parent]
         name = _pair_name(sym, pn.owners)
         where = f"hypothesis {label!r}, node {name!r}"
         sampler = Planner.sampler_of(pn, where)
         if pn.groups:
-            g = sorted(pn.groups)[0]
-            for other in pn.groups:
-                group_uf.setdefault(other, g)
-            sname = "group:" + group_uf.get(g, g)
+            sname = "group:" + str(labels.find(sorted(pn.groups)[0]))
         else:
             sname = "node:" + "|".join(pn.owners)
         u, rng = stream(seed, sname, n)
