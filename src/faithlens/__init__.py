@@ -1,6 +1,6 @@
 """faithlens: is your explanation of a neural network faithful?"""
 
-from . import interventions, stats, tasks, zoo
+from . import interventions, patching, scrubbing, stats, tasks, zoo
 from .errors import (
     FaithlensError,
     InputError,
@@ -11,8 +11,10 @@ from .errors import (
 )
 from .interventions import Add, Interchange, Intervention, Mean, Patch, Project, Resample, Zero
 from .models import Inputs, Model, Site, load, wrap
+from .patching import PatchingResult, attribution_patch, patch
 from .results import Result
 from .runs import Resume, RunOutput, run
+from .scrubbing import Hypothesis, ScrubResult, adversary, scrub
 from .tasks import Task
 
 __version__ = "0.1.0"
@@ -20,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Add",
     "FaithlensError",
+    "Hypothesis",
     "InputError",
     "Inputs",
     "Interchange",
@@ -29,19 +32,27 @@ __all__ = [
     "MissingExtraError",
     "Model",
     "Patch",
+    "PatchingResult",
     "Project",
     "Resample",
     "Result",
     "Resume",
     "RunOutput",
+    "ScrubResult",
     "ShapeError",
     "Site",
     "SiteError",
     "Task",
     "Zero",
+    "adversary",
+    "attribution_patch",
     "interventions",
     "load",
+    "patch",
+    "patching",
     "run",
+    "scrub",
+    "scrubbing",
     "stats",
     "tasks",
     "wrap",
