@@ -1,12 +1,15 @@
 """Induction: synthetic Markov sequences with repeated spans (causal scrubbing, section 3.4 B).
 
-The background is a sparse bigram (Markov) chain over ``vocab`` tokens: every token has
+The background is a sparse random Markov chain over ``vocab`` tokens: every token has
 ``branching`` possible successors with Zipfian probabilities (``rank ** -zipf``), so bigram
-statistics matter. Into some sequences, spans of ``3..12`` tokens are copied from earlier in the
-same sequence (``A B C ... A B C``); the tokens of a copy after its first one are predictable by
+statistics matter, reweighted by a skip-bigram factor of the token before the current one (see
+:class:`MarkovChain`; it makes the previous token informative, as in natural text, which is
+what lets a previous-token head and then induction heads form quickly in training). Into most
+sequences, spans of ``4..24`` tokens (:class:`RepeatSpec`) are copied from earlier in the same
+sequence (``A B C ... A B C``); the tokens of a copy after its first one are predictable by
 induction (look back to where the current token appeared before and copy what followed), the
-rest only by bigram statistics. Some sequences have no copy, so a model must also learn *when*
-to copy.
+rest only from the chain. Some sequences have no copy, so a model must also learn *when* to
+copy.
 
 Per target token (the token at position ``t``, predicted at ``t - 1``) the data record its
 **kind**: ``KIND_MARKOV`` (drawn from the chain), ``KIND_COPY_START`` (first token of a copy: a
@@ -14,7 +17,8 @@ jump, predictable by neither) and ``KIND_COPY`` (later tokens of a copy: the ind
 and for copies the position of the source token.
 
 Everything is seeded: the chain by ``MarkovChain.seed`` (it is part of the task definition: a
-model is trained and evaluated on one chain), the sequences by the sampling seed.
+model is trained and evaluated on one chain; the defaults are ``zoo:induction``'s), the sequences
+by the sampling seed.
 """
 
 from __future__ import annotations
@@ -50,10 +54,10 @@ class MarkovChain:
     The next token after ``(a, b)`` (``b`` the current token, ``a`` the one before) has
     probability proportional to ``P[b, next] * exp(skip * S[a, next])``: ``P`` is the sparse
     bigram (``branching`` successors per token, probabilities ``rank ** -zipf``) and ``S`` a
-    random 0/1 matrix with ``skip_fraction`` ones per row. With ``skip = 0`` (the default) it is
-    a first-order chain. With ``skip > 0`` the token before the current one carries information
-    about the next, as in natural text, so a previous-token head pays off on its own; induction
-    heads build on it.
+    random 0/1 matrix with ``skip_fraction`` ones per row. With ``skip = 0`` it is a first-order
+    chain. With ``skip > 0`` (default 2, the chain ``zoo:induction`` is trained on) the token
+    before the current one carries information about the next, as in natural text, so a
+    previous-token head pays off on its own; induction heads build on it.
 
     Args:
         vocab: number of tokens.
@@ -67,7 +71,7 @@ class MarkovChain:
     vocab: int = 128
     branching: int = 8
     zipf: float = 1.0
-    skip: float = 0.0
+    skip: float = 2.0
     skip_fraction: float = 0.5
     seed: int = 0
 
@@ -136,9 +140,9 @@ class RepeatSpec:
     """
 
     seq_len: int = 64
-    copies: tuple[float, ...] = (0.2, 0.3, 0.3, 0.2)
-    min_span: int = 3
-    max_span: int = 12
+    copies: tuple[float, ...] = (0.15, 0.25, 0.3, 0.3)
+    min_span: int = 4
+    max_span: int = 24
     min_start: int = 8
 
     def __post_init__(self) -> None:
