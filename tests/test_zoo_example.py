@@ -23,7 +23,7 @@ def example():
 
 @pytest.mark.slow
 def test_paren_heads_example(example, capsys):
-    roles = example.main(["--n", "1500", "--seed", "0"])
+    roles = example.main(["--n", "1000", "--seed", "0"])
     printed = capsys.readouterr().out
     assert "horizon head 2.1" in printed and "Direct logit attribution" in printed
 

@@ -307,7 +307,7 @@ def _machine(threads: int) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "load_start": load,
     }
 
@@ -372,7 +372,7 @@ def train(
             step, seconds, history, resumed_from = 0, 0.0, [], 0
             machine = _machine(torch.get_num_threads())
             if resume and ckpt_path.exists():
-                ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+                ck = torch.load(ckpt_path, map_location=device, weights_only=True)
                 if ck.get("ident") != json.loads(json.dumps(ident, default=str)):
                     raise InputError(
                         f"{ckpt_path} comes from a different recipe, config, schedule or seed; "
