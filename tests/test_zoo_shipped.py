@@ -127,3 +127,12 @@ def test_ablations_show_the_circuit(induction, ind_data):
         got = ablated(sites)
         assert got["copy"] > copy0 + 0.5 * (markov0 - copy0), sites
         assert got["markov"] < markov0 + 0.25, sites
+
+
+def test_tasks_registered_for_the_cli(paren, induction):
+    t = fl.tasks.build("paren", paren, n=8, seed=0)
+    assert t.n == 8 and t.name == "paren-opposite"
+    t = fl.tasks.build("induction", induction, n=8, seed=0)
+    assert t.n == 8 and int(t.clean.ids.max()) < 128
+    with pytest.raises(fl.InputError, match="zoo:induction"):
+        fl.tasks.build("induction", paren, n=8)
