@@ -12,7 +12,7 @@ from faithlens.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     n = torch.get_num_threads()
     torch.set_num_threads(1)

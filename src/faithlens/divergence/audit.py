@@ -501,6 +501,7 @@ def audit(
         )
 
     row_b = row_basis(w, rtol=rtol) if w is not None else None
+    spec = float(torch.linalg.svdvals(w.double().cpu()).max()) if w is not None else None
     frames, disp_rows, dorm_rows = [], [], []
     for cname, ivs in conds.items():
         refs = {r for r in (_source_ref(iv) for iv in ivs) if r is not None}
@@ -557,7 +558,9 @@ def audit(
             delta = itv - base_acts
             moved = delta.abs().amax(1) > 0
             if bool(moved.any()):
-                ds = displacement_summary(delta[moved], w, rtol=rtol, basis=row_b)
+                ds = displacement_summary(
+                    delta[moved], w, rtol=rtol, basis=row_b, spectral_norm=spec
+                )
                 disp_rows.append({"condition": cname, "n_moved": int(moved.sum()), **ds})
             else:
                 notes.append(
