@@ -297,7 +297,8 @@ class AuditResult(Result):
                     lines.append(
                         f"    {r['metric']:<10} intervened {r['intervened']:.4g} ± "
                         f"{r['intervened_se']:.2g}   natural {r['baseline']:.4g} ± "
-                        f"{r['baseline_se']:.2g}   ratio {r['ratio']:.2f}"
+                        f"{r['baseline_se']:.2g}   excess {r['excess']:+.3g} ± "
+                        f"{r['excess_se']:.2g}{_ratio_text(r['ratio'], r['baseline'])}"
                     )
             d = self.displacement[self.displacement["condition"] == cond]
             if len(d):
@@ -623,6 +624,11 @@ def audit(
         n_splits=n_splits,
         notes=tuple(notes),
     )
+
+
+def _ratio_text(ratio: float, baseline: float) -> str:
+    """The ratio, when it means something (a positive baseline)."""
+    return f"   ratio {ratio:.2f}" if baseline > 0 and np.isfinite(ratio) else ""
 
 
 def _sel(site: Site) -> tuple[Any, Any]:

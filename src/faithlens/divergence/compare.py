@@ -336,11 +336,15 @@ class DivergenceResult(Result):
         lines = [head]
         if self.paired and np.isfinite(self.mse):
             lines.append(f"  paired mse = {self.mse:.4g} ± {self.mse_se:.2g}")
-        lines.append(f"  {'metric':<11}{'intervened':>22}{'natural baseline':>22}{'ratio':>8}")
+        lines.append(
+            f"  {'metric':<11}{'intervened':>22}{'natural baseline':>22}{'excess':>22}{'ratio':>8}"
+        )
         for _, r in self.table.iterrows():
+            ratio = f"{r['ratio']:>8.2f}" if r["baseline"] > 0 else f"{'':>8}"
             lines.append(
                 f"  {r['metric']:<11}{r['intervened']:>13.4g} ± {r['intervened_se']:<7.2g}"
-                f"{r['baseline']:>13.4g} ± {r['baseline_se']:<7.2g}{r['ratio']:>8.2f}"
+                f"{r['baseline']:>13.4g} ± {r['baseline_se']:<7.2g}"
+                f"{r['excess']:>+13.3g} ± {r['excess_se']:<7.2g}{ratio}"
             )
         return "\n".join(lines)
 
