@@ -1,6 +1,6 @@
 """faithlens: is your explanation of a neural network faithful?"""
 
-from . import interventions, stats, tasks
+from . import interventions, neurons, stats, tasks
 from .errors import (
     FaithlensError,
     InputError,
@@ -41,6 +41,7 @@ __all__ = [
     "Zero",
     "interventions",
     "load",
+    "neurons",
     "run",
     "stats",
     "tasks",

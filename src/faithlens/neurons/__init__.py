@@ -7,14 +7,18 @@
 - :func:`dissect`: Network Dissection of convolutional channels against concept masks.
 - :func:`simulate`: synthetic units with known concepts, to check bounds and coverage.
 - :func:`faithfulness_bound` / :func:`required_n`: how many probing samples a study needs.
+- :func:`collect`, :func:`probe_tokens`: activations (and token-level concepts) from a model.
 """
 
+from . import digits
 from .bounds import faithfulness_bound, required_n
+from .dissect import Dissection, dissect
 from .engine import METRICS, SoftWPMI
 from .explain import explain
 from .probing import (
     Activations,
     Concepts,
+    as_concepts,
     collect,
     probe_tokens,
     token_concepts,
@@ -22,18 +26,25 @@ from .probing import (
     word_lists,
 )
 from .result import NeuronExplanation
+from .simulate import BoundValidation, simulate
 
 __all__ = [
     "METRICS",
     "Activations",
+    "BoundValidation",
     "Concepts",
+    "Dissection",
     "NeuronExplanation",
     "SoftWPMI",
+    "as_concepts",
     "collect",
+    "digits",
+    "dissect",
     "explain",
     "faithfulness_bound",
     "probe_tokens",
     "required_n",
+    "simulate",
     "token_concepts",
     "word_corpus",
     "word_lists",

@@ -48,13 +48,14 @@ statistic is a two-sample U-statistic; changing one positive moves it by at most
 negative by ``1/n₋`` (McDiarmid):  ``ε_c = sqrt(ln(2M/δ) (1/n₊ + 1/n₋) / 2)``.
 
 **Grouped samples** (tokens of one sentence, pixels of one image: the i.i.d. unit is the group).
-Per group ``g``: size ``S_g``, firing count ``A_g``, concept mass ``P_g`` and joint mass ``T_g``,
-each divided by the largest group size so that it lies in ``[0, 1]``. The metrics are ratios of
-their means (``IoU = T / (A + P - T)``, ``accuracy = 1 - (A + P - 2T) / S`` ...), each monotone
-in every mean, so Chernoff intervals on the four means give the metric's interval at the box's
-corners. A top-α threshold is chosen from the same data, so ``A(t)`` and ``T(t)`` must hold
-uniformly over thresholds ``t``: both are monotone in ``t`` and ``T`` moves by at most as much as
-``A``, so a grid of ``G = ceil(1/η) + 1`` thresholds whose ``A``-steps are at most ``η`` brackets
+Per group ``g``: its size ``S_g`` and the disjoint masses ``T_g`` (fires and concept), ``FP_g``
+(fires, no concept), ``FN_g`` (concept, does not fire), each divided by the largest group size so
+that it lies in ``[0, 1]``. The metrics are ratios of their means (``IoU = T / (T + FP + FN)``,
+``F1 = 2T / (2T + FP + FN)``, ``accuracy = 1 - (FP + FN) / S`` ...), each rising in ``T`` and
+falling in ``FP`` and ``FN``, so Chernoff intervals on the means give the metric's interval at
+two corners. A top-α threshold is chosen from the same data, so the masses must hold uniformly
+over thresholds ``t``: each is monotone in ``t`` and moves by at most as much as the firing mass,
+so a grid of ``G = ceil(1/η) + 1`` thresholds whose firing-mass steps are at most ``η`` brackets
 every ``t``, at the price of widening by ``η`` and a union over the grid (``η = α / 50``).
 
 **No finite-sample theorem** (AUPRC, correlation, cosine, SoftWPMI; AUROC with soft or grouped
@@ -209,23 +210,6 @@ def metric_from_rates(kind: str, a: ArrayF, q1: ArrayF, q0: ArrayF) -> ArrayF:
     raise InputError(f"unknown thresholded metric {kind!r}")
 
 
-def metric_from_means(kind: str, s: ArrayF, a: ArrayF, p: ArrayF, t: ArrayF) -> ArrayF:
-    """A thresholded metric as a ratio of means (grouped samples): group size ``s``, firing
-    ``a``, concept ``p`` and joint ``t`` masses (any common scale)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if kind == "accuracy":
-            return 1 - (a + p - 2 * t) / s
-        if kind == "c_given_fire":
-            return t / a
-        if kind == "fire_given_c":
-            return t / p
-        if kind == "iou":
-            return t / (a + p - t)
-        if kind == "f1":
-            return 2 * t / (a + p)
-    raise InputError(f"unknown thresholded metric {kind!r}")
-
-
 def _box(fn: Callable[..., ArrayF], ranges: list[tuple[ArrayF, ArrayF]]) -> tuple[ArrayF, ArrayF]:
     """Min and max of ``fn`` over the corners of a box (exact for coordinate-wise monotone
     functions); corners where the metric is undefined are skipped, and all-undefined gives
@@ -342,18 +326,22 @@ def threshold_intervals_grouped(
 ) -> Intervals:
     """Intervals for a thresholded metric when the i.i.d. unit is a group of samples.
 
-    ``size``, ``fired`` (``[U]``), ``tp`` (``[U, M]``) and ``pos`` (``[M]`` or ``[U, M]``) are totals over all
-    samples; ``scale`` is the largest group size (each group's share lies in ``[0, 1]`` after
-    dividing by it). With a top-α threshold, firing and joint masses hold uniformly over
-    thresholds through a bracketing grid (``η = α / 50``).
+    ``size``, ``fired`` (``[U]``), ``tp`` (``[U, M]``) and ``pos`` (``[M]`` or ``[U, M]``) are
+    totals over all samples; ``scale`` is the largest group size (each group's share lies in
+    ``[0, 1]`` after dividing by it). The metrics are read from the disjoint masses ``T`` (fires,
+    concept), ``FP = A - T`` (fires, no concept), ``FN = P - T`` (concept, does not fire) and the
+    total ``S``; each rises in ``T`` and falls in ``FP`` and ``FN``, and accuracy is
+    ``1 - (FP + FN) / S``. With a top-α threshold, the three masses hold uniformly over thresholds
+    through a bracketing grid (each is monotone in the threshold and moves by at most as much as
+    the firing mass, so a grid with firing-mass steps ``η = α / 50`` brackets them all).
     """
     tp = np.asarray(tp, dtype=np.float64)
     n_units, n_concepts = tp.shape
     norm = n_groups * scale
-    s_mean = np.asarray(size / norm)
-    a_mean = np.asarray(fired, dtype=np.float64).reshape(n_units, 1) / norm
-    p_mean = _rows(pos, n_units, n_concepts) / norm
     t_mean = tp / norm
+    fp_mean = np.asarray(fired, dtype=np.float64).reshape(n_units, 1) / norm - t_mean
+    fn_mean = _rows(pos, n_units, n_concepts) / norm - t_mean
+    s_mean = np.asarray(size / norm)
     eta = 0.0
     grid = 1
     if top_k:
@@ -363,24 +351,41 @@ def threshold_intervals_grouped(
         # data, as the union bound over the grid requires.
         eta = float(alpha) / 50.0
         grid = math.ceil(1.0 / eta) + 1
-    n_events = (n_concepts + 1) + grid * (n_concepts + 1)
+    n_events = 1 + 3 * n_concepts * grid
     d = delta / (n_events * n_events_scale)
     m = np.asarray(float(n_groups))
     s_lo, s_hi = mean_interval(s_mean, m, d, method)
-    a_lo, a_hi = mean_interval(a_mean, m, d, method)
-    p_lo, p_hi = mean_interval(p_mean, m, d, method)
-    t_lo, t_hi = mean_interval(t_mean, m, d, method)
+    t_lo, t_hi = mean_interval(np.clip(t_mean, 0, 1), m, d, method)
+    fp_lo, fp_hi = mean_interval(np.clip(fp_mean, 0, 1), m, d, method)
+    fn_lo, fn_hi = mean_interval(np.clip(fn_mean, 0, 1), m, d, method)
     if top_k:
-        a_lo, a_hi = np.maximum(a_lo - eta, 0.0), a_hi + eta
         t_lo, t_hi = np.maximum(t_lo - eta, 0.0), t_hi + eta
-
-    def f(s: ArrayF, a: ArrayF, p: ArrayF, t: ArrayF) -> ArrayF:
-        return metric_from_means(kind, s, a, p, t)
-
-    lo, hi = _box(f, [(s_lo, s_hi), (a_lo, a_hi), (p_lo, p_hi), (t_lo, t_hi)])
+        fp_lo, fp_hi = np.maximum(fp_lo - eta, 0.0), fp_hi + eta
+        fn_lo, fn_hi = np.maximum(fn_lo - eta, 0.0), fn_hi + eta
+    lo = metric_from_counts(kind, s_lo, t_lo, fp_hi, fn_hi)
+    hi = metric_from_counts(kind, s_hi, t_hi, fp_lo, fn_lo)
+    lo = np.clip(np.where(np.isnan(lo), 0.0, lo), 0.0, 1.0)
+    hi = np.clip(np.where(np.isnan(hi), 1.0, hi), 0.0, 1.0)
     name = "kl" if method == "kl" else "hoeffding"
     how = "uniform over thresholds" if top_k else "fixed threshold"
     return Intervals(lo, hi, f"{name} (grouped ratio of means, {how})")
+
+
+def metric_from_counts(kind: str, s: ArrayF, t: ArrayF, fp: ArrayF, fn: ArrayF) -> ArrayF:
+    """A thresholded metric from the masses ``T`` (fires and concept), ``FP`` (fires, no
+    concept), ``FN`` (concept, no firing) and the total ``S`` (any common scale)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if kind == "accuracy":
+            return 1 - (fp + fn) / s
+        if kind == "c_given_fire":
+            return t / (t + fp)
+        if kind == "fire_given_c":
+            return t / (t + fn)
+        if kind == "iou":
+            return t / (t + fp + fn)
+        if kind == "f1":
+            return 2 * t / (2 * t + fp + fn)
+    raise InputError(f"unknown thresholded metric {kind!r}")
 
 
 def auroc_epsilon(n_pos: ArrayF, n_neg: ArrayF, n_concepts: int, delta: float) -> ArrayF:
@@ -558,7 +563,7 @@ __all__ = [
     "hoeffding_interval",
     "kl_interval",
     "mean_interval",
-    "metric_from_means",
+    "metric_from_counts",
     "metric_from_rates",
     "provable_sets",
     "required_n",

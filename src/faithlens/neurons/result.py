@@ -64,6 +64,7 @@ class NeuronExplanation(Result):
     seed: int
     site: str | None = None
     skipped: tuple[int, ...] = ()
+    holdout: float = 0.0
 
     # -- lookups -------------------------------------------------------------------------------
     def _m(self, metric: str | None) -> int:
