@@ -430,7 +430,7 @@ def register(app: typer.Typer) -> None:
             if n is not None:
                 eps = float(faithfulness_bound(metric, n, n_concepts, delta, p=p, alpha=alpha))
                 console.print(
-                    f"{metric}: with n={n} and {n_concepts} concepts, every concept's similarity is within ±{eps:.4f} of its probing-set value with probability {1 - delta:g}; winners with a gap above {2 * eps:.4f} are certified"
+                    f"{metric}: with n={n} and {n_concepts} concepts, every concept's similarity is within ±{eps:.4f} of its probing-set value with probability {1 - delta:g}; a winner leading by more than {2 * eps:.4f} would be certified (planning figure: explain() reports the realised intervals)"
                 )
             else:
                 need = required_n(metric, epsilon, n_concepts, delta, p=p, alpha=alpha)

@@ -127,7 +127,7 @@ def as_concepts(concepts: Any, names: Sequence[str] | None = None) -> Concepts:
             return Concepts(concepts.values, tuple(names))
         return concepts
     if isinstance(concepts, pd.DataFrame):
-        vals = torch.as_tensor(concepts.to_numpy(dtype=np.float32))
+        vals = torch.as_tensor(concepts.to_numpy(dtype=np.float32, copy=True))
         return Concepts(
             vals, tuple(str(c) for c in concepts.columns) if names is None else tuple(names)
         )
@@ -283,7 +283,7 @@ def token_concepts(
     """Token-level concept labels for ``texts``, aligned with :func:`collect` on the same texts.
 
     A token carries concept ``X`` when it overlaps a word of ``X``'s list (case-insensitive,
-    whole words; default: the shipped list, :func:`word_lists`). Shape concepts: ``punctuation``
+    whole words, a possessive ``'s`` ignored; default: the shipped list, :func:`word_lists`). Shape concepts: ``punctuation``
     (a token made only of punctuation), ``digits`` (a token containing a digit), ``capitalised``
     (a token inside a word that starts with a capital letter). With ``drop_empty`` the concepts
     that never occur in these texts are dropped.
@@ -328,7 +328,8 @@ def token_concepts(
             for s0, s1, word in spans:
                 if s1 <= a or s0 >= b:
                     continue
-                for j in lookup.get(word.lower(), ()):
+                key = word.lower()
+                for j in lookup.get(key, lookup.get(key.split("'")[0], ())):
                     row[j] = 1.0
                 if "capitalised" in shapes and word[:1].isupper():
                     row[names.index("capitalised")] = 1.0
