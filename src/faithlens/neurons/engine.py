@@ -119,15 +119,17 @@ class UnitBlock:
         self.c = prob.c[units] if prob.paired else prob.c  # [n, M] or [Uc, n, M]
         self.size = int(xb.shape[1])
         perm = prob.perm if prob.perm is not None else torch.arange(prob.n, device=prob.device)
-        # descending order with random tie-breaks (a stable sort of a random permutation)
-        srt = torch.sort(xb[perm], dim=0, descending=True, stable=True)
-        self.order = perm[srt.indices].T.contiguous()  # [Uc, n]
-        self.sorted_desc = srt.values.T.contiguous()  # [Uc, n]
+        # descending order with random tie-breaks (a stable sort of a random permutation);
+        # rows of a contiguous [Uc, n] copy sort much faster than columns
+        srt = torch.sort(xb[perm].T.contiguous(), dim=-1, descending=True, stable=True)
+        self.order = perm[srt.indices]  # [Uc, n]
+        self.sorted_desc = srt.values  # [Uc, n]
         self.fire_count: Tensor | None = None
         if prob.thresholds is not None:
             t = prob.thresholds[units].to(xb.dtype)
             self.fire_count = (xb > t[None, :]).sum(0)  # [Uc]
         self._prefix: tuple[int, Tensor] | None = None
+        self._masses: dict[bool, Tensor] | None = None
         self._asc: tuple[Tensor, Tensor | None, Tensor | None] | None = None
         self._desc_ties: Tensor | None = None
 
@@ -139,6 +141,11 @@ class UnitBlock:
             self._prefix = (r, self.gather_rows(idx))
         return self._prefix[1]
 
+    def use_masses(self, masses: dict[bool, Tensor] | None) -> None:
+        """Concept masses ``{square: Σ w c^(1 or 2)}`` of the weights about to be used
+        (computed once per resample chunk and shared by every unit block), or ``None``."""
+        self._masses = None if self.c.dim() == 3 else masses
+
     def gather_rows(self, idx: Tensor) -> Tensor:
         """Concept rows ``[Uc, r, M]`` of samples ``idx`` (``[Uc, r]``)."""
         if self.c.dim() == 2:
@@ -146,7 +153,11 @@ class UnitBlock:
         return self.c.gather(1, idx[..., None].expand(-1, -1, self.c.shape[-1]))
 
     def concept_mass(self, w: Tensor, square: bool = False) -> Tensor:
-        """``Σ w c`` (or ``Σ w c²``): ``[B, M]``, or ``[B, Uc, M]`` when paired."""
+        """``Σ w c`` (or ``Σ w c²``): ``[B, M]``, or ``[B, Uc, M]`` when paired. Shared
+        concepts reuse the masses of the current weights when :meth:`use_masses` set them."""
+        known = self._masses.get(square) if self._masses is not None else None
+        if known is not None and known.shape[0] == w.shape[0]:
+            return known
         c = self.c * self.c if square else self.c
         if c.dim() == 2:
             return w @ c
@@ -406,7 +417,8 @@ def memory_budget(device: torch.device, max_memory: int | None = None) -> int:
 def plan_chunks(
     prob: Problem, families: set[str], n_boot: int, n_metrics: int, budget: int
 ) -> tuple[int, int]:
-    """(units per block, resamples per chunk) that keep the working set inside ``budget``."""
+    """(units per block, resamples per chunk) that keep the working set inside ``budget``;
+    ``n_metrics`` counts the metrics whose resample draws are kept (bootstrap bands)."""
     n, m, u = prob.n, prob.n_concepts, prob.n_units
     f = 4  # float32
     # bytes per (resample, unit) in the largest kernel
@@ -422,7 +434,7 @@ def plan_chunks(
     if "softwpmi" in families:
         per_bu = max(per_bu, int(m * f * 4 + prob.softwpmi.top_k * 8))
     # bytes per unit held for the whole block: stored bootstrap scores and the concept prefix
-    per_u_store = max(n_boot, 1) * m * f * max(n_metrics, 1)
+    per_u_store = max(n_boot, 1) * m * f * n_metrics + m * f * 4
     if "threshold" in families:
         alpha = prob.alpha if prob.alpha is not None else 0.5
         per_u_store += int(min(n, alpha * n * 2 + 64)) * m * f

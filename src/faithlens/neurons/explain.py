@@ -506,7 +506,12 @@ def run_explain(
     n_m = len(metrics)
     families = {FAMILIES[m] for m in metrics}
     budget = memory_budget(dev, max_memory)
-    per_block, per_chunk = plan_chunks(prob, families, n_boot, n_m, budget)
+    binary = bool(((prob.c == 0) | (prob.c == 1)).all())
+    n_band = sum(
+        bound == "bootstrap" or not theory_available(m, grouped=g is not None, binary=binary)
+        for m in metrics
+    )
+    per_block, per_chunk = plan_chunks(prob, families, n_boot, n_band, budget)
     blocks = unit_blocks(prob, per_block)
     total_steps = len(blocks) * (2 if n_boot else 1)
     steps = 0
@@ -761,6 +766,15 @@ def bootstrap_pass(
     prior_boot = None
     if logp is not None:
         prior_boot = _softwpmi_prior(prob, blocks, counts, b_chunks, logp)
+    # concept masses per resample are the same for every unit block: compute them once
+    masses: dict[int, dict[bool, Tensor]] = {}
+    if not prob.paired and len(blocks) > 1:
+        squares = any(FAMILIES[m] == "moments" for m in metrics)
+        for bsl in b_chunks:
+            w = expand_weights(counts[bsl], prob.groups)
+            masses[bsl.start] = {False: w @ prob.c}
+            if squares:
+                masses[bsl.start][True] = w @ (prob.c * prob.c)
     for blk in blocks:
         saved = checkpoint.load(blk.start) if checkpoint is not None else None
         if saved is not None:
@@ -773,22 +787,28 @@ def bootstrap_pass(
             continue
         block = UnitBlock(prob, blk)
         size = block.size
-        boot = np.empty((n_m, n_boot, size, n_c), dtype=np.float32)
+        # resample draws are kept only where a bootstrap band needs them; winners are counted
+        # on the fly
+        boot = {j: np.empty((n_boot, size, n_c), dtype=np.float32) for j in band_metrics}
+        counts_t = torch.zeros(n_m, size, n_c, device=prob.device)
         for bsl in b_chunks:
             w = expand_weights(counts[bsl], prob.groups)
+            block.use_masses(masses.get(bsl.start))
             res = _block_scores(block, metrics, w, logp)
+            block.use_masses(None)
             for j, m in enumerate(metrics):
                 r = res[m]
                 if m == "softwpmi":
                     assert prior_boot is not None
                     r = r - prob.softwpmi.lam * prior_boot[bsl][:, None, :]
-                boot[j, bsl] = r.float().cpu().numpy()
-        for j in range(n_m):
-            freq[j, blk] = _frequencies(boot[j])
+                counts_t[j] += _winner_counts(r)
+                if j in boot:
+                    boot[j][bsl] = r.float().cpu().numpy()
+        freq[:, blk] = (counts_t / n_boot).cpu().numpy()
         for j in band_metrics:
             for u in range(size):
                 lo, hi, _ = _b.bootstrap_band(
-                    scores[j, blk.start + u], boot[j, :, u, :].astype(np.float64), band_delta
+                    scores[j, blk.start + u], boot[j][:, u, :].astype(np.float64), band_delta
                 )
                 lower[j, blk.start + u] = lo
                 upper[j, blk.start + u] = hi
@@ -809,16 +829,14 @@ def _logmeanexp(a: np.ndarray, axis: int) -> np.ndarray:
     return np.squeeze(mx, axis) + np.log(np.mean(np.exp(a - mx), axis=axis))
 
 
-def _frequencies(boot: np.ndarray) -> np.ndarray:
-    """Selection frequency of each concept: ``boot`` is ``[B, U, M]`` -> ``[U, M]``."""
-    b, u, m = boot.shape
-    s = np.where(np.isnan(boot), -np.inf, boot)
-    win = np.argmax(s, axis=-1)  # [B, U]
-    valid = np.asarray(np.isfinite(s).any(-1))
-    out = np.zeros((u, m), dtype=np.float64)
-    for j in range(u):
-        out[j] = np.bincount(win[valid[:, j], j], minlength=m)
-    return (out / b).astype(np.float32)
+def _winner_counts(r: Tensor) -> Tensor:
+    """How often each concept wins: ``r`` is ``[B, U, M]`` -> counts ``[U, M]`` (resamples in
+    which every score is undefined count for no concept; ties go to the lower index)."""
+    filled = torch.nan_to_num(r, nan=-torch.inf)
+    win = filled.argmax(-1)  # [B, U]
+    valid = torch.isfinite(filled).any(-1).to(r.dtype)
+    out = torch.zeros(r.shape[1], r.shape[2], device=r.device, dtype=r.dtype)
+    return out.scatter_add_(1, win.T, valid.T)
 
 
 def _block_scores(

@@ -207,7 +207,7 @@ def simulate(
         )
         families = {FAMILIES[m] for m in ms}
         per_block, per_chunk = plan_chunks(
-            prob, families, n_boot, len(ms), memory_budget(prob.device, max_memory)
+            prob, families, n_boot, int("correlation" in ms), memory_budget(prob.device, max_memory)
         )
         blocks = unit_blocks(prob, per_block)
         fp = full_pass(prob, ms, blocks)
