@@ -832,9 +832,8 @@ def _logmeanexp(a: np.ndarray, axis: int) -> np.ndarray:
 def _winner_counts(r: Tensor) -> Tensor:
     """How often each concept wins: ``r`` is ``[B, U, M]`` -> counts ``[U, M]`` (resamples in
     which every score is undefined count for no concept; ties go to the lower index)."""
-    filled = torch.nan_to_num(r, nan=-torch.inf)
-    win = filled.argmax(-1)  # [B, U]
-    valid = torch.isfinite(filled).any(-1).to(r.dtype)
+    best, win = torch.where(torch.isnan(r), -torch.inf, r).max(-1)  # [B, U]
+    valid = (best > -torch.inf).to(r.dtype)
     out = torch.zeros(r.shape[1], r.shape[2], device=r.device, dtype=r.dtype)
     return out.scatter_add_(1, win.T, valid.T)
 
