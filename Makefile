@@ -23,10 +23,10 @@ test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/faithlens demo --out runs/demo
+	$(VENV)/bin/faithlens patch --model smollm2 --task ioi --sites head --n 16 --out runs/demo
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
 bench: $(VENV)/.installed

@@ -36,7 +36,9 @@ def make_data(n: int, units: int, concepts: int, seed: int) -> tuple[torch.Tenso
     return x, c
 
 
-def baseline_iou(x: np.ndarray, c: np.ndarray, alpha: float, n_boot: int, rng: np.random.Generator) -> None:
+def baseline_iou(
+    x: np.ndarray, c: np.ndarray, alpha: float, n_boot: int, rng: np.random.Generator
+) -> None:
     n = x.shape[0]
     k = math.ceil(alpha * n)
     for u in range(x.shape[1]):
@@ -62,7 +64,9 @@ def baseline_auroc(x: np.ndarray, c: np.ndarray, n_boot: int, rng: np.random.Gen
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--units", type=int, default=4096)
     ap.add_argument("--concepts", type=int, default=1000)
     ap.add_argument("--samples", type=int, default=10_000)
@@ -72,16 +76,22 @@ def main() -> None:
     ap.add_argument("--baseline-units", type=int, default=4)
     ap.add_argument("--baseline-boot", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    ap.add_argument("--quick", action="store_true", help="512 units, 200 concepts, 5k samples, B=100")
-    ap.add_argument("--validate", action="store_true", help="also run the large coverage simulation")
+    ap.add_argument(
+        "--quick", action="store_true", help="512 units, 200 concepts, 5k samples, B=100"
+    )
+    ap.add_argument(
+        "--validate", action="store_true", help="also run the large coverage simulation"
+    )
     args = ap.parse_args()
     if args.quick:
         args.units, args.concepts, args.samples, args.boot = 512, 200, 5000, 100
     if args.threads:
         torch.set_num_threads(args.threads)
     U, M, n, B = args.units, args.concepts, args.samples, args.boot
-    print(f"faithlens.neurons benchmark: {U} units x {M} concepts x {n} samples, B={B} resamples, "
-          f"metric={args.metric}, torch threads={torch.get_num_threads()}")
+    print(
+        f"faithlens.neurons benchmark: {U} units x {M} concepts x {n} samples, B={B} resamples, "
+        f"metric={args.metric}, torch threads={torch.get_num_threads()}"
+    )
     x, c = make_data(n, U, M, seed=0)
 
     done = [0, 0]
@@ -93,10 +103,14 @@ def main() -> None:
     res = N.explain(x, c, args.metric, alpha=args.alpha, n_boot=B, seed=0, progress=progress)
     t_vec = time.perf_counter() - t0
     cells = U * M * B
-    print(f"vectorised explain (scores + bounds + B resamples + BE sets): {t_vec:.1f} s "
-          f"= {cells / t_vec:.3g} unit-concept-resamples/s")
-    print(f"  certified: {int(res.certified().sum())}/{U} units; "
-          f"median BE set size {float(np.median(res.be_set().sum(1))):.0f}")
+    print(
+        f"vectorised explain (scores + bounds + B resamples + BE sets): {t_vec:.1f} s "
+        f"= {cells / t_vec:.3g} unit-concept-resamples/s"
+    )
+    print(
+        f"  certified: {int(res.certified().sum())}/{U} units; "
+        f"median BE set size {float(np.median(res.be_set().sum(1))):.0f}"
+    )
 
     bu, bb = min(args.baseline_units, U), min(args.baseline_boot, B)
     xn, cn = x[:, :bu].numpy(), c.numpy()
@@ -108,23 +122,43 @@ def main() -> None:
         baseline_auroc(xn, cn, bb, rng)
     t_sub = time.perf_counter() - t0
     t_base = t_sub / (bu * bb) * U * B
-    print(f"per-unit loop baseline: {t_sub:.2f} s for {bu} units x {bb} resamples, "
-          f"extrapolated linearly to {U} x {B}: {t_base:.0f} s "
-          f"= {cells / t_base:.3g} unit-concept-resamples/s")
-    print(f"speed-up of the vectorised pipeline: {t_base / t_vec:.1f}x "
-          "(the baseline computes scores only: no bounds, no BE sets)")
+    print(
+        f"per-unit loop baseline: {t_sub:.2f} s for {bu} units x {bb} resamples, "
+        f"extrapolated linearly to {U} x {B}: {t_base:.0f} s "
+        f"= {cells / t_base:.3g} unit-concept-resamples/s"
+    )
+    print(
+        f"speed-up of the vectorised pipeline: {t_base / t_vec:.1f}x "
+        "(the baseline computes scores only: no bounds, no BE sets)"
+    )
 
     if args.validate:
         from faithlens.neurons.simulate import simulate
 
         t0 = time.perf_counter()
-        v = simulate(["accuracy", "iou", "auroc", "f1", "precision", "recall"],
-                     (100, 300, 1000, 3000), reps=1000, p=0.1, seed=0)
-        print(f"\ncoverage simulation, 1000 repetitions per size ({time.perf_counter() - t0:.0f} s):")
+        v = simulate(
+            ["accuracy", "iou", "auroc", "f1", "precision", "recall"],
+            (100, 300, 1000, 3000),
+            reps=1000,
+            p=0.1,
+            seed=0,
+        )
+        print(
+            f"\ncoverage simulation, 1000 repetitions per size ({time.perf_counter() - t0:.0f} s):"
+        )
         print(v.summary())
         t0 = time.perf_counter()
-        be = simulate("iou", (100, 300, 1000), reps=500, p=0.05, p_distractor=0.05, alpha=0.05,
-                      weights=(2.0, 1.0), n_boot=200, seed=1)
+        be = simulate(
+            "iou",
+            (100, 300, 1000),
+            reps=500,
+            p=0.05,
+            p_distractor=0.05,
+            alpha=0.05,
+            weights=(2.0, 1.0),
+            n_boot=200,
+            seed=1,
+        )
         print(f"\nBE coverage, 500 repetitions per size, B=200 ({time.perf_counter() - t0:.0f} s):")
         print(be.summary())
 

@@ -23,7 +23,9 @@ from faithlens.neurons import digits as D
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n-boot", type=int, default=200)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
@@ -31,21 +33,36 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     sizes = (100, 597) if args.quick else (50, 100, 300, 597)
     subsets = 20 if args.quick else 100
     model, data = D.digits_model(), D.load_digits_data(0)
-    print(f"digits CNN: {D.accuracy(D.digits_cnn(), data.x_probe, data.y_probe):.3f} accuracy on "
-          f"{len(data.y_probe)} held-out digits")
+    print(
+        f"digits CNN: {D.accuracy(D.digits_cnn(), data.x_probe, data.y_probe):.3f} accuracy on "
+        f"{len(data.y_probe)} held-out digits"
+    )
     out: dict[str, object] = {}
 
     print("\n(a) logits vs digit concepts (alpha = 0.1)")
     rows = []
     for n in sizes:
         x, y = data.x_probe[:n], data.y_probe[:n]
-        res = N.explain(N.collect(model, x, "logits"), D.digit_concepts(y),
-                        ["iou", "auroc", "accuracy"], alpha=0.1, n_boot=args.n_boot, seed=args.seed)
+        res = N.explain(
+            N.collect(model, x, "logits"),
+            D.digit_concepts(y),
+            ["iou", "auroc", "accuracy"],
+            alpha=0.1,
+            n_boot=args.n_boot,
+            seed=args.seed,
+        )
         for m in res.metrics:
             win = res.top_scoring(m)
             right = np.array([res.concepts[w] == f"digit {j}" for j, w in enumerate(win)])
-            rows.append((n, m, int(right.sum()), int(res.certified(m).sum()),
-                         float(res.be_set(m).sum(1).mean())))
+            rows.append(
+                (
+                    n,
+                    m,
+                    int(right.sum()),
+                    int(res.certified(m).sum()),
+                    float(res.be_set(m).sum(1).mean()),
+                )
+            )
     print("    n  metric    identified  certified  mean BE size")
     for n, m, ok, cert, size in rows:
         print(f"{n:5d}  {m:9s} {ok:6d}/10 {cert:7d}/10 {size:10.2f}")
@@ -55,12 +72,27 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     masks, names = D.pixel_concepts(data.x_probe)
     drows = []
     for n in sizes:
-        dis = N.dissect("pool", masks[:n], concept_names=names, model=model,
-                        inputs=data.x_probe[:n], quantile=0.1, n_boot=args.n_boot, seed=args.seed)
+        dis = N.dissect(
+            "pool",
+            masks[:n],
+            concept_names=names,
+            model=model,
+            inputs=data.x_probe[:n],
+            quantile=0.1,
+            n_boot=args.n_boot,
+            seed=args.seed,
+        )
         live = [u for u in range(len(dis.units)) if u not in dis.skipped]
         single = float((dis.be_set()[live].sum(1) == 1).mean())
-        drows.append((n, len(live), int(dis.detectors()[live].sum()), single,
-                      int(dis.certified()[live].sum())))
+        drows.append(
+            (
+                n,
+                len(live),
+                int(dis.detectors()[live].sum()),
+                single,
+                int(dis.certified()[live].sum()),
+            )
+        )
     print(" images  live channels  detectors  singleton BE sets  certified")
     for n, live_n, det, single, cert in drows:
         print(f"{n:7d}  {live_n:13d}  {det:9d}  {single:17.0%}  {cert:9d}")
@@ -81,8 +113,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         idx = torch.from_numpy(rng.choice(len(data.y_probe), 150, replace=False))
         c = con.values[idx]
         unit = c[:, loop] + 0.6 * torch.from_numpy(rng.standard_normal(150).astype(np.float32))
-        res = N.explain(unit[:, None], N.Concepts(c, con.names), "iou", alpha=0.4,
-                        n_boot=args.n_boot, seed=int(rng.integers(1 << 30)))
+        res = N.explain(
+            unit[:, None],
+            N.Concepts(c, con.names),
+            "iou",
+            alpha=0.4,
+            n_boot=args.n_boot,
+            seed=int(rng.integers(1 << 30)),
+        )
         hits += bool(res.be_set()[0, loop])
     cover = hits / subsets
     print(f"    BE sets contain 'loop' in {cover:.0%} of {subsets} subsets (target >= 90%)")

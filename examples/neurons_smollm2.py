@@ -22,20 +22,24 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 import faithlens as fl
 import faithlens.neurons as N
 
 
 def main(argv: list[str] | None = None) -> N.NeuronExplanation:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--site", default="mlp_post.4")
     ap.add_argument("--n-texts", type=int, default=2000)
     ap.add_argument("--units", type=int, default=0, help="only the first N neurons (0: all)")
-    ap.add_argument("--alpha", type=float, default=0.01, help="top quantile of activations that fires")
-    ap.add_argument("--holdout", type=float, default=0.2, help="share of sentences that sets thresholds")
+    ap.add_argument(
+        "--alpha", type=float, default=0.01, help="top quantile of activations that fires"
+    )
+    ap.add_argument(
+        "--holdout", type=float, default=0.2, help="share of sentences that sets thresholds"
+    )
     ap.add_argument("--n-boot", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
@@ -47,13 +51,23 @@ def main(argv: list[str] | None = None) -> N.NeuronExplanation:
     acts, concepts = N.probe_tokens(model, texts, args.site)
     if args.units:
         acts = acts.units(range(min(args.units, acts.n_units)))
-    print(f"{model.name} {args.site}: {acts.n_units} neurons on {acts.n_samples} tokens of "
-          f"{len(texts)} sentences, {concepts.n_concepts} concepts "
-          f"({time.perf_counter() - t0:.1f} s to probe)")
+    print(
+        f"{model.name} {args.site}: {acts.n_units} neurons on {acts.n_samples} tokens of "
+        f"{len(texts)} sentences, {concepts.n_concepts} concepts "
+        f"({time.perf_counter() - t0:.1f} s to probe)"
+    )
 
     t0 = time.perf_counter()
-    res = N.explain(acts, concepts, ["iou", "f1"], alpha=args.alpha, holdout=args.holdout,
-                    n_boot=args.n_boot, seed=args.seed, skip_constant=True)
+    res = N.explain(
+        acts,
+        concepts,
+        ["iou", "f1"],
+        alpha=args.alpha,
+        holdout=args.holdout,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        skip_constant=True,
+    )
     print(f"explained in {time.perf_counter() - t0:.1f} s")
     print(res.summary(max_units=0))
 
@@ -65,16 +79,21 @@ def main(argv: list[str] | None = None) -> N.NeuronExplanation:
     be = res.be_set("iou")
     live = [u for u in range(len(res.units)) if u not in res.skipped]
     single = float((be[live].sum(1) == 1).mean())
-    print(f"\nstability: {single:.0%} of neurons have a single-concept 90% BE set; "
-          f"certified: {int(res.certified('iou').sum())} (IoU), {int(res.certified('f1').sum())} (F1)")
+    print(
+        f"\nstability: {single:.0%} of neurons have a single-concept 90% BE set; "
+        f"certified: {int(res.certified('iou').sum())} (IoU), {int(res.certified('f1').sum())} (F1)"
+    )
     # What the dependence between tokens costs: the same explanation if every token were an
     # independent draw. Tokens of a sentence are NOT independent, so these are not guarantees;
     # the comparison shows how much of the width above comes from treating sentences as draws.
     flat = N.Activations(acts.values, acts.unit_names)
-    naive = N.explain(flat, concepts, "iou", alpha=args.alpha, n_boot=0, seed=args.seed,
-                      skip_constant=True)
-    print(f"for comparison only, if tokens were independent (they are not): "
-          f"{int(naive.certified().sum())} neurons would be certified by IoU")
+    naive = N.explain(
+        flat, concepts, "iou", alpha=args.alpha, n_boot=0, seed=args.seed, skip_constant=True
+    )
+    print(
+        f"for comparison only, if tokens were independent (they are not): "
+        f"{int(naive.certified().sum())} neurons would be certified by IoU"
+    )
 
     top = iou["unit"].iloc[0]
     print(f"\nall concepts for the most selective neuron {top}:")

@@ -21,11 +21,22 @@ def load(name):
 @pytest.mark.slow
 def test_smollm2_example_runs_small(smollm2, tmp_path, capsys):
     res = load("neurons_smollm2").main(
-        ["--n-texts", "60", "--units", "48", "--n-boot", "30", "--alpha", "0.05", "--out", str(tmp_path / "r")]
+        [
+            "--n-texts",
+            "40",
+            "--units",
+            "32",
+            "--n-boot",
+            "30",
+            "--alpha",
+            "0.05",
+            "--out",
+            str(tmp_path / "r"),
+        ]
     )
     text = capsys.readouterr().out
     assert "most selective neurons" in text and "single-concept 90% BE set" in text
-    assert len(res.units) == 48 and res.holdout == 0.2
+    assert len(res.units) == 32 and res.holdout == 0.2
     assert (tmp_path / "r" / "stability.png").exists()
 
 

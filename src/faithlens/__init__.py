@@ -1,6 +1,6 @@
 """faithlens: is your explanation of a neural network faithful?"""
 
-from . import interventions, neurons, stats, tasks
+from . import interventions, neurons, patching, stats, tasks
 from .errors import (
     FaithlensError,
     InputError,
@@ -11,6 +11,7 @@ from .errors import (
 )
 from .interventions import Add, Interchange, Intervention, Mean, Patch, Project, Resample, Zero
 from .models import Inputs, Model, Site, load, wrap
+from .patching import PatchingResult, attribution_patch, patch
 from .results import Result
 from .runs import Resume, RunOutput, run
 from .tasks import Task
@@ -29,6 +30,7 @@ __all__ = [
     "MissingExtraError",
     "Model",
     "Patch",
+    "PatchingResult",
     "Project",
     "Resample",
     "Result",
@@ -39,9 +41,12 @@ __all__ = [
     "SiteError",
     "Task",
     "Zero",
+    "attribution_patch",
     "interventions",
     "load",
     "neurons",
+    "patch",
+    "patching",
     "run",
     "stats",
     "tasks",

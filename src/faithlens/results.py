@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -60,8 +60,6 @@ def _unjson(value: Any) -> Any:
 @dataclasses.dataclass(frozen=True)
 class Result:
     """Base class: frozen, savable, loadable, tabular, plottable."""
-
-    kind: ClassVar[str] = "result"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -295,7 +295,10 @@ def run(
         if width is not None:
             shape = sel.view_shape(batch, seq, width)
             assert info.width is not None
-            site_shape = (batch, seq, info.width) if seq is not None else (batch, info.width)
+            abs_seq = seq + offset if seq is not None else None
+            site_shape = (
+                (batch, abs_seq, info.width) if abs_seq is not None else (batch, info.width)
+            )
             iv.validate(tuple(shape), site_shape)
         checks.append((iv, info, info.hook))
     for c in cache:

@@ -38,6 +38,7 @@ def _root(
 # Command modules, in the order their commands appear in --help.
 COMMAND_MODULES = [
     "faithlens.cli.core",
+    "faithlens.cli.patching",
     "faithlens.cli.neurons",
 ]
 

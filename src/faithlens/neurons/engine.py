@@ -406,12 +406,9 @@ def memory_budget(device: torch.device, max_memory: int | None = None) -> int:
     """Bytes the kernels may use at once: a quarter of free memory (half on a GPU)."""
     if max_memory is not None:
         return int(max_memory)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.5)
-    import psutil
+    from .._memory import budget_bytes
 
-    return int(psutil.virtual_memory().available * 0.25)
+    return budget_bytes(device, 0.5 if device.type == "cuda" else 0.25)
 
 
 def plan_chunks(

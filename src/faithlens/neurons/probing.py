@@ -176,7 +176,7 @@ def collect(
     inputs: Any,
     site: SiteLike,
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     pool: str | None = None,
     drop_special: bool = True,
 ) -> Activations:
@@ -193,7 +193,7 @@ def collect(
 
     if pool not in (None, "mean", "max"):
         raise InputError(f"pool must be None, 'mean' or 'max', not {pool!r}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise InputError("batch_size must be at least 1")
     s = as_site(site)
     model.site_info(s.name)  # unknown sites fail here, before any forward pass
@@ -201,6 +201,12 @@ def collect(
     n = prepared.batch_size
     if n == 0:
         raise InputError("no inputs to probe")
+    if batch_size is None:
+        from .._memory import rows_that_fit
+
+        seq = prepared.seq_len or 1
+        width = max(model.d_model, 1) if model.adapter.site_table else 1024
+        batch_size = rows_that_fit(seq * width * 4 * 16, model.device, tokens_per_row=seq)
     special: set[int] = set()
     tok = model.tokenizer
     if drop_special and tok is not None:
@@ -352,7 +358,7 @@ def probe_tokens(
     *,
     words: Mapping[str, Sequence[str]] | None = None,
     shapes: Sequence[str] = SHAPE_CONCEPTS,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> tuple[Activations, Concepts]:
     """Activations of ``site`` at every real token of ``texts`` and token-level concepts, row
     for row (special tokens dropped; each text is one group)."""

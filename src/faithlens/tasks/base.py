@@ -133,6 +133,35 @@ class Task:
         assert out.logits is not None
         return self.metric(out.logits[:, 0], self.answers)
 
+    def bind(self, model: Model, interventions: Sequence[Intervention]) -> list[Intervention]:
+        """Resolve ``source="clean"`` / ``source="corrupt"`` references (as returned by
+        ``PatchingResult.interventions()``) into this task's cached activations."""
+        import dataclasses
+
+        from ..models.sites import Site
+
+        wanted: dict[str, set[str]] = {"clean": set(), "corrupt": set()}
+        for iv in interventions:
+            ref = getattr(iv, "source", None)
+            if isinstance(ref, str):
+                if ref not in wanted:
+                    raise InputError(
+                        f"{iv.describe()}: source {ref!r} is not a tensor, a cache, 'clean' or 'corrupt'"
+                    )
+                wanted[ref].add(iv.site_spec.name)
+        caches = {}
+        for which, names in wanted.items():
+            if names:
+                inputs = self.clean if which == "clean" else self.corrupt
+                caches[which] = model.run(inputs, cache=[Site(n) for n in sorted(names)]).cache
+        out: list[Intervention] = []
+        for iv in interventions:
+            ref = getattr(iv, "source", None)
+            if isinstance(ref, str):
+                iv = dataclasses.replace(iv, source=caches[ref][iv.site_spec.name])  # type: ignore[type-var]
+            out.append(iv)
+        return out
+
     @classmethod
     def from_prompts(
         cls,

