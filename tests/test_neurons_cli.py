@@ -185,3 +185,27 @@ def test_explain_command_on_a_model(smollm2, monkeypatch, tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert "16 units" in text(r) and "20 groups" in text(r)
+
+
+def test_sanity_command(tmp_path):
+    r = runner.invoke(
+        app,
+        [
+            "neurons",
+            "sanity",
+            "--metric",
+            "iou",
+            "--metric",
+            "recall",
+            "--n",
+            "4000",
+            "--seeds",
+            "10",
+            "--frequencies",
+            "0.1,0.01",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "pass both: iou" in text(r)

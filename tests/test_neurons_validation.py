@@ -179,3 +179,26 @@ def test_grouped_bounds_cover_with_correlated_samples():
     )
     be = B.be_sets(freq[0].astype(np.float64), 0.9)
     assert be[:, 0].mean() >= 0.9 - SLACK
+
+
+@pytest.mark.slow
+def test_neuroneval_sanity_checks_single_out_the_valid_metrics(tmp_path):
+    from faithlens.neurons import sanity_checks
+    from faithlens.results import Result
+
+    r = sanity_checks(n=10_000, seeds=30, frequencies=(0.1, 0.01, 0.001), seed=0)
+    v = r.verdicts().set_index("metric")
+    # NeuronEval: correlation, cosine, F1 and IoU pass both checks ...
+    for m in ("correlation", "cosine", "f1", "iou"):
+        assert v.loc[m, "both"], m
+    # ... and accuracy, precision, recall and AUROC each fail at least one
+    assert not v.loc["precision", "extra_labels"] and v.loc["precision", "missing_labels"]
+    assert not v.loc["recall", "missing_labels"] and v.loc["recall", "extra_labels"]
+    assert not v.loc["auroc", "missing_labels"]
+    assert not v.loc["accuracy", "both"]
+    assert v.loc["auprc", "both"]  # at these frequencies (see docs for 0.499)
+    r.save(tmp_path / "s")
+    assert Result.load(tmp_path / "s").passing() == r.passing()
+    import matplotlib.pyplot as plt
+
+    plt.close(r.plot())

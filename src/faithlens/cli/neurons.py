@@ -438,6 +438,44 @@ def register(app: typer.Typer) -> None:
                     f"{metric}: ±{epsilon:g} over {n_concepts} concepts at confidence {1 - delta:g} needs n >= {need}"
                 )
 
+    @neurons.command("sanity")
+    def sanity_cmd(
+        metric: Annotated[
+            list[str] | None,
+            typer.Option("--metric", help=METRIC_HELP + " Default: all but softwpmi."),
+        ] = None,
+        n: int = typer.Option(100_000, "--n", help="Inputs per seed."),
+        seeds: int = typer.Option(200, "--seeds", help="Random seeds."),
+        frequencies: str = typer.Option(
+            "0.499,0.1,0.01,0.001,0.0001",
+            "--frequencies",
+            help="Concept frequencies, comma-separated.",
+        ),
+        seed: int = typer.Option(0, "--seed", help="Seed."),
+        out: Annotated[
+            Path | None, typer.Option("--out", "-o", help="Save the result to this folder.")
+        ] = None,
+        plot: Annotated[
+            Path | None, typer.Option("--plot", help="Save the heat maps to this file.")
+        ] = None,
+    ) -> None:
+        """NeuronEval's sanity checks: does each metric punish missing and extra labels?"""
+        from ..neurons.sanity import CHECKABLE, sanity_checks
+
+        with friendly_errors():
+            freqs = [float(v) for v in frequencies.split(",") if v.strip()]
+            with console.status("checking metrics..."):
+                res = sanity_checks(
+                    metric or list(CHECKABLE), n=n, seeds=seeds, frequencies=freqs, seed=seed
+                )
+            console.print(res.summary(), highlight=False, markup=False)
+            if out is not None:
+                res.save(out)
+                console.print(f"saved to {out}")
+            if plot is not None:
+                res.plot().savefig(plot, dpi=120)
+                console.print(f"plot saved to {plot}")
+
     @neurons.command("show")
     def show_cmd(
         path: Annotated[

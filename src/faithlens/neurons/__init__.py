@@ -7,6 +7,7 @@
 - :func:`dissect`: Network Dissection of convolutional channels against concept masks.
 - :func:`simulate`: synthetic units with known concepts, to check bounds and coverage.
 - :func:`faithfulness_bound` / :func:`required_n`: how many probing samples a study needs.
+- :func:`sanity_checks`: NeuronEval's missing-labels / extra-labels checks of the metrics.
 - :func:`collect`, :func:`probe_tokens`: activations (and token-level concepts) from a model.
 """
 
@@ -26,6 +27,7 @@ from .probing import (
     word_lists,
 )
 from .result import NeuronExplanation
+from .sanity import SanityCheck, sanity_checks
 from .simulate import BoundValidation, simulate
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "Concepts",
     "Dissection",
     "NeuronExplanation",
+    "SanityCheck",
     "SoftWPMI",
     "as_concepts",
     "collect",
@@ -44,6 +47,7 @@ __all__ = [
     "faithfulness_bound",
     "probe_tokens",
     "required_n",
+    "sanity_checks",
     "simulate",
     "token_concepts",
     "word_corpus",

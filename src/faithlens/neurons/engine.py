@@ -161,13 +161,17 @@ class UnitBlock:
         c = self.c * self.c if square else self.c
         if c.dim() == 2:
             return w @ c
-        return torch.einsum("bn,unm->bum", w, c)
+        return self.times_concepts(w[:, None, :].expand(-1, c.shape[0], -1))
 
     def times_concepts(self, v: Tensor) -> Tensor:
         """``Σ_i v[b, u, i] c[i, m]``: ``[B, Uc, M]`` for ``v`` ``[B, Uc, n]``."""
         bsz, uc, n = v.shape
         if self.c.dim() == 2:
             return (v.reshape(bsz * uc, n) @ self.c).reshape(bsz, uc, -1)
+        if self.c.shape[-1] <= 8:  # a few concepts per unit: batched GEMMs are slow here
+            return torch.stack(
+                [(v * self.c[None, :, :, j]).sum(-1) for j in range(self.c.shape[-1])], -1
+            )
         return torch.bmm(v.transpose(0, 1), self.c).transpose(0, 1)
 
     def default_prefix(self, k_max: float, grouped: bool) -> int:

@@ -235,9 +235,9 @@ def collect(
         if act.dim() > 2:
             if pool is None:
                 raise ShapeError(
-                    f"site {s.name} gives {tuple(act.shape[1:])} per example; pass pool='mean' "
-                    "or 'max' for one value per channel, or use faithlens.neurons.dissect for "
-                    "spatial maps"
+                    f"site {s.name} gives {tuple(act.shape[1:])} per example; collect it with "
+                    "faithlens.neurons.collect(model, inputs, site, pool='mean' or 'max') for one "
+                    "value per channel, or explain the maps with faithlens.neurons.dissect"
                 )
             flat = act.flatten(2)
             act = flat.mean(-1) if pool == "mean" else flat.amax(-1)
