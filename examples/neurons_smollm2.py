@@ -51,6 +51,18 @@ def main(argv: list[str] | None = None) -> N.NeuronExplanation:
     acts, concepts = N.probe_tokens(model, texts, args.site)
     if args.units:
         acts = acts.units(range(min(args.units, acts.n_units)))
+    # concepts seen in fewer than 10 sentences cannot be bounded usefully: leave them out
+    assert acts.groups is not None
+    n_sent = [
+        len(set(acts.groups[concepts.values[:, j] > 0].tolist()))
+        for j in range(concepts.n_concepts)
+    ]
+    common = [name for name, k in zip(concepts.names, n_sent) if k >= 10]
+    if len(common) < concepts.n_concepts:
+        print(
+            f"leaving out {concepts.n_concepts - len(common)} concepts seen in fewer than 10 sentences"
+        )
+        concepts = concepts.select(common)
     print(
         f"{model.name} {args.site}: {acts.n_units} neurons on {acts.n_samples} tokens of "
         f"{len(texts)} sentences, {concepts.n_concepts} concepts "

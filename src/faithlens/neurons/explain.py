@@ -327,7 +327,15 @@ def split_thresholds(
         acts.site,
     )
     grp = torch.as_tensor(np.asarray(groups)).reshape(-1)[keep] if groups is not None else None
-    return rest, Concepts(con.values[keep], con.names), grp, thr
+    left = con.values[keep]
+    gone = (left.amax(0) == left.amin(0)).nonzero().flatten().tolist()
+    if gone:
+        raise InputError(
+            f"after setting thresholds on a held-out {holdout:.0%}, concepts "
+            f"{_names(gone, con.names)} take one value on the rest of the probing set; use a "
+            "smaller holdout, more data, or drop these concepts"
+        )
+    return rest, Concepts(left, con.names), grp, thr
 
 
 def _names(seq: Sequence[int], names: Sequence[str], k: int = 5) -> str:
