@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    sizes = (100, 597) if args.quick else (50, 100, 300, 597)
-    subsets = 20 if args.quick else 100
+    sizes = (150, 597) if args.quick else (50, 100, 300, 597)
+    subsets = 10 if args.quick else 100
     model, data = D.digits_model(), D.load_digits_data(0)
     print(
         f"digits CNN: {D.accuracy(D.digits_cnn(), data.x_probe, data.y_probe):.3f} accuracy on "
