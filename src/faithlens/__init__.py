@@ -1,6 +1,6 @@
 """faithlens: is your explanation of a neural network faithful?"""
 
-from . import interventions, neurons, patching, stats, tasks
+from . import interventions, neurons, patching, scrubbing, stats, tasks
 from .errors import (
     FaithlensError,
     InputError,
@@ -14,6 +14,7 @@ from .models import Inputs, Model, Site, load, wrap
 from .patching import PatchingResult, attribution_patch, patch
 from .results import Result
 from .runs import Resume, RunOutput, run
+from .scrubbing import Hypothesis, ScrubResult, adversary, scrub
 from .tasks import Task
 
 __version__ = "0.1.0"
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Add",
     "FaithlensError",
+    "Hypothesis",
     "InputError",
     "Inputs",
     "Interchange",
@@ -36,11 +38,13 @@ __all__ = [
     "Result",
     "Resume",
     "RunOutput",
+    "ScrubResult",
     "ShapeError",
     "Site",
     "SiteError",
     "Task",
     "Zero",
+    "adversary",
     "attribution_patch",
     "interventions",
     "load",
@@ -48,6 +52,8 @@ __all__ = [
     "patch",
     "patching",
     "run",
+    "scrub",
+    "scrubbing",
     "stats",
     "tasks",
     "wrap",

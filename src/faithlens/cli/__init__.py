@@ -39,6 +39,7 @@ def _root(
 COMMAND_MODULES = [
     "faithlens.cli.core",
     "faithlens.cli.patching",
+    "faithlens.cli.scrub",
     "faithlens.cli.neurons",
 ]
 
