@@ -1,6 +1,6 @@
 """faithlens: is your explanation of a neural network faithful?"""
 
-from . import interventions, patching, scrubbing, stats, tasks
+from . import interventions, neurons, patching, scrubbing, stats, tasks
 from .errors import (
     FaithlensError,
     InputError,
@@ -48,6 +48,7 @@ __all__ = [
     "attribution_patch",
     "interventions",
     "load",
+    "neurons",
     "patch",
     "patching",
     "run",

@@ -40,6 +40,7 @@ COMMAND_MODULES = [
     "faithlens.cli.core",
     "faithlens.cli.patching",
     "faithlens.cli.scrub",
+    "faithlens.cli.neurons",
 ]
 
 
