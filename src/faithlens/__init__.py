@@ -1,6 +1,6 @@
 """faithlens: is your explanation of a neural network faithful?"""
 
-from . import divergence, interventions, patching, stats, tasks
+from . import divergence, interventions, neurons, patching, scrubbing, stats, tasks
 from .das import DASResult, das
 from .divergence.audit import AuditResult, audit
 from .divergence.compare import DivergenceResult, divergences
@@ -17,6 +17,7 @@ from .models import Inputs, Model, Site, load, wrap
 from .patching import PatchingResult, attribution_patch, patch
 from .results import Result
 from .runs import Resume, RunOutput, run
+from .scrubbing import Hypothesis, ScrubResult, adversary, scrub
 from .tasks import Task
 from .tasks.interchange import InterchangeData
 
@@ -33,6 +34,7 @@ __all__ = [
     "divergence",
     "divergences",
     "FaithlensError",
+    "Hypothesis",
     "InputError",
     "Inputs",
     "Interchange",
@@ -48,17 +50,22 @@ __all__ = [
     "Result",
     "Resume",
     "RunOutput",
+    "ScrubResult",
     "ShapeError",
     "Site",
     "SiteError",
     "Task",
     "Zero",
+    "adversary",
     "attribution_patch",
     "interventions",
     "load",
+    "neurons",
     "patch",
     "patching",
     "run",
+    "scrub",
+    "scrubbing",
     "stats",
     "tasks",
     "wrap",

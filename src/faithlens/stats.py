@@ -108,6 +108,66 @@ def bootstrap(
     return Interval(est, se, low, high, level)
 
 
+def bootstrap_means(
+    statistic: Callable[..., np.ndarray],
+    data: tuple[ArrayLike, ...],
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """BCa bootstrap of a statistic that is a function of the *means* of paired arrays.
+
+    ``statistic(*means) -> estimate`` receives the per-array means (each with a leading axis
+    when vectorised over resamples). This is scipy's BCa interval computed in O(n) per resample
+    and O(n) for the jackknife (leave-one-out means), instead of scipy's O(n^2) jackknife,
+    which dominates for thousands of examples. Falls back to the percentile interval when the
+    acceleration is undefined (no spread).
+    """
+    arrays = [np.asarray(a, dtype=np.float64).reshape(-1) for a in data]
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError("bootstrap_means: every array needs the same number of examples")
+    means = [a.mean() for a in arrays]
+    est = np.asarray(statistic(*means), dtype=np.float64)
+    if n < 2:
+        nan = np.full_like(est, np.nan)
+        return Interval(est, nan, nan, nan, level)
+    rng = np.random.default_rng(seed)
+    reps = []
+    step = max(1, 8_000_000 // n)
+    for s in range(0, n_boot, step):
+        idx = rng.integers(0, n, (min(step, n_boot - s), n))
+        reps.append(np.asarray(statistic(*[a[idx].mean(-1) for a in arrays]), dtype=np.float64))
+    theta = np.concatenate(reps)
+    finite = theta[np.isfinite(theta)]
+    if finite.size < 2:
+        nan = np.full_like(est, np.nan)
+        return Interval(est, nan, nan, nan, level)
+    se = np.asarray(finite.std(ddof=1))
+    alpha = (1 - level) / 2
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        loo = [(a.sum() - a) / (n - 1) for a in arrays]
+        jack = np.asarray(statistic(*loo), dtype=np.float64)
+        d = jack.mean() - jack
+        den = 6.0 * (d**2).sum() ** 1.5
+        acc = float((d**3).sum() / den) if den > 0 else np.nan
+        z0 = _st.norm.ppf(np.mean(finite < est))
+        lo_q, hi_q = alpha, 1 - alpha
+        if np.isfinite(acc) and np.isfinite(z0):
+            za, zb = _st.norm.ppf(alpha), _st.norm.ppf(1 - alpha)
+            lo_q = float(_st.norm.cdf(z0 + (z0 + za) / (1 - acc * (z0 + za))))
+            hi_q = float(_st.norm.cdf(z0 + (z0 + zb) / (1 - acc * (z0 + zb))))
+            if not (np.isfinite(lo_q) and np.isfinite(hi_q)):
+                lo_q, hi_q = alpha, 1 - alpha
+    low = np.asarray(np.quantile(finite, lo_q))
+    high = np.asarray(np.quantile(finite, hi_q))
+    if float(se) == 0.0:
+        low, high = est.copy(), est.copy()
+    return Interval(est, se, low, high, level)
+
+
 def ratio_of_means(
     num: np.ndarray, base: np.ndarray, ref: np.ndarray, axis: int = -1
 ) -> np.ndarray:

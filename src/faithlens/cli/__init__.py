@@ -39,6 +39,8 @@ def _root(
 COMMAND_MODULES = [
     "faithlens.cli.core",
     "faithlens.cli.patching",
+    "faithlens.cli.scrub",
+    "faithlens.cli.neurons",
     "faithlens.cli.divergence",
 ]
 
