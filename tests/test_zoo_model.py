@@ -176,3 +176,18 @@ def test_weights_roundtrip(tmp_path, ids):
         read_weights(tmp_path / "bad.safetensors")
     with pytest.raises(fl.InputError, match="no zoo weights file"):
         fl.load(f"zoo:{tmp_path / 'missing.safetensors'}")
+
+
+def test_readers_of_sites():
+    """The linear maps that read a site (used by divergence's readable/null-space split)."""
+    m = make(d_mlp=8)
+    model = fl.wrap(m)
+    w, b = model.reader("attn_in.1")
+    blk = m.blocks[1]
+    assert torch.equal(
+        w, torch.cat([blk.attn.q_proj.weight, blk.attn.k_proj.weight, blk.attn.v_proj.weight])
+    )
+    w, b = model.reader("mlp_in.0")
+    assert torch.equal(w, m.blocks[0].mlp.fc_in.weight)
+    w, b = model.reader("head.0.1")
+    assert torch.equal(w, m.blocks[0].attn.o_proj.weight[:, 8:16]) and b is None

@@ -1,6 +1,9 @@
 """faithlens: is your explanation of a neural network faithful?"""
 
-from . import interventions, patching, scrubbing, stats, tasks, zoo
+from . import divergence, interventions, neurons, patching, scrubbing, stats, tasks, zoo
+from .das import DASResult, das
+from .divergence.audit import AuditResult, audit
+from .divergence.compare import DivergenceResult, divergences
 from .errors import (
     FaithlensError,
     InputError,
@@ -16,11 +19,20 @@ from .results import Result
 from .runs import Resume, RunOutput, run
 from .scrubbing import Hypothesis, ScrubResult, adversary, scrub
 from .tasks import Task
+from .tasks.interchange import InterchangeData
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Add",
+    "AuditResult",
+    "DASResult",
+    "DivergenceResult",
+    "InterchangeData",
+    "audit",
+    "das",
+    "divergence",
+    "divergences",
     "FaithlensError",
     "Hypothesis",
     "InputError",
@@ -48,6 +60,7 @@ __all__ = [
     "attribution_patch",
     "interventions",
     "load",
+    "neurons",
     "patch",
     "patching",
     "run",

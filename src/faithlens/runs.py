@@ -411,6 +411,10 @@ def _process(t: Tensor, hp: HookPoint, ops: list[_Op], state: _HookState) -> Ten
             assert op.intervention is not None
             sel = op.selection
             current = sel.get(t)
+            if state.grad:
+                # ``current`` may be a view of ``t``, which ``sel.set`` overwrites in place
+                # below; autograd needs the value the intervention saw (e.g. a basis change).
+                current = current.clone()
             ctx = HookContext(selection=sel, full=t, batch=state.batch, offset=state.offset)
             new = op.intervention.compute(current, ctx)
             if tuple(new.shape) != tuple(current.shape):

@@ -40,6 +40,8 @@ COMMAND_MODULES = [
     "faithlens.cli.core",
     "faithlens.cli.patching",
     "faithlens.cli.scrub",
+    "faithlens.cli.neurons",
+    "faithlens.cli.divergence",
     "faithlens.cli.zoo",
 ]
 

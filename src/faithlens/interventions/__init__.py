@@ -409,13 +409,19 @@ class Interchange(Intervention):
     """Interchange intervention in a basis: rotate base and source, copy ``dims`` from the
     source, rotate back. ``basis`` is an orthogonal matrix ``[width, width]`` (columns are the new
     basis vectors; ``x -> x R``), or any :class:`Invertible` map (for example a learned DAS
-    rotation). The identity basis gives ordinary coordinate patching of ``dims``."""
+    rotation). The identity basis gives ordinary coordinate patching of ``dims``.
+
+    Instead of ``dims``, a soft ``mask`` (``[basis width]``, values in [0, 1]; Boundless DAS)
+    mixes each basis coordinate: ``z = (1 - m) * z_base + m * z_source``. Pass ``dims=None``
+    then. Gradients flow through the basis and the mask when the run has ``grad=True``.
+    """
 
     site: SiteLike
     basis: Any
-    dims: Sequence[int] | Tensor
+    dims: Sequence[int] | Tensor | None
     source: Any
     rows: Rows = None
+    mask: Tensor | None = None
 
     def _fwd(self, x: Tensor) -> Tensor:
         if isinstance(self.basis, Tensor):
@@ -432,6 +438,15 @@ class Interchange(Intervention):
             _source_tensor(self.source, self.site_spec).to(current.device), ctx, str(self.site_spec)
         ).to(current.dtype)
         xr, sr = self._fwd(current), self._fwd(src)
+        if self.mask is not None:
+            m = self.mask.to(device=xr.device, dtype=xr.dtype)
+            if m.shape[-1] != xr.shape[-1]:
+                raise ShapeError(
+                    f"{self.site_spec}: the interchange mask has {m.shape[-1]} entries but the "
+                    f"basis has {xr.shape[-1]} coordinates"
+                )
+            return self._inv(xr + m * (sr - xr))
+        assert self.dims is not None
         d = torch.as_tensor(self.dims, dtype=torch.long, device=current.device)
         mask = torch.zeros(xr.shape[-1], dtype=torch.bool, device=current.device)
         mask[d] = True
@@ -456,6 +471,17 @@ class Interchange(Intervention):
                 "Interchange basis must be an orthogonal tensor or have forward/inverse"
             )
         _check_source(self.source, self.site_spec, shape, full_shape)
+        if self.mask is not None:
+            if self.dims is not None:
+                raise InputError(f"{self.site_spec}: give Interchange dims or a mask, not both")
+            if self.mask.dim() != 1:
+                raise ShapeError(
+                    f"{self.site_spec}: the interchange mask must be a vector, got shape "
+                    f"{tuple(self.mask.shape)}"
+                )
+            return
+        if self.dims is None:
+            raise InputError(f"{self.site_spec}: Interchange needs dims (or a soft mask)")
         d = torch.as_tensor(self.dims).long()
         if d.numel() == 0 or bool(((d < 0) | (d >= shape[-1])).any()):
             raise ShapeError(

@@ -147,6 +147,49 @@ class Adapter:
     def unembed_weight(self) -> tuple[Tensor, Tensor | None]:
         raise InputError(f"{self.arch} adapter has no unembedding")
 
+    def reader(self, name: str) -> tuple[Tensor, Tensor | None] | None:
+        """The linear map that reads site ``name``: ``(weight [out, width], bias)``, or None
+        when no single linear map reads it (e.g. the residual stream, which later layers also
+        carry forward unchanged).
+
+        Generic rule: a site that is the input of an ``nn.Linear`` (or a GPT-2 ``Conv1D``) is read
+        by that layer's weight, restricted to the site's slice of the input (a head's columns of
+        the attention output projection, the MLP neurons' columns of the down projection).
+        """
+        info = self.site_info(name)
+        if info.hook.io != "in" or info.hook.index != 0:
+            return None
+        return _linear_reader(self.module, info.hook.module, info.start, info.stop)
+
+
+def _linear_weight(mod: nn.Module) -> tuple[Tensor, Tensor | None] | None:
+    """(weight [out, in], bias) of an ``nn.Linear`` or a GPT-2 style ``Conv1D`` (stored
+    ``[in, out]``); None for any other module."""
+    w = getattr(mod, "weight", None)
+    if not isinstance(w, Tensor) or w.dim() != 2:
+        return None
+    b = getattr(mod, "bias", None)
+    bias = b if isinstance(b, Tensor) else None
+    if isinstance(mod, nn.Linear):
+        return w, bias
+    if type(mod).__name__ == "Conv1D":
+        return w.t(), bias
+    return None
+
+
+def _linear_reader(
+    root: nn.Module, path: str, start: int = 0, stop: int | None = None
+) -> tuple[Tensor, Tensor | None] | None:
+    mod = root.get_submodule(path) if path else root
+    found = _linear_weight(mod)
+    if found is None:
+        return None
+    w, b = found
+    if start == 0 and (stop is None or stop == w.shape[1]):
+        return w, b
+    # A slice of the input (one head): the bias belongs to the whole layer, not to the slice.
+    return w[:, start:stop], None
+
 
 class GenericAdapter(Adapter):
     """Any ``nn.Module``: raw module paths, plus named aliases the user gives to ``fl.wrap``."""
@@ -201,6 +244,7 @@ class Layout:
     head: str | None  # relative to the top module (lm_head)
     causal: bool = True
     conv1d: bool = False  # GPT-2 stores Linear weights transposed (Conv1D)
+    mlp_in_proj: tuple[str, ...] = ()  # relative to a layer: the linear maps reading mlp_in
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -223,6 +267,7 @@ LAYOUTS: dict[str, Layout] = {
         resid_mid="post_attention_layernorm",
         final_norm="norm",
         head="lm_head",
+        mlp_in_proj=("mlp.gate_proj", "mlp.up_proj"),
     ),
     "gpt2": Layout(
         arch="gpt2",
@@ -244,6 +289,7 @@ LAYOUTS: dict[str, Layout] = {
         final_norm="ln_f",
         head="lm_head",
         conv1d=True,
+        mlp_in_proj=("mlp.c_fc",),
     ),
     "gpt_neox": Layout(
         arch="gpt_neox",
@@ -264,6 +310,7 @@ LAYOUTS: dict[str, Layout] = {
         resid_mid=None,
         final_norm="final_layer_norm",
         head="embed_out",
+        mlp_in_proj=("mlp.dense_h_to_4h",),
     ),
     "bert": Layout(
         arch="bert",
@@ -308,6 +355,7 @@ LAYOUTS: dict[str, Layout] = {
         resid_mid="ln2",
         final_norm="ln_final",
         head="unembed",
+        mlp_in_proj=("mlp.fc_in",),
     ),
 }
 # Architectures that share a layout with a supported one.
@@ -585,6 +633,28 @@ class HFAdapter(Adapter):
 
     def o_proj(self, layer: int) -> tuple[Tensor, Tensor | None]:
         return self._linear(self._layer_path(layer, self.layout.o_proj))
+
+    def reader(self, name: str) -> tuple[Tensor, Tensor | None] | None:
+        """See :meth:`Adapter.reader`. Also: ``attn_in.L`` is read by the stacked query, key
+        and value projections, ``mlp_in.L`` by the MLP's input projections (gate and up)."""
+        info = self.site_info(name)
+        if info.kind in ("attn_in", "mlp_in") and info.layer is not None:
+            lo = self.layout
+            rels = (lo.q, lo.k, lo.v) if info.kind == "attn_in" else lo.mlp_in_proj
+            mats, biases = [], []
+            for rel in dict.fromkeys(rels):  # fused q/k/v appear once
+                found = _linear_reader(self.module, self._layer_path(info.layer, rel))
+                if found is None:
+                    return None
+                mats.append(found[0])
+                biases.append(found[1])
+            if not mats:
+                return None
+            bias = None
+            if all(b is not None for b in biases):
+                bias = torch.cat([b for b in biases if b is not None])
+            return torch.cat(mats, 0), bias
+        return super().reader(name)
 
     def unembed_weight(self) -> tuple[Tensor, Tensor | None]:
         if not self.has_head:

@@ -203,6 +203,11 @@ class Model:
     def site_info(self, site: SiteLike) -> SiteInfo:
         return self.adapter.site_info(as_site(site).name)
 
+    def reader(self, site: SiteLike) -> tuple[Tensor, Tensor | None] | None:
+        """The linear map reading ``site`` (``(weight [out, width], bias)``) or None; see
+        :meth:`faithlens.models.adapters.Adapter.reader`."""
+        return self.adapter.reader(as_site(site).name)
+
     def site(self, name: str, positions: Any = None, units: Any = None) -> Site:
         """A site with a position / unit selection; checks that the name exists."""
         self.site_info(name)

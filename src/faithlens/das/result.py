@@ -1,0 +1,163 @@
+"""``DASResult``: a learned alignment with its IIA, EMD and training history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..results import Result
+from .alignment import Alignment, alignment_from_flat
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ..interventions import Interchange
+    from ..models.model import Model
+    from ..tasks.interchange import InterchangeData
+    from .train import AlignmentEval
+
+
+@dataclass(frozen=True)
+class DASResult(Result):
+    """The outcome of :func:`faithlens.das`.
+
+    ``iia`` (± ``iia_se``, 95% bootstrap interval ``iia_low``..``iia_high``): interchange
+    intervention accuracy of the selected checkpoint on the training data. ``emd``: Sinkhorn
+    divergence (un-normalised) of the intervened activations from the natural ones over every
+    unit; ``emd_features``: the same on ``emd_dims`` only. ``history``: one row per epoch.
+    ``alignment`` rebuilds the learned module (``alignment_spec`` + ``alignment_params``), and
+    :meth:`intervention` turns it into an ``fl.Interchange`` for any run.
+    """
+
+    method: str
+    site: str
+    dims: tuple[int, ...]
+    loss: str
+    cl_form: str
+    cl_weight: float
+    epochs: int
+    select: str
+    selected_epoch: int
+    seed: int
+    n: int
+    iia: float
+    iia_se: float
+    iia_low: float
+    iia_high: float
+    emd: float
+    emd_features: float
+    emd_dims: tuple[int, ...]
+    boundary: float
+    history: pd.DataFrame
+    alignment_spec: dict[str, Any]
+    alignment_params: np.ndarray
+    data_name: str = ""
+    positions: Any = None  # the site's position selection ("last", an int, a list) or None
+
+    kind = "das"
+
+    def site_spec(self) -> Any:
+        """The aligned site with its position selection."""
+        import torch
+
+        from ..models.sites import Site
+
+        p = self.positions
+        if isinstance(p, dict) and "tensor" in p:
+            p = torch.tensor(p["tensor"], dtype=torch.long)
+        return Site(self.site, positions=p)
+
+    @cached_property
+    def alignment(self) -> Alignment:
+        """The learned alignment (an ``nn.Module`` with ``forward`` / ``inverse``)."""
+        return alignment_from_flat(self.alignment_spec, self.alignment_params)
+
+    def intervention(self, source: Any, *, site: Any = None, rows: Any = None) -> Interchange:
+        """``fl.Interchange`` at the site with the learned basis and dims, from ``source``."""
+        from ..interventions import Interchange
+
+        return Interchange(
+            site if site is not None else self.site_spec(),
+            basis=self.alignment,
+            dims=list(self.dims),
+            source=source,
+            rows=rows,
+        )
+
+    def evaluate(
+        self,
+        model: Model,
+        data: InterchangeData,
+        *,
+        site: Any = None,
+        emd_dims: Any = None,
+        seed: int = 0,
+    ) -> AlignmentEval:
+        """IIA and EMD of the learned alignment on other data (e.g. another task: OOD)."""
+        from .train import evaluate_alignment
+
+        dims = emd_dims if emd_dims is not None else (list(self.emd_dims) or None)
+        return evaluate_alignment(
+            model,
+            self.alignment,
+            data,
+            site if site is not None else self.site_spec(),
+            dims=list(self.dims),
+            emd_dims=dims,
+            seed=seed,
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.history.copy()
+
+    def summary(self) -> str:
+        what = {"rotation": "DAS", "boundless": "Boundless DAS", "linear": "DAS (invertible)"}
+        name = what.get(self.method, self.method)
+        loss = (
+            self.loss
+            if not self.cl_form
+            else f"{self.loss} (CL {self.cl_form}, eps={self.cl_weight:g})"
+        )
+        lines = [
+            f"{name} at {self.site}: {len(self.dims)} aligned dim(s), loss {loss}, "
+            f"{self.epochs} epochs, checkpoint by {self.select} (epoch {self.selected_epoch})",
+            f"  IIA  = {self.iia:.4f} ± {self.iia_se:.4f}  [{self.iia_low:.4f}, {self.iia_high:.4f}]"
+            f"  (n={self.n})",
+            f"  EMD (all units) = {self.emd:.4g}",
+        ]
+        if self.emd_dims:
+            lines.append(f"  EMD (feature dims {list(self.emd_dims)}) = {self.emd_features:.4g}")
+        if np.isfinite(self.boundary):
+            lines.append(f"  learned boundary = {self.boundary:.3f}")
+        return "\n".join(lines)
+
+    def plot(self, ax: Any = None) -> Figure:
+        import matplotlib.pyplot as plt
+
+        h = self.history
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+        axes[0].plot(h["epoch"], h["iia"], color="tab:blue")
+        axes[0].set_ylabel("training IIA")
+        axes[0].set_xlabel("epoch")
+        ax1 = axes[0].twinx()
+        ax1.plot(h["epoch"], h["loss"], color="tab:gray", alpha=0.6)
+        ax1.set_yscale("log")
+        ax1.set_ylabel("loss")
+        ev = h.dropna(subset=["emd_features"])
+        if len(ev):
+            axes[1].plot(ev["epoch"], ev["emd_features"], "o-", ms=2, color="tab:red")
+            axes[1].set_ylabel("training EMD (feature dims)")
+        else:
+            axes[1].text(0.5, 0.5, "EMD not tracked\n(select='iia')", ha="center", va="center")
+        axes[1].set_xlabel("epoch")
+        for a in axes:
+            a.axvline(self.selected_epoch, color="k", ls=":", lw=1)
+        fig.suptitle(f"{self.method} at {self.site} ({self.loss})")
+        return fig
+
+
+__all__ = ["DASResult"]

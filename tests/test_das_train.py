@@ -1,0 +1,167 @@
+"""Alignment search end to end: synthetic task, selection, resume, language models, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import faithlens as fl
+from faithlens.das import evaluate_alignment
+from faithlens.tasks.synthetic_das import FEATURE_DIMS, synthetic_das
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def small_tasks():
+    """og_holdouts with 30 points per class and 4 noise dims (the CI-sized synthetic task)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return synthetic_das(
+            "og_holdouts", seed=11111, n_per_class=30, extra_dims=4, classifier_epochs=300
+        )
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_synthetic_task_shapes(small_tasks):
+    t1, t2 = small_tasks
+    assert len(t1.data) == 8 * 30 and t1.data.cl_targets.shape == (240, 6)
+    assert t1.classifier_val_acc > 0.95
+    assert set(t1.data.cl_groups.tolist()) == {0, 1}
+    assert t1.model is t2.model  # og_holdouts shares one classifier
+    with pytest.raises(fl.InputError, match="unknown division"):
+        synthetic_das("nope")
+
+
+def test_das_learns_the_x_variable_and_selects_first_best_epoch(small_tasks):
+    t1, _ = small_tasks
+    res = fl.das(t1.model, t1.data, "h", dims=1, method="linear", epochs=120, seed=1)
+    assert res.iia > 0.95
+    assert res.select == "iia"
+    h = res.history
+    best = h["iia"].max()
+    assert res.selected_epoch == int(h.index[h["iia"] == best][0])  # the first epoch reaching it
+    # the learned alignment re-evaluates to the same IIA through fl.Interchange
+    src = t1.model.run(t1.data.source, cache=["h"]).cache["h"]
+    out = t1.model.run(t1.data.base, [res.intervention(src)])
+    acc = float((out.logits.argmax(-1) == t1.data.labels).float().mean())
+    assert acc == pytest.approx(res.iia)
+
+
+def test_cl_loss_brings_intervened_features_closer_to_natural(small_tasks):
+    t1, t2 = small_tasks
+    kw = dict(dims=1, method="linear", epochs=200, seed=2, emd_dims=list(FEATURE_DIMS))
+    d = fl.das(t1.model, t1.data, "h", loss="iia", **kw)
+    c = fl.das(t1.model, t1.data, "h", loss="cl", eval_every=20, **kw)
+    assert c.select == "emd" and d.select == "iia"
+    assert c.iia > 0.9
+    assert c.emd_features < d.emd_features
+    ood_d, ood_c = d.evaluate(t2.model, t2.data), c.evaluate(t2.model, t2.data)
+    assert ood_c.emd_features < ood_d.emd_features
+    selected = c.history.dropna(subset=["emd_features"])
+    assert c.selected_epoch == int(selected.loc[selected["emd_features"].idxmin(), "epoch"])
+
+
+def test_checkpoint_resume_gives_the_same_result(small_tasks, tmp_path):
+    t1, _ = small_tasks
+    kw = dict(
+        dims=1,
+        method="linear",
+        loss="iia+cl",
+        epochs=30,
+        seed=3,
+        batch_size=64,
+        emd_dims=[0, 1],
+        eval_every=5,
+        checkpoint_every=10,
+    )
+    full = fl.das(t1.model, t1.data, "h", **kw)
+
+    class Stop(Exception):
+        pass
+
+    def boom(epoch, row):
+        if epoch == 24:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fl.das(t1.model, t1.data, "h", checkpoint_dir=tmp_path, progress=boom, **kw)
+    resumed = fl.das(t1.model, t1.data, "h", checkpoint_dir=tmp_path, **kw)
+    assert resumed.selected_epoch == full.selected_epoch
+    assert resumed.alignment_params == pytest.approx(full.alignment_params, abs=1e-6)
+    assert resumed.history["loss"].tolist() == pytest.approx(full.history["loss"].tolist())
+    with pytest.raises(fl.InputError, match="different DAS run"):
+        fl.das(t1.model, t1.data, "h", checkpoint_dir=tmp_path, **{**kw, "lr": 0.5})
+
+
+def test_result_save_load(small_tasks, tmp_path):
+    t1, _ = small_tasks
+    res = fl.das(t1.model, t1.data, "h", dims=1, method="rotation", epochs=20, seed=0)
+    back = fl.Result.load(res.save(tmp_path / "das"))
+    assert isinstance(back, fl.DASResult)
+    x = torch.randn(3, 6)
+    assert torch.allclose(back.alignment.forward(x), res.alignment.forward(x), atol=1e-6)
+    assert back.summary().startswith("DAS at h")
+    import matplotlib.figure
+
+    assert isinstance(back.plot(), matplotlib.figure.Figure)
+
+
+def test_boundless_das_learns_a_boundary(small_tasks):
+    t1, _ = small_tasks
+    res = fl.das(
+        t1.model, t1.data, "h", method="boundless", epochs=60, seed=0, lr=0.01, boundary_lr=0.05
+    )
+    h = res.history
+    assert h["temperature"].iloc[0] == pytest.approx(50.0)
+    assert h["temperature"].iloc[-1] == pytest.approx(0.1)
+    assert 0 < res.boundary <= 1 and len(res.dims) >= 1
+    assert res.iia > 0.5
+
+
+def test_das_on_a_language_model_uses_resume_and_matches_a_full_run(tiny_llama):
+    model = fl.wrap(tiny_llama)
+    task = fl.tasks.random_token_task(model, n=12, seq_len=6, seed=0)
+    data = fl.InterchangeData.from_task(task)
+    site = fl.Site("resid_pre.2", positions="last")
+    res = fl.das(model, data, site, dims=4, epochs=15, lr=0.05, seed=0)
+    assert len(res.history) == 15 and 0 <= res.iia <= 1
+    # evaluation with the resumed runs equals a plain full run through fl.Interchange
+    src = model.run(data.source, cache=[site]).cache["resid_pre.2"]
+    out = model.run(data.base, [res.intervention(src, site=site)], logits_at=data.positions)
+    scores = out.logits[:, -1].gather(1, data.candidates)
+    acc = float((scores.argmax(-1) == data.labels).float().mean())
+    ev = evaluate_alignment(model, res.alignment, data, site, dims=list(res.dims))
+    assert ev.iia == pytest.approx(acc)
+    assert ev.iia == pytest.approx(res.iia)
+
+
+def test_bad_das_inputs(small_tasks, tiny_llama):
+    t1, _ = small_tasks
+    with pytest.raises(fl.InputError, match="CL loss needs natural counterfactual latents"):
+        data = fl.InterchangeData(base=t1.data.base, source=t1.data.source, labels=t1.data.labels)
+        fl.das(t1.model, data, "h", loss="cl")
+    with pytest.raises(fl.ShapeError, match="between 1 and the site width 6"):
+        fl.das(t1.model, t1.data, "h", dims=7)
+    with pytest.raises(fl.InputError, match="loss must be one of"):
+        fl.das(t1.model, t1.data, "h", loss="kl")
+    with pytest.raises(fl.InputError, match="select='emd' needs emd_dims"):
+        fl.das(t1.model, t1.data, "h", select="emd")
+    with pytest.raises(fl.ShapeError, match="one source per base example"):
+        fl.InterchangeData(base=t1.data.base, source=t1.data.source[:5], labels=t1.data.labels)
+    with pytest.raises(fl.SiteError):
+        fl.das(t1.model, t1.data, "hh")
+    bad = t1.data.cl_targets.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(fl.InputError, match="NaN"):
+        fl.InterchangeData(
+            base=t1.data.base, source=t1.data.source, labels=t1.data.labels, cl_targets=bad
+        )

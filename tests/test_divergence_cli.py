@@ -1,0 +1,154 @@
+"""End-to-end CLI: `faithlens das` (synthetic task) and `faithlens audit` (SmolLM2 IOI)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import faithlens as fl
+from faithlens.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_help_lists_the_commands():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    assert "audit" in res.output and "das" in res.output
+    res = runner.invoke(app, ["das", "--help"])
+    assert res.exit_code == 0 and "--cl-weight" in res.output
+
+
+def test_das_synthetic_end_to_end(tmp_path):
+    out = tmp_path / "das"
+    args = [
+        "das",
+        "--synthetic",
+        "og_holdouts",
+        "--n-per-class",
+        "20",
+        "--classifier-epochs",
+        "150",
+        "--method",
+        "linear",
+        "--loss",
+        "cl",
+        "--epochs",
+        "40",
+        "--eval-every",
+        "10",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+    ]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "IIA" in res.output and "OOD (task 2)" in res.output
+    saved = fl.Result.load(out)
+    assert isinstance(saved, fl.DASResult) and saved.loss == "cl" and saved.select == "emd"
+    assert (out / "das.png").exists() and (out / "alignment" / "alignment.pt").exists()
+    from faithlens.das import load_alignment
+
+    al = load_alignment(out / "alignment")
+    x = torch.randn(2, 18)
+    assert torch.allclose(al.forward(x), saved.alignment.forward(x), atol=1e-6)
+
+
+def test_bad_arguments_are_one_red_line():
+    res = runner.invoke(app, ["das", "--synthetic", "nope", "--epochs", "1"])
+    assert res.exit_code == 2 and "unknown division" in res.output
+
+
+@pytest.fixture
+def cli_smollm2(smollm2, monkeypatch):
+    """The CLI's model loader returns the session's SmolLM2 (loading is tested elsewhere)."""
+    import faithlens.cli.divergence as cli_div
+
+    monkeypatch.setattr(cli_div, "load_model", lambda name, device=None: smollm2)
+    return smollm2
+
+
+@pytest.mark.slow
+def test_audit_smollm2_end_to_end(cli_smollm2, tmp_path):
+    out = tmp_path / "audit"
+    args = [
+        "audit",
+        "--site",
+        "mlp_post.9",
+        "--n",
+        "8",
+        "--patch",
+        "head.9.6,head.9.7",
+        "--steer",
+        "resid_pre.9",
+        "--metrics",
+        "emd,nn_mse",
+        "--splits",
+        "2",
+        "--out",
+        str(out),
+    ]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "null space" in res.output and "row space" in res.output
+    saved = fl.Result.load(out)
+    assert isinstance(saved, fl.AuditResult)
+    assert len(saved.conditions) == 2 and (out / "audit.png").exists()
+    res = runner.invoke(app, ["audit", "--site", "mlp_post.9", "--n", "4"])
+    assert res.exit_code == 2 and "nothing to audit" in res.output
+    res = runner.invoke(app, ["audit", "--site", "mlp_pots.9", "--n", "4", "--zero", "head.1.1"])
+    assert res.exit_code == 2 and "unknown site" in res.output
+
+
+@pytest.mark.slow
+def test_das_smollm2_then_audit_it(cli_smollm2, tmp_path):
+    out = tmp_path / "das_lm"
+    args = [
+        "das",
+        "--model",
+        "smollm2",
+        "--n",
+        "8",
+        "--site",
+        "resid_pre.20",
+        "--dims",
+        "8",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.01",
+        "--out",
+        str(out),
+    ]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    saved = fl.Result.load(out)
+    assert saved.site == "resid_pre.20" and saved.positions == "last" and len(saved.history) == 3
+    res = runner.invoke(
+        app,
+        [
+            "audit",
+            "--site",
+            "mlp_post.20",
+            "--n",
+            "8",
+            "--das",
+            str(out),
+            "--metrics",
+            "emd",
+            "--splits",
+            "2",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "DAS resid_pre.20" in res.output
