@@ -86,12 +86,16 @@ def test_graph_structure_and_checks(tiny_causal):
     g = TransformerGraph(m)
     assert g.parallel == (arch == "gpt_neox")
     L, H = m.n_layers, m.n_heads
-    assert len(g.senders("logits", "in")) == 1 + L * (H + 1)
+    n_mlp = 1 if m.d_mlp else 0  # attention-only models (the zoo's) have no MLP nodes
+    assert len(g.senders("logits", "in")) == 1 + L * (H + n_mlp)
     assert g.senders("head.1.0", "q") == g.senders("head.1.0", "k")
-    assert "head.1.0" not in g.senders("mlp.0", "in")
-    # sequential blocks: the MLP reads its own layer's heads; parallel blocks (NeoX) do not
-    assert ("head.0.0" in g.senders("mlp.0", "in")) == (not g.parallel)
-    assert ("head.1.0" in g.senders("mlp.1", "in")) == (not g.parallel)
+    if n_mlp:
+        assert "head.1.0" not in g.senders("mlp.0", "in")
+        # sequential blocks: the MLP reads its own layer's heads; parallel blocks (NeoX) do not
+        assert ("head.0.0" in g.senders("mlp.0", "in")) == (not g.parallel)
+        assert ("head.1.0" in g.senders("mlp.1", "in")) == (not g.parallel)
+    else:
+        assert "mlp.0" not in g.nodes and "head.0.0" in g.senders("head.1.0", "k")
     coarse = TransformerGraph(m, split_heads=False, split_qkv=False)
     assert "attn.0" in coarse.nodes and coarse.ports("attn.0") == ("in",)
     with pytest.raises(fl.SiteError, match=r"[Nn]earest"):

@@ -1,6 +1,6 @@
 """faithlens: is your explanation of a neural network faithful?"""
 
-from . import divergence, interventions, neurons, patching, scrubbing, stats, tasks
+from . import divergence, interventions, neurons, patching, scrubbing, stats, tasks, zoo
 from .das import DASResult, das
 from .divergence.audit import AuditResult, audit
 from .divergence.compare import DivergenceResult, divergences
@@ -69,4 +69,5 @@ __all__ = [
     "stats",
     "tasks",
     "wrap",
+    "zoo",
 ]

@@ -29,6 +29,10 @@ class Interval:
     level: float
 
 
+#: Above this many examples :func:`bootstrap` uses the percentile interval instead of BCa.
+BCA_MAX_N = 10_000
+
+
 def mean_se(x: ArrayLike, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard error of the mean along ``axis`` (ddof=1; se is 0 for one sample)."""
     a = np.asarray(x, dtype=np.float64)
@@ -72,6 +76,14 @@ def bootstrap(
         nan = np.full_like(est, np.nan)
         return Interval(est, nan, nan, nan, level)
     res = None
+    if method.lower() == "bca" and n > BCA_MAX_N:
+        # BCa's jackknife costs O(n^2) time (and, unbatched, memory: 60k examples need ~28 GB);
+        # with this many examples its correction is negligible, so use the percentile interval.
+        method = "percentile"
+    # Large problems resample in batches so that memory stays bounded (~400 MB of float64);
+    # small ones in one go, as before.
+    width = int(np.prod(lead, dtype=np.int64)) * n * len(arrays)
+    batch = None if width * n_boot <= 5e7 else max(1, int(5e7 // max(1, width)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for m in (method, "percentile") if method != "percentile" else ("percentile",):
@@ -86,6 +98,7 @@ def bootstrap(
                     confidence_level=level,
                     method=m,
                     rng=np.random.default_rng(seed),
+                    batch=batch,
                 )
             except Exception:  # degenerate BCa (constant data, ties): fall back to percentile
                 res = None
@@ -209,3 +222,23 @@ def mean_interval(
         return np.asarray(a.mean(axis=axis))
 
     return bootstrap(stat, (np.asarray(x),), n_boot=n_boot, level=level, seed=seed)
+
+
+def proportion_interval(successes: int, n: int, *, level: float = 0.95) -> Interval:
+    """A proportion ``successes / n`` with its Wilson score interval (good near 0 and 1, where
+    the bootstrap and the normal interval are not) and the binomial standard error."""
+    if n < 1:
+        raise ValueError("proportion_interval: n must be at least 1")
+    if not 0 <= successes <= n:
+        raise ValueError(f"proportion_interval: successes={successes} is not in 0..n={n}")
+    p = successes / n
+    ci = _st.binomtest(int(successes), int(n)).proportion_ci(
+        confidence_level=level, method="wilson"
+    )
+    return Interval(
+        np.asarray(p),
+        np.asarray(np.sqrt(p * (1 - p) / n)),
+        np.asarray(ci.low),
+        np.asarray(ci.high),
+        level,
+    )

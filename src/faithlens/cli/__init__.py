@@ -42,6 +42,7 @@ COMMAND_MODULES = [
     "faithlens.cli.scrub",
     "faithlens.cli.neurons",
     "faithlens.cli.divergence",
+    "faithlens.cli.zoo",
 ]
 
 

@@ -691,8 +691,10 @@ class TransformerGraph(ComponentGraph):
         self.split_qkv = split_qkv
         self.ids_field, self.mask_field = ids, mask
         self.positions = True
+        # Attention-only models (faithlens' zoo) have no MLP modules and hence no mlp sites.
+        self.has_mlp = bool(getattr(a, "has_mlp", True))
         self._mlp_norm_in: list[str] = []
-        for L in range(self.n_layers):
+        for L in range(self.n_layers if self.has_mlp else 0):
             try:
                 info = a.site_info(f"mlp_in.{L}")
             except SiteError as e:
@@ -728,10 +730,12 @@ class TransformerGraph(ComponentGraph):
                 name = f"attn.{L}"
                 self._add(GraphNode(name, "attn", ("in",), 1 + 2 * L, L), {"in": tuple(before)})
                 heads.append(name)
-            mlp_senders = tuple(before) if self.parallel else (*before, *heads)
-            self._add(GraphNode(f"mlp.{L}", "mlp", ("in",), 2 + 2 * L, L), {"in": mlp_senders})
+            before_heads = tuple(before)
             before.extend(heads)
-            before.append(f"mlp.{L}")
+            if self.has_mlp:
+                mlp_senders = before_heads if self.parallel else tuple(before)
+                self._add(GraphNode(f"mlp.{L}", "mlp", ("in",), 2 + 2 * L, L), {"in": mlp_senders})
+                before.append(f"mlp.{L}")
         self._add(GraphNode("logits", "output", ("in",), 2 + 2 * n + 1), {"in": tuple(before)})
 
     def input_fields(self) -> tuple[str, ...]:
@@ -751,15 +755,17 @@ class TransformerGraph(ComponentGraph):
         n = self.n_layers
         sites: list[str] = []
         for L in range(n):
-            sites += [f"resid_pre.{L}", f"attn_out.{L}", f"mlp_out.{L}", f"resid_post.{L}"]
-            sites.append(self._mlp_norm_in[L])
+            sites += [f"resid_pre.{L}", f"attn_out.{L}", f"resid_post.{L}"]
+            if self.has_mlp:
+                sites += [f"mlp_out.{L}", self._mlp_norm_in[L]]
             if self.split_heads:
                 sites += [f"head.{L}.{H}" for H in range(self.n_heads)]
         out = m.run(inp, cache=sites, logits_at=[0])
         c = out.cache
         parallel: bool | None = None
         for L in range(n):
-            pre, attn, mlp = c[f"resid_pre.{L}"], c[f"attn_out.{L}"], c[f"mlp_out.{L}"]
+            pre, attn = c[f"resid_pre.{L}"], c[f"attn_out.{L}"]
+            mlp = c[f"mlp_out.{L}"] if self.has_mlp else torch.zeros_like(attn)
             if not _close(c[f"resid_post.{L}"], pre + attn + mlp, rtol=1e-3):
                 raise InputError(
                     f"{m.name}: the residual stream is not a sum of component outputs at layer "
@@ -768,17 +774,18 @@ class TransformerGraph(ComponentGraph):
                 )
             if n > L + 1 and not _close(c[f"resid_pre.{L + 1}"], c[f"resid_post.{L}"]):
                 raise InputError(f"{m.name}: resid_pre.{L + 1} differs from resid_post.{L}")
-            norm_in = c[self._mlp_norm_in[L]]
-            seq = _close(norm_in, pre + attn, rtol=1e-3)
-            par = _close(norm_in, pre, rtol=1e-3)
-            this = par and not seq
-            if not (seq or par):
-                raise InputError(
-                    f"{m.name}: the MLP of layer {L} reads neither resid_pre nor resid_pre + "
-                    "attn_out; faithlens cannot decompose this block"
-                )
-            if parallel is None:
-                parallel = this
+            if self.has_mlp:
+                norm_in = c[self._mlp_norm_in[L]]
+                seq = _close(norm_in, pre + attn, rtol=1e-3)
+                par = _close(norm_in, pre, rtol=1e-3)
+                this = par and not seq
+                if not (seq or par):
+                    raise InputError(
+                        f"{m.name}: the MLP of layer {L} reads neither resid_pre nor resid_pre + "
+                        "attn_out; faithlens cannot decompose this block"
+                    )
+                if parallel is None:
+                    parallel = this
             if self.split_heads:
                 z = torch.cat([c[f"head.{L}.{H}"] for H in range(self.n_heads)], -1)
                 _w, b = m.adapter.o_proj(L)
