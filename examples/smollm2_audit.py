@@ -65,6 +65,11 @@ if __name__ == "__main__":
     ap.add_argument("--top", type=int, default=3, help="how many top heads to patch together")
     ap.add_argument("--layers", default=None, help="only sweep heads of these layers (e.g. 8,9)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", default="runs/smollm2_audit")
     a = ap.parse_args()
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     run(a.n, a.top, a.seed, a.layers, a.out)

@@ -80,7 +80,34 @@ def _bert():
     return BertForMaskedLM(cfg).eval()
 
 
-BUILDERS = {"gpt2": _gpt2, "llama": _llama, "gpt_neox": _neox, "bert": _bert}
+def _zoo(**kw):
+    from faithlens.zoo import ZooConfig, ZooTransformer
+
+    cfg = ZooConfig(n_layers=3, n_heads=4, d_model=32, d_vocab=VOCAB, n_ctx=64, init_std=0.2, **kw)
+    model = ZooTransformer(cfg)
+    model.reset_parameters(generator=torch.Generator().manual_seed(4))
+    return model.eval()
+
+
+def _zoo_mlp():
+    """faithlens' zoo transformer: bidirectional, MLPs, learned positions."""
+    return _zoo(d_mlp=48, causal=False, positions="learned")
+
+
+def _zoo_attn_only():
+    """faithlens' zoo transformer: causal, attention-only, shortformer positions."""
+    return _zoo(d_mlp=0, causal=True, positions="shortformer")
+
+
+# Keys are architecture names; a suffix after "-" distinguishes variants of one architecture.
+BUILDERS = {
+    "gpt2": _gpt2,
+    "llama": _llama,
+    "gpt_neox": _neox,
+    "bert": _bert,
+    "faithlens_zoo": _zoo_mlp,
+    "faithlens_zoo-attn_only": _zoo_attn_only,
+}
 
 
 @pytest.fixture(scope="session", params=sorted(BUILDERS))
@@ -89,7 +116,7 @@ def tiny_hf(request):
     return request.param, BUILDERS[request.param]()
 
 
-@pytest.fixture(scope="session", params=["gpt2", "llama", "gpt_neox"])
+@pytest.fixture(scope="session", params=["gpt2", "llama", "gpt_neox", "faithlens_zoo-attn_only"])
 def tiny_causal(request):
     return request.param, BUILDERS[request.param]()
 

@@ -14,6 +14,7 @@ PATHS = {
     "llama": ("model.layers", "self_attn.o_proj", "mlp"),
     "gpt2": ("transformer.h", "attn.c_proj", "mlp"),
     "gpt_neox": ("gpt_neox.layers", "attention.dense", "mlp"),
+    "faithlens_zoo": ("blocks", "attn.o_proj", "mlp"),
 }
 
 

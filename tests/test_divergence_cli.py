@@ -12,7 +12,7 @@ from faithlens.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -69,8 +69,17 @@ def test_bad_arguments_are_one_red_line():
     assert res.exit_code == 2 and "unknown division" in res.output
 
 
+@pytest.fixture
+def cli_smollm2(smollm2, monkeypatch):
+    """The CLI's model loader returns the session's SmolLM2 (loading is tested elsewhere)."""
+    import faithlens.cli.divergence as cli_div
+
+    monkeypatch.setattr(cli_div, "load_model", lambda name, device=None: smollm2)
+    return smollm2
+
+
 @pytest.mark.slow
-def test_audit_smollm2_end_to_end(smollm2, tmp_path):
+def test_audit_smollm2_end_to_end(cli_smollm2, tmp_path):
     out = tmp_path / "audit"
     args = [
         "audit",
@@ -102,7 +111,7 @@ def test_audit_smollm2_end_to_end(smollm2, tmp_path):
 
 
 @pytest.mark.slow
-def test_das_smollm2_then_audit_it(smollm2, tmp_path):
+def test_das_smollm2_then_audit_it(cli_smollm2, tmp_path):
     out = tmp_path / "das_lm"
     args = [
         "das",

@@ -139,3 +139,13 @@ def test_grouped_splits_remove_the_near_duplicate_confound():
     assert 0.75 < g["ratio"] < 1.33
     with pytest.raises(fl.ShapeError, match="one id per row"):
         fl.divergences(nat, itv, groups=(ids, ids))
+
+
+def test_spread_takes_one_row_per_group_first():
+    g = np.repeat(np.arange(10), 3)  # 10 groups of 3 rows
+    idx = np.arange(30)
+    sel = compare._spread(idx, g, 10, np.random.default_rng(0))
+    assert sorted(g[sel].tolist()) == list(range(10))
+    sel = compare._spread(idx, g, 15, np.random.default_rng(1))
+    counts = np.bincount(g[sel], minlength=10)
+    assert counts.min() >= 1 and counts.max() <= 2 and len(set(sel.tolist())) == 15

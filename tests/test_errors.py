@@ -148,3 +148,9 @@ def test_bad_task_arguments(llama):
             answers=task.answers,
             positions=task.positions,
         )
+
+
+def test_left_padding_is_refused(llama):
+    inp = fl.Inputs(ids=torch.tensor([[0, 5, 6], [7, 8, 9]]), mask=torch.tensor([[0, 1, 1], [1, 1, 1]]))
+    with no_forward(llama.module), pytest.raises(fl.InputError, match="right padding"):
+        llama.run(inp)

@@ -199,3 +199,15 @@ def test_resume_decode_errors(tiny_llama):
     full = m.run(ids[:, :6]).logits
     step = m.run(ids[:, :6], start_at=fl.Resume.decode(out.kv)).logits
     assert torch.allclose(step[:, -1], full[:, 5], atol=1e-5)
+
+
+def test_left_padding_is_allowed_only_with_explicit_positions(tiny_llama):
+    m = fl.wrap(tiny_llama)
+    ids = torch.tensor([[0, 5, 6], [7, 8, 9]])
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    with pytest.raises(fl.InputError, match="right padding"):
+        m.run(fl.Inputs(ids=ids, mask=mask))
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = m.run(fl.Inputs(ids=ids, mask=mask, kwargs={"position_ids": pos}))
+    alone = m.run(torch.tensor([[5, 6]]))
+    assert torch.allclose(out.logits[0, 1:], alone.logits[0], atol=1e-5)

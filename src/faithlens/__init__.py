@@ -1,6 +1,16 @@
 """faithlens: is your explanation of a neural network faithful?"""
 
-from . import divergence, interventions, patching, representations, stats, tasks
+from . import (
+    divergence,
+    interventions,
+    neurons,
+    patching,
+    representations,
+    scrubbing,
+    stats,
+    tasks,
+    zoo,
+)
 from .das import DASResult, das
 from .divergence.audit import AuditResult, audit
 from .divergence.compare import DivergenceResult, divergences
@@ -27,6 +37,7 @@ from .representations import (
 from .representations import read as read_directions
 from .results import Result
 from .runs import Resume, RunOutput, run
+from .scrubbing import Hypothesis, ScrubResult, adversary, scrub
 from .tasks import Task
 from .tasks.interchange import InterchangeData
 
@@ -43,6 +54,7 @@ __all__ = [
     "divergence",
     "divergences",
     "FaithlensError",
+    "Hypothesis",
     "InputError",
     "Inputs",
     "Interchange",
@@ -58,20 +70,26 @@ __all__ = [
     "Result",
     "Resume",
     "RunOutput",
+    "ScrubResult",
     "ShapeError",
     "Site",
     "SiteError",
     "Task",
     "Zero",
+    "adversary",
     "attribution_patch",
     "interventions",
     "load",
+    "neurons",
     "patch",
     "patching",
     "run",
+    "scrub",
+    "scrubbing",
     "stats",
     "tasks",
     "wrap",
+    "zoo",
     "Behaviour",
     "ContrastPairs",
     "FaithfulnessReport",

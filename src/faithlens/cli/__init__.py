@@ -39,8 +39,11 @@ def _root(
 COMMAND_MODULES = [
     "faithlens.cli.core",
     "faithlens.cli.patching",
+    "faithlens.cli.scrub",
+    "faithlens.cli.neurons",
     "faithlens.cli.represent",
     "faithlens.cli.divergence",
+    "faithlens.cli.zoo",
 ]
 
 

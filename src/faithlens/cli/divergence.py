@@ -82,6 +82,10 @@ def register(app: typer.Typer) -> None:
         from ..results import Result
 
         with friendly_errors():
+            if not (patch or top_heads or steer or zero or das_dir):
+                raise InputError(
+                    "nothing to audit: give --patch, --top-heads, --steer, --zero or --das"
+                )
             m = load_model(model, device)
             t = tasks.build(task, m, n=n, seed=seed)
             m.site_info(site)
@@ -109,10 +113,6 @@ def register(app: typer.Typer) -> None:
                 if not isinstance(d, DASResult):
                     raise InputError(f"{das_dir} holds a {type(d).__name__}, not a DAS result")
                 conds[f"DAS {d.site}"] = [d.intervention("clean")]
-            if not conds:
-                raise InputError(
-                    "nothing to audit: give --patch, --top-heads, --steer, --zero or --das"
-                )
             metric_arg: Any = metrics if metrics in ("default", "all") else _split(metrics)
             with console.status("auditing..."):
                 res = audit(

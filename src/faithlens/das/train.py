@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+from torch.nn.utils import parametrize
 
 from .. import stats
 from ..divergence import distances as D
@@ -176,7 +177,7 @@ def evaluate_alignment(
     alignment = alignment.to(src.device)
     resume = base_resume(model, data, s)
     correct, acts = [], []
-    with torch.no_grad():
+    with torch.no_grad(), parametrize.cached():
         for start in range(0, n, bs):
             rows = torch.arange(start, min(n, start + bs))
             sc, h = _run_batch(
@@ -409,7 +410,7 @@ def das(
         mask_snapshot = _state(mask_mod) if mask_mod is not None else None
         emd_value = float("nan")
         if select == "emd" and (epoch % eval_every == 0 or epoch == epochs - 1):
-            with torch.no_grad():
+            with torch.no_grad(), parametrize.cached():
                 m = mask_mod(T) if mask_mod is not None else None
                 acts = []
                 for start in range(0, n, bs):
@@ -433,40 +434,42 @@ def das(
         n_correct = 0
         for start in range(0, n, bs):
             rows = order[start : start + bs]
-            m = mask_mod(T) if mask_mod is not None else None
-            scores, h = _run_batch(
-                model,
-                data,
-                s,
-                al,
-                src,
-                rows,
-                None if m is not None else dim_list,
-                m,
-                grad=True,
-                resume=resume,
-            )
-            labels = data.labels[rows].to(scores.device)
-            l_iia = iia_loss(scores, labels)
-            total = torch.zeros((), device=scores.device)
-            if loss in ("iia", "iia+cl"):
-                total = total + l_iia
-            l_cl = torch.zeros((), device=scores.device)
-            if uses_cl:
-                assert cl_targets is not None
-                hf = _flat(h, width)
-                tg = _flat(cl_targets[rows.to(device)], width)
-                if cl_form == "mas":
-                    l_cl = cl_loss_mas(hf, tg)
-                else:
-                    groups = None if data.cl_groups is None else data.cl_groups[rows]
-                    assert cl_dims is not None
-                    l_cl = cl_loss_modified(hf, tg, al, groups, cl_dims)
-                total = total + cl_weight * l_cl
-            if mask_mod is not None:
-                total = total + width_weight * mask_mod.boundary()
             opt.zero_grad(set_to_none=True)
-            total.backward()
+            # an orthogonal parametrization is recomputed at every access: once per step
+            with parametrize.cached():
+                m = mask_mod(T) if mask_mod is not None else None
+                scores, h = _run_batch(
+                    model,
+                    data,
+                    s,
+                    al,
+                    src,
+                    rows,
+                    None if m is not None else dim_list,
+                    m,
+                    grad=True,
+                    resume=resume,
+                )
+                labels = data.labels[rows].to(scores.device)
+                l_iia = iia_loss(scores, labels)
+                total = torch.zeros((), device=scores.device)
+                if loss in ("iia", "iia+cl"):
+                    total = total + l_iia
+                l_cl = torch.zeros((), device=scores.device)
+                if uses_cl:
+                    assert cl_targets is not None
+                    hf = _flat(h, width)
+                    tg = _flat(cl_targets[rows.to(device)], width)
+                    if cl_form == "mas":
+                        l_cl = cl_loss_mas(hf, tg)
+                    else:
+                        groups = None if data.cl_groups is None else data.cl_groups[rows]
+                        assert cl_dims is not None
+                        l_cl = cl_loss_modified(hf, tg, al, groups, cl_dims)
+                    total = total + cl_weight * l_cl
+                if mask_mod is not None:
+                    total = total + width_weight * mask_mod.boundary()
+                total.backward()
             opt.step()
             b = len(rows)
             tot_loss += float(total.detach()) * b

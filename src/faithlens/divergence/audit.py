@@ -297,7 +297,8 @@ class AuditResult(Result):
                     lines.append(
                         f"    {r['metric']:<10} intervened {r['intervened']:.4g} ± "
                         f"{r['intervened_se']:.2g}   natural {r['baseline']:.4g} ± "
-                        f"{r['baseline_se']:.2g}   ratio {r['ratio']:.2f}"
+                        f"{r['baseline_se']:.2g}   excess {r['excess']:+.3g} ± "
+                        f"{r['excess_se']:.2g}{_ratio_text(r['ratio'], r['baseline'])}"
                     )
             d = self.displacement[self.displacement["condition"] == cond]
             if len(d):
@@ -501,6 +502,7 @@ def audit(
         )
 
     row_b = row_basis(w, rtol=rtol) if w is not None else None
+    spec = float(torch.linalg.svdvals(w.double().cpu()).max()) if w is not None else None
     frames, disp_rows, dorm_rows = [], [], []
     for cname, ivs in conds.items():
         refs = {r for r in (_source_ref(iv) for iv in ivs) if r is not None}
@@ -557,7 +559,9 @@ def audit(
             delta = itv - base_acts
             moved = delta.abs().amax(1) > 0
             if bool(moved.any()):
-                ds = displacement_summary(delta[moved], w, rtol=rtol, basis=row_b)
+                ds = displacement_summary(
+                    delta[moved], w, rtol=rtol, basis=row_b, spectral_norm=spec
+                )
                 disp_rows.append({"condition": cname, "n_moved": int(moved.sum()), **ds})
             else:
                 notes.append(
@@ -620,6 +624,11 @@ def audit(
         n_splits=n_splits,
         notes=tuple(notes),
     )
+
+
+def _ratio_text(ratio: float, baseline: float) -> str:
+    """The ratio, when it means something (a positive baseline)."""
+    return f"   ratio {ratio:.2f}" if baseline > 0 and np.isfinite(ratio) else ""
 
 
 def _sel(site: Site) -> tuple[Any, Any]:

@@ -200,6 +200,16 @@ def _need(names: Sequence[str], opts: dict[str, dict[str, Any]]) -> int:
     return need
 
 
+def _spread(idx: np.ndarray, groups: np.ndarray, h: int, rng: np.random.Generator) -> np.ndarray:
+    """``h`` random rows of ``idx``, spread over as many groups as possible: every group's first
+    (random) row before any group's second, so a sample has at most one row per example when
+    ``h`` allows (no near-duplicates inside a set, e.g. for the classifier's cross-validation)."""
+    perm = rng.permutation(idx)
+    g = groups[perm]
+    rank = pd.Series(g).groupby(g).cumcount().to_numpy()
+    return np.asarray(perm[np.argsort(rank, kind="stable")[:h]])
+
+
 def _grouped_split_values(
     names: tuple[str, ...],
     nat: np.ndarray,
@@ -213,8 +223,9 @@ def _grouped_split_values(
 ) -> SplitValues:
     """Split by *group* (e.g. the prompt each activation came from): halves of the group ids;
     ``A`` = natural rows of the first half, ``B`` = natural rows of the second, ``I`` =
-    intervened rows of the second. Near-duplicate rows of one example (a clean prompt and its
-    corrupted twin, several positions) never straddle the two sides of a comparison."""
+    intervened rows of the second, each subsampled to a common size spreading over examples
+    (:func:`_spread`). Near-duplicate rows of one example (a clean prompt and its corrupted twin,
+    several positions) never straddle the two sides of a comparison."""
     gn = np.asarray(groups[0]).reshape(-1)
     gi = np.asarray(groups[1]).reshape(-1)
     if len(gn) != len(nat) or len(gi) != len(itv):
@@ -242,9 +253,9 @@ def _grouped_split_values(
                 f"metrics {list(names)} need at least {need}: use more examples"
             )
         h_min = h if h_min is None else min(h_min, h)
-        a = nat[rng.choice(a_idx, h, replace=False)]
-        b = nat[rng.choice(b_idx, h, replace=False)]
-        i = itv[rng.choice(i_idx, h, replace=False)]
+        a = nat[_spread(a_idx, gn, h, rng)]
+        b = nat[_spread(b_idx, gn, h, rng)]
+        i = itv[_spread(i_idx, gi, h, rng)]
         for mi, m in enumerate(names):
             spec = METRICS[m]
             kw = {**spec.kwargs, **options.get(m, {})}
@@ -325,11 +336,15 @@ class DivergenceResult(Result):
         lines = [head]
         if self.paired and np.isfinite(self.mse):
             lines.append(f"  paired mse = {self.mse:.4g} ± {self.mse_se:.2g}")
-        lines.append(f"  {'metric':<11}{'intervened':>22}{'natural baseline':>22}{'ratio':>8}")
+        lines.append(
+            f"  {'metric':<11}{'intervened':>22}{'natural baseline':>22}{'excess':>22}{'ratio':>8}"
+        )
         for _, r in self.table.iterrows():
+            ratio = f"{r['ratio']:>8.2f}" if r["baseline"] > 0 else f"{'':>8}"
             lines.append(
                 f"  {r['metric']:<11}{r['intervened']:>13.4g} ± {r['intervened_se']:<7.2g}"
-                f"{r['baseline']:>13.4g} ± {r['baseline_se']:<7.2g}{r['ratio']:>8.2f}"
+                f"{r['baseline']:>13.4g} ± {r['baseline_se']:<7.2g}"
+                f"{r['excess']:>+13.3g} ± {r['excess_se']:<7.2g}{ratio}"
             )
         return "\n".join(lines)
 

@@ -66,11 +66,16 @@ def row_basis(weight: Any, *, rtol: float = 1e-6) -> Tensor:
     return vh[:r].T.contiguous()
 
 
-def visibility(delta: Any, weight: Any) -> np.ndarray:
-    """``|W r| / (|W|_2 |r|)`` per row ``r`` of ``delta`` (NaN where ``r = 0``)."""
+def visibility(delta: Any, weight: Any, *, spectral_norm: float | None = None) -> np.ndarray:
+    """``|W r| / (|W|_2 |r|)`` per row ``r`` of ``delta`` (NaN where ``r = 0``).
+    ``spectral_norm``: ``|W|_2`` if already known."""
     r = D.as_points(delta, "delta").detach().to("cpu", torch.float64)
     w = as_reader(weight, r.shape[1])
-    spec = float(torch.linalg.matrix_norm(w, ord=2))
+    spec = (
+        float(spectral_norm)
+        if spectral_norm is not None
+        else float(torch.linalg.matrix_norm(w, ord=2))
+    )
     num = torch.linalg.vector_norm(r @ w.T, dim=1)
     den = torch.linalg.vector_norm(r, dim=1) * spec
     out = torch.where(den > 0, num / den.clamp_min(1e-300), torch.full_like(num, float("nan")))
@@ -151,13 +156,18 @@ def split_divergences(
 
 
 def displacement_summary(
-    delta: Any, weight: Any, *, rtol: float = 1e-6, basis: Tensor | None = None
+    delta: Any,
+    weight: Any,
+    *,
+    rtol: float = 1e-6,
+    basis: Tensor | None = None,
+    spectral_norm: float | None = None,
 ) -> dict[str, float]:
     """Mean ± SE over examples of the row-space fraction and the visibility of displacements."""
     w = as_reader(weight)
     row = basis if basis is not None else row_basis(w, rtol=rtol)
     fr = row_fraction(delta, row)
-    vis = visibility(delta, w)
+    vis = visibility(delta, w, spectral_norm=spectral_norm)
     fr, vis = fr[np.isfinite(fr)], vis[np.isfinite(vis)]
     out: dict[str, float] = {"row_dim": float(row.shape[1]), "width": float(w.shape[1])}
     for name, v in (("row_fraction", fr), ("visibility", vis)):

@@ -333,6 +333,30 @@ LAYOUTS: dict[str, Layout] = {
         head=None,
         causal=False,
     ),
+    # faithlens' own small transformer (faithlens.zoo). It may be causal or bidirectional and
+    # attention-only (no MLP modules): its adapter (faithlens.zoo.model.ZooAdapter) takes both
+    # from the model's config, and sites whose module is absent are simply not offered.
+    "faithlens_zoo": Layout(
+        arch="faithlens_zoo",
+        base="",
+        layers="blocks",
+        embed="embed",
+        embed_out="embed_drop",
+        attn_out="attn",
+        o_proj="attn.o_proj",
+        qkv="separate",
+        q="attn.q_proj",
+        k="attn.k_proj",
+        v="attn.v_proj",
+        mlp_out="mlp",
+        mlp_post="mlp.fc_out",
+        attn_in="ln1",
+        mlp_in="ln2",
+        resid_mid="ln2",
+        final_norm="ln_final",
+        head="unembed",
+        mlp_in_proj=("mlp.fc_in",),
+    ),
 }
 # Architectures that share a layout with a supported one.
 ALIASES = {"mistral": "llama", "qwen2": "llama", "smollm": "llama", "pythia": "gpt_neox"}
@@ -349,6 +373,8 @@ def _cfg(config: Any, *names: str, default: Any = None) -> Any:
 class HFAdapter(Adapter):
     """A Hugging Face transformer described by a :class:`Layout`."""
 
+    has_mlp: bool = True
+
     def __init__(self, module: nn.Module, layout: Layout) -> None:
         super().__init__(module)
         self.layout = layout
@@ -364,6 +390,7 @@ class HFAdapter(Adapter):
         self.d_mlp = int(_cfg(cfg, "intermediate_size", "n_inner", default=4 * self.d_model))
         self.d_vocab = int(_cfg(cfg, "vocab_size", default=0))
         names = dict(module.named_modules())
+        self._module_names = frozenset(names)
         self.prefix = f"{layout.base}." if layout.base and layout.base in names else ""
         if (
             self.prefix == ""
@@ -382,8 +409,17 @@ class HFAdapter(Adapter):
     def _add(self, info: SiteInfo) -> None:
         self._sites[info.name] = info
 
+    def _has(self, path: str) -> bool:
+        """Whether the module tree has ``path`` (attention-only models have no MLP modules)."""
+        return path in self._module_names
+
     def _build_sites(self) -> None:
         lo, d, dh = self.layout, self.d_model, self.d_head
+        # A model without MLP modules (attention-only) gets no mlp_* / resid_mid sites: there
+        # the residual after attention is resid_post.
+        self.has_mlp = self._has(self._layer_path(0, lo.mlp_out)) if self.n_layers else False
+        if not self.has_mlp:
+            self.d_mlp = 0
         self._add(SiteInfo("embed", "embed", HookPoint(self.prefix + lo.embed, "out"), d))
         for L in range(self.n_layers):
             lp = self._layer_path
@@ -407,20 +443,25 @@ class HFAdapter(Adapter):
                     f"attn_out.{L}", "attn_out", HookPoint(lp(L, lo.attn_out), "out", 0), d, layer=L
                 )
             )
-            self._add(
-                SiteInfo(
-                    f"mlp_out.{L}", "mlp_out", HookPoint(lp(L, lo.mlp_out), "out", 0), d, layer=L
+            if self.has_mlp:
+                self._add(
+                    SiteInfo(
+                        f"mlp_out.{L}",
+                        "mlp_out",
+                        HookPoint(lp(L, lo.mlp_out), "out", 0),
+                        d,
+                        layer=L,
+                    )
                 )
-            )
-            self._add(
-                SiteInfo(
-                    f"mlp_post.{L}",
-                    "mlp_post",
-                    HookPoint(lp(L, lo.mlp_post), "in", 0),
-                    self.d_mlp,
-                    layer=L,
+                self._add(
+                    SiteInfo(
+                        f"mlp_post.{L}",
+                        "mlp_post",
+                        HookPoint(lp(L, lo.mlp_post), "in", 0),
+                        self.d_mlp,
+                        layer=L,
+                    )
                 )
-            )
             if lo.attn_in:
                 self._add(
                     SiteInfo(
@@ -431,13 +472,13 @@ class HFAdapter(Adapter):
                         layer=L,
                     )
                 )
-            if lo.mlp_in:
+            if lo.mlp_in and self.has_mlp:
                 self._add(
                     SiteInfo(
                         f"mlp_in.{L}", "mlp_in", HookPoint(lp(L, lo.mlp_in), "out", 0), d, layer=L
                     )
                 )
-            if lo.resid_mid:
+            if lo.resid_mid and self.has_mlp:
                 kind_w = self.d_model
                 self._add(
                     SiteInfo(
@@ -625,6 +666,15 @@ class HFAdapter(Adapter):
 
 def hf_adapter(module: nn.Module) -> HFAdapter:
     """The adapter for a Hugging Face model, chosen by ``config.model_type``."""
+    make = getattr(module, "faithlens_adapter", None)
+    if callable(make):
+        own = make()
+        if not isinstance(own, HFAdapter):
+            raise InputError(
+                f"{type(module).__name__}.faithlens_adapter() returned a "
+                f"{type(own).__name__}, not an HFAdapter; use fl.wrap(module)"
+            )
+        return own
     cfg = getattr(module, "config", None)
     model_type = getattr(cfg, "model_type", None)
     if model_type is None:

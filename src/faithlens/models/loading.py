@@ -212,7 +212,7 @@ def load(
     if key in NAMED:
         return NAMED[key](device=device, dtype=dtype)
     if key.startswith("zoo:"):
-        from .. import zoo  # type: ignore[attr-defined]
+        from .. import zoo
 
         return zoo.load(model.split(":", 1)[1], device=device, dtype=dtype)
     path = Path(model).expanduser()

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError
 from ..models.model import Model
 from ..stats import normalized_effect
 from ..tasks.base import Task
-from .exact import DIRECTIONS, POSITION_MODES, resolve_sites
+from .exact import check_arguments, resolve_sites
 from .result import PatchingResult
 
 
@@ -34,12 +33,7 @@ def attribution_patch(
     seed: int = 0,
 ) -> PatchingResult:
     """Gradient-based estimate of :func:`faithlens.patch` for every site, same result shape."""
-    if not isinstance(task, Task):
-        raise InputError(f"attribution_patch needs a faithlens Task, not {type(task).__name__}")
-    if positions not in POSITION_MODES:
-        raise InputError(f"positions must be one of {POSITION_MODES}, not {positions!r}")
-    if direction not in DIRECTIONS:
-        raise InputError(f"direction must be one of {DIRECTIONS}, not {direction!r}")
+    check_arguments("attribution_patch", task, positions, direction)
     names = resolve_sites(model, sites)
     task = task.to(model.device)
     base_in, src_in = (

@@ -69,6 +69,16 @@ def resolve_sites(model: Model, sites: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def check_arguments(fn: str, task: object, positions: str, direction: str) -> None:
+    """The argument checks every patching method makes before any work."""
+    if not isinstance(task, Task):
+        raise InputError(f"{fn} needs a faithlens Task, not {type(task).__name__}")
+    if positions not in POSITION_MODES:
+        raise InputError(f"positions must be one of {POSITION_MODES}, not {positions!r}")
+    if direction not in DIRECTIONS:
+        raise InputError(f"direction must be one of {DIRECTIONS}, not {direction!r}")
+
+
 @dataclass(frozen=True)
 class Condition:
     site: str
@@ -151,12 +161,7 @@ def patch(
 
     Returns a :class:`PatchingResult` with one row per condition.
     """
-    if not isinstance(task, Task):
-        raise InputError(f"patch needs a faithlens Task, not {type(task).__name__}")
-    if positions not in POSITION_MODES:
-        raise InputError(f"positions must be one of {POSITION_MODES}, not {positions!r}")
-    if direction not in DIRECTIONS:
-        raise InputError(f"direction must be one of {DIRECTIONS}, not {direction!r}")
+    check_arguments("patch", task, positions, direction)
     names = resolve_sites(model, sites)
     conds = plan(model, task, names, positions)
     task = task.to(model.device)

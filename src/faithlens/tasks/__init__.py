@@ -4,12 +4,47 @@ from collections.abc import Callable
 
 from ..errors import InputError
 from ..models.model import Model
+from . import induction, paren
 from .base import Task
+from .induction import InductionData, MarkovChain, RepeatSpec, induction_task
 from .ioi import ioi, random_token_task, single_token_names
-from .metrics import Accuracy, LogitDiff, LogProb, Metric, ProbDiff, get_metric
+from .metrics import (
+    Accuracy,
+    BinaryCrossEntropy,
+    LogitDiff,
+    LogProb,
+    Metric,
+    ProbDiff,
+    get_metric,
+)
+from .paren import ParenData, ParenMixture, paren_task
+
+
+def _vocab_check(model: Model, want: int, task: str, hint: str) -> None:
+    have = model.adapter.d_vocab
+    if have and have != want:
+        raise InputError(
+            f"the {task} task is made of {want} token ids but this model has a vocabulary of "
+            f"{have}; use {hint}"
+        )
+
+
+def _paren_builder(model: Model, n: int = 512, seed: int = 0) -> Task:
+    _vocab_check(model, len(paren.VOCAB), "paren", "a paren-balance model such as zoo:paren")
+    return paren_task(n, seed)
+
+
+def _induction_builder(model: Model, n: int = 256, seed: int = 0) -> Task:
+    _vocab_check(model, MarkovChain().vocab, "induction", "zoo:induction")
+    return induction_task(n, seed)
+
 
 #: Task builders by name, for the CLI: ``builder(model, n=..., seed=...) -> Task``.
-REGISTRY: dict[str, Callable[..., Task]] = {"ioi": ioi}
+REGISTRY: dict[str, Callable[..., Task]] = {
+    "ioi": ioi,
+    "paren": _paren_builder,
+    "induction": _induction_builder,
+}
 
 
 def build(name: str, model: Model, n: int, seed: int = 0) -> Task:
@@ -24,13 +59,23 @@ __all__ = [
     "REGISTRY",
     "build",
     "Accuracy",
+    "BinaryCrossEntropy",
+    "InductionData",
+    "MarkovChain",
+    "ParenData",
+    "ParenMixture",
+    "RepeatSpec",
     "LogProb",
     "LogitDiff",
     "Metric",
     "ProbDiff",
     "Task",
     "get_metric",
+    "induction",
+    "induction_task",
     "ioi",
+    "paren",
+    "paren_task",
     "random_token_task",
     "single_token_names",
 ]

@@ -84,11 +84,30 @@ class Accuracy(Metric):
         return (picked[:, 0:1] > picked[:, 1:]).all(-1).float()
 
 
+@dataclass(frozen=True)
+class BinaryCrossEntropy(Metric):
+    """-log sigmoid(logit(correct) - logit(wrong)) (lower is better).
+
+    For a two-way classifier whose answers are (correct class, other class) this is its binary
+    cross-entropy loss (the loss Redwood's paren-balance checker was trained and scrubbed with);
+    for a language model it is the cross-entropy restricted to the answer pair. With more than
+    one wrong answer, their mean logit is used.
+    """
+
+    name: str = "bce"
+    higher_is_better = False
+
+    def compute(self, logits: Tensor, answers: Tensor) -> Tensor:
+        picked = logits.gather(-1, answers.to(logits.device))
+        return torch.nn.functional.softplus(picked[:, 1:].mean(-1) - picked[:, 0])
+
+
 METRICS: dict[str, type[Metric]] = {
     "logit_diff": LogitDiff,
     "logprob": LogProb,
     "prob_diff": ProbDiff,
     "accuracy": Accuracy,
+    "bce": BinaryCrossEntropy,
 }
 
 

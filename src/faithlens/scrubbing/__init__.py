@@ -1,0 +1,84 @@
+"""Causal scrubbing: test an interpretability hypothesis by resampling what it says is
+irrelevant (Chan et al., Redwood Research, 2022), on the faithlens run engine.
+
+    import faithlens as fl
+    from faithlens import scrubbing as sc
+
+    h = sc.Hypothesis("claim")
+    h.add("a", sc.to("head.1.0", direct=True), feature=my_feature)
+    result = fl.scrub(model, h, data, n=4000, behaviour=sc.CrossEntropy("label"))
+    print(result.summary())
+
+See docs/scrubbing.md for the formulas, the semantics and the pitfalls.
+"""
+
+from .adversary import Refinement, adversary, candidates
+from .data import ScrubData, field, rowwise
+from .engine import dry_run, prepare, scrub
+from .exact import ExactScrub, exact_scrub
+from .hypothesis import Hypothesis, InterpNode, Joined, join
+from .metrics import (
+    MSE,
+    Behaviour,
+    BinaryCrossEntropy,
+    CrossEntropy,
+    Fn,
+    NextTokenLoss,
+    TaskMetric,
+)
+from .paths import Paths, Route, input_of, to
+from .results import AdversaryResult, ScrubResult
+from .rewrites import (
+    Rewrite,
+    phi,
+    project,
+    split_heads,
+    split_positions,
+    split_qkv,
+    split_sum,
+)
+from .samplers import Exact, Generate, Kernel, Random, SameFeature, Sampler
+
+__all__ = [
+    "MSE",
+    "ExactScrub",
+    "Refinement",
+    "adversary",
+    "candidates",
+    "exact_scrub",
+    "AdversaryResult",
+    "Behaviour",
+    "BinaryCrossEntropy",
+    "CrossEntropy",
+    "Exact",
+    "Fn",
+    "Generate",
+    "Hypothesis",
+    "InterpNode",
+    "Joined",
+    "Kernel",
+    "NextTokenLoss",
+    "Paths",
+    "Random",
+    "Rewrite",
+    "Route",
+    "SameFeature",
+    "Sampler",
+    "ScrubData",
+    "ScrubResult",
+    "TaskMetric",
+    "dry_run",
+    "field",
+    "input_of",
+    "join",
+    "phi",
+    "prepare",
+    "project",
+    "rowwise",
+    "scrub",
+    "split_heads",
+    "split_positions",
+    "split_qkv",
+    "split_sum",
+    "to",
+]

@@ -1,0 +1,174 @@
+"""Result classes of causal scrubbing: :class:`ScrubResult` and :class:`AdversaryResult`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..results import Result
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+@dataclass(frozen=True)
+class ScrubResult(Result):
+    """One causal scrubbing experiment.
+
+    Per-example arrays are aligned on the reference examples: ``scrubbed`` (the behaviour of the
+    scrubbed model), ``original`` (of the model), ``baseline_values`` (``[B, n]``, one row per
+    named baseline), ``kl`` (KL from the model's to the scrubbed model's output distribution,
+    empty when the outputs are not logits) and ``references`` (the table rows of the reference
+    examples). ``table`` holds every estimate with its standard error and confidence interval;
+    ``nodes`` the sampling diagnostics of every interpretation node.
+    """
+
+    hypothesis: str
+    description: str
+    behaviour: str
+    higher_is_better: bool
+    n: int
+    seed: int
+    level: float
+    scrubbed: np.ndarray
+    original: np.ndarray
+    baseline_names: list[str]
+    baseline_values: np.ndarray
+    kl: np.ndarray
+    references: np.ndarray
+    table: pd.DataFrame
+    nodes: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    kind = "scrub"
+
+    # -- numbers -------------------------------------------------------------------------------
+    def _row(self, quantity: str) -> pd.Series:
+        hit = self.table[self.table["quantity"] == quantity]
+        if hit.empty:
+            raise KeyError(
+                f"no {quantity!r} in this result; quantities: {list(self.table['quantity'])}"
+            )
+        return hit.iloc[0]
+
+    @property
+    def expectation(self) -> float:
+        """E_h: the mean behaviour of the scrubbed model."""
+        return float(self._row("scrubbed")["estimate"])
+
+    @property
+    def se(self) -> float:
+        return float(self._row("scrubbed")["se"])
+
+    @property
+    def original_expectation(self) -> float:
+        return float(self._row("original")["estimate"])
+
+    def recovered(self, baseline: str | None = None) -> float:
+        """% loss recovered against a baseline (the first one by default)."""
+        name = baseline or self.baseline_names[0]
+        return float(self._row(f"% recovered vs {name}")["estimate"])
+
+    def recovered_ci(self, baseline: str | None = None) -> tuple[float, float]:
+        name = baseline or self.baseline_names[0]
+        r = self._row(f"% recovered vs {name}")
+        return float(r["low"]), float(r["high"])
+
+    def baseline(self, name: str) -> np.ndarray:
+        return self.baseline_values[self.baseline_names.index(name)]
+
+    # -- Result API ----------------------------------------------------------------------------
+    def to_frame(self) -> pd.DataFrame:
+        return self.table.copy()
+
+    def summary(self) -> str:
+        lines = [
+            f"causal scrubbing: {self.hypothesis!r} on {self.n} examples (seed {self.seed}); "
+            f"behaviour {self.behaviour} ({'higher' if self.higher_is_better else 'lower'} is better)"
+        ]
+        pct = round(100 * self.level)
+        for _, r in self.table.iterrows():
+            unit = " %" if str(r["quantity"]).startswith("%") else ""
+            lines.append(
+                f"  {r['quantity']:<32} {r['estimate']:10.4f}{unit}  ± {r['se']:.4f}  "
+                f"[{pct}% CI {r['low']:.4f}, {r['high']:.4f}]"
+            )
+        if self.kl.size:
+            lines.append(f"  mean KL(model || scrubbed)       {float(self.kl.mean()):10.4f}")
+        if self.warnings:
+            lines.append("warnings:")
+            lines.extend(f"  ! {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+    def plot(self, ax: Any = None) -> Figure:
+        from ..report.scrubbing import scrub_plot
+
+        return scrub_plot(self, ax=ax)
+
+    def replace(self, **kw: Any) -> ScrubResult:
+        return dataclasses.replace(self, **kw)
+
+
+@dataclass(frozen=True)
+class AdversaryResult(Result):
+    """Adversarial validation: the candidate refinements tried, their effect on the metric, and
+    the refinements chosen (greedily, one per step)."""
+
+    hypothesis: str
+    behaviour: str
+    higher_is_better: bool
+    original: float
+    base_expectation: float
+    base_se: float
+    final_expectation: float
+    candidates: pd.DataFrame
+    chosen: list[str]
+    evaluations: int
+    budget: int
+    final_description: str = ""
+    recovered_before: float = float("nan")
+    recovered_after: float = float("nan")
+    kind = "adversary"
+
+    @property
+    def moved(self) -> float:
+        """How far the chosen refinements moved the expectation (final - hypothesis)."""
+        return self.final_expectation - self.base_expectation
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.candidates.copy()
+
+    def summary(self) -> str:
+        lines = [
+            f"adversarial validation of {self.hypothesis!r}: {self.evaluations} evaluations "
+            f"(budget {self.budget}); behaviour {self.behaviour}",
+            f"  model {self.original:.4f}; hypothesis {self.base_expectation:.4f} ± {self.base_se:.4f}; "
+            f"after the adversary {self.final_expectation:.4f} (moved {self.moved:+.4f})",
+        ]
+        if np.isfinite(self.recovered_before):
+            lines.append(
+                f"  % recovered: {self.recovered_before:.1f} % -> {self.recovered_after:.1f} %"
+            )
+        if self.chosen:
+            lines.append("  chosen refinements: " + "; ".join(self.chosen))
+        else:
+            lines.append("  no refinement moved the metric beyond its noise")
+        top = self.candidates.sort_values("z", ascending=False).head(8)
+        for _, r in top.iterrows():
+            lines.append(
+                f"    step {int(r['step'])}: {r['refinement']:<48} {r['expectation']:.4f} "
+                f"(moves {r['delta']:+.4f} ± {r['se_delta']:.4f}, z={r['z']:.1f})"
+            )
+        return "\n".join(lines)
+
+    def plot(self, ax: Any = None) -> Figure:
+        from ..report.scrubbing import adversary_plot
+
+        return adversary_plot(self, ax=ax)
+
+
+__all__ = ["AdversaryResult", "ScrubResult"]

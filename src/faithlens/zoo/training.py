@@ -1,0 +1,508 @@
+"""Training zoo models: seeded, reproducible, checkpointed and resumable.
+
+``train(recipe, out_dir, seed=0)`` trains a :class:`~faithlens.zoo.ZooTransformer` from scratch
+with the recipe's data, loss and schedule (AdamW, linear warm-up then cosine decay, gradient
+clipping). It writes into ``out_dir``:
+
+- ``checkpoint.pt``: model, optimiser, scheduler, RNG state, step, history and elapsed time,
+  every ``checkpoint_every`` steps (atomically). Calling ``train`` again on the same folder
+  resumes from it; the result is identical to an uninterrupted run.
+- ``NAME.safetensors``: the trained weights (float32) with the config in the metadata;
+- ``NAME.md``: the model card (data, recipe, evaluation with confidence intervals, time);
+- ``run/``: the :class:`TrainingRun` result (history table, metrics).
+
+The batch of step ``s`` depends only on ``(seed, s)``, so resuming never replays or skips data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ..errors import InputError
+from ..results import Result
+from .config import ZooConfig
+from .model import ZooTransformer
+from .tokenizer import VocabTokenizer
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+WEIGHTS_FORMAT = "faithlens-zoo-1"
+Progress = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Optimisation settings of a recipe."""
+
+    steps: int
+    batch_size: int
+    lr: float = 1e-3
+    warmup: int = 100
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    checkpoint_every: int = 250
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise InputError(f"Schedule: steps and batch_size must be positive ({self})")
+        if self.lr <= 0:
+            raise InputError(f"Schedule.lr must be positive, got {self.lr}")
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of ``lr`` at ``step``: linear warm-up, then cosine to ``min_lr_ratio``."""
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        span = max(1, self.steps - self.warmup)
+        t = min(1.0, (step - self.warmup) / span)
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of the batch of ``step`` (independent streams per (seed, step))."""
+    return int(np.random.SeedSequence([int(seed), int(step)]).generate_state(1)[0])
+
+
+class Recipe(ABC):
+    """How to train and evaluate one zoo model. Subclasses define the data and the loss."""
+
+    name: str = "recipe"
+    description: str = ""
+    #: Examples in the final evaluation (None: the recipe's full validation set).
+    eval_n: int | None = None
+    #: Examples in the quick validation logged during training.
+    quick_n: int = 1000
+
+    def __init__(self, config: ZooConfig, schedule: Schedule) -> None:
+        self.config = config
+        self.schedule = schedule
+
+    # -- what a recipe provides ----------------------------------------------------------------
+    @abstractmethod
+    def batch(self, step: int, seed: int, batch_size: int) -> dict[str, Tensor]:
+        """The training batch of ``step`` (a pure function of its arguments)."""
+
+    @abstractmethod
+    def loss(
+        self, model: ZooTransformer, batch: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The scalar training loss and a few numbers to log."""
+
+    @abstractmethod
+    def quick_eval(self, model: ZooTransformer) -> dict[str, float]:
+        """Cheap validation numbers logged during training."""
+
+    @abstractmethod
+    def evaluate(self, model: ZooTransformer, *, n: int | None = None) -> dict[str, Any]:
+        """The final evaluation: metric name -> ``{"estimate", "low", "high", "se", "n"}`` (or a
+        plain number), on held-out data with a fixed seed."""
+
+    @abstractmethod
+    def tokenizer(self) -> VocabTokenizer: ...
+
+    def data_description(self) -> str:
+        """Markdown describing the data (for the model card)."""
+        return self.description
+
+    def check(self, metrics: dict[str, Any]) -> list[str]:
+        """Problems with a trained model's metrics (empty when it meets its targets)."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "config": self.config.to_dict(),
+            "schedule": asdict(self.schedule),
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# The result
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingRun(Result):
+    """One training run of a zoo recipe: its history, final metrics and cost."""
+
+    name: str
+    seed: int
+    steps: int
+    complete: bool
+    seconds: float
+    n_params: int
+    config: dict[str, Any]
+    schedule: dict[str, Any]
+    metrics: dict[str, Any]
+    history: pd.DataFrame
+    machine: dict[str, Any] = field(default_factory=dict)
+    out_dir: str = ""
+    resumed_from: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    kind = "training"
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.history
+
+    def metrics_frame(self) -> pd.DataFrame:
+        rows = []
+        for k, v in self.metrics.items():
+            if isinstance(v, dict) and "estimate" in v:
+                rows.append(
+                    {"metric": k, **{c: v.get(c) for c in ("estimate", "low", "high", "se", "n")}}
+                )
+            elif isinstance(v, (int, float)):
+                rows.append({"metric": k, "estimate": float(v)})
+        return pd.DataFrame(rows)
+
+    def summary(self) -> str:
+        lines = [
+            f"zoo:{self.name}  seed={self.seed}  steps={self.steps}"
+            f"{'' if self.complete else ' (incomplete)'}  params={self.n_params:,}",
+            f"training time {self.seconds / 60:.1f} min on {self.machine.get('threads', '?')} "
+            f"threads (load average at start {self.machine.get('load_start', '?')})",
+        ]
+        for _, r in self.metrics_frame().iterrows():
+            if pd.notna(r.get("low")):
+                lines.append(
+                    f"  {r['metric']:<28} {r['estimate']:.5g}  [{r['low']:.5g}, {r['high']:.5g}]"
+                )
+            else:
+                lines.append(f"  {r['metric']:<28} {r['estimate']:.5g}")
+        for p in self.problems:
+            lines.append(f"  PROBLEM: {p}")
+        return "\n".join(lines)
+
+    def plot(self, ax: Any = None) -> Figure:
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+        else:
+            fig = ax.figure
+        h = self.history
+        if len(h):
+            ax.plot(h["step"], h["loss"], lw=1, label="train loss")
+            for col in h.columns:
+                if col.startswith("val_") and "loss" in col:
+                    ok = h[col].notna()
+                    ax.plot(h["step"][ok], h[col][ok], marker="o", ms=3, lw=1, label=col)
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title(f"zoo:{self.name} training")
+        ax.legend(fontsize=8)
+        return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights
+# ----------------------------------------------------------------------------------------------
+
+
+def save_weights(
+    model: ZooTransformer, path: str | Path, info: dict[str, Any] | None = None
+) -> Path:
+    """Write float32 weights and the config (in the safetensors metadata)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
+    }
+    meta = {
+        "format": WEIGHTS_FORMAT,
+        "config": model.config.to_json(),
+        "info": json.dumps(info or {}, sort_keys=True, default=str),
+    }
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def read_weights(path: str | Path) -> tuple[ZooConfig, dict[str, Tensor], dict[str, Any]]:
+    """(config, state dict, info) from a zoo safetensors file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no zoo weights file at {path}")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != WEIGHTS_FORMAT:
+            raise InputError(
+                f"{path} is not a faithlens zoo weights file (format {meta.get('format')!r}, "
+                f"expected {WEIGHTS_FORMAT!r})"
+            )
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    config = ZooConfig.from_json(meta["config"])
+    info = json.loads(meta.get("info", "{}"))
+    return config, state, info
+
+
+def load_weights(
+    path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> tuple[ZooTransformer, dict[str, Any]]:
+    config, state, info = read_weights(path)
+    model = ZooTransformer(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputError(
+            f"{path} does not match its config: missing {sorted(missing)[:6]}, unexpected "
+            f"{sorted(unexpected)[:6]}"
+        )
+    model.eval()
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
+    return model, info
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+
+
+def _param_groups(model: ZooTransformer, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.dim() >= 2 and "embed" not in name:
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _machine(threads: int) -> dict[str, Any]:
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on every platform
+        load = []
+    return {
+        "threads": threads,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": str(torch.__version__),
+        "load_start": load,
+    }
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def train(
+    recipe: Recipe,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    resume: bool = True,
+    until: int | None = None,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    progress: Progress | None = None,
+    evaluate: bool = True,
+) -> TrainingRun:
+    """Train ``recipe`` from scratch (or resume it) into ``out_dir``.
+
+    Args:
+        recipe: a :class:`Recipe` (see :func:`faithlens.zoo.recipe`).
+        out_dir: folder for the checkpoint, weights, model card and run record.
+        seed: initialisation and data seed; the same seed on the same machine gives the same
+            weights.
+        resume: continue from ``out_dir/checkpoint.pt`` when it exists (it must come from the
+            same recipe, config, schedule and seed); ``False`` starts over.
+        until: stop after this many steps (checkpointed, no final evaluation); a later call
+            resumes. ``None``: train to the end.
+        device: where to train.
+        threads: torch CPU threads during training (default: leave as is).
+        progress: called as ``progress(step, total, numbers)`` after every step.
+        evaluate: run the recipe's final evaluation and write the model card.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sched = recipe.schedule
+    total = sched.steps
+    stop = total if until is None else min(int(until), total)
+    if stop < 0:
+        raise InputError(f"train: until must be >= 0, got {until}")
+    ckpt_path = out / "checkpoint.pt"
+    ident = {**recipe.describe(), "seed": int(seed)}
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(int(seed))
+            model = ZooTransformer(recipe.config)
+            model.reset_parameters(generator=gen)
+            model.to(device)
+            opt = torch.optim.AdamW(
+                _param_groups(model, sched.weight_decay), lr=sched.lr, betas=sched.betas
+            )
+            lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, sched.lr_factor)
+            step, seconds, history, resumed_from = 0, 0.0, [], 0
+            machine = _machine(torch.get_num_threads())
+            if resume and ckpt_path.exists():
+                ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+                if ck.get("ident") != json.loads(json.dumps(ident, default=str)):
+                    raise InputError(
+                        f"{ckpt_path} comes from a different recipe, config, schedule or seed; "
+                        "train into another folder or pass resume=False (--no-resume) to start over"
+                    )
+                model.load_state_dict(ck["model"])
+                opt.load_state_dict(ck["optimizer"])
+                lr_sched.load_state_dict(ck["scheduler"])
+                torch.set_rng_state(ck["rng"])
+                step, seconds, history = int(ck["step"]), float(ck["seconds"]), list(ck["history"])
+                resumed_from = step
+                machine["load_start"] = ck.get("machine", {}).get(
+                    "load_start", machine["load_start"]
+                )
+
+            def checkpoint() -> None:
+                _atomic_save(
+                    {
+                        "ident": json.loads(json.dumps(ident, default=str)),
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": lr_sched.state_dict(),
+                        "rng": torch.get_rng_state(),
+                        "step": step,
+                        "seconds": seconds,
+                        "history": history,
+                        "machine": machine,
+                    },
+                    ckpt_path,
+                )
+
+            model.train()
+            t0 = time.perf_counter()
+            while step < stop:
+                batch = {
+                    k: v.to(device) for k, v in recipe.batch(step, seed, sched.batch_size).items()
+                }
+                loss, stats = recipe.loss(model, batch)
+                if not torch.isfinite(loss):
+                    raise InputError(
+                        f"training loss became {float(loss)} at step {step}; lower the learning "
+                        "rate or check the recipe"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), sched.grad_clip)
+                opt.step()
+                lr_sched.step()
+                step += 1
+                numbers = {"loss": float(loss.detach()), **stats}
+                if step % sched.log_every == 0 or step == total:
+                    row: dict[str, Any] = {
+                        "step": step,
+                        "loss": numbers["loss"],
+                        "lr": float(opt.param_groups[0]["lr"]),
+                        "grad_norm": float(gnorm),
+                        "seconds": seconds + time.perf_counter() - t0,
+                        **stats,
+                    }
+                    if sched.eval_every and (step % sched.eval_every == 0 or step == total):
+                        model.eval()
+                        with torch.no_grad():
+                            row.update({f"val_{k}": v for k, v in recipe.quick_eval(model).items()})
+                        model.train()
+                        numbers.update({k: v for k, v in row.items() if k.startswith("val_")})
+                    history.append(row)
+                if step % sched.checkpoint_every == 0 or step == stop:
+                    seconds += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    checkpoint()
+                if progress is not None:
+                    progress(step, total, numbers)
+            model.eval()
+    finally:
+        torch.set_num_threads(old_threads)
+
+    complete = step >= total
+    metrics: dict[str, Any] = {}
+    problems: list[str] = []
+    with contextlib.suppress(OSError):  # no load average on some platforms
+        machine["load_end"] = [round(x, 2) for x in os.getloadavg()]
+    if complete and evaluate:
+        with torch.no_grad():
+            metrics = recipe.evaluate(model, n=recipe.eval_n)
+        problems = recipe.check(metrics)
+    run = TrainingRun(
+        name=recipe.name,
+        seed=int(seed),
+        steps=step,
+        complete=complete,
+        seconds=round(seconds, 2),
+        n_params=model.n_params,
+        config=recipe.config.to_dict(),
+        schedule=asdict(recipe.schedule),
+        metrics=metrics,
+        history=pd.DataFrame(history),
+        machine=machine,
+        out_dir=str(out),
+        resumed_from=resumed_from,
+        problems=problems,
+    )
+    if complete:
+        info = {
+            "name": recipe.name,
+            "seed": int(seed),
+            "steps": step,
+            "seconds": run.seconds,
+            "metrics": {
+                k: v
+                for k, v in metrics.items()
+                if not isinstance(v, (list, dict)) or "estimate" in v
+            },
+        }
+        save_weights(model.cpu(), out / f"{recipe.name}.safetensors", info)
+        if evaluate:
+            from .cards import render_card
+
+            (out / f"{recipe.name}.md").write_text(render_card(recipe, run))
+        run.save(out / "run")
+    return run
+
+
+__all__ = [
+    "Progress",
+    "Recipe",
+    "Schedule",
+    "TrainingRun",
+    "load_weights",
+    "read_weights",
+    "save_weights",
+    "step_seed",
+    "train",
+]

@@ -1,0 +1,211 @@
+"""``faithlens neurons ...`` end to end (typer's CliRunner)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from faithlens.cli import app
+from faithlens.results import Result
+
+runner = CliRunner()
+
+
+def text(r):
+    """The output with rich's line wrapping undone."""
+    return " ".join(r.output.split())
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 600
+    c = (rng.random((n, 5)) < 0.15).astype(np.float32)
+    x = np.stack([3 * c[:, 1] + rng.standard_normal(n), rng.standard_normal(n)], 1)
+    np.save(tmp_path / "acts.npy", x.astype(np.float32))
+    pd.DataFrame(c, columns=["red", "cat", "run", "big", "sad"]).to_csv(
+        tmp_path / "con.csv", index=False
+    )
+    return tmp_path
+
+
+def test_explain_from_files_saves_and_shows(files):
+    out = files / "res"
+    r = runner.invoke(
+        app,
+        [
+            "neurons",
+            "explain",
+            "-a",
+            str(files / "acts.npy"),
+            "-c",
+            str(files / "con.csv"),
+            "--metric",
+            "iou",
+            "--metric",
+            "auroc",
+            "--alpha",
+            "0.15",
+            "--n-boot",
+            "60",
+            "--out",
+            str(out),
+            "--plot",
+            str(files / "p.png"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "certified 'cat'" in text(r) and "NOT certified" in text(r)
+    assert "[iou]" in text(r)  # summaries print verbatim (no rich markup)
+    res = Result.load(out)
+    assert res.metrics == ("iou", "auroc") and res.concepts[1] == "cat"
+    assert (files / "p.png").stat().st_size > 0
+    r = runner.invoke(app, ["neurons", "show", str(out), "--unit", "0", "--metric", "auroc"])
+    assert r.exit_code == 0 and "cat" in text(r), r.output
+    r = runner.invoke(app, ["neurons", "show", str(out)])
+    assert r.exit_code == 0 and "units certified" in text(r)
+
+
+def test_explain_reports_bad_input_without_traceback(files):
+    bad = files / "short.csv"
+    pd.read_csv(files / "con.csv").iloc[:100].to_csv(bad, index=False)
+    r = runner.invoke(app, ["neurons", "explain", "-a", str(files / "acts.npy"), "-c", str(bad)])
+    assert r.exit_code == 2 and "one label row per probing sample" in text(r)
+    r = runner.invoke(app, ["neurons", "explain", "-a", str(files / "nope.npy"), "-c", str(bad)])
+    assert r.exit_code == 2 and "does not exist" in text(r)
+    r = runner.invoke(app, ["neurons", "explain"])
+    assert r.exit_code == 2 and "--activations" in text(r)
+
+
+def test_bound_and_required_n():
+    r = runner.invoke(
+        app, ["neurons", "bound", "--metric", "accuracy", "--n", "1000", "--concepts", "50"]
+    )
+    assert r.exit_code == 0 and "0.0616" in text(r)
+    r = runner.invoke(
+        app, ["neurons", "bound", "--metric", "accuracy", "--epsilon", "0.05", "--concepts", "1000"]
+    )
+    assert r.exit_code == 0 and "n >= 2120" in text(r)
+    r = runner.invoke(app, ["neurons", "bound", "--metric", "iou", "--n", "100"])
+    assert r.exit_code == 2 and "alpha" in text(r)
+
+
+def test_validate_command(tmp_path):
+    r = runner.invoke(
+        app,
+        [
+            "neurons",
+            "validate",
+            "--metric",
+            "iou",
+            "--n",
+            "100,300",
+            "--reps",
+            "30",
+            "--out",
+            str(tmp_path / "v"),
+            "--plot",
+            str(tmp_path / "v.png"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "coverage" in text(r) and (tmp_path / "v" / "result.json").exists()
+
+
+def test_dissect_command(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    np.save(tmp_path / "maps.npy", torch.randn(10, 3, 4, 4, generator=g).numpy())
+    np.save(tmp_path / "masks.npy", (torch.rand(10, 2, 8, 8, generator=g) < 0.3).float().numpy())
+    r = runner.invoke(
+        app,
+        [
+            "neurons",
+            "dissect",
+            "--maps",
+            str(tmp_path / "maps.npy"),
+            "--masks",
+            str(tmp_path / "masks.npy"),
+            "--names",
+            "sky,tree",
+            "--quantile",
+            "0.05",
+            "--n-boot",
+            "20",
+            "--out",
+            str(tmp_path / "d"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "Network Dissection" in text(r) and "sky" in text(r)
+    assert Result.load(tmp_path / "d").concepts == ("sky", "tree")
+
+
+def test_digits_command(tmp_path):
+    r = runner.invoke(
+        app,
+        ["neurons", "digits", "--n-probe", "150", "--n-boot", "20", "--out", str(tmp_path / "dg")],
+    )
+    assert r.exit_code == 0, r.output
+    # 150 digits identify every logit (single-concept BE sets) but are too few to certify
+    assert "BE set {digit 0}" in text(r) and "Network Dissection" in text(r)
+    assert (tmp_path / "dg" / "logits" / "result.json").exists()
+
+
+@pytest.mark.smollm2
+def test_explain_command_on_a_model(smollm2, monkeypatch, tmp_path):
+    import faithlens.cli._common as common
+
+    monkeypatch.setattr(common, "load_model", lambda name, device=None: smollm2)
+    import faithlens.cli.neurons as cli_neurons
+
+    monkeypatch.setattr(cli_neurons, "load_model", lambda name, device=None: smollm2)
+    texts = tmp_path / "t.txt"
+    texts.write_text("The red cat sat on the mat.\nMy mother is a doctor in Paris.\n" * 10)
+    r = runner.invoke(
+        app,
+        [
+            "neurons",
+            "explain",
+            "--model",
+            "smollm2",
+            "--site",
+            "mlp_post.2",
+            "--texts",
+            str(texts),
+            "--units",
+            "0:16",
+            "--n-boot",
+            "20",
+            "--alpha",
+            "0.05",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "16 units" in text(r) and "20 groups" in text(r)
+
+
+def test_sanity_command(tmp_path):
+    r = runner.invoke(
+        app,
+        [
+            "neurons",
+            "sanity",
+            "--metric",
+            "iou",
+            "--metric",
+            "recall",
+            "--n",
+            "4000",
+            "--seeds",
+            "10",
+            "--frequencies",
+            "0.1,0.01",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "pass both: iou" in text(r)

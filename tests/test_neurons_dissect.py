@@ -1,0 +1,187 @@
+"""Network Dissection against a brute-force IoU, and the digits CNN with known explanations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import faithlens.neurons as N
+from faithlens.errors import InputError, ShapeError
+from faithlens.neurons import bounds as B
+from faithlens.neurons import digits as D
+from faithlens.neurons.engine import Problem
+from faithlens.neurons.explain import bootstrap_pass, full_pass, unit_blocks
+
+
+def brute_iou(maps, masks, q):
+    """NetDissect by hand: upsample, top-q threshold over all images and pixels, dataset IoU."""
+    up = F.interpolate(maps, size=masks.shape[-2:], mode="bilinear", align_corners=False)
+    out = np.zeros((maps.shape[1], masks.shape[1]))
+    for k in range(maps.shape[1]):
+        v = up[:, k].reshape(-1)
+        n_fire = math.ceil(q * v.numel())
+        thr = torch.sort(v, descending=True).values[n_fire - 1]
+        fire = up[:, k] >= thr
+        for c in range(masks.shape[1]):
+            lab = masks[:, c] > 0
+            out[k, c] = float((fire & lab).sum() / (fire | lab).sum())
+    return out
+
+
+def test_dissect_matches_brute_force_dataset_iou():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(12, 3, 4, 4, generator=g)
+    masks = (torch.rand(12, 2, 8, 8, generator=g) < 0.3).float()
+    labels = (torch.rand(12, 1, generator=g) < 0.5).float()
+    res = N.dissect(
+        maps,
+        masks,
+        labels,
+        concept_names=["m0", "m1"],
+        label_names=["scene"],
+        quantile=0.05,
+        n_boot=30,
+    )
+    full = torch.cat([masks, labels[:, :, None, None].expand(-1, -1, 8, 8)], 1)
+    assert np.allclose(res.scores[0], brute_iou(maps, full, 0.05), atol=1e-6)
+    assert res.concepts == ("m0", "m1", "scene") and res.n_groups == 12 and res.n_images == 12
+    assert "grouped ratio of means" in res.bounds[0]
+    df = res.to_frame()
+    assert "detector" in df and len(df) == 3
+    assert "Network Dissection" in res.summary()
+
+
+def test_dissect_bad_inputs():
+    maps = torch.randn(4, 2, 3, 3)
+    with pytest.raises(ShapeError, match=r"\[n_images, channels"):
+        N.dissect(maps[0], torch.zeros(4, 1, 6, 6))
+    with pytest.raises(ShapeError, match="masks cover 3 images"):
+        N.dissect(maps, torch.zeros(3, 1, 6, 6))
+    with pytest.raises(InputError, match="masks, image-level labels, or both"):
+        N.dissect(maps)
+    with pytest.raises(ShapeError, match="2 concept names for 1 masks"):
+        N.dissect(maps, torch.rand(4, 1, 6, 6), concept_names=["a", "b"])
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return D.digits_model(), D.load_digits_data(0)
+
+
+def test_shipped_digits_cnn_is_accurate(digits):
+    _, data = digits
+    assert len(data.y_probe) == 597
+    assert D.accuracy(D.digits_cnn(), data.x_probe, data.y_probe) > 0.95
+
+
+def test_training_recipe_learns():
+    net = D.train_digits_cnn(seed=1, epochs=5)
+    data = D.load_digits_data(1)
+    assert D.accuracy(net, data.x_probe, data.y_probe) > 0.35  # chance is 0.1
+
+
+def test_logits_are_explained_by_their_digits_with_certified_winners(digits):
+    model, data = digits
+    acts = N.collect(model, data.x_probe, "logits")
+    assert acts.values.shape == (597, 10)
+    res = N.explain(
+        acts, D.digit_concepts(data.y_probe), ["iou", "accuracy"], alpha=0.1, n_boot=100
+    )
+    for metric in ("iou", "accuracy"):
+        win = res.top_scoring(metric)
+        assert [res.concepts[i] for i in win] == [f"digit {d}" for d in range(10)]
+    cert = res.certified("iou")
+    assert cert.sum() >= 8
+    # every certified explanation is the right digit, with a guaranteed IoU
+    for u in np.nonzero(cert)[0]:
+        assert res.explanations("iou")[res.units[u]] == f"digit {u}"
+        assert res.lower[0, u, u] > 0.3
+    assert (res.be_set("iou").sum(1) == 1).all()
+
+
+def test_pool_channels_dissected_against_pixel_regions(digits):
+    model, data = digits
+    masks, names = D.pixel_concepts(data.x_probe)
+    assert masks.shape == (597, 7, 8, 8) and names == D.PIXEL_CONCEPTS
+    # the masks are what they say: ink in the top half is ink and in rows 0-3
+    assert (masks[:, 1] <= masks[:, 0]).all() and masks[:, 1, 4:].sum() == 0
+    res = N.dissect(
+        "pool",
+        masks,
+        concept_names=names,
+        model=model,
+        inputs=data.x_probe,
+        quantile=0.1,
+        n_boot=100,
+    )
+    live = [u for u in range(32) if u not in res.skipped]
+    assert len(live) >= 20 and res.detectors()[live].mean() > 0.5
+    # stability: most live channels have a single-concept BE set at 597 images
+    be = res.be_set()
+    singleton = be[live].sum(1) == 1
+    assert singleton.mean() > 0.6
+    # and the BE sets are no larger with more images
+    small = N.dissect(
+        "pool",
+        masks[:150],
+        concept_names=names,
+        model=model,
+        inputs=data.x_probe[:150],
+        quantile=0.1,
+        n_boot=100,
+    )
+    live_s = [u for u in live if u not in small.skipped]
+    assert small.be_set()[live_s].sum(1).mean() >= be[live_s].sum(1).mean() - 0.1
+
+
+def test_pixel_concepts_by_hand():
+    img = torch.zeros(1, 8, 8)
+    img[0, 1, 2:6] = 1.0  # a horizontal stroke in the top half
+    img[0, 6, 1] = 1.0  # an isolated dot bottom left
+    m, _ = D.pixel_concepts(img)
+    ink, top, bottom, left, right, centre, stroke = m[0]
+    assert ink.sum() == 5 and top.sum() == 4 and bottom.sum() == 1
+    assert left.sum() == 3 and right.sum() == 2  # columns 1, 2, 3 are left of 4
+    assert centre.sum() == 0 and stroke.sum() == 4 and stroke[6, 1] == 0
+
+
+def test_planted_loop_unit_is_covered_by_be_sets(digits):
+    """R2(c): a unit 'loop digit + noise' on 100 random probe subsets: BE covers 'loop'."""
+    _, data = digits
+    con = D.digit_concepts(data.y_probe)
+    rng = np.random.default_rng(0)
+    reps, n = 100, 150
+    idx = np.stack([rng.choice(len(data.y_probe), n, replace=False) for _ in range(reps)])
+    c = con.values[torch.from_numpy(idx)]  # [reps, n, M]
+    loop = con.names.index("loop")
+    x = c[:, :, loop] + 0.6 * torch.from_numpy(rng.standard_normal((reps, n)).astype(np.float32))
+    prob = Problem(
+        x=x.T.contiguous(),
+        c=c,
+        alpha=0.4,
+        thresholds=None,
+        direction="unit_predicts_concept",
+        perm=torch.randperm(n),
+    )
+    blocks = unit_blocks(prob, reps)
+    fp = full_pass(prob, ("iou",), blocks)
+    lo = np.zeros_like(fp.scores)
+    freq = bootstrap_pass(
+        prob,
+        ("iou",),
+        blocks,
+        fp.scores,
+        lo,
+        lo.copy(),
+        [],
+        n_boot=100,
+        per_chunk=100,
+        seed=0,
+        band_delta=0.05,
+    )
+    be = B.be_sets(freq[0].astype(np.float64), 0.9)
+    assert be[:, loop].mean() >= 0.9
