@@ -317,3 +317,21 @@ def test_isotropic_null_gives_the_same_planted_verdicts():
         assert res.kind[1:] == ["random_ablate"] * 4
     with pytest.raises(fl.InputError, match="null"):
         specificity(pm.model, b, r.ablation(1), null="uniform")
+
+
+def test_explain_direction_certifies_the_planted_concept():
+    from faithlens.representations import explain_direction
+    from tests._represent import planted_acts
+
+    pm = planted()
+    acts = planted_acts()
+    r = planted_reading("pca")
+    plen = np.array([len(p.split()) for p in pm.pairs(64).positive]) > 4  # a distractor
+    e = explain_direction(r, acts, 1, {"long prompt": plen}, n_boot=100)
+    assert e.concepts == ("truthful", "long prompt")
+    assert e.explanations()[e.units[0]] == "truthful"
+    assert e.be_set()[0].tolist() == [True, False]
+    with pytest.raises(fl.InputError, match="labels"):
+        explain_direction(r, acts, 1, {"bad": np.ones(5)})
+    with pytest.raises(fl.InputError, match="no reading vector"):
+        explain_direction(r, acts, 3)

@@ -45,6 +45,8 @@ def test_example_runs_small(smollm2, tmp_path):
         "persistent",
     } <= set(rep.checks["check"])
     assert rep.passed("causal: steer -")
+    expl = out["explanation"]
+    assert expl.concepts[0] == "true" and len(expl.concepts) > 2
     for name in ("reading_pca", "steering", "report"):
         assert (tmp_path / name / "result.json").exists()
     assert (tmp_path / "report.png").exists()

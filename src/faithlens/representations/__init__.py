@@ -9,6 +9,7 @@ from .behaviour import AnswerJudge, Behaviour, label_rates
 from .checks import (
     CHECKS,
     compare,
+    explain_direction,
     faithfulness,
     logit_lens,
     measure,
@@ -69,6 +70,7 @@ __all__ = [
     "collect",
     "compare",
     "continuation_logprobs",
+    "explain_direction",
     "fact_completion",
     "facts",
     "faithfulness",
