@@ -1,6 +1,16 @@
 """faithlens: is your explanation of a neural network faithful?"""
 
-from . import divergence, interventions, neurons, patching, scrubbing, stats, tasks, zoo
+from . import (
+    divergence,
+    interventions,
+    neurons,
+    patching,
+    representations,
+    scrubbing,
+    stats,
+    tasks,
+    zoo,
+)
 from .das import DASResult, das
 from .divergence.audit import AuditResult, audit
 from .divergence.compare import DivergenceResult, divergences
@@ -15,6 +25,16 @@ from .errors import (
 from .interventions import Add, Interchange, Intervention, Mean, Patch, Project, Resample, Zero
 from .models import Inputs, Model, Site, load, wrap
 from .patching import PatchingResult, attribution_patch, patch
+from .representations import (
+    Behaviour,
+    ContrastPairs,
+    FaithfulnessReport,
+    ReadingResult,
+    Steering,
+    faithfulness,
+    generate,
+)
+from .representations import read as read_directions
 from .results import Result
 from .runs import Resume, RunOutput, run
 from .scrubbing import Hypothesis, ScrubResult, adversary, scrub
@@ -70,4 +90,13 @@ __all__ = [
     "tasks",
     "wrap",
     "zoo",
+    "Behaviour",
+    "ContrastPairs",
+    "FaithfulnessReport",
+    "ReadingResult",
+    "Steering",
+    "faithfulness",
+    "generate",
+    "read_directions",
+    "representations",
 ]

@@ -9,7 +9,8 @@ Speed comes from three options:
 
 - ``start_at=Resume(layer, hidden, offset, kv)``: recompute only layers ``layer..`` from a cached
   residual stream, and in a causal model only positions ``offset..`` (earlier positions are read
-  from cached keys and values);
+  from cached keys and values); ``Resume.decode(kv, offset)`` computes only the new positions from
+  the embedding on (incremental decoding: one generated token at a time);
 - ``logits_at``: unembed only the positions a metric reads;
 - ``stop_at``: stop after a site has been computed.
 """
@@ -50,12 +51,25 @@ class Resume:
     positions ``offset..``. When ``offset > 0`` (causal models only), ``kv`` holds every layer's
     cached keys and values for positions ``< offset`` (``[(keys, values)]``, each
     ``[batch, kv_heads, offset, d_head]``), so those positions are not recomputed.
+
+    ``hidden=None`` (only with ``layer=0`` and ``offset > 0``) runs the new positions through the
+    whole model, embedding included, on top of the cached keys and values: incremental decoding.
+    Build it with :meth:`Resume.decode`.
     """
 
     layer: int
-    hidden: Tensor
+    hidden: Tensor | None
     offset: int = 0
     kv: Sequence[tuple[Tensor, Tensor]] | None = None
+
+    @classmethod
+    def decode(cls, kv: Sequence[tuple[Tensor, Tensor]], offset: int | None = None) -> Resume:
+        """Continue a causal run from its keys and values (``RunOutput.kv``): only positions
+        ``offset..`` (default: the cached length) are computed, from the embedding on."""
+        if not kv:
+            raise InputError("Resume.decode needs the cached keys and values of a run")
+        cached = int(kv[0][0].shape[-2])
+        return cls(layer=0, hidden=None, offset=cached if offset is None else offset, kv=kv)
 
     @classmethod
     def from_run(
@@ -255,18 +269,36 @@ def run(
                 raise InputError("Resume with offset > 0 needs the cached keys and values (kv=...)")
             if inp.ids is None or offset >= inp.ids.shape[1]:
                 raise InputError(f"Resume offset {offset} leaves no position to recompute")
-        if start_at.hidden.shape[0] != batch:
+        if start_at.hidden is None:
+            if start_at.layer != 0 or not offset:
+                raise InputError(
+                    "Resume without a hidden state continues from cached keys and values: it "
+                    "needs layer=0 and offset > 0 (use Resume.decode(kv))"
+                )
+            assert start_at.kv is not None  # checked above (offset > 0)
+            cached_rows = int(start_at.kv[0][0].shape[0])
+            if cached_rows != batch:
+                raise ShapeError(
+                    f"the cached keys and values hold {cached_rows} examples but the inputs "
+                    f"have {batch}"
+                )
+        elif start_at.hidden.shape[0] != batch:
             raise ShapeError(
                 f"Resume hidden state has {start_at.hidden.shape[0]} examples but the inputs have {batch}"
             )
         want_seq = (inp.ids.shape[1] - offset) if inp.ids is not None else None
-        if want_seq is not None and start_at.hidden.shape[1] != want_seq:
+        if (
+            want_seq is not None
+            and start_at.hidden is not None
+            and start_at.hidden.shape[1] != want_seq
+        ):
             raise ShapeError(
                 f"Resume hidden state covers {start_at.hidden.shape[1]} positions; the inputs "
                 f"have {want_seq} positions from offset {offset}"
             )
     stop_info = adapter.site_info(as_site(stop_at).name) if stop_at is not None else None
-    start_layer = start_at.layer if start_at is not None else None
+    # A decoding run (no hidden state) starts at the embedding: every site is reached.
+    start_layer = start_at.layer if start_at is not None and start_at.hidden is not None else None
 
     # ---- resolve every site before any work -----------------------------------------------
     ops: dict[HookPoint, list[_Op]] = {}
@@ -357,7 +389,7 @@ def run(
         ctx = torch.enable_grad() if grad else torch.no_grad()
         resume_ctx = (
             adapter.resumed(start_at.layer, start_at.hidden.to(model.device))
-            if start_at is not None
+            if start_at is not None and start_at.hidden is not None
             else _null()
         )
         with ctx, resume_ctx:

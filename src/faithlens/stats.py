@@ -224,21 +224,45 @@ def mean_interval(
     return bootstrap(stat, (np.asarray(x),), n_boot=n_boot, level=level, seed=seed)
 
 
-def proportion_interval(successes: int, n: int, *, level: float = 0.95) -> Interval:
+def proportion_interval(successes: ArrayLike, n: ArrayLike, *, level: float = 0.95) -> Interval:
     """A proportion ``successes / n`` with its Wilson score interval (good near 0 and 1, where
-    the bootstrap and the normal interval are not) and the binomial standard error."""
-    if n < 1:
+    the bootstrap and the normal interval are not) and the binomial standard error
+    ``sqrt(p (1 - p) / n)``. Elementwise: ``successes`` and ``n`` may be arrays (they broadcast);
+    scalars give 0-d arrays."""
+    k = np.asarray(successes, dtype=np.float64)
+    m = np.asarray(n, dtype=np.float64)
+    k, m = np.broadcast_arrays(k, m)
+    if bool((m < 1).any()):
         raise ValueError("proportion_interval: n must be at least 1")
-    if not 0 <= successes <= n:
+    if bool((k < 0).any()) or bool((k > m).any()):
         raise ValueError(f"proportion_interval: successes={successes} is not in 0..n={n}")
-    p = successes / n
-    ci = _st.binomtest(int(successes), int(n)).proportion_ci(
-        confidence_level=level, method="wilson"
-    )
-    return Interval(
-        np.asarray(p),
-        np.asarray(np.sqrt(p * (1 - p) / n)),
-        np.asarray(ci.low),
-        np.asarray(ci.high),
-        level,
-    )
+    p = k / m
+    z = float(_st.norm.ppf(0.5 + level / 2))
+    denom = 1 + z**2 / m
+    centre = (p + z**2 / (2 * m)) / denom
+    half = z * np.sqrt(p * (1 - p) / m + z**2 / (4 * m**2)) / denom
+    se = np.sqrt(p * (1 - p) / m)
+    low = np.clip(centre - half, 0.0, 1.0)
+    high = np.clip(centre + half, 0.0, 1.0)
+    return Interval(p, se, low, high, level)
+
+
+def empirical_p(
+    observed: ArrayLike, null: ArrayLike, *, alternative: str = "greater"
+) -> np.ndarray:
+    """Permutation-style p-value of ``observed`` against draws from a null distribution
+    (last axis): ``(1 + #{null >= observed}) / (1 + n_null)`` for ``alternative="greater"``,
+    ``<=`` for ``"less"``, and ``|null| >= |observed|`` for ``"two-sided"``."""
+    obs = np.asarray(observed, dtype=np.float64)[..., None]
+    nul = np.asarray(null, dtype=np.float64)
+    if alternative == "greater":
+        hits = nul >= obs
+    elif alternative == "less":
+        hits = nul <= obs
+    elif alternative == "two-sided":
+        hits = np.abs(nul) >= np.abs(obs)
+    else:
+        raise ValueError(
+            f"alternative must be 'greater', 'less' or 'two-sided', not {alternative!r}"
+        )
+    return np.asarray((1 + hits.sum(-1)) / (1 + nul.shape[-1]))

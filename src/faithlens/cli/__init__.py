@@ -41,6 +41,7 @@ COMMAND_MODULES = [
     "faithlens.cli.patching",
     "faithlens.cli.scrub",
     "faithlens.cli.neurons",
+    "faithlens.cli.represent",
     "faithlens.cli.divergence",
     "faithlens.cli.zoo",
 ]

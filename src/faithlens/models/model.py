@@ -291,14 +291,23 @@ class Model:
                 f"cannot run on inputs of type {type(inputs).__name__}: pass strings, a tensor of "
                 "token ids, a tokenizer output, or the module's input tensors"
             )
-        if out.mask is not None and out.mask.dim() == 2 and out.mask.shape[1] > 1:
+        # Left padding shifts every position, unless the caller gives the position ids itself
+        # (as the decoding loop of faithlens.representations.generate does).
+        explicit_positions = "position_ids" in out.kwargs
+        if (
+            out.mask is not None
+            and out.mask.dim() == 2
+            and out.mask.shape[1] > 1
+            and not explicit_positions
+        ):
             m = out.mask.long()
             if bool((m[:, 1:] > m[:, :-1]).any()):
                 bad = (m[:, 1:] > m[:, :-1]).any(-1).nonzero().flatten().tolist()[:8]
                 raise InputError(
                     f"examples {bad} are left-padded; faithlens needs right padding (real tokens "
                     "first, then padding) so that positions and rotary embeddings stay aligned. "
-                    "Use model.tokenize(texts), which pads on the right."
+                    "Use model.tokenize(texts), which pads on the right (or pass explicit "
+                    "position_ids in Inputs.kwargs)."
                 )
         return out.to(self.device)
 

@@ -1,0 +1,321 @@
+"""``faithlens represent``: reading vectors, steering and faithfulness checks from the shell."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ._common import console, friendly_errors, load_model, print_frame, progress_bar
+
+CONCEPTS = ("truth", "honesty", "planted", "decoy")
+
+HELP = (
+    "Representation analysis: read a concept's direction per layer from contrast pairs, "
+    "steer generation with it, and check whether it is a faithful explanation (causal, "
+    "specific, stable, on-distribution, readable, who writes it). Concepts: truth (true vs "
+    "false statements), honesty (RepE honest vs untruthful persona), and planted / decoy "
+    "(the ground-truth directions of '--model planted')."
+)
+
+
+def parse_layers(spec: str, n_layers: int) -> list[int]:
+    """``all``, ``A-B`` (inclusive), or a comma-separated list (negative counts from the end)."""
+    from ..errors import InputError
+
+    s = spec.strip().lower()
+    if s == "all":
+        return list(range(n_layers))
+    out: list[int] = []
+    try:
+        for part in (p.strip() for p in s.split(",")):
+            rng = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+            if rng:
+                out += list(range(int(rng.group(1)), int(rng.group(2)) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError as e:
+        raise InputError(f"cannot read layers {spec!r}: use 'all', '10-16' or '8,12,16'") from e
+    if not out:
+        raise InputError(f"no layers in {spec!r}")
+    bad = [x for x in out if not -n_layers <= x < n_layers]
+    if bad:
+        raise InputError(f"layers {bad} out of range for a model with {n_layers} layers")
+    return sorted({x % n_layers for x in out})
+
+
+def _coefs(spec: str) -> list[float]:
+    from ..errors import InputError
+
+    try:
+        vals = [float(x) for x in spec.split(",") if x.strip()]
+    except ValueError as e:
+        raise InputError(f"cannot read coefficients {spec!r}: use e.g. '-1,1'") from e
+    if not vals:
+        raise InputError("give at least one coefficient")
+    return vals
+
+
+def _setup(model: str, concept: str, device: str | None, seed: int) -> tuple[Any, Any]:
+    """(model, planted ground truth or None)."""
+    from ..errors import InputError
+
+    if concept not in CONCEPTS:
+        raise InputError(f"unknown concept {concept!r}; choose from {list(CONCEPTS)}")
+    if model == "planted":
+        from ..representations import planted_model
+
+        pm = planted_model(seed)
+        if device:
+            pm.model.to(device)
+        return pm.model, pm
+    if concept in ("planted", "decoy"):
+        raise InputError(f"concept {concept!r} exists only on '--model planted'")
+    return load_model(model, device), None
+
+
+def _pairs(m: Any, pm: Any, concept: str, n: int | None, seed: int) -> Any:
+    from ..errors import InputError
+    from ..representations import honesty_pairs, truth_pairs
+
+    if pm is not None:
+        if concept not in ("planted", "decoy"):
+            raise InputError("'--model planted' has the concepts 'planted' and 'decoy'")
+        k = n or 64
+        return pm.pairs(k, seed) if concept == "planted" else pm.decoy_pairs(k, seed)
+    if concept == "truth":
+        return truth_pairs(n=n, seed=seed)
+    return honesty_pairs(
+        m,
+        n=n,
+        seed=seed,
+        chat=m.tokenizer is not None and bool(getattr(m.tokenizer, "chat_template", None)),
+    )
+
+
+def _behaviour(m: Any, pm: Any, n: int, seed: int) -> Any:
+    from ..representations import fact_completion
+
+    if pm is not None:
+        return pm.behaviour(n, seed)
+    chat = m.tokenizer is not None and bool(getattr(m.tokenizer, "chat_template", None))
+    return fact_completion(m, n=n, seed=seed + 1, chat=chat)
+
+
+def _read(
+    m: Any,
+    pm: Any,
+    concept: str,
+    method: str,
+    layers: str,
+    n_pairs: int | None,
+    n_stability: int,
+    n_boot: int,
+    seed: int,
+    position: str,
+) -> Any:
+    from ..representations import read
+
+    pairs = _pairs(m, pm, concept, n_pairs, seed)
+    ls = parse_layers(layers, m.n_layers)
+    pos: str | int = int(position) if position.lstrip("-").isdigit() else position
+    with progress_bar(f"activations of {len(pairs)} pairs") as advance:
+        return read(
+            m,
+            pairs,
+            method=method,
+            layers=ls,
+            position=pos,
+            n_stability=n_stability,
+            n_boot=n_boot,
+            seed=seed,
+            progress=advance,
+        ), pairs
+
+
+_MODEL = typer.Option(
+    "smollm2",
+    "--model",
+    "-m",
+    help="Model name (smollm2, a local folder...) or 'planted' (the synthetic ground truth).",
+)
+_CONCEPT = typer.Option("truth", "--concept", "-c", help="truth | honesty | planted | decoy.")
+_METHOD = typer.Option("pca", "--method", help="pca | mean_diff | logistic | random.")
+_SEED = typer.Option(0, "--seed", help="Seed for splits, bootstraps and random directions.")
+_DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:1... (default: cpu).")
+_NBOOT = typer.Option(1000, "--n-boot", help="Bootstrap resamples for confidence intervals.")
+
+
+def register(app: typer.Typer) -> None:
+    represent_app = typer.Typer(help=HELP, no_args_is_help=True)
+
+    @represent_app.command("read")
+    def read_cmd(
+        model: str = _MODEL,
+        concept: str = _CONCEPT,
+        method: str = _METHOD,
+        layers: str = typer.Option("all", "--layers", "-l", help="all, 10-16 or 8,12,16."),
+        n: int = typer.Option(None, "--n", help="Contrast pairs (default: all shipped)."),
+        position: str = typer.Option("last", "--position", help="last | mean | offset <= 0."),
+        n_stability: int = typer.Option(50, "--n-stability", help="Bootstrap refits (0: skip)."),
+        n_boot: int = _NBOOT,
+        seed: int = _SEED,
+        device: str = _DEVICE,
+        out: Path = typer.Option(None, "--out", "-o", help="Folder for the result and plot."),
+    ) -> None:
+        """Read the concept's direction per layer: held-out accuracy, AUROC and stability, with CIs."""
+        with friendly_errors():
+            m, pm = _setup(model, concept, device, seed)
+            res, _ = _read(m, pm, concept, method, layers, n, n_stability, n_boot, seed, position)
+            console.print(res.summary().split("\n")[0])
+            df = res.to_frame()[
+                [
+                    "layer",
+                    "accuracy",
+                    "accuracy_low",
+                    "accuracy_high",
+                    "auroc",
+                    "auroc_low",
+                    "auroc_high",
+                    "stability",
+                ]
+            ]
+            print_frame(df, title=f"reading '{res.concept}' per layer", max_rows=64)
+            console.print(f"best layer: {res.best_layer()}")
+            if out is not None:
+                res.save(out)
+                res.plot().savefig(out / "reading.png", dpi=150)
+                console.print(f"wrote {out}/result.json, table.parquet, arrays.npz, reading.png")
+
+    @represent_app.command("steer")
+    def steer_cmd(
+        model: str = _MODEL,
+        concept: str = _CONCEPT,
+        method: str = _METHOD,
+        layers: str = typer.Option("10-16", "--layers", "-l", help="Layers to steer at."),
+        coef: str = typer.Option(
+            "-1,1", "--coef", help="Coefficients in units of the pair separation, e.g. '-1,1'."
+        ),
+        when: str = typer.Option(
+            "all",
+            "--when",
+            help="all (prompt + every generated token) | prompt (one-shot) | generated.",
+        ),
+        n: int = typer.Option(16, "--n", help="Behaviour prompts."),
+        n_pairs: int = typer.Option(None, "--n-pairs", help="Contrast pairs to read from."),
+        metric: str = typer.Option(
+            "margin", "--metric", help="margin | rate (judged generations)."
+        ),
+        max_new_tokens: int = typer.Option(8, "--max-new-tokens", help="Tokens to generate."),
+        show: int = typer.Option(4, "--show", help="Generations to print per condition."),
+        n_boot: int = _NBOOT,
+        seed: int = _SEED,
+        device: str = _DEVICE,
+        out: Path = typer.Option(None, "--out", "-o", help="Folder for the result and plot."),
+    ) -> None:
+        """Steer with the concept's reading vector and measure the behaviour against no steering."""
+        from ..representations import compare
+
+        with friendly_errors():
+            m, pm = _setup(model, concept, device, seed)
+            ls = parse_layers(layers, m.n_layers)
+            cs = _coefs(coef)
+            beh = _behaviour(m, pm, n, seed)
+            res, _ = _read(
+                m, pm, concept, method, ",".join(map(str, ls)), n_pairs, 0, 200, seed, "last"
+            )
+            conds = [res.steering(ls, c, when=when) for c in cs]
+            with progress_bar(f"behaviour under {len(conds)} conditions") as advance:
+                eff = compare(
+                    m,
+                    beh,
+                    conds,
+                    coefs=cs,
+                    metric=metric,
+                    n_boot=n_boot,
+                    seed=seed,
+                    progress=advance,
+                    max_new_tokens=max_new_tokens,
+                )
+            console.print(eff.summary().split("\n")[0])
+            print_frame(
+                eff.to_frame()[["condition", "mean", "effect", "ci_low", "ci_high"]],
+                title=f"effect on '{beh.name}' ({metric})",
+            )
+            if show > 0:
+                rows = list(range(min(show, len(beh))))
+                sub = beh.subset(rows)
+                for label, st in [("unsteered", None), *[(c.label, c) for c in conds]]:
+                    gens = sub.generate(m, st, max_new_tokens=max_new_tokens)
+                    labels = sub.labels(gens)
+                    console.print(f"[bold]{label}[/]")
+                    for i, (t, lab) in enumerate(zip(gens.texts, labels)):
+                        console.print(
+                            f"  [{lab}] ...{str(sub.prompts[i])[-30:]!r} -> {t!r}",
+                            highlight=False,
+                            markup=False,
+                        )
+            if out is not None:
+                eff.save(out)
+                eff.plot().savefig(out / "steering.png", dpi=150)
+                console.print(f"wrote {out}/result.json, table.parquet, steering.png")
+
+    @represent_app.command("check")
+    def check_cmd(
+        model: str = _MODEL,
+        concept: str = _CONCEPT,
+        method: str = _METHOD,
+        layers: str = typer.Option("10-16", "--layers", "-l", help="Layers to steer at."),
+        coef: float = typer.Option(1.0, "--coef", help="Steering size (pair separations)."),
+        prompt: str = typer.Option("all", "--prompt", help="Steer all prompt tokens or the last."),
+        n: int = typer.Option(24, "--n", help="Behaviour prompts."),
+        n_pairs: int = typer.Option(None, "--n-pairs", help="Contrast pairs to read from."),
+        n_random: int = typer.Option(19, "--n-random", help="Random directions (specificity)."),
+        checks: str = typer.Option(
+            "all",
+            "--checks",
+            help="all, or a comma list of causal, specific, stable, on_distribution, readable, "
+            "writers, persistence.",
+        ),
+        persistence_tokens: int = typer.Option(12, "--tokens", help="Tokens for persistence."),
+        n_boot: int = _NBOOT,
+        seed: int = _SEED,
+        device: str = _DEVICE,
+        out: Path = typer.Option(None, "--out", "-o", help="Folder for the report and plot."),
+    ) -> None:
+        """Every faithfulness check of the concept's representation, with its evidence."""
+        from ..representations import CHECKS, faithfulness
+
+        with friendly_errors():
+            m, pm = _setup(model, concept, device, seed)
+            ls = parse_layers(layers, m.n_layers)
+            which = list(CHECKS) if checks == "all" else [c.strip() for c in checks.split(",")]
+            beh = _behaviour(m, pm, n, seed)
+            res, pairs = _read(m, pm, concept, method, "all", n_pairs, 0, 200, seed, "last")
+            natural = pm.natural_prompts(64, seed) if pm is not None else None
+            with console.status("checking...") as status:
+                rep = faithfulness(
+                    m,
+                    res,
+                    beh,
+                    layers=ls,
+                    coef=coef,
+                    prompt=prompt,
+                    pairs=pairs,
+                    checks=which,
+                    n_random=n_random,
+                    natural=natural,
+                    persistence_tokens=persistence_tokens,
+                    n_boot=n_boot,
+                    seed=seed,
+                    progress=lambda s: status.update(f"checking: {s}..."),
+                )
+            console.print(rep.summary(), highlight=False, markup=False)
+            if out is not None:
+                rep.save(out)
+                rep.plot().savefig(out / "report.png", dpi=150)
+                console.print(f"wrote {out}/result.json, table.parquet, frames/, report.png")
+
+    app.add_typer(represent_app, name="represent")

@@ -1,0 +1,738 @@
+"""Reading vectors: one direction per layer from contrast pairs, with held-out accuracy.
+
+For pair ``i`` with activations ``h+_i`` (positive member) and ``h-_i`` (negative member) at one
+token of layer ``l``, the methods are
+
+- ``"pca"`` (RepE's LAT reader): the first principal component of the paired differences
+  ``d_i = s_i (h+_i - h-_i)``, each flipped by a random sign ``s_i`` (RepE shuffles the order
+  within each pair) and centred. A principal component has no sign: it is oriented so that the
+  positive member scores higher in most training pairs (RepE's rule).
+- ``"mean_diff"``: ``mu+ - mu-`` (RepE's ClusterMean; Marks & Tegmark's mass-mean direction).
+- ``"logistic"``: the weight vector of an L2-regularised logistic regression (scikit-learn)
+  separating positive from negative members.
+- ``"random"``: a Gaussian direction (the baseline), oriented like the others.
+
+Marks & Tegmark's covariance-tilted probe ``Sigma^-1 (mu+ - mu-)`` is a classifier, not a
+direction to intervene along (it up-weights any equally discriminative direction with little
+within-class variance, such as an input marker), so it is not offered as a reading vector.
+
+Every direction has unit norm. The read-out of an activation is ``s(h) = <h - mu, r>`` with ``mu``
+the mean training activation. Evaluation on held-out pairs (split by group):
+
+- **pair accuracy**: the fraction of pairs whose positive member scores higher (ties count
+  half), with a Wilson interval;
+- **AUROC** of ``s`` separating positive from negative members, with a bootstrap interval over
+  pairs;
+- **stability** (optional): the mean cosine between the direction refitted on bootstrap resamples
+  of the training pairs and the direction fitted on all of them, with the 2.5 / 97.5 percentiles
+  of those cosines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from .. import stats
+from ..errors import InputError
+from ..models.model import Inputs, Model
+from ..models.sites import Site
+from ..results import Result
+from .data import ContrastPairs, Prompt, split_groups
+from .generation import encode
+from .steering import Steering
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+METHODS = ("pca", "mean_diff", "logistic", "random")
+Progress = Callable[[int, int], None]
+
+
+# --------------------------------------------------------------------------------------------
+# activations
+# --------------------------------------------------------------------------------------------
+
+
+def right_pad(model: Model, seqs: Sequence[Sequence[int]]) -> Inputs:
+    """Right-padded ids and mask (the layout :meth:`Model.tokenize` produces)."""
+    from .generation import pad_id
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id(model), dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return Inputs(ids=ids, mask=mask)
+
+
+def resolve_layers(model: Model, layers: Sequence[int] | int | None) -> list[int]:
+    n = model.n_layers
+    if n == 0:
+        raise InputError(f"{model.name} has no transformer layers to read from")
+    if layers is None:
+        return list(range(n))
+    ls = [int(layers)] if isinstance(layers, int) else [int(x) for x in layers]
+    if not ls:
+        raise InputError("no layers given")
+    bad = [x for x in ls if not -n <= x < n]
+    if bad:
+        raise InputError(f"layers {bad} out of range for a model with {n} layers (0..{n - 1})")
+    return sorted({x % n for x in ls})
+
+
+def _check_site(model: Model, site: str, layer: int) -> None:
+    name = f"{site}.{layer}"
+    info = model.site_info(name)
+    if info.width != model.d_model:
+        raise InputError(
+            f"reading vectors live in the residual stream (width {model.d_model}); {name} has "
+            f"width {info.width}. Use resid_pre, resid_mid, resid_post, attn_out or mlp_out"
+        )
+
+
+def _positions(inp: Inputs, position: str | int) -> Tensor | None:
+    """Per-example token index for ``"last"`` / an offset from the last token; None for mean."""
+    last = inp.last
+    assert last is not None
+    if position == "last":
+        return last
+    if position == "mean":
+        return None
+    if isinstance(position, int) and not isinstance(position, bool):
+        if position > 0:
+            raise InputError(
+                f"position {position}: give 'last', 'mean' or an offset <= 0 from the last token"
+            )
+        p = last + position
+        if bool((p < 0).any()):
+            raise InputError(f"position offset {position} reaches before the start of a prompt")
+        return p
+    raise InputError(f"position must be 'last', 'mean' or an int offset <= 0, not {position!r}")
+
+
+def activations(
+    model: Model,
+    prompts: Sequence[Prompt],
+    *,
+    layers: Sequence[int] | int | None = None,
+    site: str = "resid_post",
+    position: str | int = "last",
+    batch_size: int = 16,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """``[n, n_layers, d_model]`` activations of ``site.L`` at one token of each prompt
+    (``"last"``, an offset ``<= 0`` from the last token, or ``"mean"`` over the prompt's tokens),
+    float32."""
+    ls = resolve_layers(model, layers)
+    for L in ls:
+        _check_site(model, site, L)
+    if not isinstance(position, (str, int)):
+        raise InputError(f"position must be 'last', 'mean' or an int, not {position!r}")
+    if isinstance(position, str) and position not in ("last", "mean"):
+        raise InputError(f"position must be 'last', 'mean' or an int offset, not {position!r}")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    seqs = encode(model, prompts)
+    n = len(seqs)
+    out = np.empty((n, len(ls), model.d_model), dtype=np.float32)
+    stop = f"{site}.{max(ls)}"
+    for b0 in range(0, n, batch_size):
+        rows = list(range(b0, min(n, b0 + batch_size)))
+        inp = right_pad(model, [seqs[i] for i in rows])
+        pos = _positions(inp, position)
+        sites = [Site(f"{site}.{L}", positions=pos) for L in ls]
+        res = model.run(inp, cache=sites, stop_at=stop)
+        for j, L in enumerate(ls):
+            a = res.cache[f"{site}.{L}"].float()
+            if pos is None:
+                assert inp.mask is not None
+                m = inp.mask.to(a.device, a.dtype)[..., None]
+                v = (a * m).sum(1) / m.sum(1).clamp(min=1)
+            else:
+                v = a[:, 0]
+            out[b0 : b0 + len(rows), j] = v.cpu().numpy()
+        if progress is not None:
+            progress(rows[-1] + 1, n)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class ContrastActivations:
+    """Activations of both members of every pair: ``positive`` / ``negative`` are
+    ``[n_pairs, n_layers, d_model]``."""
+
+    positive: np.ndarray
+    negative: np.ndarray
+    layers: list[int]
+    site: str
+    position: str | int
+    groups: tuple[str, ...]
+    concept: str = "positive"
+    name: str = "pairs"
+    model: str = ""
+
+    def __len__(self) -> int:
+        return int(self.positive.shape[0])
+
+    def layer(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        if layer not in self.layers:
+            raise InputError(f"layer {layer} was not collected; layers: {self.layers}")
+        j = self.layers.index(layer)
+        return self.positive[:, j], self.negative[:, j]
+
+    def subset(self, rows: Sequence[int]) -> ContrastActivations:
+        idx = np.asarray(list(rows), dtype=np.int64)
+        return ContrastActivations(
+            self.positive[idx],
+            self.negative[idx],
+            self.layers,
+            self.site,
+            self.position,
+            tuple(self.groups[int(i)] for i in idx),
+            self.concept,
+            self.name,
+            self.model,
+        )
+
+
+def collect(
+    model: Model,
+    pairs: ContrastPairs,
+    *,
+    layers: Sequence[int] | int | None = None,
+    site: str = "resid_post",
+    position: str | int = "last",
+    batch_size: int = 16,
+    progress: Progress | None = None,
+) -> ContrastActivations:
+    """Activations of both members of every pair at ``site.L`` for each layer (see
+    :func:`activations`)."""
+    if not isinstance(pairs, ContrastPairs):
+        raise InputError(f"pairs must be ContrastPairs, not {type(pairs).__name__}")
+    ls = resolve_layers(model, layers)
+    n = len(pairs)
+
+    def prog(done: int, total: int) -> None:
+        if progress is not None:
+            progress(done, 2 * n)
+
+    def prog2(done: int, total: int) -> None:
+        if progress is not None:
+            progress(n + done, 2 * n)
+
+    pos = activations(
+        model,
+        pairs.positive,
+        layers=ls,
+        site=site,
+        position=position,
+        batch_size=batch_size,
+        progress=prog,
+    )
+    neg = activations(
+        model,
+        pairs.negative,
+        layers=ls,
+        site=site,
+        position=position,
+        batch_size=batch_size,
+        progress=prog2,
+    )
+    return ContrastActivations(
+        pos, neg, ls, site, position, pairs.group_ids, pairs.concept, pairs.name, model.name
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# directions
+# --------------------------------------------------------------------------------------------
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    if n == 0.0 or not np.isfinite(n):
+        raise InputError("the fitted direction is zero or not finite (identical pair members?)")
+    return np.asarray(v / n)
+
+
+def fit_direction(
+    pos: np.ndarray, neg: np.ndarray, method: str = "pca", *, seed: int = 0, C: float = 1.0
+) -> np.ndarray:
+    """A unit direction ``[d]`` from paired activations ``[n, d]`` (see the module docstring),
+    oriented so that the positive member scores higher in most pairs."""
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose from {METHODS}")
+    pos = np.asarray(pos, dtype=np.float64)
+    neg = np.asarray(neg, dtype=np.float64)
+    if pos.shape != neg.shape or pos.ndim != 2:
+        raise InputError(
+            f"positive and negative activations must both be [n, d]; got {pos.shape}, {neg.shape}"
+        )
+    n, d = pos.shape
+    rng = np.random.default_rng(seed)
+    diff = pos - neg
+    if method == "pca":
+        signs = rng.choice([-1.0, 1.0], size=n)
+        x = diff * signs[:, None]
+        x = x - x.mean(0)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        r = vt[0]
+    elif method == "mean_diff":
+        r = diff.mean(0)
+    elif method == "logistic":
+        from sklearn.linear_model import LogisticRegression
+
+        x = np.concatenate([pos, neg])
+        x = x - x.mean(0)
+        scale = float(x.std()) or 1.0
+        y = np.concatenate([np.ones(n), np.zeros(n)])
+        clf = LogisticRegression(C=C, max_iter=5000)
+        clf.fit(x / scale, y)
+        r = clf.coef_[0]
+    else:
+        r = rng.standard_normal(d)
+    r = _unit(r)
+    wins = float(np.mean(diff @ r > 0))
+    return r if wins >= 0.5 else -r
+
+
+def pair_auroc(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    """AUROC of scores ``a`` (positives) vs ``b`` (negatives) along the last axis:
+    ``P(a_i > b_j) + P(a_i = b_j) / 2`` over all i, j (the Mann-Whitney statistic)."""
+    a = np.moveaxis(np.asarray(a, dtype=np.float64), axis, -1)
+    b = np.moveaxis(np.asarray(b, dtype=np.float64), axis, -1)
+    gt = (a[..., :, None] > b[..., None, :]).mean((-2, -1))
+    eq = (a[..., :, None] == b[..., None, :]).mean((-2, -1))
+    return np.asarray(gt + 0.5 * eq)
+
+
+@dataclass(frozen=True, eq=False)
+class ReadingResult(Result):
+    """One reading vector per layer, with held-out accuracy, AUROC and stability.
+
+    Arrays are indexed by position in ``layers``. ``directions`` ``[L, d]`` are unit vectors
+    (the positive concept scores higher along them); ``means`` ``[L, d]`` the mean training
+    activation; ``separation`` ``[L]`` the mean training-pair gap ``<h+ - h-, r>``; ``spread``
+    ``[L]`` the standard deviation of training read-outs; ``test_pos`` / ``test_neg``
+    ``[L, n_test]`` the held-out read-outs.
+    """
+
+    method: str
+    site: str
+    position: str | int
+    layers: list[int]
+    directions: np.ndarray
+    means: np.ndarray
+    separation: np.ndarray
+    spread: np.ndarray
+    accuracy: np.ndarray
+    accuracy_low: np.ndarray
+    accuracy_high: np.ndarray
+    auroc: np.ndarray
+    auroc_low: np.ndarray
+    auroc_high: np.ndarray
+    stability: np.ndarray
+    stability_low: np.ndarray
+    stability_high: np.ndarray
+    test_pos: np.ndarray
+    test_neg: np.ndarray
+    n_train: int
+    n_test: int
+    concept: str = "positive"
+    dataset: str = "pairs"
+    model: str = ""
+    seed: int = 0
+    level: float = 0.95
+    n_boot: int = 1000
+    n_stability: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def _j(self, layer: int) -> int:
+        if layer not in self.layers:
+            raise InputError(f"no reading vector for layer {layer}; layers: {self.layers}")
+        return self.layers.index(layer)
+
+    def direction(self, layer: int) -> Tensor:
+        """The unit reading vector of ``layer`` (float32)."""
+        return torch.as_tensor(self.directions[self._j(layer)], dtype=torch.float32)
+
+    def best_layer(self, by: str = "accuracy") -> int:
+        """The layer with the highest held-out ``accuracy`` or ``auroc`` (ties: the earliest)."""
+        if by not in ("accuracy", "auroc"):
+            raise InputError(f"by must be 'accuracy' or 'auroc', not {by!r}")
+        v = self.accuracy if by == "accuracy" else self.auroc
+        return self.layers[int(np.nanargmax(v))]
+
+    def vector(self, layer: int, coef: float = 1.0, scale: str = "separation") -> Tensor:
+        """``coef * scale_L * r_L``: ``scale="separation"`` (coef 1 moves an activation by the
+        mean gap between the members of a pair), ``"spread"`` (one standard deviation of the
+        read-out) or ``"unit"``."""
+        j = self._j(layer)
+        if scale == "separation":
+            k = float(self.separation[j])
+        elif scale == "spread":
+            k = float(self.spread[j])
+        elif scale == "unit":
+            k = 1.0
+        else:
+            raise InputError(f"scale must be 'separation', 'spread' or 'unit', not {scale!r}")
+        return self.direction(layer) * (coef * k)
+
+    def steering(
+        self,
+        layers: Sequence[int] | int,
+        coef: float = 1.0,
+        *,
+        scale: str = "separation",
+        when: str = "all",
+        first_k: int | None = None,
+        prompt: str = "all",
+        label: str | None = None,
+    ) -> Steering:
+        """Add ``coef`` times the (scaled) reading vector at ``site.L`` for each layer: positive
+        ``coef`` pushes towards the concept, negative away from it."""
+        ls = [layers] if isinstance(layers, int) else list(layers)
+        return Steering(
+            {f"{self.site}.{L}": self.vector(L, coef, scale) for L in ls},
+            operator="add",
+            when=when,
+            first_k=first_k,
+            prompt=prompt,
+            label=label or f"{self.concept} {coef:+g} ({scale}) @ {_layers_str(ls)}",
+        )
+
+    def ablation(
+        self,
+        layers: Sequence[int] | int,
+        *,
+        when: str = "all",
+        prompt: str = "all",
+        label: str | None = None,
+    ) -> Steering:
+        """Project the reading vector out of ``site.L`` for each layer (``h - <h, r> r``)."""
+        ls = [layers] if isinstance(layers, int) else list(layers)
+        return Steering(
+            {f"{self.site}.{L}": self.direction(L) for L in ls},
+            operator="project_out",
+            when=when,
+            prompt=prompt,
+            label=label or f"ablate {self.concept} @ {_layers_str(ls)}",
+        )
+
+    def scan(
+        self,
+        model: Model,
+        texts: Sequence[Prompt],
+        *,
+        layers: Sequence[int] | None = None,
+        batch_size: int = 16,
+    ) -> np.ndarray:
+        """The read-out ``s = <h - mu, r>`` at every token of every text, per layer:
+        ``[n, n_layers, T]`` (NaN past a text's end). RepE's LAT scan: how the concept's reading
+        evolves along a text, e.g. a prompt followed by the model's own generation."""
+        ls = list(self.layers) if layers is None else [int(x) for x in layers]
+        js = [self._j(L) for L in ls]
+        seqs = encode(model, texts)
+        T = max(len(x) for x in seqs)
+        out = np.full((len(seqs), len(ls), T), np.nan)
+        dirs = torch.as_tensor(self.directions[js], dtype=torch.float32)
+        mus = torch.as_tensor(self.means[js], dtype=torch.float32)
+        for b0 in range(0, len(seqs), batch_size):
+            rows = list(range(b0, min(len(seqs), b0 + batch_size)))
+            inp = right_pad(model, [seqs[i] for i in rows])
+            names = [f"{self.site}.{L}" for L in ls]
+            res = model.run(inp, cache=names, stop_at=names[int(np.argmax(ls))])
+            for k, name in enumerate(names):
+                a = res.cache[name].float().cpu()
+                sc = ((a - mus[k]) @ dirs[k]).numpy()
+                for j, i in enumerate(rows):
+                    out[i, k, : len(seqs[i])] = sc[j, : len(seqs[i])]
+        return out
+
+    def cosine(self, other: ReadingResult) -> np.ndarray:
+        """Per-layer cosine with another result's directions (on the layers both have)."""
+        common = [L for L in self.layers if L in other.layers]
+        return np.asarray(
+            [float(self.directions[self._j(L)] @ other.directions[other._j(L)]) for L in common]
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "layer": self.layers,
+                "method": self.method,
+                "accuracy": self.accuracy,
+                "accuracy_low": self.accuracy_low,
+                "accuracy_high": self.accuracy_high,
+                "auroc": self.auroc,
+                "auroc_low": self.auroc_low,
+                "auroc_high": self.auroc_high,
+                "stability": self.stability,
+                "stability_low": self.stability_low,
+                "stability_high": self.stability_high,
+                "separation": self.separation,
+                "spread": self.spread,
+            }
+        )
+
+    def summary(self) -> str:
+        best = self.best_layer()
+        j = self._j(best)
+        lines = [
+            f"reading vectors ({self.method}) for '{self.concept}' on {self.dataset}: "
+            f"{self.model}, {self.site} at token {self.position}, {len(self.layers)} layers, "
+            f"{self.n_train} training / {self.n_test} held-out pairs",
+            f"best layer {best}: pair accuracy {self.accuracy[j]:.3f} "
+            f"[{self.accuracy_low[j]:.3f}, {self.accuracy_high[j]:.3f}], AUROC "
+            f"{self.auroc[j]:.3f} [{self.auroc_low[j]:.3f}, {self.auroc_high[j]:.3f}] "
+            f"({int(self.level * 100)}% CIs)",
+        ]
+        if self.n_stability:
+            lines.append(
+                f"stability (mean cosine over {self.n_stability} bootstrap refits) at layer "
+                f"{best}: {self.stability[j]:.3f} [{self.stability_low[j]:.3f}, "
+                f"{self.stability_high[j]:.3f}]"
+            )
+        lines.append("  layer  accuracy            AUROC")
+        for k, L in enumerate(self.layers):
+            lines.append(
+                f"  {L:>5}  {self.accuracy[k]:.3f} [{self.accuracy_low[k]:.2f},{self.accuracy_high[k]:.2f}]"
+                f"  {self.auroc[k]:.3f} [{self.auroc_low[k]:.2f},{self.auroc_high[k]:.2f}]"
+            )
+        return "\n".join(lines)
+
+    def plot(self, ax: Any = None) -> Figure:
+        from ..report.plots import new_axes
+
+        fig, ax = new_axes(ax, (6.0, 3.6))
+        x = np.asarray(self.layers)
+        ax.plot(x, self.accuracy, marker="o", ms=3, label="pair accuracy")
+        ax.fill_between(x, self.accuracy_low, self.accuracy_high, alpha=0.2)
+        ax.plot(x, self.auroc, marker="s", ms=3, label="AUROC")
+        ax.fill_between(x, self.auroc_low, self.auroc_high, alpha=0.2)
+        if self.n_stability:
+            ax.plot(x, self.stability, ls="--", label="stability (mean cos)")
+        ax.axhline(0.5, color="k", lw=0.5, ls=":")
+        ax.set_ylim(0.0, 1.02)
+        ax.set_xlabel(f"layer ({self.site})")
+        ax.set_ylabel("held-out score")
+        ax.set_title(f"reading '{self.concept}' ({self.method}) — {self.model}", fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        return fig
+
+
+def _layers_str(ls: Sequence[int]) -> str:
+    ls = sorted(ls)
+    if len(ls) > 2 and ls == list(range(ls[0], ls[-1] + 1)):
+        return f"layers {ls[0]}-{ls[-1]}"
+    return "layer" + ("s " if len(ls) > 1 else " ") + ",".join(str(x) for x in ls)
+
+
+def stability(
+    pos: np.ndarray,
+    neg: np.ndarray,
+    direction: np.ndarray,
+    method: str,
+    *,
+    n_boot: int = 100,
+    seed: int = 0,
+) -> np.ndarray:
+    """Cosines between ``direction`` and the direction refitted on ``n_boot`` bootstrap
+    resamples of the pairs (rows of ``pos`` / ``neg``)."""
+    n = pos.shape[0]
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, n, n)
+        r = fit_direction(pos[idx], neg[idx], method, seed=seed + 1 + b)
+        out[b] = float(r @ direction)
+    return out
+
+
+def read(
+    model: Model | None,
+    pairs: ContrastPairs | ContrastActivations,
+    *,
+    method: str = "pca",
+    layers: Sequence[int] | int | None = None,
+    site: str = "resid_post",
+    position: str | int = "last",
+    test: float | ContrastPairs | ContrastActivations = 0.25,
+    n_stability: int = 0,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: Progress | None = None,
+) -> ReadingResult:
+    """Reading vectors per layer from contrast pairs, evaluated on held-out pairs.
+
+    Args:
+        model: the model (None when ``pairs`` are already :class:`ContrastActivations`).
+        pairs: contrast pairs, or their collected activations (reuse them across methods).
+        method: ``"pca"``, ``"mean_diff"``, ``"logistic"`` or ``"random"``.
+        layers: layers to read (default: all).
+        site: the residual-stream site kind read at every layer (``resid_post`` by default).
+        position: which token: ``"last"``, an offset ``<= 0`` from the last, or ``"mean"``.
+        test: the fraction of groups held out (seeded split), or explicit held-out pairs.
+        n_stability: bootstrap refits for the stability estimate (0: skip).
+        n_boot: bootstrap resamples for the AUROC intervals.
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose from {METHODS}")
+    if not 0.5 <= level < 1:
+        raise InputError(f"level must be in [0.5, 1), got {level}")
+    if n_stability < 0 or n_boot < 1:
+        raise InputError("n_stability must be >= 0 and n_boot >= 1")
+    if not isinstance(pairs, (ContrastPairs, ContrastActivations)):
+        raise InputError(
+            f"pairs must be ContrastPairs or ContrastActivations, not {type(pairs).__name__}"
+        )
+    if not isinstance(test, (float, ContrastPairs, ContrastActivations)):
+        raise InputError(f"test must be a fraction or held-out pairs, not {type(test).__name__}")
+    if isinstance(test, float):  # check the split before any forward pass
+        groups = pairs.groups if isinstance(pairs, ContrastActivations) else pairs.group_ids
+        train_idx, test_idx = split_groups(groups, test, seed=seed, name=pairs.name)
+    if (isinstance(pairs, ContrastPairs) or isinstance(test, ContrastPairs)) and model is None:
+        raise InputError("read needs the model to collect activations of contrast pairs")
+    collected_layers: Sequence[int] | int | None = layers
+    if isinstance(pairs, ContrastActivations):
+        acts = pairs
+    else:
+        assert model is not None
+        acts = collect(
+            model,
+            pairs,
+            layers=layers,
+            site=site,
+            position=position,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        collected_layers = None
+    test_acts: ContrastActivations
+    if isinstance(test, float):
+        train_acts, test_acts = acts.subset(train_idx), acts.subset(test_idx)
+    else:
+        train_acts = acts
+        if isinstance(test, ContrastActivations):
+            test_acts = test
+        else:
+            assert model is not None
+            test_acts = collect(
+                model,
+                test,
+                layers=acts.layers,
+                site=acts.site,
+                position=acts.position,
+                batch_size=batch_size,
+            )
+        if test_acts.layers != train_acts.layers or test_acts.site != train_acts.site:
+            raise InputError("training and held-out activations come from different sites/layers")
+    if collected_layers is not None:
+        want = [
+            int(x)
+            for x in ([collected_layers] if isinstance(collected_layers, int) else collected_layers)
+        ]
+        missing = [x for x in want if x not in train_acts.layers]
+        if missing:
+            raise InputError(f"layers {missing} were not collected; layers: {train_acts.layers}")
+        keep = [train_acts.layers.index(x) for x in sorted(set(want))]
+    else:
+        keep = list(range(len(train_acts.layers)))
+    ls = [train_acts.layers[j] for j in keep]
+    if len(train_acts) < 2 or len(test_acts) < 2:
+        raise InputError(
+            f"need at least 2 training and 2 held-out pairs; got {len(train_acts)} and "
+            f"{len(test_acts)}"
+        )
+
+    # -- fit and evaluate --------------------------------------------------------------------
+    L = len(ls)
+    d = train_acts.positive.shape[-1]
+    dirs = np.empty((L, d))
+    means = np.empty((L, d))
+    sep = np.empty(L)
+    spread = np.empty(L)
+    tpos = np.empty((L, len(test_acts)))
+    tneg = np.empty((L, len(test_acts)))
+    stab = np.full((3, L), np.nan)
+    for k, j in enumerate(keep):
+        p = train_acts.positive[:, j].astype(np.float64)
+        q = train_acts.negative[:, j].astype(np.float64)
+        r = fit_direction(p, q, method, seed=seed + 7919 * k)
+        mu = np.concatenate([p, q]).mean(0)
+        dirs[k], means[k] = r, mu
+        sep[k] = float(((p - q) @ r).mean())
+        spread[k] = float(np.std((np.concatenate([p, q]) - mu) @ r))
+        tp = test_acts.positive[:, j].astype(np.float64)
+        tq = test_acts.negative[:, j].astype(np.float64)
+        tpos[k] = (tp - mu) @ r
+        tneg[k] = (tq - mu) @ r
+        if n_stability:
+            cos = stability(p, q, r, method, n_boot=n_stability, seed=seed + 104729 * (k + 1))
+            lo, hi = np.quantile(cos, [(1 - level) / 2, (1 + level) / 2])
+            stab[:, k] = (cos.mean(), lo, hi)
+    wins = (tpos > tneg).sum(1) + 0.5 * (tpos == tneg).sum(1)
+    acc = stats.proportion_interval(np.round(wins), np.full(L, tpos.shape[1]), level=level)
+    auc_est = np.empty(L)
+    auc_lo = np.empty(L)
+    auc_hi = np.empty(L)
+    for k in range(L):
+        iv = stats.bootstrap(
+            pair_auroc, (tpos[k], tneg[k]), n_boot=n_boot, level=level, seed=seed + k
+        )
+        auc_est[k], auc_lo[k], auc_hi[k] = float(iv.estimate), float(iv.low), float(iv.high)
+    return ReadingResult(
+        method=method,
+        site=train_acts.site,
+        position=train_acts.position,
+        layers=ls,
+        directions=dirs.astype(np.float32),
+        means=means.astype(np.float32),
+        separation=sep,
+        spread=spread,
+        accuracy=wins / tpos.shape[1],
+        accuracy_low=acc.low,
+        accuracy_high=acc.high,
+        auroc=auc_est,
+        auroc_low=auc_lo,
+        auroc_high=auc_hi,
+        stability=stab[0],
+        stability_low=stab[1],
+        stability_high=stab[2],
+        test_pos=tpos,
+        test_neg=tneg,
+        n_train=len(train_acts),
+        n_test=len(test_acts),
+        concept=train_acts.concept,
+        dataset=train_acts.name,
+        model=train_acts.model,
+        seed=seed,
+        level=level,
+        n_boot=n_boot,
+        n_stability=n_stability,
+    )
+
+
+__all__ = [
+    "METHODS",
+    "ContrastActivations",
+    "ReadingResult",
+    "activations",
+    "collect",
+    "fit_direction",
+    "pair_auroc",
+    "read",
+    "resolve_layers",
+    "stability",
+]
