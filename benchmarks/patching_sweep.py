@@ -638,9 +638,17 @@ def print_table(rows: list[Row]) -> None:
 
 
 def parse_layers(text: str | None, quick: bool) -> list[int]:
-    if text:
-        return sorted({int(x) for x in text.split(",") if x.strip()})
-    return list(QUICK_LAYERS) if quick else list(range(30))
+    """``"0,14,29"`` or ranges ``"20-29"`` (mixable); default: all 30 layers, or the quick ones."""
+    if not text:
+        return list(QUICK_LAYERS) if quick else list(range(30))
+    out: set[int] = set()
+    for part in (x.strip() for x in text.split(",")):
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            out.update(range(int(lo), int(hi) + 1))
+        elif part:
+            out.add(int(part))
+    return sorted(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -650,13 +658,17 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Implementations: " + ", ".join(IMPLS + OPTIONAL_IMPLS),
     )
     p.add_argument("--quick", action="store_true", help=f"only layers {QUICK_LAYERS}")
-    p.add_argument("--layers", help="comma-separated layers to sweep (default: all 30)")
+    p.add_argument("--layers", help="layers to sweep: 0,14,29 or 20-29 (default: all 30)")
     p.add_argument(
         "--impl",
         default=",".join(IMPLS),
         help="comma-separated implementations (default: %(default)s; opt-in: reference_patch)",
     )
-    p.add_argument("--experiments", default=",".join(EXPERIMENTS), help="all, last or both")
+    p.add_argument(
+        "--experiments",
+        default=",".join(EXPERIMENTS),
+        help="comma-separated: all, last (default: both)",
+    )
     p.add_argument("--n", type=int, default=16, help="IOI examples (default 16)")
     p.add_argument("--seed", type=int, default=0, help="IOI seed (default 0)")
     p.add_argument("--json", type=Path, help="also write the table (and environment) here")
@@ -699,6 +711,7 @@ def main(argv: list[str] | None = None) -> int:
         "n": args.n,
         "seed": args.seed,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "commit": _git_commit(),
     }
     scope = "QUICK: " if args.quick or args.layers else ""
     print(
@@ -790,6 +803,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"wrote {args.json}")
     return 0
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() or None
 
 
 def _ranges(layers: list[int]) -> str:
