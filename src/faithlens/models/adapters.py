@@ -420,136 +420,63 @@ class HFAdapter(Adapter):
         self.has_mlp = self._has(self._layer_path(0, lo.mlp_out)) if self.n_layers else False
         if not self.has_mlp:
             self.d_mlp = 0
-        self._add(SiteInfo("embed", "embed", HookPoint(self.prefix + lo.embed, "out"), d))
+
+        def add(name: str, kind: str, hook: HookPoint, width: int | None, **kw: Any) -> None:
+            self._add(SiteInfo(name, kind, hook, width, **kw))
+
+        add("embed", "embed", HookPoint(self.prefix + lo.embed, "out"), d)
+        lp = self._layer_path
         for L in range(self.n_layers):
-            lp = self._layer_path
-            self._add(
-                SiteInfo(
-                    f"resid_pre.{L}",
-                    "resid_pre",
-                    HookPoint(lp(L), "in", 0, "hidden_states"),
+            add(
+                f"resid_pre.{L}",
+                "resid_pre",
+                HookPoint(lp(L), "in", 0, "hidden_states"),
+                d,
+                layer=L,
+            )
+            add(f"resid_post.{L}", "resid_post", HookPoint(lp(L), "out", 0), d, layer=L)
+            add(f"attn_out.{L}", "attn_out", HookPoint(lp(L, lo.attn_out), "out", 0), d, layer=L)
+            if self.has_mlp:
+                add(f"mlp_out.{L}", "mlp_out", HookPoint(lp(L, lo.mlp_out), "out", 0), d, layer=L)
+                add(
+                    f"mlp_post.{L}",
+                    "mlp_post",
+                    HookPoint(lp(L, lo.mlp_post), "in", 0),
+                    self.d_mlp,
+                    layer=L,
+                )
+            if lo.attn_in:
+                add(f"attn_in.{L}", "attn_in", HookPoint(lp(L, lo.attn_in), "out", 0), d, layer=L)
+            if lo.mlp_in and self.has_mlp:
+                add(f"mlp_in.{L}", "mlp_in", HookPoint(lp(L, lo.mlp_in), "out", 0), d, layer=L)
+            if lo.resid_mid and self.has_mlp:
+                add(
+                    f"resid_mid.{L}",
+                    "resid_mid",
+                    HookPoint(lp(L, lo.resid_mid), "in", 0),
                     d,
                     layer=L,
                 )
-            )
-            out_index = 0
-            self._add(
-                SiteInfo(
-                    f"resid_post.{L}", "resid_post", HookPoint(lp(L), "out", out_index), d, layer=L
-                )
-            )
-            self._add(
-                SiteInfo(
-                    f"attn_out.{L}", "attn_out", HookPoint(lp(L, lo.attn_out), "out", 0), d, layer=L
-                )
-            )
-            if self.has_mlp:
-                self._add(
-                    SiteInfo(
-                        f"mlp_out.{L}",
-                        "mlp_out",
-                        HookPoint(lp(L, lo.mlp_out), "out", 0),
-                        d,
-                        layer=L,
-                    )
-                )
-                self._add(
-                    SiteInfo(
-                        f"mlp_post.{L}",
-                        "mlp_post",
-                        HookPoint(lp(L, lo.mlp_post), "in", 0),
-                        self.d_mlp,
-                        layer=L,
-                    )
-                )
-            if lo.attn_in:
-                self._add(
-                    SiteInfo(
-                        f"attn_in.{L}",
-                        "attn_in",
-                        HookPoint(lp(L, lo.attn_in), "out", 0),
-                        d,
-                        layer=L,
-                    )
-                )
-            if lo.mlp_in and self.has_mlp:
-                self._add(
-                    SiteInfo(
-                        f"mlp_in.{L}", "mlp_in", HookPoint(lp(L, lo.mlp_in), "out", 0), d, layer=L
-                    )
-                )
-            if lo.resid_mid and self.has_mlp:
-                kind_w = self.d_model
-                self._add(
-                    SiteInfo(
-                        f"resid_mid.{L}",
-                        "resid_mid",
-                        HookPoint(lp(L, lo.resid_mid), "in", 0),
-                        kind_w,
-                        layer=L,
-                    )
-                )
+            # Heads are slices of one tensor: the o_proj input (head outputs), the q/k/v
+            # projection outputs (keys and values numbered by key/value head G).
+            o_proj = HookPoint(lp(L, lo.o_proj), "in", 0)
             for H in range(self.n_heads):
-                self._add(
-                    SiteInfo(
-                        f"head.{L}.{H}",
-                        "head",
-                        HookPoint(lp(L, lo.o_proj), "in", 0),
-                        dh,
-                        start=H * dh,
-                        layer=L,
-                        head=H,
-                    )
-                )
-                self._add(
-                    SiteInfo(
-                        f"q.{L}.{H}",
-                        "q",
-                        HookPoint(lp(L, lo.q), "out", 0),
-                        dh,
-                        start=self._qkv_start("q", H),
-                        layer=L,
-                        head=H,
-                    )
-                )
+                add(f"head.{L}.{H}", "head", o_proj, dh, start=H * dh, layer=L, head=H)
+                q = HookPoint(lp(L, lo.q), "out", 0)
+                add(f"q.{L}.{H}", "q", q, dh, start=self._qkv_start("q", H), layer=L, head=H)
             for G in range(self.n_kv_heads):
-                self._add(
-                    SiteInfo(
-                        f"k.{L}.{G}",
-                        "k",
-                        HookPoint(lp(L, lo.k), "out", 0),
-                        dh,
-                        start=self._qkv_start("k", G),
-                        layer=L,
-                        head=G,
-                    )
-                )
-                self._add(
-                    SiteInfo(
-                        f"v.{L}.{G}",
-                        "v",
-                        HookPoint(lp(L, lo.v), "out", 0),
-                        dh,
-                        start=self._qkv_start("v", G),
-                        layer=L,
-                        head=G,
-                    )
-                )
+                for which, rel in (("k", lo.k), ("v", lo.v)):
+                    hook = HookPoint(lp(L, rel), "out", 0)
+                    start = self._qkv_start(which, G)
+                    add(f"{which}.{L}.{G}", which, hook, dh, start=start, layer=L, head=G)
         if lo.final_norm:
-            self._add(
-                SiteInfo(
-                    "ln_final", "ln_final", HookPoint(self.prefix + lo.final_norm, "out", 0), d
-                )
-            )
+            add("ln_final", "ln_final", HookPoint(self.prefix + lo.final_norm, "out", 0), d)
         if self.has_head:
             assert lo.head is not None
-            self._add(
-                SiteInfo("logits", "logits", HookPoint(lo.head, "out", 0), self.d_vocab or None)
-            )
+            add("logits", "logits", HookPoint(lo.head, "out", 0), self.d_vocab or None)
         elif lo.arch == "bert":
             # An encoder without a head: its 'logits' are the final hidden states.
-            last = self.n_layers - 1
-            self._add(SiteInfo("logits", "logits", HookPoint(self._layer_path(last), "out", 0), d))
+            add("logits", "logits", HookPoint(self._layer_path(self.n_layers - 1), "out", 0), d)
 
     def _qkv_start(self, which: str, h: int) -> int:
         dh = self.d_head
