@@ -13,8 +13,10 @@ import typer
 app = typer.Typer(
     name="faithlens",
     help="Is your explanation of a neural network faithful? Interventions, patching, causal "
-    "scrubbing, divergence audits and neuron explanations, with confidence intervals.",
+    "scrubbing, divergence audits, neuron explanations and representation analysis, with "
+    "confidence intervals.",
     add_completion=False,
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
 
