@@ -136,10 +136,10 @@ class DASResult(Result):
         return "\n".join(lines)
 
     def plot(self, ax: Any = None) -> Figure:
-        import matplotlib.pyplot as plt
+        from ..report.plots import subplots
 
         h = self.history
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+        fig, axes = subplots(1, 2, figsize=(10, 3.4), layout="constrained")
         axes[0].plot(h["epoch"], h["iia"], color="tab:blue")
         axes[0].set_ylabel("training IIA")
         axes[0].set_xlabel("epoch")

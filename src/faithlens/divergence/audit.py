@@ -325,7 +325,7 @@ class AuditResult(Result):
     def plot(self, ax: Any = None, metric: str = "emd") -> Figure:
         """Per condition, ``metric`` for the intervened set vs the natural baseline, in the full
         space, the row space and the null space."""
-        import matplotlib.pyplot as plt
+        from ..report.plots import subplots
 
         t = self.table[self.table["metric"] == metric]
         if t.empty:
@@ -333,9 +333,7 @@ class AuditResult(Result):
                 self.table[self.table["space"] == "full"], title=self.site, group="condition"
             )
         spaces = [s for s in ("full", "row", "null") if (t["space"] == s).any()]
-        fig, axes = plt.subplots(
-            1, len(spaces), figsize=(3.6 * len(spaces) + 1, 3.4), squeeze=False
-        )
+        fig, axes = subplots(1, len(spaces), figsize=(3.6 * len(spaces) + 1, 3.4), squeeze=False)
         xs = np.arange(len(self.conditions))
         for k, space in enumerate(spaces):
             a = axes[0][k]

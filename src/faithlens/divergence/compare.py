@@ -356,13 +356,13 @@ def plot_divergence_table(
     table: pd.DataFrame, *, title: str = "", group: str | None = None
 ) -> Figure:
     """One small panel per metric: intervened vs natural baseline (± SE), per group if given."""
-    import matplotlib.pyplot as plt
+    from ..report.plots import subplots
 
     metrics = list(dict.fromkeys(table["metric"]))
     n = len(metrics)
     cols = min(4, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
     groups = list(dict.fromkeys(table[group])) if group else [None]
     for k, m in enumerate(metrics):
         ax = axes[k // cols][k % cols]

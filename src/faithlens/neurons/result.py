@@ -284,7 +284,7 @@ class NeuronExplanation(Result):
         """Stability and faithfulness per unit: the ``top`` concepts' scores with their
         intervals (left) and bootstrap selection frequencies with the BE set highlighted
         (right)."""
-        import matplotlib.pyplot as plt
+        from ..report.plots import subplots
 
         j = self._m(metric)
         m = self.metrics[j]
@@ -294,7 +294,7 @@ class NeuronExplanation(Result):
             idx = [self._u(u) for u in (units if isinstance(units, list | tuple) else [units])]
         if not idx:
             raise InputError("no units to plot")
-        fig, axes = plt.subplots(len(idx), 2, figsize=(10, 1.6 + 1.5 * len(idx)), squeeze=False)
+        fig, axes = subplots(len(idx), 2, figsize=(10, 1.6 + 1.5 * len(idx)), squeeze=False)
         cert = self.certified(m)
         be = self.be_set(m) if self.n_boot else None
         for row, u in enumerate(idx):

@@ -186,9 +186,9 @@ class SanityCheck(Result):
 
     def plot(self, ax: Any = None) -> Figure:
         """Pass rates per metric and frequency for both checks (heat maps)."""
-        import matplotlib.pyplot as plt
+        from ..report.plots import subplots
 
-        fig, axes = plt.subplots(1, 2, figsize=(10, 0.5 * len(self.metrics) + 1.8))
+        fig, axes = subplots(1, 2, figsize=(10, 0.5 * len(self.metrics) + 1.8))
         for a, (col, title) in zip(
             axes, [("missing_rate", "missing labels"), ("extra_rate", "extra labels")]
         ):

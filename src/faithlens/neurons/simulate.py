@@ -338,10 +338,10 @@ class BoundValidation(Result):
 
     def plot(self, ax: Any = None) -> Figure:
         """Coverage of the bounds (and BE sets) against ``n``, and deviation against bound."""
-        import matplotlib.pyplot as plt
+        from ..report.plots import subplots
 
         n_panels = 3 if self.n_boot else 2
-        fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, 3.6))
+        fig, axes = subplots(1, n_panels, figsize=(4.2 * n_panels, 3.6))
         t = self.table
         for m in self.metrics:
             d = t[t["metric"] == m]

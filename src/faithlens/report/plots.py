@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -12,13 +12,30 @@ if TYPE_CHECKING:
     from ..patching.result import PatchingResult
 
 
-def new_axes(ax: Any = None, figsize: tuple[float, float] = (5.0, 4.0)) -> tuple[Figure, Any]:
-    """A figure and axes (a new figure unless ``ax`` is given). Headless-safe (Agg)."""
-    import matplotlib.pyplot as plt
+def subplots(
+    nrows: int = 1,
+    ncols: int = 1,
+    *,
+    figsize: tuple[float, float] = (5.0, 4.0),
+    layout: Literal["constrained", "compressed", "tight"] | None = None,
+    **kwargs: Any,
+) -> tuple[Figure, Any]:
+    """A new figure and its axes, like ``plt.subplots`` but outside pyplot's figure registry.
 
+    The figure is an ordinary object: it is freed when the caller drops it (a script or a CLI
+    making hundreds of plots leaks nothing), it draws on any backend (``fig.savefig``), and
+    Jupyter displays it when it is a cell's value.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def new_axes(ax: Any = None, figsize: tuple[float, float] = (5.0, 4.0)) -> tuple[Figure, Any]:
+    """A figure and axes (a new figure unless ``ax`` is given)."""
     if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
-        return fig, ax
+        return subplots(figsize=figsize)
     return ax.figure, ax
 
 

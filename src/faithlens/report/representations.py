@@ -102,9 +102,9 @@ def writers_plot(res: WritersResult, ax: Any = None, k: int = 20) -> Figure:
 
 def report_plot(rep: FaithfulnessReport) -> Figure:
     """A panel per kind of evidence: reading accuracy, steering effects, persistence, writers."""
-    import matplotlib.pyplot as plt
+    from .plots import subplots
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    fig, axes = subplots(2, 2, figsize=(11, 7.5))
     ax = axes[0][0]
     rd = rep.reading
     if not rd.empty:

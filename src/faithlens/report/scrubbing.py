@@ -18,10 +18,10 @@ def scrub_plot(res: ScrubResult, ax: Any = None) -> Figure:
     """Left: the mean behaviour of the model, the scrubbed model and each baseline (± SE).
     Right: the per-example changes (scrubbed - original), where cancellation shows up. With
     ``ax``, only the left panel is drawn there."""
-    import matplotlib.pyplot as plt
+    from .plots import subplots
 
     if ax is None:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        fig, axes = subplots(1, 2, figsize=(10, 3.6))
         left, right = axes[0], axes[1]
     else:
         fig, left, right = ax.figure, ax, None

@@ -194,10 +194,10 @@ class TrainingRun(Result):
         return "\n".join(lines)
 
     def plot(self, ax: Any = None) -> Figure:
-        import matplotlib.pyplot as plt
+        from ..report.plots import subplots
 
         if ax is None:
-            fig, ax = plt.subplots(figsize=(6, 3.5))
+            fig, ax = subplots(figsize=(6, 3.5))
         else:
             fig = ax.figure
         h = self.history
