@@ -43,6 +43,7 @@ COMMAND_MODULES = [
     "faithlens.cli.neurons",
     "faithlens.cli.divergence",
     "faithlens.cli.zoo",
+    "faithlens.cli.demo",
 ]
 
 
