@@ -622,6 +622,9 @@ def finish(
         higher_is_better=prep.behaviour.higher_is_better,
         node_self_share=self_share,
     )
+    lw = length_warning(prep)
+    if lw is not None:
+        warns.append(lw)
     n = len(prep.ref)
     n_layers = getattr(prep.graph, "n_layers", 1) or 1
     info: dict[str, Any] = {
@@ -653,6 +656,52 @@ def finish(
         nodes=diag,
         warnings=warns,
         stats=info,
+    )
+
+
+def _positional_nodes(prep: Prepared) -> list[str]:
+    """Names of the interpretation nodes whose paths are restricted to positions."""
+    out: list[str] = []
+    for t in trees(prep.hypothesis):
+        for node in t.nodes.values():
+            if any(r.positions is not None or r.end_positions is not None for r in node.routes):
+                out.append(node.name)
+    return list(dict.fromkeys(out))
+
+
+def length_warning(prep: Prepared) -> str | None:
+    """A warning when a hypothesis with position-specific claims mixes data of different
+    lengths (non-padding tokens, from the attention mask): with right padding, position i then
+    holds different tokens, or padding, in different data, and attention masks follow the datum
+    each copy runs with. None when the data are equal-length or no claim names positions."""
+    g = prep.graph
+    if not isinstance(g, TransformerGraph) or g.mask_field not in prep.table.data:
+        return None
+    nodes = _positional_nodes(prep)
+    split = [rw.describe() for rw in prep.rewrites if getattr(rw, "label", "") == "split_positions"]
+    if not nodes and not split:
+        return None
+    mask = prep.table.data[g.mask_field]
+    lengths = (mask != 0).sum(-1).cpu().numpy() if isinstance(mask, Tensor) else None
+    if lengths is None or np.all(lengths == lengths[0]):
+        return None
+    ref_len = lengths[prep.ref]
+    ids = sorted(set(prep.sampled.key_ids.values()) - {0})
+    if not ids:
+        return None
+    shares = [float(np.mean(lengths[prep.data.vectors[i]] != ref_len)) for i in ids]
+    if max(shares) == 0.0:
+        return None
+    what = [f"nodes {nodes[:6]}{' ...' if len(nodes) > 6 else ''}"] if nodes else []
+    what += [f"rewrites {split}"] if split else []
+    return (
+        f"VARIABLE LENGTHS: the hypothesis makes position-specific claims ({'; '.join(what)}) "
+        f"but its data differ in length from their reference example ({100 * float(np.mean(shares)):.0f} % "
+        f"of the sampled data on average, up to {100 * max(shares):.0f} % for one datum). With "
+        "right padding, a position holds different tokens (or padding) in different data, and "
+        "attention masks follow the datum each copy runs with. Condition the position-specific "
+        "nodes on the length (e.g. other=SameFeature(field('length'))) or use equal-length data "
+        "if that is not intended."
     )
 
 
