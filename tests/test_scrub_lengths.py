@@ -70,9 +70,9 @@ def test_silent_when_position_agnostic_or_equal_length(model):
     assert _warns(model, _positional(), _data(False)) == []
 
 
-def test_silent_when_every_datum_matches_its_reference_length(model):
-    # the unimportant inputs drawn from data of the same length, and the node's own feature
-    # includes the length: no datum differs in length from its reference
+def test_silent_when_no_copy_mixes_lengths(model):
+    # the unimportant inputs drawn from data of the same length, and the nodes' features
+    # include the length: no copy reads data of another length than the datum it runs with
     same = sc.SameFeature(sc.field("length"))
     h = sc.Hypothesis("same length", other=same)
     a = h.add("h10", sc.to("head.1.0"), feature=sc.field("length"), other=same)

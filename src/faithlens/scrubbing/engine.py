@@ -682,26 +682,50 @@ def length_warning(prep: Prepared) -> str | None:
     if not nodes and not split:
         return None
     mask = prep.table.data[g.mask_field]
-    lengths = (mask != 0).sum(-1).cpu().numpy() if isinstance(mask, Tensor) else None
-    if lengths is None or np.all(lengths == lengths[0]):
+    if not isinstance(mask, Tensor):
         return None
-    ref_len = lengths[prep.ref]
-    ids = sorted(set(prep.sampled.key_ids.values()) - {0})
-    if not ids:
+    lengths = (mask != 0).sum(-1).cpu().numpy()
+    if np.all(lengths == lengths[0]):
         return None
-    shares = [float(np.mean(lengths[prep.data.vectors[i]] != ref_len)) for i in ids]
-    if max(shares) == 0.0:
+    vec = prep.data.vectors
+    plan_ = prep.plan
+
+    def run_datum(ref: CopyRef) -> int:
+        if isinstance(ref, Uniform):
+            return ref.datum
+        c = plan_.copies[ref.id]
+        return c.inputs if c.inputs is not None else c.base
+
+    # the mixed copies of the hypothesis (not of its baselines): does a copy read inputs from
+    # data whose length differs from the datum it runs with (whose attention mask it uses)?
+    seen: set[int] = set()
+    stack = [r for r in plan_.roots[1:2] if isinstance(r, Mixed)]
+    mixed_share: list[float] = []
+    while stack:
+        ref = stack.pop()
+        if ref.id in seen:
+            continue
+        seen.add(ref.id)
+        c = plan_.copies[ref.id]
+        own = lengths[vec[run_datum(ref)]]
+        bad = np.zeros(len(own), dtype=bool)
+        for d in {c.base, *(run_datum(f.child) for f in c.feeds)}:
+            bad |= lengths[vec[d]] != own
+        mixed_share.append(float(bad.mean()))
+        stack.extend(f.child for f in c.feeds if isinstance(f.child, Mixed))
+    hit = [x for x in mixed_share if x > 0]
+    if not hit:
         return None
     what = [f"nodes {nodes[:6]}{' ...' if len(nodes) > 6 else ''}"] if nodes else []
     what += [f"rewrites {split}"] if split else []
     return (
         f"VARIABLE LENGTHS: the hypothesis makes position-specific claims ({'; '.join(what)}) "
-        f"but its data differ in length from their reference example ({100 * float(np.mean(shares)):.0f} % "
-        f"of the sampled data on average, up to {100 * max(shares):.0f} % for one datum). With "
-        "right padding, a position holds different tokens (or padding) in different data, and "
-        "attention masks follow the datum each copy runs with. Condition the position-specific "
-        "nodes on the length (e.g. other=SameFeature(field('length'))) or use equal-length data "
-        "if that is not intended."
+        f"and {len(hit)} of the {len(mixed_share)} mixed copies it computes combine inputs from "
+        "data whose length differs from the datum they run with (for up to "
+        f"{100 * max(hit):.0f} % of the examples). With right padding, a position holds "
+        "different tokens (or padding) in different data, and a copy's attention mask is that "
+        "of the datum it runs with. If that is not intended, condition the position-specific "
+        "nodes on the length (e.g. other=SameFeature(field('length'))) or use equal-length data."
     )
 
 
