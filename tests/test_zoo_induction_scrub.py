@@ -41,3 +41,4 @@ def test_induction_replication_pattern(tmp_path):
     back = fl.Result.load(tmp_path / "ind")
     assert back.table.equals(rep.table)
     assert "naive" in back.summary()
+    assert back.plot().axes

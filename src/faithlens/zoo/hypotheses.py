@@ -8,9 +8,13 @@ each role (docs/zoo.md):
 Redwood's role         zoo:paren              what the hypothesis conditions on
 =====================  =====================  ==========================================
 proportion head 0.0    head 0.0               ``p_1`` (claim 2), via ``phi(p) = v (2p - 1)``
-count heads 1.0, 2.0   heads 1.0, 1.1         ``count_test`` and ``starts_with_open``
+count heads 1.0, 2.0   heads 1.0, 1.1, 2.0    ``count_test`` and ``starts_with_open``
 horizon head 2.1       head 2.1               ``horizon_test``; per position ``horizon_i``
 =====================  =====================  ==========================================
+
+Head 2.0 was not singled out by ``paren_heads.py``, but scrubbing shows it carries count evidence
+(conditioning it on the count features keeps all that its exact output recovers), so claim 1 has
+three count heads; ``"claim 1 (heads 1.0, 1.1)"`` is the version with the two role heads.
 
 Our last MLP makes the decision from the heads' evidence (its direct contribution separates the
 classes by 11.6 logits, the heads' by at most 3.3), so a head's paths to the output are stated as
