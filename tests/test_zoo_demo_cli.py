@@ -39,3 +39,5 @@ def test_demo_bad_size_is_one_clear_line(tmp_path):
     res = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--n", "1", "--patch-n", "8"])
     assert res.exit_code == 2
     assert "n and pool must be at least 2" in res.output
+    res = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--threads", "-1"])
+    assert res.exit_code == 2 and "--threads" in res.output

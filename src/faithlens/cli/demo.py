@@ -8,11 +8,31 @@ prints every table with confidence intervals, and writes a results folder.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
 from ._common import console, friendly_errors, print_frame, progress_bar
+
+
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """Run with ``threads`` torch CPU threads (0: leave as is), restored afterwards."""
+    import torch
+
+    from ..errors import InputError
+
+    if threads < 0:
+        raise InputError(f"--threads must be 0 (torch's default) or more, got {threads}")
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +50,12 @@ def register(app: typer.Typer) -> None:
         n_boot: int = typer.Option(
             1000, "--n-boot", help="Bootstrap resamples for the confidence intervals."
         ),
+        threads: int = typer.Option(
+            1,
+            "--threads",
+            help="torch CPU threads (the zoo models are tiny: 1 is fastest, and on a busy "
+            "machine several threads can be many times slower; 0 leaves torch's default).",
+        ),
     ) -> None:
         """Patch the heads of the zoo models and scrub Redwood's paren-balance hypotheses on
         zoo:paren (about a minute on 2 CPU cores; nothing is downloaded). Writes OUT/summary.txt,
@@ -42,7 +68,7 @@ def register(app: typer.Typer) -> None:
         from ..zoo.hypotheses import PAREN_HYPOTHESES, replicate_paren
 
         t0, c0 = time.perf_counter(), time.process_time()
-        with friendly_errors():
+        with friendly_errors(), _torch_threads(threads):
             if n < 2 or pool < 2 or patch_n < 2:
                 raise InputError(
                     f"n and pool must be at least 2 and --patch-n at least 2 (got n={n}, "
@@ -90,7 +116,10 @@ def register(app: typer.Typer) -> None:
                 r.save(out / "paren_scrub" / f"scrub{i}")
             texts.append(rep.summary())
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            timing = f"demo took {wall:.1f} s of wall time, {cpu:.1f} s of CPU time"
+            timing = (
+                f"demo took {wall:.1f} s of wall time, {cpu:.1f} s of CPU time "
+                f"({threads or 'default'} torch thread(s))"
+            )
             (out / "summary.txt").write_text("\n\n".join([*texts, timing]) + "\n")
             console.print(
                 f"\n{timing}; wrote {out}/summary.txt, patch_induction/, patch_paren/, "
