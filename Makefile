@@ -23,7 +23,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/faithlens patch --model smollm2 --task ioi --sites head --n 16 --out runs/demo
+	$(VENV)/bin/faithlens demo --out runs/demo
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

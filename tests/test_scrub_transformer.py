@@ -301,3 +301,24 @@ def test_positions_from_a_data_column_equal_fixed_positions():
         h.add("a", sc.to("head.1.0", direct=True, positions=pos), sampler="exact")
         out.append(sc.scrub(m, h, data, n=10, behaviour=BEH, baselines=(), n_boot=50).scrubbed)
     assert np.allclose(out[0], out[1])
+
+
+def test_a_child_on_its_parents_input_edge_is_sampled_from_that_parent():
+    """``input_of(positions=[1])`` hands its edges to its children: a child that claims the
+    embeddings on that very edge moves the owner two levels down at once. Its datum must still
+    be drawn relative to its own parent (the input node), not to the grandparent."""
+    m = fl.wrap(_tiny("llama"))
+    data = _data(13, n=60)
+    h = sc.Hypothesis("nested input")
+    a = h.add("head", sc.to("head.1.0", direct=True), sampler="exact")
+    b = a.add("in1", sc.input_of(positions=[1]), sampler="random")
+    b.add("emb", sc.to("embed", direct=True), feature=first)
+    prep = prepare(m, h, data, n=40, behaviour=BEH, baselines=(), seed=1)
+    vec = {lab[0].split(":")[-1]: prep.data.vectors[i] for i, lab in enumerate(prep.data.labels)}
+    feat = first(data).numpy()
+    # emb agrees with in1 (its parent) on the feature, for every example ...
+    assert np.array_equal(feat[vec["emb"]], feat[vec["in1"]])
+    # ... and not merely with the reference (the grandparent's datum)
+    assert not np.array_equal(feat[vec["emb"]], feat[prep.ref])
+    names = list(prep.sampled.diagnostics[i]["node"] for i in range(len(prep.sampled.diagnostics)))
+    assert names.index("in1") < names.index("emb")

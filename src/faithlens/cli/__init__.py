@@ -46,6 +46,7 @@ COMMAND_MODULES = [
     "faithlens.cli.represent",
     "faithlens.cli.divergence",
     "faithlens.cli.zoo",
+    "faithlens.cli.demo",
 ]
 
 

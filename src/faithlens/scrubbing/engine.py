@@ -622,6 +622,9 @@ def finish(
         higher_is_better=prep.behaviour.higher_is_better,
         node_self_share=self_share,
     )
+    lw = length_warning(prep)
+    if lw is not None:
+        warns.append(lw)
     n = len(prep.ref)
     n_layers = getattr(prep.graph, "n_layers", 1) or 1
     info: dict[str, Any] = {
@@ -653,6 +656,76 @@ def finish(
         nodes=diag,
         warnings=warns,
         stats=info,
+    )
+
+
+def _positional_nodes(prep: Prepared) -> list[str]:
+    """Names of the interpretation nodes whose paths are restricted to positions."""
+    out: list[str] = []
+    for t in trees(prep.hypothesis):
+        for node in t.nodes.values():
+            if any(r.positions is not None or r.end_positions is not None for r in node.routes):
+                out.append(node.name)
+    return list(dict.fromkeys(out))
+
+
+def length_warning(prep: Prepared) -> str | None:
+    """A warning when a hypothesis with position-specific claims mixes data of different
+    lengths (non-padding tokens, from the attention mask): with right padding, position i then
+    holds different tokens, or padding, in different data, and attention masks follow the datum
+    each copy runs with. None when the data are equal-length or no claim names positions."""
+    g = prep.graph
+    if not isinstance(g, TransformerGraph) or g.mask_field not in prep.table.data:
+        return None
+    nodes = _positional_nodes(prep)
+    split = [rw.describe() for rw in prep.rewrites if getattr(rw, "label", "") == "split_positions"]
+    if not nodes and not split:
+        return None
+    mask = prep.table.data[g.mask_field]
+    if not isinstance(mask, Tensor):
+        return None
+    lengths = (mask != 0).sum(-1).cpu().numpy()
+    if np.all(lengths == lengths[0]):
+        return None
+    vec = prep.data.vectors
+    plan_ = prep.plan
+
+    def run_datum(ref: CopyRef) -> int:
+        if isinstance(ref, Uniform):
+            return ref.datum
+        c = plan_.copies[ref.id]
+        return c.inputs if c.inputs is not None else c.base
+
+    # the mixed copies of the hypothesis (not of its baselines): does a copy read inputs from
+    # data whose length differs from the datum it runs with (whose attention mask it uses)?
+    seen: set[int] = set()
+    stack = [r for r in plan_.roots[1:2] if isinstance(r, Mixed)]
+    mixed_share: list[float] = []
+    while stack:
+        ref = stack.pop()
+        if ref.id in seen:
+            continue
+        seen.add(ref.id)
+        c = plan_.copies[ref.id]
+        own = lengths[vec[run_datum(ref)]]
+        bad = np.zeros(len(own), dtype=bool)
+        for d in {c.base, *(run_datum(f.child) for f in c.feeds)}:
+            bad |= lengths[vec[d]] != own
+        mixed_share.append(float(bad.mean()))
+        stack.extend(f.child for f in c.feeds if isinstance(f.child, Mixed))
+    hit = [x for x in mixed_share if x > 0]
+    if not hit:
+        return None
+    what = [f"nodes {nodes[:6]}{' ...' if len(nodes) > 6 else ''}"] if nodes else []
+    what += [f"rewrites {split}"] if split else []
+    return (
+        f"VARIABLE LENGTHS: the hypothesis makes position-specific claims ({'; '.join(what)}) "
+        f"and {len(hit)} of the {len(mixed_share)} mixed copies it computes combine inputs from "
+        "data whose length differs from the datum they run with (for up to "
+        f"{100 * max(hit):.0f} % of the examples). With right padding, a position holds "
+        "different tokens (or padding) in different data, and a copy's attention mask is that "
+        "of the datum it runs with. If that is not intended, condition the position-specific "
+        "nodes on the length (e.g. other=SameFeature(field('length'))) or use equal-length data."
     )
 
 

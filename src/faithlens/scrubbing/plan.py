@@ -472,6 +472,24 @@ class Planner:
         o2 = tuple(h.owner for h in js2)
         if o1 == o2:
             return
+        # A node that claims an input edge hands that very edge to its children, so one edge can
+        # move an owner down several levels (e.g. input_of(positions=[1]) whose child claims
+        # the embeddings). Register the skipped levels one by one, so that every node of the
+        # interpretation has the same parent on every path.
+        cur = o1
+        for i in range(len(o1)):
+            chain: list[str] = []
+            x: str | None = self.trees[i].nodes[o2[i]].parent if o1[i] != o2[i] else None
+            while x is not None and x != o1[i]:
+                chain.append(x)
+                x = self.trees[i].nodes[x].parent
+            for step in reversed(chain):
+                nxt = (*cur[:i], step, *cur[i + 1 :])
+                self._register_step(cur, nxt)
+                cur = nxt
+        self._register_step(cur, o2)
+
+    def _register_step(self, o1: tuple[str, ...], o2: tuple[str, ...]) -> None:
         moved = frozenset(i for i in range(len(o1)) if o1[i] != o2[i])
         got = self.pairs.get(o2)
         if got is None:

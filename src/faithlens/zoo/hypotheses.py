@@ -1,0 +1,453 @@
+"""Redwood's causal-scrubbing hypotheses about the paren-balance checker, on ``zoo:paren``.
+
+Redwood's write-up (main post section 5.1, the paren post) makes three claims about their
+3-layer, 2-head balancer; ``examples/paren_heads.py`` found which heads of ``zoo:paren`` play
+each role (docs/zoo.md):
+
+=====================  =====================  ==========================================
+Redwood's role         zoo:paren              what the hypothesis conditions on
+=====================  =====================  ==========================================
+proportion head 0.0    head 0.0               ``p_1`` (claim 2), via ``phi(p) = v (2p - 1)``
+count heads 1.0, 2.0   heads 1.0, 1.1, 2.0    ``count_test`` and ``starts_with_open``
+horizon head 2.1       head 2.1               ``horizon_test``; per position ``horizon_i``
+=====================  =====================  ==========================================
+
+Head 2.0 was not singled out by ``paren_heads.py``, but scrubbing shows it carries count evidence
+(conditioning it on the count features keeps all that its exact output recovers), so claim 1 has
+three count heads; ``"claim 1 (heads 1.0, 1.1)"`` is the version with the two role heads.
+
+Our last MLP makes the decision from the heads' evidence (its direct contribution separates the
+classes by 11.6 logits, the heads' by at most 3.3), so a head's paths to the output are stated as
+*every path that avoids the later heads*: the direct edge and the paths through the MLPs
+(``to("head.1.0", excluding=["head.2.0", "head.2.1"])``). Redwood's "direct paths" are the same
+claim on a model whose heads write the answer themselves.
+
+- **claim 1**: the output depends only on the count heads (conditioned on ``count_test`` and
+  ``starts_with_open``, or on ``count_test`` alone: :func:`paren_hypotheses` builds both) and the
+  horizon head (conditioned on ``horizon_test``); everything else shares one random datum.
+- **claim 2**: each count head reads only its input at position 1, and that input depends only on
+  head 0.0 through ``phi(p) = v (2 p - 1)`` (conditioned on ``p_1`` for strings that start with
+  ``(``, one class for the others) and on the embeddings along paths that avoid head 0.0
+  (conditioned on ``starts_with_open``); head 0.0's residual ``node - phi`` is resampled.
+- **claim 3**: the horizon head's input at each position ``i`` depends only on ``horizon_i``
+  (padding; END after ``(``; END after ``)``; ``p_i > 1/2``; ``p_i <= 1/2``), with ``p_i`` either
+  the raw proportion or the proportion as head 0.0 weighs the parens (``adjusted p``).
+
+:func:`paren_scrub_data` builds the pool with every feature as a column, :func:`paren_hypotheses`
+the hypotheses, and :func:`replicate_paren` runs them all on the same references and random
+numbers (paired comparisons) and returns a :class:`ParenReplication`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ..errors import InputError
+from ..models.model import Model
+from ..results import Result
+from ..scrubbing import (
+    BinaryCrossEntropy,
+    Hypothesis,
+    InterpNode,
+    SameFeature,
+    ScrubData,
+    ScrubResult,
+    input_of,
+    phi,
+    scrub,
+    to,
+)
+from ..scrubbing import (
+    field as column,
+)
+from ..stats import mean_interval
+from ..tasks import paren as par
+
+PROPORTION_HEAD = "head.0.0"
+#: The count heads: 1.0 and 1.1 (examples/paren_heads.py) and 2.0, which the scrubbing shows to
+#: carry count evidence too (conditioning it on ``count_test`` and ``starts_with_open`` keeps all
+#: that its exact output recovers; docs/replications.md).
+COUNT_HEADS = ("head.1.0", "head.1.1", "head.2.0")
+#: The count heads that examples/paren_heads.py found by patching and attribution.
+ROLE_COUNT_HEADS = ("head.1.0", "head.1.1")
+HORIZON_HEAD = "head.2.1"
+LATER_HEADS = ("head.2.0", "head.2.1")
+
+#: The hypotheses of :func:`paren_hypotheses`, in order, with Redwood's published % loss
+#: recovered (main post and paren post; ``None``: no published number).
+PAREN_HYPOTHESES: dict[str, float | None] = {
+    "claim 1 (heads 1.0, 1.1)": None,
+    "claim 1 (count only)": 88.0,
+    "claim 1": 93.0,
+    "claims 1+2": 88.0,
+    "claims 1+3 (raw p)": None,
+    "claims 1+3": 84.0,
+    "claims 1+2+3": 72.0,
+}
+
+
+class PositionFeature:
+    """The feature ``data[column][:, position]`` (a per-position class), named for printing."""
+
+    def __init__(self, column: str, position: int) -> None:
+        self.column = column
+        self.position = position
+        self.__name__ = self.__qualname__ = f"{column}[{position}]"
+
+    def __call__(self, data: ScrubData) -> Any:
+        return data[self.column][:, self.position]
+
+    def __repr__(self) -> str:
+        return self.__name__
+
+
+def head_attention(model: Model, data: par.ParenData, head: str = PROPORTION_HEAD) -> Tensor:
+    """The attention pattern ``[n, query, key]`` of ``head`` ("head.L.H") on ``data``."""
+    try:
+        _, layer, h = head.split(".")
+        L, H = int(layer), int(h)
+    except ValueError:
+        raise InputError(f"head must be 'head.L.H', not {head!r}") from None
+    site = f"module:blocks.{L}.attn.pattern"
+    out = model.run(data.inputs(), cache=[site])
+    return out.cache[site][:, H].detach().float().cpu()
+
+
+def paren_scrub_data(model: Model, data: par.ParenData) -> ScrubData:
+    """The scrubbing pool for ``zoo:paren``: inputs, labels and every feature the hypotheses
+    condition on (one column each; per-position classes are ``[n, n_ctx]``)."""
+    p = data.p_open
+    so = data.starts_with_open
+    ct = data.count_test
+    # p_1 for strings that start open, one class (-1) for the others (Redwood's claim 2)
+    p1 = torch.where(so, p[:, 1].double(), torch.full_like(p[:, 1].double(), -1.0))
+    adj = par.adjusted_p_open(data.ids, head_attention(model, data))
+    return ScrubData(
+        ids=data.ids,
+        mask=data.mask,
+        label=data.labels,
+        pos0=torch.zeros(len(data), dtype=torch.long),
+        count_test=ct.long(),
+        starts_open=so.long(),
+        count_and_open=(2 * ct.long() + so.long()),
+        horizon_test=data.horizon_test.long(),
+        length=data.lengths.long(),
+        p1=torch.round(p1 * 10_000).long(),
+        horizon_raw=data.horizon_classes(),
+        horizon_adjusted=data.horizon_classes(adj.to(p.dtype)),
+        p_raw=torch.nan_to_num(p.double(), nan=0.5),
+    )
+
+
+def open_direction(model: Model, data: par.ParenData) -> Tensor:
+    """The "open direction" ``v`` of the proportion head: the least-squares fit of its output at
+    position 1 (over ``data``) as ``c + v (2 p_1 - 1)``. ``phi(p) = v (2 p - 1)``."""
+    out = model.run(data.inputs(), cache=[PROPORTION_HEAD])
+    z = out.cache[PROPORTION_HEAD][:, 1].detach().double().cpu()  # [n, d_head]
+    w_o, b_o = model.adapter.o_proj(0)
+    del b_o
+    dh = z.shape[-1]
+    h = int(PROPORTION_HEAD.split(".")[2])
+    y = z @ w_o[:, h * dh : (h + 1) * dh].detach().double().cpu().T  # [n, d_model]
+    x = 2 * data.p_open[:, 1].double() - 1
+    xc = x - x.mean()
+    v = (xc[:, None] * (y - y.mean(0))).sum(0) / (xc * xc).sum().clamp(min=1e-12)
+    return v.float()
+
+
+def _phi_fn(v: Tensor) -> Callable[[ScrubData], Tensor]:
+    def phi_open(d: ScrubData) -> Tensor:
+        p = d["p_raw"].to(v.device, torch.float32)  # [n, T]
+        return (2 * p - 1)[..., None] * v.to(p.device)
+
+    return phi_open
+
+
+def _count_routes(head: str) -> Any:
+    return to(head, excluding=[h for h in LATER_HEADS if h != head])
+
+
+def _add_count(
+    h: Hypothesis, head: str, feature: str, claim2: bool, other: Any, proportion: str
+) -> InterpNode:
+    node = h.add(f"count {head[5:]}", _count_routes(head), feature=column(feature), other=other)
+    if claim2:
+        at1 = node.add(f"{head[5:]} input at 1", input_of(positions=[1]), sampler="exact")
+        at1.add(f"{head[5:]} p_1", to(proportion), feature=column("p1"))
+        at1.add(
+            f"{head[5:]} open",
+            to("embed", excluding=[proportion, f"{PROPORTION_HEAD}/res"]),
+            feature=column("starts_open"),
+        )
+    return node
+
+
+def _add_horizon(h: Hypothesis, claim3: str | None, n_ctx: int, other: Any) -> InterpNode:
+    node = h.add(
+        f"horizon {HORIZON_HEAD[5:]}", to(HORIZON_HEAD), feature=column("horizon_test"), other=other
+    )
+    if claim3 is not None:
+        for i in range(n_ctx):
+            node.add(
+                f"horizon input at {i}",
+                input_of(positions=[i]),
+                feature=PositionFeature(f"horizon_{claim3}", i),
+            )
+    return node
+
+
+def paren_hypothesis(
+    name: str,
+    *,
+    count_feature: str = "count_and_open",
+    claim2: bool = False,
+    claim3: str | None = None,
+    v: Tensor | None = None,
+    n_ctx: int = par.N_CTX,
+    same_length: bool = True,
+    count_heads: Sequence[str] = COUNT_HEADS,
+) -> Hypothesis:
+    """One hypothesis about ``zoo:paren`` (see the module docstring).
+
+    Args:
+        count_feature: what the count heads are conditioned on: ``"count_and_open"`` (Redwood's
+            claim 1) or ``"count_test"``.
+        claim2: the count heads read only their input at position 1, explained by ``phi`` of
+            head 0.0 and the embeddings (needs ``v``, the open direction).
+        count_heads: the heads conditioned on ``count_feature``.
+        claim3: ``"raw"`` or ``"adjusted"``: the horizon head's input at each position is
+            conditioned on that position's horizon class.
+        same_length: the unimportant inputs *inside* a head (the positions it is claimed not
+            to read) are drawn from strings of the same length as the head's datum (Redwood's
+            node for the padding mask, conditioned on the input length); otherwise at random.
+    """
+    rewrites = []
+    proportion = PROPORTION_HEAD
+    if claim2:
+        if v is None:
+            raise InputError("claim 2 needs v, the open direction (open_direction(model, data))")
+        rewrites.append(phi(PROPORTION_HEAD, _phi_fn(v), name="phi"))
+        proportion = f"{PROPORTION_HEAD}/phi"
+    h = Hypothesis(name, rewrites=rewrites)
+    other = SameFeature(column("length")) if same_length else None
+    for head in count_heads:
+        _add_count(h, head, count_feature, claim2, other, proportion)
+    _add_horizon(h, claim3, n_ctx, other)
+    return h
+
+
+def paren_hypotheses(
+    v: Tensor, *, n_ctx: int = par.N_CTX, same_length: bool = True
+) -> dict[str, Hypothesis]:
+    """The hypotheses of Redwood's table, in order (keys of :data:`PAREN_HYPOTHESES`)."""
+    kw: dict[str, Any] = {"n_ctx": n_ctx, "same_length": same_length, "v": v}
+    return {
+        "claim 1 (heads 1.0, 1.1)": paren_hypothesis(
+            "claim 1 (heads 1.0, 1.1)", count_heads=ROLE_COUNT_HEADS, **kw
+        ),
+        "claim 1 (count only)": paren_hypothesis(
+            "claim 1 (count only)", count_feature="count_test", **kw
+        ),
+        "claim 1": paren_hypothesis("claim 1", **kw),
+        "claims 1+2": paren_hypothesis("claims 1+2", claim2=True, **kw),
+        "claims 1+3 (raw p)": paren_hypothesis("claims 1+3 (raw p)", claim3="raw", **kw),
+        "claims 1+3": paren_hypothesis("claims 1+3", claim3="adjusted", **kw),
+        "claims 1+2+3": paren_hypothesis("claims 1+2+3", claim2=True, claim3="adjusted", **kw),
+    }
+
+
+#: The comparisons of Redwood's pattern: (better, worse) hypothesis names.
+PAREN_COMPARISONS: tuple[tuple[str, str], ...] = (
+    ("claim 1", "claim 1 (heads 1.0, 1.1)"),
+    ("claim 1", "claim 1 (count only)"),
+    ("claim 1", "claims 1+2"),
+    ("claim 1", "claims 1+3"),
+    ("claims 1+2", "claims 1+2+3"),
+    ("claims 1+3", "claims 1+2+3"),
+    ("claims 1+3", "claims 1+3 (raw p)"),
+)
+
+
+@dataclass(frozen=True)
+class ParenReplication(Result):
+    """Redwood's paren-balance hypotheses scrubbed on ``zoo:paren``.
+
+    ``table``: per hypothesis, the scrubbed loss and % loss recovered (vs the random-input
+    baseline) with standard errors and confidence intervals, next to Redwood's published
+    number. ``comparisons``: paired differences of the scrubbed loss between hypotheses (same
+    references and random numbers), with their CIs.
+    """
+
+    model: str
+    n: int
+    seed: int
+    level: float
+    same_length: bool
+    original_loss: float
+    baseline_loss: float
+    table: pd.DataFrame
+    comparisons: pd.DataFrame
+    warnings: dict[str, list[str]] = field(default_factory=dict)
+    kind = "paren_replication"
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.table
+
+    def recovered(self, name: str) -> float:
+        return float(dict(zip(self.table.hypothesis, self.table.recovered))[name])
+
+    def summary(self) -> str:
+        pct = round(100 * self.level)
+        lines = [
+            f"Redwood's paren hypotheses on {self.model} ({self.n} references, seed {self.seed}); "
+            f"BCE of the model {self.original_loss:.4f}, random input {self.baseline_loss:.3f}",
+            f"{'hypothesis':<22}{'scrubbed BCE':>14}{'% recovered':>13}  {pct}% CI{'':>9}Redwood",
+        ]
+        for r in self.table.to_dict("records"):
+            pub = "-" if pd.isna(r["published"]) else f"{r['published']:.0f}"
+            lines.append(
+                f"{r['hypothesis']:<22}{r['loss']:>14.3f}{r['recovered']:>12.1f}%  "
+                f"[{r['recovered_low']:5.1f}, {r['recovered_high']:5.1f}]{pub:>10}"
+            )
+        lines.append("paired differences of the scrubbed loss (worse - better):")
+        for c in self.comparisons.to_dict("records"):
+            verdict = "holds" if c["low"] > 0 else "not shown"
+            lines.append(
+                f"  {c['worse']!r} - {c['better']!r}: {c['difference']:+.3f} [{c['low']:+.3f}, "
+                f"{c['high']:+.3f}] ({verdict})"
+            )
+        for name, ws in self.warnings.items():
+            for w in ws:
+                lines.append(f"warning ({name}): {w.splitlines()[0]}")
+        return "\n".join(lines)
+
+    def plot(self, ax: Any = None) -> Any:
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(7, 3.5))
+        else:
+            fig = ax.figure
+        t = self.table
+        y = np.arange(len(t))[::-1]
+        err = np.stack([t.recovered - t.recovered_low, t.recovered_high - t.recovered])
+        ax.errorbar(t.recovered, y, xerr=err, fmt="o", label=self.model)
+        pub = t.published.to_numpy(dtype=float)
+        ax.plot(pub, y, "x", color="k", label="Redwood (published)")
+        ax.set_yticks(y, t.hypothesis)
+        ax.set_xlabel("% loss recovered")
+        ax.axvline(100, color="0.8", lw=1)
+        ax.legend(loc="lower left")
+        fig.tight_layout()
+        return fig
+
+
+def replicate_paren(
+    model: Model,
+    n: int = 2000,
+    *,
+    pool: int = 4000,
+    seed: int = 0,
+    names: Sequence[str] | None = None,
+    same_length: bool = True,
+    level: float = 0.95,
+    n_boot: int = 1000,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[ParenReplication, dict[str, ScrubResult]]:
+    """Scrub Redwood's paren hypotheses on ``model`` (``fl.load("zoo:paren")``).
+
+    ``pool`` strings are drawn from the training mixture (seeded); ``n`` references are drawn
+    from them, the same for every hypothesis, with the same random numbers, so differences
+    between hypotheses are paired. Returns the summary and every :class:`ScrubResult`.
+    """
+    names = list(PAREN_HYPOTHESES) if names is None else list(names)
+    unknown = [k for k in names if k not in PAREN_HYPOTHESES]
+    if unknown:
+        raise InputError(f"unknown paren hypotheses {unknown}; known: {list(PAREN_HYPOTHESES)}")
+    if n < 2 or pool < 2:
+        raise InputError(f"n and pool must be at least 2 (got n={n}, pool={pool})")
+    pd_data = par.ParenData.sample(pool, seed=seed)
+    data = paren_scrub_data(model, pd_data)
+    v = open_direction(model, pd_data)
+    hyps = paren_hypotheses(v, n_ctx=pd_data.n_ctx, same_length=same_length)
+    beh = BinaryCrossEntropy("label", positions_column="pos0")
+    results: dict[str, ScrubResult] = {}
+    for name in names:
+        if progress is not None:
+            progress(name)
+        results[name] = scrub(
+            model, hyps[name], data, n=n, behaviour=beh, seed=seed, level=level, n_boot=n_boot
+        )
+    rows = []
+    for name, r in results.items():
+        lo, hi = r.recovered_ci()
+        row = r.table.set_index("quantity")["se"].to_dict()
+        rows.append(
+            {
+                "hypothesis": name,
+                "loss": r.expectation,
+                "loss_se": r.se,
+                "recovered": r.recovered(),
+                "recovered_se": float(row["% recovered vs random"]),
+                "recovered_low": lo,
+                "recovered_high": hi,
+                "published": PAREN_HYPOTHESES[name],
+                "distinct_data": int(r.stats.get("distinct_data", 0)),
+            }
+        )
+    comps = []
+    for better, worse in PAREN_COMPARISONS:
+        if better in results and worse in results:
+            d = results[worse].scrubbed - results[better].scrubbed
+            iv = mean_interval(d, n_boot=n_boot, level=level, seed=seed)
+            comps.append(
+                {
+                    "better": better,
+                    "worse": worse,
+                    "difference": float(iv.estimate),
+                    "se": float(iv.se),
+                    "low": float(iv.low),
+                    "high": float(iv.high),
+                }
+            )
+    first = next(iter(results.values()))
+    rep = ParenReplication(
+        model=model.name,
+        n=n,
+        seed=seed,
+        level=level,
+        same_length=same_length,
+        original_loss=first.original_expectation,
+        baseline_loss=float(first.baseline("random").mean()),
+        table=pd.DataFrame(rows),
+        comparisons=pd.DataFrame(
+            comps, columns=["better", "worse", "difference", "se", "low", "high"]
+        ),
+        warnings={k: list(r.warnings) for k, r in results.items() if r.warnings},
+    )
+    return rep, results
+
+
+__all__ = [
+    "COUNT_HEADS",
+    "HORIZON_HEAD",
+    "PAREN_COMPARISONS",
+    "PAREN_HYPOTHESES",
+    "PROPORTION_HEAD",
+    "ROLE_COUNT_HEADS",
+    "ParenReplication",
+    "PositionFeature",
+    "head_attention",
+    "open_direction",
+    "paren_hypotheses",
+    "paren_hypothesis",
+    "paren_scrub_data",
+    "replicate_paren",
+]

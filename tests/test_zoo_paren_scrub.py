@@ -1,0 +1,103 @@
+"""The paren-balance replication (examples/paren_scrub.py) at a small size: Redwood's pattern
+on zoo:paren, and the hypotheses' structure."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+import faithlens as fl
+from faithlens import scrubbing as sc
+from faithlens.tasks import paren as par
+from faithlens.zoo import hypotheses as hz
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _example(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def paren_model():
+    return fl.load("zoo:paren")
+
+
+@pytest.fixture(scope="module")
+def replication(tmp_path_factory):
+    out = tmp_path_factory.mktemp("paren") / "rep"
+    rep = _example("paren_scrub").main(["--n", "400", "--pool", "1200", "--out", str(out)])
+    return rep, out
+
+
+@pytest.mark.slow
+def test_paren_replication_shows_redwoods_pattern(replication):
+    rep, out = replication
+    t = rep.table.set_index("hypothesis")
+    assert list(t.index) == list(hz.PAREN_HYPOTHESES)
+    # every estimate carries its interval
+    assert (t.recovered_low < t.recovered).all() and (t.recovered < t.recovered_high).all()
+    # claim 1 explains most of the loss, far from the random baseline
+    assert t.loc["claim 1", "recovered_low"] > 55
+    comp = rep.comparisons.set_index(["better", "worse"])
+    # head 2.0 carries count evidence: leaving it out costs loss
+    assert comp.loc[("claim 1", "claim 1 (heads 1.0, 1.1)"), "low"] > 0
+    # each added claim lowers the score (paired differences, CI above zero)
+    for pair in [
+        ("claim 1", "claims 1+2"),
+        ("claim 1", "claims 1+3"),
+        ("claims 1+2", "claims 1+2+3"),
+        ("claims 1+3", "claims 1+2+3"),
+    ]:
+        assert comp.loc[pair, "low"] > 0, pair
+    assert "claims 1+2+3" in rep.summary()
+
+    # paren strings vary in length: the position-specific claims are flagged, claim 1 is not
+    def flagged(name):
+        return any(w.startswith("VARIABLE LENGTHS") for w in rep.warnings.get(name, []))
+
+    assert flagged("claims 1+3") and not flagged("claim 1")
+    back = fl.Result.load(out)
+    assert back.table.equals(rep.table)
+    assert isinstance(fl.Result.load(out / "scrub0"), sc.ScrubResult)
+
+
+def test_paren_hypotheses_structure(paren_model):
+    data = par.ParenData.sample(64, seed=1)
+    v = hz.open_direction(paren_model, data)
+    assert v.shape == (paren_model.d_model,)
+    hyps = hz.paren_hypotheses(v, n_ctx=data.n_ctx)
+    assert list(hyps) == list(hz.PAREN_HYPOTHESES)
+    text = hyps["claims 1+2+3"].describe()
+    assert "horizon input at 41" in text and "2.0 p_1" in text
+    assert "phi" in " ".join(rw.describe() for rw in hyps["claims 1+2"].rewrites)
+    sd = hz.paren_scrub_data(paren_model, data)
+    # the adjusted classes come from head 0.0's real attention and differ from the raw ones
+    assert sd["horizon_adjusted"].shape == sd["horizon_raw"].shape == data.ids.shape
+    assert not torch.equal(sd["horizon_adjusted"], sd["horizon_raw"])
+    # the identity parts agree with the task's own features
+    assert torch.equal(sd["count_and_open"] // 2, data.count_test.long())
+    # the phi rewrite is extensionally equal (checked by scrub before it runs)
+    r = sc.scrub(
+        paren_model,
+        hyps["claims 1+2"],
+        sd,
+        n=32,
+        behaviour=sc.BinaryCrossEntropy("label", positions_column="pos0"),
+        n_boot=100,
+    )
+    assert r.n == 32 and "phi" in " ".join(r.stats["rewrites"])
+
+
+def test_claim_2_needs_the_open_direction():
+    with pytest.raises(fl.errors.InputError, match="open direction"):
+        hz.paren_hypothesis("x", claim2=True)
+    with pytest.raises(fl.errors.InputError, match="unknown paren hypotheses"):
+        hz.replicate_paren(None, names=["claim 9"])  # type: ignore[arg-type]
