@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from .._memory import budget_bytes, rows_that_fit
 from ..errors import InputError, SiteError
@@ -165,9 +166,6 @@ def patch(
     names = resolve_sites(model, sites)
     conds = plan(model, task, names, positions)
     task = task.to(model.device)
-    base_in, src_in = (
-        (task.corrupt, task.clean) if direction == "denoising" else (task.clean, task.corrupt)
-    )
 
     n = task.n
     seq = task.seq_len
@@ -197,34 +195,42 @@ def patch(
     patched = np.zeros((len(conds), n), dtype=np.float64)
     m_base = np.zeros(n)
     m_src = np.zeros(n)
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, c in enumerate(conds):
-        if not c.noop:
-            groups[(c.layer, c.offset)].append(i)
-    chunks_per_example_chunk = sum(
-        -(-len(idx) // max(1, row_cap // ex_chunk)) for idx in groups.values()
+    # Plan every chunk of examples first (cheap), so the progress bar knows the total.
+    per_pass_rows = max(1, row_cap // ex_chunk)
+    chunk_plans = []
+    for rows in _example_chunks(model, task, ex_chunk):
+        sub = _truncated(model, task.subset(rows))
+        local = _localise(conds, plan(model, sub, names, positions), positions)
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, c in enumerate(local):
+            if c is not None and not c.noop:
+                groups[(c.layer, c.offset)].append(i)
+        chunk_plans.append((rows, sub, local, groups))
+    total = sum(
+        -(-len(idx) // per_pass_rows) for *_, groups in chunk_plans for idx in groups.values()
     )
-    total = chunks_per_example_chunk * (-(-n // ex_chunk))
     done = 0
-    for lo in range(0, n, ex_chunk):
-        rows = slice(lo, min(n, lo + ex_chunk))
-        sub = task.subset(rows)
-        base_i, src_i = base_in.select(rows), src_in.select(rows)
+    for rows, sub, local, groups in chunk_plans:
+        cols = rows.cpu().numpy()
+        base_i, src_i = (
+            (sub.corrupt, sub.clean) if direction == "denoising" else (sub.clean, sub.corrupt)
+        )
         ne = sub.n
         # Source run: cache every patched site.
         src_out = model.run(src_i, cache=names, logits_at=sub.positions)
         assert src_out.logits is not None
-        m_src[rows] = sub.metric(src_out.logits[:, 0], sub.answers).cpu().numpy()
+        m_src[cols] = sub.metric(src_out.logits[:, 0], sub.answers).cpu().numpy()
         # Base run: the residual stream entering each layer we resume at, and the KV cache.
-        layers = sorted({c.layer for c in conds if not c.noop and _resumes(c)})
+        live = [c for c in local if c is not None and not c.noop]
+        layers = sorted({c.layer for c in live if _resumes(c)})
         resid_names = [_resid_name(model, L) for L in layers]
-        need_kv = any(c.offset > 0 for c in conds if not c.noop)
+        need_kv = any(c.offset > 0 for c in live)
         base_out = model.run(base_i, cache=resid_names, logits_at=sub.positions, return_kv=need_kv)
         assert base_out.logits is not None
-        m_base[rows] = sub.metric(base_out.logits[:, 0], sub.answers).cpu().numpy()
-        for i, c in enumerate(conds):
-            if c.noop:
-                patched[i, rows] = m_base[rows]
+        m_base[cols] = sub.metric(base_out.logits[:, 0], sub.answers).cpu().numpy()
+        for i, c in enumerate(local):
+            if c is None or c.noop:
+                patched[i, cols] = m_base[cols]
         per_pass = max(1, row_cap // ne)
         for (layer, offset), idx in groups.items():
             for k in range(0, len(idx), per_pass):
@@ -235,11 +241,11 @@ def patch(
                     base_i,
                     base_out,
                     src_out,
-                    [conds[j] for j in batch_idx],
+                    [c for j in batch_idx if (c := local[j]) is not None],
                     layer,
                     offset,
                 )
-                patched[batch_idx, rows] = vals
+                patched[np.ix_(np.asarray(batch_idx), cols)] = vals
                 done += 1
                 if progress is not None:
                     progress(done, total)
@@ -269,6 +275,54 @@ def patch(
         seed=seed,
         meta={"conditions_skipped_as_noop": int(sum(c.noop for c in conds))},
     )
+
+
+def _example_chunks(model: Model, task: Task, size: int) -> list[Tensor]:
+    """Example indices, in chunks of at most ``size``. In a causal model examples are grouped
+    by metric position first: a chunk whose examples read the same position can stop there
+    (:func:`_truncated`) and, patched at that position, recompute that one position only."""
+    n = task.n
+    if not _can_truncate(model, task):
+        return list(torch.arange(n).split(size))
+    pos = task.positions.cpu()
+    out: list[Tensor] = []
+    for p in torch.unique(pos).tolist():
+        out.extend((pos == p).nonzero().flatten().split(size))
+    return out
+
+
+def _can_truncate(model: Model, task: Task) -> bool:
+    plain = not (task.clean.args or task.clean.kwargs or task.corrupt.args or task.corrupt.kwargs)
+    return bool(model.is_causal and model.adapter.supports_resume and plain)
+
+
+def _truncated(model: Model, task: Task) -> Task:
+    """In a causal model, the task without the positions after its last metric position: they
+    can change nothing the metric reads."""
+    if not _can_truncate(model, task):
+        return task
+    end = int(task.positions.max()) + 1
+    if end >= task.seq_len:
+        return task
+
+    def cut(x: Inputs) -> Inputs:
+        assert x.ids is not None
+        return Inputs(ids=x.ids[:, :end], mask=None if x.mask is None else x.mask[:, :end])
+
+    return replace(task, clean=cut(task.clean), corrupt=cut(task.corrupt))
+
+
+def _localise(
+    conds: list[Condition], local: list[Condition], positions: str
+) -> list[Condition | None]:
+    """The sweep's conditions as planned for one (possibly truncated) chunk of examples.
+    ``None``: the condition patches a position the chunk no longer has, after every position
+    its metric reads, so in a causal model it equals the base run."""
+    if positions != "each":
+        assert len(local) == len(conds)
+        return list(local)
+    by_key = {(c.site, c.position): c for c in local}
+    return [by_key.get((c.site, c.position)) for c in conds]
 
 
 def _resumes(c: Condition) -> bool:

@@ -32,8 +32,12 @@ class Metric:
     higher_is_better: bool = True
 
     def __call__(self, logits: Tensor, answers: Tensor) -> Tensor:
-        check_finite(logits, f"the logits reaching {self.name}")
-        return check_finite(self.compute(logits.float(), answers), self.name)
+        out = self.compute(logits.float(), answers)
+        if not bool(torch.isfinite(out).all()):
+            # Name the cause: non-finite logits (an intervention) or the metric itself.
+            check_finite(logits, f"the logits reaching {self.name}")
+            check_finite(out, self.name)
+        return out
 
     def compute(self, logits: Tensor, answers: Tensor) -> Tensor:
         raise NotImplementedError
