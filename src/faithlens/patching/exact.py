@@ -12,7 +12,10 @@ position) is one patched forward pass in principle. The planner makes them cheap
    (a position before every example's first differing token) is exactly the base run.
 3. **Stack conditions in the batch.** Conditions with the same (layer, position) share one
    forward pass, each on its own block of rows; chunk sizes follow the free memory.
-4. **Logits only where the metric reads them.**
+4. **Stop at the metric position** (causal models). Later positions cannot reach it: examples
+   that read the same position run together, cut after it, so a patch at that position
+   recomputes exactly one position.
+5. **Logits only where the metric reads them.**
 """
 
 from __future__ import annotations
