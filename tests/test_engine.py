@@ -139,6 +139,29 @@ def test_logits_at_positions(tiny_causal, ids):
     assert torch.allclose(last[:, 0], full[:, -1], atol=1e-6)
 
 
+
+def test_logit_tokens_compute_only_those_columns(tiny_causal, ids):
+    _, hf = tiny_causal
+    model = fl.wrap(hf)
+    tokens = torch.tensor([7, 3, 11])
+    if model.adapter.unembed_module is None:  # a headless model: its "logits" are hidden states
+        with pytest.raises(fl.errors.InputError, match="unembedding"):
+            model.run(ids, logit_tokens=tokens)
+        return
+    head = hf.get_submodule(model.adapter.unembed_module)
+    weight = head.weight
+    full = model.run(ids).logits
+    pos = torch.tensor([2, 8, 0, 5])
+    out = model.run(ids, logits_at=pos, logit_tokens=tokens).logits
+    assert out.shape == (4, 1, 3)
+    assert torch.allclose(out[:, 0], full[torch.arange(4), pos][:, tokens], atol=1e-6)
+    # the unembedding (and any tying to the embedding) is restored
+    assert head.weight is weight
+    assert torch.allclose(model.run(ids).logits, full)
+    with pytest.raises(fl.errors.InputError, match="logit_tokens"):
+        model.run(ids, logit_tokens=torch.tensor([10**6]))
+    assert head.weight is weight
+
 def test_padding_right_matches_unpadded(tiny_llama):
     model = fl.wrap(tiny_llama)
     a = torch.tensor([[5, 6, 7, 8, 9]])

@@ -17,7 +17,8 @@ Speed comes from three options:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -229,6 +230,7 @@ def run(
     start_at: Resume | None = None,
     stop_at: SiteLike | None = None,
     logits_at: Any = None,
+    logit_tokens: Tensor | None = None,
     grad: bool = False,
     grad_sites: Sequence[SiteLike] = (),
     return_kv: bool = False,
@@ -246,6 +248,8 @@ def run(
         stop_at: a site after which the forward pass stops (no logits are returned).
         logits_at: positions at which to compute logits: ``"last"`` (each example's last real
             token), an int, or per-example indices ``[batch]`` / ``[batch, k]``. Default: all.
+        logit_tokens: compute only these vocabulary columns (token ids ``[k]``): the logits are
+            then ``[..., k]`` in this order. For metrics that read a few answer tokens.
         grad: build the autograd graph (default: no_grad).
         grad_sites: sites whose gradients ``RunOutput.grad(site)`` returns after ``backward``.
         return_kv: also return every layer's keys and values (causal Hugging Face models).
@@ -357,6 +361,10 @@ def run(
             site="logits_at",
         )
 
+    vocab_ctx: Any = _null()
+    if logit_tokens is not None:
+        vocab_ctx = _vocab_subset(model, logit_tokens)
+
     # ---- the forward pass -----------------------------------------------------------------
     module = model.module
     call_kwargs: dict[str, Any] = {}
@@ -392,7 +400,7 @@ def run(
             if start_at is not None and start_at.hidden is not None
             else _null()
         )
-        with ctx, resume_ctx:
+        with ctx, resume_ctx, vocab_ctx:
             try:
                 if model_in is None:
                     out_raw = module(*inp.args, **inp.kwargs)
@@ -507,6 +515,31 @@ def _register(
         raise SiteError(f"cannot hook the output of {hp.module!r} (a {type(output).__name__})")
 
     return target.register_forward_hook(post, with_kwargs=True)
+
+
+@contextmanager
+def _vocab_subset(model: Model, tokens: Tensor) -> Iterator[None]:
+    """Give the unembedding only the rows of ``tokens`` for the duration of a run (the
+    original parameters, and any weight tying, are restored afterwards)."""
+    path = model.adapter.unembed_module
+    lin = model.module.get_submodule(path) if path is not None else None
+    if not isinstance(lin, nn.Linear):
+        raise InputError(
+            "logit_tokens needs a model whose unembedding is an nn.Linear; this one has "
+            f"{type(lin).__name__ if lin is not None else 'none'}"
+        )
+    tokens = torch.as_tensor(tokens, dtype=torch.long, device=lin.weight.device).flatten()
+    if tokens.numel() == 0 or int(tokens.min()) < 0 or int(tokens.max()) >= lin.out_features:
+        raise InputError(f"logit_tokens must be token ids in [0, {lin.out_features})")
+    weight, bias = lin.weight, lin.bias
+    lin.weight = nn.Parameter(weight[tokens], requires_grad=weight.requires_grad)
+    if bias is not None:
+        lin.bias = nn.Parameter(bias[tokens], requires_grad=bias.requires_grad)
+    try:
+        yield
+    finally:
+        lin.weight = weight
+        lin.bias = bias
 
 
 def _gather_hook(module: nn.Module, path: str, positions: Tensor) -> RemovableHandle:

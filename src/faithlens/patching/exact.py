@@ -219,18 +219,26 @@ def patch(
             (sub.corrupt, sub.clean) if direction == "denoising" else (sub.clean, sub.corrupt)
         )
         ne = sub.n
+        # Logits only for the answer tokens, when that is all the metric reads.
+        tokens, answers = _answer_columns(model, sub, names)
         # Source run: cache every patched site.
-        src_out = model.run(src_i, cache=names, logits_at=sub.positions)
+        src_out = model.run(src_i, cache=names, logits_at=sub.positions, logit_tokens=tokens)
         assert src_out.logits is not None
-        m_src[cols] = sub.metric(src_out.logits[:, 0], sub.answers).cpu().numpy()
+        m_src[cols] = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
         # Base run: the residual stream entering each layer we resume at, and the KV cache.
         live = [c for c in local if c is not None and not c.noop]
         layers = sorted({c.layer for c in live if _resumes(c)})
         resid_names = [_resid_name(model, L) for L in layers]
         need_kv = any(c.offset > 0 for c in live)
-        base_out = model.run(base_i, cache=resid_names, logits_at=sub.positions, return_kv=need_kv)
+        base_out = model.run(
+            base_i,
+            cache=resid_names,
+            logits_at=sub.positions,
+            logit_tokens=tokens,
+            return_kv=need_kv,
+        )
         assert base_out.logits is not None
-        m_base[cols] = sub.metric(base_out.logits[:, 0], sub.answers).cpu().numpy()
+        m_base[cols] = sub.metric(base_out.logits[:, 0], answers).cpu().numpy()
         for i, c in enumerate(local):
             if c is None or c.noop:
                 patched[i, cols] = m_base[cols]
@@ -247,6 +255,8 @@ def patch(
                     [c for j in batch_idx if (c := local[j]) is not None],
                     layer,
                     offset,
+                    tokens,
+                    answers,
                 )
                 patched[np.ix_(np.asarray(batch_idx), cols)] = vals
                 done += 1
@@ -278,6 +288,22 @@ def patch(
         seed=seed,
         meta={"conditions_skipped_as_noop": int(sum(c.noop for c in conds))},
     )
+
+
+def _answer_columns(model: Model, task: Task, sites: Sequence[str]) -> tuple[Tensor | None, Tensor]:
+    """The vocabulary columns a run must compute, and the answers as indices into them: only
+    the answer tokens when the metric reads nothing else (and no patched site is the logits),
+    else every column (``None``) and the answers as they are."""
+    unembed = model.adapter.unembed_module
+    lin = model.module.get_submodule(unembed) if unembed is not None else None
+    if (
+        not task.metric.answer_logits_only
+        or not isinstance(lin, torch.nn.Linear)
+        or any(model.site_info(s).kind == "logits" for s in sites)
+    ):
+        return None, task.answers
+    tokens = torch.unique(task.answers)
+    return tokens, torch.searchsorted(tokens, task.answers)
 
 
 def _example_chunks(model: Model, task: Task, size: int) -> list[Tensor]:
@@ -345,6 +371,8 @@ def _run_group(
     conds: list[Condition],
     layer: int,
     offset: int,
+    tokens: Tensor | None,
+    answers: Tensor,
 ) -> np.ndarray:
     """Metric per (condition, example) for conditions sharing a start layer and position."""
     ne = task.n
@@ -376,7 +404,9 @@ def _run_group(
                 rows=slice(j * ne, (j + 1) * ne),
             )
         )
-    out = model.run(inputs, ivs, start_at=start, logits_at=task.positions.repeat(c))
+    out = model.run(
+        inputs, ivs, start_at=start, logits_at=task.positions.repeat(c), logit_tokens=tokens
+    )
     assert out.logits is not None
-    vals = task.metric(out.logits[:, 0], task.answers.repeat(c, 1))
+    vals = task.metric(out.logits[:, 0], answers.repeat(c, 1))
     return vals.reshape(c, ne).double().cpu().numpy()

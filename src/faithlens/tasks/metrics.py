@@ -30,6 +30,9 @@ class Metric:
 
     name: str = "metric"
     higher_is_better: bool = True
+    #: The metric reads only the answer tokens' logits (no softmax over the vocabulary), so a
+    #: run may compute just those columns (``run(..., logit_tokens=...)``).
+    answer_logits_only: bool = False
 
     def __call__(self, logits: Tensor, answers: Tensor) -> Tensor:
         out = self.compute(logits.float(), answers)
@@ -49,6 +52,8 @@ class LogitDiff(Metric):
     the m wrong answers is subtracted)."""
 
     name: str = "logit_diff"
+
+    answer_logits_only = True
 
     def compute(self, logits: Tensor, answers: Tensor) -> Tensor:
         picked = logits.gather(-1, answers.to(logits.device))
@@ -83,6 +88,8 @@ class Accuracy(Metric):
 
     name: str = "accuracy"
 
+    answer_logits_only = True
+
     def compute(self, logits: Tensor, answers: Tensor) -> Tensor:
         picked = logits.gather(-1, answers.to(logits.device))
         return (picked[:, 0:1] > picked[:, 1:]).all(-1).float()
@@ -100,6 +107,8 @@ class BinaryCrossEntropy(Metric):
 
     name: str = "bce"
     higher_is_better = False
+
+    answer_logits_only = True
 
     def compute(self, logits: Tensor, answers: Tensor) -> Tensor:
         picked = logits.gather(-1, answers.to(logits.device))
