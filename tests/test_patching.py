@@ -105,6 +105,26 @@ def test_chunking_does_not_change_results(tiny_gpt2):
     np.testing.assert_allclose(a.patched, b.patched, atol=1e-5)
 
 
+@pytest.mark.parametrize("positions", ["all", "last", "each"])
+def test_progress_counts_every_pass_once(tiny_gpt2, positions):
+    model = fl.wrap(tiny_gpt2)
+    task = padded_task(model)  # examples of several lengths: several chunks of examples
+    calls: list[tuple[int, int]] = []
+    fl.patch(
+        model,
+        task,
+        "head",
+        positions=positions,
+        n_boot=20,
+        max_rows=7,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert calls, "no progress reported"
+    total = calls[0][1]
+    assert [d for d, _ in calls] == list(range(1, total + 1))
+    assert all(t == total for _, t in calls)
+
+
 def test_noop_conditions_are_exact(tiny_llama):
     model = fl.wrap(tiny_llama)
     task = padded_task(model)

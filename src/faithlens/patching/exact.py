@@ -199,7 +199,6 @@ def patch(
     m_base = np.zeros(n)
     m_src = np.zeros(n)
     # Plan every chunk of examples first (cheap), so the progress bar knows the total.
-    per_pass_rows = max(1, row_cap // ex_chunk)
     chunk_plans = []
     for rows in _example_chunks(model, task, ex_chunk):
         sub = _truncated(model, task.subset(rows))
@@ -210,7 +209,9 @@ def patch(
                 groups[(c.layer, c.offset)].append(i)
         chunk_plans.append((rows, sub, local, groups))
     total = sum(
-        -(-len(idx) // per_pass_rows) for *_, groups in chunk_plans for idx in groups.values()
+        -(-len(idx) // max(1, row_cap // len(rows)))
+        for rows, _, _, groups in chunk_plans
+        for idx in groups.values()
     )
     done = 0
     for rows, sub, local, groups in chunk_plans:
