@@ -209,3 +209,10 @@ def test_sanity_command(tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert "pass both: iou" in text(r)
+
+
+def test_unreadable_comma_lists_name_the_option():
+    r = runner.invoke(app, ["neurons", "validate", "--n", "100,abc"])
+    assert r.exit_code == 2 and "--n takes comma-separated int values" in text(r)
+    r = runner.invoke(app, ["neurons", "sanity", "--frequencies", "0.1,x"])
+    assert r.exit_code == 2 and "--frequencies" in text(r) and "'x'" in text(r)

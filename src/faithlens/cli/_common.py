@@ -11,12 +11,31 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import FaithlensError
+from ..errors import FaithlensError, InputError
 
 console = Console()
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def comma_list(text: str | None, cast: Callable[[str], T], option: str) -> list[T]:
+    """The comma-separated values of a command-line option, each converted by ``cast``; a value
+    that does not convert is an :class:`InputError` naming the option (not a traceback)."""
+    out: list[T] = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(cast(part))
+        except ValueError as e:
+            kind = getattr(cast, "__name__", "value")
+            raise InputError(
+                f"{option} takes comma-separated {kind} values; cannot read {part!r} in {text!r}"
+            ) from e
+    return out
 
 
 @contextmanager

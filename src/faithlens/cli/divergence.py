@@ -7,7 +7,14 @@ from typing import Any
 
 import typer
 
-from ._common import console, friendly_errors, load_model, print_frame, progress_bar
+from ._common import (
+    comma_list,
+    console,
+    friendly_errors,
+    load_model,
+    print_frame,
+    progress_bar,
+)
 
 
 def _split(text: str | None) -> list[str]:
@@ -96,7 +103,9 @@ def register(app: typer.Typer) -> None:
                 sites: Any = "head"
                 if sweep_layers:
                     sites = [
-                        f"head.{int(L)}.{h}" for L in _split(sweep_layers) for h in range(m.n_heads)
+                        f"head.{L}.{h}"
+                        for L in comma_list(sweep_layers, int, "--sweep-layers")
+                        for h in range(m.n_heads)
                     ]
                 with progress_bar("patching heads") as advance:
                     eff = patching.patch(m, t, sites, n_boot=200, seed=seed, progress=advance)

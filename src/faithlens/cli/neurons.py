@@ -12,7 +12,7 @@ import pandas as pd
 import typer
 
 from ..errors import InputError
-from ._common import console, friendly_errors, load_model, print_frame
+from ._common import comma_list, console, friendly_errors, load_model, print_frame
 
 METRIC_HELP = (
     "Similarity metric (repeat for several): accuracy, precision, recall, f1, iou, auroc, "
@@ -386,7 +386,7 @@ def register(app: typer.Typer) -> None:
         from ..neurons.simulate import simulate
 
         with friendly_errors():
-            sizes = [int(v) for v in n.split(",") if v.strip()]
+            sizes = comma_list(n, int, "--n")
             with console.status("simulating..."):
                 res = simulate(
                     metric or ["accuracy", "iou", "auroc"],
@@ -463,7 +463,7 @@ def register(app: typer.Typer) -> None:
         from ..neurons.sanity import CHECKABLE, sanity_checks
 
         with friendly_errors():
-            freqs = [float(v) for v in frequencies.split(",") if v.strip()]
+            freqs = comma_list(frequencies, float, "--frequencies")
             with console.status("checking metrics..."):
                 res = sanity_checks(
                     metric or list(CHECKABLE), n=n, seeds=seeds, frequencies=freqs, seed=seed
