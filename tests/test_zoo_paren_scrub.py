@@ -101,3 +101,38 @@ def test_claim_2_needs_the_open_direction():
         hz.paren_hypothesis("x", claim2=True)
     with pytest.raises(fl.errors.InputError, match="unknown paren hypotheses"):
         hz.replicate_paren(None, names=["claim 9"])  # type: ignore[arg-type]
+
+
+def test_paren_roles_validate_and_build_other_assignments(paren_model):
+    r = hz.ParenRoles()
+    assert r.heads == ("head.1.0", "head.1.1", "head.2.0", "head.2.1")
+    with pytest.raises(fl.errors.InputError, match=r"'head\.L\.H'"):
+        hz.ParenRoles(horizon="2.1")
+    with pytest.raises(fl.errors.InputError, match="later layer than the proportion head"):
+        hz.ParenRoles(proportion="head.1.0", count=("head.1.1", "head.2.0"))
+    with pytest.raises(fl.errors.InputError, match="distinct"):
+        hz.ParenRoles(count=("head.1.0", "head.2.1"))
+    with pytest.raises(fl.errors.InputError, match="subset of the count heads"):
+        hz.ParenRoles(role_count=("head.2.1",))
+    with pytest.raises(fl.errors.InputError, match="not a head of"):
+        hz.ParenRoles(count=("head.1.0", "head.3.0"), role_count=("head.1.0",)).check(paren_model)
+    with pytest.raises(fl.errors.InputError, match=r"subset of roles\.count"):
+        hz.paren_hypothesis("x", count_heads=["head.2.1"])
+    # another assignment: proportion head 0.1, count heads 1.1 and 2.1, horizon head 1.0
+    other = hz.ParenRoles(
+        proportion="head.0.1",
+        count=("head.1.1", "head.2.1"),
+        horizon="head.1.0",
+        role_count=("head.2.1",),
+    )
+    v = torch.zeros(paren_model.d_model)
+    hyps = hz.paren_hypotheses(v, roles=other)
+    text = hyps["claims 1+2+3"].describe()
+    assert "count 2.1" in text and "horizon 1.0" in text and "count 2.0" not in text
+    assert "head.0.1" in " ".join(rw.describe() for rw in hyps["claims 1+2"].rewrites)
+    assert "count 1.1" not in hyps["claim 1 (heads 1.0, 1.1)"].describe()
+    # a role head's node claims only the paths that avoid the other role heads: the horizon head
+    # 1.0 must not take the paths through count head 2.1
+    assert other.routes("head.1.0").describe() == (
+        "to('head.1.0', excluding=['head.1.1', 'head.2.1'])"
+    )

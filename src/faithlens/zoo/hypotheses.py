@@ -78,7 +78,83 @@ COUNT_HEADS = ("head.1.0", "head.1.1", "head.2.0")
 #: The count heads that examples/paren_heads.py found by patching and attribution.
 ROLE_COUNT_HEADS = ("head.1.0", "head.1.1")
 HORIZON_HEAD = "head.2.1"
-LATER_HEADS = ("head.2.0", "head.2.1")
+
+
+def _head_index(head: str, what: str) -> tuple[int, int]:
+    parts = head.split(".")
+    if len(parts) != 3 or parts[0] != "head" or not (parts[1].isdigit() and parts[2].isdigit()):
+        raise InputError(f"{what} must be a head named 'head.L.H' (e.g. 'head.1.0'), not {head!r}")
+    return int(parts[1]), int(parts[2])
+
+
+@dataclass(frozen=True)
+class ParenRoles:
+    """Which heads of a paren-balance model play the roles of Redwood's hypotheses.
+
+    The defaults are ``zoo:paren``'s (examples/paren_heads.py, docs/replications.md). A model
+    trained with another seed divides the work differently: find its roles with
+    ``examples/paren_heads.py`` and pass them to :func:`paren_hypotheses` or
+    :func:`replicate_paren`.
+
+    Attributes:
+        proportion: Redwood's head 0.0, which writes the proportion of open parens (claim 2
+            rewrites its output at position 1 as ``phi(p)``); it must come before every count head.
+        count: the heads conditioned on the count features (Redwood's 1.0 and 2.0).
+        horizon: the head conditioned on the horizon test (Redwood's 2.1).
+        role_count: the count heads that attribution and patching singled out, for the
+            ``"claim 1 (heads ...)"`` variant; a subset of ``count``.
+    """
+
+    proportion: str = PROPORTION_HEAD
+    count: tuple[str, ...] = COUNT_HEADS
+    horizon: str = HORIZON_HEAD
+    role_count: tuple[str, ...] = ROLE_COUNT_HEADS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "count", tuple(self.count))
+        object.__setattr__(self, "role_count", tuple(self.role_count))
+        layer = _head_index(self.proportion, "the proportion head")[0]
+        _head_index(self.horizon, "the horizon head")
+        if not self.count:
+            raise InputError("ParenRoles needs at least one count head")
+        for h in self.count:
+            if _head_index(h, "a count head")[0] <= layer:
+                raise InputError(
+                    f"count head {h} must be in a later layer than the proportion head "
+                    f"{self.proportion} (claim 2 explains what it reads from it)"
+                )
+        if len(set(self.count)) != len(self.count) or self.horizon in self.count:
+            raise InputError(
+                f"the count heads {list(self.count)} and the horizon head {self.horizon!r} must be "
+                "distinct"
+            )
+        extra = [h for h in self.role_count if h not in self.count]
+        if extra or not self.role_count:
+            raise InputError(
+                f"role_count must be a non-empty subset of the count heads {list(self.count)}; "
+                + (f"these are not count heads: {extra}" if extra else "it is empty")
+            )
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The count and horizon heads: each gets its own node in claim 1."""
+        return (*self.count, self.horizon)
+
+    def check(self, model: Model) -> None:
+        """Raise :class:`InputError` if a role names a head that ``model`` does not have."""
+        for h in (self.proportion, *self.heads):
+            layer, head = _head_index(h, "a role head")
+            if layer >= model.n_layers or head >= model.n_heads:
+                raise InputError(
+                    f"{h} is not a head of {model.name} ({model.n_layers} layers, "
+                    f"{model.n_heads} heads per layer); fix the ParenRoles"
+                )
+
+    def routes(self, head: str) -> Any:
+        """The paths from ``head`` to the output that avoid the other role heads: a role head's
+        node claims only the evidence that does not pass through another role head's node."""
+        return to(head, excluding=[h for h in self.heads if h != head])
+
 
 #: The hypotheses of :func:`paren_hypotheses`, in order, with Redwood's published % loss
 #: recovered (main post and paren post; ``None``: no published number).
@@ -110,25 +186,25 @@ class PositionFeature:
 
 def head_attention(model: Model, data: par.ParenData, head: str = PROPORTION_HEAD) -> Tensor:
     """The attention pattern ``[n, query, key]`` of ``head`` ("head.L.H") on ``data``."""
-    try:
-        _, layer, h = head.split(".")
-        L, H = int(layer), int(h)
-    except ValueError:
-        raise InputError(f"head must be 'head.L.H', not {head!r}") from None
+    L, H = _head_index(head, "head")
     site = f"module:blocks.{L}.attn.pattern"
     out = model.run(data.inputs(), cache=[site])
     return out.cache[site][:, H].detach().float().cpu()
 
 
-def paren_scrub_data(model: Model, data: par.ParenData) -> ScrubData:
+def paren_scrub_data(
+    model: Model, data: par.ParenData, roles: ParenRoles | None = None
+) -> ScrubData:
     """The scrubbing pool for ``zoo:paren``: inputs, labels and every feature the hypotheses
-    condition on (one column each; per-position classes are ``[n, n_ctx]``)."""
+    condition on (one column each; per-position classes are ``[n, n_ctx]``). The adjusted
+    proportions use the attention of ``roles.proportion``."""
+    roles = roles or ParenRoles()
     p = data.p_open
     so = data.starts_with_open
     ct = data.count_test
     # p_1 for strings that start open, one class (-1) for the others (Redwood's claim 2)
     p1 = torch.where(so, p[:, 1].double(), torch.full_like(p[:, 1].double(), -1.0))
-    adj = par.adjusted_p_open(data.ids, head_attention(model, data))
+    adj = par.adjusted_p_open(data.ids, head_attention(model, data, roles.proportion))
     return ScrubData(
         ids=data.ids,
         mask=data.mask,
@@ -146,15 +222,15 @@ def paren_scrub_data(model: Model, data: par.ParenData) -> ScrubData:
     )
 
 
-def open_direction(model: Model, data: par.ParenData) -> Tensor:
+def open_direction(model: Model, data: par.ParenData, head: str = PROPORTION_HEAD) -> Tensor:
     """The "open direction" ``v`` of the proportion head: the least-squares fit of its output at
     position 1 (over ``data``) as ``c + v (2 p_1 - 1)``. ``phi(p) = v (2 p - 1)``."""
-    out = model.run(data.inputs(), cache=[PROPORTION_HEAD])
-    z = out.cache[PROPORTION_HEAD][:, 1].detach().double().cpu()  # [n, d_head]
-    w_o, b_o = model.adapter.o_proj(0)
+    layer, h = _head_index(head, "the proportion head")
+    out = model.run(data.inputs(), cache=[head])
+    z = out.cache[head][:, 1].detach().double().cpu()  # [n, d_head]
+    w_o, b_o = model.adapter.o_proj(layer)
     del b_o
     dh = z.shape[-1]
-    h = int(PROPORTION_HEAD.split(".")[2])
     y = z @ w_o[:, h * dh : (h + 1) * dh].detach().double().cpu().T  # [n, d_model]
     x = 2 * data.p_open[:, 1].double() - 1
     xc = x - x.mean()
@@ -170,28 +246,35 @@ def _phi_fn(v: Tensor) -> Callable[[ScrubData], Tensor]:
     return phi_open
 
 
-def _count_routes(head: str) -> Any:
-    return to(head, excluding=[h for h in LATER_HEADS if h != head])
-
-
 def _add_count(
-    h: Hypothesis, head: str, feature: str, claim2: bool, other: Any, proportion: str
+    h: Hypothesis,
+    roles: ParenRoles,
+    head: str,
+    feature: str,
+    claim2: bool,
+    other: Any,
+    proportion: str,
 ) -> InterpNode:
-    node = h.add(f"count {head[5:]}", _count_routes(head), feature=column(feature), other=other)
+    node = h.add(f"count {head[5:]}", roles.routes(head), feature=column(feature), other=other)
     if claim2:
         at1 = node.add(f"{head[5:]} input at 1", input_of(positions=[1]), sampler="exact")
         at1.add(f"{head[5:]} p_1", to(proportion), feature=column("p1"))
         at1.add(
             f"{head[5:]} open",
-            to("embed", excluding=[proportion, f"{PROPORTION_HEAD}/res"]),
+            to("embed", excluding=[proportion, f"{roles.proportion}/res"]),
             feature=column("starts_open"),
         )
     return node
 
 
-def _add_horizon(h: Hypothesis, claim3: str | None, n_ctx: int, other: Any) -> InterpNode:
+def _add_horizon(
+    h: Hypothesis, roles: ParenRoles, claim3: str | None, n_ctx: int, other: Any
+) -> InterpNode:
     node = h.add(
-        f"horizon {HORIZON_HEAD[5:]}", to(HORIZON_HEAD), feature=column("horizon_test"), other=other
+        f"horizon {roles.horizon[5:]}",
+        roles.routes(roles.horizon),
+        feature=column("horizon_test"),
+        other=other,
     )
     if claim3 is not None:
         for i in range(n_ctx):
@@ -212,7 +295,8 @@ def paren_hypothesis(
     v: Tensor | None = None,
     n_ctx: int = par.N_CTX,
     same_length: bool = True,
-    count_heads: Sequence[str] = COUNT_HEADS,
+    roles: ParenRoles | None = None,
+    count_heads: Sequence[str] | None = None,
 ) -> Hypothesis:
     """One hypothesis about ``zoo:paren`` (see the module docstring).
 
@@ -221,36 +305,52 @@ def paren_hypothesis(
             claim 1) or ``"count_test"``.
         claim2: the count heads read only their input at position 1, explained by ``phi`` of
             head 0.0 and the embeddings (needs ``v``, the open direction).
-        count_heads: the heads conditioned on ``count_feature``.
+        roles: which heads play which role (default: ``zoo:paren``'s).
+        count_heads: the heads conditioned on ``count_feature`` (default ``roles.count``); the
+            other count heads of ``roles`` are left to the random datum.
         claim3: ``"raw"`` or ``"adjusted"``: the horizon head's input at each position is
             conditioned on that position's horizon class.
         same_length: the unimportant inputs *inside* a head (the positions it is claimed not
             to read) are drawn from strings of the same length as the head's datum (Redwood's
             node for the padding mask, conditioned on the input length); otherwise at random.
     """
+    roles = roles or ParenRoles()
+    heads = roles.count if count_heads is None else tuple(count_heads)
+    unknown = [c for c in heads if c not in roles.count]
+    if unknown or not heads:
+        raise InputError(
+            f"count_heads must be a non-empty subset of roles.count {list(roles.count)}; got "
+            f"{list(heads)}"
+        )
     rewrites = []
-    proportion = PROPORTION_HEAD
+    proportion = roles.proportion
     if claim2:
         if v is None:
             raise InputError("claim 2 needs v, the open direction (open_direction(model, data))")
-        rewrites.append(phi(PROPORTION_HEAD, _phi_fn(v), name="phi"))
-        proportion = f"{PROPORTION_HEAD}/phi"
+        rewrites.append(phi(roles.proportion, _phi_fn(v), name="phi"))
+        proportion = f"{roles.proportion}/phi"
     h = Hypothesis(name, rewrites=rewrites)
     other = SameFeature(column("length")) if same_length else None
-    for head in count_heads:
-        _add_count(h, head, count_feature, claim2, other, proportion)
-    _add_horizon(h, claim3, n_ctx, other)
+    for head in heads:
+        _add_count(h, roles, head, count_feature, claim2, other, proportion)
+    _add_horizon(h, roles, claim3, n_ctx, other)
     return h
 
 
 def paren_hypotheses(
-    v: Tensor, *, n_ctx: int = par.N_CTX, same_length: bool = True
+    v: Tensor,
+    *,
+    n_ctx: int = par.N_CTX,
+    same_length: bool = True,
+    roles: ParenRoles | None = None,
 ) -> dict[str, Hypothesis]:
-    """The hypotheses of Redwood's table, in order (keys of :data:`PAREN_HYPOTHESES`)."""
-    kw: dict[str, Any] = {"n_ctx": n_ctx, "same_length": same_length, "v": v}
+    """The hypotheses of Redwood's table, in order (keys of :data:`PAREN_HYPOTHESES`).
+    ``"claim 1 (heads 1.0, 1.1)"`` conditions only ``roles.role_count``."""
+    roles = roles or ParenRoles()
+    kw: dict[str, Any] = {"n_ctx": n_ctx, "same_length": same_length, "v": v, "roles": roles}
     return {
         "claim 1 (heads 1.0, 1.1)": paren_hypothesis(
-            "claim 1 (heads 1.0, 1.1)", count_heads=ROLE_COUNT_HEADS, **kw
+            "claim 1 (heads 1.0, 1.1)", count_heads=roles.role_count, **kw
         ),
         "claim 1 (count only)": paren_hypothesis(
             "claim 1 (count only)", count_feature="count_test", **kw
@@ -357,6 +457,7 @@ def replicate_paren(
     seed: int = 0,
     names: Sequence[str] | None = None,
     same_length: bool = True,
+    roles: ParenRoles | None = None,
     level: float = 0.95,
     n_boot: int = 1000,
     progress: Callable[[str], None] | None = None,
@@ -365,7 +466,8 @@ def replicate_paren(
 
     ``pool`` strings are drawn from the training mixture (seeded); ``n`` references are drawn
     from them, the same for every hypothesis, with the same random numbers, so differences
-    between hypotheses are paired. Returns the summary and every :class:`ScrubResult`.
+    between hypotheses are paired. ``roles`` says which heads play Redwood's roles (default:
+    ``zoo:paren``'s). Returns the summary and every :class:`ScrubResult`.
     """
     names = list(PAREN_HYPOTHESES) if names is None else list(names)
     unknown = [k for k in names if k not in PAREN_HYPOTHESES]
@@ -373,10 +475,12 @@ def replicate_paren(
         raise InputError(f"unknown paren hypotheses {unknown}; known: {list(PAREN_HYPOTHESES)}")
     if n < 2 or pool < 2:
         raise InputError(f"n and pool must be at least 2 (got n={n}, pool={pool})")
+    roles = roles or ParenRoles()
+    roles.check(model)
     pd_data = par.ParenData.sample(pool, seed=seed)
-    data = paren_scrub_data(model, pd_data)
-    v = open_direction(model, pd_data)
-    hyps = paren_hypotheses(v, n_ctx=pd_data.n_ctx, same_length=same_length)
+    data = paren_scrub_data(model, pd_data, roles)
+    v = open_direction(model, pd_data, roles.proportion)
+    hyps = paren_hypotheses(v, n_ctx=pd_data.n_ctx, same_length=same_length, roles=roles)
     beh = BinaryCrossEntropy("label", positions_column="pos0")
     results: dict[str, ScrubResult] = {}
     for name in names:
@@ -441,6 +545,7 @@ __all__ = [
     "PAREN_COMPARISONS",
     "PAREN_HYPOTHESES",
     "PROPORTION_HEAD",
+    "ParenRoles",
     "ROLE_COUNT_HEADS",
     "ParenReplication",
     "PositionFeature",
