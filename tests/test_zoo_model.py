@@ -174,6 +174,7 @@ def test_weights_roundtrip(tmp_path, ids):
     (tmp_path / "bad.safetensors").write_bytes(b"nope")
     with pytest.raises(Exception):  # noqa: B017 - safetensors' own header error
         read_weights(tmp_path / "bad.safetensors")
+    assert torch.allclose(fl.load(str(path)).run(ids).logits, m(ids).logits, atol=1e-6)
     with pytest.raises(fl.InputError, match="no zoo weights file"):
         fl.load(f"zoo:{tmp_path / 'missing.safetensors'}")
 

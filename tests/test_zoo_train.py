@@ -53,8 +53,11 @@ def test_resume_equals_uninterrupted(tmp_path, name):
     assert again.history.equals(straight.history)
     card = (tmp_path / "a" / f"{name}.md").read_text()
     assert "## Training time" in card and "## Evaluation" in card
-    model = fl.load(f"zoo:{tmp_path / 'a' / f'{name}.safetensors'}")
-    assert model.name == f"zoo:{name}" and model.tokenizer is not None
+    path = tmp_path / "a" / f"{name}.safetensors"
+    model = fl.load(f"zoo:{path}")
+    # named by its path (not the shipped model's name), which loads it again
+    assert model.name == f"zoo:{path}" and model.tokenizer is not None
+    assert fl.load(model.name).name == fl.load(str(path)).name == model.name
     assert "val_" in " ".join(straight.history.columns)
     fig = straight.plot()
     assert fig.axes

@@ -216,6 +216,10 @@ def load(
 
         return zoo.load(model.split(":", 1)[1], device=device, dtype=dtype)
     path = Path(model).expanduser()
+    if path.suffix == ".safetensors" and path.is_file():
+        from .. import zoo
+
+        return zoo.load(str(path), device=device, dtype=dtype)
     if path.is_dir() and (path / "config.json").exists():
         _offline()
         from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
@@ -233,6 +237,7 @@ def load(
         _dtype_device(hf, device, dtype)
         return Model(hf, hf_adapter(hf), tokenizer=tok, name=path.name)
     raise InputError(
-        f"unknown model {model!r}: use one of {sorted(NAMED)}, 'zoo:NAME', a local folder with a "
-        "Hugging Face model, or a model object. faithlens never downloads weights at run time."
+        f"unknown model {model!r}: use one of {sorted(NAMED)}, 'zoo:NAME', a .safetensors file "
+        "written by `faithlens zoo train`, a local folder with a Hugging Face model, or a model "
+        "object. faithlens never downloads weights at run time."
     )

@@ -126,7 +126,7 @@ def load(
         module, info = load_weights(path, device=device, dtype=dtype)
         rname = str(info.get("name", path.stem))
         tok = RECIPES[rname]().tokenizer() if rname in RECIPES else None
-        return Model(module, module.faithlens_adapter(), tokenizer=tok, name=f"zoo:{rname}")
+        return Model(module, module.faithlens_adapter(), tokenizer=tok, name=f"zoo:{path}")
     _check_name(name)
     path = weights_path(name)
     if not path.exists():
