@@ -139,7 +139,6 @@ def test_logits_at_positions(tiny_causal, ids):
     assert torch.allclose(last[:, 0], full[:, -1], atol=1e-6)
 
 
-
 def test_logit_tokens_compute_only_those_columns(tiny_causal, ids):
     _, hf = tiny_causal
     model = fl.wrap(hf)
@@ -161,6 +160,7 @@ def test_logit_tokens_compute_only_those_columns(tiny_causal, ids):
     with pytest.raises(fl.errors.InputError, match="logit_tokens"):
         model.run(ids, logit_tokens=torch.tensor([10**6]))
     assert head.weight is weight
+
 
 def test_padding_right_matches_unpadded(tiny_llama):
     model = fl.wrap(tiny_llama)

@@ -151,6 +151,8 @@ def test_bad_task_arguments(llama):
 
 
 def test_left_padding_is_refused(llama):
-    inp = fl.Inputs(ids=torch.tensor([[0, 5, 6], [7, 8, 9]]), mask=torch.tensor([[0, 1, 1], [1, 1, 1]]))
+    inp = fl.Inputs(
+        ids=torch.tensor([[0, 5, 6], [7, 8, 9]]), mask=torch.tensor([[0, 1, 1], [1, 1, 1]])
+    )
     with no_forward(llama.module), pytest.raises(fl.InputError, match="right padding"):
         llama.run(inp)
