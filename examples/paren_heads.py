@@ -27,7 +27,10 @@ confidence intervals:
 3. **The proportion probe**: how well each layer-0 head's output at position 1 predicts p_1 (a
    cross-validated linear R^2), and how its attention is spread over the parens.
 
-Run it: ``python examples/paren_heads.py [--n 4000] [--seed 0]``.
+Run it: ``python examples/paren_heads.py [--n 4000] [--seed 0] [--model zoo:paren]``; ``--model``
+takes a model trained with another seed (``faithlens zoo train paren --seed 1``: the
+``.safetensors`` file it writes). ``HeadRoles.paren_roles()`` turns the result into the
+:class:`~faithlens.zoo.hypotheses.ParenRoles` that the scrubbing hypotheses take.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import torch
 import faithlens as fl
 from faithlens.stats import mean_interval, proportion_interval
 from faithlens.tasks import paren as par
+from faithlens.zoo.hypotheses import ParenRoles
 
 FAILURES = ("count_only", "horizon_only")
 
@@ -54,6 +58,7 @@ class HeadRoles:
     proportion_head: str
     count_heads: list[str]
     horizon_head: str
+    heads: list[str]
     dla: pd.DataFrame
     patching: pd.DataFrame
     probe: pd.DataFrame
@@ -62,13 +67,26 @@ class HeadRoles:
 
     def summary(self) -> str:
         lines = [
-            "Redwood role         -> head(s) in zoo:paren",
+            "Redwood role         -> head(s) in the model",
             f"proportion head 0.0  -> {self.proportion_head}",
             f"count heads 1.0, 2.0 -> {', '.join(self.count_heads)}",
             f"horizon head 2.1     -> {self.horizon_head}",
         ]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+    def paren_roles(self) -> ParenRoles:
+        """The roles for :func:`faithlens.zoo.hypotheses.replicate_paren`: the count heads found
+        here, plus every other head after layer 0 that is not the horizon head (as for
+        ``zoo:paren``, where the scrubbing shows head 2.0 to carry count evidence too)."""
+        later = [h for h in self.heads if not h.startswith("head.0.")]
+        extra = [h for h in later if h not in self.count_heads and h != self.horizon_head]
+        return ParenRoles(
+            proportion=self.proportion_head,
+            count=tuple(sorted([*self.count_heads, *extra])),
+            horizon=self.horizon_head,
+            role_count=tuple(sorted(self.count_heads)),
+        )
 
 
 def _heads(model: fl.Model) -> list[str]:
@@ -248,11 +266,12 @@ def find_roles(model: fl.Model, n: int = 4000, seed: int = 0) -> HeadRoles:
     proportion_head = str(probe.sort_values("r2_p1", ascending=False)["head"].iloc[0])
     single = {h: [h] for h in _heads(model)}
     patching = patch_from_balanced(model, data, single, seed=seed)
-    # Horizon head: the head after layer 0 whose output, read from a balanced string, hides
-    # horizon failures the most.
+    # Horizon head: the head after layer 0 (and not a count head) whose output, read from a
+    # balanced string, hides horizon failures the most.
     pat = patching.set_index("patched").drop("(none)")
     pat = pat[[not h.startswith("head.0.") for h in pat.index]]
-    horizon_head = str(pat.acc_horizon_only.idxmin())
+    best = str(pat.acc_horizon_only.idxmin())
+    horizon_head = str(pat.drop(count_heads).acc_horizon_only.idxmin())
     joint = patch_from_balanced(
         model,
         data,
@@ -264,6 +283,11 @@ def find_roles(model: fl.Model, n: int = 4000, seed: int = 0) -> HeadRoles:
         seed=seed,
     )
     notes = []
+    if best != horizon_head:
+        notes.append(
+            f"{best} hides horizon failures the most when patched, but its direct contribution "
+            f"makes it a count head; the horizon head is the next one, {horizon_head}"
+        )
     top = dla.set_index("component")
     big = str(top.separation.abs().idxmax())
     if not big.startswith("head."):
@@ -277,6 +301,7 @@ def find_roles(model: fl.Model, n: int = 4000, seed: int = 0) -> HeadRoles:
         proportion_head=proportion_head,
         count_heads=count_heads,
         horizon_head=horizon_head,
+        heads=_heads(model),
         dla=dla,
         patching=patching,
         probe=probe,
@@ -289,8 +314,13 @@ def main(argv: list[str] | None = None) -> HeadRoles:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=4000, help="number of strings")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--model",
+        default="zoo:paren",
+        help="the model: zoo:paren (shipped) or a .safetensors file from `faithlens zoo train paren`",
+    )
     args = parser.parse_args(argv)
-    model = fl.load("zoo:paren")
+    model = fl.load(args.model)
     roles = find_roles(model, n=args.n, seed=args.seed)
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 20)

@@ -1,4 +1,5 @@
-"""examples/paren_heads.py runs and finds Redwood's roles in the shipped zoo:paren."""
+"""examples/paren_heads.py runs and finds Redwood's roles in the shipped zoo:paren;
+examples/paren_seeds.py runs the roles and the scrubbing model by model."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from faithlens.zoo.hypotheses import ParenRoles
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "paren_heads.py"
+SEEDS = EXAMPLE.with_name("paren_seeds.py")
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +35,8 @@ def test_paren_heads_example(example, capsys):
     assert roles.proportion_head == "head.0.0"
     assert sorted(roles.count_heads) == ["head.1.0", "head.1.1"]
     assert roles.horizon_head == "head.2.1"
+    # ... which are the defaults of the scrubbing hypotheses
+    assert roles.paren_roles() == ParenRoles()
 
     # ... and the evidence behind them, with confidence intervals.
     probe = roles.probe.set_index("head")
@@ -51,3 +57,30 @@ def test_paren_heads_example(example, capsys):
     assert c.acc_count_only_high < base.acc_count_only_low - 0.05
     both = joint.loc["all three"]
     assert both.acc_count_only < 0.2  # together they carry nearly all the count evidence
+
+
+@pytest.mark.slow
+def test_paren_seeds_example(example, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("paren_seeds_example", SEEDS)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "seeds.csv"
+    hyps = "claim 1,claim 1 (count only),claims 1+3,claims 1+3 (raw p)"
+    argv = ["zoo:paren", "--n", "40", "--pool", "200", "--roles-n", "300", "--hypotheses", hyps]
+    frame = module.main([*argv, "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "claim 1:" in printed and "'claims 1+3 (raw p)' - 'claims 1+3'" in printed
+    row = frame.iloc[0]
+    assert row.proportion_head == "head.0.0" and row.horizon_head == "2.1"
+    assert row.count_heads == "1.0 1.1 2.0"
+    # every estimate has its interval; the proportion head spreads its attention (share ~ 1/2)
+    for col in ["share_at_or_after", "claim1", "adjusted_beats_raw", "open_beats_count_only"]:
+        assert row[f"{col}_low"] <= row[col] <= row[f"{col}_high"], col
+    assert 0.4 < row.share_at_or_after < 0.65
+    assert "claim2_lowers" not in frame.columns  # claims 1+2 was not asked for
+    assert out.exists() and len(out.read_text().splitlines()) == 2
+    with pytest.raises(SystemExit):
+        module.main(["no/such/model.safetensors"])
+    with pytest.raises(SystemExit):
+        module.main(["zoo:paren", "--hypotheses", "claim 9"])
