@@ -213,11 +213,19 @@ def patch_from_balanced(
     return pd.DataFrame(rows)
 
 
-def proportion_probe(model: fl.Model, data: par.ParenData, seed: int = 0) -> pd.DataFrame:
-    """Layer-0 heads: cross-validated R^2 of p_1 from the head's output at position 1, and the
-    share of its attention (from paren queries, over paren keys) on keys at or after the query."""
-    from sklearn.linear_model import LinearRegression
-    from sklearn.model_selection import KFold, cross_val_score
+def proportion_probe(
+    model: fl.Model, data: par.ParenData, seed: int = 0, max_positions: int = 20_000
+) -> pd.DataFrame:
+    """Layer-0 heads: cross-validated R^2 of p_1 from the head's output at position 1; R^2 of the
+    suffix proportion p_i from its output at each paren position i (with the position one-hot
+    encoded; folds split by string, at most ``max_positions`` positions); and the share of its
+    attention (from paren queries, over paren keys) on keys at or after the query.
+
+    Redwood's head 0.0 attends to the suffix, so its output at i carries p_i, which is what the
+    horizon classes of claim 3 condition on; a head that attends to the whole string carries p_1
+    at every position instead (high ``r2_p1``, low ``r2_suffix_p``)."""
+    from sklearn.linear_model import LinearRegression, Ridge
+    from sklearn.model_selection import GroupKFold, KFold, cross_val_score
 
     heads = [f"head.0.{h}" for h in range(model.n_heads)]
     pattern = "module:blocks.0.attn.pattern"
@@ -228,10 +236,20 @@ def proportion_probe(model: fl.Model, data: par.ParenData, seed: int = 0) -> pd.
     pos = torch.arange(ids.shape[1])
     at_or_after = pos[None, :] >= pos[:, None]  # [query, key]
     cv = KFold(5, shuffle=True, random_state=seed)
+    rows_i, cols_i = torch.nonzero(is_paren, as_tuple=True)
+    if rows_i.numel() > max_positions:
+        keep = torch.randperm(rows_i.numel(), generator=torch.Generator().manual_seed(seed))
+        rows_i, cols_i = rows_i[keep[:max_positions]], cols_i[keep[:max_positions]]
+    onehot = torch.nn.functional.one_hot(cols_i, ids.shape[1]).numpy()
+    p_i = data.p_open[rows_i, cols_i].double().numpy()
     rows = []
     for h, name in enumerate(heads):
         z = out.cache[name][:, 1].numpy()
         r2 = cross_val_score(LinearRegression(), z, p1, cv=cv, scoring="r2")
+        zi = np.concatenate([out.cache[name][rows_i, cols_i].double().numpy(), onehot], axis=1)
+        r2_i = cross_val_score(
+            Ridge(alpha=1e-2), zi, p_i, cv=GroupKFold(5), groups=rows_i.numpy(), scoring="r2"
+        )
         w = out.cache[pattern][:, h] * is_paren[:, None, :]
         share = (w * at_or_after).sum(-1) / w.sum(-1).clamp(min=1e-9)  # [n, query]
         # one number per string: the mean over its paren queries
@@ -242,6 +260,8 @@ def proportion_probe(model: fl.Model, data: par.ParenData, seed: int = 0) -> pd.
                 "head": name,
                 "r2_p1": float(r2.mean()),
                 "r2_p1_se": float(r2.std(ddof=1) / np.sqrt(r2.size)),
+                "r2_suffix_p": float(r2_i.mean()),
+                "r2_suffix_p_se": float(r2_i.std(ddof=1) / np.sqrt(r2_i.size)),
                 "attn_share_at_or_after": float(iv.estimate),
                 "attn_share_low": float(iv.low),
                 "attn_share_high": float(iv.high),
@@ -346,7 +366,8 @@ def main(argv: list[str] | None = None) -> HeadRoles:
     print(roles.patching[show].round(3).to_string(index=False))
     print(roles.joint[show].round(3).to_string(index=False), "\n")
     print(
-        "3. Layer-0 heads: R^2 of p_1 from the output at position 1; attention share on keys >= query"
+        "3. Layer-0 heads: R^2 of p_1 from the output at position 1 and of p_i from the output at "
+        "each paren position i; attention share on keys >= query"
     )
     print(roles.probe.round(3).to_string(index=False), "\n")
     print(roles.summary())

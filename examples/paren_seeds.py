@@ -10,7 +10,8 @@ with ``faithlens zoo train paren --seed S``: for each model it
    patching from balanced strings, the proportion probe);
 2. measures how the proportion head spreads its attention: the share on keys at or after the
    query (Redwood's head 0.0 attends to the suffix, share near 1; a head that attends uniformly
-   to the whole string has a share near 1/2);
+   to the whole string has a share near 1/2), and how well its output at each paren position i
+   predicts the suffix proportion p_i that claim 3's horizon classes are made of (R^2);
 3. scrubs Redwood's hypotheses with those roles (:func:`faithlens.zoo.hypotheses.replicate_paren`)
    and reports claim 1's % loss recovered and the paired comparisons of the pattern.
 
@@ -83,6 +84,7 @@ def study(
         "share_at_or_after_low": float(probe.attn_share_low),
         "share_at_or_after_high": float(probe.attn_share_high),
         "r2_p1": float(probe.r2_p1),
+        "r2_suffix_p": float(probe.r2_suffix_p),
         "model_bce": rep.original_loss,
         "random_bce": rep.baseline_loss,
     }
@@ -116,7 +118,7 @@ def format_table(frame: pd.DataFrame) -> str:
             f"{r['model']}\n  roles: proportion {r['proportion_head'][5:]}, count "
             f"{r['count_heads']}, horizon {r['horizon_head']}; proportion head's attention share "
             f"at or after the query {ci(r, 'share_at_or_after', '.2f')}, R^2(p_1) "
-            f"{r['r2_p1']:.2f}\n  claim 1: {ci(r, 'claim1', '.1f')} % recovered (Redwood 93)"
+            f"{r['r2_p1']:.2f}, R^2(p_i) {r['r2_suffix_p']:.2f}\n  claim 1: {ci(r, 'claim1', '.1f')} % recovered (Redwood 93)"
         )
         for col, better, worse in COMPARISONS:
             if col in r and not pd.isna(r[col]):

@@ -42,6 +42,8 @@ def test_paren_heads_example(example, capsys):
     probe = roles.probe.set_index("head")
     assert probe.r2_p1["head.0.0"] > 0.85
     assert probe.r2_p1["head.0.0"] - probe.r2_p1.drop("head.0.0").max() > 0.3
+    # unlike Redwood's suffix head, it does not carry the suffix proportion p_i (docs/zoo.md)
+    assert probe.r2_suffix_p["head.0.0"] < 0.6 and probe.attn_share_at_or_after["head.0.0"] < 0.6
     dla = roles.dla.set_index("component")
     for h in roles.count_heads:
         assert dla.spec_low[h] > 0.5  # pushes to 'unbalanced' on count failures only
@@ -78,6 +80,7 @@ def test_paren_seeds_example(example, tmp_path, capsys):
     for col in ["share_at_or_after", "claim1", "adjusted_beats_raw", "open_beats_count_only"]:
         assert row[f"{col}_low"] <= row[col] <= row[f"{col}_high"], col
     assert 0.4 < row.share_at_or_after < 0.65
+    assert row.r2_suffix_p < row.r2_p1
     assert "claim2_lowers" not in frame.columns  # claims 1+2 was not asked for
     assert out.exists() and len(out.read_text().splitlines()) == 2
     with pytest.raises(SystemExit):
