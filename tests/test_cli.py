@@ -17,7 +17,7 @@ runner = CliRunner()
 def test_help_everywhere():
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0 and "patch" in res.output and "sites" in res.output
-    for cmd in ["patch", "sites"]:
+    for cmd in ["patch", "path-patch", "sites"]:
         res = runner.invoke(app, [cmd, "--help"])
         assert res.exit_code == 0, res.output
         assert "--model" in res.output
@@ -122,3 +122,23 @@ def test_missing_extra_names_the_extra(monkeypatch, tmp_path):
     )
     with pytest.raises(fl.MissingExtraError, match=r"faithlens\[minilm\]"):
         loading.load_minilm()
+
+
+def test_path_patch_command(tmp_path):
+    out = tmp_path / "pp"
+    args = ["path-patch", "--model", "zoo:paren", "--task", "paren", "--n", "24"]
+    res = runner.invoke(
+        app, [*args, "--receivers", "head.2.1", "--ports", "q,k", "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "path patching" in res.output and "head.1.0" in res.output
+    assert (out / "heatmap.png").exists()
+    back = fl.Result.load(out)
+    assert back.method == "path" and back.meta["receiver_ports"] == ["q", "k"]
+    assert back.site == ["head.0.0", "head.0.1", "head.1.0", "head.1.1"]
+    # the direct effect of the layer-2 heads and MLPs on the output
+    res = runner.invoke(app, [*args, "--receivers", "logits", "--senders", "head.2.0,mlp.2"])
+    assert res.exit_code == 0, res.output
+    assert "into the logits (direct effect)" in res.output.replace("\n", " ")
+    bad = runner.invoke(app, [*args, "--receivers", "head.1.0", "--senders", "head.2.0"])
+    assert bad.exit_code == 2 and "no direct edge" in bad.output

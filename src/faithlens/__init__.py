@@ -24,7 +24,7 @@ from .errors import (
 )
 from .interventions import Add, Interchange, Intervention, Mean, Patch, Project, Resample, Zero
 from .models import Inputs, Model, Site, load, wrap
-from .patching import PatchingResult, attribution_patch, patch
+from .patching import PatchingResult, attribution_patch, patch, path_patch
 from .representations import (
     Behaviour,
     ContrastPairs,
@@ -82,6 +82,7 @@ __all__ = [
     "load",
     "neurons",
     "patch",
+    "path_patch",
     "patching",
     "run",
     "scrub",

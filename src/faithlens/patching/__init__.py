@@ -2,6 +2,15 @@
 
 from .attribution import attribution_patch
 from .exact import Condition, patch, plan, resolve_sites
+from .path import path_patch
 from .result import PatchingResult
 
-__all__ = ["Condition", "PatchingResult", "attribution_patch", "patch", "plan", "resolve_sites"]
+__all__ = [
+    "Condition",
+    "PatchingResult",
+    "attribution_patch",
+    "patch",
+    "path_patch",
+    "plan",
+    "resolve_sites",
+]

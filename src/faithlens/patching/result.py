@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
 from ..interventions import Patch
 from ..models.sites import Site
 from ..results import Result
@@ -83,9 +84,27 @@ class PatchingResult(Result):
 
     def summary(self, k: int = 10) -> str:
         m_base, m_src = float(self.base.mean()), float(self.source.mean())
+        if self.method == "path":
+            what = (
+                "into the logits (direct effect)"
+                if self.meta.get("receivers") == ["logits"]
+                else f"into {', '.join(self.meta.get('receivers', []))} "
+                f"(ports {''.join(self.meta.get('receiver_ports', []))}, "
+                f"positions={self.meta.get('receiver_positions')})"
+            )
+            head = (
+                f"path patching ({self.direction}, sender positions={self.positions}) of "
+                f"{self.model} on {self.task}, {what}: {len(self.site)} senders, n={self.n} "
+                "examples"
+            )
+        else:
+            head = (
+                f"{self.method} activation patching ({self.direction}, positions="
+                f"{self.positions}) of {self.model} on {self.task}: {len(self.site)} conditions, "
+                f"n={self.n} examples"
+            )
         lines = [
-            f"{self.method} activation patching ({self.direction}, positions={self.positions}) "
-            f"of {self.model} on {self.task}: {len(self.site)} conditions, n={self.n} examples",
+            head,
             f"metric {self.metric}: base (patched into) {m_base:.3f}, source {m_src:.3f}; "
             f"effect = (patched - base) / (source - base); {int(self.level * 100)}% bootstrap CIs",
         ]
@@ -106,6 +125,11 @@ class PatchingResult(Result):
         """The patches this experiment applied, as interventions whose source is a reference to
         the task's clean (denoising) or corrupted (noising) run; bind them to data with
         ``task.bind(model, interventions)``. ``top``: only the ``top`` largest effects."""
+        if self.method == "path":
+            raise InputError(
+                "a path patching result is not a list of single-site patches: each sender acts "
+                "only through its edges into the receivers (rerun fl.path_patch to reproduce it)"
+            )
         ref = source or ("clean" if self.direction == "denoising" else "corrupt")
         order = np.argsort(-np.abs(np.nan_to_num(self.effect)))
         idx = order[:top] if top is not None else np.arange(len(self.site))

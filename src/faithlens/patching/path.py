@@ -1,0 +1,384 @@
+"""Path patching: the effect of a sender along its direct edges into chosen receivers only.
+
+Activation patching asks how much a component matters through *every* path; path patching
+(Wang et al. 2022, Goldowsky-Dill et al. 2023) asks how much it matters through its direct
+edges into chosen receivers: the query, key or value inputs of some heads, the input of some
+MLPs, or the logits. For each sender, in the denoising direction:
+
+1. **Run A** (the corrupted input): the sender's output is set to its clean value, and every
+   component between the sender and the last receiver (attention and MLP outputs) keeps its
+   corrupted value, so the residual stream entering each receiver is the corrupted one plus the
+   sender's change and nothing else. The receivers' inputs are recorded.
+2. **Run B** (the corrupted input): the receivers' inputs are set to the values recorded in A,
+   and the model runs on from them; the metric is read. With ``receivers=["logits"]``, run A is
+   run to the end and gives the metric (the sender's direct effect on the output).
+
+The effect is normalised like activation patching: ``(m_B - m_corrupt) / (m_clean - m_corrupt)``
+on the metric averaged over examples, with a bootstrap CI over examples. ``direction="noising"``
+swaps the roles of the clean and corrupted runs.
+
+The residual stream must be a sum of component outputs (pre-LN transformers: GPT-2, Llama,
+GPT-NeoX, the zoo); the direct edges are those of :class:`~faithlens.models.graph.TransformerGraph`
+(so a head and the MLP of its own layer are not connected in a parallel-block model). Senders of
+one layer share their passes: they are stacked in the batch, a block of rows each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._memory import rows_that_fit
+from ..errors import InputError
+from ..interventions import Patch
+from ..models.graph import TransformerGraph
+from ..models.model import Inputs, Model
+from ..models.sites import Site
+from ..runs import Resume
+from ..stats import normalized_effect
+from ..tasks.base import Task
+from .exact import DIRECTIONS, Progress, _answer_columns, _example_chunks, _row_bytes, _truncated
+from .result import PatchingResult
+
+PORTS = ("q", "k", "v")
+SENDER_POSITIONS = ("all", "last")
+
+
+def _node_kind(graph: TransformerGraph, name: str, what: str) -> str:
+    """The kind of a sender or receiver node; unknown names raise with the nearest ones."""
+    node = graph.node(name)
+    if node.kind not in ("head", "mlp"):
+        also = "" if what == "sender" else ", or receivers='logits' alone"
+        raise InputError(
+            f"{what} {name!r} is not a head or an MLP (it is the graph's {node.kind} node); "
+            f"path patching {what}s are heads ('head.L.H') and MLPs ('mlp.L'){also}"
+        )
+    return str(node.kind)
+
+
+def resolve_senders(
+    graph: TransformerGraph, senders: str | Sequence[str]
+) -> tuple[list[str], bool]:
+    """Sender node names from ``"head"``, ``"mlp"`` or a list; and whether they came from a group
+    (a group silently skips senders with no direct edge into the receivers)."""
+    if isinstance(senders, str):
+        if senders in ("head", "mlp"):
+            names = [n for n, v in graph.nodes.items() if v.kind == senders]
+            if not names:
+                raise InputError(f"this model has no {senders!r} nodes to send from")
+            return names, True
+        senders = [senders]
+    names = list(dict.fromkeys(senders))
+    if not names:
+        raise InputError("no senders: give 'head', 'mlp' or a list such as ['head.0.1']")
+    for s in names:
+        if not isinstance(s, str):
+            raise InputError(f"senders must be node names, not {type(s).__name__}")
+        _node_kind(graph, s, "sender")
+    return names, False
+
+
+def _resolve_receivers(
+    graph: TransformerGraph, receivers: str | Sequence[str], ports: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(node, port) pairs; ``[("logits", "in")]`` for the output."""
+    if isinstance(receivers, str):
+        receivers = [receivers]
+    names = list(dict.fromkeys(receivers))
+    if not names:
+        raise InputError("no receivers: give heads, MLPs (e.g. ['head.2.0', 'mlp.1']) or 'logits'")
+    if "logits" in names:
+        if len(names) > 1:
+            raise InputError(
+                "receivers='logits' (the direct effect on the output) cannot be combined with "
+                "other receivers; run them as two path-patching experiments"
+            )
+        return [("logits", "in")]
+    bad = [p for p in ports if p not in PORTS]
+    if bad or not ports:
+        raise InputError(f"receiver_ports must be a non-empty subset of {PORTS}, not {list(ports)}")
+    out: list[tuple[str, str]] = []
+    for r in names:
+        if _node_kind(graph, r, "receiver") == "head":
+            out.extend((r, p) for p in dict.fromkeys(ports))
+        else:
+            out.append((r, "in"))
+    return out
+
+
+def _input_site(graph: TransformerGraph, node: str, port: str) -> str:
+    """The site holding a receiver port's input as the node reads it (after its norm)."""
+    n = graph.node(node)
+    assert n.layer is not None
+    if n.kind == "mlp":
+        return f"mlp_in.{n.layer}"
+    assert n.head is not None
+    head = n.head if port == "q" else n.head // (graph.n_heads // graph.n_kv)
+    return f"{port}.{n.layer}.{head}"
+
+
+def _sender_site(graph: TransformerGraph, node: str) -> str:
+    n = graph.node(node)
+    return node if n.kind == "head" else f"mlp_out.{n.layer}"
+
+
+def _frozen(graph: TransformerGraph, kind: str, layer: int, last: int) -> list[str]:
+    """The component outputs run A keeps at their base values: every one after the sender up to
+    the last layer a receiver reads (the sender's own attention output excepted)."""
+    out = []
+    if kind == "head" and graph.has_mlp:
+        out.append(f"mlp_out.{layer}")
+    for L in range(layer + 1, last + 1):
+        out.append(f"attn_out.{L}")
+        if graph.has_mlp:
+            out.append(f"mlp_out.{L}")
+    return out
+
+
+def path_patch(
+    model: Model,
+    task: Task,
+    senders: str | Sequence[str] = "head",
+    receivers: str | Sequence[str] = "logits",
+    *,
+    receiver_ports: Sequence[str] = PORTS,
+    positions: str = "all",
+    receiver_positions: str = "all",
+    direction: str = "denoising",
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    max_rows: int | None = None,
+    progress: Progress | None = None,
+) -> PatchingResult:
+    """Path patching of each sender into ``receivers`` (see the module docstring).
+
+    Args:
+        senders: ``"head"`` (every head), ``"mlp"`` (every MLP) or node names (``"head.L.H"``,
+            ``"mlp.L"``). From a group, senders with no direct edge into any receiver are
+            skipped (listed in ``result.meta``); a named sender without one is an error.
+        receivers: node names (``"head.L.H"``, ``"mlp.L"``), or ``"logits"`` for the senders'
+            direct effect on the output.
+        receiver_ports: which inputs of the receiving heads are patched: any of ``"q"``,
+            ``"k"``, ``"v"``. In a grouped-query model a head's ``k`` and ``v`` inputs are its
+            key/value head's, shared by the query heads of its group.
+        positions: where the sender is patched: ``"all"`` positions or each example's metric
+            position (``"last"``).
+        receiver_positions: where the receivers' inputs are patched: ``"all"`` or ``"last"``.
+        direction: ``"denoising"`` (clean sender into the corrupted run) or ``"noising"``.
+        n_boot, level, seed: the bootstrap over examples.
+        max_rows: cap on batch rows per forward pass (default: from free memory).
+        progress: called as ``progress(done, total)`` after each pass.
+
+    Returns a :class:`PatchingResult` (``method="path"``) with one row per sender.
+    """
+    if not isinstance(task, Task):
+        raise InputError(f"path_patch needs a faithlens Task, not {type(task).__name__}")
+    for name, value, allowed in (
+        ("positions", positions, SENDER_POSITIONS),
+        ("receiver_positions", receiver_positions, SENDER_POSITIONS),
+        ("direction", direction, DIRECTIONS),
+    ):
+        if value not in allowed:
+            raise InputError(f"{name} must be one of {allowed}, not {value!r}")
+    if isinstance(receiver_ports, str):
+        receiver_ports = (
+            list(receiver_ports) if set(receiver_ports) <= set(PORTS) else [receiver_ports]
+        )
+    graph = TransformerGraph(model)  # raises for models whose residual is not a sum (post-LN)
+    names, from_group = resolve_senders(graph, senders)
+    recv = _resolve_receivers(graph, receivers, receiver_ports)
+    to_logits = recv[0][0] == "logits"
+
+    def reached(sender: str) -> list[tuple[str, str]]:
+        return [(r, p) for r, p in recv if sender in graph.senders(r, p)]
+
+    kept: list[str] = []
+    skipped: list[str] = []
+    for s in names:
+        (kept if reached(s) else skipped).append(s)
+    if skipped and not from_group:
+        raise InputError(
+            f"{skipped} have no direct edge into the receivers {sorted({r for r, _ in recv})}: "
+            "a receiver must read the sender's output (a later layer, or the MLP after a head "
+            "in the same layer of a sequential block)"
+        )
+    if not kept:
+        raise InputError(f"no sender has a direct edge into the receivers {[r for r, _ in recv]}")
+
+    task = task.to(model.device)
+    n, seq, device = task.n, task.seq_len, model.device
+    item = torch.finfo(model.dtype).bits // 8
+    # Senders that start at the same layer and are of one kind share their passes.
+    groups: dict[tuple[int, str], list[str]] = {}
+    for s in kept:
+        node = graph.node(s)
+        assert node.layer is not None
+        groups.setdefault((node.layer, node.kind), []).append(s)
+    row_cap = rows_that_fit(
+        _row_bytes(model, seq, seq, item), device, tokens_per_row=seq, limit=max_rows
+    )
+    last_layer = model.n_layers - 1 if to_logits else max(graph.node(r).layer or 0 for r, _ in recv)
+    freeze_sites = sorted({f for (L, kind) in groups for f in _frozen(graph, kind, L, last_layer)})
+    resid_layers = sorted(
+        {L for (L, _) in groups} | {graph.node(r).layer or 0 for r, _ in recv if r != "logits"}
+    )
+
+    index = {s: i for i, s in enumerate(kept)}
+    patched = np.zeros((len(kept), n), dtype=np.float64)
+    m_base, m_src = np.zeros(n), np.zeros(n)
+    chunks = [
+        (rows, _truncated(model, task.subset(rows)))
+        for rows in _example_chunks(model, task, max(1, min(n, row_cap)))
+    ]
+    total = sum(
+        -(-len(ss) // max(1, row_cap // sub.n)) * (1 if to_logits else 2)
+        for _, sub in chunks
+        for ss in groups.values()
+    )
+    done = 0
+    for rows, sub in chunks:
+        cols = rows.cpu().numpy()
+        base_in, src_in = (
+            (sub.corrupt, sub.clean) if direction == "denoising" else (sub.clean, sub.corrupt)
+        )
+        ne = sub.n
+        tokens, answers = _answer_columns(model, sub, [])
+        src_out = model.run(
+            src_in,
+            cache=sorted({_sender_site(graph, s) for s in kept}),
+            logits_at=sub.positions,
+            logit_tokens=tokens,
+        )
+        assert src_out.logits is not None
+        m_src[cols] = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
+        base_out = model.run(
+            base_in,
+            cache=[*freeze_sites, *(f"resid_pre.{L}" for L in resid_layers)],
+            logits_at=sub.positions,
+            logit_tokens=tokens,
+        )
+        assert base_out.logits is not None
+        m_base[cols] = sub.metric(base_out.logits[:, 0], answers).cpu().numpy()
+        per_pass = max(1, row_cap // ne)
+        for (layer, kind), members in groups.items():
+            frozen = _frozen(graph, kind, layer, last_layer)
+            targets = (
+                []
+                if to_logits
+                else [(r, p) for r, p in recv if any(s in graph.senders(r, p) for s in members)]
+            )
+            for k in range(0, len(members), per_pass):
+                batch = members[k : k + per_pass]
+                vals = _run_senders(
+                    model,
+                    graph,
+                    sub,
+                    base_in,
+                    base_out,
+                    src_out,
+                    batch,
+                    layer,
+                    frozen,
+                    targets,
+                    last_layer,
+                    positions,
+                    receiver_positions,
+                    tokens,
+                    answers,
+                )
+                patched[np.ix_(np.asarray([index[s] for s in batch]), cols)] = vals
+                done += 1 if to_logits else 2
+                if progress is not None:
+                    progress(done, total)
+        del src_out, base_out
+    est = normalized_effect(patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
+    nodes = [graph.node(s) for s in kept]
+    return PatchingResult(
+        site=kept,
+        kind=[str(v.kind) for v in nodes],
+        layer=[v.layer for v in nodes],
+        head=[v.head for v in nodes],
+        position=[None] * len(kept),
+        effect=est.estimate,
+        se=est.se,
+        ci_low=est.low,
+        ci_high=est.high,
+        patched=patched,
+        base=m_base,
+        source=m_src,
+        method="path",
+        direction=direction,
+        positions=positions,
+        metric=task.metric.name,
+        model=model.name,
+        task=task.name,
+        level=level,
+        n_boot=n_boot,
+        seed=seed,
+        meta={
+            "receivers": sorted({r for r, _ in recv}, key=lambda r: (graph.node(r).layer or 0, r)),
+            "receiver_ports": [] if to_logits else list(dict.fromkeys(receiver_ports)),
+            "receiver_positions": receiver_positions,
+            "senders_without_edge": skipped,
+        },
+    )
+
+
+def _run_senders(
+    model: Model,
+    graph: TransformerGraph,
+    task: Task,
+    base_in: Inputs,
+    base_out: Any,
+    src_out: Any,
+    senders: list[str],
+    layer: int,
+    frozen: list[str],
+    targets: list[tuple[str, str]],
+    last_layer: int,
+    positions: str,
+    receiver_positions: str,
+    tokens: Tensor | None,
+    answers: Tensor,
+) -> np.ndarray:
+    """The metric per (sender, example) for senders of one layer and kind, stacked in blocks."""
+    ne, c = task.n, len(senders)
+    inputs = base_in.repeat(c)
+    pos: Any = None if positions == "all" else task.positions
+    ivs: list[Patch] = []
+    for j, s in enumerate(senders):
+        block = slice(j * ne, (j + 1) * ne)
+        site = _sender_site(graph, s)
+        ivs.append(Patch(Site(site, positions=pos), source=src_out.cache[site], rows=block))
+        ivs.extend(Patch(f, source=base_out.cache[f], rows=block) for f in frozen)
+    hidden = base_out.cache[f"resid_pre.{layer}"].repeat(c, 1, 1)
+    start = Resume(layer=layer, hidden=hidden)
+    logits_at = task.positions.repeat(c)
+    if not targets:  # receivers = logits: run A is the whole experiment
+        out = model.run(inputs, ivs, start_at=start, logits_at=logits_at, logit_tokens=tokens)
+    else:
+        sites = sorted({_input_site(graph, r, p) for r, p in targets})
+        run_a = model.run(
+            inputs, ivs, start_at=start, cache=sites, stop_at=f"resid_post.{last_layer}"
+        )
+        rpos: Any = None if receiver_positions == "all" else logits_at
+        first = min(graph.node(r).layer or 0 for r, _ in targets)
+        hidden_b = base_out.cache[f"resid_pre.{first}"].repeat(c, 1, 1)
+        out = model.run(
+            inputs,
+            [Patch(Site(s, positions=rpos), source=run_a.cache[s]) for s in sites],
+            start_at=Resume(layer=first, hidden=hidden_b),
+            logits_at=logits_at,
+            logit_tokens=tokens,
+        )
+    assert out.logits is not None
+    vals = task.metric(out.logits[:, 0], answers.repeat(c, 1))
+    return vals.reshape(c, ne).double().cpu().numpy()
+
+
+__all__ = ["path_patch", "resolve_senders"]
