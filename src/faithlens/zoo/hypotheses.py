@@ -18,9 +18,11 @@ three count heads; ``"claim 1 (heads 1.0, 1.1)"`` is the version with the two ro
 
 Our last MLP makes the decision from the heads' evidence (its direct contribution separates the
 classes by 11.6 logits, the heads' by at most 3.3), so a head's paths to the output are stated as
-*every path that avoids the later heads*: the direct edge and the paths through the MLPs
-(``to("head.1.0", excluding=["head.2.0", "head.2.1"])``). Redwood's "direct paths" are the same
-claim on a model whose heads write the answer themselves.
+*every path that avoids the other role heads*: the direct edge and the paths through the MLPs
+(:meth:`ParenRoles.routes`: ``to("head.1.0", excluding=["head.1.1", "head.2.0", "head.2.1"])``).
+Redwood's "direct paths" are the same claim on a model whose heads write the answer themselves.
+Which heads play which role is a :class:`ParenRoles` (default: ``zoo:paren``'s), so the same
+hypotheses apply to paren models trained with other seeds (``examples/paren_seeds.py``).
 
 - **claim 1**: the output depends only on the count heads (conditioned on ``count_test`` and
   ``starts_with_open``, or on ``count_test`` alone: :func:`paren_hypotheses` builds both) and the
