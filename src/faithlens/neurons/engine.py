@@ -131,6 +131,7 @@ class UnitBlock:
         self._prefix: tuple[int, Tensor] | None = None
         self._masses: dict[bool, Tensor] | None = None
         self._asc: tuple[Tensor, Tensor | None, Tensor | None] | None = None
+        self._asc_inverse: Tensor | None = None
         self._desc_ties: Tensor | None = None
 
     # ---- thresholded metrics -------------------------------------------------------------
@@ -194,6 +195,13 @@ class UnitBlock:
                 gs, ge = _tie_groups(vals)
                 self._asc = (order, gs, ge)
         return self._asc
+
+    def ascending_inverse(self) -> Tensor:
+        """Where each sample sits in its unit's ascending order, ``[Uc, n]`` (cached): gathering
+        with it brings sorted values back to sample order."""
+        if self._asc_inverse is None:
+            self._asc_inverse = self.ascending()[0].argsort(-1)
+        return self._asc_inverse
 
     def desc_group_end(self) -> Tensor:
         """For the descending order: the last position of each position's tie group."""
@@ -292,19 +300,21 @@ def auroc(block: UnitBlock, w: Tensor) -> Tensor:
     """
     order, gs, ge = block.ascending()
     bsz = w.shape[0]
-    ws = w[:, order]  # [B, Uc, n]
-    cin = ws.cumsum(-1)
-    cex = cin - ws
-    if gs is None or ge is None:
-        mid = cex + 0.5 * ws
-    else:
-        below = cex.gather(-1, gs.expand(bsz, -1, -1))
-        upto = cin.gather(-1, ge.expand(bsz, -1, -1))
-        mid = 0.5 * (below + upto)
     total = w.sum(-1)
-    rt = (mid - 0.5 * total[:, None, None]) * ws
-    del cin, cex, mid
-    back = torch.zeros_like(rt).scatter_(-1, order.expand(bsz, -1, -1), rt)
+    ws = w[:, order]  # [B, Uc, n], ascending activations
+    cin = ws.cumsum(-1)  # weight at or below each position
+    if gs is None or ge is None:
+        # no ties: mid-rank = weight below + half its own = cin - ws / 2
+        rt = cin.add_(ws, alpha=-0.5)
+    else:
+        # ties share the mid-rank of their group: (weight below the group + weight up to its end) / 2
+        below = cin.gather(-1, gs.expand(bsz, -1, -1)).sub_(ws.gather(-1, gs.expand(bsz, -1, -1)))
+        rt = below.add_(cin.gather(-1, ge.expand(bsz, -1, -1))).mul_(0.5)
+        del cin
+    rt.sub_(0.5 * total[:, None, None]).mul_(ws)  # centred mid-rank times own weight
+    del ws
+    back = rt.gather(-1, block.ascending_inverse().expand(bsz, -1, -1))  # back to sample order
+    del rt
     s = block.times_concepts(back)
     pos = block.concept_mass(w)
     if pos.dim() == 2:
