@@ -132,6 +132,8 @@ class UnitBlock:
         self._masses: dict[bool, Tensor] | None = None
         self._asc: tuple[Tensor, Tensor | None, Tensor | None] | None = None
         self._asc_inverse: Tensor | None = None
+        self._tied: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        self._tied_done = False
         self._desc_ties: Tensor | None = None
 
     # ---- thresholded metrics -------------------------------------------------------------
@@ -195,6 +197,22 @@ class UnitBlock:
                 gs, ge = _tie_groups(vals)
                 self._asc = (order, gs, ge)
         return self._asc
+
+    def tied_positions(self) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """The positions of the ascending order that share their value with a neighbour, as
+        ``(unit, position, group start, group end)`` index vectors, when they are few (at most
+        1/16 of all positions: a continuous activation with the odd float32 collision); ``None``
+        when there are no ties or too many (ReLU zeros), for which dense gathers are cheaper."""
+        if not self._tied_done:
+            self._tied_done = True
+            _, gs, ge = self.ascending()
+            if gs is not None and ge is not None:
+                pos = torch.arange(gs.shape[-1], device=gs.device)
+                tied = (gs != pos) | (ge != pos)
+                if int(tied.sum()) * 16 <= tied.numel():
+                    u, p = tied.nonzero(as_tuple=True)
+                    self._tied = (u, p, gs[u, p], ge[u, p])
+        return self._tied
 
     def ascending_inverse(self) -> Tensor:
         """Where each sample sits in its unit's ascending order, ``[Uc, n]`` (cached): gathering
@@ -303,9 +321,17 @@ def auroc(block: UnitBlock, w: Tensor) -> Tensor:
     total = w.sum(-1)
     ws = w[:, order]  # [B, Uc, n], ascending activations
     cin = ws.cumsum(-1)  # weight at or below each position
-    if gs is None or ge is None:
-        # no ties: mid-rank = weight below + half its own = cin - ws / 2
+    sparse = block.tied_positions()
+    if gs is None or ge is None or sparse is not None:
+        # mid-rank = weight below + half its own = cin - ws / 2 where a value is unique; a few
+        # tied positions take their group's (weight below the group + weight up to its end) / 2
+        fix = None
+        if sparse is not None:
+            u, p, s0, s1 = sparse
+            fix = 0.5 * (cin[:, u, s0] - ws[:, u, s0] + cin[:, u, s1])  # [B, K]
         rt = cin.add_(ws, alpha=-0.5)
+        if fix is not None:
+            rt[:, u, p] = fix
     else:
         # ties share the mid-rank of their group: (weight below the group + weight up to its end) / 2
         below = cin.gather(-1, gs.expand(bsz, -1, -1)).sub_(ws.gather(-1, gs.expand(bsz, -1, -1)))
