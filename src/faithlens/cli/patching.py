@@ -4,6 +4,7 @@ sweeps from the shell."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -15,6 +16,13 @@ from ._common import (
     print_frame,
     progress_bar,
 )
+
+
+def _write(res: Any, out: Path) -> None:
+    """Save a patching result and its heatmap to ``out``."""
+    res.save(out)
+    res.plot().savefig(out / "heatmap.png", dpi=150)
+    console.print(f"wrote {out}/result.json, table.parquet, arrays.npz, heatmap.png")
 
 
 def register(app: typer.Typer) -> None:
@@ -97,10 +105,7 @@ def register(app: typer.Typer) -> None:
                 title=f"top {top} sites by |effect| ({int(res.level * 100)}% CI)",
             )
             if out is not None:
-                res.save(out)
-                fig = res.plot()
-                fig.savefig(out / "heatmap.png", dpi=150)
-                console.print(f"wrote {out}/result.json, table.parquet, arrays.npz, heatmap.png")
+                _write(res, out)
 
     @app.command("path-patch")
     def path_patch_cmd(
@@ -183,7 +188,4 @@ def register(app: typer.Typer) -> None:
                 title=f"top {top} senders by |effect| ({int(res.level * 100)}% CI)",
             )
             if out is not None:
-                res.save(out)
-                fig = res.plot()
-                fig.savefig(out / "heatmap.png", dpi=150)
-                console.print(f"wrote {out}/result.json, table.parquet, arrays.npz, heatmap.png")
+                _write(res, out)
