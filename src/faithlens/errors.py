@@ -48,3 +48,20 @@ def nearest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     family = name.split(".")[0]
     same = [c for c in pool if c.split(".")[0] == family]
     return same[:n] if same else pool[:n]
+
+
+class ArgumentError(InputError):
+    """An argument (of a function or a command-line option) with a value it cannot take.
+
+    The message names the argument, the value given and the fix; raised by the helpers in
+    :mod:`faithlens.validate` before any expensive work starts.
+    """
+
+
+class ResultError(FaithlensError):
+    """A results folder that cannot be written or read back as it is (partial, corrupted,
+    edited, from a future format, or already holding another result)."""
+
+
+class CheckpointError(FaithlensError):
+    """A checkpoint that is unreadable, unsafe, truncated or belongs to another run."""

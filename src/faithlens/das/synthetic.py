@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from .. import stats
@@ -81,6 +82,8 @@ def run_cl_synthetic(
                         "emd": res.emd,
                         "row_emd": res.emd_features,
                         "cross_iia": ood.iia,
+                        "cross_correct": int(np.asarray(ood.correct).sum()),
+                        "cross_n": int(np.asarray(ood.correct).size),
                         "cross_emd": ood.emd,
                         "cross_row_emd": ood.emd_features,
                         "selected_epoch": res.selected_epoch,
