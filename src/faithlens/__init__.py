@@ -15,10 +15,13 @@ from .das import DASResult, das
 from .divergence.audit import AuditResult, audit
 from .divergence.compare import DivergenceResult, divergences
 from .errors import (
+    ArgumentError,
+    CheckpointError,
     FaithlensError,
     InputError,
     MetricError,
     MissingExtraError,
+    ResultError,
     ShapeError,
     SiteError,
 )
@@ -53,6 +56,8 @@ __all__ = [
     "das",
     "divergence",
     "divergences",
+    "ArgumentError",
+    "CheckpointError",
     "FaithlensError",
     "Hypothesis",
     "InputError",
@@ -62,6 +67,7 @@ __all__ = [
     "Mean",
     "MetricError",
     "MissingExtraError",
+    "ResultError",
     "Model",
     "Patch",
     "PatchingResult",
