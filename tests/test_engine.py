@@ -173,3 +173,19 @@ def test_padding_right_matches_unpadded(tiny_llama):
     out = model.run(inp, logits_at="last").logits[:, 0]
     assert torch.allclose(out[0], model.run(a).logits[0, -1], atol=1e-5)
     assert torch.allclose(out[1], model.run(b).logits[0, -1], atol=1e-5)
+
+
+def test_resume_uses_the_cache_keyword_without_deprecation_warnings(tiny_causal, ids, monkeypatch):
+    """transformers >= 5.2x deprecate ``past_key_values`` (removal in 5.40): runs pass the key/value
+    cache by the keyword the module's forward takes, and read it back without the old name."""
+    import transformers.utils.generic as generic
+
+    said: list[str] = []
+    monkeypatch.setattr(generic.logger, "warning_once", lambda msg, *a, **k: said.append(str(msg)))
+    arch, hf = tiny_causal
+    model = fl.wrap(hf)
+    full = model.run(ids, cache=["resid_pre.1"], return_kv=True)
+    r = fl.Resume.from_run(full, 1, model, offset=4)
+    out = model.run(ids, start_at=r)
+    assert torch.allclose(out.logits, full.logits[:, 4:], atol=1e-5)
+    assert not [m for m in said if "past_key_values" in m], said

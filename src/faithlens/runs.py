@@ -380,7 +380,7 @@ def run(
             call_kwargs["use_cache"] = bool(return_kv or offset)
         if offset:
             assert start_at is not None and start_at.kv is not None
-            call_kwargs["past_key_values"] = adapter.make_kv_cache(start_at.kv)
+            call_kwargs[adapter.kv_kwarg] = adapter.make_kv_cache(start_at.kv)
     else:
         model_in = None
 

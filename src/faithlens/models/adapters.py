@@ -13,6 +13,7 @@ Supported: Hugging Face GPT-2, Llama (grouped-query attention; SmolLM2), GPT-Neo
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -127,6 +128,17 @@ class Adapter:
 
     def make_kv_cache(self, kv: Sequence[tuple[Tensor, Tensor]]) -> Any:
         raise InputError(f"{self.arch} models do not take cached keys and values")
+
+    @property
+    def kv_kwarg(self) -> str:
+        """The keyword the module's ``forward`` takes a key/value cache by: ``cache``
+        (transformers >= 5.2x, which deprecates ``past_key_values`` for removal in 5.40) or
+        ``past_key_values`` (older releases and modules that only know that name)."""
+        try:
+            params = inspect.signature(self.module.forward).parameters
+        except (TypeError, ValueError):
+            return "past_key_values"
+        return "cache" if "cache" in params else "past_key_values"
 
     def kv_of(self, output: Any) -> list[tuple[Tensor, Tensor]] | None:
         return None
@@ -542,7 +554,10 @@ class HFAdapter(Adapter):
         return DynamicCache(ddp_cache_data=[(k, v) for k, v in kv], config=self.config)
 
     def kv_of(self, output: Any) -> list[tuple[Tensor, Tensor]] | None:
-        cache = getattr(output, "past_key_values", None)
+        # ``cache`` first: reading ``past_key_values`` of a new ModelOutput warns (deprecated)
+        cache = output.get("cache") if hasattr(output, "get") else None
+        if cache is None:
+            cache = getattr(output, "past_key_values", None)
         if cache is None:
             return None
         return [(layer.keys, layer.values) for layer in cache.layers]
