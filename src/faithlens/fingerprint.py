@@ -52,7 +52,7 @@ def _feed_tensor(h: Any, t: torch.Tensor) -> None:
     raw = flat.view(torch.uint8).numpy()  # any dtype (bfloat16 too), without a copy
     h.update(b"V")
     h.update(int(raw.nbytes).to_bytes(8, "little"))
-    h.update(memoryview(raw))
+    h.update(raw.data)
 
 
 def _feed_array(h: Any, a: np.ndarray) -> None:
@@ -64,7 +64,7 @@ def _feed_array(h: Any, a: np.ndarray) -> None:
     c = np.ascontiguousarray(a)
     h.update(b"V")
     h.update(int(c.nbytes).to_bytes(8, "little"))
-    h.update(memoryview(c.reshape(-1).view(np.uint8)))
+    h.update(c.reshape(-1).view(np.uint8).data)
 
 
 def _feed(h: Any, obj: Any) -> None:
