@@ -98,7 +98,7 @@ def test_checkpoint_resume_gives_the_same_result(small_tasks, tmp_path):
     assert resumed.selected_epoch == full.selected_epoch
     assert resumed.alignment_params == pytest.approx(full.alignment_params, abs=1e-6)
     assert resumed.history["loss"].tolist() == pytest.approx(full.history["loss"].tolist())
-    with pytest.raises(fl.InputError, match="different DAS run"):
+    with pytest.raises(fl.CheckpointError, match="different DAS run: other arguments .lr 0.01"):
         fl.das(t1.model, t1.data, "h", checkpoint_dir=tmp_path, **{**kw, "lr": 0.5})
 
 
