@@ -354,8 +354,10 @@ def das(
             epochs; ties to higher IIA), ``"last"``; ``"auto"``: ``"emd"`` with a CL loss (and
             ``emd_dims``), else ``"iia"``.
         emd_dims: native coordinates of the "EMD along feature dimensions".
-        checkpoint_dir: save the training state every ``checkpoint_every`` epochs; calling
-            again with the same arguments resumes from the last checkpoint.
+        checkpoint_dir: save the training state every ``checkpoint_every`` epochs (atomically);
+            calling again with the same arguments, model weights and data resumes from the last
+            checkpoint (bit for bit the uninterrupted result); a checkpoint of another run is
+            refused with :class:`~faithlens.errors.CheckpointError` naming what differs.
         seed: initialisation and batch order.
         progress: called after each epoch with ``(epoch, history_row)``.
     """
