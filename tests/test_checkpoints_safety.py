@@ -557,3 +557,19 @@ def test_checkpoint_metadata_is_plain_data(tmp_path):
     ck = torch.load(tmp_path / CHECKPOINT, weights_only=True)
     assert ck["format"] == 2 and len(ck["model"]) == len(ck["data"]) == 64
     assert json.loads(json.dumps(ck["config"])) == ck["config"]
+
+
+def test_faithlens_das_refuses_a_crafted_checkpoint_before_running_it(tmp_path):
+    """The issue's case: `faithlens das --checkpoint DIR` with a pickle in DIR."""
+    marker = tmp_path / "pwned"
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    _craft(ck / CHECKPOINT, marker)
+    args = ["das", "--synthetic", "og_holdouts", "--n-per-class", "4", "--classifier-epochs"]
+    args += ["5", "--epochs", "3", "--checkpoint", str(ck)]
+    r = runner.invoke(app, args)
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and "not a safe faithlens DAS checkpoint" in text
+    assert "use another checkpoint folder" in text
+    assert not marker.exists()
