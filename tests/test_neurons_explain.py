@@ -9,7 +9,7 @@ import torch
 
 import faithlens as fl
 import faithlens.neurons as N
-from faithlens.errors import InputError, ShapeError
+from faithlens.errors import CheckpointError, InputError, ShapeError
 from faithlens.results import Result
 
 
@@ -126,7 +126,7 @@ def test_checkpoint_resumes_and_refuses_other_runs(synth, tmp_path, monkeypatch)
     assert calls["n"] == n_blocks  # only the full-data pass ran, once per block
     for r in (first, again):
         assert np.array_equal(r.freq, ref.freq)
-    with pytest.raises(InputError, match="different run"):
+    with pytest.raises(CheckpointError, match="different run"):
         N.explain(x, con, checkpoint=ck, metric="iou", n_boot=40, seed=2, max_memory=60_000)
 
 

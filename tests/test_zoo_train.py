@@ -65,7 +65,7 @@ def test_resume_equals_uninterrupted(tmp_path, name):
 
 def test_resume_refuses_a_different_run_and_seeds_matter(tmp_path):
     a = zoo.train(small("paren", 2), tmp_path, seed=0, until=1, threads=1)
-    with pytest.raises(fl.InputError, match="different recipe"):
+    with pytest.raises(fl.CheckpointError, match="different recipe"):
         zoo.train(small("paren", 2), tmp_path, seed=1, threads=1)
     # --no-resume starts over; another seed gives another run (the same seed the same one:
     # test_resume_equals_uninterrupted)

@@ -25,13 +25,8 @@ def _read_matrix(path: Path, what: str) -> tuple[np.ndarray, list[str] | None]:
     if not path.exists():
         raise InputError(f"{what} file {path} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return np.load(path), None
-    if suffix in (".pt", ".pth"):
-        import torch
-
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        return np.asarray(obj.detach().cpu().numpy() if hasattr(obj, "detach") else obj), None
+    if suffix in (".npy", ".pt", ".pth"):
+        return _load_tensor_file(path, what), None
     if suffix == ".csv":
         df = pd.read_csv(path)
     elif suffix in (".parquet", ".pq"):
@@ -39,6 +34,40 @@ def _read_matrix(path: Path, what: str) -> tuple[np.ndarray, list[str] | None]:
     else:
         raise InputError(f"cannot read {what} from {path.name}: use .npy, .pt, .csv or .parquet")
     return df.to_numpy(dtype=np.float32), [str(c) for c in df.columns]
+
+
+def _load_tensor_file(path: Path, what: str) -> np.ndarray:
+    """One array from a .npy (``allow_pickle=False``) or a .pt holding one tensor
+    (``weights_only=True``): a file that needs unpickling Python objects is refused, never run."""
+    fix = f"save the {what} as a plain array (numpy.save) or one tensor (torch.save)"
+    if path.suffix.lower() == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except ValueError as e:
+            if "pickle" in str(e).lower():
+                raise InputError(
+                    f"{what} file {path} holds pickled Python objects, which faithlens never "
+                    f"loads (unpickling can run code); {fix}"
+                ) from None
+            raise InputError(f"{what} file {path} is not a readable .npy ({e}); {fix}") from None
+        except Exception as e:
+            raise InputError(
+                f"{what} file {path} is not a readable .npy ({type(e).__name__}: {e}); {fix}"
+            ) from None
+    import torch
+
+    from ..safe_load import torch_load
+
+    obj = torch_load(path, what=f"{what} file", fix=fix, error=InputError)
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().numpy()
+    try:  # nested lists of numbers
+        arr = np.asarray(obj)
+    except Exception:
+        arr = np.asarray(None)
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{what} file {path} holds a {type(obj).__name__}, not a tensor; {fix}")
+    return arr
 
 
 @contextmanager
@@ -513,12 +542,8 @@ def register(app: typer.Typer) -> None:
 def _read_array(path: Path, what: str) -> np.ndarray:
     if not path.exists():
         raise InputError(f"{what} file {path} does not exist")
-    if path.suffix.lower() == ".npy":
-        return np.load(path)
-    if path.suffix.lower() in (".pt", ".pth"):
-        import torch
-
-        return torch.load(path, map_location="cpu", weights_only=True).numpy()
+    if path.suffix.lower() in (".npy", ".pt", ".pth"):
+        return _load_tensor_file(path, what)
     raise InputError(f"{what} must be .npy or .pt (got {path.name})")
 
 

@@ -1,6 +1,7 @@
 """``faithlens scrub HYPOTHESIS.py --model M --n 4000 --out DIR``: causal scrubbing from a shell.
 
-The hypothesis file is ordinary Python. It defines, at module level:
+The hypothesis file is ordinary Python, imported (so run) with the user's rights, also under
+``--dry-run``: only trusted files. It defines, at module level:
 
 - ``hypothesis``: a ``faithlens.scrubbing.Hypothesis``, or a function ``hypothesis(model)``;
 - ``data``: the pool (a ``ScrubData``, a ``Task`` or a dict of columns), or a function
@@ -76,7 +77,8 @@ def register(app: typer.Typer) -> None:
             Path,
             typer.Argument(
                 help="A Python file defining `hypothesis` and `data` (and optionally "
-                "`behaviour`, `baselines`, `graph`, `features`, `model`)."
+                "`behaviour`, `baselines`, `graph`, `features`, `model`). It is Python code, run "
+                "with your rights (also with --dry-run): only give files you trust."
             ),
         ],
         model: str = typer.Option(
@@ -122,7 +124,10 @@ def register(app: typer.Typer) -> None:
         steps: int = typer.Option(1, "--steps", help="Adversary: greedy refinement steps."),
     ) -> None:
         """Test an interpretability hypothesis by causal scrubbing and print the result table
-        (scrubbed expectation, baselines, % loss recovered with confidence intervals)."""
+        (scrubbed expectation, baselines, % loss recovered with confidence intervals).
+
+        WARNING: HYPOTHESIS_FILE is Python code and is run with your rights, also with
+        --dry-run (the file must run to define the hypothesis). Only give files you trust."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         from .. import scrubbing as sc

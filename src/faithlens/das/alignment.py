@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import safe_load
 from ..errors import InputError, ShapeError
 
 ALIGNMENTS: dict[str, type[Alignment]] = {}
@@ -103,10 +105,13 @@ class Alignment(nn.Module):
         """Write ``alignment.json`` (kind, config) and ``alignment.pt`` (state dict) to a folder."""
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "alignment.json").write_text(json.dumps(self.spec(), indent=2) + "\n")
-        torch.save(
+        # the weights first, each file atomically: a kill never leaves a spec without its weights
+        safe_load.torch_save(
             {k: v.detach().cpu() for k, v in self.state_dict().items()}, out / "alignment.pt"
         )
+        tmp = out / f".alignment.json.tmp{os.getpid()}"
+        tmp.write_text(json.dumps(self.spec(), indent=2) + "\n")
+        os.replace(tmp, out / "alignment.json")
         return out
 
 
@@ -123,10 +128,30 @@ def load_alignment(path: str | Path, *, map_location: str | torch.device = "cpu"
     src = Path(path)
     if not (src / "alignment.json").exists():
         raise InputError(f"{src} holds no saved alignment (no alignment.json)")
-    spec = json.loads((src / "alignment.json").read_text())
+    fix = "save the alignment again (Alignment.save) or load it from the DAS result folder"
+    try:
+        spec = json.loads((src / "alignment.json").read_text())
+        if not isinstance(spec, dict) or "config" not in spec:
+            raise ValueError("no kind and config")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(
+            f"{src / 'alignment.json'} is not a readable alignment spec ({e}); {fix}"
+        ) from None
     al = _build(spec)
-    state = torch.load(src / "alignment.pt", map_location=map_location, weights_only=True)
-    al.load_state_dict(state)
+    state = safe_load.torch_load(
+        src / "alignment.pt",
+        what="saved alignment",
+        fix=fix,
+        map_location=map_location,
+        error=InputError,
+    )
+    try:
+        al.load_state_dict(state)
+    except Exception as e:
+        raise InputError(
+            f"{src / 'alignment.pt'} does not fit the {spec.get('kind')} alignment of its "
+            f"alignment.json ({type(e).__name__}: {e}); {fix}"
+        ) from None
     return al
 
 

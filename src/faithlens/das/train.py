@@ -22,9 +22,10 @@ import torch
 from torch import Tensor
 from torch.nn.utils import parametrize
 
-from .. import stats
+from .. import safe_load, stats
 from ..divergence import distances as D
-from ..errors import InputError, ShapeError
+from ..errors import CheckpointError, InputError, ShapeError
+from ..fingerprint import data_fingerprint, model_fingerprint
 from ..interventions import Interchange
 from ..models.model import Model
 from ..models.sites import Site, SiteLike, as_site
@@ -209,6 +210,99 @@ def _config_hash(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+CHECKPOINT_FORMAT = 2
+_CKPT_FIX = "use another checkpoint folder, or delete this file to start training from scratch"
+_CKPT_KEYS = (
+    "format", "key", "model", "data", "epoch", "alignment", "mask", "optimizer", "generator",
+    "history", "best", "config",
+)  # fmt: skip
+
+
+def _plain(cfg: dict[str, Any]) -> Any:
+    """The config as the JSON values its key hashes (what a checkpoint stores and compares)."""
+    return json.loads(json.dumps(cfg, sort_keys=True, default=str))
+
+
+def _fingerprints(model: Model, data: InterchangeData, path: Path) -> dict[str, str]:
+    """sha256 of the model's weights and of the data's contents (what a checkpoint is for)."""
+    parts = {f: getattr(data, f) for f in _DATA_FIELDS}
+    try:
+        data_fp = data_fingerprint(parts)
+    except TypeError as e:
+        raise CheckpointError(
+            f"checkpoint_dir={str(path.parent)!r}: the data cannot be fingerprinted ({e}), so a "
+            "checkpoint could not tell it from other data; give the inputs as tensors or "
+            "faithlens Inputs, or train without checkpoint_dir"
+        ) from None
+    return {"model": model_fingerprint(model.module), "data": data_fp}
+
+
+_DATA_FIELDS = (
+    "base", "source", "labels", "positions", "candidates", "natural", "cl_targets", "cl_groups",
+    "name",
+)  # fmt: skip
+
+
+def _read_checkpoint(
+    path: Path,
+    device: torch.device,
+    cfg: dict[str, Any],
+    key: str,
+    fingerprints: dict[str, str],
+) -> dict[str, Any]:
+    """The checkpoint at ``path``, loaded safely and refused unless it was written by this very
+    run: the same arguments, the same model weights, the same data."""
+    raw = safe_load.torch_load(
+        path, what="faithlens DAS checkpoint", fix=_CKPT_FIX, map_location=device
+    )
+    if isinstance(raw, dict) and raw.get("format") != CHECKPOINT_FORMAT and "key" in raw:
+        raise CheckpointError(
+            f"{path} was written by an older faithlens (checkpoint format "
+            f"{raw.get('format', 1)}, without the model and data fingerprints this version "
+            f"checks); {_CKPT_FIX}"
+        )
+    ck = safe_load.require(raw, _CKPT_KEYS, path, what="faithlens DAS checkpoint", fix=_CKPT_FIX)
+    differs: list[str] = []
+    if ck["key"] != key:
+        old = ck["config"] if isinstance(ck["config"], dict) else {}
+        new = _plain(cfg)
+        changed = [
+            f"{k} {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}"
+            for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)
+        ]
+        differs.append("other arguments (" + ("; ".join(changed) or "the config") + ")")
+    if ck["model"] != fingerprints["model"]:
+        differs.append(
+            f"another model (weights fingerprint {str(ck['model'])[:12]}, this model's "
+            f"{fingerprints['model'][:12]})"
+        )
+    if ck["data"] != fingerprints["data"]:
+        differs.append(
+            f"other data (contents fingerprint {str(ck['data'])[:12]}, this data's "
+            f"{fingerprints['data'][:12]})"
+        )
+    if differs:
+        raise CheckpointError(
+            f"{path} is a checkpoint of a different DAS run: {', '.join(differs)}; resuming it "
+            f"would return that run's alignment; {_CKPT_FIX}"
+        )
+    return ck
+
+
+def _freeze(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Turn off ``requires_grad`` on the parameters that have it; returns them (to restore)."""
+    changed = [p for p in module.parameters() if p.requires_grad]
+    for p in changed:
+        p.requires_grad_(False)
+    return changed
+
+
+def _unfreeze(params: list[torch.nn.Parameter]) -> None:
+    for p in params:
+        p.requires_grad_(True)
+
+
 def _state(module: torch.nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
@@ -260,8 +354,10 @@ def das(
             epochs; ties to higher IIA), ``"last"``; ``"auto"``: ``"emd"`` with a CL loss (and
             ``emd_dims``), else ``"iia"``.
         emd_dims: native coordinates of the "EMD along feature dimensions".
-        checkpoint_dir: save the training state every ``checkpoint_every`` epochs; calling
-            again with the same arguments resumes from the last checkpoint.
+        checkpoint_dir: save the training state every ``checkpoint_every`` epochs (atomically);
+            calling again with the same arguments, model weights and data resumes from the last
+            checkpoint (bit for bit the uninterrupted result); a checkpoint of another run is
+            refused with :class:`~faithlens.errors.CheckpointError` naming what differs.
         seed: initialisation and batch order.
         progress: called after each epoch with ``(epoch, history_row)``.
     """
@@ -364,21 +460,24 @@ def das(
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"epoch": -1, "iia": -1.0, "emd": math.inf, "state": None, "mask": None}
     start_epoch = 0
-    if ckpt_path is not None and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ck.get("key") != key:
-            raise InputError(
-                f"{ckpt_path} is a checkpoint of a different DAS run (other arguments or data); "
-                "use another checkpoint_dir or delete it"
-            )
-        al.load_state_dict(ck["alignment"])
-        if mask_mod is not None:
-            mask_mod.load_state_dict(ck["mask"])
-        opt.load_state_dict(ck["optimizer"])
-        gen.set_state(ck["generator"])
-        history = ck["history"]
-        best = ck["best"]
-        start_epoch = int(ck["epoch"])
+    fingerprints: dict[str, str] = {}
+    if ckpt_path is not None:
+        fingerprints = _fingerprints(model, data, ckpt_path)
+        if ckpt_path.exists():
+            ck = _read_checkpoint(ckpt_path, device, cfg, key, fingerprints)
+            try:
+                al.load_state_dict(ck["alignment"])
+                if mask_mod is not None:
+                    mask_mod.load_state_dict(ck["mask"])
+                opt.load_state_dict(ck["optimizer"])
+                gen.set_state(ck["generator"])
+            except Exception as e:
+                raise CheckpointError(
+                    f"{ckpt_path} does not fit this DAS run ({type(e).__name__}: {e}); {_CKPT_FIX}"
+                ) from None
+            history = list(ck["history"])
+            best = dict(ck["best"])
+            start_epoch = int(ck["epoch"])
 
     def temp(e: int) -> float:
         return t0 + (t1 - t0) * (e / max(1, epochs - 1))
@@ -386,11 +485,12 @@ def das(
     def save_checkpoint(epoch: int) -> None:
         if ckpt_path is None:
             return
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save(
+        safe_load.torch_save(
             {
+                "format": CHECKPOINT_FORMAT,
                 "key": key,
+                "model": fingerprints["model"],
+                "data": fingerprints["data"],
                 "epoch": epoch,
                 "alignment": al.state_dict(),
                 "mask": mask_mod.state_dict() if mask_mod is not None else None,
@@ -398,24 +498,49 @@ def das(
                 "generator": gen.get_state(),
                 "history": history,
                 "best": best,
-                "config": cfg,
+                "config": _plain(cfg),
             },
-            tmp,
+            ckpt_path,
         )
-        tmp.replace(ckpt_path)
 
-    for epoch in range(start_epoch, epochs):
-        T = temp(epoch)
-        snapshot = _state(al)
-        mask_snapshot = _state(mask_mod) if mask_mod is not None else None
-        emd_value = float("nan")
-        if select == "emd" and (epoch % eval_every == 0 or epoch == epochs - 1):
-            with torch.no_grad(), parametrize.cached():
-                m = mask_mod(T) if mask_mod is not None else None
-                acts = []
-                for start in range(0, n, bs):
-                    rows = torch.arange(start, min(n, start + bs))
-                    _, h = _run_batch(
+    # the model is a constant here: no gradient accumulates in (or stays on) its weights
+    frozen = _freeze(model.module)
+    try:
+        for epoch in range(start_epoch, epochs):
+            T = temp(epoch)
+            snapshot = _state(al)
+            mask_snapshot = _state(mask_mod) if mask_mod is not None else None
+            emd_value = float("nan")
+            if select == "emd" and (epoch % eval_every == 0 or epoch == epochs - 1):
+                with torch.no_grad(), parametrize.cached():
+                    m = mask_mod(T) if mask_mod is not None else None
+                    acts = []
+                    for start in range(0, n, bs):
+                        rows = torch.arange(start, min(n, start + bs))
+                        _, h = _run_batch(
+                            model,
+                            data,
+                            s,
+                            al,
+                            src,
+                            rows,
+                            None if m is not None else dim_list,
+                            m,
+                            grad=False,
+                            resume=resume,
+                        )
+                        acts.append(_flat(h, width))
+                    emd_value = D.sinkhorn(torch.cat(acts), natural, dims=list(emd_dims or []))
+            order = torch.randperm(n, generator=gen) if bs < n else torch.arange(n)
+            tot_loss = tot_iia_loss = tot_cl = 0.0
+            n_correct = 0
+            for start in range(0, n, bs):
+                rows = order[start : start + bs]
+                opt.zero_grad(set_to_none=True)
+                # an orthogonal parametrization is recomputed at every access: once per step
+                with parametrize.cached():
+                    m = mask_mod(T) if mask_mod is not None else None
+                    scores, h = _run_batch(
                         model,
                         data,
                         s,
@@ -424,98 +549,79 @@ def das(
                         rows,
                         None if m is not None else dim_list,
                         m,
-                        grad=False,
+                        grad=True,
                         resume=resume,
                     )
-                    acts.append(_flat(h, width))
-                emd_value = D.sinkhorn(torch.cat(acts), natural, dims=list(emd_dims or []))
-        order = torch.randperm(n, generator=gen) if bs < n else torch.arange(n)
-        tot_loss = tot_iia_loss = tot_cl = 0.0
-        n_correct = 0
-        for start in range(0, n, bs):
-            rows = order[start : start + bs]
-            opt.zero_grad(set_to_none=True)
-            # an orthogonal parametrization is recomputed at every access: once per step
-            with parametrize.cached():
-                m = mask_mod(T) if mask_mod is not None else None
-                scores, h = _run_batch(
-                    model,
-                    data,
-                    s,
-                    al,
-                    src,
-                    rows,
-                    None if m is not None else dim_list,
-                    m,
-                    grad=True,
-                    resume=resume,
-                )
-                labels = data.labels[rows].to(scores.device)
-                l_iia = iia_loss(scores, labels)
-                total = torch.zeros((), device=scores.device)
-                if loss in ("iia", "iia+cl"):
-                    total = total + l_iia
-                l_cl = torch.zeros((), device=scores.device)
-                if uses_cl:
-                    assert cl_targets is not None
-                    hf = _flat(h, width)
-                    tg = _flat(cl_targets[rows.to(device)], width)
-                    if cl_form == "mas":
-                        l_cl = cl_loss_mas(hf, tg)
-                    else:
-                        groups = None if data.cl_groups is None else data.cl_groups[rows]
-                        assert cl_dims is not None
-                        l_cl = cl_loss_modified(hf, tg, al, groups, cl_dims)
-                    total = total + cl_weight * l_cl
-                if mask_mod is not None:
-                    total = total + width_weight * mask_mod.boundary()
-                total.backward()
-            opt.step()
-            b = len(rows)
-            tot_loss += float(total.detach()) * b
-            tot_iia_loss += float(l_iia.detach()) * b
-            tot_cl += float(l_cl.detach()) * b
-            n_correct += int((scores.detach().argmax(-1) == labels).sum())
-        iia = n_correct / n
-        row = {
-            "epoch": float(epoch),
-            "loss": tot_loss / n,
-            "iia_loss": tot_iia_loss / n,
-            "cl_loss": tot_cl / n if uses_cl else float("nan"),
-            "iia": iia,
-            "emd_features": emd_value,
-            "temperature": T if boundless else float("nan"),
-            "boundary": float(mask_mod.boundary().detach())
-            if mask_mod is not None
-            else float("nan"),
-        }
-        history.append(row)
-        better = False
-        if select == "iia":
-            better = iia > best["iia"]
-        elif select == "emd" and math.isfinite(emd_value):
-            better = emd_value < best["emd"] or (emd_value == best["emd"] and iia > best["iia"])
-        if better:
-            best = {
-                "epoch": epoch,
+                    labels = data.labels[rows].to(scores.device)
+                    l_iia = iia_loss(scores, labels)
+                    total = torch.zeros((), device=scores.device)
+                    if loss in ("iia", "iia+cl"):
+                        total = total + l_iia
+                    l_cl = torch.zeros((), device=scores.device)
+                    if uses_cl:
+                        assert cl_targets is not None
+                        hf = _flat(h, width)
+                        tg = _flat(cl_targets[rows.to(device)], width)
+                        if cl_form == "mas":
+                            l_cl = cl_loss_mas(hf, tg)
+                        else:
+                            groups = None if data.cl_groups is None else data.cl_groups[rows]
+                            assert cl_dims is not None
+                            l_cl = cl_loss_modified(hf, tg, al, groups, cl_dims)
+                        total = total + cl_weight * l_cl
+                    if mask_mod is not None:
+                        total = total + width_weight * mask_mod.boundary()
+                    total.backward()
+                opt.step()
+                b = len(rows)
+                tot_loss += float(total.detach()) * b
+                tot_iia_loss += float(l_iia.detach()) * b
+                tot_cl += float(l_cl.detach()) * b
+                n_correct += int((scores.detach().argmax(-1) == labels).sum())
+            iia = n_correct / n
+            row = {
+                "epoch": float(epoch),
+                "loss": tot_loss / n,
+                "iia_loss": tot_iia_loss / n,
+                "cl_loss": tot_cl / n if uses_cl else float("nan"),
                 "iia": iia,
-                "emd": emd_value if math.isfinite(emd_value) else math.inf,
-                "state": snapshot,
-                "mask": mask_snapshot,
+                "emd_features": emd_value,
+                "temperature": T if boundless else float("nan"),
+                "boundary": float(mask_mod.boundary().detach())
+                if mask_mod is not None
+                else float("nan"),
             }
-        if select == "last" and epoch == epochs - 1:
-            # the parameters after the final update
-            best = {
-                "epoch": epochs,
-                "iia": iia,
-                "emd": math.inf,
-                "state": _state(al),
-                "mask": _state(mask_mod) if mask_mod is not None else None,
-            }
-        if progress is not None:
-            progress(epoch, row)
-        if ckpt_path is not None and ((epoch + 1) % checkpoint_every == 0 or epoch == epochs - 1):
-            save_checkpoint(epoch + 1)
+            history.append(row)
+            better = False
+            if select == "iia":
+                better = iia > best["iia"]
+            elif select == "emd" and math.isfinite(emd_value):
+                better = emd_value < best["emd"] or (emd_value == best["emd"] and iia > best["iia"])
+            if better:
+                best = {
+                    "epoch": epoch,
+                    "iia": iia,
+                    "emd": emd_value if math.isfinite(emd_value) else math.inf,
+                    "state": snapshot,
+                    "mask": mask_snapshot,
+                }
+            if select == "last" and epoch == epochs - 1:
+                # the parameters after the final update
+                best = {
+                    "epoch": epochs,
+                    "iia": iia,
+                    "emd": math.inf,
+                    "state": _state(al),
+                    "mask": _state(mask_mod) if mask_mod is not None else None,
+                }
+            if progress is not None:
+                progress(epoch, row)
+            if ckpt_path is not None and (
+                (epoch + 1) % checkpoint_every == 0 or epoch == epochs - 1
+            ):
+                save_checkpoint(epoch + 1)
+    finally:
+        _unfreeze(frozen)
 
     if best["state"] is not None:
         al.load_state_dict(best["state"])

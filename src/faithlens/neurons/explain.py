@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import InputError, ShapeError
+from ..errors import CheckpointError, InputError, ShapeError
 from . import bounds as _b
 from .engine import (
     FAMILIES,
@@ -150,21 +151,34 @@ def _fingerprint(*parts: Any) -> str:
 
 
 class _Checkpoint:
-    """Per-unit-block bootstrap results on disk, keyed by a fingerprint of data and settings."""
+    """Per-unit-block bootstrap results on disk, keyed by a fingerprint of data and settings.
+
+    Blocks are ``.npz`` files read with ``allow_pickle=False`` and written atomically; a
+    truncated or foreign file raises :class:`CheckpointError` naming it."""
+
+    FIX = "delete the checkpoint folder (or that file) or use a new folder"
 
     def __init__(self, path: str | Path, key: str) -> None:
         self.dir = Path(path)
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "checkpoint.json"
         if meta.exists():
-            old = json.loads(meta.read_text()).get("key")
+            try:
+                old = json.loads(meta.read_text()).get("key")
+            except (ValueError, UnicodeDecodeError, AttributeError) as e:
+                raise CheckpointError(
+                    f"{meta} is not a readable neurons checkpoint record ({type(e).__name__}: "
+                    f"{e}); {self.FIX}"
+                ) from None
             if old != key:
-                raise InputError(
+                raise CheckpointError(
                     f"checkpoint folder {self.dir} belongs to a different run (other data or "
                     "settings); use a new folder or delete it"
                 )
         else:
-            meta.write_text(json.dumps({"key": key}) + "\n")
+            tmp = self.dir / ".checkpoint.json.tmp"
+            tmp.write_text(json.dumps({"key": key}) + "\n")
+            tmp.replace(meta)
 
     def _file(self, start: int) -> Path:
         return self.dir / f"block_{start:07d}.npz"
@@ -173,12 +187,21 @@ class _Checkpoint:
         f = self._file(start)
         if not f.exists():
             return None
-        with np.load(f) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except Exception as e:  # truncated zip, object arrays (pickle), foreign file
+            raise CheckpointError(
+                f"{f} is not a readable neurons checkpoint block (truncated, corrupted or "
+                f"holding pickled objects: {type(e).__name__}: {e}); {self.FIX}"
+            ) from None
 
     def save(self, start: int, **arrays: np.ndarray) -> None:
         tmp = self.dir / f".tmp_{start:07d}.npz"
-        np.savez(tmp, **arrays)  # type: ignore[arg-type]
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+            fh.flush()
+            os.fsync(fh.fileno())
         tmp.replace(self._file(start))
 
 

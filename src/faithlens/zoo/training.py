@@ -33,7 +33,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..errors import InputError
+from .. import safe_load
+from ..errors import CheckpointError, InputError
 from ..results import Result
 from .config import ZooConfig
 from .model import ZooTransformer
@@ -249,14 +250,22 @@ def read_weights(path: str | Path) -> tuple[ZooConfig, dict[str, Tensor], dict[s
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no zoo weights file at {path}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != WEIGHTS_FORMAT:
-            raise InputError(
-                f"{path} is not a faithlens zoo weights file (format {meta.get('format')!r}, "
-                f"expected {WEIGHTS_FORMAT!r})"
-            )
-        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") == WEIGHTS_FORMAT:
+                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception as e:  # safetensors' own errors for a truncated or foreign file
+        raise InputError(
+            f"{path} is not a readable zoo weights file (truncated or corrupted: "
+            f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
+            "train the model again (faithlens zoo train) or copy the file again"
+        ) from None
+    if meta.get("format") != WEIGHTS_FORMAT:
+        raise InputError(
+            f"{path} is not a faithlens zoo weights file (format {meta.get('format')!r}, "
+            f"expected {WEIGHTS_FORMAT!r})"
+        )
     config = ZooConfig.from_json(meta["config"])
     info = json.loads(meta.get("info", "{}"))
     return config, state, info
@@ -312,10 +321,13 @@ def _machine(threads: int) -> dict[str, Any]:
     }
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+_CKPT_KEYS = ("ident", "model", "optimizer", "scheduler", "rng", "step", "seconds", "history")
+
+
+def _read_checkpoint(path: Path, device: str | torch.device) -> dict[str, Any]:
+    fix = "delete it, train into another folder, or pass resume=False (--no-resume) to start over"
+    ck = safe_load.torch_load(path, what="zoo training checkpoint", fix=fix, map_location=device)
+    return safe_load.require(ck, _CKPT_KEYS, path, what="zoo training checkpoint", fix=fix)
 
 
 def train(
@@ -372,16 +384,22 @@ def train(
             step, seconds, history, resumed_from = 0, 0.0, [], 0
             machine = _machine(torch.get_num_threads())
             if resume and ckpt_path.exists():
-                ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+                ck = _read_checkpoint(ckpt_path, device)
                 if ck.get("ident") != json.loads(json.dumps(ident, default=str)):
-                    raise InputError(
+                    raise CheckpointError(
                         f"{ckpt_path} comes from a different recipe, config, schedule or seed; "
                         "train into another folder or pass resume=False (--no-resume) to start over"
                     )
-                model.load_state_dict(ck["model"])
-                opt.load_state_dict(ck["optimizer"])
-                lr_sched.load_state_dict(ck["scheduler"])
-                torch.set_rng_state(ck["rng"])
+                try:
+                    model.load_state_dict(ck["model"])
+                    opt.load_state_dict(ck["optimizer"])
+                    lr_sched.load_state_dict(ck["scheduler"])
+                    torch.set_rng_state(ck["rng"])
+                except Exception as e:
+                    raise CheckpointError(
+                        f"{ckpt_path} does not fit this training run ({type(e).__name__}: {e}); "
+                        "delete it or pass resume=False (--no-resume) to start over"
+                    ) from None
                 step, seconds, history = int(ck["step"]), float(ck["seconds"]), list(ck["history"])
                 resumed_from = step
                 machine["load_start"] = ck.get("machine", {}).get(
@@ -389,7 +407,7 @@ def train(
                 )
 
             def checkpoint() -> None:
-                _atomic_save(
+                safe_load.torch_save(
                     {
                         "ident": json.loads(json.dumps(ident, default=str)),
                         "model": model.state_dict(),
