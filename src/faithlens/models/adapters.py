@@ -255,7 +255,7 @@ class Layout:
     mlp_in: str | None
     resid_mid: str | None  # relative to a layer; input is the residual after attention
     final_norm: str | None  # relative to the base model
-    head: str | None  # relative to the top module (lm_head)
+    head: str | None  # relative to the top module (lm_head); 'a|b': the first that exists
     causal: bool = True
     conv1d: bool = False  # GPT-2 stores Linear weights transposed (Conv1D)
     mlp_in_proj: tuple[str, ...] = ()  # relative to a layer: the linear maps reading mlp_in
@@ -332,7 +332,7 @@ LAYOUTS: dict[str, Layout] = {
         mlp_in="post_attention_layernorm",
         resid_mid=None,
         final_norm="final_layer_norm",
-        head="embed_out",
+        head="lm_head|embed_out",  # transformers 5 renamed GPT-NeoX's embed_out to lm_head
         mlp_in_proj=("mlp.dense_h_to_4h",),
     ),
     "bert": Layout(
@@ -353,7 +353,7 @@ LAYOUTS: dict[str, Layout] = {
         mlp_in=None,
         resid_mid="intermediate.dense",
         final_norm=None,
-        head=None,
+        head="cls.predictions.decoder",  # BertForMaskedLM's unembedding; absent in BertModel
         causal=False,
     ),
     # faithlens' own small transformer (faithlens.zoo). It may be causal or bidirectional and
@@ -540,7 +540,9 @@ class HFAdapter(Adapter):
             and not any(n.startswith(layout.layers) for n in names)
         ):
             raise InputError(f"this {layout.arch} model has no '{layout.base}.{layout.layers}'")
-        self.has_head = layout.head is not None and layout.head in names
+        heads = [h for h in (layout.head or "").split("|") if h and h in names]
+        self.head_path: str | None = heads[0] if heads else None
+        self.has_head = self.head_path is not None
         # Sliding-window layers: Hugging Face's own cache keeps only their last window of keys.
         self._sliding = _has_sliding_layers(cfg)
         self._build_sites()
@@ -636,11 +638,11 @@ class HFAdapter(Adapter):
         if lo.final_norm and self._has(self.prefix + lo.final_norm):
             add("ln_final", "ln_final", HookPoint(self.prefix + lo.final_norm, "out", 0), d)
         if self.has_head:
-            assert lo.head is not None
+            assert self.head_path is not None
             # Final-logit soft-capping (Gemma 2) is applied after the unembedding: the logits
             # site is then the model's own output, the capped logits.
             capped = getattr(self.config, "final_logit_softcapping", None) is not None
-            hook = HookPoint("", "out", 0) if capped else HookPoint(lo.head, "out", 0)
+            hook = HookPoint("", "out", 0) if capped else HookPoint(self.head_path, "out", 0)
             add("logits", "logits", hook, self.d_vocab or None)
         elif lo.arch == "bert":
             # An encoder without a head: its 'logits' are the final hidden states.
@@ -669,7 +671,7 @@ class HFAdapter(Adapter):
     # -- running -------------------------------------------------------------------------------
     @property
     def unembed_module(self) -> str | None:
-        return self.layout.head if self.has_head else None
+        return self.head_path
 
     @property
     def supports_resume(self) -> bool:
@@ -790,9 +792,9 @@ class HFAdapter(Adapter):
     def unembed_weight(self) -> tuple[Tensor, Tensor | None]:
         if not self.has_head:
             raise InputError(f"this {self.arch} model has no language-model head")
-        assert self.layout.head is not None
+        assert self.head_path is not None
         # lm_head is an nn.Linear on every supported architecture (GPT-2's too).
-        return self._linear(self.layout.head, transposed=False)
+        return self._linear(self.head_path, transposed=False)
 
 
 def _has_sliding_layers(config: Any) -> bool:
