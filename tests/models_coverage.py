@@ -335,7 +335,7 @@ def render() -> str:
         "stream is not a sum of component outputs; path-level methods are refused before any work.",
         "",
     ]
-    cols = ["family", "model_type", *COLUMNS]
+    cols = ["family", "faithlens arch", *COLUMNS]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for f in FAMILIES:
         caps = capabilities(f)

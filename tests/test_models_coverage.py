@@ -98,6 +98,41 @@ def test_cache_is_batch_pos_width_at_every_kind(fam, ids):
             assert x.shape[-1] == info.width, name
 
 
+def test_value_sites_are_the_cached_values(fam, ids):
+    """v.L.G (a slice of the value projection, fused or not) is key/value head G's values as the
+    model caches them (values carry no rotary embedding, so they compare directly)."""
+    f, hf, m = fam
+    if not f.causal:
+        return
+    names = [f"v.{L}.{g}" for L in range(m.n_layers) for g in range(m.n_kv_heads)]
+    out = m.run(ids, cache=names, return_kv=True)
+    assert out.kv is not None
+    for L, (_, values) in enumerate(out.kv):
+        per = values.shape[1] // m.n_kv_heads  # Falcon caches values repeated per query head
+        for g in range(m.n_kv_heads):
+            ref = values[:, g * per]  # [batch, pos, d_head]
+            assert torch.allclose(out.cache[f"v.{L}.{g}"], ref, atol=1e-6), (L, g)
+
+
+def test_fused_qkv_slices_match_falcons_own_split(fam, ids):
+    f, hf, m = fam
+    if f.arch != "falcon":
+        return
+    attn = hf.transformer.h[0].self_attention
+    names = [f"q.0.{h}" for h in range(m.n_heads)]
+    names += [f"{w}.0.{g}" for w in "kv" for g in range(m.n_kv_heads)]
+    out = m.run(ids, cache=["module:transformer.h.0.self_attention.query_key_value", *names])
+    q, k, v = attn._split_heads(out.cache["module:transformer.h.0.self_attention.query_key_value"])
+    dh, r = m.d_head, m.n_heads // m.n_kv_heads
+    q, k, v = (x.reshape(N, SEQ, -1, dh) for x in (q, k, v))
+    for h in range(m.n_heads):
+        assert torch.equal(out.cache[f"q.0.{h}"], q[:, :, h]), h
+    for g in range(m.n_kv_heads):
+        i = g * r if k.shape[2] == m.n_heads else g  # new architecture: keys broadcast per head
+        assert torch.equal(out.cache[f"k.0.{g}"], k[:, :, i]), g
+        assert torch.equal(out.cache[f"v.0.{g}"], v[:, :, i]), g
+
+
 # ---- parity -----------------------------------------------------------------------------------
 
 
