@@ -346,6 +346,23 @@ def test_scrubbing_every_path_reproduces_the_model(fam):
     assert not np.allclose(rnd.scrubbed, rnd.original, atol=1e-3)
 
 
+@pytest.mark.parametrize(
+    "cls, cfg_cls, match",
+    [
+        ("OPTForCausalLM", "OPTConfig", "flattens batch"),
+        ("GraniteForCausalLM", "GraniteConfig", "multipliers"),
+    ],
+)
+def test_families_without_exact_sites_are_refused_with_the_reason(cls, cfg_cls, match):
+    import transformers
+
+    cfg = getattr(transformers, cfg_cls)(
+        vocab_size=97, num_hidden_layers=1, num_attention_heads=2, hidden_size=16
+    )
+    with pytest.raises(fl.errors.InputError, match=match):
+        fl.wrap(getattr(transformers, cls)(cfg))
+
+
 # ---- the generated documentation -------------------------------------------------------------
 
 

@@ -410,6 +410,14 @@ LAYOUTS["phi3"] = replace(
     v="self_attn.qkv_proj",
     mlp_in_proj=("mlp.gate_up_proj",),
 )
+# Llama's module tree under other names: OLMo (non-parametric norms), SmolLM3 (no-RoPE layers),
+# StarCoder2 (a two-matrix MLP), StableLM (sequential; its parallel variant is in _stablelm).
+LAYOUTS["olmo"] = replace(_LLAMA, arch="olmo")
+LAYOUTS["smollm3"] = replace(_LLAMA, arch="smollm3")
+LAYOUTS["starcoder2"] = replace(
+    _LLAMA, arch="starcoder2", mlp_post="mlp.c_proj", mlp_in_proj=("mlp.c_fc",)
+)
+LAYOUTS["stablelm"] = replace(_LLAMA, arch="stablelm")
 # GPT-J: parallel blocks reading one norm (ln_1): attn_in / mlp_in are the inputs of the
 # attention and MLP modules, so patching one does not change what the other reads.
 LAYOUTS["gptj"] = Layout(
@@ -487,6 +495,20 @@ def _falcon(cfg: Any) -> Layout:
     return lo
 
 
+def _stablelm(cfg: Any) -> Layout:
+    """StableLM with ``use_parallel_residual``: attention and MLP read one norm's output."""
+    lo = LAYOUTS["stablelm"]
+    if getattr(cfg, "use_parallel_residual", False):
+        return replace(
+            lo,
+            attn_in="self_attn:in",
+            mlp_in="mlp:in",
+            resid_mid=None,
+            mlp_norm="input_layernorm",
+        )
+    return lo
+
+
 def _gemma3_text(cfg: Any) -> Layout:
     lo = LAYOUTS["gemma3_text"]
     if getattr(cfg, "use_bidirectional_attention", False):
@@ -495,7 +517,26 @@ def _gemma3_text(cfg: Any) -> Layout:
 
 
 # Layouts that depend on the config (model_type -> the layout of this model).
-VARIANTS: dict[str, Callable[[Any], Layout]] = {"falcon": _falcon, "gemma3_text": _gemma3_text}
+VARIANTS: dict[str, Callable[[Any], Layout]] = {
+    "falcon": _falcon,
+    "gemma3_text": _gemma3_text,
+    "stablelm": _stablelm,
+}
+
+# Architectures refused with a reason (not merely unknown).
+REFUSED = {
+    "opt": (
+        "OPT's decoder layer flattens batch and positions into one axis before its MLP (its "
+        "norm, fc1 and fc2 see [batch * pos, width]) and adds its embeddings outside any "
+        "module, so the MLP sites and the resumed residual stream cannot be hook points of the "
+        "shape [batch, pos, width] that faithlens promises"
+    ),
+    "granite": (
+        "Granite scales the embeddings and every residual update by multipliers outside any "
+        "module, so neither resid_pre.0 nor attn_out / mlp_out would be what the residual "
+        "stream receives"
+    ),
+}
 
 # Architectures that share a layout with a supported one.
 ALIASES = {"mistral": "llama", "qwen2": "llama", "smollm": "llama", "pythia": "gpt_neox"}
@@ -827,6 +868,12 @@ def hf_adapter(module: nn.Module) -> HFAdapter:
             f"{type(module).__name__} has no Hugging Face config; use fl.wrap(module) instead"
         )
     key = ALIASES.get(model_type, model_type)
+    if key in REFUSED:
+        raise InputError(
+            f"faithlens cannot give exact canonical sites on Hugging Face model_type "
+            f"{model_type!r}: {REFUSED[key]}. Use fl.wrap(model) and raw module sites "
+            "('module:PATH')."
+        )
     variant = VARIANTS.get(key)
     layout = variant(cfg) if variant is not None else LAYOUTS.get(key)
     if layout is None:
