@@ -375,3 +375,36 @@ def test_docs_models_md_is_generated_from_this_table():
         assert f.label in DOC.read_text()
     model_types = {f.key.split("-")[0] for f in FAMILIES}
     assert len(model_types) >= 14, sorted(model_types)
+
+
+def test_post_norm_is_declared_only_where_outputs_are_normalised(fam):
+    f, hf, m = fam
+    assert bool(getattr(m.adapter, "post_norm", False)) == (f.path == PATH_BLOCKS)
+
+
+def test_bidirectional_gemma3_is_not_causal(ids):
+    """EmbeddingGemma-style Gemma 3 (use_bidirectional_attention): not causal, still exact."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(
+        vocab_size=97,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        hidden_size=32,
+        head_dim=8,
+        intermediate_size=64,
+        sliding_window=4,
+        use_bidirectional_attention=True,
+    )
+    hf = Gemma3ForCausalLM(cfg).eval()
+    m = fl.wrap(hf)
+    assert not m.is_causal
+    with torch.no_grad():
+        ref = hf(input_ids=ids).logits
+    assert torch.allclose(m.run(ids).logits, ref, atol=1e-5)
+    full = m.run(ids, cache=["resid_pre.1"])
+    assert torch.allclose(
+        m.run(ids, start_at=fl.Resume.from_run(full, 1, m)).logits, ref, atol=1e-5
+    )
