@@ -5,9 +5,11 @@ site is (a declarative :class:`Layout` per architecture), how heads are laid out
 last dimension, how to resume a forward pass at a layer from a cached residual stream (by running
 the model's own ``forward`` over the remaining layers), and where the unembedding is.
 
-Supported: Hugging Face GPT-2, Llama (grouped-query attention; SmolLM2), GPT-NeoX / Pythia, BERT
-(MiniLM), faithlens' own zoo transformer, and any ``nn.Module`` through raw module paths
-(:class:`GenericAdapter`).
+Supported: Hugging Face GPT-2, Llama (grouped-query attention; SmolLM2), Mistral, Qwen2, Qwen3,
+Gemma 1/2/3 (text), Phi-3, Falcon, GPT-J, GPT-NeoX / Pythia, BERT (MiniLM), faithlens' own zoo
+transformer, and any ``nn.Module`` through raw module paths (:class:`GenericAdapter`).
+``docs/models.md`` (generated from ``tests/test_models_coverage.py``'s table) lists what is tested
+on each.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -253,10 +255,19 @@ class Layout:
     mlp_in: str | None
     resid_mid: str | None  # relative to a layer; input is the residual after attention
     final_norm: str | None  # relative to the base model
-    head: str | None  # relative to the top module (lm_head)
+    head: str | None  # relative to the top module (lm_head); 'a|b': the first that exists
     causal: bool = True
     conv1d: bool = False  # GPT-2 stores Linear weights transposed (Conv1D)
     mlp_in_proj: tuple[str, ...] = ()  # relative to a layer: the linear maps reading mlp_in
+    # attn_in / mlp_in may end in ':in': the *input* of that module (a parallel block whose one
+    # norm feeds both attention and MLP: each site is then what only its own block reads).
+    # mlp_norm: the norm whose input is the residual the MLP reads (default: mlp_in's module).
+    mlp_norm: str | None = None
+    # post_norm: attention and MLP outputs are normalised before they are added to the residual
+    # stream (Gemma 2/3): attn_out / mlp_out are the post-norm outputs, and heads (the output
+    # projection's input) are not additive components of the residual stream.
+    post_norm: bool = False
+    kv_heads: int | None = None  # key/value heads, where the config does not say it directly
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -321,7 +332,7 @@ LAYOUTS: dict[str, Layout] = {
         mlp_in="post_attention_layernorm",
         resid_mid=None,
         final_norm="final_layer_norm",
-        head="embed_out",
+        head="lm_head|embed_out",  # transformers 5 renamed GPT-NeoX's embed_out to lm_head
         mlp_in_proj=("mlp.dense_h_to_4h",),
     ),
     "bert": Layout(
@@ -342,7 +353,7 @@ LAYOUTS: dict[str, Layout] = {
         mlp_in=None,
         resid_mid="intermediate.dense",
         final_norm=None,
-        head=None,
+        head="cls.predictions.decoder",  # BertForMaskedLM's unembedding; absent in BertModel
         causal=False,
     ),
     # faithlens' own small transformer (faithlens.zoo). It may be causal or bidirectional and
@@ -370,6 +381,163 @@ LAYOUTS: dict[str, Layout] = {
         mlp_in_proj=("mlp.fc_in",),
     ),
 }
+_LLAMA = LAYOUTS["llama"]
+# Gemma 1 is Llama's layout: the sqrt(d_model) embedding scale is inside its embedding module
+# (GemmaTextScaledWordEmbedding), so the embedding's output is the residual layer 0 reads.
+LAYOUTS["gemma"] = replace(_LLAMA, arch="gemma")
+# Gemma 2 / 3: a norm before and after both attention and MLP. attn_out / mlp_out are what is
+# added to the residual stream (after the post-norms); head.L.H is still the o_proj input.
+LAYOUTS["gemma2"] = replace(
+    _LLAMA,
+    arch="gemma2",
+    attn_out="post_attention_layernorm",
+    mlp_out="post_feedforward_layernorm",
+    mlp_in="pre_feedforward_layernorm",
+    resid_mid="pre_feedforward_layernorm",
+    post_norm=True,
+)
+LAYOUTS["gemma3_text"] = replace(LAYOUTS["gemma2"], arch="gemma3_text")
+# Qwen3: Llama plus per-head q/k norms inside attention (q/k sites are the projection outputs,
+# before the norms and the rotary embedding, as on every architecture).
+LAYOUTS["qwen3"] = replace(_LLAMA, arch="qwen3")
+# Phi-3: fused qkv_proj ([q heads | k heads | v heads]) and fused gate_up_proj.
+LAYOUTS["phi3"] = replace(
+    _LLAMA,
+    arch="phi3",
+    qkv="gpt2",
+    q="self_attn.qkv_proj",
+    k="self_attn.qkv_proj",
+    v="self_attn.qkv_proj",
+    mlp_in_proj=("mlp.gate_up_proj",),
+)
+# Llama's module tree under other names: OLMo (non-parametric norms), SmolLM3 (no-RoPE layers),
+# StarCoder2 (a two-matrix MLP), StableLM (sequential; its parallel variant is in _stablelm).
+LAYOUTS["olmo"] = replace(_LLAMA, arch="olmo")
+LAYOUTS["smollm3"] = replace(_LLAMA, arch="smollm3")
+LAYOUTS["starcoder2"] = replace(
+    _LLAMA, arch="starcoder2", mlp_post="mlp.c_proj", mlp_in_proj=("mlp.c_fc",)
+)
+LAYOUTS["stablelm"] = replace(_LLAMA, arch="stablelm")
+# GPT-J: parallel blocks reading one norm (ln_1): attn_in / mlp_in are the inputs of the
+# attention and MLP modules, so patching one does not change what the other reads.
+LAYOUTS["gptj"] = Layout(
+    arch="gptj",
+    base="transformer",
+    layers="h",
+    embed="wte",
+    embed_out="drop",
+    attn_out="attn",
+    o_proj="attn.out_proj",
+    qkv="separate",
+    q="attn.q_proj",
+    k="attn.k_proj",
+    v="attn.v_proj",
+    mlp_out="mlp",
+    mlp_post="mlp.fc_out",
+    attn_in="attn:in",
+    mlp_in="mlp:in",
+    resid_mid=None,
+    final_norm="ln_f",
+    head="lm_head",
+    mlp_in_proj=("mlp.fc_in",),
+    mlp_norm="ln_1",
+)
+# Falcon: fused query_key_value; the variant (parallel / sequential block, one or two norms,
+# multi-query / grouped / full attention) is read from the config by _falcon below.
+LAYOUTS["falcon"] = Layout(
+    arch="falcon",
+    base="transformer",
+    layers="h",
+    embed="word_embeddings",
+    embed_out="word_embeddings",
+    attn_out="self_attention",
+    o_proj="self_attention.dense",
+    qkv="neox",
+    q="self_attention.query_key_value",
+    k="self_attention.query_key_value",
+    v="self_attention.query_key_value",
+    mlp_out="mlp",
+    mlp_post="mlp.dense_4h_to_h",
+    attn_in="self_attention:in",
+    mlp_in="mlp:in",
+    resid_mid=None,
+    final_norm="ln_f",
+    head="lm_head",
+    mlp_in_proj=("mlp.dense_h_to_4h",),
+    mlp_norm="input_layernorm",
+)
+
+
+def _falcon(cfg: Any) -> Layout:
+    """Falcon's variants. Fused q/k/v: with ``new_decoder_architecture`` (grouped) or without
+    multi-query, each key/value group is ``[its query heads | key | value]`` (the "neox"
+    interleaving, generalised to groups); multi-query is ``[query heads | key | value]``."""
+    lo = LAYOUTS["falcon"]
+    new_arch = bool(getattr(cfg, "new_decoder_architecture", False))
+    multi_query = bool(getattr(cfg, "multi_query", False))
+    n_heads = int(cfg.num_attention_heads)
+    if new_arch:
+        kv = int(getattr(cfg, "num_kv_heads", None) or n_heads)
+        lo = replace(lo, kv_heads=kv)
+        # the decoder layer sets num_ln_in_parallel_attn to 2 when it is None
+        if getattr(cfg, "num_ln_in_parallel_attn", None) in (None, 2):
+            lo = replace(lo, attn_in="ln_attn", mlp_in="ln_mlp", mlp_norm=None)
+        return lo
+    lo = replace(lo, kv_heads=1, qkv="gpt2") if multi_query else replace(lo, kv_heads=n_heads)
+    if not getattr(cfg, "parallel_attn", True):
+        lo = replace(
+            lo,
+            attn_in="input_layernorm",
+            mlp_in="post_attention_layernorm",
+            resid_mid="post_attention_layernorm",
+            mlp_norm=None,
+        )
+    return lo
+
+
+def _stablelm(cfg: Any) -> Layout:
+    """StableLM with ``use_parallel_residual``: attention and MLP read one norm's output."""
+    lo = LAYOUTS["stablelm"]
+    if getattr(cfg, "use_parallel_residual", False):
+        return replace(
+            lo,
+            attn_in="self_attn:in",
+            mlp_in="mlp:in",
+            resid_mid=None,
+            mlp_norm="input_layernorm",
+        )
+    return lo
+
+
+def _gemma3_text(cfg: Any) -> Layout:
+    lo = LAYOUTS["gemma3_text"]
+    if getattr(cfg, "use_bidirectional_attention", False):
+        return replace(lo, causal=False)
+    return lo
+
+
+# Layouts that depend on the config (model_type -> the layout of this model).
+VARIANTS: dict[str, Callable[[Any], Layout]] = {
+    "falcon": _falcon,
+    "gemma3_text": _gemma3_text,
+    "stablelm": _stablelm,
+}
+
+# Architectures refused with a reason (not merely unknown).
+REFUSED = {
+    "opt": (
+        "OPT's decoder layer flattens batch and positions into one axis before its MLP (its "
+        "norm, fc1 and fc2 see [batch * pos, width]) and adds its embeddings outside any "
+        "module, so the MLP sites and the resumed residual stream cannot be hook points of the "
+        "shape [batch, pos, width] that faithlens promises"
+    ),
+    "granite": (
+        "Granite scales the embeddings and every residual update by multipliers outside any "
+        "module, so neither resid_pre.0 nor attn_out / mlp_out would be what the residual "
+        "stream receives"
+    ),
+}
+
 # Architectures that share a layout with a supported one.
 ALIASES = {"mistral": "llama", "qwen2": "llama", "smollm": "llama", "pythia": "gpt_neox"}
 
@@ -396,10 +564,13 @@ class HFAdapter(Adapter):
         self.config: Any = cfg
         self.n_layers = int(_cfg(cfg, "num_hidden_layers", "n_layer"))
         self.n_heads = int(_cfg(cfg, "num_attention_heads", "n_head"))
-        self.n_kv_heads = int(_cfg(cfg, "num_key_value_heads", default=self.n_heads))
+        kv = layout.kv_heads if layout.kv_heads is not None else _cfg(cfg, "num_key_value_heads")
+        self.n_kv_heads = int(kv if kv is not None else self.n_heads)
         self.d_model = int(_cfg(cfg, "hidden_size", "n_embd"))
         self.d_head = int(_cfg(cfg, "head_dim", default=self.d_model // self.n_heads))
-        self.d_mlp = int(_cfg(cfg, "intermediate_size", "n_inner", default=4 * self.d_model))
+        self.d_mlp = int(
+            _cfg(cfg, "intermediate_size", "n_inner", "ffn_hidden_size", default=4 * self.d_model)
+        )
         self.d_vocab = int(_cfg(cfg, "vocab_size", default=0))
         names = dict(module.named_modules())
         self._module_names = frozenset(names)
@@ -410,7 +581,11 @@ class HFAdapter(Adapter):
             and not any(n.startswith(layout.layers) for n in names)
         ):
             raise InputError(f"this {layout.arch} model has no '{layout.base}.{layout.layers}'")
-        self.has_head = layout.head is not None and layout.head in names
+        heads = [h for h in (layout.head or "").split("|") if h and h in names]
+        self.head_path: str | None = heads[0] if heads else None
+        self.has_head = self.head_path is not None
+        # Sliding-window layers: Hugging Face's own cache keeps only their last window of keys.
+        self._sliding = _has_sliding_layers(cfg)
         self._build_sites()
 
     # -- site table ----------------------------------------------------------------------------
@@ -424,6 +599,26 @@ class HFAdapter(Adapter):
     def _has(self, path: str) -> bool:
         """Whether the module tree has ``path`` (attention-only models have no MLP modules)."""
         return path in self._module_names
+
+    def _io(self, layer: int, spec: str) -> HookPoint:
+        """A layout entry as a hook point: ``PATH`` is the module's output, ``PATH:in`` its
+        input (the first positional argument, or the ``hidden_states`` keyword)."""
+        if spec.endswith(":in"):
+            return HookPoint(self._layer_path(layer, spec[:-3]), "in", 0, "hidden_states")
+        return HookPoint(self._layer_path(layer, spec), "out", 0)
+
+    def mlp_norm_module(self, layer: int) -> str | None:
+        """The module whose input is the residual stream the MLP of ``layer`` reads (its norm),
+        or None for a model without MLP norms."""
+        lo = self.layout
+        rel = lo.mlp_norm or (lo.mlp_in if lo.mlp_in and not lo.mlp_in.endswith(":in") else None)
+        return self._layer_path(layer, rel) if rel else None
+
+    @property
+    def post_norm(self) -> bool:
+        """Whether attention and MLP outputs are normalised before they join the residual stream
+        (Gemma 2/3): attn_out / mlp_out are additive, single heads are not."""
+        return self.layout.post_norm
 
     def _build_sites(self) -> None:
         lo, d, dh = self.layout, self.d_model, self.d_head
@@ -458,9 +653,9 @@ class HFAdapter(Adapter):
                     layer=L,
                 )
             if lo.attn_in:
-                add(f"attn_in.{L}", "attn_in", HookPoint(lp(L, lo.attn_in), "out", 0), d, layer=L)
+                add(f"attn_in.{L}", "attn_in", self._io(L, lo.attn_in), d, layer=L)
             if lo.mlp_in and self.has_mlp:
-                add(f"mlp_in.{L}", "mlp_in", HookPoint(lp(L, lo.mlp_in), "out", 0), d, layer=L)
+                add(f"mlp_in.{L}", "mlp_in", self._io(L, lo.mlp_in), d, layer=L)
             if lo.resid_mid and self.has_mlp:
                 add(
                     f"resid_mid.{L}",
@@ -481,30 +676,43 @@ class HFAdapter(Adapter):
                     hook = HookPoint(lp(L, rel), "out", 0)
                     start = self._qkv_start(which, G)
                     add(f"{which}.{L}.{G}", which, hook, dh, start=start, layer=L, head=G)
-        if lo.final_norm:
+        if lo.final_norm and self._has(self.prefix + lo.final_norm):
             add("ln_final", "ln_final", HookPoint(self.prefix + lo.final_norm, "out", 0), d)
         if self.has_head:
-            assert lo.head is not None
-            add("logits", "logits", HookPoint(lo.head, "out", 0), self.d_vocab or None)
+            assert self.head_path is not None
+            # Final-logit soft-capping (Gemma 2) is applied after the unembedding: the logits
+            # site is then the model's own output, the capped logits.
+            capped = getattr(self.config, "final_logit_softcapping", None) is not None
+            hook = HookPoint("", "out", 0) if capped else HookPoint(self.head_path, "out", 0)
+            add("logits", "logits", hook, self.d_vocab or None)
         elif lo.arch == "bert":
             # An encoder without a head: its 'logits' are the final hidden states.
             add("logits", "logits", HookPoint(self._layer_path(self.n_layers - 1), "out", 0), d)
 
     def _qkv_start(self, which: str, h: int) -> int:
-        dh = self.d_head
+        """Where query head (or key/value head) ``h`` starts in the q/k/v projection's output.
+
+        ``gpt2``: ``[q heads | k heads | v heads]`` (GPT-2, Phi-3, Falcon multi-query).
+        ``neox``: one block per key/value head, ``[its query heads | key | value]`` (GPT-NeoX,
+        where each block is one head's ``[q | k | v]``; Falcon).
+        """
+        dh, nq, nkv = self.d_head, self.n_heads, self.n_kv_heads
         if self.layout.qkv == "separate":
             return h * dh
         if self.layout.qkv == "gpt2":
-            block = {"q": 0, "k": 1, "v": 2}[which] * self.n_heads * dh
+            block = {"q": 0, "k": nq, "v": nq + nkv}[which] * dh
             return block + h * dh
         if self.layout.qkv == "neox":
-            return h * 3 * dh + {"q": 0, "k": 1, "v": 2}[which] * dh
+            r = nq // nkv  # query heads per key/value head
+            if which == "q":
+                return (h // r) * (r + 2) * dh + (h % r) * dh
+            return h * (r + 2) * dh + (r if which == "k" else r + 1) * dh
         raise AssertionError(self.layout.qkv)
 
     # -- running -------------------------------------------------------------------------------
     @property
     def unembed_module(self) -> str | None:
-        return self.layout.head if self.has_head else None
+        return self.head_path
 
     @property
     def supports_resume(self) -> bool:
@@ -540,18 +748,42 @@ class HFAdapter(Adapter):
 
         handle = embed_out.register_forward_hook(replace)
         setattr(parent, attr, nn.ModuleList(list(original)[layer:]))
+        # Models with layers of different kinds (Gemma 2/3's sliding-window and global layers)
+        # pick layer i's mask and rotary embedding from config.layer_types[i]: give the tail its
+        # own kinds.
+        types = getattr(self.config, "layer_types", None)
+        swap_types = isinstance(types, list) and layer > 0 and len(set(types)) > 1
+        if swap_types:
+            assert isinstance(types, list)
+            self.config.layer_types = types[layer:]
         try:
             yield
         finally:
             setattr(parent, attr, original)
+            if swap_types:
+                self.config.layer_types = types
             handle.remove()
+
+    def forward(self, module: nn.Module, inputs: Any, **kwargs: Any) -> Any:
+        # A model with sliding-window layers builds a cache that keeps only each such layer's
+        # last window of keys and values; a run that returns them (to resume at an earlier
+        # position) needs them all, so it gets a cache that keeps every position (the
+        # attention mask still applies the window).
+        if self._sliding and kwargs.get("use_cache") and self.kv_kwarg not in kwargs:
+            from transformers import DynamicCache
+
+            kwargs[self.kv_kwarg] = DynamicCache()
+        return super().forward(module, inputs, **kwargs)
 
     def make_kv_cache(self, kv: Sequence[tuple[Tensor, Tensor]]) -> Any:
         if not self.is_causal:
             raise InputError(f"{self.arch} is bidirectional: a run cannot resume from cached keys")
         from transformers import DynamicCache
 
-        return DynamicCache(ddp_cache_data=[(k, v) for k, v in kv], config=self.config)
+        data = [(k, v) for k, v in kv]
+        if self._sliding:  # keep every position (see forward)
+            return DynamicCache(ddp_cache_data=data)
+        return DynamicCache(ddp_cache_data=data, config=self.config)
 
     def kv_of(self, output: Any) -> list[tuple[Tensor, Tensor]] | None:
         # ``cache`` first: reading ``past_key_values`` of a new ModelOutput warns (deprecated)
@@ -601,9 +833,21 @@ class HFAdapter(Adapter):
     def unembed_weight(self) -> tuple[Tensor, Tensor | None]:
         if not self.has_head:
             raise InputError(f"this {self.arch} model has no language-model head")
-        assert self.layout.head is not None
+        assert self.head_path is not None
         # lm_head is an nn.Linear on every supported architecture (GPT-2's too).
-        return self._linear(self.layout.head, transposed=False)
+        return self._linear(self.head_path, transposed=False)
+
+
+def _has_sliding_layers(config: Any) -> bool:
+    """Whether Hugging Face's cache for this config has sliding-window layers."""
+    try:
+        from transformers.cache_utils import get_layer_types_and_kwargs
+
+        text = config.get_text_config(decoder=True)
+        types, _ = get_layer_types_and_kwargs(text)
+    except Exception:  # an older transformers, or a config without layer structure
+        types = getattr(config, "layer_types", None) or []
+    return any("sliding" in str(t) or "chunked" in str(t) for t in types)
 
 
 def hf_adapter(module: nn.Module) -> HFAdapter:
@@ -624,7 +868,14 @@ def hf_adapter(module: nn.Module) -> HFAdapter:
             f"{type(module).__name__} has no Hugging Face config; use fl.wrap(module) instead"
         )
     key = ALIASES.get(model_type, model_type)
-    layout = LAYOUTS.get(key)
+    if key in REFUSED:
+        raise InputError(
+            f"faithlens cannot give exact canonical sites on Hugging Face model_type "
+            f"{model_type!r}: {REFUSED[key]}. Use fl.wrap(model) and raw module sites "
+            "('module:PATH')."
+        )
+    variant = VARIANTS.get(key)
+    layout = variant(cfg) if variant is not None else LAYOUTS.get(key)
     if layout is None:
         raise InputError(
             f"no faithlens adapter for Hugging Face model_type {model_type!r} (supported: "

@@ -694,6 +694,14 @@ class TransformerGraph(ComponentGraph):
         # Attention-only models (faithlens' zoo) have no MLP modules and hence no mlp sites.
         self.has_mlp = bool(getattr(a, "has_mlp", True))
         self._mlp_norm_in: list[str] = []
+        if split_heads and getattr(a, "post_norm", False):
+            raise InputError(
+                f"{model.name} ({a.arch}) normalises each attention block's output (a post-"
+                "attention norm) before adding it to the residual stream: single heads are not "
+                "additive components of the residual stream, so head nodes (path patching, "
+                "head-level scrubbing) would not be exact. Attention blocks and MLPs are: build "
+                "TransformerGraph(model, split_heads=False, split_qkv=False)"
+            )
         for L in range(self.n_layers if self.has_mlp else 0):
             try:
                 info = a.site_info(f"mlp_in.{L}")
@@ -704,7 +712,9 @@ class TransformerGraph(ComponentGraph):
                     "models such as BERT are not a sum of component outputs; build a LayerGraph "
                     "of their layers instead (LayerGraph.chain)"
                 ) from e
-            self._mlp_norm_in.append(f"module:{info.hook.module}:in")
+            norm = getattr(a, "mlp_norm_module", None)
+            path = norm(L) if callable(norm) else info.hook.module
+            self._mlp_norm_in.append(f"module:{path if path is not None else info.hook.module}:in")
         self.parallel = self._probe()
         self._build()
 
