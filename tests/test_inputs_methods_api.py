@@ -201,3 +201,149 @@ def test_train_classifier_refuses_bad_arguments(kwargs, name, value):
     with pytest.raises(ArgumentError) as e:
         train_classifier(h, np.zeros(20, dtype=np.int64), 2, seed=0, **kwargs)
     assert_refused(e, name, value)
+
+
+# ---------------------------------------------------------------- scrubbing
+
+
+class _Op(nn.Module):
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def forward(self, *a):
+        return self.f(*a)
+
+
+class _Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.A = _Op(lambda a: 2 * a)
+        self.B = _Op(lambda b: 3 * b)
+        self.C = _Op(lambda a, b: a + b)
+
+    def forward(self, x0, x1):
+        return self.C(self.A(x0), self.B(x1))
+
+
+def _scrub_setup(rows: int = 50):
+    from faithlens import scrubbing as sc
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 10, (rows, 2), generator=g).float()
+    data = sc.ScrubData(x0=x[:, :1], x1=x[:, 1:], y=2 * x[:, :1] + 3 * x[:, 1:])
+    h = sc.Hypothesis("A only")
+    h.add("A", sc.to("A"), feature=lambda d: d["x0"][:, 0])
+    return fl.wrap(_Toy()), h, data, sc.MSE("y")
+
+
+SCRUB_BAD = [
+    ({"n": 1}, "n", "1"),
+    ({"n": 0}, "n", "0"),
+    ({"n": -3}, "n", "-3"),
+    ({"n": 2.5}, "n", "2.5"),
+    ({"seed": -1}, "seed", "-1"),
+    ({"batch_size": 0}, "batch_size", "0"),
+    ({"n_boot": 1}, "n_boot", "1"),
+    ({"n_boot": 0}, "n_boot", "0"),
+    ({"level": 1.0}, "level", "1.0"),
+    ({"level": 95}, "level", "95"),
+    ({"level": math.nan}, "level", "nan"),
+    ({"progress": "yes"}, "progress", "yes"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "name", "value"), SCRUB_BAD, ids=[str(c[0]) for c in SCRUB_BAD])
+def test_scrub_refuses_bad_arguments_before_planning(monkeypatch, kwargs, name, value):
+    E = importlib.import_module("faithlens.scrubbing.engine")
+
+    m, h, data, beh = _scrub_setup()
+    monkeypatch.setattr(E, "prepare", expensive)
+    monkeypatch.setattr(E, "run_prepared", expensive)
+    with pytest.raises(ArgumentError) as e:
+        fl.scrub(m, h, data, behaviour=beh, **kwargs)
+    assert_refused(e, name, value)
+
+
+def test_scrub_refuses_a_one_row_pool_before_running(monkeypatch):
+    E = importlib.import_module("faithlens.scrubbing.engine")
+
+    m, h, data, beh = _scrub_setup(rows=1)
+    monkeypatch.setattr(E, "run_prepared", expensive)
+    with pytest.raises(ArgumentError) as e:
+        fl.scrub(m, h, data, behaviour=beh)
+    assert_refused(e, "data", "1 row", "at least 2")
+    prep = E.prepare(m, h, data, behaviour=beh)  # a dry run of one row is fine
+    with pytest.raises(ArgumentError) as e:
+        E.finish(prep)
+    assert_refused(e, "n=1", "at least 2")
+
+
+def test_scrub_valid_arguments_unchanged():
+    m, h, data, beh = _scrub_setup()
+    a = fl.scrub(m, h, data, n=40, behaviour=beh, n_boot=50, seed=3)
+    b = fl.scrub(m, h, data, n=40.0, behaviour=beh, n_boot=50, seed=3)
+    assert a.table.equals(b.table) and (a.scrubbed == b.scrubbed).all()
+
+
+ADV_BAD = [
+    ({"budget": 0}, "budget", "0"),
+    ({"budget": -1}, "budget", "-1"),
+    ({"steps": 0}, "steps", "0"),
+    ({"steps": -2}, "steps", "-2"),
+    ({"min_z": math.nan}, "min_z", "nan"),
+    ({"min_z": -1.0}, "min_z", "-1.0"),
+    ({"n": 1}, "n", "1"),
+    ({"seed": -4}, "seed", "-4"),
+    ({"batch_size": -1}, "batch_size", "-1"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "name", "value"), ADV_BAD, ids=[str(c[0]) for c in ADV_BAD])
+def test_adversary_refuses_bad_arguments_before_any_scrub(monkeypatch, kwargs, name, value):
+    from faithlens import scrubbing as sc
+
+    A = importlib.import_module("faithlens.scrubbing.adversary")
+    m, h, data, beh = _scrub_setup()
+    monkeypatch.setattr(A, "prepare", expensive)
+    monkeypatch.setattr(A, "finish", expensive)
+    monkeypatch.setattr(A, "_as_model", expensive)
+    with pytest.raises(ArgumentError) as e:
+        sc.adversary(m, h, data, behaviour=beh, features={"x1": lambda d: d["x1"][:, 0]}, **kwargs)
+    assert_refused(e, name, value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name", "value"),
+    [
+        ({"bandwidth": 0}, "bandwidth", "0"),
+        ({"bandwidth": math.nan}, "bandwidth", "nan"),
+        ({"bandwidth": "wide"}, "bandwidth", "wide"),
+        ({"bandwidth": 1.0, "kernel": "tophat"}, "kernel", "tophat"),
+    ],
+)
+def test_kernel_sampler_refuses_bad_arguments(kwargs, name, value):
+    from faithlens import scrubbing as sc
+
+    with pytest.raises(ArgumentError) as e:
+        sc.Kernel(lambda d: d["x0"], **kwargs)
+    assert_refused(e, name, value)
+
+
+def test_samplers_refuse_an_empty_pool():
+    import numpy as np
+
+    from faithlens import scrubbing as sc
+    from faithlens.scrubbing.data import Table
+
+    _, _, data, _ = _scrub_setup(rows=5)
+    t = Table(data)
+    t.source[:] = False  # every row generated: nothing to draw from
+    ref = np.arange(3)
+    for s in (
+        sc.Random(),
+        sc.SameFeature(lambda d: d["x0"][:, 0]),
+        sc.Kernel(lambda d: d["x0"], 1.0),
+    ):
+        with pytest.raises(fl.InputError, match="pool to sample from is empty"):
+            s.draw(t, ref, np.zeros(3), np.random.default_rng(0), "test")

@@ -1,0 +1,171 @@
+"""Every bad option of ``faithlens das | scrub | represent | neurons | zoo`` is refused up front:
+exit code 2, one line naming the option and the value, no traceback, and no expensive work (the
+model loader, task builder, training loop or scrub engine is replaced by one that raises)."""
+
+from __future__ import annotations
+
+import importlib
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from faithlens.cli import app
+
+runner = CliRunner()
+
+
+class Expensive(AssertionError):
+    """Raised by the monkeypatched expensive function: validation came too late."""
+
+
+def expensive(*_a, **_k):
+    raise Expensive("expensive work ran")
+
+
+def flat(r) -> str:
+    return " ".join(r.output.split())  # rich wraps long lines
+
+
+def assert_refused(r, *names: str) -> None:
+    out = flat(r)
+    assert r.exit_code == 2, out
+    assert not isinstance(r.exception, Expensive), "expensive work ran"
+    assert "Traceback" not in r.output
+    for name in names:
+        assert name in out, (name, out)
+
+
+# ---------------------------------------------------------------- das
+
+
+@pytest.fixture
+def no_das_work(monkeypatch):
+    import faithlens.models
+    import faithlens.tasks
+    import faithlens.tasks.synthetic_das
+
+    cli = importlib.import_module("faithlens.cli.divergence")
+    monkeypatch.setattr(cli, "load_model", expensive)
+    monkeypatch.setattr(faithlens.models, "load", expensive)
+    monkeypatch.setattr(faithlens.tasks, "build", expensive)
+    monkeypatch.setattr(faithlens.tasks.synthetic_das, "synthetic_das", expensive)
+    monkeypatch.setattr(importlib.import_module("faithlens.das.train"), "das", expensive)
+
+
+LM = ["das", "--site", "resid_pre.1", "--model", "zoo:paren", "--task", "ioi"]
+SYN = ["das", "--synthetic", "og_holdouts"]
+DAS_CLI_BAD = [
+    ([*LM, "--lr", "nan"], "--lr", "nan"),
+    ([*LM, "--lr", "inf"], "--lr", "inf"),
+    ([*LM, "--lr", "-1"], "--lr", "-1.0"),
+    ([*LM, "--batch-size", "0"], "--batch-size", "0"),
+    ([*LM, "--batch-size", "-4"], "--batch-size", "-4"),
+    ([*LM, "--positions", "middle"], "--positions", "middle"),
+    ([*LM, "--method", "rotatoin"], "--method", "rotatoin"),
+    ([*LM, "--loss", "nope"], "--loss", "nope"),
+    ([*LM, "--loss", "cl"], "--loss", "cl"),
+    ([*LM, "--select", "emd"], "--select", "emd"),
+    ([*LM, "--dims", "0"], "--dims", "0"),
+    ([*LM, "--dims", "-1"], "--dims", "-1"),
+    ([*LM, "--eval-every", "0"], "--eval-every", "0"),
+    ([*LM, "--epochs", "0"], "--epochs", "0"),
+    ([*LM, "--cl-form", "x"], "--cl-form", "x"),
+    ([*LM, "--cl-weight", "nan"], "--cl-weight", "nan"),
+    ([*LM, "--seed", "-1"], "--seed", "-1"),
+    ([*LM, "--n", "1"], "--n", "1"),
+    ([*LM, "--n", "0"], "--n", "0"),
+    ([*LM, "--device", "gpu"], "--device", "gpu"),
+    (["das", "--model", "zoo:paren"], "--site", "required"),
+    (["das", "--site", "h", "--task", "nope"], "--task", "nope"),
+    ([*SYN, "--classifier-epochs", "0"], "--classifier-epochs", "0"),
+    ([*SYN, "--n-per-class", "1"], "--n-per-class", "1"),
+    ([*SYN, "--lr", "nan"], "--lr", "nan"),
+    ([*SYN, "--loss", "cl", "--cl-weight", "0"], "--cl-weight", "0.0"),
+    (["das", "--synthetic", "og"], "--synthetic", "og"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "name", "value"), DAS_CLI_BAD, ids=[" ".join(c[0][1:]) for c in DAS_CLI_BAD]
+)
+def test_das_cli_refuses_bad_options_before_work(no_das_work, args, name, value):
+    assert_refused(runner.invoke(app, args), name, value)
+
+
+# ---------------------------------------------------------------- scrub
+
+HYP_FILE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+    import faithlens as fl
+    from faithlens import scrubbing as sc
+
+    class Op(nn.Module):
+        def __init__(self, f):
+            super().__init__()
+            self.f = f
+        def forward(self, *a):
+            return self.f(*a)
+
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.A = Op(lambda a: 2 * a)
+            self.B = Op(lambda b: 3 * b)
+            self.C = Op(lambda a, b: a + b)
+        def forward(self, x0, x1):
+            return self.C(self.A(x0), self.B(x1))
+
+    def model():
+        return fl.wrap(Toy())
+
+    def data(model, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randint(0, 10, (ROWS, 2), generator=g).float()
+        return sc.ScrubData(x0=x[:, :1], x1=x[:, 1:], y=2 * x[:, :1] + 3 * x[:, 1:])
+
+    behaviour = sc.MSE("y")
+    hypothesis = sc.Hypothesis("A only")
+    hypothesis.add("A", sc.to("A"), feature=lambda d: d["x0"][:, 0])
+    features = {"x1": lambda d: d["x1"][:, 0]}
+    """
+)
+
+SCRUB_CLI_BAD = [
+    (["--n", "1"], "--n", "1"),
+    (["--n", "0"], "--n", "0"),
+    (["--n", "-5"], "--n", "-5"),
+    (["--budget", "-1"], "--budget", "-1"),
+    (["--adversary", "--budget", "0"], "--budget", "0"),
+    (["--adversary", "--steps", "0"], "--steps", "0"),
+    (["--steps", "-1"], "--steps", "-1"),
+    (["--batch-size", "0"], "--batch-size", "0"),
+    (["--seed", "-1"], "--seed", "-1"),
+    (["--device", "tpu"], "--device", "tpu"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "name", "value"), SCRUB_CLI_BAD, ids=[" ".join(c[0]) for c in SCRUB_CLI_BAD]
+)
+def test_scrub_cli_refuses_bad_options_before_work(tmp_path, monkeypatch, args, name, value):
+    cli = importlib.import_module("faithlens.cli.scrub")
+    monkeypatch.setattr(cli, "load_hypothesis_file", expensive)
+    monkeypatch.setattr(cli, "load_model", expensive)
+    f = tmp_path / "hyp.py"
+    f.write_text(HYP_FILE.replace("ROWS", "50"))
+    assert_refused(runner.invoke(app, ["scrub", str(f), *args]), name, value)
+
+
+def test_scrub_cli_refuses_a_one_row_pool_before_the_scrub(tmp_path, monkeypatch):
+    engine = importlib.import_module("faithlens.scrubbing.engine")
+    monkeypatch.setattr(engine, "finish", expensive)
+    monkeypatch.setattr(engine, "run_prepared", expensive)
+    f = tmp_path / "hyp.py"
+    f.write_text(HYP_FILE.replace("ROWS", "1"))
+    assert_refused(runner.invoke(app, ["scrub", str(f)]), "data", "1 row", "at least 2")
+    # a dry run of one row still shows the plan
+    r = runner.invoke(app, ["scrub", str(f), "--dry-run"])
+    assert r.exit_code == 0, r.output
