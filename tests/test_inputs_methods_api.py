@@ -347,3 +347,73 @@ def test_samplers_refuse_an_empty_pool():
     ):
         with pytest.raises(fl.InputError, match="pool to sample from is empty"):
             s.draw(t, ref, np.zeros(3), np.random.default_rng(0), "test")
+
+
+# ---------------------------------------------------------------- zoo
+
+
+ZOO_BAD = [
+    ({"threads": 0}, "threads", "0"),
+    ({"threads": -2}, "threads", "-2"),
+    ({"seed": -1}, "seed", "-1"),
+    ({"until": -1}, "until", "-1"),
+    ({"device": "gpu"}, "device", "gpu"),
+    ({"progress": 5}, "progress", "5"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "name", "value"), ZOO_BAD, ids=[str(c[0]) for c in ZOO_BAD])
+def test_zoo_train_refuses_bad_arguments_before_building(
+    tmp_path, monkeypatch, kwargs, name, value
+):
+    from faithlens import zoo
+
+    training = importlib.import_module("faithlens.zoo.training")
+    monkeypatch.setattr(training, "ZooTransformer", expensive)
+    with pytest.raises(ArgumentError) as e:
+        zoo.train(zoo.recipe("paren"), tmp_path / "run", **kwargs)
+    assert_refused(e, name, value)
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_zoo_train_refuses_a_file_as_folder_and_a_non_recipe(tmp_path, monkeypatch):
+    from faithlens import zoo
+
+    training = importlib.import_module("faithlens.zoo.training")
+    monkeypatch.setattr(training, "ZooTransformer", expensive)
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ArgumentError) as e:
+        zoo.train(zoo.recipe("paren"), f)
+    assert_refused(e, "out_dir", "file")
+    with pytest.raises(ArgumentError) as e:
+        zoo.train("paren", tmp_path / "run")
+    assert_refused(e, "recipe", "str")
+
+
+SCHEDULE_BAD = [
+    ({"steps": 0}, "Schedule.steps", "0"),
+    ({"batch_size": -1}, "Schedule.batch_size", "-1"),
+    ({"lr": math.nan}, "Schedule.lr", "nan"),
+    ({"lr": 0.0}, "Schedule.lr", "0.0"),
+    ({"warmup": -1}, "Schedule.warmup", "-1"),
+    ({"min_lr_ratio": 1.5}, "Schedule.min_lr_ratio", "1.5"),
+    ({"weight_decay": -0.1}, "Schedule.weight_decay", "-0.1"),
+    ({"betas": (0.9, 1.0)}, "Schedule.betas", "1.0"),
+    ({"betas": (0.9,)}, "Schedule.betas", "(0.9,)"),
+    ({"grad_clip": 0.0}, "Schedule.grad_clip", "0.0"),
+    ({"eval_every": -1}, "Schedule.eval_every", "-1"),
+    ({"checkpoint_every": 0}, "Schedule.checkpoint_every", "0"),
+    ({"log_every": 0}, "Schedule.log_every", "0"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name", "value"), SCHEDULE_BAD, ids=[str(c[0]) for c in SCHEDULE_BAD]
+)
+def test_zoo_schedule_refuses_bad_settings(kwargs, name, value):
+    from faithlens.zoo.training import Schedule
+
+    with pytest.raises(ArgumentError) as e:
+        Schedule(**{"steps": 10, "batch_size": 4, **kwargs})
+    assert_refused(e, name, value)

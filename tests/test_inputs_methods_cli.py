@@ -169,3 +169,37 @@ def test_scrub_cli_refuses_a_one_row_pool_before_the_scrub(tmp_path, monkeypatch
     # a dry run of one row still shows the plan
     r = runner.invoke(app, ["scrub", str(f), "--dry-run"])
     assert r.exit_code == 0, r.output
+
+
+# ---------------------------------------------------------------- zoo
+
+ZOO_CLI_BAD = [
+    (["--threads", "0"], "--threads", "0"),
+    (["--threads", "-1"], "--threads", "-1"),
+    (["--steps", "0"], "--steps", "0"),
+    (["--until", "-1"], "--until", "-1"),
+    (["--seed", "-3"], "--seed", "-3"),
+    (["--device", "gpu"], "--device", "gpu"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "name", "value"), ZOO_CLI_BAD, ids=[" ".join(c[0]) for c in ZOO_CLI_BAD]
+)
+def test_zoo_train_cli_refuses_bad_options_before_training(
+    tmp_path, monkeypatch, args, name, value
+):
+    import faithlens.zoo
+
+    monkeypatch.setattr(faithlens.zoo, "train", expensive)
+    r = runner.invoke(app, ["zoo", "train", "paren", "--out", str(tmp_path / "run"), *args])
+    assert_refused(r, name, value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_zoo_cli_refuses_an_unknown_model(tmp_path, monkeypatch):
+    import faithlens.zoo
+
+    monkeypatch.setattr(faithlens.zoo, "train", expensive)
+    assert_refused(runner.invoke(app, ["zoo", "train", "gpt5"]), "gpt5")
+    assert_refused(runner.invoke(app, ["zoo", "card", "gpt5"]), "gpt5")
