@@ -417,3 +417,72 @@ def test_zoo_schedule_refuses_bad_settings(kwargs, name, value):
     with pytest.raises(ArgumentError) as e:
         Schedule(**{"steps": 10, "batch_size": 4, **kwargs})
     assert_refused(e, name, value)
+
+
+# ---------------------------------------------------------------- neurons
+
+
+def _probe_data():
+    g = torch.Generator().manual_seed(0)
+    acts = torch.randn(60, 5, generator=g)
+    con = (torch.rand(60, 3, generator=g) < 0.3).float()
+    return acts, con
+
+
+EXPLAIN_BAD = [
+    ({"n_boot": 1}, "n_boot", "1"),
+    ({"n_boot": -1}, "n_boot", "-1"),
+    ({"level": 1.0}, "level", "1.0"),
+    ({"level": math.nan}, "level", "nan"),
+    ({"delta": 0.0}, "delta", "0.0"),
+    ({"alpha": 0.0}, "alpha", "0.0"),
+    ({"alpha": math.nan}, "alpha", "nan"),
+    ({"threshold": math.inf}, "threshold", "inf"),
+    ({"holdout": 1.0}, "holdout", "1.0"),
+    ({"holdout": -0.5}, "holdout", "-0.5"),
+    ({"direction": "both"}, "direction", "both"),
+    ({"interval": "wald"}, "interval", "wald"),
+    ({"bound": "exact"}, "bound", "exact"),
+    ({"seed": -1}, "seed", "-1"),
+    ({"max_memory": 0}, "max_memory", "0"),
+    ({"progress": 1}, "progress", "1"),
+    ({"device": "gpu"}, "device", "gpu"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name", "value"), EXPLAIN_BAD, ids=[str(c[0]) for c in EXPLAIN_BAD]
+)
+def test_neurons_explain_refuses_bad_arguments_before_work(monkeypatch, kwargs, name, value):
+    E = importlib.import_module("faithlens.neurons.explain")
+    monkeypatch.setattr(E, "_as_activations", expensive)
+    monkeypatch.setattr(E, "run_explain", expensive)
+    acts, con = _probe_data()
+    with pytest.raises(ArgumentError) as e:
+        fl.neurons.explain(acts, con, "iou", **kwargs)
+    assert_refused(e, name, value)
+
+
+@pytest.mark.parametrize(
+    ("units", "value"),
+    [
+        ([7], "7"),
+        ([-1], "-1"),
+        ([], "[]"),
+        ([1, 1], "[1, 1]"),
+        (slice(2, 99), "2:99"),
+        (slice(3, 3), "slice(3, 3"),
+    ],
+)
+def test_activations_units_refuses_missing_units(units, value):
+    acts, _ = _probe_data()
+    with pytest.raises(ArgumentError) as e:
+        fl.neurons.Activations(acts).units(units)
+    assert_refused(e, "units", value)
+
+
+def test_activations_units_valid_selection_unchanged():
+    acts, _ = _probe_data()
+    a = fl.neurons.Activations(acts)
+    assert torch.equal(a.units([4, 0]).values, acts[:, [4, 0]])
+    assert torch.equal(a.units(slice(1, 3)).values, acts[:, 1:3])

@@ -203,3 +203,100 @@ def test_zoo_cli_refuses_an_unknown_model(tmp_path, monkeypatch):
     monkeypatch.setattr(faithlens.zoo, "train", expensive)
     assert_refused(runner.invoke(app, ["zoo", "train", "gpt5"]), "gpt5")
     assert_refused(runner.invoke(app, ["zoo", "card", "gpt5"]), "gpt5")
+
+
+# ---------------------------------------------------------------- neurons
+
+
+@pytest.fixture
+def neuron_files(tmp_path):
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "acts.npy", rng.standard_normal((60, 5)).astype(np.float32))
+    pd.DataFrame((rng.random((60, 3)) < 0.3).astype(float), columns=["a", "b", "c"]).to_csv(
+        tmp_path / "con.csv", index=False
+    )
+    np.save(tmp_path / "object.npy", np.array([{"x": 1}, None], dtype=object), allow_pickle=True)
+    torch.save({"acts": torch.zeros(3, 2)}, tmp_path / "dict.pt")
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("a,b\n")
+    pd.DataFrame({"a": ["x", "y"], "b": [1, 0]}).to_csv(tmp_path / "text.csv", index=False)
+    np.save(tmp_path / "nan.npy", np.array([[np.nan, 1.0], [0.0, 1.0]]))
+    np.save(tmp_path / "vector.npy", np.zeros(60, dtype=np.float32))
+    (tmp_path / "broken.npy").write_bytes(b"not a numpy file")
+    return tmp_path
+
+
+def _explain(files, acts="acts.npy", con="con.csv", *extra):
+    return ["neurons", "explain", "-a", str(files / acts), "-c", str(files / con), *extra]
+
+
+NEURON_FILES_BAD = [
+    ("object.npy", "con.csv", "object.npy", "object array"),
+    ("dict.pt", "con.csv", "dict.pt", "holds a dict, not a tensor"),
+    ("acts.npy", "empty.csv", "empty.csv", "is empty"),
+    ("acts.npy", "header.csv", "header.csv", "is empty"),
+    ("acts.npy", "text.csv", "text.csv", "non-numeric columns ['a']"),
+    ("nan.npy", "con.csv", "nan.npy", "NaN or inf"),
+    ("vector.npy", "con.csv", "vector.npy", "2-D"),
+    ("broken.npy", "con.csv", "broken.npy", "cannot read"),
+]
+
+
+@pytest.mark.parametrize(
+    ("acts", "con", "name", "why"),
+    NEURON_FILES_BAD,
+    ids=[c[0] + "+" + c[1] for c in NEURON_FILES_BAD],
+)
+def test_neurons_explain_refuses_unreadable_files_before_explaining(
+    neuron_files, monkeypatch, acts, con, name, why
+):
+    import faithlens.neurons
+
+    monkeypatch.setattr(faithlens.neurons, "explain", expensive)
+    assert_refused(runner.invoke(app, _explain(neuron_files, acts, con)), name, why)
+
+
+NEURON_OPTS_BAD = [
+    (["--units", "999"], "--units", "999"),
+    (["--units", "5:999"], "--units", "5:999"),
+    (["--units", "3:3"], "--units", "selects no unit"),
+    (["--units", "1,1"], "--units", "repeats"),
+    (["--units", "-1"], "--units", "-1"),
+    (["--units", "a:b"], "--units", "a:b"),
+    (["--n-boot", "1"], "--n-boot", "1"),
+    (["--n-boot", "-1"], "--n-boot", "-1"),
+    (["--level", "1.5"], "--level", "1.5"),
+    (["--delta", "0"], "--delta", "0.0"),
+    (["--alpha", "nan"], "--alpha", "nan"),
+    (["--alpha", "1"], "--alpha", "1.0"),
+    (["--threshold", "inf"], "--threshold", "inf"),
+    (["--holdout", "1"], "--holdout", "1.0"),
+    (["--holdout", "-0.2"], "--holdout", "-0.2"),
+    (["--direction", "both"], "--direction", "both"),
+    (["--interval", "wald"], "--interval", "wald"),
+    (["--bound", "exact"], "--bound", "exact"),
+    (["--seed", "-1"], "--seed", "-1"),
+    (["--metric", "bleu"], "bleu"),
+    (["--show", "-1"], "--show", "-1"),
+]
+
+
+@pytest.mark.parametrize("case", NEURON_OPTS_BAD, ids=[" ".join(c[0]) for c in NEURON_OPTS_BAD])
+def test_neurons_explain_refuses_bad_options_before_explaining(neuron_files, monkeypatch, case):
+    import faithlens.neurons
+
+    args, *names = case
+    monkeypatch.setattr(faithlens.neurons, "explain", expensive)
+    assert_refused(runner.invoke(app, _explain(neuron_files, "acts.npy", "con.csv", *args)), *names)
+
+
+def test_neurons_explain_model_options_checked_before_loading(monkeypatch):
+    cli = importlib.import_module("faithlens.cli.neurons")
+    monkeypatch.setattr(cli, "load_model", expensive)
+    base = ["neurons", "explain", "--model", "zoo:paren", "--site", "mlp_post.0"]
+    assert_refused(runner.invoke(app, [*base, "--n-texts", "0"]), "--n-texts", "0")
+    assert_refused(runner.invoke(app, [*base, "--n-boot", "1"]), "--n-boot", "1")
