@@ -486,3 +486,99 @@ def test_activations_units_valid_selection_unchanged():
     a = fl.neurons.Activations(acts)
     assert torch.equal(a.units([4, 0]).values, acts[:, [4, 0]])
     assert torch.equal(a.units(slice(1, 3)).values, acts[:, 1:3])
+
+
+# ---------------------------------------------------------------- representations
+
+READ_BAD = [
+    ({"method": "svm"}, "method", "svm"),
+    ({"level": 0.3}, "level", "0.3"),
+    ({"level": math.nan}, "level", "nan"),
+    ({"n_stability": -1}, "n_stability", "-1"),
+    ({"n_boot": 1}, "n_boot", "1"),
+    ({"seed": -1}, "seed", "-1"),
+    ({"batch_size": 0}, "batch_size", "0"),
+    ({"test": 1.5}, "test", "1.5"),
+    ({"test": 0.0}, "test", "0.0"),
+    ({"position": "first"}, "position", "first"),
+    ({"position": 3}, "position", "3"),
+    ({"progress": 7}, "progress", "7"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "name", "value"), READ_BAD, ids=[str(c[0]) for c in READ_BAD])
+def test_represent_read_refuses_bad_arguments_before_collecting(monkeypatch, kwargs, name, value):
+    from faithlens.representations import ContrastPairs, read
+
+    R = importlib.import_module("faithlens.representations.reading")
+    monkeypatch.setattr(R, "collect", expensive)
+    pairs = ContrastPairs(
+        positive=[f"yes {i}" for i in range(8)], negative=[f"no {i}" for i in range(8)]
+    )
+    with pytest.raises(ArgumentError) as e:
+        read(object(), pairs, **kwargs)
+    assert_refused(e, name, value)
+
+
+def _planted_reading():
+    from tests._represent import planted, planted_reading
+
+    return planted(), planted_reading("pca")
+
+
+FAITH_BAD = [
+    ({"coef": math.nan}, "coef", "nan"),
+    ({"coef": 0.0}, "coef", "0.0"),
+    ({"coef": -1.0}, "coef", "-1.0"),
+    ({"prompt": "first"}, "prompt", "first"),
+    ({"metric": "accuracy"}, "metric", "accuracy"),
+    ({"min_effect": -0.1}, "min_effect", "-0.1"),
+    ({"n_random": -1}, "n_random", "-1"),
+    ({"n_stability": -1}, "n_stability", "-1"),
+    ({"stable_threshold": 2.0}, "stable_threshold", "2.0"),
+    ({"max_divergence_ratio": 0.0}, "max_divergence_ratio", "0.0"),
+    ({"persistence_tokens": 0}, "persistence_tokens", "0"),
+    ({"persistence_tokens": -1}, "persistence_tokens", "-1"),
+    ({"alpha": 1.0}, "alpha", "1.0"),
+    ({"n_boot": 1}, "n_boot", "1"),
+    ({"level": 1.0}, "level", "1.0"),
+    ({"seed": -1}, "seed", "-1"),
+    ({"batch_size": 0}, "batch_size", "0"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "name", "value"), FAITH_BAD, ids=[str(c[0]) for c in FAITH_BAD])
+def test_represent_faithfulness_refuses_bad_arguments_before_measuring(
+    monkeypatch, kwargs, name, value
+):
+    C = importlib.import_module("faithlens.representations.checks")
+    pm, reading = _planted_reading()
+    beh = pm.behaviour(4)
+    for f in ("measure", "compare", "specificity", "persistence", "generate"):
+        monkeypatch.setattr(C, f, expensive)
+    with pytest.raises(ArgumentError) as e:
+        C.faithfulness(pm.model, reading, beh, layers=[1], checks=["causal"], **kwargs)
+    assert_refused(e, name, value)
+
+
+COMPARE_BAD = [
+    ({"n_boot": 0}, "n_boot", "0"),
+    ({"level": 0.0}, "level", "0.0"),
+    ({"seed": -1}, "seed", "-1"),
+    ({"batch_size": 0}, "batch_size", "0"),
+    ({"metric": "bleu"}, "metric", "bleu"),
+    ({"metric": "rate", "max_new_tokens": -1}, "max_new_tokens", "-1"),
+    ({"metric": "rate", "max_new_tokens": 0}, "max_new_tokens", "0"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name", "value"), COMPARE_BAD, ids=[str(c[0]) for c in COMPARE_BAD]
+)
+def test_represent_compare_refuses_bad_arguments_before_measuring(monkeypatch, kwargs, name, value):
+    C = importlib.import_module("faithlens.representations.checks")
+    pm, reading = _planted_reading()
+    monkeypatch.setattr(C, "measure", expensive)
+    with pytest.raises(ArgumentError) as e:
+        C.compare(pm.model, pm.behaviour(4), [reading.steering([1], 1.0)], **kwargs)
+    assert_refused(e, name, value)

@@ -300,3 +300,50 @@ def test_neurons_explain_model_options_checked_before_loading(monkeypatch):
     base = ["neurons", "explain", "--model", "zoo:paren", "--site", "mlp_post.0"]
     assert_refused(runner.invoke(app, [*base, "--n-texts", "0"]), "--n-texts", "0")
     assert_refused(runner.invoke(app, [*base, "--n-boot", "1"]), "--n-boot", "1")
+
+
+# ---------------------------------------------------------------- represent
+
+REP = ["--model", "planted", "--concept", "planted"]
+REPRESENT_CLI_BAD = [
+    (["read", *REP, "--n", "0"], "--n", "0"),
+    (["read", *REP, "--n", "1"], "--n", "1"),
+    (["read", *REP, "--n-stability", "-1"], "--n-stability", "-1"),
+    (["read", *REP, "--n-boot", "1"], "--n-boot", "1"),
+    (["read", *REP, "--position", "first"], "--position", "first"),
+    (["read", *REP, "--position", "2"], "--position", "2"),
+    (["read", *REP, "--layers", "a-b"], "--layers", "a-b"),
+    (["read", *REP, "--layers", "5-2"], "--layers", "5-2"),
+    (["read", *REP, "--seed", "-1"], "--seed", "-1"),
+    (["read", *REP, "--method", "svm"], "--method", "svm"),
+    (["read", "--model", "planted", "--concept", "gravity"], "--concept", "gravity"),
+    (["read", *REP, "--device", "gpu"], "--device", "gpu"),
+    (["steer", *REP, "--max-new-tokens", "-1"], "--max-new-tokens", "-1"),
+    (["steer", *REP, "--max-new-tokens", "0"], "--max-new-tokens", "0"),
+    (["steer", *REP, "--coef", "nan"], "--coef", "nan"),
+    (["steer", *REP, "--coef", "x"], "coefficients", "'x'"),
+    (["steer", *REP, "--when", "later"], "--when", "later"),
+    (["steer", *REP, "--metric", "bleu"], "--metric", "bleu"),
+    (["steer", *REP, "--n", "1"], "--n", "1"),
+    (["steer", *REP, "--n-pairs", "0"], "--n-pairs", "0"),
+    (["steer", *REP, "--show", "-1"], "--show", "-1"),
+    (["check", *REP, "--coef", "0"], "--coef", "0.0"),
+    (["check", *REP, "--coef", "nan"], "--coef", "nan"),
+    (["check", *REP, "--prompt", "first"], "--prompt", "first"),
+    (["check", *REP, "--n-random", "-1"], "--n-random", "-1"),
+    (["check", *REP, "--tokens", "0"], "--tokens", "0"),
+    (["check", *REP, "--checks", "vibes"], "--checks", "vibes"),
+    (["check", *REP, "--n-boot", "0"], "--n-boot", "0"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "name", "value"), REPRESENT_CLI_BAD, ids=[" ".join(c[0]) for c in REPRESENT_CLI_BAD]
+)
+def test_represent_cli_refuses_bad_options_before_loading(monkeypatch, args, name, value):
+    import faithlens.representations
+
+    cli = importlib.import_module("faithlens.cli.represent")
+    monkeypatch.setattr(cli, "load_model", expensive)
+    monkeypatch.setattr(faithlens.representations, "planted_model", expensive)
+    assert_refused(runner.invoke(app, ["represent", *args]), name, value)

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from .. import stats
+from .. import validate as V
 from ..errors import InputError
 from ..models.model import Inputs, Model
 from ..models.sites import Site
@@ -587,12 +588,20 @@ def read(
         n_stability: bootstrap refits for the stability estimate (0: skip).
         n_boot: bootstrap resamples for the AUROC intervals.
     """
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose from {METHODS}")
-    if not 0.5 <= level < 1:
-        raise InputError(f"level must be in [0.5, 1), got {level}")
-    if n_stability < 0 or n_boot < 1:
-        raise InputError("n_stability must be >= 0 and n_boot >= 1")
+    V.choice("method", method, METHODS)
+    V.finite_float("level", level, low=0.5, high=1.0, high_open=True, fix="use e.g. 0.95")
+    V.nonnegative_int("n_stability", n_stability, fix="0 skips the stability estimate")
+    V.n_boot(n_boot)
+    V.nonnegative_int("seed", seed)
+    V.positive_int("batch_size", batch_size)
+    if isinstance(test, float):
+        V.probability("test", test, fix="hold out a fraction such as 0.25")
+    if isinstance(position, str):
+        V.choice("position", position, ("last", "mean"), fix="or an offset <= 0 from the last")
+    elif not isinstance(position, bool) and isinstance(position, int) and position > 0:
+        raise V.fail("position", position, "an offset must be <= 0 (0 is the last token)")
+    if progress is not None and not callable(progress):
+        raise V.fail("progress", progress, "must be a callable (done, total) or None")
     if not isinstance(pairs, (ContrastPairs, ContrastActivations)):
         raise InputError(
             f"pairs must be ContrastPairs or ContrastActivations, not {type(pairs).__name__}"
