@@ -582,3 +582,44 @@ def test_represent_compare_refuses_bad_arguments_before_measuring(monkeypatch, k
     with pytest.raises(ArgumentError) as e:
         C.compare(pm.model, pm.behaviour(4), [reading.steering([1], 1.0)], **kwargs)
     assert_refused(e, name, value)
+
+
+SIMULATE_BAD = [
+    ({"n_boot": 1}, "n_boot", "1"),
+    ({"level": 1.0}, "level", "1.0"),
+    ({"delta": math.nan}, "delta", "nan"),
+    ({"interval": "wald"}, "interval", "wald"),
+    ({"seed": -1}, "seed", "-1"),
+    ({"alpha": 0.0}, "alpha", "0.0"),
+    ({"max_memory": 0}, "max_memory", "0"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name", "value"), SIMULATE_BAD, ids=[str(c[0]) for c in SIMULATE_BAD]
+)
+def test_neurons_simulate_refuses_bad_arguments_before_sampling(monkeypatch, kwargs, name, value):
+    S = importlib.import_module("faithlens.neurons.simulate")
+    monkeypatch.setattr(S, "Design", expensive)
+    with pytest.raises(ArgumentError) as e:
+        S.simulate(["iou"], [100], **kwargs)
+    assert_refused(e, name, value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name", "value"),
+    [
+        ({"eps": 0.0}, "eps", "0.0"),
+        ({"tol": -1.0}, "tol", "-1.0"),
+        ({"seed": -1}, "seed", "-1"),
+        ({"direction": "both"}, "direction", "both"),
+        ({"max_memory": -5}, "max_memory", "-5"),
+    ],
+)
+def test_neurons_sanity_refuses_bad_arguments_before_running(monkeypatch, kwargs, name, value):
+    S = importlib.import_module("faithlens.neurons.sanity")
+    monkeypatch.setattr(S, "full_pass", expensive)
+    monkeypatch.setattr(S, "Problem", expensive)
+    with pytest.raises(ArgumentError) as e:
+        S.sanity_checks(["iou"], n=1000, seeds=2, **kwargs)
+    assert_refused(e, name, value)

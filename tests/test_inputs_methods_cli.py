@@ -347,3 +347,45 @@ def test_represent_cli_refuses_bad_options_before_loading(monkeypatch, args, nam
     monkeypatch.setattr(cli, "load_model", expensive)
     monkeypatch.setattr(faithlens.representations, "planted_model", expensive)
     assert_refused(runner.invoke(app, ["represent", *args]), name, value)
+
+
+NEURON_OTHER_BAD = [
+    (["dissect", "--maps", "MAPS", "--quantile", "0"], "--quantile", "0.0"),
+    (["dissect", "--maps", "MAPS", "--n-boot", "1"], "--n-boot", "1"),
+    (["dissect", "--maps", "MAPS", "--level", "2"], "--level", "2.0"),
+    (["dissect", "--maps", "MAPS", "--seed", "-1"], "--seed", "-1"),
+    (["digits", "--quantile", "1.5"], "--quantile", "1.5"),
+    (["digits", "--n-boot", "1"], "--n-boot", "1"),
+    (["digits", "--n-probe", "0"], "--n-probe", "0"),
+    (["validate", "--reps", "1"], "--reps", "1"),
+    (["validate", "--n-boot", "1"], "--n-boot", "1"),
+    (["validate", "--level", "0"], "--level", "0.0"),
+    (["validate", "--p", "1.5"], "--p", "1.5"),
+    (["bound", "--n", "0"], "--n", "0"),
+    (["bound", "--epsilon", "nan"], "--epsilon", "nan"),
+    (["bound", "--n", "100", "--delta", "1"], "--delta", "1.0"),
+    (["bound", "--n", "100", "--concepts", "0"], "--concepts", "0"),
+    (["sanity", "--seed", "-1"], "--seed", "-1"),
+]
+
+
+@pytest.mark.parametrize("case", NEURON_OTHER_BAD, ids=[" ".join(c[0]) for c in NEURON_OTHER_BAD])
+def test_neurons_commands_refuse_bad_options_before_work(tmp_path, monkeypatch, case):
+    import numpy as np
+
+    def mod(name):
+        return importlib.import_module(f"faithlens.neurons.{name}")
+
+    args, *names = case
+    maps = tmp_path / "maps.npy"
+    np.save(maps, np.zeros((2, 1, 2, 2), dtype=np.float32))
+    args = [str(maps) if a == "MAPS" else a for a in args]
+    cli = importlib.import_module("faithlens.cli.neurons")
+    monkeypatch.setattr(cli, "_read_array", expensive)
+    monkeypatch.setattr(mod("dissect"), "dissect", expensive)
+    monkeypatch.setattr(mod("digits"), "digits_model", expensive)
+    monkeypatch.setattr(mod("simulate"), "simulate", expensive)
+    monkeypatch.setattr(mod("sanity"), "sanity_checks", expensive)
+    monkeypatch.setattr(mod("bounds"), "faithfulness_bound", expensive)
+    monkeypatch.setattr(mod("bounds"), "required_n", expensive)
+    assert_refused(runner.invoke(app, ["neurons", *args]), *names)

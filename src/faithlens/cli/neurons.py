@@ -346,9 +346,15 @@ def register(app: typer.Typer) -> None:
         show: int = typer.Option(20, "--show", help="Channels to print."),
     ) -> None:
         """Network Dissection of conv channels against concept masks, with bounds."""
+        from .. import validate as V
         from ..neurons.dissect import dissect
+        from ..neurons.explain import check_explain_args
 
         with friendly_errors():
+            # every option is checked before a file is read
+            V.probability("--quantile", quantile, fix="the top quantile that fires, e.g. 0.005")
+            check_explain_args(delta=delta, n_boot=n_boot, level=level, seed=seed, cli=True)
+            V.nonnegative_int("--show", show)
             mp = _read_array(maps, "maps")
             mk = _read_array(masks, "masks") if masks is not None else None
             lb = _read_matrix(labels, "labels")[0] if labels is not None else None
@@ -387,10 +393,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The shipped digits CNN: logits vs digit concepts, pool channels vs pixel regions."""
         from .. import neurons as N
+        from .. import validate as V
         from ..neurons import digits as D
         from ..neurons.dissect import dissect
+        from ..neurons.explain import check_explain_args
 
         with friendly_errors():
+            # every option is checked before the model and the digits are loaded
+            V.probability("--quantile", quantile, fix="the firing quantile, e.g. 0.1")
+            check_explain_args(n_boot=n_boot, seed=seed, cli=True)
+            V.nonnegative_int("--show", show)
+            V.positive_int("--n-probe", n_probe, fix="at most 597 held-out digits")
             model = D.digits_model()
             data = D.load_digits_data(0)
             if not 10 <= n_probe <= len(data.y_probe):
@@ -457,9 +470,14 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Simulate units with known concepts: do the bounds and BE sets cover?"""
+        from .. import validate as V
+        from ..neurons.explain import check_explain_args
         from ..neurons.simulate import simulate
 
         with friendly_errors():
+            check_explain_args(delta=delta, n_boot=n_boot, level=level, seed=seed, cli=True)
+            V.min_examples("--reps", reps, what="a coverage estimate")
+            V.probability("--p", p, fix="a concept frequency such as 0.1")
             sizes = comma_list(n, int, "--n")
             with console.status("simulating..."):
                 res = simulate(
@@ -496,11 +514,22 @@ def register(app: typer.Typer) -> None:
         delta: float = typer.Option(0.05, "--delta", help="Confidence 1 - delta."),
     ) -> None:
         """Plan a study: the uniform bound at a probing-set size, or the size a bound needs."""
+        from .. import validate as V
         from ..neurons.bounds import faithfulness_bound, required_n
 
         with friendly_errors():
             if (n is None) == (epsilon is None):
                 raise InputError("give exactly one of --n and --epsilon")
+            V.probability("--delta", delta, fix="bounds hold with probability 1 - delta")
+            V.positive_int("--concepts", n_concepts)
+            if n is not None:
+                V.positive_int("--n", n)
+            if epsilon is not None:
+                V.positive_float("--epsilon", epsilon)
+            if p is not None:
+                V.probability("--p", p)
+            if alpha is not None:
+                V.probability("--alpha", alpha)
             if n is not None:
                 eps = float(faithfulness_bound(metric, n, n_concepts, delta, p=p, alpha=alpha))
                 console.print(
@@ -534,9 +563,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """NeuronEval's sanity checks: does each metric punish missing and extra labels?"""
+        from .. import validate as V
         from ..neurons.sanity import CHECKABLE, sanity_checks
 
         with friendly_errors():
+            V.nonnegative_int("--seed", seed)
             freqs = comma_list(frequencies, float, "--frequencies")
             with console.status("checking metrics..."):
                 res = sanity_checks(

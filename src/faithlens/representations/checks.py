@@ -896,7 +896,7 @@ def faithfulness(
     unknown = [c for c in checks if c not in CHECKS]
     if unknown:
         raise InputError(f"unknown checks {unknown}; choose from {CHECKS}")
-    V.positive_float("coef", coef, fix="steering size in pair separations; both signs are tested")
+    V.positive_float("coef", coef, fix="coef must be positive: both signs are tested")
     V.choice("prompt", prompt, ("all", "last"))
     if isinstance(metric, str):
         V.choice("metric", metric, ("margin", "margin_per_token", "rate"))
