@@ -83,6 +83,7 @@ DAS_CLI_BAD = [
     ([*SYN, "--lr", "nan"], "--lr", "nan"),
     ([*SYN, "--loss", "cl", "--cl-weight", "0"], "--cl-weight", "0.0"),
     (["das", "--synthetic", "og"], "--synthetic", "og"),
+    ([*SYN, "--dims", "19"], "--dims", "19"),
 ]
 
 

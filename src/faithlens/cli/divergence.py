@@ -207,7 +207,13 @@ def register(app: typer.Typer) -> None:
         from ..das.train import check_das_args
         from ..errors import InputError
         from ..tasks.interchange import InterchangeData
-        from ..tasks.synthetic_das import DIVISIONS, FEATURE_DIMS, SITE, synthetic_das
+        from ..tasks.synthetic_das import (
+            DIVISIONS,
+            EXTRA_DIMS,
+            FEATURE_DIMS,
+            SITE,
+            synthetic_das,
+        )
 
         with friendly_errors():
             # every option is checked before the task is built or the model loaded
@@ -229,6 +235,10 @@ def register(app: typer.Typer) -> None:
                 V.choice("--synthetic", synthetic, sorted(DIVISIONS))
                 V.min_examples("--n-per-class", n_per_class, what="the synthetic task")
                 V.positive_int("--classifier-epochs", classifier_epochs, fix="e.g. 1000")
+                width = 2 + EXTRA_DIMS
+                V.int_in_range(
+                    "--dims", dims, 1, width, fix=f"the synthetic site has {width} units"
+                )
             else:
                 if site is None:
                     raise InputError("--site is required for a language-model task")

@@ -219,12 +219,16 @@ def train_classifier(
     return clf, best_acc
 
 
+#: Noise coordinates appended to the two features by default (the site is 2 + this wide).
+EXTRA_DIMS = 16
+
+
 def synthetic_das(
     division: str = "og_holdouts",
     seed: int = 0,
     *,
     n_per_class: int = 100,
-    extra_dims: int = 16,
+    extra_dims: int = EXTRA_DIMS,
     noise: float = 0.1,
     classifier_epochs: int = 1000,
     classifier_patience: int = 100,
@@ -312,6 +316,7 @@ def synthetic_das(
 __all__ = [
     "ALL_CLASSES",
     "DIVISIONS",
+    "EXTRA_DIMS",
     "FEATURE_DIMS",
     "SITE",
     "Classifier",
