@@ -367,6 +367,7 @@ NEURON_OTHER_BAD = [
     (["bound", "--n", "100", "--delta", "1"], "--delta", "1.0"),
     (["bound", "--n", "100", "--concepts", "0"], "--concepts", "0"),
     (["sanity", "--seed", "-1"], "--seed", "-1"),
+    (["show", "MAPS", "--show", "-1"], "--show", "-1"),
 ]
 
 
@@ -389,4 +390,5 @@ def test_neurons_commands_refuse_bad_options_before_work(tmp_path, monkeypatch, 
     monkeypatch.setattr(mod("sanity"), "sanity_checks", expensive)
     monkeypatch.setattr(mod("bounds"), "faithfulness_bound", expensive)
     monkeypatch.setattr(mod("bounds"), "required_n", expensive)
+    monkeypatch.setattr(importlib.import_module("faithlens.results").Result, "load", expensive)
     assert_refused(runner.invoke(app, ["neurons", *args]), *names)

@@ -596,9 +596,11 @@ def register(app: typer.Typer) -> None:
         show: int = typer.Option(20, "--show", help="Units to print."),
     ) -> None:
         """Print a saved neuron explanation (or one unit of it)."""
+        from .. import validate as V
         from ..results import Result
 
         with friendly_errors():
+            V.nonnegative_int("--show", show)
             res: Any = Result.load(path)
             if unit is not None:
                 if not hasattr(res, "unit"):
