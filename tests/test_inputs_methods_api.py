@@ -623,3 +623,24 @@ def test_neurons_sanity_refuses_bad_arguments_before_running(monkeypatch, kwargs
     with pytest.raises(ArgumentError) as e:
         S.sanity_checks(["iou"], n=1000, seeds=2, **kwargs)
     assert_refused(e, name, value)
+
+
+def test_reading_steering_and_scan_refuse_bad_arguments(monkeypatch):
+    pm, reading = _planted_reading()
+    with pytest.raises(ArgumentError) as e:
+        reading.steering([1], math.nan)
+    assert_refused(e, "coef", "nan")
+    with pytest.raises(ArgumentError) as e:
+        reading.steering([], 1.0)
+    assert_refused(e, "layers", "[]")
+    with pytest.raises(ArgumentError) as e:
+        reading.ablation([])
+    assert_refused(e, "layers", "[]")
+    R = importlib.import_module("faithlens.representations.reading")
+    monkeypatch.setattr(R, "encode", expensive)
+    with pytest.raises(ArgumentError) as e:
+        reading.scan(pm.model, ["a b"], batch_size=0)
+    assert_refused(e, "batch_size", "0")
+    with pytest.raises(ArgumentError) as e:
+        reading.scan(pm.model, ["a b"], layers=[])
+    assert_refused(e, "layers", "[]")

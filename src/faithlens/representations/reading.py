@@ -400,7 +400,8 @@ class ReadingResult(Result):
     ) -> Steering:
         """Add ``coef`` times the (scaled) reading vector at ``site.L`` for each layer: positive
         ``coef`` pushes towards the concept, negative away from it."""
-        ls = [layers] if isinstance(layers, int) else list(layers)
+        V.finite_float("coef", coef, fix="a size in units of the scale, e.g. 1.0 or -1.0")
+        ls = _steer_layers(layers)
         return Steering(
             {f"{self.site}.{L}": self.vector(L, coef, scale) for L in ls},
             operator="add",
@@ -419,7 +420,7 @@ class ReadingResult(Result):
         label: str | None = None,
     ) -> Steering:
         """Project the reading vector out of ``site.L`` for each layer (``h - <h, r> r``)."""
-        ls = [layers] if isinstance(layers, int) else list(layers)
+        ls = _steer_layers(layers)
         return Steering(
             {f"{self.site}.{L}": self.direction(L) for L in ls},
             operator="project_out",
@@ -439,7 +440,10 @@ class ReadingResult(Result):
         """The read-out ``s = <h - mu, r>`` at every token of every text, per layer:
         ``[n, n_layers, T]`` (NaN past a text's end). RepE's LAT scan: how the concept's reading
         evolves along a text, e.g. a prompt followed by the model's own generation."""
+        V.positive_int("batch_size", batch_size)
         ls = list(self.layers) if layers is None else [int(x) for x in layers]
+        if not ls:
+            raise V.fail("layers", layers, "is empty", "give at least one layer or None for all")
         js = [self._j(L) for L in ls]
         seqs = encode(model, texts)
         T = max(len(x) for x in seqs)
@@ -529,6 +533,13 @@ class ReadingResult(Result):
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
         return fig
+
+
+def _steer_layers(layers: Sequence[int] | int) -> list[int]:
+    ls = [layers] if isinstance(layers, int) else list(layers)
+    if not ls:
+        raise V.fail("layers", layers, "is empty", "give at least one layer to steer at")
+    return ls
 
 
 def _layers_str(ls: Sequence[int]) -> str:
