@@ -644,3 +644,21 @@ def test_reading_steering_and_scan_refuse_bad_arguments(monkeypatch):
     with pytest.raises(ArgumentError) as e:
         reading.scan(pm.model, ["a b"], layers=[])
     assert_refused(e, "layers", "[]")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name", "value"),
+    [
+        ({"device": "gpu"}, "device", "gpu"),
+        ({"dtype": torch.int64}, "dtype", "torch.int64"),
+        ({"dtype": "float32"}, "dtype", "float32"),
+    ],
+)
+def test_zoo_load_refuses_bad_arguments_before_reading_weights(monkeypatch, kwargs, name, value):
+    from faithlens import zoo
+
+    Z = importlib.import_module("faithlens.zoo")
+    monkeypatch.setattr(Z, "load_weights", expensive)
+    with pytest.raises(ArgumentError) as e:
+        zoo.load("paren", **kwargs)
+    assert_refused(e, name, value)
