@@ -662,3 +662,32 @@ def test_zoo_load_refuses_bad_arguments_before_reading_weights(monkeypatch, kwar
     with pytest.raises(ArgumentError) as e:
         zoo.load("paren", **kwargs)
     assert_refused(e, name, value)
+
+
+RUN_CL_BAD = [
+    ({"divisions": ["og_holdouts", "nope"]}, "divisions", "nope"),
+    ({"divisions": "og_holdouts"}, "divisions", "og_holdouts"),
+    ({"seeds": []}, "seeds", "[]"),
+    ({"seeds": [1, -2]}, "seeds", "-2"),
+    ({"losses": ["DAS", "KL"]}, "losses", "KL"),
+    ({"epochs": 0}, "epochs", "0"),
+    ({"eval_every": 0}, "eval_every", "0"),
+    ({"lr": math.nan}, "lr", "nan"),
+    ({"cl_weight": 0.0}, "cl_weight", "0.0"),
+    ({"method": "rotatoin"}, "method", "rotatoin"),
+    ({"n_per_class": 1}, "n_per_class", "1"),
+    ({"classifier_epochs": 0}, "classifier_epochs", "0"),
+    ({"log": "print"}, "log", "print"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name", "value"), RUN_CL_BAD, ids=[str(c[0]) for c in RUN_CL_BAD]
+)
+def test_run_cl_synthetic_refuses_bad_arguments_before_training(monkeypatch, kwargs, name, value):
+    S = importlib.import_module("faithlens.das.synthetic")
+    monkeypatch.setattr(S, "synthetic_das", expensive)
+    monkeypatch.setattr(S, "das", expensive)
+    with pytest.raises(ArgumentError) as e:
+        S.run_cl_synthetic(**kwargs)
+    assert_refused(e, name, value)
