@@ -691,3 +691,30 @@ def test_run_cl_synthetic_refuses_bad_arguments_before_training(monkeypatch, kwa
     with pytest.raises(ArgumentError) as e:
         S.run_cl_synthetic(**kwargs)
     assert_refused(e, name, value)
+
+
+DISSECT_BAD = [
+    ({"quantile": 0.0}, "quantile", "0.0"),
+    ({"quantile": math.nan}, "quantile", "nan"),
+    ({"n_boot": 1}, "n_boot", "1"),
+    ({"level": 1.0}, "level", "1.0"),
+    ({"delta": -0.1}, "delta", "-0.1"),
+    ({"interval": "wald"}, "interval", "wald"),
+    ({"seed": -1}, "seed", "-1"),
+    ({"batch_size": 0}, "batch_size", "0"),
+    ({"device": "gpu"}, "device", "gpu"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name", "value"), DISSECT_BAD, ids=[str(c[0]) for c in DISSECT_BAD]
+)
+def test_neurons_dissect_refuses_bad_arguments_before_collecting(monkeypatch, kwargs, name, value):
+    D = importlib.import_module("faithlens.neurons.dissect")
+    monkeypatch.setattr(D, "collect_maps", expensive)
+    monkeypatch.setattr(D, "_as_4d", expensive)
+    with pytest.raises(ArgumentError) as e:
+        D.dissect(
+            "pool", torch.zeros(2, 1, 4, 4), model=object(), inputs=torch.zeros(2, 1), **kwargs
+        )
+    assert_refused(e, name, value)
