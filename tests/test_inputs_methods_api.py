@@ -718,3 +718,25 @@ def test_neurons_dissect_refuses_bad_arguments_before_collecting(monkeypatch, kw
             "pool", torch.zeros(2, 1, 4, 4), model=object(), inputs=torch.zeros(2, 1), **kwargs
         )
     assert_refused(e, name, value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name", "value"),
+    [
+        ({"n": 1}, "n", "1"),
+        ({"n": 0}, "n", "0"),
+        ({"n": 10_000}, "n", "10000"),
+        ({"seed": -1}, "seed", "-1"),
+    ],
+)
+def test_represent_shipped_data_refuses_bad_sizes(kwargs, name, value):
+    from faithlens.representations import fact_completion, honesty_pairs, truth_pairs
+
+    for build in (
+        lambda: truth_pairs(**kwargs),
+        lambda: honesty_pairs(None, chat=False, **kwargs),
+        lambda: fact_completion(None, chat=False, **kwargs),
+    ):
+        with pytest.raises(ArgumentError) as e:
+            build()
+        assert_refused(e, name, value)
