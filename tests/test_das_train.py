@@ -155,7 +155,7 @@ def test_bad_das_inputs(small_tasks, tiny_llama):
         fl.das(t1.model, data, "h", loss="cl")
     with pytest.raises(fl.ShapeError, match="between 1 and the site width 6"):
         fl.das(t1.model, t1.data, "h", dims=7)
-    with pytest.raises(fl.InputError, match="loss must be one of"):
+    with pytest.raises(fl.InputError, match=r"loss='kl': must be one of"):
         fl.das(t1.model, t1.data, "h", loss="kl")
     with pytest.raises(fl.InputError, match="select='emd' needs emd_dims"):
         fl.das(t1.model, t1.data, "h", select="emd")

@@ -66,7 +66,7 @@ def test_das_synthetic_end_to_end(tmp_path):
 
 def test_bad_arguments_are_one_red_line():
     res = runner.invoke(app, ["das", "--synthetic", "nope", "--epochs", "1"])
-    assert res.exit_code == 2 and "unknown division" in res.output
+    assert res.exit_code == 2 and "--synthetic='nope'" in res.output
 
 
 @pytest.fixture

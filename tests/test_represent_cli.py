@@ -109,11 +109,11 @@ def test_check_on_the_decoy_fails_its_causal_checks(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["read", "--model", "planted", "--concept", "gravity"], "unknown concept"),
+        (["read", "--model", "planted", "--concept", "gravity"], "--concept='gravity'"),
         (["read", "--model", "planted", "--concept", "planted", "--layers", "5-9"], "out of range"),
         (
             ["read", "--model", "planted", "--concept", "planted", "--method", "svm"],
-            "unknown method",
+            "--method='svm'",
         ),
         (["read", "--model", "smollm2", "--concept", "decoy"], "only on '--model planted'"),
         (

@@ -198,7 +198,7 @@ def test_reading_result_save_load_plot(tmp_path):
 def test_bad_input_is_caught_before_any_forward_pass():
     pm = planted()
     pairs = pm.pairs(8)
-    with pytest.raises(fl.InputError, match="unknown method"):
+    with pytest.raises(fl.InputError, match="method='svm': must be one of"):
         read(pm.model, pairs, method="svm")
     with pytest.raises(fl.InputError, match="out of range"):
         read(pm.model, pairs, layers=[5])

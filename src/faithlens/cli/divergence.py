@@ -202,15 +202,65 @@ def register(app: typer.Typer) -> None:
         """Distributed alignment search at a site, reporting IIA (with a confidence interval),
         the EMD of the intervened activations, and optionally the Counterfactual Latent loss."""
         from .. import Site, tasks
+        from .. import validate as V
         from ..das import das
+        from ..das.train import check_das_args
         from ..errors import InputError
         from ..tasks.interchange import InterchangeData
-        from ..tasks.synthetic_das import FEATURE_DIMS, SITE, synthetic_das
+        from ..tasks.synthetic_das import (
+            DIVISIONS,
+            EXTRA_DIMS,
+            FEATURE_DIMS,
+            SITE,
+            synthetic_das,
+        )
 
         with friendly_errors():
+            # every option is checked before the task is built or the model loaded
+            check_das_args(
+                dims=dims,
+                method=method,
+                loss=loss,
+                cl_form=cl_form,
+                cl_weight=cl_weight,
+                epochs=epochs,
+                lr=lr,
+                batch_size=batch_size,
+                select=select,
+                eval_every=eval_every,
+                seed=seed,
+                cli=True,
+            )
+            if synthetic is not None:
+                V.choice("--synthetic", synthetic, sorted(DIVISIONS))
+                V.min_examples("--n-per-class", n_per_class, what="the synthetic task")
+                V.positive_int("--classifier-epochs", classifier_epochs, fix="e.g. 1000")
+                width = 2 + EXTRA_DIMS
+                V.int_in_range(
+                    "--dims", dims, 1, width, fix=f"the synthetic site has {width} units"
+                )
+            else:
+                if site is None:
+                    raise InputError("--site is required for a language-model task")
+                V.choice("--task", task, sorted(tasks.REGISTRY))
+                V.min_examples("--n", n, what="an IIA with a confidence interval")
+                V.choice("--positions", positions, ("last", "all"))
+                if loss != "iia":
+                    raise V.fail(
+                        "--loss",
+                        loss,
+                        "the CL loss needs natural counterfactual latents",
+                        "use --loss iia, or --synthetic",
+                    )
+                if select == "emd":
+                    raise V.fail(
+                        "--select", select, "needs feature coordinates", "use it with --synthetic"
+                    )
+            if device is not None:
+                V.device(device, "--device")
             ood = None
             emd_dims: list[int] | None = None
-            if synthetic:
+            if synthetic is not None:
                 with console.status(f"building the synthetic {synthetic} task..."):
                     t1, t2 = synthetic_das(
                         synthetic,
@@ -222,8 +272,7 @@ def register(app: typer.Typer) -> None:
                 emd_dims = list(FEATURE_DIMS)
                 ood = t2
             else:
-                if site is None:
-                    raise InputError("--site is required for a language-model task")
+                assert site is not None
                 m = load_model(model, device)
                 t = tasks.build(task, m, n=n, seed=seed)
                 data = InterchangeData.from_task(t)

@@ -20,20 +20,72 @@ METRIC_HELP = (
 )
 
 
-def _read_matrix(path: Path, what: str) -> tuple[np.ndarray, list[str] | None]:
-    """A 2-D array from .npy, .pt, .csv or .parquet (tables keep their column names)."""
+def _load(path: Path, what: str) -> tuple[np.ndarray, list[str] | None]:
+    """The numbers in ``path`` (.npy, .pt, .csv, .parquet): a non-empty, finite, numeric array.
+    Anything else (an object array, a dict in a .pt, an empty file, text cells) is an
+    :class:`InputError` naming the file and what is expected."""
     if not path.exists():
         raise InputError(f"{what} file {path} does not exist")
+    if path.is_dir():
+        raise InputError(f"{what} file {path} is a folder; give a .npy, .pt, .csv or .parquet file")
     suffix = path.suffix.lower()
-    if suffix in (".npy", ".pt", ".pth"):
-        return _load_tensor_file(path, what), None
-    if suffix == ".csv":
-        df = pd.read_csv(path)
-    elif suffix in (".parquet", ".pq"):
-        df = pd.read_parquet(path)
-    else:
-        raise InputError(f"cannot read {what} from {path.name}: use .npy, .pt, .csv or .parquet")
-    return df.to_numpy(dtype=np.float32), [str(c) for c in df.columns]
+    expected = f"{what} file {path}"
+    names: list[str] | None = None
+    try:
+        if suffix == ".npy":
+            with path.open("rb") as fh:
+                if fh.read(6) != b"\x93NUMPY":
+                    raise InputError(f"cannot read {expected}: not a NumPy .npy file")
+            arr = _load_tensor_file(path, what)
+        elif suffix in (".pt", ".pth"):
+            arr = _load_tensor_file(path, what)
+        elif suffix in (".csv", ".parquet", ".pq"):
+            df = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+            text = [str(c) for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+            if text and len(df):
+                raise InputError(
+                    f"{expected} has non-numeric columns {text[:5]}; every cell must be a number"
+                )
+            arr, names = df.to_numpy(dtype=np.float32), [str(c) for c in df.columns]
+        else:
+            raise InputError(
+                f"cannot read {what} from {path.name}: use .npy, .pt, .csv or .parquet"
+            )
+    except InputError:
+        raise
+    except pd.errors.EmptyDataError as e:
+        raise InputError(f"{expected} is empty; it must hold a table of numbers") from e
+    except ValueError as e:
+        if "Object arrays" in str(e) or "pickled" in str(e):
+            raise InputError(
+                f"{expected} holds Python objects (an object array), not numbers; save a "
+                "numeric array with np.save(path, np.asarray(x, dtype=np.float32))"
+            ) from e
+        raise InputError(f"cannot read {expected}: {e}") from e
+    except Exception as e:
+        raise InputError(f"cannot read {expected}: {type(e).__name__}: {e}") from e
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
+    ):
+        raise InputError(f"{expected} holds {arr.dtype} values, not numbers")
+    if np.iscomplexobj(arr):
+        raise InputError(f"{expected} holds complex numbers; give real numbers")
+    if arr.ndim == 0 or arr.size == 0:
+        raise InputError(f"{expected} is empty (shape {tuple(arr.shape)}); it must hold numbers")
+    if not np.isfinite(arr.astype(np.float64, copy=False)).all():
+        raise InputError(f"{expected} contains NaN or inf values")
+    return arr, names
+
+
+def _read_matrix(path: Path, what: str) -> tuple[np.ndarray, list[str] | None]:
+    """A 2-D array from .npy, .pt, .csv or .parquet (tables keep their column names)."""
+    arr, names = _load(path, what)
+    if arr.ndim != 2:
+        raise InputError(
+            f"{what} file {path} holds an array of shape {tuple(arr.shape)}; expected a 2-D "
+            "[n_samples, columns] array"
+        )
+    return arr, names
 
 
 def _load_tensor_file(path: Path, what: str) -> np.ndarray:
@@ -46,7 +98,7 @@ def _load_tensor_file(path: Path, what: str) -> np.ndarray:
         except ValueError as e:
             if "pickle" in str(e).lower():
                 raise InputError(
-                    f"{what} file {path} holds pickled Python objects, which faithlens never "
+                    f"{what} file {path} holds pickled Python objects (an object array), which faithlens never "
                     f"loads (unpickling can run code); {fix}"
                 ) from None
             raise InputError(f"{what} file {path} is not a readable .npy ({e}); {fix}") from None
@@ -217,8 +269,27 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from .. import neurons as N
+        from .. import validate as V
+        from ..neurons.explain import _as_metrics, check_explain_args
 
         with friendly_errors():
+            # every option is checked before a file is read or a model loaded
+            _as_metrics(metric or ["iou"])
+            check_explain_args(
+                alpha=alpha,
+                threshold=threshold,
+                holdout=holdout,
+                direction=direction,
+                delta=delta,
+                n_boot=n_boot,
+                level=level,
+                interval=interval,
+                bound=bound,
+                seed=seed,
+                cli=True,
+            )
+            V.positive_int("--n-texts", n_texts)
+            V.nonnegative_int("--show", show)
             if model is not None:
                 if site is None:
                     raise InputError("--model needs --site (for example mlp_post.4)")
@@ -241,7 +312,7 @@ def register(app: typer.Typer) -> None:
                     tuple(a_names) if a_names else None,
                 )
                 con = N.as_concepts(np.asarray(c, dtype=np.float32), c_names)
-                grp = _read_matrix(groups, "groups")[0].reshape(-1) if groups is not None else None
+                grp = _load(groups, "groups")[0].reshape(-1) if groups is not None else None
             if units is not None:
                 acts = acts.units(_parse_units(units, acts.n_units))
             with _progress("explaining") as tick:
@@ -301,9 +372,15 @@ def register(app: typer.Typer) -> None:
         show: int = typer.Option(20, "--show", help="Channels to print."),
     ) -> None:
         """Network Dissection of conv channels against concept masks, with bounds."""
+        from .. import validate as V
         from ..neurons.dissect import dissect
+        from ..neurons.explain import check_explain_args
 
         with friendly_errors():
+            # every option is checked before a file is read
+            V.probability("--quantile", quantile, fix="the top quantile that fires, e.g. 0.005")
+            check_explain_args(delta=delta, n_boot=n_boot, level=level, seed=seed, cli=True)
+            V.nonnegative_int("--show", show)
             mp = _read_array(maps, "maps")
             mk = _read_array(masks, "masks") if masks is not None else None
             lb = _read_matrix(labels, "labels")[0] if labels is not None else None
@@ -342,10 +419,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The shipped digits CNN: logits vs digit concepts, pool channels vs pixel regions."""
         from .. import neurons as N
+        from .. import validate as V
         from ..neurons import digits as D
         from ..neurons.dissect import dissect
+        from ..neurons.explain import check_explain_args
 
         with friendly_errors():
+            # every option is checked before the model and the digits are loaded
+            V.probability("--quantile", quantile, fix="the firing quantile, e.g. 0.1")
+            check_explain_args(n_boot=n_boot, seed=seed, cli=True)
+            V.nonnegative_int("--show", show)
+            V.positive_int("--n-probe", n_probe, fix="at most 597 held-out digits")
             model = D.digits_model()
             data = D.load_digits_data(0)
             if not 10 <= n_probe <= len(data.y_probe):
@@ -412,9 +496,14 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Simulate units with known concepts: do the bounds and BE sets cover?"""
+        from .. import validate as V
+        from ..neurons.explain import check_explain_args
         from ..neurons.simulate import simulate
 
         with friendly_errors():
+            check_explain_args(delta=delta, n_boot=n_boot, level=level, seed=seed, cli=True)
+            V.min_examples("--reps", reps, what="a coverage estimate")
+            V.probability("--p", p, fix="a concept frequency such as 0.1")
             sizes = comma_list(n, int, "--n")
             with console.status("simulating..."):
                 res = simulate(
@@ -451,11 +540,22 @@ def register(app: typer.Typer) -> None:
         delta: float = typer.Option(0.05, "--delta", help="Confidence 1 - delta."),
     ) -> None:
         """Plan a study: the uniform bound at a probing-set size, or the size a bound needs."""
+        from .. import validate as V
         from ..neurons.bounds import faithfulness_bound, required_n
 
         with friendly_errors():
             if (n is None) == (epsilon is None):
                 raise InputError("give exactly one of --n and --epsilon")
+            V.probability("--delta", delta, fix="bounds hold with probability 1 - delta")
+            V.positive_int("--concepts", n_concepts)
+            if n is not None:
+                V.positive_int("--n", n)
+            if epsilon is not None:
+                V.positive_float("--epsilon", epsilon)
+            if p is not None:
+                V.probability("--p", p)
+            if alpha is not None:
+                V.probability("--alpha", alpha)
             if n is not None:
                 eps = float(faithfulness_bound(metric, n, n_concepts, delta, p=p, alpha=alpha))
                 console.print(
@@ -489,9 +589,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """NeuronEval's sanity checks: does each metric punish missing and extra labels?"""
+        from .. import validate as V
         from ..neurons.sanity import CHECKABLE, sanity_checks
 
         with friendly_errors():
+            V.nonnegative_int("--seed", seed)
             freqs = comma_list(frequencies, float, "--frequencies")
             with console.status("checking metrics..."):
                 res = sanity_checks(
@@ -520,9 +622,11 @@ def register(app: typer.Typer) -> None:
         show: int = typer.Option(20, "--show", help="Units to print."),
     ) -> None:
         """Print a saved neuron explanation (or one unit of it)."""
+        from .. import validate as V
         from ..results import Result
 
         with friendly_errors():
+            V.nonnegative_int("--show", show)
             res: Any = Result.load(path)
             if unit is not None:
                 if not hasattr(res, "unit"):
@@ -540,24 +644,40 @@ def register(app: typer.Typer) -> None:
 
 
 def _read_array(path: Path, what: str) -> np.ndarray:
-    if not path.exists():
-        raise InputError(f"{what} file {path} does not exist")
-    if path.suffix.lower() in (".npy", ".pt", ".pth"):
-        return _load_tensor_file(path, what)
-    raise InputError(f"{what} must be .npy or .pt (got {path.name})")
+    if path.suffix.lower() not in (".npy", ".pt", ".pth"):
+        raise InputError(f"{what} must be .npy or .pt (got {path.name})")
+    return _load(path, what)[0]
 
 
 def _parse_units(spec: str, n: int) -> list[int]:
-    spec = spec.strip()
+    """``a:b`` (Python slice, both ends within the units) or a comma list of unit indices;
+    anything outside ``0..n-1``, an empty selection or a repeat is an error (never clamped)."""
+    text = spec.strip()
     try:
-        if ":" in spec:
-            a, b = spec.split(":", 1)
-            return list(range(n))[slice(int(a) if a else None, int(b) if b else None)]
-        return [int(v) for v in spec.split(",") if v.strip()]
+        if ":" in text:
+            a, b = text.split(":", 1)
+            lo = int(a) if a.strip() else 0
+            hi = int(b) if b.strip() else n
+            if not (0 <= lo <= n and 0 <= hi <= n):
+                raise InputError(
+                    f"--units={spec!r}: runs past the {n} units; use a range within 0:{n}"
+                )
+            idx = list(range(lo, hi))
+        else:
+            idx = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as e:
+        raise InputError(f"--units={spec!r}: takes 'a:b' or a comma-separated list of ints") from e
+    bad = [i for i in idx if not 0 <= i < n]
+    if bad:
         raise InputError(
-            f"--units takes 'a:b' or a comma-separated list of ints, not {spec!r}"
-        ) from e
+            f"--units={spec!r}: units {bad[:5]} do not exist; the activations have {n} units "
+            f"(0..{n - 1})"
+        )
+    if not idx:
+        raise InputError(f"--units={spec!r}: selects no unit; choose among the {n} units")
+    if len(set(idx)) != len(idx):
+        raise InputError(f"--units={spec!r}: repeats a unit; list each unit once")
+    return idx
 
 
 __all__ = ["register"]

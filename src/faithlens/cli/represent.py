@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,63 @@ def _coefs(spec: str) -> list[float]:
         raise InputError(f"cannot read coefficients {spec!r}: use e.g. '-1,1'") from e
     if not vals:
         raise InputError("give at least one coefficient")
+    bad = [v for v in vals if not math.isfinite(v)]
+    if bad:
+        raise InputError(f"--coef={spec!r}: coefficients must be finite numbers, not {bad}")
     return vals
+
+
+def _check_position(position: str) -> None:
+    from ..errors import InputError
+
+    p = position.strip()
+    if p in ("last", "mean"):
+        return
+    if p.lstrip("-").isdigit() and int(p) <= 0:
+        return
+    raise InputError(
+        f"--position={position!r}: use 'last', 'mean' or an offset <= 0 from the last token"
+    )
+
+
+def _check_layers_syntax(spec: str) -> None:
+    """Check the --layers syntax before the model is loaded (its range needs the model)."""
+    from ..errors import InputError
+
+    s = spec.strip().lower()
+    if s == "all":
+        return
+    parts = [p.strip() for p in s.split(",") if p.strip()]
+    ok = bool(parts) and all(re.fullmatch(r"\d+\s*-\s*\d+|-?\d+", p) for p in parts)
+    if not ok:
+        raise InputError(f"--layers={spec!r}: use 'all', '10-16' or '8,12,16'")
+    for p in parts:
+        rng = re.fullmatch(r"(\d+)\s*-\s*(\d+)", p)
+        if rng and int(rng.group(1)) > int(rng.group(2)):
+            raise InputError(f"--layers={spec!r}: the range {p} is empty; write it low-high")
+
+
+def _check_common(
+    concept: str,
+    method: str,
+    device: str | None,
+    seed: int,
+    n_boot: int,
+    n_pairs: int | None,
+    pairs_option: str,
+) -> None:
+    """The options every ``represent`` command shares, checked before the model is loaded."""
+    from .. import validate as V
+    from ..representations.reading import METHODS
+
+    V.choice("--concept", concept, CONCEPTS)
+    V.choice("--method", method, METHODS)
+    V.nonnegative_int("--seed", seed)
+    V.n_boot(n_boot, "--n-boot")
+    if n_pairs is not None:
+        V.min_examples(pairs_option, n_pairs, what="a train/test split of contrast pairs")
+    if device is not None:
+        V.device(device, "--device")
 
 
 def _setup(model: str, concept: str, device: str | None, seed: int) -> tuple[Any, Any]:
@@ -166,7 +223,14 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", "-o", help="Folder for the result and plot."),
     ) -> None:
         """Read the concept's direction per layer: held-out accuracy, AUROC and stability, with CIs."""
+        from .. import validate as V
+
         with friendly_errors():
+            # every option is checked before the model is loaded
+            _check_common(concept, method, device, seed, n_boot, n, "--n")
+            V.nonnegative_int("--n-stability", n_stability, fix="0 skips the stability estimate")
+            _check_position(position)
+            _check_layers_syntax(layers)
             m, pm = _setup(model, concept, device, seed)
             res, _ = _read(m, pm, concept, method, layers, n, n_stability, n_boot, seed, position)
             console.print(res.summary().split("\n")[0])
@@ -216,12 +280,21 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", "-o", help="Folder for the result and plot."),
     ) -> None:
         """Steer with the concept's reading vector and measure the behaviour against no steering."""
+        from .. import validate as V
         from ..representations import compare
 
         with friendly_errors():
+            # every option is checked before the model is loaded
+            _check_common(concept, method, device, seed, n_boot, n_pairs, "--n-pairs")
+            V.min_examples("--n", n, what="an effect with a confidence interval")
+            V.positive_int("--max-new-tokens", max_new_tokens, fix="generate at least one token")
+            V.nonnegative_int("--show", show)
+            V.choice("--when", when, ("all", "prompt", "generated"))
+            V.choice("--metric", metric, ("margin", "rate"))
+            _check_layers_syntax(layers)
+            cs = _coefs(coef)
             m, pm = _setup(model, concept, device, seed)
             ls = parse_layers(layers, m.n_layers)
-            cs = _coefs(coef)
             beh = _behaviour(m, pm, n, seed)
             res, _ = _read(
                 m, pm, concept, method, ",".join(map(str, ls)), n_pairs, 0, 200, seed, "last"
@@ -286,12 +359,28 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", "-o", help="Folder for the report and plot."),
     ) -> None:
         """Every faithfulness check of the concept's representation, with its evidence."""
+        from .. import validate as V
+        from ..errors import InputError
         from ..representations import CHECKS, faithfulness
 
         with friendly_errors():
+            # every option is checked before the model is loaded
+            _check_common(concept, method, device, seed, n_boot, n_pairs, "--n-pairs")
+            V.positive_float("--coef", coef, fix="steering size in pair separations, e.g. 1.0")
+            V.choice("--prompt", prompt, ("all", "last"))
+            V.min_examples("--n", n, what="an effect with a confidence interval")
+            V.nonnegative_int("--n-random", n_random)
+            V.positive_int("--tokens", persistence_tokens, fix="generate at least one token")
+            _check_layers_syntax(layers)
+            which = list(CHECKS) if checks == "all" else [c.strip() for c in checks.split(",")]
+            unknown = [c for c in which if c not in CHECKS]
+            if unknown or not which:
+                raise InputError(
+                    f"--checks={checks!r}: unknown checks {unknown}; use 'all' or a comma list "
+                    f"of {', '.join(CHECKS)}"
+                )
             m, pm = _setup(model, concept, device, seed)
             ls = parse_layers(layers, m.n_layers)
-            which = list(CHECKS) if checks == "all" else [c.strip() for c in checks.split(",")]
             beh = _behaviour(m, pm, n, seed)
             res, pairs = _read(m, pm, concept, method, "all", n_pairs, 0, 200, seed, "last")
             natural = pm.natural_prompts(64, seed) if pm is not None else None

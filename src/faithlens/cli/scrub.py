@@ -131,8 +131,16 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         from .. import scrubbing as sc
+        from .. import validate as V
+        from ..scrubbing.engine import check_scrub_args
 
         with friendly_errors():
+            # every option is checked before the file is imported or the model loaded
+            check_scrub_args(n=n, seed=seed, batch_size=batch_size, cli=True)
+            V.positive_int("--budget", budget, fix="allow at least one evaluation, e.g. 32")
+            V.positive_int("--steps", steps, fix="take at least one refinement step")
+            if device is not None:
+                V.device(device, "--device")
             module = load_hypothesis_file(hypothesis_file)
             if model is not None:
                 m = load_model(model, device=device)
@@ -174,8 +182,9 @@ def register(app: typer.Typer) -> None:
             if dry_run:
                 console.print(prep.describe(), highlight=False, markup=False)
                 return
-            from ..scrubbing.engine import check_rewrites, finish
+            from ..scrubbing.engine import _enough_references, check_rewrites, finish
 
+            _enough_references(prep, n)
             check_rewrites(prep)
             with Progress(
                 TextColumn("[bold]scrubbing[/] {task.description}"),

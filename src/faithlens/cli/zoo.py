@@ -109,14 +109,21 @@ def register(app: typer.Typer) -> None:
             TimeRemainingColumn,
         )
 
+        from .. import validate as V
         from .. import zoo
         from ..errors import InputError
 
         with friendly_errors():
+            # every option is checked before anything is built, written or trained
             recipe = zoo.recipe(name)
+            V.nonnegative_int("--seed", seed)
             if steps is not None:
-                if steps < 1:
-                    raise InputError(f"--steps must be positive, got {steps}")
+                V.positive_int("--steps", steps, fix="train for at least one step")
+            if until is not None:
+                V.nonnegative_int("--until", until, fix="stop after N >= 0 steps")
+            V.positive_int("--threads", threads, fix="use at least one CPU thread")
+            V.device(device, "--device")
+            if steps is not None:
                 recipe.schedule = dataclasses.replace(recipe.schedule, steps=steps)
             folder = Path(out) if out is not None else Path("runs") / "zoo" / name
             with Progress(

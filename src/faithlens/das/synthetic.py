@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
-from ..tasks.synthetic_das import FEATURE_DIMS, SITE, synthetic_das
-from .train import das
+from .. import validate as V
+from ..tasks.synthetic_das import DIVISIONS, FEATURE_DIMS, SITE, synthetic_das
+from .train import check_das_args, das
 
 #: Loss names in the paper -> faithlens ``das(loss=...)``.
 LOSS_TYPES = {"DAS": "iia", "CL": "cl", "DAS+CL": "iia+cl"}
@@ -41,6 +42,29 @@ def run_cl_synthetic(
     log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Train and cross-evaluate every (division, seed, loss, direction); one row each."""
+    # every argument is checked before the first classifier is trained
+    for name, values in (("divisions", divisions), ("seeds", seeds), ("losses", losses)):
+        if isinstance(values, (str, bytes)) or not list(values):
+            raise V.fail(name, values, "must be a non-empty list")
+    for d in divisions:
+        V.choice("divisions", d, sorted(DIVISIONS))
+    for sd in seeds:
+        V.nonnegative_int("seeds", sd)
+    for ln in losses:
+        V.choice("losses", ln, list(LOSS_TYPES))
+    check_das_args(
+        epochs=epochs,
+        eval_every=eval_every,
+        lr=lr,
+        cl_weight=cl_weight,
+        method=method,
+        loss="iia+cl" if any(LOSS_TYPES[ln] != "iia" for ln in losses) else "iia",
+    )
+    V.min_examples("n_per_class", n_per_class, what="the synthetic task")
+    V.nonnegative_int("extra_dims", extra_dims)
+    V.positive_int("classifier_epochs", classifier_epochs, fix="train for at least one epoch")
+    if log is not None and not callable(log):
+        raise V.fail("log", log, "must be a callable (line) or None")
     rows = []
     for division in divisions:
         for seed in seeds:

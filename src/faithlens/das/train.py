@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch import Tensor
 from torch.nn.utils import parametrize
 
 from .. import safe_load, stats
+from .. import validate as V
 from ..divergence import distances as D
 from ..errors import CheckpointError, InputError, ShapeError
 from ..fingerprint import data_fingerprint, model_fingerprint
@@ -38,6 +40,93 @@ from .result import DASResult
 LOSSES = ("iia", "cl", "iia+cl")
 SELECT = ("auto", "iia", "emd", "last")
 CHECKPOINT = "das_checkpoint.pt"
+METHODS = ("rotation", "boundless", "linear", "identity", "das")
+
+
+def check_das_args(
+    *,
+    dims: Any = 1,
+    method: Any = "rotation",
+    loss: Any = "iia",
+    cl_form: Any = "modified",
+    cl_weight: Any = 100.0,
+    cl_dims: Any = None,
+    epochs: Any = 601,
+    lr: Any = 0.01,
+    boundary_lr: Any = 0.01,
+    batch_size: Any = None,
+    select: Any = "auto",
+    eval_every: Any = 10,
+    emd_dims: Any = None,
+    temperature: Any = (50.0, 0.1),
+    width_weight: Any = 1.0,
+    checkpoint_every: Any = 100,
+    seed: Any = 0,
+    cli: bool = False,
+) -> None:
+    """Refuse every :func:`das` argument that makes no sense, before any forward pass.
+
+    Checks what does not depend on the site (the site's width is checked once it is known).
+    ``cli=True`` names the arguments as command-line options (``--batch-size``).
+    """
+
+    def nm(name: str) -> str:
+        return "--" + name.replace("_", "-") if cli else name
+
+    def index_list(name: str, value: Any, *, allow_empty: bool = False) -> list[int]:
+        if isinstance(value, (str, bytes)):
+            raise V.fail(nm(name), value, "must be a list of coordinates", "e.g. [0, 1]")
+        if not isinstance(value, Sequence):
+            try:
+                value = list(value)
+            except TypeError:
+                raise V.fail(nm(name), value, "must be a list of coordinates") from None
+        out = [V.nonnegative_int(nm(name), d, fix="coordinates count from 0") for d in value]
+        if not out and not allow_empty:
+            raise V.fail(nm(name), value, "is empty", "give at least one coordinate")
+        if len(set(out)) != len(out):
+            raise V.fail(nm(name), value, "repeats a coordinate", "list each coordinate once")
+        return out
+
+    V.choice(nm("method"), method, METHODS)
+    V.choice(nm("loss"), loss, LOSSES)
+    V.choice(nm("cl_form"), cl_form, ("modified", "mas"))
+    V.choice(nm("select"), select, SELECT)
+    if isinstance(dims, numbers.Integral) and not isinstance(dims, bool):
+        V.positive_int(nm("dims"), dims, fix="give how many aligned coordinates carry the variable")
+    else:
+        index_list("dims", dims)
+    uses_cl = loss in ("cl", "iia+cl")
+    if uses_cl:
+        V.positive_float(nm("cl_weight"), cl_weight, fix="the CL loss needs a weight > 0")
+    else:
+        V.finite_float(nm("cl_weight"), cl_weight, low=0.0)
+    if cl_dims is not None:
+        if isinstance(cl_dims, (str, bytes)) or not isinstance(cl_dims, Sequence) or not cl_dims:
+            raise V.fail(nm("cl_dims"), cl_dims, "must be a non-empty list of coordinate lists")
+        for group in cl_dims:
+            index_list("cl_dims", group)
+    V.positive_int(nm("epochs"), epochs)
+    V.positive_float(nm("lr"), lr, fix="use a small positive learning rate such as 0.01")
+    V.positive_float(nm("boundary_lr"), boundary_lr, fix="use e.g. 0.01")
+    if batch_size is not None:
+        V.positive_int(nm("batch_size"), batch_size, fix="omit it for full-batch training")
+    V.positive_int(nm("eval_every"), eval_every, fix="evaluate the EMD every N >= 1 epochs")
+    if emd_dims is not None:
+        index_list("emd_dims", emd_dims, allow_empty=True)
+    try:
+        temps = tuple(temperature)
+    except TypeError:
+        temps = ()
+    if isinstance(temperature, (str, bytes)) or len(temps) != 2:
+        raise V.fail(
+            nm("temperature"), temperature, "must be a pair (start, end)", "e.g. (50, 0.1)"
+        )
+    for t in temps:
+        V.positive_float(nm("temperature"), t, fix="both temperatures must be > 0, e.g. (50, 0.1)")
+    V.finite_float(nm("width_weight"), width_weight, low=0.0)
+    V.positive_int(nm("checkpoint_every"), checkpoint_every)
+    V.nonnegative_int(nm("seed"), seed)
 
 
 @dataclass(frozen=True)
@@ -168,6 +257,11 @@ def evaluate_alignment(
     The natural reference for the EMD is ``natural``, else ``data.natural``, else the source
     activations (the synthetic-DAS convention).
     """
+    if batch_size is not None:
+        V.positive_int("batch_size", batch_size, fix="omit it to evaluate in one batch")
+    V.nonnegative_int("seed", seed)
+    V.positive_float("blur", blur)
+    V.min_examples("len(data)", len(data), what="an IIA with a confidence interval")
     s = as_site(site)
     if dims is None and mask is None:
         raise InputError("evaluate_alignment needs the interchanged dims (or a soft mask)")
@@ -361,15 +455,43 @@ def das(
         seed: initialisation and batch order.
         progress: called after each epoch with ``(epoch, history_row)``.
     """
+    check_das_args(
+        dims=dims,
+        method=method,
+        loss=loss,
+        cl_form=cl_form,
+        cl_weight=cl_weight,
+        cl_dims=cl_dims,
+        epochs=epochs,
+        lr=lr,
+        boundary_lr=boundary_lr,
+        batch_size=batch_size,
+        select=select,
+        eval_every=eval_every,
+        emd_dims=emd_dims,
+        temperature=temperature,
+        width_weight=width_weight,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
+    )
+    if not isinstance(model, Model):
+        raise V.fail(
+            "model", type(model).__name__, "must be a faithlens Model", "use fl.load or fl.wrap"
+        )
+    if not isinstance(data, InterchangeData):
+        raise V.fail(
+            "data",
+            type(data).__name__,
+            "must be an InterchangeData",
+            "build it with fl.InterchangeData",
+        )
+    V.min_examples("len(data)", len(data), what="an IIA with a confidence interval")
+    if alignment is not None and not isinstance(alignment, Alignment):
+        raise V.fail("alignment", type(alignment).__name__, "must be a faithlens Alignment or None")
+    if progress is not None and not callable(progress):
+        raise V.fail("progress", progress, "must be a callable (epoch, row) or None")
+    epochs, eval_every, checkpoint_every = int(epochs), int(eval_every), int(checkpoint_every)
     s = as_site(site)
-    if loss not in LOSSES:
-        raise InputError(f"das: loss must be one of {LOSSES}, not {loss!r}")
-    if select not in SELECT:
-        raise InputError(f"das: select must be one of {SELECT}, not {select!r}")
-    if cl_form not in ("modified", "mas"):
-        raise InputError(f"das: cl_form must be 'modified' or 'mas', not {cl_form!r}")
-    if epochs < 1:
-        raise InputError(f"das: epochs must be at least 1, got {epochs}")
     uses_cl = loss in ("cl", "iia+cl")
     if uses_cl and data.cl_targets is None:
         raise InputError(
@@ -406,6 +528,10 @@ def das(
     if data.cl_targets is not None and uses_cl and data.cl_targets.shape[-1] != width:
         raise ShapeError(
             f"das: cl_targets have width {data.cl_targets.shape[-1]}, the site {width}"
+        )
+    if cl_dims is not None and any(not 0 <= d < width for g in cl_dims for d in g):
+        raise ShapeError(
+            f"das: cl_dims {[list(g) for g in cl_dims]} out of range for width {width}"
         )
     if emd_dims is not None and any(not 0 <= d < width for d in emd_dims):
         raise ShapeError(f"das: emd_dims {list(emd_dims)} out of range for width {width}")
@@ -675,4 +801,11 @@ def _jsonable_positions(p: Any) -> Any:
     return p
 
 
-__all__ = ["AlignmentEval", "base_resume", "das", "evaluate_alignment", "source_activations"]
+__all__ = [
+    "AlignmentEval",
+    "base_resume",
+    "check_das_args",
+    "das",
+    "evaluate_alignment",
+    "source_activations",
+]

@@ -124,8 +124,24 @@ def dissect(
 
     Returns a :class:`Dissection` (metric ``iou``).
     """
+    from .. import validate as V
     from ..models.sites import Site
+    from .explain import check_explain_args
 
+    # every argument is checked before any map is collected or upsampled
+    V.probability("quantile", quantile, fix="the top quantile that fires, e.g. 0.005")
+    check_explain_args(
+        delta=delta,
+        n_boot=n_boot,
+        level=level,
+        interval=interval,
+        seed=seed,
+        max_memory=max_memory,
+        progress=progress,
+    )
+    V.positive_int("batch_size", batch_size)
+    if device is not None:
+        V.device(device)
     if isinstance(maps, str | Site):
         if model is None or inputs is None:
             raise InputError("dissect(site, ...) needs model= and inputs=")

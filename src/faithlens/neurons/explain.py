@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import validate as V
 from ..errors import CheckpointError, InputError, ShapeError
 from . import bounds as _b
 from .engine import (
@@ -205,6 +207,48 @@ class _Checkpoint:
         tmp.replace(self._file(start))
 
 
+def check_explain_args(
+    *,
+    alpha: Any = 0.05,
+    threshold: Any = None,
+    holdout: Any = 0.0,
+    direction: Any = "unit_predicts_concept",
+    delta: Any = 0.05,
+    n_boot: Any = 1000,
+    level: Any = 0.9,
+    interval: Any = "kl",
+    bound: Any = "auto",
+    seed: Any = 0,
+    max_memory: Any = None,
+    progress: Any = None,
+    cli: bool = False,
+) -> None:
+    """Refuse a bad :func:`explain` argument before any activation is read or collected
+    (``cli=True`` names the command-line options)."""
+
+    def nm(name: str) -> str:
+        return "--" + name.replace("_", "-") if cli else name
+
+    V.choice(nm("direction"), direction, DIRECTIONS)
+    V.choice(nm("interval"), interval, _b.INTERVALS)
+    V.choice(nm("bound"), bound, BOUNDS)
+    V.probability(nm("delta"), delta, fix="bounds hold with probability 1 - delta, e.g. 0.05")
+    V.level(level, nm("level"))
+    nb = V.nonnegative_int(nm("n_boot"), n_boot, fix="0 skips the stability analysis")
+    if nb == 1:
+        raise V.fail(nm("n_boot"), n_boot, "one resample gives no spread", "use 0 or e.g. 1000")
+    if threshold is None:
+        V.probability(nm("alpha"), alpha, fix="the top quantile that fires, e.g. 0.05")
+    elif isinstance(threshold, numbers.Real):
+        V.finite_float(nm("threshold"), threshold)
+    V.finite_float(nm("holdout"), holdout, low=0.0, high=1.0, high_open=True)
+    V.nonnegative_int(nm("seed"), seed)
+    if max_memory is not None:
+        V.positive_int(nm("max_memory"), max_memory, fix="give a number of bytes")
+    if progress is not None and not callable(progress):
+        raise V.fail(nm("progress"), progress, "must be a callable (done, total) or None")
+
+
 def explain(
     activations: Any,
     concepts: Any,
@@ -271,18 +315,22 @@ def explain(
         progress: ``progress(done, total)`` is called as unit blocks finish.
     """
     metrics = _as_metrics(metric)
-    if direction not in DIRECTIONS:
-        raise InputError(f"direction must be one of {DIRECTIONS}, not {direction!r}")
-    if interval not in _b.INTERVALS:
-        raise InputError(f"interval must be one of {_b.INTERVALS}, not {interval!r}")
-    if bound not in BOUNDS:
-        raise InputError(f"bound must be one of {BOUNDS}, not {bound!r}")
-    if not 0 < delta < 1:
-        raise InputError(f"delta must be in (0, 1), got {delta}")
-    if not 0 < level < 1:
-        raise InputError(f"level (the BE coverage) must be in (0, 1), got {level}")
-    if n_boot < 0:
-        raise InputError(f"n_boot must be >= 0, got {n_boot}")
+    check_explain_args(
+        alpha=alpha,
+        threshold=threshold,
+        holdout=holdout,
+        direction=direction,
+        delta=delta,
+        n_boot=n_boot,
+        level=level,
+        interval=interval,
+        bound=bound,
+        seed=seed,
+        max_memory=max_memory,
+        progress=progress,
+    )
+    if device is not None:
+        V.device(device)
     acts = _as_activations(activations, model, inputs, unit_names)
     con = as_concepts(concepts, concept_names)
     grp = groups if groups is not None else acts.groups
@@ -916,6 +964,7 @@ def _softwpmi_prior(
 __all__ = [
     "BOUNDS",
     "DIRECTIONS",
+    "check_explain_args",
     "explain",
     "run_explain",
     "split_thresholds",

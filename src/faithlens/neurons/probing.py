@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from .. import validate as V
 from ..errors import InputError, ShapeError
 
 if TYPE_CHECKING:
@@ -70,7 +71,23 @@ class Activations:
 
     def units(self, index: Sequence[int] | slice) -> Activations:
         """The same probing set restricted to some units."""
-        idx = list(range(self.n_units))[index] if isinstance(index, slice) else list(index)
+        n = self.n_units
+        if isinstance(index, slice):
+            for end in (index.start, index.stop):
+                if end is not None and not -n <= int(end) <= n:
+                    raise V.fail(
+                        "units",
+                        f"{index.start}:{index.stop}",
+                        f"runs past the {n} units",
+                        f"use indices between 0 and {n}",
+                    )
+            idx = list(range(n))[index]
+        else:
+            idx = [V.int_in_range("units", i, 0, n - 1, fix=f"there are {n} units") for i in index]
+        if not idx:
+            raise V.fail("units", index, "selects no unit", f"choose among the {n} units")
+        if len(set(idx)) != len(idx):
+            raise V.fail("units", index, "repeats a unit", "list each unit once")
         names = tuple(self.unit_names[i] for i in idx) if self.unit_names else None
         return Activations(self.values[:, idx], names, self.groups, self.tokens, self.site)
 

@@ -26,10 +26,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import validate as V
 from ..errors import InputError
 from ..results import Result
 from .engine import FAMILIES, Problem, memory_budget, plan_chunks
-from .explain import _as_metrics, full_pass, unit_blocks
+from .explain import DIRECTIONS, _as_metrics, full_pass, unit_blocks
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -74,6 +75,12 @@ def sanity_checks(
         raise InputError("sanity checks need seeds >= 2 and n >= 100")
     if not 0 < pass_rate <= 1:
         raise InputError("pass_rate must be in (0, 1]")
+    V.positive_float("eps", eps)
+    V.finite_float("tol", tol, low=0.0)
+    V.nonnegative_int("seed", seed)
+    V.choice("direction", direction, DIRECTIONS)
+    if max_memory is not None:
+        V.positive_int("max_memory", max_memory, fix="give a number of bytes")
     freqs = tuple(float(f) for f in frequencies)
     if any(not 0 < f < 0.5 for f in freqs) or any(f * n < 2 for f in freqs):
         raise InputError(

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from scipy import stats as _st
 
+from .. import validate as V
 from ..errors import InputError
 from ..results import Result
 from . import bounds as _b
@@ -183,6 +184,17 @@ def simulate(
         raise InputError("n_concepts must be at least 2")
     if direction not in DIRECTIONS:
         raise InputError(f"direction must be one of {DIRECTIONS}")
+    V.probability("delta", delta, fix="bounds hold with probability 1 - delta, e.g. 0.05")
+    V.level(level)
+    nb = V.nonnegative_int("n_boot", n_boot, fix="0 skips the BE sets")
+    if nb == 1:
+        raise V.fail("n_boot", n_boot, "one resample gives no spread", "use 0 or e.g. 200")
+    V.choice("interval", interval, _b.INTERVALS)
+    V.nonnegative_int("seed", seed)
+    if alpha is not None:
+        V.probability("alpha", alpha, fix="the firing quantile, e.g. 0.1")
+    if max_memory is not None:
+        V.positive_int("max_memory", max_memory, fix="give a number of bytes")
     if "correlation" in ms and n_boot < 50:
         raise InputError("correlation is checked through its bootstrap band: pass n_boot >= 50")
     a = p if alpha is None else float(alpha)

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from .. import stats
+from .. import validate as V
 from ..errors import InputError
 from ..models.model import Model
 from ..models.sites import Site
@@ -125,6 +126,14 @@ def compare(
     paired with the unsteered baseline: mean effect with a bootstrap CI over prompts.
     ``baseline`` / ``precomputed`` (``{condition index: values}``) reuse metric values that
     were already measured."""
+    V.n_boot(n_boot)
+    V.level(level)
+    V.nonnegative_int("seed", seed)
+    V.positive_int("batch_size", batch_size)
+    if isinstance(metric, str):
+        V.choice("metric", metric, ("margin", "margin_per_token", "rate"))
+    if "max_new_tokens" in gen_kwargs:
+        V.positive_int("max_new_tokens", gen_kwargs["max_new_tokens"], fix="generate >= 1 token")
     conds = [as_steerings(c) for c in conditions]
     if not conds:
         raise InputError("compare needs at least one condition")
@@ -887,6 +896,23 @@ def faithfulness(
     unknown = [c for c in checks if c not in CHECKS]
     if unknown:
         raise InputError(f"unknown checks {unknown}; choose from {CHECKS}")
+    V.positive_float("coef", coef, fix="coef must be positive: both signs are tested")
+    V.choice("prompt", prompt, ("all", "last"))
+    if isinstance(metric, str):
+        V.choice("metric", metric, ("margin", "margin_per_token", "rate"))
+    V.finite_float("min_effect", min_effect, low=0.0)
+    V.nonnegative_int("n_random", n_random)
+    V.nonnegative_int("n_stability", n_stability)
+    V.finite_float("stable_threshold", stable_threshold, low=-1.0, high=1.0)
+    V.positive_float("max_divergence_ratio", max_divergence_ratio)
+    V.positive_int("persistence_tokens", persistence_tokens, fix="generate >= 1 token")
+    V.probability("alpha", alpha, fix="use e.g. 0.05")
+    V.n_boot(n_boot)
+    V.level(level)
+    V.nonnegative_int("seed", seed)
+    V.positive_int("batch_size", batch_size)
+    if progress is not None and not callable(progress):
+        raise V.fail("progress", progress, "must be a callable (check name) or None")
     ls = [layers] if isinstance(layers, int) else [int(x) for x in layers]
     if not ls:
         raise InputError("give at least one steering layer")
@@ -894,8 +920,6 @@ def faithfulness(
         reading.direction(L)  # errors for layers the reading does not have
     an_layer = ls[-1] if layer is None else int(layer)
     r = reading.direction(an_layer)
-    if coef <= 0:
-        raise InputError(f"coef must be positive (both signs are tested), got {coef}")
     if null not in ("isotropic", "covariance"):
         raise InputError(f"null must be 'isotropic' or 'covariance', not {null!r}")
     if "writers" in checks and pairs is None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
+from .. import validate as V
 from ..errors import InputError
 
 if TYPE_CHECKING:
@@ -227,9 +228,16 @@ def facts(topics: Sequence[str] | None = None) -> tuple[Fact, ...]:
 
 def _pick(items: Sequence[Fact] | None, n: int | None, seed: int) -> tuple[Fact, ...]:
     pool = tuple(items) if items is not None else facts()
+    V.nonnegative_int("seed", seed)
     if n is not None:
-        if n < 2:
-            raise InputError(f"n must be at least 2, got {n}")
+        n = V.min_examples("n", n, what="a set of contrast pairs or prompts")
+        if n > len(pool):
+            raise V.fail(
+                "n",
+                n,
+                f"there are only {len(pool)} facts",
+                f"use n <= {len(pool)}, or None for all",
+            )
         if n < len(pool):
             idx = np.sort(np.random.default_rng(seed).choice(len(pool), n, replace=False))
             pool = tuple(pool[i] for i in idx)

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from .. import stats
+from .. import validate as V
 from ..errors import InputError
 from ..models.model import Inputs, Model
 from ..models.sites import Site
@@ -399,7 +400,8 @@ class ReadingResult(Result):
     ) -> Steering:
         """Add ``coef`` times the (scaled) reading vector at ``site.L`` for each layer: positive
         ``coef`` pushes towards the concept, negative away from it."""
-        ls = [layers] if isinstance(layers, int) else list(layers)
+        V.finite_float("coef", coef, fix="a size in units of the scale, e.g. 1.0 or -1.0")
+        ls = _steer_layers(layers)
         return Steering(
             {f"{self.site}.{L}": self.vector(L, coef, scale) for L in ls},
             operator="add",
@@ -418,7 +420,7 @@ class ReadingResult(Result):
         label: str | None = None,
     ) -> Steering:
         """Project the reading vector out of ``site.L`` for each layer (``h - <h, r> r``)."""
-        ls = [layers] if isinstance(layers, int) else list(layers)
+        ls = _steer_layers(layers)
         return Steering(
             {f"{self.site}.{L}": self.direction(L) for L in ls},
             operator="project_out",
@@ -438,7 +440,10 @@ class ReadingResult(Result):
         """The read-out ``s = <h - mu, r>`` at every token of every text, per layer:
         ``[n, n_layers, T]`` (NaN past a text's end). RepE's LAT scan: how the concept's reading
         evolves along a text, e.g. a prompt followed by the model's own generation."""
+        V.positive_int("batch_size", batch_size)
         ls = list(self.layers) if layers is None else [int(x) for x in layers]
+        if not ls:
+            raise V.fail("layers", layers, "is empty", "give at least one layer or None for all")
         js = [self._j(L) for L in ls]
         seqs = encode(model, texts)
         T = max(len(x) for x in seqs)
@@ -530,6 +535,13 @@ class ReadingResult(Result):
         return fig
 
 
+def _steer_layers(layers: Sequence[int] | int) -> list[int]:
+    ls = [layers] if isinstance(layers, int) else list(layers)
+    if not ls:
+        raise V.fail("layers", layers, "is empty", "give at least one layer to steer at")
+    return ls
+
+
 def _layers_str(ls: Sequence[int]) -> str:
     ls = sorted(ls)
     if len(ls) > 2 and ls == list(range(ls[0], ls[-1] + 1)):
@@ -587,12 +599,20 @@ def read(
         n_stability: bootstrap refits for the stability estimate (0: skip).
         n_boot: bootstrap resamples for the AUROC intervals.
     """
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose from {METHODS}")
-    if not 0.5 <= level < 1:
-        raise InputError(f"level must be in [0.5, 1), got {level}")
-    if n_stability < 0 or n_boot < 1:
-        raise InputError("n_stability must be >= 0 and n_boot >= 1")
+    V.choice("method", method, METHODS)
+    V.finite_float("level", level, low=0.5, high=1.0, high_open=True, fix="use e.g. 0.95")
+    V.nonnegative_int("n_stability", n_stability, fix="0 skips the stability estimate")
+    V.n_boot(n_boot)
+    V.nonnegative_int("seed", seed)
+    V.positive_int("batch_size", batch_size)
+    if isinstance(test, float):
+        V.probability("test", test, fix="hold out a fraction such as 0.25")
+    if isinstance(position, str):
+        V.choice("position", position, ("last", "mean"), fix="or an offset <= 0 from the last")
+    elif not isinstance(position, bool) and isinstance(position, int) and position > 0:
+        raise V.fail("position", position, "an offset must be <= 0 (0 is the last token)")
+    if progress is not None and not callable(progress):
+        raise V.fail("progress", progress, "must be a callable (done, total) or None")
     if not isinstance(pairs, (ContrastPairs, ContrastActivations)):
         raise InputError(
             f"pairs must be ContrastPairs or ContrastActivations, not {type(pairs).__name__}"

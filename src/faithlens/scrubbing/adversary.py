@@ -28,11 +28,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import validate as V
 from ..errors import InputError
 from ..models.graph import ComponentGraph, graph_for
 from ..stats import mean_se
 from .data import Feature
-from .engine import _as_data, _as_model, check_rewrites, finish, prepare, stream
+from .engine import (
+    _as_data,
+    _as_model,
+    check_rewrites,
+    check_scrub_args,
+    finish,
+    prepare,
+    stream,
+)
 from .hypothesis import Hypothesis, InterpNode, Joined, join, trees
 from .metrics import Behaviour
 from .paths import Route, to
@@ -195,6 +204,10 @@ def adversary(
     ``features``: the adversary's library of candidate features (name -> feature);
     ``refinements``: an explicit list instead of the generated candidates.
     """
+    V.positive_int("budget", budget, fix="allow at least one evaluation, e.g. 32")
+    V.positive_int("steps", steps, fix="take at least one refinement step")
+    V.finite_float("min_z", min_z, low=0.0, fix="use e.g. 3.0 standard errors")
+    check_scrub_args(n=n, seed=seed, batch_size=batch_size, progress=progress)
     m = _as_model(model)
     pool, default_b = _as_data(data)
     beh = behaviour or default_b
@@ -205,8 +218,6 @@ def adversary(
     cands = list(refinements) if refinements is not None else candidates(hypothesis, gr, features)
     if not cands:
         raise InputError("the adversary has no refinement to try (give features= or refinements=)")
-    if budget < 1:
-        raise InputError(f"budget must be at least 1, got {budget}")
     order = np.argsort(stream(seed, "adversary", len(cands))[0], kind="stable")
     queue = [cands[i] for i in order]
     seq = None

@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from .. import validate as V
 from ..errors import InputError
 from ..models.graph import (
     ComponentGraph,
@@ -378,6 +379,7 @@ def prepare(
     seed: int = 0,
 ) -> Prepared:
     """Plan, validate and sample a scrubbing experiment without running the model on it."""
+    V.nonnegative_int("seed", seed)
     m = _as_model(model)
     if not isinstance(hypothesis, Hypothesis):
         raise InputError(f"scrub needs a faithlens Hypothesis, not {type(hypothesis).__name__}")
@@ -407,8 +409,7 @@ def prepare(
         if n is None:
             ref = np.arange(len(pool))
         else:
-            if n < 1:
-                raise InputError(f"n must be at least 1, got {n}")
+            n = V.positive_int("n", n, fix="give n >= 2 reference examples, or None for every row")
             u, _ = stream(seed, "references", n)
             ref = np.minimum((u * len(pool)).astype(np.int64), len(pool) - 1)
     missing = [
@@ -519,6 +520,45 @@ def check_rewrites(prep: Prepared, rows: int = 16) -> None:
         g = after
 
 
+def check_scrub_args(
+    *,
+    n: Any = None,
+    seed: Any = 0,
+    batch_size: Any = None,
+    n_boot: Any = 1000,
+    level: Any = 0.95,
+    progress: Any = None,
+    cli: bool = False,
+) -> None:
+    """Refuse a bad :func:`scrub` argument before anything is planned or run (``cli=True``
+    names the command-line options)."""
+
+    def nm(name: str) -> str:
+        return "--" + name.replace("_", "-") if cli else name
+
+    if n is not None:
+        V.min_examples(nm("n"), n, what="an expectation with a standard error")
+    V.nonnegative_int(nm("seed"), seed)
+    if batch_size is not None:
+        V.positive_int(nm("batch_size"), batch_size, fix="omit it to size chunks from memory")
+    V.n_boot(n_boot, nm("n_boot"))
+    V.level(level, nm("level"))
+    if progress is not None and not callable(progress):
+        raise V.fail(nm("progress"), progress, "must be a callable (done, total) or None")
+
+
+def _enough_references(prep: Prepared, n: int | None) -> None:
+    """A standard error needs two reference examples (one gives se = 0)."""
+    if len(prep.ref) < 2:
+        name = "n" if n is not None else "data"
+        raise V.fail(
+            name,
+            n if n is not None else f"a pool of {len(prep.ref)} row(s)",
+            "scrubbing needs at least 2 reference examples for a standard error",
+            "give n >= 2 (references are drawn with replacement) or a bigger pool",
+        )
+
+
 def scrub(
     model: Any,
     hypothesis: Hypothesis,
@@ -555,6 +595,9 @@ def scrub(
         n_boot, level: bootstrap resamples and confidence level.
         progress: called with (done, total) after each chunk.
     """
+    check_scrub_args(
+        n=n, seed=seed, batch_size=batch_size, n_boot=n_boot, level=level, progress=progress
+    )
     prep = prepare(
         model,
         hypothesis,
@@ -566,6 +609,7 @@ def scrub(
         references=references,
         seed=seed,
     )
+    _enough_references(prep, n)
     check_rewrites(prep)
     return finish(
         prep, batch_size=batch_size, n_boot=n_boot, level=level, progress=progress, seed=seed
@@ -581,6 +625,11 @@ def finish(
     progress: Callable[[int, int], None] | None = None,
     seed: int = 0,
 ) -> ScrubResult:
+    """Run a prepared experiment (see :func:`prepare`) and summarise it."""
+    check_scrub_args(
+        seed=seed, batch_size=batch_size, n_boot=n_boot, level=level, progress=progress
+    )
+    _enough_references(prep, None if len(prep.ref) >= 2 else len(prep.ref))
     vals, kl, stats = run_prepared(prep, batch_size=batch_size, progress=progress)
     orig, h = vals[0], vals[1]
     bnames = list(prep.baselines)

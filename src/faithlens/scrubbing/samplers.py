@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import validate as V
 from ..errors import InputError
 from .data import Feature, ScrubData, Table, feature_name
 
@@ -199,10 +200,8 @@ class Kernel(Sampler):
     kind = "kernel"
 
     def __post_init__(self) -> None:
-        if not self.bandwidth > 0:
-            raise InputError(f"Kernel bandwidth must be positive, got {self.bandwidth}")
-        if self.kernel not in ("gaussian", "box"):
-            raise InputError(f"Kernel kernel must be 'gaussian' or 'box', not {self.kernel!r}")
+        V.positive_float("bandwidth", self.bandwidth, fix="Kernel bandwidth must be positive")
+        V.choice("kernel", self.kernel, ("gaussian", "box"))
 
     def describe(self) -> str:
         return f"Kernel({feature_name(self.feature)}, bandwidth={self.bandwidth:g}, {self.kernel})"

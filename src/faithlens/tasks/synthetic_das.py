@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import validate as V
 from ..errors import InputError
 from ..models.model import Model, wrap
 from .interchange import InterchangeData
@@ -163,6 +164,18 @@ def train_classifier(
     validate; keep the best validation accuracy; stop once validation loss has failed to improve
     on the previous epoch ``patience`` times. Returns the frozen classifier (eval mode) and its
     validation accuracy."""
+    V.positive_int("epochs", epochs, fix="train the classifier for at least one epoch")
+    V.positive_int("patience", patience)
+    V.positive_float("lr", lr, fix="use e.g. 0.01")
+    V.finite_float("weight_decay", weight_decay, low=0.0)
+    V.positive_int("batch_size", batch_size)
+    V.positive_int("n_classes", n_classes)
+    if len(h) != len(labels):
+        raise V.fail("labels", f"{len(labels)} labels", f"need one label per row of h ({len(h)})")
+    if int(0.8 * len(h)) < 2 or len(h) - int(0.8 * len(h)) < 1:
+        raise V.fail(
+            "h", f"{len(h)} rows", "too few to split 80/20 into training and validation rows"
+        )
     x = torch.as_tensor(h, dtype=torch.float32)
     y = torch.as_tensor(labels, dtype=torch.long)
     n_train = int(0.8 * len(x))
@@ -206,12 +219,16 @@ def train_classifier(
     return clf, best_acc
 
 
+#: Noise coordinates appended to the two features by default (the site is 2 + this wide).
+EXTRA_DIMS = 16
+
+
 def synthetic_das(
     division: str = "og_holdouts",
     seed: int = 0,
     *,
     n_per_class: int = 100,
-    extra_dims: int = 16,
+    extra_dims: int = EXTRA_DIMS,
     noise: float = 0.1,
     classifier_epochs: int = 1000,
     classifier_patience: int = 100,
@@ -219,8 +236,12 @@ def synthetic_das(
     """Both tasks of ``division`` for one seed (data, frozen classifiers, CL targets)."""
     if division not in DIVISIONS:
         raise InputError(f"unknown division {division!r}; choose from {sorted(DIVISIONS)}")
-    if n_per_class < 2:
-        raise InputError("synthetic_das: n_per_class must be at least 2")
+    V.nonnegative_int("seed", seed)
+    V.min_examples("n_per_class", n_per_class, what="the synthetic task")
+    V.nonnegative_int("extra_dims", extra_dims)
+    V.finite_float("noise", noise, low=0.0)
+    V.positive_int("classifier_epochs", classifier_epochs, fix="train for at least one epoch")
+    V.positive_int("classifier_patience", classifier_patience)
     c1, c2, shared = DIVISIONS[division]
     rng = np.random.default_rng(seed)
     feats2d, xy = natural_features(rng, n_per_class=n_per_class, noise=noise)
@@ -295,6 +316,7 @@ def synthetic_das(
 __all__ = [
     "ALL_CLASSES",
     "DIVISIONS",
+    "EXTRA_DIMS",
     "FEATURE_DIMS",
     "SITE",
     "Classifier",

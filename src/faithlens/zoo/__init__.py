@@ -119,6 +119,15 @@ def load(
     package) or the path of a ``.safetensors`` file written by :func:`train` (the file's stem
     names the recipe, whose tokenizer is attached).
     """
+    from .. import validate as V
+
+    if not isinstance(name, (str, Path)):
+        raise V.fail("name", name, "must be a zoo model name or a .safetensors path")
+    name = str(name)
+    if device is not None:
+        V.device(device)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise V.fail("dtype", dtype, "must be a floating torch dtype", "e.g. torch.float32")
     path = Path(name).expanduser()
     if name.endswith(".safetensors") or path.is_file():
         if not path.is_file():

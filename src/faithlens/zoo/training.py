@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from .. import safe_load
+from .. import validate as V
 from ..errors import CheckpointError, InputError
 from ..results import Result
 from .config import ZooConfig
@@ -64,10 +65,20 @@ class Schedule:
     log_every: int = 10
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise InputError(f"Schedule: steps and batch_size must be positive ({self})")
-        if self.lr <= 0:
-            raise InputError(f"Schedule.lr must be positive, got {self.lr}")
+        V.positive_int("Schedule.steps", self.steps)
+        V.positive_int("Schedule.batch_size", self.batch_size)
+        V.positive_float("Schedule.lr", self.lr, fix="use e.g. 1e-3")
+        V.nonnegative_int("Schedule.warmup", self.warmup)
+        V.probability("Schedule.min_lr_ratio", self.min_lr_ratio, open_=False)
+        V.finite_float("Schedule.weight_decay", self.weight_decay, low=0.0)
+        if len(self.betas) != 2:
+            raise V.fail("Schedule.betas", self.betas, "must be a pair", "e.g. (0.9, 0.99)")
+        for b in self.betas:
+            V.finite_float("Schedule.betas", b, low=0.0, high=1.0, high_open=True)
+        V.positive_float("Schedule.grad_clip", self.grad_clip)
+        V.nonnegative_int("Schedule.eval_every", self.eval_every, fix="0 turns evaluation off")
+        V.positive_int("Schedule.checkpoint_every", self.checkpoint_every)
+        V.positive_int("Schedule.log_every", self.log_every)
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of ``lr`` at ``step``: linear warm-up, then cosine to ``min_lr_ratio``."""
@@ -330,6 +341,35 @@ def _read_checkpoint(path: Path, device: str | torch.device) -> dict[str, Any]:
     return safe_load.require(ck, _CKPT_KEYS, path, what="zoo training checkpoint", fix=fix)
 
 
+def check_train_args(
+    recipe: Any,
+    out_dir: Any,
+    *,
+    seed: Any = 0,
+    until: Any = None,
+    device: Any = "cpu",
+    threads: Any = None,
+    progress: Any = None,
+) -> None:
+    """Refuse a bad :func:`train` argument before anything is built or written."""
+    if not isinstance(recipe, Recipe):
+        raise V.fail(
+            "recipe",
+            type(recipe).__name__,
+            "must be a zoo Recipe",
+            "use faithlens.zoo.recipe(name)",
+        )
+    V.output_dir(out_dir, "out_dir")
+    V.nonnegative_int("seed", seed)
+    if until is not None:
+        V.nonnegative_int("until", until, fix="stop after N >= 0 steps, or None to finish")
+    V.device(device)
+    if threads is not None:
+        V.positive_int("threads", threads, fix="use at least one CPU thread")
+    if progress is not None and not callable(progress):
+        raise V.fail("progress", progress, "must be a callable (step, total, numbers) or None")
+
+
 def train(
     recipe: Recipe,
     out_dir: str | Path,
@@ -358,6 +398,9 @@ def train(
         progress: called as ``progress(step, total, numbers)`` after every step.
         evaluate: run the recipe's final evaluation and write the model card.
     """
+    check_train_args(
+        recipe, out_dir, seed=seed, until=until, device=device, threads=threads, progress=progress
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sched = recipe.schedule
