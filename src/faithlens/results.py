@@ -167,6 +167,22 @@ class Result:
         (format 1) loads with a warning, as it cannot be verified; saving it again verifies it.
         """
         src = Path(path)
+        for _ in range(5):
+            # A save that replaces the folder while we read it swaps the folder's inode: read
+            # again, so that a load never mixes the files of two saves.
+            before = _inode(src)
+            try:
+                res = cls._load_once(src)
+            except ResultError:
+                if _inode(src) == before:
+                    raise
+                continue
+            if _inode(src) == before:
+                return res
+        raise ResultError(f"{src} kept being replaced while it was read; try again")
+
+    @classmethod
+    def _load_once(cls: type[T], src: Path) -> T:
         if not src.is_dir():
             raise ResultError(_missing_message(src))
         listed: dict[str, Any] | None
@@ -189,7 +205,7 @@ class Result:
                 f"{src} was saved by an older faithlens (format 1, no manifest.json), so it "
                 "cannot be checked for damage; save it again to add a manifest",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=4,
             )
         known = {f.name for f in dataclasses.fields(target)}
         for key in [*meta["fields"], *meta["arrays"], *meta["frames"]]:
@@ -224,6 +240,13 @@ MAX_JSON_BYTES = 256 << 20
 #: results (``faithlens.results.MAX_ARRAY_BYTES = ...``).
 MAX_ARRAY_BYTES = 16 << 30
 _CHUNK = 1 << 20
+
+
+def _inode(p: Path) -> int | None:
+    try:
+        return os.stat(p).st_ino
+    except OSError:
+        return None
 
 
 def _plain_name(what: str, name: Any) -> str:
