@@ -726,3 +726,12 @@ def atomic_file(path: str | Path, *, overwrite: bool = False, name: str = "path"
         _fsync_dir(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def plot_writer(result: Result, dpi: int = 150) -> Callable[[Path], None]:
+    """A writer of ``result.plot()`` for ``Result.save(extras={"plot.png": ...})``."""
+
+    def write(path: Path) -> None:
+        result.plot().savefig(path, dpi=dpi)
+
+    return write

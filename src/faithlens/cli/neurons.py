@@ -12,6 +12,7 @@ import pandas as pd
 import typer
 
 from ..errors import InputError
+from ..results import atomic_file, atomic_folder, check_output_file, check_target
 from ._common import comma_list, console, friendly_errors, load_model, print_frame
 
 METRIC_HELP = (
@@ -61,7 +62,23 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
         yield update
 
 
-def _report(res: Any, out: Path | None, show: int, plot: Path | None) -> None:
+def _check_outputs(out: Path | None, plot: Path | None, overwrite: bool) -> None:
+    """Refuse an unwritable or existing --out / --plot before any work."""
+    if out is not None:
+        check_target(out, overwrite=overwrite, name="--out")
+    if plot is not None:
+        check_output_file(plot, overwrite=overwrite, name="--plot")
+
+
+def _save_plot(res: Any, plot: Path, overwrite: bool) -> None:
+    with atomic_file(plot, overwrite=overwrite, name="--plot") as tmp:
+        res.plot().savefig(tmp, dpi=120)
+    console.print(f"plot saved to {plot}")
+
+
+def _report(
+    res: Any, out: Path | None, show: int, plot: Path | None, overwrite: bool = False
+) -> None:
     console.print(res.summary(max_units=show), highlight=False, markup=False)
     cols = [
         c
@@ -82,12 +99,10 @@ def _report(res: Any, out: Path | None, show: int, plot: Path | None) -> None:
     ]
     print_frame(res.to_frame()[cols], "explanations", max_rows=show)
     if out is not None:
-        res.save(out)
+        res.save(out, overwrite=overwrite)
         console.print(f"saved to {out}")
     if plot is not None:
-        fig = res.plot()
-        fig.savefig(plot, dpi=120)
-        console.print(f"plot saved to {plot}")
+        _save_plot(res, plot, overwrite)
 
 
 def register(app: typer.Typer) -> None:
@@ -182,6 +197,9 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[
             Path | None, typer.Option("--plot", help="Save the stability plot to this file.")
         ] = None,
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder or --plot file."
+        ),
         show: int = typer.Option(20, "--show", help="Units to print."),
     ) -> None:
         """Explain units by concepts: scores, certified winners, provable and BE sets."""
@@ -190,6 +208,7 @@ def register(app: typer.Typer) -> None:
         from .. import neurons as N
 
         with friendly_errors():
+            _check_outputs(out, plot, overwrite)
             if model is not None:
                 if site is None:
                     raise InputError("--model needs --site (for example mlp_post.4)")
@@ -235,7 +254,7 @@ def register(app: typer.Typer) -> None:
                     checkpoint=checkpoint,
                     progress=tick,
                 )
-            _report(res, out, show, plot)
+            _report(res, out, show, plot, overwrite)
 
     @neurons.command("dissect")
     def dissect_cmd(
@@ -269,12 +288,16 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[
             Path | None, typer.Option("--plot", help="Save the stability plot to this file.")
         ] = None,
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder or --plot file."
+        ),
         show: int = typer.Option(20, "--show", help="Channels to print."),
     ) -> None:
         """Network Dissection of conv channels against concept masks, with bounds."""
         from ..neurons.dissect import dissect
 
         with friendly_errors():
+            _check_outputs(out, plot, overwrite)
             mp = _read_array(maps, "maps")
             mk = _read_array(masks, "masks") if masks is not None else None
             lb = _read_matrix(labels, "labels")[0] if labels is not None else None
@@ -294,7 +317,7 @@ def register(app: typer.Typer) -> None:
                     seed=seed,
                     progress=tick,
                 )
-            _report(res, out, show, plot)
+            _report(res, out, show, plot, overwrite)
 
     @neurons.command("digits")
     def digits_cmd(
@@ -309,6 +332,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path | None, typer.Option("--out", "-o", help="Save both results under this folder.")
         ] = None,
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder or --plot file."
+        ),
         show: int = typer.Option(10, "--show", help="Units to print."),
     ) -> None:
         """The shipped digits CNN: logits vs digit concepts, pool channels vs pixel regions."""
@@ -317,6 +343,7 @@ def register(app: typer.Typer) -> None:
         from ..neurons.dissect import dissect
 
         with friendly_errors():
+            _check_outputs(out, None, overwrite)
             model = D.digits_model()
             data = D.load_digits_data(0)
             if not 10 <= n_probe <= len(data.y_probe):
@@ -351,8 +378,9 @@ def register(app: typer.Typer) -> None:
                 )
             console.print(dis.summary(max_units=show), highlight=False, markup=False)
             if out is not None:
-                logits.save(out / "logits")
-                dis.save(out / "dissection")
+                with atomic_folder(out, overwrite=overwrite, name="--out") as tmp:
+                    logits.save(tmp / "logits")
+                    dis.save(tmp / "dissection")
                 console.print(f"saved to {out}/logits and {out}/dissection")
 
     @neurons.command("validate")
@@ -381,11 +409,15 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[
             Path | None, typer.Option("--plot", help="Save the coverage plot to this file.")
         ] = None,
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder or --plot file."
+        ),
     ) -> None:
         """Simulate units with known concepts: do the bounds and BE sets cover?"""
         from ..neurons.simulate import simulate
 
         with friendly_errors():
+            _check_outputs(out, plot, overwrite)
             sizes = comma_list(n, int, "--n")
             with console.status("simulating..."):
                 res = simulate(
@@ -401,11 +433,10 @@ def register(app: typer.Typer) -> None:
                 )
             console.print(res.summary(), highlight=False, markup=False)
             if out is not None:
-                res.save(out)
+                res.save(out, overwrite=overwrite)
                 console.print(f"saved to {out}")
             if plot is not None:
-                res.plot().savefig(plot, dpi=120)
-                console.print(f"plot saved to {plot}")
+                _save_plot(res, plot, overwrite)
 
     @neurons.command("bound")
     def bound_cmd(
@@ -458,11 +489,15 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[
             Path | None, typer.Option("--plot", help="Save the heat maps to this file.")
         ] = None,
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder or --plot file."
+        ),
     ) -> None:
         """NeuronEval's sanity checks: does each metric punish missing and extra labels?"""
         from ..neurons.sanity import CHECKABLE, sanity_checks
 
         with friendly_errors():
+            _check_outputs(out, plot, overwrite)
             freqs = comma_list(frequencies, float, "--frequencies")
             with console.status("checking metrics..."):
                 res = sanity_checks(
@@ -470,11 +505,10 @@ def register(app: typer.Typer) -> None:
                 )
             console.print(res.summary(), highlight=False, markup=False)
             if out is not None:
-                res.save(out)
+                res.save(out, overwrite=overwrite)
                 console.print(f"saved to {out}")
             if plot is not None:
-                res.plot().savefig(plot, dpi=120)
-                console.print(f"plot saved to {plot}")
+                _save_plot(res, plot, overwrite)
 
     @neurons.command("show")
     def show_cmd(
@@ -488,12 +522,16 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[
             Path | None, typer.Option("--plot", help="Save the plot to this file.")
         ] = None,
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --plot file (default: refuse)."
+        ),
         show: int = typer.Option(20, "--show", help="Units to print."),
     ) -> None:
         """Print a saved neuron explanation (or one unit of it)."""
         from ..results import Result
 
         with friendly_errors():
+            _check_outputs(None, plot, overwrite)
             res: Any = Result.load(path)
             if unit is not None:
                 if not hasattr(res, "unit"):
@@ -506,8 +544,7 @@ def register(app: typer.Typer) -> None:
                     highlight=False,
                 )
             if plot is not None:
-                res.plot().savefig(plot, dpi=120)
-                console.print(f"plot saved to {plot}")
+                _save_plot(res, plot, overwrite)
 
 
 def _read_array(path: Path, what: str) -> np.ndarray:

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from ..results import check_target, plot_writer
 from ._common import console, friendly_errors, load_model, print_frame, progress_bar
 
 CONCEPTS = ("truth", "honesty", "planted", "decoy")
@@ -164,9 +165,14 @@ def register(app: typer.Typer) -> None:
         seed: int = _SEED,
         device: str = _DEVICE,
         out: Path = typer.Option(None, "--out", "-o", help="Folder for the result and plot."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
+        ),
     ) -> None:
         """Read the concept's direction per layer: held-out accuracy, AUROC and stability, with CIs."""
         with friendly_errors():
+            if out is not None:
+                check_target(out, overwrite=overwrite, name="--out")
             m, pm = _setup(model, concept, device, seed)
             res, _ = _read(m, pm, concept, method, layers, n, n_stability, n_boot, seed, position)
             console.print(res.summary().split("\n")[0])
@@ -185,8 +191,7 @@ def register(app: typer.Typer) -> None:
             print_frame(df, title=f"reading '{res.concept}' per layer", max_rows=64)
             console.print(f"best layer: {res.best_layer()}")
             if out is not None:
-                res.save(out)
-                res.plot().savefig(out / "reading.png", dpi=150)
+                res.save(out, overwrite=overwrite, extras={"reading.png": plot_writer(res, 150)})
                 console.print(f"wrote {out}/result.json, table.parquet, arrays.npz, reading.png")
 
     @represent_app.command("steer")
@@ -214,11 +219,16 @@ def register(app: typer.Typer) -> None:
         seed: int = _SEED,
         device: str = _DEVICE,
         out: Path = typer.Option(None, "--out", "-o", help="Folder for the result and plot."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
+        ),
     ) -> None:
         """Steer with the concept's reading vector and measure the behaviour against no steering."""
         from ..representations import compare
 
         with friendly_errors():
+            if out is not None:
+                check_target(out, overwrite=overwrite, name="--out")
             m, pm = _setup(model, concept, device, seed)
             ls = parse_layers(layers, m.n_layers)
             cs = _coefs(coef)
@@ -258,8 +268,7 @@ def register(app: typer.Typer) -> None:
                             markup=False,
                         )
             if out is not None:
-                eff.save(out)
-                eff.plot().savefig(out / "steering.png", dpi=150)
+                eff.save(out, overwrite=overwrite, extras={"steering.png": plot_writer(eff, 150)})
                 console.print(f"wrote {out}/result.json, table.parquet, steering.png")
 
     @represent_app.command("check")
@@ -284,11 +293,16 @@ def register(app: typer.Typer) -> None:
         seed: int = _SEED,
         device: str = _DEVICE,
         out: Path = typer.Option(None, "--out", "-o", help="Folder for the report and plot."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
+        ),
     ) -> None:
         """Every faithfulness check of the concept's representation, with its evidence."""
         from ..representations import CHECKS, faithfulness
 
         with friendly_errors():
+            if out is not None:
+                check_target(out, overwrite=overwrite, name="--out")
             m, pm = _setup(model, concept, device, seed)
             ls = parse_layers(layers, m.n_layers)
             which = list(CHECKS) if checks == "all" else [c.strip() for c in checks.split(",")]
@@ -314,8 +328,7 @@ def register(app: typer.Typer) -> None:
                 )
             console.print(rep.summary(), highlight=False, markup=False)
             if out is not None:
-                rep.save(out)
-                rep.plot().savefig(out / "report.png", dpi=150)
+                rep.save(out, overwrite=overwrite, extras={"report.png": plot_writer(rep, 150)})
                 console.print(f"wrote {out}/result.json, table.parquet, frames/, report.png")
 
     app.add_typer(represent_app, name="represent")

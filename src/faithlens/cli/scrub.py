@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import InputError
+from ..results import check_target
 from ._common import console, err_console, friendly_errors, load_model, print_frame
 
 
@@ -95,6 +96,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path | None, typer.Option("--out", "-o", help="Folder to save the result in.")
         ] = None,
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
+        ),
         seed: int = typer.Option(0, "--seed", help="Seed of every draw."),
         baseline: Annotated[
             list[str] | None,
@@ -128,6 +132,8 @@ def register(app: typer.Typer) -> None:
         from .. import scrubbing as sc
 
         with friendly_errors():
+            if out is not None and not dry_run:
+                check_target(out, overwrite=overwrite, name="--out")
             module = load_hypothesis_file(hypothesis_file)
             if model is not None:
                 m = load_model(model, device=device)
@@ -198,7 +204,7 @@ def register(app: typer.Typer) -> None:
             for w in result.warnings:
                 console.print(f"[yellow]warning:[/] {w}", highlight=False)
             if out is not None:
-                result.save(out)
+                result.save(out, overwrite=overwrite)
                 console.print(f"saved to {out}")
             if adversary:
                 feats = _resolve(module, "features", m) or {}

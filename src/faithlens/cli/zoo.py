@@ -111,6 +111,7 @@ def register(app: typer.Typer) -> None:
 
         from .. import zoo
         from ..errors import InputError
+        from ..validate import output_dir
 
         with friendly_errors():
             recipe = zoo.recipe(name)
@@ -119,6 +120,7 @@ def register(app: typer.Typer) -> None:
                     raise InputError(f"--steps must be positive, got {steps}")
                 recipe.schedule = dataclasses.replace(recipe.schedule, steps=steps)
             folder = Path(out) if out is not None else Path("runs") / "zoo" / name
+            output_dir(folder, "--out")  # a training folder is resumed, not replaced
             with Progress(
                 TextColumn(f"[bold]zoo:{name}[/]"),
                 BarColumn(),
