@@ -530,3 +530,146 @@ def test_two_processes_overwriting_one_folder_never_mix(tmp_path):
     final = Result.load(tmp_path / "same")
     assert same(final, _expected(final.tag))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# -- the command line: --out and --plot are checked before any work ----------------------------
+
+CLI_OUT = {
+    "patch": ["patch", "--model", "zoo:paren", "--task", "paren"],
+    "path-patch": ["path-patch", "--receivers", "logits", "--model", "zoo:paren"],
+    "audit": ["audit", "--model", "zoo:paren", "--site", "resid_post.0", "--zero", "head.0.0"],
+    "das": ["das", "--synthetic", "xor"],
+    "represent read": ["represent", "read", "--model", "zoo:paren"],
+    "represent steer": ["represent", "steer", "--model", "zoo:paren"],
+    "represent check": ["represent", "check", "--model", "zoo:paren"],
+    "scrub": ["scrub", "hypothesis.py", "--model", "zoo:paren"],
+    "neurons explain": ["neurons", "explain", "-a", "acts.npy", "-c", "concepts.npy"],
+    "neurons dissect": ["neurons", "dissect", "--maps", "maps.npy"],
+    "neurons digits": ["neurons", "digits"],
+    "neurons validate": ["neurons", "validate"],
+    "neurons sanity": ["neurons", "sanity"],
+    "demo": ["demo"],
+}
+
+
+def _no_work(*a, **k):
+    raise AssertionError("expensive work ran before --out was checked")
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    """Run the CLI in ``tmp_path`` (short relative paths) with every expensive entry point
+    replaced by one that fails the test."""
+    import importlib
+
+    from typer.testing import CliRunner
+
+    from faithlens.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    for mod, name in [
+        ("faithlens.models", "load"),
+        ("faithlens.neurons.digits", "digits_model"),
+        ("faithlens.neurons.simulate", "simulate"),
+        ("faithlens.neurons.sanity", "sanity_checks"),
+        ("faithlens.tasks.synthetic_das", "synthetic_das"),
+    ]:
+        monkeypatch.setattr(importlib.import_module(mod), name, _no_work)
+    runner = CliRunner()
+
+    def invoke(args: list[str]):
+        r = runner.invoke(app, args)
+        return r, " ".join(r.output.split())
+
+    return invoke
+
+
+def _a_file(tmp: Path) -> str:
+    Path("taken").write_text("x")
+    return "taken"
+
+
+def _under_a_file(tmp: Path) -> str:
+    Path("taken").write_text("x")
+    return "taken/out"
+
+
+def _existing_result(tmp: Path) -> str:
+    toy().save("prev")
+    return "prev"
+
+
+BAD_OUT = {
+    "a file": (_a_file, "is a file"),
+    "under a file": (_under_a_file, "is a file"),
+    "existing result": (_existing_result, "--overwrite"),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_OUT))
+@pytest.mark.parametrize("command", list(CLI_OUT))
+def test_cli_bad_out_fails_before_work(cli, tmp_path, command, bad):
+    make, needle = BAD_OUT[bad]
+    path = make(tmp_path)
+    before = snapshot(tmp_path)
+    r, text = cli([*CLI_OUT[command], "--out", path])
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert f"--out='{path}'" in text and needle in text
+    assert snapshot(tmp_path) == before  # nothing written, nothing replaced
+
+
+@pytest.mark.parametrize("command", ["patch", "neurons validate", "demo"])
+def test_cli_unwritable_out_fails_before_work(cli, monkeypatch, command):
+    import faithlens.validate
+
+    monkeypatch.setattr(faithlens.validate.os, "access", lambda *a, **k: False)
+    r, text = cli([*CLI_OUT[command], "--out", "out"])
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert "--out='out'" in text and "not writable" in text
+
+
+PLOT_COMMANDS = {
+    "neurons explain": CLI_OUT["neurons explain"],
+    "neurons validate": CLI_OUT["neurons validate"],
+    "neurons sanity": CLI_OUT["neurons sanity"],
+    "neurons show": ["neurons", "show", "prev"],
+}
+
+
+@pytest.mark.parametrize(
+    ("plot", "needle"), [("taken/p.png", "is a file"), ("old.png", "--overwrite")]
+)
+@pytest.mark.parametrize("command", list(PLOT_COMMANDS))
+def test_cli_bad_plot_fails_before_work(cli, tmp_path, monkeypatch, command, plot, needle):
+    Path("taken").write_text("x")
+    Path("old.png").write_text("old")
+    _existing_result(tmp_path)
+    monkeypatch.setattr(Result, "load", _no_work)
+    r, text = cli([*PLOT_COMMANDS[command], "--plot", plot])
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert f"--plot='{plot}'" in text and needle in text
+    assert Path("old.png").read_text() == "old"
+
+
+def test_cli_existing_out_refused_then_replaced_with_overwrite(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from faithlens.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    args = ["neurons", "validate", "--metric", "iou", "--n", "100", "--reps", "5"]
+    first = runner.invoke(app, [*args, "--out", "v", "--plot", "v.png"])
+    assert first.exit_code == 0, first.output
+    saved = snapshot(tmp_path / "v")
+    assert "manifest.json" in saved
+    again = runner.invoke(app, [*args, "--seed", "1", "--out", "v"])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert snapshot(tmp_path / "v") == saved
+    forced = runner.invoke(app, [*args, "--seed", "1", "--out", "v", "--overwrite"])
+    assert forced.exit_code == 0, forced.output
+    assert snapshot(tmp_path / "v") != saved
+    assert Result.load(tmp_path / "v").seed == 1
+    plot = runner.invoke(app, ["neurons", "show", "v", "--plot", "v.png", "--overwrite"])
+    assert plot.exit_code == 0, plot.output
+    assert leftovers(tmp_path, "v") == [] and leftovers(tmp_path, "v.png") == []
