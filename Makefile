@@ -23,7 +23,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/faithlens demo --out runs/demo
+	$(VENV)/bin/faithlens demo --out runs/demo --overwrite
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
