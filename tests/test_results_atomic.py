@@ -673,3 +673,23 @@ def test_cli_existing_out_refused_then_replaced_with_overwrite(tmp_path, monkeyp
     plot = runner.invoke(app, ["neurons", "show", "v", "--plot", "v.png", "--overwrite"])
     assert plot.exit_code == 0, plot.output
     assert leftovers(tmp_path, "v") == [] and leftovers(tmp_path, "v.png") == []
+
+
+def test_atomic_folder_of_several_results(tmp_path):
+    with R.atomic_folder(tmp_path / "bundle") as tmp:
+        toy("a", 1).save(tmp / "first")
+        (tmp / "summary.txt").write_text("two results")
+        assert not (tmp_path / "bundle").exists()  # nothing visible until the end
+    assert set(R.verify(tmp_path / "bundle")["files"]) >= {"first/result.json", "summary.txt"}
+    assert same(Result.load(tmp_path / "bundle" / "first"), toy("a", 1))
+    with pytest.raises(ResultError, match=r"folder of results.*first"):
+        Result.load(tmp_path / "bundle")
+    (tmp_path / "bundle" / "summary.txt").write_text("edited")
+    with pytest.raises(ResultError, match=r"summary\.txt"):
+        R.verify(tmp_path / "bundle")
+
+
+def test_names_with_glob_characters(tmp_path):
+    out = toy("a", 1).save(tmp_path / "run[1]*")
+    toy("b", 2).save(out, overwrite=True)
+    assert same(Result.load(out), toy("b", 2)) and leftovers(tmp_path, "run[1]*") == []

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import errno
+import glob
 import hashlib
 import json
 import math
@@ -287,7 +288,7 @@ def _relative(src: Path, rel: Any) -> Path:
 def _missing_message(src: Path) -> str:
     if src.exists():
         return f"{src} is not a folder, so it is not a saved faithlens result"
-    olds = sorted(src.parent.glob(f".{src.name}.old-*")) if src.parent.is_dir() else []
+    olds = sorted(src.parent.glob(f".{glob.escape(src.name)}.old-*")) if src.parent.is_dir() else []
     if olds:
         return (
             f"{src} does not exist: a save was interrupted while replacing it; the previous "
@@ -432,6 +433,12 @@ def _listed(src: Path, listed: dict[str, Any] | None, rel: str) -> Path:
 
 def _read_meta(src: Path, listed: dict[str, Any] | None) -> dict[str, Any]:
     meta_file = src / "result.json"
+    if listed is not None and "result.json" not in listed and not meta_file.exists():
+        subs = sorted({rel.split("/")[0] for rel in listed if rel.endswith("/result.json")})
+        raise ResultError(
+            f"{src} is a folder of results, not one result: load one of its subfolders"
+            + (f" ({', '.join(subs)})" if subs else "")
+        )
     if listed is None and not meta_file.exists() and not meta_file.is_symlink():
         raise ResultError(f"{src} is not a saved faithlens result: it has no result.json")
     meta = _read_json(_listed(src, listed, "result.json"), "result.json")
@@ -643,9 +650,10 @@ def _recover(target: Path) -> None:
     """Under the lock: remove what crashed writers left beside ``target``, and put back a
     previous result that an interrupted replacement left aside."""
     parent = target.parent
-    for tmp in parent.glob(f".{target.name}.tmp-*"):
+    name = glob.escape(target.name)
+    for tmp in parent.glob(f".{name}.tmp-*"):
         shutil.rmtree(tmp, ignore_errors=True)
-    olds = sorted(parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    olds = sorted(parent.glob(f".{name}.old-*"), key=lambda p: p.stat().st_mtime)
     if olds and not target.exists():
         os.rename(olds.pop(), target)
     for old in olds:
