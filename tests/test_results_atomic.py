@@ -692,3 +692,15 @@ def test_names_with_glob_characters(tmp_path):
     out = toy("a", 1).save(tmp_path / "run[1]*")
     toy("b", 2).save(out, overwrite=True)
     assert same(Result.load(out), toy("b", 2)) and leftovers(tmp_path, "run[1]*") == []
+
+
+def test_saved_folder_and_plot_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = toy().save(tmp_path / "res")
+        with R.atomic_file(tmp_path / "p.png") as tmp:
+            tmp.write_text("png")
+    finally:
+        os.umask(old)
+    assert (out.stat().st_mode & 0o777) == 0o755  # not a private 0o700 temporary folder
+    assert ((tmp_path / "p.png").stat().st_mode & 0o777) == 0o644

@@ -25,9 +25,9 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import shutil
 import sys
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -660,6 +660,14 @@ def _recover(target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _fresh(parent: Path, prefix: str, suffix: str = "") -> Path:
+    """A path in ``parent`` that does not exist yet (a random part between prefix and suffix)."""
+    while True:
+        p = parent / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        if not os.path.lexists(p):
+            return p
+
+
 @contextmanager
 def atomic_folder(
     path: str | Path, *, overwrite: bool = False, name: str = "path"
@@ -679,7 +687,8 @@ def atomic_folder(
     with _Lock(target):
         _recover(target)
         check_target(target, overwrite=overwrite, name=name)  # again, under the lock
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        tmp = _fresh(target.parent, f".{target.name}.tmp-")
+        os.mkdir(tmp)  # mode 0o777 less the umask, like any folder the user makes
         try:
             yield tmp
             _write_manifest(tmp)
@@ -691,8 +700,7 @@ def atomic_folder(
             elif _exchange(tmp, target):
                 shutil.rmtree(tmp)  # now the old folder
             else:
-                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-                os.rmdir(old)
+                old = _fresh(target.parent, f".{target.name}.old-")
                 os.rename(target, old)
                 os.rename(tmp, target)
                 shutil.rmtree(old)
@@ -708,11 +716,8 @@ def atomic_file(path: str | Path, *, overwrite: bool = False, name: str = "path"
     ``savefig`` picks the format) that is fsynced and renamed onto ``path`` on a clean exit."""
     target = check_output_file(path, overwrite=overwrite, name=name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.tmp-", suffix=target.suffix, dir=target.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _fresh(target.parent, f".{target.name}.tmp-", target.suffix)
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # umask applies
     try:
         yield tmp
         with open(tmp, "rb") as fh:
