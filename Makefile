@@ -43,7 +43,7 @@ test-latest:
 	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/faithlens demo --out runs/demo
+	$(VENV)/bin/faithlens demo --out runs/demo --overwrite
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> N.NeuronExplanation:
     print(res.unit(top, "iou", top=5).to_string(index=False, float_format="%.3f"))
 
     if args.out is not None:
-        res.save(args.out)
         best = [res.units.index(u) for u in iou["unit"].head(4)]
-        res.plot(metric="iou", units=best).savefig(args.out / "stability.png", dpi=120)
+        fig = res.plot(metric="iou", units=best)
+        res.save(args.out, extras={"stability.png": lambda p: fig.savefig(p, dpi=120)})
         print(f"\nsaved to {args.out}")
     return res
 

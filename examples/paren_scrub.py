@@ -47,9 +47,8 @@ def main(argv: list[str] | None = None) -> ParenReplication:
     )
     print(rep.summary())
     if args.out:
-        rep.save(args.out)
-        for i, r in enumerate(results.values()):
-            r.save(f"{args.out}/scrub{i}")
+        # one atomic save: the report, with every scrub in a subfolder
+        rep.save(args.out, extras={f"scrub{i}": r.save for i, r in enumerate(results.values())})
         print(f"saved to {args.out}")
     return rep
 

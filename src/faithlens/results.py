@@ -7,20 +7,38 @@ arrays, or pandas DataFrames. ``save(dir)`` writes
 - ``table.parquet``: ``to_frame()``, the tidy table a user analyses,
 - ``arrays.npz``: every array field (per-example values, bootstrap draws...),
 - ``frames/<field>.parquet``: any DataFrame field,
+- ``manifest.json``, written last: the format version and the sha256 and size of every file,
 
-and ``Result.load(dir)`` rebuilds the same object (the class is looked up by name). Subclasses
-implement ``to_frame``, ``summary`` and ``plot``.
+atomically (a temporary folder renamed into place), and ``Result.load(dir)`` verifies the
+manifest and rebuilds the same object (the class is looked up by name). An existing folder is
+replaced only with ``overwrite=True``. Subclasses implement ``to_frame``, ``summary`` and
+``plot``.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import errno
+import glob
+import hashlib
 import json
+import math
+import os
+import secrets
+import shutil
+import sys
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
+
+from .errors import ResultError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -28,7 +46,8 @@ if TYPE_CHECKING:
 T = TypeVar("T", bound="Result")
 
 _REGISTRY: dict[str, type[Result]] = {}
-FORMAT_VERSION = 1
+#: Format 2 adds ``manifest.json``; format 1 folders (no manifest) load with a warning.
+FORMAT_VERSION = 2
 
 
 def _jsonable(value: Any) -> Any:
@@ -79,10 +98,39 @@ class Result:
         return self.summary()
 
     # -- persistence --------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write the result to the folder ``path`` (created if needed); returns the folder."""
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
+    def save(
+        self,
+        path: str | Path,
+        *,
+        overwrite: bool = False,
+        extras: Mapping[str, Callable[[Path], object]] | None = None,
+    ) -> Path:
+        """Write the result to the folder ``path`` atomically; returns the folder.
+
+        Everything is written into a hidden temporary folder beside ``path``, a
+        ``manifest.json`` (format version, sha256 and size of every file) is written last, and
+        the folder is renamed into place: a crash at any point leaves either the previous folder
+        or the new one, complete. ``extras`` maps a plain file or folder name to a function that
+        writes it (``{"heatmap.png": lambda p: fig.savefig(p)}``, ``{"sub": other.save}``): it
+        becomes part of the same atomic write and of the manifest.
+
+        An existing non-empty ``path`` is refused with :class:`~faithlens.errors.ResultError`
+        unless ``overwrite=True``, which replaces it whole (no old file survives); a folder
+        that is not a faithlens result is never replaced. Two processes saving to one ``path``
+        at once cannot mix: the second gets a ``ResultError``.
+        """
+        extra = dict(extras or {})
+        for name in extra:
+            _plain_name("extras", name)
+            if name in _RESERVED:
+                raise ResultError(f"extras={name!r}: {name} is written by save itself; rename it")
+        with atomic_folder(path, overwrite=overwrite) as tmp:
+            self._write(tmp)
+            for name, write in extra.items():
+                write(tmp / name)
+        return Path(path)
+
+    def _write(self, out: Path) -> None:
         scalars: dict[str, Any] = {}
         arrays: dict[str, np.ndarray] = {}
         frames: dict[str, pd.DataFrame] = {}
@@ -108,40 +156,595 @@ class Result:
             for name, frame in frames.items():
                 frame.to_parquet(out / "frames" / f"{name}.parquet")
         self.to_frame().to_parquet(out / "table.parquet")
-        return out
 
     @classmethod
     def load(cls: type[T], path: str | Path) -> T:
-        """Load a result saved by :meth:`save`. ``Result.load`` finds the right class."""
-        src = Path(path)
-        meta_file = src / "result.json"
-        if not meta_file.exists():
-            from .errors import InputError
+        """Load a result saved by :meth:`save`. ``Result.load`` finds the right class.
 
-            raise InputError(f"{src} is not a saved faithlens result: it has no result.json")
-        meta = json.loads(meta_file.read_text())
+        The folder's ``manifest.json`` is checked first (known format, every file present with
+        its size and sha256), and every size is bounded before anything is allocated: a
+        partial, corrupted, edited or future-format folder raises
+        :class:`~faithlens.errors.ResultError`. A folder written before manifests existed
+        (format 1) loads with a warning, as it cannot be verified; saving it again verifies it.
+        """
+        src = Path(path)
+        for _ in range(5):
+            # A save that replaces the folder while we read it swaps the folder's inode: read
+            # again, so that a load never mixes the files of two saves.
+            before = _inode(src)
+            try:
+                res = cls._load_once(src)
+            except ResultError:
+                if _inode(src) == before:
+                    raise
+                continue
+            if _inode(src) == before:
+                return res
+        raise ResultError(f"{src} kept being replaced while it was read; try again")
+
+    @classmethod
+    def _load_once(cls: type[T], src: Path) -> T:
+        if not src.is_dir():
+            raise ResultError(_missing_message(src))
+        listed: dict[str, Any] | None
+        if (src / MANIFEST).exists() or (src / MANIFEST).is_symlink():
+            listed = verify(src)["files"]
+        else:
+            listed = None
+        meta = _read_meta(src, listed)
         name = meta["class"]
         target = _REGISTRY.get(name)
         if target is None:
             _import_result_modules()
             target = _REGISTRY.get(name)
         if target is None:
-            from .errors import InputError
-
-            raise InputError(f"{src} holds a {name!r}, which this faithlens does not know")
+            raise ResultError(f"{src} holds a {name!r}, which this faithlens does not know")
         if not issubclass(target, cls):
-            from .errors import InputError
-
-            raise InputError(f"{src} holds a {name}, not a {cls.__name__}")
+            raise ResultError(f"{src} holds a {name}, not a {cls.__name__}")
+        if listed is None:
+            warnings.warn(
+                f"{src} was saved by an older faithlens (format 1, no manifest.json), so it "
+                "cannot be checked for damage; save it again to add a manifest",
+                UserWarning,
+                stacklevel=4,
+            )
+        known = {f.name for f in dataclasses.fields(target)}
+        for key in [*meta["fields"], *meta["arrays"], *meta["frames"]]:
+            if key not in known:
+                raise ResultError(
+                    f"{src}/result.json names a field {key!r} that a {name} does not have: the "
+                    "folder was edited or comes from another version of faithlens"
+                )
         values: dict[str, Any] = {k: _unjson(v) for k, v in meta["fields"].items()}
-        with np.load(src / "arrays.npz", allow_pickle=False) as npz:
-            for k in meta["arrays"]:
-                values[k] = npz[k]
+        values.update(_read_arrays(src, listed, meta["arrays"]))
         for k in meta["frames"]:
-            values[k] = pd.read_parquet(src / "frames" / f"{k}.parquet")
-        return target(**values)
+            values[k] = _read_parquet(src, listed, f"frames/{k}.parquet")
+        try:
+            return target(**values)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ResultError(f"{src} does not rebuild a {name}: {e}") from e
 
 
 def _import_result_modules() -> None:
     """Importing the package imports every method module, which registers its result classes."""
     import faithlens  # noqa: F401
+
+
+# -- atomic, verifiable folders ---------------------------------------------------------------
+
+MANIFEST = "manifest.json"
+#: Names that :meth:`Result.save` writes itself (``extras`` may not use them).
+_RESERVED = frozenset({"result.json", "arrays.npz", "table.parquet", "frames", MANIFEST})
+#: The largest ``manifest.json`` / ``result.json`` read (bytes).
+MAX_JSON_BYTES = 256 << 20
+#: The most bytes the arrays (or one table) of a results folder may declare; raise it for huge
+#: results (``faithlens.results.MAX_ARRAY_BYTES = ...``).
+MAX_ARRAY_BYTES = 16 << 30
+_CHUNK = 1 << 20
+
+
+def _inode(p: Path) -> int | None:
+    try:
+        return os.stat(p).st_ino
+    except OSError:
+        return None
+
+
+def _plain_name(what: str, name: Any) -> str:
+    """A single file or folder name: no separators, no ``..``, nothing hidden."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+        or name.startswith(".")
+    ):
+        raise ResultError(
+            f"{what}={name!r}: must be a plain file name (no '/', '..' or leading '.')"
+        )
+    return name
+
+
+def _relative(src: Path, rel: Any) -> Path:
+    """``src/rel`` for a manifest path: relative, no ``..``, no symlink, inside ``src``."""
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel:
+        raise ResultError(f"{src}/{MANIFEST} lists a path {rel!r} that is not inside the folder")
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") or "\x00" in p for p in parts):
+        raise ResultError(f"{src}/{MANIFEST} lists a path {rel!r} that is not inside the folder")
+    cur = src
+    for p in parts:
+        cur = cur / p
+        if cur.is_symlink():
+            raise ResultError(
+                f"{cur} is a symbolic link; a results folder holds plain files only "
+                "(copy the folder with its files, not links)"
+            )
+    return cur
+
+
+def _missing_message(src: Path) -> str:
+    if src.exists():
+        return f"{src} is not a folder, so it is not a saved faithlens result"
+    olds = sorted(src.parent.glob(f".{glob.escape(src.name)}.old-*")) if src.parent.is_dir() else []
+    if olds:
+        return (
+            f"{src} does not exist: a save was interrupted while replacing it; the previous "
+            f"result is in {olds[-1]} (rename it back, or save again to recover it)"
+        )
+    return f"{src} does not exist: give the folder a result was saved to"
+
+
+def _sha256(path: Path, *, sync: bool = False) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+            n += len(chunk)
+        if sync:
+            os.fsync(fh.fileno())
+    return h.hexdigest(), n
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_manifest(folder: Path) -> None:
+    """Checksum and fsync every file under ``folder``, then write ``manifest.json`` last."""
+    files: dict[str, dict[str, Any]] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        base = Path(dirpath)
+        for d in dirnames:
+            if (base / d).is_symlink():
+                raise ResultError(f"{base / d} is a symbolic link; a result holds plain files")
+        for fname in filenames:
+            f = base / fname
+            rel = f.relative_to(folder).as_posix()
+            if rel == MANIFEST:
+                continue
+            if f.is_symlink() or not f.is_file():
+                raise ResultError(f"{f} is not a plain file; a result holds plain files only")
+            digest, size = _sha256(f, sync=True)
+            files[rel] = {"sha256": digest, "size": size}
+        _fsync_dir(base)
+    from . import __version__
+
+    manifest = {"format": FORMAT_VERSION, "faithlens": __version__, "files": files}
+    with open(folder / MANIFEST, "w") as fh:
+        fh.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    _fsync_dir(folder)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise ResultError(
+                f"{path} is {size} bytes, more than a {what} can be ({MAX_JSON_BYTES})"
+            )
+        return json.loads(path.read_bytes())
+    except ResultError:
+        raise
+    except (OSError, ValueError) as e:
+        raise ResultError(f"{path} cannot be read as JSON ({e}): the folder is damaged") from e
+
+
+def _check_format(src: Path, fmt: Any, what: str) -> int:
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+        raise ResultError(f"{src}/{what} has format {fmt!r}, which is not a faithlens format")
+    if fmt > FORMAT_VERSION:
+        raise ResultError(
+            f"{src} was saved in format {fmt}, by a newer faithlens; this faithlens reads formats "
+            f"up to {FORMAT_VERSION}: upgrade faithlens (pip install -U faithlens) to load it"
+        )
+    return fmt
+
+
+def verify(path: str | Path) -> dict[str, Any]:
+    """Check a folder written by :meth:`Result.save` (or :func:`atomic_folder`) against its
+    ``manifest.json``: a known format, and every listed file present, a plain file inside the
+    folder, with its recorded size and sha256. Returns the manifest; raises
+    :class:`~faithlens.errors.ResultError` naming the first problem."""
+    src = Path(path)
+    if not src.is_dir():
+        raise ResultError(_missing_message(src))
+    mf = src / MANIFEST
+    if mf.is_symlink():
+        raise ResultError(f"{mf} is a symbolic link; a results folder holds plain files only")
+    if not mf.is_file():
+        raise ResultError(
+            f"{src} has no {MANIFEST}: it is not a complete faithlens results folder (a save was "
+            "interrupted, or files were removed); save the result again"
+        )
+    manifest = _read_json(mf, "manifest")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise ResultError(f"{mf} is not a faithlens manifest (no 'files' table)")
+    _check_format(src, manifest.get("format"), MANIFEST)
+    for rel, entry in manifest["files"].items():
+        f = _relative(src, rel)
+        if not isinstance(entry, dict) or not {"sha256", "size"} <= set(entry):
+            raise ResultError(f"{mf}: the entry for {rel!r} has no sha256 and size")
+        if not f.is_file():
+            raise ResultError(
+                f"{src} is missing {rel}, which its manifest lists: the folder is incomplete; "
+                "save the result again"
+            )
+        size = f.stat().st_size
+        if size != entry["size"]:
+            raise ResultError(
+                f"{f} has {size} bytes, but the manifest recorded {entry['size']}: the file was "
+                "truncated or edited after saving"
+            )
+        digest, _ = _sha256(f)
+        if digest != entry["sha256"]:
+            raise ResultError(
+                f"{f} does not match its sha256 in the manifest: the file was corrupted or "
+                "edited after saving"
+            )
+    return manifest
+
+
+def _listed(src: Path, listed: dict[str, Any] | None, rel: str) -> Path:
+    """The file ``rel`` of ``src``, which the manifest (if any) must list."""
+    f = _relative(src, rel)
+    if listed is not None and rel not in listed:
+        raise ResultError(
+            f"{src}/{MANIFEST} does not list {rel}: the folder was edited after saving"
+        )
+    if not f.is_file():
+        raise ResultError(f"{src} is missing {rel}: the folder is incomplete")
+    return f
+
+
+def _read_meta(src: Path, listed: dict[str, Any] | None) -> dict[str, Any]:
+    meta_file = src / "result.json"
+    if listed is not None and "result.json" not in listed and not meta_file.exists():
+        subs = sorted({rel.split("/")[0] for rel in listed if rel.endswith("/result.json")})
+        raise ResultError(
+            f"{src} is a folder of results, not one result: load one of its subfolders"
+            + (f" ({', '.join(subs)})" if subs else "")
+        )
+    if listed is None and not meta_file.exists() and not meta_file.is_symlink():
+        raise ResultError(f"{src} is not a saved faithlens result: it has no result.json")
+    meta = _read_json(_listed(src, listed, "result.json"), "result.json")
+    ok = (
+        isinstance(meta, dict)
+        and isinstance(meta.get("class"), str)
+        and isinstance(meta.get("fields"), dict)
+        and isinstance(meta.get("arrays"), list)
+        and isinstance(meta.get("frames"), list)
+    )
+    if not ok:
+        raise ResultError(
+            f"{src}/result.json is not a faithlens result record (it needs class, fields, "
+            "arrays and frames)"
+        )
+    fmt = _check_format(src, meta.get("format"), "result.json")
+    if listed is None and fmt > 1:
+        raise ResultError(
+            f"{src} has no {MANIFEST}, which format {fmt} always writes: the save was "
+            "interrupted or the folder was stripped; save the result again"
+        )
+    for key in [*meta["arrays"], *meta["frames"]]:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ResultError(
+                f"{src}/result.json names an array or frame {key!r}, which is not a field name"
+            )
+    return meta
+
+
+def _read_arrays(src: Path, listed: dict[str, Any] | None, keys: list[str]) -> dict[str, Any]:
+    """The arrays ``keys`` of ``arrays.npz``, each header checked (no objects, a size that fits
+    the file, the total under :data:`MAX_ARRAY_BYTES`) before anything is allocated."""
+    f = _listed(src, listed, "arrays.npz")
+    out: dict[str, Any] = {}
+    try:
+        with zipfile.ZipFile(f) as zf:
+            total = 0
+            for k in keys:
+                try:
+                    info = zf.getinfo(f"{k}.npy")
+                except KeyError:
+                    raise ResultError(f"{f} has no array {k!r}, which result.json lists") from None
+                total += info.file_size
+                if total > MAX_ARRAY_BYTES:
+                    raise ResultError(
+                        f"{f} declares more than {MAX_ARRAY_BYTES} bytes of arrays; if that is "
+                        "right, raise faithlens.results.MAX_ARRAY_BYTES"
+                    )
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                    else:
+                        raise ResultError(f"{f}: array {k!r} has an unknown .npy version")
+                    if dtype.hasobject:
+                        raise ResultError(f"{f}: array {k!r} holds Python objects; refused")
+                    nbytes = math.prod(shape) * dtype.itemsize
+                    if nbytes > info.file_size:
+                        raise ResultError(
+                            f"{f}: array {k!r} declares shape {shape}, larger than its data"
+                        )
+        with np.load(f, allow_pickle=False) as npz:
+            for k in keys:
+                out[k] = npz[k]
+    except ResultError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as e:
+        raise ResultError(
+            f"{f} cannot be read ({type(e).__name__}: {e}): the file is damaged"
+        ) from e
+    return out
+
+
+def _read_parquet(src: Path, listed: dict[str, Any] | None, rel: str) -> pd.DataFrame:
+    f = _listed(src, listed, rel)
+    try:
+        import pyarrow.parquet as pq
+
+        md = pq.read_metadata(f)
+        declared = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+        if declared > MAX_ARRAY_BYTES:
+            raise ResultError(
+                f"{f} declares {declared} bytes, more than faithlens.results.MAX_ARRAY_BYTES"
+            )
+        return pd.read_parquet(f)
+    except ResultError:
+        raise
+    except Exception as e:  # pyarrow raises its own error types for damaged files
+        raise ResultError(
+            f"{f} cannot be read ({type(e).__name__}: {e}): the file is damaged"
+        ) from e
+
+
+def _replaceable(p: Path) -> bool:
+    """Whether an existing folder is faithlens output (or empty), which ``overwrite`` may
+    replace; any other folder is never deleted."""
+    return not any(p.iterdir()) or (p / MANIFEST).is_file() or (p / "result.json").is_file()
+
+
+def check_target(path: str | Path, *, overwrite: bool = False, name: str = "path") -> Path:
+    """Check, before any work, that a result can be saved to the folder ``path``: a writable
+    location, and not an existing result unless ``overwrite``. ``name`` is the argument as the
+    user wrote it (``"--out"``). Raises :class:`~faithlens.errors.ArgumentError` (unwritable) or
+    :class:`~faithlens.errors.ResultError` (exists), naming the argument, the path and the fix."""
+    from .validate import output_dir
+
+    p = output_dir(path, name)
+    if p.is_dir() and any(p.iterdir()):
+        flag = "--overwrite" if name.startswith("-") else "overwrite=True"
+        if not overwrite:
+            raise ResultError(
+                f"{name}={str(p)!r}: the folder already exists and is not empty; pass {flag} "
+                "to replace it, or choose another folder"
+            )
+        if not _replaceable(p):
+            raise ResultError(
+                f"{name}={str(p)!r}: the folder holds files that are not a faithlens result, so "
+                f"{flag} will not delete it; choose another folder (or empty it yourself)"
+            )
+    return p
+
+
+def check_output_file(path: str | Path, *, overwrite: bool = False, name: str = "plot") -> Path:
+    """Like :func:`check_target`, for a single file (a plot)."""
+    from .validate import output_file
+
+    p = output_file(path, name)
+    if p.exists() and not overwrite:
+        flag = "--overwrite" if name.startswith("-") else "overwrite=True"
+        raise ResultError(
+            f"{name}={str(p)!r}: the file already exists; pass {flag} to replace it, or choose "
+            "another path"
+        )
+    return p
+
+
+class _Lock:
+    """An exclusive, non-blocking lock on ``parent/.NAME.lock`` for one writer of ``NAME``."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.path = target.parent / f".{target.name}.lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> _Lock:
+        busy = ResultError(
+            f"{self.target}: another process is saving to this folder right now (lock "
+            f"{self.path}); wait for it to finish, or choose another folder"
+        )
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: an exclusive-create lock file
+            try:
+                self.fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+            except FileExistsError:
+                raise ResultError(
+                    f"{busy} (if no other process is saving, a crash left {self.path}: delete it)"
+                ) from None
+            return self
+        for _ in range(20):
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise busy from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a lock file the previous holder removed after we opened it
+                self.fd = fd
+                return self
+            os.close(fd)
+        raise busy
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is None:
+            return
+        with suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self.fd)  # closing releases the flock
+        self.fd = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def _recover(target: Path) -> None:
+    """Under the lock: remove what crashed writers left beside ``target``, and put back a
+    previous result that an interrupted replacement left aside."""
+    parent = target.parent
+    name = glob.escape(target.name)
+    for tmp in parent.glob(f".{name}.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    olds = sorted(parent.glob(f".{name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not target.exists():
+        os.rename(olds.pop(), target)
+    for old in olds:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _fresh(parent: Path, prefix: str, suffix: str = "") -> Path:
+    """A path in ``parent`` that does not exist yet (a random part between prefix and suffix)."""
+    while True:
+        p = parent / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        if not os.path.lexists(p):
+            return p
+
+
+@contextmanager
+def atomic_folder(
+    path: str | Path, *, overwrite: bool = False, name: str = "path"
+) -> Iterator[Path]:
+    """Write a folder atomically: yields a hidden temporary folder beside ``path`` to fill;
+    on a clean exit writes ``manifest.json`` (sha256 and size of every file) last, fsyncs and
+    renames the folder into place (replacing an existing one only with ``overwrite``, whole,
+    so that no old file survives). On an error nothing changes at ``path`` and the temporary
+    folder is removed. Writers of one ``path`` are serialised by an exclusive lock file; a
+    second concurrent writer gets :class:`~faithlens.errors.ResultError`.
+    :meth:`Result.save` is built on it; use it for a folder of several results."""
+    target = Path(path)
+    if target.name in ("", ".", ".."):
+        target = target.resolve()
+    check_target(target, overwrite=overwrite, name=name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _Lock(target):
+        _recover(target)
+        check_target(target, overwrite=overwrite, name=name)  # again, under the lock
+        tmp = _fresh(target.parent, f".{target.name}.tmp-")
+        os.mkdir(tmp)  # mode 0o777 less the umask, like any folder the user makes
+        try:
+            yield tmp
+            _write_manifest(tmp)
+            if not target.exists():
+                os.rename(tmp, target)
+            elif target.is_dir() and not any(target.iterdir()):
+                os.rmdir(target)
+                os.rename(tmp, target)
+            elif _exchange(tmp, target):
+                shutil.rmtree(tmp)  # now the old folder
+            else:
+                old = _fresh(target.parent, f".{target.name}.old-")
+                os.rename(target, old)
+                os.rename(tmp, target)
+                shutil.rmtree(old)
+            _fsync_dir(target.parent)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def atomic_file(path: str | Path, *, overwrite: bool = False, name: str = "path") -> Iterator[Path]:
+    """Write one file atomically: yields a temporary path beside ``path`` (same suffix, so
+    ``savefig`` picks the format) that is fsynced and renamed onto ``path`` on a clean exit."""
+    target = check_output_file(path, overwrite=overwrite, name=name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _fresh(target.parent, f".{target.name}.tmp-", target.suffix)
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # umask applies
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        if not overwrite:
+            try:
+                os.link(tmp, target)  # fails if another writer created it meanwhile
+            except FileExistsError:
+                raise ResultError(
+                    f"{name}={str(target)!r}: the file already exists; pass --overwrite to "
+                    "replace it, or choose another path"
+                ) from None
+            except OSError:
+                if target.exists():
+                    raise
+                os.replace(tmp, target)
+        else:
+            os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def plot_writer(result: Result, dpi: int = 150) -> Callable[[Path], None]:
+    """A writer of ``result.plot()`` for ``Result.save(extras={"plot.png": ...})``."""
+
+    def write(path: Path) -> None:
+        result.plot().savefig(path, dpi=dpi)
+
+    return write

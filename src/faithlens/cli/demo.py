@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import typer
@@ -41,6 +41,9 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(
             Path("runs/demo"), "--out", "-o", help="Results folder (created if needed)."
         ),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
+        ),
         n: int = typer.Option(
             600, "--n", help="Reference examples per causal-scrubbing hypothesis."
         ),
@@ -63,18 +66,20 @@ def register(app: typer.Typer) -> None:
         from .. import patching
         from ..errors import InputError
         from ..models import load
+        from ..results import atomic_folder, plot_writer
         from ..tasks.induction import induction_task
         from ..tasks.paren import paren_task
         from ..zoo.hypotheses import PAREN_HYPOTHESES, replicate_paren
 
         t0, c0 = time.perf_counter(), time.process_time()
-        with friendly_errors(), _torch_threads(threads):
+        with friendly_errors(), _torch_threads(threads), ExitStack() as stack:
             if n < 2 or pool < 2 or patch_n < 2:
                 raise InputError(
                     f"n and pool must be at least 2 and --patch-n at least 2 (got n={n}, "
                     f"pool={pool}, patch-n={patch_n})"
                 )
-            out.mkdir(parents=True, exist_ok=True)
+            # Everything is written into one temporary folder, renamed into place at the end.
+            tmp = stack.enter_context(atomic_folder(out, overwrite=overwrite, name="--out"))
             texts: list[str] = []
             cols = ["site", "effect", "ci_low", "ci_high"]
             for name, build in (
@@ -93,8 +98,7 @@ def register(app: typer.Typer) -> None:
                     f"{round(100 * res.level)}% CI)"
                 )
                 print_frame(res.to_frame()[cols], title=title, max_rows=50)
-                res.save(out / f"patch_{name}")
-                res.plot().savefig(out / f"patch_{name}" / "heatmap.png", dpi=120)
+                res.save(tmp / f"patch_{name}", extras={"heatmap.png": plot_writer(res, 120)})
                 texts.append(title + "\n" + res.to_frame()[cols].to_string(index=False))
             model = load("zoo:paren")
             names = list(PAREN_HYPOTHESES)
@@ -110,17 +114,15 @@ def register(app: typer.Typer) -> None:
                 )
             console.print()
             console.print(rep.summary())
-            rep.save(out / "paren_scrub")
-            rep.plot().savefig(out / "paren_scrub" / "recovered.png", dpi=120)
-            for i, r in enumerate(results.values()):
-                r.save(out / "paren_scrub" / f"scrub{i}")
+            scrubs = {f"scrub{i}": r.save for i, r in enumerate(results.values())}
+            rep.save(tmp / "paren_scrub", extras={"recovered.png": plot_writer(rep, 120), **scrubs})
             texts.append(rep.summary())
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             timing = (
                 f"demo took {wall:.1f} s of wall time, {cpu:.1f} s of CPU time "
                 f"({threads or 'default'} torch thread(s))"
             )
-            (out / "summary.txt").write_text("\n\n".join([*texts, timing]) + "\n")
+            (tmp / "summary.txt").write_text("\n\n".join([*texts, timing]) + "\n")
             console.print(
                 f"\n{timing}; wrote {out}/summary.txt, patch_induction/, patch_paren/, "
                 "paren_scrub/ (load any of them with faithlens.Result.load)"

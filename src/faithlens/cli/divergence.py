@@ -78,6 +78,9 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(
             None, "--out", "-o", help="Folder for result.json, table.parquet and audit.png."
         ),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
+        ),
     ) -> None:
         """How far do interventions push activations off the natural distribution? Every
         divergence against a natural-vs-natural baseline, split into the reader's null space
@@ -86,9 +89,11 @@ def register(app: typer.Typer) -> None:
         from ..das import DASResult
         from ..divergence.audit import audit, mean_difference_vector
         from ..errors import InputError
-        from ..results import Result
+        from ..results import Result, check_target, plot_writer
 
         with friendly_errors():
+            if out is not None:
+                check_target(out, overwrite=overwrite, name="--out")
             if not (patch or top_heads or steer or zero or das_dir):
                 raise InputError(
                     "nothing to audit: give --patch, --top-heads, --steer, --zero or --das"
@@ -149,8 +154,7 @@ def register(app: typer.Typer) -> None:
             ]
             print_frame(res.table[cols], title=f"divergence at {site}", max_rows=60)
             if out is not None:
-                res.save(out)
-                res.plot().savefig(out / "audit.png", dpi=150)
+                res.save(out, overwrite=overwrite, extras={"audit.png": plot_writer(res, 150)})
                 console.print(f"wrote {out}/result.json, table.parquet, audit.png")
 
     @app.command("das")
@@ -198,6 +202,9 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(
             None, "--out", "-o", help="Folder for the result (with the alignment) and das.png."
         ),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
+        ),
     ) -> None:
         """Distributed alignment search at a site, reporting IIA (with a confidence interval),
         the EMD of the intervened activations, and optionally the Counterfactual Latent loss."""
@@ -206,6 +213,7 @@ def register(app: typer.Typer) -> None:
         from ..das import das
         from ..das.train import check_das_args
         from ..errors import InputError
+        from ..results import check_target, plot_writer
         from ..tasks.interchange import InterchangeData
         from ..tasks.synthetic_das import (
             DIVISIONS,
@@ -258,6 +266,8 @@ def register(app: typer.Typer) -> None:
                     )
             if device is not None:
                 V.device(device, "--device")
+            if out is not None:
+                check_target(out, overwrite=overwrite, name="--out")
             ood = None
             emd_dims: list[int] | None = None
             if synthetic is not None:
@@ -305,7 +315,9 @@ def register(app: typer.Typer) -> None:
                     f"{ev.emd_features:.4g}, EMD (all) {ev.emd:.4g}"
                 )
             if out is not None:
-                res.save(out)
-                res.alignment.save(out / "alignment")
-                res.plot().savefig(out / "das.png", dpi=150)
+                res.save(
+                    out,
+                    overwrite=overwrite,
+                    extras={"alignment": res.alignment.save, "das.png": plot_writer(res, 150)},
+                )
                 console.print(f"wrote {out}/result.json, table.parquet, alignment/, das.png")

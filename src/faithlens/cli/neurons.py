@@ -12,6 +12,7 @@ import pandas as pd
 import typer
 
 from ..errors import InputError
+from ..results import atomic_file, atomic_folder, check_output_file, check_target
 from ._common import comma_list, console, friendly_errors, load_model, print_frame
 
 METRIC_HELP = (
@@ -142,7 +143,23 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
         yield update
 
 
-def _report(res: Any, out: Path | None, show: int, plot: Path | None) -> None:
+def _check_outputs(out: Path | None, plot: Path | None, overwrite: bool) -> None:
+    """Refuse an unwritable or existing --out / --plot before any work."""
+    if out is not None:
+        check_target(out, overwrite=overwrite, name="--out")
+    if plot is not None:
+        check_output_file(plot, overwrite=overwrite, name="--plot")
+
+
+def _save_plot(res: Any, plot: Path, overwrite: bool) -> None:
+    with atomic_file(plot, overwrite=overwrite, name="--plot") as tmp:
+        res.plot().savefig(tmp, dpi=120)
+    console.print(f"plot saved to {plot}")
+
+
+def _report(
+    res: Any, out: Path | None, show: int, plot: Path | None, overwrite: bool = False
+) -> None:
     console.print(res.summary(max_units=show), highlight=False, markup=False)
     cols = [
         c
@@ -163,12 +180,10 @@ def _report(res: Any, out: Path | None, show: int, plot: Path | None) -> None:
     ]
     print_frame(res.to_frame()[cols], "explanations", max_rows=show)
     if out is not None:
-        res.save(out)
+        res.save(out, overwrite=overwrite)
         console.print(f"saved to {out}")
     if plot is not None:
-        fig = res.plot()
-        fig.savefig(plot, dpi=120)
-        console.print(f"plot saved to {plot}")
+        _save_plot(res, plot, overwrite)
 
 
 def register(app: typer.Typer) -> None:
@@ -263,6 +278,9 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[
             Path | None, typer.Option("--plot", help="Save the stability plot to this file.")
         ] = None,
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder or --plot file."
+        ),
         show: int = typer.Option(20, "--show", help="Units to print."),
     ) -> None:
         """Explain units by concepts: scores, certified winners, provable and BE sets."""
@@ -290,6 +308,7 @@ def register(app: typer.Typer) -> None:
             )
             V.positive_int("--n-texts", n_texts)
             V.nonnegative_int("--show", show)
+            _check_outputs(out, plot, overwrite)
             if model is not None:
                 if site is None:
                     raise InputError("--model needs --site (for example mlp_post.4)")
@@ -335,7 +354,7 @@ def register(app: typer.Typer) -> None:
                     checkpoint=checkpoint,
                     progress=tick,
                 )
-            _report(res, out, show, plot)
+            _report(res, out, show, plot, overwrite)
 
     @neurons.command("dissect")
     def dissect_cmd(
@@ -369,6 +388,9 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[
             Path | None, typer.Option("--plot", help="Save the stability plot to this file.")
         ] = None,
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder or --plot file."
+        ),
         show: int = typer.Option(20, "--show", help="Channels to print."),
     ) -> None:
         """Network Dissection of conv channels against concept masks, with bounds."""
@@ -381,6 +403,7 @@ def register(app: typer.Typer) -> None:
             V.probability("--quantile", quantile, fix="the top quantile that fires, e.g. 0.005")
             check_explain_args(delta=delta, n_boot=n_boot, level=level, seed=seed, cli=True)
             V.nonnegative_int("--show", show)
+            _check_outputs(out, plot, overwrite)
             mp = _read_array(maps, "maps")
             mk = _read_array(masks, "masks") if masks is not None else None
             lb = _read_matrix(labels, "labels")[0] if labels is not None else None
@@ -400,7 +423,7 @@ def register(app: typer.Typer) -> None:
                     seed=seed,
                     progress=tick,
                 )
-            _report(res, out, show, plot)
+            _report(res, out, show, plot, overwrite)
 
     @neurons.command("digits")
     def digits_cmd(
@@ -415,6 +438,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path | None, typer.Option("--out", "-o", help="Save both results under this folder.")
         ] = None,
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder or --plot file."
+        ),
         show: int = typer.Option(10, "--show", help="Units to print."),
     ) -> None:
         """The shipped digits CNN: logits vs digit concepts, pool channels vs pixel regions."""
@@ -430,6 +456,7 @@ def register(app: typer.Typer) -> None:
             check_explain_args(n_boot=n_boot, seed=seed, cli=True)
             V.nonnegative_int("--show", show)
             V.positive_int("--n-probe", n_probe, fix="at most 597 held-out digits")
+            _check_outputs(out, None, overwrite)
             model = D.digits_model()
             data = D.load_digits_data(0)
             if not 10 <= n_probe <= len(data.y_probe):
@@ -464,8 +491,9 @@ def register(app: typer.Typer) -> None:
                 )
             console.print(dis.summary(max_units=show), highlight=False, markup=False)
             if out is not None:
-                logits.save(out / "logits")
-                dis.save(out / "dissection")
+                with atomic_folder(out, overwrite=overwrite, name="--out") as tmp:
+                    logits.save(tmp / "logits")
+                    dis.save(tmp / "dissection")
                 console.print(f"saved to {out}/logits and {out}/dissection")
 
     @neurons.command("validate")
@@ -494,6 +522,9 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[
             Path | None, typer.Option("--plot", help="Save the coverage plot to this file.")
         ] = None,
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder or --plot file."
+        ),
     ) -> None:
         """Simulate units with known concepts: do the bounds and BE sets cover?"""
         from .. import validate as V
@@ -504,6 +535,7 @@ def register(app: typer.Typer) -> None:
             check_explain_args(delta=delta, n_boot=n_boot, level=level, seed=seed, cli=True)
             V.min_examples("--reps", reps, what="a coverage estimate")
             V.probability("--p", p, fix="a concept frequency such as 0.1")
+            _check_outputs(out, plot, overwrite)
             sizes = comma_list(n, int, "--n")
             with console.status("simulating..."):
                 res = simulate(
@@ -519,11 +551,10 @@ def register(app: typer.Typer) -> None:
                 )
             console.print(res.summary(), highlight=False, markup=False)
             if out is not None:
-                res.save(out)
+                res.save(out, overwrite=overwrite)
                 console.print(f"saved to {out}")
             if plot is not None:
-                res.plot().savefig(plot, dpi=120)
-                console.print(f"plot saved to {plot}")
+                _save_plot(res, plot, overwrite)
 
     @neurons.command("bound")
     def bound_cmd(
@@ -587,6 +618,9 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[
             Path | None, typer.Option("--plot", help="Save the heat maps to this file.")
         ] = None,
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder or --plot file."
+        ),
     ) -> None:
         """NeuronEval's sanity checks: does each metric punish missing and extra labels?"""
         from .. import validate as V
@@ -594,6 +628,7 @@ def register(app: typer.Typer) -> None:
 
         with friendly_errors():
             V.nonnegative_int("--seed", seed)
+            _check_outputs(out, plot, overwrite)
             freqs = comma_list(frequencies, float, "--frequencies")
             with console.status("checking metrics..."):
                 res = sanity_checks(
@@ -601,11 +636,10 @@ def register(app: typer.Typer) -> None:
                 )
             console.print(res.summary(), highlight=False, markup=False)
             if out is not None:
-                res.save(out)
+                res.save(out, overwrite=overwrite)
                 console.print(f"saved to {out}")
             if plot is not None:
-                res.plot().savefig(plot, dpi=120)
-                console.print(f"plot saved to {plot}")
+                _save_plot(res, plot, overwrite)
 
     @neurons.command("show")
     def show_cmd(
@@ -619,6 +653,9 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[
             Path | None, typer.Option("--plot", help="Save the plot to this file.")
         ] = None,
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --plot file (default: refuse)."
+        ),
         show: int = typer.Option(20, "--show", help="Units to print."),
     ) -> None:
         """Print a saved neuron explanation (or one unit of it)."""
@@ -627,6 +664,7 @@ def register(app: typer.Typer) -> None:
 
         with friendly_errors():
             V.nonnegative_int("--show", show)
+            _check_outputs(None, plot, overwrite)
             res: Any = Result.load(path)
             if unit is not None:
                 if not hasattr(res, "unit"):
@@ -639,8 +677,7 @@ def register(app: typer.Typer) -> None:
                     highlight=False,
                 )
             if plot is not None:
-                res.plot().savefig(plot, dpi=120)
-                console.print(f"plot saved to {plot}")
+                _save_plot(res, plot, overwrite)
 
 
 def _read_array(path: Path, what: str) -> np.ndarray:

@@ -18,10 +18,11 @@ from ._common import (
 )
 
 
-def _write(res: Any, out: Path) -> None:
-    """Save a patching result and its heatmap to ``out``."""
-    res.save(out)
-    res.plot().savefig(out / "heatmap.png", dpi=150)
+def _write(res: Any, out: Path, overwrite: bool) -> None:
+    """Save a patching result and its heatmap to ``out``, in one atomic write."""
+    from ..results import plot_writer
+
+    res.save(out, overwrite=overwrite, extras={"heatmap.png": plot_writer(res, 150)})
     console.print(f"wrote {out}/result.json, table.parquet, arrays.npz, heatmap.png")
 
 
@@ -61,11 +62,17 @@ def register(app: typer.Typer) -> None:
             "-o",
             help="Folder for result.json, table.parquet, arrays.npz and heatmap.png.",
         ),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
+        ),
     ) -> None:
         """Patch every site of a group and report each site's effect with a confidence interval."""
         from .. import patching, tasks
+        from ..results import check_target
 
         with friendly_errors():
+            if out is not None:
+                check_target(out, overwrite=overwrite, name="--out")
             m = load_model(model, device)
             t = tasks.build(task, m, n=n, seed=seed)
             site_arg: str | list[str] = (
@@ -105,7 +112,7 @@ def register(app: typer.Typer) -> None:
                 title=f"top {top} sites by |effect| ({int(res.level * 100)}% CI)",
             )
             if out is not None:
-                _write(res, out)
+                _write(res, out, overwrite)
 
     @app.command("path-patch")
     def path_patch_cmd(
@@ -155,12 +162,18 @@ def register(app: typer.Typer) -> None:
             "-o",
             help="Folder for result.json, table.parquet, arrays.npz and heatmap.png.",
         ),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
+        ),
     ) -> None:
         """Path patching: each sender's effect through its direct edges into the receivers only
         (the rest of the model keeps its corrupted values), with a confidence interval."""
         from .. import patching, tasks
+        from ..results import check_target
 
         with friendly_errors():
+            if out is not None:
+                check_target(out, overwrite=overwrite, name="--out")
             recv = comma_list(receivers, str, "--receivers")
             send: str | list[str] = (
                 senders if senders in ("head", "mlp") else comma_list(senders, str, "--senders")
@@ -188,4 +201,4 @@ def register(app: typer.Typer) -> None:
                 title=f"top {top} senders by |effect| ({int(res.level * 100)}% CI)",
             )
             if out is not None:
-                _write(res, out)
+                _write(res, out, overwrite)

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from ..results import check_target, plot_writer
 from ._common import console, friendly_errors, load_model, print_frame, progress_bar
 
 CONCEPTS = ("truth", "honesty", "planted", "decoy")
@@ -221,6 +222,9 @@ def register(app: typer.Typer) -> None:
         seed: int = _SEED,
         device: str = _DEVICE,
         out: Path = typer.Option(None, "--out", "-o", help="Folder for the result and plot."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
+        ),
     ) -> None:
         """Read the concept's direction per layer: held-out accuracy, AUROC and stability, with CIs."""
         from .. import validate as V
@@ -231,6 +235,8 @@ def register(app: typer.Typer) -> None:
             V.nonnegative_int("--n-stability", n_stability, fix="0 skips the stability estimate")
             _check_position(position)
             _check_layers_syntax(layers)
+            if out is not None:
+                check_target(out, overwrite=overwrite, name="--out")
             m, pm = _setup(model, concept, device, seed)
             res, _ = _read(m, pm, concept, method, layers, n, n_stability, n_boot, seed, position)
             console.print(res.summary().split("\n")[0])
@@ -249,8 +255,7 @@ def register(app: typer.Typer) -> None:
             print_frame(df, title=f"reading '{res.concept}' per layer", max_rows=64)
             console.print(f"best layer: {res.best_layer()}")
             if out is not None:
-                res.save(out)
-                res.plot().savefig(out / "reading.png", dpi=150)
+                res.save(out, overwrite=overwrite, extras={"reading.png": plot_writer(res, 150)})
                 console.print(f"wrote {out}/result.json, table.parquet, arrays.npz, reading.png")
 
     @represent_app.command("steer")
@@ -278,6 +283,9 @@ def register(app: typer.Typer) -> None:
         seed: int = _SEED,
         device: str = _DEVICE,
         out: Path = typer.Option(None, "--out", "-o", help="Folder for the result and plot."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
+        ),
     ) -> None:
         """Steer with the concept's reading vector and measure the behaviour against no steering."""
         from .. import validate as V
@@ -293,6 +301,8 @@ def register(app: typer.Typer) -> None:
             V.choice("--metric", metric, ("margin", "rate"))
             _check_layers_syntax(layers)
             cs = _coefs(coef)
+            if out is not None:
+                check_target(out, overwrite=overwrite, name="--out")
             m, pm = _setup(model, concept, device, seed)
             ls = parse_layers(layers, m.n_layers)
             beh = _behaviour(m, pm, n, seed)
@@ -331,8 +341,7 @@ def register(app: typer.Typer) -> None:
                             markup=False,
                         )
             if out is not None:
-                eff.save(out)
-                eff.plot().savefig(out / "steering.png", dpi=150)
+                eff.save(out, overwrite=overwrite, extras={"steering.png": plot_writer(eff, 150)})
                 console.print(f"wrote {out}/result.json, table.parquet, steering.png")
 
     @represent_app.command("check")
@@ -357,6 +366,9 @@ def register(app: typer.Typer) -> None:
         seed: int = _SEED,
         device: str = _DEVICE,
         out: Path = typer.Option(None, "--out", "-o", help="Folder for the report and plot."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
+        ),
     ) -> None:
         """Every faithfulness check of the concept's representation, with its evidence."""
         from .. import validate as V
@@ -379,6 +391,8 @@ def register(app: typer.Typer) -> None:
                     f"--checks={checks!r}: unknown checks {unknown}; use 'all' or a comma list "
                     f"of {', '.join(CHECKS)}"
                 )
+            if out is not None:
+                check_target(out, overwrite=overwrite, name="--out")
             m, pm = _setup(model, concept, device, seed)
             ls = parse_layers(layers, m.n_layers)
             beh = _behaviour(m, pm, n, seed)
@@ -403,8 +417,7 @@ def register(app: typer.Typer) -> None:
                 )
             console.print(rep.summary(), highlight=False, markup=False)
             if out is not None:
-                rep.save(out)
-                rep.plot().savefig(out / "report.png", dpi=150)
+                rep.save(out, overwrite=overwrite, extras={"report.png": plot_writer(rep, 150)})
                 console.print(f"wrote {out}/result.json, table.parquet, frames/, report.png")
 
     app.add_typer(represent_app, name="represent")

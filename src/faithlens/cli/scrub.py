@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import InputError
+from ..results import check_target
 from ._common import console, err_console, friendly_errors, load_model, print_frame
 
 
@@ -97,6 +98,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path | None, typer.Option("--out", "-o", help="Folder to save the result in.")
         ] = None,
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
+        ),
         seed: int = typer.Option(0, "--seed", help="Seed of every draw."),
         baseline: Annotated[
             list[str] | None,
@@ -141,6 +145,8 @@ def register(app: typer.Typer) -> None:
             V.positive_int("--steps", steps, fix="take at least one refinement step")
             if device is not None:
                 V.device(device, "--device")
+            if out is not None and not dry_run:
+                check_target(out, overwrite=overwrite, name="--out")
             module = load_hypothesis_file(hypothesis_file)
             if model is not None:
                 m = load_model(model, device=device)
@@ -212,7 +218,7 @@ def register(app: typer.Typer) -> None:
             for w in result.warnings:
                 console.print(f"[yellow]warning:[/] {w}", highlight=False)
             if out is not None:
-                result.save(out)
+                result.save(out, overwrite=overwrite)
                 console.print(f"saved to {out}")
             if adversary:
                 feats = _resolve(module, "features", m) or {}

@@ -112,6 +112,7 @@ def register(app: typer.Typer) -> None:
         from .. import validate as V
         from .. import zoo
         from ..errors import InputError
+        from ..validate import output_dir
 
         with friendly_errors():
             # every option is checked before anything is built, written or trained
@@ -126,6 +127,7 @@ def register(app: typer.Typer) -> None:
             if steps is not None:
                 recipe.schedule = dataclasses.replace(recipe.schedule, steps=steps)
             folder = Path(out) if out is not None else Path("runs") / "zoo" / name
+            output_dir(folder, "--out")  # a training folder is resumed, not replaced
             with Progress(
                 TextColumn(f"[bold]zoo:{name}[/]"),
                 BarColumn(),

@@ -552,7 +552,7 @@ def train(
             from .cards import render_card
 
             (out / f"{recipe.name}.md").write_text(render_card(recipe, run))
-        run.save(out / "run")
+        run.save(out / "run", overwrite=True)  # the record of the latest finished run
     return run
 
 
