@@ -98,8 +98,8 @@ OPTION_CASES = [
         [*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--threshold", "inf"],
         ["--threshold=inf"],
     ),
-    ([*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--splits", "1"], ["n_splits=1"]),
-    ([*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--splits", "0"], ["n_splits=0"]),
+    ([*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--splits", "1"], ["--splits=1"]),
+    ([*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--splits", "0"], ["--splits=0"]),
     ([*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--seed", "-1"], ["--seed=-1"]),
     (
         [*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--positions", "middle"],
@@ -175,6 +175,28 @@ MODEL_CASES = [
         ["induction", "vocabulary of 5"],
     ),
     ([*PATCH, "--sites", "head.7.0"], ["head.7.0"]),
+    # the geomloss traceback: a site upstream of the zeroed head
+    (
+        [
+            "audit",
+            "--model",
+            "zoo:paren",
+            "--task",
+            "paren",
+            "--n",
+            "16",
+            "--site",
+            "resid_pre.0",
+            "--zero",
+            "head.2.0",
+        ],
+        ["resid_pre.0", "upstream of every intervention", "head.2.0", "resid_post.2"],
+    ),
+    # the index error: MiniLM (a BERT encoder) has no language-model head
+    (
+        ["patch", "--model", "minilm", "--task", "ioi", "--n", "2"],
+        ["minilm", "no language-model head"],
+    ),
 ]
 
 

@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
             check_reachable,
             mean_difference_vector,
         )
-        from ..divergence.compare import check_split_arguments, resolve_metrics
+        from ..divergence.compare import resolve_metrics
         from ..errors import InputError
         from ..results import Result
         from .patching import check_task_options
@@ -99,7 +99,13 @@ def register(app: typer.Typer) -> None:
             check_task_options(task, n, seed)
             validate.nonnegative_int("--top-heads", top_heads, fix="e.g. --top-heads 3")
             validate.finite_float("--threshold", threshold, fix="e.g. --threshold 0")
-            check_split_arguments(splits, 5000, seed)
+            if validate.positive_int("--splits", splits, fix="use e.g. 5") < 2:
+                raise validate.fail(
+                    "--splits",
+                    splits,
+                    "a standard error over splits needs at least 2",
+                    "use e.g. 5",
+                )
             validate.choice("--positions", positions, ("metric", "last", "all"))
             if not (patch or top_heads or steer or zero or das_dir):
                 raise InputError(

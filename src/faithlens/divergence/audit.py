@@ -508,7 +508,9 @@ def audit(
         raise validate.fail("paired", paired, "must be True, False or None")
     if isinstance(positions, str):
         validate.choice("positions", positions, ("metric", "last", "all"))
-    elif isinstance(positions, bool) or not isinstance(positions, (int, Tensor, Sequence)):
+    elif isinstance(positions, bool) or not isinstance(
+        positions, (int, Tensor, np.ndarray, Sequence)
+    ):
         raise validate.fail(
             "positions", positions, "must be 'metric', 'last', 'all', an int or [n] indices"
         )
