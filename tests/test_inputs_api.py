@@ -195,6 +195,12 @@ def test_resample_pool_checked_before_the_run(induction, kwargs, exc, words):
     _check(e, *words)
 
 
+def test_mean_fit_over_checked_before_the_run(induction, no_run):
+    with pytest.raises(ArgumentError) as e:
+        fl.Mean.fit(induction, "resid_pre.1", torch.zeros(2, 5, dtype=torch.long), over="batch")
+    _check(e, "over='batch'", "'tokens', 'examples'")
+
+
 @pytest.mark.parametrize("seed", [-1, 1.5, "0"])
 def test_resample_seed(seed):
     with pytest.raises(ArgumentError) as e:
@@ -447,6 +453,7 @@ BAD_AUDIT_ARGS = [
     ({"positions": 1.5}, "positions=1.5"),
     ({"base": "neither"}, "base='neither'"),
     ({"natural": "neither"}, "natural='neither'"),
+    ({"split_metrics": "emd"}, "split_metrics='emd'"),
 ]
 
 
@@ -455,6 +462,13 @@ def test_audit_arguments(induction, task, no_run, kwargs, shown):
     with pytest.raises(ArgumentError) as e:
         fl.audit(induction, task, [fl.Zero("head.0.0")], "resid_post.1", **kwargs)
     _check(e, shown)
+
+
+@pytest.mark.parametrize("kwargs", [{"split_metrics": ["emd", "bogus"]}, {"metrics": ["bogus"]}])
+def test_audit_unknown_metrics(induction, task, no_run, kwargs):
+    with pytest.raises(InputError) as e:
+        fl.audit(induction, task, [fl.Zero("head.0.0")], "resid_post.1", **kwargs)
+    _check(e, "unknown divergence metric", "'bogus'")
 
 
 @pytest.mark.parametrize(

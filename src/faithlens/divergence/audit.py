@@ -498,6 +498,11 @@ def audit(
     s = as_site(site)
     model.site_info(s)  # unknown site: SiteError with the nearest names, before any work
     names = resolve_metrics(metrics)
+    if isinstance(split_metrics, str):
+        raise validate.fail(
+            "split_metrics", split_metrics, "must be a list of metric names", "e.g. ['emd']"
+        )
+    resolve_metrics(list(split_metrics))
     is_task = isinstance(task, Task)
     threshold = validate.finite_float(
         "threshold", threshold, fix="a unit is active above a finite threshold, e.g. 0.0"

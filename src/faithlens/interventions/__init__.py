@@ -197,6 +197,7 @@ class Mean(Intervention):
         example; ``over="examples"``: one vector per position (all examples must have the same
         length).
         """
+        validate.choice("over", over, ("tokens", "examples"))
         s = as_site(site)
         plain = Site(s.name)
         inputs = model.prepare(data)
