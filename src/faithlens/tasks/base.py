@@ -108,17 +108,24 @@ class Task:
             )
         if not logits:
             return
-        if getattr(adapter, "has_head", True) is False and model.arch == "bert":
-            raise InputError(
-                f"{fn}: {model.name} has no language-model head (its outputs are hidden states, "
-                "not token logits), so the task's answer logits cannot be read; use a causal "
-                "language model such as smollm2, or a zoo model"
-            )
-        try:
-            info = model.site_info("logits")
-        except SiteError:
-            return
-        width = info.width
+        width: int | None = None
+        get_out = getattr(model.module, "get_output_embeddings", None)
+        if callable(get_out):  # a Hugging Face model: its language-model head, if any
+            head = get_out()
+            weight = getattr(head, "weight", None)
+            if isinstance(weight, Tensor):
+                width = int(weight.shape[0])
+            elif head is None and model.arch == "bert":
+                raise InputError(
+                    f"{fn}: {model.name} has no language-model head (its outputs are hidden "
+                    "states, not token logits), so the task's answer logits cannot be read; use "
+                    "a causal language model such as smollm2, or a zoo model"
+                )
+        if width is None:
+            try:
+                width = model.site_info("logits").width
+            except SiteError:
+                return
         ans = int(self.answers.max())
         if width is not None and ans >= width:
             raise InputError(
