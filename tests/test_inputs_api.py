@@ -425,6 +425,34 @@ def test_runs_that_agree_give_nan_and_a_warning(induction, task, fn):
         assert np.isnan(col).all()
 
 
+@pytest.fixture(scope="module")
+def result(induction, task):
+    return fl.patch(induction, task, ["head.1.0", "head.1.1", "head.0.2"], n_boot=50)
+
+
+@pytest.mark.parametrize(
+    "call, shown",
+    [
+        (lambda r: r.top(-3), "k=-3"),
+        (lambda r: r.top(1.5), "k=1.5"),
+        (lambda r: r.top(3, by="size"), "by='size'"),
+        (lambda r: r.summary(k=-1), "k=-1"),
+        (lambda r: r.interventions(top=-1), "top=-1"),
+        (lambda r: r.interventions(top=0), "top=0"),
+        (lambda r: r.interventions(top=2, source="noisy"), "source='noisy'"),
+    ],
+)
+def test_result_accessors(result, call, shown):
+    with pytest.raises(ArgumentError) as e:
+        call(result)
+    _check(e, shown)
+
+
+def test_result_accessors_valid(result):
+    assert len(result.top(2)) == 2 and len(result.top(0)) == 0 and len(result.top(9)) == 3
+    assert [iv.site_spec.name for iv in result.interventions(top=1)] == [result.top(1)["site"][0]]
+
+
 def test_valid_patch_has_no_degenerate_note(induction, task):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
