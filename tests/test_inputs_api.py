@@ -255,6 +255,18 @@ def test_bad_tasks(over, words):
     _check(e, *words)
 
 
+@pytest.mark.parametrize("rows", [[0, 2], [5], torch.tensor([-3])])
+def test_task_subset_out_of_range(rows):
+    with pytest.raises(InputError) as e:
+        _task().subset(rows)
+    _check(e, "rows", "out of range", "2 examples")
+
+
+def test_task_subset_empty():
+    with pytest.raises(InputError, match="no examples"):
+        _task().subset([])
+
+
 def test_good_task_accepted():
     t = _task()
     assert t.n == 2 and t.degenerate() is None

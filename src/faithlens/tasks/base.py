@@ -187,6 +187,12 @@ class Task:
             if isinstance(rows, (slice, Tensor))
             else torch.tensor(list(rows), dtype=torch.long)
         )
+        if isinstance(idx, Tensor) and idx.dtype != torch.bool:
+            flat = idx.flatten()
+            if bool(((flat < -self.n) | (flat >= self.n)).any()):
+                raise InputError(
+                    f"rows {flat.tolist()[:8]} are out of range for a task of {self.n} examples"
+                )
 
         def pick(t: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
             if t is None:
