@@ -90,7 +90,10 @@ def test_attribution_flag(smollm2):
     [
         (["patch", "--model", "smollm2", "--sites", "head.99.0", "--n", "2"], "unknown site"),
         (["patch", "--model", "smollm2", "--task", "nope", "--n", "2"], "unknown task"),
-        (["patch", "--model", "smollm2", "--positions", "middle", "--n", "2"], "positions must be"),
+        (
+            ["patch", "--model", "smollm2", "--positions", "middle", "--n", "2"],
+            "--positions='middle'",
+        ),
         (["sites", "--model", "no-such-model"], "unknown model"),
     ],
 )

@@ -136,7 +136,10 @@ def test_raw_module_site_never_called_is_reported():
 
 def test_bad_task_arguments(llama):
     task = fl.tasks.random_token_task(llama, 3, 6)
-    with no_forward(llama.module), pytest.raises(fl.InputError, match="positions must be"):
+    with (
+        no_forward(llama.module),
+        pytest.raises(fl.InputError, match="positions='middle': must be one of"),
+    ):
         fl.patch(llama, task, "head", positions="middle")
     with no_forward(llama.module), pytest.raises(fl.InputError, match="direction"):
         fl.patch(llama, task, "head", direction="sideways")

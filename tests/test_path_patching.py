@@ -107,7 +107,7 @@ def test_path_patching_bad_input(tiny_llama):
         fl.path_patch(model, task, ["head.0.0"], ["logits", "head.1.0"])
     with pytest.raises(fl.InputError, match="receiver_ports"):
         fl.path_patch(model, task, ["head.0.0"], ["head.1.0"], receiver_ports=["query"])
-    with pytest.raises(fl.InputError, match="positions must be one of"):
+    with pytest.raises(fl.InputError, match="positions='each': must be one of"):
         fl.path_patch(model, task, ["head.0.0"], ["head.1.0"], positions="each")
     with pytest.raises(fl.InputError, match="not a head or an MLP"):
         fl.path_patch(model, task, ["embed"], ["head.1.0"])

@@ -19,8 +19,22 @@ def register(app: typer.Typer) -> None:
         layer: int = typer.Option(None, "--layer", "-l", help="Only sites of this layer."),
     ) -> None:
         """List the canonical sites of a model."""
+        from .. import validate
+
         with friendly_errors():
+            if layer is not None:
+                validate.nonnegative_int("--layer", layer)
             m = load_model(model)
+            if layer is not None:
+                if not m.n_layers:
+                    raise validate.fail("--layer", layer, f"{m.name} has no layers", "omit --layer")
+                validate.int_in_range(
+                    "--layer",
+                    layer,
+                    0,
+                    m.n_layers - 1,
+                    fix=f"{m.name} has layers 0..{m.n_layers - 1}",
+                )
             names = m.sites(kind=kind, layer=layer)
             console.print(f"[bold]{m}[/]")
             console.print(f"{len(names)} sites")

@@ -85,37 +85,83 @@ def register(app: typer.Typer) -> None:
         """How far do interventions push activations off the natural distribution? Every
         divergence against a natural-vs-natural baseline, split into the reader's null space
         (harmless) and row space (potentially pernicious), and dormant-unit recruitment."""
-        from .. import Add, Patch, Site, Zero, patching, tasks
+        from .. import Add, Patch, Site, Zero, patching, tasks, validate
         from ..das import DASResult
-        from ..divergence.audit import audit, mean_difference_vector
+        from ..divergence.audit import (
+            audit,
+            cannot_reach,
+            check_reachable,
+            mean_difference_vector,
+        )
+        from ..divergence.compare import resolve_metrics
         from ..errors import InputError
         from ..results import Result, check_target, plot_writer
+        from .patching import check_task_options
 
         with friendly_errors():
             if out is not None:
                 check_target(out, overwrite=overwrite, name="--out")
+            check_task_options(task, n, seed)
+            validate.nonnegative_int("--top-heads", top_heads, fix="e.g. --top-heads 3")
+            validate.finite_float("--threshold", threshold, fix="e.g. --threshold 0")
+            if validate.positive_int("--splits", splits, fix="use e.g. 5") < 2:
+                raise validate.fail(
+                    "--splits",
+                    splits,
+                    "a standard error over splits needs at least 2",
+                    "use e.g. 5",
+                )
+            validate.choice("--positions", positions, ("metric", "last", "all"))
             if not (patch or top_heads or steer or zero or das_dir):
                 raise InputError(
                     "nothing to audit: give --patch, --top-heads, --steer, --zero or --das"
                 )
+            metric_arg: Any = metrics if metrics in ("default", "all") else _split(metrics)
+            resolve_metrics(metric_arg)
+            sweep = comma_list(sweep_layers, int, "--sweep-layers") if sweep_layers else None
             m = load_model(model, device)
-            t = tasks.build(task, m, n=n, seed=seed)
             m.site_info(site)
+            # The audited site must be reachable from the interventions: checked before any work.
+            known = {
+                f"--patch {patch}": _split(patch),
+                f"--zero {zero}": _split(zero),
+                f"--steer {steer}": _split(steer),
+            }
+            check_reachable(m, site, {k: v for k, v in known.items() if v})
+            if top_heads:
+                layers = sweep if sweep is not None else list(range(m.n_layers))
+                for L in layers:
+                    validate.int_in_range(
+                        "--sweep-layers",
+                        L,
+                        0,
+                        m.n_layers - 1,
+                        fix=f"layers are 0..{m.n_layers - 1}",
+                    )
+                heads = [f"head.{L}.{h}" for L in layers for h in range(m.n_heads)]
+                if top_heads > len(heads):
+                    raise validate.fail(
+                        "--top-heads",
+                        top_heads,
+                        f"the sweep has only {len(heads)} heads",
+                        f"use at most {len(heads)}",
+                    )
+                if all(cannot_reach(m, site, h) for h in heads):
+                    check_reachable(m, site, {f"--top-heads {top_heads}": heads})
+            t = tasks.build(task, m, n=n, seed=seed)
             conds: dict[str, list[Any]] = {}
             if patch:
                 conds[f"patch {patch}"] = [Patch(s, source="clean") for s in _split(patch)]
             if top_heads:
                 sites: Any = "head"
-                if sweep_layers:
-                    sites = [
-                        f"head.{L}.{h}"
-                        for L in comma_list(sweep_layers, int, "--sweep-layers")
-                        for h in range(m.n_heads)
-                    ]
+                if sweep is not None:
+                    sites = [f"head.{L}.{h}" for L in sweep for h in range(m.n_heads)]
                 with progress_bar("patching heads") as advance:
                     eff = patching.patch(m, t, sites, n_boot=200, seed=seed, progress=advance)
                 ivs = eff.interventions(top=top_heads)
-                console.print(f"top {top_heads} heads: {[iv.site_spec.name for iv in ivs]}")
+                top_names = [iv.site_spec.name for iv in ivs]
+                console.print(f"top {top_heads} heads: {top_names}")
+                check_reachable(m, site, {f"patch top-{top_heads} heads": top_names})
                 conds[f"patch top-{top_heads} heads"] = list(ivs)
             if steer:
                 delta = mean_difference_vector(m, t.clean, t.corrupt, steer, positions=t.positions)
@@ -127,7 +173,6 @@ def register(app: typer.Typer) -> None:
                 if not isinstance(d, DASResult):
                     raise InputError(f"{das_dir} holds a {type(d).__name__}, not a DAS result")
                 conds[f"DAS {d.site}"] = [d.intervention("clean")]
-            metric_arg: Any = metrics if metrics in ("default", "all") else _split(metrics)
             with console.status("auditing..."):
                 res = audit(
                     m,

@@ -18,6 +18,42 @@ from ._common import (
 )
 
 
+def check_task_options(task: str, n: int, seed: int) -> None:
+    """``--task``, ``--n`` and ``--seed``, checked before the model loads."""
+    from .. import tasks, validate
+
+    validate.choice("--task", task, sorted(tasks.REGISTRY), fix="choose a registered task")
+    validate.positive_int("--n", n, fix="a task needs at least one example")
+    validate.nonnegative_int("--seed", seed)
+
+
+def _check_sites_option(sites: str) -> str | list[str]:
+    """``--sites``: a group or comma-separated names; never the logits (the metric's output)."""
+    from .. import validate
+
+    names = comma_list(sites, str, "--sites")
+    if not names:
+        raise validate.fail("--sites", sites, "names no site", "give a group such as head")
+    for s in names:
+        if s.split("[")[0].strip() == "logits":
+            raise validate.fail(
+                "--sites",
+                sites,
+                "patching the logits replaces the very output the metric reads",
+                "patch sites upstream of the output (head, mlp, resid, ln_final)",
+            )
+    return names[0] if len(names) == 1 and "," not in sites else names
+
+
+def _check_common(direction: str, n_boot: int, top: int) -> None:
+    from .. import validate
+    from ..patching.exact import DIRECTIONS
+
+    validate.choice("--direction", direction, DIRECTIONS)
+    validate.n_boot(n_boot, "--n-boot")
+    validate.positive_int("--top", top, fix="the number of table rows to print, e.g. 15")
+
+
 def _write(res: Any, out: Path, overwrite: bool) -> None:
     """Save a patching result and its heatmap to ``out``, in one atomic write."""
     from ..results import plot_writer
@@ -67,17 +103,19 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Patch every site of a group and report each site's effect with a confidence interval."""
-        from .. import patching, tasks
+        from .. import patching, tasks, validate
+        from ..patching.exact import POSITION_MODES
         from ..results import check_target
 
         with friendly_errors():
+            check_task_options(task, n, seed)
+            _check_common(direction, n_boot, top)
+            validate.choice("--positions", positions, POSITION_MODES)
+            site_arg = _check_sites_option(sites)
             if out is not None:
                 check_target(out, overwrite=overwrite, name="--out")
             m = load_model(model, device)
             t = tasks.build(task, m, n=n, seed=seed)
-            site_arg: str | list[str] = (
-                sites if "," not in sites else [s.strip() for s in sites.split(",") if s.strip()]
-            )
             if attribution:
                 with console.status("attribution patching (2 forward passes, 1 backward)..."):
                     res = patching.attribution_patch(
@@ -168,13 +206,23 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Path patching: each sender's effect through its direct edges into the receivers only
         (the rest of the model keeps its corrupted values), with a confidence interval."""
-        from .. import patching, tasks
+        from .. import patching, tasks, validate
+        from ..patching.path import PORTS, SENDER_POSITIONS
         from ..results import check_target
 
         with friendly_errors():
+            check_task_options(task, n, seed)
+            _check_common(direction, n_boot, top)
+            validate.choice("--positions", positions, SENDER_POSITIONS)
+            validate.choice("--receiver-positions", receiver_positions, SENDER_POSITIONS)
+            port_list = [p for p in ports.replace(",", "") if p.strip()]
+            if not port_list or not set(port_list) <= set(PORTS):
+                raise validate.fail("--ports", ports, "takes any of q, k, v", "e.g. --ports qkv")
             if out is not None:
                 check_target(out, overwrite=overwrite, name="--out")
             recv = comma_list(receivers, str, "--receivers")
+            if not recv:
+                raise validate.fail("--receivers", receivers, "names no receiver", "e.g. logits")
             send: str | list[str] = (
                 senders if senders in ("head", "mlp") else comma_list(senders, str, "--senders")
             )
@@ -186,7 +234,7 @@ def register(app: typer.Typer) -> None:
                     t,
                     send,
                     recv,
-                    receiver_ports=[p for p in ports.replace(",", "") if p.strip()],
+                    receiver_ports=port_list,
                     positions=positions,
                     receiver_positions=receiver_positions,
                     direction=direction,

@@ -28,13 +28,20 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from .. import validate
 from ..errors import InputError, ShapeError, SiteError
 from ..interventions import Intervention
 from ..models.model import Inputs, Model
 from ..models.sites import Site, SiteLike, as_site
 from ..results import Result
 from ..tasks.base import Task
-from .compare import DivergenceResult, divergences, plot_divergence_table, resolve_metrics
+from .compare import (
+    DivergenceResult,
+    check_split_arguments,
+    divergences,
+    plot_divergence_table,
+    resolve_metrics,
+)
 from .dormant import dormant_units
 from .subspace import displacement_summary, row_basis, split_divergences
 
@@ -76,6 +83,71 @@ def _conditions(interventions: Conditions) -> dict[str, list[Intervention]]:
                     "intervention (fl.Patch, fl.Add, fl.Interchange, ...)"
                 )
     return out
+
+
+#: Kinds computed side by side in one layer: one never feeds another of the same order.
+_PARALLEL = ("q", "k", "v", "head")
+
+
+def cannot_reach(model: Model, target: SiteLike, source: SiteLike) -> bool:
+    """Whether a change at ``source`` provably leaves ``target`` unchanged: ``target`` comes
+    before ``source`` in the forward pass (or beside it: two heads of one layer). Raw module
+    sites have no known order and are assumed reachable."""
+    t, s = model.site_info(as_site(target)), model.site_info(as_site(source))
+    n = model.n_layers
+    to, so = t.order(n), s.order(n)
+    if to is None or so is None:
+        return False
+    if to < so:
+        return True
+    return to == so and t.name != s.name and t.kind in _PARALLEL and s.kind in _PARALLEL
+
+
+def _downstream_site(model: Model, sources: Sequence[str]) -> str | None:
+    """A site every one of ``sources`` reaches (the residual stream after the last of them)."""
+    layers = [model.site_info(as_site(x)).layer for x in sources]
+    if any(L is None for L in layers):
+        return None
+    last = max(L for L in layers if L is not None)
+    for name in (f"resid_post.{last}", "ln_final"):
+        try:
+            model.site_info(name)
+        except SiteError:
+            continue
+        if not any(cannot_reach(model, name, x) for x in sources):
+            return name
+    return None
+
+
+def check_reachable(
+    model: Model, site: SiteLike, conditions: Mapping[str, Sequence[str]]
+) -> list[str]:
+    """Before any work: the audited ``site`` must be reachable from each condition's
+    interventions (given by site name). A site upstream of every intervention of a condition
+    never changes, so every divergence ratio would be ~1 and measure nothing: that is a
+    :class:`SiteError` naming the site, the interventions and a reachable site. Returns notes for
+    conditions where only some interventions can reach the site."""
+    s = as_site(site).name
+    notes = []
+    for cname, sources in conditions.items():
+        blocked = [x for x in sources if cannot_reach(model, s, x)]
+        if not blocked:
+            continue
+        if len(blocked) == len(sources):
+            alt = _downstream_site(model, sources)
+            shown = ", ".join(list(dict.fromkeys(sources))[:6]) + (
+                " ..." if len(set(sources)) > 6 else ""
+            )
+            raise SiteError(
+                f"audit: site {s} is upstream of every intervention of {cname!r} ({shown}): "
+                "they cannot change it, so the audit would measure nothing. Audit a site at or "
+                "after the interventions" + (f", such as {alt}" if alt is not None else "")
+            )
+        notes.append(
+            f"{cname}: {len(blocked)} of {len(sources)} interventions ({', '.join(blocked[:4])}"
+            f"{' ...' if len(blocked) > 4 else ''}) are downstream of {s} and cannot change it"
+        )
+    return notes
 
 
 def _source_ref(iv: Intervention) -> str | None:
@@ -426,8 +498,36 @@ def audit(
     s = as_site(site)
     model.site_info(s)  # unknown site: SiteError with the nearest names, before any work
     names = resolve_metrics(metrics)
+    if isinstance(split_metrics, str):
+        raise validate.fail(
+            "split_metrics", split_metrics, "must be a list of metric names", "e.g. ['emd']"
+        )
+    resolve_metrics(list(split_metrics))
     is_task = isinstance(task, Task)
-    notes: list[str] = []
+    threshold = validate.finite_float(
+        "threshold", threshold, fix="a unit is active above a finite threshold, e.g. 0.0"
+    )
+    validate.finite_float("rtol", rtol, low=0.0, high=1.0, low_open=True, high_open=True)
+    check_split_arguments(n_splits, max_points, seed)
+    if paired is not None and not isinstance(paired, bool):
+        raise validate.fail("paired", paired, "must be True, False or None")
+    if isinstance(positions, str):
+        validate.choice("positions", positions, ("metric", "last", "all"))
+    elif isinstance(positions, bool) or not isinstance(
+        positions, (int, Tensor, np.ndarray, Sequence)
+    ):
+        raise validate.fail(
+            "positions", positions, "must be 'metric', 'last', 'all', an int or [n] indices"
+        )
+    for arg, value in (("base", base), ("natural", natural)):
+        if isinstance(value, str):
+            allowed = ("clean", "corrupt", "auto" if arg == "base" else "both")
+            validate.choice(arg, value, allowed)
+    if is_task:
+        task.check_model(model, "audit", logits=False)
+    notes: list[str] = check_reachable(
+        model, s, {c: [iv.site_spec.name for iv in ivs] for c, ivs in conds.items()}
+    )
 
     def inputs_for(which: Any) -> Inputs:
         if is_task and isinstance(which, str):
@@ -650,6 +750,8 @@ __all__ = [
     "AuditResult",
     "audit",
     "bind_sources",
+    "cannot_reach",
+    "check_reachable",
     "default_units",
     "mean_difference_vector",
 ]

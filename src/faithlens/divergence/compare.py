@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .. import stats
+from .. import stats, validate
 from ..errors import InputError, ShapeError
 from ..results import Result
 from . import distances as D
@@ -407,6 +407,27 @@ def plot_divergence_table(
     return fig
 
 
+def check_split_arguments(n_splits: Any, max_points: Any, seed: Any) -> None:
+    """The split protocol's arguments: a standard error over splits needs at least two."""
+    v = validate.positive_int("n_splits", n_splits, fix="use e.g. 5 splits")
+    if v < 2:
+        raise validate.fail(
+            "n_splits",
+            n_splits,
+            "a standard error over splits needs at least 2 splits",
+            "use e.g. 5 splits",
+        )
+    m = validate.positive_int("max_points", max_points, fix="use e.g. 5000")
+    if m < 2:
+        raise validate.fail(
+            "max_points",
+            max_points,
+            "each split needs two halves of at least one point",
+            "use e.g. 5000",
+        )
+    validate.nonnegative_int("seed", seed)
+
+
 def divergences(
     natural: Any,
     intervened: Any,
@@ -434,6 +455,7 @@ def divergences(
             activation came from): split by id instead of by row, so rows of one example (a
             clean prompt and its corrupted twin, several positions) stay on one side.
     """
+    check_split_arguments(n_splits, max_points, seed)
     nat, itv = D.check_pair(natural, intervened, names=("natural", "intervened"))
     sv = split_values(
         nat,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from .. import validate
 from ..errors import InputError, ShapeError
 from ..models.sites import Selection, Site, SiteLike, as_site
 
@@ -196,6 +197,7 @@ class Mean(Intervention):
         example; ``over="examples"``: one vector per position (all examples must have the same
         length).
         """
+        validate.choice("over", over, ("tokens", "examples"))
         s = as_site(site)
         plain = Site(s.name)
         inputs = model.prepare(data)
@@ -270,8 +272,39 @@ class Resample(Intervention):
         out = model.run(data, cache=[Site(s.name)])
         return cls(site=site, pool=out.cache[s.name], seed=seed, rows=rows)
 
+    def __post_init__(self) -> None:
+        validate.nonnegative_int("seed", self.seed)
+
+    def validate(self, shape: tuple[int, ...], full_shape: tuple[int, ...]) -> None:
+        pool = _source_tensor(self.pool, self.site_spec)
+        if pool.dim() == 0 or pool.shape[0] == 0:
+            raise InputError(
+                f"{self.site_spec}: the resample pool is empty (shape {tuple(pool.shape)}); "
+                "Resample needs at least one reference activation to draw from"
+            )
+        if pool.shape[-1] not in (shape[-1], full_shape[-1]):
+            raise ShapeError(
+                f"{self.site_spec}: pool rows have width {pool.shape[-1]}, the site has "
+                f"{full_shape[-1]}"
+            )
+        _check_finite(pool, self.site_spec, "resample pool")
+        if self.index is not None:
+            idx = self.index.long().flatten()
+            if idx.numel() != shape[0]:
+                raise ShapeError(
+                    f"{self.site_spec}: resample index has {idx.numel()} rows, the selection "
+                    f"{shape[0]}"
+                )
+            if bool(((idx < 0) | (idx >= pool.shape[0])).any()):
+                raise ShapeError(
+                    f"{self.site_spec}: resample index {idx.tolist()[:8]} is out of range for "
+                    f"a pool of {pool.shape[0]} activations"
+                )
+
     def draw(self, n: int) -> Tensor:
         pool = _source_tensor(self.pool, self.site_spec)
+        if pool.shape[0] == 0:
+            raise InputError(f"{self.site_spec}: the resample pool is empty")
         if self.index is not None:
             if self.index.numel() != n:
                 raise ShapeError(
@@ -333,6 +366,23 @@ class Add(Intervention):
     vector: Tensor
     coef: float = 1.0
     rows: Rows = None
+
+    def __post_init__(self) -> None:
+        # A NaN or infinite coefficient would give NaN logits: refuse it here.
+        if isinstance(self.coef, Tensor):
+            if not bool(torch.isfinite(self.coef).all()):
+                raise validate.fail(
+                    "coef",
+                    self.coef,
+                    "must be finite (not NaN or infinite)",
+                    "fix the coefficients",
+                )
+        else:
+            validate.finite_float("coef", self.coef, fix="use a finite steering coefficient")
+        if not isinstance(self.vector, Tensor):
+            raise validate.fail(
+                "vector", type(self.vector).__name__, "must be a torch tensor", "pass a tensor"
+            )
 
     def compute(self, current: Tensor, ctx: HookContext) -> Tensor:
         v = self.vector.to(current)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import validate
 from ..errors import InputError, MissingExtraError
 from .adapters import hf_adapter
 from .model import Model
@@ -191,7 +192,14 @@ def load(
 
     ``model`` is a short name (``"smollm2"``, ``"minilm"``, ``"zoo:paren"``), a local folder
     holding a Hugging Face model, or an already-built Hugging Face model (``PreTrainedModel``).
+    ``device`` must exist on this machine (``"cuda"`` without CUDA is an error before loading).
     """
+    if device is not None:
+        device = validate.device(device, "device")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise validate.fail(
+            "dtype", dtype, "must be a floating torch dtype", "use e.g. torch.float32"
+        )
     if isinstance(model, nn.Module):
         if getattr(getattr(model, "config", None), "model_type", None) is None:
             raise InputError(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from .. import validate
 from ..errors import InputError, SiteError
 from .adapters import RAW_PREFIX, Adapter, GenericAdapter, hf_adapter
 from .sites import KINDS, SITE_GROUPS, Site, SiteInfo, SiteLike, as_site
@@ -171,6 +172,8 @@ class Model:
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> Model:
+        if device is not None:
+            device = validate.device(device, "device")
         self.module.to(device=device, dtype=dtype)
         return self
 
@@ -191,6 +194,19 @@ class Model:
                 raise SiteError(f"unknown site kind {kind!r}; kinds are {list(KINDS)}")
         else:
             want = None
+        if layer is not None:
+            layers = sorted({i.layer for i in table.values() if i.layer is not None})
+            if not layers:
+                raise validate.fail(
+                    "layer", layer, f"this {self.arch} model has no layered sites", "omit layer"
+                )
+            layer = validate.int_in_range(
+                "layer",
+                layer,
+                layers[0],
+                layers[-1],
+                fix=f"this model has layers {layers[0]}..{layers[-1]}",
+            )
         out = []
         for name, info in table.items():
             if want is not None and info.kind != want:

@@ -370,7 +370,13 @@ def resolve_units(units: Units, info: SiteInfo, full_width: int | None) -> slice
     if isinstance(units, slice):
         if width is None:
             raise InputError(f"site {info.name}: unit slices need a known width")
+        _check_unit_slice(units, info.name, width)
         rng = range(*units.indices(width))
+        if len(rng) == 0:
+            raise InputError(
+                f"site {info.name}: the unit slice {_slice_text(units)} selects no unit of "
+                f"{width}; give start < stop"
+            )
         if rng.step == 1:
             return slice(start + rng.start, start + rng.stop)
         idx = torch.tensor(list(rng), dtype=torch.long)
@@ -385,6 +391,29 @@ def resolve_units(units: Units, info: SiteInfo, full_width: int | None) -> slice
             f"site {info.name} has {width} units; unit indices {idx[(idx < 0) | (idx >= width)].tolist()[:8]} are out of range"
         )
     return idx + start
+
+
+def _slice_text(s: slice) -> str:
+    text = f"{'' if s.start is None else s.start}:{'' if s.stop is None else s.stop}"
+    return text + (f":{s.step}" if s.step is not None else "")
+
+
+def _check_unit_slice(units: slice, site: str, width: int) -> None:
+    """A unit slice must lie within the site's width: ``50:99`` on a 64-wide site is an error,
+    not silently the units ``50:64``."""
+    for end in ("start", "stop"):
+        v = getattr(units, end)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise InputError(f"site {site}: unit slice bounds must be ints, not {v!r}")
+        if not -width <= v <= width:
+            raise SiteError(
+                f"site {site} has {width} units (0..{width - 1}); the unit slice "
+                f"{_slice_text(units)} reaches {v}, out of range. Use units within 0:{width}"
+            )
+    if units.step is not None and (not isinstance(units.step, int) or units.step < 1):
+        raise InputError(f"site {site}: unit slice step must be a positive int, not {units.step!r}")
 
 
 def as_rows(

@@ -10,6 +10,7 @@ normalised and bootstrapped exactly like exact patching.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ import torch
 from ..models.model import Model
 from ..stats import normalized_effect
 from ..tasks.base import Task
-from .exact import check_arguments, resolve_sites
+from .exact import _nan_interval, check_arguments, degenerate_warning, resolve_sites
 from .result import PatchingResult
 
 
@@ -33,7 +34,16 @@ def attribution_patch(
     seed: int = 0,
 ) -> PatchingResult:
     """Gradient-based estimate of :func:`faithlens.patch` for every site, same result shape."""
-    check_arguments("attribution_patch", task, positions, direction)
+    check_arguments(
+        "attribution_patch",
+        task,
+        positions,
+        direction,
+        model=model,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+    )
     names = resolve_sites(model, sites)
     task = task.to(model.device)
     base_in, src_in = (
@@ -84,9 +94,13 @@ def attribution_patch(
                 conds.append((name, t))
     est_delta = torch.stack(rows).double().cpu().numpy()
     patched = m_base[None, :] + est_delta
-    est = normalized_effect(
-        patched, m_base, m_src.double().cpu().numpy(), n_boot=n_boot, level=level, seed=seed
-    )
+    m_source = m_src.double().cpu().numpy()
+    est = normalized_effect(patched, m_base, m_source, n_boot=n_boot, level=level, seed=seed)
+    meta: dict[str, Any] = {}
+    note = degenerate_warning("attribution_patch", m_base, m_source)
+    if note is not None:
+        est = _nan_interval(est)
+        meta["degenerate"] = note
     infos = {name: model.site_info(name) for name in names}
     return PatchingResult(
         site=[c[0] for c in conds],
@@ -110,4 +124,5 @@ def attribution_patch(
         level=level,
         n_boot=n_boot,
         seed=seed,
+        meta=meta,
     )

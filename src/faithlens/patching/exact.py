@@ -20,6 +20,7 @@ position) is one patched forward pass in principle. The planner makes them cheap
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import validate
 from .._memory import budget_bytes, rows_that_fit
 from ..errors import InputError, SiteError
 from ..interventions import Patch
@@ -66,21 +68,69 @@ def resolve_sites(model: Model, sites: str | Sequence[str]) -> list[str]:
         if s in SITE_GROUPS:
             out.extend(model.sites(kind=s))
             continue
-        model.site_info(s)  # raises with the nearest names
+        info = model.site_info(s)  # raises with the nearest names
+        if info.kind == "logits":
+            raise validate.fail(
+                "sites",
+                s,
+                "patching the logits replaces the very output the metric reads (its effect is "
+                "1 by construction)",
+                "patch sites upstream of the output (head, mlp, resid, ln_final)",
+            )
         out.append(s)
     if not out:
         raise InputError("no sites to patch")
     return list(dict.fromkeys(out))
 
 
-def check_arguments(fn: str, task: object, positions: str, direction: str) -> None:
-    """The argument checks every patching method makes before any work."""
+def check_arguments(
+    fn: str,
+    task: object,
+    positions: str,
+    direction: str,
+    *,
+    model: object = None,
+    n_boot: Any = 1000,
+    level: Any = 0.95,
+    seed: Any = 0,
+    max_rows: Any = None,
+    position_modes: Sequence[str] = POSITION_MODES,
+) -> None:
+    """The argument checks every patching method makes before any work: the argument values,
+    the task against the model (vocabulary, a language-model head) and degenerate tasks whose
+    normalised effect is undefined (clean == corrupt, identical answers)."""
+    if not isinstance(model, Model):
+        raise validate.fail(
+            "model", type(model).__name__, f"{fn} needs a faithlens Model", "use fl.load(...)"
+        )
     if not isinstance(task, Task):
         raise InputError(f"{fn} needs a faithlens Task, not {type(task).__name__}")
-    if positions not in POSITION_MODES:
-        raise InputError(f"positions must be one of {POSITION_MODES}, not {positions!r}")
-    if direction not in DIRECTIONS:
-        raise InputError(f"direction must be one of {DIRECTIONS}, not {direction!r}")
+    validate.choice("positions", positions, position_modes)
+    validate.choice("direction", direction, DIRECTIONS)
+    validate.n_boot(n_boot)
+    validate.level(level)
+    validate.nonnegative_int("seed", seed)
+    if max_rows is not None:
+        validate.positive_int("max_rows", max_rows)
+    task.check_model(model, fn)
+    why = task.degenerate()
+    if why is not None:
+        raise InputError(f"{fn}: task {task.name!r} is degenerate: {why}")
+
+
+def degenerate_warning(fn: str, base: np.ndarray, source: np.ndarray) -> str | None:
+    """After the runs: the mean metric of the source and base runs agree exactly, so every
+    normalised effect divides by zero. Warn, and return the note the result carries."""
+    if float(np.mean(source)) != float(np.mean(base)):
+        return None
+    note = (
+        f"{fn}: the clean and corrupted runs give the same mean metric "
+        f"({float(np.mean(base)):.6g}), so the normalised effect (patched - base) / "
+        "(source - base) divides by zero; the effects are NaN, not estimates. Use a task whose "
+        "corruption changes the model's answer"
+    )
+    warnings.warn(note, RuntimeWarning, stacklevel=3)
+    return note
 
 
 @dataclass(frozen=True)
@@ -165,7 +215,17 @@ def patch(
 
     Returns a :class:`PatchingResult` with one row per condition.
     """
-    check_arguments("patch", task, positions, direction)
+    check_arguments(
+        "patch",
+        task,
+        positions,
+        direction,
+        model=model,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        max_rows=max_rows,
+    )
     names = resolve_sites(model, sites)
     conds = plan(model, task, names, positions)
     task = task.to(model.device)
@@ -265,6 +325,11 @@ def patch(
                     progress(done, total)
         del src_out, base_out
     est = normalized_effect(patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
+    meta: dict[str, Any] = {"conditions_skipped_as_noop": int(sum(c.noop for c in conds))}
+    note = degenerate_warning("patch", m_base, m_src)
+    if note is not None:
+        est = _nan_interval(est)
+        meta["degenerate"] = note
     return PatchingResult(
         site=[c.site for c in conds],
         kind=[c.info.kind for c in conds],
@@ -287,8 +352,14 @@ def patch(
         level=level,
         n_boot=n_boot,
         seed=seed,
-        meta={"conditions_skipped_as_noop": int(sum(c.noop for c in conds))},
+        meta=meta,
     )
+
+
+def _nan_interval(est: Any) -> Any:
+    """The interval with every value NaN (an undefined estimate, never a number)."""
+    nan = np.full(np.shape(est.estimate), np.nan)
+    return replace(est, estimate=nan, se=nan.copy(), low=nan.copy(), high=nan.copy())
 
 
 def _answer_columns(model: Model, task: Task, sites: Sequence[str]) -> tuple[Tensor | None, Tensor]:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import validate
 from .._memory import rows_that_fit
 from ..errors import InputError
 from ..interventions import Patch
@@ -41,7 +42,16 @@ from ..models.sites import Site
 from ..runs import Resume
 from ..stats import normalized_effect
 from ..tasks.base import Task
-from .exact import DIRECTIONS, Progress, _answer_columns, _example_chunks, _row_bytes, _truncated
+from .exact import (
+    Progress,
+    _answer_columns,
+    _example_chunks,
+    _nan_interval,
+    _row_bytes,
+    _truncated,
+    check_arguments,
+    degenerate_warning,
+)
 from .result import PatchingResult
 
 PORTS = ("q", "k", "v")
@@ -176,15 +186,19 @@ def path_patch(
 
     Returns a :class:`PatchingResult` (``method="path"``) with one row per sender.
     """
-    if not isinstance(task, Task):
-        raise InputError(f"path_patch needs a faithlens Task, not {type(task).__name__}")
-    for name, value, allowed in (
-        ("positions", positions, SENDER_POSITIONS),
-        ("receiver_positions", receiver_positions, SENDER_POSITIONS),
-        ("direction", direction, DIRECTIONS),
-    ):
-        if value not in allowed:
-            raise InputError(f"{name} must be one of {allowed}, not {value!r}")
+    check_arguments(
+        "path_patch",
+        task,
+        positions,
+        direction,
+        model=model,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        max_rows=max_rows,
+        position_modes=SENDER_POSITIONS,
+    )
+    validate.choice("receiver_positions", receiver_positions, SENDER_POSITIONS)
     if isinstance(receiver_ports, str):
         receiver_ports = (
             list(receiver_ports) if set(receiver_ports) <= set(PORTS) else [receiver_ports]
@@ -297,6 +311,9 @@ def path_patch(
                     progress(done, total)
         del src_out, base_out
     est = normalized_effect(patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
+    note = degenerate_warning("path_patch", m_base, m_src)
+    if note is not None:
+        est = _nan_interval(est)
     nodes = [graph.node(s) for s in kept]
     return PatchingResult(
         site=kept,
@@ -325,6 +342,7 @@ def path_patch(
             "receiver_ports": [] if to_logits else list(dict.fromkeys(receiver_ports)),
             "receiver_positions": receiver_positions,
             "senders_without_edge": skipped,
+            **({"degenerate": note} if note is not None else {}),
         },
     )
 

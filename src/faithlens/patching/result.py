@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .. import validate
 from ..errors import InputError
 from ..interventions import Patch
 from ..models.sites import Site
@@ -78,6 +79,8 @@ class PatchingResult(Result):
 
     def top(self, k: int = 10, by: str = "abs") -> pd.DataFrame:
         """The ``k`` sites with the largest effect (``by="abs"``) or most positive (``"value"``)."""
+        k = validate.nonnegative_int("k", k, fix="the number of rows, e.g. 10")
+        validate.choice("by", by, ("abs", "value"))
         df = self.to_frame()
         key = df["effect"].abs() if by == "abs" else df["effect"]
         return df.loc[key.sort_values(ascending=False).index].head(k).reset_index(drop=True)
@@ -130,6 +133,10 @@ class PatchingResult(Result):
                 "a path patching result is not a list of single-site patches: each sender acts "
                 "only through its edges into the receivers (rerun fl.path_patch to reproduce it)"
             )
+        if top is not None:
+            top = validate.positive_int("top", top, fix="the number of patches, e.g. 3")
+        if source is not None:
+            validate.choice("source", source, ("clean", "corrupt"))
         ref = source or ("clean" if self.direction == "denoising" else "corrupt")
         order = np.argsort(-np.abs(np.nan_to_num(self.effect)))
         idx = order[:top] if top is not None else np.arange(len(self.site))

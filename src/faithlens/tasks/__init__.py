@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 
+from .. import validate
 from ..errors import InputError
 from ..models.model import Model
 from . import induction, paren
@@ -52,6 +53,8 @@ def build(name: str, model: Model, n: int, seed: int = 0) -> Task:
     builder = REGISTRY.get(name)
     if builder is None:
         raise InputError(f"unknown task {name!r}; registered tasks: {sorted(REGISTRY)}")
+    n = validate.positive_int("n", n, fix="a task needs at least one example")
+    seed = validate.nonnegative_int("seed", seed)
     return builder(model, n=n, seed=seed)
 
 

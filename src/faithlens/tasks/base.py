@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ..errors import InputError
+from ..errors import InputError, SiteError
 from ..models.model import Inputs, Model
-from .metrics import LogitDiff, Metric, get_metric
+from .metrics import Accuracy, BinaryCrossEntropy, LogitDiff, Metric, ProbDiff, get_metric
 
 if TYPE_CHECKING:
     from ..interventions import Intervention
@@ -62,6 +62,99 @@ class Task:
             )
         if self.positions.shape != (n,):
             raise InputError(f"positions must be [n={n}]; got {tuple(self.positions.shape)}")
+        if n == 0:
+            raise InputError("this Task has no examples; a task needs at least one")
+        for what, t in (("clean ids", c.ids), ("corrupted ids", k.ids), ("answers", self.answers)):
+            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+                raise InputError(f"{what} must be integer token ids, not {t.dtype}")
+            if bool((t < 0).any()):
+                raise InputError(
+                    f"{what} hold negative token ids ({int(t.min())}); token ids are >= 0"
+                )
+        p = self.positions
+        if p.is_floating_point() or p.is_complex() or p.dtype == torch.bool:
+            raise InputError(f"positions must be integer indices, not {p.dtype}")
+        seq = int(c.ids.shape[1])
+        bad = ((p < 0) | (p >= seq)).nonzero().flatten().tolist()
+        if bad:
+            raise InputError(
+                f"positions {p[bad[:8]].tolist()} (examples {bad[:8]}) are out of range for "
+                f"sequences of {seq} tokens; metric positions are indices 0..{seq - 1} (a "
+                "negative index would read padding)"
+            )
+        real = cm.cpu().bool()[torch.arange(n), p.cpu().long()]
+        if not bool(real.all()):
+            rows = (~real).nonzero().flatten().tolist()[:8]
+            raise InputError(
+                f"the metric positions of examples {rows} fall on padding; read the last real "
+                "token of each example instead (mask.sum(-1) - 1)"
+            )
+
+    def check_model(self, model: Model, fn: str = "this task", *, logits: bool = True) -> None:
+        """Check, before any forward pass, that this task fits ``model``: its token ids are in
+        the model's vocabulary, and its answers are columns of the model's output (a model
+        without a language-model head, such as a BERT encoder, has no token logits)."""
+        assert self.clean.ids is not None and self.corrupt.ids is not None
+        adapter = model.adapter
+        if not adapter.site_table:
+            return  # a generic module: nothing known about its inputs and outputs
+        vocab = int(getattr(adapter, "d_vocab", 0) or 0)
+        top = max(int(self.clean.ids.max()), int(self.corrupt.ids.max()))
+        if vocab and top >= vocab:
+            raise InputError(
+                f"{fn}: the task {self.name!r} has token id {top} but {model.name} has a "
+                f"vocabulary of {vocab}; the task was built for another model (build it with "
+                "this model's tokenizer)"
+            )
+        if not logits:
+            return
+        width: int | None = None
+        get_out = getattr(model.module, "get_output_embeddings", None)
+        if callable(get_out):  # a Hugging Face model: its language-model head, if any
+            head = get_out()
+            weight = getattr(head, "weight", None)
+            if isinstance(weight, Tensor):
+                width = int(weight.shape[0])
+            elif head is None and model.arch == "bert":
+                raise InputError(
+                    f"{fn}: {model.name} has no language-model head (its outputs are hidden "
+                    "states, not token logits), so the task's answer logits cannot be read; use "
+                    "a causal language model such as smollm2, or a zoo model"
+                )
+        if width is None:
+            try:
+                width = model.site_info("logits").width
+            except SiteError:
+                return
+        ans = int(self.answers.max())
+        if width is not None and ans >= width:
+            raise InputError(
+                f"{fn}: the task {self.name!r} has answer id {ans} but {model.name} outputs "
+                f"{width} logits; the task was built for another model"
+            )
+
+    def degenerate(self) -> str | None:
+        """Why the normalised effect ``(patched - base) / (source - base)`` is undefined on this
+        task whatever the model (clean and corrupted inputs identical, or every correct answer
+        equal to its wrong answer), or None."""
+        assert self.clean.ids is not None and self.corrupt.ids is not None
+        if torch.equal(self.clean.ids.cpu(), self.corrupt.ids.cpu()) and not (
+            self.clean.args or self.clean.kwargs
+        ):
+            return (
+                "the clean and corrupted inputs are identical in every example, so the clean "
+                "and corrupted runs agree and the normalised effect divides by zero; corrupt "
+                "the prompts (change at least one token per example)"
+            )
+        if isinstance(self.metric, (LogitDiff, ProbDiff, Accuracy, BinaryCrossEntropy)):
+            a = self.answers
+            if bool((a[:, 1:] == a[:, :1]).all()):
+                return (
+                    f"every correct answer equals its wrong answer, so {self.metric.name} is "
+                    "constant and the normalised effect divides by zero; give two different "
+                    "answer tokens per example"
+                )
+        return None
 
     def __len__(self) -> int:
         assert self.clean.ids is not None
@@ -94,6 +187,12 @@ class Task:
             if isinstance(rows, (slice, Tensor))
             else torch.tensor(list(rows), dtype=torch.long)
         )
+        if isinstance(idx, Tensor) and idx.dtype != torch.bool:
+            flat = idx.flatten()
+            if bool(((flat < -self.n) | (flat >= self.n)).any()):
+                raise InputError(
+                    f"rows {flat.tolist()[:8]} are out of range for a task of {self.n} examples"
+                )
 
         def pick(t: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
             if t is None:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import validate
 from ..errors import InputError
 from ..models.model import Inputs
 from .base import Task
@@ -312,6 +313,8 @@ def induction_task(
     from the copy on). Answers: (the copied token, the chain's most likely next token other
     than it): the logit difference measures copying over guessing from the chain.
     """
+    n = validate.positive_int("n", n, fix="an induction task needs at least one sequence")
+    seed = validate.nonnegative_int("seed", seed)
     ch = chain or MarkovChain()
     sp = spec or RepeatSpec()
     one = RepeatSpec(sp.seq_len, (0.0, 1.0), sp.min_span, sp.max_span, sp.min_start)

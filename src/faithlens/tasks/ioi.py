@@ -21,6 +21,7 @@ import random
 
 import torch
 
+from .. import validate
 from ..errors import InputError
 from ..models.model import Model
 from .base import Task
@@ -140,8 +141,8 @@ def ioi(
     templates: list[str] | None = None,
 ) -> Task:
     """``n`` IOI prompts (half with the subject named first, half second) and their corruptions."""
-    if n < 1:
-        raise InputError("ioi: n must be at least 1")
+    n = validate.positive_int("n", n, fix="ioi needs at least one example")
+    seed = validate.nonnegative_int("seed", seed)
     if corruption not in ("abc", "abc_all"):
         raise InputError(f"ioi: corruption must be 'abc' or 'abc_all', not {corruption!r}")
     names = single_token_names(model)
@@ -188,6 +189,9 @@ def random_token_task(
     """A task on random tokens (for models without a tokenizer, e.g. random-config test models):
     the corrupted input differs from the clean one at a random position per example, and the
     answers are two random tokens."""
+    n = validate.positive_int("n", n)
+    seq_len = validate.positive_int("seq_len", seq_len)
+    seed = validate.nonnegative_int("seed", seed)
     g = torch.Generator().manual_seed(seed)
     v = vocab or model.adapter.d_vocab
     if not v:

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from .. import validate
 from ..errors import InputError
 from ..models.model import Inputs
 from .base import Task
@@ -455,6 +456,9 @@ def paren_task(
         raise InputError(
             f"paren_task: corruption must be 'opposite' or 'resample', not {corruption!r}"
         )
+    if data is None:
+        n = validate.positive_int("n", n, fix="a paren task needs at least one string")
+    seed = validate.nonnegative_int("seed", seed)
     mix = mixture or ParenMixture()
     clean = data if data is not None else ParenData.sample(n, seed, mix)
     g = torch.Generator().manual_seed(int(seed) + 7919)

@@ -1,0 +1,213 @@
+"""Every bad option of `faithlens sites`, `patch`, `path-patch` and `audit` refused up front:
+exit code 2, one line naming the option and the value, no traceback, and nothing expensive run
+(option errors: no model loaded; model-dependent errors: no forward pass)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import faithlens.models
+import faithlens.runs
+from faithlens.cli import app
+
+runner = CliRunner()
+
+
+def text(r):
+    """The output with rich's line wrapping undone."""
+    return " ".join(r.output.split())
+
+
+@pytest.fixture
+def no_load(monkeypatch):
+    """Loading a model is a test failure (the option must be refused before)."""
+
+    def forbidden(*a, **k):
+        raise AssertionError("a model was loaded before the error")
+
+    monkeypatch.setattr(faithlens.models, "load", forbidden)
+
+
+@pytest.fixture
+def no_run(monkeypatch):
+    """A forward pass is a test failure (the model may load; zoo models load in milliseconds)."""
+
+    def forbidden(*a, **k):
+        raise AssertionError("a forward pass ran before the error")
+
+    monkeypatch.setattr(faithlens.runs, "run", forbidden)
+
+
+def _refused(args, *words):
+    r = runner.invoke(app, args)
+    out = text(r)
+    assert r.exit_code == 2, out
+    assert "Traceback" not in r.output, out
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert "error:" in out, out
+    for w in words:
+        assert w in out, f"{w!r} not in {out!r}"
+
+
+PATCH = ["patch", "--model", "zoo:induction", "--task", "induction", "--n", "4"]
+PATH = ["path-patch", "--model", "zoo:induction", "--task", "induction", "--n", "4", "-r", "logits"]
+AUDIT = ["audit", "--model", "zoo:induction", "--task", "induction", "--n", "4"]
+
+OPTION_CASES = [
+    # patch
+    ([*PATCH, "--n", "0"], ["--n=0"]),
+    ([*PATCH, "--n", "-1"], ["--n=-1"]),
+    ([*PATCH, "--n-boot", "0"], ["--n-boot=0"]),
+    ([*PATCH, "--n-boot", "1"], ["--n-boot=1"]),
+    ([*PATCH, "--top", "-3"], ["--top=-3"]),
+    ([*PATCH, "--top", "0"], ["--top=0"]),
+    ([*PATCH, "--seed", "-1"], ["--seed=-1"]),
+    ([*PATCH, "--positions", "middle"], ["--positions='middle'", "'all', 'last', 'each'"]),
+    ([*PATCH, "--direction", "sideways"], ["--direction='sideways'", "'denoising'"]),
+    ([*PATCH, "--task", "nope"], ["--task='nope'", "'induction'"]),
+    ([*PATCH, "--sites", "logits"], ["--sites='logits'", "metric reads"]),
+    ([*PATCH, "--sites", "head.0.0,logits"], ["--sites='head.0.0,logits'"]),
+    ([*PATCH, "--sites", ","], ["--sites=','", "names no site"]),
+    ([*PATCH, "--device", "nonsense"], ["--device='nonsense'", "not a torch device"]),
+    ([*PATCH, "--attribution", "--n-boot", "0"], ["--n-boot=0"]),
+    # path-patch
+    ([*PATH, "--n", "0"], ["--n=0"]),
+    ([*PATH, "--n-boot", "1"], ["--n-boot=1"]),
+    ([*PATH, "--top", "-1"], ["--top=-1"]),
+    ([*PATH, "--seed", "-2"], ["--seed=-2"]),
+    ([*PATH, "--positions", "each"], ["--positions='each'", "'all', 'last'"]),
+    ([*PATH, "--receiver-positions", "x"], ["--receiver-positions='x'"]),
+    ([*PATH, "--ports", "xyz"], ["--ports='xyz'", "q, k, v"]),
+    ([*PATH, "--ports", ""], ["--ports=''"]),
+    ([*PATH, "--direction", "up"], ["--direction='up'"]),
+    ([*PATH, "--device", "nonsense"], ["--device='nonsense'"]),
+    (
+        ["path-patch", "--model", "zoo:induction", "--task", "induction", "-r", ","],
+        ["--receivers=','"],
+    ),
+    # audit
+    ([*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--n", "0"], ["--n=0"]),
+    ([*AUDIT, "--site", "resid_post.1", "--top-heads", "-1"], ["--top-heads=-1"]),
+    (
+        [*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--threshold", "nan"],
+        ["--threshold=nan"],
+    ),
+    (
+        [*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--threshold", "inf"],
+        ["--threshold=inf"],
+    ),
+    ([*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--splits", "1"], ["--splits=1"]),
+    ([*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--splits", "0"], ["--splits=0"]),
+    ([*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--seed", "-1"], ["--seed=-1"]),
+    (
+        [*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--positions", "middle"],
+        ["--positions='middle'", "'metric', 'last', 'all'"],
+    ),
+    ([*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--metrics", "bogus"], ["bogus"]),
+    ([*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--task", "nope"], ["--task='nope'"]),
+    ([*AUDIT, "--site", "resid_post.1"], ["nothing to audit"]),
+    (
+        [*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--device", "nonsense"],
+        ["--device='nonsense'"],
+    ),
+    (
+        [*AUDIT, "--site", "resid_post.1", "--top-heads", "2", "--sweep-layers", "a"],
+        ["--sweep-layers", "'a'"],
+    ),
+    # sites
+    (["sites", "--model", "zoo:induction", "--layer", "-1"], ["--layer=-1"]),
+]
+
+
+@pytest.mark.parametrize(
+    "args, words", OPTION_CASES, ids=[" ".join(c[0][:1] + c[0][-2:]) for c in OPTION_CASES]
+)
+def test_bad_option_refused_before_loading(no_load, args, words):
+    _refused(args, *words)
+
+
+@pytest.mark.parametrize("value", ["cuda", "cuda:3"])
+def test_cuda_without_cuda(no_load, monkeypatch, value):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _refused([*PATCH, "--device", value], f"--device='{value}'", "CUDA is not available")
+    _refused(
+        [*AUDIT, "--site", "resid_post.1", "--zero", "head.0.0", "--device", value],
+        f"--device='{value}'",
+    )
+
+
+MODEL_CASES = [
+    (["sites", "--model", "zoo:induction", "--layer", "99"], ["--layer=99", "0..1"]),
+    (["sites", "--model", "zoo:induction", "--layer", "2"], ["--layer=2"]),
+    (["sites", "--model", "zoo:induction", "--kind", "nope"], ["unknown site kind 'nope'"]),
+    # a site the interventions cannot reach: upstream of every one of them
+    (
+        [*AUDIT, "--site", "resid_pre.0", "--zero", "head.1.0"],
+        ["resid_pre.0", "upstream of every intervention", "head.1.0", "resid_post.1"],
+    ),
+    (
+        [*AUDIT, "--site", "resid_pre.1", "--patch", "head.1.0,head.1.2"],
+        ["resid_pre.1", "head.1.0, head.1.2", "resid_post.1"],
+    ),
+    (
+        [*AUDIT, "--site", "resid_pre.1", "--steer", "resid_post.1"],
+        ["resid_pre.1", "resid_post.1"],
+    ),
+    # --top-heads: every swept head is downstream of the site: refused before the sweep
+    (
+        [*AUDIT, "--site", "resid_pre.1", "--top-heads", "2", "--sweep-layers", "1"],
+        ["resid_pre.1", "upstream of every intervention", "head.1.0"],
+    ),
+    (
+        [*AUDIT, "--site", "resid_post.1", "--top-heads", "9", "--sweep-layers", "1"],
+        ["--top-heads=9", "only 4 heads"],
+    ),
+    (
+        [*AUDIT, "--site", "resid_post.1", "--top-heads", "2", "--sweep-layers", "5"],
+        ["--sweep-layers=5", "0..1"],
+    ),
+    ([*AUDIT, "--site", "resid_post.9", "--zero", "head.0.0"], ["resid_post.9"]),
+    # a task from another vocabulary
+    (
+        ["patch", "--model", "zoo:paren", "--task", "induction", "--n", "4"],
+        ["induction", "vocabulary of 5"],
+    ),
+    ([*PATCH, "--sites", "head.7.0"], ["head.7.0"]),
+    # the issue's geomloss traceback: a site upstream of the zeroed head
+    (
+        [
+            "audit",
+            "--model",
+            "zoo:paren",
+            "--task",
+            "paren",
+            "--n",
+            "16",
+            "--site",
+            "resid_pre.0",
+            "--zero",
+            "head.2.0",
+        ],
+        ["resid_pre.0", "upstream of every intervention", "head.2.0", "resid_post.2"],
+    ),
+    # the issue's index error: MiniLM (a BERT encoder) has no language-model head
+    (
+        ["patch", "--model", "minilm", "--task", "ioi", "--n", "2"],
+        ["minilm", "no language-model head"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "args, words", MODEL_CASES, ids=[" ".join(c[0][:1] + c[0][-2:]) for c in MODEL_CASES]
+)
+def test_bad_option_refused_before_any_forward_pass(no_run, args, words):
+    _refused(args, *words)
+
+
+def test_sites_layer_in_range_still_lists(monkeypatch):
+    r = runner.invoke(app, ["sites", "--model", "zoo:induction", "--kind", "head", "--layer", "1"])
+    assert r.exit_code == 0, r.output
+    assert "4 sites" in r.output and "head.1.3" in r.output and "head.0.0" not in r.output
