@@ -23,6 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # PYTHONHASHSEED.
 SCRUB = """
 import hashlib
+
+import numpy as np
+
+import faithlens as fl
 from faithlens.scrubbing.metrics import BinaryCrossEntropy
 from faithlens.tasks import paren as par
 from faithlens.zoo import hypotheses as hz
