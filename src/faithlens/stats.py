@@ -1,8 +1,22 @@
 """Uncertainty for every number faithlens reports.
 
 Estimates are means (or ratios of means) over examples; their uncertainty comes from the
-bootstrap over examples (scipy's BCa by default, percentile as the fallback when BCa is degenerate)
-and from standard errors. All resampling is seeded.
+bootstrap over examples (BCa by default, percentile where BCa is degenerate) and from standard
+errors. All resampling is seeded.
+
+Memory is linear in the number of examples ``n``: resamples are drawn and evaluated in chunks of
+a fixed size (:data:`RESAMPLE_CHUNK_BYTES`; the chunking changes no number), and BCa's jackknife
+is in closed form for the mean-based statistics faithlens uses (:func:`ratio_of_means`, the mean:
+leave-one-out means are ``(sum - x_i) / (n - 1)``) and chunked over left-out examples for any
+other statistic. The intervals are scipy's (``scipy.stats.bootstrap(..., paired=True,
+method="BCa")``) given the same seed: the same resamples, the same bias correction and quantiles;
+the closed-form jackknife changes the acceleration only by rounding (~1e-12 relative).
+
+Degenerate input is refused, never reported as an estimate: a confidence interval needs at
+least 2 examples and 2 resamples, and ``level`` must lie strictly between 0 and 1
+(:class:`~faithlens.errors.ArgumentError`). Where a statistic is undefined (a ratio whose
+denominator is 0, NaN data) its estimate or interval is NaN or infinite and
+:class:`DegenerateDataWarning` says so.
 """
 
 from __future__ import annotations
@@ -14,8 +28,16 @@ from typing import Any
 
 import numpy as np
 from scipy import stats as _st
+from scipy.special import ndtr, ndtri
+
+from . import validate
 
 ArrayLike = Any
+
+
+class DegenerateDataWarning(UserWarning):
+    """Data that give no usable uncertainty: one sample (no standard error), or a statistic
+    that is NaN / infinite, so that its interval is NaN."""
 
 
 @dataclass(frozen=True)
@@ -29,23 +51,125 @@ class Interval:
     level: float
 
 
-#: Above this many examples :func:`bootstrap` uses the percentile interval instead of BCa.
+#: Above this many examples :func:`bootstrap` uses the percentile interval instead of BCa (the
+#: jackknife of a general statistic costs O(n^2) time; the BCa correction is negligible there).
 BCA_MAX_N = 10_000
 
+#: Bytes of resampled data :func:`bootstrap` holds at once (per chunk of resamples, or of
+#: jackknife samples). Fixed, so that results never depend on the machine.
+RESAMPLE_CHUNK_BYTES = 32 << 20
 
-def mean_se(x: ArrayLike, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard error of the mean along ``axis`` (ddof=1; se is 0 for one sample)."""
+
+def mean_se(
+    x: ArrayLike, axis: int = -1, *, allow_single: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error of the mean along ``axis`` (``std(ddof=1) / sqrt(n)``).
+
+    One sample has no standard error: ``se`` is NaN then, with a :class:`DegenerateDataWarning`
+    unless ``allow_single=True`` (a summary over one seed, say, where a missing SE is expected).
+    No samples at all is an :class:`~faithlens.errors.ArgumentError`.
+    """
     a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 0:
+        a = a.reshape(1)
     n = a.shape[axis]
+    if n < 1:
+        raise validate.fail("x", f"<{n} samples>", "a mean needs at least 1 sample")
     m = a.mean(axis=axis)
     if n < 2:
-        return m, np.zeros_like(m)
+        if not allow_single:
+            warnings.warn(
+                "mean_se: one sample has no standard error; se is NaN (use at least 2 samples, "
+                "or allow_single=True where one is expected)",
+                DegenerateDataWarning,
+                stacklevel=2,
+            )
+        return m, np.full_like(m, np.nan)
     return m, a.std(axis=axis, ddof=1) / np.sqrt(n)
 
 
 def _as2d(x: ArrayLike) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)
     return a[None, :] if a.ndim == 1 else a
+
+
+def ratio_of_means(
+    num: np.ndarray, base: np.ndarray, ref: np.ndarray, axis: int = -1
+) -> np.ndarray:
+    """(mean(num) - mean(base)) / (mean(ref) - mean(base)): the normalised patching effect."""
+    b = base.mean(axis=axis)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray((num.mean(axis=axis) - b) / (ref.mean(axis=axis) - b))
+
+
+def _mean(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.asarray(a.mean(axis=axis))
+
+
+def _ratio_from_means(num: np.ndarray, base: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray((num - base) / (ref - base))
+
+
+#: Statistics that are a function of the per-array means: ``statistic -> f(*means)``. Their
+#: jackknife is in closed form (leave-one-out means), in O(n) time and memory.
+_OF_MEANS: dict[Callable[..., np.ndarray], Callable[..., np.ndarray]] = {
+    ratio_of_means: _ratio_from_means,
+    _mean: lambda a: np.asarray(a),
+}
+
+
+def _check_data(arrays: list[np.ndarray], where: str) -> int:
+    n = arrays[0].shape[-1] if arrays[0].ndim else 1
+    if any((a.shape[-1] if a.ndim else 1) != n for a in arrays):
+        raise validate.fail(
+            "data",
+            [a.shape for a in arrays],
+            f"{where}: every array needs the same number of examples on its last axis",
+        )
+    validate.min_examples("n", n)
+    return n
+
+
+def _resample_chunks(rng: np.random.Generator, n: int, n_boot: int, bytes_per_resample: int) -> Any:
+    """Index arrays ``[b, n]`` of bootstrap resamples, ``n_boot`` in all, drawn in chunks. The
+    generator's stream does not depend on the chunk size, so neither do the resamples."""
+    step = max(1, RESAMPLE_CHUNK_BYTES // max(1, bytes_per_resample))
+    for k in range(0, n_boot, step):
+        yield rng.integers(0, n, (min(step, n_boot - k), n), dtype=np.int64)
+
+
+def _jackknife(
+    statistic: Callable[..., np.ndarray], arrays: list[np.ndarray], lead: tuple[int, ...]
+) -> np.ndarray:
+    """Leave-one-out values of ``statistic``, ``[*lead, n]``, in memory linear in ``n``."""
+    n = arrays[0].shape[-1]
+    of_means = _OF_MEANS.get(statistic)
+    if of_means is not None:
+        loo = [(a.sum(axis=-1, keepdims=True) - a) / (n - 1) for a in arrays]
+        jack = _canonical(lead, n)
+        jack[...] = of_means(*loo)
+        return jack
+    # Any other statistic: scipy's explicit jackknife samples, a chunk of left-out examples at
+    # a time (same values as scipy's, whose unbatched jackknife holds n x (n - 1) copies).
+    width = max(1, int(np.prod(lead, dtype=np.int64))) * len(arrays) * 8 * n
+    step = max(1, RESAMPLE_CHUNK_BYTES // width)
+    full = [np.broadcast_to(a, (*lead, n)) for a in arrays]
+    out = _canonical(lead, n)
+    for k in range(0, n, step):
+        b = min(step, n - k)
+        keep = np.ones((b, n), dtype=bool)
+        np.fill_diagonal(keep[:, k : k + b], False)
+        idx = np.broadcast_to(np.arange(n), (b, n))[keep].reshape(b, n - 1)
+        out[..., k : k + b] = statistic(*[a[..., idx] for a in full], axis=-1)
+    return out
+
+
+def _canonical(lead: tuple[int, ...], k: int) -> np.ndarray:
+    """An empty ``[*lead, k]`` array laid out as ``[k, *lead]`` in memory: the layout of a
+    statistic of gathered resamples (hence scipy's, unbatched). Reductions over the last axis
+    round according to the layout, so every chunking fills this one layout."""
+    return np.moveaxis(np.empty((k, *lead), dtype=np.float64), 0, -1)
 
 
 def bootstrap(
@@ -62,63 +186,89 @@ def bootstrap(
     ``statistic(*arrays, axis=-1)`` must be vectorised. Arrays may have different leading shapes
     (for example per-site values ``[n_sites, n]`` with per-example baselines ``[n]``); they are
     broadcast to a common shape and resampled with the same example indices.
+
+    ``method="BCa"`` (default) or ``"percentile"``; BCa falls back to the percentile interval
+    element by element where it is undefined (a site with no spread), and above
+    :data:`BCA_MAX_N` examples. The result equals ``scipy.stats.bootstrap(data, statistic,
+    paired=True, vectorized=True, axis=-1, n_resamples=n_boot, confidence_level=level,
+    method=method, rng=np.random.default_rng(seed))`` in memory linear in ``n`` (see the module
+    docstring). Raises :class:`~faithlens.errors.ArgumentError` for fewer than 2 examples,
+    ``n_boot < 2`` or ``level`` outside (0, 1).
     """
+    n_boot = validate.n_boot(n_boot)
+    level = validate.level(level)
+    method = validate.choice("method", str(method).lower(), ("bca", "percentile"))
     arrays = [np.asarray(a, dtype=np.float64) for a in data]
-    n = arrays[0].shape[-1]
-    if any(a.shape[-1] != n for a in arrays):
-        raise ValueError(
-            "bootstrap: every array needs the same number of examples on its last axis"
-        )
-    lead = np.broadcast_shapes(*(a.shape[:-1] for a in arrays))
-    arrays = [np.broadcast_to(a, (*lead, n)) for a in arrays]
-    est = np.asarray(statistic(*arrays, axis=-1), dtype=np.float64)
-    if n < 2:
-        nan = np.full_like(est, np.nan)
-        return Interval(est, nan, nan, nan, level)
-    res = None
-    if method.lower() == "bca" and n > BCA_MAX_N:
-        # BCa's jackknife costs O(n^2) time (and, unbatched, memory: 60k examples need ~28 GB);
-        # with this many examples its correction is negligible, so use the percentile interval.
+    if not arrays:
+        raise validate.fail("data", data, "needs at least one array")
+    n = _check_data(arrays, "bootstrap")
+    lead = tuple(np.broadcast_shapes(*(a.shape[:-1] for a in arrays)))
+    full = [np.broadcast_to(a, (*lead, n)) for a in arrays]
+    est = np.asarray(statistic(*full, axis=-1), dtype=np.float64)
+    if method == "bca" and n > BCA_MAX_N:
         method = "percentile"
-    # Large problems resample in batches so that memory stays bounded (~400 MB of float64);
-    # small ones in one go, as before.
-    width = int(np.prod(lead, dtype=np.int64)) * n * len(arrays)
-    batch = None if width * n_boot <= 5e7 else max(1, int(5e7 // max(1, width)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for m in (method, "percentile") if method != "percentile" else ("percentile",):
-            try:
-                res = _st.bootstrap(
-                    tuple(arrays),
-                    statistic,
-                    paired=True,
-                    vectorized=True,
-                    axis=-1,
-                    n_resamples=n_boot,
-                    confidence_level=level,
-                    method=m,
-                    rng=np.random.default_rng(seed),
-                    batch=batch,
-                )
-            except Exception:  # degenerate BCa (constant data, ties): fall back to percentile
-                res = None
-                continue
-            low = np.asarray(res.confidence_interval.low)
-            if m != "percentile" and np.isnan(low).any():
-                # BCa fails elementwise where a site has no spread; percentile fills those in.
-                continue
-            break
-    if res is None:
-        nan = np.full_like(est, np.nan)
-        return Interval(est, nan, nan, nan, level)
-    low = np.asarray(res.confidence_interval.low, dtype=np.float64)
-    high = np.asarray(res.confidence_interval.high, dtype=np.float64)
-    se = np.asarray(res.standard_error, dtype=np.float64)
-    # A statistic with zero spread gives nan bounds in scipy; the interval is the point then.
+    rng = np.random.default_rng(seed)
+    size = max(1, int(np.prod(lead, dtype=np.int64)))
+    theta = _canonical(lead, n_boot)
+    k = 0
+    with np.errstate(all="ignore"):
+        # Resampled copies [*lead, b, n], gathered exactly as scipy gathers them (the same
+        # layout, hence the same rounding), a bounded chunk of resamples at a time.
+        for idx in _resample_chunks(rng, n, n_boot, 8 * n * (1 + size * len(full))):
+            b = idx.shape[0]
+            theta[..., k : k + b] = statistic(*[a[..., idx] for a in full], axis=-1)
+            k += b
+        se = np.asarray(np.std(theta, ddof=1, axis=-1), dtype=np.float64)
+        alpha = (1 - level) / 2
+        p_lo = np.full(lead, alpha)
+        p_hi = np.full(lead, 1 - alpha)
+        pct = _quantiles(theta, p_lo, p_hi)
+        low, high = pct
+        if method == "bca":
+            # Efron & Tibshirani 14.3 / 15.4 (Eq. 15.36), exactly as scipy computes them.
+            # scipy's estimate for the bias correction comes from gathered copies
+            every = np.arange(n)
+            th_hat = np.asarray(statistic(*[a[..., every] for a in full], axis=-1))[..., None]
+            below = np.count_nonzero(theta < th_hat, axis=-1)
+            atmost = np.count_nonzero(theta <= th_hat, axis=-1)
+            z0 = ndtri((below + atmost) / (2 * theta.shape[-1]))
+            jack = _jackknife(statistic, arrays, lead)
+            nj = float(jack.shape[-1])
+            u = (nj - 1) * (jack.mean(axis=-1, keepdims=True) - jack)
+            acc = 1 / 6 * (np.sum(u**3, axis=-1) / nj**3) / (np.sum(u**2, axis=-1) / nj**2) ** 1.5
+            z_a = float(ndtri(alpha))
+            num1 = z0 + z_a
+            num2 = z0 - z_a
+            a1 = ndtr(z0 + num1 / (1 - acc * num1))
+            a2 = ndtr(z0 + num2 / (1 - acc * num2))
+            b_lo, b_hi = _quantiles(theta, np.asarray(a1), np.asarray(a2))
+            # BCa is undefined where a site has no spread (0/0 acceleration): percentile there.
+            ok = ~(np.isnan(b_lo) | np.isnan(b_hi))
+            low = np.where(ok, b_lo, low)
+            high = np.where(ok, b_hi, high)
+    # A statistic with zero spread: the interval is the point.
     flat = np.isnan(low) & np.isfinite(est) & (np.nan_to_num(se) == 0)
     low = np.where(flat, est, low)
     high = np.where(flat, est, high)
-    return Interval(est, se, low, high, level)
+    bad = int(np.count_nonzero(~(np.isfinite(est) & np.isfinite(low) & np.isfinite(high))))
+    if bad:
+        warnings.warn(
+            f"bootstrap: the statistic is undefined or infinite (NaN data, or a ratio with a "
+            f"zero denominator) for {bad} of {max(1, est.size)} estimates; their estimates or "
+            "intervals are not finite numbers",
+            DegenerateDataWarning,
+            stacklevel=2,
+        )
+    return Interval(est, se, np.asarray(low), np.asarray(high), level)
+
+
+def _quantiles(
+    theta: np.ndarray, p_lo: np.ndarray, p_hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """scipy's linear quantiles of ``theta`` (last axis) at elementwise probabilities."""
+    p = np.stack(np.broadcast_arrays(p_lo, p_hi), axis=-1)
+    q = np.asarray(_st.quantile(theta, p, axis=-1), dtype=np.float64)
+    return q[..., 0], q[..., 1]
 
 
 def bootstrap_means(
@@ -137,24 +287,28 @@ def bootstrap_means(
     which dominates for thousands of examples. Falls back to the percentile interval when the
     acceleration is undefined (no spread).
     """
+    n_boot = validate.n_boot(n_boot)
+    level = validate.level(level)
     arrays = [np.asarray(a, dtype=np.float64).reshape(-1) for a in data]
-    n = len(arrays[0])
-    if any(len(a) != n for a in arrays):
-        raise ValueError("bootstrap_means: every array needs the same number of examples")
+    if not arrays:
+        raise validate.fail("data", data, "needs at least one array")
+    n = _check_data(arrays, "bootstrap_means")
     means = [a.mean() for a in arrays]
     est = np.asarray(statistic(*means), dtype=np.float64)
-    if n < 2:
-        nan = np.full_like(est, np.nan)
-        return Interval(est, nan, nan, nan, level)
     rng = np.random.default_rng(seed)
     reps = []
-    step = max(1, 8_000_000 // n)
-    for s in range(0, n_boot, step):
-        idx = rng.integers(0, n, (min(step, n_boot - s), n))
+    for idx in _resample_chunks(rng, n, n_boot, 16 * n):
         reps.append(np.asarray(statistic(*[a[idx].mean(-1) for a in arrays]), dtype=np.float64))
     theta = np.concatenate(reps)
     finite = theta[np.isfinite(theta)]
     if finite.size < 2:
+        warnings.warn(
+            "bootstrap_means: the statistic is undefined (NaN, or a ratio with a zero "
+            f"denominator) in {theta.size - finite.size} of {theta.size} resamples; its "
+            "interval is NaN",
+            DegenerateDataWarning,
+            stacklevel=2,
+        )
         nan = np.full_like(est, np.nan)
         return Interval(est, nan, nan, nan, level)
     se = np.asarray(finite.std(ddof=1))
@@ -179,15 +333,6 @@ def bootstrap_means(
     if float(se) == 0.0:
         low, high = est.copy(), est.copy()
     return Interval(est, se, low, high, level)
-
-
-def ratio_of_means(
-    num: np.ndarray, base: np.ndarray, ref: np.ndarray, axis: int = -1
-) -> np.ndarray:
-    """(mean(num) - mean(base)) / (mean(ref) - mean(base)): the normalised patching effect."""
-    b = base.mean(axis=axis)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.asarray((num.mean(axis=axis) - b) / (ref.mean(axis=axis) - b))
 
 
 def normalized_effect(
@@ -217,11 +362,7 @@ def mean_interval(
     x: ArrayLike, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
 ) -> Interval:
     """Mean over the last axis with its bootstrap confidence interval."""
-
-    def stat(a: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.asarray(a.mean(axis=axis))
-
-    return bootstrap(stat, (np.asarray(x),), n_boot=n_boot, level=level, seed=seed)
+    return bootstrap(_mean, (np.asarray(x),), n_boot=n_boot, level=level, seed=seed)
 
 
 def proportion_interval(successes: ArrayLike, n: ArrayLike, *, level: float = 0.95) -> Interval:

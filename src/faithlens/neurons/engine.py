@@ -12,7 +12,7 @@ a resample are a prefix of its sorted order (the top-α quantile of the resample
 cumulative weight reaches ``k_b = ceil(α W_b)``, with the boundary sample counted fractionally,
 exactly as copies of it would be split), so the joint mass is a ``[B, R] @ [R, M]`` product per
 unit with ``R`` about ``k``. Rank and moment metrics need one ``[B·U, n] @ [n, M]`` product per
-resample. Work is split into unit blocks and resample chunks sized from free memory.
+resample. Work is split into unit blocks and resample chunks sized from the memory budget.
 """
 
 from __future__ import annotations
@@ -443,7 +443,8 @@ def softwpmi_log_given(block: UnitBlock, w: Tensor, logp: Tensor) -> Tensor:
 
 
 def memory_budget(device: torch.device, max_memory: int | None = None) -> int:
-    """Bytes the kernels may use at once: a quarter of free memory (half on a GPU)."""
+    """Bytes the kernels may use at once: ``max_memory``, else a quarter of the configured
+    memory budget (half on a GPU; ``faithlens._memory``), never a share of free memory."""
     if max_memory is not None:
         return int(max_memory)
     from .._memory import budget_bytes

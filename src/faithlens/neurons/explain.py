@@ -309,7 +309,7 @@ def explain(
         softwpmi: SoftWPMI settings (:class:`SoftWPMI`).
         seed: seeds the random tie-breaks and the resamples.
         device: where to compute (default: the activations' device).
-        max_memory: bytes the kernels may use (default: a share of free memory).
+        max_memory: bytes the kernels may use (default: a share of the memory budget).
         checkpoint: a folder where finished unit blocks of the bootstrap are kept; a rerun with
             the same data and settings resumes from it.
         progress: ``progress(done, total)`` is called as unit blocks finish.

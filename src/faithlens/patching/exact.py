@@ -11,7 +11,8 @@ position) is one patched forward pass in principle. The planner makes them cheap
    base run's cached keys and values for the prefix. A condition that can change nothing at all
    (a position before every example's first differing token) is exactly the base run.
 3. **Stack conditions in the batch.** Conditions with the same (layer, position) share one
-   forward pass, each on its own block of rows; chunk sizes follow the free memory.
+   forward pass, each on its own block of rows; chunk sizes follow the memory budget
+   (``faithlens._memory``: fixed, never the free memory, so results are machine-independent).
 4. **Stop at the metric position** (causal models). Later positions cannot reach it: examples
    that read the same position run together, cut after it, so a patch at that position
    recomputes exactly one position.
@@ -210,7 +211,7 @@ def patch(
         direction: ``"denoising"`` (clean activations into the corrupted run) or ``"noising"``
             (corrupted activations into the clean run).
         n_boot, level, seed: the bootstrap over examples.
-        max_rows: cap on batch rows per forward pass (default: from free memory).
+        max_rows: cap on batch rows per forward pass (default: from the memory budget).
         progress: called as ``progress(done, total)`` after each batch.
 
     Returns a :class:`PatchingResult` with one row per condition.

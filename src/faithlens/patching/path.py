@@ -181,7 +181,7 @@ def path_patch(
         receiver_positions: where the receivers' inputs are patched: ``"all"`` or ``"last"``.
         direction: ``"denoising"`` (clean sender into the corrupted run) or ``"noising"``.
         n_boot, level, seed: the bootstrap over examples.
-        max_rows: cap on batch rows per forward pass (default: from free memory).
+        max_rows: cap on batch rows per forward pass (default: from the memory budget).
         progress: called as ``progress(done, total)`` after each pass.
 
     Returns a :class:`PatchingResult` (``method="path"``) with one row per sender.

@@ -453,7 +453,7 @@ def prepare(
 
 
 def _chunk_size(prep: Prepared, batch_size: int | None) -> int:
-    """Reference rows per chunk: what fits a share of free memory (``faithlens._memory``)."""
+    """Reference rows per chunk: what fits the memory budget (``faithlens._memory``)."""
     from .._memory import rows_that_fit
 
     n = len(prep.ref)
@@ -591,7 +591,7 @@ def scrub(
             input scored against the reference labels), hypotheses, or a dict name -> either.
         references: reference rows given separately from the pool (instead of ``n``).
         seed: every draw is seeded; the same seed gives the same result.
-        batch_size: reference rows per chunk (default: from the available memory).
+        batch_size: reference rows per chunk (default: from the memory budget).
         n_boot, level: bootstrap resamples and confidence level.
         progress: called with (done, total) after each chunk.
     """

@@ -239,16 +239,18 @@ class SymPlan:
         _, i, owner = self.other_samplers[key]
         return self.rep[i][owner]
 
-    def datum_keys(self) -> set[tuple[Hashable, ...]]:
-        keys: set[tuple[Hashable, ...]] = set()
+    def datum_keys(self) -> list[tuple[Hashable, ...]]:
+        """Every datum key the copies read, once each, in first-use order (deterministic: datum
+        ids follow this order, so it must not depend on string hashing)."""
+        keys: dict[tuple[Hashable, ...], None] = {}
         if isinstance(self.root, SymUniform):
-            keys.add(self.root.datum)
+            keys[self.root.datum] = None
         for c in self.copies.values():
-            keys.add(("ds", c.owners))
+            keys[("ds", c.owners)] = None
             for _, _, _, ch in c.feeds:
                 if isinstance(ch, SymUniform):
-                    keys.add(ch.datum)
-        return keys
+                    keys[ch.datum] = None
+        return list(keys)
 
     def canonical(self, key: tuple[Hashable, ...]) -> tuple[Hashable, ...]:
         if key[0] == "other":
