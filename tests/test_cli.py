@@ -89,7 +89,7 @@ def test_attribution_flag(smollm2):
     "args, message",
     [
         (["patch", "--model", "smollm2", "--sites", "head.99.0", "--n", "2"], "unknown site"),
-        (["patch", "--model", "smollm2", "--task", "nope", "--n", "2"], "unknown task"),
+        (["patch", "--model", "smollm2", "--task", "nope", "--n", "2"], "--task='nope'"),
         (
             ["patch", "--model", "smollm2", "--positions", "middle", "--n", "2"],
             "--positions='middle'",

@@ -11,6 +11,7 @@ from . import (
     tasks,
     zoo,
 )
+from ._memory import MemoryBudgetWarning
 from .das import DASResult, das
 from .divergence.audit import AuditResult, audit
 from .divergence.compare import DivergenceResult, divergences
@@ -41,6 +42,7 @@ from .representations import read as read_directions
 from .results import Result
 from .runs import Resume, RunOutput, run
 from .scrubbing import Hypothesis, ScrubResult, adversary, scrub
+from .stats import DegenerateDataWarning
 from .tasks import Task
 from .tasks.interchange import InterchangeData
 
@@ -57,6 +59,8 @@ __all__ = [
     "divergence",
     "divergences",
     "ArgumentError",
+    "DegenerateDataWarning",
+    "MemoryBudgetWarning",
     "CheckpointError",
     "FaithlensError",
     "Hypothesis",
