@@ -15,6 +15,7 @@ from faithlens.neurons import bounds as B
 from faithlens.neurons import digits as D
 from faithlens.neurons.engine import Problem
 from faithlens.neurons.explain import bootstrap_pass, full_pass, unit_blocks
+from faithlens.stats import proportion_interval
 
 
 def brute_iou(maps, masks, q):
@@ -74,8 +75,11 @@ def digits():
 
 def test_shipped_digits_cnn_is_accurate(digits):
     _, data = digits
-    assert len(data.y_probe) == 597
-    assert D.accuracy(D.digits_cnn(), data.x_probe, data.y_probe) > 0.95
+    n = len(data.y_probe)
+    assert n == 597
+    # 578 / 597 = 0.968 (binomial SE 0.007): the 99.9% Wilson lower bound, 0.935, clears 0.92
+    correct = round(D.accuracy(D.digits_cnn(), data.x_probe, data.y_probe) * n)
+    assert float(proportion_interval(correct, n, level=0.999).low) > 0.92, correct
 
 
 def test_training_recipe_learns():
