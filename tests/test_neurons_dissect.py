@@ -99,7 +99,10 @@ def test_logits_are_explained_by_their_digits_with_certified_winners(digits):
         win = res.top_scoring(metric)
         assert [res.concepts[i] for i in win] == [f"digit {d}" for d in range(10)]
     cert = res.certified("iou")
-    assert cert.sum() >= 8
+    # 9 of 10 certified (identical under ATEN_CPU_CAPABILITY=default and avx2: the bounds are
+    # functions of integer counts). Digits 8 and 9 clear certification by only 0.019 and 0.017
+    # IoU (about 1.5 images each), the next (7) by 0.06: asserting >= 8 would rest on those two.
+    assert cert.sum() >= 7
     # every certified explanation is the right digit, with a guaranteed IoU
     for u in np.nonzero(cert)[0]:
         assert res.explanations("iou")[res.units[u]] == f"digit {u}"
