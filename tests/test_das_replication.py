@@ -56,8 +56,11 @@ def test_inner_square_ood_iia_falls_with_training_emd():
     df = syn.run_cl_synthetic(["inner_square"], [11111, 22222], ["DAS", "CL", "DAS+CL"], **SMALL)
     reg = syn.regression(df)
     assert reg.n == 12
-    # the paper: slope -0.34, R^2 0.73 over 30 runs
-    assert reg.slope < 0
-    assert reg.r2 > 0.4
+    # the paper: slope -0.34, R^2 0.73 over 30 runs. Here: slope -0.163, R^2 0.59 over 12 runs
+    # (t = -3.8, p = 0.0035). R^2 over 12 runs has a wide spread (Fisher z SE 0.33, so the old
+    # R^2 > 0.4 sat 0.8 SE below the observed 0.59); the claim is a falling slope, asserted as
+    # the slope's own test: negative and significant at 5% (t beyond -2.23, 1.6 SE of margin;
+    # the figures move by far less than that across CPU instruction sets).
+    assert reg.slope < 0 and reg.p < 0.05, reg
     by = syn.summarize(df).set_index("loss")
     assert by.loc["DAS", "row_emd"] > 5 * by.loc["CL", "row_emd"]

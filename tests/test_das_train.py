@@ -63,7 +63,13 @@ def test_cl_loss_brings_intervened_features_closer_to_natural(small_tasks):
     d = fl.das(t1.model, t1.data, "h", loss="iia", **kw)
     c = fl.das(t1.model, t1.data, "h", loss="cl", eval_every=20, **kw)
     assert c.select == "emd" and d.select == "iia"
+    # IIA 0.979 +- 0.009 (240 pairs): 0.9 is 8 SE below
     assert c.iia > 0.9
+    # A regression check of the CL path at one seed, not a statistical claim: at this size
+    # (30 points per class, 200 epochs) CL's EMD is lower at seeds 2, 3, 4 and higher at seed 5
+    # (0.0585 vs 0.0451), so the claim itself is tested at its own uncertainty in
+    # test_das_replication. Seed 2: EMD 0.0508 vs 0.0837, OOD 0.0528 vs 0.0677 (22% apart), the
+    # same to 4 decimals under ATEN_CPU_CAPABILITY=default and avx2.
     assert c.emd_features < d.emd_features
     ood_d, ood_c = d.evaluate(t2.model, t2.data), c.evaluate(t2.model, t2.data)
     assert ood_c.emd_features < ood_d.emd_features

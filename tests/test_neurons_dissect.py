@@ -15,6 +15,7 @@ from faithlens.neurons import bounds as B
 from faithlens.neurons import digits as D
 from faithlens.neurons.engine import Problem
 from faithlens.neurons.explain import bootstrap_pass, full_pass, unit_blocks
+from faithlens.stats import proportion_interval
 
 
 def brute_iou(maps, masks, q):
@@ -74,8 +75,11 @@ def digits():
 
 def test_shipped_digits_cnn_is_accurate(digits):
     _, data = digits
-    assert len(data.y_probe) == 597
-    assert D.accuracy(D.digits_cnn(), data.x_probe, data.y_probe) > 0.95
+    n = len(data.y_probe)
+    assert n == 597
+    # 578 / 597 = 0.968 (binomial SE 0.007): the 99.9% Wilson lower bound, 0.935, clears 0.92
+    correct = round(D.accuracy(D.digits_cnn(), data.x_probe, data.y_probe) * n)
+    assert float(proportion_interval(correct, n, level=0.999).low) > 0.92, correct
 
 
 def test_training_recipe_learns():
@@ -95,7 +99,10 @@ def test_logits_are_explained_by_their_digits_with_certified_winners(digits):
         win = res.top_scoring(metric)
         assert [res.concepts[i] for i in win] == [f"digit {d}" for d in range(10)]
     cert = res.certified("iou")
-    assert cert.sum() >= 8
+    # 9 of 10 certified (identical under ATEN_CPU_CAPABILITY=default and avx2: the bounds are
+    # functions of integer counts). Digits 8 and 9 clear certification by only 0.019 and 0.017
+    # IoU (about 1.5 images each), the next (7) by 0.06: asserting >= 8 would rest on those two.
+    assert cert.sum() >= 7
     # every certified explanation is the right digit, with a guaranteed IoU
     for u in np.nonzero(cert)[0]:
         assert res.explanations("iou")[res.units[u]] == f"digit {u}"

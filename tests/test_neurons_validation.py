@@ -53,16 +53,24 @@ def test_deviations_shrink_like_one_over_root_n(r1):
 
 
 def test_accuracy_deviation_is_flat_in_p_while_iou_grows_for_rare_concepts():
-    rare = simulate(["accuracy", "iou"], (300, 1000), reps=REPS, p=0.02, seed=1).table
-    common = simulate(["accuracy", "iou"], (300, 1000), reps=REPS, p=0.3, seed=1).table
-
     def dev(t, m):
         return t[t.metric == m].sort_values("n")["q95_sup_dev"].to_numpy()
 
-    assert np.allclose(dev(rare, "accuracy"), dev(common, "accuracy"), rtol=0.3)
-    assert (dev(rare, "iou") > 1.5 * dev(common, "iou")).all()
-    for t in (rare, common):
-        assert (t["coverage"] >= 1 - 0.05 - 0.02).all()
+    # The rare / common ratio of the 95th-percentile deviation, averaged over two seeds: one
+    # seed's ratio spreads by 0.05 (accuracy) and 0.23 (IoU) over seeds 1-4, so one seed put
+    # accuracy's 0.80 (n = 1000, seed 1) 2 SD from the 0.7 bound. Observed means: accuracy
+    # 0.85 / 0.82 (SE 0.035, 3.4 SE inside [0.7, 1.3]), IoU 2.26 / 2.60 (SE 0.17, 4.5 SE above 1.5).
+    acc, iou = [], []
+    for seed in (1, 2):
+        rare = simulate(["accuracy", "iou"], (300, 1000), reps=REPS, p=0.02, seed=seed).table
+        common = simulate(["accuracy", "iou"], (300, 1000), reps=REPS, p=0.3, seed=seed).table
+        acc.append(dev(rare, "accuracy") / dev(common, "accuracy"))
+        iou.append(dev(rare, "iou") / dev(common, "iou"))
+        for t in (rare, common):
+            assert (t["coverage"] >= 1 - 0.05 - 0.02).all()
+    acc_ratio, iou_ratio = np.mean(acc, 0), np.mean(iou, 0)
+    assert ((acc_ratio > 0.7) & (acc_ratio < 1.3)).all(), acc_ratio
+    assert (iou_ratio > 1.5).all(), iou_ratio
 
 
 def test_be_sets_reach_nominal_coverage_of_the_true_concept():
@@ -108,14 +116,26 @@ def test_design_population_values_match_a_large_sample():
     d = Design(freqs=(0.2, 0.3, 0.1), w0=2.0, w1=0.6)
     x, c = d.sample(200_000, 1, np.random.default_rng(0))
     x, c = x[:, 0], c[0]
+    n = len(x)
     t = np.array([1.3])
     a, joint = d.rates(t)
-    assert a[0] == pytest.approx((x > 1.3).mean(), abs=3e-3)
-    assert joint[0] == pytest.approx(((x > 1.3)[:, None] & (c > 0)).mean(0), abs=3e-3)
+    # Each population value against its sample estimate, within 4 sampling SE. Seed 0 (and
+    # seeds 1, 2) land within 1.1 SE; the old fixed tolerances were 2.3 to 3 SE wide.
+    # rates: binomial SE (0.0010 for a = 0.273, off by 0.0008)
+    assert abs(a[0] - (x > 1.3).mean()) < 4 * np.sqrt(a[0] * (1 - a[0]) / n)
+    j_hat = ((x > 1.3)[:, None] & (c > 0)).mean(0)
+    assert (np.abs(joint[0] - j_hat) < 4 * np.sqrt(joint[0] * (1 - joint[0]) / n)).all()
     from sklearn.metrics import roc_auc_score
 
-    assert d.auroc()[0] == pytest.approx(roc_auc_score(c[:, 0], x), abs=3e-3)
-    assert d.correlation()[1] == pytest.approx(np.corrcoef(x, c[:, 1])[0, 1], abs=5e-3)
+    # AUROC 0.913, off by 0.0007: Hanley-McNeil SE 0.0010
+    auc, n1 = d.auroc()[0], int((c[:, 0] > 0).sum())
+    n0 = n - n1
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    var = auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n0 - 1) * (q2 - auc**2)
+    assert abs(auc - roc_auc_score(c[:, 0], x)) < 4 * np.sqrt(var / (n1 * n0))
+    # correlation 0.208, off by 0.0023: SE (1 - r^2) / sqrt(n) = 0.0021
+    r = d.correlation()[1]
+    assert abs(r - np.corrcoef(x, c[:, 1])[0, 1]) < 4 * (1 - r**2) / np.sqrt(n)
 
 
 def test_grouped_bounds_cover_with_correlated_samples():

@@ -49,8 +49,12 @@ def test_smollm2_ioi_behaviour(smollm2):
     task = fl.tasks.ioi(smollm2, n=32, seed=1)
     clean = task.evaluate(smollm2, "clean")
     corrupt = task.evaluate(smollm2, "corrupt")
-    assert clean.mean() > 3, float(clean.mean())
-    assert abs(float(corrupt.mean())) < 1.5
+    # 32 prompts: clean logit difference 3.77, SE 0.47 (the old > 3 sat 1.6 SE below it); the
+    # corrupted prompts 0.27 (SE 0.39). Clean: a real preference, 4 SE above 1; corrupt: none
+    # beyond 4 SE of zero.
+    se = lambda x: float(x.std()) / len(x) ** 0.5  # noqa: E731
+    assert float(clean.mean()) - 4 * se(clean) > 1.0, (float(clean.mean()), se(clean))
+    assert abs(float(corrupt.mean())) < 4 * se(corrupt), (float(corrupt.mean()), se(corrupt))
     assert torch.equal(task.first_difference() < task.positions, torch.ones(32, dtype=torch.bool))
 
 

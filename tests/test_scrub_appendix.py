@@ -320,7 +320,9 @@ def test_appendix6_monosemantic_rewrite_recovers_the_loss(superposition):
     # unchanged in expectation (cross terms vanish because the features have zero mean)
     diff = r.scrubbed - r.original
     assert abs(diff.mean()) < 4 * diff.std(ddof=1) / np.sqrt(len(diff))
-    assert r.recovered() == pytest.approx(100.0, abs=3.0)
+    # 99.7 % recovered, 95% CI 97.5..101.5 (SE about 1.0): within 4 SE of 100 (the old abs=3)
+    lo, hi = r.recovered_ci()
+    assert r.recovered() == pytest.approx(100.0, abs=4 * (hi - lo) / 3.92)
     assert not any(w.startswith("BETTER") for w in r.warnings)
 
 
@@ -351,7 +353,10 @@ def test_appendix8_adversary_merges_the_error_halves(superposition):
     adv = sc.adversary(model, h, data, behaviour=sc.MSE("y"), budget=10)
     assert adv.chosen == ["sample the unimportant inputs of root together"]
     assert adv.final_expectation > adv.base_expectation
-    assert adv.recovered_before > 100 and adv.recovered_after == pytest.approx(100.0, abs=3.0)
+    # after: 98.9 %. AdversaryResult carries no SE for recovered_after; the same rewrite sampled
+    # per node recovers 99.7 % with SE 1.0 (test above), so 4 SE (the old abs=3 was 1.9 SE from
+    # the observed figure)
+    assert adv.recovered_before > 100 and adv.recovered_after == pytest.approx(100.0, abs=4.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,7 +392,9 @@ def test_appendix7_false_hypothesis_beats_the_model_and_is_flagged(game):
     h = sc.Hypothesis("guess on EASY, answer on HARD", feature=hyp_answer)
     r = sc.scrub(model, h, data, behaviour=beh, n_boot=200)
     # model: guesses right half the time on EASY (+2 / -1), abstains on HARD: reward ~ 1/4
-    assert r.original_expectation == pytest.approx(-0.25, abs=0.05)
+    # -0.2575 over 4000 data, SE about 0.018 (the old abs=0.05 was 2.8 SE wide)
+    o = r.original
+    assert r.original_expectation == pytest.approx(-0.25, abs=4 * o.std(ddof=1) / np.sqrt(len(o)))
     # scrubbed: HARD references get an EASY datum guessing the right answer half the time
     assert r.expectation == pytest.approx(_pool_expectation(data), abs=4 * r.se)
     assert r.expectation < -2.4  # ~ -2.625

@@ -96,7 +96,9 @@ def test_cancellation_warning():
         behaviour=sc.Fn(lambda out, ref: (out - ref["y"].to(out))[:, 0], name="signed error"),
         n_boot=200,
     )
-    assert abs(float(np.mean(r.scrubbed - r.original))) < 0.1
+    # the signed errors cancel: mean 0.027, SE 0.032 (the old bound 0.1 was 3.1 SE, 2.3 from it)
+    diff = r.scrubbed - r.original
+    assert abs(float(diff.mean())) < 4 * float(diff.std(ddof=1)) / np.sqrt(len(diff))
     assert any(w.startswith("CANCELLATION") for w in r.warnings)
 
 
@@ -179,8 +181,9 @@ def test_cli_scrub_end_to_end(tmp_path):
     assert "causal scrubbing" in res.output and "% recovered vs random" in res.output
     back = Result.load(out)
     assert isinstance(back, sc.ScrubResult) and back.n == 300 and back.seed == 1
-    # B is resampled: 9 * 2 Var(x1) on average
-    assert back.expectation == pytest.approx(18 * 8.25, rel=0.25)
+    # B is resampled: 9 * 2 Var(x1) on average. Seed 1: 154.9, SE 11.1 (seeds 2, 3: 161.0,
+    # 139.0); the old rel=0.25 (37) was 3.3 SE wide
+    assert back.expectation == pytest.approx(18 * 8.25, abs=4 * back.se)
     dry = runner.invoke(app, ["scrub", str(f), "--n", "10", "--dry-run"])
     assert dry.exit_code == 0 and "C [mixed" in dry.output and "uniform d" in dry.output
     adv = runner.invoke(app, ["scrub", str(f), "--n", "200", "--adversary", "--budget", "4"])

@@ -62,8 +62,12 @@ def test_paren_task_contrast(paren):
     task = par.paren_task(300, seed=1)
     clean = task.evaluate(paren)
     corrupt = task.evaluate(paren, which="corrupt")
-    assert (clean > 0).float().mean() > 0.99  # logit(correct) - logit(wrong)
-    assert (corrupt < 0).float().mean() > 0.99  # corrupted strings have the other label
+    # logit(correct) - logit(wrong) has the right sign on 300 / 300 clean and 299 / 300 corrupted
+    # strings (the corrupted ones have the other label); > 0.99 failed at 297. The 99.9% Wilson
+    # lower bounds (0.965, 0.959) clear 0.94, which holds down to 296 / 300.
+    for right in ((clean > 0), (corrupt < 0)):
+        k, n = int(right.sum()), right.numel()
+        assert float(proportion_interval(k, n, level=0.999).low) > 0.94, (k, n)
     bce = task.with_metric("bce").evaluate(paren)
     assert float(bce.mean()) < 0.05
 

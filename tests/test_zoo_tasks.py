@@ -103,14 +103,18 @@ def test_horizon_classes():
 def test_mixture_matches_redwood_statistics():
     f = par.ParenData.sample(20_000, seed=11).features()
     share = f.category.value_counts(normalize=True)
-    # Redwood's dataset: 26.4 % balanced, 12.9 % count-only, 13.1 % horizon-only, 47.6 % both
+    # Redwood's dataset: 26.4 % balanced, 12.9 % count-only, 13.1 % horizon-only, 47.6 % both.
+    # The mixture is tuned to those shares within 0.01; sampling adds 4 binomial SE (0.0024 to
+    # 0.0035 at n = 20k). Seed 11 is the furthest seen: horizon_only 0.1221 (seeds 1-3: 0.130 to
+    # 0.132), 0.009 off, 4.4 SE inside the bound.
     for cat, want in [
         ("balanced", 0.264),
         ("count_only", 0.129),
         ("horizon_only", 0.131),
         ("both", 0.476),
     ]:
-        assert abs(share[cat] - want) < 0.015, (cat, share[cat])
+        se = math.sqrt(want * (1 - want) / len(f))
+        assert abs(share[cat] - want) < 0.01 + 4 * se, (cat, share[cat], se)
     assert abs(f.starts_with_open.mean() - 0.62) < 0.02
     assert set(f.n_parens.unique()) <= set(range(2, 41, 2))
 
@@ -207,8 +211,11 @@ def test_induction_sequences():
     r, q, key = data.induction_targets()
     assert torch.equal(ids[r, key], ids[r, q + 1])
     assert (key <= q).all()
-    frac_none = float((~copied.any(1)).float().mean())
-    assert 0.1 < frac_none < 0.3  # about 20 % of sequences have no copy
+    # a sequence has no copy with probability spec.copies[0] = 0.15 (a planned copy always
+    # places); seed 2 gives 22 / 200 = 0.11, binomial SE 0.025: the 99.99% Wilson interval holds 0.15
+    none = int((~copied.any(1)).sum())
+    ci = proportion_interval(none, len(ids), level=0.9999)
+    assert float(ci.low) < spec.copies[0] < float(ci.high), (none, len(ids))
     again = ind.InductionData.sample(200, seed=2, chain=ch, spec=spec)
     assert torch.equal(again.ids, ids)
     assert data.seen_before[r, q].all()
