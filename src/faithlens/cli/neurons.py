@@ -288,11 +288,11 @@ def register(app: typer.Typer) -> None:
 
         from .. import neurons as N
         from .. import validate as V
-        from ..neurons.explain import _as_metrics, check_explain_args
+        from ..neurons.explain import as_metrics, check_explain_args
 
         with friendly_errors():
             # every option is checked before a file is read or a model loaded
-            _as_metrics(metric or ["iou"])
+            as_metrics(metric or ["iou"])
             check_explain_args(
                 alpha=alpha,
                 threshold=threshold,

@@ -63,7 +63,7 @@ PROBABILITY_METRICS = {"accuracy", "precision", "recall", "f1", "iou", "auroc", 
 MIN_BOOT_FOR_BAND = 50
 
 
-def _as_metrics(metric: str | Sequence[str]) -> tuple[str, ...]:
+def as_metrics(metric: str | Sequence[str]) -> tuple[str, ...]:
     ms = (metric,) if isinstance(metric, str) else tuple(metric)
     if not ms:
         raise InputError(f"no metric given; choose from {list(METRICS)}")
@@ -314,7 +314,7 @@ def explain(
             the same data and settings resumes from it.
         progress: ``progress(done, total)`` is called as unit blocks finish.
     """
-    metrics = _as_metrics(metric)
+    metrics = as_metrics(metric)
     check_explain_args(
         alpha=alpha,
         threshold=threshold,

@@ -30,7 +30,7 @@ from .. import validate as V
 from ..errors import InputError
 from ..results import Result
 from .engine import FAMILIES, Problem, memory_budget, plan_chunks
-from .explain import DIRECTIONS, _as_metrics, full_pass, unit_blocks
+from .explain import DIRECTIONS, as_metrics, full_pass, unit_blocks
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -67,7 +67,7 @@ def sanity_checks(
     NeuronEval used 500k inputs and 1000 seeds; the defaults (100k, 200) reach the same verdicts
     on a CPU in about a minute.
     """
-    ms = _as_metrics(metrics)
+    ms = as_metrics(metrics)
     bad = [m for m in ms if m not in CHECKABLE]
     if bad:
         raise InputError(f"sanity checks support {list(CHECKABLE)}, not {bad}")

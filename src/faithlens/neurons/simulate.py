@@ -37,7 +37,7 @@ from . import bounds as _b
 from .engine import FAMILIES, Problem, SoftWPMI, memory_budget, plan_chunks
 from .explain import (
     DIRECTIONS,
-    _as_metrics,
+    as_metrics,
     bootstrap_pass,
     full_pass,
     theory_intervals,
@@ -169,7 +169,7 @@ def simulate(
     each repetition also gets a bootstrap ensemble and its BE set (coverage ``level``).
     Correlation has no theorem; it is checked through its bootstrap band (``n_boot >= 50``).
     """
-    ms = _as_metrics(metrics)
+    ms = as_metrics(metrics)
     bad = [m for m in ms if m not in SUPPORTED]
     if bad:
         raise InputError(f"simulate supports {list(SUPPORTED)}, not {bad}")
