@@ -507,6 +507,29 @@ def test_two_processes_on_fresh_folders_one_wins_one_is_refused(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_a_folder_replaced_twice_while_read_is_read_again(tmp_path, monkeypatch):
+    """Two saves replacing the folder during one load: the second save's folder may get the
+    first one's inode number back (this filesystem reuses it at once), which an identity check
+    without holding the folder open would take for "unchanged", returning result.json of one
+    save with arrays.npz of another. The load must read again and return one whole save."""
+    target = tmp_path / "r"
+    toy("a", 1).save(target)
+    real = R._read_arrays
+    calls = {"n": 0}
+
+    def replace_twice_then_read(src, listed, keys):
+        calls["n"] += 1
+        if calls["n"] == 1:  # after result.json of save "a" was read
+            toy("b", 2).save(target, overwrite=True)
+            toy("c", 3).save(target, overwrite=True)
+        return real(src, listed, keys)
+
+    monkeypatch.setattr(R, "_read_arrays", replace_twice_then_read)
+    back = Result.load(target)
+    assert calls["n"] == 2  # read again
+    assert same(back, toy("c", 3))
+
+
 @pytest.mark.slow
 def test_two_processes_overwriting_one_folder_never_mix(tmp_path):
     rounds = 30

@@ -169,17 +169,19 @@ class Result:
         """
         src = Path(path)
         for _ in range(5):
-            # A save that replaces the folder while we read it swaps the folder's inode: read
-            # again, so that a load never mixes the files of two saves.
-            before = _inode(src)
-            try:
-                res = cls._load_once(src)
-            except ResultError:
-                if _inode(src) == before:
-                    raise
-                continue
-            if _inode(src) == before:
-                return res
+            # A save that replaces the folder while we read it swaps the folder: read again, so
+            # that a load never mixes the files of two saves. The folder is held open while it is
+            # read, so its inode cannot be freed and reused by the next save's folder (which would
+            # make a replaced folder look unchanged).
+            with _pinned(src) as before:
+                try:
+                    res = cls._load_once(src)
+                except ResultError:
+                    if _identity(src) == before:
+                        raise
+                    continue
+                if _identity(src) == before:
+                    return res
         raise ResultError(f"{src} kept being replaced while it was read; try again")
 
     @classmethod
@@ -243,11 +245,35 @@ MAX_ARRAY_BYTES = 16 << 30
 _CHUNK = 1 << 20
 
 
-def _inode(p: Path) -> int | None:
+def _identity(p: Path) -> tuple[int, int] | None:
+    """The (device, inode) of ``p``, or None if it cannot be read."""
     try:
-        return os.stat(p).st_ino
+        st = os.stat(p)
     except OSError:
         return None
+    return (st.st_dev, st.st_ino)
+
+
+@contextmanager
+def _pinned(p: Path) -> Iterator[tuple[int, int] | None]:
+    """Hold the folder ``p`` open while it is read and yield its identity at opening.
+
+    An open folder keeps its inode allocated even once it is renamed away and deleted, so a
+    folder that later sits at ``p`` never has the same identity: comparing identities before and
+    after a read tells whether ``p`` was replaced meanwhile, without the ABA of inode reuse.
+    Where folders cannot be opened (Windows) the identity is read without holding it.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(p, flags)
+    except OSError:
+        yield _identity(p)
+        return
+    try:
+        st = os.fstat(fd)
+        yield (st.st_dev, st.st_ino)
+    finally:
+        os.close(fd)
 
 
 def _plain_name(what: str, name: Any) -> str:
