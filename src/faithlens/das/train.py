@@ -8,12 +8,9 @@ run's logits (and, for the CL loss, from the intervened activation the same run 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import numbers
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,110 +20,20 @@ import torch
 from torch import Tensor
 from torch.nn.utils import parametrize
 
-from .. import safe_load, stats
+from .. import stats
 from .. import validate as V
 from ..divergence import distances as D
-from ..errors import CheckpointError, InputError, ShapeError
-from ..fingerprint import data_fingerprint, model_fingerprint
+from ..errors import InputError, ShapeError
 from ..interventions import Interchange
 from ..models.model import Model
 from ..models.sites import Site, SiteLike, as_site
 from ..runs import Resume
 from ..tasks.interchange import InterchangeData, _select
 from .alignment import Alignment, BoundlessMask, make_alignment
-from .losses import cl_loss_mas, cl_loss_modified, iia_loss
+from .args import LOSSES, METHODS, SELECT, DASOptions, check_das_args, check_inputs, resolve_dims
+from .checkpoint import CHECKPOINT, Checkpointer, run_config
+from .loop import _flat, restore_best, train_loop
 from .result import DASResult
-
-LOSSES = ("iia", "cl", "iia+cl")
-SELECT = ("auto", "iia", "emd", "last")
-CHECKPOINT = "das_checkpoint.pt"
-METHODS = ("rotation", "boundless", "linear", "identity", "das")
-
-
-def check_das_args(
-    *,
-    dims: Any = 1,
-    method: Any = "rotation",
-    loss: Any = "iia",
-    cl_form: Any = "modified",
-    cl_weight: Any = 100.0,
-    cl_dims: Any = None,
-    epochs: Any = 601,
-    lr: Any = 0.01,
-    boundary_lr: Any = 0.01,
-    batch_size: Any = None,
-    select: Any = "auto",
-    eval_every: Any = 10,
-    emd_dims: Any = None,
-    temperature: Any = (50.0, 0.1),
-    width_weight: Any = 1.0,
-    checkpoint_every: Any = 100,
-    seed: Any = 0,
-    cli: bool = False,
-) -> None:
-    """Refuse every :func:`das` argument that makes no sense, before any forward pass.
-
-    Checks what does not depend on the site (the site's width is checked once it is known).
-    ``cli=True`` names the arguments as command-line options (``--batch-size``).
-    """
-
-    def nm(name: str) -> str:
-        return "--" + name.replace("_", "-") if cli else name
-
-    def index_list(name: str, value: Any, *, allow_empty: bool = False) -> list[int]:
-        if isinstance(value, (str, bytes)):
-            raise V.fail(nm(name), value, "must be a list of coordinates", "e.g. [0, 1]")
-        if not isinstance(value, Sequence):
-            try:
-                value = list(value)
-            except TypeError:
-                raise V.fail(nm(name), value, "must be a list of coordinates") from None
-        out = [V.nonnegative_int(nm(name), d, fix="coordinates count from 0") for d in value]
-        if not out and not allow_empty:
-            raise V.fail(nm(name), value, "is empty", "give at least one coordinate")
-        if len(set(out)) != len(out):
-            raise V.fail(nm(name), value, "repeats a coordinate", "list each coordinate once")
-        return out
-
-    V.choice(nm("method"), method, METHODS)
-    V.choice(nm("loss"), loss, LOSSES)
-    V.choice(nm("cl_form"), cl_form, ("modified", "mas"))
-    V.choice(nm("select"), select, SELECT)
-    if isinstance(dims, numbers.Integral) and not isinstance(dims, bool):
-        V.positive_int(nm("dims"), dims, fix="give how many aligned coordinates carry the variable")
-    else:
-        index_list("dims", dims)
-    uses_cl = loss in ("cl", "iia+cl")
-    if uses_cl:
-        V.positive_float(nm("cl_weight"), cl_weight, fix="the CL loss needs a weight > 0")
-    else:
-        V.finite_float(nm("cl_weight"), cl_weight, low=0.0)
-    if cl_dims is not None:
-        if isinstance(cl_dims, (str, bytes)) or not isinstance(cl_dims, Sequence) or not cl_dims:
-            raise V.fail(nm("cl_dims"), cl_dims, "must be a non-empty list of coordinate lists")
-        for group in cl_dims:
-            index_list("cl_dims", group)
-    V.positive_int(nm("epochs"), epochs)
-    V.positive_float(nm("lr"), lr, fix="use a small positive learning rate such as 0.01")
-    V.positive_float(nm("boundary_lr"), boundary_lr, fix="use e.g. 0.01")
-    if batch_size is not None:
-        V.positive_int(nm("batch_size"), batch_size, fix="omit it for full-batch training")
-    V.positive_int(nm("eval_every"), eval_every, fix="evaluate the EMD every N >= 1 epochs")
-    if emd_dims is not None:
-        index_list("emd_dims", emd_dims, allow_empty=True)
-    try:
-        temps = tuple(temperature)
-    except TypeError:
-        temps = ()
-    if isinstance(temperature, (str, bytes)) or len(temps) != 2:
-        raise V.fail(
-            nm("temperature"), temperature, "must be a pair (start, end)", "e.g. (50, 0.1)"
-        )
-    for t in temps:
-        V.positive_float(nm("temperature"), t, fix="both temperatures must be > 0, e.g. (50, 0.1)")
-    V.finite_float(nm("width_weight"), width_weight, low=0.0)
-    V.positive_int(nm("checkpoint_every"), checkpoint_every)
-    V.nonnegative_int(nm("seed"), seed)
 
 
 @dataclass(frozen=True)
@@ -164,10 +71,6 @@ def _scores(logits: Tensor, candidates: Tensor | None) -> Tensor:
     if candidates is not None:
         lg = lg.gather(1, candidates.to(lg.device).long())
     return lg
-
-
-def _flat(t: Tensor, width: int) -> Tensor:
-    return t.reshape(-1, width)
 
 
 def source_activations(model: Model, data: InterchangeData, site: Site) -> Tensor:
@@ -300,107 +203,6 @@ def evaluate_alignment(
     )
 
 
-def _config_hash(cfg: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-CHECKPOINT_FORMAT = 2
-_CKPT_FIX = "use another checkpoint folder, or delete this file to start training from scratch"
-_CKPT_KEYS = (
-    "format", "key", "model", "data", "epoch", "alignment", "mask", "optimizer", "generator",
-    "history", "best", "config",
-)  # fmt: skip
-
-
-def _plain(cfg: dict[str, Any]) -> Any:
-    """The config as the JSON values its key hashes (what a checkpoint stores and compares)."""
-    return json.loads(json.dumps(cfg, sort_keys=True, default=str))
-
-
-def _fingerprints(model: Model, data: InterchangeData, path: Path) -> dict[str, str]:
-    """sha256 of the model's weights and of the data's contents (what a checkpoint is for)."""
-    parts = {f: getattr(data, f) for f in _DATA_FIELDS}
-    try:
-        data_fp = data_fingerprint(parts)
-    except TypeError as e:
-        raise CheckpointError(
-            f"checkpoint_dir={str(path.parent)!r}: the data cannot be fingerprinted ({e}), so a "
-            "checkpoint could not tell it from other data; give the inputs as tensors or "
-            "faithlens Inputs, or train without checkpoint_dir"
-        ) from None
-    return {"model": model_fingerprint(model.module), "data": data_fp}
-
-
-_DATA_FIELDS = (
-    "base", "source", "labels", "positions", "candidates", "natural", "cl_targets", "cl_groups",
-    "name",
-)  # fmt: skip
-
-
-def _read_checkpoint(
-    path: Path,
-    device: torch.device,
-    cfg: dict[str, Any],
-    key: str,
-    fingerprints: dict[str, str],
-) -> dict[str, Any]:
-    """The checkpoint at ``path``, loaded safely and refused unless it was written by this very
-    run: the same arguments, the same model weights, the same data."""
-    raw = safe_load.torch_load(
-        path, what="faithlens DAS checkpoint", fix=_CKPT_FIX, map_location=device
-    )
-    if isinstance(raw, dict) and raw.get("format") != CHECKPOINT_FORMAT and "key" in raw:
-        raise CheckpointError(
-            f"{path} was written by an older faithlens (checkpoint format "
-            f"{raw.get('format', 1)}, without the model and data fingerprints this version "
-            f"checks); {_CKPT_FIX}"
-        )
-    ck = safe_load.require(raw, _CKPT_KEYS, path, what="faithlens DAS checkpoint", fix=_CKPT_FIX)
-    differs: list[str] = []
-    if ck["key"] != key:
-        old = ck["config"] if isinstance(ck["config"], dict) else {}
-        new = _plain(cfg)
-        changed = [
-            f"{k} {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}"
-            for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k)
-        ]
-        differs.append("other arguments (" + ("; ".join(changed) or "the config") + ")")
-    if ck["model"] != fingerprints["model"]:
-        differs.append(
-            f"another model (weights fingerprint {str(ck['model'])[:12]}, this model's "
-            f"{fingerprints['model'][:12]})"
-        )
-    if ck["data"] != fingerprints["data"]:
-        differs.append(
-            f"other data (contents fingerprint {str(ck['data'])[:12]}, this data's "
-            f"{fingerprints['data'][:12]})"
-        )
-    if differs:
-        raise CheckpointError(
-            f"{path} is a checkpoint of a different DAS run: {', '.join(differs)}; resuming it "
-            f"would return that run's alignment; {_CKPT_FIX}"
-        )
-    return ck
-
-
-def _freeze(module: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """Turn off ``requires_grad`` on the parameters that have it; returns them (to restore)."""
-    changed = [p for p in module.parameters() if p.requires_grad]
-    for p in changed:
-        p.requires_grad_(False)
-    return changed
-
-
-def _unfreeze(params: list[torch.nn.Parameter]) -> None:
-    for p in params:
-        p.requires_grad_(True)
-
-
-def _state(module: torch.nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
 def das(
     model: Model,
     data: InterchangeData,
@@ -455,7 +257,7 @@ def das(
         seed: initialisation and batch order.
         progress: called after each epoch with ``(epoch, history_row)``.
     """
-    check_das_args(
+    opts = DASOptions(
         dims=dims,
         method=method,
         loss=loss,
@@ -474,68 +276,111 @@ def das(
         checkpoint_every=checkpoint_every,
         seed=seed,
     )
-    if not isinstance(model, Model):
-        raise V.fail(
-            "model", type(model).__name__, "must be a faithlens Model", "use fl.load or fl.wrap"
-        )
-    if not isinstance(data, InterchangeData):
-        raise V.fail(
-            "data",
-            type(data).__name__,
-            "must be an InterchangeData",
-            "build it with fl.InterchangeData",
-        )
-    V.min_examples("len(data)", len(data), what="an IIA with a confidence interval")
-    if alignment is not None and not isinstance(alignment, Alignment):
-        raise V.fail("alignment", type(alignment).__name__, "must be a faithlens Alignment or None")
-    if progress is not None and not callable(progress):
-        raise V.fail("progress", progress, "must be a callable (epoch, row) or None")
-    epochs, eval_every, checkpoint_every = int(epochs), int(eval_every), int(checkpoint_every)
-    s = as_site(site)
-    uses_cl = loss in ("cl", "iia+cl")
-    if uses_cl and data.cl_targets is None:
-        raise InputError(
-            "das: the CL loss needs natural counterfactual latents: build the data with "
-            "cl_targets (e.g. faithlens.tasks.synthetic_das builds mean targets)"
-        )
-    if select == "auto":
-        select = "emd" if uses_cl and emd_dims else "iia"
-    if select == "emd" and not emd_dims:
-        raise InputError("das: select='emd' needs emd_dims (the native feature coordinates)")
-
+    opts, s = check_inputs(model, data, site, alignment, progress, opts)
     src = source_activations(model, data, s)
-    width = int(src.shape[-1])
-    if not bool(torch.isfinite(src).all()):
-        raise InputError(f"das: the source activations at {s.name} contain NaN or inf")
-    boundless = method == "boundless"
-    if isinstance(dims, int):
-        if not 1 <= dims <= width:
-            raise ShapeError(f"das: dims={dims} must be between 1 and the site width {width}")
-        dim_list = list(range(dims))
-    else:
-        dim_list = [int(d) for d in dims]
-        if not dim_list or any(not 0 <= d < width for d in dim_list):
-            raise ShapeError(f"das: dims {dim_list} out of range for width {width}")
-    k = len(dim_list)
-    if uses_cl and cl_form == "modified":
-        if cl_dims is None:
-            cl_dims = [dim_list, list(range(k, 2 * k))] if 2 * k <= width else [dim_list]
-        if data.cl_groups is not None and int(data.cl_groups.max()) >= len(cl_dims):
-            raise InputError(
-                f"das: cl_groups refers to variable {int(data.cl_groups.max())} but cl_dims has "
-                f"{len(cl_dims)} groups"
-            )
-    if data.cl_targets is not None and uses_cl and data.cl_targets.shape[-1] != width:
-        raise ShapeError(
-            f"das: cl_targets have width {data.cl_targets.shape[-1]}, the site {width}"
-        )
-    if cl_dims is not None and any(not 0 <= d < width for g in cl_dims for d in g):
-        raise ShapeError(
-            f"das: cl_dims {[list(g) for g in cl_dims]} out of range for width {width}"
-        )
-    if emd_dims is not None and any(not 0 <= d < width for d in emd_dims):
-        raise ShapeError(f"das: emd_dims {list(emd_dims)} out of range for width {width}")
+    dim_list, cl_dims = resolve_dims(opts, data, s, src)
+    tr = _init_training(model, data, s, src, opts, alignment, dim_list, cl_dims)
+    ckpt = Checkpointer.open(run_config(tr), checkpoint_dir, model, data)
+    ckpt.restore(tr)
+    train_loop(tr, ckpt, progress)
+    final_dims = restore_best(tr)
+    ev = evaluate_alignment(
+        model,
+        tr.alignment,
+        data,
+        s,
+        dims=final_dims,
+        emd_dims=opts.emd_dims,
+        natural=tr.natural,
+        batch_size=tr.bs,
+        seed=opts.seed,
+    )
+    return _assemble(tr, final_dims, ev)
 
+
+# --------------------------------------------------------------------------------------------
+# the training state
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DASTraining:
+    """The state of one DAS run that every training step shares: the inputs, the alignment (and
+    a boundless mask) with their optimiser and batch-order generator, the history and the best
+    epoch so far."""
+
+    model: Model
+    data: InterchangeData
+    site: Site
+    src: Tensor
+    width: int
+    dims: list[int]
+    cl_dims: Sequence[Sequence[int]] | None
+    opts: DASOptions
+    uses_cl: bool
+    boundless: bool
+    device: torch.device
+    resume: tuple[int, Tensor] | None
+    alignment: Alignment
+    mask: BoundlessMask | None
+    opt: torch.optim.Adam
+    gen: torch.Generator
+    n: int
+    bs: int
+    natural: Tensor
+    cl_targets: Tensor | None
+    t0: float
+    t1: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, Any] = field(
+        default_factory=lambda: {
+            "epoch": -1,
+            "iia": -1.0,
+            "emd": math.inf,
+            "state": None,
+            "mask": None,
+        }
+    )
+    start_epoch: int = 0
+
+    def temp(self, e: int) -> float:
+        """The boundless mask's temperature at epoch ``e``."""
+        t0, t1 = self.t0, self.t1
+        return t0 + (t1 - t0) * (e / max(1, self.opts.epochs - 1))
+
+    def run_batch(
+        self, rows: Tensor | None, dims: Sequence[int] | None, mask: Tensor | None, *, grad: bool
+    ) -> tuple[Tensor, Tensor]:
+        """Scores and intervened activations for ``rows`` under the current alignment."""
+        return _run_batch(
+            self.model,
+            self.data,
+            self.site,
+            self.alignment,
+            self.src,
+            rows,
+            dims,
+            mask,
+            grad=grad,
+            resume=self.resume,
+        )
+
+
+def _init_training(
+    model: Model,
+    data: InterchangeData,
+    s: Site,
+    src: Tensor,
+    o: DASOptions,
+    alignment: Alignment | None,
+    dim_list: list[int],
+    cl_dims: Sequence[Sequence[int]] | None,
+) -> DASTraining:
+    """The alignment (initialised from ``seed`` without touching the global generator), the
+    mask, Adam, the batch-order generator and the training data on the site's device."""
+    method, width, seed = o.method, int(src.shape[-1]), o.seed
+    boundless = method == "boundless"
+    lr, boundary_lr, batch_size, temperature = o.lr, o.boundary_lr, o.batch_size, o.temperature
     device = src.device
     resume = base_resume(model, data, s)
     with torch.random.fork_rng(devices=[]):
@@ -557,238 +402,60 @@ def das(
     natural = natural.to(device)
     cl_targets = None if data.cl_targets is None else data.cl_targets.to(device)
     t0, t1 = float(temperature[0]), float(temperature[1])
-
-    cfg = {
-        "site": str(s),
-        "dims": dim_list,
-        "method": method,
-        "loss": loss,
-        "cl_form": cl_form,
-        "cl_weight": cl_weight,
-        "cl_dims": cl_dims,
-        "epochs": epochs,
-        "lr": lr,
-        "boundary_lr": boundary_lr,
-        "batch_size": bs,
-        "select": select,
-        "eval_every": eval_every,
-        "emd_dims": list(emd_dims or []),
-        "temperature": [t0, t1],
-        "width_weight": width_weight,
-        "seed": seed,
-        "n": n,
-        "width": width,
-        "data": data.name,
-    }
-    key = _config_hash(cfg)
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
-
-    history: list[dict[str, float]] = []
-    best: dict[str, Any] = {"epoch": -1, "iia": -1.0, "emd": math.inf, "state": None, "mask": None}
-    start_epoch = 0
-    fingerprints: dict[str, str] = {}
-    if ckpt_path is not None:
-        fingerprints = _fingerprints(model, data, ckpt_path)
-        if ckpt_path.exists():
-            ck = _read_checkpoint(ckpt_path, device, cfg, key, fingerprints)
-            try:
-                al.load_state_dict(ck["alignment"])
-                if mask_mod is not None:
-                    mask_mod.load_state_dict(ck["mask"])
-                opt.load_state_dict(ck["optimizer"])
-                gen.set_state(ck["generator"])
-            except Exception as e:
-                raise CheckpointError(
-                    f"{ckpt_path} does not fit this DAS run ({type(e).__name__}: {e}); {_CKPT_FIX}"
-                ) from None
-            history = list(ck["history"])
-            best = dict(ck["best"])
-            start_epoch = int(ck["epoch"])
-
-    def temp(e: int) -> float:
-        return t0 + (t1 - t0) * (e / max(1, epochs - 1))
-
-    def save_checkpoint(epoch: int) -> None:
-        if ckpt_path is None:
-            return
-        safe_load.torch_save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "key": key,
-                "model": fingerprints["model"],
-                "data": fingerprints["data"],
-                "epoch": epoch,
-                "alignment": al.state_dict(),
-                "mask": mask_mod.state_dict() if mask_mod is not None else None,
-                "optimizer": opt.state_dict(),
-                "generator": gen.get_state(),
-                "history": history,
-                "best": best,
-                "config": _plain(cfg),
-            },
-            ckpt_path,
-        )
-
-    # the model is a constant here: no gradient accumulates in (or stays on) its weights
-    frozen = _freeze(model.module)
-    try:
-        for epoch in range(start_epoch, epochs):
-            T = temp(epoch)
-            snapshot = _state(al)
-            mask_snapshot = _state(mask_mod) if mask_mod is not None else None
-            emd_value = float("nan")
-            if select == "emd" and (epoch % eval_every == 0 or epoch == epochs - 1):
-                with torch.no_grad(), parametrize.cached():
-                    m = mask_mod(T) if mask_mod is not None else None
-                    acts = []
-                    for start in range(0, n, bs):
-                        rows = torch.arange(start, min(n, start + bs))
-                        _, h = _run_batch(
-                            model,
-                            data,
-                            s,
-                            al,
-                            src,
-                            rows,
-                            None if m is not None else dim_list,
-                            m,
-                            grad=False,
-                            resume=resume,
-                        )
-                        acts.append(_flat(h, width))
-                    emd_value = D.sinkhorn(torch.cat(acts), natural, dims=list(emd_dims or []))
-            order = torch.randperm(n, generator=gen) if bs < n else torch.arange(n)
-            tot_loss = tot_iia_loss = tot_cl = 0.0
-            n_correct = 0
-            for start in range(0, n, bs):
-                rows = order[start : start + bs]
-                opt.zero_grad(set_to_none=True)
-                # an orthogonal parametrization is recomputed at every access: once per step
-                with parametrize.cached():
-                    m = mask_mod(T) if mask_mod is not None else None
-                    scores, h = _run_batch(
-                        model,
-                        data,
-                        s,
-                        al,
-                        src,
-                        rows,
-                        None if m is not None else dim_list,
-                        m,
-                        grad=True,
-                        resume=resume,
-                    )
-                    labels = data.labels[rows].to(scores.device)
-                    l_iia = iia_loss(scores, labels)
-                    total = torch.zeros((), device=scores.device)
-                    if loss in ("iia", "iia+cl"):
-                        total = total + l_iia
-                    l_cl = torch.zeros((), device=scores.device)
-                    if uses_cl:
-                        assert cl_targets is not None
-                        hf = _flat(h, width)
-                        tg = _flat(cl_targets[rows.to(device)], width)
-                        if cl_form == "mas":
-                            l_cl = cl_loss_mas(hf, tg)
-                        else:
-                            groups = None if data.cl_groups is None else data.cl_groups[rows]
-                            assert cl_dims is not None
-                            l_cl = cl_loss_modified(hf, tg, al, groups, cl_dims)
-                        total = total + cl_weight * l_cl
-                    if mask_mod is not None:
-                        total = total + width_weight * mask_mod.boundary()
-                    total.backward()
-                opt.step()
-                b = len(rows)
-                tot_loss += float(total.detach()) * b
-                tot_iia_loss += float(l_iia.detach()) * b
-                tot_cl += float(l_cl.detach()) * b
-                n_correct += int((scores.detach().argmax(-1) == labels).sum())
-            iia = n_correct / n
-            row = {
-                "epoch": float(epoch),
-                "loss": tot_loss / n,
-                "iia_loss": tot_iia_loss / n,
-                "cl_loss": tot_cl / n if uses_cl else float("nan"),
-                "iia": iia,
-                "emd_features": emd_value,
-                "temperature": T if boundless else float("nan"),
-                "boundary": float(mask_mod.boundary().detach())
-                if mask_mod is not None
-                else float("nan"),
-            }
-            history.append(row)
-            better = False
-            if select == "iia":
-                better = iia > best["iia"]
-            elif select == "emd" and math.isfinite(emd_value):
-                better = emd_value < best["emd"] or (emd_value == best["emd"] and iia > best["iia"])
-            if better:
-                best = {
-                    "epoch": epoch,
-                    "iia": iia,
-                    "emd": emd_value if math.isfinite(emd_value) else math.inf,
-                    "state": snapshot,
-                    "mask": mask_snapshot,
-                }
-            if select == "last" and epoch == epochs - 1:
-                # the parameters after the final update
-                best = {
-                    "epoch": epochs,
-                    "iia": iia,
-                    "emd": math.inf,
-                    "state": _state(al),
-                    "mask": _state(mask_mod) if mask_mod is not None else None,
-                }
-            if progress is not None:
-                progress(epoch, row)
-            if ckpt_path is not None and (
-                (epoch + 1) % checkpoint_every == 0 or epoch == epochs - 1
-            ):
-                save_checkpoint(epoch + 1)
-    finally:
-        _unfreeze(frozen)
-
-    if best["state"] is not None:
-        al.load_state_dict(best["state"])
-    if mask_mod is not None and best["mask"] is not None:
-        mask_mod.load_state_dict(best["mask"])
-    final_dims = mask_mod.hard_dims() if mask_mod is not None else dim_list
-    ev = evaluate_alignment(
-        model,
-        al,
-        data,
-        s,
-        dims=final_dims,
-        emd_dims=emd_dims,
+    return DASTraining(
+        model=model,
+        data=data,
+        site=s,
+        src=src,
+        width=width,
+        dims=dim_list,
+        cl_dims=cl_dims,
+        opts=o,
+        uses_cl=o.loss in ("cl", "iia+cl"),
+        boundless=boundless,
+        device=device,
+        resume=resume,
+        alignment=al,
+        mask=mask_mod,
+        opt=opt,
+        gen=gen,
+        n=n,
+        bs=bs,
         natural=natural,
-        batch_size=bs,
-        seed=seed,
+        cl_targets=cl_targets,
+        t0=t0,
+        t1=t1,
     )
+
+
+def _assemble(tr: DASTraining, final_dims: list[int], ev: AlignmentEval) -> DASResult:
+    """The :class:`DASResult` of the selected epoch."""
+    o, s, mask_mod, al = tr.opts, tr.site, tr.mask, tr.alignment
+    uses_cl = tr.uses_cl
     return DASResult(
-        method=method,
+        method=o.method,
         site=str(s.name),
         dims=tuple(final_dims),
-        loss=loss,
-        cl_form=cl_form if uses_cl else "",
-        cl_weight=float(cl_weight) if uses_cl else 0.0,
-        epochs=epochs,
-        select=select,
-        selected_epoch=int(best["epoch"]),
-        seed=seed,
-        n=n,
+        loss=o.loss,
+        cl_form=o.cl_form if uses_cl else "",
+        cl_weight=float(o.cl_weight) if uses_cl else 0.0,
+        epochs=o.epochs,
+        select=o.select,
+        selected_epoch=int(tr.best["epoch"]),
+        seed=o.seed,
+        n=tr.n,
         iia=ev.iia,
         iia_se=ev.iia_se,
         iia_low=ev.iia_low,
         iia_high=ev.iia_high,
         emd=ev.emd,
         emd_features=ev.emd_features,
-        emd_dims=tuple(int(d) for d in (emd_dims or [])),
+        emd_dims=tuple(int(d) for d in (o.emd_dims or [])),
         boundary=float(mask_mod.boundary().detach()) if mask_mod is not None else float("nan"),
-        history=pd.DataFrame(history),
+        history=pd.DataFrame(tr.history),
         alignment_spec=al.spec(),
         alignment_params=al.to_flat(),
-        data_name=data.name,
+        data_name=tr.data.name,
         positions=_jsonable_positions(s.positions),
     )
 
@@ -802,6 +469,10 @@ def _jsonable_positions(p: Any) -> Any:
 
 
 __all__ = [
+    "CHECKPOINT",
+    "LOSSES",
+    "METHODS",
+    "SELECT",
     "AlignmentEval",
     "base_resume",
     "check_das_args",
