@@ -93,6 +93,13 @@ def test_registry_table_is_what_is_registered():
     assert plotter_for(Dissection) is registry.PLOTTERS[NeuronExplanation]
 
 
+def test_every_plotter_takes_the_result_and_ax():
+    # Result.plot calls fn(result, ax=ax, **options)
+    for cls, fn in registry.PLOTTERS.items():
+        inspect.signature(fn).bind(object(), ax=None)  # raises TypeError if not
+        assert fn.__name__.endswith("_plot"), (cls, fn)
+
+
 # -- dispatch ---------------------------------------------------------------------------------
 
 
