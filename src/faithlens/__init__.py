@@ -1,10 +1,15 @@
-"""faithlens: is your explanation of a neural network faithful?"""
+"""faithlens: is your explanation of a neural network faithful?
+
+Importing the package imports :mod:`faithlens.report`, which registers the plotter of every
+result class, so ``result.plot()`` works after ``import faithlens`` (no method imports report).
+"""
 
 from . import (
     divergence,
     interventions,
     neurons,
     patching,
+    report,
     representations,
     scrubbing,
     stats,
@@ -94,6 +99,7 @@ __all__ = [
     "patch",
     "path_patch",
     "patching",
+    "report",
     "run",
     "scrub",
     "scrubbing",

@@ -11,8 +11,12 @@ arrays, or pandas DataFrames. ``save(dir)`` writes
 
 atomically (a temporary folder renamed into place), and ``Result.load(dir)`` verifies the
 manifest and rebuilds the same object (the class is looked up by name). An existing folder is
-replaced only with ``overwrite=True``. Subclasses implement ``to_frame``, ``summary`` and
-``plot``.
+replaced only with ``overwrite=True``. Subclasses implement ``to_frame`` and ``summary``.
+
+``plot`` draws with the plotter registered for the result's class (:func:`register_plotter`,
+looked up along the MRO). Plotters live in :mod:`faithlens.report`, above the methods, which
+registers them all when it is imported; ``import faithlens`` imports it, so a method module never
+imports ``report`` to draw its own result.
 """
 
 from __future__ import annotations
@@ -46,8 +50,35 @@ if TYPE_CHECKING:
 T = TypeVar("T", bound="Result")
 
 _REGISTRY: dict[str, type[Result]] = {}
+#: ``module.qualname`` of a result class -> the function that draws it.
+_PLOTTERS: dict[str, Callable[..., Figure]] = {}
 #: Format 2 adds ``manifest.json``; format 1 folders (no manifest) load with a warning.
 FORMAT_VERSION = 2
+
+
+def _class_key(cls: type | str) -> str:
+    if isinstance(cls, str):
+        return cls
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_plotter(cls: type[Result] | str, fn: Callable[..., Figure]) -> None:
+    """Draw every result of class ``cls`` (and of its subclasses without a plotter of their own)
+    with ``fn(result, ax=None, **options) -> Figure``. ``cls`` is the class or its qualified
+    name (``"faithlens.patching.result.PatchingResult"``); registering again replaces the
+    plotter. :mod:`faithlens.report` registers the plotters of every faithlens result."""
+    if not callable(fn):
+        raise TypeError(f"register_plotter: {fn!r} is not callable")
+    _PLOTTERS[_class_key(cls)] = fn
+
+
+def plotter_for(cls: type[Result]) -> Callable[..., Figure] | None:
+    """The plotter registered for ``cls`` or its nearest base class (along the MRO), or None."""
+    for klass in cls.__mro__:
+        fn = _PLOTTERS.get(_class_key(klass))
+        if fn is not None:
+            return fn
+    return None
 
 
 def _jsonable(value: Any) -> Any:
@@ -92,7 +123,20 @@ class Result:
         raise NotImplementedError(f"{type(self).__name__} must implement summary()")
 
     def plot(self, ax: Any = None) -> Figure:
-        raise NotImplementedError(f"{type(self).__name__} must implement plot()")
+        """A matplotlib figure of the result (drawn into ``ax`` where the plot has one panel)."""
+        return self._plot(ax)
+
+    def _plot(self, ax: Any = None, **options: Any) -> Figure:
+        """Draw with the plotter registered for this class (subclasses whose ``plot`` takes
+        more options pass them on here)."""
+        fn = plotter_for(type(self))
+        if fn is None:
+            cls = type(self)
+            raise NotImplementedError(
+                f"no plotter is registered for {cls.__module__}.{cls.__qualname__}: register "
+                "one with faithlens.results.register_plotter(cls, fn), or override plot()"
+            )
+        return fn(self, ax=ax, **options)
 
     def __str__(self) -> str:
         return self.summary()

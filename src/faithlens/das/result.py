@@ -13,8 +13,6 @@ from ..results import Result
 from .alignment import Alignment, alignment_from_flat
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from ..interventions import Interchange
     from ..models.model import Model
     from ..tasks.interchange import InterchangeData
@@ -134,30 +132,6 @@ class DASResult(Result):
         if np.isfinite(self.boundary):
             lines.append(f"  learned boundary = {self.boundary:.3f}")
         return "\n".join(lines)
-
-    def plot(self, ax: Any = None) -> Figure:
-        from ..report.plots import subplots
-
-        h = self.history
-        fig, axes = subplots(1, 2, figsize=(10, 3.4), layout="constrained")
-        axes[0].plot(h["epoch"], h["iia"], color="tab:blue")
-        axes[0].set_ylabel("training IIA")
-        axes[0].set_xlabel("epoch")
-        ax1 = axes[0].twinx()
-        ax1.plot(h["epoch"], h["loss"], color="tab:gray", alpha=0.6)
-        ax1.set_yscale("log")
-        ax1.set_ylabel("loss")
-        ev = h.dropna(subset=["emd_features"])
-        if len(ev):
-            axes[1].plot(ev["epoch"], ev["emd_features"], "o-", ms=2, color="tab:red")
-            axes[1].set_ylabel("training EMD (feature dims)")
-        else:
-            axes[1].text(0.5, 0.5, "EMD not tracked\n(select='iia')", ha="center", va="center")
-        axes[1].set_xlabel("epoch")
-        for a in axes:
-            a.axvline(self.selected_epoch, color="k", ls=":", lw=1)
-        fig.suptitle(f"{self.method} at {self.site} ({self.loss})")
-        return fig
 
 
 __all__ = ["DASResult"]

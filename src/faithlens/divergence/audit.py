@@ -52,7 +52,6 @@ from .audit_steps import (
     resolve_reader,
     resolve_units_site,
 )
-from .compare import plot_divergence_table
 from .subspace import row_basis
 
 if TYPE_CHECKING:
@@ -166,49 +165,7 @@ class AuditResult(Result):
     def plot(self, ax: Any = None, metric: str = "emd") -> Figure:
         """Per condition, ``metric`` for the intervened set vs the natural baseline, in the full
         space, the row space and the null space."""
-        from ..report.plots import subplots
-
-        t = self.table[self.table["metric"] == metric]
-        if t.empty:
-            return plot_divergence_table(
-                self.table[self.table["space"] == "full"], title=self.site, group="condition"
-            )
-        spaces = [s for s in ("full", "row", "null") if (t["space"] == s).any()]
-        fig, axes = subplots(1, len(spaces), figsize=(3.6 * len(spaces) + 1, 3.4), squeeze=False)
-        xs = np.arange(len(self.conditions))
-        for k, space in enumerate(spaces):
-            a = axes[0][k]
-            sub = t[t["space"] == space].set_index("condition").reindex(list(self.conditions))
-            a.bar(
-                xs - 0.2,
-                sub["intervened"],
-                0.4,
-                yerr=sub["intervened_se"],
-                color="tab:red",
-                capsize=2,
-                label="intervened",
-            )
-            a.bar(
-                xs + 0.2,
-                sub["baseline"],
-                0.4,
-                yerr=sub["baseline_se"],
-                color="tab:gray",
-                capsize=2,
-                label="natural",
-            )
-            dim = int(sub["dim"].dropna().iloc[0]) if sub["dim"].notna().any() else 0
-            a.set_title(f"{space} space (dim {dim})", fontsize=9)
-            a.set_xticks(xs)
-            a.set_xticklabels(
-                [c[:28] for c in self.conditions], rotation=25, ha="right", fontsize=7
-            )
-            if k == 0:
-                a.set_ylabel(metric)
-                a.legend(fontsize=7)
-        fig.suptitle(f"divergence audit at {self.site}")
-        fig.tight_layout()
-        return fig
+        return self._plot(ax, metric=metric)
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,9 +31,6 @@ from .. import stats, validate
 from ..errors import InputError, ShapeError
 from ..results import Result
 from . import distances as D
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -348,64 +345,6 @@ class DivergenceResult(Result):
             )
         return "\n".join(lines)
 
-    def plot(self, ax: Any = None) -> Figure:
-        return plot_divergence_table(self.table, title=self.label or "divergence")
-
-
-def plot_divergence_table(
-    table: pd.DataFrame, *, title: str = "", group: str | None = None
-) -> Figure:
-    """One small panel per metric: intervened vs natural baseline (± SE), per group if given."""
-    from ..report.plots import subplots
-
-    metrics = list(dict.fromkeys(table["metric"]))
-    n = len(metrics)
-    cols = min(4, n)
-    rows = (n + cols - 1) // cols
-    fig, axes = subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
-    groups = list(dict.fromkeys(table[group])) if group else [None]
-    for k, m in enumerate(metrics):
-        ax = axes[k // cols][k % cols]
-        sub = table[table["metric"] == m]
-        xs = np.arange(len(groups))
-        iv = [
-            float(sub[sub[group] == g]["intervened"].iloc[0])
-            if g
-            else float(sub["intervened"].iloc[0])
-            for g in groups
-        ]
-        ie = [
-            float(sub[sub[group] == g]["intervened_se"].iloc[0])
-            if g
-            else float(sub["intervened_se"].iloc[0])
-            for g in groups
-        ]
-        bv = [
-            float(sub[sub[group] == g]["baseline"].iloc[0]) if g else float(sub["baseline"].iloc[0])
-            for g in groups
-        ]
-        be = [
-            float(sub[sub[group] == g]["baseline_se"].iloc[0])
-            if g
-            else float(sub["baseline_se"].iloc[0])
-            for g in groups
-        ]
-        ax.bar(xs - 0.2, iv, 0.4, yerr=ie, label="intervened", color="tab:red", capsize=2)
-        ax.bar(xs + 0.2, bv, 0.4, yerr=be, label="natural", color="tab:gray", capsize=2)
-        ax.set_title(m, fontsize=9)
-        ax.set_xticks(xs)
-        ax.set_xticklabels(
-            [str(g) if g else "" for g in groups], fontsize=7, rotation=30, ha="right"
-        )
-        if k == 0:
-            ax.legend(fontsize=7)
-    for k in range(n, rows * cols):
-        axes[k // cols][k % cols].axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
 
 def check_split_arguments(n_splits: Any, max_points: Any, seed: Any) -> None:
     """The split protocol's arguments: a standard error over splits needs at least two."""
@@ -498,7 +437,6 @@ __all__ = [
     "MetricSpec",
     "SplitValues",
     "divergences",
-    "plot_divergence_table",
     "resolve_metrics",
     "split_values",
     "summarize_splits",

@@ -284,49 +284,7 @@ class NeuronExplanation(Result):
         """Stability and faithfulness per unit: the ``top`` concepts' scores with their
         intervals (left) and bootstrap selection frequencies with the BE set highlighted
         (right)."""
-        from ..report.plots import subplots
-
-        j = self._m(metric)
-        m = self.metrics[j]
-        if units is None:
-            idx = [u for u in range(len(self.units)) if u not in self.skipped][:6]
-        else:
-            idx = [self._u(u) for u in (units if isinstance(units, list | tuple) else [units])]
-        if not idx:
-            raise InputError("no units to plot")
-        fig, axes = subplots(len(idx), 2, figsize=(10, 1.6 + 1.5 * len(idx)), squeeze=False)
-        cert = self.certified(m)
-        be = self.be_set(m) if self.n_boot else None
-        for row, u in enumerate(idx):
-            s = np.nan_to_num(self.scores[j, u], nan=-np.inf)
-            order = np.argsort(-s, kind="stable")[:top]
-            names = [self.concepts[i] for i in order]
-            ax0, ax1 = axes[row]
-            y = np.arange(len(order))[::-1]
-            lo, hi = self.lower[j, u, order], self.upper[j, u, order]
-            ax0.hlines(y, lo, hi, color="tab:blue", lw=3, alpha=0.5)
-            ax0.plot(self.scores[j, u, order], y, "o", color="tab:blue")
-            ax0.set_yticks(y, names)
-            best_lo = np.nanmax(np.where(np.isnan(self.scores[j, u]), np.nan, self.lower[j, u]))
-            ax0.axvline(best_lo, color="tab:red", ls="--", lw=1)
-            ax0.set_title(
-                f"{self.units[u]}: {'certified' if cert[u] else 'not certified'}", fontsize=9
-            )
-            ax0.set_xlabel(f"{m} (interval at 1-δ={1 - self.delta:.2f})", fontsize=8)
-            if self.n_boot:
-                f = self.freq[j, u]
-                forder = np.argsort(-f, kind="stable")[:top]
-                colors = [
-                    "tab:green" if be is not None and be[u, i] else "tab:gray" for i in forder
-                ]
-                ax1.barh(np.arange(len(forder))[::-1], f[forder], color=colors)
-                ax1.set_yticks(np.arange(len(forder))[::-1], [self.concepts[i] for i in forder])
-                ax1.set_xlim(0, 1)
-                ax1.set_xlabel(f"bootstrap frequency (green: {self.level:.0%} BE set)", fontsize=8)
-            else:
-                ax1.axis("off")
-        fig.tight_layout()
-        return fig
+        return self._plot(ax, metric=metric, units=units, top=top)
 
 
 __all__ = ["NeuronExplanation"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -31,9 +31,6 @@ from ..errors import InputError
 from ..results import Result
 from .engine import FAMILIES, Problem, memory_budget, plan_chunks
 from .explain import DIRECTIONS, as_metrics, full_pass, unit_blocks
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 CHECKABLE = (
     "accuracy",
@@ -190,24 +187,6 @@ class SanityCheck(Result):
             f"pass both: {', '.join(self.passing()) or 'none'}",
         ]
         return "\n".join(lines)
-
-    def plot(self, ax: Any = None) -> Figure:
-        """Pass rates per metric and frequency for both checks (heat maps)."""
-        from ..report.plots import subplots
-
-        fig, axes = subplots(1, 2, figsize=(10, 0.5 * len(self.metrics) + 1.8))
-        for a, (col, title) in zip(
-            axes, [("missing_rate", "missing labels"), ("extra_rate", "extra labels")]
-        ):
-            grid = self.table.pivot(index="metric", columns="frequency", values=col)
-            grid = grid.loc[list(self.metrics), sorted(grid.columns, reverse=True)]
-            im = a.imshow(grid.to_numpy(), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
-            a.set_yticks(range(len(grid.index)), list(grid.index))
-            a.set_xticks(range(len(grid.columns)), [f"{f:g}" for f in grid.columns])
-            a.set_xlabel("concept frequency")
-            a.set_title(f"{title}: share of seeds where the score drops", fontsize=9)
-        fig.colorbar(im, ax=axes, shrink=0.8)
-        return fig
 
 
 __all__ = ["CHECKABLE", "FREQUENCIES", "SanityCheck", "sanity_checks"]

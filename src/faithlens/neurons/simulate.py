@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -43,9 +43,6 @@ from .explain import (
     theory_intervals,
     unit_blocks,
 )
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,38 +344,6 @@ class BoundValidation(Result):
         if self.n_boot:
             cols += ["be_covers_true", "be_covers_fresh", "be_size"]
         return head + "\n" + self.table[cols].to_string(index=False, float_format="%.3f")
-
-    def plot(self, ax: Any = None) -> Figure:
-        """Coverage of the bounds (and BE sets) against ``n``, and deviation against bound."""
-        from ..report.plots import subplots
-
-        n_panels = 3 if self.n_boot else 2
-        fig, axes = subplots(1, n_panels, figsize=(4.2 * n_panels, 3.6))
-        t = self.table
-        for m in self.metrics:
-            d = t[t["metric"] == m]
-            axes[0].plot(d["n"], d["coverage"], "o-", label=m)
-            line = axes[1].plot(d["n"], d["median_bound"], "o-", label=f"{m}: bound")
-            axes[1].plot(
-                d["n"], d["q95_sup_dev"], "x--", color=line[0].get_color(), label=f"{m}: q95 |dev|"
-            )
-            if self.n_boot:
-                axes[2].plot(d["n"], d["be_covers_true"], "o-", label=f"{m}: true concept")
-                axes[2].plot(d["n"], d["be_covers_fresh"], "x--", label=f"{m}: fresh winner")
-        axes[0].axhline(1 - self.delta, color="k", ls=":", lw=1)
-        axes[0].set_title("simultaneous coverage of the bounds", fontsize=9)
-        axes[0].set_ylim(min(0.8, float(t["coverage"].min()) - 0.02), 1.005)
-        axes[1].set_title("largest deviation vs bound", fontsize=9)
-        axes[1].set_yscale("log")
-        if self.n_boot:
-            axes[2].axhline(self.level, color="k", ls=":", lw=1)
-            axes[2].set_title("BE prediction-set coverage", fontsize=9)
-        for a_ in axes:
-            a_.set_xscale("log")
-            a_.set_xlabel("probing-set size n")
-            a_.legend(fontsize=7)
-        fig.tight_layout()
-        return fig
 
 
 __all__ = ["BoundValidation", "Design", "simulate"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,9 +13,6 @@ from ..errors import InputError
 from ..interventions import Patch
 from ..models.sites import Site
 from ..results import Result
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,11 +115,6 @@ class PatchingResult(Result):
                 f"  {r['site']:<16}{pos:<10} {r['effect']:+.3f}  [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
             )
         return "\n".join(lines)
-
-    def plot(self, ax: Any = None) -> Figure:
-        from ..report.plots import patching_plot
-
-        return patching_plot(self, ax=ax)
 
     def interventions(self, top: int | None = None, *, source: str | None = None) -> list[Patch]:
         """The patches this experiment applied, as interventions whose source is a reference to

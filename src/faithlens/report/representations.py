@@ -1,5 +1,5 @@
 """Figures for representation analysis: reading accuracy, steering effects, persistence, logit
-lens, writers and the faithfulness report."""
+lens, writers, generations and the faithfulness report."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from .plots import new_axes
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from ..representations.generation import Generations
+    from ..representations.reading import ReadingResult
     from ..representations.results import (
         FaithfulnessReport,
         LogitLensResult,
@@ -100,8 +102,9 @@ def writers_plot(res: WritersResult, ax: Any = None, k: int = 20) -> Figure:
     return fig
 
 
-def report_plot(rep: FaithfulnessReport) -> Figure:
-    """A panel per kind of evidence: reading accuracy, steering effects, persistence, writers."""
+def report_plot(rep: FaithfulnessReport, ax: Any = None) -> Figure:
+    """A panel per kind of evidence: reading accuracy, steering effects, persistence, writers
+    (always a new figure: ``ax`` is ignored)."""
     from .plots import subplots
 
     fig, axes = subplots(2, 2, figsize=(11, 7.5))
@@ -205,5 +208,48 @@ def report_plot(rep: FaithfulnessReport) -> Figure:
         f"{c}: {'yes' if p else 'no'}" for c, p in zip(rep.checks["check"], rep.checks["passed"])
     )
     fig.suptitle(f"{rep.model}: '{rep.concept}' representation\n{verdict}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def generations_plot(res: Generations, ax: Any = None) -> Figure:
+    """Mean log-probability of the generated tokens (and of the tracked tokens) per step."""
+    fig, ax = new_axes(ax, (5.0, 3.5))
+    lp = np.where(res.tokens >= 0, res.logprobs, np.nan)
+    with np.errstate(invalid="ignore"):
+        m = np.nanmean(lp, 0)
+    ax.plot(np.arange(1, len(m) + 1), m, marker="o", ms=3, label="generated token")
+    for j, t in enumerate(res.track):
+        with np.errstate(invalid="ignore"):
+            ax.plot(
+                np.arange(1, res.tracked.shape[1] + 1),
+                np.nanmean(res.tracked[:, :, j], 0),
+                ls="--",
+                label=f"token {t}",
+            )
+    ax.set_xlabel("generated token")
+    ax.set_ylabel("mean log-probability")
+    ax.set_title(f"generation ({res.steering})", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def reading_plot(res: ReadingResult, ax: Any = None) -> Figure:
+    """Held-out pair accuracy and AUROC (with CIs) and stability per layer."""
+    fig, ax = new_axes(ax, (6.0, 3.6))
+    x = np.asarray(res.layers)
+    ax.plot(x, res.accuracy, marker="o", ms=3, label="pair accuracy")
+    ax.fill_between(x, res.accuracy_low, res.accuracy_high, alpha=0.2)
+    ax.plot(x, res.auroc, marker="s", ms=3, label="AUROC")
+    ax.fill_between(x, res.auroc_low, res.auroc_high, alpha=0.2)
+    if res.n_stability:
+        ax.plot(x, res.stability, ls="--", label="stability (mean cos)")
+    ax.axhline(0.5, color="k", lw=0.5, ls=":")
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel(f"layer ({res.site})")
+    ax.set_ylabel("held-out score")
+    ax.set_title(f"reading '{res.concept}' ({res.method}) — {res.model}", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,9 +30,6 @@ from ..results import Result
 from ..runs import Resume
 from .data import Prompt
 from .steering import Steering, as_steerings, label_of
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 Progress = Callable[[int, int], None]
 
@@ -200,29 +197,6 @@ class Generations(Result):
         for p, t in list(zip(self.prompts, self.texts))[:5]:
             lines.append(f"  ...{p[-40:]!r} -> {t[:80]!r}")
         return "\n".join(lines)
-
-    def plot(self, ax: Any = None) -> Figure:
-        from ..report.plots import new_axes
-
-        fig, ax = new_axes(ax, (5.0, 3.5))
-        lp = np.where(self.tokens >= 0, self.logprobs, np.nan)
-        with np.errstate(invalid="ignore"):
-            m = np.nanmean(lp, 0)
-        ax.plot(np.arange(1, len(m) + 1), m, marker="o", ms=3, label="generated token")
-        for j, t in enumerate(self.track):
-            with np.errstate(invalid="ignore"):
-                ax.plot(
-                    np.arange(1, self.tracked.shape[1] + 1),
-                    np.nanmean(self.tracked[:, :, j], 0),
-                    ls="--",
-                    label=f"token {t}",
-                )
-        ax.set_xlabel("generated token")
-        ax.set_ylabel("mean log-probability")
-        ax.set_title(f"generation ({self.steering})", fontsize=9)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        return fig
 
 
 def _sample(logits: Tensor, temperature: float, top_k: int | None, gen: torch.Generator) -> Tensor:

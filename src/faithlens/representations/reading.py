@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,9 +48,6 @@ from ..results import Result
 from .data import ContrastPairs, Prompt, split_groups
 from .generation import encode
 from .steering import Steering
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 METHODS = ("pca", "mean_diff", "logistic", "random")
 Progress = Callable[[int, int], None]
@@ -513,26 +510,6 @@ class ReadingResult(Result):
                 f"  {self.auroc[k]:.3f} [{self.auroc_low[k]:.2f},{self.auroc_high[k]:.2f}]"
             )
         return "\n".join(lines)
-
-    def plot(self, ax: Any = None) -> Figure:
-        from ..report.plots import new_axes
-
-        fig, ax = new_axes(ax, (6.0, 3.6))
-        x = np.asarray(self.layers)
-        ax.plot(x, self.accuracy, marker="o", ms=3, label="pair accuracy")
-        ax.fill_between(x, self.accuracy_low, self.accuracy_high, alpha=0.2)
-        ax.plot(x, self.auroc, marker="s", ms=3, label="AUROC")
-        ax.fill_between(x, self.auroc_low, self.auroc_high, alpha=0.2)
-        if self.n_stability:
-            ax.plot(x, self.stability, ls="--", label="stability (mean cos)")
-        ax.axhline(0.5, color="k", lw=0.5, ls=":")
-        ax.set_ylim(0.0, 1.02)
-        ax.set_xlabel(f"layer ({self.site})")
-        ax.set_ylabel("held-out score")
-        ax.set_title(f"reading '{self.concept}' ({self.method}) — {self.model}", fontsize=9)
-        ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        return fig
 
 
 def _steer_layers(layers: Sequence[int] | int) -> list[int]:

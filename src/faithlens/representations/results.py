@@ -4,16 +4,13 @@ faithfulness report that gathers them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InputError
 from ..results import Result
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,11 +78,6 @@ class SteeringResult(Result):
         for c, e, lo, hi in zip(self.conditions, self.effect, self.effect_low, self.effect_high):
             lines.append(f"  {c:<44} {e:+.3f} [{lo:+.3f}, {hi:+.3f}]")
         return "\n".join(lines)
-
-    def plot(self, ax: Any = None) -> Figure:
-        from ..report.representations import steering_plot
-
-        return steering_plot(self, ax=ax)
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,11 +149,6 @@ class PersistenceResult(Result):
             lines.append(f"  late one-shot / continual effect: {self.late_ratio():.2f}")
         return "\n".join(lines)
 
-    def plot(self, ax: Any = None) -> Figure:
-        from ..report.representations import persistence_plot
-
-        return persistence_plot(self, ax=ax)
-
 
 @dataclass(frozen=True, eq=False)
 class LogitLensResult(Result):
@@ -223,11 +210,6 @@ class LogitLensResult(Result):
                 ),
             ]
         )
-
-    def plot(self, ax: Any = None) -> Figure:
-        from ..report.representations import logit_lens_plot
-
-        return logit_lens_plot(self, ax=ax)
 
 
 @dataclass(frozen=True, eq=False)
@@ -300,11 +282,6 @@ class WritersResult(Result):
             )
         return "\n".join(lines)
 
-    def plot(self, ax: Any = None) -> Figure:
-        from ..report.representations import writers_plot
-
-        return writers_plot(self, ax=ax)
-
 
 @dataclass(frozen=True, eq=False)
 class FaithfulnessReport(Result):
@@ -361,11 +338,6 @@ class FaithfulnessReport(Result):
                 + (f"  ({r['note']})" if r["note"] else "")
             )
         return "\n".join(lines)
-
-    def plot(self, ax: Any = None) -> Figure:
-        from ..report.representations import report_plot
-
-        return report_plot(self)
 
 
 __all__ = [

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..results import Result
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -104,11 +101,6 @@ class ScrubResult(Result):
             lines.extend(f"  ! {w}" for w in self.warnings)
         return "\n".join(lines)
 
-    def plot(self, ax: Any = None) -> Figure:
-        from ..report.scrubbing import scrub_plot
-
-        return scrub_plot(self, ax=ax)
-
     def replace(self, **kw: Any) -> ScrubResult:
         return dataclasses.replace(self, **kw)
 
@@ -164,11 +156,6 @@ class AdversaryResult(Result):
                 f"(moves {r['delta']:+.4f} ± {r['se_delta']:.4f}, z={r['z']:.1f})"
             )
         return "\n".join(lines)
-
-    def plot(self, ax: Any = None) -> Figure:
-        from ..report.scrubbing import adversary_plot
-
-        return adversary_plot(self, ax=ax)
 
 
 __all__ = ["AdversaryResult", "ScrubResult"]

@@ -46,7 +46,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
@@ -429,26 +428,6 @@ class ParenReplication(Result):
             for w in ws:
                 lines.append(f"warning ({name}): {w.splitlines()[0]}")
         return "\n".join(lines)
-
-    def plot(self, ax: Any = None) -> Any:
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(7, 3.5))
-        else:
-            fig = ax.figure
-        t = self.table
-        y = np.arange(len(t))[::-1]
-        err = np.stack([t.recovered - t.recovered_low, t.recovered_high - t.recovered])
-        ax.errorbar(t.recovered, y, xerr=err, fmt="o", label=self.model)
-        pub = t.published.to_numpy(dtype=float)
-        ax.plot(pub, y, "x", color="k", label="Redwood (published)")
-        ax.set_yticks(y, t.hypothesis)
-        ax.set_xlabel("% loss recovered")
-        ax.axvline(100, color="0.8", lw=1)
-        ax.legend(loc="lower left")
-        fig.tight_layout()
-        return fig
 
 
 def replicate_paren(

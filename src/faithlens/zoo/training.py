@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,9 +40,6 @@ from ..results import Result
 from .config import ZooConfig
 from .model import ZooTransformer
 from .tokenizer import VocabTokenizer
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 WEIGHTS_FORMAT = "faithlens-zoo-1"
 Progress = Callable[[int, int, dict[str, float]], None]
@@ -204,27 +201,6 @@ class TrainingRun(Result):
         for p in self.problems:
             lines.append(f"  PROBLEM: {p}")
         return "\n".join(lines)
-
-    def plot(self, ax: Any = None) -> Figure:
-        from ..report.plots import subplots
-
-        if ax is None:
-            fig, ax = subplots(figsize=(6, 3.5))
-        else:
-            fig = ax.figure
-        h = self.history
-        if len(h):
-            ax.plot(h["step"], h["loss"], lw=1, label="train loss")
-            for col in h.columns:
-                if col.startswith("val_") and "loss" in col:
-                    ok = h[col].notna()
-                    ax.plot(h["step"][ok], h[col][ok], marker="o", ms=3, lw=1, label=col)
-            ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.set_title(f"zoo:{self.name} training")
-        ax.legend(fontsize=8)
-        return fig
 
 
 # ----------------------------------------------------------------------------------------------

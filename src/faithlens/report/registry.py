@@ -1,0 +1,67 @@
+"""Every faithlens result's plotter, registered with :func:`faithlens.results.register_plotter`.
+
+``report`` sits above the methods: it imports their result classes and draws them, and no method
+imports ``report``. ``Result.plot`` finds the plotter here (along the MRO). Importing
+:mod:`faithlens.report` (which ``import faithlens`` does) runs :func:`register_all`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..das.result import DASResult
+from ..divergence.audit import AuditResult
+from ..divergence.compare import DivergenceResult
+from ..neurons.result import NeuronExplanation
+from ..neurons.sanity import SanityCheck
+from ..neurons.simulate import BoundValidation
+from ..patching.result import PatchingResult
+from ..representations.generation import Generations
+from ..representations.reading import ReadingResult
+from ..representations.results import (
+    FaithfulnessReport,
+    LogitLensResult,
+    PersistenceResult,
+    SteeringResult,
+    WritersResult,
+)
+from ..results import Result, register_plotter
+from ..scrubbing.results import AdversaryResult, ScrubResult
+from ..zoo.hypotheses import ParenReplication
+from ..zoo.training import TrainingRun
+from . import das, divergence, neurons, plots, representations, scrubbing, zoo
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: result class -> plotter; a subclass without an entry (``Dissection``) uses its base's.
+PLOTTERS: dict[type[Result], Callable[..., Figure]] = {
+    PatchingResult: plots.patching_plot,
+    ScrubResult: scrubbing.scrub_plot,
+    AdversaryResult: scrubbing.adversary_plot,
+    DASResult: das.das_plot,
+    DivergenceResult: divergence.divergence_plot,
+    AuditResult: divergence.audit_plot,
+    NeuronExplanation: neurons.explanation_plot,
+    SanityCheck: neurons.sanity_plot,
+    BoundValidation: neurons.bound_validation_plot,
+    Generations: representations.generations_plot,
+    ReadingResult: representations.reading_plot,
+    SteeringResult: representations.steering_plot,
+    PersistenceResult: representations.persistence_plot,
+    LogitLensResult: representations.logit_lens_plot,
+    WritersResult: representations.writers_plot,
+    FaithfulnessReport: representations.report_plot,
+    TrainingRun: zoo.training_plot,
+    ParenReplication: zoo.paren_replication_plot,
+}
+
+
+def register_all() -> None:
+    """Register every plotter in :data:`PLOTTERS`."""
+    for cls, fn in PLOTTERS.items():
+        register_plotter(cls, fn)
+
+
+__all__ = ["PLOTTERS", "register_all"]
