@@ -27,7 +27,8 @@ from .errors import (
     SiteError,
 )
 from .interventions import Add, Interchange, Intervention, Mean, Patch, Project, Resample, Zero
-from .models import Inputs, Model, Site, load, wrap
+from .loading import cache_dir, load
+from .models import Inputs, Model, Site, wrap
 from .patching import PatchingResult, attribution_patch, patch, path_patch
 from .representations import (
     Behaviour,
@@ -88,6 +89,7 @@ __all__ = [
     "Zero",
     "adversary",
     "attribution_patch",
+    "cache_dir",
     "interventions",
     "load",
     "neurons",
