@@ -94,6 +94,17 @@ def test_methods_independent():
     assert f["type"] == "forbidden" and f["forbidden_modules"] == ["faithlens.neurons"]
 
 
+def test_zoo_model_needs_no_training():
+    c = _contract("zoo-model")
+    assert c["type"] == "forbidden"
+    assert {"faithlens.zoo.model", "faithlens.zoo.config", "faithlens.zoo.tokenizer"} <= set(
+        c["source_modules"]
+    )
+    assert {"faithlens.tasks", "faithlens.zoo.recipes", "faithlens.zoo.training"} <= set(
+        c["forbidden_modules"]
+    )
+
+
 def test_nothing_below_cli_imports_it():
     c = _contract("no-cli")
     assert c["type"] == "forbidden"
