@@ -45,9 +45,11 @@ test-latest:
 demo: $(VENV)/.installed
 	$(VENV)/bin/faithlens demo --out runs/demo --overwrite
 
+# lint-imports checks the layer contracts of pyproject's [tool.importlinter] (docs/ARCHITECTURE.md).
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/patching_sweep.py

@@ -30,7 +30,7 @@ confidence intervals:
 Run it: ``python examples/paren_heads.py [--n 4000] [--seed 0] [--model zoo:paren]``; ``--model``
 takes a model trained with another seed (``faithlens zoo train paren --seed 1``: the
 ``.safetensors`` file it writes). ``HeadRoles.paren_roles()`` turns the result into the
-:class:`~faithlens.zoo.hypotheses.ParenRoles` that the scrubbing hypotheses take.
+:class:`~faithlens.scrubbing.paren.ParenRoles` that the scrubbing hypotheses take.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ import pandas as pd
 import torch
 
 import faithlens as fl
+from faithlens.scrubbing.paren import ParenRoles
 from faithlens.stats import mean_interval, proportion_interval
 from faithlens.tasks import paren as par
-from faithlens.zoo.hypotheses import ParenRoles
 
 FAILURES = ("count_only", "horizon_only")
 
@@ -76,7 +76,7 @@ class HeadRoles:
         return "\n".join(lines)
 
     def paren_roles(self) -> ParenRoles:
-        """The roles for :func:`faithlens.zoo.hypotheses.replicate_paren`: the count heads found
+        """The roles for :func:`faithlens.scrubbing.paren.replicate_paren`: the count heads found
         here, plus every other head after layer 0 that is not the horizon head (as for
         ``zoo:paren``, where the scrubbing shows head 2.0 to carry count evidence too)."""
         later = [h for h in self.heads if not h.startswith("head.0.")]

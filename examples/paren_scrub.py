@@ -8,7 +8,7 @@ whether the string starts with ``(``) and on the horizon head (conditioned on th
 (with the proportion ``p`` raw, or "adjusted" to the proportion head's real attention). Their
 % loss recovered: 93 (claim 1), 88 (1+2), 84 (1+3, adjusted p), 72 (1+2+3).
 
-The hypotheses live in :mod:`faithlens.zoo.hypotheses` (so that ``faithlens demo`` reuses
+The hypotheses live in :mod:`faithlens.scrubbing.paren` (so that ``faithlens demo`` reuses
 them); the head roles come from ``examples/paren_heads.py``. Every hypothesis is scrubbed on the
 same references and random numbers, so the differences between them are paired.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 
 import faithlens as fl
-from faithlens.zoo.hypotheses import ParenReplication, replicate_paren
+from faithlens.scrubbing.paren import ParenReplication, replicate_paren
 
 
 def main(argv: list[str] | None = None) -> ParenReplication:

@@ -12,7 +12,7 @@ with ``faithlens zoo train paren --seed S``: for each model it
    query (Redwood's head 0.0 attends to the suffix, share near 1; a head that attends uniformly
    to the whole string has a share near 1/2), and how well its output at each paren position i
    predicts the suffix proportion p_i that claim 3's horizon classes are made of (R^2);
-3. scrubs Redwood's hypotheses with those roles (:func:`faithlens.zoo.hypotheses.replicate_paren`)
+3. scrubs Redwood's hypotheses with those roles (:func:`faithlens.scrubbing.paren.replicate_paren`)
    and reports claim 1's % loss recovered and the paired comparisons of the pattern.
 
 Train the models (about 5 minutes each on one core), then run it::
@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 import faithlens as fl
-from faithlens.zoo.hypotheses import PAREN_HYPOTHESES, replicate_paren
+from faithlens.scrubbing.paren import PAREN_HYPOTHESES, replicate_paren
 
 HERE = Path(__file__).resolve().parent
 

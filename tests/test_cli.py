@@ -107,7 +107,7 @@ def test_bad_input_is_one_clear_line(smollm2, args, message):
 def test_missing_extra_names_the_extra(monkeypatch, tmp_path):
     import importlib.util
 
-    from faithlens.models import loading
+    from faithlens import loading
 
     real = importlib.util.find_spec
     monkeypatch.setenv("FAITHLENS_CACHE", str(tmp_path))

@@ -29,7 +29,7 @@ import numpy as np
 import faithlens as fl
 from faithlens.scrubbing.metrics import BinaryCrossEntropy
 from faithlens.tasks import paren as par
-from faithlens.zoo import hypotheses as hz
+from faithlens.scrubbing import paren as hz
 
 model = fl.load("zoo:paren")
 pool = par.ParenData.sample(200, seed=0)

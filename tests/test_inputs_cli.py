@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import faithlens.models
+import faithlens.loading
 import faithlens.runs
 from faithlens.cli import app
 
@@ -27,7 +27,7 @@ def no_load(monkeypatch):
     def forbidden(*a, **k):
         raise AssertionError("a model was loaded before the error")
 
-    monkeypatch.setattr(faithlens.models, "load", forbidden)
+    monkeypatch.setattr(faithlens.loading, "load", forbidden)
 
 
 @pytest.fixture

@@ -41,13 +41,13 @@ def assert_refused(r, *names: str) -> None:
 
 @pytest.fixture
 def no_das_work(monkeypatch):
-    import faithlens.models
+    import faithlens.loading
     import faithlens.tasks
     import faithlens.tasks.synthetic_das
 
     cli = importlib.import_module("faithlens.cli.divergence")
     monkeypatch.setattr(cli, "load_model", expensive)
-    monkeypatch.setattr(faithlens.models, "load", expensive)
+    monkeypatch.setattr(faithlens.loading, "load", expensive)
     monkeypatch.setattr(faithlens.tasks, "build", expensive)
     monkeypatch.setattr(faithlens.tasks.synthetic_das, "synthetic_das", expensive)
     monkeypatch.setattr(importlib.import_module("faithlens.das.train"), "das", expensive)

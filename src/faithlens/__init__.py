@@ -17,6 +17,7 @@ from . import (
     zoo,
 )
 from ._memory import MemoryBudgetWarning
+from ._version import __version__
 from .das import DASResult, das
 from .divergence.audit import AuditResult, audit
 from .divergence.compare import DivergenceResult, divergences
@@ -32,7 +33,8 @@ from .errors import (
     SiteError,
 )
 from .interventions import Add, Interchange, Intervention, Mean, Patch, Project, Resample, Zero
-from .models import Inputs, Model, Site, load, wrap
+from .loading import cache_dir, load
+from .models import Inputs, Model, Site, wrap
 from .patching import PatchingResult, attribution_patch, patch, path_patch
 from .representations import (
     Behaviour,
@@ -51,9 +53,8 @@ from .stats import DegenerateDataWarning
 from .tasks import Task
 from .tasks.interchange import InterchangeData
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     "Add",
     "AuditResult",
     "DASResult",
@@ -93,6 +94,7 @@ __all__ = [
     "Zero",
     "adversary",
     "attribution_patch",
+    "cache_dir",
     "interventions",
     "load",
     "neurons",

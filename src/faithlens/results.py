@@ -239,10 +239,9 @@ class Result:
             listed = None
         meta = _read_meta(src, listed)
         name = meta["class"]
+        # Every result class registers itself when it is defined, and importing any faithlens
+        # module first imports the package, which imports every method: all classes are known.
         target = _REGISTRY.get(name)
-        if target is None:
-            _import_result_modules()
-            target = _REGISTRY.get(name)
         if target is None:
             raise ResultError(f"{src} holds a {name!r}, which this faithlens does not know")
         if not issubclass(target, cls):
@@ -269,11 +268,6 @@ class Result:
             return target(**values)
         except (TypeError, ValueError, KeyError) as e:
             raise ResultError(f"{src} does not rebuild a {name}: {e}") from e
-
-
-def _import_result_modules() -> None:
-    """Importing the package imports every method module, which registers its result classes."""
-    import faithlens  # noqa: F401
 
 
 # -- atomic, verifiable folders ---------------------------------------------------------------
@@ -410,7 +404,7 @@ def _write_manifest(folder: Path) -> None:
             digest, size = _sha256(f, sync=True)
             files[rel] = {"sha256": digest, "size": size}
         _fsync_dir(base)
-    from . import __version__
+    from ._version import __version__
 
     manifest = {"format": FORMAT_VERSION, "faithlens": __version__, "files": files}
     with open(folder / MANIFEST, "w") as fh:

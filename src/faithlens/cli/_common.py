@@ -80,7 +80,7 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
 def load_model(name: str, device: str | None = None) -> Any:
     """Load a model by name; ``--device`` is checked first (it must exist on this machine)."""
     from .. import validate
-    from ..models import load
+    from ..loading import load
 
     if device is not None:
         validate.device(device, "--device")

@@ -1,7 +1,7 @@
 """``faithlens demo``: a tour on the embedded zoo models, with nothing downloaded.
 
 It runs an activation-patching sweep over the heads of ``zoo:induction`` and ``zoo:paren`` and
-scrubs Redwood's paren-balance hypotheses on ``zoo:paren`` (:mod:`faithlens.zoo.hypotheses`),
+scrubs Redwood's paren-balance hypotheses on ``zoo:paren`` (:mod:`faithlens.scrubbing.paren`),
 prints every table with confidence intervals, and writes a results folder.
 """
 
@@ -65,11 +65,11 @@ def register(app: typer.Typer) -> None:
         OUT/patch_induction, OUT/patch_paren and OUT/paren_scrub (faithlens results, with plots)."""
         from .. import patching
         from ..errors import InputError
-        from ..models import load
+        from ..loading import load
         from ..results import atomic_folder, plot_writer
+        from ..scrubbing.paren import PAREN_HYPOTHESES, replicate_paren
         from ..tasks.induction import induction_task
         from ..tasks.paren import paren_task
-        from ..zoo.hypotheses import PAREN_HYPOTHESES, replicate_paren
 
         t0, c0 = time.perf_counter(), time.process_time()
         with friendly_errors(), _torch_threads(threads), ExitStack() as stack:

@@ -1,7 +1,6 @@
-"""Models: adapters, sites, loading."""
+"""Models: adapters, sites, the wrapped Model (loading by name is :mod:`faithlens.loading`)."""
 
 from .adapters import Adapter, GenericAdapter, HFAdapter, Layout, hf_adapter
-from .loading import cache_dir, load
 from .model import Inputs, Model, wrap
 from .sites import HookPoint, Site, SiteInfo, as_site
 
@@ -16,8 +15,6 @@ __all__ = [
     "Site",
     "SiteInfo",
     "as_site",
-    "cache_dir",
     "hf_adapter",
-    "load",
     "wrap",
 ]

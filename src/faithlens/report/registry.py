@@ -27,8 +27,8 @@ from ..representations.results import (
     WritersResult,
 )
 from ..results import Result, register_plotter
+from ..scrubbing.paren import ParenReplication
 from ..scrubbing.results import AdversaryResult, ScrubResult
-from ..zoo.hypotheses import ParenReplication
 from ..zoo.training import TrainingRun
 from . import das, divergence, neurons, plots, representations, scrubbing, zoo
 

@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from ..zoo.hypotheses import ParenReplication
+    from ..scrubbing.paren import ParenReplication
     from ..zoo.training import TrainingRun
 
 

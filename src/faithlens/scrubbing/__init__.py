@@ -26,6 +26,7 @@ from .metrics import (
     NextTokenLoss,
     TaskMetric,
 )
+from .paren import ParenReplication, ParenRoles, paren_hypotheses, replicate_paren
 from .paths import Paths, Route, input_of, to
 from .results import AdversaryResult, ScrubResult
 from .rewrites import (
@@ -58,6 +59,8 @@ __all__ = [
     "Joined",
     "Kernel",
     "NextTokenLoss",
+    "ParenReplication",
+    "ParenRoles",
     "Paths",
     "Random",
     "Rewrite",
@@ -71,8 +74,10 @@ __all__ = [
     "field",
     "input_of",
     "join",
+    "paren_hypotheses",
     "phi",
     "prepare",
+    "replicate_paren",
     "project",
     "rowwise",
     "scrub",

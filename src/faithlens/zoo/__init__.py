@@ -7,8 +7,9 @@
   from scratch) and ``induction`` (a 2-layer attention-only model with a previous-token head and
   induction heads). ``faithlens zoo list`` / ``faithlens zoo card NAME`` describe them.
 - :func:`train` with a :func:`recipe` retrains them (seeded, checkpointed, resumable).
-- :func:`replicate_paren` / :func:`paren_hypotheses` (:mod:`faithlens.zoo.hypotheses`):
-  Redwood's causal-scrubbing hypotheses about the paren balancer, on ``zoo:paren``.
+- Redwood's causal-scrubbing hypotheses about the paren balancer, on ``zoo:paren``, are a
+  scrubbing method and live above the zoo: :mod:`faithlens.scrubbing.paren`
+  (``fl.scrubbing.replicate_paren`` / ``fl.scrubbing.paren_hypotheses``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import torch
 from ..errors import InputError
 from ..models.model import Model
 from .config import ZooConfig
-from .hypotheses import ParenReplication, paren_hypotheses, replicate_paren
 from .model import ZooAdapter, ZooCache, ZooOutput, ZooTransformer
 from .recipes import RECIPES, InductionRecipe, ParenRecipe, head_scores, recipe
 from .tokenizer import VocabTokenizer
@@ -152,7 +152,6 @@ __all__ = [
     "RECIPES",
     "InductionRecipe",
     "ParenRecipe",
-    "ParenReplication",
     "Recipe",
     "Schedule",
     "TrainingRun",
@@ -170,10 +169,8 @@ __all__ = [
     "head_scores",
     "load",
     "load_weights",
-    "paren_hypotheses",
     "read_weights",
     "recipe",
-    "replicate_paren",
     "save_weights",
     "train",
     "weights_path",

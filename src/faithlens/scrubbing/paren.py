@@ -53,23 +53,17 @@ from torch import Tensor
 from ..errors import InputError
 from ..models.model import Model
 from ..results import Result
-from ..scrubbing import (
-    BinaryCrossEntropy,
-    Hypothesis,
-    InterpNode,
-    SameFeature,
-    ScrubData,
-    ScrubResult,
-    input_of,
-    phi,
-    scrub,
-    to,
-)
-from ..scrubbing import (
-    field as column,
-)
 from ..stats import mean_interval
 from ..tasks import paren as par
+from .data import ScrubData
+from .data import field as column
+from .engine import scrub
+from .hypothesis import Hypothesis, InterpNode
+from .metrics import BinaryCrossEntropy
+from .paths import input_of, to
+from .results import ScrubResult
+from .rewrites import phi
+from .samplers import SameFeature
 
 PROPORTION_HEAD = "head.0.0"
 #: The count heads: 1.0 and 1.1 (examples/paren_heads.py) and 2.0, which the scrubbing shows to

@@ -26,10 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import validate
-from ..errors import InputError, MissingExtraError
-from .adapters import hf_adapter
-from .model import Model
+from . import validate
+from .errors import InputError, MissingExtraError
+from .models.adapters import hf_adapter
+from .models.model import Model
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CONVERTED_VERSION = 1
@@ -220,12 +220,12 @@ def load(
     if key in NAMED:
         return NAMED[key](device=device, dtype=dtype)
     if key.startswith("zoo:"):
-        from .. import zoo
+        from . import zoo
 
         return zoo.load(model.split(":", 1)[1], device=device, dtype=dtype)
     path = Path(model).expanduser()
     if path.suffix == ".safetensors" and path.is_file():
-        from .. import zoo
+        from . import zoo
 
         return zoo.load(str(path), device=device, dtype=dtype)
     if path.is_dir() and (path / "config.json").exists():
