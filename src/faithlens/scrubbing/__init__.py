@@ -19,11 +19,11 @@ from .exact import ExactScrub, exact_scrub
 from .hypothesis import Hypothesis, InterpNode, Joined, join
 from .metrics import (
     MSE,
-    Behaviour,
     BinaryCrossEntropy,
     CrossEntropy,
     Fn,
     NextTokenLoss,
+    ScrubBehaviour,
     TaskMetric,
 )
 from .paths import Paths, Route, input_of, to
@@ -47,7 +47,6 @@ __all__ = [
     "candidates",
     "exact_scrub",
     "AdversaryResult",
-    "Behaviour",
     "BinaryCrossEntropy",
     "CrossEntropy",
     "Exact",
@@ -64,6 +63,7 @@ __all__ = [
     "Route",
     "SameFeature",
     "Sampler",
+    "ScrubBehaviour",
     "ScrubData",
     "ScrubResult",
     "TaskMetric",
@@ -82,3 +82,17 @@ __all__ = [
     "split_sum",
     "to",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "Behaviour":  # the old name, which faithlens.Behaviour (representations) also had
+        import warnings
+
+        warnings.warn(
+            "faithlens.scrubbing.Behaviour is now ScrubBehaviour (faithlens.Behaviour is the "
+            "representations one)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ScrubBehaviour
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
