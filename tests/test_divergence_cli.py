@@ -72,9 +72,11 @@ def test_bad_arguments_are_one_red_line():
 @pytest.fixture
 def cli_smollm2(smollm2, monkeypatch):
     """The CLI's model loader returns the session's SmolLM2 (loading is tested elsewhere)."""
+    import faithlens.cli.das as cli_das
     import faithlens.cli.divergence as cli_div
 
     monkeypatch.setattr(cli_div, "load_model", lambda name, device=None: smollm2)
+    monkeypatch.setattr(cli_das, "load_model", lambda name, device=None: smollm2)
     return smollm2
 
 

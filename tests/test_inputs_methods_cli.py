@@ -45,7 +45,7 @@ def no_das_work(monkeypatch):
     import faithlens.tasks
     import faithlens.tasks.synthetic_das
 
-    cli = importlib.import_module("faithlens.cli.divergence")
+    cli = importlib.import_module("faithlens.cli.das")
     monkeypatch.setattr(cli, "load_model", expensive)
     monkeypatch.setattr(faithlens.loading, "load", expensive)
     monkeypatch.setattr(faithlens.tasks, "build", expensive)
@@ -152,7 +152,7 @@ SCRUB_CLI_BAD = [
     ("args", "name", "value"), SCRUB_CLI_BAD, ids=[" ".join(c[0]) for c in SCRUB_CLI_BAD]
 )
 def test_scrub_cli_refuses_bad_options_before_work(tmp_path, monkeypatch, args, name, value):
-    cli = importlib.import_module("faithlens.cli.scrub")
+    cli = importlib.import_module("faithlens.cli.scrubbing")
     monkeypatch.setattr(cli, "load_hypothesis_file", expensive)
     monkeypatch.setattr(cli, "load_model", expensive)
     f = tmp_path / "hyp.py"
@@ -344,7 +344,7 @@ REPRESENT_CLI_BAD = [
 def test_represent_cli_refuses_bad_options_before_loading(monkeypatch, args, name, value):
     import faithlens.representations
 
-    cli = importlib.import_module("faithlens.cli.represent")
+    cli = importlib.import_module("faithlens.cli.representations")
     monkeypatch.setattr(cli, "load_model", expensive)
     monkeypatch.setattr(faithlens.representations, "planted_model", expensive)
     assert_refused(runner.invoke(app, ["represent", *args]), name, value)

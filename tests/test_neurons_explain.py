@@ -111,7 +111,7 @@ def test_checkpoint_resumes_and_refuses_other_runs(synth, tmp_path, monkeypatch)
     # a rerun must not recompute saved blocks
     import importlib
 
-    E = importlib.import_module("faithlens.neurons.explain")
+    E = importlib.import_module("faithlens.neurons.passes")
 
     calls = {"n": 0}
     real = E._block_scores

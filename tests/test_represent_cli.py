@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 import faithlens as fl
 from faithlens.cli import app
-from faithlens.cli.represent import parse_layers
+from faithlens.cli.representations import parse_layers
 from faithlens.representations import FaithfulnessReport, ReadingResult, SteeringResult
 from faithlens.results import Result
 

@@ -31,7 +31,7 @@ def test_hash_game(capsys):
 
 
 def test_ioi_hypothesis_file_is_valid():
-    from faithlens.cli.scrub import load_hypothesis_file
+    from faithlens.cli.scrubbing import load_hypothesis_file
 
     mod = load_hypothesis_file(EXAMPLES / "scrub_ioi_hypothesis.py")
     assert len(mod.hypothesis.root.children) == 18 and set(mod.baselines) == {

@@ -1,7 +1,10 @@
 """The ``faithlens`` command.
 
-Each command group lives in its own module here and registers itself on the shared typer app
-(``register(app)``); only the CLI and ``faithlens.report`` print or draw.
+Each command group lives in its own module here, named after the package it fronts
+(``cli/das.py`` for ``faithlens das``, ``cli/scrubbing.py`` for ``faithlens scrub``,
+``cli/representations.py`` for ``faithlens represent``, ``cli/models.py`` for ``faithlens
+sites``), and registers itself on the shared typer app (``register(app)``); only the CLI and
+``faithlens.report`` print or draw.
 """
 
 from __future__ import annotations
@@ -39,12 +42,13 @@ def _root(
 
 # Command modules, in the order their commands appear in --help.
 COMMAND_MODULES = [
-    "faithlens.cli.core",
+    "faithlens.cli.models",
     "faithlens.cli.patching",
-    "faithlens.cli.scrub",
+    "faithlens.cli.scrubbing",
     "faithlens.cli.neurons",
-    "faithlens.cli.represent",
+    "faithlens.cli.representations",
     "faithlens.cli.divergence",
+    "faithlens.cli.das",
     "faithlens.cli.zoo",
     "faithlens.cli.demo",
 ]

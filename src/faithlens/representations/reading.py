@@ -30,7 +30,7 @@ the mean training activation. Evaluation on held-out pairs (split by group):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,274 +42,23 @@ from torch import Tensor
 from .. import stats
 from .. import validate as V
 from ..errors import InputError
-from ..models.model import Inputs, Model
-from ..models.sites import Site
+from ..models.model import Model
 from ..results import Result
 from .data import ContrastPairs, Prompt, split_groups
+from .directions import METHODS, fit_direction, pair_auroc, stability
 from .generation import encode
+from .pair_activations import (
+    ContrastActivations,
+    Progress,
+    activations,
+    collect,
+    resolve_layers,
+    right_pad,
+)
+from .pair_activations import (
+    _positions as _positions,  # checks.py reads it from here
+)
 from .steering import Steering
-
-METHODS = ("pca", "mean_diff", "logistic", "random")
-Progress = Callable[[int, int], None]
-
-
-# --------------------------------------------------------------------------------------------
-# activations
-# --------------------------------------------------------------------------------------------
-
-
-def right_pad(model: Model, seqs: Sequence[Sequence[int]]) -> Inputs:
-    """Right-padded ids and mask (the layout :meth:`Model.tokenize` produces)."""
-    from .generation import pad_id
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id(model), dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return Inputs(ids=ids, mask=mask)
-
-
-def resolve_layers(model: Model, layers: Sequence[int] | int | None) -> list[int]:
-    n = model.n_layers
-    if n == 0:
-        raise InputError(f"{model.name} has no transformer layers to read from")
-    if layers is None:
-        return list(range(n))
-    ls = [int(layers)] if isinstance(layers, int) else [int(x) for x in layers]
-    if not ls:
-        raise InputError("no layers given")
-    bad = [x for x in ls if not -n <= x < n]
-    if bad:
-        raise InputError(f"layers {bad} out of range for a model with {n} layers (0..{n - 1})")
-    return sorted({x % n for x in ls})
-
-
-def _check_site(model: Model, site: str, layer: int) -> None:
-    name = f"{site}.{layer}"
-    info = model.site_info(name)
-    if info.width != model.d_model:
-        raise InputError(
-            f"reading vectors live in the residual stream (width {model.d_model}); {name} has "
-            f"width {info.width}. Use resid_pre, resid_mid, resid_post, attn_out or mlp_out"
-        )
-
-
-def _positions(inp: Inputs, position: str | int) -> Tensor | None:
-    """Per-example token index for ``"last"`` / an offset from the last token; None for mean."""
-    last = inp.last
-    assert last is not None
-    if position == "last":
-        return last
-    if position == "mean":
-        return None
-    if isinstance(position, int) and not isinstance(position, bool):
-        if position > 0:
-            raise InputError(
-                f"position {position}: give 'last', 'mean' or an offset <= 0 from the last token"
-            )
-        p = last + position
-        if bool((p < 0).any()):
-            raise InputError(f"position offset {position} reaches before the start of a prompt")
-        return p
-    raise InputError(f"position must be 'last', 'mean' or an int offset <= 0, not {position!r}")
-
-
-def activations(
-    model: Model,
-    prompts: Sequence[Prompt],
-    *,
-    layers: Sequence[int] | int | None = None,
-    site: str = "resid_post",
-    position: str | int = "last",
-    batch_size: int = 16,
-    progress: Progress | None = None,
-) -> np.ndarray:
-    """``[n, n_layers, d_model]`` activations of ``site.L`` at one token of each prompt
-    (``"last"``, an offset ``<= 0`` from the last token, or ``"mean"`` over the prompt's tokens),
-    float32."""
-    ls = resolve_layers(model, layers)
-    for L in ls:
-        _check_site(model, site, L)
-    if not isinstance(position, (str, int)):
-        raise InputError(f"position must be 'last', 'mean' or an int, not {position!r}")
-    if isinstance(position, str) and position not in ("last", "mean"):
-        raise InputError(f"position must be 'last', 'mean' or an int offset, not {position!r}")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {batch_size}")
-    seqs = encode(model, prompts)
-    n = len(seqs)
-    out = np.empty((n, len(ls), model.d_model), dtype=np.float32)
-    stop = f"{site}.{max(ls)}"
-    for b0 in range(0, n, batch_size):
-        rows = list(range(b0, min(n, b0 + batch_size)))
-        inp = right_pad(model, [seqs[i] for i in rows])
-        pos = _positions(inp, position)
-        sites = [Site(f"{site}.{L}", positions=pos) for L in ls]
-        res = model.run(inp, cache=sites, stop_at=stop)
-        for j, L in enumerate(ls):
-            a = res.cache[f"{site}.{L}"].float()
-            if pos is None:
-                assert inp.mask is not None
-                m = inp.mask.to(a.device, a.dtype)[..., None]
-                v = (a * m).sum(1) / m.sum(1).clamp(min=1)
-            else:
-                v = a[:, 0]
-            out[b0 : b0 + len(rows), j] = v.cpu().numpy()
-        if progress is not None:
-            progress(rows[-1] + 1, n)
-    return out
-
-
-@dataclass(frozen=True, eq=False)
-class ContrastActivations:
-    """Activations of both members of every pair: ``positive`` / ``negative`` are
-    ``[n_pairs, n_layers, d_model]``."""
-
-    positive: np.ndarray
-    negative: np.ndarray
-    layers: list[int]
-    site: str
-    position: str | int
-    groups: tuple[str, ...]
-    concept: str = "positive"
-    name: str = "pairs"
-    model: str = ""
-
-    def __len__(self) -> int:
-        return int(self.positive.shape[0])
-
-    def layer(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
-        if layer not in self.layers:
-            raise InputError(f"layer {layer} was not collected; layers: {self.layers}")
-        j = self.layers.index(layer)
-        return self.positive[:, j], self.negative[:, j]
-
-    def subset(self, rows: Sequence[int]) -> ContrastActivations:
-        idx = np.asarray(list(rows), dtype=np.int64)
-        return ContrastActivations(
-            self.positive[idx],
-            self.negative[idx],
-            self.layers,
-            self.site,
-            self.position,
-            tuple(self.groups[int(i)] for i in idx),
-            self.concept,
-            self.name,
-            self.model,
-        )
-
-
-def collect(
-    model: Model,
-    pairs: ContrastPairs,
-    *,
-    layers: Sequence[int] | int | None = None,
-    site: str = "resid_post",
-    position: str | int = "last",
-    batch_size: int = 16,
-    progress: Progress | None = None,
-) -> ContrastActivations:
-    """Activations of both members of every pair at ``site.L`` for each layer (see
-    :func:`activations`)."""
-    if not isinstance(pairs, ContrastPairs):
-        raise InputError(f"pairs must be ContrastPairs, not {type(pairs).__name__}")
-    ls = resolve_layers(model, layers)
-    n = len(pairs)
-
-    def prog(done: int, total: int) -> None:
-        if progress is not None:
-            progress(done, 2 * n)
-
-    def prog2(done: int, total: int) -> None:
-        if progress is not None:
-            progress(n + done, 2 * n)
-
-    pos = activations(
-        model,
-        pairs.positive,
-        layers=ls,
-        site=site,
-        position=position,
-        batch_size=batch_size,
-        progress=prog,
-    )
-    neg = activations(
-        model,
-        pairs.negative,
-        layers=ls,
-        site=site,
-        position=position,
-        batch_size=batch_size,
-        progress=prog2,
-    )
-    return ContrastActivations(
-        pos, neg, ls, site, position, pairs.group_ids, pairs.concept, pairs.name, model.name
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# directions
-# --------------------------------------------------------------------------------------------
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    n = float(np.linalg.norm(v))
-    if n == 0.0 or not np.isfinite(n):
-        raise InputError("the fitted direction is zero or not finite (identical pair members?)")
-    return np.asarray(v / n)
-
-
-def fit_direction(
-    pos: np.ndarray, neg: np.ndarray, method: str = "pca", *, seed: int = 0, C: float = 1.0
-) -> np.ndarray:
-    """A unit direction ``[d]`` from paired activations ``[n, d]`` (see the module docstring),
-    oriented so that the positive member scores higher in most pairs."""
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose from {METHODS}")
-    pos = np.asarray(pos, dtype=np.float64)
-    neg = np.asarray(neg, dtype=np.float64)
-    if pos.shape != neg.shape or pos.ndim != 2:
-        raise InputError(
-            f"positive and negative activations must both be [n, d]; got {pos.shape}, {neg.shape}"
-        )
-    n, d = pos.shape
-    rng = np.random.default_rng(seed)
-    diff = pos - neg
-    if method == "pca":
-        signs = rng.choice([-1.0, 1.0], size=n)
-        x = diff * signs[:, None]
-        x = x - x.mean(0)
-        _, _, vt = np.linalg.svd(x, full_matrices=False)
-        r = vt[0]
-    elif method == "mean_diff":
-        r = diff.mean(0)
-    elif method == "logistic":
-        from sklearn.linear_model import LogisticRegression
-
-        x = np.concatenate([pos, neg])
-        x = x - x.mean(0)
-        scale = float(x.std()) or 1.0
-        y = np.concatenate([np.ones(n), np.zeros(n)])
-        clf = LogisticRegression(C=C, max_iter=5000)
-        clf.fit(x / scale, y)
-        r = clf.coef_[0]
-    else:
-        r = rng.standard_normal(d)
-    r = _unit(r)
-    wins = float(np.mean(diff @ r > 0))
-    return r if wins >= 0.5 else -r
-
-
-def pair_auroc(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-    """AUROC of scores ``a`` (positives) vs ``b`` (negatives) along the last axis:
-    ``P(a_i > b_j) + P(a_i = b_j) / 2`` over all i, j (the Mann-Whitney statistic)."""
-    a = np.moveaxis(np.asarray(a, dtype=np.float64), axis, -1)
-    b = np.moveaxis(np.asarray(b, dtype=np.float64), axis, -1)
-    gt = (a[..., :, None] > b[..., None, :]).mean((-2, -1))
-    eq = (a[..., :, None] == b[..., None, :]).mean((-2, -1))
-    return np.asarray(gt + 0.5 * eq)
 
 
 @dataclass(frozen=True, eq=False)
@@ -526,27 +275,6 @@ def _layers_str(ls: Sequence[int]) -> str:
     return "layer" + ("s " if len(ls) > 1 else " ") + ",".join(str(x) for x in ls)
 
 
-def stability(
-    pos: np.ndarray,
-    neg: np.ndarray,
-    direction: np.ndarray,
-    method: str,
-    *,
-    n_boot: int = 100,
-    seed: int = 0,
-) -> np.ndarray:
-    """Cosines between ``direction`` and the direction refitted on ``n_boot`` bootstrap
-    resamples of the pairs (rows of ``pos`` / ``neg``)."""
-    n = pos.shape[0]
-    rng = np.random.default_rng(seed)
-    out = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = rng.integers(0, n, n)
-        r = fit_direction(pos[idx], neg[idx], method, seed=seed + 1 + b)
-        out[b] = float(r @ direction)
-    return out
-
-
 def read(
     model: Model | None,
     pairs: ContrastPairs | ContrastActivations,
@@ -576,6 +304,59 @@ def read(
         n_stability: bootstrap refits for the stability estimate (0: skip).
         n_boot: bootstrap resamples for the AUROC intervals.
     """
+    split = _check_read(
+        model,
+        pairs,
+        method=method,
+        position=position,
+        test=test,
+        n_stability=n_stability,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    train_acts, test_acts, keep, ls = _train_test(
+        model,
+        pairs,
+        test,
+        split,
+        layers=layers,
+        site=site,
+        position=position,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return _fit_and_evaluate(
+        train_acts,
+        test_acts,
+        keep,
+        ls,
+        method=method,
+        n_stability=n_stability,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+    )
+
+
+def _check_read(
+    model: Model | None,
+    pairs: ContrastPairs | ContrastActivations,
+    *,
+    method: str,
+    position: str | int,
+    test: float | ContrastPairs | ContrastActivations,
+    n_stability: int,
+    n_boot: int,
+    level: float,
+    seed: int,
+    batch_size: int,
+    progress: Progress | None,
+) -> tuple[list[int], list[int]] | None:
+    """Refuse bad :func:`read` arguments before any forward pass; returns the seeded
+    ``(train, test)`` split when ``test`` is a fraction."""
     V.choice("method", method, METHODS)
     V.finite_float("level", level, low=0.5, high=1.0, high_open=True, fix="use e.g. 0.95")
     V.nonnegative_int("n_stability", n_stability, fix="0 skips the stability estimate")
@@ -601,6 +382,25 @@ def read(
         train_idx, test_idx = split_groups(groups, test, seed=seed, name=pairs.name)
     if (isinstance(pairs, ContrastPairs) or isinstance(test, ContrastPairs)) and model is None:
         raise InputError("read needs the model to collect activations of contrast pairs")
+    return (train_idx, test_idx) if isinstance(test, float) else None
+
+
+def _train_test(
+    model: Model | None,
+    pairs: ContrastPairs | ContrastActivations,
+    test: float | ContrastPairs | ContrastActivations,
+    split: tuple[list[int], list[int]] | None,
+    *,
+    layers: Sequence[int] | int | None,
+    site: str,
+    position: str | int,
+    batch_size: int,
+    progress: Progress | None,
+) -> tuple[ContrastActivations, ContrastActivations, list[int], list[int]]:
+    """Training and held-out activations, and the positions of the layers read."""
+    if isinstance(test, float):
+        assert split is not None
+        train_idx, test_idx = split
     collected_layers: Sequence[int] | int | None = layers
     if isinstance(pairs, ContrastActivations):
         acts = pairs
@@ -652,7 +452,22 @@ def read(
             f"need at least 2 training and 2 held-out pairs; got {len(train_acts)} and "
             f"{len(test_acts)}"
         )
+    return train_acts, test_acts, keep, ls
 
+
+def _fit_and_evaluate(
+    train_acts: ContrastActivations,
+    test_acts: ContrastActivations,
+    keep: list[int],
+    ls: list[int],
+    *,
+    method: str,
+    n_stability: int,
+    n_boot: int,
+    level: float,
+    seed: int,
+) -> ReadingResult:
+    """Fit a direction per layer on the training pairs and score it on the held-out pairs."""
     # -- fit and evaluate --------------------------------------------------------------------
     L = len(ls)
     d = train_acts.positive.shape[-1]

@@ -19,11 +19,11 @@ from .exact import ExactScrub, exact_scrub
 from .hypothesis import Hypothesis, InterpNode, Joined, join
 from .metrics import (
     MSE,
-    Behaviour,
     BinaryCrossEntropy,
     CrossEntropy,
     Fn,
     NextTokenLoss,
+    ScrubBehaviour,
     TaskMetric,
 )
 from .paren import ParenReplication, ParenRoles, paren_hypotheses, replicate_paren
@@ -48,7 +48,6 @@ __all__ = [
     "candidates",
     "exact_scrub",
     "AdversaryResult",
-    "Behaviour",
     "BinaryCrossEntropy",
     "CrossEntropy",
     "Exact",
@@ -67,6 +66,7 @@ __all__ = [
     "Route",
     "SameFeature",
     "Sampler",
+    "ScrubBehaviour",
     "ScrubData",
     "ScrubResult",
     "TaskMetric",
@@ -87,3 +87,17 @@ __all__ = [
     "split_sum",
     "to",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "Behaviour":  # the old name, which faithlens.Behaviour (representations) also had
+        import warnings
+
+        warnings.warn(
+            "faithlens.scrubbing.Behaviour is now ScrubBehaviour (faithlens.Behaviour is the "
+            "representations one)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ScrubBehaviour
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

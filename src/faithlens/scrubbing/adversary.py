@@ -43,7 +43,7 @@ from .engine import (
     stream,
 )
 from .hypothesis import Hypothesis, InterpNode, Joined, join, trees
-from .metrics import Behaviour
+from .metrics import ScrubBehaviour as Behaviour
 from .paths import Route, to
 from .plan import plan
 from .results import AdversaryResult, ScrubResult

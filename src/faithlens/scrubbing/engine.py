@@ -47,7 +47,9 @@ from ..models.model import Model, wrap
 from .data import ScrubData, Table
 from .hypothesis import Hypothesis, trees
 from .metrics import (
-    Behaviour,
+    ScrubBehaviour as Behaviour,
+)
+from .metrics import (
     TaskMetric,
     cancellation,
     kl_to_original,

@@ -1,6 +1,6 @@
 """What causal scrubbing measures: a behaviour per example, and how to read the numbers.
 
-A :class:`Behaviour` turns the (scrubbed) model's outputs and the *reference* rows into one
+A :class:`ScrubBehaviour` turns the (scrubbed) model's outputs and the *reference* rows into one
 number per example, usually a loss against the reference's labels. Built-ins:
 
 - :class:`CrossEntropy` (class labels, or next tokens at given positions),
@@ -38,7 +38,7 @@ def _finite(v: Tensor, what: str) -> Tensor:
     return v
 
 
-class Behaviour:
+class ScrubBehaviour:
     """Outputs + reference rows -> one number per example."""
 
     name = "behaviour"
@@ -79,7 +79,7 @@ def _col(ref: ScrubData, name: str, device: torch.device) -> Tensor:
 
 
 @dataclass(frozen=True)
-class CrossEntropy(Behaviour):
+class CrossEntropy(ScrubBehaviour):
     """Cross-entropy of ``label`` (class ids ``[n]``, or token ids ``[n, k]`` read at
     ``positions``, a column of ``[n]`` / ``[n, k]`` positions)."""
 
@@ -102,7 +102,7 @@ class CrossEntropy(Behaviour):
 
 
 @dataclass(frozen=True)
-class BinaryCrossEntropy(Behaviour):
+class BinaryCrossEntropy(ScrubBehaviour):
     """Binary cross-entropy of ``label`` (0/1): a two-logit output uses ``logit[1] - logit[0]``,
     a one-logit output the logit itself. ``positions_column``: read one position (``[n]``)."""
 
@@ -134,7 +134,7 @@ class BinaryCrossEntropy(Behaviour):
 
 
 @dataclass(frozen=True)
-class MSE(Behaviour):
+class MSE(ScrubBehaviour):
     """Squared error to the column ``target`` (summed over output dimensions)."""
 
     target: str = "y"
@@ -148,7 +148,7 @@ class MSE(Behaviour):
 
 
 @dataclass(frozen=True)
-class NextTokenLoss(Behaviour):
+class NextTokenLoss(ScrubBehaviour):
     """Language-model loss: mean cross-entropy of each next real token (``ids``, ``mask``)."""
 
     ids: str = "ids"
@@ -169,7 +169,7 @@ class NextTokenLoss(Behaviour):
 
 
 @dataclass(frozen=True)
-class TaskMetric(Behaviour):
+class TaskMetric(ScrubBehaviour):
     """A faithlens task metric (``faithlens.tasks.metrics``: logit difference, log-prob, ...)
     read at the column ``positions`` against the column ``answers``."""
 
@@ -201,7 +201,7 @@ class TaskMetric(Behaviour):
 
 
 @dataclass(frozen=True)
-class Fn(Behaviour):
+class Fn(ScrubBehaviour):
     """Any function ``fn(outputs, ref_rows) -> [n]``."""
 
     fn: Callable[[Tensor, ScrubData], Tensor] | None = None
@@ -343,11 +343,11 @@ def warnings_for(
 
 __all__ = [
     "BinaryCrossEntropy",
-    "Behaviour",
     "CrossEntropy",
     "Fn",
     "MSE",
     "NextTokenLoss",
+    "ScrubBehaviour",
     "TaskMetric",
     "cancellation",
     "kl_to_original",
@@ -355,3 +355,17 @@ __all__ = [
     "recovered",
     "warnings_for",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Behaviour":  # the old name, which faithlens.Behaviour (representations) also had
+        import warnings
+
+        warnings.warn(
+            "faithlens.scrubbing.metrics.Behaviour is now ScrubBehaviour (faithlens.Behaviour is "
+            "the representations one)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ScrubBehaviour
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

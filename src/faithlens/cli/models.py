@@ -1,4 +1,4 @@
-"""Core commands: ``faithlens sites``."""
+"""``faithlens sites``: the canonical sites of a model (:mod:`faithlens.models`)."""
 
 from __future__ import annotations
 

@@ -57,9 +57,9 @@ def _resolve(module: ModuleType, name: str, *args: Any) -> Any:
     obj = getattr(module, name, None)
     if obj is None:
         return None
-    from ..scrubbing import Behaviour, Hypothesis
+    from ..scrubbing import Hypothesis, ScrubBehaviour
 
-    if isinstance(obj, (Hypothesis, Behaviour)) or not callable(obj):
+    if isinstance(obj, (Hypothesis, ScrubBehaviour)) or not callable(obj):
         return obj
     try:
         return obj(*args)
