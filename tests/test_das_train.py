@@ -57,6 +57,24 @@ def test_das_learns_the_x_variable_and_selects_first_best_epoch(small_tasks):
     assert acc == pytest.approx(res.iia)
 
 
+def test_identity_alignment_is_coordinate_patching_and_trains_nothing(small_tasks):
+    """method="identity" has no parameters: one epoch, and the IIA of interchanging the first
+    native coordinate, as fl.Interchange computes it directly."""
+    t1, _ = small_tasks
+    res = fl.das(t1.model, t1.data, "h", dims=1, method="identity", epochs=50, seed=1)
+    assert len(res.history) == 1 and res.selected_epoch == 0
+    src = t1.model.run(t1.data.source, cache=["h"]).cache["h"]
+    out = t1.model.run(t1.data.base, [res.intervention(src)])
+    acc = float((out.logits.argmax(-1) == t1.data.labels).float().mean())
+    assert acc == pytest.approx(res.iia)
+    # the same as swapping coordinate 0 of h by hand
+    base = t1.model.run(t1.data.base, cache=["h"]).cache["h"].clone()
+    base[..., 0] = src[..., 0]
+    by_hand = t1.model.run(t1.data.base, [fl.Patch("h", base)])
+    acc_hand = float((by_hand.logits.argmax(-1) == t1.data.labels).float().mean())
+    assert res.iia == pytest.approx(acc_hand)
+
+
 def test_cl_loss_brings_intervened_features_closer_to_natural(small_tasks):
     t1, t2 = small_tasks
     kw = dict(dims=1, method="linear", epochs=200, seed=2, emd_dims=list(FEATURE_DIMS))

@@ -53,6 +53,10 @@ def train_loop(
     """Train from ``tr.start_epoch`` to the last epoch, updating ``tr.history`` and
     ``tr.best``."""
     epochs = tr.opts.epochs
+    if not any(p.requires_grad for g in tr.opt.param_groups for p in g["params"]):
+        # nothing to learn (method="identity"): one epoch measures it, every further one would
+        # repeat that measurement
+        epochs = min(epochs, tr.start_epoch + 1)
     # the model is a constant here: no gradient accumulates in (or stays on) its weights
     frozen = _freeze(tr.model.module)
     try:
@@ -129,7 +133,8 @@ def train_epoch(tr: DASTraining, epoch: int, T: float, emd_value: float) -> dict
                 total = total + o.cl_weight * l_cl
             if mask_mod is not None:
                 total = total + o.width_weight * mask_mod.boundary()
-            total.backward()
+            if total.requires_grad:  # an identity alignment has nothing to train
+                total.backward()
         opt.step()
         b = len(rows)
         tot_loss += float(total.detach()) * b

@@ -238,7 +238,9 @@ def das(
         method: ``"rotation"`` (DAS), ``"boundless"`` (Boundless DAS: rotation + learned
             sigmoid mask, temperature annealed ``temperature[0] -> temperature[1]``, plus
             ``width_weight * boundary`` in the loss), ``"linear"`` (the non-orthogonal
-            invertible :class:`~faithlens.das.alignment.SymmetricDefinite`), ``"identity"``.
+            invertible :class:`~faithlens.das.alignment.SymmetricDefinite`), ``"identity"``
+            (coordinate patching of the first ``dims`` native coordinates: nothing is learned,
+            one epoch measures its IIA; a baseline for the learned alignments).
         loss: ``"iia"`` (cross-entropy on the counterfactual labels), ``"cl"`` (``cl_weight *
             L_CL`` only) or ``"iia+cl"``.
         cl_form: ``"modified"`` (the divergence paper: per-variable aligned subspaces
