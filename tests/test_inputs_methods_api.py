@@ -307,7 +307,7 @@ def test_adversary_refuses_bad_arguments_before_any_scrub(monkeypatch, kwargs, n
     m, h, data, beh = _scrub_setup()
     monkeypatch.setattr(A, "prepare", expensive)
     monkeypatch.setattr(A, "finish", expensive)
-    monkeypatch.setattr(A, "_as_model", expensive)
+    monkeypatch.setattr(A, "as_model", expensive)
     with pytest.raises(ArgumentError) as e:
         sc.adversary(m, h, data, behaviour=beh, features={"x1": lambda d: d["x1"][:, 0]}, **kwargs)
     assert_refused(e, name, value)
