@@ -32,7 +32,7 @@ from ..interventions import Interchange
 from ..models.model import Model
 from ..models.sites import Site, SiteLike, as_site
 from ..runs import Resume
-from ..tasks.interchange import InterchangeData, _select
+from ..tasks.interchange import InterchangeData, select_rows
 from .alignment import Alignment, BoundlessMask, make_alignment
 from .losses import cl_loss_mas, cl_loss_modified, iia_loss
 from .result import DASResult
@@ -221,7 +221,7 @@ def _run_batch(
     resume: tuple[int, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Scores ``[b, classes]`` and intervened activations at the site for rows of ``data``."""
-    base = data.base if rows is None else _select(data.base, rows)
+    base = data.base if rows is None else select_rows(data.base, rows)
     s = src if rows is None else src[rows.to(src.device)]
     pos = data.positions
     if rows is not None and isinstance(pos, Tensor) and pos.dim() >= 1:
