@@ -177,103 +177,26 @@ def patch(
     names = resolve_sites(model, sites)
     conds = plan(model, task, names, positions)
     task = task.to(model.device)
-
     n = task.n
-    seq = task.seq_len
-    device = model.device
-    item = torch.finfo(model.dtype).bits // 8
-    # Examples per chunk: the cached source activations and base residuals must fit.
-    widths = {c.site: int(c.info.width or model.d_model) for c in conds}
-    per_example = (
-        item
-        * seq
-        * (
-            sum(widths.values())
-            + (model.n_layers + 1) * model.d_model
-            + 2 * model.n_layers * model.n_kv_heads * model.d_head
-        )
-    )
-    ex = current_executor()
-    ex_chunk = ex.chunk_size(n, per_example, device=device)
-    seq_rel_max = seq - min((c.offset for c in conds), default=0)
-    row_cap = ex.chunk_size(
-        None,
-        row_bytes(model, seq_rel_max, seq, item),
-        device=device,
-        tokens_per_item=seq_rel_max,
-        limit=max_rows,
-    )
-    ex_chunk = min(ex_chunk, row_cap)
-
+    ex_chunk, row_cap = _chunk_sizes(model, task, conds, max_rows)
     patched = np.zeros((len(conds), n), dtype=np.float64)
     m_base = np.zeros(n)
     m_src = np.zeros(n)
     # Plan every chunk of examples first (cheap), so the progress bar knows the total.
-    chunk_plans = []
-    for rows in example_chunks(model, task, ex_chunk):
-        sub = truncated(model, task.subset(rows))
-        local = _localise(conds, plan(model, sub, names, positions), positions)
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, c in enumerate(local):
-            if c is not None and not c.noop:
-                groups[(c.layer, c.offset)].append(i)
-        chunk_plans.append((rows, sub, local, groups))
+    chunk_plans = [
+        _chunk_plan(model, task, rows, conds, names, positions)
+        for rows in example_chunks(model, task, ex_chunk)
+    ]
     total = sum(
-        -(-len(idx) // max(1, row_cap // len(rows)))
-        for rows, _, _, groups in chunk_plans
-        for idx in groups.values()
+        -(-len(idx) // max(1, row_cap // len(cp.rows)))
+        for cp in chunk_plans
+        for idx in cp.groups.values()
     )
     done = 0
-    for rows, sub, local, groups in chunk_plans:
-        cols = rows.cpu().numpy()
-        base_i, src_i = (
-            (sub.corrupt, sub.clean) if direction == "denoising" else (sub.clean, sub.corrupt)
+    for cp in chunk_plans:
+        done = _run_chunk(
+            model, cp, names, direction, row_cap, (patched, m_base, m_src), done, total, progress
         )
-        ne = sub.n
-        # Logits only for the answer tokens, when that is all the metric reads.
-        tokens, answers = answer_columns(model, sub, names)
-        # Source run: cache every patched site.
-        src_out = model.run(src_i, cache=names, logits_at=sub.positions, logit_tokens=tokens)
-        assert src_out.logits is not None
-        m_src[cols] = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
-        # Base run: the residual stream entering each layer we resume at, and the KV cache.
-        live = [c for c in local if c is not None and not c.noop]
-        layers = sorted({c.layer for c in live if _resumes(c)})
-        resid_names = [_resid_name(model, L) for L in layers]
-        need_kv = any(c.offset > 0 for c in live)
-        base_out = model.run(
-            base_i,
-            cache=resid_names,
-            logits_at=sub.positions,
-            logit_tokens=tokens,
-            return_kv=need_kv,
-        )
-        assert base_out.logits is not None
-        m_base[cols] = sub.metric(base_out.logits[:, 0], answers).cpu().numpy()
-        for i, c in enumerate(local):
-            if c is None or c.noop:
-                patched[i, cols] = m_base[cols]
-        per_pass = max(1, row_cap // ne)
-        for (layer, offset), idx in groups.items():
-            for k in range(0, len(idx), per_pass):
-                batch_idx = idx[k : k + per_pass]
-                vals = _run_group(
-                    model,
-                    sub,
-                    base_i,
-                    base_out,
-                    src_out,
-                    [c for j in batch_idx if (c := local[j]) is not None],
-                    layer,
-                    offset,
-                    tokens,
-                    answers,
-                )
-                patched[np.ix_(np.asarray(batch_idx), cols)] = vals
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-        del src_out, base_out
     est, note = effects("patch", patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
     return build_result(
         model,
@@ -296,6 +219,134 @@ def patch(
         seed=seed,
         meta={"conditions_skipped_as_noop": int(sum(c.noop for c in conds))},
     )
+
+
+def _chunk_sizes(
+    model: Model, task: Task, conds: list[Condition], max_rows: int | None
+) -> tuple[int, int]:
+    """(examples per chunk, batch rows per forward pass), from the executor: a chunk's cached
+    source activations and base residuals must fit the budget, and so must one pass's rows."""
+    seq = task.seq_len
+    device = model.device
+    item = torch.finfo(model.dtype).bits // 8
+    widths = {c.site: int(c.info.width or model.d_model) for c in conds}
+    per_example = (
+        item
+        * seq
+        * (
+            sum(widths.values())
+            + (model.n_layers + 1) * model.d_model
+            + 2 * model.n_layers * model.n_kv_heads * model.d_head
+        )
+    )
+    ex = current_executor()
+    ex_chunk = ex.chunk_size(task.n, per_example, device=device)
+    seq_rel_max = seq - min((c.offset for c in conds), default=0)
+    row_cap = ex.chunk_size(
+        None,
+        row_bytes(model, seq_rel_max, seq, item),
+        device=device,
+        tokens_per_item=seq_rel_max,
+        limit=max_rows,
+    )
+    return min(ex_chunk, row_cap), row_cap
+
+
+@dataclass(frozen=True)
+class _ChunkPlan:
+    """One chunk of examples: their indices, the (truncated) task, the sweep's conditions as
+    planned for it, and the live conditions grouped by the (layer, position) they start at."""
+
+    rows: Tensor
+    sub: Task
+    local: list[Condition | None]
+    groups: dict[tuple[int, int], list[int]]
+
+
+def _chunk_plan(
+    model: Model,
+    task: Task,
+    rows: Tensor,
+    conds: list[Condition],
+    names: list[str],
+    positions: str,
+) -> _ChunkPlan:
+    sub = truncated(model, task.subset(rows))
+    local = _localise(conds, plan(model, sub, names, positions), positions)
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, c in enumerate(local):
+        if c is not None and not c.noop:
+            groups[(c.layer, c.offset)].append(i)
+    return _ChunkPlan(rows, sub, local, groups)
+
+
+def _run_chunk(
+    model: Model,
+    cp: _ChunkPlan,
+    names: list[str],
+    direction: str,
+    row_cap: int,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray],
+    done: int,
+    total: int,
+    progress: Progress | None,
+) -> int:
+    """One chunk of examples: the source run (caching every patched site), the base run
+    (caching the residual streams to resume from, and the keys and values), then every group of
+    conditions in passes of at most ``row_cap`` rows; fills the columns of ``out = (patched,
+    m_base, m_src)``."""
+    patched, m_base, m_src = out
+    sub, local, groups = cp.sub, cp.local, cp.groups
+    cols = cp.rows.cpu().numpy()
+    base_i, src_i = (
+        (sub.corrupt, sub.clean) if direction == "denoising" else (sub.clean, sub.corrupt)
+    )
+    ne = sub.n
+    # Logits only for the answer tokens, when that is all the metric reads.
+    tokens, answers = answer_columns(model, sub, names)
+    # Source run: cache every patched site.
+    src_out = model.run(src_i, cache=names, logits_at=sub.positions, logit_tokens=tokens)
+    assert src_out.logits is not None
+    m_src[cols] = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
+    # Base run: the residual stream entering each layer we resume at, and the KV cache.
+    live = [c for c in local if c is not None and not c.noop]
+    layers = sorted({c.layer for c in live if _resumes(c)})
+    resid_names = [_resid_name(model, L) for L in layers]
+    need_kv = any(c.offset > 0 for c in live)
+    base_out = model.run(
+        base_i,
+        cache=resid_names,
+        logits_at=sub.positions,
+        logit_tokens=tokens,
+        return_kv=need_kv,
+    )
+    assert base_out.logits is not None
+    m_base[cols] = sub.metric(base_out.logits[:, 0], answers).cpu().numpy()
+    for i, c in enumerate(local):
+        if c is None or c.noop:
+            patched[i, cols] = m_base[cols]
+    per_pass = max(1, row_cap // ne)
+    for (layer, offset), idx in groups.items():
+        for k in range(0, len(idx), per_pass):
+            batch_idx = idx[k : k + per_pass]
+            vals = _run_group(
+                model,
+                sub,
+                base_i,
+                base_out,
+                src_out,
+                [c for j in batch_idx if (c := local[j]) is not None],
+                layer,
+                offset,
+                tokens,
+                answers,
+            )
+            patched[np.ix_(np.asarray(batch_idx), cols)] = vals
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    del src_out, base_out
+    return done
 
 
 def _localise(
