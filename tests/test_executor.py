@@ -109,23 +109,36 @@ def test_chunks_are_the_old_slices():
         ex.chunks(5, 0)
 
 
-def test_the_methods_ask_the_executor(monkeypatch):
-    """The three chunking call sites read their sizes from the current executor."""
+def test_the_methods_ask_the_executor():
+    """The chunking call sites read their sizes from the current executor."""
+    import faithlens as fl
     from faithlens.neurons import engine as neurons_engine
+    from faithlens.tasks.induction import induction_task
+
+    calls: list[str] = []
 
     class Spy(InProcess):
         name = "spy"
-        calls: list[str] = []
 
         def budget(self, device, *, fraction=0.25, max_memory=None):
-            self.calls.append("budget")
+            calls.append("budget")
             return super().budget(device, fraction=fraction, max_memory=max_memory)
+
+        def chunk_size(self, n_items, bytes_per_item, **kw):
+            calls.append("chunk_size")
+            return super().chunk_size(n_items, bytes_per_item, **kw)
 
     spy = Spy()
     with executor(spy):
         assert current_executor() is spy
         neurons_engine.memory_budget(torch.device("cpu"), 123)
-    assert spy.calls == ["budget"]
+        assert calls == ["budget"]
+        m = fl.load("zoo:induction")
+        task = induction_task(n=4, seed=0)
+        fl.patch(m, task, "head", n_boot=10)
+        assert calls.count("chunk_size") == 2  # examples per chunk, rows per pass
+        fl.path_patch(m, task, "head", "logits", n_boot=10)
+        assert calls.count("chunk_size") == 3
     assert current_executor().name == "inprocess"
 
 

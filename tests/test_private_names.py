@@ -109,7 +109,8 @@ def scan_source(
                 continue
             text = (
                 arg.annotation.value
-                if isinstance(arg.annotation, ast.Constant) and isinstance(arg.annotation.value, str)
+                if isinstance(arg.annotation, ast.Constant)
+                and isinstance(arg.annotation.value, str)
                 else ast.unparse(arg.annotation)
             )
             for part in text.replace("|", " ").replace("[", " ").replace("]", " ").split():
@@ -229,4 +230,6 @@ def test_scanner_allows_what_is_not_a_crossing():
 
 def test_scanner_finds_a_private_module_used_outside_its_package():
     got = _scan("from ..cli._common import console\n")
-    assert got == ["faithlens.patching.path:1: imports from the private module faithlens.cli._common"]
+    assert got == [
+        "faithlens.patching.path:1: imports from the private module faithlens.cli._common"
+    ]
