@@ -23,7 +23,7 @@ position) is one patched forward pass in principle. The planner makes them cheap
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,10 +193,22 @@ def patch(
         for idx in cp.groups.values()
     )
     done = 0
-    for cp in chunk_plans:
-        done = _run_chunk(
-            model, cp, names, direction, row_cap, (patched, m_base, m_src), done, total, progress
-        )
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    def one(cp: _ChunkPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _run_chunk(model, cp, names, direction, row_cap, tick)
+
+    ex = current_executor()
+    for cp, (src, base, vals) in zip(chunk_plans, ex.map(one, chunk_plans)):
+        cols = cp.rows.cpu().numpy()
+        m_src[cols] = src
+        m_base[cols] = base
+        patched[:, cols] = vals
     est, note = effects("patch", patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
     return build_result(
         model,
@@ -286,18 +298,13 @@ def _run_chunk(
     names: list[str],
     direction: str,
     row_cap: int,
-    out: tuple[np.ndarray, np.ndarray, np.ndarray],
-    done: int,
-    total: int,
-    progress: Progress | None,
-) -> int:
+    tick: Callable[[], None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One chunk of examples: the source run (caching every patched site), the base run
     (caching the residual streams to resume from, and the keys and values), then every group of
-    conditions in passes of at most ``row_cap`` rows; fills the columns of ``out = (patched,
-    m_base, m_src)``."""
-    patched, m_base, m_src = out
+    conditions in passes of at most ``row_cap`` rows (``tick()`` after each). The chunk's source
+    and base metrics ``[ne]`` and patched metrics ``[n_conditions, ne]``."""
     sub, local, groups = cp.sub, cp.local, cp.groups
-    cols = cp.rows.cpu().numpy()
     base_i, src_i = (
         (sub.corrupt, sub.clean) if direction == "denoising" else (sub.clean, sub.corrupt)
     )
@@ -307,7 +314,7 @@ def _run_chunk(
     # Source run: cache every patched site.
     src_out = model.run(src_i, cache=names, logits_at=sub.positions, logit_tokens=tokens)
     assert src_out.logits is not None
-    m_src[cols] = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
+    m_src = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
     # Base run: the residual stream entering each layer we resume at, and the KV cache.
     live = [c for c in local if c is not None and not c.noop]
     layers = sorted({c.layer for c in live if _resumes(c)})
@@ -321,10 +328,11 @@ def _run_chunk(
         return_kv=need_kv,
     )
     assert base_out.logits is not None
-    m_base[cols] = sub.metric(base_out.logits[:, 0], answers).cpu().numpy()
+    m_base = sub.metric(base_out.logits[:, 0], answers).cpu().numpy()
+    patched = np.zeros((len(local), ne), dtype=np.float64)
     for i, c in enumerate(local):
         if c is None or c.noop:
-            patched[i, cols] = m_base[cols]
+            patched[i] = m_base
     per_pass = max(1, row_cap // ne)
     for (layer, offset), idx in groups.items():
         for k in range(0, len(idx), per_pass):
@@ -341,12 +349,10 @@ def _run_chunk(
                 tokens,
                 answers,
             )
-            patched[np.ix_(np.asarray(batch_idx), cols)] = vals
-            done += 1
-            if progress is not None:
-                progress(done, total)
+            patched[np.asarray(batch_idx)] = vals
+            tick()
     del src_out, base_out
-    return done
+    return m_src, m_base, patched
 
 
 def _localise(

@@ -25,7 +25,7 @@ one layer share their passes: they are stacked in the batch, a block of rows eac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,19 +216,21 @@ def path_patch(
         for ss in pp.groups.values()
     )
     done = 0
-    for rows, sub in chunks:
-        done = _run_chunk(
-            model,
-            pp,
-            sub,
-            direction,
-            rows.cpu().numpy(),
-            row_cap,
-            (patched, m_base, m_src),
-            done,
-            total,
-            progress,
-        )
+
+    def tick() -> None:
+        nonlocal done
+        done += passes
+        if progress is not None:
+            progress(done, total)
+
+    def one(chunk: tuple[Tensor, Task]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _run_chunk(model, pp, chunk[1], direction, row_cap, tick)
+
+    for (rows, _), (src, base, vals) in zip(chunks, current_executor().map(one, chunks)):
+        cols = rows.cpu().numpy()
+        m_src[cols] = src
+        m_base[cols] = base
+        patched[:, cols] = vals
     est, note = effects("path_patch", patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
     return _result(
         model, task, pp, est, note, patched, m_base, m_src, direction, level, n_boot, seed
@@ -362,17 +364,13 @@ def _run_chunk(
     pp: _PathPlan,
     sub: Task,
     direction: str,
-    cols: np.ndarray,
     row_cap: int,
-    out: tuple[np.ndarray, np.ndarray, np.ndarray],
-    done: int,
-    total: int,
-    progress: Progress | None,
-) -> int:
+    tick: Callable[[], None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Step 4, for one chunk of examples: the source run (caching the senders' outputs), the
     base run (caching the frozen outputs and the residual streams), then every sender group's
-    passes; fills the columns ``cols`` of ``out = (patched, m_base, m_src)``."""
-    patched, m_base, m_src = out
+    passes (``tick()`` after each). The chunk's source and base metrics ``[ne]`` and patched
+    metrics ``[n_senders, ne]``."""
     graph = pp.graph
     base_in, src_in = (
         (sub.corrupt, sub.clean) if direction == "denoising" else (sub.clean, sub.corrupt)
@@ -386,7 +384,7 @@ def _run_chunk(
         logit_tokens=tokens,
     )
     assert src_out.logits is not None
-    m_src[cols] = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
+    m_src = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
     base_out = model.run(
         base_in,
         cache=[*pp.freeze_sites, *(f"resid_pre.{L}" for L in pp.resid_layers)],
@@ -394,8 +392,9 @@ def _run_chunk(
         logit_tokens=tokens,
     )
     assert base_out.logits is not None
-    m_base[cols] = sub.metric(base_out.logits[:, 0], answers).cpu().numpy()
+    m_base = sub.metric(base_out.logits[:, 0], answers).cpu().numpy()
     index = {s: i for i, s in enumerate(pp.kept)}
+    patched = np.zeros((len(pp.kept), ne), dtype=np.float64)
     per_pass = max(1, row_cap // ne)
     for (layer, kind), members in pp.groups.items():
         frozen = _frozen(graph, kind, layer, pp.last_layer)
@@ -423,12 +422,10 @@ def _run_chunk(
                 tokens,
                 answers,
             )
-            patched[np.ix_(np.asarray([index[s] for s in batch]), cols)] = vals
-            done += 1 if pp.to_logits else 2
-            if progress is not None:
-                progress(done, total)
+            patched[np.asarray([index[s] for s in batch])] = vals
+            tick()
     del src_out, base_out
-    return done
+    return m_src, m_base, patched
 
 
 def _result(
