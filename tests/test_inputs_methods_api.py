@@ -307,7 +307,7 @@ def test_adversary_refuses_bad_arguments_before_any_scrub(monkeypatch, kwargs, n
     m, h, data, beh = _scrub_setup()
     monkeypatch.setattr(A, "prepare", expensive)
     monkeypatch.setattr(A, "finish", expensive)
-    monkeypatch.setattr(A, "_as_model", expensive)
+    monkeypatch.setattr(A, "as_model", expensive)
     with pytest.raises(ArgumentError) as e:
         sc.adversary(m, h, data, behaviour=beh, features={"x1": lambda d: d["x1"][:, 0]}, **kwargs)
     assert_refused(e, name, value)
@@ -455,7 +455,7 @@ EXPLAIN_BAD = [
 )
 def test_neurons_explain_refuses_bad_arguments_before_work(monkeypatch, kwargs, name, value):
     E = importlib.import_module("faithlens.neurons.explain")
-    monkeypatch.setattr(E, "_as_activations", expensive)
+    monkeypatch.setattr(E, "as_activations", expensive)
     monkeypatch.setattr(E, "run_explain", expensive)
     acts, con = _probe_data()
     with pytest.raises(ArgumentError) as e:

@@ -17,8 +17,7 @@ Speed comes from three options:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from .errors import InputError, ShapeError, SiteError
-from .interventions import HookContext, Intervention
+from .hooks import HookState, Op, Stop, gather_hook, register, vocab_subset
+from .interventions import Intervention
 from .models.model import Inputs, Model
 from .models.sites import (
     HookPoint,
@@ -42,6 +42,8 @@ from .models.sites import (
 
 if TYPE_CHECKING:
     from torch.utils.hooks import RemovableHandle
+
+    from .models.adapters import Adapter
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,6 +118,14 @@ class RunOutput:
             raise SiteError(f"{site!r} was not cached in this run; cached: {sorted(self.cache)}")
         return self.cache[site]
 
+    def grad_leaf(self, site: SiteLike) -> tuple[Tensor, Selection]:
+        """The zero tensor added to a ``grad_sites`` site's hooked tensor (differentiate with
+        respect to it, e.g. with ``torch.autograd.grad``) and the site's selection of it."""
+        name = str(as_site(site).name)
+        if name not in self._grads:
+            raise SiteError(f"{name!r} was not in grad_sites; grad sites: {sorted(self._grads)}")
+        return self._grads[name]
+
     def grad(self, site: SiteLike) -> Tensor:
         """Gradient of what you called ``.backward()`` on with respect to a ``grad_sites`` site."""
         name = str(as_site(site).name)
@@ -127,28 +137,6 @@ class RunOutput:
                 "no gradient yet: call .backward() on a function of this run's outputs"
             )
         return sel.get(delta.grad)
-
-
-class _Stop(Exception):
-    """Raised by the stop hook to end a forward pass early."""
-
-
-@dataclass(eq=False)
-class _Op:
-    kind: str  # "intervene" | "cache" | "grad"
-    selection: Selection
-    name: str
-    intervention: Intervention | None = None
-
-
-@dataclass(eq=False)
-class _HookState:
-    batch: int
-    offset: int
-    grad: bool
-    cache: dict[str, Tensor] = field(default_factory=dict)
-    deltas: dict[HookPoint, Tensor] = field(default_factory=dict)
-    fired: set[HookPoint] = field(default_factory=set)
 
 
 def _reachable(
@@ -213,9 +201,7 @@ def _full_width(model: Model, info: SiteInfo) -> int | None:
     if info.kind == "head":
         return a.n_heads * a.d_head
     if info.kind in ("q", "k", "v"):
-        layout = getattr(a, "layout", None)
-        qkv = getattr(layout, "qkv", "separate")
-        if qkv in ("gpt2", "neox"):
+        if a.qkv_layout in ("gpt2", "neox"):
             return (a.n_heads + 2 * a.n_kv_heads) * a.d_head
         return (a.n_heads if info.kind == "q" else a.n_kv_heads) * a.d_head
     return info.width
@@ -256,57 +242,113 @@ def run(
     """
     adapter = model.adapter
     inp = model.prepare(inputs)
-    batch = inp.batch_size
-    offset = 0
-    if start_at is not None:
-        offset = int(start_at.offset)
-        if not adapter.supports_resume:
-            raise InputError(f"{model.arch} models cannot resume a run at a layer")
-        if not 0 <= start_at.layer <= model.n_layers:
-            raise InputError(f"Resume layer {start_at.layer} out of range 0..{model.n_layers}")
-        if offset:
-            if not model.is_causal:
-                raise InputError(
-                    "only causal models can resume from cached keys and values (offset > 0)"
-                )
-            if start_at.kv is None:
-                raise InputError("Resume with offset > 0 needs the cached keys and values (kv=...)")
-            if inp.ids is None or offset >= inp.ids.shape[1]:
-                raise InputError(f"Resume offset {offset} leaves no position to recompute")
-        if start_at.hidden is None:
-            if start_at.layer != 0 or not offset:
-                raise InputError(
-                    "Resume without a hidden state continues from cached keys and values: it "
-                    "needs layer=0 and offset > 0 (use Resume.decode(kv))"
-                )
-            assert start_at.kv is not None  # checked above (offset > 0)
-            cached_rows = int(start_at.kv[0][0].shape[0])
-            if cached_rows != batch:
-                raise ShapeError(
-                    f"the cached keys and values hold {cached_rows} examples but the inputs "
-                    f"have {batch}"
-                )
-        elif start_at.hidden.shape[0] != batch:
-            raise ShapeError(
-                f"Resume hidden state has {start_at.hidden.shape[0]} examples but the inputs have {batch}"
-            )
-        want_seq = (inp.ids.shape[1] - offset) if inp.ids is not None else None
-        if (
-            want_seq is not None
-            and start_at.hidden is not None
-            and start_at.hidden.shape[1] != want_seq
-        ):
-            raise ShapeError(
-                f"Resume hidden state covers {start_at.hidden.shape[1]} positions; the inputs "
-                f"have {want_seq} positions from offset {offset}"
-            )
+    offset = _check_resume(model, inp, start_at)
     stop_info = adapter.site_info(as_site(stop_at).name) if stop_at is not None else None
     # A decoding run (no hidden state) starts at the embedding: every site is reached.
     start_layer = start_at.layer if start_at is not None and start_at.hidden is not None else None
+    plan = _group_by_hook(
+        model, inp, offset, interventions, cache, grad_sites, start_layer, stop_info
+    )
+    if grad_sites and not grad:
+        raise InputError("grad_sites needs grad=True")
+    state = HookState(batch=inp.batch_size, offset=offset, grad=grad)
+    gather: Tensor | None = None
+    if logits_at is not None and inp.ids is not None:
+        gather = resolve_positions(
+            logits_at,
+            batch=inp.batch_size,
+            rows=None,
+            seq=int(inp.ids.shape[1]) - offset,
+            last=inp.last,
+            offset=offset,
+            site="logits_at",
+        )
+    vocab_ctx: Any = _null()
+    if logit_tokens is not None:
+        vocab_ctx = vocab_subset(model, logit_tokens)
+    model_in, call_kwargs = _call_arguments(model, inp, offset, start_at, return_kv)
+    out_raw, stopped = _hooked_forward(
+        model, inp, model_in, call_kwargs, plan, state, stop_info, gather, grad, start_at, vocab_ctx
+    )
+    return _collect(model, plan, state, out_raw, stopped, gather, offset, return_kv)
 
-    # ---- resolve every site before any work -----------------------------------------------
-    ops: dict[HookPoint, list[_Op]] = {}
-    checks: list[tuple[Intervention, SiteInfo, HookPoint]] = []
+
+def _check_resume(model: Model, inp: Inputs, start_at: Resume | None) -> int:
+    """Step 1 (resolve and validate): check a :class:`Resume` against the model and the inputs;
+    the first position the run computes (0 without one)."""
+    if start_at is None:
+        return 0
+    batch = inp.batch_size
+    offset = int(start_at.offset)
+    if not model.adapter.supports_resume:
+        raise InputError(f"{model.arch} models cannot resume a run at a layer")
+    if not 0 <= start_at.layer <= model.n_layers:
+        raise InputError(f"Resume layer {start_at.layer} out of range 0..{model.n_layers}")
+    if offset:
+        if not model.is_causal:
+            raise InputError(
+                "only causal models can resume from cached keys and values (offset > 0)"
+            )
+        if start_at.kv is None:
+            raise InputError("Resume with offset > 0 needs the cached keys and values (kv=...)")
+        if inp.ids is None or offset >= inp.ids.shape[1]:
+            raise InputError(f"Resume offset {offset} leaves no position to recompute")
+    if start_at.hidden is None:
+        if start_at.layer != 0 or not offset:
+            raise InputError(
+                "Resume without a hidden state continues from cached keys and values: it "
+                "needs layer=0 and offset > 0 (use Resume.decode(kv))"
+            )
+        assert start_at.kv is not None  # checked above (offset > 0)
+        cached_rows = int(start_at.kv[0][0].shape[0])
+        if cached_rows != batch:
+            raise ShapeError(
+                f"the cached keys and values hold {cached_rows} examples but the inputs "
+                f"have {batch}"
+            )
+    elif start_at.hidden.shape[0] != batch:
+        raise ShapeError(
+            f"Resume hidden state has {start_at.hidden.shape[0]} examples but the inputs have {batch}"
+        )
+    want_seq = (inp.ids.shape[1] - offset) if inp.ids is not None else None
+    if (
+        want_seq is not None
+        and start_at.hidden is not None
+        and start_at.hidden.shape[1] != want_seq
+    ):
+        raise ShapeError(
+            f"Resume hidden state covers {start_at.hidden.shape[1]} positions; the inputs "
+            f"have {want_seq} positions from offset {offset}"
+        )
+    return offset
+
+
+@dataclass(eq=False)
+class _Plan:
+    """What a run does at each hooked tensor, resolved before any work."""
+
+    ops: dict[HookPoint, list[Op]] = field(default_factory=dict)
+    # interventions to check for having run: (intervention, its site, its hook point)
+    checks: list[tuple[Intervention, SiteInfo, HookPoint]] = field(default_factory=list)
+    grad_names: list[str] = field(default_factory=list)
+
+
+def _group_by_hook(
+    model: Model,
+    inp: Inputs,
+    offset: int,
+    interventions: Sequence[Intervention],
+    cache: Sequence[SiteLike],
+    grad_sites: Sequence[SiteLike],
+    start_layer: int | None,
+    stop_info: SiteInfo | None,
+) -> _Plan:
+    """Step 2 (group by hook point): resolve every intervention, cache and grad site (checking
+    that the run reaches it and that each intervention fits its selection), grouped by the
+    hooked tensor they share."""
+    adapter = model.adapter
+    batch = inp.batch_size
+    plan = _Plan()
 
     def add(kind: str, site: Site, rows: Any, iv: Intervention | None = None) -> Selection:
         info = adapter.site_info(site.name)
@@ -315,7 +357,7 @@ def run(
             what = "an intervention on" if kind == "intervene" else "caching"
             raise SiteError(f"{what} {site.name} can never happen: {why}")
         sel = _build_selection(model, site, info, rows, batch, inp, offset)
-        ops.setdefault(info.hook, []).append(_Op(kind, sel, site.name, iv))
+        plan.ops.setdefault(info.hook, []).append(Op(kind, sel, site.name, iv))
         return sel
 
     for iv in interventions:
@@ -323,8 +365,7 @@ def run(
             raise InputError(
                 f"interventions must be faithlens interventions (Zero, Patch, ...), not {type(iv).__name__}"
             )
-        site = iv.site_spec
-        sel = add("intervene", site, iv.rows, iv)
+        sel = add("intervene", iv.site_spec, iv.rows, iv)
         info = sel.info
         seq = _seq_for(info, inp, offset)
         width = _full_width(model, info)
@@ -336,64 +377,59 @@ def run(
                 (batch, abs_seq, info.width) if abs_seq is not None else (batch, info.width)
             )
             iv.validate(tuple(shape), site_shape)
-        checks.append((iv, info, info.hook))
+        plan.checks.append((iv, info, info.hook))
     for c in cache:
         add("cache", as_site(c), None)
-    grad_names: list[str] = []
     for g in grad_sites:
         gs = as_site(g)
         add("grad", gs, None)
-        grad_names.append(gs.name)
-    if grad_sites and not grad:
-        raise InputError("grad_sites needs grad=True")
+        plan.grad_names.append(gs.name)
+    return plan
 
-    state = _HookState(batch=batch, offset=offset, grad=grad)
-    handles: list[RemovableHandle] = []
-    gather: Tensor | None = None
-    if logits_at is not None and inp.ids is not None:
-        gather = resolve_positions(
-            logits_at,
-            batch=batch,
-            rows=None,
-            seq=int(inp.ids.shape[1]) - offset,
-            last=inp.last,
-            offset=offset,
-            site="logits_at",
-        )
 
-    vocab_ctx: Any = _null()
-    if logit_tokens is not None:
-        vocab_ctx = _vocab_subset(model, logit_tokens)
-
-    # ---- the forward pass -----------------------------------------------------------------
-    module = model.module
+def _call_arguments(
+    model: Model, inp: Inputs, offset: int, start_at: Resume | None, return_kv: bool
+) -> tuple[Any, dict[str, Any]]:
+    """The module's inputs (``None``: a generic module's own arguments) and keyword arguments
+    (the key/value cache of a resumed causal run)."""
+    adapter = model.adapter
     call_kwargs: dict[str, Any] = {}
-    model_in: Any
-    if inp.ids is not None:
-        mi: dict[str, Any] = {"input_ids": inp.ids[:, offset:]}
-        if inp.mask is not None:
-            mi["attention_mask"] = inp.mask
-        mi.update(inp.kwargs)
-        model_in = mi
-        is_hf = hasattr(adapter, "layout")
-        if is_hf and model.is_causal:
-            call_kwargs["use_cache"] = bool(return_kv or offset)
-        if offset:
-            assert start_at is not None and start_at.kv is not None
-            call_kwargs[adapter.kv_kwarg] = adapter.make_kv_cache(start_at.kv)
-    else:
-        model_in = None
+    if inp.ids is None:
+        return None, call_kwargs
+    mi: dict[str, Any] = {"input_ids": inp.ids[:, offset:]}
+    if inp.mask is not None:
+        mi["attention_mask"] = inp.mask
+    mi.update(inp.kwargs)
+    if adapter.takes_use_cache and model.is_causal:
+        call_kwargs["use_cache"] = bool(return_kv or offset)
+    if offset:
+        assert start_at is not None and start_at.kv is not None
+        call_kwargs[adapter.kv_kwarg] = adapter.make_kv_cache(start_at.kv)
+    return mi, call_kwargs
 
+
+def _hooked_forward(
+    model: Model,
+    inp: Inputs,
+    model_in: Any,
+    call_kwargs: dict[str, Any],
+    plan: _Plan,
+    state: HookState,
+    stop_info: SiteInfo | None,
+    gather: Tensor | None,
+    grad: bool,
+    start_at: Resume | None,
+    vocab_ctx: Any,
+) -> tuple[Any, bool]:
+    """Steps 3-5: register the hooks, run the model's own forward, and remove the hooks in a
+    ``finally`` (also when the run raises). The raw output, and whether a stop hook ended it."""
+    adapter = model.adapter
+    module = model.module
+    handles: list[RemovableHandle] = []
     out_raw: Any = None
-    logits: Tensor | None = None
     stopped = False
     try:
-        for hp, hp_ops in ops.items():
-            handles.append(_register(module, hp, hp_ops, state, stop=False))
-        if stop_info is not None:
-            handles.append(_register(module, stop_info.hook, [], state, stop=True))
-        if gather is not None and adapter.unembed_module is not None:
-            handles.append(_gather_hook(module, adapter.unembed_module, gather))
+        _register_hooks(handles, module, plan, state, stop_info, gather, adapter)
         ctx = torch.enable_grad() if grad else torch.no_grad()
         resume_ctx = (
             adapter.resumed(start_at.layer, start_at.hidden.to(model.device))
@@ -406,19 +442,54 @@ def run(
                     out_raw = module(*inp.args, **inp.kwargs)
                 else:
                     out_raw = adapter.forward(module, model_in, **call_kwargs)
-            except _Stop:
+            except Stop:
                 stopped = True
     finally:
         for h in handles:
             h.remove()
+    return out_raw, stopped
 
+
+def _register_hooks(
+    handles: list[RemovableHandle],
+    module: nn.Module,
+    plan: _Plan,
+    state: HookState,
+    stop_info: SiteInfo | None,
+    gather: Tensor | None,
+    adapter: Adapter,
+) -> None:
+    """Step 3 (register hooks): one per hooked tensor, the stop hook and the logits gather,
+    each appended to ``handles`` as soon as it is registered (so cleanup removes it)."""
+    for hp, hp_ops in plan.ops.items():
+        handles.append(register(module, hp, hp_ops, state, stop=False))
+    if stop_info is not None:
+        handles.append(register(module, stop_info.hook, [], state, stop=True))
+    if gather is not None and adapter.unembed_module is not None:
+        handles.append(gather_hook(module, adapter.unembed_module, gather))
+
+
+def _collect(
+    model: Model,
+    plan: _Plan,
+    state: HookState,
+    out_raw: Any,
+    stopped: bool,
+    gather: Tensor | None,
+    offset: int,
+    return_kv: bool,
+) -> RunOutput:
+    """Step 6: check that every intervention ran, and gather the logits, keys and values,
+    cache and gradient leaves into a :class:`RunOutput`."""
+    adapter = model.adapter
     # Interventions whose hook never fired (raw module sites that the forward pass skips).
-    for iv, _info, hp in checks:
+    for iv, _info, hp in plan.checks:
         if hp not in state.fired and not stopped:
             raise SiteError(
                 f"the intervention {iv.describe()} never ran: module {hp.module!r} was not "
                 "called in this forward pass"
             )
+    logits: Tensor | None = None
     if not stopped:
         logits = adapter.logits_of(out_raw)
         if logits is not None and gather is not None and adapter.unembed_module is None:
@@ -426,9 +497,11 @@ def run(
             logits = logits[rows, gather.to(logits.device)]
     kv = adapter.kv_of(out_raw) if (return_kv and not stopped) else None
     result = RunOutput(logits=logits, cache=state.cache, raw=out_raw, kv=kv, offset=offset)
-    for name in grad_names:
+    for name in plan.grad_names:
         info = adapter.site_info(name)
-        sel = next(op.selection for op in ops[info.hook] if op.kind == "grad" and op.name == name)
+        sel = next(
+            op.selection for op in plan.ops[info.hook] if op.kind == "grad" and op.name == name
+        )
         if info.hook in state.deltas:
             result._grads[name] = (state.deltas[info.hook], sel)
     return result
@@ -440,118 +513,6 @@ class _null:
 
     def __exit__(self, *exc: Any) -> None:
         return None
-
-
-def _process(t: Tensor, hp: HookPoint, ops: list[_Op], state: _HookState) -> Tensor:
-    state.fired.add(hp)
-    ivs = [op for op in ops if op.kind == "intervene"]
-    if ivs:
-        t = t.clone()
-        for op in ivs:
-            assert op.intervention is not None
-            sel = op.selection
-            current = sel.get(t)
-            if state.grad:
-                # ``current`` may be a view of ``t``, which ``sel.set`` overwrites in place
-                # below; autograd needs the value the intervention saw (e.g. a basis change).
-                current = current.clone()
-            ctx = HookContext(selection=sel, full=t, batch=state.batch, offset=state.offset)
-            new = op.intervention.compute(current, ctx)
-            if tuple(new.shape) != tuple(current.shape):
-                raise ShapeError(
-                    f"{op.intervention.describe()} returned shape {tuple(new.shape)} for a "
-                    f"selection of shape {tuple(current.shape)}"
-                )
-            sel.set(t, new.to(t.dtype))
-    if any(op.kind == "grad" for op in ops):
-        delta = torch.zeros_like(t, requires_grad=True)
-        state.deltas[hp] = delta
-        t = t + delta
-    for op in ops:
-        if op.kind == "cache":
-            v = op.selection.get(t)
-            state.cache[op.name] = v if state.grad else v.detach().clone()
-    return t
-
-
-def _register(
-    module: nn.Module, hp: HookPoint, ops: list[_Op], state: _HookState, *, stop: bool
-) -> RemovableHandle:
-    target = module.get_submodule(hp.module) if hp.module else module
-
-    if hp.io == "in":
-
-        def pre(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            if stop:
-                raise _Stop()
-            if len(args) > hp.index:
-                t = args[hp.index]
-                new = _process(t, hp, ops, state)
-                return (*args[: hp.index], new, *args[hp.index + 1 :]), kwargs
-            if hp.kwarg is not None and hp.kwarg in kwargs:
-                kwargs = dict(kwargs)
-                kwargs[hp.kwarg] = _process(kwargs[hp.kwarg], hp, ops, state)
-                return args, kwargs
-            raise SiteError(f"module {hp.module!r} was called without input #{hp.index}")
-
-        return target.register_forward_pre_hook(pre, with_kwargs=True)
-
-    def post(_m: nn.Module, _args: tuple[Any, ...], _kwargs: dict[str, Any], output: Any) -> Any:
-        if stop:
-            raise _Stop()
-        if isinstance(output, Tensor):
-            return _process(output, hp, ops, state)
-        if isinstance(output, tuple):
-            new = _process(output[hp.index], hp, ops, state)
-            return (*output[: hp.index], new, *output[hp.index + 1 :])
-        if isinstance(output, list):
-            lst = list(output)
-            lst[hp.index] = _process(lst[hp.index], hp, ops, state)
-            return lst
-        if hasattr(output, "to_tuple"):
-            key = list(output.keys())[hp.index]
-            output[key] = _process(output[key], hp, ops, state)
-            return output
-        raise SiteError(f"cannot hook the output of {hp.module!r} (a {type(output).__name__})")
-
-    return target.register_forward_hook(post, with_kwargs=True)
-
-
-@contextmanager
-def _vocab_subset(model: Model, tokens: Tensor) -> Iterator[None]:
-    """Give the unembedding only the rows of ``tokens`` for the duration of a run (the
-    original parameters, and any weight tying, are restored afterwards)."""
-    path = model.adapter.unembed_module
-    lin = model.module.get_submodule(path) if path is not None else None
-    if not isinstance(lin, nn.Linear):
-        raise InputError(
-            "logit_tokens needs a model whose unembedding is an nn.Linear; this one has "
-            f"{type(lin).__name__ if lin is not None else 'none'}"
-        )
-    tokens = torch.as_tensor(tokens, dtype=torch.long, device=lin.weight.device).flatten()
-    if tokens.numel() == 0 or int(tokens.min()) < 0 or int(tokens.max()) >= lin.out_features:
-        raise InputError(f"logit_tokens must be token ids in [0, {lin.out_features})")
-    weight, bias = lin.weight, lin.bias
-    lin.weight = nn.Parameter(weight[tokens], requires_grad=weight.requires_grad)
-    if bias is not None:
-        lin.bias = nn.Parameter(bias[tokens], requires_grad=bias.requires_grad)
-    try:
-        yield
-    finally:
-        lin.weight = weight
-        lin.bias = bias
-
-
-def _gather_hook(module: nn.Module, path: str, positions: Tensor) -> RemovableHandle:
-    """Feed the unembedding only the positions a metric reads."""
-    target = module.get_submodule(path)
-
-    def pre(_m: nn.Module, args: tuple[Any, ...]) -> Any:
-        h = args[0]
-        rows = torch.arange(h.shape[0], device=h.device)[:, None]
-        return (h[rows, positions.to(h.device)], *args[1:])
-
-    return target.register_forward_pre_hook(pre)
 
 
 __all__ = ["Resume", "RunOutput", "run"]

@@ -16,7 +16,7 @@ from ..results import atomic_file, check_output_file, check_target
 from ._common import console, print_frame
 
 
-def _load(path: Path, what: str) -> tuple[np.ndarray, list[str] | None]:
+def load_array_file(path: Path, what: str) -> tuple[np.ndarray, list[str] | None]:
     """The numbers in ``path`` (.npy, .pt, .csv, .parquet): a non-empty, finite, numeric array.
     Anything else (an object array, a dict in a .pt, an empty file, text cells) is an
     :class:`InputError` naming the file and what is expected."""
@@ -73,9 +73,9 @@ def _load(path: Path, what: str) -> tuple[np.ndarray, list[str] | None]:
     return arr, names
 
 
-def _read_matrix(path: Path, what: str) -> tuple[np.ndarray, list[str] | None]:
+def read_matrix(path: Path, what: str) -> tuple[np.ndarray, list[str] | None]:
     """A 2-D array from .npy, .pt, .csv or .parquet (tables keep their column names)."""
-    arr, names = _load(path, what)
+    arr, names = load_array_file(path, what)
     if arr.ndim != 2:
         raise InputError(
             f"{what} file {path} holds an array of shape {tuple(arr.shape)}; expected a 2-D "
@@ -119,7 +119,7 @@ def _load_tensor_file(path: Path, what: str) -> np.ndarray:
 
 
 @contextmanager
-def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+def progress_printer(label: str) -> Iterator[Callable[[int, int], None]]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -138,7 +138,7 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
         yield update
 
 
-def _check_outputs(out: Path | None, plot: Path | None, overwrite: bool) -> None:
+def check_outputs(out: Path | None, plot: Path | None, overwrite: bool) -> None:
     """Refuse an unwritable or existing --out / --plot before any work."""
     if out is not None:
         check_target(out, overwrite=overwrite, name="--out")
@@ -146,13 +146,13 @@ def _check_outputs(out: Path | None, plot: Path | None, overwrite: bool) -> None
         check_output_file(plot, overwrite=overwrite, name="--plot")
 
 
-def _save_plot(res: Any, plot: Path, overwrite: bool) -> None:
+def save_plot(res: Any, plot: Path, overwrite: bool) -> None:
     with atomic_file(plot, overwrite=overwrite, name="--plot") as tmp:
         res.plot().savefig(tmp, dpi=120)
     console.print(f"plot saved to {plot}")
 
 
-def _report(
+def print_report(
     res: Any, out: Path | None, show: int, plot: Path | None, overwrite: bool = False
 ) -> None:
     console.print(res.summary(max_units=show), highlight=False, markup=False)
@@ -178,16 +178,16 @@ def _report(
         res.save(out, overwrite=overwrite)
         console.print(f"saved to {out}")
     if plot is not None:
-        _save_plot(res, plot, overwrite)
+        save_plot(res, plot, overwrite)
 
 
-def _read_array(path: Path, what: str) -> np.ndarray:
+def read_array(path: Path, what: str) -> np.ndarray:
     if path.suffix.lower() not in (".npy", ".pt", ".pth"):
         raise InputError(f"{what} must be .npy or .pt (got {path.name})")
-    return _load(path, what)[0]
+    return load_array_file(path, what)[0]
 
 
-def _parse_units(spec: str, n: int) -> list[int]:
+def parse_units(spec: str, n: int) -> list[int]:
     """``a:b`` (Python slice, both ends within the units) or a comma list of unit indices;
     anything outside ``0..n-1``, an empty selection or a repeat is an error (never clamped)."""
     text = spec.strip()

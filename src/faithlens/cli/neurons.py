@@ -12,14 +12,14 @@ from ..errors import InputError
 from ..results import atomic_folder
 from ._common import comma_list, console, friendly_errors, load_model, print_frame
 from ._neurons_io import (
-    _check_outputs,
-    _load,
-    _parse_units,
-    _progress,
-    _read_array,
-    _read_matrix,
-    _report,
-    _save_plot,
+    check_outputs,
+    load_array_file,
+    parse_units,
+    print_report,
+    progress_printer,
+    read_array,
+    read_matrix,
+    save_plot,
 )
 
 METRIC_HELP = (
@@ -150,7 +150,7 @@ def register(app: typer.Typer) -> None:
             )
             V.positive_int("--n-texts", n_texts)
             V.nonnegative_int("--show", show)
-            _check_outputs(out, plot, overwrite)
+            check_outputs(out, plot, overwrite)
             if model is not None:
                 if site is None:
                     raise InputError("--model needs --site (for example mlp_post.4)")
@@ -166,17 +166,19 @@ def register(app: typer.Typer) -> None:
             else:
                 if activations is None or concepts is None:
                     raise InputError("give --activations and --concepts, or --model and --site")
-                a, a_names = _read_matrix(activations, "activations")
-                c, c_names = _read_matrix(concepts, "concepts")
+                a, a_names = read_matrix(activations, "activations")
+                c, c_names = read_matrix(concepts, "concepts")
                 acts = N.Activations(
                     torch.as_tensor(np.asarray(a, dtype=np.float32)),
                     tuple(a_names) if a_names else None,
                 )
                 con = N.as_concepts(np.asarray(c, dtype=np.float32), c_names)
-                grp = _load(groups, "groups")[0].reshape(-1) if groups is not None else None
+                grp = (
+                    load_array_file(groups, "groups")[0].reshape(-1) if groups is not None else None
+                )
             if units is not None:
-                acts = acts.units(_parse_units(units, acts.n_units))
-            with _progress("explaining") as tick:
+                acts = acts.units(parse_units(units, acts.n_units))
+            with progress_printer("explaining") as tick:
                 res = N.explain(
                     acts,
                     con,
@@ -196,7 +198,7 @@ def register(app: typer.Typer) -> None:
                     checkpoint=checkpoint,
                     progress=tick,
                 )
-            _report(res, out, show, plot, overwrite)
+            print_report(res, out, show, plot, overwrite)
 
     @neurons.command("dissect")
     def dissect_cmd(
@@ -245,13 +247,13 @@ def register(app: typer.Typer) -> None:
             V.probability("--quantile", quantile, fix="the top quantile that fires, e.g. 0.005")
             check_explain_args(delta=delta, n_boot=n_boot, level=level, seed=seed, cli=True)
             V.nonnegative_int("--show", show)
-            _check_outputs(out, plot, overwrite)
-            mp = _read_array(maps, "maps")
-            mk = _read_array(masks, "masks") if masks is not None else None
-            lb = _read_matrix(labels, "labels")[0] if labels is not None else None
+            check_outputs(out, plot, overwrite)
+            mp = read_array(maps, "maps")
+            mk = read_array(masks, "masks") if masks is not None else None
+            lb = read_matrix(labels, "labels")[0] if labels is not None else None
             all_names = [x.strip() for x in names.split(",")] if names else None
             n_mask = mk.shape[1] if mk is not None else 0
-            with _progress("dissecting") as tick:
+            with progress_printer("dissecting") as tick:
                 res = dissect(
                     mp,
                     mk,
@@ -265,7 +267,7 @@ def register(app: typer.Typer) -> None:
                     seed=seed,
                     progress=tick,
                 )
-            _report(res, out, show, plot, overwrite)
+            print_report(res, out, show, plot, overwrite)
 
     @neurons.command("digits")
     def digits_cmd(
@@ -298,7 +300,7 @@ def register(app: typer.Typer) -> None:
             check_explain_args(n_boot=n_boot, seed=seed, cli=True)
             V.nonnegative_int("--show", show)
             V.positive_int("--n-probe", n_probe, fix="at most 597 held-out digits")
-            _check_outputs(out, None, overwrite)
+            check_outputs(out, None, overwrite)
             model = D.digits_model()
             data = D.load_digits_data(0)
             if not 10 <= n_probe <= len(data.y_probe):
@@ -307,7 +309,7 @@ def register(app: typer.Typer) -> None:
             console.print(
                 f"[bold]digits CNN[/]: accuracy {D.accuracy(D.digits_cnn(), x, y):.3f} on {n_probe} held-out digits"
             )
-            with _progress("logits") as tick:
+            with progress_printer("logits") as tick:
                 logits = N.explain(
                     N.collect(model, x, "logits"),
                     D.digit_concepts(y),
@@ -319,7 +321,7 @@ def register(app: typer.Typer) -> None:
                 )
             console.print(logits.summary(max_units=show), highlight=False, markup=False)
             masks, names = D.pixel_concepts(x)
-            with _progress("dissection") as tick:
+            with progress_printer("dissection") as tick:
                 dis = dissect(
                     "pool",
                     masks,
@@ -377,7 +379,7 @@ def register(app: typer.Typer) -> None:
             check_explain_args(delta=delta, n_boot=n_boot, level=level, seed=seed, cli=True)
             V.min_examples("--reps", reps, what="a coverage estimate")
             V.probability("--p", p, fix="a concept frequency such as 0.1")
-            _check_outputs(out, plot, overwrite)
+            check_outputs(out, plot, overwrite)
             sizes = comma_list(n, int, "--n")
             with console.status("simulating..."):
                 res = simulate(
@@ -396,7 +398,7 @@ def register(app: typer.Typer) -> None:
                 res.save(out, overwrite=overwrite)
                 console.print(f"saved to {out}")
             if plot is not None:
-                _save_plot(res, plot, overwrite)
+                save_plot(res, plot, overwrite)
 
     @neurons.command("bound")
     def bound_cmd(
@@ -470,7 +472,7 @@ def register(app: typer.Typer) -> None:
 
         with friendly_errors():
             V.nonnegative_int("--seed", seed)
-            _check_outputs(out, plot, overwrite)
+            check_outputs(out, plot, overwrite)
             freqs = comma_list(frequencies, float, "--frequencies")
             with console.status("checking metrics..."):
                 res = sanity_checks(
@@ -481,7 +483,7 @@ def register(app: typer.Typer) -> None:
                 res.save(out, overwrite=overwrite)
                 console.print(f"saved to {out}")
             if plot is not None:
-                _save_plot(res, plot, overwrite)
+                save_plot(res, plot, overwrite)
 
     @neurons.command("show")
     def show_cmd(
@@ -506,7 +508,7 @@ def register(app: typer.Typer) -> None:
 
         with friendly_errors():
             V.nonnegative_int("--show", show)
-            _check_outputs(None, plot, overwrite)
+            check_outputs(None, plot, overwrite)
             res: Any = Result.load(path)
             if unit is not None:
                 if not hasattr(res, "unit"):
@@ -519,7 +521,7 @@ def register(app: typer.Typer) -> None:
                     highlight=False,
                 )
             if plot is not None:
-                _save_plot(res, plot, overwrite)
+                save_plot(res, plot, overwrite)
 
 
 __all__ = ["register"]

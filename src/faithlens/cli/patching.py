@@ -47,7 +47,7 @@ def _check_sites_option(sites: str) -> str | list[str]:
 
 def _check_common(direction: str, n_boot: int, top: int) -> None:
     from .. import validate
-    from ..patching.exact import DIRECTIONS
+    from ..patching.sweep import DIRECTIONS
 
     validate.choice("--direction", direction, DIRECTIONS)
     validate.n_boot(n_boot, "--n-boot")
@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Patch every site of a group and report each site's effect with a confidence interval."""
         from .. import patching, tasks, validate
-        from ..patching.exact import POSITION_MODES
+        from ..patching.sweep import POSITION_MODES
         from ..results import check_target
 
         with friendly_errors():

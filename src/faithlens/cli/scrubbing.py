@@ -188,9 +188,9 @@ def register(app: typer.Typer) -> None:
             if dry_run:
                 console.print(prep.describe(), highlight=False, markup=False)
                 return
-            from ..scrubbing.engine import _enough_references, check_rewrites, finish
+            from ..scrubbing.engine import check_rewrites, enough_references, finish
 
-            _enough_references(prep, n)
+            enough_references(prep, n)
             check_rewrites(prep)
             with Progress(
                 TextColumn("[bold]scrubbing[/] {task.description}"),

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .train import DASTraining
 
 
-def _flat(t: Tensor, width: int) -> Tensor:
+def flat_rows(t: Tensor, width: int) -> Tensor:
     return t.reshape(-1, width)
 
 
@@ -92,7 +92,7 @@ def emd_at_epoch(tr: DASTraining, epoch: int, T: float) -> float:
             for start in range(0, n, bs):
                 rows = torch.arange(start, min(n, start + bs))
                 _, h = tr.run_batch(rows, None if m is not None else tr.dims, m, grad=False)
-                acts.append(_flat(h, width))
+                acts.append(flat_rows(h, width))
             emd_value = D.sinkhorn(torch.cat(acts), tr.natural, dims=list(o.emd_dims or []))
     return emd_value
 
@@ -122,8 +122,8 @@ def train_epoch(tr: DASTraining, epoch: int, T: float, emd_value: float) -> dict
             l_cl = torch.zeros((), device=scores.device)
             if uses_cl:
                 assert cl_targets is not None
-                hf = _flat(h, width)
-                tg = _flat(cl_targets[rows.to(device)], width)
+                hf = flat_rows(h, width)
+                tg = flat_rows(cl_targets[rows.to(device)], width)
                 if o.cl_form == "mas":
                     l_cl = cl_loss_mas(hf, tg)
                 else:

@@ -28,11 +28,11 @@ from ..interventions import Interchange
 from ..models.model import Model
 from ..models.sites import Site, SiteLike, as_site
 from ..runs import Resume
-from ..tasks.interchange import InterchangeData, _select
+from ..tasks.interchange import InterchangeData, select_rows
 from .alignment import Alignment, BoundlessMask, make_alignment
 from .args import LOSSES, METHODS, SELECT, DASOptions, check_das_args, check_inputs, resolve_dims
 from .checkpoint import CHECKPOINT, Checkpointer, run_config
-from .loop import _flat, restore_best, train_loop
+from .loop import flat_rows, restore_best, train_loop
 from .result import DASResult
 
 
@@ -124,7 +124,7 @@ def _run_batch(
     resume: tuple[int, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Scores ``[b, classes]`` and intervened activations at the site for rows of ``data``."""
-    base = data.base if rows is None else _select(data.base, rows)
+    base = data.base if rows is None else select_rows(data.base, rows)
     s = src if rows is None else src[rows.to(src.device)]
     pos = data.positions
     if rows is not None and isinstance(pos, Tensor) and pos.dim() >= 1:
@@ -182,11 +182,11 @@ def evaluate_alignment(
                 model, data, s, alignment, src, rows, dims, mask, grad=False, resume=resume
             )
             correct.append((sc.argmax(-1).cpu() == data.labels[rows].cpu()).double())
-            acts.append(_flat(h.detach(), width))
+            acts.append(flat_rows(h.detach(), width))
     corr = torch.cat(correct).numpy()
     itv = torch.cat(acts)
     nat = natural if natural is not None else data.natural
-    nat = _flat(src, width) if nat is None else nat.to(itv.device)
+    nat = flat_rows(src, width) if nat is None else nat.to(itv.device)
     ci = stats.mean_interval(corr, seed=seed)
     emd = D.sinkhorn(itv, nat, blur=blur)
     emd_f = D.sinkhorn(itv, nat, blur=blur, dims=list(emd_dims)) if emd_dims else float("nan")
@@ -400,7 +400,7 @@ def _init_training(
     gen = torch.Generator().manual_seed(seed)
     n = len(data)
     bs = n if batch_size is None else max(1, min(int(batch_size), n))
-    natural = data.natural if data.natural is not None else _flat(src, width)
+    natural = data.natural if data.natural is not None else flat_rows(src, width)
     natural = natural.to(device)
     cl_targets = None if data.cl_targets is None else data.cl_targets.to(device)
     t0, t1 = float(temperature[0]), float(temperature[1])

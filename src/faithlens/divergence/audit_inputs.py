@@ -22,7 +22,7 @@ SOURCE_REFS = ("clean", "corrupt")
 Conditions = Mapping[str, Sequence[Intervention]] | Sequence[Intervention] | Intervention
 
 
-def _conditions(interventions: Conditions) -> dict[str, list[Intervention]]:
+def as_conditions(interventions: Conditions) -> dict[str, list[Intervention]]:
     if isinstance(interventions, Intervention):
         interventions = [interventions]
     if isinstance(interventions, Mapping):
@@ -115,7 +115,7 @@ def check_reachable(
     return notes
 
 
-def _source_ref(iv: Intervention) -> str | None:
+def source_ref(iv: Intervention) -> str | None:
     src = getattr(iv, "source", None)
     if isinstance(src, str):
         if src not in SOURCE_REFS:
@@ -134,11 +134,11 @@ def bind_sources(
     intervention's site (one run per referenced input set, caching every site needed)."""
     if task is not None and callable(getattr(task, "bind", None)):
         for iv in interventions:
-            _source_ref(iv)  # a clear error for unknown references
+            source_ref(iv)  # a clear error for unknown references
         return list(task.bind(model, interventions))
     refs: dict[str, list[str]] = {}
     for iv in interventions:
-        r = _source_ref(iv)
+        r = source_ref(iv)
         if r is not None:
             if task is None:
                 raise InputError(
@@ -154,7 +154,7 @@ def bind_sources(
         caches[r] = out.cache
     bound: list[Intervention] = []
     for iv in interventions:
-        r = _source_ref(iv)
+        r = source_ref(iv)
         if r is None:
             bound.append(iv)
         else:
@@ -162,7 +162,7 @@ def bind_sources(
     return bound
 
 
-def _gather(act: Tensor, inputs: Inputs, positions: Any, site: Site) -> Tensor:
+def gather_rows(act: Tensor, inputs: Inputs, positions: Any, site: Site) -> Tensor:
     """``[n_points, width]`` from a cached activation: the site's own selection if it has one,
     else the audit's ``positions``: ``"all"`` (every real token), an int/tensor per example."""
     if act.dim() == 2:
@@ -198,8 +198,8 @@ def _gather(act: Tensor, inputs: Inputs, positions: Any, site: Site) -> Tensor:
     return act[rows, p].reshape(-1, act.shape[-1])
 
 
-def _gather_ids(act: Tensor, inputs: Inputs, positions: Any, site: Site) -> np.ndarray:
-    """The example index of each row :func:`_gather` returns (same layout)."""
+def gather_token_ids(act: Tensor, inputs: Inputs, positions: Any, site: Site) -> np.ndarray:
+    """The example index of each row :func:`gather_rows` returns (same layout)."""
     n = act.shape[0]
     ex = torch.arange(n)
     if act.dim() == 2:
@@ -255,7 +255,7 @@ def default_units(model: Model, site: SiteLike) -> str | None:
     return name
 
 
-def _sel(site: Site) -> tuple[Any, Any]:
+def select_rows(site: Site) -> tuple[Any, Any]:
     """The position selection of the audit site, for the units site (same positions)."""
     return site.positions, None
 
@@ -267,6 +267,6 @@ def mean_difference_vector(
     vector), over the given ``positions`` of inputs ``a`` and ``b``."""
     s = as_site(site)
     ai, bi = model.prepare(a), model.prepare(b)
-    ha = _gather(model.run(ai, cache=[Site(s.name)]).cache[s.name], ai, positions, s)
-    hb = _gather(model.run(bi, cache=[Site(s.name)]).cache[s.name], bi, positions, s)
+    ha = gather_rows(model.run(ai, cache=[Site(s.name)]).cache[s.name], ai, positions, s)
+    hb = gather_rows(model.run(bi, cache=[Site(s.name)]).cache[s.name], bi, positions, s)
     return ha.float().mean(0) - hb.float().mean(0)

@@ -22,13 +22,13 @@ from ..models.sites import Site, SiteLike, as_site
 from ..tasks.base import Task
 from .audit_inputs import (
     Conditions,
-    _conditions,
-    _gather,
-    _gather_ids,
-    _sel,
-    _source_ref,
+    as_conditions,
     bind_sources,
     default_units,
+    gather_rows,
+    gather_token_ids,
+    select_rows,
+    source_ref,
 )
 from .compare import DivergenceResult, check_split_arguments, divergences, resolve_metrics
 from .dormant import dormant_units
@@ -55,7 +55,7 @@ def check_audit_arguments(
 ) -> tuple[dict[str, list[Intervention]], Site, tuple[str, ...], float]:
     """Refuse every argument that makes no sense, before any run: the conditions, the site, the
     metrics (resolved) and the threshold (as a float)."""
-    conds = _conditions(interventions)
+    conds = as_conditions(interventions)
     s = as_site(site)
     model.site_info(s)  # unknown site: SiteError with the nearest names, before any work
     names = resolve_metrics(metrics)
@@ -171,7 +171,7 @@ class AuditRun:
         s = self.site
         cache_sites = [Site(s.name, s.positions, s.units)]
         if self.units_site is not None:
-            cache_sites.append(Site(as_site(self.units_site).name, *(_sel(s))))
+            cache_sites.append(Site(as_site(self.units_site).name, *(select_rows(s))))
         return cache_sites
 
     def inputs_for(self, which: Any) -> Inputs:
@@ -186,10 +186,10 @@ class AuditRun:
         return self.positions
 
     def gather(self, act: Tensor, inputs: Inputs) -> Tensor:
-        return _gather(act, inputs, self.pos_for(inputs), self.site)
+        return gather_rows(act, inputs, self.pos_for(inputs), self.site)
 
     def gather_ids(self, act: Tensor, inputs: Inputs) -> np.ndarray:
-        return _gather_ids(act, inputs, self.pos_for(inputs), self.site)
+        return gather_token_ids(act, inputs, self.pos_for(inputs), self.site)
 
 
 @dataclass(frozen=True)
@@ -242,7 +242,7 @@ def audit_condition(
     divergence in the full space, the row and null spaces, the displacement and the dormant
     units recruited."""
     model, task, s, base = run.model, run.task, run.site, run.base
-    refs = {r for r in (_source_ref(iv) for iv in ivs) if r is not None}
+    refs = {r for r in (source_ref(iv) for iv in ivs) if r is not None}
     if isinstance(base, str) and base == "auto":
         if run.is_task:
             base_inp = task.corrupt if "clean" in refs else task.clean

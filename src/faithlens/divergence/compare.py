@@ -142,7 +142,7 @@ def split_values(
     """The raw split protocol of :func:`divergences` (see the module docstring)."""
     names = resolve_metrics(metrics)
     nat, itv = D.check_pair(natural, intervened, names=("natural", "intervened"))
-    nat_np, itv_np = D._np(nat), D._np(itv)
+    nat_np, itv_np = D.to_numpy(nat), D.to_numpy(itv)
     n_nat, n_itv = len(nat_np), len(itv_np)
     if n_splits < 1:
         raise InputError(f"n_splits must be at least 1, got {n_splits}")
@@ -410,7 +410,7 @@ def divergences(
     is_paired = groups is None and bool(paired if paired is not None else len(nat) == len(itv))
     mse = mse_se = float("nan")
     if is_paired:
-        per_row = ((D._np(nat) - D._np(itv)) ** 2).mean(1)
+        per_row = ((D.to_numpy(nat) - D.to_numpy(itv)) ** 2).mean(1)
         m, s = stats.mean_se(per_row)
         mse, mse_se = float(m), float(s)
     return DivergenceResult(

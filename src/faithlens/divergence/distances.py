@@ -86,7 +86,8 @@ def check_pair(
     return xt, yt.to(xt.device)
 
 
-def _np(t: Tensor) -> np.ndarray:
+def to_numpy(t: Tensor) -> np.ndarray:
+    """``t`` as a float64 numpy array on the CPU (detached)."""
     return t.detach().to("cpu", torch.float64).numpy()
 
 
@@ -207,7 +208,7 @@ def pairwise_cost(x: ArrayLike, y: ArrayLike, cost: str = "mse") -> np.ndarray:
     """``[n_x, n_y]`` matrix of per-pair costs: mean squared difference (``"mse"``) or
     ``1 - Pearson correlation`` across dimensions (``"corr"``)."""
     xt, yt = check_pair(x, y)
-    a, b = _np(xt), _np(yt)
+    a, b = to_numpy(xt), to_numpy(yt)
     if cost == "mse":
         sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
         return np.asarray(np.maximum(sq, 0.0) / a.shape[1])
@@ -272,7 +273,7 @@ def local_pca_residuals(
     _check_k(k, yt.shape[0], "local_pca_residual")
     if not 0 < variance <= 1:
         raise InputError(f"local_pca_residual: variance must be in (0, 1], got {variance}")
-    a, b = _np(xt), _np(yt)
+    a, b = to_numpy(xt), to_numpy(yt)
     idx = _neighbours(a, b, k)
     out = np.empty(a.shape[0])
     for i in range(a.shape[0]):
@@ -301,7 +302,7 @@ def lle_residuals(x: ArrayLike, y: ArrayLike, *, k: int = 20, reg: float = 1e-3)
     ``k`` nearest natural neighbours (weights sum to 1; ridge ``reg * trace(C) / k``)."""
     xt, yt = check_pair(x, y)
     _check_k(k, yt.shape[0], "lle_residual")
-    a, b = _np(xt), _np(yt)
+    a, b = to_numpy(xt), to_numpy(yt)
     idx = _neighbours(a, b, k)
     out = np.empty(a.shape[0])
     ones = np.ones(k)
@@ -330,7 +331,7 @@ def kde_scores(x: ArrayLike, y: ArrayLike, *, bandwidth: float | str = 0.4) -> n
     needs more natural points than dimensions.
     """
     xt, yt = check_pair(x, y)
-    a, b = _np(xt), _np(yt)
+    a, b = to_numpy(xt), to_numpy(yt)
     n, d = b.shape
     if isinstance(bandwidth, str):
         if bandwidth not in ("scott", "silverman"):
@@ -372,7 +373,7 @@ def kde_score(x: ArrayLike, y: ArrayLike, *, bandwidth: float | str = 0.4) -> fl
 def median_bandwidth(x: ArrayLike, y: ArrayLike) -> float:
     """The median heuristic: the median pairwise Euclidean distance of the pooled sets."""
     xt, yt = check_pair(x, y)
-    z = _np(torch.cat([xt, yt]))
+    z = to_numpy(torch.cat([xt, yt]))
     from scipy.spatial.distance import pdist
 
     d = pdist(z)
@@ -390,7 +391,7 @@ def mmd(x: ArrayLike, y: ArrayLike, *, bandwidth: float | None = None) -> float:
     h = median_bandwidth(xt, yt) if bandwidth is None else float(bandwidth)
     if h <= 0:
         raise InputError(f"mmd bandwidth must be positive, got {h}")
-    a, b = _np(xt), _np(yt)
+    a, b = to_numpy(xt), to_numpy(yt)
 
     def gram(u: np.ndarray, v: np.ndarray) -> np.ndarray:
         sq = (u * u).sum(1)[:, None] + (v * v).sum(1)[None, :] - 2.0 * u @ v.T
@@ -423,7 +424,7 @@ def classifier_auroc(
     from sklearn.preprocessing import StandardScaler
 
     xt, yt = check_pair(x, y)
-    a, b = _np(xt), _np(yt)
+    a, b = to_numpy(xt), to_numpy(yt)
     if min(len(a), len(b)) < folds:
         raise ShapeError(
             f"classifier_auroc with {folds} folds needs at least {folds} points in each set "
@@ -468,6 +469,7 @@ __all__ = [
     "median_bandwidth",
     "mmd",
     "nn_cost",
+    "to_numpy",
     "pairwise_cost",
     "sinkhorn",
     "sinkhorn_normalized",

@@ -49,7 +49,7 @@ def dormant_units(
 ) -> DormantReport:
     """Find dormant units recruited by an intervention (``[n, units]`` activations each)."""
     nat, itv = D.check_pair(natural, intervened, names=("natural units", "intervened units"))
-    a, b = D._np(nat), D._np(itv)
+    a, b = D.to_numpy(nat), D.to_numpy(itv)
     if a.shape[0] < 1 or b.shape[0] < 1:
         raise ShapeError("dormant_units needs at least one natural and one intervened example")
     active_nat = (a > threshold).any(0)

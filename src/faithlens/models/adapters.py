@@ -123,6 +123,17 @@ class Adapter:
     def supports_resume(self) -> bool:
         return False
 
+    @property
+    def qkv_layout(self) -> str:
+        """How the query, key and value projections are stored: ``"separate"`` (one each), or
+        fused into one tensor (``"gpt2"``, ``"neox"``), so a q/k/v site hooks the fused one."""
+        return "separate"
+
+    @property
+    def takes_use_cache(self) -> bool:
+        """Whether the module's ``forward`` takes ``use_cache`` (Hugging Face models)."""
+        return False
+
     @contextlib.contextmanager
     def resumed(self, layer: int, hidden: Tensor) -> Iterator[None]:
         raise InputError(f"{self.arch} models cannot resume a run at a layer")
@@ -408,6 +419,14 @@ class HFAdapter(Adapter):
 
     @property
     def supports_resume(self) -> bool:
+        return True
+
+    @property
+    def qkv_layout(self) -> str:
+        return self.layout.qkv
+
+    @property
+    def takes_use_cache(self) -> bool:
         return True
 
     def logits_of(self, output: Any) -> Tensor | None:

@@ -230,7 +230,8 @@ class Model:
         return Site(name, positions, units)
 
     # -- tokens --------------------------------------------------------------------------------
-    def _need_tokenizer(self) -> Any:
+    def require_tokenizer(self) -> Any:
+        """The model's tokenizer; raises (asking for token ids) when it has none."""
         if self.tokenizer is None:
             raise InputError(
                 f"{self.name} has no tokenizer; pass token ids (a LongTensor) instead of strings"
@@ -239,7 +240,7 @@ class Model:
 
     def tokenize(self, texts: str | Sequence[str]) -> Inputs:
         """Right-padded token ids and attention mask for a batch of strings."""
-        tok = self._need_tokenizer()
+        tok = self.require_tokenizer()
         if isinstance(texts, str):
             texts = [texts]
         if len(texts) == 0:
@@ -266,13 +267,13 @@ class Model:
         return self.tokenize(texts).ids  # type: ignore[return-value]
 
     def to_str_tokens(self, ids: Tensor | Sequence[int]) -> list[str]:
-        tok = self._need_tokenizer()
+        tok = self.require_tokenizer()
         seq = ids.tolist() if isinstance(ids, Tensor) else list(ids)
         return [tok.decode([i]) for i in seq]
 
     def token_id(self, text: str) -> int:
         """The id of ``text`` if it is exactly one token; a clear error otherwise."""
-        tok = self._need_tokenizer()
+        tok = self.require_tokenizer()
         ids = tok(text, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             pieces = [tok.decode([i]) for i in ids]

@@ -15,7 +15,7 @@ from torch import Tensor
 from ..errors import CheckpointError
 
 
-def _fingerprint(*parts: Any) -> str:
+def explain_fingerprint(*parts: Any) -> str:
     h = hashlib.sha1()
     for p in parts:
         if isinstance(p, Tensor):
@@ -27,7 +27,7 @@ def _fingerprint(*parts: Any) -> str:
     return h.hexdigest()
 
 
-class _Checkpoint:
+class ExplainCheckpoint:
     """Per-unit-block bootstrap results on disk, keyed by a fingerprint of data and settings.
 
     Blocks are ``.npz`` files read with ``allow_pickle=False`` and written atomically; a

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..executor import current_executor
 
 #: metric -> family of kernels that computes it
 FAMILIES: dict[str, str] = {
@@ -445,11 +446,9 @@ def softwpmi_log_given(block: UnitBlock, w: Tensor, logp: Tensor) -> Tensor:
 def memory_budget(device: torch.device, max_memory: int | None = None) -> int:
     """Bytes the kernels may use at once: ``max_memory``, else a quarter of the configured
     memory budget (half on a GPU; ``faithlens._memory``), never a share of free memory."""
-    if max_memory is not None:
-        return int(max_memory)
-    from .._memory import budget_bytes
-
-    return budget_bytes(device, 0.5 if device.type == "cuda" else 0.25)
+    return current_executor().budget(
+        device, fraction=0.5 if device.type == "cuda" else 0.25, max_memory=max_memory
+    )
 
 
 def plan_chunks(
@@ -477,8 +476,9 @@ def plan_chunks(
         alpha = prob.alpha if prob.alpha is not None else 0.5
         per_u_store += int(min(n, alpha * n * 2 + 64)) * m * f
     per_u_store += n * 8 * 3  # orders and tie groups
-    units = max(1, min(u, int(budget // 2 // max(per_u_store, 1))))
-    chunk_b = max(1, int(budget // 2 // max(per_bu * units, 1)))
+    ex = current_executor()
+    units = ex.chunk_size(u, per_u_store, max_memory=budget // 2)
+    chunk_b = ex.chunk_size(None, per_bu * units, max_memory=budget // 2)
     return units, min(chunk_b, max(n_boot, 1))
 
 

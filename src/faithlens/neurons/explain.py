@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .. import validate as V
 from ..errors import InputError
-from .checkpoint import _Checkpoint, _fingerprint
+from .checkpoint import ExplainCheckpoint, explain_fingerprint
 from .engine import (
     FAMILIES,
     Problem,
@@ -36,7 +36,7 @@ from .engine import (
 from .inputs import (
     BOUNDS,
     DIRECTIONS,
-    _as_activations,
+    as_activations,
     as_metrics,
     check_explain_args,
     split_thresholds,
@@ -133,7 +133,7 @@ def explain(
     )
     if device is not None:
         V.device(device)
-    acts = _as_activations(activations, model, inputs, unit_names)
+    acts = as_activations(activations, model, inputs, unit_names)
     con = as_concepts(concepts, concept_names)
     grp = groups if groups is not None else acts.groups
     if holdout:
@@ -217,7 +217,7 @@ def run_explain(
     if n_boot > 0:
         ck = None
         if checkpoint is not None:
-            key = _fingerprint(
+            key = explain_fingerprint(
                 prob.x,
                 prob.c,
                 prob.groups,
@@ -235,7 +235,7 @@ def run_explain(
                 softwpmi,
                 keep,
             )
-            ck = _Checkpoint(checkpoint, key)
+            ck = ExplainCheckpoint(checkpoint, key)
         freq = bootstrap_pass(
             prob,
             metrics,

@@ -70,7 +70,7 @@ def theory_available(metric: str, *, grouped: bool, binary: bool) -> bool:
     return False
 
 
-def _as_activations(
+def as_activations(
     activations: Any, model: Model | None, inputs: Any, unit_names: Sequence[str] | None
 ) -> Activations:
     from ..models.sites import Site

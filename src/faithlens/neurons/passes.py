@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from . import bounds as _b
-from .checkpoint import _Checkpoint
+from .checkpoint import ExplainCheckpoint
 from .engine import (
     FAMILIES,
     Problem,
@@ -176,7 +176,7 @@ def bootstrap_pass(
     per_chunk: int,
     seed: int,
     band_delta: float,
-    checkpoint: _Checkpoint | None = None,
+    checkpoint: ExplainCheckpoint | None = None,
     tick: Callable[[], None] | None = None,
     keep_draws: bool = False,
 ) -> np.ndarray:

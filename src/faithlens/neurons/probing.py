@@ -219,11 +219,13 @@ def collect(
     if n == 0:
         raise InputError("no inputs to probe")
     if batch_size is None:
-        from .._memory import rows_that_fit
+        from ..executor import current_executor
 
         seq = prepared.seq_len or 1
         width = max(model.d_model, 1) if model.adapter.site_table else 1024
-        batch_size = rows_that_fit(seq * width * 4 * 16, model.device, tokens_per_row=seq)
+        batch_size = current_executor().chunk_size(
+            None, seq * width * 4 * 16, device=model.device, tokens_per_item=seq
+        )
     special: set[int] = set()
     tok = model.tokenizer
     if drop_special and tok is not None:

@@ -67,14 +67,14 @@ class NeuronExplanation(Result):
     holdout: float = 0.0
 
     # -- lookups -------------------------------------------------------------------------------
-    def _m(self, metric: str | None) -> int:
+    def metric_index(self, metric: str | None) -> int:
         if metric is None:
             return 0
         if metric not in self.metrics:
             raise InputError(f"this result has metrics {list(self.metrics)}, not {metric!r}")
         return self.metrics.index(metric)
 
-    def _u(self, unit: int | str) -> int:
+    def unit_index(self, unit: int | str) -> int:
         if isinstance(unit, str):
             if unit not in self.units:
                 raise InputError(f"unknown unit {unit!r}")
@@ -92,21 +92,21 @@ class NeuronExplanation(Result):
 
     def top_scoring(self, metric: str | None = None) -> np.ndarray:
         """Index of the empirical best concept per unit (``-1`` when undefined)."""
-        return self._sets[self._m(metric)][0]
+        return self._sets[self.metric_index(metric)][0]
 
     def provable_set(self, metric: str | None = None) -> np.ndarray:
         """``[U, M]`` mask: concepts that may be the population best (probability ``1 - delta``)."""
-        return self._sets[self._m(metric)][1]
+        return self._sets[self.metric_index(metric)][1]
 
     def certified(self, metric: str | None = None) -> np.ndarray:
         """``[U]``: whether the top-scoring concept is certified as the population best."""
-        return self._sets[self._m(metric)][2]
+        return self._sets[self.metric_index(metric)][2]
 
     def be_set(self, metric: str | None = None) -> np.ndarray:
         """``[U, M]`` mask of the Bootstrap Explanation set at coverage ``level``."""
         if self.n_boot == 0:
             raise InputError("this explanation ran without a bootstrap (n_boot=0)")
-        return _b.be_sets(self.freq[self._m(metric)].astype(np.float64), self.level)
+        return _b.be_sets(self.freq[self.metric_index(metric)].astype(np.float64), self.level)
 
     def explanations(self, metric: str | None = None) -> dict[str, str | None]:
         """``{unit: certified concept or None}``."""
@@ -120,7 +120,7 @@ class NeuronExplanation(Result):
         error of the frequencies."""
         if self.n_boot == 0:
             raise InputError("this explanation ran without a bootstrap (n_boot=0)")
-        j = self._m(metric)
+        j = self.metric_index(metric)
         f = self.freq[j].astype(np.float64)
         win = self.top_scoring(metric)
         agree = np.where(win >= 0, f[np.arange(len(win)), np.maximum(win, 0)], np.nan)
@@ -146,7 +146,7 @@ class NeuronExplanation(Result):
     ) -> pd.DataFrame:
         """Every concept for one unit (best first): score, interval, bootstrap frequency, and
         membership of the provable and BE sets."""
-        j, u = self._m(metric), self._u(unit)
+        j, u = self.metric_index(metric), self.unit_index(unit)
         df = pd.DataFrame(
             {
                 "concept": list(self.concepts),

@@ -10,16 +10,15 @@ normalised and bootstrapped exactly like exact patching.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 
 from ..models.model import Model
-from ..stats import normalized_effect
 from ..tasks.base import Task
-from .exact import _nan_interval, check_arguments, degenerate_warning, resolve_sites
+from .exact import resolve_sites
 from .result import PatchingResult
+from .sweep import build_result, check_arguments, effects
 
 
 def attribution_patch(
@@ -65,14 +64,14 @@ def attribution_patch(
         )
         assert base.logits is not None
         m_base_t = task.metric(base.logits[:, 0], task.answers)
-        deltas = [base._grads[name][0] for name in names]
+        deltas = [base.grad_leaf(name)[0] for name in names]
         grads = torch.autograd.grad(m_base_t.sum(), deltas, allow_unused=True)
     finally:
         for p in params:
             p.requires_grad_(True)
     grad_by_site = {}
     for name, g, dlt in zip(names, grads, deltas):
-        sel = base._grads[name][1]
+        sel = base.grad_leaf(name)[1]
         grad_by_site[name] = sel.get(g if g is not None else torch.zeros_like(dlt))
 
     n, seq = task.n, task.seq_len
@@ -95,34 +94,28 @@ def attribution_patch(
     est_delta = torch.stack(rows).double().cpu().numpy()
     patched = m_base[None, :] + est_delta
     m_source = m_src.double().cpu().numpy()
-    est = normalized_effect(patched, m_base, m_source, n_boot=n_boot, level=level, seed=seed)
-    meta: dict[str, Any] = {}
-    note = degenerate_warning("attribution_patch", m_base, m_source)
-    if note is not None:
-        est = _nan_interval(est)
-        meta["degenerate"] = note
+    est, note = effects(
+        "attribution_patch", patched, m_base, m_source, n_boot=n_boot, level=level, seed=seed
+    )
     infos = {name: model.site_info(name) for name in names}
-    return PatchingResult(
+    return build_result(
+        model,
+        task,
+        est,
+        note,
         site=[c[0] for c in conds],
         kind=[infos[c[0]].kind for c in conds],
         layer=[infos[c[0]].layer for c in conds],
         head=[infos[c[0]].head for c in conds],
         position=[c[1] for c in conds],
-        effect=est.estimate,
-        se=est.se,
-        ci_low=est.low,
-        ci_high=est.high,
         patched=np.asarray(patched),
         base=m_base,
         source=m_src.double().cpu().numpy(),
         method="attribution",
         direction=direction,
         positions=positions,
-        metric=task.metric.name,
-        model=model.name,
-        task=task.name,
         level=level,
         n_boot=n_boot,
         seed=seed,
-        meta=meta,
+        meta={},
     )

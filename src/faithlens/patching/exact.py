@@ -11,8 +11,9 @@ position) is one patched forward pass in principle. The planner makes them cheap
    base run's cached keys and values for the prefix. A condition that can change nothing at all
    (a position before every example's first differing token) is exactly the base run.
 3. **Stack conditions in the batch.** Conditions with the same (layer, position) share one
-   forward pass, each on its own block of rows; chunk sizes follow the memory budget
-   (``faithlens._memory``: fixed, never the free memory, so results are machine-independent).
+   forward pass, each on its own block of rows; chunk sizes come from the executor
+   (``faithlens.executor``: from the fixed memory budget, never the free memory, so results are
+   machine-independent).
 4. **Stop at the metric position** (causal models). Later positions cannot reach it: examples
    that read the same position run together, cut after it, so a patch at that position
    recomputes exactly one position.
@@ -21,10 +22,9 @@ position) is one patched forward pass in principle. The planner makes them cheap
 
 from __future__ import annotations
 
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,19 +32,24 @@ import torch
 from torch import Tensor
 
 from .. import validate
-from .._memory import budget_bytes, rows_that_fit
 from ..errors import InputError, SiteError
+from ..executor import current_executor
 from ..interventions import Patch
 from ..models.model import Inputs, Model
 from ..models.sites import SITE_GROUPS, Site, SiteInfo
 from ..runs import Resume
-from ..stats import normalized_effect
 from ..tasks.base import Task
 from .result import PatchingResult
-
-Progress = Callable[[int, int], None]
-POSITION_MODES = ("all", "last", "each")
-DIRECTIONS = ("denoising", "noising")
+from .sweep import (
+    Progress,
+    answer_columns,
+    build_result,
+    check_arguments,
+    effects,
+    example_chunks,
+    row_bytes,
+    truncated,
+)
 
 
 def resolve_sites(model: Model, sites: str | Sequence[str]) -> list[str]:
@@ -82,56 +87,6 @@ def resolve_sites(model: Model, sites: str | Sequence[str]) -> list[str]:
     if not out:
         raise InputError("no sites to patch")
     return list(dict.fromkeys(out))
-
-
-def check_arguments(
-    fn: str,
-    task: object,
-    positions: str,
-    direction: str,
-    *,
-    model: object = None,
-    n_boot: Any = 1000,
-    level: Any = 0.95,
-    seed: Any = 0,
-    max_rows: Any = None,
-    position_modes: Sequence[str] = POSITION_MODES,
-) -> None:
-    """The argument checks every patching method makes before any work: the argument values,
-    the task against the model (vocabulary, a language-model head) and degenerate tasks whose
-    normalised effect is undefined (clean == corrupt, identical answers)."""
-    if not isinstance(model, Model):
-        raise validate.fail(
-            "model", type(model).__name__, f"{fn} needs a faithlens Model", "use fl.load(...)"
-        )
-    if not isinstance(task, Task):
-        raise InputError(f"{fn} needs a faithlens Task, not {type(task).__name__}")
-    validate.choice("positions", positions, position_modes)
-    validate.choice("direction", direction, DIRECTIONS)
-    validate.n_boot(n_boot)
-    validate.level(level)
-    validate.nonnegative_int("seed", seed)
-    if max_rows is not None:
-        validate.positive_int("max_rows", max_rows)
-    task.check_model(model, fn)
-    why = task.degenerate()
-    if why is not None:
-        raise InputError(f"{fn}: task {task.name!r} is degenerate: {why}")
-
-
-def degenerate_warning(fn: str, base: np.ndarray, source: np.ndarray) -> str | None:
-    """After the runs: the mean metric of the source and base runs agree exactly, so every
-    normalised effect divides by zero. Warn, and return the note the result carries."""
-    if float(np.mean(source)) != float(np.mean(base)):
-        return None
-    note = (
-        f"{fn}: the clean and corrupted runs give the same mean metric "
-        f"({float(np.mean(base)):.6g}), so the normalised effect (patched - base) / "
-        "(source - base) divides by zero; the effects are NaN, not estimates. Use a task whose "
-        "corruption changes the model's answer"
-    )
-    warnings.warn(note, RuntimeWarning, stacklevel=3)
-    return note
 
 
 @dataclass(frozen=True)
@@ -179,14 +134,6 @@ def plan(
     return conds
 
 
-def _row_bytes(model: Model, seq_rel: int, seq_abs: int, dtype_bytes: int) -> int:
-    a = model.adapter
-    d = a.d_model or 1
-    per_tok = d * 12 + (a.d_mlp or d) * 4 + (a.n_heads or 1) * seq_abs * 3
-    kv = 2 * (a.n_layers or 1) * (a.n_kv_heads or 1) * (a.d_head or 1) * seq_abs
-    return (per_tok * seq_rel + kv + (a.d_vocab or 1)) * dtype_bytes
-
-
 def patch(
     model: Model,
     task: Task,
@@ -230,12 +177,70 @@ def patch(
     names = resolve_sites(model, sites)
     conds = plan(model, task, names, positions)
     task = task.to(model.device)
-
     n = task.n
+    ex_chunk, row_cap = _chunk_sizes(model, task, conds, max_rows)
+    patched = np.zeros((len(conds), n), dtype=np.float64)
+    m_base = np.zeros(n)
+    m_src = np.zeros(n)
+    # Plan every chunk of examples first (cheap), so the progress bar knows the total.
+    chunk_plans = [
+        _chunk_plan(model, task, rows, conds, names, positions)
+        for rows in example_chunks(model, task, ex_chunk)
+    ]
+    total = sum(
+        -(-len(idx) // max(1, row_cap // len(cp.rows)))
+        for cp in chunk_plans
+        for idx in cp.groups.values()
+    )
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    def one(cp: _ChunkPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _run_chunk(model, cp, names, direction, row_cap, tick)
+
+    ex = current_executor()
+    for cp, (src, base, vals) in zip(chunk_plans, ex.map(one, chunk_plans)):
+        cols = cp.rows.cpu().numpy()
+        m_src[cols] = src
+        m_base[cols] = base
+        patched[:, cols] = vals
+    est, note = effects("patch", patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
+    return build_result(
+        model,
+        task,
+        est,
+        note,
+        site=[c.site for c in conds],
+        kind=[c.info.kind for c in conds],
+        layer=[c.info.layer for c in conds],
+        head=[c.info.head for c in conds],
+        position=[c.position for c in conds],
+        patched=patched,
+        base=m_base,
+        source=m_src,
+        method="exact",
+        direction=direction,
+        positions=positions,
+        level=level,
+        n_boot=n_boot,
+        seed=seed,
+        meta={"conditions_skipped_as_noop": int(sum(c.noop for c in conds))},
+    )
+
+
+def _chunk_sizes(
+    model: Model, task: Task, conds: list[Condition], max_rows: int | None
+) -> tuple[int, int]:
+    """(examples per chunk, batch rows per forward pass), from the executor: a chunk's cached
+    source activations and base residuals must fit the budget, and so must one pass's rows."""
     seq = task.seq_len
     device = model.device
     item = torch.finfo(model.dtype).bits // 8
-    # Examples per chunk: the cached source activations and base residuals must fit.
     widths = {c.site: int(c.info.width or model.d_model) for c in conds}
     per_example = (
         item
@@ -246,172 +251,108 @@ def patch(
             + 2 * model.n_layers * model.n_kv_heads * model.d_head
         )
     )
-    ex_chunk = max(1, min(n, budget_bytes(device) // max(1, per_example)))
+    ex = current_executor()
+    ex_chunk = ex.chunk_size(task.n, per_example, device=device)
     seq_rel_max = seq - min((c.offset for c in conds), default=0)
-    row_cap = rows_that_fit(
-        _row_bytes(model, seq_rel_max, seq, item),
-        device,
-        tokens_per_row=seq_rel_max,
+    row_cap = ex.chunk_size(
+        None,
+        row_bytes(model, seq_rel_max, seq, item),
+        device=device,
+        tokens_per_item=seq_rel_max,
         limit=max_rows,
     )
-    ex_chunk = min(ex_chunk, row_cap)
+    return min(ex_chunk, row_cap), row_cap
 
-    patched = np.zeros((len(conds), n), dtype=np.float64)
-    m_base = np.zeros(n)
-    m_src = np.zeros(n)
-    # Plan every chunk of examples first (cheap), so the progress bar knows the total.
-    chunk_plans = []
-    for rows in _example_chunks(model, task, ex_chunk):
-        sub = _truncated(model, task.subset(rows))
-        local = _localise(conds, plan(model, sub, names, positions), positions)
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, c in enumerate(local):
-            if c is not None and not c.noop:
-                groups[(c.layer, c.offset)].append(i)
-        chunk_plans.append((rows, sub, local, groups))
-    total = sum(
-        -(-len(idx) // max(1, row_cap // len(rows)))
-        for rows, _, _, groups in chunk_plans
-        for idx in groups.values()
+
+@dataclass(frozen=True)
+class _ChunkPlan:
+    """One chunk of examples: their indices, the (truncated) task, the sweep's conditions as
+    planned for it, and the live conditions grouped by the (layer, position) they start at."""
+
+    rows: Tensor
+    sub: Task
+    local: list[Condition | None]
+    groups: dict[tuple[int, int], list[int]]
+
+
+def _chunk_plan(
+    model: Model,
+    task: Task,
+    rows: Tensor,
+    conds: list[Condition],
+    names: list[str],
+    positions: str,
+) -> _ChunkPlan:
+    sub = truncated(model, task.subset(rows))
+    local = _localise(conds, plan(model, sub, names, positions), positions)
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, c in enumerate(local):
+        if c is not None and not c.noop:
+            groups[(c.layer, c.offset)].append(i)
+    return _ChunkPlan(rows, sub, local, groups)
+
+
+def _run_chunk(
+    model: Model,
+    cp: _ChunkPlan,
+    names: list[str],
+    direction: str,
+    row_cap: int,
+    tick: Callable[[], None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One chunk of examples: the source run (caching every patched site), the base run
+    (caching the residual streams to resume from, and the keys and values), then every group of
+    conditions in passes of at most ``row_cap`` rows (``tick()`` after each). The chunk's source
+    and base metrics ``[ne]`` and patched metrics ``[n_conditions, ne]``."""
+    sub, local, groups = cp.sub, cp.local, cp.groups
+    base_i, src_i = (
+        (sub.corrupt, sub.clean) if direction == "denoising" else (sub.clean, sub.corrupt)
     )
-    done = 0
-    for rows, sub, local, groups in chunk_plans:
-        cols = rows.cpu().numpy()
-        base_i, src_i = (
-            (sub.corrupt, sub.clean) if direction == "denoising" else (sub.clean, sub.corrupt)
-        )
-        ne = sub.n
-        # Logits only for the answer tokens, when that is all the metric reads.
-        tokens, answers = _answer_columns(model, sub, names)
-        # Source run: cache every patched site.
-        src_out = model.run(src_i, cache=names, logits_at=sub.positions, logit_tokens=tokens)
-        assert src_out.logits is not None
-        m_src[cols] = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
-        # Base run: the residual stream entering each layer we resume at, and the KV cache.
-        live = [c for c in local if c is not None and not c.noop]
-        layers = sorted({c.layer for c in live if _resumes(c)})
-        resid_names = [_resid_name(model, L) for L in layers]
-        need_kv = any(c.offset > 0 for c in live)
-        base_out = model.run(
-            base_i,
-            cache=resid_names,
-            logits_at=sub.positions,
-            logit_tokens=tokens,
-            return_kv=need_kv,
-        )
-        assert base_out.logits is not None
-        m_base[cols] = sub.metric(base_out.logits[:, 0], answers).cpu().numpy()
-        for i, c in enumerate(local):
-            if c is None or c.noop:
-                patched[i, cols] = m_base[cols]
-        per_pass = max(1, row_cap // ne)
-        for (layer, offset), idx in groups.items():
-            for k in range(0, len(idx), per_pass):
-                batch_idx = idx[k : k + per_pass]
-                vals = _run_group(
-                    model,
-                    sub,
-                    base_i,
-                    base_out,
-                    src_out,
-                    [c for j in batch_idx if (c := local[j]) is not None],
-                    layer,
-                    offset,
-                    tokens,
-                    answers,
-                )
-                patched[np.ix_(np.asarray(batch_idx), cols)] = vals
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-        del src_out, base_out
-    est = normalized_effect(patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
-    meta: dict[str, Any] = {"conditions_skipped_as_noop": int(sum(c.noop for c in conds))}
-    note = degenerate_warning("patch", m_base, m_src)
-    if note is not None:
-        est = _nan_interval(est)
-        meta["degenerate"] = note
-    return PatchingResult(
-        site=[c.site for c in conds],
-        kind=[c.info.kind for c in conds],
-        layer=[c.info.layer for c in conds],
-        head=[c.info.head for c in conds],
-        position=[c.position for c in conds],
-        effect=est.estimate,
-        se=est.se,
-        ci_low=est.low,
-        ci_high=est.high,
-        patched=patched,
-        base=m_base,
-        source=m_src,
-        method="exact",
-        direction=direction,
-        positions=positions,
-        metric=task.metric.name,
-        model=model.name,
-        task=task.name,
-        level=level,
-        n_boot=n_boot,
-        seed=seed,
-        meta=meta,
+    ne = sub.n
+    # Logits only for the answer tokens, when that is all the metric reads.
+    tokens, answers = answer_columns(model, sub, names)
+    # Source run: cache every patched site.
+    src_out = model.run(src_i, cache=names, logits_at=sub.positions, logit_tokens=tokens)
+    assert src_out.logits is not None
+    m_src = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
+    # Base run: the residual stream entering each layer we resume at, and the KV cache.
+    live = [c for c in local if c is not None and not c.noop]
+    layers = sorted({c.layer for c in live if _resumes(c)})
+    resid_names = [_resid_name(model, L) for L in layers]
+    need_kv = any(c.offset > 0 for c in live)
+    base_out = model.run(
+        base_i,
+        cache=resid_names,
+        logits_at=sub.positions,
+        logit_tokens=tokens,
+        return_kv=need_kv,
     )
-
-
-def _nan_interval(est: Any) -> Any:
-    """The interval with every value NaN (an undefined estimate, never a number)."""
-    nan = np.full(np.shape(est.estimate), np.nan)
-    return replace(est, estimate=nan, se=nan.copy(), low=nan.copy(), high=nan.copy())
-
-
-def _answer_columns(model: Model, task: Task, sites: Sequence[str]) -> tuple[Tensor | None, Tensor]:
-    """The vocabulary columns a run must compute, and the answers as indices into them: only
-    the answer tokens when the metric reads nothing else (and no patched site is the logits),
-    else every column (``None``) and the answers as they are."""
-    unembed = model.adapter.unembed_module
-    lin = model.module.get_submodule(unembed) if unembed is not None else None
-    if (
-        not task.metric.answer_logits_only
-        or not isinstance(lin, torch.nn.Linear)
-        or any(model.site_info(s).kind == "logits" for s in sites)
-    ):
-        return None, task.answers
-    tokens = torch.unique(task.answers)
-    return tokens, torch.searchsorted(tokens, task.answers)
-
-
-def _example_chunks(model: Model, task: Task, size: int) -> list[Tensor]:
-    """Example indices, in chunks of at most ``size``. In a causal model examples are grouped
-    by metric position first: a chunk whose examples read the same position can stop there
-    (:func:`_truncated`) and, patched at that position, recompute that one position only."""
-    n = task.n
-    if not _can_truncate(model, task):
-        return list(torch.arange(n).split(size))
-    pos = task.positions.cpu()
-    out: list[Tensor] = []
-    for p in torch.unique(pos).tolist():
-        out.extend((pos == p).nonzero().flatten().split(size))
-    return out
-
-
-def _can_truncate(model: Model, task: Task) -> bool:
-    plain = not (task.clean.args or task.clean.kwargs or task.corrupt.args or task.corrupt.kwargs)
-    return bool(model.is_causal and model.adapter.supports_resume and plain)
-
-
-def _truncated(model: Model, task: Task) -> Task:
-    """In a causal model, the task without the positions after its last metric position: they
-    can change nothing the metric reads."""
-    if not _can_truncate(model, task):
-        return task
-    end = int(task.positions.max()) + 1
-    if end >= task.seq_len:
-        return task
-
-    def cut(x: Inputs) -> Inputs:
-        assert x.ids is not None
-        return Inputs(ids=x.ids[:, :end], mask=None if x.mask is None else x.mask[:, :end])
-
-    return replace(task, clean=cut(task.clean), corrupt=cut(task.corrupt))
+    assert base_out.logits is not None
+    m_base = sub.metric(base_out.logits[:, 0], answers).cpu().numpy()
+    patched = np.zeros((len(local), ne), dtype=np.float64)
+    for i, c in enumerate(local):
+        if c is None or c.noop:
+            patched[i] = m_base
+    per_pass = max(1, row_cap // ne)
+    for (layer, offset), idx in groups.items():
+        for k in range(0, len(idx), per_pass):
+            batch_idx = idx[k : k + per_pass]
+            vals = _run_group(
+                model,
+                sub,
+                base_i,
+                base_out,
+                src_out,
+                [c for j in batch_idx if (c := local[j]) is not None],
+                layer,
+                offset,
+                tokens,
+                answers,
+            )
+            patched[np.asarray(batch_idx)] = vals
+            tick()
+    del src_out, base_out
+    return m_src, m_base, patched
 
 
 def _localise(

@@ -25,7 +25,8 @@ one layer share their passes: they are stacked in the batch, a block of rows eac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,26 +34,25 @@ import torch
 from torch import Tensor
 
 from .. import validate
-from .._memory import rows_that_fit
 from ..errors import InputError
+from ..executor import current_executor
 from ..interventions import Patch
 from ..models.graph import TransformerGraph
 from ..models.model import Inputs, Model
 from ..models.sites import Site
 from ..runs import Resume
-from ..stats import normalized_effect
 from ..tasks.base import Task
-from .exact import (
-    Progress,
-    _answer_columns,
-    _example_chunks,
-    _nan_interval,
-    _row_bytes,
-    _truncated,
-    check_arguments,
-    degenerate_warning,
-)
 from .result import PatchingResult
+from .sweep import (
+    Progress,
+    answer_columns,
+    build_result,
+    check_arguments,
+    effects,
+    example_chunks,
+    row_bytes,
+    truncated,
+)
 
 PORTS = ("q", "k", "v")
 SENDER_POSITIONS = ("all", "last")
@@ -186,6 +186,70 @@ def path_patch(
 
     Returns a :class:`PatchingResult` (``method="path"``) with one row per sender.
     """
+    receiver_ports = _check(
+        model,
+        task,
+        positions,
+        receiver_positions,
+        receiver_ports,
+        direction,
+        n_boot,
+        level,
+        seed,
+        max_rows,
+    )
+    graph = TransformerGraph(model)  # raises for models whose residual is not a sum (post-LN)
+    pp = _plan(model, graph, senders, receivers, receiver_ports, positions, receiver_positions)
+    task = task.to(model.device)
+    n = task.n
+    row_cap = _row_cap(model, task, max_rows)
+    patched = np.zeros((len(pp.kept), n), dtype=np.float64)
+    m_base, m_src = np.zeros(n), np.zeros(n)
+    chunks = [
+        (rows, truncated(model, task.subset(rows)))
+        for rows in example_chunks(model, task, max(1, min(n, row_cap)))
+    ]
+    passes = 1 if pp.to_logits else 2
+    total = sum(
+        -(-len(ss) // max(1, row_cap // sub.n)) * passes
+        for _, sub in chunks
+        for ss in pp.groups.values()
+    )
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += passes
+        if progress is not None:
+            progress(done, total)
+
+    def one(chunk: tuple[Tensor, Task]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _run_chunk(model, pp, chunk[1], direction, row_cap, tick)
+
+    for (rows, _), (src, base, vals) in zip(chunks, current_executor().map(one, chunks)):
+        cols = rows.cpu().numpy()
+        m_src[cols] = src
+        m_base[cols] = base
+        patched[:, cols] = vals
+    est, note = effects("path_patch", patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
+    return _result(
+        model, task, pp, est, note, patched, m_base, m_src, direction, level, n_boot, seed
+    )
+
+
+def _check(
+    model: Model,
+    task: Task,
+    positions: str,
+    receiver_positions: str,
+    receiver_ports: Sequence[str],
+    direction: str,
+    n_boot: int,
+    level: float,
+    seed: int,
+    max_rows: int | None,
+) -> Sequence[str]:
+    """Step 1: the argument checks, before any work; the receiver ports as a list."""
     check_arguments(
         "path_patch",
         task,
@@ -203,7 +267,39 @@ def path_patch(
         receiver_ports = (
             list(receiver_ports) if set(receiver_ports) <= set(PORTS) else [receiver_ports]
         )
-    graph = TransformerGraph(model)  # raises for models whose residual is not a sum (post-LN)
+    return receiver_ports
+
+
+@dataclass(frozen=True)
+class _PathPlan:
+    """What one path-patching experiment runs: the senders kept (those with a direct edge into
+    a receiver) in groups that share their passes, the receivers, and the layers involved."""
+
+    graph: TransformerGraph
+    kept: list[str]
+    skipped: list[str]
+    recv: list[tuple[str, str]]
+    receiver_ports: Sequence[str]
+    to_logits: bool
+    groups: dict[tuple[int, str], list[str]]
+    last_layer: int
+    freeze_sites: list[str]
+    resid_layers: list[int]
+    positions: str
+    receiver_positions: str
+
+
+def _plan(
+    model: Model,
+    graph: TransformerGraph,
+    senders: str | Sequence[str],
+    receivers: str | Sequence[str],
+    receiver_ports: Sequence[str],
+    positions: str,
+    receiver_positions: str,
+) -> _PathPlan:
+    """Step 2: the senders and receivers resolved, senders without an edge skipped (an error
+    for named senders), the senders grouped by (layer, kind), and the sites the runs cache."""
     names, from_group = resolve_senders(graph, senders)
     recv = _resolve_receivers(graph, receivers, receiver_ports)
     to_logits = recv[0][0] == "logits"
@@ -223,126 +319,158 @@ def path_patch(
         )
     if not kept:
         raise InputError(f"no sender has a direct edge into the receivers {[r for r, _ in recv]}")
-
-    task = task.to(model.device)
-    n, seq, device = task.n, task.seq_len, model.device
-    item = torch.finfo(model.dtype).bits // 8
     # Senders that start at the same layer and are of one kind share their passes.
     groups: dict[tuple[int, str], list[str]] = {}
     for s in kept:
         node = graph.node(s)
         assert node.layer is not None
         groups.setdefault((node.layer, node.kind), []).append(s)
-    row_cap = rows_that_fit(
-        _row_bytes(model, seq, seq, item), device, tokens_per_row=seq, limit=max_rows
-    )
     last_layer = model.n_layers - 1 if to_logits else max(graph.node(r).layer or 0 for r, _ in recv)
     freeze_sites = sorted({f for (L, kind) in groups for f in _frozen(graph, kind, L, last_layer)})
     resid_layers = sorted(
         {L for (L, _) in groups} | {graph.node(r).layer or 0 for r, _ in recv if r != "logits"}
     )
-
-    index = {s: i for i, s in enumerate(kept)}
-    patched = np.zeros((len(kept), n), dtype=np.float64)
-    m_base, m_src = np.zeros(n), np.zeros(n)
-    chunks = [
-        (rows, _truncated(model, task.subset(rows)))
-        for rows in _example_chunks(model, task, max(1, min(n, row_cap)))
-    ]
-    total = sum(
-        -(-len(ss) // max(1, row_cap // sub.n)) * (1 if to_logits else 2)
-        for _, sub in chunks
-        for ss in groups.values()
+    return _PathPlan(
+        graph,
+        kept,
+        skipped,
+        recv,
+        receiver_ports,
+        to_logits,
+        groups,
+        last_layer,
+        freeze_sites,
+        resid_layers,
+        positions,
+        receiver_positions,
     )
-    done = 0
-    for rows, sub in chunks:
-        cols = rows.cpu().numpy()
-        base_in, src_in = (
-            (sub.corrupt, sub.clean) if direction == "denoising" else (sub.clean, sub.corrupt)
+
+
+def _row_cap(model: Model, task: Task, max_rows: int | None) -> int:
+    """Step 3: batch rows per forward pass, from the executor (the memory budget)."""
+    seq = task.seq_len
+    item = torch.finfo(model.dtype).bits // 8
+    return current_executor().chunk_size(
+        None,
+        row_bytes(model, seq, seq, item),
+        device=model.device,
+        tokens_per_item=seq,
+        limit=max_rows,
+    )
+
+
+def _run_chunk(
+    model: Model,
+    pp: _PathPlan,
+    sub: Task,
+    direction: str,
+    row_cap: int,
+    tick: Callable[[], None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 4, for one chunk of examples: the source run (caching the senders' outputs), the
+    base run (caching the frozen outputs and the residual streams), then every sender group's
+    passes (``tick()`` after each). The chunk's source and base metrics ``[ne]`` and patched
+    metrics ``[n_senders, ne]``."""
+    graph = pp.graph
+    base_in, src_in = (
+        (sub.corrupt, sub.clean) if direction == "denoising" else (sub.clean, sub.corrupt)
+    )
+    ne = sub.n
+    tokens, answers = answer_columns(model, sub, [])
+    src_out = model.run(
+        src_in,
+        cache=sorted({_sender_site(graph, s) for s in pp.kept}),
+        logits_at=sub.positions,
+        logit_tokens=tokens,
+    )
+    assert src_out.logits is not None
+    m_src = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
+    base_out = model.run(
+        base_in,
+        cache=[*pp.freeze_sites, *(f"resid_pre.{L}" for L in pp.resid_layers)],
+        logits_at=sub.positions,
+        logit_tokens=tokens,
+    )
+    assert base_out.logits is not None
+    m_base = sub.metric(base_out.logits[:, 0], answers).cpu().numpy()
+    index = {s: i for i, s in enumerate(pp.kept)}
+    patched = np.zeros((len(pp.kept), ne), dtype=np.float64)
+    per_pass = max(1, row_cap // ne)
+    for (layer, kind), members in pp.groups.items():
+        frozen = _frozen(graph, kind, layer, pp.last_layer)
+        targets = (
+            []
+            if pp.to_logits
+            else [(r, p) for r, p in pp.recv if any(s in graph.senders(r, p) for s in members)]
         )
-        ne = sub.n
-        tokens, answers = _answer_columns(model, sub, [])
-        src_out = model.run(
-            src_in,
-            cache=sorted({_sender_site(graph, s) for s in kept}),
-            logits_at=sub.positions,
-            logit_tokens=tokens,
-        )
-        assert src_out.logits is not None
-        m_src[cols] = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
-        base_out = model.run(
-            base_in,
-            cache=[*freeze_sites, *(f"resid_pre.{L}" for L in resid_layers)],
-            logits_at=sub.positions,
-            logit_tokens=tokens,
-        )
-        assert base_out.logits is not None
-        m_base[cols] = sub.metric(base_out.logits[:, 0], answers).cpu().numpy()
-        per_pass = max(1, row_cap // ne)
-        for (layer, kind), members in groups.items():
-            frozen = _frozen(graph, kind, layer, last_layer)
-            targets = (
-                []
-                if to_logits
-                else [(r, p) for r, p in recv if any(s in graph.senders(r, p) for s in members)]
+        for k in range(0, len(members), per_pass):
+            batch = members[k : k + per_pass]
+            vals = _run_senders(
+                model,
+                graph,
+                sub,
+                base_in,
+                base_out,
+                src_out,
+                batch,
+                layer,
+                frozen,
+                targets,
+                pp.last_layer,
+                pp.positions,
+                pp.receiver_positions,
+                tokens,
+                answers,
             )
-            for k in range(0, len(members), per_pass):
-                batch = members[k : k + per_pass]
-                vals = _run_senders(
-                    model,
-                    graph,
-                    sub,
-                    base_in,
-                    base_out,
-                    src_out,
-                    batch,
-                    layer,
-                    frozen,
-                    targets,
-                    last_layer,
-                    positions,
-                    receiver_positions,
-                    tokens,
-                    answers,
-                )
-                patched[np.ix_(np.asarray([index[s] for s in batch]), cols)] = vals
-                done += 1 if to_logits else 2
-                if progress is not None:
-                    progress(done, total)
-        del src_out, base_out
-    est = normalized_effect(patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
-    note = degenerate_warning("path_patch", m_base, m_src)
-    if note is not None:
-        est = _nan_interval(est)
-    nodes = [graph.node(s) for s in kept]
-    return PatchingResult(
-        site=kept,
+            patched[np.asarray([index[s] for s in batch])] = vals
+            tick()
+    del src_out, base_out
+    return m_src, m_base, patched
+
+
+def _result(
+    model: Model,
+    task: Task,
+    pp: _PathPlan,
+    est: Any,
+    note: str | None,
+    patched: np.ndarray,
+    m_base: np.ndarray,
+    m_src: np.ndarray,
+    direction: str,
+    level: float,
+    n_boot: int,
+    seed: int,
+) -> PatchingResult:
+    """Step 5: one row per kept sender."""
+    graph = pp.graph
+    nodes = [graph.node(s) for s in pp.kept]
+    return build_result(
+        model,
+        task,
+        est,
+        note,
+        site=pp.kept,
         kind=[str(v.kind) for v in nodes],
         layer=[v.layer for v in nodes],
         head=[v.head for v in nodes],
-        position=[None] * len(kept),
-        effect=est.estimate,
-        se=est.se,
-        ci_low=est.low,
-        ci_high=est.high,
+        position=[None] * len(pp.kept),
         patched=patched,
         base=m_base,
         source=m_src,
         method="path",
         direction=direction,
-        positions=positions,
-        metric=task.metric.name,
-        model=model.name,
-        task=task.name,
+        positions=pp.positions,
         level=level,
         n_boot=n_boot,
         seed=seed,
         meta={
-            "receivers": sorted({r for r, _ in recv}, key=lambda r: (graph.node(r).layer or 0, r)),
-            "receiver_ports": [] if to_logits else list(dict.fromkeys(receiver_ports)),
-            "receiver_positions": receiver_positions,
-            "senders_without_edge": skipped,
-            **({"degenerate": note} if note is not None else {}),
+            "receivers": sorted(
+                {r for r, _ in pp.recv}, key=lambda r: (graph.node(r).layer or 0, r)
+            ),
+            "receiver_ports": [] if pp.to_logits else list(dict.fromkeys(pp.receiver_ports)),
+            "receiver_positions": pp.receiver_positions,
+            "senders_without_edge": pp.skipped,
         },
     )
 

@@ -30,12 +30,12 @@ def explanation_plot(
     (right)."""
     from .plots import subplots
 
-    j = res._m(metric)
+    j = res.metric_index(metric)
     m = res.metrics[j]
     if units is None:
         idx = [u for u in range(len(res.units)) if u not in res.skipped][:6]
     else:
-        idx = [res._u(u) for u in (units if isinstance(units, list | tuple) else [units])]
+        idx = [res.unit_index(u) for u in (units if isinstance(units, list | tuple) else [units])]
     if not idx:
         raise InputError("no units to plot")
     fig, axes = subplots(len(idx), 2, figsize=(10, 1.6 + 1.5 * len(idx)), squeeze=False)

@@ -62,7 +62,7 @@ def _check_site(model: Model, site: str, layer: int) -> None:
         )
 
 
-def _positions(inp: Inputs, position: str | int) -> Tensor | None:
+def token_positions(inp: Inputs, position: str | int) -> Tensor | None:
     """Per-example token index for ``"last"`` / an offset from the last token; None for mean."""
     last = inp.last
     assert last is not None
@@ -111,7 +111,7 @@ def activations(
     for b0 in range(0, n, batch_size):
         rows = list(range(b0, min(n, b0 + batch_size)))
         inp = right_pad(model, [seqs[i] for i in rows])
-        pos = _positions(inp, position)
+        pos = token_positions(inp, position)
         sites = [Site(f"{site}.{L}", positions=pos) for L in ls]
         res = model.run(inp, cache=sites, stop_at=stop)
         for j, L in enumerate(ls):

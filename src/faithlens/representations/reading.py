@@ -55,9 +55,6 @@ from .pair_activations import (
     resolve_layers,
     right_pad,
 )
-from .pair_activations import (
-    _positions as _positions,  # checks.py reads it from here
-)
 from .steering import Steering
 
 

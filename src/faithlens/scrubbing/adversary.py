@@ -34,8 +34,8 @@ from ..models.graph import ComponentGraph, graph_for
 from ..stats import mean_se
 from .data import Feature
 from .engine import (
-    _as_data,
-    _as_model,
+    as_data,
+    as_model,
     check_rewrites,
     check_scrub_args,
     finish,
@@ -208,8 +208,8 @@ def adversary(
     V.positive_int("steps", steps, fix="take at least one refinement step")
     V.finite_float("min_z", min_z, low=0.0, fix="use e.g. 3.0 standard errors")
     check_scrub_args(n=n, seed=seed, batch_size=batch_size, progress=progress)
-    m = _as_model(model)
-    pool, default_b = _as_data(data)
+    m = as_model(model)
+    pool, default_b = as_data(data)
     beh = behaviour or default_b
     g = graph if graph is not None else graph_for(m)
     gr = g
@@ -221,9 +221,9 @@ def adversary(
     order = np.argsort(stream(seed, "adversary", len(cands))[0], kind="stable")
     queue = [cands[i] for i in order]
     seq = None
-    from .engine import _seq_len
+    from .engine import seq_len
 
-    seq = _seq_len(gr, pool)
+    seq = seq_len(gr, pool)
     current: Hypothesis = hypothesis
     chosen: list[str] = []
     rows: list[dict[str, Any]] = []

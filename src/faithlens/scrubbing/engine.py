@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from .. import validate as V
 from ..errors import InputError
+from ..executor import current_executor
 from ..models.graph import (
     ComponentGraph,
     CopyRef,
@@ -286,7 +287,7 @@ class PlanBuilder:
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_model(model: Any) -> Model:
+def as_model(model: Any) -> Model:
     if isinstance(model, Model):
         return model
     if isinstance(model, nn.Module):
@@ -294,7 +295,7 @@ def _as_model(model: Any) -> Model:
     raise InputError(f"scrub needs a faithlens Model or an nn.Module, not {type(model).__name__}")
 
 
-def _as_data(data: Any) -> tuple[ScrubData, Behaviour | None]:
+def as_data(data: Any) -> tuple[ScrubData, Behaviour | None]:
     from ..tasks.base import Task
 
     if isinstance(data, ScrubData):
@@ -333,7 +334,7 @@ def _baselines(baselines: Any) -> dict[str, Hypothesis]:
     return out
 
 
-def _seq_len(graph: ComponentGraph, data: ScrubData) -> int | None:
+def seq_len(graph: ComponentGraph, data: ScrubData) -> int | None:
     if isinstance(graph, TransformerGraph):
         return int(data[graph.ids_field].shape[1])
     if graph.positions:
@@ -382,10 +383,10 @@ def prepare(
 ) -> Prepared:
     """Plan, validate and sample a scrubbing experiment without running the model on it."""
     V.nonnegative_int("seed", seed)
-    m = _as_model(model)
+    m = as_model(model)
     if not isinstance(hypothesis, Hypothesis):
         raise InputError(f"scrub needs a faithlens Hypothesis, not {type(hypothesis).__name__}")
-    pool, default_b = _as_data(data)
+    pool, default_b = as_data(data)
     beh = behaviour or default_b
     if beh is None:
         raise InputError(
@@ -401,7 +402,7 @@ def prepare(
     for rw in hypothesis.rewrites:
         g = rw.apply(g)
     if references is not None:
-        refs = references if isinstance(references, ScrubData) else _as_data(references)[0]
+        refs = references if isinstance(references, ScrubData) else as_data(references)[0]
         table = Table(pool)
         ref = table.add(refs, source=False)
         if n is not None:
@@ -423,7 +424,7 @@ def prepare(
         raise InputError(
             f"the data have no columns {missing} for the model's inputs; columns: {pool.columns}"
         )
-    seq = _seq_len(g, pool)
+    seq = seq_len(g, pool)
     dv = DataVectors(ref)
     ref_rows = table.data.take(ref)
     sym = plan(trees(hypothesis), g, seq=seq, n=len(ref), columns=ref_rows.__getitem__)
@@ -454,10 +455,9 @@ def prepare(
     )
 
 
-def _chunk_size(prep: Prepared, batch_size: int | None) -> int:
-    """Reference rows per chunk: what fits the memory budget (``faithlens._memory``)."""
-    from .._memory import rows_that_fit
-
+def chunk_size(prep: Prepared, batch_size: int | None) -> int:
+    """Reference rows per chunk: ``batch_size``, else what fits the memory budget (from the
+    executor, :mod:`faithlens.executor`)."""
     n = len(prep.ref)
     if batch_size is not None:
         if batch_size < 1:
@@ -473,7 +473,7 @@ def _chunk_size(prep: Prepared, batch_size: int | None) -> int:
     tensors = 4 * len(prep.plan.data()) + 6 * len(prep.plan.copies) + 4
     vocab = max(int(g.model.adapter.d_vocab or 1), 1)
     per_row = 4 * (tensors * seq * d + len(prep.plan.roots) * 2 * vocab)
-    return min(n, rows_that_fit(per_row, g.model.device, tokens_per_row=seq))
+    return current_executor().chunk_size(n, per_row, device=g.model.device, tokens_per_item=seq)
 
 
 def run_prepared(
@@ -487,23 +487,33 @@ def run_prepared(
     g, beh = prep.graph, prep.behaviour
     feed = TableFeed(prep.table, prep.data, g.input_fields(), g.model.device)
     n = len(prep.ref)
-    step = _chunk_size(prep, batch_size)
+    ex = current_executor()
+    chunks = ex.chunks(n, chunk_size(prep, batch_size))
     values: list[list[np.ndarray]] = [[] for _ in prep.plan.roots]
     kls: list[np.ndarray] = []
     stats = EvalStats()
-    done = 0
-    for start in range(0, n, step):
-        rows = torch.arange(start, min(n, start + step))
+
+    def one(chunk: slice) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """Every root's behaviour on one chunk of reference rows, and the KL of root 1."""
+        rows = torch.arange(chunk.start, chunk.stop)
         ref_rows = prep.table.data.take(prep.ref[rows.numpy()])
         pos = beh.positions(ref_rows)
         outs = g.evaluate(prep.plan, feed, rows, out_positions=pos, stats=stats)
-        for j, o in enumerate(outs):
-            values[j].append(beh(o, ref_rows).detach().double().cpu().numpy())
+        vals = [beh(o, ref_rows).detach().double().cpu().numpy() for o in outs]
+        kl = None
         if len(outs) > 1 and outs[0].shape == outs[1].shape:
             lp, lq = beh.log_probs(outs[0]), beh.log_probs(outs[1])
             if lp is not None and lq is not None:
-                kls.append(kl_to_original(lp, lq).detach().double().cpu().numpy())
-        done += len(rows)
+                kl = kl_to_original(lp, lq).detach().double().cpu().numpy()
+        return vals, kl
+
+    done = 0
+    for chunk, (vals, kl) in zip(chunks, ex.map(one, chunks)):
+        for j, v in enumerate(vals):
+            values[j].append(v)
+        if kl is not None:
+            kls.append(kl)
+        done += chunk.stop - chunk.start
         if progress is not None:
             progress(done, n)
     return [np.concatenate(v) for v in values], (np.concatenate(kls) if kls else np.zeros(0)), stats
@@ -549,7 +559,7 @@ def check_scrub_args(
         raise V.fail(nm("progress"), progress, "must be a callable (done, total) or None")
 
 
-def _enough_references(prep: Prepared, n: int | None) -> None:
+def enough_references(prep: Prepared, n: int | None) -> None:
     """A standard error needs two reference examples (one gives se = 0)."""
     if len(prep.ref) < 2:
         name = "n" if n is not None else "data"
@@ -611,7 +621,7 @@ def scrub(
         references=references,
         seed=seed,
     )
-    _enough_references(prep, n)
+    enough_references(prep, n)
     check_rewrites(prep)
     return finish(
         prep, batch_size=batch_size, n_boot=n_boot, level=level, progress=progress, seed=seed
@@ -631,7 +641,7 @@ def finish(
     check_scrub_args(
         seed=seed, batch_size=batch_size, n_boot=n_boot, level=level, progress=progress
     )
-    _enough_references(prep, None if len(prep.ref) >= 2 else len(prep.ref))
+    enough_references(prep, None if len(prep.ref) >= 2 else len(prep.ref))
     vals, kl, stats = run_prepared(prep, batch_size=batch_size, progress=progress)
     orig, h = vals[0], vals[1]
     bnames = list(prep.baselines)
@@ -857,7 +867,7 @@ def dry_run_text(prep: Prepared, rows: Sequence[int], max_feeds: int) -> str:
 
 def default_graph(model: Any, **kwargs: Any) -> ComponentGraph:
     """The component graph ``scrub`` uses by default for a model."""
-    return graph_for(_as_model(model), **kwargs)
+    return graph_for(as_model(model), **kwargs)
 
 
 __all__ = [

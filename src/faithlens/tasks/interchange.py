@@ -38,7 +38,9 @@ def _n_of(x: Any) -> int:
     raise InputError(f"cannot count the examples of a {type(x).__name__}")
 
 
-def _select(x: Any, rows: Tensor) -> Any:
+def select_rows(x: Any, rows: Tensor) -> Any:
+    """The examples ``rows`` of ``x`` (:class:`Inputs`, a tensor or a list; anything else is
+    shared by every example and returned as it is)."""
     if isinstance(x, Inputs):
         return x.select(rows)
     if isinstance(x, Tensor):
@@ -104,8 +106,8 @@ class InterchangeData:
             pos = pos[idx]
         return replace(
             self,
-            base=_select(self.base, idx),
-            source=_select(self.source, idx),
+            base=select_rows(self.base, idx),
+            source=select_rows(self.source, idx),
             labels=self.labels[idx],
             positions=pos,
             candidates=None if self.candidates is None else self.candidates[idx],
@@ -129,4 +131,4 @@ class InterchangeData:
         )
 
 
-__all__ = ["InterchangeData"]
+__all__ = ["InterchangeData", "select_rows"]

@@ -127,7 +127,7 @@ OBJECTS = [
 
 def single_token_names(model: Model) -> list[str]:
     """The candidate names that are one token (with a leading space) for this tokenizer."""
-    tok = model._need_tokenizer()
+    tok = model.require_tokenizer()
     return [n for n in NAMES if len(tok(" " + n, add_special_tokens=False)["input_ids"]) == 1]
 
 

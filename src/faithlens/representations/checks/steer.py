@@ -69,7 +69,7 @@ def measure(
     return out
 
 
-def _metric_name(metric: Metric) -> str:
+def metric_name(metric: Metric) -> str:
     return metric if isinstance(metric, str) else getattr(metric, "__name__", "custom")
 
 
@@ -152,7 +152,7 @@ def compare(
         effect_se=np.asarray(iv.se).reshape(-1),
         effect_low=np.asarray(iv.low).reshape(-1),
         effect_high=np.asarray(iv.high).reshape(-1),
-        metric=_metric_name(metric),
+        metric=metric_name(metric),
         behaviour=behaviour.name,
         model=model.name,
         level=level,

@@ -15,7 +15,7 @@ from ..behaviour import Behaviour
 from ..data import ContrastPairs, Prompt
 from ..reading import ReadingResult
 from ..results import FaithfulnessReport
-from .steer import Metric, _metric_name
+from .steer import Metric, metric_name
 from .table import CHECKS, ROW_COLUMNS, CheckContext, Settings, run_checks
 
 
@@ -222,7 +222,7 @@ def _report(
         model=ctx.model.name,
         seed=o.seed,
         meta={
-            "metric": _metric_name(o.metric),
+            "metric": metric_name(o.metric),
             "scale": o.scale,
             "n_random": o.n_random,
             "null": o.null,

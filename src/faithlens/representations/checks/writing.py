@@ -59,7 +59,7 @@ def _projections(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``[n, n_components]`` projections of each component's output on ``r`` at one token, and
     ``[n]`` projections of the residual itself."""
-    from ..reading import _positions
+    from ..pair_activations import token_positions
 
     seqs = encode(model, prompts)
     n = len(seqs)
@@ -72,7 +72,7 @@ def _projections(
     for b0 in range(0, n, batch_size):
         rows = list(range(b0, min(n, b0 + batch_size)))
         inp = right_pad(model, [seqs[i] for i in rows])
-        pos = _positions(inp, position)
+        pos = token_positions(inp, position)
         if pos is None:
             raise InputError("who-writes-it reads one token: position must be 'last' or an offset")
         res = model.run(inp, cache=[Site(s, positions=pos) for s in cache_names], stop_at=target)

@@ -1,0 +1,172 @@
+"""The executor seam: where a batch of work items runs, and how large each chunk is.
+
+A method says *what* runs (a function of one chunk of examples, reference rows, units or
+resamples); the executor says *where* it runs and *how much* goes into one chunk. Every method
+that splits its work into chunks asks the current executor for the chunk size and the chunks
+(:meth:`Executor.chunk_size`, :meth:`Executor.chunks`) and hands it the per-chunk work
+(:meth:`Executor.map`); no method knows where its chunks ran.
+
+Today there is one executor, :class:`InProcess`: chunks run one after another in this process,
+in order, and chunk sizes follow the fixed memory budget of :mod:`faithlens._memory` (never the
+free memory, so that results are machine-independent). Another executor (e.g. one that sends
+chunks to workers) implements the same :class:`Executor` protocol; it must plan the same chunks
+for the same budget, so that it gives the same numbers.
+
+``fl.executor("inprocess")`` (a context manager) chooses the executor for a block of code;
+:func:`current_executor` returns the one in force.
+
+This is a utility module below the models: it imports only torch, the standard library,
+``_memory``, ``validate`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Protocol, TypeVar, runtime_checkable
+
+import torch
+
+from . import _memory
+from .errors import InputError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Where chunks of work run, and how large they are."""
+
+    name: str
+
+    def budget(
+        self,
+        device: torch.device | None,
+        *,
+        fraction: float = 0.25,
+        max_memory: int | None = None,
+    ) -> int:
+        """Bytes one batched computation may use: ``max_memory``, else ``fraction`` of the
+        configured budget of ``device``'s type."""
+        ...
+
+    def chunk_size(
+        self,
+        n_items: int | None,
+        bytes_per_item: int,
+        *,
+        device: torch.device | None = None,
+        fraction: float = 0.25,
+        max_memory: int | None = None,
+        tokens_per_item: int | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Items per chunk: as many as fit the budget, at least one, at most ``limit`` and
+        ``n_items``."""
+        ...
+
+    def chunks(self, n_items: int, size: int) -> list[slice]:
+        """``range(n_items)`` in consecutive chunks of ``size`` (the last may be shorter)."""
+        ...
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        """``fn`` of every item, in order."""
+        ...
+
+
+class InProcess:
+    """Chunks run in this process, one after another, in order; sizes from the memory budget."""
+
+    name = "inprocess"
+
+    def budget(
+        self,
+        device: torch.device | None,
+        *,
+        fraction: float = 0.25,
+        max_memory: int | None = None,
+    ) -> int:
+        if max_memory is not None:
+            return int(max_memory)
+        if device is None:
+            raise InputError("a memory budget needs a device or max_memory")
+        return _memory.budget_bytes(device, fraction)
+
+    def chunk_size(
+        self,
+        n_items: int | None,
+        bytes_per_item: int,
+        *,
+        device: torch.device | None = None,
+        fraction: float = 0.25,
+        max_memory: int | None = None,
+        tokens_per_item: int | None = None,
+        limit: int | None = None,
+    ) -> int:
+        if tokens_per_item is not None and max_memory is None and device is not None:
+            # a forward pass: the budget and, on a CPU, the tokens-per-pass cap
+            rows = _memory.rows_that_fit(
+                bytes_per_item,
+                device,
+                tokens_per_row=tokens_per_item,
+                fraction=fraction,
+                limit=limit,
+            )
+        else:
+            if tokens_per_item is not None:
+                raise InputError("tokens_per_item needs a device and no max_memory")
+            budget = self.budget(device, fraction=fraction, max_memory=max_memory)
+            rows = int(budget // max(1, bytes_per_item))
+            if limit is not None:
+                rows = min(rows, limit)
+            rows = max(1, rows)
+        return rows if n_items is None else max(1, min(n_items, rows))
+
+    def chunks(self, n_items: int, size: int) -> list[slice]:
+        if size < 1:
+            raise InputError(f"a chunk holds at least one item, not {size}")
+        return [slice(i, min(n_items, i + size)) for i in range(0, n_items, size)]
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        for item in items:
+            yield fn(item)
+
+
+EXECUTORS: dict[str, Callable[[], Executor]] = {"inprocess": InProcess}
+
+_CURRENT: contextvars.ContextVar[Executor | None] = contextvars.ContextVar(
+    "faithlens_executor", default=None
+)
+_DEFAULT = InProcess()
+
+
+def current_executor() -> Executor:
+    """The executor in force (:class:`InProcess` unless :func:`executor` chose another)."""
+    ex = _CURRENT.get()
+    return _DEFAULT if ex is None else ex
+
+
+@contextmanager
+def executor(which: str | Executor = "inprocess") -> Iterator[Executor]:
+    """Run the methods called in this block on ``which`` (a name in :data:`EXECUTORS` or an
+    :class:`Executor`)."""
+    if isinstance(which, str):
+        if which not in EXECUTORS:
+            from .validate import fail
+
+            raise fail("executor", which, "is not an executor", f"use one of {sorted(EXECUTORS)}")
+        ex = EXECUTORS[which]()
+    elif isinstance(which, Executor):
+        ex = which
+    else:
+        raise InputError(f"executor must be a name or an Executor, not {type(which).__name__}")
+    token = _CURRENT.set(ex)
+    try:
+        yield ex
+    finally:
+        _CURRENT.reset(token)
+
+
+__all__ = ["EXECUTORS", "Executor", "InProcess", "current_executor", "executor"]

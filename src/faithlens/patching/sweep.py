@@ -1,0 +1,235 @@
+"""What the patching sweeps share: argument checks, the chunks of examples, the answer columns,
+the memory of one batch row, the effect estimate and the one builder of a
+:class:`~faithlens.patching.result.PatchingResult`.
+
+Exact activation patching (:mod:`.exact`), path patching (:mod:`.path`) and attribution patching
+(:mod:`.attribution`) all use these; chunk sizes come from the executor
+(:mod:`faithlens.executor`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import validate
+from ..errors import InputError
+from ..models.model import Inputs, Model
+from ..stats import normalized_effect
+from ..tasks.base import Task
+from .result import PatchingResult
+
+Progress = Callable[[int, int], None]
+POSITION_MODES = ("all", "last", "each")
+DIRECTIONS = ("denoising", "noising")
+
+
+def check_arguments(
+    fn: str,
+    task: object,
+    positions: str,
+    direction: str,
+    *,
+    model: object = None,
+    n_boot: Any = 1000,
+    level: Any = 0.95,
+    seed: Any = 0,
+    max_rows: Any = None,
+    position_modes: Sequence[str] = POSITION_MODES,
+) -> None:
+    """The argument checks every patching method makes before any work: the argument values,
+    the task against the model (vocabulary, a language-model head) and degenerate tasks whose
+    normalised effect is undefined (clean == corrupt, identical answers)."""
+    if not isinstance(model, Model):
+        raise validate.fail(
+            "model", type(model).__name__, f"{fn} needs a faithlens Model", "use fl.load(...)"
+        )
+    if not isinstance(task, Task):
+        raise InputError(f"{fn} needs a faithlens Task, not {type(task).__name__}")
+    validate.choice("positions", positions, position_modes)
+    validate.choice("direction", direction, DIRECTIONS)
+    validate.n_boot(n_boot)
+    validate.level(level)
+    validate.nonnegative_int("seed", seed)
+    if max_rows is not None:
+        validate.positive_int("max_rows", max_rows)
+    task.check_model(model, fn)
+    why = task.degenerate()
+    if why is not None:
+        raise InputError(f"{fn}: task {task.name!r} is degenerate: {why}")
+
+
+def degenerate_warning(
+    fn: str, base: np.ndarray, source: np.ndarray, *, stacklevel: int = 3
+) -> str | None:
+    """After the runs: the mean metric of the source and base runs agree exactly, so every
+    normalised effect divides by zero. Warn, and return the note the result carries."""
+    if float(np.mean(source)) != float(np.mean(base)):
+        return None
+    note = (
+        f"{fn}: the clean and corrupted runs give the same mean metric "
+        f"({float(np.mean(base)):.6g}), so the normalised effect (patched - base) / "
+        "(source - base) divides by zero; the effects are NaN, not estimates. Use a task whose "
+        "corruption changes the model's answer"
+    )
+    warnings.warn(note, RuntimeWarning, stacklevel=stacklevel)
+    return note
+
+
+def row_bytes(model: Model, seq_rel: int, seq_abs: int, dtype_bytes: int) -> int:
+    """Bytes one batch row of a patched forward pass holds (activations of ``seq_rel``
+    recomputed positions attending to ``seq_abs``, the keys and values, one logit row)."""
+    a = model.adapter
+    d = a.d_model or 1
+    per_tok = d * 12 + (a.d_mlp or d) * 4 + (a.n_heads or 1) * seq_abs * 3
+    kv = 2 * (a.n_layers or 1) * (a.n_kv_heads or 1) * (a.d_head or 1) * seq_abs
+    return (per_tok * seq_rel + kv + (a.d_vocab or 1)) * dtype_bytes
+
+
+def nan_interval(est: Any) -> Any:
+    """The interval with every value NaN (an undefined estimate, never a number)."""
+    nan = np.full(np.shape(est.estimate), np.nan)
+    return replace(est, estimate=nan, se=nan.copy(), low=nan.copy(), high=nan.copy())
+
+
+def answer_columns(model: Model, task: Task, sites: Sequence[str]) -> tuple[Tensor | None, Tensor]:
+    """The vocabulary columns a run must compute, and the answers as indices into them: only
+    the answer tokens when the metric reads nothing else (and no patched site is the logits),
+    else every column (``None``) and the answers as they are."""
+    unembed = model.adapter.unembed_module
+    lin = model.module.get_submodule(unembed) if unembed is not None else None
+    if (
+        not task.metric.answer_logits_only
+        or not isinstance(lin, torch.nn.Linear)
+        or any(model.site_info(s).kind == "logits" for s in sites)
+    ):
+        return None, task.answers
+    tokens = torch.unique(task.answers)
+    return tokens, torch.searchsorted(tokens, task.answers)
+
+
+def example_chunks(model: Model, task: Task, size: int) -> list[Tensor]:
+    """Example indices, in chunks of at most ``size``. In a causal model examples are grouped
+    by metric position first: a chunk whose examples read the same position can stop there
+    (:func:`truncated`) and, patched at that position, recompute that one position only."""
+    n = task.n
+    if not can_truncate(model, task):
+        return list(torch.arange(n).split(size))
+    pos = task.positions.cpu()
+    out: list[Tensor] = []
+    for p in torch.unique(pos).tolist():
+        out.extend((pos == p).nonzero().flatten().split(size))
+    return out
+
+
+def can_truncate(model: Model, task: Task) -> bool:
+    plain = not (task.clean.args or task.clean.kwargs or task.corrupt.args or task.corrupt.kwargs)
+    return bool(model.is_causal and model.adapter.supports_resume and plain)
+
+
+def truncated(model: Model, task: Task) -> Task:
+    """In a causal model, the task without the positions after its last metric position: they
+    can change nothing the metric reads."""
+    if not can_truncate(model, task):
+        return task
+    end = int(task.positions.max()) + 1
+    if end >= task.seq_len:
+        return task
+
+    def cut(x: Inputs) -> Inputs:
+        assert x.ids is not None
+        return Inputs(ids=x.ids[:, :end], mask=None if x.mask is None else x.mask[:, :end])
+
+    return replace(task, clean=cut(task.clean), corrupt=cut(task.corrupt))
+
+
+def effects(
+    fn: str,
+    patched: np.ndarray,
+    base: np.ndarray,
+    source: np.ndarray,
+    *,
+    n_boot: int,
+    level: float,
+    seed: int,
+) -> tuple[Any, str | None]:
+    """The normalised effect of every condition with its bootstrap interval, and the note of a
+    degenerate sweep (then every value is NaN; see :func:`degenerate_warning`)."""
+    est = normalized_effect(patched, base, source, n_boot=n_boot, level=level, seed=seed)
+    note = degenerate_warning(fn, base, source, stacklevel=4)
+    if note is not None:
+        est = nan_interval(est)
+    return est, note
+
+
+def build_result(
+    model: Model,
+    task: Task,
+    est: Any,
+    note: str | None,
+    *,
+    site: list[str],
+    kind: list[str],
+    layer: list[int | None],
+    head: list[int | None],
+    position: list[int | None],
+    patched: np.ndarray,
+    base: np.ndarray,
+    source: np.ndarray,
+    method: str,
+    direction: str,
+    positions: str,
+    level: float,
+    n_boot: int,
+    seed: int,
+    meta: dict[str, Any],
+) -> PatchingResult:
+    """The :class:`PatchingResult` of a sweep (one row per condition); a degenerate sweep's
+    ``note`` goes into ``meta["degenerate"]``."""
+    return PatchingResult(
+        site=site,
+        kind=kind,
+        layer=layer,
+        head=head,
+        position=position,
+        effect=est.estimate,
+        se=est.se,
+        ci_low=est.low,
+        ci_high=est.high,
+        patched=patched,
+        base=base,
+        source=source,
+        method=method,
+        direction=direction,
+        positions=positions,
+        metric=task.metric.name,
+        model=model.name,
+        task=task.name,
+        level=level,
+        n_boot=n_boot,
+        seed=seed,
+        meta={**meta, **({"degenerate": note} if note is not None else {})},
+    )
+
+
+__all__ = [
+    "DIRECTIONS",
+    "POSITION_MODES",
+    "Progress",
+    "answer_columns",
+    "build_result",
+    "can_truncate",
+    "check_arguments",
+    "degenerate_warning",
+    "effects",
+    "example_chunks",
+    "nan_interval",
+    "row_bytes",
+    "truncated",
+]

@@ -1,0 +1,154 @@
+"""The executor seam plans exactly the chunks the methods planned before it existed.
+
+Each ``old_*`` function below is the chunk-size formula a method had inlined (patching/exact.py,
+patching/path.py, scrubbing/engine.py, neurons/engine.py), copied verbatim; the executor must
+give the same size for every size and budget in the table (bit-identical results depend on it).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from faithlens import _memory
+from faithlens.errors import InputError
+from faithlens.executor import Executor, InProcess, current_executor, executor
+
+DEVICES = ["cpu", "cuda"]
+BUDGETS = [None, "64M", "1G", "3G", "40G"]  # FAITHLENS_MEMORY (None: the default per device)
+ITEMS = [1, 2, 7, 24, 256, 5000]
+BYTES = [0, 1, 3_000, 123_457, 10_000_000, 3 << 30]
+TOKENS = [1, 6, 64, 1000, 9000]
+LIMITS = [None, 1, 7, 100]
+
+
+@pytest.fixture(params=list(itertools.product(DEVICES, BUDGETS)), ids=str)
+def budget(request, monkeypatch):
+    device, env = request.param
+    monkeypatch.setattr(_memory, "available_bytes", lambda d: 1 << 50)
+    if env is None:
+        monkeypatch.delenv("FAITHLENS_MEMORY", raising=False)
+    else:
+        monkeypatch.setenv("FAITHLENS_MEMORY", env)
+    return torch.device(device)
+
+
+# ---- the formulas as they were inlined ----------------------------------------------------
+
+
+def old_patch_examples(n, per_example, device):
+    return max(1, min(n, _memory.budget_bytes(device) // max(1, per_example)))
+
+
+def old_rows_per_pass(row_bytes, device, seq, max_rows):
+    return _memory.rows_that_fit(row_bytes, device, tokens_per_row=seq, limit=max_rows)
+
+
+def old_scrub_rows(n, per_row, device, seq):
+    return min(n, _memory.rows_that_fit(per_row, device, tokens_per_row=seq))
+
+
+def old_neurons_budget(device, max_memory):
+    if max_memory is not None:
+        return int(max_memory)
+    return _memory.budget_bytes(device, 0.5 if device.type == "cuda" else 0.25)
+
+
+def old_neurons_blocks(budget, u, per_u_store, per_bu):
+    units = max(1, min(u, int(budget // 2 // max(per_u_store, 1))))
+    chunk_b = max(1, int(budget // 2 // max(per_bu * units, 1)))
+    return units, chunk_b
+
+
+def old_slices(n, size):
+    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+# ---- the table ------------------------------------------------------------------------------
+
+
+def test_patch_examples_per_chunk(budget):
+    ex = InProcess()
+    for n, b in itertools.product(ITEMS, BYTES):
+        assert ex.chunk_size(n, b, device=budget) == old_patch_examples(n, b, budget), (n, b)
+
+
+def test_rows_per_forward_pass(budget):
+    ex = InProcess()
+    for b, seq, lim in itertools.product(BYTES, TOKENS, LIMITS):
+        got = ex.chunk_size(None, b, device=budget, tokens_per_item=seq, limit=lim)
+        assert got == old_rows_per_pass(b, budget, seq, lim), (b, seq, lim)
+
+
+def test_scrub_rows_per_chunk(budget):
+    ex = InProcess()
+    for n, b, seq in itertools.product(ITEMS, BYTES, TOKENS):
+        got = ex.chunk_size(n, b, device=budget, tokens_per_item=seq)
+        assert got == old_scrub_rows(n, b, budget, seq), (n, b, seq)
+
+
+@pytest.mark.parametrize("max_memory", [None, 1, 20_000, 60_000, 10**9])
+def test_neurons_budget_and_blocks(budget, max_memory):
+    ex = InProcess()
+    frac = 0.5 if budget.type == "cuda" else 0.25
+    b = ex.budget(budget, fraction=frac, max_memory=max_memory)
+    assert b == old_neurons_budget(budget, max_memory)
+    for u, store, per_bu in itertools.product([1, 3, 500], [0, 7, 40_000, 10**7], [0, 9, 10**5]):
+        units = ex.chunk_size(u, store, max_memory=b // 2)
+        chunk_b = ex.chunk_size(None, per_bu * units, max_memory=b // 2)
+        assert (units, chunk_b) == old_neurons_blocks(b, u, store, per_bu), (u, store, per_bu)
+
+
+def test_chunks_are_the_old_slices():
+    ex = InProcess()
+    for n, size in itertools.product([0, 1, 5, 24, 100], [1, 2, 7, 24, 1000]):
+        assert ex.chunks(n, size) == old_slices(n, size)
+    with pytest.raises(InputError):
+        ex.chunks(5, 0)
+
+
+def test_the_methods_ask_the_executor():
+    """The chunking call sites read their sizes from the current executor."""
+    import faithlens as fl
+    from faithlens.neurons import engine as neurons_engine
+    from faithlens.tasks.induction import induction_task
+
+    calls: list[str] = []
+
+    class Spy(InProcess):
+        name = "spy"
+
+        def budget(self, device, *, fraction=0.25, max_memory=None):
+            calls.append("budget")
+            return super().budget(device, fraction=fraction, max_memory=max_memory)
+
+        def chunk_size(self, n_items, bytes_per_item, **kw):
+            calls.append("chunk_size")
+            return super().chunk_size(n_items, bytes_per_item, **kw)
+
+    spy = Spy()
+    with executor(spy):
+        assert current_executor() is spy
+        neurons_engine.memory_budget(torch.device("cpu"), 123)
+        assert calls == ["budget"]
+        m = fl.load("zoo:induction")
+        task = induction_task(n=4, seed=0)
+        fl.patch(m, task, "head", n_boot=10)
+        assert calls.count("chunk_size") == 2  # examples per chunk, rows per pass
+        fl.path_patch(m, task, "head", "logits", n_boot=10)
+        assert calls.count("chunk_size") == 3
+    assert current_executor().name == "inprocess"
+
+
+def test_executor_choice():
+    assert isinstance(current_executor(), InProcess)
+    assert isinstance(current_executor(), Executor)
+    with executor("inprocess") as ex:
+        assert current_executor() is ex
+        assert list(ex.map(lambda x: x * 2, [1, 2, 3])) == [2, 4, 6]
+    from faithlens.errors import ArgumentError
+
+    with pytest.raises(ArgumentError), executor("ray"):
+        pass
