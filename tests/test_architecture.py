@@ -151,3 +151,12 @@ def test_version_matches_pyproject():
 
     with open(PYPROJECT, "rb") as fh:
         assert tomllib.load(fh)["project"]["version"] == __version__
+
+
+def test_model_run_is_the_run_engine():
+    """``Model.run`` (in models, at the bottom of the stack) calls the engine that
+    ``faithlens.runs`` registers when it is imported, with no upward import."""
+    import faithlens.models.model as M
+    import faithlens.runs as R
+
+    assert M._ENGINE is R.run

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from .errors import InputError, ShapeError, SiteError
 from .hooks import HookState, Op, Stop, gather_hook, register, vocab_subset
 from .interventions import Intervention
-from .models.model import Inputs, Model
+from .models.model import Inputs, Model, use_engine
 from .models.sites import (
     HookPoint,
     Selection,
@@ -514,5 +514,8 @@ class _null:
     def __exit__(self, *exc: Any) -> None:
         return None
 
+
+# Model.run (in models, below this module) calls the engine registered here.
+use_engine(run)
 
 __all__ = ["Resume", "RunOutput", "run"]

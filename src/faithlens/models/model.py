@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,7 @@ from .sites import KINDS, SITE_GROUPS, Site, SiteInfo, SiteLike, as_site
 
 if TYPE_CHECKING:
     from ..interventions import Intervention
-    from ..runs import Resume, RunOutput
+    from ..runs import RunOutput
 
 
 @dataclass(frozen=True, eq=False)
@@ -334,34 +334,29 @@ class Model:
         inputs: Any,
         interventions: Sequence[Intervention] = (),
         cache: Sequence[SiteLike] = (),
-        *,
-        start_at: Resume | None = None,
-        stop_at: SiteLike | None = None,
-        logits_at: Any = None,
-        logit_tokens: Tensor | None = None,
-        grad: bool = False,
-        grad_sites: Sequence[SiteLike] = (),
-        return_kv: bool = False,
+        **options: Any,
     ) -> RunOutput:
-        """Run the model with interventions, caching the activations asked for.
+        """Run the model with interventions, caching the activations asked for: the same as
+        :func:`faithlens.runs.run` (``model.run(x, ...)`` is ``fl.run(model, x, ...)``; see it
+        for the keyword ``options``: ``start_at``, ``stop_at``, ``logits_at``, ``logit_tokens``,
+        ``grad``, ``grad_sites``, ``return_kv``)."""
+        if _ENGINE is None:  # importing any faithlens module imports faithlens.runs first
+            raise RuntimeError("faithlens.runs is not imported, so no engine can run the model")
+        return _ENGINE(self, inputs, interventions, cache, **options)
 
-        See :func:`faithlens.runs.run` for the arguments.
-        """
-        from ..runs import run as _run
 
-        return _run(
-            self,
-            inputs,
-            interventions,
-            cache,
-            start_at=start_at,
-            stop_at=stop_at,
-            logits_at=logits_at,
-            logit_tokens=logit_tokens,
-            grad=grad,
-            grad_sites=grad_sites,
-            return_kv=return_kv,
-        )
+#: What :meth:`Model.run` calls: :func:`faithlens.runs.run` (``run(model, inputs, interventions,
+#: cache, **options)``), which sits above ``models`` in the stack and registers itself with
+#: :func:`use_engine` when it is imported, so that ``models`` imports nothing above it.
+RunEngine = Callable[..., "RunOutput"]
+
+_ENGINE: RunEngine | None = None
+
+
+def use_engine(engine: RunEngine) -> None:
+    """Make ``engine`` the one :meth:`Model.run` calls (``faithlens.runs`` does this)."""
+    global _ENGINE
+    _ENGINE = engine
 
 
 def wrap(
