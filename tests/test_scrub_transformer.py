@@ -14,9 +14,9 @@ import torch
 
 import faithlens as fl
 from faithlens import scrubbing as sc
-from faithlens.models.graph import TransformerGraph
+from faithlens.graph import TransformerGraph
 from faithlens.scrubbing.engine import TableFeed, prepare
-from faithlens.scrubbing.reference import naive_scrub, path_reference
+from tests.scrub_reference import naive_scrub, path_reference
 
 N, S = 24, 6
 

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from .. import validate as V
 from ..errors import InputError
-from ..models.graph import (
+from ..graph import (
     ComponentGraph,
     CopyRef,
     EvalStats,
