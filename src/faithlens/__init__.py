@@ -2,6 +2,7 @@
 
 from . import (
     divergence,
+    graph,
     interventions,
     neurons,
     patching,
@@ -88,6 +89,7 @@ __all__ = [
     "Zero",
     "adversary",
     "attribution_patch",
+    "graph",
     "interventions",
     "load",
     "neurons",
