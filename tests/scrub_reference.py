@@ -216,7 +216,7 @@ def path_reference(prep: Prepared, rows: Sequence[int]) -> list[Tensor]:
     """The scrubbed output at reference ``rows`` by explicit path enumeration (see the module
     docstring); one batched evaluation of every copy (the datum of a path does not depend on
     the example), returned as a one-element list."""
-    from .plan import Planner
+    from faithlens.scrubbing.plan import Planner
 
     sym = prep.sampled.sym
     if len(sym.trees) != 1:
