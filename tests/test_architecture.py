@@ -59,8 +59,7 @@ def test_stack_contract_covers_every_module():
     declared = {n for names in _layers() for n in names}
     missing = _top_level_modules() - declared
     assert not missing, f"modules outside the layer contract: {sorted(missing)}"
-    # the modules being built in parallel are declared (optional) ahead of time
-    assert {"graph", "executor"} <= declared
+    assert {"graph", "executor", "hooks"} <= declared
 
 
 def test_stack_order():
@@ -114,28 +113,11 @@ def test_nothing_below_cli_imports_it():
     assert not missing, f"modules the no-cli contract does not check: {sorted(missing)}"
 
 
-def test_every_ignored_import_says_why():
-    """Each ``ignore_imports`` entry follows a comment saying TEMPORARY (until which merge) or
-    EXCEPTION (and why), so an ignore cannot slip in unexplained."""
-    text = PYPROJECT.read_text()
-    block = text[text.index("[tool.importlinter]") :]
-    lines = block.splitlines()
-    entries = 0
-    for i, line in enumerate(lines):
-        if re.match(r'\s*"faithlens[\w.*]* -> faithlens[\w.*]*",', line):
-            entries += 1
-            j = i - 1
-            while (
-                j >= 0
-                and lines[j].strip().startswith("#")
-                and not re.match(r"\s*# (TEMPORARY|EXCEPTION):", lines[j])
-            ):
-                j -= 1
-            assert j >= 0 and re.match(r"\s*# (TEMPORARY: removed when |EXCEPTION: )", lines[j]), (
-                f"ignored import without a TEMPORARY/EXCEPTION comment: {line.strip()}"
-            )
-    n_ignores = sum(len(c.get("ignore_imports", [])) for c in _config()["contracts"])
-    assert entries == n_ignores
+def test_no_contract_lists_an_exception():
+    """The contracts hold with no ignored imports: an exception would have to be argued for in a
+    change to this test."""
+    for c in _config()["contracts"]:
+        assert not c.get("ignore_imports"), f"contract {c['id']!r} ignores imports"
 
 
 def test_contracts_pass():

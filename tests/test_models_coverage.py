@@ -9,7 +9,7 @@ import torch
 
 import faithlens as fl
 from faithlens import scrubbing as sc
-from faithlens.models.graph import TransformerGraph
+from faithlens.graph import TransformerGraph
 from faithlens.models.sites import KIND_ORDER
 from tests.models_coverage import (
     FAMILIES,

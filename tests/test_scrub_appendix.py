@@ -20,7 +20,7 @@ from scipy.stats import chisquare
 
 import faithlens as fl
 from faithlens import scrubbing as sc
-from faithlens.models.graph import LayerGraph
+from faithlens.graph import LayerGraph
 from faithlens.scrubbing.exact import entropy, exact_scrub
 from tests.scrub_toys import Op, hash_game, hyp_answer, reward_loss
 

@@ -8,7 +8,7 @@ import torch
 
 import faithlens as fl
 from faithlens import scrubbing as sc
-from faithlens.models.graph import LayerGraph
+from faithlens.graph import LayerGraph
 from faithlens.scrubbing.exact import exact_scrub
 from tests.scrub_toys import Op
 

@@ -9,7 +9,7 @@ import torch
 
 import faithlens as fl
 from faithlens import scrubbing as sc
-from faithlens.models.graph import LayerGraph, TransformerGraph
+from faithlens.graph import LayerGraph, TransformerGraph
 
 S = 5
 

@@ -9,7 +9,7 @@ import torch
 
 import faithlens as fl
 from faithlens import scrubbing as sc
-from faithlens.models.graph import LayerGraph, LinearPart, TransformerGraph
+from faithlens.graph import LayerGraph, LinearPart, TransformerGraph
 from faithlens.scrubbing.rewrites import SplitNode
 from tests.scrub_toys import Op
 

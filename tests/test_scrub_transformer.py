@@ -14,9 +14,9 @@ import torch
 
 import faithlens as fl
 from faithlens import scrubbing as sc
-from faithlens.models.graph import TransformerGraph
+from faithlens.graph import TransformerGraph
 from faithlens.scrubbing.engine import TableFeed, prepare
-from faithlens.scrubbing.reference import naive_scrub, path_reference
+from tests.scrub_reference import naive_scrub, path_reference
 
 N, S = 24, 6
 
@@ -78,35 +78,6 @@ def _tiny(arch):
         rotary_pct=0.5,
     )
     return GPTNeoXForCausalLM(cfg).eval()
-
-
-def test_graph_structure_and_checks(tiny_causal):
-    arch, hf = tiny_causal
-    m = fl.wrap(hf)
-    g = TransformerGraph(m)
-    assert g.parallel == (arch == "gpt_neox")
-    L, H = m.n_layers, m.n_heads
-    n_mlp = 1 if m.d_mlp else 0  # attention-only models (the zoo's) have no MLP nodes
-    assert len(g.senders("logits", "in")) == 1 + L * (H + n_mlp)
-    assert g.senders("head.1.0", "q") == g.senders("head.1.0", "k")
-    if n_mlp:
-        assert "head.1.0" not in g.senders("mlp.0", "in")
-        # sequential blocks: the MLP reads its own layer's heads; parallel blocks (NeoX) do not
-        assert ("head.0.0" in g.senders("mlp.0", "in")) == (not g.parallel)
-        assert ("head.1.0" in g.senders("mlp.1", "in")) == (not g.parallel)
-    else:
-        assert "mlp.0" not in g.nodes and "head.0.0" in g.senders("head.1.0", "k")
-    coarse = TransformerGraph(m, split_heads=False, split_qkv=False)
-    assert "attn.0" in coarse.nodes and coarse.ports("attn.0") == ("in",)
-    with pytest.raises(fl.SiteError, match=r"[Nn]earest"):
-        g.node("head.9.0")
-
-
-def test_post_ln_models_are_rejected_with_a_hint():
-    from tests.conftest import BUILDERS
-
-    with pytest.raises(fl.InputError, match="LayerGraph"):
-        TransformerGraph(fl.wrap(BUILDERS["bert"]()))
 
 
 def test_identity_nothing_random_and_every_path(tiny_causal):

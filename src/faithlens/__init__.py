@@ -6,6 +6,7 @@ result class, so ``result.plot()`` works after ``import faithlens`` (no method i
 
 from . import (
     divergence,
+    graph,
     interventions,
     neurons,
     patching,
@@ -95,6 +96,7 @@ __all__ = [
     "adversary",
     "attribution_patch",
     "cache_dir",
+    "graph",
     "interventions",
     "load",
     "neurons",

@@ -18,7 +18,7 @@ on the metric averaged over examples, with a bootstrap CI over examples. ``direc
 swaps the roles of the clean and corrupted runs.
 
 The residual stream must be a sum of component outputs (pre-LN transformers: GPT-2, Llama,
-GPT-NeoX, the zoo); the direct edges are those of :class:`~faithlens.models.graph.TransformerGraph`
+GPT-NeoX, the zoo); the direct edges are those of :class:`~faithlens.graph.TransformerGraph`
 (so a head and the MLP of its own layer are not connected in a parallel-block model). Senders of
 one layer share their passes: they are stacked in the batch, a block of rows each.
 """
@@ -36,8 +36,8 @@ from torch import Tensor
 from .. import validate
 from ..errors import InputError
 from ..executor import current_executor
+from ..graph import TransformerGraph
 from ..interventions import Patch
-from ..models.graph import TransformerGraph
 from ..models.model import Inputs, Model
 from ..models.sites import Site
 from ..runs import Resume

@@ -30,7 +30,7 @@ import pandas as pd
 
 from .. import validate as V
 from ..errors import InputError
-from ..models.graph import ComponentGraph, graph_for
+from ..graph import ComponentGraph, graph_for
 from ..stats import mean_se
 from .data import Feature
 from .engine import (

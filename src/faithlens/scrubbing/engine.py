@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from .. import validate as V
 from ..errors import InputError
 from ..executor import current_executor
-from ..models.graph import (
+from ..graph import (
     ComponentGraph,
     CopyRef,
     EvalStats,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..models.graph import ComponentGraph
+from ..graph import ComponentGraph
 from .data import ScrubData, Table
 from .hypothesis import Hypothesis, trees
 from .plan import Planner, SymMixed, SymPlan, SymUniform, plan

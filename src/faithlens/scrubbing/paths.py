@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError, SiteError
-from ..models.graph import ComponentGraph, PositionSet
+from ..graph import ComponentGraph, PositionSet
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
-from ..models.graph import ComponentGraph, PositionAtom, PositionSet
+from ..graph import ComponentGraph, PositionAtom, PositionSet
 from .hypothesis import TNode, Tree
 from .paths import Resolved, resolve
 from .samplers import Exact, Random, Sampler, conjoin

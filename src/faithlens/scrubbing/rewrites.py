@@ -25,8 +25,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError, ShapeError
-from ..interventions import orthonormal
-from ..models.graph import (
+from ..graph import (
     ComponentGraph,
     DataFeed,
     Feed,
@@ -40,6 +39,7 @@ from ..models.graph import (
     TransformerGraph,
     Uniform,
 )
+from ..interventions import orthonormal
 
 TOL = 1e-4
 

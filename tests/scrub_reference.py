@@ -1,5 +1,7 @@
 """Slow reference implementations of scrubbed evaluation, for tests and benchmarks.
 
+Test-only code (moved out of the library from ``faithlens/scrubbing/reference.py``).
+
 - :func:`naive_scrub`: the main post's recursion, one example at a time and one node copy at a
   time, with no memoisation (a copy reached along two paths is computed twice) and no batching;
   every receiver's input is rebuilt as the full sum of its senders' copies. It evaluates the
@@ -21,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import InputError
-from ..models.graph import (
+from faithlens.errors import InputError
+from faithlens.graph import (
     PHI_PORT,
     ComponentGraph,
     CopyRef,
@@ -30,8 +32,8 @@ from ..models.graph import (
     TransformerGraph,
     Uniform,
 )
-from .engine import Prepared, TableFeed
-from .hypothesis import TNode
+from faithlens.scrubbing.engine import Prepared, TableFeed
+from faithlens.scrubbing.hypothesis import TNode
 
 Edge = tuple[str, str, str]  # (receiver, port, sender)
 
@@ -214,7 +216,7 @@ def path_reference(prep: Prepared, rows: Sequence[int]) -> list[Tensor]:
     """The scrubbed output at reference ``rows`` by explicit path enumeration (see the module
     docstring); one batched evaluation of every copy (the datum of a path does not depend on
     the example), returned as a one-element list."""
-    from .plan import Planner
+    from faithlens.scrubbing.plan import Planner
 
     sym = prep.sampled.sym
     if len(sym.trees) != 1:
