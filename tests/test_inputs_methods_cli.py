@@ -383,7 +383,7 @@ def test_neurons_commands_refuse_bad_options_before_work(tmp_path, monkeypatch, 
     np.save(maps, np.zeros((2, 1, 2, 2), dtype=np.float32))
     args = [str(maps) if a == "MAPS" else a for a in args]
     cli = importlib.import_module("faithlens.cli.neurons")
-    monkeypatch.setattr(cli, "_read_array", expensive)
+    monkeypatch.setattr(cli, "read_array", expensive)
     monkeypatch.setattr(mod("dissect"), "dissect", expensive)
     monkeypatch.setattr(mod("digits"), "digits_model", expensive)
     monkeypatch.setattr(mod("simulate"), "simulate", expensive)
