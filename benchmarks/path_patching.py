@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests import reference as R  # noqa: E402
+from tests.helpers import reference as R  # noqa: E402
 
 import faithlens as fl  # noqa: E402
 

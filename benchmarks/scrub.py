@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.scrub_reference import naive_scrub  # noqa: E402
+from tests.helpers.scrub_reference import naive_scrub  # noqa: E402
 
 import faithlens as fl  # noqa: E402
 from faithlens import scrubbing as sc  # noqa: E402
