@@ -9,7 +9,7 @@ position.
 Implementations (each driven the way its documentation does it):
 
 ``reference``
-    Plain PyTorch: ``tests/reference.py``'s ``patched_logits`` (bare forward hooks, one full
+    Plain PyTorch: ``tests/helpers/reference.py``'s ``patched_logits`` (bare forward hooks, one full
     forward pass per condition) with the clean head outputs captured once, in one clean forward
     pass. This is the baseline every ratio is measured against.
 ``reference_patch`` (opt-in)
