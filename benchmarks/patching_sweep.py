@@ -9,11 +9,11 @@ position.
 Implementations (each driven the way its documentation does it):
 
 ``reference``
-    Plain PyTorch: ``tests/reference.py``'s ``patched_logits`` (bare forward hooks, one full
+    Plain PyTorch: ``tests/helpers/reference.py``'s ``patched_logits`` (bare forward hooks, one full
     forward pass per condition) with the clean head outputs captured once, in one clean forward
     pass. This is the baseline every ratio is measured against.
 ``reference_patch`` (opt-in)
-    ``tests.reference.reference_patch`` verbatim. It re-captures the source activation with a
+    ``tests.helpers.reference.reference_patch`` verbatim. It re-captures the source activation with a
     full clean forward pass for every site, so it costs two forward passes per condition.
 ``faithlens``
     ``fl.patch(model, task, sites, positions="all" | "last")`` with its defaults (including the
@@ -73,7 +73,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# `tests.reference` lives in the repository root; benchmark this checkout's own faithlens.
+# `tests.helpers.reference` lives in the repository root; benchmark this checkout's own faithlens.
 for _p in (ROOT / "src", ROOT):
     if (_p / "faithlens").is_dir() or (_p / "tests").is_dir():
         sys.path.insert(0, str(_p))
@@ -135,7 +135,7 @@ def _setup_nothing(ctx: Context) -> None:
 
 def _sweep_reference(ctx: Context, state: Any) -> Any:
     import torch
-    from tests.reference import logit_diff, patched_logits, site_target
+    from tests.helpers.reference import logit_diff, patched_logits, site_target
 
     hf, task = ctx.hf, ctx.task
     clean, corrupt = task.clean, task.corrupt
@@ -165,7 +165,7 @@ def _sweep_reference(ctx: Context, state: Any) -> Any:
 
 
 def _sweep_reference_patch(ctx: Context, state: Any) -> Any:
-    from tests.reference import reference_patch
+    from tests.helpers.reference import reference_patch
 
     ctx.notes.append("re-captures the clean source for every site: 2 forward passes per condition")
     out = reference_patch(ctx.hf, ctx.task, ctx.sites, positions=ctx.mode)

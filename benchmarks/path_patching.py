@@ -6,7 +6,7 @@ head before layer 23 (207 heads); receivers: the query, key and value inputs of 
 position); denoising; metric = logit difference at each example's metric position.
 
 ``reference``
-    Plain PyTorch with bare forward hooks (``tests/reference.py``'s hook helpers): the clean
+    Plain PyTorch with bare forward hooks (``tests/helpers/reference.py``'s hook helpers): the clean
     sender outputs and the corrupted attention and MLP outputs are captured once, then per
     sender two full forward passes: run A (sender clean, every attention and MLP output between
     it and layer 23 frozen to its corrupted value, the receivers' inputs recorded) and run B
@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests import reference as R  # noqa: E402
+from tests.helpers import reference as R  # noqa: E402
 
 import faithlens as fl  # noqa: E402
 

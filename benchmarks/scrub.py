@@ -8,7 +8,7 @@ For each hypothesis with k distinct data on N reference examples, it prints
   run x rows, a machine-independent count);
 - ``speed-up``: the per-example time of a naive recursive implementation (the main post's
   recursion, one example and one node copy at a time, no memoisation: see
-  ``tests/scrub_reference.py``'s ``naive_scrub``) times N, divided by the engine's time; the
+  ``tests/helpers/scrub_reference.py``'s ``naive_scrub``) times N, divided by the engine's time; the
   naive outputs are checked against the engine's.
 
 Usage: ``python benchmarks/scrub.py [--n 512] [--naive 3] [--repeats 3]``.
@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.scrub_reference import naive_scrub  # noqa: E402
+from tests.helpers.scrub_reference import naive_scrub  # noqa: E402
 
 import faithlens as fl  # noqa: E402
 from faithlens import scrubbing as sc  # noqa: E402

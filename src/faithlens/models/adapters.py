@@ -8,7 +8,7 @@ the model's own ``forward`` over the remaining layers), and where the unembeddin
 Supported: Hugging Face GPT-2, Llama (grouped-query attention; SmolLM2), Mistral, Qwen2, Qwen3,
 Gemma 1/2/3 (text), Phi-3, Falcon, GPT-J, GPT-NeoX / Pythia, BERT (MiniLM), faithlens' own zoo
 transformer, and any ``nn.Module`` through raw module paths (:class:`GenericAdapter`).
-``docs/models.md`` (generated from ``tests/test_models_coverage.py``'s table) lists what is tested
+``docs/models.md`` (generated from ``tests/helpers/models_coverage.py``'s table) lists what is tested
 on each.
 """
 

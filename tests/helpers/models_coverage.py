@@ -1,0 +1,425 @@
+"""The architecture coverage table: tiny random-config models of every supported family.
+
+``tests/models/test_coverage.py`` tests every row for what its columns claim, and
+``docs/models.md`` is generated from the same rows (``python -m tests.helpers.models_coverage``
+rewrites it; a test checks the committed file equals what this module writes), so the
+documentation says only what the tests check.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tests.conftest import BUILDERS, VOCAB
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "models.md"
+
+# What path-level methods (path patching, scrubbing) can do on a family.
+PATH_YES = "yes"
+PATH_BLOCKS = "blocks"  # post-norm outputs: attention blocks and MLPs are additive, heads are not
+PATH_REFUSED = "refused"  # post-LN: the residual stream is not a sum of component outputs
+
+
+@dataclass(frozen=True)
+class Family:
+    """One row: a tiny model of one architecture (variant) and what faithlens supports on it."""
+
+    key: str  # row id (architecture, or architecture-variant)
+    label: str  # what the docs call it
+    arch: str  # Model.arch faithlens reports
+    build: Callable[[], Any]
+    o_proj: str  # the module whose input is the concatenated head outputs, ``{L}`` = layer
+    causal: bool = True
+    hf: bool = True  # a Hugging Face model (compared with its own output_hidden_states)
+    absent: tuple[str, ...] = ()  # canonical site kinds this family does not have
+    path: str = PATH_YES
+    sliding: bool = False  # has sliding-window attention layers, exercised at the test length
+    notes: str = ""
+
+
+def _hf(cls: str, cfg_cls: str, seed: int, **kw: Any) -> Callable[[], Any]:
+    def build() -> Any:
+        import transformers
+
+        torch.manual_seed(seed)
+        cfg = getattr(transformers, cfg_cls)(vocab_size=VOCAB, **kw)
+        return getattr(transformers, cls)(cfg).eval()
+
+    return build
+
+
+_GQA = {"num_attention_heads": 4, "num_key_value_heads": 2, "hidden_size": 32}
+_GEMMA = {**_GQA, "head_dim": 8, "intermediate_size": 64, "pad_token_id": 0}
+_LLAMA_O = "model.layers.{L}.self_attn.o_proj"
+_PARALLEL = ("resid_mid",)
+
+FAMILIES: tuple[Family, ...] = (
+    Family("gpt2", "GPT-2", "gpt2", BUILDERS["gpt2"], "transformer.h.{L}.attn.c_proj"),
+    Family("llama", "Llama (grouped-query)", "llama", BUILDERS["llama"], _LLAMA_O),
+    Family(
+        "mistral",
+        "Mistral (sliding window)",
+        "llama",
+        _hf(
+            "MistralForCausalLM",
+            "MistralConfig",
+            10,
+            num_hidden_layers=2,
+            intermediate_size=64,
+            sliding_window=4,
+            **_GQA,
+        ),
+        _LLAMA_O,
+        sliding=True,
+    ),
+    Family(
+        "qwen2",
+        "Qwen2",
+        "llama",
+        _hf(
+            "Qwen2ForCausalLM", "Qwen2Config", 11, num_hidden_layers=2, intermediate_size=64, **_GQA
+        ),
+        _LLAMA_O,
+    ),
+    Family(
+        "qwen3",
+        "Qwen3 (q/k norms)",
+        "qwen3",
+        _hf(
+            "Qwen3ForCausalLM",
+            "Qwen3Config",
+            12,
+            num_hidden_layers=2,
+            head_dim=8,
+            intermediate_size=64,
+            **_GQA,
+        ),
+        _LLAMA_O,
+    ),
+    Family(
+        "gemma",
+        "Gemma",
+        "gemma",
+        _hf("GemmaForCausalLM", "GemmaConfig", 13, num_hidden_layers=2, **_GEMMA),
+        _LLAMA_O,
+    ),
+    Family(
+        "gemma2",
+        "Gemma 2 (post-norms, soft-capping, sliding window)",
+        "gemma2",
+        _hf(
+            "Gemma2ForCausalLM",
+            "Gemma2Config",
+            14,
+            num_hidden_layers=3,
+            sliding_window=4,
+            final_logit_softcapping=3.0,
+            attn_logit_softcapping=5.0,
+            **_GEMMA,
+        ),
+        _LLAMA_O,
+        path=PATH_BLOCKS,
+        sliding=True,
+    ),
+    Family(
+        "gemma3_text",
+        "Gemma 3 text (post-norms, q/k norms, sliding window)",
+        "gemma3_text",
+        _hf(
+            "Gemma3ForCausalLM",
+            "Gemma3TextConfig",
+            15,
+            num_hidden_layers=3,
+            sliding_window=4,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            **_GEMMA,
+        ),
+        _LLAMA_O,
+        path=PATH_BLOCKS,
+        sliding=True,
+    ),
+    Family(
+        "phi3",
+        "Phi-3 (fused qkv, gate_up)",
+        "phi3",
+        _hf(
+            "Phi3ForCausalLM",
+            "Phi3Config",
+            16,
+            num_hidden_layers=2,
+            intermediate_size=64,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            **_GQA,
+        ),
+        _LLAMA_O,
+    ),
+    Family(
+        "olmo",
+        "OLMo",
+        "olmo",
+        _hf("OlmoForCausalLM", "OlmoConfig", 21, num_hidden_layers=2, intermediate_size=64, **_GQA),
+        _LLAMA_O,
+    ),
+    Family(
+        "smollm3",
+        "SmolLM3 (no-RoPE layers)",
+        "smollm3",
+        _hf(
+            "SmolLM3ForCausalLM",
+            "SmolLM3Config",
+            22,
+            num_hidden_layers=2,
+            intermediate_size=64,
+            no_rope_layer_interval=2,
+            pad_token_id=0,
+            **_GQA,
+        ),
+        _LLAMA_O,
+    ),
+    Family(
+        "starcoder2",
+        "StarCoder2",
+        "starcoder2",
+        _hf(
+            "Starcoder2ForCausalLM",
+            "Starcoder2Config",
+            23,
+            num_hidden_layers=2,
+            intermediate_size=64,
+            sliding_window=None,
+            **_GQA,
+        ),
+        _LLAMA_O,
+    ),
+    Family(
+        "stablelm",
+        "StableLM (parallel, one norm)",
+        "stablelm",
+        _hf(
+            "StableLmForCausalLM",
+            "StableLmConfig",
+            24,
+            num_hidden_layers=2,
+            intermediate_size=64,
+            use_parallel_residual=True,
+            qk_layernorm=True,
+            **_GQA,
+        ),
+        _LLAMA_O,
+        absent=_PARALLEL,
+    ),
+    Family(
+        "gpt_neox",
+        "GPT-NeoX / Pythia (parallel)",
+        "gpt_neox",
+        BUILDERS["gpt_neox"],
+        "gpt_neox.layers.{L}.attention.dense",
+        absent=_PARALLEL,
+    ),
+    Family(
+        "gptj",
+        "GPT-J (parallel, one norm)",
+        "gptj",
+        _hf(
+            "GPTJForCausalLM",
+            "GPTJConfig",
+            17,
+            n_layer=2,
+            n_head=4,
+            n_embd=32,
+            rotary_dim=4,
+            n_positions=64,
+            bos_token_id=0,
+            eos_token_id=0,
+        ),
+        "transformer.h.{L}.attn.out_proj",
+        absent=_PARALLEL,
+    ),
+    Family(
+        "falcon",
+        "Falcon (multi-query, parallel)",
+        "falcon",
+        _hf(
+            "FalconForCausalLM",
+            "FalconConfig",
+            18,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            hidden_size=32,
+            bos_token_id=0,
+            eos_token_id=0,
+        ),
+        "transformer.h.{L}.self_attention.dense",
+        absent=_PARALLEL,
+    ),
+    Family(
+        "falcon-new",
+        "Falcon new decoder (grouped, two norms)",
+        "falcon",
+        _hf(
+            "FalconForCausalLM",
+            "FalconConfig",
+            19,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_kv_heads=2,
+            hidden_size=32,
+            new_decoder_architecture=True,
+            bos_token_id=0,
+            eos_token_id=0,
+        ),
+        "transformer.h.{L}.self_attention.dense",
+        absent=_PARALLEL,
+    ),
+    Family(
+        "falcon-seq",
+        "Falcon sequential (ALiBi, full attention)",
+        "falcon",
+        _hf(
+            "FalconForCausalLM",
+            "FalconConfig",
+            20,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            hidden_size=32,
+            parallel_attn=False,
+            multi_query=False,
+            alibi=True,
+            bos_token_id=0,
+            eos_token_id=0,
+        ),
+        "transformer.h.{L}.self_attention.dense",
+    ),
+    Family(
+        "bert",
+        "BERT (post-LN encoder)",
+        "bert",
+        BUILDERS["bert"],
+        "bert.encoder.layer.{L}.attention.output.dense",
+        causal=False,
+        absent=("attn_in", "mlp_in", "ln_final"),
+        path=PATH_REFUSED,
+    ),
+    Family(
+        "faithlens_zoo",
+        "faithlens zoo (bidirectional, MLPs)",
+        "faithlens_zoo",
+        BUILDERS["faithlens_zoo"],
+        "blocks.{L}.attn.o_proj",
+        causal=False,
+        hf=False,
+    ),
+    Family(
+        "faithlens_zoo-attn_only",
+        "faithlens zoo (causal, attention-only)",
+        "faithlens_zoo",
+        BUILDERS["faithlens_zoo-attn_only"],
+        "blocks.{L}.attn.o_proj",
+        hf=False,
+        absent=("mlp_in", "mlp_post", "mlp_out", "resid_mid"),
+    ),
+)
+
+BY_KEY = {f.key: f for f in FAMILIES}
+
+COLUMNS = (
+    "sites",
+    "HF parity",
+    "ablation",
+    "cache",
+    "resume (layer)",
+    "resume (position, KV)",
+    "patching",
+    "attribution",
+    "path patching",
+    "scrubbing",
+)
+
+
+def capabilities(f: Family) -> dict[str, str]:
+    """What the coverage test checks on a family, column by column."""
+    yes = "yes"
+    path = {
+        PATH_YES: (yes, yes),
+        PATH_BLOCKS: ("refused (post-norm heads)", "blocks only"),
+        PATH_REFUSED: ("refused (post-LN)", "refused (post-LN)"),
+    }[f.path]
+    return {
+        "sites": yes,
+        "HF parity": yes if f.hf else "own forward",
+        "ablation": yes,
+        "cache": yes,
+        "resume (layer)": yes,
+        "resume (position, KV)": yes if f.causal else "n/a (bidirectional)",
+        "patching": yes,
+        "attribution": yes,
+        "path patching": path[0],
+        "scrubbing": path[1],
+    }
+
+
+def render() -> str:
+    """docs/models.md: the coverage table."""
+    head = [
+        "# Supported models",
+        "",
+        "<!-- Generated by `python -m tests.helpers.models_coverage` from the table in",
+        "tests/helpers/models_coverage.py; tests/models/test_coverage.py checks every cell.",
+        "Do not edit. -->",
+        "",
+        "Each row is a tiny randomly initialised model of the family, built from a config, on which",
+        "`tests/models/test_coverage.py` checks every column marked *yes*: the canonical site list",
+        "for every layer; parity with the model's own forward (logits within 1e-5, the residual",
+        "stream against `output_hidden_states`); zero-ablating a head against a plain-PyTorch hook;",
+        "`[batch, pos, width]` caches at every site kind; resuming from a layer and (causal models)",
+        "from a position with the key/value cache; `fl.patch` (one head against a hand-made",
+        "reference); `fl.attribution_patch`; `fl.path_patch`; and a scrub in which every path is",
+        "the model's own (it must reproduce the model).",
+        "",
+        "*blocks only*: attention and MLP outputs pass through a norm before they are added to",
+        "the residual stream (Gemma 2/3), so attention blocks and MLPs are additive components but",
+        "single heads are not: path patching (head senders) is refused, and scrubbing works on",
+        "`TransformerGraph(model, split_heads=False, split_qkv=False)`. *post-LN*: the residual",
+        "stream is not a sum of component outputs; path-level methods are refused before any work.",
+        "",
+    ]
+    cols = ["family", "faithlens arch", *COLUMNS]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for f in FAMILIES:
+        caps = capabilities(f)
+        cells = [f.label, f"`{f.arch}`", *(caps[c] for c in COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    tail = [
+        "",
+        "Not supported yet (refused at load with `no faithlens adapter for Hugging Face",
+        "model_type ...`; use `fl.wrap(model)` and raw `module:PATH` sites): mixture-of-experts",
+        "models, encoder-decoders (T5, BART) and vision models (ViT, CNNs). Refused with the",
+        "reason: OPT (its decoder layer flattens batch and positions before the MLP, so MLP",
+        "sites would not be `[batch, pos, width]`) and Granite (embedding and residual",
+        "multipliers outside any module).",
+        "",
+    ]
+    return "\n".join([*head, *lines, *tail])
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if argv[1:] == ["--check"]:
+        ok = DOC.exists() and DOC.read_text() == text
+        print("docs/models.md is up to date" if ok else "docs/models.md is stale")
+        return 0 if ok else 1
+    DOC.write_text(text)
+    print(f"wrote {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))

@@ -1,0 +1,168 @@
+"""The run engine against plain PyTorch: parity, caching, head decomposition, resume, hooks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import faithlens as fl
+from faithlens.models.sites import SiteInfo
+from tests.helpers.reference import plain_capture
+
+
+def hf_logits(module, ids):
+    with torch.no_grad():
+        out = module(input_ids=ids)
+    return out.logits
+
+
+def test_no_intervention_equals_hf(tiny_hf, ids):
+    arch, hf = tiny_hf
+    model = fl.wrap(hf)
+    assert model.arch == arch.split("-")[0]
+    out = model.run(ids)
+    assert torch.allclose(out.logits, hf_logits(hf, ids), atol=1e-5)
+    assert not hf._forward_hooks and not hf._forward_pre_hooks
+
+
+def test_cached_activations_equal_plain_hooks(tiny_hf, ids):
+    arch, hf = tiny_hf
+    model = fl.wrap(hf)
+    names = [n for n in model.sites() if n != "logits"]
+    out = model.run(ids, cache=names)
+    for name in names:
+        info: SiteInfo = model.site_info(name)
+        full = plain_capture(hf, info.hook.module, info.hook.io, ids, index=info.hook.index)
+        ref = full[..., info.start : info.stop]
+        assert torch.equal(out.cache[name], ref), name
+
+
+def test_heads_through_output_projection_sum_to_attn_out(tiny_hf, ids):
+    arch, hf = tiny_hf
+    model = fl.wrap(hf)
+    L = model.n_layers
+    heads = [f"head.{l}.{h}" for l in range(L) for h in range(model.n_heads)]
+    out = model.run(ids, cache=[*heads, *(f"attn_out.{l}" for l in range(L))])
+    for layer in range(L):
+        z = torch.cat([out.cache[f"head.{layer}.{h}"] for h in range(model.n_heads)], dim=-1)
+        per_head = model.adapter.head_outputs(layer, z)
+        _, bias = model.adapter.o_proj(layer)
+        total = per_head.sum(-2) + (bias if bias is not None else 0)
+        assert torch.allclose(total, out.cache[f"attn_out.{layer}"], atol=1e-5), layer
+
+
+def test_gqa_key_value_heads(tiny_llama, ids):
+    model = fl.wrap(tiny_llama)
+    assert model.n_heads == 6 and model.n_kv_heads == 2
+    assert len(model.sites("k", layer=0)) == 2 and len(model.sites("q", layer=0)) == 6
+    assert [model.kv_head(h) for h in range(6)] == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(fl.SiteError, match="grouped-query"):
+        model.run(ids, cache=["k.0.5"])
+
+
+@pytest.mark.parametrize("layer", [0, 1, 2, 3])
+def test_resume_at_layer_equals_full_run(tiny_hf, ids, layer):
+    arch, hf = tiny_hf
+    model = fl.wrap(hf)
+    name = f"resid_pre.{layer}" if layer < model.n_layers else f"resid_post.{model.n_layers - 1}"
+    full = model.run(ids, cache=[name])
+    resumed = model.run(ids, start_at=fl.Resume.from_run(full, layer, model))
+    assert torch.allclose(resumed.logits, full.logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("offset", [1, 4, 8])
+def test_resume_from_cached_keys_values(tiny_causal, ids, offset):
+    arch, hf = tiny_causal
+    model = fl.wrap(hf)
+    full = model.run(ids, cache=["resid_pre.1"], return_kv=True)
+    r = fl.Resume.from_run(full, 1, model, offset=offset)
+    out = model.run(ids, start_at=r)
+    assert torch.allclose(out.logits, full.logits[:, offset:], atol=1e-5)
+
+
+def test_resume_restores_module_tree_when_run_raises(tiny_llama, ids):
+    model = fl.wrap(tiny_llama)
+    n_before = len(tiny_llama.model.layers)
+    full = model.run(ids, cache=["resid_pre.1"])
+    bad = fl.Patch("head.2.0", source=torch.zeros(4, 9, 8))  # head width is 8: fine shape
+
+    class Boom(fl.Zero):
+        def compute(self, current, ctx):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        model.run(ids, [bad, Boom("mlp_out.2")], start_at=fl.Resume.from_run(full, 1, model))
+    assert len(tiny_llama.model.layers) == n_before
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in tiny_llama.modules())
+
+
+def test_stop_at(tiny_gpt2, ids):
+    model = fl.wrap(tiny_gpt2)
+    out = model.run(ids, cache=["resid_pre.1"], stop_at="resid_pre.1")
+    assert out.logits is None and "resid_pre.1" in out.cache
+    with pytest.raises(fl.SiteError, match="never happen"):
+        model.run(ids, cache=["mlp_out.2"], stop_at="resid_pre.1")
+
+
+def test_logits_at_positions(tiny_causal, ids):
+    _, hf = tiny_causal
+    model = fl.wrap(hf)
+    full = model.run(ids).logits
+    pos = torch.tensor([2, 8, 0, 5])
+    out = model.run(ids, logits_at=pos).logits
+    assert out.shape == (4, 1, full.shape[-1])
+    assert torch.allclose(out[:, 0], full[torch.arange(4), pos], atol=1e-6)
+    last = model.run(ids, logits_at="last").logits
+    assert torch.allclose(last[:, 0], full[:, -1], atol=1e-6)
+
+
+def test_logit_tokens_compute_only_those_columns(tiny_causal, ids):
+    _, hf = tiny_causal
+    model = fl.wrap(hf)
+    tokens = torch.tensor([7, 3, 11])
+    if model.adapter.unembed_module is None:  # a headless model: its "logits" are hidden states
+        with pytest.raises(fl.errors.InputError, match="unembedding"):
+            model.run(ids, logit_tokens=tokens)
+        return
+    head = hf.get_submodule(model.adapter.unembed_module)
+    weight = head.weight
+    full = model.run(ids).logits
+    pos = torch.tensor([2, 8, 0, 5])
+    out = model.run(ids, logits_at=pos, logit_tokens=tokens).logits
+    assert out.shape == (4, 1, 3)
+    assert torch.allclose(out[:, 0], full[torch.arange(4), pos][:, tokens], atol=1e-6)
+    # the unembedding (and any tying to the embedding) is restored
+    assert head.weight is weight
+    assert torch.allclose(model.run(ids).logits, full)
+    with pytest.raises(fl.errors.InputError, match="logit_tokens"):
+        model.run(ids, logit_tokens=torch.tensor([10**6]))
+    assert head.weight is weight
+
+
+def test_padding_right_matches_unpadded(tiny_llama):
+    model = fl.wrap(tiny_llama)
+    a = torch.tensor([[5, 6, 7, 8, 9]])
+    b = torch.tensor([[11, 12, 13]])
+    inp = fl.Inputs(
+        ids=torch.tensor([[5, 6, 7, 8, 9], [11, 12, 13, 0, 0]]),
+        mask=torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
+    )
+    out = model.run(inp, logits_at="last").logits[:, 0]
+    assert torch.allclose(out[0], model.run(a).logits[0, -1], atol=1e-5)
+    assert torch.allclose(out[1], model.run(b).logits[0, -1], atol=1e-5)
+
+
+def test_resume_uses_the_cache_keyword_without_deprecation_warnings(tiny_causal, ids, monkeypatch):
+    """transformers >= 5.2x deprecate ``past_key_values`` (removal in 5.40): runs pass the key/value
+    cache by the keyword the module's forward takes, and read it back without the old name."""
+    import transformers.utils.generic as generic
+
+    said: list[str] = []
+    monkeypatch.setattr(generic.logger, "warning_once", lambda msg, *a, **k: said.append(str(msg)))
+    arch, hf = tiny_causal
+    model = fl.wrap(hf)
+    full = model.run(ids, cache=["resid_pre.1"], return_kv=True)
+    r = fl.Resume.from_run(full, 1, model, offset=4)
+    out = model.run(ids, start_at=r)
+    assert torch.allclose(out.logits, full.logits[:, 4:], atol=1e-5)
+    assert not [m for m in said if "past_key_values" in m], said
