@@ -37,11 +37,11 @@ from ..executor import current_executor
 from ..interventions import Patch
 from ..models.model import Inputs, Model
 from ..models.sites import SITE_GROUPS, Site, SiteInfo
+from ..progress import Progress
 from ..runs import Resume
 from ..tasks.base import Task
 from .result import PatchingResult
 from .sweep import (
-    Progress,
     answer_columns,
     build_result,
     check_arguments,

@@ -40,11 +40,11 @@ from ..graph import TransformerGraph
 from ..interventions import Patch
 from ..models.model import Inputs, Model
 from ..models.sites import Site
+from ..progress import Progress
 from ..runs import Resume
 from ..tasks.base import Task
 from .result import PatchingResult
 from .sweep import (
-    Progress,
     answer_columns,
     build_result,
     check_arguments,

@@ -10,7 +10,7 @@ Exact activation patching (:mod:`.exact`), path patching (:mod:`.path`) and attr
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -25,7 +25,6 @@ from ..stats import normalized_effect
 from ..tasks.base import Task
 from .result import PatchingResult
 
-Progress = Callable[[int, int], None]
 POSITION_MODES = ("all", "last", "each")
 DIRECTIONS = ("denoising", "noising")
 
@@ -221,7 +220,6 @@ def build_result(
 __all__ = [
     "DIRECTIONS",
     "POSITION_MODES",
-    "Progress",
     "answer_columns",
     "build_result",
     "can_truncate",

@@ -3,7 +3,7 @@ residual-stream site at each layer, for both members of every pair."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,11 +13,9 @@ from torch import Tensor
 from ..errors import InputError
 from ..models.model import Inputs, Model
 from ..models.sites import Site
+from ..progress import Progress
 from .data import ContrastPairs, Prompt
 from .generation import encode
-
-Progress = Callable[[int, int], None]
-
 
 # --------------------------------------------------------------------------------------------
 # activations
@@ -217,7 +215,6 @@ def collect(
 
 __all__ = [
     "ContrastActivations",
-    "Progress",
     "activations",
     "collect",
     "resolve_layers",

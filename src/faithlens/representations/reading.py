@@ -43,13 +43,13 @@ from .. import stats
 from .. import validate as V
 from ..errors import InputError
 from ..models.model import Model
+from ..progress import Progress
 from ..results import Result
 from .data import ContrastPairs, Prompt, split_groups
 from .directions import METHODS, fit_direction, pair_auroc, stability
 from .generation import encode
 from .pair_activations import (
     ContrastActivations,
-    Progress,
     activations,
     collect,
     resolve_layers,

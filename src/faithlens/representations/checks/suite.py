@@ -3,6 +3,7 @@ checks from :data:`~faithlens.representations.checks.table.CHECK_TABLE`, assembl
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,6 +12,7 @@ import pandas as pd
 from ... import validate as V
 from ...errors import InputError
 from ...models.model import Model
+from ...progress import Progress, annotated_done_total, positional_arity
 from ..behaviour import Behaviour
 from ..data import ContrastPairs, Prompt
 from ..reading import ReadingResult
@@ -46,7 +48,8 @@ def faithfulness(
     level: float = 0.95,
     seed: int = 0,
     batch_size: int = 16,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
+    on_check: Callable[[str], None] | None = None,
 ) -> FaithfulnessReport:
     """Run the faithfulness checks of ``reading``'s direction on ``behaviour``.
 
@@ -82,6 +85,12 @@ def faithfulness(
 
     ``readable``, ``who writes it`` and ``persistent`` describe *how* the representation is used;
     failing them does not make it unfaithful (Paper B's dishonesty direction fails all three).
+
+    ``progress(done, total)`` is called after each check (``total``: the number of checks run;
+    the one protocol of :mod:`faithlens.progress`); ``on_check(description)`` is called as
+    each measurement starts. An old ``progress(description)`` callback (anything but a callable
+    of two positional parameters) keeps working for one release, as ``on_check``, with a
+    DeprecationWarning.
     """
     settings = Settings(
         coef=coef,
@@ -103,6 +112,9 @@ def faithfulness(
         batch_size=batch_size,
     )
     _check_arguments(settings, checks, progress)
+    if on_check is not None and not callable(on_check):
+        raise V.fail("on_check", on_check, "must be a callable (check name) or None")
+    progress, on_check = split_progress(progress, on_check)
     ctx = _context(
         model,
         reading,
@@ -113,15 +125,30 @@ def faithfulness(
         checks=checks,
         pairs=pairs,
         natural=natural,
-        progress=progress,
+        progress=on_check,
     )
-    rows, pieces = run_checks(ctx, checks)
+    rows, pieces = run_checks(ctx, checks, progress=progress)
     return _report(ctx, rows, pieces)
 
 
-def _check_arguments(
-    o: Settings, checks: Sequence[str], progress: Callable[[str], None] | None
-) -> None:
+def split_progress(
+    progress: Any, on_check: Callable[[str], None] | None
+) -> tuple[Progress | None, Callable[[str], None] | None]:
+    """The ``(done, total)`` progress callback and the ``(description)`` one: a ``progress`` of
+    two positional parameters (or annotated ``(int, int)``) follows the one protocol; any other
+    is an old ``(description)`` callback, still called that way with a DeprecationWarning."""
+    if progress is None or positional_arity(progress) == 2 or annotated_done_total(progress):
+        return progress, on_check
+    warnings.warn(
+        "faithfulness: progress(description) is deprecated; pass it as on_check= (progress is "
+        "called as progress(done, total), the protocol of every method)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return None, on_check if on_check is not None else progress
+
+
+def _check_arguments(o: Settings, checks: Sequence[str], progress: Any) -> None:
     """Refuse every setting that makes no sense, before any forward pass."""
     unknown = [c for c in checks if c not in CHECKS]
     if unknown:
