@@ -146,6 +146,7 @@ def patch(
     seed: int = 0,
     max_rows: int | None = None,
     progress: Progress | None = None,
+    max_memory: int | None = None,
 ) -> PatchingResult:
     """Activation patching of every site in ``sites``.
 
@@ -158,8 +159,11 @@ def patch(
         direction: ``"denoising"`` (clean activations into the corrupted run) or ``"noising"``
             (corrupted activations into the clean run).
         n_boot, level, seed: the bootstrap over examples.
-        max_rows: cap on batch rows per forward pass (default: from the memory budget).
+        max_rows: deprecated (one release; use ``max_memory``): cap on batch rows per forward
+            pass.
         progress: called as ``progress(done, total)`` after each batch.
+        max_memory: bytes one batched computation may use (the cached activations of a chunk of
+            examples; one forward pass's rows); default: the configured memory budget.
 
     Returns a :class:`PatchingResult` with one row per condition.
     """
@@ -173,12 +177,13 @@ def patch(
         level=level,
         seed=seed,
         max_rows=max_rows,
+        max_memory=max_memory,
     )
     names = resolve_sites(model, sites)
     conds = plan(model, task, names, positions)
     task = task.to(model.device)
     n = task.n
-    ex_chunk, row_cap = _chunk_sizes(model, task, conds, max_rows)
+    ex_chunk, row_cap = _chunk_sizes(model, task, conds, max_rows, max_memory)
     patched = np.zeros((len(conds), n), dtype=np.float64)
     m_base = np.zeros(n)
     m_src = np.zeros(n)
@@ -234,7 +239,11 @@ def patch(
 
 
 def _chunk_sizes(
-    model: Model, task: Task, conds: list[Condition], max_rows: int | None
+    model: Model,
+    task: Task,
+    conds: list[Condition],
+    max_rows: int | None,
+    max_memory: int | None = None,
 ) -> tuple[int, int]:
     """(examples per chunk, batch rows per forward pass), from the executor: a chunk's cached
     source activations and base residuals must fit the budget, and so must one pass's rows."""
@@ -252,13 +261,15 @@ def _chunk_sizes(
         )
     )
     ex = current_executor()
-    ex_chunk = ex.chunk_size(task.n, per_example, device=device)
+    ex_chunk = ex.chunk_size(task.n, per_example, device=device, max_memory=max_memory)
     seq_rel_max = seq - min((c.offset for c in conds), default=0)
     row_cap = ex.chunk_size(
         None,
         row_bytes(model, seq_rel_max, seq, item),
         device=device,
-        tokens_per_item=seq_rel_max,
+        max_memory=max_memory,
+        # the tokens-per-pass cap belongs to the default budget; max_memory replaces both
+        tokens_per_item=seq_rel_max if max_memory is None else None,
         limit=max_rows,
     )
     return min(ex_chunk, row_cap), row_cap

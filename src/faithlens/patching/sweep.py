@@ -41,6 +41,8 @@ def check_arguments(
     seed: Any = 0,
     max_rows: Any = None,
     position_modes: Sequence[str] = POSITION_MODES,
+    max_memory: Any = None,
+    stacklevel: int = 4,
 ) -> None:
     """The argument checks every patching method makes before any work: the argument values,
     the task against the model (vocabulary, a language-model head) and degenerate tasks whose
@@ -58,6 +60,10 @@ def check_arguments(
     validate.nonnegative_int("seed", seed)
     if max_rows is not None:
         validate.positive_int("max_rows", max_rows)
+    validate.max_memory(max_memory)
+    validate.replaced_knob(
+        fn, "max_rows", max_rows, "max_memory", max_memory, stacklevel=stacklevel
+    )
     task.check_model(model, fn)
     why = task.degenerate()
     if why is not None:

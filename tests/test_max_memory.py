@@ -1,0 +1,69 @@
+"""The one memory knob, ``max_memory`` (bytes), on every method that chunks its work: it sets
+the executor's budget; the old knobs (``max_rows``, ``batch_size``) keep working for one
+release with a DeprecationWarning and unchanged results; both at once, or a bad
+``max_memory``, are refused before any work."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import faithlens as fl
+from faithlens.errors import ArgumentError
+from tests.test_patching import padded_task
+
+# --------------------------------------------------------------------------------------------
+# patch / path_patch: max_rows -> max_memory
+# --------------------------------------------------------------------------------------------
+
+PATCHERS = {
+    "patch": lambda m, t, **kw: fl.patch(m, t, "head", positions="last", n_boot=20, **kw),
+    "path_patch": lambda m, t, **kw: fl.path_patch(m, t, "head", "logits", n_boot=20, **kw),
+}
+
+
+@pytest.mark.parametrize("fn", sorted(PATCHERS))
+def test_patching_max_rows_warns_and_gives_the_same_result(tiny_gpt2, fn):
+    model = fl.wrap(tiny_gpt2)
+    task = padded_task(model)
+    default = PATCHERS[fn](model, task)
+    with pytest.warns(DeprecationWarning, match="max_rows.*max_memory"):
+        old = PATCHERS[fn](model, task, max_rows=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        new = PATCHERS[fn](model, task, max_memory=200_000)
+        big = PATCHERS[fn](model, task, max_memory=10**12)
+    np.testing.assert_allclose(old.patched, default.patched, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(new.patched, default.patched, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(big.patched, default.patched, atol=1e-5, rtol=0)
+    pd_cols = ["effect", "ci_low", "ci_high"]
+    np.testing.assert_allclose(
+        new.to_frame()[pd_cols].to_numpy(),
+        default.to_frame()[pd_cols].to_numpy(),
+        atol=1e-5,
+        rtol=1e-3,  # chunks of other sizes: float sums in another order
+    )
+
+
+@pytest.mark.parametrize("fn", sorted(PATCHERS))
+def test_patching_refuses_both_knobs(tiny_gpt2, fn):
+    model = fl.wrap(tiny_gpt2)
+    task = padded_task(model)
+    with pytest.raises(ArgumentError, match=r"max_rows=7: cannot be given together with"):
+        PATCHERS[fn](model, task, max_rows=7, max_memory=10**6)
+
+
+@pytest.mark.parametrize("fn", sorted(PATCHERS))
+@pytest.mark.parametrize("bad", [0, -5, 1.5, "1GB", True])
+def test_patching_refuses_a_bad_max_memory_before_work(tiny_gpt2, fn, bad, monkeypatch):
+    model = fl.wrap(tiny_gpt2)
+    task = padded_task(model)
+
+    def boom(*a, **k):
+        raise AssertionError("a forward pass ran before the argument check")
+
+    monkeypatch.setattr(model, "run", boom)
+    with pytest.raises(ArgumentError, match="max_memory="):
+        PATCHERS[fn](model, task, max_memory=bad)
