@@ -67,3 +67,46 @@ def test_patching_refuses_a_bad_max_memory_before_work(tiny_gpt2, fn, bad, monke
     monkeypatch.setattr(model, "run", boom)
     with pytest.raises(ArgumentError, match="max_memory="):
         PATCHERS[fn](model, task, max_memory=bad)
+
+
+# --------------------------------------------------------------------------------------------
+# scrub / adversary: batch_size -> max_memory
+# --------------------------------------------------------------------------------------------
+
+
+def _scrub_setup():
+    from faithlens import scrubbing as sc
+    from tests.scrub_toys import Toy, feat, int_data
+
+    m = Toy(
+        {"A": lambda a: 2 * a, "B": lambda b: 3 * b, "C": lambda a, b: a + b},
+        lambda s, x0, x1, x2: s.C(s.A(x0), s.B(x1)),
+    )
+    data = int_data(label=lambda x0, x1, x2: 2 * x0 + 3 * x1)
+    h = sc.Hypothesis("spread", feature=lambda d: d["y"][:, 0])
+    h.add("A", sc.to("A"), feature=feat("x0"))
+    return sc, fl.wrap(m), h, data
+
+
+def test_scrub_batch_size_warns_and_gives_the_same_result():
+    sc, model, h, data = _scrub_setup()
+    kw = dict(n=300, behaviour=sc.MSE("y"), n_boot=100, seed=3)
+    default = sc.scrub(model, h, data, **kw)
+    with pytest.warns(DeprecationWarning, match="batch_size.*max_memory"):
+        old = sc.scrub(model, h, data, batch_size=7, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        new = sc.scrub(model, h, data, max_memory=10**6, **kw)
+    for r in (old, new):
+        assert r.expectation == default.expectation and r.se == default.se
+        assert r.to_frame().equals(default.to_frame())
+
+
+@pytest.mark.parametrize("fn", ["scrub", "adversary"])
+def test_scrub_refuses_both_knobs_and_bad_max_memory(fn):
+    sc, model, h, data = _scrub_setup()
+    call = getattr(sc, fn)
+    with pytest.raises(ArgumentError, match="batch_size=8: cannot be given together with"):
+        call(model, h, data, n=50, batch_size=8, max_memory=10**6)
+    with pytest.raises(ArgumentError, match="max_memory=0"):
+        call(model, h, data, n=50, max_memory=0)
