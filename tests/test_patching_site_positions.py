@@ -17,7 +17,7 @@ def test_site_with_one_position_equals_the_each_row(tiny_gpt2, name, pos):
     task = padded_task(model)
     each = fl.patch(model, task, [name], positions="each", n_boot=20)
     at = fl.patch(model, task, [fl.Site(name, positions=pos)], n_boot=20)
-    row = [i for i, p in enumerate(each.to_frame()["position"]) if p == pos][0]
+    row = next(i for i, p in enumerate(each.to_frame()["position"]) if p == pos)
     # float32 forward passes batched with other conditions: equal to rounding
     np.testing.assert_allclose(at.patched[0], each.patched[row], atol=1e-6, rtol=0)
     assert at.to_frame()["position"].tolist() == [pos]
