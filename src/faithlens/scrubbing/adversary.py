@@ -27,10 +27,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
 from .. import validate as V
 from ..errors import InputError
 from ..graph import ComponentGraph, graph_for
+from ..models.model import Model
 from ..progress import Progress
 from ..stats import mean_se
 from .data import Feature
@@ -182,7 +184,7 @@ def candidates(
 
 
 def adversary(
-    model: Any,
+    model: Model | nn.Module,
     hypothesis: Hypothesis,
     data: Any,
     n: int | None = None,

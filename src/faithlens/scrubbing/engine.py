@@ -581,7 +581,7 @@ def enough_references(prep: Prepared, n: int | None) -> None:
 
 
 def scrub(
-    model: Any,
+    model: Model | nn.Module,
     hypothesis: Hypothesis,
     data: Any,
     n: int | None = None,
