@@ -110,3 +110,46 @@ def test_scrub_refuses_both_knobs_and_bad_max_memory(fn):
         call(model, h, data, n=50, batch_size=8, max_memory=10**6)
     with pytest.raises(ArgumentError, match="max_memory=0"):
         call(model, h, data, n=50, max_memory=0)
+
+
+# --------------------------------------------------------------------------------------------
+# read (fl.read_directions): batch_size -> max_memory
+# --------------------------------------------------------------------------------------------
+
+
+def test_read_batch_size_warns_and_gives_the_same_result():
+    from faithlens.representations import read
+    from faithlens.representations.generation import encode
+    from faithlens.representations.pair_activations import prompts_per_pass
+    from faithlens.representations.reading import activations
+    from tests._represent import planted
+
+    pm = planted()
+    train, test = pm.pairs(24, seed=5), pm.pairs(12, seed=6)
+    kw = dict(method="mean_diff", layers=[1], test=test, n_boot=100)
+    default = read(pm.model, train, **kw)
+    with pytest.warns(DeprecationWarning, match="batch_size.*max_memory"):
+        old = read(pm.model, train, batch_size=5, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        new = read(pm.model, train, max_memory=20_000, **kw)
+    for r in (old, new):
+        np.testing.assert_allclose(r.direction(1), default.direction(1), atol=1e-6)
+        np.testing.assert_array_equal(r.accuracy, default.accuracy)
+    # the budget sets the prompts per pass: a small one gives several passes, same numbers
+    assert 1 < prompts_per_pass(pm.model, encode(pm.model, train.positive), 1, 50_000) < 24
+    a = activations(pm.model, train.positive, layers=[1])
+    b = activations(pm.model, train.positive, layers=[1], max_memory=50_000)
+    np.testing.assert_allclose(a, b, atol=1e-5)  # float32 passes of other sizes
+
+
+def test_read_refuses_both_knobs_and_bad_max_memory():
+    from faithlens.representations import read
+    from tests._represent import planted
+
+    pm = planted()
+    train = pm.pairs(24, seed=5)
+    with pytest.raises(ArgumentError, match="batch_size=8: cannot be given together with"):
+        read(pm.model, train, batch_size=8, max_memory=10**6)
+    with pytest.raises(ArgumentError, match="max_memory=-1"):
+        read(pm.model, train, max_memory=-1)
