@@ -163,3 +163,33 @@ def test_zoo_training_progress_and_on_step(tmp_path):
             progress=lambda s, t, numbers: old.append((s, t)),
         )
     assert old == calls
+
+
+def test_faithfulness_progress_counts_checks_and_on_check_describes_them():
+    from faithlens.representations import faithfulness
+    from tests._represent import planted, planted_reading
+
+    pm = planted()
+    kw = dict(layers=[1], checks=["causal", "stable"], pairs=pm.pairs(16), n_boot=50)
+    kw.update(n_stability=5, prompt="last")
+    calls: list[tuple[int, int]] = []
+    said: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        new = faithfulness(
+            pm.model,
+            planted_reading("pca"),
+            pm.behaviour(8),
+            progress=lambda d, t: calls.append((d, t)),
+            on_check=said.append,
+            **kw,
+        )
+    assert calls == [(1, 2), (2, 2)]
+    assert said and all(isinstance(s, str) for s in said)
+    old_said: list[str] = []
+    with pytest.warns(DeprecationWarning, match="on_check"):
+        old = faithfulness(
+            pm.model, planted_reading("pca"), pm.behaviour(8), progress=old_said.append, **kw
+        )
+    assert old_said == said
+    assert old.checks.equals(new.checks)
