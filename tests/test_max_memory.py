@@ -153,3 +153,33 @@ def test_read_refuses_both_knobs_and_bad_max_memory():
         read(pm.model, train, batch_size=8, max_memory=10**6)
     with pytest.raises(ArgumentError, match="max_memory=-1"):
         read(pm.model, train, max_memory=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# faithfulness: batch_size -> max_memory
+# --------------------------------------------------------------------------------------------
+
+
+def test_faithfulness_batch_size_warns_and_gives_the_same_result():
+    from faithlens.representations import faithfulness
+    from tests._represent import planted, planted_reading
+
+    pm = planted()
+    kw = dict(layers=[1], checks=["causal", "persistence"], n_boot=50, persistence_tokens=3)
+    args = (pm.model, planted_reading("pca"), pm.behaviour(8))
+    default = faithfulness(*args, **kw)
+    with pytest.warns(DeprecationWarning, match="batch_size.*max_memory"):
+        old = faithfulness(*args, batch_size=3, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        new = faithfulness(*args, max_memory=60_000, **kw)
+    for r in (old, new):
+        assert r.checks["passed"].tolist() == default.checks["passed"].tolist()
+        num = r.checks.select_dtypes("number").columns
+        np.testing.assert_allclose(
+            r.checks[num].to_numpy(float), default.checks[num].to_numpy(float), atol=1e-5
+        )
+    with pytest.raises(ArgumentError, match="batch_size=3: cannot be given together with"):
+        faithfulness(*args, batch_size=3, max_memory=10**6, **kw)
+    with pytest.raises(ArgumentError, match="max_memory=0"):
+        faithfulness(*args, max_memory=0, **kw)

@@ -132,10 +132,13 @@ def activations(
     return out
 
 
-def prompts_per_pass(model: Model, seqs: Sequence[Any], last_layer: int, max_memory: int) -> int:
+def prompts_per_pass(
+    model: Model, seqs: Sequence[Any], last_layer: int, max_memory: int, extra_tokens: int = 0
+) -> int:
     """Prompts per forward pass that fit ``max_memory`` bytes (from the executor): the residual
-    streams up to ``last_layer`` and one MLP's hidden units of the longest prompt, per prompt."""
-    seq = max(len(s) for s in seqs)
+    streams up to ``last_layer`` and one MLP's hidden units of the longest prompt (plus
+    ``extra_tokens``: continuations, generated tokens), per prompt."""
+    seq = max(len(s) for s in seqs) + int(extra_tokens)
     item = torch.finfo(model.dtype).bits // 8
     width = 2 * (last_layer + 2) * model.d_model + int(model.d_mlp or 4 * model.d_model)
     return current_executor().chunk_size(len(seqs), item * seq * width, max_memory=max_memory)
