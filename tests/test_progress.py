@@ -121,8 +121,8 @@ def test_faithfulness_progress_shapes():
     assert split_check_progress(new, None) == (new, None)
     with pytest.warns(DeprecationWarning, match="on_check"):
         assert split_check_progress(described, None) == (None, described)
-    with pytest.warns(DeprecationWarning):
-        assert split_check_progress(print, chk) == (None, chk)
+    with pytest.raises(ArgumentError, match="when on_check is given"):
+        split_check_progress(print, chk)
 
 
 def _small_recipe(steps: int = 3) -> zoo.Recipe:
@@ -193,3 +193,14 @@ def test_faithfulness_progress_counts_checks_and_on_check_describes_them():
         )
     assert old_said == said
     assert old.checks.equals(new.checks)
+
+
+def test_zoo_old_progress_with_on_step_is_refused(tmp_path):
+    with pytest.raises(ArgumentError, match="when on_step is given"):
+        zoo.train(
+            _small_recipe(),
+            tmp_path / "c",
+            progress=lambda s, t, numbers: None,
+            on_step=lambda s, t, numbers: None,
+        )
+    assert not (tmp_path / "c" / "checkpoint.pt").exists()

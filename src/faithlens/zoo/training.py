@@ -362,14 +362,20 @@ def split_progress(
     other ``progress`` follows the one protocol of :mod:`faithlens.progress`.
     """
     if progress is not None and positional_arity(progress) == 3:
+        if on_step is not None:
+            raise V.fail(
+                "progress",
+                progress,
+                "must take (done, total) when on_step is given",
+                "pass the (step, total, numbers) callback as on_step only",
+            )
         warnings.warn(
             "zoo.train: progress(step, total, numbers) is deprecated; pass it as on_step= "
             "(progress is called as progress(done, total), the protocol of every method)",
             DeprecationWarning,
             stacklevel=3,
         )
-        if on_step is None:
-            return None, progress
+        return None, progress
     return progress, on_step
 
 

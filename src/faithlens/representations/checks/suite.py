@@ -162,13 +162,20 @@ def split_progress(
     is an old ``(description)`` callback, still called that way with a DeprecationWarning."""
     if progress is None or positional_arity(progress) == 2 or annotated_done_total(progress):
         return progress, on_check
+    if on_check is not None:
+        raise V.fail(
+            "progress",
+            progress,
+            "must take (done, total) when on_check is given",
+            "pass the (description) callback as on_check only",
+        )
     warnings.warn(
         "faithfulness: progress(description) is deprecated; pass it as on_check= (progress is "
         "called as progress(done, total), the protocol of every method)",
         DeprecationWarning,
         stacklevel=3,
     )
-    return None, on_check if on_check is not None else progress
+    return None, progress
 
 
 def _check_arguments(o: Settings, checks: Sequence[str], progress: Any) -> None:
