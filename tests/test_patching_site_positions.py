@@ -54,3 +54,17 @@ def test_site_selections_patching_cannot_carry_are_refused(tiny_gpt2, site):
     model = fl.wrap(tiny_gpt2)
     with pytest.raises(InputError):
         fl.patch(model, padded_task(model), [site], n_boot=20)
+
+
+def test_site_with_positions_in_an_each_sweep(tiny_gpt2):
+    model = fl.wrap(tiny_gpt2)
+    task = padded_task(model)
+    res = fl.patch(
+        model, task, [fl.Site("resid_pre.1", positions=[1, 4]), "head.0.1"], "each", n_boot=20
+    )
+    alone = fl.patch(model, task, [fl.Site("resid_pre.1", positions=[1, 4])], n_boot=20)
+    each = fl.patch(model, task, ["head.0.1"], "each", n_boot=20)
+    frame = res.to_frame()
+    assert frame["site"].tolist() == ["resid_pre.1"] + ["head.0.1"] * task.seq_len
+    np.testing.assert_allclose(res.patched[0], alone.patched[0], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(res.patched[1:], each.patched, atol=1e-6, rtol=0)
