@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         persistence_tokens=a.tokens,
         n_boot=n_boot,
         seed=a.seed,
-        progress=lambda s: print(f"   ... {s}", flush=True),
+        on_check=lambda s: print(f"   ... {s}", flush=True),
     )
     report.save(a.out / "report")
     report.plot().savefig(a.out / "report.png", dpi=150)

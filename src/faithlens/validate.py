@@ -8,7 +8,8 @@ work (model loading aside, nothing heavy should run before them).
 
 API: :func:`positive_int`, :func:`nonnegative_int`, :func:`int_in_range`, :func:`finite_float`,
 :func:`positive_float`, :func:`probability`, :func:`level`, :func:`n_boot`, :func:`choice`,
-:func:`device`, :func:`output_dir`, :func:`output_file`, :func:`min_examples`.
+:func:`device`, :func:`output_dir`, :func:`output_file`, :func:`min_examples`,
+:func:`max_memory`, :func:`replaced_knob`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ __all__ = [
     "finite_float",
     "int_in_range",
     "level",
+    "max_memory",
     "min_examples",
     "n_boot",
     "nonnegative_int",
@@ -37,6 +40,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "probability",
+    "replaced_knob",
 ]
 
 
@@ -133,6 +137,43 @@ def choice(name: str, value: Any, options: Iterable[Any], *, fix: str = "") -> A
         listed = ", ".join(repr(o) for o in opts)
         raise fail(name, value, f"must be one of {listed}", fix)
     return value
+
+
+def max_memory(value: Any, name: str = "max_memory") -> int | None:
+    """The one memory knob of every method that chunks its work: ``None`` (the configured
+    budget) or a positive number of bytes."""
+    if value is None:
+        return None
+    return positive_int(name, value, fix="give a number of bytes")
+
+
+def replaced_knob(
+    fn: str,
+    old_name: str,
+    old_value: Any,
+    new_name: str,
+    new_value: Any,
+    *,
+    stacklevel: int = 3,
+) -> None:
+    """A deprecated keyword ``old_name`` (kept for one release): refuse it together with its
+    replacement ``new_name``; warn (DeprecationWarning) when it is given alone. ``stacklevel``
+    as for :func:`warnings.warn`, counted from this function (3: called by the public method)."""
+    if old_value is None:
+        return
+    if new_value is not None:
+        raise fail(
+            old_name,
+            old_value,
+            f"cannot be given together with {new_name}={new_value!r}",
+            f"give only {new_name} ({old_name} is deprecated)",
+        )
+    warnings.warn(
+        f"{fn}: {old_name}= is deprecated and will be removed in the next release; "
+        f"use {new_name}= instead",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def min_examples(

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import FaithlensError, InputError
+from ..progress import Progress
 
 console = Console()
 err_console = Console(stderr=True)
@@ -49,18 +50,19 @@ def friendly_errors() -> Iterator[None]:
 
 
 @contextmanager
-def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar driven by a library ``progress(done, total)`` callback."""
+def progress_bar(description: str) -> Iterator[Progress]:
+    """A rich progress bar driven by the one progress protocol of every method,
+    ``progress(done, total)`` (:mod:`faithlens.progress`)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    from rich.progress import Progress as Bars
 
-    with Progress(
+    with Bars(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

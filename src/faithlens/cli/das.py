@@ -163,7 +163,7 @@ def register(app: typer.Typer) -> None:
                     emd_dims=emd_dims,
                     seed=seed,
                     checkpoint_dir=checkpoint,
-                    progress=lambda e, _row: advance(e + 1, epochs),
+                    progress=advance,
                 )
             console.print(res.summary())
             if ood is not None:

@@ -413,7 +413,7 @@ def register(app: typer.Typer) -> None:
                     persistence_tokens=persistence_tokens,
                     n_boot=n_boot,
                     seed=seed,
-                    progress=lambda s: status.update(f"checking: {s}..."),
+                    on_check=lambda s: status.update(f"checking: {s}..."),
                 )
             console.print(rep.summary(), highlight=False, markup=False)
             if out is not None:

@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
             ) as bar:
                 task = bar.add_task("train", total=recipe.schedule.steps, info="")
 
-                def progress(step: int, total: int, numbers: dict[str, float]) -> None:
+                def on_step(step: int, total: int, numbers: dict[str, float]) -> None:
                     info = "  ".join(f"{k} {v:.4g}" for k, v in numbers.items())
                     bar.update(task, completed=step, info=info)
 
@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
                     until=until,
                     device=device,
                     threads=threads,
-                    progress=progress,
+                    on_step=on_step,
                 )
             console.print(run.summary(), highlight=False)
             if not run.complete:

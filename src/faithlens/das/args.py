@@ -5,7 +5,8 @@ activations are known (:func:`resolve_dims`)."""
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,6 +17,7 @@ from .. import validate as V
 from ..errors import InputError, ShapeError
 from ..models.model import Model
 from ..models.sites import Site, SiteLike, as_site
+from ..progress import Progress, annotated_done_total
 from ..tasks.interchange import InterchangeData
 from .alignment import Alignment
 
@@ -140,6 +142,7 @@ def check_inputs(
     alignment: Alignment | None,
     progress: Any,
     o: DASOptions,
+    on_epoch: Any = None,
 ) -> tuple[DASOptions, Site]:
     """Refuse bad arguments before any forward pass; the options with integer counts and the
     selection rule resolved, and the site."""
@@ -178,6 +181,8 @@ def check_inputs(
         raise V.fail("alignment", type(alignment).__name__, "must be a faithlens Alignment or None")
     if progress is not None and not callable(progress):
         raise V.fail("progress", progress, "must be a callable (epoch, row) or None")
+    if on_epoch is not None and not callable(on_epoch):
+        raise V.fail("on_epoch", on_epoch, "must be a callable (epoch, history_row) or None")
     epochs, eval_every, checkpoint_every = int(o.epochs), int(o.eval_every), int(o.checkpoint_every)
     s = as_site(site)
     uses_cl = o.loss in ("cl", "iia+cl")
@@ -239,3 +244,30 @@ def resolve_dims(
     if emd_dims is not None and any(not 0 <= d < width for d in emd_dims):
         raise ShapeError(f"das: emd_dims {list(emd_dims)} out of range for width {width}")
     return dim_list, cl_dims
+
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+"""``on_epoch(epoch, history_row)``: called after each training epoch."""
+
+
+def split_progress(
+    progress: Any, on_epoch: EpochCallback | None
+) -> tuple[Progress | None, EpochCallback | None]:
+    """The ``(done, total)`` progress callback and the ``(epoch, history_row)`` one.
+
+    ``progress`` follows the one protocol of :mod:`faithlens.progress` when ``on_epoch`` is
+    given too, or when its first two parameters are annotated ``int``. Any other ``progress``
+    may be an old ``(epoch, history_row)`` callback (both shapes take two positional arguments,
+    so an unannotated one cannot be told apart): it is called as before, with a
+    DeprecationWarning (for one release).
+    """
+    if progress is None or on_epoch is not None or annotated_done_total(progress):
+        return progress, on_epoch
+    warnings.warn(
+        "das: progress is called as (epoch, history_row) for one more release; pass "
+        "on_epoch=(epoch, history_row) for the epoch rows, and a progress(done: int, total: int) "
+        "callback (annotated, or together with on_epoch=) for the one progress protocol",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return None, progress

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.nn.utils import parametrize
 
 from ..divergence import distances as D
+from ..progress import Progress
 from .checkpoint import Checkpointer
 from .losses import cl_loss_mas, cl_loss_modified, iia_loss
 
@@ -48,7 +49,8 @@ def _state(module: torch.nn.Module) -> dict[str, Tensor]:
 def train_loop(
     tr: DASTraining,
     ckpt: Checkpointer,
-    progress: Callable[[int, dict[str, float]], None] | None,
+    progress: Progress | None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> None:
     """Train from ``tr.start_epoch`` to the last epoch, updating ``tr.history`` and
     ``tr.best``."""
@@ -68,8 +70,10 @@ def train_loop(
             row = train_epoch(tr, epoch, T, emd_value)
             tr.history.append(row)
             select_epoch(tr, epoch, row["iia"], emd_value, snapshot, mask_snapshot)
+            if on_epoch is not None:
+                on_epoch(epoch, row)
             if progress is not None:
-                progress(epoch, row)
+                progress(epoch + 1, epochs)
             if ckpt.path is not None and (
                 (epoch + 1) % tr.opts.checkpoint_every == 0 or epoch == epochs - 1
             ):

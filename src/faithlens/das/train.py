@@ -9,7 +9,7 @@ run's logits (and, for the CL loss, from the intervened activation the same run 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,21 @@ from ..errors import InputError, ShapeError
 from ..interventions import Interchange
 from ..models.model import Model
 from ..models.sites import Site, SiteLike, as_site
+from ..progress import Progress
 from ..runs import Resume
 from ..tasks.interchange import InterchangeData, select_rows
 from .alignment import Alignment, BoundlessMask, make_alignment
-from .args import LOSSES, METHODS, SELECT, DASOptions, check_das_args, check_inputs, resolve_dims
+from .args import (
+    LOSSES,
+    METHODS,
+    SELECT,
+    DASOptions,
+    EpochCallback,
+    check_das_args,
+    check_inputs,
+    resolve_dims,
+    split_progress,
+)
 from .checkpoint import CHECKPOINT, Checkpointer, run_config
 from .loop import flat_rows, restore_best, train_loop
 from .result import DASResult
@@ -227,7 +238,8 @@ def das(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 100,
     seed: int = 0,
-    progress: Callable[[int, dict[str, float]], None] | None = None,
+    progress: Progress | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> DASResult:
     """Learn an alignment at ``site`` so that interchanging its first ``dims`` aligned
     coordinates from the source run makes the model output ``data.labels``.
@@ -257,7 +269,12 @@ def das(
             checkpoint (bit for bit the uninterrupted result); a checkpoint of another run is
             refused with :class:`~faithlens.errors.CheckpointError` naming what differs.
         seed: initialisation and batch order.
-        progress: called after each epoch with ``(epoch, history_row)``.
+        progress: called as ``progress(done, total)`` after each epoch (the one protocol of
+            :mod:`faithlens.progress`; ``total`` is the number of epochs this call trains). An
+            old ``(epoch, history_row)`` callback keeps working for one release with a
+            DeprecationWarning: a callback is taken for the new protocol when ``on_epoch`` is
+            given too or when its two parameters are annotated ``int``.
+        on_epoch: called after each epoch with ``(epoch, history_row)``.
     """
     opts = DASOptions(
         dims=dims,
@@ -278,13 +295,14 @@ def das(
         checkpoint_every=checkpoint_every,
         seed=seed,
     )
-    opts, s = check_inputs(model, data, site, alignment, progress, opts)
+    opts, s = check_inputs(model, data, site, alignment, progress, opts, on_epoch)
+    progress, on_epoch = split_progress(progress, on_epoch)
     src = source_activations(model, data, s)
     dim_list, cl_dims = resolve_dims(opts, data, s, src)
     tr = _init_training(model, data, s, src, opts, alignment, dim_list, cl_dims)
     ckpt = Checkpointer.open(run_config(tr), checkpoint_dir, model, data)
     ckpt.restore(tr)
-    train_loop(tr, ckpt, progress)
+    train_loop(tr, ckpt, progress, on_epoch)
     final_dims = restore_best(tr)
     ev = evaluate_alignment(
         model,

@@ -12,14 +12,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .. import stats
 from ..errors import ShapeError
+from ..results import Result
 from . import distances as D
 
 
 @dataclass(frozen=True)
-class DormantReport:
+class DormantReport(Result):
     """Which downstream units an intervention recruits from dormancy.
 
     ``dormant``: indices of units never active on natural data; ``recruited``: the dormant units
@@ -42,6 +44,30 @@ class DormantReport:
     @property
     def flagged(self) -> bool:
         return bool(self.recruited.size)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per recruited unit: its index, fire rate and largest intervened activation."""
+        return pd.DataFrame(
+            {
+                "unit": np.asarray(self.recruited, dtype=np.int64),
+                "fire_rate": np.asarray(self.fire_rate, dtype=np.float64),
+                "max_activation": np.asarray(self.max_activation, dtype=np.float64),
+            }
+        )
+
+    def summary(self) -> str:
+        head = (
+            f"dormant units: {self.dormant.size} of {self.n_units} never exceed "
+            f"{self.threshold:g} on natural data; the intervention recruits "
+            f"{self.recruited.size}"
+        )
+        if not self.flagged:
+            return head + " (no hidden pathway flagged)"
+        return head + (
+            f"; {self.examples_recruiting:.1%} ± {self.examples_recruiting_se:.1%} of the "
+            f"intervened examples recruit at least one (units {self.recruited[:10].tolist()}"
+            f"{' ...' if self.recruited.size > 10 else ''})"
+        )
 
 
 def dormant_units(

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError, ShapeError
-from .engine import ProgressFn, SoftWPMI
+from ..progress import Progress
+from .engine import SoftWPMI
 from .probing import Activations, Concepts
 from .result import NeuronExplanation
 
@@ -107,7 +108,7 @@ def dissect(
     device: str | torch.device | None = None,
     max_memory: int | None = None,
     checkpoint: str | Path | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> Dissection:
     """Network Dissection of convolutional channels, with bounds and BE sets.
 

@@ -18,7 +18,7 @@ resample. Work is split into unit blocks and resample chunks sized from the memo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -503,9 +503,6 @@ def expand_weights(counts: Tensor, groups: Tensor | None) -> Tensor:
     if groups is None:
         return counts
     return counts[:, groups]
-
-
-ProgressFn = Callable[[int, int], None]
 
 
 __all__ = [

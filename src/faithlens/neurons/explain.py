@@ -24,11 +24,11 @@ from torch import Tensor
 
 from .. import validate as V
 from ..errors import InputError
+from ..progress import Progress
 from .checkpoint import ExplainCheckpoint, explain_fingerprint
 from .engine import (
     FAMILIES,
     Problem,
-    ProgressFn,
     SoftWPMI,
     memory_budget,
     plan_chunks,
@@ -77,7 +77,7 @@ def explain(
     device: str | torch.device | None = None,
     max_memory: int | None = None,
     checkpoint: str | Path | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> NeuronExplanation:
     """Explain units by concepts, with faithfulness bounds and bootstrap stability.
 
@@ -186,7 +186,7 @@ def run_explain(
     device: str | torch.device | None,
     max_memory: int | None,
     checkpoint: str | Path | None,
-    progress: ProgressFn | None,
+    progress: Progress | None,
     result_cls: type[NeuronExplanation] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> NeuronExplanation:
@@ -332,7 +332,7 @@ def _plan(
     return blocks, per_chunk
 
 
-def _ticker(total_steps: int, progress: ProgressFn | None) -> Callable[[], None]:
+def _ticker(total_steps: int, progress: Progress | None) -> Callable[[], None]:
     """``tick()`` reports one more finished unit block to ``progress(done, total)``."""
     steps = 0
 

@@ -37,11 +37,11 @@ from ..executor import current_executor
 from ..interventions import Patch
 from ..models.model import Inputs, Model
 from ..models.sites import SITE_GROUPS, Site, SiteInfo
+from ..progress import Progress
 from ..runs import Resume
 from ..tasks.base import Task
 from .result import PatchingResult
 from .sweep import (
-    Progress,
     answer_columns,
     build_result,
     check_arguments,
@@ -52,7 +52,7 @@ from .sweep import (
 )
 
 
-def resolve_sites(model: Model, sites: str | Sequence[str]) -> list[str]:
+def resolve_sites(model: Model, sites: str | Sequence[str | Site]) -> list[str]:
     """Site names from a group (``"head"``, ``"mlp"``, ``"attn"``, ``"resid"``...) or a list."""
     if isinstance(sites, str):
         if sites in SITE_GROUPS:
@@ -64,10 +64,9 @@ def resolve_sites(model: Model, sites: str | Sequence[str]) -> list[str]:
     out: list[str] = []
     for s in sites:
         if isinstance(s, Site):
-            if s.positions is not None or s.units is not None:
-                raise InputError(
-                    f"{s}: choose positions with patch(positions=...), not on the site"
-                )
+            # refuses selections a patching condition cannot carry
+            if site_positions(s) is not None and s.name in SITE_GROUPS:
+                raise InputError(f"{s}: positions go on a site name, not on a group")
             s = s.name
         if not isinstance(s, str):
             raise InputError(f"sites must be names, not {type(s).__name__}")
@@ -89,15 +88,51 @@ def resolve_sites(model: Model, sites: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def site_positions(s: Site) -> tuple[int, ...] | None:
+    """The positions a :class:`Site` carries into a patching sweep: ``None`` (the sweep's
+    ``positions`` mode applies), or sorted non-negative token positions, patched together in
+    every example (``Site("resid_pre.3", positions=[4, 5])``)."""
+    if s.units is not None:
+        raise InputError(f"{s}: patching patches whole sites; give the site without units")
+    p = s.positions
+    if p is None:
+        return None
+    items = [p] if isinstance(p, int) else p
+    ok = isinstance(items, (list, tuple)) and len(items) > 0
+    ok = ok and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in items)
+    if not ok:
+        raise InputError(
+            f"{s}: a patched site carries non-negative token positions (an int or a list of "
+            "ints); for each example's metric position use patch(positions='last')"
+        )
+    return tuple(sorted({int(i) for i in items}))
+
+
+def carried_positions(sites: str | Sequence[str | Site]) -> dict[str, tuple[int, ...]]:
+    """Site name -> the positions its :class:`Site` carries (only sites that carry some)."""
+    if isinstance(sites, str):
+        return {}
+    out: dict[str, tuple[int, ...]] = {}
+    for s in sites:
+        if isinstance(s, Site):
+            at = site_positions(s)
+            if at is not None:
+                if s.name in out and out[s.name] != at:
+                    raise InputError(f"site {s.name} is given twice with different positions")
+                out[s.name] = at
+    return out
+
+
 @dataclass(frozen=True)
 class Condition:
     site: str
     info: SiteInfo
-    mode: str  # "all" | "last" | "each"
-    position: int | None  # for "each"
+    mode: str  # "all" | "last" | "each" | "site" (positions carried by the Site)
+    position: int | None  # for "each" (and "site" with one position)
     layer: int  # first layer to recompute
     offset: int  # first position to recompute
     noop: bool  # provably equal to the base run
+    at: tuple[int, ...] | None = None  # for "site": the positions patched
 
 
 def plan(
@@ -105,8 +140,12 @@ def plan(
     task: Task,
     sites: Sequence[str],
     positions: str,
+    carried: dict[str, tuple[int, ...]] | None = None,
 ) -> list[Condition]:
-    """The conditions of a sweep, each with the layer and position it must be recomputed from."""
+    """The conditions of a sweep, each with the layer and position it must be recomputed from.
+    ``carried``: the positions :class:`Site` arguments carry (their sites ignore ``positions``);
+    positions a (truncated) task does not have are dropped: in a causal model they come after
+    every position the metric reads."""
     n_layers = model.n_layers
     causal = model.is_causal and model.adapter.supports_resume
     seq = task.seq_len
@@ -118,6 +157,13 @@ def plan(
         info = model.site_info(name)
         resumable = model.adapter.supports_resume and info.kind not in ("embed", "module")
         layer = info.first_layer(n_layers) if resumable else 0
+        if carried and name in carried:
+            at = tuple(i for i in carried[name] if i < seq)
+            start = at[0] if (causal and resumable and at) else 0
+            offset = max(0, min(start, earliest_read, seq - 1))
+            one = carried[name][0] if len(carried[name]) == 1 else None
+            conds.append(Condition(name, info, "site", one, layer, offset, not at, at))
+            continue
         ts: list[int | None] = list(range(seq)) if positions == "each" else [None]
         for t in ts:
             if not causal or not resumable:
@@ -137,7 +183,7 @@ def plan(
 def patch(
     model: Model,
     task: Task,
-    sites: str | Sequence[str] = "head",
+    sites: str | Sequence[str | Site] = "head",
     positions: str = "all",
     *,
     direction: str = "denoising",
@@ -146,20 +192,28 @@ def patch(
     seed: int = 0,
     max_rows: int | None = None,
     progress: Progress | None = None,
+    max_memory: int | None = None,
 ) -> PatchingResult:
     """Activation patching of every site in ``sites``.
 
     Args:
         sites: a group (``"head"``, ``"mlp"``, ``"attn"``, ``"resid"``, ``"resid_post"``,
-            ``"mlp_post"``, ``"q"``, ``"k"``, ``"v"``) or a list of site names.
+            ``"mlp_post"``, ``"q"``, ``"k"``, ``"v"``) or a list of site names and
+            :class:`~faithlens.Site` objects. A ``Site`` that carries positions
+            (``Site("resid_pre.3", positions=[4, 5])``: non-negative token positions) is patched
+            at those positions in every example, whatever ``positions`` says (one row; its
+            ``position`` is the position when there is one).
         positions: ``"all"`` (patch every position at once), ``"last"`` (only each example's
             metric position) or ``"each"`` (every position separately: one row per site and
             position).
         direction: ``"denoising"`` (clean activations into the corrupted run) or ``"noising"``
             (corrupted activations into the clean run).
         n_boot, level, seed: the bootstrap over examples.
-        max_rows: cap on batch rows per forward pass (default: from the memory budget).
+        max_rows: deprecated (one release; use ``max_memory``): cap on batch rows per forward
+            pass.
         progress: called as ``progress(done, total)`` after each batch.
+        max_memory: bytes one batched computation may use (the cached activations of a chunk of
+            examples; one forward pass's rows); default: the configured memory budget.
 
     Returns a :class:`PatchingResult` with one row per condition.
     """
@@ -173,18 +227,20 @@ def patch(
         level=level,
         seed=seed,
         max_rows=max_rows,
+        max_memory=max_memory,
     )
     names = resolve_sites(model, sites)
-    conds = plan(model, task, names, positions)
+    carried = carried_positions(sites)
+    conds = plan(model, task, names, positions, carried)
     task = task.to(model.device)
     n = task.n
-    ex_chunk, row_cap = _chunk_sizes(model, task, conds, max_rows)
+    ex_chunk, row_cap = _chunk_sizes(model, task, conds, max_rows, max_memory)
     patched = np.zeros((len(conds), n), dtype=np.float64)
     m_base = np.zeros(n)
     m_src = np.zeros(n)
     # Plan every chunk of examples first (cheap), so the progress bar knows the total.
     chunk_plans = [
-        _chunk_plan(model, task, rows, conds, names, positions)
+        _chunk_plan(model, task, rows, conds, names, positions, carried)
         for rows in example_chunks(model, task, ex_chunk)
     ]
     total = sum(
@@ -229,12 +285,19 @@ def patch(
         level=level,
         n_boot=n_boot,
         seed=seed,
-        meta={"conditions_skipped_as_noop": int(sum(c.noop for c in conds))},
+        meta={
+            "conditions_skipped_as_noop": int(sum(c.noop for c in conds)),
+            **({"site_positions": {k: list(v) for k, v in carried.items()}} if carried else {}),
+        },
     )
 
 
 def _chunk_sizes(
-    model: Model, task: Task, conds: list[Condition], max_rows: int | None
+    model: Model,
+    task: Task,
+    conds: list[Condition],
+    max_rows: int | None,
+    max_memory: int | None = None,
 ) -> tuple[int, int]:
     """(examples per chunk, batch rows per forward pass), from the executor: a chunk's cached
     source activations and base residuals must fit the budget, and so must one pass's rows."""
@@ -252,13 +315,15 @@ def _chunk_sizes(
         )
     )
     ex = current_executor()
-    ex_chunk = ex.chunk_size(task.n, per_example, device=device)
+    ex_chunk = ex.chunk_size(task.n, per_example, device=device, max_memory=max_memory)
     seq_rel_max = seq - min((c.offset for c in conds), default=0)
     row_cap = ex.chunk_size(
         None,
         row_bytes(model, seq_rel_max, seq, item),
         device=device,
-        tokens_per_item=seq_rel_max,
+        max_memory=max_memory,
+        # the tokens-per-pass cap belongs to the default budget; max_memory replaces both
+        tokens_per_item=seq_rel_max if max_memory is None else None,
         limit=max_rows,
     )
     return min(ex_chunk, row_cap), row_cap
@@ -282,9 +347,10 @@ def _chunk_plan(
     conds: list[Condition],
     names: list[str],
     positions: str,
+    carried: dict[str, tuple[int, ...]] | None = None,
 ) -> _ChunkPlan:
     sub = truncated(model, task.subset(rows))
-    local = _localise(conds, plan(model, sub, names, positions), positions)
+    local = _localise(conds, plan(model, sub, names, positions, carried), positions)
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, c in enumerate(local):
         if c is not None and not c.noop:
@@ -409,6 +475,9 @@ def _run_group(
             pos = None
         elif cond.mode == "last":
             pos = task.positions
+        elif cond.mode == "site":
+            assert cond.at
+            pos = list(cond.at)
         else:
             pos = cond.position
         ivs.append(

@@ -40,11 +40,11 @@ from ..graph import TransformerGraph
 from ..interventions import Patch
 from ..models.model import Inputs, Model
 from ..models.sites import Site
+from ..progress import Progress
 from ..runs import Resume
 from ..tasks.base import Task
 from .result import PatchingResult
 from .sweep import (
-    Progress,
     answer_columns,
     build_result,
     check_arguments,
@@ -164,6 +164,7 @@ def path_patch(
     seed: int = 0,
     max_rows: int | None = None,
     progress: Progress | None = None,
+    max_memory: int | None = None,
 ) -> PatchingResult:
     """Path patching of each sender into ``receivers`` (see the module docstring).
 
@@ -181,8 +182,10 @@ def path_patch(
         receiver_positions: where the receivers' inputs are patched: ``"all"`` or ``"last"``.
         direction: ``"denoising"`` (clean sender into the corrupted run) or ``"noising"``.
         n_boot, level, seed: the bootstrap over examples.
-        max_rows: cap on batch rows per forward pass (default: from the memory budget).
+        max_rows: deprecated (one release; use ``max_memory``): cap on batch rows per forward
+            pass.
         progress: called as ``progress(done, total)`` after each pass.
+        max_memory: bytes one forward pass may use (default: the configured memory budget).
 
     Returns a :class:`PatchingResult` (``method="path"``) with one row per sender.
     """
@@ -197,12 +200,13 @@ def path_patch(
         level,
         seed,
         max_rows,
+        max_memory,
     )
     graph = TransformerGraph(model)  # raises for models whose residual is not a sum (post-LN)
     pp = _plan(model, graph, senders, receivers, receiver_ports, positions, receiver_positions)
     task = task.to(model.device)
     n = task.n
-    row_cap = _row_cap(model, task, max_rows)
+    row_cap = _row_cap(model, task, max_rows, max_memory)
     patched = np.zeros((len(pp.kept), n), dtype=np.float64)
     m_base, m_src = np.zeros(n), np.zeros(n)
     chunks = [
@@ -248,6 +252,7 @@ def _check(
     level: float,
     seed: int,
     max_rows: int | None,
+    max_memory: int | None = None,
 ) -> Sequence[str]:
     """Step 1: the argument checks, before any work; the receiver ports as a list."""
     check_arguments(
@@ -261,6 +266,8 @@ def _check(
         seed=seed,
         max_rows=max_rows,
         position_modes=SENDER_POSITIONS,
+        max_memory=max_memory,
+        stacklevel=5,
     )
     validate.choice("receiver_positions", receiver_positions, SENDER_POSITIONS)
     if isinstance(receiver_ports, str):
@@ -346,7 +353,7 @@ def _plan(
     )
 
 
-def _row_cap(model: Model, task: Task, max_rows: int | None) -> int:
+def _row_cap(model: Model, task: Task, max_rows: int | None, max_memory: int | None = None) -> int:
     """Step 3: batch rows per forward pass, from the executor (the memory budget)."""
     seq = task.seq_len
     item = torch.finfo(model.dtype).bits // 8
@@ -354,7 +361,8 @@ def _row_cap(model: Model, task: Task, max_rows: int | None) -> int:
         None,
         row_bytes(model, seq, seq, item),
         device=model.device,
-        tokens_per_item=seq,
+        max_memory=max_memory,
+        tokens_per_item=seq if max_memory is None else None,
         limit=max_rows,
     )
 

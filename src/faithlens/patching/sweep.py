@@ -10,7 +10,7 @@ Exact activation patching (:mod:`.exact`), path patching (:mod:`.path`) and attr
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -25,7 +25,6 @@ from ..stats import normalized_effect
 from ..tasks.base import Task
 from .result import PatchingResult
 
-Progress = Callable[[int, int], None]
 POSITION_MODES = ("all", "last", "each")
 DIRECTIONS = ("denoising", "noising")
 
@@ -42,6 +41,8 @@ def check_arguments(
     seed: Any = 0,
     max_rows: Any = None,
     position_modes: Sequence[str] = POSITION_MODES,
+    max_memory: Any = None,
+    stacklevel: int = 4,
 ) -> None:
     """The argument checks every patching method makes before any work: the argument values,
     the task against the model (vocabulary, a language-model head) and degenerate tasks whose
@@ -59,6 +60,10 @@ def check_arguments(
     validate.nonnegative_int("seed", seed)
     if max_rows is not None:
         validate.positive_int("max_rows", max_rows)
+    validate.max_memory(max_memory)
+    validate.replaced_knob(
+        fn, "max_rows", max_rows, "max_memory", max_memory, stacklevel=stacklevel
+    )
     task.check_model(model, fn)
     why = task.degenerate()
     if why is not None:
@@ -221,7 +226,6 @@ def build_result(
 __all__ = [
     "DIRECTIONS",
     "POSITION_MODES",
-    "Progress",
     "answer_columns",
     "build_result",
     "can_truncate",

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
     from ..divergence.audit import AuditResult
     from ..divergence.compare import DivergenceResult
+    from ..divergence.dormant import DormantReport
 
 
 def plot_divergence_table(
@@ -117,4 +118,26 @@ def audit_plot(res: AuditResult, ax: Any = None, metric: str = "emd") -> Figure:
             a.legend(fontsize=7)
     fig.suptitle(f"divergence audit at {res.site}")
     fig.tight_layout()
+    return fig
+
+
+def dormant_plot(res: DormantReport, ax: Any = None) -> Figure:
+    """The recruited dormant units: each one's fire rate on the intervened examples."""
+    from .plots import subplots
+
+    if ax is None:
+        fig, ax = subplots(1, 1, figsize=(max(4.0, 0.3 * res.recruited.size + 2), 3.2))
+    else:
+        fig = ax.figure
+    xs = np.arange(res.recruited.size)
+    ax.bar(xs, res.fire_rate, color="tab:red")
+    ax.set_xticks(xs)
+    ax.set_xticklabels([str(int(u)) for u in res.recruited], rotation=90, fontsize=7)
+    ax.set_xlabel("recruited unit")
+    ax.set_ylabel("fire rate (intervened)")
+    ax.set_ylim(0, 1)
+    ax.set_title(
+        f"{res.recruited.size} of {res.dormant.size} dormant units recruited (of {res.n_units})",
+        fontsize=9,
+    )
     return fig

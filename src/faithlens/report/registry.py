@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ..das.result import DASResult
 from ..divergence.audit import AuditResult
 from ..divergence.compare import DivergenceResult
+from ..divergence.dormant import DormantReport
 from ..neurons.result import NeuronExplanation
 from ..neurons.sanity import SanityCheck
 from ..neurons.simulate import BoundValidation
@@ -43,6 +44,7 @@ PLOTTERS: dict[type[Result], Callable[..., Figure]] = {
     DASResult: das.das_plot,
     DivergenceResult: divergence.divergence_plot,
     AuditResult: divergence.audit_plot,
+    DormantReport: divergence.dormant_plot,
     NeuronExplanation: neurons.explanation_plot,
     SanityCheck: neurons.sanity_plot,
     BoundValidation: neurons.bound_validation_plot,

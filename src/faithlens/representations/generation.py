@@ -15,7 +15,7 @@ log-probability of each continuation token after the prompt, with the same steer
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +26,11 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..models.model import Inputs, Model
+from ..progress import Progress
 from ..results import Result
 from ..runs import Resume
 from .data import Prompt
 from .steering import Steering, as_steerings, label_of
-
-Progress = Callable[[int, int], None]
 
 
 def encode(model: Model, prompts: Sequence[Prompt], what: str = "prompt") -> list[list[int]]:

@@ -3,21 +3,21 @@ residual-stream site at each layer, for both members of every pair."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..executor import current_executor
 from ..models.model import Inputs, Model
 from ..models.sites import Site
+from ..progress import Progress
 from .data import ContrastPairs, Prompt
 from .generation import encode
-
-Progress = Callable[[int, int], None]
-
 
 # --------------------------------------------------------------------------------------------
 # activations
@@ -91,10 +91,12 @@ def activations(
     position: str | int = "last",
     batch_size: int = 16,
     progress: Progress | None = None,
+    max_memory: int | None = None,
 ) -> np.ndarray:
     """``[n, n_layers, d_model]`` activations of ``site.L`` at one token of each prompt
     (``"last"``, an offset ``<= 0`` from the last token, or ``"mean"`` over the prompt's tokens),
-    float32."""
+    float32. ``max_memory`` (bytes): prompts per forward pass from the executor's budget instead
+    of ``batch_size``."""
     ls = resolve_layers(model, layers)
     for L in ls:
         _check_site(model, site, L)
@@ -106,6 +108,8 @@ def activations(
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     seqs = encode(model, prompts)
     n = len(seqs)
+    if max_memory is not None and n:
+        batch_size = prompts_per_pass(model, seqs, max(ls), max_memory)
     out = np.empty((n, len(ls), model.d_model), dtype=np.float32)
     stop = f"{site}.{max(ls)}"
     for b0 in range(0, n, batch_size):
@@ -126,6 +130,18 @@ def activations(
         if progress is not None:
             progress(rows[-1] + 1, n)
     return out
+
+
+def prompts_per_pass(
+    model: Model, seqs: Sequence[Any], last_layer: int, max_memory: int, extra_tokens: int = 0
+) -> int:
+    """Prompts per forward pass that fit ``max_memory`` bytes (from the executor): the residual
+    streams up to ``last_layer`` and one MLP's hidden units of the longest prompt (plus
+    ``extra_tokens``: continuations, generated tokens), per prompt."""
+    seq = max(len(s) for s in seqs) + int(extra_tokens)
+    item = torch.finfo(model.dtype).bits // 8
+    width = 2 * (last_layer + 2) * model.d_model + int(model.d_mlp or 4 * model.d_model)
+    return current_executor().chunk_size(len(seqs), item * seq * width, max_memory=max_memory)
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,6 +192,7 @@ def collect(
     position: str | int = "last",
     batch_size: int = 16,
     progress: Progress | None = None,
+    max_memory: int | None = None,
 ) -> ContrastActivations:
     """Activations of both members of every pair at ``site.L`` for each layer (see
     :func:`activations`)."""
@@ -200,6 +217,7 @@ def collect(
         position=position,
         batch_size=batch_size,
         progress=prog,
+        max_memory=max_memory,
     )
     neg = activations(
         model,
@@ -209,6 +227,7 @@ def collect(
         position=position,
         batch_size=batch_size,
         progress=prog2,
+        max_memory=max_memory,
     )
     return ContrastActivations(
         pos, neg, ls, site, position, pairs.group_ids, pairs.concept, pairs.name, model.name
@@ -217,7 +236,6 @@ def collect(
 
 __all__ = [
     "ContrastActivations",
-    "Progress",
     "activations",
     "collect",
     "resolve_layers",

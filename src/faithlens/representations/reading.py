@@ -43,13 +43,13 @@ from .. import stats
 from .. import validate as V
 from ..errors import InputError
 from ..models.model import Model
+from ..progress import Progress
 from ..results import Result
 from .data import ContrastPairs, Prompt, split_groups
 from .directions import METHODS, fit_direction, pair_auroc, stability
 from .generation import encode
 from .pair_activations import (
     ContrastActivations,
-    Progress,
     activations,
     collect,
     resolve_layers,
@@ -285,8 +285,9 @@ def read(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     progress: Progress | None = None,
+    max_memory: int | None = None,
 ) -> ReadingResult:
     """Reading vectors per layer from contrast pairs, evaluated on held-out pairs.
 
@@ -300,7 +301,16 @@ def read(
         test: the fraction of groups held out (seeded split), or explicit held-out pairs.
         n_stability: bootstrap refits for the stability estimate (0: skip).
         n_boot: bootstrap resamples for the AUROC intervals.
+        batch_size: deprecated (one release; use ``max_memory``): prompts per forward pass
+            (16 when neither is given).
+        progress: called as ``progress(done, total)`` as prompts are read.
+        max_memory: bytes one forward pass may use: prompts per pass from the executor's
+            budget (default: 16 prompts per pass).
     """
+    V.max_memory(max_memory)
+    V.replaced_knob("read", "batch_size", batch_size, "max_memory", max_memory)
+    if batch_size is None:
+        batch_size = 16
     split = _check_read(
         model,
         pairs,
@@ -324,6 +334,7 @@ def read(
         position=position,
         batch_size=batch_size,
         progress=progress,
+        max_memory=max_memory,
     )
     return _fit_and_evaluate(
         train_acts,
@@ -393,6 +404,7 @@ def _train_test(
     position: str | int,
     batch_size: int,
     progress: Progress | None,
+    max_memory: int | None = None,
 ) -> tuple[ContrastActivations, ContrastActivations, list[int], list[int]]:
     """Training and held-out activations, and the positions of the layers read."""
     if isinstance(test, float):
@@ -411,6 +423,7 @@ def _train_test(
             position=position,
             batch_size=batch_size,
             progress=progress,
+            max_memory=max_memory,
         )
         collected_layers = None
     test_acts: ContrastActivations
@@ -429,6 +442,7 @@ def _train_test(
                 site=acts.site,
                 position=acts.position,
                 batch_size=batch_size,
+                max_memory=max_memory,
             )
         if test_acts.layers != train_acts.layers or test_acts.site != train_acts.site:
             raise InputError("training and held-out activations come from different sites/layers")

@@ -21,16 +21,19 @@ paired; the search is greedy within an evaluation budget.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
 from .. import validate as V
 from ..errors import InputError
 from ..graph import ComponentGraph, graph_for
+from ..models.model import Model
+from ..progress import Progress
 from ..stats import mean_se
 from .data import Feature
 from .engine import (
@@ -181,7 +184,7 @@ def candidates(
 
 
 def adversary(
-    model: Any,
+    model: Model | nn.Module,
     hypothesis: Hypothesis,
     data: Any,
     n: int | None = None,
@@ -195,7 +198,8 @@ def adversary(
     graph: ComponentGraph | None = None,
     seed: int = 0,
     batch_size: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
+    max_memory: int | None = None,
 ) -> AdversaryResult:
     """Adversarial validation: evaluate up to ``budget`` refinements (joined with the
     hypothesis), greedily keep the one that raises the scrubbed loss most (lowers the score),
@@ -203,11 +207,16 @@ def adversary(
 
     ``features``: the adversary's library of candidate features (name -> feature);
     ``refinements``: an explicit list instead of the generated candidates.
+    ``max_memory``: bytes one chunk of reference rows may use (default: the configured memory
+    budget); ``batch_size`` (reference rows per chunk) is deprecated for one release.
     """
     V.positive_int("budget", budget, fix="allow at least one evaluation, e.g. 32")
     V.positive_int("steps", steps, fix="take at least one refinement step")
     V.finite_float("min_z", min_z, low=0.0, fix="use e.g. 3.0 standard errors")
-    check_scrub_args(n=n, seed=seed, batch_size=batch_size, progress=progress)
+    check_scrub_args(
+        n=n, seed=seed, batch_size=batch_size, progress=progress, max_memory=max_memory
+    )
+    V.replaced_knob("adversary", "batch_size", batch_size, "max_memory", max_memory)
     m = as_model(model)
     pool, default_b = as_data(data)
     beh = behaviour or default_b
@@ -270,7 +279,14 @@ def adversary(
         )
         if step == 0:
             check_rewrites(prep)
-        res = finish(prep, batch_size=batch_size, seed=seed, n_boot=200, progress=progress)
+        res = finish(
+            prep,
+            batch_size=batch_size,
+            seed=seed,
+            n_boot=200,
+            progress=progress,
+            max_memory=max_memory,
+        )
         used += len(trial)
         if first is None:
             first = res

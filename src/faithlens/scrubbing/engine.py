@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,7 @@ from ..graph import (
     graph_for,
 )
 from ..models.model import Model, wrap
+from ..progress import Progress
 from .data import ScrubData, Table
 from .hypothesis import Hypothesis, trees
 from .metrics import (
@@ -455,9 +456,10 @@ def prepare(
     )
 
 
-def chunk_size(prep: Prepared, batch_size: int | None) -> int:
+def chunk_size(prep: Prepared, batch_size: int | None, max_memory: int | None = None) -> int:
     """Reference rows per chunk: ``batch_size``, else what fits the memory budget (from the
-    executor, :mod:`faithlens.executor`)."""
+    executor, :mod:`faithlens.executor`): ``max_memory`` bytes, or the configured budget.
+    Graphs other than a :class:`TransformerGraph` have no per-row estimate: up to 4096 rows."""
     n = len(prep.ref)
     if batch_size is not None:
         if batch_size < 1:
@@ -473,6 +475,8 @@ def chunk_size(prep: Prepared, batch_size: int | None) -> int:
     tensors = 4 * len(prep.plan.data()) + 6 * len(prep.plan.copies) + 4
     vocab = max(int(g.model.adapter.d_vocab or 1), 1)
     per_row = 4 * (tensors * seq * d + len(prep.plan.roots) * 2 * vocab)
+    if max_memory is not None:
+        return current_executor().chunk_size(n, per_row, max_memory=max_memory)
     return current_executor().chunk_size(n, per_row, device=g.model.device, tokens_per_item=seq)
 
 
@@ -480,7 +484,8 @@ def run_prepared(
     prep: Prepared,
     *,
     batch_size: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
+    max_memory: int | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray, EvalStats]:
     """Evaluate every root of a prepared plan: per-example behaviour for each root, and the KL
     of the scrubbed outputs (root 1) from the model's (root 0)."""
@@ -488,7 +493,7 @@ def run_prepared(
     feed = TableFeed(prep.table, prep.data, g.input_fields(), g.model.device)
     n = len(prep.ref)
     ex = current_executor()
-    chunks = ex.chunks(n, chunk_size(prep, batch_size))
+    chunks = ex.chunks(n, chunk_size(prep, batch_size, max_memory))
     values: list[list[np.ndarray]] = [[] for _ in prep.plan.roots]
     kls: list[np.ndarray] = []
     stats = EvalStats()
@@ -541,6 +546,7 @@ def check_scrub_args(
     level: Any = 0.95,
     progress: Any = None,
     cli: bool = False,
+    max_memory: Any = None,
 ) -> None:
     """Refuse a bad :func:`scrub` argument before anything is planned or run (``cli=True``
     names the command-line options)."""
@@ -557,6 +563,9 @@ def check_scrub_args(
     V.level(level, nm("level"))
     if progress is not None and not callable(progress):
         raise V.fail(nm("progress"), progress, "must be a callable (done, total) or None")
+    V.max_memory(max_memory, nm("max_memory"))
+    if batch_size is not None and max_memory is not None:
+        V.replaced_knob("scrub", nm("batch_size"), batch_size, nm("max_memory"), max_memory)
 
 
 def enough_references(prep: Prepared, n: int | None) -> None:
@@ -572,7 +581,7 @@ def enough_references(prep: Prepared, n: int | None) -> None:
 
 
 def scrub(
-    model: Any,
+    model: Model | nn.Module,
     hypothesis: Hypothesis,
     data: Any,
     n: int | None = None,
@@ -585,7 +594,8 @@ def scrub(
     batch_size: int | None = None,
     n_boot: int = 1000,
     level: float = 0.95,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
+    max_memory: int | None = None,
 ) -> ScrubResult:
     """Test ``hypothesis`` on ``model`` by causal scrubbing.
 
@@ -603,13 +613,22 @@ def scrub(
             input scored against the reference labels), hypotheses, or a dict name -> either.
         references: reference rows given separately from the pool (instead of ``n``).
         seed: every draw is seeded; the same seed gives the same result.
-        batch_size: reference rows per chunk (default: from the memory budget).
+        batch_size: deprecated (one release; use ``max_memory``): reference rows per chunk.
         n_boot, level: bootstrap resamples and confidence level.
         progress: called with (done, total) after each chunk.
+        max_memory: bytes one chunk of reference rows may use (default: the configured memory
+            budget).
     """
     check_scrub_args(
-        n=n, seed=seed, batch_size=batch_size, n_boot=n_boot, level=level, progress=progress
+        n=n,
+        seed=seed,
+        batch_size=batch_size,
+        n_boot=n_boot,
+        level=level,
+        progress=progress,
+        max_memory=max_memory,
     )
+    V.replaced_knob("scrub", "batch_size", batch_size, "max_memory", max_memory)
     prep = prepare(
         model,
         hypothesis,
@@ -624,7 +643,13 @@ def scrub(
     enough_references(prep, n)
     check_rewrites(prep)
     return finish(
-        prep, batch_size=batch_size, n_boot=n_boot, level=level, progress=progress, seed=seed
+        prep,
+        batch_size=batch_size,
+        n_boot=n_boot,
+        level=level,
+        progress=progress,
+        seed=seed,
+        max_memory=max_memory,
     )
 
 
@@ -634,15 +659,23 @@ def finish(
     batch_size: int | None = None,
     n_boot: int = 1000,
     level: float = 0.95,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     seed: int = 0,
+    max_memory: int | None = None,
 ) -> ScrubResult:
     """Run a prepared experiment (see :func:`prepare`) and summarise it."""
     check_scrub_args(
-        seed=seed, batch_size=batch_size, n_boot=n_boot, level=level, progress=progress
+        seed=seed,
+        batch_size=batch_size,
+        n_boot=n_boot,
+        level=level,
+        progress=progress,
+        max_memory=max_memory,
     )
     enough_references(prep, None if len(prep.ref) >= 2 else len(prep.ref))
-    vals, kl, stats = run_prepared(prep, batch_size=batch_size, progress=progress)
+    vals, kl, stats = run_prepared(
+        prep, batch_size=batch_size, progress=progress, max_memory=max_memory
+    )
     orig, h = vals[0], vals[1]
     bnames = list(prep.baselines)
     bvals = np.stack(vals[2:]) if bnames else np.zeros((0, len(orig)))

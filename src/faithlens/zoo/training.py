@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,13 +37,15 @@ from torch import Tensor
 from .. import safe_load
 from .. import validate as V
 from ..errors import CheckpointError, InputError
+from ..progress import Progress, positional_arity
 from ..results import Result
 from .config import ZooConfig
 from .model import ZooTransformer
 from .tokenizer import VocabTokenizer
 
 WEIGHTS_FORMAT = "faithlens-zoo-1"
-Progress = Callable[[int, int, dict[str, float]], None]
+StepCallback = Callable[[int, int, dict[str, float]], None]
+"""``on_step(step, total, numbers)``: called after every training step."""
 
 
 @dataclass(frozen=True)
@@ -326,6 +329,7 @@ def check_train_args(
     device: Any = "cpu",
     threads: Any = None,
     progress: Any = None,
+    on_step: Any = None,
 ) -> None:
     """Refuse a bad :func:`train` argument before anything is built or written."""
     if not isinstance(recipe, Recipe):
@@ -344,6 +348,35 @@ def check_train_args(
         V.positive_int("threads", threads, fix="use at least one CPU thread")
     if progress is not None and not callable(progress):
         raise V.fail("progress", progress, "must be a callable (step, total, numbers) or None")
+    if on_step is not None and not callable(on_step):
+        raise V.fail("on_step", on_step, "must be a callable (step, total, numbers) or None")
+
+
+def split_progress(
+    progress: Any, on_step: StepCallback | None
+) -> tuple[Progress | None, StepCallback | None]:
+    """The ``(done, total)`` progress callback and the ``(step, total, numbers)`` one.
+
+    An old ``progress(step, total, numbers)`` callback (three required positional parameters)
+    is still called that way, as ``on_step``, with a DeprecationWarning (for one release); any
+    other ``progress`` follows the one protocol of :mod:`faithlens.progress`.
+    """
+    if progress is not None and positional_arity(progress) == 3:
+        if on_step is not None:
+            raise V.fail(
+                "progress",
+                progress,
+                "must take (done, total) when on_step is given",
+                "pass the (step, total, numbers) callback as on_step only",
+            )
+        warnings.warn(
+            "zoo.train: progress(step, total, numbers) is deprecated; pass it as on_step= "
+            "(progress is called as progress(done, total), the protocol of every method)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return None, progress
+    return progress, on_step
 
 
 def train(
@@ -357,6 +390,7 @@ def train(
     threads: int | None = None,
     progress: Progress | None = None,
     evaluate: bool = True,
+    on_step: StepCallback | None = None,
 ) -> TrainingRun:
     """Train ``recipe`` from scratch (or resume it) into ``out_dir``.
 
@@ -371,12 +405,24 @@ def train(
             resumes. ``None``: train to the end.
         device: where to train.
         threads: torch CPU threads during training (default: leave as is).
-        progress: called as ``progress(step, total, numbers)`` after every step.
+        progress: called as ``progress(step, total)`` after every step (the one protocol of
+            :mod:`faithlens.progress`). An old ``progress(step, total, numbers)`` callback keeps
+            working for one release (as ``on_step``) with a DeprecationWarning.
         evaluate: run the recipe's final evaluation and write the model card.
+        on_step: called as ``on_step(step, total, numbers)`` after every step, with the
+            step's loss and learning-rate numbers.
     """
     check_train_args(
-        recipe, out_dir, seed=seed, until=until, device=device, threads=threads, progress=progress
+        recipe,
+        out_dir,
+        seed=seed,
+        until=until,
+        device=device,
+        threads=threads,
+        progress=progress,
+        on_step=on_step,
     )
+    progress, on_step = split_progress(progress, on_step)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sched = recipe.schedule
@@ -480,8 +526,10 @@ def train(
                     seconds += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     checkpoint()
+                if on_step is not None:
+                    on_step(step, total, numbers)
                 if progress is not None:
-                    progress(step, total, numbers)
+                    progress(step, total)
             model.eval()
     finally:
         torch.set_num_threads(old_threads)
@@ -533,7 +581,7 @@ def train(
 
 
 __all__ = [
-    "Progress",
+    "StepCallback",
     "Recipe",
     "Schedule",
     "TrainingRun",

@@ -14,6 +14,7 @@ from ... import stats
 from ... import validate as V
 from ...errors import InputError
 from ...models.model import Model
+from ...progress import Progress
 from ..behaviour import Behaviour
 from ..data import Prompt
 from ..generation import generate
@@ -23,7 +24,6 @@ from ..steering import Steering, as_steerings
 from .distribution import site_tokens
 
 Metric = str | Callable[[Model, Any], np.ndarray]
-Progress = Callable[[int, int], None]
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@ checks from :data:`~faithlens.representations.checks.table.CHECK_TABLE`, assembl
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -11,8 +13,11 @@ import pandas as pd
 from ... import validate as V
 from ...errors import InputError
 from ...models.model import Model
+from ...progress import Progress, annotated_done_total, positional_arity
 from ..behaviour import Behaviour
 from ..data import ContrastPairs, Prompt
+from ..generation import encode, encode_continuations
+from ..pair_activations import prompts_per_pass
 from ..reading import ReadingResult
 from ..results import FaithfulnessReport
 from .steer import Metric, metric_name
@@ -45,8 +50,10 @@ def faithfulness(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
-    batch_size: int = 16,
-    progress: Callable[[str], None] | None = None,
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+    on_check: Callable[[str], None] | None = None,
+    max_memory: int | None = None,
 ) -> FaithfulnessReport:
     """Run the faithfulness checks of ``reading``'s direction on ``behaviour``.
 
@@ -82,7 +89,18 @@ def faithfulness(
 
     ``readable``, ``who writes it`` and ``persistent`` describe *how* the representation is used;
     failing them does not make it unfaithful (Paper B's dishonesty direction fails all three).
+
+    ``max_memory`` (bytes): prompts per forward pass from the executor's budget (default: 16);
+    ``batch_size`` (prompts per pass) is deprecated for one release.
+
+    ``progress(done, total)`` is called after each check (``total``: the number of checks run;
+    the one protocol of :mod:`faithlens.progress`); ``on_check(description)`` is called as
+    each measurement starts. An old ``progress(description)`` callback (anything but a callable
+    of two positional parameters) keeps working for one release, as ``on_check``, with a
+    DeprecationWarning.
     """
+    V.max_memory(max_memory)
+    V.replaced_knob("faithfulness", "batch_size", batch_size, "max_memory", max_memory)
     settings = Settings(
         coef=coef,
         scale=scale,
@@ -100,9 +118,17 @@ def faithfulness(
         n_boot=n_boot,
         level=level,
         seed=seed,
-        batch_size=batch_size,
+        batch_size=16 if batch_size is None else batch_size,
     )
     _check_arguments(settings, checks, progress)
+    if max_memory is not None and isinstance(behaviour, Behaviour):
+        settings = replace(
+            settings,
+            batch_size=_prompts_per_pass(model, behaviour, max_memory, settings.persistence_tokens),
+        )
+    if on_check is not None and not callable(on_check):
+        raise V.fail("on_check", on_check, "must be a callable (check name) or None")
+    progress, on_check = split_progress(progress, on_check)
     ctx = _context(
         model,
         reading,
@@ -113,15 +139,46 @@ def faithfulness(
         checks=checks,
         pairs=pairs,
         natural=natural,
-        progress=progress,
+        progress=on_check,
     )
-    rows, pieces = run_checks(ctx, checks)
+    rows, pieces = run_checks(ctx, checks, progress=progress)
     return _report(ctx, rows, pieces)
 
 
-def _check_arguments(
-    o: Settings, checks: Sequence[str], progress: Callable[[str], None] | None
-) -> None:
+def _prompts_per_pass(model: Model, behaviour: Behaviour, max_memory: int, generated: int) -> int:
+    """Prompts per pass that fit ``max_memory``: the whole model on the longest prompt and its
+    longest continuation (or the generated tokens), from the executor."""
+    prompts = encode(model, behaviour.prompts)
+    conts = encode_continuations(model, [*behaviour.positive, *behaviour.negative])
+    extra = max([generated, *(len(c) for c in conts)])
+    return prompts_per_pass(model, prompts, model.n_layers - 1, max_memory, extra_tokens=extra)
+
+
+def split_progress(
+    progress: Any, on_check: Callable[[str], None] | None
+) -> tuple[Progress | None, Callable[[str], None] | None]:
+    """The ``(done, total)`` progress callback and the ``(description)`` one: a ``progress`` of
+    two positional parameters (or annotated ``(int, int)``) follows the one protocol; any other
+    is an old ``(description)`` callback, still called that way with a DeprecationWarning."""
+    if progress is None or positional_arity(progress) == 2 or annotated_done_total(progress):
+        return progress, on_check
+    if on_check is not None:
+        raise V.fail(
+            "progress",
+            progress,
+            "must take (done, total) when on_check is given",
+            "pass the (description) callback as on_check only",
+        )
+    warnings.warn(
+        "faithfulness: progress(description) is deprecated; pass it as on_check= (progress is "
+        "called as progress(done, total), the protocol of every method)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return None, progress
+
+
+def _check_arguments(o: Settings, checks: Sequence[str], progress: Any) -> None:
     """Refuse every setting that makes no sense, before any forward pass."""
     unknown = [c for c in checks if c not in CHECKS]
     if unknown:

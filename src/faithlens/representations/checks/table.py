@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ...errors import InputError
 from ...models.model import Model
+from ...progress import Progress
 from ..behaviour import Behaviour
 from ..data import ContrastPairs, Prompt
 from ..reading import ReadingResult, stability
@@ -475,18 +476,20 @@ FRAMES = ("steering", "divergence", "logit_lens", "writers", "persistence")
 
 
 def run_checks(
-    ctx: CheckContext, checks: Sequence[str]
+    ctx: CheckContext, checks: Sequence[str], *, progress: Progress | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, list[pd.DataFrame]]]:
     """Run the selected checks in the table's order: their rows, and the pieces of each detail
     table (``"steering"`` first holds the shared steering comparison, when it was measured)."""
     rows: list[dict[str, Any]] = []
     pieces: dict[str, list[pd.DataFrame]] = {k: [] for k in FRAMES}
-    for name, check in CHECK_TABLE.items():
-        if name in checks:
-            out = check(ctx)
-            rows += out.rows
-            for key, frame in out.frames:
-                pieces[key].append(frame)
+    chosen = [(name, check) for name, check in CHECK_TABLE.items() if name in checks]
+    for done, (_, check) in enumerate(chosen, start=1):
+        out = check(ctx)
+        rows += out.rows
+        for key, frame in out.frames:
+            pieces[key].append(frame)
+        if progress is not None:
+            progress(done, len(chosen))
     if ctx.steered is not None:
         pieces["steering"].insert(0, ctx.steered.result.to_frame())
     return rows, pieces
