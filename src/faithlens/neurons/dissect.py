@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError, ShapeError
-from .engine import ProgressFn, SoftWPMI
+from .kernels import ProgressFn, SoftWPMI
 from .probing import Activations, Concepts
 from .result import NeuronExplanation
 
