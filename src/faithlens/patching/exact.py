@@ -100,7 +100,7 @@ class Condition:
     noop: bool  # provably equal to the base run
 
 
-def plan(
+def plan_sweep(
     model: Model,
     task: Task,
     sites: Sequence[str],
@@ -132,6 +132,11 @@ def plan(
             offset = max(0, min(start, earliest_read, seq - 1))
             conds.append(Condition(name, info, positions, t, layer, offset, noop))
     return conds
+
+
+#: The old name of :func:`plan_sweep` (renamed: "plan" also names the scrubbing planner and the
+#: graph's evaluation plan); kept for one release.
+plan = plan_sweep
 
 
 def patch(
@@ -175,7 +180,7 @@ def patch(
         max_rows=max_rows,
     )
     names = resolve_sites(model, sites)
-    conds = plan(model, task, names, positions)
+    conds = plan_sweep(model, task, names, positions)
     task = task.to(model.device)
     n = task.n
     ex_chunk, row_cap = _chunk_sizes(model, task, conds, max_rows)
@@ -284,7 +289,7 @@ def _chunk_plan(
     positions: str,
 ) -> _ChunkPlan:
     sub = truncated(model, task.subset(rows))
-    local = _localise(conds, plan(model, sub, names, positions), positions)
+    local = _localise(conds, plan_sweep(model, sub, names, positions), positions)
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, c in enumerate(local):
         if c is not None and not c.noop:
