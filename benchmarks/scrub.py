@@ -31,7 +31,7 @@ from tests.helpers.scrub_reference import naive_scrub  # noqa: E402
 
 import faithlens as fl  # noqa: E402
 from faithlens import scrubbing as sc  # noqa: E402
-from faithlens.scrubbing.engine import TableFeed, prepare, run_prepared  # noqa: E402
+from faithlens.scrubbing.evaluate import TableFeed, prepare, run_prepared  # noqa: E402
 
 
 def build(seq: int, vocab: int):

@@ -1,7 +1,7 @@
 """The executor seam plans exactly the chunks the methods planned before it existed.
 
 Each ``old_*`` function below is the chunk-size formula a method had inlined (patching/exact.py,
-patching/path.py, scrubbing/engine.py, neurons/engine.py), copied verbatim; the executor must
+patching/path.py, scrubbing/evaluate.py, neurons/kernels.py), copied verbatim; the executor must
 give the same size for every size and budget in the table (bit-identical results depend on it).
 """
 
@@ -112,7 +112,7 @@ def test_chunks_are_the_old_slices():
 def test_the_methods_ask_the_executor():
     """The chunking call sites read their sizes from the current executor."""
     import faithlens as fl
-    from faithlens.neurons import engine as neurons_engine
+    from faithlens.neurons import kernels as neurons_kernels
     from faithlens.tasks.induction import induction_task
 
     calls: list[str] = []
@@ -131,7 +131,7 @@ def test_the_methods_ask_the_executor():
     spy = Spy()
     with executor(spy):
         assert current_executor() is spy
-        neurons_engine.memory_budget(torch.device("cpu"), 123)
+        neurons_kernels.memory_budget(torch.device("cpu"), 123)
         assert calls == ["budget"]
         m = fl.load("zoo:induction")
         task = induction_task(n=4, seed=0)

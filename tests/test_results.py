@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from faithlens import folders as F
 from faithlens import results as R
 from faithlens.errors import ArgumentError, ResultError
 from faithlens.results import Result
@@ -160,8 +161,8 @@ def _boom(*a, **k):
 CRASH_POINTS = [
     (np, "savez_compressed"),
     (pd.DataFrame, "to_parquet"),
-    (R, "_write_manifest"),
-    (R, "_exchange"),
+    (F, "_write_manifest"),
+    (F, "_exchange"),
 ]
 
 
@@ -190,7 +191,7 @@ def test_crash_between_the_two_renames_is_recovered(tmp_path, monkeypatch):
     """Without an atomic exchange, the old folder is renamed aside first; a crash right then
     leaves it aside, load says where it is, and the next save puts it back first."""
     out = toy("old", 1).save(tmp_path / "res")
-    monkeypatch.setattr(R, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(F, "_exchange", lambda a, b: False)
     real_rename = os.rename
     calls: list[str] = []
 
@@ -247,7 +248,7 @@ def _replace(f: Path, old: bytes, new: bytes) -> None:
 def _resign(out: Path) -> None:
     """Rewrite the manifest to match the (edited) files, as a forger would."""
     (out / "manifest.json").unlink()
-    R._write_manifest(out)
+    F._write_manifest(out)
 
 
 def _symlink_frame(out: Path) -> None:

@@ -32,7 +32,7 @@ from faithlens.graph import (
     TransformerGraph,
     Uniform,
 )
-from faithlens.scrubbing.engine import Prepared, TableFeed
+from faithlens.scrubbing.evaluate import Prepared, TableFeed
 from faithlens.scrubbing.hypothesis import TNode
 
 Edge = tuple[str, str, str]  # (receiver, port, sender)

@@ -255,7 +255,7 @@ SCRUB_BAD = [
 
 @pytest.mark.parametrize(("kwargs", "name", "value"), SCRUB_BAD, ids=[str(c[0]) for c in SCRUB_BAD])
 def test_scrub_refuses_bad_arguments_before_planning(monkeypatch, kwargs, name, value):
-    E = importlib.import_module("faithlens.scrubbing.engine")
+    E = importlib.import_module("faithlens.scrubbing.evaluate")
 
     m, h, data, beh = _scrub_setup()
     monkeypatch.setattr(E, "prepare", expensive)
@@ -266,7 +266,7 @@ def test_scrub_refuses_bad_arguments_before_planning(monkeypatch, kwargs, name, 
 
 
 def test_scrub_refuses_a_one_row_pool_before_running(monkeypatch):
-    E = importlib.import_module("faithlens.scrubbing.engine")
+    E = importlib.import_module("faithlens.scrubbing.evaluate")
 
     m, h, data, beh = _scrub_setup(rows=1)
     monkeypatch.setattr(E, "run_prepared", expensive)

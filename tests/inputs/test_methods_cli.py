@@ -161,7 +161,7 @@ def test_scrub_cli_refuses_bad_options_before_work(tmp_path, monkeypatch, args, 
 
 
 def test_scrub_cli_refuses_a_one_row_pool_before_the_scrub(tmp_path, monkeypatch):
-    engine = importlib.import_module("faithlens.scrubbing.engine")
+    engine = importlib.import_module("faithlens.scrubbing.evaluate")
     monkeypatch.setattr(engine, "finish", expensive)
     monkeypatch.setattr(engine, "run_prepared", expensive)
     f = tmp_path / "hyp.py"

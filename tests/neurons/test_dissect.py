@@ -13,8 +13,8 @@ import faithlens.neurons as N
 from faithlens.errors import InputError, ShapeError
 from faithlens.neurons import bounds as B
 from faithlens.neurons import digits as D
-from faithlens.neurons.engine import Problem
 from faithlens.neurons.explain import bootstrap_pass, full_pass, unit_blocks
+from faithlens.neurons.kernels import Problem
 from faithlens.stats import proportion_interval
 
 

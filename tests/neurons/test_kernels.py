@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 import faithlens.neurons as N
-from faithlens.neurons.engine import (
+from faithlens.neurons.kernels import (
     Problem,
     SoftWPMI,
     UnitBlock,
@@ -223,7 +223,7 @@ def test_chunking_does_not_change_results(data):
 
 
 def test_grouped_weights_resample_whole_groups():
-    from faithlens.neurons.engine import expand_weights
+    from faithlens.neurons.kernels import expand_weights
 
     groups = torch.tensor([0, 0, 1, 1, 1, 2])
     counts = torch.tensor([[2.0, 0.0, 1.0]])

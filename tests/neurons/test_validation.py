@@ -12,8 +12,8 @@ import torch
 from scipy import stats as st
 
 from faithlens.neurons import bounds as B
-from faithlens.neurons.engine import Problem
 from faithlens.neurons.explain import bootstrap_pass, full_pass, theory_intervals, unit_blocks
+from faithlens.neurons.kernels import Problem
 from faithlens.neurons.simulate import Design, simulate
 
 REPS = 200

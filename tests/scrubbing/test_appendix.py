@@ -21,7 +21,7 @@ from scipy.stats import chisquare
 import faithlens as fl
 from faithlens import scrubbing as sc
 from faithlens.graph import LayerGraph
-from faithlens.scrubbing.exact import entropy, exact_scrub
+from faithlens.scrubbing.enumeration import entropy, exact_scrub
 from tests.helpers.scrub_toys import Op, hash_game, hyp_answer, reward_loss
 
 # ---------------------------------------------------------------------------------------------

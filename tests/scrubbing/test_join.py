@@ -9,7 +9,7 @@ import torch
 import faithlens as fl
 from faithlens import scrubbing as sc
 from faithlens.graph import LayerGraph
-from faithlens.scrubbing.exact import exact_scrub
+from faithlens.scrubbing.enumeration import exact_scrub
 from tests.helpers.scrub_toys import Op
 
 DOMAIN = [(a, b) for a in range(4) for b in range(4)]

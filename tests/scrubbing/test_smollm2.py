@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import faithlens as fl
 from faithlens import scrubbing as sc
 from faithlens.cli import app
-from faithlens.scrubbing.engine import prepare
+from faithlens.scrubbing.evaluate import prepare
 from faithlens.tasks.ioi import TEMPLATES_ABBA
 
 pytestmark = [pytest.mark.slow, pytest.mark.smollm2]
@@ -35,7 +35,7 @@ def test_identity_baseline_and_residual_bookkeeping(smollm2, task):
     # every component but the embeddings carries the reference; the embeddings' direct path
     # gets a random datum. The engine assembles the final residual from ~300 senders by
     # subtraction; compare with resid(ref) - embed(ref) + embed(other) by hand.
-    g = sc.engine.default_graph(m)
+    g = sc.evaluate.default_graph(m)
     h = sc.Hypothesis("all but the embeddings")
     for s in g.senders("logits", "in"):
         if s != "embed":

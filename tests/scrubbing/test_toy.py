@@ -201,7 +201,7 @@ def test_main_post_or_example():
     )
     bce = sc.BinaryCrossEntropy("label")
     model = fl.wrap(net)
-    graph = sc.engine.default_graph(model)
+    graph = sc.evaluate.default_graph(model)
     assert set(graph.nodes) == {"z1", "z2", "z3", "A", "B", "C", "D"}
 
     def hyp(threshold, with_b=True):

@@ -15,7 +15,7 @@ import torch
 import faithlens as fl
 from faithlens import scrubbing as sc
 from faithlens.graph import TransformerGraph
-from faithlens.scrubbing.engine import TableFeed, prepare
+from faithlens.scrubbing.evaluate import TableFeed, prepare
 from tests.helpers.scrub_reference import naive_scrub, path_reference
 
 N, S = 24, 6

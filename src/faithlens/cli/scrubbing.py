@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
 
         from .. import scrubbing as sc
         from .. import validate as V
-        from ..scrubbing.engine import check_scrub_args
+        from ..scrubbing.evaluate import check_scrub_args
 
         with friendly_errors():
             # every option is checked before the file is imported or the model loaded
@@ -188,7 +188,7 @@ def register(app: typer.Typer) -> None:
             if dry_run:
                 console.print(prep.describe(), highlight=False, markup=False)
                 return
-            from ..scrubbing.engine import check_rewrites, enough_references, finish
+            from ..scrubbing.evaluate import check_rewrites, enough_references, finish
 
             enough_references(prep, n)
             check_rewrites(prep)

@@ -14,8 +14,8 @@
 from . import digits
 from .bounds import faithfulness_bound, required_n
 from .dissect import Dissection, dissect
-from .engine import METRICS, SoftWPMI
 from .explain import explain
+from .kernels import METRICS, SoftWPMI
 from .probing import (
     Activations,
     Concepts,

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..errors import InputError, ShapeError
 from ..progress import Progress
-from .engine import SoftWPMI
+from .kernels import SoftWPMI
 from .probing import Activations, Concepts
 from .result import NeuronExplanation
 

@@ -26,13 +26,6 @@ from .. import validate as V
 from ..errors import InputError
 from ..progress import Progress
 from .checkpoint import ExplainCheckpoint, explain_fingerprint
-from .engine import (
-    FAMILIES,
-    Problem,
-    SoftWPMI,
-    memory_budget,
-    plan_chunks,
-)
 from .inputs import (
     BOUNDS,
     DIRECTIONS,
@@ -42,6 +35,13 @@ from .inputs import (
     split_thresholds,
     theory_available,
     validate,
+)
+from .kernels import (
+    FAMILIES,
+    Problem,
+    SoftWPMI,
+    memory_budget,
+    plan_chunks,
 )
 from .passes import FullPass, bootstrap_pass, full_pass, theory_intervals, unit_blocks
 from .probing import Activations, Concepts, as_concepts

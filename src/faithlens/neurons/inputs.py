@@ -16,7 +16,7 @@ from torch import Tensor
 from .. import validate as V
 from ..errors import InputError, ShapeError
 from . import bounds as _b
-from .engine import FAMILIES, METRICS
+from .kernels import FAMILIES, METRICS
 from .probing import Activations, Concepts, collect
 
 if TYPE_CHECKING:

@@ -15,7 +15,8 @@ from torch import Tensor
 
 from . import bounds as _b
 from .checkpoint import ExplainCheckpoint
-from .engine import (
+from .inputs import theory_available
+from .kernels import (
     FAMILIES,
     Problem,
     UnitBlock,
@@ -28,7 +29,6 @@ from .engine import (
     threshold_metric,
     threshold_stats,
 )
-from .inputs import theory_available
 
 
 def unit_blocks(prob: Problem, per_block: int) -> list[slice]:

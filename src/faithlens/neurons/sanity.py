@@ -29,8 +29,8 @@ import torch
 from .. import validate as V
 from ..errors import InputError
 from ..results import Result
-from .engine import FAMILIES, Problem, memory_budget, plan_chunks
 from .explain import DIRECTIONS, as_metrics, full_pass, unit_blocks
+from .kernels import FAMILIES, Problem, memory_budget, plan_chunks
 
 CHECKABLE = (
     "accuracy",

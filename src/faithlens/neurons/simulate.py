@@ -34,7 +34,6 @@ from .. import validate as V
 from ..errors import InputError
 from ..results import Result
 from . import bounds as _b
-from .engine import FAMILIES, Problem, SoftWPMI, memory_budget, plan_chunks
 from .explain import (
     DIRECTIONS,
     as_metrics,
@@ -43,6 +42,7 @@ from .explain import (
     theory_intervals,
     unit_blocks,
 )
+from .kernels import FAMILIES, Problem, SoftWPMI, memory_budget, plan_chunks
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Activation patching and attribution patching sweeps."""
 
 from .attribution import attribution_patch
-from .exact import Condition, patch, plan, resolve_sites
+from .exact import Condition, patch, plan, plan_sweep, resolve_sites
 from .path import path_patch
 from .result import PatchingResult
 
@@ -12,5 +12,6 @@ __all__ = [
     "patch",
     "path_patch",
     "plan",
+    "plan_sweep",
     "resolve_sites",
 ]

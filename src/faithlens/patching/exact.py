@@ -135,7 +135,7 @@ class Condition:
     at: tuple[int, ...] | None = None  # for "site": the positions patched
 
 
-def plan(
+def plan_sweep(
     model: Model,
     task: Task,
     sites: Sequence[str],
@@ -178,6 +178,11 @@ def plan(
             offset = max(0, min(start, earliest_read, seq - 1))
             conds.append(Condition(name, info, positions, t, layer, offset, noop))
     return conds
+
+
+#: The old name of :func:`plan_sweep` (renamed: "plan" also names the scrubbing planner and the
+#: graph's evaluation plan); kept for one release.
+plan = plan_sweep
 
 
 def patch(
@@ -231,7 +236,7 @@ def patch(
     )
     names = resolve_sites(model, sites)
     carried = carried_positions(sites)
-    conds = plan(model, task, names, positions, carried)
+    conds = plan_sweep(model, task, names, positions, carried)
     task = task.to(model.device)
     n = task.n
     ex_chunk, row_cap = _chunk_sizes(model, task, conds, max_rows, max_memory)
@@ -350,7 +355,7 @@ def _chunk_plan(
     carried: dict[str, tuple[int, ...]] | None = None,
 ) -> _ChunkPlan:
     sub = truncated(model, task.subset(rows))
-    local = _localise(conds, plan(model, sub, names, positions, carried), positions)
+    local = _localise(conds, plan_sweep(model, sub, names, positions, carried), positions)
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, c in enumerate(local):
         if c is not None and not c.noop:

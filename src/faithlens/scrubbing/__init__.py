@@ -14,8 +14,8 @@ See docs/scrubbing.md for the formulas, the semantics and the pitfalls.
 
 from .adversary import Refinement, adversary, candidates
 from .data import ScrubData, field, rowwise
-from .engine import dry_run, prepare, scrub
-from .exact import ExactScrub, exact_scrub
+from .enumeration import ExactScrub, exact_scrub
+from .evaluate import dry_run, prepare, scrub
 from .hypothesis import Hypothesis, InterpNode, Joined, join
 from .metrics import (
     MSE,

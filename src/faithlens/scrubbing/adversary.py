@@ -36,7 +36,7 @@ from ..models.model import Model
 from ..progress import Progress
 from ..stats import mean_se
 from .data import Feature
-from .engine import (
+from .evaluate import (
     as_data,
     as_model,
     check_rewrites,
@@ -230,7 +230,7 @@ def adversary(
     order = np.argsort(stream(seed, "adversary", len(cands))[0], kind="stable")
     queue = [cands[i] for i in order]
     seq = None
-    from .engine import seq_len
+    from .evaluate import seq_len
 
     seq = seq_len(gr, pool)
     current: Hypothesis = hypothesis

@@ -57,7 +57,7 @@ from ..stats import mean_interval
 from ..tasks import paren as par
 from .data import ScrubData
 from .data import field as column
-from .engine import scrub
+from .evaluate import scrub
 from .hypothesis import Hypothesis, InterpNode
 from .metrics import BinaryCrossEntropy
 from .paths import input_of, to
