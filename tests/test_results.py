@@ -728,3 +728,11 @@ def test_saved_folder_and_plot_get_the_usual_permissions(tmp_path):
         os.umask(old)
     assert (out.stat().st_mode & 0o777) == 0o755  # not a private 0o700 temporary folder
     assert ((tmp_path / "p.png").stat().st_mode & 0o777) == 0o644
+
+
+def test_a_missing_folder_is_a_plain_result_error(tmp_path):
+    """The error names the folder and chains to nothing (no FileNotFoundError from holding the
+    folder open)."""
+    with pytest.raises(ResultError) as e:
+        Result.load(tmp_path / "nope")
+    assert e.value.__context__ is None and e.value.__cause__ is None

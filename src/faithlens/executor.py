@@ -12,7 +12,7 @@ free memory, so that results are machine-independent). Another executor (e.g. on
 chunks to workers) implements the same :class:`Executor` protocol; it must plan the same chunks
 for the same budget, so that it gives the same numbers.
 
-``fl.executor("inprocess")`` (a context manager) chooses the executor for a block of code;
+``faithlens.executor.executor("inprocess")`` (a context manager) chooses the executor for a block of code;
 :func:`current_executor` returns the one in force.
 
 This is a utility module below the models: it imports only torch, the standard library,

@@ -306,6 +306,8 @@ def _pinned(p: Path) -> Iterator[tuple[int, int] | None]:
     try:
         fd = os.open(p, flags)
     except OSError:
+        fd = None
+    if fd is None:  # yielded outside the except block: errors raised here chain to nothing
         yield _identity(p)
         return
     try:

@@ -55,10 +55,6 @@ def train_loop(
     """Train from ``tr.start_epoch`` to the last epoch, updating ``tr.history`` and
     ``tr.best``."""
     epochs = tr.opts.epochs
-    if not any(p.requires_grad for g in tr.opt.param_groups for p in g["params"]):
-        # nothing to learn (method="identity"): one epoch measures it, every further one would
-        # repeat that measurement
-        epochs = min(epochs, tr.start_epoch + 1)
     # the model is a constant here: no gradient accumulates in (or stays on) its weights
     frozen = _freeze(tr.model.module)
     try:

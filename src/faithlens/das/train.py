@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -415,6 +415,10 @@ def _init_training(
         mask_mod = mask_mod.to(device)
         params.append({"params": list(mask_mod.parameters()), "lr": boundary_lr})
     opt = torch.optim.Adam(params)
+    if not any(p.requires_grad for g in params for p in g["params"]):
+        # nothing to learn (method="identity", or a frozen alignment): one epoch measures it, so
+        # the run is one epoch everywhere (loop, selection, checkpoint key, the result)
+        o = replace(o, epochs=1)
     gen = torch.Generator().manual_seed(seed)
     n = len(data)
     bs = n if batch_size is None else max(1, min(int(batch_size), n))
