@@ -36,21 +36,15 @@ from ..models.model import Model
 from ..progress import Progress
 from ..stats import mean_se
 from .data import Feature
-from .evaluate import (
-    as_data,
-    as_model,
-    check_rewrites,
-    check_scrub_args,
-    finish,
-    prepare,
-    stream,
-)
+from .evaluate import finish
 from .hypothesis import Hypothesis, InterpNode, Joined, join, trees
 from .metrics import ScrubBehaviour as Behaviour
 from .paths import Route, to
 from .plan import plan
+from .preparation import as_data, as_model, check_rewrites, check_scrub_args, prepare
 from .results import AdversaryResult, ScrubResult
 from .samplers import Exact, Random, SameFeature
+from .sampling import stream
 
 
 @dataclass(frozen=True, eq=False)
@@ -230,7 +224,7 @@ def adversary(
     order = np.argsort(stream(seed, "adversary", len(cands))[0], kind="stable")
     queue = [cands[i] for i in order]
     seq = None
-    from .evaluate import seq_len
+    from .preparation import seq_len
 
     seq = seq_len(gr, pool)
     current: Hypothesis = hypothesis
