@@ -32,12 +32,15 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The newest versions pyproject allows, in a venv of their own (not the lock).
+# The newest versions pyproject allows, in a venv of their own (not the lock). torch stays at
+# TORCH_SPEC (a constraint): an eager upgrade would otherwise replace the CPU build with a newer
+# CUDA build and its nvidia packages.
 test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
+	echo "$(TORCH_SPEC)" > $(LATEST)/torch-constraint.txt
 	$(LATEST)/bin/python -m pip --disable-pip-version-check -q install "$(TORCH_SPEC)"
-	$(LATEST)/bin/python -m pip --disable-pip-version-check -q install --upgrade --upgrade-strategy eager -e ".[all,dev]"
+	$(LATEST)/bin/python -m pip --disable-pip-version-check -q install --upgrade --upgrade-strategy eager -c $(LATEST)/torch-constraint.txt -e ".[all,dev]"
 	$(LATEST)/bin/python -m pip --disable-pip-version-check -q install --no-deps -r $(NODEPS)
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/resolved.txt
 	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
