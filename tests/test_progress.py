@@ -9,35 +9,15 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 import faithlens as fl
 from faithlens import zoo
 from faithlens.errors import ArgumentError
 from faithlens.progress import annotated_done_total, positional_arity
 from faithlens.representations.checks.suite import split_progress as split_check_progress
-from faithlens.tasks.interchange import InterchangeData
+from tests.helpers.das_toys import toy_data, toy_model
 
 KW = dict(dims=2, epochs=6, batch_size=16, seed=5, lr=0.05)
-
-
-def toy_model(seed: int = 0) -> fl.Model:
-    g = torch.Generator().manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(6, 10), torch.nn.Tanh(), torch.nn.Linear(10, 4))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g))
-    return fl.wrap(net, sites={"h": "0"}, name=f"toy-{seed}")
-
-
-def toy_data(seed: int = 0, n: int = 48) -> InterchangeData:
-    g = torch.Generator().manual_seed(seed)
-    return InterchangeData(
-        base=torch.randn(n, 6, generator=g),
-        source=torch.randn(n, 6, generator=g),
-        labels=torch.randint(0, 4, (n,), generator=g),
-        name="toy",
-    )
 
 
 def assert_protocol(calls: list[tuple[int, int]]) -> None:

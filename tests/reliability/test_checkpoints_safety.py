@@ -36,6 +36,7 @@ from faithlens.das.train import CHECKPOINT
 from faithlens.errors import CheckpointError, InputError
 from faithlens.tasks.interchange import InterchangeData
 from faithlens.zoo import read_weights
+from tests.helpers.das_toys import toy_data, toy_model
 
 runner = CliRunner()
 
@@ -45,25 +46,6 @@ runner = CliRunner()
 # ----------------------------------------------------------------------------------------------
 
 KW = dict(dims=2, epochs=12, batch_size=16, checkpoint_every=4, seed=5, lr=0.05)
-
-
-def toy_model(seed: int = 0) -> fl.Model:
-    g = torch.Generator().manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(6, 10), torch.nn.Tanh(), torch.nn.Linear(10, 4))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g))
-    return fl.wrap(net, sites={"h": "0"}, name=f"toy-{seed}")
-
-
-def toy_data(seed: int = 0, n: int = 48) -> InterchangeData:
-    g = torch.Generator().manual_seed(seed)
-    return InterchangeData(
-        base=torch.randn(n, 6, generator=g),
-        source=torch.randn(n, 6, generator=g),
-        labels=torch.randint(0, 4, (n,), generator=g),
-        name="toy",
-    )
 
 
 def run_toy(checkpoint_dir: str | None, *, sleep: float = 0.0, **kw) -> fl.DASResult:
