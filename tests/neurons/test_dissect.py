@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 import faithlens.neurons as N
-from faithlens.errors import InputError, ShapeError
+from faithlens.errors import ArgumentError, InputError, ShapeError
 from faithlens.neurons import bounds as B
 from faithlens.neurons import digits as D
+from faithlens.neurons.dissect import images_per_pass
 from faithlens.neurons.explain import bootstrap_pass, full_pass, unit_blocks
 from faithlens.neurons.kernels import Problem
 from faithlens.stats import proportion_interval
@@ -192,3 +193,40 @@ def test_planted_loop_unit_is_covered_by_be_sets(digits):
     )
     be = B.be_sets(freq[0].astype(np.float64), 0.9)
     assert be[:, loop].mean() >= 0.9
+
+
+def test_dissect_passes_are_chunked_by_the_executor_with_the_same_numbers(digits, monkeypatch):
+    model, data = digits
+    x = data.x_probe[:120]
+    masks, names = D.pixel_concepts(x)
+    passes: list[int] = []
+    run = model.run
+
+    def counted(inputs, *args, **kwargs):
+        passes.append(int(inputs.shape[0]))
+        return run(inputs, *args, **kwargs)
+
+    monkeypatch.setattr(model, "run", counted)
+    # one image's pool map is 32 x 4 x 4 floats: sixteen of them per image in a pass
+    per_image = 4 * 16 * 32 * 4 * 4
+    assert images_per_pass(model, x, "pool", max_memory=8 * per_image) == 8
+    assert images_per_pass(model, x, "pool", max_memory=10**9) == 120
+    kw = dict(concept_names=names, model=model, inputs=x, quantile=0.1, n_boot=20)
+    got = {}
+    for mm in (8 * per_image, 50 * per_image, 10**9):
+        passes.clear()
+        got[mm] = N.dissect("pool", masks, max_memory=mm, **kw)
+        # a probe pass of one image, then the chunks the budget allows
+        size = min(120, mm // per_image)
+        assert passes == [1] + [min(size, 120 - i) for i in range(0, 120, size)]
+    passes.clear()
+    with pytest.warns(DeprecationWarning, match="batch_size= is deprecated"):
+        got["batch_size"] = N.dissect("pool", masks, batch_size=30, **kw)
+    assert passes == [30, 30, 30, 30]  # the old meaning: images per pass, no probe
+    ref = got[10**9]
+    for res in got.values():
+        for f in ("scores", "lower", "upper", "freq", "thresholds"):
+            assert np.array_equal(getattr(res, f), getattr(ref, f), equal_nan=True), f
+        assert res.skipped == ref.skipped
+    with pytest.raises(ArgumentError, match="batch_size=30: cannot be given together"):
+        N.dissect("pool", masks, batch_size=30, max_memory=10**9, **kw)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError, ShapeError
+from ..executor import current_executor
 from ..progress import Progress
 from .kernels import SoftWPMI
 from .probing import Activations, Concepts
@@ -103,7 +104,7 @@ def dissect(
     unit_names: Sequence[str] | None = None,
     skip_constant: bool = True,
     mode: str = "bilinear",
-    batch_size: int = 256,
+    batch_size: int | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
     max_memory: int | None = None,
@@ -122,12 +123,17 @@ def dissect(
             positions) that fires; NetDissect uses 0.005 — use 0.01-0.02 for small maps.
         skip_constant: leave out dead channels (constant maps) instead of raising.
         mode: the upsampling (``F.interpolate`` mode: ``"bilinear"``, ``"nearest"``...).
+        max_memory: bytes one chunk may use: the images per forward pass when ``maps`` is a site
+            (from the executor, :mod:`faithlens.executor`) and the kernels' chunks; default: the
+            configured memory budget.
+        batch_size: deprecated for one release (use ``max_memory``): images per forward pass
+            when ``maps`` is a site.
 
     Returns a :class:`Dissection` (metric ``iou``).
     """
     from .. import validate as V
     from ..models.sites import Site
-    from .explain import check_explain_args
+    from .explain import check_explain_args, run_explain
 
     # every argument is checked before any map is collected or upsampled
     V.probability("quantile", quantile, fix="the top quantile that fires, e.g. 0.005")
@@ -140,15 +146,65 @@ def dissect(
         max_memory=max_memory,
         progress=progress,
     )
-    V.positive_int("batch_size", batch_size)
+    if batch_size is not None:
+        V.positive_int("batch_size", batch_size)
+    V.replaced_knob("dissect", "batch_size", batch_size, "max_memory", max_memory)
     if device is not None:
         V.device(device)
     if isinstance(maps, str | Site):
         if model is None or inputs is None:
             raise InputError("dissect(site, ...) needs model= and inputs=")
-        maps = collect_maps(model, inputs, maps, batch_size=batch_size)
+        maps = collect_maps(model, inputs, maps, batch_size=batch_size, max_memory=max_memory)
     m4 = _as_4d(maps, "activation maps")
-    n, n_ch, h, w = m4.shape
+    concepts, names, size = _concept_maps(m4, masks, labels, concept_names, label_names)
+    if not 0 < quantile < 1:
+        raise InputError(f"quantile must be in (0, 1), got {quantile}")
+    acts, con, groups = _pixel_samples(m4, concepts, names, size, mode, unit_names)
+    n, _, h, w = m4.shape
+    out = run_explain(
+        acts,
+        con,
+        ("iou",),
+        alpha=quantile,
+        threshold=None,
+        direction="unit_predicts_concept",
+        delta=delta,
+        n_boot=n_boot,
+        level=level,
+        groups=groups,
+        interval=interval,
+        bound="auto",
+        simultaneous=simultaneous,
+        skip_constant=skip_constant,
+        softwpmi=SoftWPMI(),
+        seed=seed,
+        device=device,
+        max_memory=max_memory,
+        checkpoint=checkpoint,
+        progress=progress,
+        result_cls=Dissection,
+        extra={
+            "image_size": size,
+            "map_size": (h, w),
+            "n_images": n,
+            "detector_iou": DETECTOR_IOU,
+        },
+    )
+    assert isinstance(out, Dissection)
+    return out
+
+
+def _concept_maps(
+    m4: Tensor,
+    masks: Any,
+    labels: Any,
+    concept_names: Sequence[str] | None,
+    label_names: Sequence[str] | None,
+) -> tuple[Tensor, list[str], tuple[int, int]]:
+    """The concepts as ``[n, M, H, W]`` masks (pixel masks, then image-level labels as
+    full-image masks), their names, and the masks' resolution ``(H, W)`` (the maps' own when
+    there are only labels)."""
+    n, _, h, w = m4.shape
     parts: list[Tensor] = []
     names: list[str] = []
     size: tuple[int, int] | None = None
@@ -183,9 +239,20 @@ def dissect(
         names += lnames
     if not parts or size is None:
         raise InputError("dissect needs concept masks, image-level labels, or both")
-    if not 0 < quantile < 1:
-        raise InputError(f"quantile must be in (0, 1), got {quantile}")
-    concepts = torch.cat(parts, 1)  # [n, M, H, W]
+    return torch.cat(parts, 1), names, size
+
+
+def _pixel_samples(
+    m4: Tensor,
+    concepts: Tensor,
+    names: list[str],
+    size: tuple[int, int],
+    mode: str,
+    unit_names: Sequence[str] | None,
+) -> tuple[Activations, Concepts, Tensor]:
+    """The maps upsampled to the masks' resolution, as one sample per pixel (``[n*H*W,
+    channels]`` activations, ``[n*H*W, M]`` concepts), grouped by image."""
+    n, n_ch = m4.shape[0], m4.shape[1]
     big_h, big_w = size
     up = F.interpolate(
         m4,
@@ -200,53 +267,37 @@ def dissect(
         tuple(unit_names) if unit_names is not None else tuple(f"channel {i}" for i in range(n_ch))
     )
     acts = Activations(x, units, groups, None, site=None)
-    con = Concepts(c, tuple(names))
-    from .explain import run_explain
-
-    out = run_explain(
-        acts,
-        con,
-        ("iou",),
-        alpha=quantile,
-        threshold=None,
-        direction="unit_predicts_concept",
-        delta=delta,
-        n_boot=n_boot,
-        level=level,
-        groups=groups,
-        interval=interval,
-        bound="auto",
-        simultaneous=simultaneous,
-        skip_constant=skip_constant,
-        softwpmi=SoftWPMI(),
-        seed=seed,
-        device=device,
-        max_memory=max_memory,
-        checkpoint=checkpoint,
-        progress=progress,
-        result_cls=Dissection,
-        extra={
-            "image_size": (big_h, big_w),
-            "map_size": (h, w),
-            "n_images": n,
-            "detector_iou": DETECTOR_IOU,
-        },
-    )
-    assert isinstance(out, Dissection)
-    return out
+    return acts, Concepts(c, tuple(names)), groups
 
 
-def collect_maps(model: Model, inputs: Any, site: SiteLike, *, batch_size: int = 256) -> Tensor:
-    """Activation maps ``[n, channels, h, w]`` of a site over ``inputs`` (a tensor of images)."""
+def collect_maps(
+    model: Model,
+    inputs: Any,
+    site: SiteLike,
+    *,
+    batch_size: int | None = None,
+    max_memory: int | None = None,
+) -> Tensor:
+    """Activation maps ``[n, channels, h, w]`` of a site over ``inputs`` (a tensor of images).
+
+    ``batch_size`` images per forward pass, else as many as fit ``max_memory`` bytes (default:
+    the configured budget of the model's device), planned by the executor
+    (:func:`images_per_pass`)."""
     from ..models.sites import as_site
 
     s = as_site(site)
     model.site_info(s.name)
     x = inputs if isinstance(inputs, Tensor) else torch.as_tensor(np.asarray(inputs))
-    outs = []
-    for i in range(0, int(x.shape[0]), batch_size):
-        out = model.run(x[i : i + batch_size].to(model.device), cache=[s])
-        outs.append(out.cache[s.name].detach().float().cpu())
+    n = int(x.shape[0])
+    ex = current_executor()
+    if batch_size is None:
+        batch_size = images_per_pass(model, x, s, max_memory=max_memory)
+
+    def one(chunk: slice) -> Tensor:
+        out = model.run(x[chunk].to(model.device), cache=[s])
+        return out.cache[s.name].detach().float().cpu()
+
+    outs = list(ex.map(one, ex.chunks(n, batch_size)))
     maps = torch.cat(outs, 0)
     if maps.dim() != 4:
         raise ShapeError(
@@ -255,4 +306,23 @@ def collect_maps(model: Model, inputs: Any, site: SiteLike, *, batch_size: int =
     return maps
 
 
-__all__ = ["DETECTOR_IOU", "Dissection", "collect_maps", "dissect"]
+def images_per_pass(
+    model: Model, images: Tensor, site: SiteLike, *, max_memory: int | None = None
+) -> int:
+    """Images per forward pass (from the executor): as many as fit ``max_memory`` bytes
+    (default: the configured budget of the model's device), counting sixteen float32 tensors
+    the size of the larger of one image and its map at ``site`` per image (one image's forward
+    pass measures the map)."""
+    from ..models.sites import as_site
+
+    s = as_site(site)
+    n = int(images.shape[0])
+    if n == 0:
+        raise InputError("no images to dissect")
+    probe = model.run(images[:1].to(model.device), cache=[s]).cache[s.name]
+    per_image = 4 * 16 * max(int(images[0].numel()), int(probe[0].numel()))
+    ex = current_executor()
+    return ex.chunk_size(n, per_image, device=model.device, max_memory=max_memory)
+
+
+__all__ = ["DETECTOR_IOU", "Dissection", "collect_maps", "dissect", "images_per_pass"]

@@ -166,6 +166,82 @@ def simulate(
     each repetition also gets a bootstrap ensemble and its BE set (coverage ``level``).
     Correlation has no theorem; it is checked through its bootstrap band (``n_boot >= 50``).
     """
+    ms, sizes = _check_simulate_args(
+        metrics,
+        n,
+        reps=reps,
+        p=p,
+        n_concepts=n_concepts,
+        alpha=alpha,
+        p_range=p_range,
+        delta=delta,
+        n_boot=n_boot,
+        level=level,
+        interval=interval,
+        direction=direction,
+        seed=seed,
+        max_memory=max_memory,
+    )
+    a = p if alpha is None else float(alpha)
+    rng = np.random.default_rng(seed)
+    freqs = np.concatenate([[p], rng.uniform(p_range[0], p_range[1], n_concepts - 1)])
+    if p_distractor is not None:
+        if not 0 < p_distractor < 1:
+            raise InputError("p_distractor must lie in (0, 1)")
+        freqs[1] = p_distractor
+    design = Design(tuple(float(f) for f in freqs), float(weights[0]), float(weights[1]))
+    rows: list[dict[str, Any]] = []
+    for size in sizes:
+        rows += _simulate_size(
+            design,
+            size,
+            ms,
+            rng,
+            reps=reps,
+            alpha=a,
+            delta=delta,
+            n_boot=n_boot,
+            level=level,
+            interval=interval,
+            direction=direction,
+            max_memory=max_memory,
+        )
+    table = pd.DataFrame(rows)
+    return BoundValidation(
+        table=table,
+        metrics=ms,
+        sizes=sizes,
+        reps=int(reps),
+        p=float(p),
+        alpha=float(a),
+        n_concepts=int(n_concepts),
+        weights=(float(weights[0]), float(weights[1])),
+        delta=float(delta),
+        n_boot=int(n_boot),
+        level=float(level),
+        interval=interval,
+        seed=int(seed),
+    )
+
+
+def _check_simulate_args(
+    metrics: str | Sequence[str],
+    n: int | Sequence[int],
+    *,
+    reps: int,
+    p: float,
+    n_concepts: int,
+    alpha: float | None,
+    p_range: tuple[float, float],
+    delta: float,
+    n_boot: int,
+    level: float,
+    interval: str,
+    direction: str,
+    seed: int,
+    max_memory: int | None,
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Refuse a bad :func:`simulate` argument; the metrics and the probing-set sizes."""
     ms = as_metrics(metrics)
     bad = [m for m in ms if m not in SUPPORTED]
     if bad:
@@ -194,103 +270,99 @@ def simulate(
         V.positive_int("max_memory", max_memory, fix="give a number of bytes")
     if "correlation" in ms and n_boot < 50:
         raise InputError("correlation is checked through its bootstrap band: pass n_boot >= 50")
-    a = p if alpha is None else float(alpha)
-    rng = np.random.default_rng(seed)
-    freqs = np.concatenate([[p], rng.uniform(p_range[0], p_range[1], n_concepts - 1)])
-    if p_distractor is not None:
-        if not 0 < p_distractor < 1:
-            raise InputError("p_distractor must lie in (0, 1)")
-        freqs[1] = p_distractor
-    design = Design(tuple(float(f) for f in freqs), float(weights[0]), float(weights[1]))
-    rows: list[dict[str, Any]] = []
-    for size in sizes:
-        x, c = design.sample(size, reps, rng)
-        prob = Problem(
-            x=torch.from_numpy(x),
-            c=torch.from_numpy(c),
-            alpha=a,
-            thresholds=None,
-            direction=direction,
-            softwpmi=SoftWPMI(),
-            perm=torch.from_numpy(rng.permutation(size)),
-        )
-        families = {FAMILIES[m] for m in ms}
-        per_block, per_chunk = plan_chunks(
-            prob, families, n_boot, int("correlation" in ms), memory_budget(prob.device, max_memory)
-        )
-        blocks = unit_blocks(prob, per_block)
-        fp = full_pass(prob, ms, blocks)
-        lower, upper, kinds, band = theory_intervals(
-            prob, ms, fp, bound="auto", delta=delta, interval=interval, simultaneous=False
-        )
-        freq = None
-        if n_boot > 0:
-            freq = bootstrap_pass(
-                prob,
-                ms,
-                blocks,
-                fp.scores,
-                lower,
-                upper,
-                band,
-                n_boot=n_boot,
-                per_chunk=per_chunk,
-                seed=int(rng.integers(2**31)),
-                band_delta=delta,
-            )
-        for j, m in enumerate(ms):
-            kind = _b.core_kind(m, direction) if FAMILIES[m] == "threshold" else None
-            if kind is not None:
-                truth = design.threshold_metric(kind, fp.thresholds)
-            elif m == "auroc":
-                truth = np.broadcast_to(design.auroc(), fp.scores[j].shape)
-            else:
-                truth = np.broadcast_to(design.correlation(), fp.scores[j].shape)
-            s, lo, hi = fp.scores[j], lower[j], upper[j]
-            defined = np.isfinite(s)
-            inside = (lo <= truth + 1e-9) & (truth <= hi + 1e-9)
-            covered = np.where(defined, inside, True).all(axis=1)
-            dev = np.where(defined, np.abs(s - truth), 0.0).max(axis=1)
-            half = np.where(defined, np.maximum(hi - s, s - lo), 0.0).max(axis=1)
-            win, pset, cert = _b.provable_sets(s, lo, hi)
-            best_here = np.argmax(truth, axis=1)  # population best at each realised threshold
-            best = design.nominal_best(m, kind, a)
-            row: dict[str, Any] = {
-                "metric": m,
-                "n": size,
-                "coverage": float(covered.mean()),
-                "q95_sup_dev": float(np.quantile(dev, 0.95)),
-                "median_bound": float(np.median(half)),
-                "identified": float((win == best).mean()),
-                "certified": float(cert.mean()),
-                "certified_wrong": float((cert & (win != best_here)).mean()),
-                "provable_covers": float(pset[np.arange(reps), best_here].mean()),
-                "provable_size": float(pset.sum(1).mean()),
-                "bound": kinds[j],
-            }
-            if freq is not None:
-                be = _b.be_sets(freq[j].astype(np.float64), level)
-                fresh = np.roll(win, -1)  # the winner on an independent probing set
-                row["be_covers_true"] = float(be[np.arange(reps), best].mean())
-                row["be_covers_fresh"] = float(be[np.arange(reps), fresh].mean())
-                row["be_size"] = float(be.sum(1).mean())
-            rows.append(row)
-    table = pd.DataFrame(rows)
-    return BoundValidation(
-        table=table,
-        metrics=ms,
-        sizes=sizes,
-        reps=int(reps),
-        p=float(p),
-        alpha=float(a),
-        n_concepts=int(n_concepts),
-        weights=(float(weights[0]), float(weights[1])),
-        delta=float(delta),
-        n_boot=int(n_boot),
-        level=float(level),
-        interval=interval,
-        seed=int(seed),
+    return ms, sizes
+
+
+def _simulate_size(
+    design: Design,
+    size: int,
+    ms: tuple[str, ...],
+    rng: np.random.Generator,
+    *,
+    reps: int,
+    alpha: float,
+    delta: float,
+    n_boot: int,
+    level: float,
+    interval: str,
+    direction: str,
+    max_memory: int | None,
+) -> list[dict[str, Any]]:
+    """The rows of one probing-set size: ``reps`` samples as one batch of units, their full
+    pass, theory intervals and (with ``n_boot``) bootstrap, scored against the design."""
+    x, c = design.sample(size, reps, rng)
+    prob = Problem(
+        x=torch.from_numpy(x),
+        c=torch.from_numpy(c),
+        alpha=alpha,
+        thresholds=None,
+        direction=direction,
+        softwpmi=SoftWPMI(),
+        perm=torch.from_numpy(rng.permutation(size)),
     )
+    families = {FAMILIES[m] for m in ms}
+    per_block, per_chunk = plan_chunks(
+        prob, families, n_boot, int("correlation" in ms), memory_budget(prob.device, max_memory)
+    )
+    blocks = unit_blocks(prob, per_block)
+    fp = full_pass(prob, ms, blocks)
+    lower, upper, kinds, band = theory_intervals(
+        prob, ms, fp, bound="auto", delta=delta, interval=interval, simultaneous=False
+    )
+    freq = None
+    if n_boot > 0:
+        freq = bootstrap_pass(
+            prob,
+            ms,
+            blocks,
+            fp.scores,
+            lower,
+            upper,
+            band,
+            n_boot=n_boot,
+            per_chunk=per_chunk,
+            seed=int(rng.integers(2**31)),
+            band_delta=delta,
+        )
+    rows: list[dict[str, Any]] = []
+    for j, m in enumerate(ms):
+        kind = _b.core_kind(m, direction) if FAMILIES[m] == "threshold" else None
+        if kind is not None:
+            truth = design.threshold_metric(kind, fp.thresholds)
+        elif m == "auroc":
+            truth = np.broadcast_to(design.auroc(), fp.scores[j].shape)
+        else:
+            truth = np.broadcast_to(design.correlation(), fp.scores[j].shape)
+        s, lo, hi = fp.scores[j], lower[j], upper[j]
+        defined = np.isfinite(s)
+        inside = (lo <= truth + 1e-9) & (truth <= hi + 1e-9)
+        covered = np.where(defined, inside, True).all(axis=1)
+        dev = np.where(defined, np.abs(s - truth), 0.0).max(axis=1)
+        half = np.where(defined, np.maximum(hi - s, s - lo), 0.0).max(axis=1)
+        win, pset, cert = _b.provable_sets(s, lo, hi)
+        best_here = np.argmax(truth, axis=1)  # population best at each realised threshold
+        best = design.nominal_best(m, kind, alpha)
+        row: dict[str, Any] = {
+            "metric": m,
+            "n": size,
+            "coverage": float(covered.mean()),
+            "q95_sup_dev": float(np.quantile(dev, 0.95)),
+            "median_bound": float(np.median(half)),
+            "identified": float((win == best).mean()),
+            "certified": float(cert.mean()),
+            "certified_wrong": float((cert & (win != best_here)).mean()),
+            "provable_covers": float(pset[np.arange(reps), best_here].mean()),
+            "provable_size": float(pset.sum(1).mean()),
+            "bound": kinds[j],
+        }
+        if freq is not None:
+            be = _b.be_sets(freq[j].astype(np.float64), level)
+            fresh = np.roll(win, -1)  # the winner on an independent probing set
+            row["be_covers_true"] = float(be[np.arange(reps), best].mean())
+            row["be_covers_fresh"] = float(be[np.arange(reps), fresh].mean())
+            row["be_size"] = float(be.sum(1).mean())
+        rows.append(row)
+    return rows
 
 
 @dataclasses.dataclass(frozen=True)

@@ -235,8 +235,65 @@ def generate(
         stop: token ids that end a row (default: the tokenizer's end-of-sequence / end-of-turn
             tokens); the stop token is not part of the text.
         track: token ids whose log-probability is recorded at every step (``tracked``).
-        batch_size: prompts per forward pass (sampling draws depend on it).
+        batch_size: prompts per forward pass. A method option, not a memory knob: each batch
+            samples from its own generator (seeded ``seed`` + its first row), so the draws
+            depend on it, and it does not go through the executor (no ``max_memory``).
     """
+    steers, seqs, track_ids, stops = _prepare_generation(
+        model, prompts, steering, max_new_tokens, temperature, top_k, stop, track, batch_size
+    )
+    n = len(seqs)
+    tokens = np.full((n, max_new_tokens), -1, dtype=np.int64)
+    logprobs = np.full((n, max_new_tokens), np.nan, dtype=np.float64)
+    tracked = np.full((n, max_new_tokens, len(track_ids)), np.nan, dtype=np.float64)
+    done_rows = 0
+    for b0 in range(0, n, batch_size):
+        rows = list(range(b0, min(n, b0 + batch_size)))
+        _generate_batch(
+            model,
+            [seqs[i] for i in rows],
+            rows,
+            steers,
+            gen=torch.Generator().manual_seed(int(seed) + b0),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            stops=stops,
+            track_ids=track_ids,
+            out=(tokens, logprobs, tracked),
+        )
+        done_rows += len(rows)
+        if progress is not None:
+            progress(done_rows, n)
+    texts = _cut_at_stops(model, tokens, logprobs, stops)
+    return Generations(
+        prompts=[p if isinstance(p, str) else _decode(model, list(p)) for p in prompts],
+        texts=texts,
+        tokens=tokens,
+        logprobs=logprobs,
+        tracked=tracked,
+        track=track_ids,
+        steering=label_of(steering),
+        temperature=float(temperature),
+        seed=int(seed),
+        model=model.name,
+        meta={"max_new_tokens": max_new_tokens, "top_k": top_k, "batch_size": batch_size},
+    )
+
+
+def _prepare_generation(
+    model: Model,
+    prompts: Sequence[Prompt],
+    steering: Steering | Sequence[Steering] | None,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    stop: Sequence[int] | None,
+    track: Sequence[int],
+    batch_size: int,
+) -> tuple[list[Steering], list[list[int]], list[int], set[int]]:
+    """Refuse a bad :func:`generate` argument; the steerings, the encoded prompts, the tracked
+    token ids and the stop tokens."""
     _check_causal(model, "generate")
     if max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -255,57 +312,73 @@ def generate(
     if vocab is not None and any(not 0 <= t < vocab for t in track_ids):
         raise InputError(f"track: token ids must lie in 0..{vocab - 1}, got {track_ids}")
     stops = set(stop_ids(model) if stop is None else (int(t) for t in stop))
-    n = len(seqs)
-    tokens = np.full((n, max_new_tokens), -1, dtype=np.int64)
-    logprobs = np.full((n, max_new_tokens), np.nan, dtype=np.float64)
-    tracked = np.full((n, max_new_tokens, len(track_ids)), np.nan, dtype=np.float64)
+    return steers, seqs, track_ids, stops
+
+
+def _generate_batch(
+    model: Model,
+    seqs: list[list[int]],
+    rows: list[int],
+    steers: list[Steering],
+    *,
+    gen: torch.Generator,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    stops: set[int],
+    track_ids: list[int],
+    out: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """Decode one batch of prompts (left-padded, from cached keys and values), writing each
+    step's tokens, log-probabilities and tracked log-probabilities into ``out`` at ``rows``."""
+    tokens, logprobs, tracked = out
     device = model.device
-    done_rows = 0
-    for b0 in range(0, n, batch_size):
-        rows = list(range(b0, min(n, b0 + batch_size)))
-        ids, mask, P = left_pad(model, [seqs[i] for i in rows])
-        ids, mask = ids.to(device), mask.to(device)
-        pos = position_ids(mask)
-        gen = torch.Generator().manual_seed(int(seed) + b0)
-        ivs = [iv for s in steers for iv in s.prompt_interventions(P)]
-        out = model.run(padded_inputs(ids, mask, pos, model), ivs, logits_at=P - 1, return_kv=True)
-        finished = torch.zeros(len(rows), dtype=torch.bool, device=device)
-        for t in range(max_new_tokens):
-            assert out.logits is not None
-            logits = out.logits[:, -1].float()
-            lp = torch.log_softmax(logits, -1)
-            nxt = _sample(logits, temperature, top_k, gen)
-            chosen = lp.gather(-1, nxt[:, None])[:, 0]
-            live = (~finished).cpu().numpy()
-            r = np.asarray(rows)[live]
-            tokens[r, t] = nxt.cpu().numpy()[live]
-            logprobs[r, t] = chosen.cpu().double().numpy()[live]
-            if track_ids:
-                tr = lp[:, track_ids].cpu().double().numpy()
-                tracked[r, t] = tr[live]
-            if stops:
-                is_stop = torch.tensor(
-                    [int(x) in stops for x in nxt.tolist()], dtype=torch.bool, device=device
-                )
-                finished = finished | is_stop
-            if bool(finished.all()) or t == max_new_tokens - 1:
-                break
-            ids = torch.cat([ids, nxt[:, None]], 1)
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            pos = position_ids(mask)[:, -1:]
-            ivs = [iv for s in steers for iv in s.generated_interventions(t)]
-            out = model.run(
-                padded_inputs(ids, mask, pos, model),
-                ivs,
-                start_at=Resume.decode(out.kv, ids.shape[1] - 1),  # type: ignore[arg-type]
-                return_kv=True,
+    ids, mask, P = left_pad(model, seqs)
+    ids, mask = ids.to(device), mask.to(device)
+    pos = position_ids(mask)
+    ivs = [iv for s in steers for iv in s.prompt_interventions(P)]
+    res = model.run(padded_inputs(ids, mask, pos, model), ivs, logits_at=P - 1, return_kv=True)
+    finished = torch.zeros(len(rows), dtype=torch.bool, device=device)
+    for t in range(max_new_tokens):
+        assert res.logits is not None
+        logits = res.logits[:, -1].float()
+        lp = torch.log_softmax(logits, -1)
+        nxt = _sample(logits, temperature, top_k, gen)
+        chosen = lp.gather(-1, nxt[:, None])[:, 0]
+        live = (~finished).cpu().numpy()
+        r = np.asarray(rows)[live]
+        tokens[r, t] = nxt.cpu().numpy()[live]
+        logprobs[r, t] = chosen.cpu().double().numpy()[live]
+        if track_ids:
+            tr = lp[:, track_ids].cpu().double().numpy()
+            tracked[r, t] = tr[live]
+        if stops:
+            is_stop = torch.tensor(
+                [int(x) in stops for x in nxt.tolist()], dtype=torch.bool, device=device
             )
-        done_rows += len(rows)
-        if progress is not None:
-            progress(done_rows, n)
-    # Cut each row at its stop token (kept out of the text and the token list).
+            finished = finished | is_stop
+        if bool(finished.all()) or t == max_new_tokens - 1:
+            break
+        ids = torch.cat([ids, nxt[:, None]], 1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        pos = position_ids(mask)[:, -1:]
+        ivs = [iv for s in steers for iv in s.generated_interventions(t)]
+        res = model.run(
+            padded_inputs(ids, mask, pos, model),
+            ivs,
+            start_at=Resume.decode(res.kv, ids.shape[1] - 1),  # type: ignore[arg-type]
+            return_kv=True,
+        )
+
+
+def _cut_at_stops(
+    model: Model, tokens: np.ndarray, logprobs: np.ndarray, stops: set[int]
+) -> list[str]:
+    """Cut each row at its stop token (kept out of the text and the token list), in place; the
+    rows' texts."""
+    max_new_tokens = tokens.shape[1]
     texts: list[str] = []
-    for i in range(n):
+    for i in range(tokens.shape[0]):
         row = tokens[i]
         end = max_new_tokens
         for t in range(max_new_tokens):
@@ -318,19 +391,7 @@ def generate(
         tokens[i, end:] = -1
         logprobs[i, end:] = np.nan
         texts.append(_decode(model, row[:end].tolist()))
-    return Generations(
-        prompts=[p if isinstance(p, str) else _decode(model, list(p)) for p in prompts],
-        texts=texts,
-        tokens=tokens,
-        logprobs=logprobs,
-        tracked=tracked,
-        track=track_ids,
-        steering=label_of(steering),
-        temperature=float(temperature),
-        seed=int(seed),
-        model=model.name,
-        meta={"max_new_tokens": max_new_tokens, "top_k": top_k, "batch_size": batch_size},
-    )
+    return texts
 
 
 def _decode(model: Model, ids: list[int]) -> str:

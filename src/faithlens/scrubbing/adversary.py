@@ -22,7 +22,7 @@ paired; the search is greedy within an evaluation budget.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,13 +35,20 @@ from ..graph import ComponentGraph, graph_for
 from ..models.model import Model
 from ..progress import Progress
 from ..stats import mean_se
-from .data import Feature
+from .data import Feature, ScrubData
 from .evaluate import finish
 from .hypothesis import Hypothesis, InterpNode, Joined, join, trees
 from .metrics import ScrubBehaviour as Behaviour
 from .paths import Route, to
 from .plan import plan
-from .preparation import as_data, as_model, check_rewrites, check_scrub_args, prepare
+from .preparation import (
+    as_data,
+    as_model,
+    check_rewrites,
+    check_scrub_args,
+    prepare,
+    seq_len,
+)
 from .results import AdversaryResult, ScrubResult
 from .samplers import Exact, Random, SameFeature
 from .sampling import stream
@@ -211,63 +218,18 @@ def adversary(
         n=n, seed=seed, batch_size=batch_size, progress=progress, max_memory=max_memory
     )
     V.replaced_knob("adversary", "batch_size", batch_size, "max_memory", max_memory)
-    m = as_model(model)
-    pool, default_b = as_data(data)
-    beh = behaviour or default_b
-    g = graph if graph is not None else graph_for(m)
-    gr = g
-    for rw in hypothesis.rewrites:
-        gr = rw.apply(gr)
-    cands = list(refinements) if refinements is not None else candidates(hypothesis, gr, features)
-    if not cands:
-        raise InputError("the adversary has no refinement to try (give features= or refinements=)")
-    order = np.argsort(stream(seed, "adversary", len(cands))[0], kind="stable")
-    queue = [cands[i] for i in order]
-    seq = None
-    from .preparation import seq_len
-
-    seq = seq_len(gr, pool)
-    current: Hypothesis = hypothesis
-    chosen: list[str] = []
-    rows: list[dict[str, Any]] = []
-    used = 0
-    first: ScrubResult | None = None
-    last: ScrubResult | None = None
-    sign = 1.0 if not (beh is not None and beh.higher_is_better) else -1.0
+    s = _start_search(model, hypothesis, data, behaviour, features, refinements, graph, seed)
     for step in range(steps):
-        trial: dict[str, Hypothesis] = {}
-        tried: list[Refinement] = []
-        while queue and used + len(trial) < budget:
-            r = queue.pop(0)
-            try:
-                cand = join(current, r.build(hypothesis), name=r.describe())
-                plan(trees(cand), gr, seq=seq, n=None, columns=pool.__getitem__)
-            except InputError as e:
-                rows.append(
-                    {
-                        "step": step,
-                        "refinement": r.describe(),
-                        "kind": r.kind,
-                        "expectation": np.nan,
-                        "delta": np.nan,
-                        "se_delta": np.nan,
-                        "z": -np.inf,
-                        "valid": False,
-                        "why": str(e)[:200],
-                    }
-                )
-                continue
-            trial[r.describe()] = cand
-            tried.append(r)
+        trial, tried = _propose(s, hypothesis, step, budget)
         if not trial:
             break
         prep = prepare(
-            m,
-            current,
-            pool,
+            s.model,
+            s.current,
+            s.pool,
             n,
-            behaviour=beh,
-            graph=g,
+            behaviour=s.behaviour,
+            graph=s.graph,
             baselines={"random": "random", **trial},
             seed=seed,
         )
@@ -281,40 +243,137 @@ def adversary(
             progress=progress,
             max_memory=max_memory,
         )
-        used += len(trial)
-        if first is None:
-            first = res
-        last = res
-        best: tuple[float, str, Hypothesis] | None = None
-        for r in tried:
-            name = r.describe()
-            v = res.baseline(name)
-            d = v - res.scrubbed
-            md, se = mean_se(d)
-            z = (
-                sign * float(md) / float(se)
-                if float(se) > 0
-                else (np.inf if sign * md > 0 else 0.0)
-            )
-            rows.append(
-                {
-                    "step": step,
-                    "refinement": name,
-                    "kind": r.kind,
-                    "expectation": float(v.mean()),
-                    "delta": float(md),
-                    "se_delta": float(se),
-                    "z": float(z),
-                    "valid": True,
-                    "why": "",
-                }
-            )
-            if z >= min_z and (best is None or sign * float(md) > best[0]):
-                best = (sign * float(md), name, trial[name])
+        s.used += len(trial)
+        if s.first is None:
+            s.first = res
+        s.last = res
+        best = _score_trial(s, res, tried, trial, step, min_z)
         if best is None:
             break
-        chosen.append(best[1])
-        current = best[2]
+        s.chosen.append(best[1])
+        s.current = best[2]
+    return _adversary_result(s, hypothesis, budget)
+
+
+@dataclass(eq=False)
+class _Search:
+    """The adversary's state: the model, data and graphs it scores on, the refinements still to
+    try (in their seeded order), what it chose so far and every candidate's row."""
+
+    model: Model
+    pool: ScrubData
+    behaviour: Behaviour | None
+    graph: ComponentGraph
+    rewritten: ComponentGraph
+    seq: int | None
+    queue: list[Refinement]
+    current: Hypothesis
+    sign: float
+    chosen: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    used: int = 0
+    first: ScrubResult | None = None
+    last: ScrubResult | None = None
+
+
+def _start_search(
+    model: Model | nn.Module,
+    hypothesis: Hypothesis,
+    data: Any,
+    behaviour: Behaviour | None,
+    features: Mapping[str, Feature] | None,
+    refinements: Sequence[Refinement] | None,
+    graph: ComponentGraph | None,
+    seed: int,
+) -> _Search:
+    """The model, data and graph, and the candidate refinements in their seeded order."""
+    m = as_model(model)
+    pool, default_b = as_data(data)
+    beh = behaviour or default_b
+    g = graph if graph is not None else graph_for(m)
+    gr = g
+    for rw in hypothesis.rewrites:
+        gr = rw.apply(gr)
+    cands = list(refinements) if refinements is not None else candidates(hypothesis, gr, features)
+    if not cands:
+        raise InputError("the adversary has no refinement to try (give features= or refinements=)")
+    order = np.argsort(stream(seed, "adversary", len(cands))[0], kind="stable")
+    queue = [cands[i] for i in order]
+    seq = seq_len(gr, pool)
+    sign = 1.0 if not (beh is not None and beh.higher_is_better) else -1.0
+    return _Search(m, pool, beh, g, gr, seq, queue, hypothesis, sign)
+
+
+def _propose(
+    s: _Search, hypothesis: Hypothesis, step: int, budget: int
+) -> tuple[dict[str, Hypothesis], list[Refinement]]:
+    """The next refinements that plan (joined with the current hypothesis), within the budget;
+    the ones that do not plan get an invalid row."""
+    trial: dict[str, Hypothesis] = {}
+    tried: list[Refinement] = []
+    while s.queue and s.used + len(trial) < budget:
+        r = s.queue.pop(0)
+        try:
+            cand = join(s.current, r.build(hypothesis), name=r.describe())
+            plan(trees(cand), s.rewritten, seq=s.seq, n=None, columns=s.pool.__getitem__)
+        except InputError as e:
+            s.rows.append(
+                {
+                    "step": step,
+                    "refinement": r.describe(),
+                    "kind": r.kind,
+                    "expectation": np.nan,
+                    "delta": np.nan,
+                    "se_delta": np.nan,
+                    "z": -np.inf,
+                    "valid": False,
+                    "why": str(e)[:200],
+                }
+            )
+            continue
+        trial[r.describe()] = cand
+        tried.append(r)
+    return trial, tried
+
+
+def _score_trial(
+    s: _Search,
+    res: ScrubResult,
+    tried: list[Refinement],
+    trial: dict[str, Hypothesis],
+    step: int,
+    min_z: float,
+) -> tuple[float, str, Hypothesis] | None:
+    """A row per evaluated refinement (paired difference from the scrubbed loss, its z); the
+    refinement that moves the metric most, if by at least ``min_z``."""
+    sign = s.sign
+    best: tuple[float, str, Hypothesis] | None = None
+    for r in tried:
+        name = r.describe()
+        v = res.baseline(name)
+        d = v - res.scrubbed
+        md, se = mean_se(d)
+        z = sign * float(md) / float(se) if float(se) > 0 else (np.inf if sign * md > 0 else 0.0)
+        s.rows.append(
+            {
+                "step": step,
+                "refinement": name,
+                "kind": r.kind,
+                "expectation": float(v.mean()),
+                "delta": float(md),
+                "se_delta": float(se),
+                "z": float(z),
+                "valid": True,
+                "why": "",
+            }
+        )
+        if z >= min_z and (best is None or sign * float(md) > best[0]):
+            best = (sign * float(md), name, trial[name])
+    return best
+
+
+def _adversary_result(s: _Search, hypothesis: Hypothesis, budget: int) -> AdversaryResult:
+    first, last, chosen = s.first, s.last, s.chosen
     assert first is not None and last is not None
     final = last.baseline(chosen[-1]).mean() if chosen else last.expectation
     try:
@@ -325,7 +384,7 @@ def adversary(
         )
     except ZeroDivisionError:  # pragma: no cover
         after = float("nan")
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(s.rows)
     return AdversaryResult(
         hypothesis=hypothesis.name,
         behaviour=first.behaviour,
@@ -336,9 +395,9 @@ def adversary(
         final_expectation=float(final),
         candidates=table,
         chosen=chosen,
-        evaluations=used,
+        evaluations=s.used,
         budget=budget,
-        final_description=current.describe(),
+        final_description=s.current.describe(),
         recovered_before=first.recovered("random"),
         recovered_after=after,
     )

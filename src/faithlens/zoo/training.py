@@ -20,8 +20,6 @@ import contextlib
 import json
 import math
 import os
-import platform
-import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -34,12 +32,12 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .. import safe_load
 from .. import validate as V
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from ..progress import Progress, positional_arity
 from ..results import Result
 from .config import ZooConfig
+from .loop import TrainingState, start_training, train_steps
 from .model import ZooTransformer
 from .tokenizer import VocabTokenizer
 
@@ -283,43 +281,6 @@ def load_weights(
 # ----------------------------------------------------------------------------------------------
 
 
-def _param_groups(model: ZooTransformer, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.dim() >= 2 and "embed" not in name:
-            decay.append(p)
-        else:
-            no_decay.append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-def _machine(threads: int) -> dict[str, Any]:
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:  # pragma: no cover - not on every platform
-        load = []
-    return {
-        "threads": threads,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "torch": str(torch.__version__),
-        "load_start": load,
-    }
-
-
-_CKPT_KEYS = ("ident", "model", "optimizer", "scheduler", "rng", "step", "seconds", "history")
-
-
-def _read_checkpoint(path: Path, device: str | torch.device) -> dict[str, Any]:
-    fix = "delete it, train into another folder, or pass resume=False (--no-resume) to start over"
-    ck = safe_load.torch_load(path, what="zoo training checkpoint", fix=fix, map_location=device)
-    return safe_load.require(ck, _CKPT_KEYS, path, what="zoo training checkpoint", fix=fix)
-
-
 def check_train_args(
     recipe: Any,
     out_dir: Any,
@@ -425,120 +386,37 @@ def train(
     progress, on_step = split_progress(progress, on_step)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sched = recipe.schedule
-    total = sched.steps
+    total = recipe.schedule.steps
     stop = total if until is None else min(int(until), total)
     if stop < 0:
         raise InputError(f"train: until must be >= 0, got {until}")
-    ckpt_path = out / "checkpoint.pt"
-    ident = {**recipe.describe(), "seed": int(seed)}
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))
     try:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            gen = torch.Generator().manual_seed(int(seed))
-            model = ZooTransformer(recipe.config)
-            model.reset_parameters(generator=gen)
-            model.to(device)
-            opt = torch.optim.AdamW(
-                _param_groups(model, sched.weight_decay), lr=sched.lr, betas=sched.betas
+            st = start_training(
+                recipe, seed, device, resume=resume, ckpt_path=out / "checkpoint.pt"
             )
-            lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, sched.lr_factor)
-            step, seconds, history, resumed_from = 0, 0.0, [], 0
-            machine = _machine(torch.get_num_threads())
-            if resume and ckpt_path.exists():
-                ck = _read_checkpoint(ckpt_path, device)
-                if ck.get("ident") != json.loads(json.dumps(ident, default=str)):
-                    raise CheckpointError(
-                        f"{ckpt_path} comes from a different recipe, config, schedule or seed; "
-                        "train into another folder or pass resume=False (--no-resume) to start over"
-                    )
-                try:
-                    model.load_state_dict(ck["model"])
-                    opt.load_state_dict(ck["optimizer"])
-                    lr_sched.load_state_dict(ck["scheduler"])
-                    torch.set_rng_state(ck["rng"])
-                except Exception as e:
-                    raise CheckpointError(
-                        f"{ckpt_path} does not fit this training run ({type(e).__name__}: {e}); "
-                        "delete it or pass resume=False (--no-resume) to start over"
-                    ) from None
-                step, seconds, history = int(ck["step"]), float(ck["seconds"]), list(ck["history"])
-                resumed_from = step
-                machine["load_start"] = ck.get("machine", {}).get(
-                    "load_start", machine["load_start"]
-                )
-
-            def checkpoint() -> None:
-                safe_load.torch_save(
-                    {
-                        "ident": json.loads(json.dumps(ident, default=str)),
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": lr_sched.state_dict(),
-                        "rng": torch.get_rng_state(),
-                        "step": step,
-                        "seconds": seconds,
-                        "history": history,
-                        "machine": machine,
-                    },
-                    ckpt_path,
-                )
-
-            model.train()
-            t0 = time.perf_counter()
-            while step < stop:
-                batch = {
-                    k: v.to(device) for k, v in recipe.batch(step, seed, sched.batch_size).items()
-                }
-                loss, stats = recipe.loss(model, batch)
-                if not torch.isfinite(loss):
-                    raise InputError(
-                        f"training loss became {float(loss)} at step {step}; lower the learning "
-                        "rate or check the recipe"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), sched.grad_clip)
-                opt.step()
-                lr_sched.step()
-                step += 1
-                numbers = {"loss": float(loss.detach()), **stats}
-                if step % sched.log_every == 0 or step == total:
-                    row: dict[str, Any] = {
-                        "step": step,
-                        "loss": numbers["loss"],
-                        "lr": float(opt.param_groups[0]["lr"]),
-                        "grad_norm": float(gnorm),
-                        "seconds": seconds + time.perf_counter() - t0,
-                        **stats,
-                    }
-                    if sched.eval_every and (step % sched.eval_every == 0 or step == total):
-                        model.eval()
-                        with torch.no_grad():
-                            row.update({f"val_{k}": v for k, v in recipe.quick_eval(model).items()})
-                        model.train()
-                        numbers.update({k: v for k, v in row.items() if k.startswith("val_")})
-                    history.append(row)
-                if step % sched.checkpoint_every == 0 or step == stop:
-                    seconds += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    checkpoint()
-                if on_step is not None:
-                    on_step(step, total, numbers)
-                if progress is not None:
-                    progress(step, total)
-            model.eval()
+            train_steps(
+                st, recipe, seed=seed, device=device, stop=stop, on_step=on_step, progress=progress
+            )
     finally:
         torch.set_num_threads(old_threads)
+    return _finish_run(recipe, st, seed=seed, out=out, evaluate=evaluate)
 
-    complete = step >= total
+
+def _finish_run(
+    recipe: Recipe, st: TrainingState, *, seed: int, out: Path, evaluate: bool
+) -> TrainingRun:
+    """The run's record; for a complete run, the final evaluation, the weights, the model card
+    (with ``evaluate``) and the record saved into ``out``."""
+    model, step = st.model, st.step
+    complete = step >= recipe.schedule.steps
     metrics: dict[str, Any] = {}
     problems: list[str] = []
     with contextlib.suppress(OSError):  # no load average on some platforms
-        machine["load_end"] = [round(x, 2) for x in os.getloadavg()]
+        st.machine["load_end"] = [round(x, 2) for x in os.getloadavg()]
     if complete and evaluate:
         with torch.no_grad():
             metrics = recipe.evaluate(model, n=recipe.eval_n)
@@ -548,15 +426,15 @@ def train(
         seed=int(seed),
         steps=step,
         complete=complete,
-        seconds=round(seconds, 2),
+        seconds=round(st.seconds, 2),
         n_params=model.n_params,
         config=recipe.config.to_dict(),
         schedule=asdict(recipe.schedule),
         metrics=metrics,
-        history=pd.DataFrame(history),
-        machine=machine,
+        history=pd.DataFrame(st.history),
+        machine=st.machine,
         out_dir=str(out),
-        resumed_from=resumed_from,
+        resumed_from=st.resumed_from,
         problems=problems,
     )
     if complete:
