@@ -85,3 +85,31 @@ def test_split_positions_rewrite_counts_as_positional(model):
     h.add("at", sc.to("head.1.0/at"), feature=lambda d: d["ids"][:, 1] % 2)
     (w,) = _warns(model, h, _data(True))
     assert "split_positions" in w
+
+
+def test_a_stated_mixing_is_kept_in_the_stats_not_warned(model):
+    h = _positional()
+    h.mixed_lengths = "in1 is meant to come from data of any length"
+    r = sc.scrub(model, h, _data(True), n=20, behaviour=BEH, n_boot=50)
+    assert not [w for w in r.warnings if w.startswith("VARIABLE LENGTHS")]
+    mix = r.stats["variable_lengths"]
+    assert mix["intended"] == h.mixed_lengths and mix["nodes"] == ["in1"]
+    assert 0 < mix["max_share"] <= 1 and 1 <= mix["copies"] <= mix["of"]
+    assert "mixed lengths (intended): in1 is meant" in h.describe()
+    # the same hypothesis without the statement warns, with the same mixing in the stats
+    plain = sc.scrub(model, _positional(), _data(True), n=20, behaviour=BEH, n_boot=50)
+    assert plain.stats["variable_lengths"] == {**mix, "intended": None}
+
+
+def test_a_join_states_mixing_only_if_every_member_does(model):
+    a, b = _positional(), _positional()
+    a.mixed_lengths = "a reason"
+    assert sc.join(a, b).mixed_lengths is None
+    b.mixed_lengths = "another reason"
+    assert sc.join(a, b).mixed_lengths == "a reason; another reason"
+
+
+@pytest.mark.parametrize("bad", ["", "   ", 3])
+def test_mixed_lengths_must_be_a_sentence(bad):
+    with pytest.raises(fl.InputError, match="mixed_lengths"):
+        sc.Hypothesis("h", mixed_lengths=bad)

@@ -211,7 +211,8 @@ def finish(
         higher_is_better=prep.behaviour.higher_is_better,
         node_self_share=self_share,
     )
-    lw = length_warning(prep)
+    mixing = length_mixing(prep)
+    lw = length_warning(prep, mixing)
     if lw is not None:
         warns.append(lw)
     n = len(prep.ref)
@@ -227,6 +228,8 @@ def finish(
         "rewrites": list(prep.graph.rewrites),
         "cancellation": cancellation(orig, h),
     }
+    if mixing is not None:
+        info["variable_lengths"] = {**mixing, "intended": prep.hypothesis.mixed_lengths}
     return ScrubResult(
         hypothesis=prep.hypothesis.name,
         description=prep.hypothesis.describe(),
@@ -258,11 +261,13 @@ def _positional_nodes(prep: Prepared) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def length_warning(prep: Prepared) -> str | None:
-    """A warning when a hypothesis with position-specific claims mixes data of different
-    lengths (non-padding tokens, from the attention mask): with right padding, position i then
-    holds different tokens, or padding, in different data, and attention masks follow the datum
-    each copy runs with. None when the data are equal-length or no claim names positions."""
+def length_mixing(prep: Prepared) -> dict[str, Any] | None:
+    """Whether a hypothesis with position-specific claims mixes data of different lengths
+    (non-padding tokens, from the attention mask): with right padding, position i then holds
+    different tokens, or padding, in different data, and attention masks follow the datum each
+    copy runs with. None when the data are equal-length or no claim names positions; otherwise
+    the positional nodes and rewrites, how many of the hypothesis' mixed copies combine lengths
+    (``copies`` of ``of``) and the largest share of examples affected (``max_share``)."""
     g = prep.graph
     if not isinstance(g, TransformerGraph) or g.mask_field not in prep.table.data:
         return None
@@ -305,16 +310,35 @@ def length_warning(prep: Prepared) -> str | None:
     hit = [x for x in mixed_share if x > 0]
     if not hit:
         return None
+    return {
+        "nodes": nodes,
+        "rewrites": split,
+        "copies": len(hit),
+        "of": len(mixed_share),
+        "max_share": max(hit),
+    }
+
+
+def length_warning(prep: Prepared, found: dict[str, Any] | None = None) -> str | None:
+    """The VARIABLE LENGTHS warning when :func:`length_mixing` finds data of different lengths
+    combined (``found``: its answer, computed here when not given) and the hypothesis does not
+    say it means that (``Hypothesis(mixed_lengths=...)``); None otherwise."""
+    if found is None:
+        found = length_mixing(prep)
+    if found is None or prep.hypothesis.mixed_lengths:
+        return None
+    nodes, split = found["nodes"], found["rewrites"]
     what = [f"nodes {nodes[:6]}{' ...' if len(nodes) > 6 else ''}"] if nodes else []
     what += [f"rewrites {split}"] if split else []
     return (
         f"VARIABLE LENGTHS: the hypothesis makes position-specific claims ({'; '.join(what)}) "
-        f"and {len(hit)} of the {len(mixed_share)} mixed copies it computes combine inputs from "
-        "data whose length differs from the datum they run with (for up to "
-        f"{100 * max(hit):.0f} % of the examples). With right padding, a position holds "
+        f"and {found['copies']} of the {found['of']} mixed copies it computes combine inputs "
+        "from data whose length differs from the datum they run with (for up to "
+        f"{100 * found['max_share']:.0f} % of the examples). With right padding, a position holds "
         "different tokens (or padding) in different data, and a copy's attention mask is that "
         "of the datum it runs with. If that is not intended, condition the position-specific "
-        "nodes on the length (e.g. other=SameFeature(field('length'))) or use equal-length data."
+        "nodes on the length (e.g. other=SameFeature(field('length'))) or use equal-length data; "
+        "if it is, say why with Hypothesis(mixed_lengths=...)."
     )
 
 

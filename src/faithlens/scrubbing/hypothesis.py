@@ -153,6 +153,12 @@ class Hypothesis:
             docstring).
         rewrites: extensionally equal rewrites of the model's graph to apply first (checked
             numerically before use), e.g. ``[project("head.0.0", v)]``.
+        mixed_lengths: why the hypothesis means its position-specific claims to combine data
+            of different lengths (a sentence, printed with the hypothesis and kept in the
+            result's ``stats["variable_lengths"]``). Without it, a scrub that does so warns
+            (VARIABLE LENGTHS: with right padding, position i holds different tokens in
+            different data); with it, the mixing is a stated part of the claim, e.g. "the
+            count heads read only position 1 (claim 2)". Must be a non-empty string or None.
 
     Add nodes with :meth:`add` (children of the root) or ``node.add(...)``.
     """
@@ -167,10 +173,19 @@ class Hypothesis:
         unimportant: str = "per_node",
         rewrites: Sequence[Any] = (),
         other_group: str | None = None,
+        mixed_lengths: str | None = None,
     ) -> None:
         if unimportant not in MODES:
             raise InputError(f"unimportant must be one of {MODES}, not {unimportant!r}")
+        if mixed_lengths is not None and (
+            not isinstance(mixed_lengths, str) or not mixed_lengths.strip()
+        ):
+            raise InputError(
+                f"mixed_lengths must be a sentence saying why the hypothesis combines data of "
+                f"different lengths, or None; got {mixed_lengths!r}"
+            )
         self.name = name
+        self.mixed_lengths = mixed_lengths.strip() if mixed_lengths else None
         self.unimportant = unimportant
         self.root = InterpNode(
             "root", None, sampler, feature=feature, other=other, other_group=other_group
@@ -266,6 +281,8 @@ class Hypothesis:
         tree = self.treeify()
         lines = [f"hypothesis {self.name!r}"]
         lines.append(f"  unimportant inputs: {self.unimportant} ({MODE_TEXT[self.unimportant]})")
+        if self.mixed_lengths:
+            lines.append(f"  mixed lengths (intended): {self.mixed_lengths}")
         for r in self.rewrites:
             desc = r.describe() if hasattr(r, "describe") else repr(r)
             lines.append(f"  rewrite: {desc}")
@@ -320,8 +337,14 @@ class Joined(Hypothesis):
         mode = (
             "global" if "global" in modes else ("per_node" if "per_node" in modes else "per_input")
         )
+        # the join mixes lengths as its members do: intended only if every member says so
+        reasons = [h.mixed_lengths for h in flat]
+        mixed = "; ".join(dict.fromkeys(r for r in reasons if r)) if all(reasons) else None
         super().__init__(
-            name or " ^ ".join(h.name for h in flat), unimportant=mode, rewrites=flat[0].rewrites
+            name or " ^ ".join(h.name for h in flat),
+            unimportant=mode,
+            rewrites=flat[0].rewrites,
+            mixed_lengths=mixed,
         )
         self.members = flat
 

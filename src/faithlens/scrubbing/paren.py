@@ -324,12 +324,39 @@ def paren_hypothesis(
             raise InputError("claim 2 needs v, the open direction (open_direction(model, data))")
         rewrites.append(phi(roles.proportion, _phi_fn(v), name="phi"))
         proportion = f"{roles.proportion}/phi"
-    h = Hypothesis(name, rewrites=rewrites)
+    h = Hypothesis(
+        name, rewrites=rewrites, mixed_lengths=_mixed_lengths(claim2, claim3, same_length)
+    )
     other = SameFeature(column("length")) if same_length else None
     for head in heads:
         _add_count(h, roles, head, count_feature, claim2, other, proportion)
     _add_horizon(h, roles, claim3, n_ctx, other)
     return h
+
+
+def _mixed_lengths(claim2: bool, claim3: str | None, same_length: bool) -> str | None:
+    """Why claims 2 and 3 combine strings of different lengths (Redwood's hypotheses do): the
+    claimed position's input comes from a string that agrees on the position's feature, of any
+    length, while the rest of the head's input (and so its padding mask) comes from a string of
+    the head's own length. Stated only with ``same_length`` (Redwood's padding-mask node);
+    without it the mask is not kept consistent, and the scrub warns."""
+    if not same_length or not (claim2 or claim3):
+        return None
+    parts = []
+    if claim2:
+        parts.append(
+            "claim 2: the count heads read only their input at position 1, which comes from a "
+            "string agreeing on the count features, of any length"
+        )
+    if claim3:
+        parts.append(
+            "claim 3: the horizon head's input at each position comes from a string with the "
+            "same horizon class there (padding is a class), of any length"
+        )
+    return (
+        "; ".join(parts) + "; the rest of each head's input, and so its padding mask, comes from "
+        "a string of the head's own length (Redwood's padding-mask node, conditioned on length)"
+    )
 
 
 def paren_hypotheses(
