@@ -132,6 +132,14 @@ def tiny_gpt2():
 
 
 @pytest.fixture
+def gpt2(tiny_gpt2):
+    """The tiny GPT-2 wrapped as a faithlens ``Model``."""
+    import faithlens as fl
+
+    return fl.wrap(tiny_gpt2)
+
+
+@pytest.fixture
 def ids():
     g = torch.Generator().manual_seed(0)
     return torch.randint(1, VOCAB, (4, 9), generator=g)
