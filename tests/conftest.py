@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random-config models of every supported architecture."""
+"""Shared fixtures: tiny random-config models of every supported architecture (their builders
+are in ``tests/helpers/builders.py``; tests import those, never this file)."""
 
 from __future__ import annotations
 
@@ -7,107 +8,12 @@ import os
 import pytest
 import torch
 
+from tests.helpers import builders
+from tests.helpers.builders import BUILDERS, VOCAB
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
-
-VOCAB = 97
-
-
-def _gpt2():
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    cfg = GPT2Config(
-        n_layer=3,
-        n_head=4,
-        n_embd=32,
-        vocab_size=VOCAB,
-        n_positions=64,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    return GPT2LMHeadModel(cfg).eval()
-
-
-def _llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(1)
-    cfg = LlamaConfig(
-        num_hidden_layers=3,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        hidden_size=48,
-        intermediate_size=80,
-        vocab_size=VOCAB,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
-    )
-    return LlamaForCausalLM(cfg).eval()
-
-
-def _neox():
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    torch.manual_seed(2)
-    cfg = GPTNeoXConfig(
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        hidden_size=32,
-        intermediate_size=64,
-        vocab_size=VOCAB,
-        rotary_pct=0.5,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    return GPTNeoXForCausalLM(cfg).eval()
-
-
-def _bert():
-    from transformers import BertConfig, BertForMaskedLM
-
-    torch.manual_seed(3)
-    cfg = BertConfig(
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        hidden_size=32,
-        intermediate_size=64,
-        vocab_size=VOCAB,
-        max_position_embeddings=64,
-    )
-    return BertForMaskedLM(cfg).eval()
-
-
-def _zoo(**kw):
-    from faithlens.zoo import ZooConfig, ZooTransformer
-
-    cfg = ZooConfig(n_layers=3, n_heads=4, d_model=32, d_vocab=VOCAB, n_ctx=64, init_std=0.2, **kw)
-    model = ZooTransformer(cfg)
-    model.reset_parameters(generator=torch.Generator().manual_seed(4))
-    return model.eval()
-
-
-def _zoo_mlp():
-    """faithlens' zoo transformer: bidirectional, MLPs, learned positions."""
-    return _zoo(d_mlp=48, causal=False, positions="learned")
-
-
-def _zoo_attn_only():
-    """faithlens' zoo transformer: causal, attention-only, shortformer positions."""
-    return _zoo(d_mlp=0, causal=True, positions="shortformer")
-
-
-# Keys are architecture names; a suffix after "-" distinguishes variants of one architecture.
-BUILDERS = {
-    "gpt2": _gpt2,
-    "llama": _llama,
-    "gpt_neox": _neox,
-    "bert": _bert,
-    "faithlens_zoo": _zoo_mlp,
-    "faithlens_zoo-attn_only": _zoo_attn_only,
-}
 
 
 @pytest.fixture(scope="session", params=sorted(BUILDERS))
@@ -123,12 +29,20 @@ def tiny_causal(request):
 
 @pytest.fixture(scope="session")
 def tiny_llama():
-    return _llama()
+    return builders.llama()
 
 
 @pytest.fixture(scope="session")
 def tiny_gpt2():
-    return _gpt2()
+    return builders.gpt2()
+
+
+@pytest.fixture
+def gpt2(tiny_gpt2):
+    """The tiny GPT-2 wrapped as a faithlens ``Model``."""
+    import faithlens as fl
+
+    return fl.wrap(tiny_gpt2)
 
 
 @pytest.fixture

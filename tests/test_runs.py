@@ -166,3 +166,12 @@ def test_resume_uses_the_cache_keyword_without_deprecation_warnings(tiny_causal,
     out = model.run(ids, start_at=r)
     assert torch.allclose(out.logits, full.logits[:, 4:], atol=1e-5)
     assert not [m for m in said if "past_key_values" in m], said
+
+
+def test_gradients_at_sites(gpt2, ids):
+    out = gpt2.run(ids, grad=True, grad_sites=["resid_pre.1", "head.1.2"], cache=["resid_pre.1"])
+    out.logits[:, -1, 3].sum().backward()
+    g = out.grad("resid_pre.1")
+    assert g.shape == (4, 9, 32) and g.abs().sum() > 0
+    assert out.grad("head.1.2").shape == (4, 9, 8)
+    gpt2.module.zero_grad(set_to_none=True)

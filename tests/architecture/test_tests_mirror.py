@@ -6,7 +6,8 @@
 - suites that span many packages live in the cross-cutting folders named in ``CROSS_CUTTING``;
 - shared code lives in ``tests/helpers/`` (no test modules there), fixtures in ``tests/conftest.py``;
 - every folder is a package (``__init__.py``), so equal basenames in two folders do not collide;
-- no module under ``tests/`` imports a test module: what tests share is a helper.
+- no module under ``tests/`` imports a test module or ``conftest.py``: what tests share is a
+  helper (the model builders behind the fixtures are ``tests/helpers/builders.py``).
 
 Each check is a function of the two roots, so the last test runs it on a small bad tree and shows
 that it fails.
@@ -83,22 +84,42 @@ def _imported(tree: ast.AST, module: str, is_package: bool) -> list[str]:
                 parent = parts[: len(parts) - node.level + is_package]
                 base = ".".join([*parent, base] if base else parent)
             names.append(base)
-            names += [f"{base}.{a.name}" for a in node.names if a.name.startswith("test_")]
+            names += [
+                f"{base}.{a.name}"
+                for a in node.names
+                if a.name.startswith("test_") or a.name == "conftest"
+            ]
     return names
 
 
-def imports_of_test_modules(tests: Path) -> list[str]:
-    """Every import of a test module by a module under ``tests``."""
-    problems = []
+def _imports_under(tests: Path) -> list[tuple[str, str]]:
+    """(importing module, imported module) for every import of every module under ``tests``."""
+    found = []
     for path in sorted(p for p in tests.rglob("*.py") if "__pycache__" not in p.parts):
         parts = path.relative_to(tests.parent).with_suffix("").parts
         is_package = parts[-1] == "__init__"
         module = ".".join(parts[:-1] if is_package else parts)
         tree = ast.parse(path.read_text(), str(path))
-        for name in _imported(tree, module, is_package):
-            if any(part.startswith("test_") for part in name.split(".")):
-                problems.append(f"{module} imports {name}")
-    return problems
+        found += [(module, name) for name in _imported(tree, module, is_package)]
+    return found
+
+
+def imports_of_test_modules(tests: Path) -> list[str]:
+    """Every import of a test module by a module under ``tests``."""
+    return [
+        f"{module} imports {name}"
+        for module, name in _imports_under(tests)
+        if any(part.startswith("test_") for part in name.split("."))
+    ]
+
+
+def imports_of_conftest(tests: Path) -> list[str]:
+    """Every import of a ``conftest`` module (pytest loads those itself, for their fixtures)."""
+    return [
+        f"{module} imports {name}"
+        for module, name in _imports_under(tests)
+        if "conftest" in name.split(".")
+    ]
 
 
 def test_every_test_module_lives_in_the_mirror():
@@ -111,6 +132,10 @@ def test_every_subpackage_has_a_tests_folder():
 
 def test_no_module_under_tests_imports_a_test_module():
     assert imports_of_test_modules(TESTS) == []
+
+
+def test_no_module_under_tests_imports_conftest():
+    assert imports_of_conftest(TESTS) == []
 
 
 def test_the_helpers_and_cross_cutting_folders_are_documented():
@@ -132,6 +157,7 @@ def test_the_checks_fail_on_a_tree_that_does_not_mirror(tmp_path):
     assert misplaced(tests, package) == []
     assert untested_packages(tests, package) == ["beta"]
     assert imports_of_test_modules(tests) == []
+    assert imports_of_conftest(tests) == []
 
     (tests / "test_stats.py").write_text("from tests.alpha import test_one\n")
     (tests / "test_nowhere.py").write_text("from .alpha.test_one import f\n")
@@ -151,4 +177,15 @@ def test_the_checks_fail_on_a_tree_that_does_not_mirror(tmp_path):
         "tests.gamma.test_two imports tests.test_stats",
         "tests.test_nowhere imports tests.alpha.test_one",
         "tests.test_stats imports tests.alpha.test_one",
+    ]
+
+    (tests / "conftest.py").write_text("from tests.alpha.helper import x\n")
+    (tests / "alpha" / "helper.py").write_text("from tests.conftest import BUILDERS\n")
+    (tests / "alpha" / "test_four.py").write_text("from .. import conftest\n")
+    (tests / "test_five.py").write_text("import tests.conftest as c\nfrom .conftest import y\n")
+    assert imports_of_conftest(tests) == [
+        "tests.alpha.helper imports tests.conftest",
+        "tests.alpha.test_four imports tests.conftest",
+        "tests.test_five imports tests.conftest",
+        "tests.test_five imports tests.conftest",
     ]

@@ -22,7 +22,7 @@ from faithlens.graph import (
     Uniform,
 )
 from faithlens.models.sites import Site
-from tests.conftest import BUILDERS
+from tests.helpers.builders import BUILDERS
 
 N, S = 5, 7
 

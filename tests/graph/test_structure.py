@@ -19,7 +19,7 @@ from faithlens.graph import (
     TransformerGraph,
     graph_for,
 )
-from tests.conftest import BUILDERS
+from tests.helpers.builders import BUILDERS
 
 # ---- TransformerGraph ----------------------------------------------------------------------
 

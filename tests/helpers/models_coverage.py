@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from tests.conftest import BUILDERS, VOCAB
+from tests.helpers.builders import BUILDERS, VOCAB
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 

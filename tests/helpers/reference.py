@@ -345,3 +345,31 @@ def plain_capture(module, path, io, ids, mask=None, index=0):
     finally:
         h.remove()
     return store["x"]
+
+
+def run_with_plain_edit(hf, path, io, ids, edit):
+    """Reference: the logits with a bare hook that applies ``edit`` to the whole tensor entering
+    (``io="in"``) or leaving (``"out"``) the module at ``path``."""
+    target = hf.get_submodule(path)
+    if io == "in":
+        h = target.register_forward_pre_hook(lambda m, a: (edit(a[0].clone()), *a[1:]))
+    else:
+
+        def post(m, a, o):
+            if isinstance(o, torch.Tensor):
+                return edit(o.clone())
+            return (edit(o[0].clone()), *o[1:])
+
+        h = target.register_forward_hook(post)
+    try:
+        with torch.no_grad():
+            return hf(input_ids=ids).logits
+    finally:
+        h.remove()
+
+
+def assert_matches_plain_edit(model, interventions, path, io, ids, edit, atol=1e-5):
+    """A faithlens run with ``interventions`` gives the logits of :func:`run_with_plain_edit`."""
+    out = model.run(ids, interventions).logits
+    ref = run_with_plain_edit(model.module, path, io, ids, edit)
+    assert torch.allclose(out, ref, atol=atol)

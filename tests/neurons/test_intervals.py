@@ -68,4 +68,15 @@ def test_bounds_reexports_the_intervals():
     for name in I.__all__:
         assert getattr(B, name) is getattr(I, name), name
     with pytest.raises(InputError, match="interval must be one of"):
-        I.mean_interval(np.array([0.5]), np.array([10.0]), 0.05, "wald")
+        I.bounded_mean_interval(np.array([0.5]), np.array([10.0]), 0.05, "wald")
+
+
+def test_bounded_mean_interval_picks_the_method_and_the_old_name_warns():
+    mean, m = np.array([0.1, 0.5]), np.array([50.0, 200.0])
+    for method, fn in [("kl", I.kl_interval), ("hoeffding", I.hoeffding_interval)]:
+        got = I.bounded_mean_interval(mean, m, 0.05, method)
+        want = fn(mean, m, 0.05)
+        assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+        with pytest.warns(DeprecationWarning, match="now bounded_mean_interval"):
+            old = I.mean_interval(mean, m, 0.05, method)
+        assert all(np.array_equal(g, o) for g, o in zip(got, old, strict=True))

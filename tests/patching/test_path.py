@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import faithlens as fl
-from tests.conftest import BUILDERS
+from tests.helpers.builders import BUILDERS
 from tests.helpers.reference import reference_path_patch
 from tests.helpers.tasks import padded_task
 

@@ -28,6 +28,7 @@ from faithlens.representations import (
 )
 from faithlens.representations.checks import gini, measure
 from faithlens.results import Result
+from tests.helpers import builders
 from tests.helpers.represent import decoy_reading, planted, planted_reading
 
 FAST = {
@@ -261,10 +262,8 @@ def test_writers_on_the_planted_model_and_bad_input():
         writers(pm.model, pm.pairs(4), pm.direction, 1, site="mlp_out")
     with pytest.raises(fl.InputError, match="out of range"):
         writers(pm.model, pm.pairs(4), pm.direction, 5)
-    from tests.conftest import _bert
-
     with pytest.raises(fl.InputError, match="pre-norm"):
-        writers(fl.wrap(_bert()), pm.pairs(4), torch.ones(32), 0)
+        writers(fl.wrap(builders.bert()), pm.pairs(4), torch.ones(32), 0)
 
 
 def test_gini():

@@ -11,7 +11,7 @@ import faithlens as fl
 from faithlens.representations import Steering, continuation_logprobs, generate
 from faithlens.representations.generation import Generations, score_alternatives
 from faithlens.results import Result
-from tests.conftest import _bert
+from tests.helpers import builders
 
 PROMPTS = [(5, 17, 33, 2, 8), (40, 41, 42, 43, 44, 45, 46, 47), (9, 60, 3)]
 
@@ -157,12 +157,10 @@ def test_generations_result_roundtrip(tmp_path, lm):
 
 
 def test_bad_input():
-    lm = fl.wrap(_bert())
+    lm = fl.wrap(builders.bert())
     with pytest.raises(fl.InputError, match="causal"):
         generate(lm, PROMPTS, max_new_tokens=2)
-    from tests.conftest import _llama
-
-    m = fl.wrap(_llama())
+    m = fl.wrap(builders.llama())
     with pytest.raises(fl.InputError, match="max_new_tokens"):
         generate(m, PROMPTS, max_new_tokens=0)
     with pytest.raises(fl.InputError, match="temperature"):

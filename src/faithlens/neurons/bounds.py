@@ -81,9 +81,10 @@ import numpy as np
 from ..errors import InputError
 from .intervals import (  # re-exported: bounds names every interval it builds on
     INTERVALS,
+    bounded_mean_interval,
     hoeffding_interval,
     kl_interval,
-    mean_interval,
+    mean_interval,  # deprecated: bounded_mean_interval
     top_rate_interval,
 )
 
@@ -209,14 +210,14 @@ def threshold_intervals_iid(
     else:
         m1 = fired
         s1 = tp
-        a_lo, a_hi = mean_interval(fired / n, np.full_like(fired, n), d, method)
+        a_lo, a_hi = bounded_mean_interval(fired / n, np.full_like(fired, n), d, method)
     m0 = n - fired
     s0 = pos - tp
     with np.errstate(divide="ignore", invalid="ignore"):
         q1 = np.where(m1 > 0, s1 / np.where(m1 > 0, m1, 1), 0.0)
         q0 = np.where(m0 > 0, s0 / np.where(m0 > 0, m0, 1), 0.0)
-    q1_lo, q1_hi = mean_interval(q1, np.broadcast_to(m1, q1.shape), d, method)
-    q0_lo, q0_hi = mean_interval(q0, np.broadcast_to(m0, q0.shape), d, method)
+    q1_lo, q1_hi = bounded_mean_interval(q1, np.broadcast_to(m1, q1.shape), d, method)
+    q0_lo, q0_hi = bounded_mean_interval(q0, np.broadcast_to(m0, q0.shape), d, method)
 
     def f(a: ArrayF, x1: ArrayF, x0: ArrayF) -> ArrayF:
         return metric_from_rates(kind, a, x1, x0)
@@ -272,10 +273,10 @@ def threshold_intervals_grouped(
     n_events = 1 + 3 * n_concepts * grid
     d = delta / (n_events * n_events_scale)
     m = np.asarray(float(n_groups))
-    s_lo, s_hi = mean_interval(s_mean, m, d, method)
-    t_lo, t_hi = mean_interval(np.clip(t_mean, 0, 1), m, d, method)
-    fp_lo, fp_hi = mean_interval(np.clip(fp_mean, 0, 1), m, d, method)
-    fn_lo, fn_hi = mean_interval(np.clip(fn_mean, 0, 1), m, d, method)
+    s_lo, s_hi = bounded_mean_interval(s_mean, m, d, method)
+    t_lo, t_hi = bounded_mean_interval(np.clip(t_mean, 0, 1), m, d, method)
+    fp_lo, fp_hi = bounded_mean_interval(np.clip(fp_mean, 0, 1), m, d, method)
+    fn_lo, fn_hi = bounded_mean_interval(np.clip(fn_mean, 0, 1), m, d, method)
     if top_k:
         t_lo, t_hi = np.maximum(t_lo - eta, 0.0), t_hi + eta
         fp_lo, fp_hi = np.maximum(fp_lo - eta, 0.0), fp_hi + eta
@@ -476,12 +477,13 @@ __all__ = [
     "auroc_epsilon",
     "be_sets",
     "bootstrap_band",
+    "bounded_mean_interval",
     "core_kind",
     "faithfulness_bound",
     "frequency_error",
     "hoeffding_interval",
     "kl_interval",
-    "mean_interval",
+    "mean_interval",  # deprecated: bounded_mean_interval
     "metric_from_counts",
     "metric_from_rates",
     "provable_sets",

@@ -11,6 +11,7 @@ combine into guarantees, and every name here is importable from there too.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy import special as _sp
@@ -108,15 +109,30 @@ def hoeffding_interval(mean: ArrayF, m: ArrayF, delta: float | ArrayF) -> tuple[
     return np.clip(mean - eps, 0.0, 1.0), np.clip(mean + eps, 0.0, 1.0)
 
 
-def mean_interval(
+def bounded_mean_interval(
     mean: ArrayF, m: ArrayF, delta: float | ArrayF, method: str = "kl"
 ) -> tuple[ArrayF, ArrayF]:
-    """Interval for a bounded mean by ``method`` (``"kl"`` or ``"hoeffding"``)."""
+    """Interval at level ``1 - δ`` for the mean of ``m`` i.i.d. ``[0, 1]`` variables, by
+    ``method``: ``"kl"`` (:func:`kl_interval`) or ``"hoeffding"`` (:func:`hoeffding_interval`)."""
     if method == "kl":
         return kl_interval(mean, m, delta)
     if method == "hoeffding":
         return hoeffding_interval(mean, m, delta)
     raise InputError(f"interval must be one of {INTERVALS}, not {method!r}")
+
+
+def mean_interval(
+    mean: ArrayF, m: ArrayF, delta: float | ArrayF, method: str = "kl"
+) -> tuple[ArrayF, ArrayF]:
+    """Deprecated name of :func:`bounded_mean_interval` (``faithlens.stats.mean_interval`` is
+    the bootstrap interval of a mean); it warns and will be removed after one release."""
+    warnings.warn(
+        "faithlens.neurons.intervals.mean_interval is now bounded_mean_interval "
+        "(faithlens.stats.mean_interval is the bootstrap interval of a mean)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return bounded_mean_interval(mean, m, delta, method)
 
 
 def top_rate_interval(
@@ -136,4 +152,11 @@ def top_rate_interval(
     return lo, hi
 
 
-__all__ = ["INTERVALS", "hoeffding_interval", "kl_interval", "mean_interval", "top_rate_interval"]
+__all__ = [
+    "INTERVALS",
+    "bounded_mean_interval",
+    "hoeffding_interval",
+    "kl_interval",
+    "mean_interval",  # deprecated: bounded_mean_interval
+    "top_rate_interval",
+]

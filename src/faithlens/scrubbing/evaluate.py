@@ -48,7 +48,7 @@ from .metrics import (
 )
 from .metrics import (
     cancellation,
-    mean_interval,
+    mean_se_interval,
     recovered,
     warnings_for,
 )
@@ -176,7 +176,7 @@ def finish(
     bvals = np.stack(vals[2:]) if bnames else np.zeros((0, len(orig)))
     rows = []
     for name, v in [("original", orig), ("scrubbed", h), *zip(bnames, bvals)]:
-        est, se, lo, hi = mean_interval(v, n_boot=n_boot, level=level, seed=seed)
+        est, se, lo, hi = mean_se_interval(v, n_boot=n_boot, level=level, seed=seed)
         rows.append(
             {
                 "quantity": name if name in ("original", "scrubbed") else f"baseline {name}",
@@ -187,7 +187,7 @@ def finish(
             }
         )
     d = h - orig
-    est, se, lo, hi = mean_interval(d, n_boot=n_boot, level=level, seed=seed)
+    est, se, lo, hi = mean_se_interval(d, n_boot=n_boot, level=level, seed=seed)
     rows.append(
         {"quantity": "scrubbed - original", "estimate": est, "se": se, "low": lo, "high": hi}
     )

@@ -17,6 +17,7 @@ arithmetic aid", not a fraction.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -253,13 +254,29 @@ def recovered(
     return (float(iv.estimate), float(iv.se), float(iv.low), float(iv.high))
 
 
-def mean_interval(
+def mean_se_interval(
     x: np.ndarray, *, n_boot: int, level: float, seed: int
 ) -> tuple[float, float, float, float]:
-    """Mean, standard error (std / sqrt n) and BCa bootstrap interval."""
+    """Mean, standard error (std / sqrt n) and BCa bootstrap interval, as the tuple
+    ``(estimate, se, low, high)`` of the scrubbed losses and their differences."""
     m, se = mean_se(x)
     iv = bootstrap_means(lambda a: np.asarray(a), (x,), n_boot=n_boot, level=level, seed=seed)
     return (float(m), float(se), float(iv.low), float(iv.high))
+
+
+def mean_interval(
+    x: np.ndarray, *, n_boot: int, level: float, seed: int
+) -> tuple[float, float, float, float]:
+    """Deprecated name of :func:`mean_se_interval` (``faithlens.stats.mean_interval`` returns
+    an ``Interval`` with the bootstrap standard error); it warns and will be removed after one
+    release."""
+    warnings.warn(
+        "faithlens.scrubbing.metrics.mean_interval is now mean_se_interval "
+        "(faithlens.stats.mean_interval is the bootstrap Interval of a mean)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return mean_se_interval(x, n_boot=n_boot, level=level, seed=seed)
 
 
 def cancellation(orig: np.ndarray, h: np.ndarray) -> dict[str, float]:
@@ -351,7 +368,8 @@ __all__ = [
     "TaskMetric",
     "cancellation",
     "kl_to_original",
-    "mean_interval",
+    "mean_interval",  # deprecated: mean_se_interval
+    "mean_se_interval",
     "recovered",
     "warnings_for",
 ]
