@@ -216,3 +216,81 @@ def test_unreadable_comma_lists_name_the_option():
     assert r.exit_code == 2 and "--n takes comma-separated int values" in text(r)
     r = runner.invoke(app, ["neurons", "sanity", "--frequencies", "0.1,x"])
     assert r.exit_code == 2 and "--frequencies" in text(r) and "'x'" in text(r)
+
+
+def _spy(monkeypatch, owner, name):
+    """Wrap ``owner.name`` so that the keyword arguments of every call are recorded (the call
+    itself goes through)."""
+    real, calls = getattr(owner, name), []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spy)
+    return calls
+
+
+def _dissect_files(folder):
+    g = torch.Generator().manual_seed(0)
+    np.save(folder / "maps.npy", torch.randn(10, 3, 4, 4, generator=g).numpy())
+    np.save(folder / "masks.npy", (torch.rand(10, 2, 8, 8, generator=g) < 0.3).float().numpy())
+
+
+# command, its arguments (FILES: the fixture's folder), where the method lives, its name
+MEMORY_COMMANDS = {
+    "explain": (
+        ["-a", "FILES/acts.npy", "-c", "FILES/con.csv", "--alpha", "0.15", "--n-boot", "40"],
+        "faithlens.neurons",
+        "explain",
+    ),
+    "dissect": (
+        ["--maps", "FILES/maps.npy", "--masks", "FILES/masks.npy", "--n-boot", "20"],
+        "faithlens.neurons.dissect",
+        "dissect",
+    ),
+    "validate": (
+        ["--metric", "iou", "--n", "100,300", "--reps", "20"],
+        "faithlens.neurons.simulate",
+        "simulate",
+    ),
+    "sanity": (
+        ["--metric", "iou", "--n", "4000", "--seeds", "10", "--frequencies", "0.1,0.01"],
+        "faithlens.neurons.sanity",
+        "sanity_checks",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", sorted(MEMORY_COMMANDS))
+def test_max_memory_is_the_kernels_budget_and_keeps_the_numbers(files, monkeypatch, command):
+    import importlib
+
+    args, owner, name = MEMORY_COMMANDS[command]
+    _dissect_files(files)
+    args = [a.replace("FILES", str(files)) for a in args]
+    calls = _spy(monkeypatch, importlib.import_module(owner), name)
+    default = runner.invoke(app, ["neurons", command, *args, "--out", str(files / "a")])
+    small = runner.invoke(
+        app, ["neurons", command, *args, "--max-memory", "256K", "--out", str(files / "b")]
+    )
+    assert default.exit_code == 0, default.output
+    assert small.exit_code == 0, small.output
+    assert [c["max_memory"] for c in calls] == [None, 256 << 10]
+    a, b = Result.load(files / "a").to_frame(), Result.load(files / "b").to_frame()
+    pd.testing.assert_frame_equal(b, a, check_exact=False, rtol=1e-5, atol=1e-6)
+
+
+def test_digits_takes_max_memory_for_both_of_its_methods(tmp_path, monkeypatch):
+    import importlib
+
+    import faithlens.neurons
+
+    explained = _spy(monkeypatch, faithlens.neurons, "explain")
+    dissected = _spy(monkeypatch, importlib.import_module("faithlens.neurons.dissect"), "dissect")
+    r = runner.invoke(
+        app, ["neurons", "digits", "--n-probe", "150", "--n-boot", "20", "--max-memory", "4M"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "Network Dissection" in text(r)
+    assert [c["max_memory"] for c in explained + dissected] == [4 << 20, 4 << 20]

@@ -145,3 +145,43 @@ def test_path_patch_command(tmp_path):
     assert "into the logits (direct effect)" in res.output.replace("\n", " ")
     bad = runner.invoke(app, [*args, "--receivers", "head.1.0", "--senders", "head.2.0"])
     assert bad.exit_code == 2 and "no direct edge" in bad.output
+
+
+def _spy(monkeypatch, owner, name):
+    """Wrap ``owner.name`` so that the keyword arguments of every call are recorded (the call
+    itself goes through)."""
+    real, calls = getattr(owner, name), []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("command", "method", "extra"),
+    [("patch", "patch", ["--positions", "last"]), ("path-patch", "path_patch", ["-r", "logits"])],
+)
+def test_max_memory_is_the_sweeps_budget_and_keeps_the_numbers(
+    monkeypatch, tmp_path, command, method, extra
+):
+    import numpy as np
+
+    import faithlens.patching
+
+    calls = _spy(monkeypatch, faithlens.patching, method)
+    args = [command, "--model", "zoo:induction", "--task", "induction", "--n", "6", *extra]
+    args += ["--n-boot", "30"]
+    default = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    small = runner.invoke(app, [*args, "--max-memory", "64K", "--out", str(tmp_path / "b")])
+    assert default.exit_code == 0, default.output
+    assert small.exit_code == 0, small.output
+    assert [c["max_memory"] for c in calls] == [None, 64 * 1024]
+    a, b = fl.Result.load(tmp_path / "a"), fl.Result.load(tmp_path / "b")
+    np.testing.assert_allclose(b.patched, a.patched, atol=1e-5, rtol=0)
+    cols = ["effect", "ci_low", "ci_high"]
+    np.testing.assert_allclose(
+        b.to_frame()[cols].to_numpy(), a.to_frame()[cols].to_numpy(), atol=1e-5, rtol=1e-3
+    )

@@ -172,3 +172,48 @@ def test_read_on_smollm2(smollm2, tmp_path):
     assert r.exit_code == 0, r.output
     res = Result.load(tmp_path / "r")
     assert res.layers == [14] and res.n_train + res.n_test == 24
+
+
+def _spy(monkeypatch, owner, name):
+    """Wrap ``owner.name`` so that the keyword arguments of every call are recorded (the call
+    itself goes through)."""
+    real, calls = getattr(owner, name), []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spy)
+    return calls
+
+
+def test_read_takes_max_memory_and_keeps_the_numbers(tmp_path, monkeypatch):
+    import numpy as np
+
+    import faithlens.representations
+
+    calls = _spy(monkeypatch, faithlens.representations, "read")
+    args = ["read", "--model", "planted", "--concept", "planted", "--layers", "0,1", "--n", "32"]
+    args += ["--n-stability", "0", "--n-boot", "100"]
+    assert invoke(*args, "--out", str(tmp_path / "a")).exit_code == 0
+    r = invoke(*args, "--max-memory", "200K", "--out", str(tmp_path / "b"))
+    assert r.exit_code == 0, r.output
+    assert [c["max_memory"] for c in calls] == [None, 200 << 10]
+    a, b = Result.load(tmp_path / "a"), Result.load(tmp_path / "b")
+    np.testing.assert_allclose(b.direction(1), a.direction(1), atol=1e-6)
+    np.testing.assert_array_equal(b.accuracy, a.accuracy)
+
+
+def test_check_takes_max_memory_for_the_reading_and_the_checks(tmp_path, monkeypatch):
+    import faithlens.representations
+
+    read = _spy(monkeypatch, faithlens.representations, "read")
+    checks = _spy(monkeypatch, faithlens.representations, "faithfulness")
+    args = ["check", "--model", "planted", "--concept", "decoy", "--layers", "1", "--n", "8"]
+    args += ["--n-random", "3", "--checks", "causal,specific", "--n-boot", "100"]
+    assert invoke(*args, "--out", str(tmp_path / "a")).exit_code == 0
+    r = invoke(*args, "--max-memory", "1M", "--out", str(tmp_path / "b"))
+    assert r.exit_code == 0, r.output
+    assert [c["max_memory"] for c in read + checks] == [None, 1 << 20, None, 1 << 20]
+    a, b = Result.load(tmp_path / "a"), Result.load(tmp_path / "b")
+    assert b.verdicts() == a.verdicts()

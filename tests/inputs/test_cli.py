@@ -1,6 +1,7 @@
-"""Every bad option of `faithlens sites`, `patch`, `path-patch` and `audit` refused up front:
-exit code 2, one line naming the option and the value, no traceback, and nothing expensive run
-(option errors: no model loaded; model-dependent errors: no forward pass)."""
+"""Every bad option of `faithlens sites`, `patch`, `path-patch` and `audit`, and a bad
+`--max-memory` on every command that takes it, refused up front: exit code 2, one line naming the
+option and the value, no traceback, and nothing expensive run (option errors: no model loaded;
+model-dependent errors: no forward pass)."""
 
 from __future__ import annotations
 
@@ -211,3 +212,46 @@ def test_sites_layer_in_range_still_lists(monkeypatch):
     r = runner.invoke(app, ["sites", "--model", "zoo:induction", "--kind", "head", "--layer", "1"])
     assert r.exit_code == 0, r.output
     assert "4 sites" in r.output and "head.1.3" in r.output and "head.0.0" not in r.output
+
+
+# Every command with a memory knob, and what each bad --max-memory says.
+MEMORY_COMMANDS = {
+    "patch": PATCH,
+    "path-patch": PATH,
+    "scrub": ["scrub", "hypothesis.py"],
+    "represent read": ["represent", "read", "--model", "planted", "--concept", "planted"],
+    "represent check": ["represent", "check", "--model", "planted", "--concept", "planted"],
+    "neurons explain": ["neurons", "explain", "-a", "acts.npy", "-c", "concepts.csv"],
+    "neurons dissect": ["neurons", "dissect", "--maps", "maps.npy"],
+    "neurons digits": ["neurons", "digits"],
+    "neurons validate": ["neurons", "validate"],
+    "neurons sanity": ["neurons", "sanity"],
+}
+BAD_SIZES = [
+    ("0", "at least one byte"),
+    ("-1G", "is not a size"),
+    ("2X", "is not a size"),
+    ("many", "is not a size"),
+    ("1.5", "whole number of bytes"),
+]
+MEMORY_CASES = [
+    ([*args, "--max-memory", value], [f"--max-memory={value!r}", why, "512M"])
+    for args in MEMORY_COMMANDS.values()
+    for value, why in BAD_SIZES
+] + [
+    (
+        ["scrub", "hypothesis.py", "--batch-size", "8", "--max-memory", "1G"],
+        ["--batch-size=8: cannot be given together with --max-memory='1G'", "give only"],
+    ),
+    (
+        [*PATCH, "--attribution", "--max-memory", "1G"],
+        ["--max-memory='1G'", "attribution patching", "omit --max-memory"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "args, words", MEMORY_CASES, ids=[" ".join(c[0][:2] + c[0][-2:]) for c in MEMORY_CASES]
+)
+def test_bad_max_memory_refused_before_anything_runs(no_load, no_run, args, words):
+    _refused(args, *words)

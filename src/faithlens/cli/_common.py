@@ -1,10 +1,13 @@
-"""Helpers shared by CLI commands: loading models by name, printing tables, errors."""
+"""Helpers shared by CLI commands: loading models by name, printing tables, errors, and the
+option declarations several commands share (typer ``Annotated`` aliases: ``Overwrite``,
+``Device``, ``TaskName``, ``MaxMemory``, ...) with the parser of ``--max-memory`` sizes."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import pandas as pd
 import typer
@@ -19,6 +22,86 @@ err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+
+# ------------------------------------------------------------------ shared option declarations
+
+Overwrite = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace an existing --out folder (default: refuse)."),
+]
+Device = Annotated[
+    str | None, typer.Option("--device", help="cpu, cuda, cuda:1... (default: cpu).")
+]
+TaskName = Annotated[str, typer.Option("--task", "-t", help="Registered task (ioi, ...).")]
+NBoot = Annotated[
+    int, typer.Option("--n-boot", help="Bootstrap resamples for the confidence intervals.")
+]
+MaxMemory = Annotated[
+    str | None,
+    typer.Option(
+        "--max-memory",
+        metavar="<size>",
+        help="Memory one chunk of work may use: bytes, or a size such as 512M or 2G (K, M, G, "
+        "T are powers of 1024). Default: the configured budget (FAITHLENS_MEMORY).",
+    ),
+]
+
+# ------------------------------------------------------------------ --max-memory
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?")
+_SCALE = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE_FIX = "give bytes or a size such as 512M or 2G (K, M, G, T are powers of 1024)"
+
+
+def parse_size(text: str, option: str = "--max-memory") -> int:
+    """A number of bytes from ``text``: ``1000000``, ``512M``, ``2G``, ``1.5G``, ``64KiB``
+    (K, M, G, T are powers of 1024, as in ``FAITHLENS_MEMORY``). Anything else, a fraction of
+    a byte or a size under one byte is an :class:`~faithlens.errors.ArgumentError` naming
+    ``option`` and the text."""
+    from .. import validate
+
+    m = _SIZE.fullmatch(text.strip().lower())
+    if m is None:
+        raise validate.fail(option, text, "is not a size in bytes", _SIZE_FIX)
+    number, unit = m.groups()
+    if not unit and "." in number:
+        raise validate.fail(option, text, "is not a whole number of bytes", _SIZE_FIX)
+    value = int(float(number) * _SCALE[unit])
+    if value < 1:
+        raise validate.fail(option, text, "must be at least one byte", _SIZE_FIX)
+    return value
+
+
+def deprecated_option(old: str, new: str, hint: str = "") -> None:
+    """One line on stderr: ``old`` still works for one release; ``new`` replaces it."""
+    err_console.print(
+        f"note: {old} is deprecated and will be removed in the next release; use {new}"
+        + (f" ({hint})" if hint else ""),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def max_memory_option(
+    text: str | None, *, old_option: str | None = None, old_value: Any = None
+) -> int | None:
+    """``--max-memory`` in bytes (None: the configured budget). ``old_option=old_value`` is the
+    deprecated memory knob the command still takes (``--batch-size``, ``--max-rows``): given
+    with ``--max-memory`` it is refused; alone it works, with a deprecation note on stderr."""
+    from .. import validate
+
+    value = None if text is None else parse_size(text)
+    if old_option is not None and old_value is not None:
+        if value is not None:
+            raise validate.fail(
+                old_option,
+                old_value,
+                f"cannot be given together with --max-memory={text!r}",
+                f"give only --max-memory ({old_option} is deprecated)",
+            )
+        deprecated_option(old_option, "--max-memory", "bytes, or a size such as 512M")
+    return value
 
 
 def comma_list(text: str | None, cast: Callable[[str], T], option: str) -> list[T]:

@@ -4,18 +4,96 @@ sweeps from the shell."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from ._common import (
+    Device,
+    MaxMemory,
+    NBoot,
+    Overwrite,
+    TaskName,
     comma_list,
     console,
     friendly_errors,
     load_model,
+    max_memory_option,
     print_frame,
     progress_bar,
 )
+
+# ------------------------------------------------------------------ options of both commands
+
+N = Annotated[int, typer.Option("--n", help="Number of task examples.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for the task and the bootstrap.")]
+Direction = Annotated[
+    str,
+    typer.Option("--direction", help="denoising (clean into corrupted) or noising."),
+]
+Top = Annotated[int, typer.Option("--top", help="Rows of the printed table.")]
+Out = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", "-o", help="Folder for result.json, table.parquet, arrays.npz and heatmap.png."
+    ),
+]
+
+# ------------------------------------------------------------------ options of one command
+
+PatchModel = Annotated[
+    str,
+    typer.Option("--model", "-m", help="Model name (smollm2, minilm, zoo:NAME) or local folder."),
+]
+Sites = Annotated[
+    str,
+    typer.Option(
+        "--sites",
+        "-s",
+        help="Site group (head, mlp, attn, resid, resid_post, mlp_post, q, k, v) or comma-separated site names.",
+    ),
+]
+Positions = Annotated[str, typer.Option("--positions", "-p", help="all | last | each.")]
+Attribution = Annotated[
+    bool,
+    typer.Option("--attribution", help="Gradient approximation instead of exact patching."),
+]
+Receivers = Annotated[
+    str,
+    typer.Option(
+        "--receivers",
+        "-r",
+        help="Comma-separated receiving nodes (head.L.H, mlp.L), or logits for the senders' "
+        "direct effect on the output.",
+    ),
+]
+PathModel = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model name (smollm2, zoo:NAME) or local folder; a pre-LN transformer.",
+    ),
+]
+Senders = Annotated[
+    str,
+    typer.Option(
+        "--senders",
+        "-s",
+        help="head (every head), mlp (every MLP) or comma-separated nodes (head.L.H, mlp.L); "
+        "from a group, senders with no edge into the receivers are skipped.",
+    ),
+]
+Ports = Annotated[
+    str, typer.Option("--ports", help="Inputs of the receiving heads to patch: any of q, k, v.")
+]
+SenderPositions = Annotated[
+    str, typer.Option("--positions", "-p", help="Where senders are patched: all | last.")
+]
+ReceiverPositions = Annotated[
+    str,
+    typer.Option("--receiver-positions", help="Where receivers' inputs are patched: all | last."),
+]
 
 
 def check_task_options(task: str, n: int, seed: int) -> None:
@@ -62,191 +140,188 @@ def _write(res: Any, out: Path, overwrite: bool) -> None:
     console.print(f"wrote {out}/result.json, table.parquet, arrays.npz, heatmap.png")
 
 
+def patch_cmd(
+    model: PatchModel = "smollm2",
+    task: TaskName = "ioi",
+    sites: Sites = "head",
+    positions: Positions = "all",
+    n: N = 16,
+    seed: Seed = 0,
+    direction: Direction = "denoising",
+    attribution: Attribution = False,
+    n_boot: NBoot = 1000,
+    top: Top = 15,
+    max_memory: MaxMemory = None,
+    device: Device = None,
+    out: Out = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Patch every site of a group and report each site's effect with a confidence interval."""
+    from .. import tasks, validate
+    from ..patching.sweep import POSITION_MODES
+    from ..results import check_target
+
+    with friendly_errors():
+        check_task_options(task, n, seed)
+        _check_common(direction, n_boot, top)
+        validate.choice("--positions", positions, POSITION_MODES)
+        site_arg = _check_sites_option(sites)
+        memory = max_memory_option(max_memory)
+        if attribution and memory is not None:
+            raise validate.fail(
+                "--max-memory",
+                max_memory,
+                "attribution patching runs in one batch and has no memory knob",
+                "omit --max-memory, or drop --attribution",
+            )
+        if out is not None:
+            check_target(out, overwrite=overwrite, name="--out")
+        m = load_model(model, device)
+        t = tasks.build(task, m, n=n, seed=seed)
+        res = _run_patch(m, t, site_arg, positions, direction, attribution, n_boot, seed, memory)
+        _print_patch(res, direction, top)
+        if out is not None:
+            _write(res, out, overwrite)
+
+
+def _run_patch(
+    m: Any,
+    t: Any,
+    site_arg: str | list[str],
+    positions: str,
+    direction: str,
+    attribution: bool,
+    n_boot: int,
+    seed: int,
+    memory: int | None,
+) -> Any:
+    """The sweep: exact patching with a progress bar, or attribution patching."""
+    from .. import patching
+
+    if attribution:
+        with console.status("attribution patching (2 forward passes, 1 backward)..."):
+            return patching.attribution_patch(
+                m, t, site_arg, positions=positions, direction=direction, n_boot=n_boot, seed=seed
+            )
+    with progress_bar("patching") as advance:
+        return patching.patch(
+            m,
+            t,
+            site_arg,
+            positions=positions,
+            direction=direction,
+            n_boot=n_boot,
+            seed=seed,
+            progress=advance,
+            max_memory=memory,
+        )
+
+
+def _print_patch(res: Any, direction: str, top: int) -> None:
+    """The summary line, the clean and corrupted metric, and the top sites by |effect|."""
+    console.print(res.summary(k=0).split("\n", 1)[0])
+    clean, corrupted = (
+        (res.source, res.base) if direction == "denoising" else (res.base, res.source)
+    )
+    console.print(
+        f"metric {res.metric}: clean {float(clean.mean()):.3f}, "
+        f"corrupted {float(corrupted.mean()):.3f}"
+    )
+    cols = ["site", "layer", "head", "position", "effect", "ci_low", "ci_high"]
+    print_frame(
+        res.top(top)[cols],
+        title=f"top {top} sites by |effect| ({int(res.level * 100)}% CI)",
+    )
+
+
+def path_patch_cmd(
+    receivers: Receivers,
+    model: PathModel = "smollm2",
+    task: TaskName = "ioi",
+    senders: Senders = "head",
+    ports: Ports = "qkv",
+    positions: SenderPositions = "all",
+    receiver_positions: ReceiverPositions = "all",
+    n: N = 16,
+    seed: Seed = 0,
+    direction: Direction = "denoising",
+    n_boot: NBoot = 1000,
+    top: Top = 15,
+    max_memory: MaxMemory = None,
+    device: Device = None,
+    out: Out = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Path patching: each sender's effect through its direct edges into the receivers only
+    (the rest of the model keeps its corrupted values), with a confidence interval."""
+    from .. import patching, tasks
+    from ..results import check_target
+
+    with friendly_errors():
+        check_task_options(task, n, seed)
+        _check_common(direction, n_boot, top)
+        port_list = _check_path_options(positions, receiver_positions, ports)
+        memory = max_memory_option(max_memory)
+        if out is not None:
+            check_target(out, overwrite=overwrite, name="--out")
+        recv, send = _path_nodes(receivers, senders)
+        m = load_model(model, device)
+        t = tasks.build(task, m, n=n, seed=seed)
+        with progress_bar("path patching") as advance:
+            res = patching.path_patch(
+                m,
+                t,
+                send,
+                recv,
+                receiver_ports=port_list,
+                positions=positions,
+                receiver_positions=receiver_positions,
+                direction=direction,
+                n_boot=n_boot,
+                seed=seed,
+                progress=advance,
+                max_memory=memory,
+            )
+        console.print(res.summary(k=0).split("\n", 1)[0])
+        cols = ["site", "layer", "head", "effect", "ci_low", "ci_high"]
+        print_frame(
+            res.top(top)[cols],
+            title=f"top {top} senders by |effect| ({int(res.level * 100)}% CI)",
+        )
+        if out is not None:
+            _write(res, out, overwrite)
+
+
+def _check_path_options(positions: str, receiver_positions: str, ports: str) -> list[str]:
+    """``--positions``, ``--receiver-positions`` and ``--ports`` (returned as a list)."""
+    from .. import validate
+    from ..patching.path import PORTS, SENDER_POSITIONS
+
+    validate.choice("--positions", positions, SENDER_POSITIONS)
+    validate.choice("--receiver-positions", receiver_positions, SENDER_POSITIONS)
+    port_list = [p for p in ports.replace(",", "") if p.strip()]
+    if not port_list or not set(port_list) <= set(PORTS):
+        raise validate.fail("--ports", ports, "takes any of q, k, v", "e.g. --ports qkv")
+    return port_list
+
+
+def _path_nodes(receivers: str, senders: str) -> tuple[list[str], str | list[str]]:
+    """``--receivers`` (at least one) and ``--senders`` (a group or a list of nodes)."""
+    from .. import validate
+
+    recv = comma_list(receivers, str, "--receivers")
+    if not recv:
+        raise validate.fail("--receivers", receivers, "names no receiver", "e.g. logits")
+    send: str | list[str] = (
+        senders if senders in ("head", "mlp") else comma_list(senders, str, "--senders")
+    )
+    return recv, send
+
+
+#: The commands of this module, in the order of ``faithlens --help``.
+COMMANDS = (("patch", patch_cmd), ("path-patch", path_patch_cmd))
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("patch")
-    def patch_cmd(
-        model: str = typer.Option(
-            "smollm2",
-            "--model",
-            "-m",
-            help="Model name (smollm2, minilm, zoo:NAME) or local folder.",
-        ),
-        task: str = typer.Option("ioi", "--task", "-t", help="Registered task (ioi, ...)."),
-        sites: str = typer.Option(
-            "head",
-            "--sites",
-            "-s",
-            help="Site group (head, mlp, attn, resid, resid_post, mlp_post, q, k, v) or comma-separated site names.",
-        ),
-        positions: str = typer.Option("all", "--positions", "-p", help="all | last | each."),
-        n: int = typer.Option(16, "--n", help="Number of task examples."),
-        seed: int = typer.Option(0, "--seed", help="Seed for the task and the bootstrap."),
-        direction: str = typer.Option(
-            "denoising", "--direction", help="denoising (clean into corrupted) or noising."
-        ),
-        attribution: bool = typer.Option(
-            False, "--attribution", help="Gradient approximation instead of exact patching."
-        ),
-        n_boot: int = typer.Option(
-            1000, "--n-boot", help="Bootstrap resamples for the confidence intervals."
-        ),
-        top: int = typer.Option(15, "--top", help="Rows of the printed table."),
-        device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1... (default: cpu)."),
-        out: Path = typer.Option(
-            None,
-            "--out",
-            "-o",
-            help="Folder for result.json, table.parquet, arrays.npz and heatmap.png.",
-        ),
-        overwrite: bool = typer.Option(
-            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
-        ),
-    ) -> None:
-        """Patch every site of a group and report each site's effect with a confidence interval."""
-        from .. import patching, tasks, validate
-        from ..patching.sweep import POSITION_MODES
-        from ..results import check_target
-
-        with friendly_errors():
-            check_task_options(task, n, seed)
-            _check_common(direction, n_boot, top)
-            validate.choice("--positions", positions, POSITION_MODES)
-            site_arg = _check_sites_option(sites)
-            if out is not None:
-                check_target(out, overwrite=overwrite, name="--out")
-            m = load_model(model, device)
-            t = tasks.build(task, m, n=n, seed=seed)
-            if attribution:
-                with console.status("attribution patching (2 forward passes, 1 backward)..."):
-                    res = patching.attribution_patch(
-                        m,
-                        t,
-                        site_arg,
-                        positions=positions,
-                        direction=direction,
-                        n_boot=n_boot,
-                        seed=seed,
-                    )
-            else:
-                with progress_bar("patching") as advance:
-                    res = patching.patch(
-                        m,
-                        t,
-                        site_arg,
-                        positions=positions,
-                        direction=direction,
-                        n_boot=n_boot,
-                        seed=seed,
-                        progress=advance,
-                    )
-            console.print(res.summary(k=0).split("\n", 1)[0])
-            console.print(
-                f"metric {res.metric}: clean {float(res.source.mean() if direction == 'denoising' else res.base.mean()):.3f}, "
-                f"corrupted {float(res.base.mean() if direction == 'denoising' else res.source.mean()):.3f}"
-            )
-            cols = ["site", "layer", "head", "position", "effect", "ci_low", "ci_high"]
-            print_frame(
-                res.top(top)[cols],
-                title=f"top {top} sites by |effect| ({int(res.level * 100)}% CI)",
-            )
-            if out is not None:
-                _write(res, out, overwrite)
-
-    @app.command("path-patch")
-    def path_patch_cmd(
-        receivers: str = typer.Option(
-            ...,
-            "--receivers",
-            "-r",
-            help="Comma-separated receiving nodes (head.L.H, mlp.L), or logits for the senders' "
-            "direct effect on the output.",
-        ),
-        model: str = typer.Option(
-            "smollm2",
-            "--model",
-            "-m",
-            help="Model name (smollm2, zoo:NAME) or local folder; a pre-LN transformer.",
-        ),
-        task: str = typer.Option("ioi", "--task", "-t", help="Registered task (ioi, ...)."),
-        senders: str = typer.Option(
-            "head",
-            "--senders",
-            "-s",
-            help="head (every head), mlp (every MLP) or comma-separated nodes (head.L.H, mlp.L); "
-            "from a group, senders with no edge into the receivers are skipped.",
-        ),
-        ports: str = typer.Option(
-            "qkv", "--ports", help="Inputs of the receiving heads to patch: any of q, k, v."
-        ),
-        positions: str = typer.Option(
-            "all", "--positions", "-p", help="Where senders are patched: all | last."
-        ),
-        receiver_positions: str = typer.Option(
-            "all", "--receiver-positions", help="Where receivers' inputs are patched: all | last."
-        ),
-        n: int = typer.Option(16, "--n", help="Number of task examples."),
-        seed: int = typer.Option(0, "--seed", help="Seed for the task and the bootstrap."),
-        direction: str = typer.Option(
-            "denoising", "--direction", help="denoising (clean into corrupted) or noising."
-        ),
-        n_boot: int = typer.Option(
-            1000, "--n-boot", help="Bootstrap resamples for the confidence intervals."
-        ),
-        top: int = typer.Option(15, "--top", help="Rows of the printed table."),
-        device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1... (default: cpu)."),
-        out: Path = typer.Option(
-            None,
-            "--out",
-            "-o",
-            help="Folder for result.json, table.parquet, arrays.npz and heatmap.png.",
-        ),
-        overwrite: bool = typer.Option(
-            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
-        ),
-    ) -> None:
-        """Path patching: each sender's effect through its direct edges into the receivers only
-        (the rest of the model keeps its corrupted values), with a confidence interval."""
-        from .. import patching, tasks, validate
-        from ..patching.path import PORTS, SENDER_POSITIONS
-        from ..results import check_target
-
-        with friendly_errors():
-            check_task_options(task, n, seed)
-            _check_common(direction, n_boot, top)
-            validate.choice("--positions", positions, SENDER_POSITIONS)
-            validate.choice("--receiver-positions", receiver_positions, SENDER_POSITIONS)
-            port_list = [p for p in ports.replace(",", "") if p.strip()]
-            if not port_list or not set(port_list) <= set(PORTS):
-                raise validate.fail("--ports", ports, "takes any of q, k, v", "e.g. --ports qkv")
-            if out is not None:
-                check_target(out, overwrite=overwrite, name="--out")
-            recv = comma_list(receivers, str, "--receivers")
-            if not recv:
-                raise validate.fail("--receivers", receivers, "names no receiver", "e.g. logits")
-            send: str | list[str] = (
-                senders if senders in ("head", "mlp") else comma_list(senders, str, "--senders")
-            )
-            m = load_model(model, device)
-            t = tasks.build(task, m, n=n, seed=seed)
-            with progress_bar("path patching") as advance:
-                res = patching.path_patch(
-                    m,
-                    t,
-                    send,
-                    recv,
-                    receiver_ports=port_list,
-                    positions=positions,
-                    receiver_positions=receiver_positions,
-                    direction=direction,
-                    n_boot=n_boot,
-                    seed=seed,
-                    progress=advance,
-                )
-            console.print(res.summary(k=0).split("\n", 1)[0])
-            cols = ["site", "layer", "head", "effect", "ci_low", "ci_high"]
-            print_frame(
-                res.top(top)[cols],
-                title=f"top {top} senders by |effect| ({int(res.level * 100)}% CI)",
-            )
-            if out is not None:
-                _write(res, out, overwrite)
+    for name, command in COMMANDS:
+        app.command(name)(command)

@@ -5,12 +5,22 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from ..results import check_target, plot_writer
-from ._common import console, friendly_errors, load_model, print_frame, progress_bar
+from ._common import (
+    Device,
+    MaxMemory,
+    Overwrite,
+    console,
+    friendly_errors,
+    load_model,
+    max_memory_option,
+    print_frame,
+    progress_bar,
+)
 
 CONCEPTS = ("truth", "honesty", "planted", "decoy")
 
@@ -173,6 +183,7 @@ def _read(
     n_boot: int,
     seed: int,
     position: str,
+    max_memory: int | None = None,
 ) -> Any:
     from ..representations import read
 
@@ -190,234 +201,288 @@ def _read(
             n_boot=n_boot,
             seed=seed,
             progress=advance,
+            max_memory=max_memory,
         ), pairs
 
 
-_MODEL = typer.Option(
-    "smollm2",
-    "--model",
-    "-m",
-    help="Model name (smollm2, a local folder...) or 'planted' (the synthetic ground truth).",
-)
-_CONCEPT = typer.Option("truth", "--concept", "-c", help="truth | honesty | planted | decoy.")
-_METHOD = typer.Option("pca", "--method", help="pca | mean_diff | logistic | random.")
-_SEED = typer.Option(0, "--seed", help="Seed for splits, bootstraps and random directions.")
-_DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:1... (default: cpu).")
-_NBOOT = typer.Option(1000, "--n-boot", help="Bootstrap resamples for confidence intervals.")
+# ------------------------------------------------------------------ options of every command
+
+ModelName = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model name (smollm2, a local folder...) or 'planted' (the synthetic ground truth).",
+    ),
+]
+Concept = Annotated[str, typer.Option("--concept", "-c", help="truth | honesty | planted | decoy.")]
+Method = Annotated[str, typer.Option("--method", help="pca | mean_diff | logistic | random.")]
+Seed = Annotated[
+    int, typer.Option("--seed", help="Seed for splits, bootstraps and random directions.")
+]
+NBoot = Annotated[
+    int, typer.Option("--n-boot", help="Bootstrap resamples for confidence intervals.")
+]
+Out = Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the result and plot.")]
+
+# ------------------------------------------------------------------ options of some commands
+
+ReadLayers = Annotated[str, typer.Option("--layers", "-l", help="all, 10-16 or 8,12,16.")]
+SteerLayers = Annotated[str, typer.Option("--layers", "-l", help="Layers to steer at.")]
+Pairs = Annotated[int | None, typer.Option("--n", help="Contrast pairs (default: all shipped).")]
+Position = Annotated[str, typer.Option("--position", help="last | mean | offset <= 0.")]
+NStability = Annotated[int, typer.Option("--n-stability", help="Bootstrap refits (0: skip).")]
+Coefs = Annotated[
+    str,
+    typer.Option("--coef", help="Coefficients in units of the pair separation, e.g. '-1,1'."),
+]
+When = Annotated[
+    str,
+    typer.Option(
+        "--when",
+        help="all (prompt + every generated token) | prompt (one-shot) | generated.",
+    ),
+]
+Prompts = Annotated[int, typer.Option("--n", help="Behaviour prompts.")]
+NPairs = Annotated[int | None, typer.Option("--n-pairs", help="Contrast pairs to read from.")]
+SteerMetric = Annotated[str, typer.Option("--metric", help="margin | rate (judged generations).")]
+MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", help="Tokens to generate.")]
+Show = Annotated[int, typer.Option("--show", help="Generations to print per condition.")]
+Coef = Annotated[float, typer.Option("--coef", help="Steering size (pair separations).")]
+Prompt = Annotated[str, typer.Option("--prompt", help="Steer all prompt tokens or the last.")]
+NRandom = Annotated[int, typer.Option("--n-random", help="Random directions (specificity).")]
+Checks = Annotated[
+    str,
+    typer.Option(
+        "--checks",
+        help="all, or a comma list of causal, specific, stable, on_distribution, readable, "
+        "writers, persistence.",
+    ),
+]
+Tokens = Annotated[int, typer.Option("--tokens", help="Tokens for persistence.")]
+ReportOut = Annotated[
+    Path | None, typer.Option("--out", "-o", help="Folder for the report and plot.")
+]
+
+
+def read_cmd(
+    model: ModelName = "smollm2",
+    concept: Concept = "truth",
+    method: Method = "pca",
+    layers: ReadLayers = "all",
+    n: Pairs = None,
+    position: Position = "last",
+    n_stability: NStability = 50,
+    n_boot: NBoot = 1000,
+    seed: Seed = 0,
+    max_memory: MaxMemory = None,
+    device: Device = None,
+    out: Out = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Read the concept's direction per layer: held-out accuracy, AUROC and stability, with CIs."""
+    from .. import validate as V
+
+    with friendly_errors():
+        # every option is checked before the model is loaded
+        _check_common(concept, method, device, seed, n_boot, n, "--n")
+        V.nonnegative_int("--n-stability", n_stability, fix="0 skips the stability estimate")
+        _check_position(position)
+        _check_layers_syntax(layers)
+        memory = max_memory_option(max_memory)
+        if out is not None:
+            check_target(out, overwrite=overwrite, name="--out")
+        m, pm = _setup(model, concept, device, seed)
+        res, _ = _read(
+            m, pm, concept, method, layers, n, n_stability, n_boot, seed, position, memory
+        )
+        console.print(res.summary().split("\n")[0])
+        df = res.to_frame()[
+            [
+                "layer",
+                "accuracy",
+                "accuracy_low",
+                "accuracy_high",
+                "auroc",
+                "auroc_low",
+                "auroc_high",
+                "stability",
+            ]
+        ]
+        print_frame(df, title=f"reading '{res.concept}' per layer", max_rows=64)
+        console.print(f"best layer: {res.best_layer()}")
+        if out is not None:
+            res.save(out, overwrite=overwrite, extras={"reading.png": plot_writer(res, 150)})
+            console.print(f"wrote {out}/result.json, table.parquet, arrays.npz, reading.png")
+
+
+def steer_cmd(
+    model: ModelName = "smollm2",
+    concept: Concept = "truth",
+    method: Method = "pca",
+    layers: SteerLayers = "10-16",
+    coef: Coefs = "-1,1",
+    when: When = "all",
+    n: Prompts = 16,
+    n_pairs: NPairs = None,
+    metric: SteerMetric = "margin",
+    max_new_tokens: MaxNewTokens = 8,
+    show: Show = 4,
+    n_boot: NBoot = 1000,
+    seed: Seed = 0,
+    device: Device = None,
+    out: Out = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Steer with the concept's reading vector and measure the behaviour against no steering."""
+    from .. import validate as V
+    from ..representations import compare
+
+    with friendly_errors():
+        # every option is checked before the model is loaded
+        _check_common(concept, method, device, seed, n_boot, n_pairs, "--n-pairs")
+        V.min_examples("--n", n, what="an effect with a confidence interval")
+        V.positive_int("--max-new-tokens", max_new_tokens, fix="generate at least one token")
+        V.nonnegative_int("--show", show)
+        V.choice("--when", when, ("all", "prompt", "generated"))
+        V.choice("--metric", metric, ("margin", "rate"))
+        _check_layers_syntax(layers)
+        cs = _coefs(coef)
+        if out is not None:
+            check_target(out, overwrite=overwrite, name="--out")
+        m, pm = _setup(model, concept, device, seed)
+        ls = parse_layers(layers, m.n_layers)
+        beh = _behaviour(m, pm, n, seed)
+        res, _ = _read(
+            m, pm, concept, method, ",".join(map(str, ls)), n_pairs, 0, 200, seed, "last"
+        )
+        conds = [res.steering(ls, c, when=when) for c in cs]
+        with progress_bar(f"behaviour under {len(conds)} conditions") as advance:
+            eff = compare(
+                m,
+                beh,
+                conds,
+                coefs=cs,
+                metric=metric,
+                n_boot=n_boot,
+                seed=seed,
+                progress=advance,
+                max_new_tokens=max_new_tokens,
+            )
+        console.print(eff.summary().split("\n")[0])
+        print_frame(
+            eff.to_frame()[["condition", "mean", "effect", "ci_low", "ci_high"]],
+            title=f"effect on '{beh.name}' ({metric})",
+        )
+        if show > 0:
+            _show_generations(m, beh, conds, show, max_new_tokens)
+        if out is not None:
+            eff.save(out, overwrite=overwrite, extras={"steering.png": plot_writer(eff, 150)})
+            console.print(f"wrote {out}/result.json, table.parquet, steering.png")
+
+
+def _show_generations(m: Any, beh: Any, conds: list[Any], show: int, max_new_tokens: int) -> None:
+    """The first ``show`` behaviour prompts' generations, unsteered and under each condition."""
+    rows = list(range(min(show, len(beh))))
+    sub = beh.subset(rows)
+    for label, st in [("unsteered", None), *[(c.label, c) for c in conds]]:
+        gens = sub.generate(m, st, max_new_tokens=max_new_tokens)
+        labels = sub.labels(gens)
+        console.print(f"[bold]{label}[/]")
+        for i, (t, lab) in enumerate(zip(gens.texts, labels)):
+            console.print(
+                f"  [{lab}] ...{str(sub.prompts[i])[-30:]!r} -> {t!r}",
+                highlight=False,
+                markup=False,
+            )
+
+
+def check_cmd(
+    model: ModelName = "smollm2",
+    concept: Concept = "truth",
+    method: Method = "pca",
+    layers: SteerLayers = "10-16",
+    coef: Coef = 1.0,
+    prompt: Prompt = "all",
+    n: Prompts = 24,
+    n_pairs: NPairs = None,
+    n_random: NRandom = 19,
+    checks: Checks = "all",
+    persistence_tokens: Tokens = 12,
+    n_boot: NBoot = 1000,
+    seed: Seed = 0,
+    max_memory: MaxMemory = None,
+    device: Device = None,
+    out: ReportOut = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Every faithfulness check of the concept's representation, with its evidence."""
+    from .. import validate as V
+    from ..representations import faithfulness
+
+    with friendly_errors():
+        # every option is checked before the model is loaded
+        _check_common(concept, method, device, seed, n_boot, n_pairs, "--n-pairs")
+        V.positive_float("--coef", coef, fix="steering size in pair separations, e.g. 1.0")
+        V.choice("--prompt", prompt, ("all", "last"))
+        V.min_examples("--n", n, what="an effect with a confidence interval")
+        V.nonnegative_int("--n-random", n_random)
+        V.positive_int("--tokens", persistence_tokens, fix="generate at least one token")
+        _check_layers_syntax(layers)
+        which = _check_names(checks)
+        memory = max_memory_option(max_memory)
+        if out is not None:
+            check_target(out, overwrite=overwrite, name="--out")
+        m, pm = _setup(model, concept, device, seed)
+        ls = parse_layers(layers, m.n_layers)
+        beh = _behaviour(m, pm, n, seed)
+        res, pairs = _read(m, pm, concept, method, "all", n_pairs, 0, 200, seed, "last", memory)
+        natural = pm.natural_prompts(64, seed) if pm is not None else None
+        with console.status("checking...") as status:
+            rep = faithfulness(
+                m,
+                res,
+                beh,
+                layers=ls,
+                coef=coef,
+                prompt=prompt,
+                pairs=pairs,
+                checks=which,
+                n_random=n_random,
+                natural=natural,
+                persistence_tokens=persistence_tokens,
+                n_boot=n_boot,
+                seed=seed,
+                on_check=lambda s: status.update(f"checking: {s}..."),
+                max_memory=memory,
+            )
+        console.print(rep.summary(), highlight=False, markup=False)
+        if out is not None:
+            rep.save(out, overwrite=overwrite, extras={"report.png": plot_writer(rep, 150)})
+            console.print(f"wrote {out}/result.json, table.parquet, frames/, report.png")
+
+
+def _check_names(checks: str) -> list[str]:
+    """``--checks``: 'all' or a comma list of the faithfulness checks' names."""
+    from ..errors import InputError
+    from ..representations import CHECKS
+
+    which = list(CHECKS) if checks == "all" else [c.strip() for c in checks.split(",")]
+    unknown = [c for c in which if c not in CHECKS]
+    if unknown or not which:
+        raise InputError(
+            f"--checks={checks!r}: unknown checks {unknown}; use 'all' or a comma list "
+            f"of {', '.join(CHECKS)}"
+        )
+    return which
+
+
+#: The commands of ``faithlens represent``, in the order of its ``--help``.
+COMMANDS = (("read", read_cmd), ("steer", steer_cmd), ("check", check_cmd))
 
 
 def register(app: typer.Typer) -> None:
     represent_app = typer.Typer(help=HELP, no_args_is_help=True)
-
-    @represent_app.command("read")
-    def read_cmd(
-        model: str = _MODEL,
-        concept: str = _CONCEPT,
-        method: str = _METHOD,
-        layers: str = typer.Option("all", "--layers", "-l", help="all, 10-16 or 8,12,16."),
-        n: int = typer.Option(None, "--n", help="Contrast pairs (default: all shipped)."),
-        position: str = typer.Option("last", "--position", help="last | mean | offset <= 0."),
-        n_stability: int = typer.Option(50, "--n-stability", help="Bootstrap refits (0: skip)."),
-        n_boot: int = _NBOOT,
-        seed: int = _SEED,
-        device: str = _DEVICE,
-        out: Path = typer.Option(None, "--out", "-o", help="Folder for the result and plot."),
-        overwrite: bool = typer.Option(
-            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
-        ),
-    ) -> None:
-        """Read the concept's direction per layer: held-out accuracy, AUROC and stability, with CIs."""
-        from .. import validate as V
-
-        with friendly_errors():
-            # every option is checked before the model is loaded
-            _check_common(concept, method, device, seed, n_boot, n, "--n")
-            V.nonnegative_int("--n-stability", n_stability, fix="0 skips the stability estimate")
-            _check_position(position)
-            _check_layers_syntax(layers)
-            if out is not None:
-                check_target(out, overwrite=overwrite, name="--out")
-            m, pm = _setup(model, concept, device, seed)
-            res, _ = _read(m, pm, concept, method, layers, n, n_stability, n_boot, seed, position)
-            console.print(res.summary().split("\n")[0])
-            df = res.to_frame()[
-                [
-                    "layer",
-                    "accuracy",
-                    "accuracy_low",
-                    "accuracy_high",
-                    "auroc",
-                    "auroc_low",
-                    "auroc_high",
-                    "stability",
-                ]
-            ]
-            print_frame(df, title=f"reading '{res.concept}' per layer", max_rows=64)
-            console.print(f"best layer: {res.best_layer()}")
-            if out is not None:
-                res.save(out, overwrite=overwrite, extras={"reading.png": plot_writer(res, 150)})
-                console.print(f"wrote {out}/result.json, table.parquet, arrays.npz, reading.png")
-
-    @represent_app.command("steer")
-    def steer_cmd(
-        model: str = _MODEL,
-        concept: str = _CONCEPT,
-        method: str = _METHOD,
-        layers: str = typer.Option("10-16", "--layers", "-l", help="Layers to steer at."),
-        coef: str = typer.Option(
-            "-1,1", "--coef", help="Coefficients in units of the pair separation, e.g. '-1,1'."
-        ),
-        when: str = typer.Option(
-            "all",
-            "--when",
-            help="all (prompt + every generated token) | prompt (one-shot) | generated.",
-        ),
-        n: int = typer.Option(16, "--n", help="Behaviour prompts."),
-        n_pairs: int = typer.Option(None, "--n-pairs", help="Contrast pairs to read from."),
-        metric: str = typer.Option(
-            "margin", "--metric", help="margin | rate (judged generations)."
-        ),
-        max_new_tokens: int = typer.Option(8, "--max-new-tokens", help="Tokens to generate."),
-        show: int = typer.Option(4, "--show", help="Generations to print per condition."),
-        n_boot: int = _NBOOT,
-        seed: int = _SEED,
-        device: str = _DEVICE,
-        out: Path = typer.Option(None, "--out", "-o", help="Folder for the result and plot."),
-        overwrite: bool = typer.Option(
-            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
-        ),
-    ) -> None:
-        """Steer with the concept's reading vector and measure the behaviour against no steering."""
-        from .. import validate as V
-        from ..representations import compare
-
-        with friendly_errors():
-            # every option is checked before the model is loaded
-            _check_common(concept, method, device, seed, n_boot, n_pairs, "--n-pairs")
-            V.min_examples("--n", n, what="an effect with a confidence interval")
-            V.positive_int("--max-new-tokens", max_new_tokens, fix="generate at least one token")
-            V.nonnegative_int("--show", show)
-            V.choice("--when", when, ("all", "prompt", "generated"))
-            V.choice("--metric", metric, ("margin", "rate"))
-            _check_layers_syntax(layers)
-            cs = _coefs(coef)
-            if out is not None:
-                check_target(out, overwrite=overwrite, name="--out")
-            m, pm = _setup(model, concept, device, seed)
-            ls = parse_layers(layers, m.n_layers)
-            beh = _behaviour(m, pm, n, seed)
-            res, _ = _read(
-                m, pm, concept, method, ",".join(map(str, ls)), n_pairs, 0, 200, seed, "last"
-            )
-            conds = [res.steering(ls, c, when=when) for c in cs]
-            with progress_bar(f"behaviour under {len(conds)} conditions") as advance:
-                eff = compare(
-                    m,
-                    beh,
-                    conds,
-                    coefs=cs,
-                    metric=metric,
-                    n_boot=n_boot,
-                    seed=seed,
-                    progress=advance,
-                    max_new_tokens=max_new_tokens,
-                )
-            console.print(eff.summary().split("\n")[0])
-            print_frame(
-                eff.to_frame()[["condition", "mean", "effect", "ci_low", "ci_high"]],
-                title=f"effect on '{beh.name}' ({metric})",
-            )
-            if show > 0:
-                rows = list(range(min(show, len(beh))))
-                sub = beh.subset(rows)
-                for label, st in [("unsteered", None), *[(c.label, c) for c in conds]]:
-                    gens = sub.generate(m, st, max_new_tokens=max_new_tokens)
-                    labels = sub.labels(gens)
-                    console.print(f"[bold]{label}[/]")
-                    for i, (t, lab) in enumerate(zip(gens.texts, labels)):
-                        console.print(
-                            f"  [{lab}] ...{str(sub.prompts[i])[-30:]!r} -> {t!r}",
-                            highlight=False,
-                            markup=False,
-                        )
-            if out is not None:
-                eff.save(out, overwrite=overwrite, extras={"steering.png": plot_writer(eff, 150)})
-                console.print(f"wrote {out}/result.json, table.parquet, steering.png")
-
-    @represent_app.command("check")
-    def check_cmd(
-        model: str = _MODEL,
-        concept: str = _CONCEPT,
-        method: str = _METHOD,
-        layers: str = typer.Option("10-16", "--layers", "-l", help="Layers to steer at."),
-        coef: float = typer.Option(1.0, "--coef", help="Steering size (pair separations)."),
-        prompt: str = typer.Option("all", "--prompt", help="Steer all prompt tokens or the last."),
-        n: int = typer.Option(24, "--n", help="Behaviour prompts."),
-        n_pairs: int = typer.Option(None, "--n-pairs", help="Contrast pairs to read from."),
-        n_random: int = typer.Option(19, "--n-random", help="Random directions (specificity)."),
-        checks: str = typer.Option(
-            "all",
-            "--checks",
-            help="all, or a comma list of causal, specific, stable, on_distribution, readable, "
-            "writers, persistence.",
-        ),
-        persistence_tokens: int = typer.Option(12, "--tokens", help="Tokens for persistence."),
-        n_boot: int = _NBOOT,
-        seed: int = _SEED,
-        device: str = _DEVICE,
-        out: Path = typer.Option(None, "--out", "-o", help="Folder for the report and plot."),
-        overwrite: bool = typer.Option(
-            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
-        ),
-    ) -> None:
-        """Every faithfulness check of the concept's representation, with its evidence."""
-        from .. import validate as V
-        from ..errors import InputError
-        from ..representations import CHECKS, faithfulness
-
-        with friendly_errors():
-            # every option is checked before the model is loaded
-            _check_common(concept, method, device, seed, n_boot, n_pairs, "--n-pairs")
-            V.positive_float("--coef", coef, fix="steering size in pair separations, e.g. 1.0")
-            V.choice("--prompt", prompt, ("all", "last"))
-            V.min_examples("--n", n, what="an effect with a confidence interval")
-            V.nonnegative_int("--n-random", n_random)
-            V.positive_int("--tokens", persistence_tokens, fix="generate at least one token")
-            _check_layers_syntax(layers)
-            which = list(CHECKS) if checks == "all" else [c.strip() for c in checks.split(",")]
-            unknown = [c for c in which if c not in CHECKS]
-            if unknown or not which:
-                raise InputError(
-                    f"--checks={checks!r}: unknown checks {unknown}; use 'all' or a comma list "
-                    f"of {', '.join(CHECKS)}"
-                )
-            if out is not None:
-                check_target(out, overwrite=overwrite, name="--out")
-            m, pm = _setup(model, concept, device, seed)
-            ls = parse_layers(layers, m.n_layers)
-            beh = _behaviour(m, pm, n, seed)
-            res, pairs = _read(m, pm, concept, method, "all", n_pairs, 0, 200, seed, "last")
-            natural = pm.natural_prompts(64, seed) if pm is not None else None
-            with console.status("checking...") as status:
-                rep = faithfulness(
-                    m,
-                    res,
-                    beh,
-                    layers=ls,
-                    coef=coef,
-                    prompt=prompt,
-                    pairs=pairs,
-                    checks=which,
-                    n_random=n_random,
-                    natural=natural,
-                    persistence_tokens=persistence_tokens,
-                    n_boot=n_boot,
-                    seed=seed,
-                    on_check=lambda s: status.update(f"checking: {s}..."),
-                )
-            console.print(rep.summary(), highlight=False, markup=False)
-            if out is not None:
-                rep.save(out, overwrite=overwrite, extras={"report.png": plot_writer(rep, 150)})
-                console.print(f"wrote {out}/result.json, table.parquet, frames/, report.png")
-
+    for name, command in COMMANDS:
+        represent_app.command(name)(command)
     app.add_typer(represent_app, name="represent")

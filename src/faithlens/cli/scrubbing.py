@@ -23,7 +23,76 @@ import typer
 
 from ..errors import InputError
 from ..results import check_target
-from ._common import console, err_console, friendly_errors, load_model, print_frame
+from ._common import (
+    MaxMemory,
+    Overwrite,
+    console,
+    err_console,
+    friendly_errors,
+    load_model,
+    max_memory_option,
+    print_frame,
+)
+
+HypothesisFile = Annotated[
+    Path,
+    typer.Argument(
+        help="A Python file defining `hypothesis` and `data` (and optionally "
+        "`behaviour`, `baselines`, `graph`, `features`, `model`). It is Python code, run "
+        "with your rights (also with --dry-run): only give files you trust."
+    ),
+]
+ModelName = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model name (smollm2, minilm, zoo:NAME) or local folder; default: the file's model().",
+    ),
+]
+N = Annotated[
+    int | None,
+    typer.Option(
+        "--n",
+        "-n",
+        help="Reference examples, drawn from the pool with replacement (default: every row).",
+    ),
+]
+Out = Annotated[Path | None, typer.Option("--out", "-o", help="Folder to save the result in.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of every draw.")]
+Baselines = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--baseline",
+        "-b",
+        help="Baselines for % loss recovered: 'random' or names from the file's `baselines`.",
+    ),
+]
+BatchSize = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        help="Reference rows per chunk (deprecated: use --max-memory).",
+    ),
+]
+Device = Annotated[str | None, typer.Option("--device", help="Device for the model (cpu, cuda).")]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Plan, validate and sample, print every copy and the datum each input slot "
+        "receives, and stop before any forward pass.",
+    ),
+]
+Adversary = Annotated[
+    bool,
+    typer.Option(
+        "--adversary",
+        help="Also run adversarial validation (refinements from the file's `features`).",
+    ),
+]
+Budget = Annotated[int, typer.Option("--budget", help="Adversary: evaluations allowed.")]
+Steps = Annotated[int, typer.Option("--steps", help="Adversary: greedy refinement steps.")]
 
 
 def load_hypothesis_file(path: Path) -> ModuleType:
@@ -71,173 +140,176 @@ def _resolve(module: ModuleType, name: str, *args: Any) -> Any:
         ) from e
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("scrub")
-    def scrub_cmd(
-        hypothesis_file: Annotated[
-            Path,
-            typer.Argument(
-                help="A Python file defining `hypothesis` and `data` (and optionally "
-                "`behaviour`, `baselines`, `graph`, `features`, `model`). It is Python code, run "
-                "with your rights (also with --dry-run): only give files you trust."
-            ),
-        ],
-        model: str = typer.Option(
-            None,
-            "--model",
-            "-m",
-            help="Model name (smollm2, minilm, zoo:NAME) or local folder; default: the file's "
-            "model().",
-        ),
-        n: int = typer.Option(
-            None,
-            "--n",
-            "-n",
-            help="Reference examples, drawn from the pool with replacement (default: every row).",
-        ),
-        out: Annotated[
-            Path | None, typer.Option("--out", "-o", help="Folder to save the result in.")
-        ] = None,
-        overwrite: bool = typer.Option(
-            False, "--overwrite", help="Replace an existing --out folder (default: refuse)."
-        ),
-        seed: int = typer.Option(0, "--seed", help="Seed of every draw."),
-        baseline: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--baseline",
-                "-b",
-                help="Baselines for % loss recovered: 'random' or names from the file's "
-                "`baselines`.",
-            ),
-        ] = None,
-        batch_size: int = typer.Option(None, "--batch-size", help="Reference rows per chunk."),
-        device: str = typer.Option(None, "--device", help="Device for the model (cpu, cuda)."),
-        dry_run: bool = typer.Option(
-            False,
-            "--dry-run",
-            help="Plan, validate and sample, print every copy and the datum each input slot "
-            "receives, and stop before any forward pass.",
-        ),
-        adversary: bool = typer.Option(
-            False,
-            "--adversary",
-            help="Also run adversarial validation (refinements from the file's `features`).",
-        ),
-        budget: int = typer.Option(32, "--budget", help="Adversary: evaluations allowed."),
-        steps: int = typer.Option(1, "--steps", help="Adversary: greedy refinement steps."),
-    ) -> None:
-        """Test an interpretability hypothesis by causal scrubbing and print the result table
-        (scrubbed expectation, baselines, % loss recovered with confidence intervals).
+def scrub_cmd(
+    hypothesis_file: HypothesisFile,
+    model: ModelName = None,
+    n: N = None,
+    out: Out = None,
+    overwrite: Overwrite = False,
+    seed: Seed = 0,
+    baseline: Baselines = None,
+    max_memory: MaxMemory = None,
+    batch_size: BatchSize = None,
+    device: Device = None,
+    dry_run: DryRun = False,
+    adversary: Adversary = False,
+    budget: Budget = 32,
+    steps: Steps = 1,
+) -> None:
+    """Test an interpretability hypothesis by causal scrubbing and print the result table
+    (scrubbed expectation, baselines, % loss recovered with confidence intervals).
 
-        WARNING: HYPOTHESIS_FILE is Python code and is run with your rights, also with
-        --dry-run (the file must run to define the hypothesis). Only give files you trust."""
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    WARNING: HYPOTHESIS_FILE is Python code and is run with your rights, also with
+    --dry-run (the file must run to define the hypothesis). Only give files you trust."""
+    from .. import scrubbing as sc
 
-        from .. import scrubbing as sc
-        from .. import validate as V
-        from ..scrubbing.evaluate import check_scrub_args
-
-        with friendly_errors():
-            # every option is checked before the file is imported or the model loaded
-            check_scrub_args(n=n, seed=seed, batch_size=batch_size, cli=True)
-            V.positive_int("--budget", budget, fix="allow at least one evaluation, e.g. 32")
-            V.positive_int("--steps", steps, fix="take at least one refinement step")
-            if device is not None:
-                V.device(device, "--device")
-            if out is not None and not dry_run:
-                check_target(out, overwrite=overwrite, name="--out")
-            module = load_hypothesis_file(hypothesis_file)
-            if model is not None:
-                m = load_model(model, device=device)
-            elif callable(getattr(module, "model", None)):
-                m = module.model()
-                if device is not None:
-                    m.to(device)
-            else:
-                raise InputError("give --model, or define model() in the hypothesis file")
-            h = _resolve(module, "hypothesis", m)
-            if not isinstance(h, sc.Hypothesis):
-                raise InputError(
-                    "`hypothesis` must be (or return) a faithlens.scrubbing.Hypothesis"
-                )
-            data = _resolve(module, "data", m, n, seed)
-            beh = _resolve(module, "behaviour", m)
-            graph = _resolve(module, "graph", m)
-            file_baselines = _resolve(module, "baselines", m)
-            if baseline:
-                pool: dict[str, Any] = (
-                    dict(file_baselines) if isinstance(file_baselines, dict) else {}
-                )
-                chosen: dict[str, Any] = {}
-                for b in baseline:
-                    if b in pool:
-                        chosen[b] = pool[b]
-                    elif b == "random":
-                        chosen["random"] = "random"
-                    else:
-                        raise InputError(
-                            f"unknown baseline {b!r}: use 'random' or one of {sorted(pool)}"
-                        )
-                baselines: Any = chosen
-            else:
-                baselines = file_baselines if file_baselines is not None else ("random",)
-            prep = sc.prepare(
-                m, h, data, n, behaviour=beh, graph=graph, baselines=baselines, seed=seed
+    with friendly_errors():
+        # every option is checked before the file is imported or the model loaded
+        memory = _check_options(n, seed, batch_size, max_memory, budget, steps, device)
+        if out is not None and not dry_run:
+            check_target(out, overwrite=overwrite, name="--out")
+        module = load_hypothesis_file(hypothesis_file)
+        m = _model(module, model, device)
+        h, data, beh, graph, baselines = _experiment(module, m, n, seed, baseline)
+        prep = sc.prepare(m, h, data, n, behaviour=beh, graph=graph, baselines=baselines, seed=seed)
+        if dry_run:
+            console.print(prep.describe(), highlight=False, markup=False)
+            return
+        result = _scrub(prep, h.name, n, seed, batch_size, memory)
+        _print_result(result, h.name, m.name)
+        if out is not None:
+            result.save(out, overwrite=overwrite)
+            console.print(f"saved to {out}")
+        if adversary:
+            feats = _resolve(module, "features", m) or {}
+            adv = sc.adversary(
+                m,
+                h,
+                data,
+                n,
+                behaviour=beh,
+                graph=graph,
+                features=feats,
+                budget=budget,
+                steps=steps,
+                seed=seed,
+                batch_size=batch_size,
+                max_memory=memory,
             )
-            if dry_run:
-                console.print(prep.describe(), highlight=False, markup=False)
-                return
-            from ..scrubbing.evaluate import check_rewrites, enough_references, finish
-
-            enough_references(prep, n)
-            check_rewrites(prep)
-            with Progress(
-                TextColumn("[bold]scrubbing[/] {task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total} examples"),
-                TimeRemainingColumn(),
-                console=err_console,
-                transient=True,
-            ) as bar:
-                task = bar.add_task(h.name, total=len(prep.ref))
-                result = finish(
-                    prep,
-                    batch_size=batch_size,
-                    seed=seed,
-                    progress=lambda done, total: bar.update(task, completed=done),
-                )
-            console.print(
-                f"[bold]{h.name}[/] on {result.n} examples ({m.name}); behaviour "
-                f"{result.behaviour}",
-                highlight=False,
-            )
-            print_frame(result.to_frame(), title="causal scrubbing", float_fmt="{:.4f}")
-            if result.kl.size:
-                console.print(f"mean KL(model || scrubbed): {float(result.kl.mean()):.4f}")
-            for w in result.warnings:
-                console.print(f"[yellow]warning:[/] {w}", highlight=False)
+            console.print(adv.summary(), highlight=False, markup=False)
             if out is not None:
-                result.save(out, overwrite=overwrite)
-                console.print(f"saved to {out}")
-            if adversary:
-                feats = _resolve(module, "features", m) or {}
-                adv = sc.adversary(
-                    m,
-                    h,
-                    data,
-                    n,
-                    behaviour=beh,
-                    graph=graph,
-                    features=feats,
-                    budget=budget,
-                    steps=steps,
-                    seed=seed,
-                    batch_size=batch_size,
-                )
-                console.print(adv.summary(), highlight=False, markup=False)
-                if out is not None:
-                    adv.save(out / "adversary")
+                adv.save(out / "adversary")
+
+
+def _check_options(
+    n: int | None,
+    seed: int,
+    batch_size: int | None,
+    max_memory: str | None,
+    budget: int,
+    steps: int,
+    device: str | None,
+) -> int | None:
+    """Every option that needs no file or model; returns ``--max-memory`` in bytes."""
+    from .. import validate as V
+    from ..scrubbing.evaluate import check_scrub_args
+
+    check_scrub_args(n=n, seed=seed, batch_size=batch_size, cli=True)
+    memory = max_memory_option(max_memory, old_option="--batch-size", old_value=batch_size)
+    V.positive_int("--budget", budget, fix="allow at least one evaluation, e.g. 32")
+    V.positive_int("--steps", steps, fix="take at least one refinement step")
+    if device is not None:
+        V.device(device, "--device")
+    return memory
+
+
+def _model(module: ModuleType, model: str | None, device: str | None) -> Any:
+    """``--model``, else the hypothesis file's ``model()`` (moved to ``--device``)."""
+    if model is not None:
+        return load_model(model, device=device)
+    if callable(getattr(module, "model", None)):
+        m = module.model()
+        if device is not None:
+            m.to(device)
+        return m
+    raise InputError("give --model, or define model() in the hypothesis file")
+
+
+def _experiment(
+    module: ModuleType, m: Any, n: int | None, seed: int, baseline: list[str] | None
+) -> tuple[Any, Any, Any, Any, Any]:
+    """The file's hypothesis, data, behaviour, graph and the chosen baselines."""
+    from .. import scrubbing as sc
+
+    h = _resolve(module, "hypothesis", m)
+    if not isinstance(h, sc.Hypothesis):
+        raise InputError("`hypothesis` must be (or return) a faithlens.scrubbing.Hypothesis")
+    data = _resolve(module, "data", m, n, seed)
+    beh = _resolve(module, "behaviour", m)
+    graph = _resolve(module, "graph", m)
+    file_baselines = _resolve(module, "baselines", m)
+    return h, data, beh, graph, _baselines(baseline, file_baselines)
+
+
+def _baselines(baseline: list[str] | None, file_baselines: Any) -> Any:
+    """``--baseline`` names ('random' or the file's), else the file's baselines or random."""
+    if not baseline:
+        return file_baselines if file_baselines is not None else ("random",)
+    pool: dict[str, Any] = dict(file_baselines) if isinstance(file_baselines, dict) else {}
+    chosen: dict[str, Any] = {}
+    for b in baseline:
+        if b in pool:
+            chosen[b] = pool[b]
+        elif b == "random":
+            chosen["random"] = "random"
+        else:
+            raise InputError(f"unknown baseline {b!r}: use 'random' or one of {sorted(pool)}")
+    return chosen
+
+
+def _scrub(
+    prep: Any, name: str, n: int | None, seed: int, batch_size: int | None, memory: int | None
+) -> Any:
+    """Check the prepared experiment, then scrub it under a progress bar."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..scrubbing.evaluate import check_rewrites, enough_references, finish
+
+    enough_references(prep, n)
+    check_rewrites(prep)
+    with Progress(
+        TextColumn("[bold]scrubbing[/] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} examples"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(name, total=len(prep.ref))
+        return finish(
+            prep,
+            batch_size=batch_size,
+            seed=seed,
+            progress=lambda done, total: bar.update(task, completed=done),
+            max_memory=memory,
+        )
+
+
+def _print_result(result: Any, name: str, model_name: str) -> None:
+    """The headline, the result table, the mean KL and the warnings."""
+    console.print(
+        f"[bold]{name}[/] on {result.n} examples ({model_name}); behaviour {result.behaviour}",
+        highlight=False,
+    )
+    print_frame(result.to_frame(), title="causal scrubbing", float_fmt="{:.4f}")
+    if result.kl.size:
+        console.print(f"mean KL(model || scrubbed): {float(result.kl.mean()):.4f}")
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scrub")(scrub_cmd)
 
 
 __all__ = ["load_hypothesis_file", "register"]

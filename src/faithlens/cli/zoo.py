@@ -4,167 +4,212 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
 import typer
 
 from ._common import console, friendly_errors, print_frame
 
+HELP = "faithlens' own small models (paren balancer, induction): list, model cards, retraining."
 
-def register(app: typer.Typer) -> None:
-    zoo_app = typer.Typer(
-        help="faithlens' own small models (paren balancer, induction): list, model cards, "
-        "retraining.",
-        no_args_is_help=True,
+
+def list_models() -> None:
+    """List the zoo models shipped with faithlens (load them as zoo:NAME)."""
+    from .. import zoo
+
+    with friendly_errors():
+        shipped = {e.name: e for e in zoo.entries()}
+        rows = [_row(name, shipped.get(name)) for name in zoo.available()]
+        print_frame(pd.DataFrame(rows).fillna(""), "faithlens zoo")
+
+
+def _row(name: str, e: Any) -> dict[str, Any]:
+    """One row of ``faithlens zoo list``: architecture, size, headline metric, training time."""
+    if e is None:
+        return {"model": f"zoo:{name}", "architecture": "(weights not shipped)"}
+    c = e.config
+    arch = (
+        f"{c.n_layers}L {c.n_heads}H d{c.d_model} "
+        f"{'attn-only' if c.attn_only else f'mlp{c.d_mlp}'} "
+        f"{'causal' if c.causal else 'bidir'}"
     )
-    app.add_typer(zoo_app, name="zoo")
+    metrics = e.info.get("metrics", {})
+    key = "accuracy" if "accuracy" in metrics else "loss_copy"
+    m = metrics.get(key, {})
+    value = m.get("estimate") if isinstance(m, dict) else None
+    return {
+        "model": f"zoo:{name}",
+        "architecture": arch,
+        "params": f"{e.n_params:,}",
+        "KB": f"{e.size_bytes / 1024:.0f}",
+        "metric": key,
+        "value": "" if value is None else f"{value:.4g}",
+        "train min": f"{float(e.info.get('seconds', 0.0)) / 60:.1f}",
+    }
 
-    @zoo_app.command("list")
-    def list_models() -> None:
-        """List the zoo models shipped with faithlens (load them as zoo:NAME)."""
-        from .. import zoo
 
-        with friendly_errors():
-            rows: list[dict[str, Any]] = []
-            shipped = {e.name: e for e in zoo.entries()}
-            for name in zoo.available():
-                e = shipped.get(name)
-                if e is None:
-                    rows.append({"model": f"zoo:{name}", "architecture": "(weights not shipped)"})
-                    continue
-                c = e.config
-                arch = (
-                    f"{c.n_layers}L {c.n_heads}H d{c.d_model} "
-                    f"{'attn-only' if c.attn_only else f'mlp{c.d_mlp}'} "
-                    f"{'causal' if c.causal else 'bidir'}"
-                )
-                metrics = e.info.get("metrics", {})
-                key = "accuracy" if "accuracy" in metrics else "loss_copy"
-                m = metrics.get(key, {})
-                value = m.get("estimate") if isinstance(m, dict) else None
-                rows.append(
-                    {
-                        "model": f"zoo:{name}",
-                        "architecture": arch,
-                        "params": f"{e.n_params:,}",
-                        "KB": f"{e.size_bytes / 1024:.0f}",
-                        "metric": key,
-                        "value": "" if value is None else f"{value:.4g}",
-                        "train min": f"{float(e.info.get('seconds', 0.0)) / 60:.1f}",
-                    }
-                )
-            print_frame(pd.DataFrame(rows).fillna(""), "faithlens zoo")
+def show_card(
+    name: Annotated[str, typer.Argument(help="Zoo model name: paren or induction.")],
+) -> None:
+    """Print the model card of a zoo model (data, recipe, accuracy, training time)."""
+    from rich.markdown import Markdown
 
-    @zoo_app.command("card")
-    def show_card(
-        name: str = typer.Argument(..., help="Zoo model name: paren or induction."),
-    ) -> None:
-        """Print the model card of a zoo model (data, recipe, accuracy, training time)."""
-        from rich.markdown import Markdown
+    from .. import zoo
 
-        from .. import zoo
+    with friendly_errors():
+        console.print(Markdown(zoo.card(name)))
 
-        with friendly_errors():
-            console.print(Markdown(zoo.card(name)))
 
-    @zoo_app.command("train")
-    def train_model(
-        name: str = typer.Argument(..., help="Zoo model to train: paren or induction."),
-        out: str = typer.Option(
-            None,
-            "--out",
-            "-o",
-            help="Folder for the checkpoint, weights, card and run record (default runs/zoo/NAME).",
-        ),
-        seed: int = typer.Option(0, "--seed", help="Initialisation and data seed."),
-        steps: int = typer.Option(
-            None, "--steps", help="Override the recipe's number of steps (changes the schedule)."
-        ),
-        resume: bool = typer.Option(
-            True, "--resume/--no-resume", help="Continue from OUT/checkpoint.pt if it exists."
-        ),
-        until: int = typer.Option(
-            None, "--until", help="Stop (checkpointed) after this many steps; rerun to resume."
-        ),
-        threads: int = typer.Option(
-            1, "--threads", help="torch CPU threads (1 is fastest on a busy small machine)."
-        ),
-        device: str = typer.Option("cpu", "--device", help="Device to train on."),
-        ship: bool = typer.Option(
-            False,
-            "--ship",
-            help="Maintainers: copy the weights and card into the faithlens package "
-            "(zoo/weights, zoo/cards) when training succeeds and meets its targets.",
-        ),
-    ) -> None:
-        """Train a zoo model from scratch (seeded, checkpointed, resumable)."""
-        import dataclasses
+TrainName = Annotated[str, typer.Argument(help="Zoo model to train: paren or induction.")]
+TrainOut = Annotated[
+    str | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Folder for the checkpoint, weights, card and run record (default runs/zoo/NAME).",
+    ),
+]
+Seed = Annotated[int, typer.Option("--seed", help="Initialisation and data seed.")]
+Steps = Annotated[
+    int | None,
+    typer.Option("--steps", help="Override the recipe's number of steps (changes the schedule)."),
+]
+Resume = Annotated[
+    bool,
+    typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.pt if it exists."),
+]
+Until = Annotated[
+    int | None,
+    typer.Option("--until", help="Stop (checkpointed) after this many steps; rerun to resume."),
+]
+Threads = Annotated[
+    int,
+    typer.Option("--threads", help="torch CPU threads (1 is fastest on a busy small machine)."),
+]
+Device = Annotated[str, typer.Option("--device", help="Device to train on.")]
+Ship = Annotated[
+    bool,
+    typer.Option(
+        "--ship",
+        help="Maintainers: copy the weights and card into the faithlens package "
+        "(zoo/weights, zoo/cards) when training succeeds and meets its targets.",
+    ),
+]
 
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
+
+def train_model(
+    name: TrainName,
+    out: TrainOut = None,
+    seed: Seed = 0,
+    steps: Steps = None,
+    resume: Resume = True,
+    until: Until = None,
+    threads: Threads = 1,
+    device: Device = "cpu",
+    ship: Ship = False,
+) -> None:
+    """Train a zoo model from scratch (seeded, checkpointed, resumable)."""
+    import dataclasses
+
+    from .. import validate as V
+    from .. import zoo
+    from ..validate import output_dir
+
+    with friendly_errors():
+        # every option is checked before anything is built, written or trained
+        recipe = zoo.recipe(name)
+        V.nonnegative_int("--seed", seed)
+        if steps is not None:
+            V.positive_int("--steps", steps, fix="train for at least one step")
+        if until is not None:
+            V.nonnegative_int("--until", until, fix="stop after N >= 0 steps")
+        V.positive_int("--threads", threads, fix="use at least one CPU thread")
+        V.device(device, "--device")
+        if steps is not None:
+            recipe.schedule = dataclasses.replace(recipe.schedule, steps=steps)
+        folder = Path(out) if out is not None else Path("runs") / "zoo" / name
+        output_dir(folder, "--out")  # a training folder is resumed, not replaced
+        run = _train(name, recipe, folder, seed, resume, until, device, threads)
+        console.print(run.summary(), highlight=False)
+        if not run.complete:
+            console.print(f"stopped at step {run.steps}; run the same command to resume")
+            return
+        console.print(f"weights: {folder / f'{name}.safetensors'}")
+        console.print(f"model card: {folder / f'{name}.md'}")
+        if ship:
+            _ship(name, folder, run)
+
+
+def _train(
+    name: str,
+    recipe: Any,
+    folder: Path,
+    seed: int,
+    resume: bool,
+    until: int | None,
+    device: str,
+    threads: int,
+) -> Any:
+    """Train under a progress bar that shows each step's numbers."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from .. import zoo
+
+    with Progress(
+        TextColumn(f"[bold]zoo:{name}[/]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("train", total=recipe.schedule.steps, info="")
+
+        def on_step(step: int, total: int, numbers: dict[str, float]) -> None:
+            info = "  ".join(f"{k} {v:.4g}" for k, v in numbers.items())
+            bar.update(task, completed=step, info=info)
+
+        return zoo.train(
+            recipe,
+            folder,
+            seed=seed,
+            resume=resume,
+            until=until,
+            device=device,
+            threads=threads,
+            on_step=on_step,
         )
 
-        from .. import validate as V
-        from .. import zoo
-        from ..errors import InputError
-        from ..validate import output_dir
 
-        with friendly_errors():
-            # every option is checked before anything is built, written or trained
-            recipe = zoo.recipe(name)
-            V.nonnegative_int("--seed", seed)
-            if steps is not None:
-                V.positive_int("--steps", steps, fix="train for at least one step")
-            if until is not None:
-                V.nonnegative_int("--until", until, fix="stop after N >= 0 steps")
-            V.positive_int("--threads", threads, fix="use at least one CPU thread")
-            V.device(device, "--device")
-            if steps is not None:
-                recipe.schedule = dataclasses.replace(recipe.schedule, steps=steps)
-            folder = Path(out) if out is not None else Path("runs") / "zoo" / name
-            output_dir(folder, "--out")  # a training folder is resumed, not replaced
-            with Progress(
-                TextColumn(f"[bold]zoo:{name}[/]"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total} steps"),
-                TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=console,
-                transient=False,
-            ) as bar:
-                task = bar.add_task("train", total=recipe.schedule.steps, info="")
+def _ship(name: str, folder: Path, run: Any) -> None:
+    """``--ship``: copy the weights and card into the package, if the run met its targets."""
+    from .. import zoo
+    from ..errors import InputError
 
-                def on_step(step: int, total: int, numbers: dict[str, float]) -> None:
-                    info = "  ".join(f"{k} {v:.4g}" for k, v in numbers.items())
-                    bar.update(task, completed=step, info=info)
+    if run.problems:
+        raise InputError(
+            f"not shipping zoo:{name}: it misses its targets ({'; '.join(run.problems)})"
+        )
+    shutil.copyfile(folder / f"{name}.safetensors", zoo.weights_path(name))
+    shutil.copyfile(folder / f"{name}.md", zoo.card_path(name))
+    console.print(f"shipped into {zoo.weights_path(name).parent.parent}")
 
-                run = zoo.train(
-                    recipe,
-                    folder,
-                    seed=seed,
-                    resume=resume,
-                    until=until,
-                    device=device,
-                    threads=threads,
-                    on_step=on_step,
-                )
-            console.print(run.summary(), highlight=False)
-            if not run.complete:
-                console.print(f"stopped at step {run.steps}; run the same command to resume")
-                return
-            console.print(f"weights: {folder / f'{name}.safetensors'}")
-            console.print(f"model card: {folder / f'{name}.md'}")
-            if ship:
-                if run.problems:
-                    raise InputError(
-                        f"not shipping zoo:{name}: it misses its targets ({'; '.join(run.problems)})"
-                    )
-                shutil.copyfile(folder / f"{name}.safetensors", zoo.weights_path(name))
-                shutil.copyfile(folder / f"{name}.md", zoo.card_path(name))
-                console.print(f"shipped into {zoo.weights_path(name).parent.parent}")
+
+#: The commands of ``faithlens zoo``, in the order of its ``--help``.
+COMMANDS = (("list", list_models), ("card", show_card), ("train", train_model))
+
+
+def register(app: typer.Typer) -> None:
+    zoo_app = typer.Typer(help=HELP, no_args_is_help=True)
+    app.add_typer(zoo_app, name="zoo")
+    for name, command in COMMANDS:
+        zoo_app.command(name)(command)
