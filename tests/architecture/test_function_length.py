@@ -18,13 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "faithlens"
 LIMIT = 120
 
 # "path relative to src/faithlens::qualified name" -> why it is still over.
-ALLOWED = {
-    "zoo/training.py::train": "issue 13: being split",
-    "scrubbing/adversary.py::adversary": "issue 13: being split",
-    "neurons/simulate.py::simulate": "issue 13: being split",
-    "neurons/dissect.py::dissect": "issue 13: being split",
-    "representations/generation.py::generate": "issue 13: being split",
-}
+ALLOWED: dict[str, str] = {}
 
 
 def function_lengths(source: str) -> dict[str, int]:
