@@ -29,6 +29,8 @@ METHODS = [
     ("fl.patch", "faithlens.patching", "patch"),
     ("fl.attribution_patch", "faithlens.patching", "attribution_patch"),
     ("fl.path_patch", "faithlens.patching", "path_patch"),
+    ("fl.circuits.exact", "faithlens.circuits", "exact"),
+    ("fl.circuits.eap", "faithlens.circuits", "eap"),
     ("fl.scrub", "faithlens.scrubbing", "scrub"),
     ("fl.adversary", "faithlens.scrubbing", "adversary"),
     ("fl.das", "faithlens.das", "das"),
