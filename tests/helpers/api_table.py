@@ -31,6 +31,7 @@ METHODS = [
     ("fl.path_patch", "faithlens.patching", "path_patch"),
     ("fl.circuits.exact", "faithlens.circuits", "exact"),
     ("fl.circuits.eap", "faithlens.circuits", "eap"),
+    ("fl.circuits.faithfulness", "faithlens.circuits", "faithfulness"),
     ("fl.scrub", "faithlens.scrubbing", "scrub"),
     ("fl.adversary", "faithlens.scrubbing", "adversary"),
     ("fl.das", "faithlens.das", "das"),

@@ -15,6 +15,9 @@ Public API
   edge attribution patching, the first-order estimate of ``exact``.
 - ``EdgeScores`` (``scores.py``): a score per edge with a bootstrap interval; ``top_k(k)`` and
   ``threshold(t)`` select a ``Circuit``.
+- ``faithfulness(model, data, circuit, *, metric, n_boot, level, seed, max_memory, progress)``
+  (``faithfulness.py``): the circuit's normalised faithfulness, every edge outside it corrupted;
+  a ``CircuitFaithfulness`` result.
 """
 
 from __future__ import annotations
@@ -22,6 +25,18 @@ from __future__ import annotations
 from .eap import eap
 from .edges import Edge, EdgeGraph, Reader, Writer
 from .exact import exact
+from .faithfulness import CircuitFaithfulness, faithfulness
 from .scores import Circuit, EdgeScores
 
-__all__ = ["Circuit", "Edge", "EdgeGraph", "EdgeScores", "Reader", "Writer", "eap", "exact"]
+__all__ = [
+    "Circuit",
+    "CircuitFaithfulness",
+    "Edge",
+    "EdgeGraph",
+    "EdgeScores",
+    "Reader",
+    "Writer",
+    "eap",
+    "exact",
+    "faithfulness",
+]

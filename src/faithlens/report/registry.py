@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..circuits.faithfulness import CircuitFaithfulness
 from ..circuits.scores import EdgeScores
 from ..das.result import DASResult
 from ..divergence.audit import AuditResult
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 PLOTTERS: dict[type[Result], Callable[..., Figure]] = {
     PatchingResult: plots.patching_plot,
     EdgeScores: circuits.edge_scores_plot,
+    CircuitFaithfulness: circuits.faithfulness_plot,
     ScrubResult: scrubbing.scrub_plot,
     AdversaryResult: scrubbing.adversary_plot,
     DASResult: das.das_plot,
