@@ -62,3 +62,21 @@ def test_metric_option_and_bad_input():
         fl.circuits.exact(model, task, n_boot=1)
     with pytest.raises(fl.ArgumentError, match="level"):
         fl.circuits.exact(model, task, level=1.5)
+
+
+def test_exact_finds_the_induction_circuit_of_zoo_induction():
+    """zoo:induction's card: head 0.2 attends to the previous token, heads 1.0-1.3 are
+    induction heads. Corrupting the copied span, the top edges are the previous-token head's
+    edges into the induction heads' keys (K-composition) and the induction heads' edges into
+    the logits, each with a CI below zero."""
+    model = fl.load("zoo:induction")
+    task = fl.tasks.induction.induction_task(n=32, seed=0)
+    scores = fl.circuits.exact(model, task, n_boot=200)
+    top = set(scores.top_k(12).edges)
+    k_comp = {f"a0.h2->a1.h{h}<k>" for h in range(4)}
+    to_logits = {f"a1.h{h}->logits" for h in range(4)}
+    assert len(top & k_comp) >= 3 and len(top & to_logits) >= 3
+    for e in (top & k_comp) | (top & to_logits):
+        assert scores.score_ci_high[scores.edge.index(e)] < 0, e
+    kept = fl.circuits.faithfulness(model, task, scores.top_k(12), n_boot=200)
+    assert kept.faithfulness_ci_low > 0.2
