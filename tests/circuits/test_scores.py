@@ -106,3 +106,33 @@ def test_plot_draws_the_top_edges():
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels[0] == "a0.h0->m0" and sorted(labels) == sorted(_scores().edge)
+
+
+def test_stability_counts_top_k_membership_across_resamples():
+    s = _scores()
+    st = s.stability(2, n_resamples=300, seed=1)
+    # a0.h0->m0 (about -1) and m0->logits (about 0.5) are the top 2 in every resample;
+    # the all-zero and the NaN edge never are
+    np.testing.assert_array_equal(st, [0.0, 1.0, 0.0, 1.0, 0.0])
+    assert st.sum() == 2
+    # with k=3 the third place always goes to input->a0.h0<q>
+    assert s.stability(3, n_resamples=50)[0] == 1.0
+    # two edges of equal mean and different spread: membership varies between resamples
+    values = np.array([[1.0, 1.0, 1.0, 1.0], [0.0, 2.0, 0.0, 2.0], [0.1, 0.1, 0.1, 0.1]])
+    noisy = EdgeScores(
+        edge=["a", "b", "c"],
+        writer=["a", "b", "c"],
+        reader=["x", "x", "x"],
+        score=values.mean(1),
+        score_se=np.zeros(3),
+        score_ci_low=values.mean(1),
+        score_ci_high=values.mean(1),
+        values=values,
+        clean=np.ones(4),
+        corrupt=np.zeros(4),
+    )
+    st = noisy.stability(1, n_resamples=400, seed=0)
+    assert 0.2 < st[1] < 0.8 and st[2] == 0.0 and st[0] + st[1] == pytest.approx(1.0)
+    assert np.array_equal(st, noisy.stability(1, n_resamples=400, seed=0))
+    with pytest.raises(fl.ArgumentError, match="n_resamples"):
+        s.stability(2, n_resamples=0)

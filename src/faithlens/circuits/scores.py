@@ -144,6 +144,30 @@ class EdgeScores(Result):
             self.model,
         )
 
+    def stability(
+        self, k: int, *, n_resamples: int = 200, seed: int = 0, by: str = "abs"
+    ) -> np.ndarray:
+        """How often each edge is among the ``k`` top-ranked edges (as :meth:`top_k` ranks
+        them) when the examples are resampled with replacement: a fraction per edge, in edge
+        order. Edges whose rank depends on which examples were drawn have values between 0
+        and 1."""
+        k = validate.positive_int("k", k, fix="the circuit size, e.g. 20")
+        n_resamples = validate.positive_int("n_resamples", n_resamples, fix="e.g. 200")
+        seed = validate.nonnegative_int("seed", seed)
+        validate.choice("by", by, ("abs", "value"))
+        n_edges, n = self.values.shape
+        rng = np.random.default_rng(seed)
+        counts = np.zeros(n_edges)
+        step = max(1, (32 << 20) // max(1, 8 * n_edges * n))
+        for start in range(0, n_resamples, step):
+            b = min(step, n_resamples - start)
+            means = self.values[:, rng.integers(0, n, (b, n))].mean(-1)  # [n_edges, b]
+            key = np.abs(means) if by == "abs" else means
+            key = np.where(np.isnan(key), -np.inf, key)
+            top = np.argsort(-key, axis=0, kind="stable")[: min(k, n_edges)]
+            counts += np.bincount(top.ravel(), minlength=n_edges)
+        return counts / n_resamples
+
     def summary(self, k: int = 10) -> str:
         lines = [
             f"{self.method} edge scores of {self.model} on {self.task}: {len(self.edge)} edges, "
