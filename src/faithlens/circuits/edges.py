@@ -54,7 +54,8 @@ class Reader:
     the component graph's (``head.1.2`` / ``q``, ``mlp.1`` / ``in``, ``logits`` / ``in``);
     ``site`` the site that holds what the port computes from its input (``q.1.2``, ``k.1.0``,
     ``mlp_in.1``; ``None`` for the logits); ``residual`` the site of the (pre-norm) residual it
-    reads on an unpatched run.
+    reads on an unpatched run; ``head`` the query head of a ``q`` port and, with grouped-query
+    attention, the key/value head of a ``k`` / ``v`` port.
     """
 
     name: str
@@ -174,7 +175,6 @@ class EdgeGraph:
                     Reader(f"m{L}", node, "in", "mlp", f"mlp_in.{L}", g.port_site(g.node(node)), L)
                 )
         out.append(Reader("logits", "logits", "in", "logits", None, g.port_site(g.node("logits"))))
-        # order heads' ports by head within a layer, as MIB lists them
         return out
 
     # -- queries -------------------------------------------------------------------------------
