@@ -5,6 +5,7 @@ result class, so ``result.plot()`` works after ``import faithlens`` (no method i
 """
 
 from . import (
+    circuits,
     divergence,
     graph,
     interventions,
@@ -63,6 +64,7 @@ __all__ = [
     "InterchangeData",
     "audit",
     "das",
+    "circuits",
     "divergence",
     "divergences",
     "ArgumentError",

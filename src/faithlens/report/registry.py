@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..circuits.faithfulness import CircuitFaithfulness
+from ..circuits.scores import EdgeScores
 from ..das.result import DASResult
 from ..divergence.audit import AuditResult
 from ..divergence.compare import DivergenceResult
@@ -31,7 +33,7 @@ from ..results import Result, register_plotter
 from ..scrubbing.paren import ParenReplication
 from ..scrubbing.results import AdversaryResult, ScrubResult
 from ..zoo.training import TrainingRun
-from . import das, divergence, neurons, plots, representations, scrubbing, zoo
+from . import circuits, das, divergence, neurons, plots, representations, scrubbing, zoo
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
 #: result class -> plotter; a subclass without an entry (``Dissection``) uses its base's.
 PLOTTERS: dict[type[Result], Callable[..., Figure]] = {
     PatchingResult: plots.patching_plot,
+    EdgeScores: circuits.edge_scores_plot,
+    CircuitFaithfulness: circuits.faithfulness_plot,
     ScrubResult: scrubbing.scrub_plot,
     AdversaryResult: scrubbing.adversary_plot,
     DASResult: das.das_plot,

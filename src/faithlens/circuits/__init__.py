@@ -1,0 +1,42 @@
+"""Circuit discovery: the edge graph of a model, edge scores and the circuits they select.
+
+A method-level package above ``patching`` (it reuses the patching sweeps' public helpers) and
+``graph`` (the component graph that says which component reads which).
+
+Public API
+----------
+
+- ``EdgeGraph(model)`` (``edges.py``): every writer's (``input``, ``a{L}.h{H}``, ``m{L}``)
+  direct edge into every reader port (``a{L}.h{H}<q|k|v>``, ``m{L}``, ``logits``), named as in
+  MIB / EAP-IG (``"a0.h1->a2.h0<q>"``); ``Writer``, ``Reader``, ``Edge``.
+- ``exact(model, data, *, metric, n_boot, level, seed, max_memory, progress)`` (``exact.py``):
+  every edge's effect by patching it alone.
+- ``eap(model, data, *, metric, n_boot, level, seed, max_memory, progress)`` (``eap.py``):
+  edge attribution patching, the first-order estimate of ``exact``.
+- ``EdgeScores`` (``scores.py``): a score per edge with a bootstrap interval; ``top_k(k)`` and
+  ``threshold(t)`` select a ``Circuit``.
+- ``faithfulness(model, data, circuit, *, metric, n_boot, level, seed, max_memory, progress)``
+  (``faithfulness.py``): the circuit's normalised faithfulness, every edge outside it corrupted;
+  a ``CircuitFaithfulness`` result.
+"""
+
+from __future__ import annotations
+
+from .eap import eap
+from .edges import Edge, EdgeGraph, Reader, Writer
+from .exact import exact
+from .faithfulness import CircuitFaithfulness, faithfulness
+from .scores import Circuit, EdgeScores
+
+__all__ = [
+    "Circuit",
+    "CircuitFaithfulness",
+    "Edge",
+    "EdgeGraph",
+    "EdgeScores",
+    "Reader",
+    "Writer",
+    "eap",
+    "exact",
+    "faithfulness",
+]

@@ -1,0 +1,168 @@
+"""What the edge scorers share: argument checks, chunks of examples, the clean and corrupted
+runs, each writer's change as a residual-stream vector, and the one builder of
+:class:`~faithlens.circuits.scores.EdgeScores`.
+
+Every scorer measures an edge in the **noising** direction, as EAP and MIB do: the clean run is
+the base, and an edge ``u->v`` carries the corrupted input's ``u`` into ``v`` (``v`` reads
+``clean residual - u(clean) + u(corrupt)``; everything else stays clean). An edge's per-example
+value is ``m(edge corrupted) - m(clean)`` (exact patching) or its first-order estimate (EAP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..executor import current_executor
+from ..models.model import Model
+from ..patching.sweep import check_arguments, example_chunks, row_bytes, truncated
+from ..runs import RunOutput
+from ..stats import mean_interval
+from ..tasks.base import Task
+from ..tasks.metrics import Metric
+from .edges import EdgeGraph, Writer
+from .scores import EdgeScores
+
+
+def prepare(
+    fn: str,
+    model: Model,
+    data: Any,
+    metric: str | Metric | None,
+    n_boot: Any,
+    level: Any,
+    seed: Any,
+    max_memory: Any,
+) -> tuple[Task, EdgeGraph]:
+    """The argument checks every scorer makes before any work (model, task, n_boot, level,
+    seed, max_memory, a non-degenerate task), the task with its metric, and the edge graph."""
+    check_arguments(
+        fn,
+        data,
+        "all",
+        "noising",
+        model=model,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        max_memory=max_memory,
+    )
+    task: Task = data if metric is None else data.with_metric(metric)
+    return task.to(model.device), EdgeGraph(model)
+
+
+def chunks(
+    model: Model, task: Task, max_memory: int | None
+) -> tuple[list[tuple[Tensor, Task]], int]:
+    """The chunks of examples (grouped by metric position and cut after it in a causal model)
+    and the batch rows one forward pass may hold (from the executor's memory budget)."""
+    seq = task.seq_len
+    item = torch.finfo(model.dtype).bits // 8
+    row_cap = current_executor().chunk_size(
+        None,
+        row_bytes(model, seq, seq, item),
+        device=model.device,
+        max_memory=max_memory,
+        tokens_per_item=seq if max_memory is None else None,
+    )
+    size = max(1, min(task.n, row_cap))
+    return [
+        (rows, truncated(model, task.subset(rows))) for rows in example_chunks(model, task, size)
+    ], row_cap
+
+
+def writer_sites(eg: EdgeGraph) -> list[str]:
+    return sorted({w.site for w in eg.writers})
+
+
+def contribution(eg: EdgeGraph, w: Writer, out: RunOutput) -> Tensor:
+    """A writer's output as the residual stream receives it (a head through its slice of the
+    output projection, without the bias)."""
+    return eg.graph.contribution_of(eg.graph.node(w.node), out.cache[w.site])
+
+
+def deltas(eg: EdgeGraph, clean: RunOutput, corrupt: RunOutput) -> dict[str, Tensor]:
+    """Each writer's change ``u(corrupt) - u(clean)`` in the residual stream, by writer name."""
+    return {w.name: contribution(eg, w, corrupt) - contribution(eg, w, clean) for w in eg.writers}
+
+
+def metric_values(task: Task, out: RunOutput, repeat: int = 1) -> Tensor:
+    """The task's metric per row of a run whose logits were read at the task's positions."""
+    assert out.logits is not None
+    return task.metric(out.logits[:, 0], task.answers.repeat(repeat, 1))
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Per-example values of every edge ``[n_edges, n]`` and the clean and corrupted metric."""
+
+    values: np.ndarray
+    clean: np.ndarray
+    corrupt: np.ndarray
+
+
+def build_scores(
+    eg: EdgeGraph,
+    task: Task,
+    measured: Measured,
+    *,
+    method: str,
+    n_boot: int,
+    level: float,
+    seed: int,
+    meta: dict[str, Any],
+) -> EdgeScores:
+    """The :class:`EdgeScores` of a scorer: each edge's mean value over examples with its
+    bootstrap interval."""
+    est = mean_interval(measured.values, n_boot=n_boot, level=level, seed=seed)
+    edges = eg.edges
+    return EdgeScores(
+        edge=[e.name for e in edges],
+        writer=[e.writer.name for e in edges],
+        reader=[e.reader.name for e in edges],
+        score=np.asarray(est.estimate, dtype=np.float64),
+        score_se=np.asarray(est.se, dtype=np.float64),
+        score_ci_low=np.asarray(est.low, dtype=np.float64),
+        score_ci_high=np.asarray(est.high, dtype=np.float64),
+        values=measured.values,
+        clean=measured.clean,
+        corrupt=measured.corrupt,
+        method=method,
+        metric=task.metric.name,
+        model=eg.model.name,
+        task=task.name,
+        level=level,
+        n_boot=n_boot,
+        seed=seed,
+        meta=meta,
+    )
+
+
+def gather(n: int, n_edges: int, parts: Sequence[tuple[Tensor, Measured]]) -> Measured:
+    """Chunks' measurements put back in example order."""
+    values = np.zeros((n_edges, n), dtype=np.float64)
+    clean, corrupt = np.zeros(n), np.zeros(n)
+    for rows, m in parts:
+        cols = rows.cpu().numpy()
+        values[:, cols] = m.values
+        clean[cols] = m.clean
+        corrupt[cols] = m.corrupt
+    return Measured(values, clean, corrupt)
+
+
+__all__ = [
+    "Measured",
+    "build_scores",
+    "chunks",
+    "contribution",
+    "deltas",
+    "gather",
+    "metric_values",
+    "prepare",
+    "writer_sites",
+]

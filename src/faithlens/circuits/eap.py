@@ -1,0 +1,213 @@
+"""Edge attribution patching (EAP; Syed et al. 2023): the first-order estimate of exact edge
+patching for every edge at once.
+
+An edge ``u->v``'s value on an example is ``(u(corrupt) - u(clean)) . dm/d(input_v)``, summed
+over positions and the model width, where ``input_v`` is the residual stream reader port ``v``
+reads and the gradient is taken on the clean run: the linear term of
+:func:`faithlens.circuits.exact`'s ``m(patched) - m(clean)``.
+
+How it runs: one corrupted forward pass caching the writers' outputs; one clean forward pass
+caching them too, with gradient leaves at every reader's input; one backward pass. An MLP's
+gradient is read at its norm's input and the logits' at the final residual (each reads nothing
+else). A head's query, key and value inputs share one residual stream (the layer's norm feeds
+all three projections), so the backward pass gives the gradient at each projection's output;
+it is carried back through the norm and that projection alone by one more small pass per layer
+(the layer's ports stacked in the batch, each block seeded with its own port's gradient), which
+gives ``dm/d(input_v)`` port by port. No parameter gradient is computed or stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..executor import current_executor
+from ..interventions import Patch
+from ..models.model import Model
+from ..progress import Progress
+from ..runs import Resume, RunOutput
+from ..tasks.base import Task
+from ..tasks.metrics import Metric
+from .common import (
+    Measured,
+    build_scores,
+    chunks,
+    deltas,
+    gather,
+    metric_values,
+    prepare,
+    writer_sites,
+)
+from .edges import EdgeGraph, Reader
+from .scores import EdgeScores
+
+
+def eap(
+    model: Model,
+    data: Task,
+    *,
+    metric: str | Metric | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    max_memory: int | None = None,
+    progress: Progress | None = None,
+) -> EdgeScores:
+    """Score every edge of ``model``'s edge graph by edge attribution patching (module
+    docstring). Arguments as :func:`faithlens.circuits.exact`; returns an :class:`EdgeScores`
+    (``method="eap"``) whose per-example ``values`` are the first-order estimates."""
+    task, eg = prepare("circuits.eap", model, data, metric, n_boot, level, seed, max_memory)
+    parts, row_cap = chunks(model, task, max_memory)
+    total = sum(_passes(eg, max(1, row_cap // sub.n)) for _, sub in parts)
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    def one(part: tuple[Tensor, Task]) -> Measured:
+        return _chunk(eg, part[1], row_cap, tick)
+
+    with _frozen_parameters(model):
+        measured = list(current_executor().map(one, parts))
+    out = gather(task.n, len(eg), [(rows, m) for (rows, _), m in zip(parts, measured)])
+    return build_scores(
+        eg,
+        task,
+        out,
+        method="eap",
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        meta={"direction": "noising", "positions": "all"},
+    )
+
+
+@contextmanager
+def _frozen_parameters(model: Model) -> Iterator[None]:
+    """Gradients with respect to activations only: no ``.grad`` is written into the model."""
+    params = [p for p in model.module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def _head_ports(eg: EdgeGraph, layer: int) -> list[Reader]:
+    return [r for r in eg.readers if r.kind == "head" and r.layer == layer]
+
+
+def _grad_site(eg: EdgeGraph, r: Reader) -> str:
+    """Where a reader's gradient is read in the clean backward pass."""
+    if r.kind == "head":
+        assert r.site is not None
+        return r.site
+    if r.kind == "mlp":
+        assert r.layer is not None
+        return eg.graph.mlp_norm_input[r.layer]
+    return r.residual
+
+
+def _passes(eg: EdgeGraph, per_pass: int) -> int:
+    """The passes one chunk runs (for progress): corrupted, clean with its backward, and the
+    per-layer passes back through the norm and projections."""
+    return 2 + sum(-(-len(_head_ports(eg, L)) // per_pass) for L in range(eg.n_layers))
+
+
+def _chunk(eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None]) -> Measured:
+    model = eg.model
+    ne = sub.n
+    corrupt = model.run(sub.corrupt, cache=writer_sites(eg), logits_at=sub.positions)
+    m_corrupt = metric_values(sub, corrupt).detach().double()
+    tick()
+    gsites = list(dict.fromkeys(_grad_site(eg, r) for r in eg.readers))
+    resid = [f"resid_pre.{L}" for L in range(eg.n_layers)]
+    clean = model.run(
+        sub.clean,
+        cache=[*writer_sites(eg), *resid],
+        logits_at=sub.positions,
+        grad=True,
+        grad_sites=gsites,
+    )
+    m_clean_t = metric_values(sub, clean)
+    leaves = [clean.grad_leaf(s)[0] for s in gsites]
+    grads = torch.autograd.grad(m_clean_t.sum(), leaves, allow_unused=True)
+    at: dict[str, Tensor] = {}
+    for s, g, leaf in zip(gsites, grads, leaves):
+        at[s] = clean.grad_leaf(s)[1].get(g if g is not None else torch.zeros_like(leaf)).detach()
+    tick()
+    with torch.no_grad():
+        change = deltas(eg, clean, corrupt)
+    del corrupt
+    per_pass = max(1, row_cap // ne)
+    port_grad: dict[str, Tensor] = {}
+    for L in range(eg.n_layers):
+        hidden = clean.cache[f"resid_pre.{L}"].detach()
+        ports = _head_ports(eg, L)
+        for k in range(0, len(ports), per_pass):
+            port_grad.update(_back_through_norm(eg, sub, L, hidden, ports[k : k + per_pass], at))
+            tick()
+    for r in eg.readers:
+        if r.kind != "head":
+            port_grad[r.name] = at[_grad_site(eg, r)]
+    values = np.zeros((len(eg), ne), dtype=np.float64)
+    with torch.no_grad():
+        for i, e in enumerate(eg.edges):
+            d, g = change[e.writer.name], port_grad[e.reader.name]
+            values[i] = (d.double() * g.double()).sum((-2, -1)).cpu().numpy()
+    m_clean = m_clean_t.detach().double().cpu().numpy()
+    del clean
+    return Measured(values, m_clean, m_corrupt.cpu().numpy())
+
+
+def _back_through_norm(
+    eg: EdgeGraph,
+    sub: Task,
+    layer: int,
+    hidden: Tensor,
+    ports: list[Reader],
+    at: dict[str, Tensor],
+) -> dict[str, Tensor]:
+    """``dm/d(input)`` of each head port of ``layer``: the gradient at the port's projection
+    output carried back through the layer's norm and that projection (ports stacked in the
+    batch, each block seeded with its own port's gradient)."""
+    model = eg.model
+    ne, c = sub.n, len(ports)
+    x = hidden.repeat(c, 1, 1).requires_grad_(True)
+    sites = list(dict.fromkeys(r.site for r in ports if r.site is not None))
+    out: RunOutput
+    if model.adapter.supports_resume:
+        out = model.run(
+            sub.clean.repeat(c),
+            cache=sites,
+            start_at=Resume(layer, x),
+            stop_at=f"head.{layer}.0",
+            grad=True,
+        )
+    else:
+        out = model.run(
+            sub.clean.repeat(c),
+            [Patch(f"resid_pre.{layer}", source=x)],
+            cache=sites,
+            stop_at=f"head.{layer}.0",
+            grad=True,
+        )
+    total = x.new_zeros(())
+    for i, r in enumerate(ports):
+        assert r.site is not None
+        block = out.cache[r.site][i * ne : (i + 1) * ne]
+        total = total + (block * at[r.site].to(block)).sum()
+    (gx,) = torch.autograd.grad(total, x)
+    return {r.name: gx[i * ne : (i + 1) * ne].detach() for i, r in enumerate(ports)}
+
+
+__all__ = ["eap"]

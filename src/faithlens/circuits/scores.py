@@ -1,0 +1,187 @@
+"""``EdgeScores``: one score per edge with a bootstrap interval, and the ``Circuit`` it selects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import validate
+from ..errors import InputError
+from ..results import Result
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """A set of edges (MIB names, ``"a0.h1->a2.h0<q>"``) chosen from an :class:`EdgeScores`.
+
+    ``how`` says how it was chosen (``"top_k=20"``, ``"threshold=0.1"``); ``of`` is the number of
+    edges it was chosen from.
+    """
+
+    edges: tuple[str, ...]
+    how: str = ""
+    of: int = 0
+    model: str = ""
+
+    def __len__(self) -> int:
+        return len(self.edges)
+
+    def __contains__(self, edge: object) -> bool:
+        return edge in set(self.edges)
+
+    @property
+    def nodes(self) -> list[str]:
+        """The writers and readers (MIB names, ports dropped) the circuit's edges touch."""
+        out: dict[str, None] = {}
+        for e in self.edges:
+            w, _, r = e.partition("->")
+            out.setdefault(w)
+            out.setdefault(r.split("<")[0])
+        return list(out)
+
+    def summary(self) -> str:
+        share = f" of {self.of}" if self.of else ""
+        return f"circuit of {self.model or 'a model'} ({self.how}): {len(self)}{share} edges"
+
+
+@dataclass(frozen=True, eq=False)
+class EdgeScores(Result):
+    """The score of every edge of a model's edge graph on a task (one row per edge).
+
+    ``score`` is the mean over examples of an edge's effect on the metric when the edge alone
+    carries the corrupted input (noising; negative when corrupting it lowers the metric):
+    ``m(edge corrupted) - m(clean)`` for exact patching, its first-order estimate
+    ``(u(corrupt) - u(clean)) . dm/d(reader input)`` for EAP. ``score_se``, ``score_ci_low``
+    and ``score_ci_high`` are the bootstrap standard error and ``level`` confidence interval
+    over examples (BCa). ``values`` holds the per-example values ``[n_edges, n]``; ``clean``
+    and ``corrupt`` the metric of the unpatched runs ``[n]``.
+    """
+
+    edge: list[str]
+    writer: list[str]
+    reader: list[str]
+    score: np.ndarray
+    score_se: np.ndarray
+    score_ci_low: np.ndarray
+    score_ci_high: np.ndarray
+    values: np.ndarray
+    clean: np.ndarray
+    corrupt: np.ndarray
+    method: str = "exact"
+    metric: str = "logit_diff"
+    model: str = ""
+    task: str = ""
+    level: float = 0.95
+    n_boot: int = 1000
+    seed: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.clean.shape[0])
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "edge": self.edge,
+                "writer": self.writer,
+                "reader": self.reader,
+                "score": self.score,
+                "score_se": self.score_se,
+                "score_ci_low": self.score_ci_low,
+                "score_ci_high": self.score_ci_high,
+                "level": np.full(len(self.edge), self.level),
+            }
+        )
+
+    def __getitem__(self, edge: str) -> float:
+        """The score of one edge, by name."""
+        try:
+            return float(self.score[self.edge.index(edge)])
+        except ValueError:
+            raise InputError(
+                f"{edge!r} is not an edge of these scores; e.g. {self.edge[:3]}"
+            ) from None
+
+    def _order(self, by: str) -> np.ndarray:
+        validate.choice("by", by, ("abs", "value"))
+        key = np.nan_to_num(self.score, nan=-np.inf)
+        key = np.abs(np.nan_to_num(self.score)) if by == "abs" else key
+        return np.argsort(-key, kind="stable")
+
+    def top(self, k: int = 10, by: str = "abs") -> pd.DataFrame:
+        """The ``k`` edges with the largest score (``by="abs"``) or most positive (``"value"``)."""
+        k = validate.nonnegative_int("k", k, fix="the number of edges, e.g. 10")
+        df = self.to_frame()
+        return df.iloc[self._order(by)[:k]].reset_index(drop=True)
+
+    def top_k(self, k: int, by: str = "abs") -> Circuit:
+        """The circuit of the ``k`` edges with the largest ``|score|`` (``by="abs"``, the
+        default, as MIB ranks them) or the largest score (``"value"``); ties in the order of
+        the edge graph."""
+        k = validate.positive_int("k", k, fix="the number of edges to keep, e.g. 20")
+        if k > len(self.edge):
+            raise validate.fail(
+                "k", k, f"must be at most the number of edges ({len(self.edge)})", "keep fewer"
+            )
+        idx = sorted(self._order(by)[:k].tolist())
+        return Circuit(tuple(self.edge[i] for i in idx), f"top_k={k}", len(self.edge), self.model)
+
+    def threshold(self, t: float, by: str = "abs") -> Circuit:
+        """The circuit of the edges whose ``|score|`` (``by="abs"``) or score (``"value"``) is at
+        least ``t``."""
+        t = validate.finite_float("t", t, fix="a score threshold, e.g. 0.05")
+        validate.choice("by", by, ("abs", "value"))
+        key = np.abs(self.score) if by == "abs" else self.score
+        keep = np.nonzero(np.nan_to_num(key, nan=-np.inf) >= t)[0]
+        return Circuit(
+            tuple(self.edge[i] for i in keep.tolist()),
+            f"threshold={t:g}",
+            len(self.edge),
+            self.model,
+        )
+
+    def stability(
+        self, k: int, *, n_resamples: int = 200, seed: int = 0, by: str = "abs"
+    ) -> np.ndarray:
+        """How often each edge is among the ``k`` top-ranked edges (as :meth:`top_k` ranks
+        them) when the examples are resampled with replacement: a fraction per edge, in edge
+        order. Edges whose rank depends on which examples were drawn have values between 0
+        and 1."""
+        k = validate.positive_int("k", k, fix="the circuit size, e.g. 20")
+        n_resamples = validate.positive_int("n_resamples", n_resamples, fix="e.g. 200")
+        seed = validate.nonnegative_int("seed", seed)
+        validate.choice("by", by, ("abs", "value"))
+        n_edges, n = self.values.shape
+        rng = np.random.default_rng(seed)
+        counts = np.zeros(n_edges)
+        step = max(1, (32 << 20) // max(1, 8 * n_edges * n))
+        for start in range(0, n_resamples, step):
+            b = min(step, n_resamples - start)
+            means = self.values[:, rng.integers(0, n, (b, n))].mean(-1)  # [n_edges, b]
+            key = np.abs(means) if by == "abs" else means
+            key = np.where(np.isnan(key), -np.inf, key)
+            top = np.argsort(-key, axis=0, kind="stable")[: min(k, n_edges)]
+            counts += np.bincount(top.ravel(), minlength=n_edges)
+        return counts / n_resamples
+
+    def summary(self, k: int = 10) -> str:
+        lines = [
+            f"{self.method} edge scores of {self.model} on {self.task}: {len(self.edge)} edges, "
+            f"n={self.n} examples",
+            f"metric {self.metric}: clean {float(self.clean.mean()):.3f}, corrupted "
+            f"{float(self.corrupt.mean()):.3f}; score = mean change of the metric when the edge "
+            f"alone carries the corrupted input; {round(self.level * 100)}% bootstrap CIs",
+        ]
+        for _, r in self.top(k).iterrows():
+            lines.append(
+                f"  {r['edge']:<24} {r['score']:+.4f}  "
+                f"[{r['score_ci_low']:+.4f}, {r['score_ci_high']:+.4f}]"
+            )
+        return "\n".join(lines)
+
+
+__all__ = ["Circuit", "EdgeScores"]

@@ -1,0 +1,86 @@
+"""A circuit's faithfulness: the whole graph is the clean run, the empty circuit the corrupted
+run, all edges but one is exact edge patching, all but a head's outgoing edges is activation
+patching of that head."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import faithlens as fl
+from faithlens.circuits import CircuitFaithfulness, EdgeGraph
+from tests.conftest import BUILDERS
+from tests.helpers.circuits_reference import reference_exact
+from tests.helpers.tasks import padded_task
+
+ARCHS = ["llama", "gpt_neox", pytest.param("gpt2", marks=pytest.mark.slow)]
+
+
+def _setup(arch):
+    hf = BUILDERS[arch]().double()
+    model = fl.wrap(hf)
+    return hf, model, padded_task(model, n=3, seq=6), EdgeGraph(model)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_whole_graph_is_clean_and_empty_circuit_is_corrupt(arch):
+    _, model, task, eg = _setup(arch)
+    full = fl.circuits.faithfulness(model, task, eg.names, n_boot=50)
+    np.testing.assert_allclose(full.patched, full.clean, atol=1e-6, rtol=0)
+    assert full.faithfulness == pytest.approx(1.0, abs=1e-6)
+    empty = fl.circuits.faithfulness(model, task, [], n_boot=50)
+    np.testing.assert_allclose(empty.patched, empty.corrupt, atol=1e-6, rtol=0)
+    assert empty.faithfulness == pytest.approx(0.0, abs=1e-6)
+    assert empty.faithfulness_ci_low <= 0 + 1e-9 <= empty.faithfulness_ci_high + 2e-9
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_all_edges_but_one_is_edge_patching(arch):
+    hf, model, task, eg = _setup(arch)
+    # one edge into each kind of port, from each kind of writer
+    wanted = [
+        e.name
+        for e in eg.edges
+        if e.reader.name in {eg.readers[-2].name, "logits", "a2.h1<q>"}
+        or (e.reader.layer == 1 and e.reader.port in ("k", "v") and e.reader.head == 0)
+    ][::3]
+    ref = reference_exact(hf, task, wanted).numpy()
+    for i, e in enumerate(wanted):
+        res = fl.circuits.faithfulness(model, task, [n for n in eg.names if n != e], n_boot=50)
+        np.testing.assert_allclose(res.patched - res.clean, ref[i], atol=1e-5, rtol=0)
+
+
+def test_all_edges_but_a_heads_outgoing_ones_is_activation_patching():
+    _, model, task, eg = _setup("llama")
+    head = "a1.h4"
+    circuit = [n for n in eg.names if not n.startswith(f"{head}->")]
+    res = fl.circuits.faithfulness(model, task, circuit, n_boot=50)
+    act = fl.patch(model, task, sites=["head.1.4"], direction="noising", n_boot=50)
+    np.testing.assert_allclose(res.patched, act.patched[0], atol=1e-5, rtol=0)
+
+
+def test_circuit_from_scores_result_and_bad_input(tmp_path):
+    _, model, task, eg = _setup("gpt_neox")
+    scores = fl.circuits.eap(model, task, n_boot=50)
+    calls = []
+    res = fl.circuits.faithfulness(
+        model, task, scores.top_k(40), n_boot=50, progress=lambda d, t: calls.append((d, t))
+    )
+    assert res.how == "top_k=40" and len(res.edges) == 40 and res.n_graph_edges == len(eg)
+    assert calls[-1][0] == calls[-1][1]
+    assert res.faithfulness_ci_low <= res.faithfulness <= res.faithfulness_ci_high
+    assert "normalised faithfulness" in res.summary()
+    assert list(res.to_frame().columns)[3:8] == [
+        "faithfulness",
+        "faithfulness_se",
+        "faithfulness_ci_low",
+        "faithfulness_ci_high",
+        "level",
+    ]
+    back = CircuitFaithfulness.load(res.save(tmp_path / "f"))
+    assert back.edges == res.edges and back.faithfulness == res.faithfulness
+    assert res.plot() is not None
+    with pytest.raises(fl.InputError, match="not an edge"):
+        fl.circuits.faithfulness(model, task, ["a2.h0->a1.h0<q>"])
+    with pytest.raises(fl.InputError, match="Circuit"):
+        fl.circuits.faithfulness(model, task, "input->m0")
