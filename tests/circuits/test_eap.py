@@ -9,7 +9,7 @@ import torch
 
 import faithlens as fl
 from faithlens.zoo import ZooConfig, ZooTransformer
-from tests.conftest import BUILDERS
+from tests.helpers.builders import BUILDERS
 from tests.helpers.circuits_reference import reference_eap
 from tests.helpers.tasks import padded_task
 

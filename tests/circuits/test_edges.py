@@ -6,7 +6,7 @@ import pytest
 
 import faithlens as fl
 from faithlens.circuits import EdgeGraph
-from tests.conftest import BUILDERS
+from tests.helpers.builders import BUILDERS
 
 
 def _graph(arch: str) -> EdgeGraph:

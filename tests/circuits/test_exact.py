@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import faithlens as fl
-from tests.conftest import BUILDERS
+from tests.helpers.builders import BUILDERS
 from tests.helpers.circuits_reference import reference_exact
 from tests.helpers.tasks import padded_task
 

@@ -9,7 +9,7 @@ import pytest
 
 import faithlens as fl
 from faithlens.circuits import CircuitFaithfulness, EdgeGraph
-from tests.conftest import BUILDERS
+from tests.helpers.builders import BUILDERS
 from tests.helpers.circuits_reference import reference_exact
 from tests.helpers.tasks import padded_task
 

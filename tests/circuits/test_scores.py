@@ -91,7 +91,7 @@ def test_summary_and_save_load(tmp_path):
 
 
 def test_real_scores_round_trip(tmp_path):
-    from tests.conftest import BUILDERS
+    from tests.helpers.builders import BUILDERS
     from tests.helpers.tasks import padded_task
 
     model = fl.wrap(BUILDERS["faithlens_zoo-attn_only"]())
