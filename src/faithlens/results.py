@@ -33,12 +33,12 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import pandas as pd
 
-from .errors import ResultError
+from .errors import InputError, ResultError
 from .folders import (  # the atomic writing; re-exported (see __all__ at the end)
     FORMAT_VERSION,
     MANIFEST,
@@ -48,6 +48,7 @@ from .folders import (  # the atomic writing; re-exported (see __all__ at the en
     check_target,
     file_sha256,
 )
+from .stats import Interval
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -110,9 +111,41 @@ def _unjson(value: Any) -> Any:
     return value
 
 
+class Estimate(NamedTuple):
+    """Where a result keeps one estimate: the names of its fields (or properties) holding the
+    estimate, its standard error and its confidence interval (None: not reported; a missing
+    standard error is NaN, a missing interval the normal one of :meth:`Interval.from_se`), and
+    the level of the interval (an attribute name, or a number)."""
+
+    estimate: str
+    se: str | None = None
+    ci_low: str | None = None
+    ci_high: str | None = None
+    level: str | float = "level"
+
+    def of(self, result: Any) -> Interval:
+        """The :class:`~faithlens.stats.Interval` of this estimate in ``result``."""
+        get = lambda name: np.asarray(getattr(result, name), dtype=np.float64)  # noqa: E731
+        level = float(getattr(result, self.level) if isinstance(self.level, str) else self.level)
+        est = get(self.estimate)
+        se = get(self.se) if self.se else np.full_like(est, np.nan)
+        if self.ci_low is None or self.ci_high is None:
+            return Interval.from_se(est, se, level)
+        return Interval(est, se, get(self.ci_low), get(self.ci_high), level)
+
+
 @dataclasses.dataclass(frozen=True)
 class Result:
-    """Base class: frozen, savable, loadable, tabular, plottable."""
+    """Base class: frozen, savable, loadable, tabular, plottable.
+
+    Every estimate a result reports is an :class:`~faithlens.stats.Interval`
+    (:meth:`intervals`): a subclass declares where its estimates live in ``INTERVALS`` (name ->
+    :class:`Estimate`), or overrides :meth:`intervals` where they live in a table. Its
+    ``to_frame`` shows an estimate ``q`` as the columns ``q, q_se, q_ci_low, q_ci_high``.
+    """
+
+    #: estimate name -> where the result keeps it (see :class:`Estimate`).
+    INTERVALS: ClassVar[dict[str, Estimate]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -124,6 +157,21 @@ class Result:
 
     def summary(self) -> str:
         raise NotImplementedError(f"{type(self).__name__} must implement summary()")
+
+    def intervals(self) -> dict[str, Interval]:
+        """Every estimate of the result, by name, as an :class:`~faithlens.stats.Interval`
+        (``{}`` for a result without estimates)."""
+        return {name: where.of(self) for name, where in self.INTERVALS.items()}
+
+    def interval_of(self, name: str) -> Interval:
+        """The :class:`~faithlens.stats.Interval` of the estimate ``name``."""
+        found = self.intervals()
+        if name not in found:
+            raise InputError(
+                f"name={name!r}: {type(self).__name__} has no such estimate; it has "
+                f"{sorted(found) or 'none'}"
+            )
+        return found[name]
 
     def plot(self, ax: Any = None) -> Figure:
         """A matplotlib figure of the result (drawn into ``ax`` where the plot has one panel)."""
@@ -558,6 +606,7 @@ def plot_writer(result: Result, dpi: int = 150) -> Callable[[Path], None]:
 
 
 __all__ = [
+    "Estimate",
     "FORMAT_VERSION",
     "MANIFEST",
     "MAX_ARRAY_BYTES",

@@ -42,13 +42,91 @@ class DegenerateDataWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate with a standard error and a confidence interval (arrays broadcast)."""
+    """A point estimate with its standard error and a confidence interval at ``level``.
 
-    estimate: np.ndarray
-    se: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
+    The one interval type of every faithlens result (``Result.intervals()``). The fields are
+    floats or numpy arrays that broadcast together. A missing piece is NaN, never a guess: an
+    estimate reported with a confidence interval but no standard error has ``se`` NaN, one with
+    a standard error but no interval gets the normal (or Student t) interval of
+    :meth:`from_se`, and the result's docstring says which. ``low`` / ``high`` are read-only
+    aliases of ``ci_low`` / ``ci_high``.
+
+    ``format(iv, ".3f")`` (or ``f"{iv:.3f}"``) is the text every summary prints:
+    ``0.532 ± 0.021 [0.491, 0.573]`` (the standard error or the interval is left out where it is
+    NaN); :meth:`columns` the frame columns ``q, q_se, q_ci_low, q_ci_high``.
+    """
+
+    estimate: Any
+    se: Any
+    ci_low: Any
+    ci_high: Any
     level: float
+
+    @property
+    def low(self) -> Any:
+        """The lower end of the confidence interval (``ci_low``)."""
+        return self.ci_low
+
+    @property
+    def high(self) -> Any:
+        """The upper end of the confidence interval (``ci_high``)."""
+        return self.ci_high
+
+    @classmethod
+    def from_se(
+        cls, estimate: ArrayLike, se: ArrayLike, level: float = 0.95, *, df: float | None = None
+    ) -> Interval:
+        """``estimate ± z se``: the normal-approximation interval at ``level`` (Student t with
+        ``df`` degrees of freedom where given, e.g. a mean over a few splits)."""
+        est = np.asarray(estimate, dtype=np.float64)
+        s = np.asarray(se, dtype=np.float64)
+        q = 0.5 + validate.level(level) / 2
+        z = float(_st.norm.ppf(q) if df is None else _st.t.ppf(q, df))
+        return cls(est, s, est - z * s, est + z * s, float(level))
+
+    def __getitem__(self, index: Any) -> Interval:
+        """The interval of one element (or a slice) of array-valued estimates."""
+        pick = [np.broadcast_to(np.asarray(v), np.shape(self.estimate))[index] for v in self.parts]
+        return Interval(*pick, self.level)
+
+    @property
+    def parts(self) -> tuple[Any, Any, Any, Any]:
+        """``(estimate, se, ci_low, ci_high)``."""
+        return (self.estimate, self.se, self.ci_low, self.ci_high)
+
+    def __format__(self, spec: str) -> str:
+        """``estimate ± se [ci_low, ci_high]`` with ``spec`` (default ``.3f``) for every number
+        (the standard error without a sign); a scalar interval only."""
+        spec = spec or ".3f"
+        est, se, lo, hi = (float(np.asarray(v)) for v in self.parts)
+        se_spec = spec.lstrip("+- ")
+        text = format(est, spec)
+        if np.isfinite(se):
+            text += f" ± {format(se, se_spec)}"
+        if not (np.isnan(lo) and np.isnan(hi)):
+            text += f" [{format(lo, spec)}, {format(hi, spec)}]"
+        return text
+
+    def format(self, spec: str = ".3f") -> str:
+        """The text of :meth:`__format__`: ``format(iv, spec)``."""
+        return self.__format__(spec)
+
+    def columns(self, name: str | None = None) -> dict[str, Any]:
+        """Frame columns: ``{name, name_se, name_ci_low, name_ci_high}``; with no ``name`` the
+        columns of a long table, one row per estimate (``estimate, se, ci_low, ci_high``)."""
+        return dict(zip(self.column_names(name), self.parts, strict=True))
+
+    @staticmethod
+    def column_names(name: str | None = None) -> tuple[str, str, str, str]:
+        """The names of the frame columns of :meth:`columns`."""
+        if name is None:
+            return ("estimate", "se", "ci_low", "ci_high")
+        return (name, f"{name}_se", f"{name}_ci_low", f"{name}_ci_high")
+
+    @classmethod
+    def from_row(cls, row: Any, name: str | None = None, level: float = 0.95) -> Interval:
+        """The interval of ``name`` in a frame row (or any mapping) with :meth:`columns`."""
+        return cls(*(row[c] for c in cls.column_names(name)), level)
 
 
 #: Above this many examples :func:`bootstrap` uses the percentile interval instead of BCa (the

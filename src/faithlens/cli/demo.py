@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
             # Everything is written into one temporary folder, renamed into place at the end.
             tmp = stack.enter_context(atomic_folder(out, overwrite=overwrite, name="--out"))
             texts: list[str] = []
-            cols = ["site", "effect", "ci_low", "ci_high"]
+            cols = ["site", "effect", "effect_ci_low", "effect_ci_high"]
             for name, build in (
                 ("induction", lambda: induction_task(n=patch_n, seed=seed)),
                 ("paren", lambda: paren_task(n=patch_n, seed=seed)),
