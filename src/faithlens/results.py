@@ -134,6 +134,24 @@ class Estimate(NamedTuple):
         return Interval(est, se, get(self.ci_low), get(self.ci_high), level)
 
 
+def with_intervals(
+    frame: pd.DataFrame, intervals: Mapping[str, Interval], drop: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """``frame`` with each column ``q`` named in ``intervals`` replaced by the uniform columns
+    ``q, q_se, q_ci_low, q_ci_high`` of its interval (``Interval.columns``), a ``level``
+    column at the end, and the columns ``drop`` (the old names of those pieces) left out."""
+    out: dict[str, Any] = {}
+    for k, v in frame.items():
+        if k in intervals:
+            out.update(intervals[str(k)].columns(str(k)))
+        elif k not in drop:
+            out[str(k)] = v
+    levels = {iv.level for q, iv in intervals.items() if q in frame.columns}
+    if levels and "level" not in out:
+        out["level"] = levels.pop() if len(levels) == 1 else np.nan
+    return pd.DataFrame(out, index=frame.index)
+
+
 @dataclasses.dataclass(frozen=True)
 class Result:
     """Base class: frozen, savable, loadable, tabular, plottable.
@@ -620,4 +638,5 @@ __all__ = [
     "plotter_for",
     "register_plotter",
     "verify",
+    "with_intervals",
 ]

@@ -21,6 +21,7 @@ denominator is 0, NaN data) its estimate or interval is NaN or infinite and
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,12 +100,14 @@ class Interval:
         (the standard error without a sign); a scalar interval only."""
         spec = spec or ".3f"
         est, se, lo, hi = (float(np.asarray(v)) for v in self.parts)
-        se_spec = spec.lstrip("+- ")
+        # The width of ``spec`` pads the estimate only; the interval keeps its sign flag.
+        digits = re.sub(r"^.*?(?=[,_.]|[a-zA-Z%]$)", "", spec, count=1) or ".3f"
         text = format(est, spec)
         if np.isfinite(se):
-            text += f" ± {format(se, se_spec)}"
+            text += f" ± {format(se, digits)}"
         if not (np.isnan(lo) and np.isnan(hi)):
-            text += f" [{format(lo, spec)}, {format(hi, spec)}]"
+            ci = ("+" if "+" in spec else "") + digits
+            text += f" [{format(lo, ci)}, {format(hi, ci)}]"
         return text
 
     def format(self, spec: str = ".3f") -> str:

@@ -1,0 +1,185 @@
+"""Small hand-built instances of every faithlens result class (no model runs), for the checks
+that hold for every result (``tests/test_results.py``: uniform intervals and frame columns).
+
+Each builder uses only the dataclass fields, so it also runs on older faithlens code (the
+folders under ``tests/helpers/old_results/`` were saved with it from the code before the
+uniform interval columns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import faithlens as fl
+
+
+def patching() -> Any:
+    from faithlens.patching.result import PatchingResult
+
+    rng = np.random.default_rng(0)
+    return PatchingResult(
+        site=["head.0.0", "head.0.1", "mlp_out.0"],
+        kind=["head", "head", "mlp_out"],
+        layer=[0, 0, 0],
+        head=[0, 1, None],
+        position=[None, None, None],
+        effect=np.array([0.5, -0.1, 0.02]),
+        se=np.array([0.05, 0.04, 0.01]),
+        ci_low=np.array([0.41, -0.18, 0.0]),
+        ci_high=np.array([0.6, -0.03, 0.04]),
+        patched=rng.normal(size=(3, 8)),
+        base=rng.normal(size=8),
+        source=rng.normal(size=8) + 2,
+        model="toy",
+        task="toy",
+        level=0.9,
+        n_boot=100,
+    )
+
+
+def scrub() -> Any:
+    from faithlens.scrubbing.results import ScrubResult
+
+    rng = np.random.default_rng(1)
+    table = pd.DataFrame(
+        {
+            "quantity": ["scrubbed", "original", "scrubbed - original", "% recovered vs random"],
+            "estimate": [0.4, 0.3, 0.1, 80.0],
+            "se": [0.02, 0.01, 0.015, 4.0],
+            "low": [0.36, 0.28, 0.07, 71.0],
+            "high": [0.44, 0.32, 0.13, 88.0],
+        }
+    )
+    return ScrubResult(
+        hypothesis="toy",
+        description="a toy hypothesis",
+        behaviour="loss",
+        higher_is_better=False,
+        n=6,
+        seed=0,
+        level=0.95,
+        scrubbed=rng.normal(size=6),
+        original=rng.normal(size=6),
+        baseline_names=["random"],
+        baseline_values=rng.normal(size=(1, 6)),
+        kl=np.zeros(0),
+        references=np.arange(6),
+        table=table,
+        nodes=pd.DataFrame({"node": ["out"], "distinct": [3]}),
+    )
+
+
+def adversary() -> Any:
+    from faithlens.scrubbing.results import AdversaryResult
+
+    cands = pd.DataFrame(
+        {
+            "step": [0, 0],
+            "refinement": ["split a", "split b"],
+            "kind": ["split", "split"],
+            "expectation": [0.5, 0.45],
+            "delta": [0.1, 0.05],
+            "se_delta": [0.02, 0.03],
+            "z": [5.0, 1.7],
+            "valid": [True, True],
+            "why": ["", ""],
+        }
+    )
+    return AdversaryResult(
+        hypothesis="toy",
+        behaviour="loss",
+        higher_is_better=False,
+        original=0.3,
+        base_expectation=0.4,
+        base_se=0.02,
+        final_expectation=0.5,
+        candidates=cands,
+        chosen=["split a"],
+        evaluations=2,
+        budget=4,
+    )
+
+
+def paren() -> Any:
+    from faithlens.scrubbing.paren import ParenReplication
+
+    table = pd.DataFrame(
+        {
+            "hypothesis": ["1a", "1b"],
+            "loss": [0.2, 0.3],
+            "loss_se": [0.01, 0.02],
+            "recovered": [90.0, 70.0],
+            "recovered_se": [2.0, 3.0],
+            "recovered_low": [86.0, 64.0],
+            "recovered_high": [94.0, 76.0],
+            "published": [93.0, np.nan],
+            "distinct_data": [10, 12],
+        }
+    )
+    comps = pd.DataFrame(
+        {
+            "better": ["1a"],
+            "worse": ["1b"],
+            "difference": [0.1],
+            "se": [0.02],
+            "low": [0.06],
+            "high": [0.14],
+        }
+    )
+    return ParenReplication(
+        model="zoo:paren",
+        n=10,
+        seed=0,
+        level=0.95,
+        same_length=True,
+        original_loss=0.1,
+        baseline_loss=0.9,
+        table=table,
+        comparisons=comps,
+    )
+
+
+def das() -> Any:
+    from faithlens.das.result import DASResult
+
+    history = pd.DataFrame({"epoch": [0.0, 1.0], "loss": [0.7, 0.5], "iia": [0.6, 0.8]})
+    return DASResult(
+        method="rotation",
+        site="resid_post.0",
+        dims=(0,),
+        loss="iia",
+        cl_form="",
+        cl_weight=0.0,
+        epochs=2,
+        select="iia",
+        selected_epoch=1,
+        seed=0,
+        n=20,
+        iia=0.8,
+        iia_se=0.09,
+        iia_low=0.6,
+        iia_high=0.95,
+        emd=0.3,
+        emd_features=float("nan"),
+        emd_dims=(),
+        boundary=float("nan"),
+        history=history,
+        alignment_spec={"kind": "rotation", "n": 2},
+        alignment_params=np.eye(2).reshape(-1),
+    )
+
+
+#: result class name -> a builder of a small instance.
+BUILDERS: dict[str, Callable[[], Any]] = {
+    "PatchingResult": patching,
+    "ScrubResult": scrub,
+    "AdversaryResult": adversary,
+    "ParenReplication": paren,
+    "DASResult": das,
+}
+
+__all__ = ["BUILDERS", "fl"]
