@@ -173,6 +173,132 @@ def das() -> Any:
     )
 
 
+def reading() -> Any:
+    from faithlens.representations.reading import ReadingResult
+
+    rng = np.random.default_rng(2)
+    return ReadingResult(
+        method="pca",
+        site="resid_post",
+        position="last",
+        layers=[0, 1],
+        directions=np.eye(2, 3, dtype=np.float32),
+        means=np.zeros((2, 3), dtype=np.float32),
+        separation=np.array([1.0, 2.0]),
+        spread=np.array([0.5, 0.6]),
+        accuracy=np.array([0.75, 1.0]),
+        accuracy_low=np.array([0.45, 0.7]),
+        accuracy_high=np.array([0.9, 1.0]),
+        auroc=np.array([0.8, 0.99]),
+        auroc_low=np.array([0.6, 0.95]),
+        auroc_high=np.array([0.95, 1.0]),
+        stability=np.array([0.9, 0.95]),
+        stability_low=np.array([0.8, 0.9]),
+        stability_high=np.array([0.97, 0.99]),
+        test_pos=rng.normal(size=(2, 8)) + 1,
+        test_neg=rng.normal(size=(2, 8)),
+        n_train=24,
+        n_test=8,
+        n_stability=10,
+    )
+
+
+def steering() -> Any:
+    from faithlens.representations.results import SteeringResult
+
+    rng = np.random.default_rng(3)
+    return SteeringResult(
+        conditions=["steer +1", "ablate"],
+        kind=["steer", "ablate"],
+        coef=[1.0, float("nan")],
+        values=rng.normal(size=(2, 6)),
+        baseline=rng.normal(size=6),
+        effect=np.array([0.4, -0.2]),
+        effect_se=np.array([0.1, 0.05]),
+        effect_low=np.array([0.2, -0.3]),
+        effect_high=np.array([0.6, -0.1]),
+        behaviour="toy",
+    )
+
+
+def persistence() -> Any:
+    from faithlens.representations.results import PersistenceResult
+
+    rng = np.random.default_rng(4)
+    mean = np.array([[0.0, 0.0, 0.0], [0.3, 0.2, 0.1]])
+    return PersistenceResult(
+        schedules=["none", "one-shot"],
+        values=rng.normal(size=(2, 4, 3)),
+        mean=mean,
+        low=mean - 0.1,
+        high=mean + 0.1,
+    )
+
+
+def logit_lens() -> Any:
+    from faithlens.representations.results import LogitLensResult
+
+    return LogitLensResult(
+        entropy=2.0,
+        max_entropy=4.0,
+        null=np.array([3.5, 3.8, 3.9]),
+        p_value=0.25,
+        readable=False,
+        top_tokens=["a", "b"],
+        top_probs=[0.3, 0.2],
+        bottom_tokens=["c"],
+        bottom_probs=[0.4],
+    )
+
+
+def writers() -> Any:
+    from faithlens.representations.results import WritersResult
+
+    return WritersResult(
+        components=["embed", "head.0.0", "mlp_out.0"],
+        layer=[None, 0, 0],
+        head=[None, 0, None],
+        contribution=np.array([0.1, 0.2, 0.7]),
+        low=np.array([0.0, 0.1, 0.5]),
+        high=np.array([0.2, 0.3, 0.9]),
+        per_pair=np.ones((3, 4)),
+        total=1.0,
+        total_low=0.8,
+        total_high=1.2,
+        k80=2,
+        gini=0.4,
+        residual=1e-7,
+        site="resid_post.0",
+    )
+
+
+def faithfulness() -> Any:
+    from faithlens.representations.results import FaithfulnessReport
+
+    checks = pd.DataFrame(
+        {
+            "check": ["causal", "readable"],
+            "criterion": ["effect > 0", "p <= 0.05"],
+            "estimate": [0.4, 0.25],
+            "ci_low": [0.2, float("nan")],
+            "ci_high": [0.6, float("nan")],
+            "reference": [0.0, 0.05],
+            "passed": [True, False],
+            "note": ["", ""],
+        }
+    )
+    return FaithfulnessReport(
+        checks=checks,
+        reading=reading().to_frame(),
+        steering=steering().to_frame(),
+        persistence=persistence().to_frame(),
+        logit_lens=logit_lens().to_frame(),
+        writers=writers().to_frame(),
+        divergence=pd.DataFrame(),
+        meta={"level": 0.95},
+    )
+
+
 #: result class name -> a builder of a small instance.
 BUILDERS: dict[str, Callable[[], Any]] = {
     "PatchingResult": patching,
@@ -180,6 +306,12 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "AdversaryResult": adversary,
     "ParenReplication": paren,
     "DASResult": das,
+    "ReadingResult": reading,
+    "SteeringResult": steering,
+    "PersistenceResult": persistence,
+    "LogitLensResult": logit_lens,
+    "WritersResult": writers,
+    "FaithfulnessReport": faithfulness,
 }
 
 __all__ = ["BUILDERS", "fl"]
