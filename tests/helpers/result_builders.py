@@ -299,6 +299,102 @@ def faithfulness() -> Any:
     )
 
 
+def _split_table(**lead: list[Any]) -> pd.DataFrame:
+    n = len(next(iter(lead.values())))
+    return pd.DataFrame(
+        {
+            **lead,
+            "intervened": np.linspace(1.0, 2.0, n),
+            "intervened_se": np.full(n, 0.1),
+            "baseline": np.linspace(0.5, 0.6, n),
+            "baseline_se": np.full(n, 0.05),
+            "excess": np.linspace(0.5, 1.4, n),
+            "excess_se": np.full(n, 0.08),
+            "ratio": np.linspace(2.0, 3.3, n),
+        }
+    )
+
+
+def divergence() -> Any:
+    from faithlens.divergence.compare import DivergenceResult
+
+    return DivergenceResult(
+        table=_split_table(metric=["emd", "mmd"]),
+        values=np.ones((2, 3, 2)),
+        metrics=("emd", "mmd"),
+        n_natural=20,
+        n_intervened=20,
+        n_per_split=10,
+        n_splits=3,
+        paired=True,
+        seed=0,
+        mse=0.2,
+        mse_se=0.02,
+    )
+
+
+def audit() -> Any:
+    from faithlens.divergence.audit import AuditResult
+
+    table = _split_table(
+        condition=["zero"] * 3, space=["full", "row", "null"], metric=["emd"] * 3, dim=[4, 1, 3]
+    )
+    displacement = pd.DataFrame(
+        {
+            "condition": ["zero"],
+            "n_moved": [10],
+            "row_dim": [1],
+            "width": [4],
+            "row_fraction": [0.3],
+            "row_fraction_se": [0.05],
+            "visibility": [0.5],
+            "visibility_se": [0.04],
+        }
+    )
+    dormant = pd.DataFrame(
+        {
+            "condition": ["zero"],
+            "n_units": [8],
+            "n_dormant": [2],
+            "n_recruited": [1],
+            "recruited": [[3]],
+            "max_activation": [[0.7]],
+            "fire_rate": [[0.2]],
+            "examples_recruiting": [0.2],
+            "examples_recruiting_se": [0.09],
+        }
+    )
+    return AuditResult(
+        site="resid_post.0",
+        conditions=("zero",),
+        table=table,
+        displacement=displacement,
+        dormant=dormant,
+        n_natural=20,
+        reader_shape=(1, 4),
+        units_site="mlp_post.1",
+        threshold=0.0,
+        seed=0,
+        n_splits=3,
+    )
+
+
+def dormant() -> Any:
+    from faithlens.divergence.dormant import DormantReport
+
+    return DormantReport(
+        n_units=8,
+        threshold=0.0,
+        dormant=np.array([2, 3]),
+        recruited=np.array([3]),
+        fire_rate=np.array([0.2]),
+        max_activation=np.array([0.7]),
+        examples_recruiting=0.2,
+        examples_recruiting_se=0.09,
+        flagged_examples=np.array([1, 4]),
+    )
+
+
 #: result class name -> a builder of a small instance.
 BUILDERS: dict[str, Callable[[], Any]] = {
     "PatchingResult": patching,
@@ -312,6 +408,9 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "LogitLensResult": logit_lens,
     "WritersResult": writers,
     "FaithfulnessReport": faithfulness,
+    "DivergenceResult": divergence,
+    "AuditResult": audit,
+    "DormantReport": dormant,
 }
 
 __all__ = ["BUILDERS", "fl"]
