@@ -395,6 +395,140 @@ def dormant() -> Any:
     )
 
 
+def _neuron_fields() -> dict[str, Any]:
+    scores = np.array([[[0.6, 0.1, 0.05], [0.2, 0.25, 0.1]]])
+    return dict(
+        metrics=("iou",),
+        units=("0", "1"),
+        concepts=("a", "b", "c"),
+        scores=scores,
+        lower=scores - 0.1,
+        upper=scores + 0.1,
+        freq=np.array([[[1.0, 0.0, 0.0], [0.4, 0.6, 0.0]]]),
+        thresholds=np.array([0.5, 0.4]),
+        bounds=("kl (Chernoff)",),
+        n_samples=100,
+        n_groups=0,
+        n_boot=10,
+        delta=0.05,
+        level=0.9,
+        alpha=0.1,
+        direction="unit_predicts_concept",
+        interval="kl",
+        simultaneous=True,
+        seed=0,
+    )
+
+
+def neurons() -> Any:
+    from faithlens.neurons.result import NeuronExplanation
+
+    return NeuronExplanation(**_neuron_fields())
+
+
+def dissection() -> Any:
+    from faithlens.neurons.dissect import Dissection
+
+    return Dissection(**_neuron_fields(), image_size=(8, 8), map_size=(2, 2), n_images=4)
+
+
+def sanity() -> Any:
+    from faithlens.neurons.sanity import SanityCheck
+
+    table = pd.DataFrame(
+        {
+            "metric": ["iou", "auroc"],
+            "frequency": [0.1, 0.1],
+            "score": [0.5, 0.8],
+            "drop_missing": [0.2, 0.0],
+            "drop_extra": [0.1, 0.05],
+            "missing_rate": [1.0, 0.2],
+            "extra_rate": [0.8, 0.6],
+            "passes_missing": [True, False],
+            "passes_extra": [True, False],
+        }
+    )
+    return SanityCheck(
+        table=table,
+        metrics=("iou", "auroc"),
+        frequencies=(0.1,),
+        n=100,
+        seeds=5,
+        eps=1e-3,
+        tol=1e-3,
+        pass_rate=0.8,
+        direction="unit_predicts_concept",
+        seed=0,
+    )
+
+
+def validation() -> Any:
+    from faithlens.neurons.simulate import BoundValidation
+
+    table = pd.DataFrame(
+        {
+            "metric": ["iou"],
+            "n": [100],
+            "coverage": [0.95],
+            "q95_sup_dev": [0.1],
+            "median_bound": [0.2],
+            "identified": [0.9],
+            "certified": [0.5],
+            "certified_wrong": [0.0],
+            "provable_size": [1.5],
+        }
+    )
+    return BoundValidation(
+        table=table,
+        metrics=("iou",),
+        sizes=(100,),
+        reps=20,
+        p=0.1,
+        alpha=0.1,
+        n_concepts=3,
+        weights=(1.0, 0.5),
+        delta=0.05,
+        n_boot=0,
+        level=0.9,
+        interval="kl",
+        seed=0,
+    )
+
+
+def training() -> Any:
+    from faithlens.zoo.training import TrainingRun
+
+    metrics = {
+        "accuracy": {"estimate": 0.9, "low": 0.85, "high": 0.94, "se": 0.02, "n": 200},
+        "loss": 0.3,
+    }
+    return TrainingRun(
+        name="toy",
+        seed=0,
+        steps=10,
+        complete=True,
+        seconds=1.0,
+        n_params=100,
+        config={},
+        schedule={},
+        metrics=metrics,
+        history=pd.DataFrame({"step": [0, 10], "loss": [1.0, 0.3]}),
+    )
+
+
+def generations() -> Any:
+    from faithlens.representations.generation import Generations
+
+    return Generations(
+        prompts=["a", "b"],
+        texts=[" x", " y"],
+        tokens=np.array([[1, 2], [3, -1]]),
+        logprobs=np.array([[-0.5, -1.0], [-0.2, np.nan]]),
+        tracked=np.zeros((2, 2, 0)),
+        track=[],
+    )
+
+
 #: result class name -> a builder of a small instance.
 BUILDERS: dict[str, Callable[[], Any]] = {
     "PatchingResult": patching,
@@ -411,6 +545,12 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "DivergenceResult": divergence,
     "AuditResult": audit,
     "DormantReport": dormant,
+    "NeuronExplanation": neurons,
+    "Dissection": dissection,
+    "SanityCheck": sanity,
+    "BoundValidation": validation,
+    "TrainingRun": training,
+    "Generations": generations,
 }
 
 __all__ = ["BUILDERS", "fl"]

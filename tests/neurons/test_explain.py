@@ -42,7 +42,7 @@ def test_certified_winner_and_uncertified_units_say_so(result):
     df = result.to_frame()
     iou = df[df.metric == "iou"].set_index("unit")
     assert iou.loc["0", "status"] == "certified" and iou.loc["0", "concept"] == "a"
-    assert iou.loc["0", "guaranteed"] == pytest.approx(iou.loc["0", "lower"])
+    assert iou.loc["0", "guaranteed"] == pytest.approx(iou.loc["0", "score_ci_low"])
     assert 0 < iou.loc["0", "guaranteed"] < iou.loc["0", "score"]
     # the noise unit is not certified: no concept is reported, only the top-scoring one
     assert iou.loc["1", "status"].startswith("not certified")

@@ -39,6 +39,7 @@ from .. import validate as V
 from ..errors import CheckpointError, InputError
 from ..progress import Progress, positional_arity
 from ..results import Result
+from ..stats import Interval
 from .config import ZooConfig
 from .model import ZooTransformer
 from .tokenizer import VocabTokenizer
@@ -154,7 +155,13 @@ class Recipe(ABC):
 
 @dataclass(frozen=True)
 class TrainingRun(Result):
-    """One training run of a zoo recipe: its history, final metrics and cost."""
+    """One training run of a zoo recipe: its history, final metrics and cost.
+
+    ``intervals()``: every final metric evaluated with an interval (``{"estimate", "low",
+    "high", "se", "n"}`` in ``metrics``, 95%); plain numbers in ``metrics`` are logged values
+    without an uncertainty. The frame is the training history; ``metrics_frame()`` the final
+    metrics with ``estimate, se, ci_low, ci_high, level``.
+    """
 
     name: str
     seed: int
@@ -176,13 +183,24 @@ class TrainingRun(Result):
     def to_frame(self) -> pd.DataFrame:
         return self.history
 
+    def intervals(self) -> dict[str, Interval]:
+        def num(v: Any) -> float:
+            return float("nan") if v is None else float(v)
+
+        return {
+            k: Interval(*(num(v.get(c)) for c in ("estimate", "se", "low", "high")), 0.95)
+            for k, v in self.metrics.items()
+            if isinstance(v, dict) and "estimate" in v
+        }
+
     def metrics_frame(self) -> pd.DataFrame:
+        """One row per final metric: ``metric, estimate, se, ci_low, ci_high, level, n``
+        (NaN where a metric is a plain number)."""
+        ivs = self.intervals()
         rows = []
         for k, v in self.metrics.items():
-            if isinstance(v, dict) and "estimate" in v:
-                rows.append(
-                    {"metric": k, **{c: v.get(c) for c in ("estimate", "low", "high", "se", "n")}}
-                )
+            if k in ivs:
+                rows.append({"metric": k, **ivs[k].columns(), "level": 0.95, "n": v.get("n")})
             elif isinstance(v, (int, float)):
                 rows.append({"metric": k, "estimate": float(v)})
         return pd.DataFrame(rows)
@@ -194,13 +212,12 @@ class TrainingRun(Result):
             f"training time {self.seconds / 60:.1f} min on {self.machine.get('threads', '?')} "
             f"threads (load average at start {self.machine.get('load_start', '?')})",
         ]
-        for _, r in self.metrics_frame().iterrows():
-            if pd.notna(r.get("low")):
-                lines.append(
-                    f"  {r['metric']:<28} {r['estimate']:.5g}  [{r['low']:.5g}, {r['high']:.5g}]"
-                )
-            else:
-                lines.append(f"  {r['metric']:<28} {r['estimate']:.5g}")
+        ivs = self.intervals()
+        for k, v in self.metrics.items():
+            if k in ivs:
+                lines.append(f"  {k:<28} {ivs[k]:.5g}")
+            elif isinstance(v, (int, float)):
+                lines.append(f"  {k:<28} {float(v):.5g}")
         for p in self.problems:
             lines.append(f"  PROBLEM: {p}")
         return "\n".join(lines)
