@@ -87,8 +87,10 @@ class Interval:
 
     def __getitem__(self, index: Any) -> Interval:
         """The interval of one element (or a slice) of array-valued estimates."""
-        pick = [np.broadcast_to(np.asarray(v), np.shape(self.estimate))[index] for v in self.parts]
-        return Interval(*pick, self.level)
+        e, s, lo, hi = (
+            np.broadcast_to(np.asarray(v), np.shape(self.estimate))[index] for v in self.parts
+        )
+        return Interval(e, s, lo, hi, self.level)
 
     @property
     def parts(self) -> tuple[Any, Any, Any, Any]:
@@ -129,7 +131,8 @@ class Interval:
     @classmethod
     def from_row(cls, row: Any, name: str | None = None, level: float = 0.95) -> Interval:
         """The interval of ``name`` in a frame row (or any mapping) with :meth:`columns`."""
-        return cls(*(row[c] for c in cls.column_names(name)), level)
+        e, s, lo, hi = (row[c] for c in cls.column_names(name))
+        return cls(e, s, lo, hi, level)
 
 
 #: Above this many examples :func:`bootstrap` uses the percentile interval instead of BCa (the

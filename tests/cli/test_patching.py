@@ -57,7 +57,9 @@ def test_patch_writes_results(smollm2, tmp_path):
     assert meta["class"] == "PatchingResult"
     table = pd.read_parquet(out / "table.parquet")
     assert set(table["site"]) == {"head.20.0", "head.23.3", "mlp_out.22"}
-    assert {"effect", "effect_ci_low", "effect_ci_high", "layer", "head", "position"} <= set(table.columns)
+    assert {"effect", "effect_ci_low", "effect_ci_high", "layer", "head", "position"} <= set(
+        table.columns
+    )
     assert (out / "heatmap.png").stat().st_size > 1000
     loaded = fl.Result.load(out)
     assert loaded.site == list(table["site"])

@@ -144,7 +144,15 @@ def register(app: typer.Typer) -> None:
                 f"metric {res.metric}: clean {float(res.source.mean() if direction == 'denoising' else res.base.mean()):.3f}, "
                 f"corrupted {float(res.base.mean() if direction == 'denoising' else res.source.mean()):.3f}"
             )
-            cols = ["site", "layer", "head", "position", "effect", "effect_ci_low", "effect_ci_high"]
+            cols = [
+                "site",
+                "layer",
+                "head",
+                "position",
+                "effect",
+                "effect_ci_low",
+                "effect_ci_high",
+            ]
             print_frame(
                 res.top(top)[cols],
                 title=f"top {top} sites by |effect| ({int(res.level * 100)}% CI)",

@@ -155,11 +155,11 @@ class AuditResult(Result):
                 }[space]
                 lines.append(f"  {label}, dim {int(rows['dim'].iloc[0])}:")
                 ivs = split_intervals(rows, self.n_splits)
-                for i, r in enumerate(rows.to_dict("records")):
+                for i, rec in enumerate(rows.to_dict("records")):
                     lines.append(
-                        f"    {r['metric']:<10} intervened {ivs['intervened'][i]:.4g}   natural "
+                        f"    {rec['metric']:<10} intervened {ivs['intervened'][i]:.4g}   natural "
                         f"{ivs['baseline'][i]:.4g}   excess {ivs['excess'][i]:+.3g}"
-                        f"{_ratio_text(r['ratio'], r['baseline'])}"
+                        f"{_ratio_text(rec['ratio'], rec['baseline'])}"
                     )
             d = self.displacement[self.displacement["condition"] == cond]
             if len(d):
@@ -176,13 +176,13 @@ class AuditResult(Result):
             if len(d):
                 r = d.iloc[0]
                 flag = "FLAG" if int(r["n_recruited"]) else "ok"
-                rec = Interval.from_se(
+                share = Interval.from_se(
                     r["examples_recruiting"], r["examples_recruiting_se"], SPLIT_LEVEL
                 )
                 lines.append(
                     f"  dormant units at {self.units_site}: {int(r['n_dormant'])} of "
                     f"{int(r['n_units'])} never active naturally; {int(r['n_recruited'])} "
-                    f"recruited {list(r['recruited'])[:10]} on {rec:.3f} of examples  [{flag}]"
+                    f"recruited {list(r['recruited'])[:10]} on {share:.3f} of examples  [{flag}]"
                 )
         for n in self.notes:
             lines.append(f"note: {n}")

@@ -331,7 +331,7 @@ class FaithfulnessReport(Result):
     def _frame(self) -> pd.DataFrame:
         t = self.checks.copy()
         if "se" not in t.columns:
-            t.insert(int(t.columns.get_loc("estimate")) + 1, "se", np.nan)
+            t.insert(list(t.columns).index("estimate") + 1, "se", np.nan)
         return t.assign(level=self.level)
 
     def intervals(self) -> dict[str, Interval]:

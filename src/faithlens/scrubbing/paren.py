@@ -403,12 +403,12 @@ class ParenReplication(Result):
         def col(frame: pd.DataFrame, name: str) -> np.ndarray:
             return frame[name].to_numpy(dtype=np.float64)
 
-        recovered = (col(t, k) for k in ("recovered", "recovered_se", "recovered_low"))
-        diff = (col(c, k) for k in ("difference", "se", "low", "high"))
+        r = [col(t, k) for k in ("recovered", "recovered_se", "recovered_low", "recovered_high")]
+        d = [col(c, k) for k in ("difference", "se", "low", "high")]
         return {
             "loss": Interval.from_se(col(t, "loss"), col(t, "loss_se"), self.level),
-            "recovered": Interval(*recovered, col(t, "recovered_high"), self.level),
-            "difference": Interval(*diff, self.level),
+            "recovered": Interval(r[0], r[1], r[2], r[3], self.level),
+            "difference": Interval(d[0], d[1], d[2], d[3], self.level),
         }
 
     def to_frame(self) -> pd.DataFrame:

@@ -187,11 +187,12 @@ class TrainingRun(Result):
         def num(v: Any) -> float:
             return float("nan") if v is None else float(v)
 
-        return {
-            k: Interval(*(num(v.get(c)) for c in ("estimate", "se", "low", "high")), 0.95)
-            for k, v in self.metrics.items()
-            if isinstance(v, dict) and "estimate" in v
-        }
+        out = {}
+        for k, v in self.metrics.items():
+            if isinstance(v, dict) and "estimate" in v:
+                e, s, lo, hi = (num(v.get(c)) for c in ("estimate", "se", "low", "high"))
+                out[k] = Interval(e, s, lo, hi, 0.95)
+        return out
 
     def metrics_frame(self) -> pd.DataFrame:
         """One row per final metric: ``metric, estimate, se, ci_low, ci_high, level, n``
