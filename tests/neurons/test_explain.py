@@ -74,7 +74,7 @@ def test_bound_kinds_are_named(result):
 def test_unit_detail_and_plot(result):
     d = result.unit(0, "iou", top=3)
     assert d["concept"].iloc[0] == "a" and d["provable"].iloc[0] and d["be_set"].iloc[0]
-    assert (d["lower"] <= d["score"]).all() and (d["score"] <= d["upper"]).all()
+    assert (d["score_ci_low"] <= d["score"]).all() and (d["score"] <= d["score_ci_high"]).all()
     fig = result.plot(metric="iou", units=[0, 1])
     assert len(fig.axes) == 4
     import matplotlib.pyplot as plt

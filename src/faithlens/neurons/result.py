@@ -158,15 +158,15 @@ class NeuronExplanation(Result):
     def unit(
         self, unit: int | str, metric: str | None = None, top: int | None = 10
     ) -> pd.DataFrame:
-        """Every concept for one unit (best first): score, interval, bootstrap frequency, and
-        membership of the provable and BE sets."""
+        """Every concept for one unit (best first): score with its interval (``score, score_se,
+        score_ci_low, score_ci_high, level``), bootstrap frequency, and membership of the
+        provable and BE sets."""
         j, u = self.metric_index(metric), self.unit_index(unit)
         df = pd.DataFrame(
             {
                 "concept": list(self.concepts),
-                "score": self.scores[j, u],
-                "lower": self.lower[j, u],
-                "upper": self.upper[j, u],
+                **self.interval_of("score")[j, u].columns("score"),
+                "level": self.bound_level,
                 "freq": self.freq[j, u],
                 "provable": self.provable_set(metric)[u],
             }
