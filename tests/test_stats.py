@@ -274,3 +274,12 @@ def test_every_interval_of_stats_is_an_interval():
     ):
         assert isinstance(iv, stats.Interval)
         assert iv.ci_low <= iv.estimate <= iv.ci_high and iv.se > 0
+
+
+def test_interval_low_high_keywords_still_work_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="low= is deprecated"):
+        iv = stats.Interval(1.0, 0.1, low=0.8, high=1.2, level=0.95)
+    assert (iv.ci_low, iv.ci_high, iv.low) == (0.8, 1.2, 0.8)
+    with pytest.raises(ArgumentError, match=r"low=0\.8: cannot be given together with ci_low"):
+        stats.Interval(1.0, 0.1, 0.7, 1.2, 0.95, low=0.8)
+    assert dataclasses.replace(iv, ci_low=0.5).ci_low == 0.5

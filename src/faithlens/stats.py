@@ -25,7 +25,7 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import stats as _st
@@ -41,7 +41,7 @@ class DegenerateDataWarning(UserWarning):
     that is NaN / infinite, so that its interval is NaN."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Interval:
     """A point estimate with its standard error and a confidence interval at ``level``.
 
@@ -50,7 +50,8 @@ class Interval:
     estimate reported with a confidence interval but no standard error has ``se`` NaN, one with
     a standard error but no interval gets the normal (or Student t) interval of
     :meth:`from_se`, and the result's docstring says which. ``low`` / ``high`` are read-only
-    aliases of ``ci_low`` / ``ci_high``.
+    aliases of ``ci_low`` / ``ci_high`` (as keywords, ``Interval(..., low=, high=)`` still works
+    for one release, with a ``DeprecationWarning``).
 
     ``format(iv, ".3f")`` (or ``f"{iv:.3f}"``) is the text every summary prints:
     ``0.532 ± 0.021 [0.491, 0.573]`` (the standard error or the interval is left out where it is
@@ -62,6 +63,29 @@ class Interval:
     ci_low: Any
     ci_high: Any
     level: float
+
+    #: The fields, in order.
+    PARTS: ClassVar[tuple[str, ...]] = ("estimate", "se", "ci_low", "ci_high", "level")
+
+    def __init__(
+        self,
+        estimate: Any,
+        se: Any,
+        ci_low: Any = None,
+        ci_high: Any = None,
+        level: float | None = None,
+        *,
+        low: Any = None,
+        high: Any = None,
+    ) -> None:
+        validate.replaced_knob("Interval", "low", low, "ci_low", ci_low)
+        validate.replaced_knob("Interval", "high", high, "ci_high", ci_high)
+        lo = ci_low if low is None else low
+        hi = ci_high if high is None else high
+        if lo is None or hi is None or level is None:
+            raise TypeError("Interval needs estimate, se, ci_low, ci_high and level")
+        for name, value in zip(self.PARTS, (estimate, se, lo, hi, level), strict=True):
+            object.__setattr__(self, name, value)
 
     @property
     def low(self) -> Any:
