@@ -33,7 +33,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -48,7 +48,7 @@ from .folders import (  # the atomic writing; re-exported (see __all__ at the en
     check_target,
     file_sha256,
 )
-from .stats import Interval
+from .stats import Estimate, Interval, with_intervals  # re-exported: results declare them
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -109,47 +109,6 @@ def _unjson(value: Any) -> Any:
     if isinstance(value, list):
         return [_unjson(v) for v in value]
     return value
-
-
-class Estimate(NamedTuple):
-    """Where a result keeps one estimate: the names of its fields (or properties) holding the
-    estimate, its standard error and its confidence interval (None: not reported; a missing
-    standard error is NaN, a missing interval the normal one of :meth:`Interval.from_se`), and
-    the level of the interval (an attribute name, or a number)."""
-
-    estimate: str
-    se: str | None = None
-    ci_low: str | None = None
-    ci_high: str | None = None
-    level: str | float = "level"
-
-    def of(self, result: Any) -> Interval:
-        """The :class:`~faithlens.stats.Interval` of this estimate in ``result``."""
-        get = lambda name: np.asarray(getattr(result, name), dtype=np.float64)  # noqa: E731
-        level = float(getattr(result, self.level) if isinstance(self.level, str) else self.level)
-        est = get(self.estimate)
-        se = get(self.se) if self.se else np.full_like(est, np.nan)
-        if self.ci_low is None or self.ci_high is None:
-            return Interval.from_se(est, se, level)
-        return Interval(est, se, get(self.ci_low), get(self.ci_high), level)
-
-
-def with_intervals(
-    frame: pd.DataFrame, intervals: Mapping[str, Interval], drop: tuple[str, ...] = ()
-) -> pd.DataFrame:
-    """``frame`` with each column ``q`` named in ``intervals`` replaced by the uniform columns
-    ``q, q_se, q_ci_low, q_ci_high`` of its interval (``Interval.columns``), a ``level``
-    column at the end, and the columns ``drop`` (the old names of those pieces) left out."""
-    out: dict[str, Any] = {}
-    for k, v in frame.items():
-        if k in intervals:
-            out.update(intervals[str(k)].columns(str(k)))
-        elif k not in drop:
-            out[str(k)] = v
-    levels = {iv.level for q, iv in intervals.items() if q in frame.columns}
-    if levels and "level" not in out:
-        out["level"] = levels.pop() if len(levels) == 1 else np.nan
-    return pd.DataFrame(out, index=frame.index)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
+import pandas as pd
 from scipy import stats as _st
 from scipy.special import ndtr, ndtri
 
@@ -157,6 +158,47 @@ class Interval:
         """The interval of ``name`` in a frame row (or any mapping) with :meth:`columns`."""
         e, s, lo, hi = (row[c] for c in cls.column_names(name))
         return cls(e, s, lo, hi, level)
+
+
+class Estimate(NamedTuple):
+    """Where a result keeps one estimate: the names of its fields (or properties) holding the
+    estimate, its standard error and its confidence interval (None: not reported; a missing
+    standard error is NaN, a missing interval the normal one of :meth:`Interval.from_se`), and
+    the level of the interval (an attribute name, or a number)."""
+
+    estimate: str
+    se: str | None = None
+    ci_low: str | None = None
+    ci_high: str | None = None
+    level: str | float = "level"
+
+    def of(self, result: Any) -> Interval:
+        """The :class:`~faithlens.stats.Interval` of this estimate in ``result``."""
+        get = lambda name: np.asarray(getattr(result, name), dtype=np.float64)  # noqa: E731
+        level = float(getattr(result, self.level) if isinstance(self.level, str) else self.level)
+        est = get(self.estimate)
+        se = get(self.se) if self.se else np.full_like(est, np.nan)
+        if self.ci_low is None or self.ci_high is None:
+            return Interval.from_se(est, se, level)
+        return Interval(est, se, get(self.ci_low), get(self.ci_high), level)
+
+
+def with_intervals(
+    frame: pd.DataFrame, intervals: Mapping[str, Interval], drop: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """``frame`` with each column ``q`` named in ``intervals`` replaced by the uniform columns
+    ``q, q_se, q_ci_low, q_ci_high`` of its interval (``Interval.columns``), a ``level``
+    column at the end, and the columns ``drop`` (the old names of those pieces) left out."""
+    out: dict[str, Any] = {}
+    for k, v in frame.items():
+        if k in intervals:
+            out.update(intervals[str(k)].columns(str(k)))
+        elif k not in drop:
+            out[str(k)] = v
+    levels = {iv.level for q, iv in intervals.items() if q in frame.columns}
+    if levels and "level" not in out:
+        out["level"] = levels.pop() if len(levels) == 1 else np.nan
+    return pd.DataFrame(out, index=frame.index)
 
 
 #: Above this many examples :func:`bootstrap` uses the percentile interval instead of BCa (the
