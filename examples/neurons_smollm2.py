@@ -86,7 +86,16 @@ def main(argv: list[str] | None = None) -> N.NeuronExplanation:
     df = res.to_frame()
     iou = df[df.metric == "iou"].sort_values("score", ascending=False)
     print("\nmost selective neurons (IoU):")
-    cols = ["unit", "status", "top_scoring", "score", "lower", "upper", "provable_size", "be_set"]
+    cols = [
+        "unit",
+        "status",
+        "top_scoring",
+        "score",
+        "score_ci_low",
+        "score_ci_high",
+        "provable_size",
+        "be_set",
+    ]
     print(iou[cols].head(12).to_string(index=False, float_format="%.3f"))
     be = res.be_set("iou")
     live = [u for u in range(len(res.units)) if u not in res.skipped]

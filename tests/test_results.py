@@ -6,12 +6,14 @@ import dataclasses
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 import time
 import zipfile
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -19,8 +21,9 @@ import pytest
 
 from faithlens import folders as F
 from faithlens import results as R
-from faithlens.errors import ArgumentError, ResultError
-from faithlens.results import Result
+from faithlens.errors import ArgumentError, InputError, ResultError
+from faithlens.results import Estimate, Result
+from faithlens.stats import Interval
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -736,3 +739,180 @@ def test_a_missing_folder_is_a_plain_result_error(tmp_path):
     with pytest.raises(ResultError) as e:
         Result.load(tmp_path / "nope")
     assert e.value.__context__ is None and e.value.__cause__ is None
+
+
+# -- one interval type in every result -----------------------------------------------------------
+
+#: A field or frame column that holds a piece of an estimate: a standard error or an interval end.
+ESTIMATE_PIECE = re.compile(r"(^|_)(se|low|high|lower|upper)$")
+#: The columns an estimate ``q`` has in a frame (``Interval.column_names``), and in a long table.
+UNIFORM = ("_se", "_ci_low", "_ci_high")
+LONG = ("estimate", "se", "ci_low", "ci_high", "level")
+
+
+def _subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_subclasses(sub)]
+    return out
+
+
+def library_results() -> list[type[Result]]:
+    """Every result class faithlens defines (not the toys of the tests)."""
+    import faithlens  # noqa: F401  (imports every method, which defines every class)
+
+    return sorted(
+        {c for c in _subclasses(Result) if c.__module__.startswith("faithlens.")},
+        key=lambda c: c.__name__,
+    )
+
+
+def undeclared_estimates(cls: type[Result]) -> list[str]:
+    """Fields of ``cls`` that look like a piece of an estimate (``se``, ``x_se``, ``x_low``,
+    ``x_high``, ``lower``, ``upper``) but that no ``Estimate`` of ``cls.INTERVALS`` names, so
+    ``intervals()`` would not report them."""
+    named = {f for est in cls.INTERVALS.values() for f in est[:4] if f}
+    return sorted(
+        f.name
+        for f in dataclasses.fields(cls)
+        if ESTIMATE_PIECE.search(f.name) and f.name not in named
+    )
+
+
+def frame_problems(result: Result) -> list[str]:
+    """Where ``to_frame()`` breaks the uniform columns: an estimate per row without its
+    ``_se``, ``_ci_low``, ``_ci_high`` or ``level`` columns, a long table without ``estimate,
+    se, ci_low, ci_high, level``, or a column that looks like a piece of an estimate but is none.
+    (A scalar estimate is not a column: a column of its name in a frame of other rows, such as
+    DAS's per-epoch ``iia`` in its training history, is another quantity.)"""
+    cols = set(result.to_frame().columns)
+    problems = []
+    for q, iv in result.intervals().items():
+        if q in cols and np.ndim(iv.estimate) > 0:
+            problems += [f"{q}: no {q}{s}" for s in UNIFORM if f"{q}{s}" not in cols]
+            problems += [] if "level" in cols else [f"{q}: no level column"]
+    if "estimate" in cols:
+        problems += [f"long table: no {c}" for c in LONG if c not in cols]
+    for c in sorted(cols):
+        if not ESTIMATE_PIECE.search(c) or c in LONG:
+            continue
+        base = re.sub(r"_(se|ci_low|ci_high)$", "", c)
+        if base == c or base not in cols:
+            problems.append(f"column {c!r} is not q_se / q_ci_low / q_ci_high of a column q")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def builders():
+    from tests.helpers.result_builders import BUILDERS
+
+    return BUILDERS
+
+
+def test_every_result_class_has_a_builder(builders):
+    assert sorted(builders) == [c.__name__ for c in library_results()]
+
+
+@pytest.mark.parametrize("cls", library_results(), ids=lambda c: c.__name__)
+def test_every_estimate_piece_is_declared(cls):
+    assert undeclared_estimates(cls) == []
+
+
+@pytest.mark.parametrize("name", [c.__name__ for c in library_results()])
+def test_intervals_and_frame_columns_are_uniform(builders, name):
+    res = builders[name]()
+    ivs = res.intervals()
+    assert isinstance(ivs, dict)
+    for q, iv in ivs.items():
+        assert isinstance(iv, Interval), q
+        est, se, lo, hi = (np.asarray(v, dtype=np.float64) for v in iv.parts)
+        np.broadcast_shapes(est.shape, se.shape, lo.shape, hi.shape)
+        ok = np.isfinite(est) & np.isfinite(lo) & np.isfinite(hi)
+        assert (lo[ok] <= est[ok]).all() and (est[ok] <= hi[ok]).all(), q
+        assert (se[np.isfinite(se)] >= 0).all(), q
+        assert np.isnan(iv.level) or 0 < iv.level < 1, q
+        assert res.interval_of(q) is not None
+    assert frame_problems(res) == []
+    text = res.summary()
+    if any(np.isfinite(np.asarray(iv.se, dtype=np.float64)).any() for iv in ivs.values()):
+        assert " ± " in text
+
+
+def test_interval_of_names_the_estimates(builders):
+    res = builders["PatchingResult"]()
+    iv = res.interval_of("effect")
+    np.testing.assert_array_equal(iv.estimate, res.effect)
+    np.testing.assert_array_equal(iv.ci_low, res.ci_low)
+    assert iv.level == res.level
+    with pytest.raises(InputError, match=r"name='iia'.*\['effect'\]"):
+        res.interval_of("iia")
+    assert builders["Generations"]().intervals() == {}
+
+
+def test_the_declaration_checks_can_fail():
+    @dataclasses.dataclass(frozen=True)
+    class Undeclared(Result):
+        rate: np.ndarray
+        rate_se: np.ndarray
+        rate_low: np.ndarray
+        rate_high: np.ndarray
+
+    assert undeclared_estimates(Undeclared) == ["rate_high", "rate_low", "rate_se"]
+
+    @dataclasses.dataclass(frozen=True)
+    class Declared(Undeclared):
+        INTERVALS: ClassVar[dict[str, Estimate]] = {
+            "rate": Estimate("rate", "rate_se", "rate_low", "rate_high", level=0.9)
+        }
+
+        def to_frame(self) -> pd.DataFrame:
+            return pd.DataFrame({"rate": self.rate, "rate_low": self.rate_low})
+
+    assert undeclared_estimates(Declared) == []
+    d = Declared(*(np.array([v]) for v in (0.5, 0.1, 0.3, 0.7)))
+    iv = d.interval_of("rate")
+    assert [float(v[0]) for v in iv.parts] == [0.5, 0.1, 0.3, 0.7] and iv.level == 0.9
+    problems = frame_problems(d)
+    assert "rate: no rate_ci_low" in problems and "rate: no level column" in problems
+    assert any("'rate_low'" in p for p in problems)
+
+
+def test_a_missing_interval_is_the_normal_one_and_a_missing_se_is_nan():
+    @dataclasses.dataclass(frozen=True)
+    class Pieces(Result):
+        m: float
+        m_se: float
+        p: float
+        p_low: float
+        p_high: float
+        INTERVALS: ClassVar[dict[str, Estimate]] = {
+            "m": Estimate("m", "m_se", level=0.95),
+            "p": Estimate("p", None, "p_low", "p_high", level=0.95),
+        }
+
+    ivs = Pieces(1.0, 0.5, 0.2, 0.1, 0.4).intervals()
+    assert ivs["m"].ci_low == pytest.approx(1.0 - 1.959964 * 0.5)
+    assert np.isnan(ivs["p"].se) and ivs["p"].high == 0.4
+
+
+OLD = ROOT / "tests" / "helpers" / "old_results"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in OLD.iterdir()))
+def test_folders_saved_before_the_uniform_columns_load(builders, name):
+    """Folders written by faithlens before the uniform interval columns (the builders' results,
+    saved with that code) load, give the same intervals and the uniform frame."""
+    old = Result.load(OLD / name)
+    new = builders[name]()
+    assert type(old) is type(new)
+    for q, iv in new.intervals().items():
+        for a, b in zip(old.interval_of(q).parts, iv.parts, strict=True):
+            np.testing.assert_allclose(np.asarray(a, float), np.asarray(b, float), equal_nan=True)
+    assert frame_problems(old) == []
+    saved = pd.read_parquet(OLD / name / "table.parquet")
+    assert any(c in saved.columns for c in ("ci_low", "low", "accuracy_low")), "not an old folder"
+    assert old.summary()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    assert old.plot().axes

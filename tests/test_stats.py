@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import tracemalloc
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as sst
 
@@ -221,3 +223,63 @@ def test_above_bca_max_n_is_the_percentile_interval(monkeypatch):
     ref = _scipy(stats.ratio_of_means, (p, b, s), n_boot=200, seed=4, method="percentile")
     np.testing.assert_array_equal(got.low, ref.confidence_interval.low)
     np.testing.assert_array_equal(got.high, ref.confidence_interval.high)
+
+
+# -- Interval: the one interval type of every result -------------------------------------------
+
+
+def test_interval_fields_aliases_and_columns():
+    iv = stats.Interval(
+        np.array([0.5, 1.0]), np.array([0.1, 0.2]), np.array([0.3, 0.6]), np.array([0.7, 1.4]), 0.9
+    )
+    assert iv.low is iv.ci_low and iv.high is iv.ci_high
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        iv.ci_low = 0  # type: ignore[misc]
+    assert list(iv.columns("effect")) == ["effect", "effect_se", "effect_ci_low", "effect_ci_high"]
+    assert list(iv.columns()) == ["estimate", "se", "ci_low", "ci_high"]
+    one = iv[1]
+    assert [float(v) for v in one.parts] == [1.0, 0.2, 0.6, 1.4] and one.level == 0.9
+    row = pd.DataFrame(iv.columns("q")).iloc[0]
+    back = stats.Interval.from_row(row, "q", 0.9)
+    assert [float(v) for v in back.parts] == [0.5, 0.1, 0.3, 0.7]
+
+
+def test_interval_from_se_is_the_normal_or_t_interval():
+    iv = stats.Interval.from_se(2.0, 0.5, 0.95)
+    assert iv.ci_low == pytest.approx(2.0 - sst.norm.ppf(0.975) * 0.5)
+    assert iv.ci_high == pytest.approx(2.0 + sst.norm.ppf(0.975) * 0.5)
+    t = stats.Interval.from_se(2.0, 0.5, 0.9, df=4)
+    assert t.ci_high == pytest.approx(2.0 + sst.t.ppf(0.95, 4) * 0.5)
+    with pytest.raises(ArgumentError, match="level"):
+        stats.Interval.from_se(2.0, 0.5, 1.5)
+
+
+def test_interval_text_is_one_format():
+    iv = stats.Interval(0.532, 0.021, 0.491, 0.573, 0.95)
+    assert f"{iv}" == "0.532 ± 0.021 [0.491, 0.573]" == iv.format()
+    assert f"{iv:+.2f}" == "+0.53 ± 0.02 [+0.49, +0.57]"
+    assert f"{iv:8.1f}" == "     0.5 ± 0.0 [0.5, 0.6]"  # the width pads the estimate only
+    assert f"{iv:.1%}" == "53.2% ± 2.1% [49.1%, 57.3%]"
+    assert f"{stats.Interval(1.0, np.nan, 0.5, 2.0, 0.95)}" == "1.000 [0.500, 2.000]"
+    assert f"{stats.Interval(1.0, 0.1, np.nan, np.nan, 0.95)}" == "1.000 ± 0.100"
+
+
+def test_every_interval_of_stats_is_an_interval():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=30)
+    for iv in (
+        stats.mean_interval(x, n_boot=50),
+        stats.proportion_interval(3, 10),
+        stats.bootstrap_means(lambda m: m, (x,), n_boot=50),
+    ):
+        assert isinstance(iv, stats.Interval)
+        assert iv.ci_low <= iv.estimate <= iv.ci_high and iv.se > 0
+
+
+def test_interval_low_high_keywords_still_work_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="low= is deprecated"):
+        iv = stats.Interval(1.0, 0.1, low=0.8, high=1.2, level=0.95)
+    assert (iv.ci_low, iv.ci_high, iv.low) == (0.8, 1.2, 0.8)
+    with pytest.raises(ArgumentError, match=r"low=0\.8: cannot be given together with ci_low"):
+        stats.Interval(1.0, 0.1, 0.7, 1.2, 0.95, low=0.8)
+    assert dataclasses.replace(iv, ci_low=0.5).ci_low == 0.5

@@ -33,12 +33,12 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
 
-from .errors import ResultError
+from .errors import InputError, ResultError
 from .folders import (  # the atomic writing; re-exported (see __all__ at the end)
     FORMAT_VERSION,
     MANIFEST,
@@ -48,6 +48,7 @@ from .folders import (  # the atomic writing; re-exported (see __all__ at the en
     check_target,
     file_sha256,
 )
+from .stats import Estimate, Interval, with_intervals  # re-exported: results declare them
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -112,7 +113,16 @@ def _unjson(value: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Result:
-    """Base class: frozen, savable, loadable, tabular, plottable."""
+    """Base class: frozen, savable, loadable, tabular, plottable.
+
+    Every estimate a result reports is an :class:`~faithlens.stats.Interval`
+    (:meth:`intervals`): a subclass declares where its estimates live in ``INTERVALS`` (name ->
+    :class:`Estimate`), or overrides :meth:`intervals` where they live in a table. Its
+    ``to_frame`` shows an estimate ``q`` as the columns ``q, q_se, q_ci_low, q_ci_high``.
+    """
+
+    #: estimate name -> where the result keeps it (see :class:`Estimate`).
+    INTERVALS: ClassVar[dict[str, Estimate]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -124,6 +134,21 @@ class Result:
 
     def summary(self) -> str:
         raise NotImplementedError(f"{type(self).__name__} must implement summary()")
+
+    def intervals(self) -> dict[str, Interval]:
+        """Every estimate of the result, by name, as an :class:`~faithlens.stats.Interval`
+        (``{}`` for a result without estimates)."""
+        return {name: where.of(self) for name, where in self.INTERVALS.items()}
+
+    def interval_of(self, name: str) -> Interval:
+        """The :class:`~faithlens.stats.Interval` of the estimate ``name``."""
+        found = self.intervals()
+        if name not in found:
+            raise InputError(
+                f"name={name!r}: {type(self).__name__} has no such estimate; it has "
+                f"{sorted(found) or 'none'}"
+            )
+        return found[name]
 
     def plot(self, ax: Any = None) -> Figure:
         """A matplotlib figure of the result (drawn into ``ax`` where the plot has one panel)."""
@@ -558,6 +583,7 @@ def plot_writer(result: Result, dpi: int = 150) -> Callable[[Path], None]:
 
 
 __all__ = [
+    "Estimate",
     "FORMAT_VERSION",
     "MANIFEST",
     "MAX_ARRAY_BYTES",
@@ -571,4 +597,5 @@ __all__ = [
     "plotter_for",
     "register_plotter",
     "verify",
+    "with_intervals",
 ]

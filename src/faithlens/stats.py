@@ -21,12 +21,14 @@ denominator is 0, NaN data) its estimate or interval is NaN or infinite and
 
 from __future__ import annotations
 
+import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
+import pandas as pd
 from scipy import stats as _st
 from scipy.special import ndtr, ndtri
 
@@ -40,15 +42,163 @@ class DegenerateDataWarning(UserWarning):
     that is NaN / infinite, so that its interval is NaN."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Interval:
-    """A point estimate with a standard error and a confidence interval (arrays broadcast)."""
+    """A point estimate with its standard error and a confidence interval at ``level``.
 
-    estimate: np.ndarray
-    se: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
+    The one interval type of every faithlens result (``Result.intervals()``). The fields are
+    floats or numpy arrays that broadcast together. A missing piece is NaN, never a guess: an
+    estimate reported with a confidence interval but no standard error has ``se`` NaN, one with
+    a standard error but no interval gets the normal (or Student t) interval of
+    :meth:`from_se`, and the result's docstring says which. ``low`` / ``high`` are read-only
+    aliases of ``ci_low`` / ``ci_high`` (as keywords, ``Interval(..., low=, high=)`` still works
+    for one release, with a ``DeprecationWarning``).
+
+    ``format(iv, ".3f")`` (or ``f"{iv:.3f}"``) is the text every summary prints:
+    ``0.532 ± 0.021 [0.491, 0.573]`` (the standard error or the interval is left out where it is
+    NaN); :meth:`columns` the frame columns ``q, q_se, q_ci_low, q_ci_high``.
+    """
+
+    estimate: Any
+    se: Any
+    ci_low: Any
+    ci_high: Any
     level: float
+
+    #: The fields, in order.
+    PARTS: ClassVar[tuple[str, ...]] = ("estimate", "se", "ci_low", "ci_high", "level")
+
+    def __init__(
+        self,
+        estimate: Any,
+        se: Any,
+        ci_low: Any = None,
+        ci_high: Any = None,
+        level: float | None = None,
+        *,
+        low: Any = None,
+        high: Any = None,
+    ) -> None:
+        validate.replaced_knob("Interval", "low", low, "ci_low", ci_low)
+        validate.replaced_knob("Interval", "high", high, "ci_high", ci_high)
+        lo = ci_low if low is None else low
+        hi = ci_high if high is None else high
+        if lo is None or hi is None or level is None:
+            raise TypeError("Interval needs estimate, se, ci_low, ci_high and level")
+        for name, value in zip(self.PARTS, (estimate, se, lo, hi, level), strict=True):
+            object.__setattr__(self, name, value)
+
+    @property
+    def low(self) -> Any:
+        """The lower end of the confidence interval (``ci_low``)."""
+        return self.ci_low
+
+    @property
+    def high(self) -> Any:
+        """The upper end of the confidence interval (``ci_high``)."""
+        return self.ci_high
+
+    @classmethod
+    def from_se(
+        cls, estimate: ArrayLike, se: ArrayLike, level: float = 0.95, *, df: float | None = None
+    ) -> Interval:
+        """``estimate ± z se``: the normal-approximation interval at ``level`` (Student t with
+        ``df`` degrees of freedom where given, e.g. a mean over a few splits)."""
+        est = np.asarray(estimate, dtype=np.float64)
+        s = np.asarray(se, dtype=np.float64)
+        q = 0.5 + validate.level(level) / 2
+        z = float(_st.norm.ppf(q) if df is None else _st.t.ppf(q, df))
+        return cls(est, s, est - z * s, est + z * s, float(level))
+
+    def __getitem__(self, index: Any) -> Interval:
+        """The interval of one element (or a slice) of array-valued estimates."""
+        e, s, lo, hi = (
+            np.broadcast_to(np.asarray(v), np.shape(self.estimate))[index] for v in self.parts
+        )
+        return Interval(e, s, lo, hi, self.level)
+
+    @property
+    def parts(self) -> tuple[Any, Any, Any, Any]:
+        """``(estimate, se, ci_low, ci_high)``."""
+        return (self.estimate, self.se, self.ci_low, self.ci_high)
+
+    def __format__(self, spec: str) -> str:
+        """``estimate ± se [ci_low, ci_high]`` with ``spec`` (default ``.3f``) for every number
+        (the standard error without a sign); a scalar interval only."""
+        spec = spec or ".3f"
+        est, se, lo, hi = (float(np.asarray(v)) for v in self.parts)
+        # The width of ``spec`` pads the estimate only; the interval keeps its sign flag.
+        digits = re.sub(r"^.*?(?=[,_.]|[a-zA-Z%]$)", "", spec, count=1) or ".3f"
+        text = format(est, spec)
+        if np.isfinite(se):
+            text += f" ± {format(se, digits)}"
+        if not (np.isnan(lo) and np.isnan(hi)):
+            ci = ("+" if "+" in spec else "") + digits
+            text += f" [{format(lo, ci)}, {format(hi, ci)}]"
+        return text
+
+    def format(self, spec: str = ".3f") -> str:
+        """The text of :meth:`__format__`: ``format(iv, spec)``."""
+        return self.__format__(spec)
+
+    def columns(self, name: str | None = None) -> dict[str, Any]:
+        """Frame columns: ``{name, name_se, name_ci_low, name_ci_high}``; with no ``name`` the
+        columns of a long table, one row per estimate (``estimate, se, ci_low, ci_high``)."""
+        return dict(zip(self.column_names(name), self.parts, strict=True))
+
+    @staticmethod
+    def column_names(name: str | None = None) -> tuple[str, str, str, str]:
+        """The names of the frame columns of :meth:`columns`."""
+        if name is None:
+            return ("estimate", "se", "ci_low", "ci_high")
+        return (name, f"{name}_se", f"{name}_ci_low", f"{name}_ci_high")
+
+    @classmethod
+    def from_row(cls, row: Any, name: str | None = None, level: float = 0.95) -> Interval:
+        """The interval of ``name`` in a frame row (or any mapping) with :meth:`columns`."""
+        e, s, lo, hi = (row[c] for c in cls.column_names(name))
+        return cls(e, s, lo, hi, level)
+
+
+class Estimate(NamedTuple):
+    """Where a result keeps one estimate: the names of its fields (or properties) holding the
+    estimate, its standard error and its confidence interval (None: not reported; a missing
+    standard error is NaN, a missing interval the normal one of :meth:`Interval.from_se`), and
+    the level of the interval (an attribute name, or a number)."""
+
+    estimate: str
+    se: str | None = None
+    ci_low: str | None = None
+    ci_high: str | None = None
+    level: str | float = "level"
+
+    def of(self, result: Any) -> Interval:
+        """The :class:`~faithlens.stats.Interval` of this estimate in ``result``."""
+        get = lambda name: np.asarray(getattr(result, name), dtype=np.float64)  # noqa: E731
+        level = float(getattr(result, self.level) if isinstance(self.level, str) else self.level)
+        est = get(self.estimate)
+        se = get(self.se) if self.se else np.full_like(est, np.nan)
+        if self.ci_low is None or self.ci_high is None:
+            return Interval.from_se(est, se, level)
+        return Interval(est, se, get(self.ci_low), get(self.ci_high), level)
+
+
+def with_intervals(
+    frame: pd.DataFrame, intervals: Mapping[str, Interval], drop: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """``frame`` with each column ``q`` named in ``intervals`` replaced by the uniform columns
+    ``q, q_se, q_ci_low, q_ci_high`` of its interval (``Interval.columns``), a ``level``
+    column at the end, and the columns ``drop`` (the old names of those pieces) left out."""
+    out: dict[str, Any] = {}
+    for k, v in frame.items():
+        if k in intervals:
+            out.update(intervals[str(k)].columns(str(k)))
+        elif k not in drop:
+            out[str(k)] = v
+    levels = {iv.level for q, iv in intervals.items() if q in frame.columns}
+    if levels and "level" not in out:
+        out["level"] = levels.pop() if len(levels) == 1 else np.nan
+    return pd.DataFrame(out, index=frame.index)
 
 
 #: Above this many examples :func:`bootstrap` uses the percentile interval instead of BCa (the

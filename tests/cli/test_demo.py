@@ -22,7 +22,7 @@ def test_demo_writes_results(tmp_path):
     res = runner.invoke(app, [*args, "--n-boot", "100"])
     assert res.exit_code == 0, res.output
     # the tables are printed, with their intervals
-    assert "head.1.3" in res.output and "ci_low" in res.output
+    assert "head.1.3" in res.output and "effect_ci_low" in res.output
     assert "claims 1+2+3" in res.output and "95% CI" in res.output
     text = (out / "summary.txt").read_text()
     assert "zoo:induction" in text and "claim 1" in text and "CPU time" in text

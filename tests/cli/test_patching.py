@@ -52,12 +52,14 @@ def test_patch_writes_results(smollm2, tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    assert "head.23.3" in res.output and "ci_low" in res.output
+    assert "head.23.3" in res.output and "effect_ci_low" in res.output
     meta = json.loads((out / "result.json").read_text())
     assert meta["class"] == "PatchingResult"
     table = pd.read_parquet(out / "table.parquet")
     assert set(table["site"]) == {"head.20.0", "head.23.3", "mlp_out.22"}
-    assert {"effect", "ci_low", "ci_high", "layer", "head", "position"} <= set(table.columns)
+    assert {"effect", "effect_ci_low", "effect_ci_high", "layer", "head", "position"} <= set(
+        table.columns
+    )
     assert (out / "heatmap.png").stat().st_size > 1000
     loaded = fl.Result.load(out)
     assert loaded.site == list(table["site"])

@@ -38,7 +38,7 @@ def test_patching_max_rows_warns_and_gives_the_same_result(tiny_gpt2, fn):
     np.testing.assert_allclose(old.patched, default.patched, atol=1e-5, rtol=0)
     np.testing.assert_allclose(new.patched, default.patched, atol=1e-5, rtol=0)
     np.testing.assert_allclose(big.patched, default.patched, atol=1e-5, rtol=0)
-    pd_cols = ["effect", "ci_low", "ci_high"]
+    pd_cols = ["effect", "effect_ci_low", "effect_ci_high"]
     np.testing.assert_allclose(
         new.to_frame()[pd_cols].to_numpy(),
         default.to_frame()[pd_cols].to_numpy(),

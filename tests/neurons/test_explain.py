@@ -42,7 +42,7 @@ def test_certified_winner_and_uncertified_units_say_so(result):
     df = result.to_frame()
     iou = df[df.metric == "iou"].set_index("unit")
     assert iou.loc["0", "status"] == "certified" and iou.loc["0", "concept"] == "a"
-    assert iou.loc["0", "guaranteed"] == pytest.approx(iou.loc["0", "lower"])
+    assert iou.loc["0", "guaranteed"] == pytest.approx(iou.loc["0", "score_ci_low"])
     assert 0 < iou.loc["0", "guaranteed"] < iou.loc["0", "score"]
     # the noise unit is not certified: no concept is reported, only the top-scoring one
     assert iou.loc["1", "status"].startswith("not certified")
@@ -74,7 +74,7 @@ def test_bound_kinds_are_named(result):
 def test_unit_detail_and_plot(result):
     d = result.unit(0, "iou", top=3)
     assert d["concept"].iloc[0] == "a" and d["provable"].iloc[0] and d["be_set"].iloc[0]
-    assert (d["lower"] <= d["score"]).all() and (d["score"] <= d["upper"]).all()
+    assert (d["score_ci_low"] <= d["score"]).all() and (d["score"] <= d["score_ci_high"]).all()
     fig = result.plot(metric="iou", units=[0, 1])
     assert len(fig.axes) == 4
     import matplotlib.pyplot as plt

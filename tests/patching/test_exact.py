@@ -63,8 +63,16 @@ def test_result_frame_save_load_plot(tiny_llama, tmp_path):
     task = padded_task(model)
     res = fl.patch(model, task, "head", n_boot=100)
     df = res.to_frame()
-    assert list(df.columns[:7]) == ["site", "kind", "layer", "head", "position", "effect", "se"]
-    assert {"ci_low", "ci_high"} <= set(df.columns)
+    assert list(df.columns[:7]) == [
+        "site",
+        "kind",
+        "layer",
+        "head",
+        "position",
+        "effect",
+        "effect_se",
+    ]
+    assert {"effect_ci_low", "effect_ci_high", "level"} <= set(df.columns)
     assert len(df) == model.n_layers * model.n_heads
     res.save(tmp_path / "r")
     back = fl.Result.load(tmp_path / "r")

@@ -257,7 +257,7 @@ def test_writers_on_the_planted_model_and_bad_input():
     w = writers(pm.model, pm.pairs(16), pm.direction, 1, n_boot=100)
     assert w.k80 == 1 and w.residual < 1e-4 and w.gini > 0.85
     top = w.top(1).iloc[0]
-    assert top["component"] == "mlp_out.1" and top["ci_low"] > 0
+    assert top["component"] == "mlp_out.1" and top["contribution_ci_low"] > 0
     with pytest.raises(fl.InputError, match="resid_pre"):
         writers(pm.model, pm.pairs(4), pm.direction, 1, site="mlp_out")
     with pytest.raises(fl.InputError, match="out of range"):

@@ -101,7 +101,7 @@ def _patch_zoo(tmp: Path, patch_n: int, seed: int, n_boot: int) -> list[str]:
     from ..tasks.paren import paren_task
 
     texts: list[str] = []
-    cols = ["site", "effect", "ci_low", "ci_high"]
+    cols = ["site", "effect", "effect_ci_low", "effect_ci_high"]
     builders: tuple[tuple[str, Any], ...] = (
         ("induction", lambda: induction_task(n=patch_n, seed=seed)),
         ("paren", lambda: paren_task(n=patch_n, seed=seed)),

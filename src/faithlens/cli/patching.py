@@ -227,7 +227,7 @@ def _print_patch(res: Any, direction: str, top: int) -> None:
         f"metric {res.metric}: clean {float(clean.mean()):.3f}, "
         f"corrupted {float(corrupted.mean()):.3f}"
     )
-    cols = ["site", "layer", "head", "position", "effect", "ci_low", "ci_high"]
+    cols = ["site", "layer", "head", "position", "effect", "effect_ci_low", "effect_ci_high"]
     print_frame(
         res.top(top)[cols],
         title=f"top {top} sites by |effect| ({int(res.level * 100)}% CI)",
@@ -283,7 +283,7 @@ def path_patch_cmd(
                 max_memory=memory,
             )
         console.print(res.summary(k=0).split("\n", 1)[0])
-        cols = ["site", "layer", "head", "effect", "ci_low", "ci_high"]
+        cols = ["site", "layer", "head", "effect", "effect_ci_low", "effect_ci_high"]
         print_frame(
             res.top(top)[cols],
             title=f"top {top} senders by |effect| ({int(res.level * 100)}% CI)",

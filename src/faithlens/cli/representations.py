@@ -301,11 +301,11 @@ def read_cmd(
             [
                 "layer",
                 "accuracy",
-                "accuracy_low",
-                "accuracy_high",
+                "accuracy_ci_low",
+                "accuracy_ci_high",
                 "auroc",
-                "auroc_low",
-                "auroc_high",
+                "auroc_ci_low",
+                "auroc_ci_high",
                 "stability",
             ]
         ]
@@ -371,7 +371,7 @@ def steer_cmd(
             )
         console.print(eff.summary().split("\n")[0])
         print_frame(
-            eff.to_frame()[["condition", "mean", "effect", "ci_low", "ci_high"]],
+            eff.to_frame()[["condition", "mean", "effect", "effect_ci_low", "effect_ci_high"]],
             title=f"effect on '{beh.name}' ({metric})",
         )
         if show > 0:

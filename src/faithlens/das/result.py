@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from ..results import Result
+from ..results import Estimate, Result
 from .alignment import Alignment, alignment_from_flat
 
 if TYPE_CHECKING:
@@ -29,6 +29,11 @@ class DASResult(Result):
     unit; ``emd_features``: the same on ``emd_dims`` only. ``history``: one row per epoch.
     ``alignment`` rebuilds the learned module (``alignment_spec`` + ``alignment_params``), and
     :meth:`intervention` turns it into an ``fl.Interchange`` for any run.
+
+    ``intervals()``: ``iia`` (bootstrap, 95%) and the point values ``emd`` and ``emd_features``,
+    whose standard error and interval are NaN (one Sinkhorn divergence, nothing resampled). The
+    frame is the training history (one row per epoch, its ``iia`` the running training
+    accuracy of that epoch, not an estimate with an interval).
     """
 
     method: str
@@ -57,6 +62,12 @@ class DASResult(Result):
     positions: Any = None  # the site's position selection ("last", an int, a list) or None
 
     kind = "das"
+
+    INTERVALS: ClassVar[dict[str, Estimate]] = {
+        "iia": Estimate("iia", "iia_se", "iia_low", "iia_high", level=0.95),
+        "emd": Estimate("emd", level=0.95),
+        "emd_features": Estimate("emd_features", level=0.95),
+    }
 
     def site_spec(self) -> Any:
         """The aligned site with its position selection."""
@@ -123,8 +134,7 @@ class DASResult(Result):
         lines = [
             f"{name} at {self.site}: {len(self.dims)} aligned dim(s), loss {loss}, "
             f"{self.epochs} epochs, checkpoint by {self.select} (epoch {self.selected_epoch})",
-            f"  IIA  = {self.iia:.4f} ± {self.iia_se:.4f}  [{self.iia_low:.4f}, {self.iia_high:.4f}]"
-            f"  (n={self.n})",
+            f"  IIA  = {self.interval_of('iia'):.4f}  (95% CI, n={self.n})",
             f"  EMD (all units) = {self.emd:.4g}",
         ]
         if self.emd_dims:

@@ -30,7 +30,8 @@ from ..errors import InputError
 from ..interventions import Intervention
 from ..models.model import Model
 from ..models.sites import SiteLike
-from ..results import Result
+from ..results import Result, with_intervals
+from ..stats import Interval
 from ..tasks.base import Task
 from .audit_inputs import (
     SOURCE_REFS,
@@ -52,6 +53,7 @@ from .audit_steps import (
     resolve_reader,
     resolve_units_site,
 )
+from .compare import SPLIT_LEVEL, split_intervals
 from .subspace import row_basis
 
 if TYPE_CHECKING:
@@ -74,6 +76,13 @@ class AuditResult(Result):
     intervention's displacement in the row space and its visibility ``|W r| / (|W|_2 |r|)``
     (± SE). ``dormant``: per condition, how many downstream units never active on natural data
     the intervention recruits, and on what fraction of examples.
+
+    ``intervals()``: ``intervened``, ``baseline`` and ``excess`` (one element per row of
+    ``table``; the Student t interval over the splits, ``compare.split_intervals``),
+    ``row_fraction`` and ``visibility`` (per row of ``displacement``) and
+    ``examples_recruiting`` (per row of ``dormant``), these three means over examples with their
+    normal 95% intervals. ``to_frame()`` is ``table`` with ``q, q_se, q_ci_low, q_ci_high,
+    level``.
     """
 
     site: str
@@ -91,8 +100,20 @@ class AuditResult(Result):
 
     kind = "audit"
 
+    def intervals(self) -> dict[str, Interval]:
+        out = split_intervals(self.table, self.n_splits)
+        for frame, names in (
+            (self.displacement, ("row_fraction", "visibility")),
+            (self.dormant, ("examples_recruiting",)),
+        ):
+            for q in names:
+                est, se = (frame[c].to_numpy(dtype=np.float64) for c in (q, f"{q}_se"))
+                out[q] = Interval.from_se(est, se, SPLIT_LEVEL)
+        return out
+
     def to_frame(self) -> pd.DataFrame:
-        return self.table.copy()
+        ivs = split_intervals(self.table, self.n_splits)
+        return with_intervals(self.table, ivs, drop=tuple(f"{q}_se" for q in ivs))
 
     def divergence(self, condition: str | None = None, space: str = "full") -> pd.DataFrame:
         """The rows of one condition (the first by default) and space."""
@@ -133,30 +154,35 @@ class AuditResult(Result):
                     "null": "null space (harmless)",
                 }[space]
                 lines.append(f"  {label}, dim {int(rows['dim'].iloc[0])}:")
-                for _, r in rows.iterrows():
+                ivs = split_intervals(rows, self.n_splits)
+                for i, rec in enumerate(rows.to_dict("records")):
                     lines.append(
-                        f"    {r['metric']:<10} intervened {r['intervened']:.4g} ± "
-                        f"{r['intervened_se']:.2g}   natural {r['baseline']:.4g} ± "
-                        f"{r['baseline_se']:.2g}   excess {r['excess']:+.3g} ± "
-                        f"{r['excess_se']:.2g}{_ratio_text(r['ratio'], r['baseline'])}"
+                        f"    {rec['metric']:<10} intervened {ivs['intervened'][i]:.4g}   natural "
+                        f"{ivs['baseline'][i]:.4g}   excess {ivs['excess'][i]:+.3g}"
+                        f"{_ratio_text(rec['ratio'], rec['baseline'])}"
                     )
             d = self.displacement[self.displacement["condition"] == cond]
             if len(d):
                 r = d.iloc[0]
+                frac, vis = (
+                    Interval.from_se(r[q], r[f"{q}_se"], SPLIT_LEVEL)
+                    for q in ("row_fraction", "visibility")
+                )
                 lines.append(
-                    f"  displacement: {r['row_fraction']:.3f} ± {r['row_fraction_se']:.3f} of "
-                    f"|delta|^2 in the row space; visibility {r['visibility']:.3f} ± "
-                    f"{r['visibility_se']:.3f}"
+                    f"  displacement: {frac:.3f} of |delta|^2 in the row space; visibility "
+                    f"{vis:.3f}"
                 )
             d = self.dormant[self.dormant["condition"] == cond]
             if len(d):
                 r = d.iloc[0]
                 flag = "FLAG" if int(r["n_recruited"]) else "ok"
+                share = Interval.from_se(
+                    r["examples_recruiting"], r["examples_recruiting_se"], SPLIT_LEVEL
+                )
                 lines.append(
                     f"  dormant units at {self.units_site}: {int(r['n_dormant'])} of "
                     f"{int(r['n_units'])} never active naturally; {int(r['n_recruited'])} "
-                    f"recruited {list(r['recruited'])[:10]} on {r['examples_recruiting']:.3f} ± "
-                    f"{r['examples_recruiting_se']:.3f} of examples  [{flag}]"
+                    f"recruited {list(r['recruited'])[:10]} on {share:.3f} of examples  [{flag}]"
                 )
         for n in self.notes:
             lines.append(f"note: {n}")

@@ -22,14 +22,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from .. import stats, validate
 from ..errors import InputError, ShapeError
-from ..results import Result
+from ..results import Estimate, Result, with_intervals
+from ..stats import Interval
 from . import distances as D
 
 
@@ -264,6 +265,29 @@ def _grouped_split_values(
     return SplitValues(names, out, h_min)
 
 
+#: The estimates of a table of split means (:func:`summarize_splits`), each with its ``_se``.
+SPLIT_ESTIMATES = ("intervened", "baseline", "excess")
+#: The level of the intervals of divergences (Student t over the splits).
+SPLIT_LEVEL = 0.95
+
+
+def split_intervals(table: pd.DataFrame, n_splits: int) -> dict[str, Interval]:
+    """The intervals of a table of split means: ``intervened``, ``baseline`` and ``excess``
+    (one element per row), each its mean ± SE over ``n_splits`` splits with the Student t
+    interval at :data:`SPLIT_LEVEL` (``n_splits - 1`` degrees of freedom)."""
+    df = max(1, int(n_splits) - 1)
+    return {
+        q: Interval.from_se(
+            table[q].to_numpy(dtype=np.float64),
+            table[f"{q}_se"].to_numpy(dtype=np.float64),
+            SPLIT_LEVEL,
+            df=df,
+        )
+        for q in SPLIT_ESTIMATES
+        if q in table.columns
+    }
+
+
 def summarize_splits(sv: SplitValues) -> pd.DataFrame:
     """One row per metric: intervened and baseline (mean, SE over splits), their difference
     (``excess``, SE of the per-split differences) and ratio."""
@@ -298,6 +322,10 @@ class DivergenceResult(Result):
     over ``n_splits`` random splits, and ``ratio``). ``values``: the raw per-split numbers
     ``[metric, split, (intervened, baseline)]``. ``mse`` (paired sets only): mean squared
     difference between each intervened row and its natural row, with its SE over rows.
+
+    ``intervals()``: ``intervened``, ``baseline`` and ``excess`` (one element per metric; the
+    Student t interval over the splits, :func:`split_intervals`) and ``mse`` (its normal 95%
+    interval); ``to_frame()`` is ``table`` with ``q, q_se, q_ci_low, q_ci_high, level``.
     """
 
     table: pd.DataFrame
@@ -315,8 +343,14 @@ class DivergenceResult(Result):
 
     kind = "divergence"
 
+    INTERVALS: ClassVar[dict[str, Estimate]] = {"mse": Estimate("mse", "mse_se", level=SPLIT_LEVEL)}
+
+    def intervals(self) -> dict[str, Interval]:
+        return {**split_intervals(self.table, self.n_splits), **super().intervals()}
+
     def to_frame(self) -> pd.DataFrame:
-        return self.table.copy()
+        ivs = split_intervals(self.table, self.n_splits)
+        return with_intervals(self.table, ivs, drop=tuple(f"{q}_se" for q in ivs))
 
     def __getitem__(self, metric: str) -> dict[str, float]:
         row = self.table[self.table["metric"] == metric]
@@ -332,16 +366,14 @@ class DivergenceResult(Result):
         )
         lines = [head]
         if self.paired and np.isfinite(self.mse):
-            lines.append(f"  paired mse = {self.mse:.4g} ± {self.mse_se:.2g}")
-        lines.append(
-            f"  {'metric':<11}{'intervened':>22}{'natural baseline':>22}{'excess':>22}{'ratio':>8}"
-        )
-        for _, r in self.table.iterrows():
-            ratio = f"{r['ratio']:>8.2f}" if r["baseline"] > 0 else f"{'':>8}"
+            lines.append(f"  paired mse = {self.interval_of('mse'):.4g}")
+        lines.append(f"  mean ± SE over splits [{SPLIT_LEVEL:.0%} t interval]; ratio")
+        ivs = split_intervals(self.table, self.n_splits)
+        for i, r in enumerate(self.table.to_dict("records")):
+            ratio = f"; ratio {r['ratio']:.2f}" if r["baseline"] > 0 else ""
             lines.append(
-                f"  {r['metric']:<11}{r['intervened']:>13.4g} ± {r['intervened_se']:<7.2g}"
-                f"{r['baseline']:>13.4g} ± {r['baseline_se']:<7.2g}"
-                f"{r['excess']:>+13.3g} ± {r['excess_se']:<7.2g}{ratio}"
+                f"  {r['metric']:<11} intervened {ivs['intervened'][i]:.4g}; natural baseline "
+                f"{ivs['baseline'][i]:.4g}; excess {ivs['excess'][i]:+.3g}{ratio}"
             )
         return "\n".join(lines)
 

@@ -9,14 +9,14 @@ margin`` on at least one intervened example.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from .. import stats
 from ..errors import ShapeError
-from ..results import Result
+from ..results import Estimate, Result
 from . import distances as D
 
 
@@ -28,7 +28,9 @@ class DormantReport(Result):
     active on some intervened example; ``fire_rate[j]``: the fraction of intervened examples on
     which ``recruited[j]`` fires; ``max_activation[j]``: its largest intervened activation;
     ``examples_recruiting`` (± ``examples_recruiting_se``): the fraction of intervened examples
-    that recruit at least one dormant unit.
+    that recruit at least one dormant unit: ``intervals()["examples_recruiting"]``, a mean over
+    examples with its normal 95% interval. The frame lists the recruited units (no estimates
+    with intervals).
     """
 
     n_units: int
@@ -40,6 +42,10 @@ class DormantReport(Result):
     examples_recruiting: float
     examples_recruiting_se: float
     flagged_examples: np.ndarray
+
+    INTERVALS: ClassVar[dict[str, Estimate]] = {
+        "examples_recruiting": Estimate("examples_recruiting", "examples_recruiting_se", level=0.95)
+    }
 
     @property
     def flagged(self) -> bool:
@@ -64,7 +70,7 @@ class DormantReport(Result):
         if not self.flagged:
             return head + " (no hidden pathway flagged)"
         return head + (
-            f"; {self.examples_recruiting:.1%} ± {self.examples_recruiting_se:.1%} of the "
+            f"; {self.interval_of('examples_recruiting'):.1%} of the "
             f"intervened examples recruit at least one (units {self.recruited[:10].tolist()}"
             f"{' ...' if self.recruited.size > 10 else ''})"
         )

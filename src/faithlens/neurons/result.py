@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..results import Result
+from ..results import Estimate, Result
+from ..stats import Interval
 from . import bounds as _b
 
 if TYPE_CHECKING:
@@ -39,6 +40,10 @@ class NeuronExplanation(Result):
     reaches the best lower bound) holds only the top-scoring concept: then it is the population
     best with probability ``1 - delta``. Otherwise the table says *not certified* and leaves
     ``concept`` empty; ``top_scoring`` still names the empirical argmax, for inspection only.
+
+    ``intervals()["score"]``: ``scores`` with the interval ``lower``..``upper`` at level
+    ``bound_level = 1 - delta`` (simultaneous over concepts; no standard error: NaN). The frame
+    shows the top-scoring concept's as ``score, score_se, score_ci_low, score_ci_high, level``.
     """
 
     kind: ClassVar[str] = "neurons"
@@ -65,6 +70,15 @@ class NeuronExplanation(Result):
     site: str | None = None
     skipped: tuple[int, ...] = ()
     holdout: float = 0.0
+
+    INTERVALS: ClassVar[dict[str, Estimate]] = {
+        "score": Estimate("scores", None, "lower", "upper", level="bound_level")
+    }
+
+    @property
+    def bound_level(self) -> float:
+        """The probability ``1 - delta`` with which the bounds ``lower``..``upper`` hold."""
+        return 1.0 - float(self.delta)
 
     # -- lookups -------------------------------------------------------------------------------
     def metric_index(self, metric: str | None) -> int:
@@ -144,15 +158,15 @@ class NeuronExplanation(Result):
     def unit(
         self, unit: int | str, metric: str | None = None, top: int | None = 10
     ) -> pd.DataFrame:
-        """Every concept for one unit (best first): score, interval, bootstrap frequency, and
-        membership of the provable and BE sets."""
+        """Every concept for one unit (best first): score with its interval (``score, score_se,
+        score_ci_low, score_ci_high, level``), bootstrap frequency, and membership of the
+        provable and BE sets."""
         j, u = self.metric_index(metric), self.unit_index(unit)
         df = pd.DataFrame(
             {
                 "concept": list(self.concepts),
-                "score": self.scores[j, u],
-                "lower": self.lower[j, u],
-                "upper": self.upper[j, u],
+                **self.interval_of("score")[j, u].columns("score"),
+                "level": self.bound_level,
                 "freq": self.freq[j, u],
                 "provable": self.provable_set(metric)[u],
             }
@@ -185,9 +199,11 @@ class NeuronExplanation(Result):
                 row["concept"] = self.concepts[w] if (w >= 0 and cert[u]) else None
                 row["top_scoring"] = self.concepts[w] if w >= 0 else None
                 row["score"] = float(s[u, w]) if w >= 0 else np.nan
-                row["lower"] = float(self.lower[j, u, w]) if w >= 0 else np.nan
-                row["upper"] = float(self.upper[j, u, w]) if w >= 0 else np.nan
-                row["guaranteed"] = row["lower"] if (w >= 0 and cert[u]) else np.nan
+                row["score_se"] = np.nan
+                row["score_ci_low"] = float(self.lower[j, u, w]) if w >= 0 else np.nan
+                row["score_ci_high"] = float(self.upper[j, u, w]) if w >= 0 else np.nan
+                row["level"] = self.bound_level
+                row["guaranteed"] = row["score_ci_low"] if (w >= 0 and cert[u]) else np.nan
                 if w >= 0 and s.shape[1] > 1:
                     other = np.where(
                         np.arange(s.shape[1]) == w, -np.inf, np.nan_to_num(s[u], nan=-np.inf)
@@ -271,8 +287,8 @@ class NeuronExplanation(Result):
                     more = ", ..." if len(mem) > 5 else ""
                     lines.append(
                         f"  {name}: NOT certified: {len(mem)} concepts may be best "
-                        f"{{{shown}{more}}}; top-scoring {self.concepts[w]!r} {_fmt(sc)} "
-                        f"[{_fmt(lo)}, {_fmt(hi)}]{be_txt}"
+                        f"{{{shown}{more}}}; top-scoring {self.concepts[w]!r} "
+                        f"{Interval(sc, np.nan, lo, hi, self.bound_level):.3f}{be_txt}"
                     )
             if len(self.units) > max_units:
                 lines.append(f"  ... {len(self.units) - max_units} more units (to_frame() has all)")

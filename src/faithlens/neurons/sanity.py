@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import stats
 from .. import validate as V
 from ..errors import InputError
-from ..results import Result
+from ..results import Result, with_intervals
 from .explain import DIRECTIONS, as_metrics, full_pass, unit_blocks
 from .kernels import FAMILIES, Problem, memory_budget, plan_chunks
 
@@ -140,7 +141,14 @@ def sanity_checks(
 
 @dataclasses.dataclass(frozen=True)
 class SanityCheck(Result):
-    """Verdicts of the missing-labels and extra-labels checks per metric and frequency."""
+    """Verdicts of the missing-labels and extra-labels checks per metric and frequency.
+
+    ``intervals()``: per row of ``table``, ``missing_rate`` and ``extra_rate`` (rates over the
+    ``seeds`` seeds, with the binomial standard error and 95% Wilson interval) and ``score``,
+    ``drop_missing``, ``drop_extra`` (means over the seeds, whose per-seed values are not kept:
+    standard error and interval NaN); ``to_frame()`` is ``table`` with ``q, q_se, q_ci_low,
+    q_ci_high, level``.
+    """
 
     kind: ClassVar[str] = "neurons-sanity"
 
@@ -173,17 +181,38 @@ class SanityCheck(Result):
         v = self.verdicts()
         return [str(m) for m in v.loc[v["both"], "metric"]]
 
+    def intervals(self) -> dict[str, stats.Interval]:
+        t = self.table
+
+        def col(q: str) -> np.ndarray:
+            return t[q].to_numpy(dtype=np.float64)
+
+        out = {}
+        for q in ("score", "drop_missing", "drop_extra"):
+            nan = np.full(len(t), np.nan)
+            out[q] = stats.Interval(col(q), nan, nan, nan, 0.95)
+        for q in ("missing_rate", "extra_rate"):
+            out[q] = stats.proportion_interval(np.round(col(q) * self.seeds), self.seeds)
+        return out
+
     def to_frame(self) -> pd.DataFrame:
-        return self.table.copy()
+        return with_intervals(self.table, self.intervals())
 
     def summary(self) -> str:
         v = self.verdicts()
+        rates = self.intervals()
         lines = [
             f"NeuronEval sanity checks: {self.n} inputs, {self.seeds} seeds, frequencies "
             f"{', '.join(f'{f:g}' for f in self.frequencies)}; a check passes when the score of "
             f"the correct explanation drops by more than {self.tol:g} in >= {self.pass_rate:.0%} "
             "of seeds",
             v.to_string(index=False),
+            "rates of passing seeds (binomial SE, 95% Wilson interval):",
+            *(
+                f"  {r['metric']} at {r['frequency']:g}: missing labels {rates['missing_rate'][i]:.2f}, "
+                f"extra labels {rates['extra_rate'][i]:.2f}"
+                for i, r in enumerate(self.table.to_dict("records"))
+            ),
             f"pass both: {', '.join(self.passing()) or 'none'}",
         ]
         return "\n".join(lines)

@@ -30,9 +30,10 @@ import pandas as pd
 import torch
 from scipy import stats as _st
 
+from .. import stats
 from .. import validate as V
 from ..errors import InputError
-from ..results import Result
+from ..results import Result, with_intervals
 from . import bounds as _b
 from .explain import (
     DIRECTIONS,
@@ -367,9 +368,26 @@ def _simulate_size(
 
 @dataclasses.dataclass(frozen=True)
 class BoundValidation(Result):
-    """Coverage of the bounds and prediction sets on simulated units (see :func:`simulate`)."""
+    """Coverage of the bounds and prediction sets on simulated units (see :func:`simulate`).
+
+    ``intervals()``: every rate over the ``reps`` repetitions (``coverage``, ``identified``,
+    ``certified``, ``certified_wrong`` and, with a bootstrap, ``be_covers_true`` and
+    ``be_covers_fresh``), one element per row of ``table``, with its binomial standard error
+    and 95% Wilson interval (the Monte-Carlo error of the simulation); ``to_frame()`` is
+    ``table`` with ``q, q_se, q_ci_low, q_ci_high, level``.
+    """
 
     kind: ClassVar[str] = "neurons-validation"
+
+    #: The columns of ``table`` that are rates over the repetitions.
+    RATES: ClassVar[tuple[str, ...]] = (
+        "coverage",
+        "identified",
+        "certified",
+        "certified_wrong",
+        "be_covers_true",
+        "be_covers_fresh",
+    )
 
     table: pd.DataFrame
     metrics: tuple[str, ...]
@@ -385,8 +403,18 @@ class BoundValidation(Result):
     interval: str
     seed: int
 
+    def intervals(self) -> dict[str, stats.Interval]:
+        t = self.table
+        return {
+            q: stats.proportion_interval(
+                np.round(t[q].to_numpy(dtype=np.float64) * self.reps), self.reps, level=0.95
+            )
+            for q in self.RATES
+            if q in t.columns
+        }
+
     def to_frame(self) -> pd.DataFrame:
-        return self.table.copy()
+        return with_intervals(self.table, self.intervals())
 
     def coverage_se(self) -> pd.Series:
         """Monte-Carlo standard error of the coverage column."""
@@ -415,7 +443,11 @@ class BoundValidation(Result):
         ]
         if self.n_boot:
             cols += ["be_covers_true", "be_covers_fresh", "be_size"]
-        return head + "\n" + self.table[cols].to_string(index=False, float_format="%.3f")
+        shown = self.table[cols].copy()
+        for q, iv in self.intervals().items():
+            shown[q] = [f"{iv[i]:.3f}" for i in range(len(shown))]
+        note = "rates over the repetitions with binomial SE and 95% Wilson interval"
+        return f"{head}\n{note}\n" + shown.to_string(index=False, float_format="%.3f")
 
 
 __all__ = ["BoundValidation", "Design", "simulate"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -12,7 +12,8 @@ from .. import validate
 from ..errors import InputError
 from ..interventions import Patch
 from ..models.sites import Site
-from ..results import Result
+from ..results import Estimate, Result
+from ..stats import Interval
 
 
 @dataclass(frozen=True, eq=False)
@@ -24,7 +25,8 @@ class PatchingResult(Result):
     nothing. Denoising patches clean activations into the corrupted run (base = corrupt); noising
     patches corrupted activations into the clean run (base = clean). ``ci_low``/``ci_high`` are a
     bootstrap confidence interval over examples (BCa; numerator and denominator resampled
-    together), ``se`` its bootstrap standard error.
+    together), ``se`` its bootstrap standard error: ``intervals()["effect"]``, and the frame
+    columns ``effect, effect_se, effect_ci_low, effect_ci_high``.
 
     ``patched`` holds the per-example metric of every condition ``[n_conditions, n]`` (for
     attribution patching: the first-order estimate ``m_base + grad . (source - base)``).
@@ -53,6 +55,10 @@ class PatchingResult(Result):
     seed: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
 
+    INTERVALS: ClassVar[dict[str, Estimate]] = {
+        "effect": Estimate("effect", "se", "ci_low", "ci_high")
+    }
+
     @property
     def n(self) -> int:
         return int(self.base.shape[0])
@@ -65,10 +71,8 @@ class PatchingResult(Result):
                 "layer": pd.array(self.layer, dtype="Int64"),
                 "head": pd.array(self.head, dtype="Int64"),
                 "position": pd.array(self.position, dtype="Int64"),
-                "effect": self.effect,
-                "se": self.se,
-                "ci_low": self.ci_low,
-                "ci_high": self.ci_high,
+                **self.interval_of("effect").columns("effect"),
+                "level": self.level,
                 "mean_patched": self.patched.mean(-1) if self.patched.size else np.array([]),
             }
         )
@@ -111,9 +115,8 @@ class PatchingResult(Result):
         top = self.top(k)
         for _, r in top.iterrows():
             pos = "" if pd.isna(r["position"]) else f" @pos {int(r['position'])}"
-            lines.append(
-                f"  {r['site']:<16}{pos:<10} {r['effect']:+.3f}  [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
-            )
+            iv = Interval.from_row(r, "effect", self.level)
+            lines.append(f"  {r['site']:<16}{pos:<10} {iv:+.3f}")
         return "\n".join(lines)
 
     def interventions(self, top: int | None = None, *, source: str | None = None) -> list[Patch]:

@@ -100,7 +100,7 @@ def row_bytes(model: Model, seq_rel: int, seq_abs: int, dtype_bytes: int) -> int
 def nan_interval(est: Any) -> Any:
     """The interval with every value NaN (an undefined estimate, never a number)."""
     nan = np.full(np.shape(est.estimate), np.nan)
-    return replace(est, estimate=nan, se=nan.copy(), low=nan.copy(), high=nan.copy())
+    return replace(est, estimate=nan, se=nan.copy(), ci_low=nan.copy(), ci_high=nan.copy())
 
 
 def answer_columns(model: Model, task: Task, sites: Sequence[str]) -> tuple[Tensor | None, Tensor]:

@@ -3,6 +3,7 @@ lens, writers, generations and the faithfulness report."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from .plots import new_axes
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.figure import Figure
 
     from ..representations.generation import Generations
@@ -90,7 +92,12 @@ def writers_plot(res: WritersResult, ax: Any = None, k: int = 20) -> Figure:
     y = np.arange(len(top))
     c = top["contribution"].to_numpy(float)
     err = np.nan_to_num(
-        np.vstack([c - top["ci_low"].to_numpy(float), top["ci_high"].to_numpy(float) - c])
+        np.vstack(
+            [
+                c - top["contribution_ci_low"].to_numpy(float),
+                top["contribution_ci_high"].to_numpy(float) - c,
+            ]
+        )
     )
     ax.barh(y, c, xerr=err, capsize=2, color="tab:green")
     ax.set_yticks(y, list(top["component"]), fontsize=7)
@@ -109,13 +116,14 @@ def report_plot(rep: FaithfulnessReport, ax: Any = None) -> Figure:
 
     fig, axes = subplots(2, 2, figsize=(11, 7.5))
     ax = axes[0][0]
-    rd = rep.reading
+    # reports saved before the uniform interval columns name them accuracy_low, ci_low, ...
+    rd = rep.reading.rename(columns=lambda c: re.sub(r"(?<!_ci)_(low|high)$", r"_ci_\1", str(c)))
     if not rd.empty:
         x = rd["layer"].to_numpy()
         ax.plot(x, rd["accuracy"], marker="o", ms=3, label="pair accuracy")
-        ax.fill_between(x, rd["accuracy_low"], rd["accuracy_high"], alpha=0.2)
+        ax.fill_between(x, rd["accuracy_ci_low"], rd["accuracy_ci_high"], alpha=0.2)
         ax.plot(x, rd["auroc"], marker="s", ms=3, label="AUROC")
-        ax.fill_between(x, rd["auroc_low"], rd["auroc_high"], alpha=0.2)
+        ax.fill_between(x, rd["auroc_ci_low"], rd["auroc_ci_high"], alpha=0.2)
         for L in rep.layers:
             ax.axvline(L, color="tab:orange", alpha=0.15, lw=4)
         ax.set_ylim(0, 1.02)
@@ -123,15 +131,15 @@ def report_plot(rep: FaithfulnessReport, ax: Any = None) -> Figure:
         ax.legend(fontsize=7)
     ax.set_title(f"reading '{rep.concept}' (shaded: steered layers)", fontsize=9)
     ax = axes[0][1]
-    st = rep.steering
+    st = _uniform(rep.steering, "effect")
     if not st.empty:
         keep = st[~st["kind"].isin(["random", "random_ablate"])]
         rnd = st[st["kind"] == "random"]
         rab = st[st["kind"] == "random_ablate"]
         labels = list(keep["condition"])
         vals = list(keep["effect"])
-        lo = list(keep["ci_low"])
-        hi = list(keep["ci_high"])
+        lo = list(keep["effect_ci_low"])
+        hi = list(keep["effect_ci_high"])
         y = np.arange(len(labels))
         ax.barh(
             y,
@@ -173,20 +181,20 @@ def report_plot(rep: FaithfulnessReport, ax: Any = None) -> Figure:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    pr = rep.persistence
+    pr = _uniform(rep.persistence, "effect")
     if not pr.empty:
         for name, g in pr.groupby("schedule", sort=False):
             if name == "none":
                 continue
             ax.plot(g["token"], g["effect"], marker="o", ms=3, label=str(name))
-            ax.fill_between(g["token"], g["ci_low"], g["ci_high"], alpha=0.2)
+            ax.fill_between(g["token"], g["effect_ci_low"], g["effect_ci_high"], alpha=0.2)
         ax.axhline(0, color="k", lw=0.5)
         ax.set_xlabel("token of the continuation")
         ax.set_ylabel("change in log p")
         ax.legend(fontsize=7)
     ax.set_title("persistence: one-shot vs continual injection", fontsize=9)
     ax = axes[1][1]
-    wr = rep.writers
+    wr = _uniform(rep.writers, "contribution")
     if not wr.empty:
         top = wr.reindex(wr["contribution"].abs().sort_values(ascending=False).index).head(12)
         y = np.arange(len(top))
@@ -195,7 +203,12 @@ def report_plot(rep: FaithfulnessReport, ax: Any = None) -> Figure:
             y,
             c,
             xerr=np.nan_to_num(
-                np.vstack([c - top["ci_low"].to_numpy(float), top["ci_high"].to_numpy(float) - c])
+                np.vstack(
+                    [
+                        c - top["contribution_ci_low"].to_numpy(float),
+                        top["contribution_ci_high"].to_numpy(float) - c,
+                    ]
+                )
             ),
             capsize=2,
             color="tab:green",
@@ -253,3 +266,10 @@ def reading_plot(res: ReadingResult, ax: Any = None) -> Figure:
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def _uniform(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """A frame saved before the uniform interval columns (``se, ci_low, ci_high`` of one
+    estimate ``name``) with the uniform names ``name_se, name_ci_low, name_ci_high``."""
+    old = {k: f"{name}_{k}" for k in ("se", "ci_low", "ci_high")}
+    return frame.rename(columns={k: v for k, v in old.items() if k in frame.columns})

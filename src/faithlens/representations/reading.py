@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,7 @@ from .. import validate as V
 from ..errors import InputError
 from ..models.model import Model
 from ..progress import Progress
-from ..results import Result
+from ..results import Estimate, Result
 from .data import ContrastPairs, Prompt, split_groups
 from .directions import METHODS, fit_direction, pair_auroc, stability
 from .generation import encode
@@ -67,6 +67,12 @@ class ReadingResult(Result):
     activation; ``separation`` ``[L]`` the mean training-pair gap ``<h+ - h-, r>``; ``spread``
     ``[L]`` the standard deviation of training read-outs; ``test_pos`` / ``test_neg``
     ``[L, n_test]`` the held-out read-outs.
+
+    ``intervals()``: ``accuracy`` (Wilson interval; its standard error the binomial
+    ``sqrt(p (1 - p) / n_test)``), ``auroc`` (bootstrap interval; no standard error is kept, so
+    it is NaN) and ``stability`` (the ``level`` percentile range of the refitted cosines; its
+    standard error is NaN), one element per layer; ``to_frame()`` shows each as
+    ``q, q_se, q_ci_low, q_ci_high``.
     """
 
     method: str
@@ -98,6 +104,18 @@ class ReadingResult(Result):
     n_boot: int = 1000
     n_stability: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+
+    INTERVALS: ClassVar[dict[str, Estimate]] = {
+        "accuracy": Estimate("accuracy", "accuracy_se", "accuracy_low", "accuracy_high"),
+        "auroc": Estimate("auroc", None, "auroc_low", "auroc_high"),
+        "stability": Estimate("stability", None, "stability_low", "stability_high"),
+    }
+
+    @property
+    def accuracy_se(self) -> np.ndarray:
+        """The binomial standard error of the held-out pair accuracy, per layer."""
+        p = np.asarray(self.accuracy, dtype=np.float64)
+        return np.asarray(np.sqrt(p * (1 - p) / max(1, self.n_test)))
 
     def _j(self, layer: int) -> int:
         if layer not in self.layers:
@@ -213,48 +231,39 @@ class ReadingResult(Result):
         )
 
     def to_frame(self) -> pd.DataFrame:
+        ivs = self.intervals()
         return pd.DataFrame(
             {
                 "layer": self.layers,
                 "method": self.method,
-                "accuracy": self.accuracy,
-                "accuracy_low": self.accuracy_low,
-                "accuracy_high": self.accuracy_high,
-                "auroc": self.auroc,
-                "auroc_low": self.auroc_low,
-                "auroc_high": self.auroc_high,
-                "stability": self.stability,
-                "stability_low": self.stability_low,
-                "stability_high": self.stability_high,
+                **ivs["accuracy"].columns("accuracy"),
+                **ivs["auroc"].columns("auroc"),
+                **ivs["stability"].columns("stability"),
                 "separation": self.separation,
                 "spread": self.spread,
+                "level": self.level,
             }
         )
 
     def summary(self) -> str:
         best = self.best_layer()
         j = self._j(best)
+        ivs = self.intervals()
         lines = [
             f"reading vectors ({self.method}) for '{self.concept}' on {self.dataset}: "
             f"{self.model}, {self.site} at token {self.position}, {len(self.layers)} layers, "
             f"{self.n_train} training / {self.n_test} held-out pairs",
-            f"best layer {best}: pair accuracy {self.accuracy[j]:.3f} "
-            f"[{self.accuracy_low[j]:.3f}, {self.accuracy_high[j]:.3f}], AUROC "
-            f"{self.auroc[j]:.3f} [{self.auroc_low[j]:.3f}, {self.auroc_high[j]:.3f}] "
-            f"({int(self.level * 100)}% CIs)",
+            f"best layer {best}: pair accuracy {ivs['accuracy'][j]:.3f}, AUROC "
+            f"{ivs['auroc'][j]:.3f} ({int(self.level * 100)}% CIs)",
         ]
         if self.n_stability:
             lines.append(
                 f"stability (mean cosine over {self.n_stability} bootstrap refits) at layer "
-                f"{best}: {self.stability[j]:.3f} [{self.stability_low[j]:.3f}, "
-                f"{self.stability_high[j]:.3f}]"
+                f"{best}: {ivs['stability'][j]:.3f}"
             )
-        lines.append("  layer  accuracy            AUROC")
+        lines.append("  layer  accuracy                     AUROC")
         for k, L in enumerate(self.layers):
-            lines.append(
-                f"  {L:>5}  {self.accuracy[k]:.3f} [{self.accuracy_low[k]:.2f},{self.accuracy_high[k]:.2f}]"
-                f"  {self.auroc[k]:.3f} [{self.auroc_low[k]:.2f},{self.auroc_high[k]:.2f}]"
-            )
+            lines.append(f"  {L:>5}  {ivs['accuracy'][k]:.2f}    {ivs['auroc'][k]:.2f}")
         return "\n".join(lines)
 
 

@@ -4,13 +4,14 @@ faithfulness report that gathers them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..results import Result
+from ..results import Estimate, Result
+from ..stats import Interval
 
 
 @dataclass(frozen=True, eq=False)
@@ -22,7 +23,8 @@ class SteeringResult(Result):
     ``mean(values[c] - baseline)`` with a bootstrap confidence interval over prompts
     (``effect_low`` / ``effect_high``) and its standard error ``effect_se``. ``kind`` groups the
     conditions (``"steer"``, ``"ablate"``, ``"random"``, ``"random_ablate"``...); ``coef`` is
-    the steering coefficient of each (NaN for ablations).
+    the steering coefficient of each (NaN for ablations). ``intervals()["effect"]`` and the frame
+    columns ``effect, effect_se, effect_ci_low, effect_ci_high`` hold them.
     """
 
     conditions: list[str]
@@ -42,6 +44,10 @@ class SteeringResult(Result):
     seed: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
 
+    INTERVALS: ClassVar[dict[str, Estimate]] = {
+        "effect": Estimate("effect", "effect_se", "effect_low", "effect_high")
+    }
+
     @property
     def n(self) -> int:
         return int(self.baseline.shape[0])
@@ -53,10 +59,8 @@ class SteeringResult(Result):
                 "kind": self.kind,
                 "coef": self.coef,
                 "mean": self.values.mean(1) if self.values.size else np.array([]),
-                "effect": self.effect,
-                "se": self.effect_se,
-                "ci_low": self.effect_low,
-                "ci_high": self.effect_high,
+                **self.interval_of("effect").columns("effect"),
+                "level": self.level,
             }
         )
 
@@ -75,8 +79,9 @@ class SteeringResult(Result):
             f"{float(self.baseline.mean()):.3f} over n={self.n}; effect = mean paired "
             f"difference from baseline, {int(self.level * 100)}% bootstrap CI"
         ]
-        for c, e, lo, hi in zip(self.conditions, self.effect, self.effect_low, self.effect_high):
-            lines.append(f"  {c:<44} {e:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        effect = self.interval_of("effect")
+        for i, c in enumerate(self.conditions):
+            lines.append(f"  {c:<44} {effect[i]:+.3f}")
         return "\n".join(lines)
 
 
@@ -87,7 +92,9 @@ class PersistenceResult(Result):
 
     ``values`` ``[n_schedules, n, T]``: teacher-forced log p of reference token ``t`` (NaN past a
     row's end). ``mean`` / ``low`` / ``high`` ``[n_schedules, T]``: the per-token mean of the
-    difference from the first schedule (no injection) with bootstrap CIs.
+    difference from the first schedule (no injection) with bootstrap CIs: ``intervals()["effect"]``
+    (its standard error is NaN: none is kept) and the frame columns ``effect, effect_se,
+    effect_ci_low, effect_ci_high``.
     """
 
     schedules: list[str]
@@ -101,6 +108,8 @@ class PersistenceResult(Result):
     level: float = 0.95
     seed: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+
+    INTERVALS: ClassVar[dict[str, Estimate]] = {"effect": Estimate("mean", None, "low", "high")}
 
     @property
     def n_tokens(self) -> int:
@@ -118,19 +127,14 @@ class PersistenceResult(Result):
 
     def to_frame(self) -> pd.DataFrame:
         rows = []
+        effect = self.interval_of("effect")
         for s, name in enumerate(self.schedules):
             for t in range(self.n_tokens):
                 with np.errstate(invalid="ignore"):
                     lp = float(np.nanmean(self.values[s, :, t]))
+                cols = {k: float(v) for k, v in effect[s, t].columns("effect").items()}
                 rows.append(
-                    {
-                        "schedule": name,
-                        "token": t + 1,
-                        "logprob": lp,
-                        "effect": float(self.mean[s, t]),
-                        "ci_low": float(self.low[s, t]),
-                        "ci_high": float(self.high[s, t]),
-                    }
+                    {"schedule": name, "token": t + 1, "logprob": lp, **cols, "level": self.level}
                 )
         return pd.DataFrame(rows)
 
@@ -140,11 +144,13 @@ class PersistenceResult(Result):
             f"per token, change from no injection ({int(self.level * 100)}% CIs)"
         ]
         half = self.n_tokens // 2
+        effect = self.interval_of("effect")
         for s, name in enumerate(self.schedules[1:], 1):
             with np.errstate(invalid="ignore"):
-                first = float(self.mean[s, 0])
                 late = float(np.nanmean(self.mean[s, half:]))
-            lines.append(f"  {name:<12} first token {first:+.3f}, second half {late:+.3f}")
+            lines.append(
+                f"  {name:<12} first token {effect[s, 0]:+.3f}, second half (mean) {late:+.3f}"
+            )
         if "one-shot" in self.schedules and "continual" in self.schedules:
             lines.append(f"  late one-shot / continual effect: {self.late_ratio():.2f}")
         return "\n".join(lines)
@@ -223,7 +229,9 @@ class WritersResult(Result):
     ``total``; ``k80`` the fewest components (largest first) whose contributions reach 80% of the
     total, and ``gini`` the Gini coefficient of the absolute contributions (1: one component
     writes everything). ``residual`` is the largest gap between the sum of the parts and the
-    read-out itself (a check; ~0).
+    read-out itself (a check; ~0). ``intervals()``: ``contribution`` (per component) and
+    ``total``, bootstrap intervals whose standard errors are NaN (none is kept); the frame
+    columns ``contribution, contribution_se, contribution_ci_low, contribution_ci_high``.
     """
 
     components: list[str]
@@ -245,6 +253,11 @@ class WritersResult(Result):
     level: float = 0.95
     seed: int = 0
 
+    INTERVALS: ClassVar[dict[str, Estimate]] = {
+        "contribution": Estimate("contribution", None, "low", "high"),
+        "total": Estimate("total", None, "total_low", "total_high"),
+    }
+
     @property
     def share(self) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -256,10 +269,9 @@ class WritersResult(Result):
                 "component": self.components,
                 "layer": pd.array(self.layer, dtype="Int64"),
                 "head": pd.array(self.head, dtype="Int64"),
-                "contribution": self.contribution,
-                "ci_low": self.low,
-                "ci_high": self.high,
+                **self.interval_of("contribution").columns("contribution"),
                 "share": self.share,
+                "level": self.level,
             }
         )
 
@@ -271,15 +283,13 @@ class WritersResult(Result):
     def summary(self, k: int = 8) -> str:
         lines = [
             f"who writes {self.label or 'the direction'} at {self.site} ({self.model}): contrast "
-            f"{self.total:.3f} [{self.total_low:.3f}, {self.total_high:.3f}] over "
+            f"{self.interval_of('total'):.3f} over "
             f"{len(self.components)} components; 80% from the top {self.k80}; Gini "
             f"{self.gini:.2f}; decomposition residual {self.residual:.2g}"
         ]
         for _, r in self.top(k).iterrows():
-            lines.append(
-                f"  {r['component']:<14} {r['contribution']:+.3f} [{r['ci_low']:+.3f}, "
-                f"{r['ci_high']:+.3f}]  ({100 * r['share']:.1f}%)"
-            )
+            iv = Interval.from_row(r, "contribution", self.level)
+            lines.append(f"  {r['component']:<14} {iv:+.3f}  ({100 * r['share']:.1f}%)")
         return "\n".join(lines)
 
 
@@ -291,7 +301,10 @@ class FaithfulnessReport(Result):
     ``ci_high``, ``reference``, ``passed``, ``note``). The other frames hold the evidence:
     ``reading`` (per-layer accuracy), ``steering`` (effects of steering, ablation and random
     directions), ``persistence``, ``logit_lens``, ``writers`` and ``divergence``; empty when a
-    check was not run.
+    check was not run. ``intervals()``: each check's estimate by check name (no standard error
+    is kept: NaN; the interval NaN where the check has none), at ``level`` (``meta["level"]``;
+    NaN for reports saved before it was recorded); ``to_frame()`` is ``checks`` with the
+    columns ``estimate, se, ci_low, ci_high, level``.
     """
 
     checks: pd.DataFrame
@@ -310,8 +323,25 @@ class FaithfulnessReport(Result):
     seed: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def level(self) -> float:
+        """The confidence level of the checks' intervals."""
+        return float(self.meta.get("level", float("nan")))
+
+    def _frame(self) -> pd.DataFrame:
+        t = self.checks.copy()
+        if "se" not in t.columns:
+            t.insert(list(t.columns).index("estimate") + 1, "se", np.nan)
+        return t.assign(level=self.level)
+
+    def intervals(self) -> dict[str, Interval]:
+        return {
+            str(r["check"]): Interval.from_row(r, level=self.level)
+            for _, r in self._frame().iterrows()
+        }
+
     def to_frame(self) -> pd.DataFrame:
-        return self.checks.copy()
+        return self._frame()
 
     def passed(self, check: str) -> bool:
         rows = self.checks[self.checks["check"] == check]
@@ -328,13 +358,11 @@ class FaithfulnessReport(Result):
             f"'{self.behaviour}', steering layers {self.layers} x{self.coef:g}, analysis layer "
             f"{self.layer}"
         ]
-        for _, r in self.checks.iterrows():
+        for _, r in self._frame().iterrows():
             mark = "PASS" if r["passed"] else "fail"
-            ci = ""
-            if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"]):
-                ci = f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+            iv = Interval.from_row(r, level=self.level)
             lines.append(
-                f"  {mark}  {r['check']:<24} {r['estimate']:+.3f}{ci}  {r['criterion']}"
+                f"  {mark}  {r['check']:<24} {iv:+.3f}  {r['criterion']}"
                 + (f"  ({r['note']})" if r["note"] else "")
             )
         return "\n".join(lines)

@@ -46,14 +46,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
 from ..errors import InputError
 from ..models.model import Model
-from ..results import Result
-from ..stats import mean_interval
+from ..results import Result, with_intervals
+from ..stats import Interval, mean_interval
 from ..tasks import paren as par
 from .data import ScrubData
 from .data import field as column
@@ -405,6 +406,10 @@ class ParenReplication(Result):
     baseline) with standard errors and confidence intervals, next to Redwood's published
     number. ``comparisons``: paired differences of the scrubbed loss between hypotheses (same
     references and random numbers), with their CIs.
+
+    ``intervals()``: ``loss`` (its interval the normal one from ``loss_se``: the table keeps no
+    other), ``recovered`` and ``difference`` (the comparisons), one element per row;
+    ``to_frame()`` is ``table`` with the uniform columns ``q, q_se, q_ci_low, q_ci_high, level``.
     """
 
     model: str
@@ -419,8 +424,23 @@ class ParenReplication(Result):
     warnings: dict[str, list[str]] = field(default_factory=dict)
     kind = "paren_replication"
 
+    def intervals(self) -> dict[str, Interval]:
+        t, c = self.table, self.comparisons
+
+        def col(frame: pd.DataFrame, name: str) -> np.ndarray:
+            return frame[name].to_numpy(dtype=np.float64)
+
+        r = [col(t, k) for k in ("recovered", "recovered_se", "recovered_low", "recovered_high")]
+        d = [col(c, k) for k in ("difference", "se", "low", "high")]
+        return {
+            "loss": Interval.from_se(col(t, "loss"), col(t, "loss_se"), self.level),
+            "recovered": Interval(r[0], r[1], r[2], r[3], self.level),
+            "difference": Interval(d[0], d[1], d[2], d[3], self.level),
+        }
+
     def to_frame(self) -> pd.DataFrame:
-        return self.table
+        old = ("loss_se", "recovered_se", "recovered_low", "recovered_high")
+        return with_intervals(self.table, self.intervals(), drop=old)
 
     def recovered(self, name: str) -> float:
         return float(dict(zip(self.table.hypothesis, self.table.recovered))[name])
@@ -430,20 +450,19 @@ class ParenReplication(Result):
         lines = [
             f"Redwood's paren hypotheses on {self.model} ({self.n} references, seed {self.seed}); "
             f"BCE of the model {self.original_loss:.4f}, random input {self.baseline_loss:.3f}",
-            f"{'hypothesis':<22}{'scrubbed BCE':>14}{'% recovered':>13}  {pct}% CI{'':>9}Redwood",
+            f"{'hypothesis':<22} scrubbed BCE; % recovered ({pct}% CIs); Redwood's % recovered",
         ]
-        for r in self.table.to_dict("records"):
+        ivs = self.intervals()
+        for i, r in enumerate(self.table.to_dict("records")):
             pub = "-" if pd.isna(r["published"]) else f"{r['published']:.0f}"
             lines.append(
-                f"{r['hypothesis']:<22}{r['loss']:>14.3f}{r['recovered']:>12.1f}%  "
-                f"[{r['recovered_low']:5.1f}, {r['recovered_high']:5.1f}]{pub:>10}"
+                f"{r['hypothesis']:<22} {ivs['loss'][i]:.3f}; {ivs['recovered'][i]:.1f} %; {pub}"
             )
         lines.append("paired differences of the scrubbed loss (worse - better):")
-        for c in self.comparisons.to_dict("records"):
+        for i, c in enumerate(self.comparisons.to_dict("records")):
             verdict = "holds" if c["low"] > 0 else "not shown"
             lines.append(
-                f"  {c['worse']!r} - {c['better']!r}: {c['difference']:+.3f} [{c['low']:+.3f}, "
-                f"{c['high']:+.3f}] ({verdict})"
+                f"  {c['worse']!r} - {c['better']!r}: {ivs['difference'][i]:+.3f} ({verdict})"
             )
         for name, ws in self.warnings.items():
             for w in ws:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from ..results import Result
+from ..results import Estimate, Result, with_intervals
+from ..stats import Interval
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,10 @@ class ScrubResult(Result):
     scrubbed model), ``original`` (of the model), ``baseline_values`` (``[B, n]``, one row per
     named baseline), ``kl`` (KL from the model's to the scrubbed model's output distribution,
     empty when the outputs are not logits) and ``references`` (the table rows of the reference
-    examples). ``table`` holds every estimate with its standard error and confidence interval;
-    ``nodes`` the sampling diagnostics of every interpretation node.
+    examples). ``table`` holds every estimate with its standard error and confidence interval
+    (one row per ``quantity``; ``intervals()`` by quantity, and ``to_frame()`` with the columns
+    ``estimate, se, ci_low, ci_high, level``); ``nodes`` the sampling diagnostics of every
+    interpretation node.
     """
 
     hypothesis: str
@@ -44,13 +47,24 @@ class ScrubResult(Result):
     kind = "scrub"
 
     # -- numbers -------------------------------------------------------------------------------
+    def _frame(self) -> pd.DataFrame:
+        """``table`` with the uniform interval columns (saved tables name them low / high)."""
+        t = self.table.rename(columns={"low": "ci_low", "high": "ci_high"})
+        return t.assign(level=self.level)
+
     def _row(self, quantity: str) -> pd.Series:
-        hit = self.table[self.table["quantity"] == quantity]
+        t = self._frame()
+        hit = t[t["quantity"] == quantity]
         if hit.empty:
-            raise KeyError(
-                f"no {quantity!r} in this result; quantities: {list(self.table['quantity'])}"
-            )
+            raise KeyError(f"no {quantity!r} in this result; quantities: {list(t['quantity'])}")
         return hit.iloc[0]
+
+    def intervals(self) -> dict[str, Interval]:
+        """Every row of ``table`` (scrubbed, original, baselines, % recovered, ...) by quantity."""
+        return {
+            str(r["quantity"]): Interval.from_row(r, level=self.level)
+            for _, r in self._frame().iterrows()
+        }
 
     @property
     def expectation(self) -> float:
@@ -73,27 +87,25 @@ class ScrubResult(Result):
     def recovered_ci(self, baseline: str | None = None) -> tuple[float, float]:
         name = baseline or self.baseline_names[0]
         r = self._row(f"% recovered vs {name}")
-        return float(r["low"]), float(r["high"])
+        return float(r["ci_low"]), float(r["ci_high"])
 
     def baseline(self, name: str) -> np.ndarray:
         return self.baseline_values[self.baseline_names.index(name)]
 
     # -- Result API ----------------------------------------------------------------------------
     def to_frame(self) -> pd.DataFrame:
-        return self.table.copy()
+        """One row per quantity: ``quantity, estimate, se, ci_low, ci_high, level``."""
+        return self._frame()
 
     def summary(self) -> str:
         lines = [
             f"causal scrubbing: {self.hypothesis!r} on {self.n} examples (seed {self.seed}); "
             f"behaviour {self.behaviour} ({'higher' if self.higher_is_better else 'lower'} is better)"
         ]
-        pct = round(100 * self.level)
-        for _, r in self.table.iterrows():
-            unit = " %" if str(r["quantity"]).startswith("%") else ""
-            lines.append(
-                f"  {r['quantity']:<32} {r['estimate']:10.4f}{unit}  ± {r['se']:.4f}  "
-                f"[{pct}% CI {r['low']:.4f}, {r['high']:.4f}]"
-            )
+        lines.append(f"  {round(100 * self.level)}% confidence intervals")
+        for q, iv in self.intervals().items():
+            unit = " %" if q.startswith("%") else ""
+            lines.append(f"  {q:<32} {iv:10.4f}{unit}")
         if self.kl.size:
             lines.append(f"  mean KL(model || scrubbed)       {float(self.kl.mean()):10.4f}")
         if self.warnings:
@@ -108,7 +120,15 @@ class ScrubResult(Result):
 @dataclass(frozen=True)
 class AdversaryResult(Result):
     """Adversarial validation: the candidate refinements tried, their effect on the metric, and
-    the refinements chosen (greedily, one per step)."""
+    the refinements chosen (greedily, one per step).
+
+    ``intervals()["base_expectation"]``: the hypothesis' expectation with its standard error
+    ``base_se``; its interval is the normal one (``base_expectation ± 1.96 base_se``), as the
+    scrub it comes from reports no other. ``intervals()["delta"]``: how far each candidate moves
+    the expectation, a mean of paired differences with its standard error (``se_delta`` in
+    ``candidates``) and its normal 95% interval. The frame is the table of candidates with the
+    columns ``delta, delta_se, delta_ci_low, delta_ci_high, level``.
+    """
 
     hypothesis: str
     behaviour: str
@@ -126,19 +146,30 @@ class AdversaryResult(Result):
     recovered_after: float = float("nan")
     kind = "adversary"
 
+    INTERVALS: ClassVar[dict[str, Estimate]] = {
+        "base_expectation": Estimate("base_expectation", "base_se", level=0.95)
+    }
+
     @property
     def moved(self) -> float:
         """How far the chosen refinements moved the expectation (final - hypothesis)."""
         return self.final_expectation - self.base_expectation
 
+    def intervals(self) -> dict[str, Interval]:
+        c = self.candidates
+        delta = Interval.from_se(c["delta"].to_numpy(float), c["se_delta"].to_numpy(float))
+        return {**super().intervals(), "delta": delta}
+
     def to_frame(self) -> pd.DataFrame:
-        return self.candidates.copy()
+        """The candidates, ``delta`` with its uniform interval columns."""
+        delta = self.interval_of("delta")
+        return with_intervals(self.candidates, {"delta": delta}, drop=("se_delta",))
 
     def summary(self) -> str:
         lines = [
             f"adversarial validation of {self.hypothesis!r}: {self.evaluations} evaluations "
             f"(budget {self.budget}); behaviour {self.behaviour}",
-            f"  model {self.original:.4f}; hypothesis {self.base_expectation:.4f} ± {self.base_se:.4f}; "
+            f"  model {self.original:.4f}; hypothesis {self.interval_of('base_expectation'):.4f}; "
             f"after the adversary {self.final_expectation:.4f} (moved {self.moved:+.4f})",
         ]
         if np.isfinite(self.recovered_before):
@@ -149,11 +180,11 @@ class AdversaryResult(Result):
             lines.append("  chosen refinements: " + "; ".join(self.chosen))
         else:
             lines.append("  no refinement moved the metric beyond its noise")
-        top = self.candidates.sort_values("z", ascending=False).head(8)
+        top = self.to_frame().sort_values("z", ascending=False).head(8)
         for _, r in top.iterrows():
             lines.append(
                 f"    step {int(r['step'])}: {r['refinement']:<48} {r['expectation']:.4f} "
-                f"(moves {r['delta']:+.4f} ± {r['se_delta']:.4f}, z={r['z']:.1f})"
+                f"(moves {Interval.from_row(r, 'delta'):+.4f}, z={r['z']:.1f})"
             )
         return "\n".join(lines)
 

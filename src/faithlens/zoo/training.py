@@ -36,6 +36,7 @@ from .. import validate as V
 from ..errors import InputError
 from ..progress import Progress, positional_arity
 from ..results import Result
+from ..stats import Interval
 from .config import ZooConfig
 from .loop import TrainingState, start_training, train_steps
 from .model import ZooTransformer
@@ -152,7 +153,13 @@ class Recipe(ABC):
 
 @dataclass(frozen=True)
 class TrainingRun(Result):
-    """One training run of a zoo recipe: its history, final metrics and cost."""
+    """One training run of a zoo recipe: its history, final metrics and cost.
+
+    ``intervals()``: every final metric evaluated with an interval (``{"estimate", "low",
+    "high", "se", "n"}`` in ``metrics``, 95%); plain numbers in ``metrics`` are logged values
+    without an uncertainty. The frame is the training history; ``metrics_frame()`` the final
+    metrics with ``estimate, se, ci_low, ci_high, level``.
+    """
 
     name: str
     seed: int
@@ -174,13 +181,25 @@ class TrainingRun(Result):
     def to_frame(self) -> pd.DataFrame:
         return self.history
 
-    def metrics_frame(self) -> pd.DataFrame:
-        rows = []
+    def intervals(self) -> dict[str, Interval]:
+        def num(v: Any) -> float:
+            return float("nan") if v is None else float(v)
+
+        out = {}
         for k, v in self.metrics.items():
             if isinstance(v, dict) and "estimate" in v:
-                rows.append(
-                    {"metric": k, **{c: v.get(c) for c in ("estimate", "low", "high", "se", "n")}}
-                )
+                e, s, lo, hi = (num(v.get(c)) for c in ("estimate", "se", "low", "high"))
+                out[k] = Interval(e, s, lo, hi, 0.95)
+        return out
+
+    def metrics_frame(self) -> pd.DataFrame:
+        """One row per final metric: ``metric, estimate, se, ci_low, ci_high, level, n``
+        (NaN where a metric is a plain number)."""
+        ivs = self.intervals()
+        rows = []
+        for k, v in self.metrics.items():
+            if k in ivs:
+                rows.append({"metric": k, **ivs[k].columns(), "level": 0.95, "n": v.get("n")})
             elif isinstance(v, (int, float)):
                 rows.append({"metric": k, "estimate": float(v)})
         return pd.DataFrame(rows)
@@ -192,13 +211,12 @@ class TrainingRun(Result):
             f"training time {self.seconds / 60:.1f} min on {self.machine.get('threads', '?')} "
             f"threads (load average at start {self.machine.get('load_start', '?')})",
         ]
-        for _, r in self.metrics_frame().iterrows():
-            if pd.notna(r.get("low")):
-                lines.append(
-                    f"  {r['metric']:<28} {r['estimate']:.5g}  [{r['low']:.5g}, {r['high']:.5g}]"
-                )
-            else:
-                lines.append(f"  {r['metric']:<28} {r['estimate']:.5g}")
+        ivs = self.intervals()
+        for k, v in self.metrics.items():
+            if k in ivs:
+                lines.append(f"  {k:<28} {ivs[k]:.5g}")
+            elif isinstance(v, (int, float)):
+                lines.append(f"  {k:<28} {float(v):.5g}")
         for p in self.problems:
             lines.append(f"  PROBLEM: {p}")
         return "\n".join(lines)

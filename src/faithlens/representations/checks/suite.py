@@ -285,5 +285,6 @@ def _report(
             "null": o.null,
             "prompt": o.prompt,
             "baseline_mean": float(base.mean()) if base is not None else float("nan"),
+            "level": float(o.level),
         },
     )
