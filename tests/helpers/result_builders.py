@@ -530,7 +530,52 @@ def generations() -> Any:
 
 
 #: result class name -> a builder of a small instance.
+def edge_scores() -> Any:
+    from faithlens.circuits.scores import EdgeScores
+
+    rng = np.random.default_rng(7)
+    score = np.array([-0.4, 0.05, -0.01])
+    return EdgeScores(
+        edge=["a0.h0->a1.h0<k>", "input->m0", "m0->logits"],
+        writer=["a0.h0", "input", "m0"],
+        reader=["a1.h0<k>", "m0", "logits"],
+        score=score,
+        score_se=np.array([0.05, 0.02, 0.01]),
+        score_ci_low=score - 0.1,
+        score_ci_high=score + 0.1,
+        values=rng.normal(size=(3, 6)),
+        clean=rng.normal(size=6) + 2,
+        corrupt=rng.normal(size=6),
+        model="toy",
+        task="toy",
+        n_boot=100,
+    )
+
+
+def circuit_faithfulness() -> Any:
+    from faithlens.circuits.faithfulness import CircuitFaithfulness
+
+    rng = np.random.default_rng(8)
+    return CircuitFaithfulness(
+        edges=["a0.h0->a1.h0<k>"],
+        n_graph_edges=3,
+        how="top 1 by |score|",
+        faithfulness=0.8,
+        faithfulness_se=0.05,
+        faithfulness_ci_low=0.7,
+        faithfulness_ci_high=0.9,
+        patched=rng.normal(size=6) + 1.6,
+        clean=rng.normal(size=6) + 2,
+        corrupt=rng.normal(size=6),
+        model="toy",
+        task="toy",
+        n_boot=100,
+    )
+
+
 BUILDERS: dict[str, Callable[[], Any]] = {
+    "EdgeScores": edge_scores,
+    "CircuitFaithfulness": circuit_faithfulness,
     "PatchingResult": patching,
     "ScrubResult": scrub,
     "AdversaryResult": adversary,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,7 @@ from ..executor import current_executor
 from ..interventions import Add, Intervention, Patch
 from ..models.model import Model
 from ..progress import Progress
-from ..results import Result
+from ..results import Estimate, Result
 from ..stats import normalized_effect
 from ..tasks.base import Task
 from ..tasks.metrics import Metric
@@ -77,6 +77,12 @@ class CircuitFaithfulness(Result):
     seed: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
 
+    INTERVALS: ClassVar[dict[str, Estimate]] = {
+        "faithfulness": Estimate(
+            "faithfulness", "faithfulness_se", "faithfulness_ci_low", "faithfulness_ci_high"
+        )
+    }
+
     @property
     def n(self) -> int:
         return int(self.clean.shape[0])
@@ -104,8 +110,8 @@ class CircuitFaithfulness(Result):
             f"{self.n_graph_edges} edges, n={self.n} examples\n"
             f"metric {self.metric}: clean {float(self.clean.mean()):.3f}, corrupted "
             f"{float(self.corrupt.mean()):.3f}, circuit {float(self.patched.mean()):.3f}\n"
-            f"normalised faithfulness {self.faithfulness:+.3f} [{self.faithfulness_ci_low:+.3f}, "
-            f"{self.faithfulness_ci_high:+.3f}] ({round(self.level * 100)}% bootstrap CI)"
+            f"normalised faithfulness {self.interval_of('faithfulness'):+.3f} "
+            f"({round(self.level * 100)}% bootstrap CI)"
         )
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from .. import validate
 from ..errors import InputError
-from ..results import Result
+from ..results import Estimate, Result
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,10 @@ class EdgeScores(Result):
     n_boot: int = 1000
     seed: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+
+    INTERVALS: ClassVar[dict[str, Estimate]] = {
+        "score": Estimate("score", "score_se", "score_ci_low", "score_ci_high")
+    }
 
     @property
     def n(self) -> int:
@@ -176,11 +180,10 @@ class EdgeScores(Result):
             f"{float(self.corrupt.mean()):.3f}; score = mean change of the metric when the edge "
             f"alone carries the corrupted input; {round(self.level * 100)}% bootstrap CIs",
         ]
+        iv = self.interval_of("score")
         for _, r in self.top(k).iterrows():
-            lines.append(
-                f"  {r['edge']:<24} {r['score']:+.4f}  "
-                f"[{r['score_ci_low']:+.4f}, {r['score_ci_high']:+.4f}]"
-            )
+            i = self.edge.index(r["edge"])
+            lines.append(f"  {r['edge']:<24} {iv[i]:+.4f}")
         return "\n".join(lines)
 
 
