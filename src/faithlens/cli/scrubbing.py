@@ -224,8 +224,8 @@ def register(app: typer.Typer) -> None:
                 feats = _resolve(module, "features", m) or {}
                 adv = sc.adversary(
                     m,
-                    h,
                     data,
+                    h,
                     n,
                     behaviour=beh,
                     graph=graph,
