@@ -221,7 +221,7 @@ def renamed_argument(old: str, new: str) -> Callable[[Callable[P, R]], Callable[
             return fn(*args, **kwargs)
 
         # what the deprecated names were, for docs (tests/helpers/api_table.py shows them)
-        setattr(call, "renamed_arguments", {**getattr(fn, "renamed_arguments", {}), old: new})
+        call.__dict__["renamed_arguments"] = {**getattr(fn, "renamed_arguments", {}), old: new}
         return call
 
     return decorate
@@ -259,7 +259,7 @@ def reordered_arguments(
                 return target(*(given[n] for n in new), *args[len(old) :], **kwargs)
             return target(**given, **kwargs)
 
-        setattr(call, "old_order", tuple(old))  # for docs, as renamed_arguments above
+        call.__dict__["old_order"] = tuple(old)  # for docs, as renamed_arguments above
         return call
 
     return decorate
