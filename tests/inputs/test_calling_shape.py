@@ -181,5 +181,8 @@ def test_scrub_old_order_warns_and_gives_the_same_result(name):
 
 def test_scrub_old_order_with_the_data_twice_is_refused():
     model, h, data = _scrub_setup()
-    with pytest.raises(TypeError, match="multiple values for argument 'data'"):
+    with (
+        pytest.warns(DeprecationWarning, match="is deprecated"),
+        pytest.raises(TypeError, match="multiple values for argument 'data'"),
+    ):
         sc.scrub(model, h, data, data=data)
