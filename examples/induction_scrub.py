@@ -184,8 +184,8 @@ def replicate(
         print(f"scrubbing {name!r} ...", flush=True)
         results[name] = sc.scrub(
             model,
-            hypothesis(name, CLAIMS[name]),
             data,
+            hypothesis(name, CLAIMS[name]),
             n=n,
             behaviour=beh,
             baselines=base,

@@ -62,12 +62,12 @@ def main(n: int = 4000) -> tuple[float, float]:
     model = fl.wrap(Guesser())
     beh = sc.Fn(minus_reward, name="minus reward")
     h = sc.Hypothesis("guess on EASY, right answer on HARD", feature=claimed_answer)
-    r = fl.scrub(model, h, data, behaviour=beh, seed=0)
+    r = fl.scrub(model, data, h, behaviour=beh, seed=0)
     print(r.summary(), end="\n\n")
     adv = fl.adversary(
         model,
-        h,
         data,
+        h,
         behaviour=beh,
         seed=0,
         budget=8,

@@ -68,10 +68,10 @@ def main(n: int = 2000) -> dict[str, float]:
 
     out = {}
     for h in (hypothesis(3), hypothesis(6), hypothesis(3, with_b=False)):
-        r = fl.scrub(model, h, data, behaviour=sc.BinaryCrossEntropy("label"), seed=0)
+        r = fl.scrub(model, data, h, behaviour=sc.BinaryCrossEntropy("label"), seed=0)
         print(r.summary(), end="\n\n")
         out[h.name] = r.recovered()
-    print(sc.dry_run(model, hypothesis(3), data, n=3, behaviour=sc.BinaryCrossEntropy("label")))
+    print(sc.dry_run(model, data, hypothesis(3), n=3, behaviour=sc.BinaryCrossEntropy("label")))
     return out
 
 

@@ -178,3 +178,86 @@ def test_unwritable_locations(tmp_path, monkeypatch):
         validate.output_file(ro / "plot.png")
     monkeypatch.undo()
     assert validate.output_dir(ro / "new") == ro / "new"
+
+
+# --------------------------------------------------------------------------------------------
+# renamed_argument / reordered_arguments
+# --------------------------------------------------------------------------------------------
+
+
+@validate.renamed_argument("task", "data")
+def _two(model, data, sites="head", *, seed=0):
+    return (model, data, sites, seed)
+
+
+@validate.renamed_argument("old", "new")
+def _keyword_only(x, *, new=None):
+    return (x, new)
+
+
+def test_renamed_argument_maps_the_old_keyword_with_a_warning():
+    import inspect
+    import warnings
+
+    assert list(inspect.signature(_two).parameters) == ["model", "data", "sites", "seed"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        assert _two(1, 2) == _two(1, data=2) == (1, 2, "head", 0)
+        assert _keyword_only(1, new=2) == (1, 2)
+    with pytest.warns(DeprecationWarning, match=r"_two: task= is deprecated.*use data="):
+        assert _two(1, task=2, sites="mlp") == (1, 2, "mlp", 0)
+    with pytest.warns(DeprecationWarning, match="old= is deprecated"):
+        assert _keyword_only(1, old=2) == (1, 2)
+    # the old and the new name together: by keyword, or the new one by position
+    for args, kw in (((1, 2), {"task": 3}), ((1,), {"data": 2, "task": 3})):
+        with pytest.raises(ArgumentError, match="task= and data were both given"):
+            _two(*args, **kw)
+    with pytest.raises(ArgumentError, match="old= and new were both given"):
+        _keyword_only(1, old=2, new=3)
+    # a keyword-only new name is never given by position: extra positionals are Python's error
+    with pytest.raises(TypeError, match="positional"):
+        _keyword_only(1, 2, old=3)  # type: ignore[misc]
+
+
+def test_renamed_argument_checks_the_function():
+    with pytest.raises(TypeError, match="must take 'data' and not 'task'"):
+        validate.renamed_argument("task", "data")(lambda model, task: None)
+
+
+class _H:
+    pass
+
+
+@validate.reordered_arguments(("model", "h", "data"), lambda a: len(a) > 1 and isinstance(a[1], _H))
+def _reordered(model, data, h, n=None, *, seed=0):
+    return (model, data, h, n, seed)
+
+
+def test_reordered_arguments_accept_the_old_order_with_a_warning():
+    import warnings
+
+    h = _H()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        assert _reordered(1, "d", h) == (1, "d", h, None, 0)
+        assert _reordered(1, h="x", data="d") == (1, "d", "x", None, 0)
+    for args, kw in (
+        ((1, h, "d"), {}),
+        ((1, h, "d", 5), {"seed": 2}),  # later positionals keep their places
+        ((1, h), {"data": "d", "n": 5, "seed": 2}),
+    ):
+        with pytest.warns(
+            DeprecationWarning, match=r"_reordered\(model, h.*_reordered\(model, data, h"
+        ):
+            got = _reordered(*args, **kw)
+        assert got[:3] == (1, "d", h)
+    assert _reordered(1, h, "d", 5, seed=2) == (1, "d", h, 5, 2)
+    with pytest.raises(TypeError, match="multiple values for argument 'data'"):
+        _reordered(1, h, "d", data="e")
+
+
+def test_reordered_arguments_check_the_function():
+    with pytest.raises(TypeError, match="must reorder its parameters"):
+        validate.reordered_arguments(("a", "b"), lambda a: True)(lambda a, b: None)
+    with pytest.raises(TypeError, match="must reorder its parameters"):
+        validate.reordered_arguments(("a", "c"), lambda a: True)(lambda a, b: None)

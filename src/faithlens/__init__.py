@@ -52,7 +52,7 @@ from .results import Result
 from .runs import Resume, RunOutput, run
 from .scrubbing import Hypothesis, ScrubResult, adversary, scrub
 from .stats import DegenerateDataWarning
-from .tasks import Task
+from .tasks import Data, Task
 from .tasks.interchange import InterchangeData
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "Add",
     "AuditResult",
     "DASResult",
+    "Data",
     "DivergenceResult",
     "InterchangeData",
     "audit",

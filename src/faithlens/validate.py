@@ -9,18 +9,22 @@ work (model loading aside, nothing heavy should run before them).
 API: :func:`positive_int`, :func:`nonnegative_int`, :func:`int_in_range`, :func:`finite_float`,
 :func:`positive_float`, :func:`probability`, :func:`level`, :func:`n_boot`, :func:`choice`,
 :func:`device`, :func:`output_dir`, :func:`output_file`, :func:`min_examples`,
-:func:`max_memory`, :func:`replaced_knob`.
+:func:`max_memory`, :func:`replaced_knob`; the decorators :func:`renamed_argument` and
+:func:`reordered_arguments` keep a renamed or reordered argument of a public method working for
+one release.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from .errors import ArgumentError
 
@@ -40,8 +44,13 @@ __all__ = [
     "positive_float",
     "positive_int",
     "probability",
+    "renamed_argument",
+    "reordered_arguments",
     "replaced_knob",
 ]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def fail(name: str, value: Any, requirement: str, fix: str = "") -> ArgumentError:
@@ -174,6 +183,86 @@ def replaced_knob(
         DeprecationWarning,
         stacklevel=stacklevel,
     )
+
+
+def renamed_argument(old: str, new: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorator: ``old=`` is the deprecated keyword of the parameter ``new`` (kept for one
+    release). A call with ``old=value`` warns (DeprecationWarning) and passes the value as
+    ``new``; a call that also gives ``new`` (by keyword or by position) is an
+    :class:`~faithlens.errors.ArgumentError` naming both. Positional calls are unaffected."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        params = list(inspect.signature(fn).parameters.values())
+        names = [p.name for p in params]
+        if new not in names or old in names:
+            raise TypeError(f"{fn.__name__} must take {new!r} and not {old!r}")
+        slot = names.index(new)
+        if params[slot].kind not in (
+            params[slot].POSITIONAL_ONLY,
+            params[slot].POSITIONAL_OR_KEYWORD,
+        ):
+            slot = len(names) + 1  # keyword-only: never given by position
+
+        @functools.wraps(fn)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            if old in kwargs:
+                if new in kwargs or len(args) > slot:
+                    raise ArgumentError(
+                        f"{fn.__name__}: {old}= and {new} were both given: {old}= is the "
+                        f"deprecated name of {new}. Give only {new}"
+                    )
+                warnings.warn(
+                    f"{fn.__name__}: {old}= is deprecated and will be removed in the next "
+                    f"release; use {new}= instead",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        # what the deprecated names were, for docs (tests/helpers/api_table.py shows them)
+        call.__dict__["renamed_arguments"] = {**getattr(fn, "renamed_arguments", {}), old: new}
+        return call
+
+    return decorate
+
+
+def reordered_arguments(
+    old: Sequence[str], is_old: Callable[[tuple[Any, ...]], bool]
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorator: the first ``len(old)`` parameters used to come in the order ``old`` (kept for
+    one release). When ``is_old(args)`` says a call passed them positionally in the old order,
+    it warns (DeprecationWarning) and passes them by name; keyword calls are unaffected."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        new = list(inspect.signature(fn).parameters)[: len(old)]
+        if sorted(new) != sorted(old) or list(new) == list(old):
+            raise TypeError(f"{fn.__name__}: {list(old)} must reorder its parameters {new}")
+
+        @functools.wraps(fn)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            if not is_old(args):
+                return fn(*args, **kwargs)
+            shown = ", ".join(old[: len(args)])
+            warnings.warn(
+                f"{fn.__name__}({shown}, ...) is deprecated and will be removed in the next "
+                f"release; call {fn.__name__}({', '.join(new)}, ...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            given = dict(zip(old, args))
+            both = sorted(set(given) & set(kwargs))
+            if both:
+                raise TypeError(f"{fn.__name__}() got multiple values for argument {both[0]!r}")
+            target: Callable[..., R] = fn  # called with the arguments in the new order
+            if len(args) > len(old):
+                return target(*(given[n] for n in new), *args[len(old) :], **kwargs)
+            return target(**given, **kwargs)
+
+        call.__dict__["old_order"] = tuple(old)  # for docs, as renamed_arguments above
+        return call
+
+    return decorate
 
 
 def min_examples(

@@ -5,8 +5,10 @@ dataclass fields, so the table cannot drift from the code:
 ``tests/architecture/test_api_table.py`` fails when the file is stale. Regenerate with
 ``python -m tests.helpers.api_table`` (``--check`` only compares).
 
-The columns show where the calling shape is already uniform and where it is not: the data
-argument, the site argument, ``n_boot`` / ``level`` (with its default), ``seed``, the memory knob
+The columns show where the calling shape is already uniform and where it is not: the required
+positional arguments (the data is the second, ``data``; a deprecated name or order, kept for one
+release by ``faithlens.validate.renamed_argument`` / ``reordered_arguments``, is shown beside
+it), the site arguments, ``n_boot`` / ``level`` (with its default), ``seed``, the memory knob
 and the progress callback.
 """
 
@@ -46,7 +48,7 @@ METHODS = [
     ("fl.neurons.sanity_checks", "faithlens.neurons", "sanity_checks"),
 ]
 
-SITE_ARGS = ("site", "sites", "senders", "layers")
+SITE_ARGS = ("site", "sites", "senders", "receivers", "layers")
 MEMORY_ARGS = ("max_memory", "max_rows", "batch_size")
 
 
@@ -86,13 +88,19 @@ def row(label: str, module: str, name: str) -> str:
         for p in params.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
-    site = next((f"{a}{_default(params[a])}" for a in SITE_ARGS if a in params), "")
+    old_order = getattr(fn, "old_order", None)
+    renamed = getattr(fn, "renamed_arguments", {})
+    shown = ", ".join(positional)
+    if old_order:  # deprecated for one release: the old order is listed while it lasts
+        shown += f" (was {', '.join(old_order)})"
+    shown += "".join(f" ({new} was {old}=)" for old, new in renamed.items())
+    site = " ".join(f"{a}{_default(params[a])}" for a in SITE_ARGS if a in params)
     stats = " ".join(f"{a}{_default(params[a])}" for a in ("n_boot", "level") if a in params)
     memory = " ".join(a for a in MEMORY_ARGS if a in params)
     result = _result_class(fn)
     fields = ", ".join(f.name for f in dataclasses.fields(result)) if result else ""
     return (
-        f"| `{label}` | {_code(', '.join(positional))} | {_code(site)} | {_code(stats)} | "
+        f"| `{label}` | {_code(shown)} | {_code(site)} | {_code(stats)} | "
         f"{'yes' if 'seed' in params else 'no'} | {_code(memory)} | "
         f"{'yes' if 'progress' in params else 'no'} | "
         f"{_code(result.__name__) if result else '-'}: {fields or '-'} |"

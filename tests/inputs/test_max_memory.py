@@ -91,12 +91,12 @@ def _scrub_setup():
 def test_scrub_batch_size_warns_and_gives_the_same_result():
     sc, model, h, data = _scrub_setup()
     kw = dict(n=300, behaviour=sc.MSE("y"), n_boot=100, seed=3)
-    default = sc.scrub(model, h, data, **kw)
+    default = sc.scrub(model, data, h, **kw)
     with pytest.warns(DeprecationWarning, match="batch_size.*max_memory"):
-        old = sc.scrub(model, h, data, batch_size=7, **kw)
+        old = sc.scrub(model, data, h, batch_size=7, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
-        new = sc.scrub(model, h, data, max_memory=10**6, **kw)
+        new = sc.scrub(model, data, h, max_memory=10**6, **kw)
     for r in (old, new):
         assert r.expectation == default.expectation and r.se == default.se
         assert r.to_frame().equals(default.to_frame())
@@ -107,9 +107,9 @@ def test_scrub_refuses_both_knobs_and_bad_max_memory(fn):
     sc, model, h, data = _scrub_setup()
     call = getattr(sc, fn)
     with pytest.raises(ArgumentError, match="batch_size=8: cannot be given together with"):
-        call(model, h, data, n=50, batch_size=8, max_memory=10**6)
+        call(model, data, h, n=50, batch_size=8, max_memory=10**6)
     with pytest.raises(ArgumentError, match="max_memory=0"):
-        call(model, h, data, n=50, max_memory=0)
+        call(model, data, h, n=50, max_memory=0)
 
 
 # --------------------------------------------------------------------------------------------

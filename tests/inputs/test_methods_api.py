@@ -261,7 +261,7 @@ def test_scrub_refuses_bad_arguments_before_planning(monkeypatch, kwargs, name, 
     monkeypatch.setattr(E, "prepare", expensive)
     monkeypatch.setattr(E, "run_prepared", expensive)
     with pytest.raises(ArgumentError) as e:
-        fl.scrub(m, h, data, behaviour=beh, **kwargs)
+        fl.scrub(m, data, h, behaviour=beh, **kwargs)
     assert_refused(e, name, value)
 
 
@@ -271,7 +271,7 @@ def test_scrub_refuses_a_one_row_pool_before_running(monkeypatch):
     m, h, data, beh = _scrub_setup(rows=1)
     monkeypatch.setattr(E, "run_prepared", expensive)
     with pytest.raises(ArgumentError) as e:
-        fl.scrub(m, h, data, behaviour=beh)
+        fl.scrub(m, data, h, behaviour=beh)
     assert_refused(e, "data", "1 row", "at least 2")
     prep = E.prepare(m, h, data, behaviour=beh)  # a dry run of one row is fine
     with pytest.raises(ArgumentError) as e:
@@ -281,8 +281,8 @@ def test_scrub_refuses_a_one_row_pool_before_running(monkeypatch):
 
 def test_scrub_valid_arguments_unchanged():
     m, h, data, beh = _scrub_setup()
-    a = fl.scrub(m, h, data, n=40, behaviour=beh, n_boot=50, seed=3)
-    b = fl.scrub(m, h, data, n=40.0, behaviour=beh, n_boot=50, seed=3)
+    a = fl.scrub(m, data, h, n=40, behaviour=beh, n_boot=50, seed=3)
+    b = fl.scrub(m, data, h, n=40.0, behaviour=beh, n_boot=50, seed=3)
     assert a.table.equals(b.table) and (a.scrubbed == b.scrubbed).all()
 
 
@@ -309,7 +309,7 @@ def test_adversary_refuses_bad_arguments_before_any_scrub(monkeypatch, kwargs, n
     monkeypatch.setattr(A, "finish", expensive)
     monkeypatch.setattr(A, "as_model", expensive)
     with pytest.raises(ArgumentError) as e:
-        sc.adversary(m, h, data, behaviour=beh, features={"x1": lambda d: d["x1"][:, 0]}, **kwargs)
+        sc.adversary(m, data, h, behaviour=beh, features={"x1": lambda d: d["x1"][:, 0]}, **kwargs)
     assert_refused(e, name, value)
 
 

@@ -340,9 +340,9 @@ def test_scrubbing_every_path_reproduces_the_model(fam):
     h = sc.Hypothesis("every path exact")
     for s in graph.senders("logits", "in"):
         h.add(s.replace(".", "_"), sc.to(s, direct=True), sampler="exact")
-    every = sc.scrub(m, h, data, behaviour=beh, graph=graph, n_boot=20)
+    every = sc.scrub(m, data, h, behaviour=beh, graph=graph, n_boot=20)
     assert np.allclose(every.scrubbed, every.original, atol=1e-5)
-    rnd = sc.scrub(m, sc.Hypothesis.random(), data, behaviour=beh, graph=graph, n_boot=20)
+    rnd = sc.scrub(m, data, sc.Hypothesis.random(), behaviour=beh, graph=graph, n_boot=20)
     assert not np.allclose(rnd.scrubbed, rnd.original, atol=1e-3)
 
 

@@ -36,7 +36,7 @@ pool = par.ParenData.sample(200, seed=0)
 data = hz.paren_scrub_data(model, pool)
 hyps = hz.paren_hypotheses(hz.open_direction(model, pool), n_ctx=pool.n_ctx)
 beh = BinaryCrossEntropy("label", positions_column="pos0")
-r = fl.scrub(model, hyps["claims 1+2"], data, n=40, behaviour=beh, seed=0, n_boot=50)
+r = fl.scrub(model, data, hyps["claims 1+2"], n=40, behaviour=beh, seed=0, n_boot=50)
 parts = [r.scrubbed, r.original, r.baseline_values, r.kl, r.references]
 blob = b"".join(np.ascontiguousarray(p).tobytes() for p in parts) + r.table.to_csv().encode()
 print(hashlib.sha256(blob).hexdigest())

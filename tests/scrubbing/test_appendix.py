@@ -94,7 +94,7 @@ def test_appendix3_mean_and_zero_ablation_hide_a_backed_up_module():
     mean = mse([fl.Mean.fit(model, "module:M2", (x,))])
     h = sc.Hypothesis("M2 does not matter", other="exact")  # everything else sees the reference
     h.add("M2", sc.to("M2"), sampler="random")
-    scrub = sc.scrub(model, h, data, behaviour=sc.MSE("y"), n_boot=200)
+    scrub = sc.scrub(model, data, h, behaviour=sc.MSE("y"), n_boot=200)
     assert scrub.original_expectation == pytest.approx(orig, rel=1e-5)
     assert orig < 0.05
     # zero / mean ablation: M3 takes over, M2 looks unimportant
@@ -315,7 +315,7 @@ def superposition():
 
 def test_appendix6_monosemantic_rewrite_recovers_the_loss(superposition):
     model, data, c, d, phis = superposition
-    r = sc.scrub(model, _monosemantic(phis, 1, "per_node"), data, behaviour=sc.MSE("y"), n_boot=200)
+    r = sc.scrub(model, data, _monosemantic(phis, 1, "per_node"), behaviour=sc.MSE("y"), n_boot=200)
     # interference d*2c*x1*x2 is replaced by the same term on an unrelated datum: the loss is
     # unchanged in expectation (cross terms vanish because the features have zero mean)
     diff = r.scrubbed - r.original
@@ -329,7 +329,7 @@ def test_appendix6_monosemantic_rewrite_recovers_the_loss(superposition):
 def test_appendix6_1_separately_sampled_error_halves_beat_the_model(superposition):
     model, data, c, d, phis = superposition
     r = sc.scrub(
-        model, _monosemantic(phis, 2, "per_input"), data, behaviour=sc.MSE("y"), n_boot=200
+        model, data, _monosemantic(phis, 2, "per_input"), behaviour=sc.MSE("y"), n_boot=200
     )
     diff = r.original - r.scrubbed
     se = diff.std(ddof=1) / np.sqrt(len(diff))
@@ -342,7 +342,7 @@ def test_appendix6_1_separately_sampled_error_halves_beat_the_model(superpositio
     assert any(w.startswith("BETTER THAN THE MODEL") for w in r.warnings)
     # sampled together (one datum), the halves are the original error term again
     together = sc.scrub(
-        model, _monosemantic(phis, 2, "per_node"), data, behaviour=sc.MSE("y"), n_boot=200
+        model, data, _monosemantic(phis, 2, "per_node"), behaviour=sc.MSE("y"), n_boot=200
     )
     assert together.expectation == pytest.approx(r.original_expectation, abs=4 * together.se)
 
@@ -350,7 +350,7 @@ def test_appendix6_1_separately_sampled_error_halves_beat_the_model(superpositio
 def test_appendix8_adversary_merges_the_error_halves(superposition):
     model, data, c, d, phis = superposition
     h = _monosemantic(phis, 2, "per_input")
-    adv = sc.adversary(model, h, data, behaviour=sc.MSE("y"), budget=10)
+    adv = sc.adversary(model, data, h, behaviour=sc.MSE("y"), budget=10)
     assert adv.chosen == ["sample the unimportant inputs of root together"]
     assert adv.final_expectation > adv.base_expectation
     # after: 98.9 %. AdversaryResult carries no SE for recovered_after; the same rewrite sampled
@@ -390,7 +390,7 @@ def test_appendix7_false_hypothesis_beats_the_model_and_is_flagged(game):
     model, data = game
     beh = sc.Fn(reward_loss, name="minus reward")
     h = sc.Hypothesis("guess on EASY, answer on HARD", feature=hyp_answer)
-    r = sc.scrub(model, h, data, behaviour=beh, n_boot=200)
+    r = sc.scrub(model, data, h, behaviour=beh, n_boot=200)
     # model: guesses right half the time on EASY (+2 / -1), abstains on HARD: reward ~ 1/4
     # -0.2575 over 4000 data, SE about 0.018 (the old abs=0.05 was 2.8 SE wide)
     o = r.original
@@ -411,7 +411,7 @@ def test_appendix8_adversary_finds_the_missing_mode_feature(game):
         "num mod 3": lambda d: torch.remainder(d["num"][:, 0], 3),
         "num > 2^19": lambda d: d["num"][:, 0] > 2**19,
     }
-    adv = sc.adversary(model, h, data, behaviour=beh, features=features, budget=8)
+    adv = sc.adversary(model, data, h, behaviour=beh, features=features, budget=8)
     assert adv.chosen == ["root also agrees on mode"]
     # conditioned on the answer and the mode, HARD references only get HARD data: the scrubbed
     # model abstains exactly like the model

@@ -137,4 +137,4 @@ def test_join_refuses_generalised_samplers(setup):
     h2 = sc.Hypothesis("feature")
     h2.add("A", sc.to("A"), feature=f_hi)
     with pytest.raises(fl.InputError, match="not uniquely defined"):
-        sc.scrub(fl.wrap(Net()), sc.join(h1, h2), data, behaviour=sc.MSE("x"), graph=graph)
+        sc.scrub(fl.wrap(Net()), data, sc.join(h1, h2), behaviour=sc.MSE("x"), graph=graph)

@@ -56,7 +56,7 @@ BEH = sc.CrossEntropy("label", positions_column="pos")
 
 
 def _warns(model, h, data):
-    r = sc.scrub(model, h, data, n=20, behaviour=BEH, n_boot=50)
+    r = sc.scrub(model, data, h, n=20, behaviour=BEH, n_boot=50)
     return [w for w in r.warnings if w.startswith("VARIABLE LENGTHS")]
 
 

@@ -55,7 +55,7 @@ def fails(setup, h, match, exc=fl.FaithlensError, **kw):
     c = Counter(m.module)
     try:
         with pytest.raises(exc, match=match) as info:
-            sc.scrub(m, h, data, n=8, behaviour=sc.CrossEntropy("label", "pos"), graph=g, **kw)
+            sc.scrub(m, data, h, n=8, behaviour=sc.CrossEntropy("label", "pos"), graph=g, **kw)
     finally:
         c.h.remove()
     assert c.calls == 0, "the error must come before any forward pass"
@@ -158,19 +158,19 @@ def test_equivalence_class_with_no_match(setup):
     h = sc.Hypothesis("no match")
     h.add("a", sc.to("head.1.0", direct=True), feature=lambda d: d["uid"])
     with pytest.raises(fl.InputError, match="no pool row matches"):
-        sc.scrub(m, h, pool, references=refs, behaviour=sc.CrossEntropy("label", "pos"), graph=g)
+        sc.scrub(m, pool, h, references=refs, behaviour=sc.CrossEntropy("label", "pos"), graph=g)
 
 
 def test_other_input_errors(setup):
     m, g, data = setup
     h = sc.Hypothesis("ok")
     with pytest.raises(fl.InputError, match="needs a behaviour"):
-        sc.scrub(m, h, data, graph=g)
+        sc.scrub(m, data, h, graph=g)
     bad = sc.ScrubData(tokens=data["ids"], label=data["label"])
     with pytest.raises(fl.InputError, match=r"no columns \['ids'\]"):
-        sc.scrub(m, h, bad, behaviour=sc.CrossEntropy("label"), graph=g)
+        sc.scrub(m, bad, h, behaviour=sc.CrossEntropy("label"), graph=g)
     with pytest.raises(fl.InputError, match="unknown baseline"):
-        sc.scrub(m, h, data, behaviour=sc.CrossEntropy("label"), graph=g, baselines=["shuffle"])
+        sc.scrub(m, data, h, behaviour=sc.CrossEntropy("label"), graph=g, baselines=["shuffle"])
     a = sc.Hypothesis("a", rewrites=[sc.split_sum("mlp.0")])
     with pytest.raises(fl.InputError, match="rewrite the model's graph differently"):
         sc.join(a, sc.Hypothesis("b"))
@@ -190,7 +190,7 @@ def test_positions_need_a_position_axis():
     h = sc.Hypothesis("pos")
     h.add("a", sc.to("x", positions=[0]), sampler="random")
     with pytest.raises(fl.InputError, match="no position axis"):
-        sc.scrub(m, h, data, behaviour=sc.MSE("y"), graph=LayerGraph.trace(m))
+        sc.scrub(m, data, h, behaviour=sc.MSE("y"), graph=LayerGraph.trace(m))
 
 
 def test_description_prints_every_choice(setup):
@@ -217,7 +217,7 @@ def test_dry_run_shows_every_slot_without_running_the_model(setup):
     a.add("v", sc.to("embed", port="v", direct=True), sampler="random")
     c = Counter(m.module)
     try:
-        text = sc.dry_run(m, h, data, n=4, behaviour=sc.CrossEntropy("label", "pos"), graph=g)
+        text = sc.dry_run(m, data, h, n=4, behaviour=sc.CrossEntropy("label", "pos"), graph=g)
     finally:
         c.h.remove()
     assert c.calls == 0

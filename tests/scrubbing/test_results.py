@@ -25,7 +25,7 @@ def result():
     model, data = hash_game(1000)
     h = sc.Hypothesis("false", feature=hyp_answer)
     return sc.scrub(
-        model, h, data, n=600, behaviour=sc.Fn(reward_loss, name="minus reward"), n_boot=300
+        model, data, h, n=600, behaviour=sc.Fn(reward_loss, name="minus reward"), n_boot=300
     )
 
 
@@ -91,8 +91,8 @@ def test_cancellation_warning():
     h.add("x", sc.to("x", direct=True) | sc.to("A"), sampler="exact")
     r = sc.scrub(
         fl.wrap(M()),
-        h,
         data,
+        h,
         behaviour=sc.Fn(lambda out, ref: (out - ref["y"].to(out))[:, 0], name="signed error"),
         n_boot=200,
     )
@@ -120,8 +120,8 @@ def test_adversary_result_roundtrip(tmp_path):
     h = sc.Hypothesis("false", feature=hyp_answer)
     adv = sc.adversary(
         model,
-        h,
         data,
+        h,
         behaviour=sc.Fn(reward_loss, name="minus reward"),
         features={"mode": lambda d: d["mode"][:, 0]},
         budget=4,

@@ -46,7 +46,7 @@ BEH = sc.CrossEntropy("label", positions_column="pos")
 
 
 def run(m, h, data, **kw):
-    return sc.scrub(m, h, data, n=20, behaviour=BEH, baselines=(), n_boot=50, **kw)
+    return sc.scrub(m, data, h, n=20, behaviour=BEH, baselines=(), n_boot=50, **kw)
 
 
 def test_projection_of_a_head(llama):
@@ -125,17 +125,17 @@ def test_split_heads_and_qkv(llama):
     coarse = TransformerGraph(m, split_heads=False, split_qkv=False)
     h = sc.Hypothesis("per head", rewrites=[sc.split_qkv()])
     h.add("q", sc.to("head.1.0", direct=True).input(port="q"), sampler="random")
-    fine = sc.scrub(m, h, data, n=20, behaviour=BEH, baselines=(), graph=coarse, n_boot=50)
+    fine = sc.scrub(m, data, h, n=20, behaviour=BEH, baselines=(), graph=coarse, n_boot=50)
     assert fine.stats["rewrites"] == ["split_qkv"]
     plain = sc.Hypothesis("per head, default graph")
     plain.add("q", sc.to("head.1.0", direct=True).input(port="q"), sampler="random")
-    direct = sc.scrub(m, plain, data, n=20, behaviour=BEH, baselines=(), n_boot=50)
+    direct = sc.scrub(m, data, plain, n=20, behaviour=BEH, baselines=(), n_boot=50)
     assert np.allclose(fine.scrubbed, direct.scrubbed, atol=1e-5)
     heads = sc.Hypothesis("heads", rewrites=[sc.split_heads()])
     heads.add("h", sc.to("head.0.1", direct=True), sampler="random")
     assert np.isfinite(
         sc.scrub(
-            m, heads, data, n=10, behaviour=BEH, baselines=(), graph=coarse, n_boot=50
+            m, data, heads, n=10, behaviour=BEH, baselines=(), graph=coarse, n_boot=50
         ).expectation
     )
     with pytest.raises(fl.InputError, match="applies to a TransformerGraph"):
@@ -157,7 +157,7 @@ def test_phi_on_a_layer_graph():
     m = fl.wrap(M())
     h = sc.Hypothesis("h is x^2", rewrites=[sc.phi("h", lambda rows: rows["x"] ** 2)])
     h.add("sq", sc.to("h/phi"), feature=lambda d: d["x"][:, 0].abs())
-    r = sc.scrub(m, h, data, behaviour=sc.MSE("y"), n_boot=100)
+    r = sc.scrub(m, data, h, behaviour=sc.MSE("y"), n_boot=100)
     # the residual 0.1 x is resampled: error 0.2 x_rand instead of 0.2 x; same law
     assert r.expectation == pytest.approx(r.original_expectation, abs=4 * r.se + 4e-3)
     assert r.recovered() > 95

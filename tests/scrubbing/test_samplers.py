@@ -172,10 +172,10 @@ def test_reproducible_and_seeded():
     assert not np.array_equal(a.data.vectors[1], c.data.vectors[1])
     ra = sc.scrub(
         fl.wrap(Sum3()),
-        h,
         sc.ScrubData(
             x=torch.arange(30.0)[:, None], y=torch.arange(30.0)[:, None] * 6, v=torch.arange(30) % 5
         ),
+        h,
         n=50,
         behaviour=sc.MSE("y"),
         seed=1,
@@ -183,10 +183,10 @@ def test_reproducible_and_seeded():
     )
     rb = sc.scrub(
         fl.wrap(Sum3()),
-        h,
         sc.ScrubData(
             x=torch.arange(30.0)[:, None], y=torch.arange(30.0)[:, None] * 6, v=torch.arange(30) % 5
         ),
+        h,
         n=50,
         behaviour=sc.MSE("y"),
         seed=1,
@@ -201,7 +201,7 @@ def test_class_size_diagnostics_and_tiny_class_warning():
     data = sc.ScrubData(x=x, y=6 * x, uid=torch.arange(300))
     h = sc.Hypothesis("injective")
     h.add("a", sc.to("A"), feature=lambda d: d["uid"])
-    r = sc.scrub(fl.wrap(Sum3()), h, data, n=100, behaviour=sc.MSE("y"), n_boot=100)
+    r = sc.scrub(fl.wrap(Sum3()), data, h, n=100, behaviour=sc.MSE("y"), n_boot=100)
     row = r.nodes.set_index("node").loc["a"]
     assert row["mean_class_size"] == 1 and row["self_share"] == 1.0
     assert any(w.startswith("TINY CLASSES") and "'a'" in w for w in r.warnings)

@@ -30,7 +30,7 @@ def io_name(d):
 
 def test_identity_baseline_and_residual_bookkeeping(smollm2, task):
     m = smollm2
-    ident = sc.scrub(m, sc.Hypothesis.identity(), task, n_boot=100)
+    ident = sc.scrub(m, task, sc.Hypothesis.identity(), n_boot=100)
     assert np.array_equal(ident.scrubbed, ident.original) and ident.original_expectation > 1
     # every component but the embeddings carries the reference; the embeddings' direct path
     # gets a random datum. The engine assembles the final residual from ~300 senders by
@@ -41,7 +41,7 @@ def test_identity_baseline_and_residual_bookkeeping(smollm2, task):
         if s != "embed":
             h.add(s.replace(".", "_"), sc.to(s, direct=True), sampler="exact")
     prep = prepare(m, h, task, baselines=())
-    res = sc.scrub(m, h, task, baselines=(), n_boot=100)
+    res = sc.scrub(m, task, h, baselines=(), n_boot=100)
     other = next(i for i, lab in enumerate(prep.data.labels) if "unimportant" in lab[0])
     ref_rows = prep.table.data.take(prep.ref)
     oth_rows = prep.table.data.take(prep.data.vectors[other])
@@ -64,12 +64,12 @@ def test_late_heads_and_a_qkv_path(smollm2, task):
     h = sc.Hypothesis("late heads know the IO name")
     for H in range(3):
         h.add(f"h29_{H}", sc.to(f"head.29.{H}", direct=True), feature=io_name)
-    late = sc.scrub(m, h, task, n_boot=100)
+    late = sc.scrub(m, task, h, n_boot=100)
     deep = sc.Hypothesis("a head's V input from the embeddings")
     a = deep.add("h", sc.to("head.20.3", direct=True), feature=io_name)
     a.add("v", sc.to("embed", port="v", direct=True), feature=io_name)
     a.add("k", sc.to("mlp.3", port="k", direct=True), sampler="random")
-    d = sc.scrub(m, deep, task, n_boot=100)
+    d = sc.scrub(m, task, deep, n_boot=100)
     for r in (late, d):
         assert np.isfinite(r.expectation) and np.isfinite(r.recovered())
         assert r.baseline("random").mean() < r.original_expectation

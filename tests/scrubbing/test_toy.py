@@ -21,7 +21,7 @@ MSE = sc.MSE("y")
 
 
 def run(model, h, data, n=2000, **kw):
-    return sc.scrub(fl.wrap(model), h, data, n=n, behaviour=MSE, n_boot=200, **kw)
+    return sc.scrub(fl.wrap(model), data, h, n=n, behaviour=MSE, n_boot=200, **kw)
 
 
 def near(result, value, k=4.0):
@@ -214,9 +214,9 @@ def test_main_post_or_example():
             h.add("B", sc.to("B"), feature=lambda d: d["z2"][:, 0] > 3)
         return h
 
-    right = sc.scrub(model, hyp(3), data, behaviour=bce, n_boot=200)
-    wrong = sc.scrub(model, hyp(6), data, behaviour=bce, n_boot=200)
-    no_b = sc.scrub(model, hyp(3, with_b=False), data, behaviour=bce, n_boot=200)
+    right = sc.scrub(model, data, hyp(3), behaviour=bce, n_boot=200)
+    wrong = sc.scrub(model, data, hyp(6), behaviour=bce, n_boot=200)
+    no_b = sc.scrub(model, data, hyp(3, with_b=False), behaviour=bce, n_boot=200)
     assert right.original_expectation < 0.1
     assert right.recovered() > 90
     assert wrong.recovered() < right.recovered() - 5

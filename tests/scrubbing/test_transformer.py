@@ -84,24 +84,24 @@ def test_identity_nothing_random_and_every_path(tiny_causal):
     arch, hf = tiny_causal
     m = fl.wrap(hf)
     data = _data(97)
-    ident = sc.scrub(m, sc.Hypothesis.identity(), data, behaviour=BEH, n_boot=100)
+    ident = sc.scrub(m, data, sc.Hypothesis.identity(), behaviour=BEH, n_boot=100)
     assert np.array_equal(ident.scrubbed, ident.original)
     assert ident.kl.max() < 1e-10
     # every path the model's own: each direct component carries the reference
     h = sc.Hypothesis("every path exact")
     for s in TransformerGraph(m).senders("logits", "in"):
         h.add(s.replace(".", "_"), sc.to(s, direct=True), sampler="exact")
-    every = sc.scrub(m, h, data, behaviour=BEH, n_boot=100)
+    every = sc.scrub(m, data, h, behaviour=BEH, n_boot=100)
     assert np.allclose(every.scrubbed, every.original, atol=1e-5)
     # the root drawn at random: the model on an unrelated input, which is the baseline
-    rnd = sc.scrub(m, sc.Hypothesis.random(), data, behaviour=BEH, n_boot=100)
+    rnd = sc.scrub(m, data, sc.Hypothesis.random(), behaviour=BEH, n_boot=100)
     assert np.array_equal(rnd.scrubbed, rnd.baseline("random"))
     # claiming nothing: every path gets the root's one random datum
     prep = prepare(m, sc.Hypothesis.nothing(), data, behaviour=BEH, baselines=())
     other = next(i for i, lab in enumerate(prep.data.labels) if "unimportant" in lab[0])
     rows = prep.table.data.take(prep.data.vectors[other])
     direct = m.run(fl.Inputs(ids=rows["ids"], mask=rows["mask"]), logits_at=data["pos"]).logits
-    nothing = sc.scrub(m, sc.Hypothesis.nothing(), data, behaviour=BEH, n_boot=100)
+    nothing = sc.scrub(m, data, sc.Hypothesis.nothing(), behaviour=BEH, n_boot=100)
     assert np.allclose(nothing.scrubbed, BEH(direct, data).numpy(), atol=1e-5)
 
 
@@ -257,9 +257,9 @@ def test_fallback_without_resume_support(monkeypatch):
     m = fl.wrap(_tiny("llama"))
     data = _data(13)
     h = _hypotheses()[1]
-    a = sc.scrub(m, h, data, n=6, behaviour=BEH, baselines=(), n_boot=50)
+    a = sc.scrub(m, data, h, n=6, behaviour=BEH, baselines=(), n_boot=50)
     monkeypatch.setattr(type(m.adapter), "supports_resume", property(lambda self: False))
-    b = sc.scrub(m, h, data, n=6, behaviour=BEH, baselines=(), n_boot=50)
+    b = sc.scrub(m, data, h, n=6, behaviour=BEH, baselines=(), n_boot=50)
     assert np.allclose(a.scrubbed, b.scrubbed, atol=1e-5)
 
 
@@ -270,7 +270,7 @@ def test_positions_from_a_data_column_equal_fixed_positions():
     for pos in ([S - 2], "pos"):  # the "pos" column is S - 2 for every example
         h = sc.Hypothesis("positions")
         h.add("a", sc.to("head.1.0", direct=True, positions=pos), sampler="exact")
-        out.append(sc.scrub(m, h, data, n=10, behaviour=BEH, baselines=(), n_boot=50).scrubbed)
+        out.append(sc.scrub(m, data, h, n=10, behaviour=BEH, baselines=(), n_boot=50).scrubbed)
     assert np.allclose(out[0], out[1])
 
 

@@ -88,8 +88,8 @@ def test_paren_hypotheses_structure(paren_model):
     # the phi rewrite is extensionally equal (checked by scrub before it runs)
     r = sc.scrub(
         paren_model,
-        hyps["claims 1+2"],
         sd,
+        hyps["claims 1+2"],
         n=32,
         behaviour=sc.BinaryCrossEntropy("label", positions_column="pos0"),
         n_boot=100,

@@ -184,8 +184,8 @@ def scrub_cmd(
             feats = _resolve(module, "features", m) or {}
             adv = sc.adversary(
                 m,
-                h,
                 data,
+                h,
                 n,
                 behaviour=beh,
                 graph=graph,

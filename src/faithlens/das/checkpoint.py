@@ -13,7 +13,7 @@ import torch
 
 from .. import safe_load
 from ..errors import CheckpointError
-from ..fingerprint import data_fingerprint, model_fingerprint
+from ..fingerprint import model_fingerprint
 from ..models.model import Model
 from ..tasks.interchange import InterchangeData
 
@@ -42,9 +42,8 @@ def _plain(cfg: dict[str, Any]) -> Any:
 
 def _fingerprints(model: Model, data: InterchangeData, path: Path) -> dict[str, str]:
     """sha256 of the model's weights and of the data's contents (what a checkpoint is for)."""
-    parts = {f: getattr(data, f) for f in _DATA_FIELDS}
     try:
-        data_fp = data_fingerprint(parts)
+        data_fp = data.fingerprint()
     except TypeError as e:
         raise CheckpointError(
             f"checkpoint_dir={str(path.parent)!r}: the data cannot be fingerprinted ({e}), so a "
@@ -52,12 +51,6 @@ def _fingerprints(model: Model, data: InterchangeData, path: Path) -> dict[str, 
             "faithlens Inputs, or train without checkpoint_dir"
         ) from None
     return {"model": model_fingerprint(model.module), "data": data_fp}
-
-
-_DATA_FIELDS = (
-    "base", "source", "labels", "positions", "candidates", "natural", "cl_targets", "cl_groups",
-    "name",
-)  # fmt: skip
 
 
 def _read_checkpoint(

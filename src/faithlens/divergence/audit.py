@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import validate
 from ..errors import InputError
 from ..interventions import Intervention
 from ..models.model import Model
@@ -199,9 +200,10 @@ class AuditResult(Result):
 # --------------------------------------------------------------------------------------------
 
 
+@validate.renamed_argument("task", "data")
 def audit(
     model: Model,
-    task: Task | Any,
+    data: Task | Any,
     interventions: Conditions,
     site: SiteLike,
     *,
@@ -223,7 +225,7 @@ def audit(
     """Audit interventions for divergence from the natural distribution at ``site``.
 
     Args:
-        task: a faithlens ``Task`` (natural inputs: its clean and/or corrupted prompts) or any
+        data: a faithlens ``Task`` (natural inputs: its clean and/or corrupted prompts) or any
             inputs the model takes (a tensor of activations for a toy module, token ids, ...).
         interventions: a list of interventions applied together (one condition), or a mapping
             ``name -> list`` (several conditions). ``source="clean"`` / ``"corrupt"`` refers to
@@ -248,7 +250,7 @@ def audit(
     """
     conds, s, names, threshold = check_audit_arguments(
         model,
-        task,
+        data,
         interventions,
         site,
         base=base,
@@ -263,16 +265,16 @@ def audit(
         paired=paired,
         seed=seed,
     )
-    is_task = isinstance(task, Task)
+    is_task = isinstance(data, Task)
     notes: list[str] = check_reachable(
         model, s, {c: [iv.site_spec.name for iv in ivs] for c, ivs in conds.items()}
     )
-    nat_sets = natural_inputs(model, task, is_task, natural)
+    nat_sets = natural_inputs(model, data, is_task, natural)
     units_site = resolve_units_site(model, s, units)
     w = resolve_reader(model, s, reader, notes)
     run = AuditRun(
         model=model,
-        task=task,
+        task=data,
         is_task=is_task,
         site=s,
         positions=positions,

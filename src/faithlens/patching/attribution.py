@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .. import validate
 from ..models.model import Model
 from ..tasks.base import Task
 from .exact import resolve_sites
@@ -21,9 +22,10 @@ from .result import PatchingResult
 from .sweep import build_result, check_arguments, effects
 
 
+@validate.renamed_argument("task", "data")
 def attribution_patch(
     model: Model,
-    task: Task,
+    data: Task,
     sites: str | Sequence[str] = "head",
     positions: str = "all",
     *,
@@ -35,7 +37,7 @@ def attribution_patch(
     """Gradient-based estimate of :func:`faithlens.patch` for every site, same result shape."""
     check_arguments(
         "attribution_patch",
-        task,
+        data,
         positions,
         direction,
         model=model,
@@ -44,14 +46,14 @@ def attribution_patch(
         seed=seed,
     )
     names = resolve_sites(model, sites)
-    task = task.to(model.device)
+    data = data.to(model.device)
     base_in, src_in = (
-        (task.corrupt, task.clean) if direction == "denoising" else (task.clean, task.corrupt)
+        (data.corrupt, data.clean) if direction == "denoising" else (data.clean, data.corrupt)
     )
 
-    src = model.run(src_in, cache=names, logits_at=task.positions)
+    src = model.run(src_in, cache=names, logits_at=data.positions)
     assert src.logits is not None
-    m_src = task.metric(src.logits[:, 0], task.answers)
+    m_src = data.metric(src.logits[:, 0], data.answers)
 
     # Gradients only with respect to the sites (not the weights): requires_grad is turned off on
     # the parameters for the duration, so no .grad is written into the user's model.
@@ -60,10 +62,10 @@ def attribution_patch(
         p.requires_grad_(False)
     try:
         base = model.run(
-            base_in, cache=names, logits_at=task.positions, grad=True, grad_sites=names
+            base_in, cache=names, logits_at=data.positions, grad=True, grad_sites=names
         )
         assert base.logits is not None
-        m_base_t = task.metric(base.logits[:, 0], task.answers)
+        m_base_t = data.metric(base.logits[:, 0], data.answers)
         deltas = [base.grad_leaf(name)[0] for name in names]
         grads = torch.autograd.grad(m_base_t.sum(), deltas, allow_unused=True)
     finally:
@@ -74,7 +76,7 @@ def attribution_patch(
         sel = base.grad_leaf(name)[1]
         grad_by_site[name] = sel.get(g if g is not None else torch.zeros_like(dlt))
 
-    n, seq = task.n, task.seq_len
+    n, seq = data.n, data.seq_len
     m_base = m_base_t.detach().double().cpu().numpy()
     rows = []
     conds: list[tuple[str, int | None]] = []
@@ -85,7 +87,7 @@ def attribution_patch(
             rows.append(contrib.sum(-1))
             conds.append((name, None))
         elif positions == "last":
-            rows.append(contrib[torch.arange(n), task.positions])
+            rows.append(contrib[torch.arange(n), data.positions])
             conds.append((name, None))
         else:
             for t in range(seq):
@@ -100,7 +102,7 @@ def attribution_patch(
     infos = {name: model.site_info(name) for name in names}
     return build_result(
         model,
-        task,
+        data,
         est,
         note,
         site=[c[0] for c in conds],

@@ -185,9 +185,10 @@ def plan_sweep(
 plan = plan_sweep
 
 
+@validate.renamed_argument("task", "data")
 def patch(
     model: Model,
-    task: Task,
+    data: Task,
     sites: str | Sequence[str | Site] = "head",
     positions: str = "all",
     *,
@@ -224,7 +225,7 @@ def patch(
     """
     check_arguments(
         "patch",
-        task,
+        data,
         positions,
         direction,
         model=model,
@@ -236,17 +237,17 @@ def patch(
     )
     names = resolve_sites(model, sites)
     carried = carried_positions(sites)
-    conds = plan_sweep(model, task, names, positions, carried)
-    task = task.to(model.device)
-    n = task.n
-    ex_chunk, row_cap = _chunk_sizes(model, task, conds, max_rows, max_memory)
+    conds = plan_sweep(model, data, names, positions, carried)
+    data = data.to(model.device)
+    n = data.n
+    ex_chunk, row_cap = _chunk_sizes(model, data, conds, max_rows, max_memory)
     patched = np.zeros((len(conds), n), dtype=np.float64)
     m_base = np.zeros(n)
     m_src = np.zeros(n)
     # Plan every chunk of examples first (cheap), so the progress bar knows the total.
     chunk_plans = [
-        _chunk_plan(model, task, rows, conds, names, positions, carried)
-        for rows in example_chunks(model, task, ex_chunk)
+        _chunk_plan(model, data, rows, conds, names, positions, carried)
+        for rows in example_chunks(model, data, ex_chunk)
     ]
     total = sum(
         -(-len(idx) // max(1, row_cap // len(cp.rows)))
@@ -273,7 +274,7 @@ def patch(
     est, note = effects("patch", patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
     return build_result(
         model,
-        task,
+        data,
         est,
         note,
         site=[c.site for c in conds],

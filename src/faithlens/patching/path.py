@@ -149,9 +149,10 @@ def _frozen(graph: TransformerGraph, kind: str, layer: int, last: int) -> list[s
     return out
 
 
+@validate.renamed_argument("task", "data")
 def path_patch(
     model: Model,
-    task: Task,
+    data: Task,
     senders: str | Sequence[str] = "head",
     receivers: str | Sequence[str] = "logits",
     *,
@@ -191,7 +192,7 @@ def path_patch(
     """
     receiver_ports = _check(
         model,
-        task,
+        data,
         positions,
         receiver_positions,
         receiver_ports,
@@ -204,14 +205,14 @@ def path_patch(
     )
     graph = TransformerGraph(model)  # raises for models whose residual is not a sum (post-LN)
     pp = _plan(model, graph, senders, receivers, receiver_ports, positions, receiver_positions)
-    task = task.to(model.device)
-    n = task.n
-    row_cap = _row_cap(model, task, max_rows, max_memory)
+    data = data.to(model.device)
+    n = data.n
+    row_cap = _row_cap(model, data, max_rows, max_memory)
     patched = np.zeros((len(pp.kept), n), dtype=np.float64)
     m_base, m_src = np.zeros(n), np.zeros(n)
     chunks = [
-        (rows, truncated(model, task.subset(rows)))
-        for rows in example_chunks(model, task, max(1, min(n, row_cap)))
+        (rows, truncated(model, data.subset(rows)))
+        for rows in example_chunks(model, data, max(1, min(n, row_cap)))
     ]
     passes = 1 if pp.to_logits else 2
     total = sum(
@@ -237,7 +238,7 @@ def path_patch(
         patched[:, cols] = vals
     est, note = effects("path_patch", patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
     return _result(
-        model, task, pp, est, note, patched, m_base, m_src, direction, level, n_boot, seed
+        model, data, pp, est, note, patched, m_base, m_src, direction, level, n_boot, seed
     )
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import validate as V
 from ..errors import InputError
+from ..fingerprint import data_fingerprint
 
 if TYPE_CHECKING:
     from ..models.model import Model
@@ -70,6 +71,8 @@ class ContrastPairs:
         groups: an id per pair; pairs with the same id stay on one side of :meth:`split`.
         concept: what the positive member has ("true", "honest", ...), for reports.
         name: the dataset's name, for reports.
+
+    It is a :class:`~faithlens.tasks.data.Data` (``len``, ``subset``, ``fingerprint``).
     """
 
     positive: tuple[Prompt, ...]
@@ -109,6 +112,7 @@ class ContrastPairs:
         return self.groups if self.groups is not None else tuple(str(i) for i in range(len(self)))
 
     def subset(self, rows: Iterable[int]) -> ContrastPairs:
+        """The pairs ``rows`` (in that order, repetitions allowed)."""
         idx = [int(i) for i in rows]
         if not idx:
             raise InputError(f"{self.name}: an empty subset of contrast pairs")
@@ -120,6 +124,19 @@ class ContrastPairs:
             positive=tuple(self.positive[i] for i in idx),
             negative=tuple(self.negative[i] for i in idx),
             groups=None if self.groups is None else tuple(self.groups[i] for i in idx),
+        )
+
+    def fingerprint(self) -> str:
+        """sha256 of the prompts, groups, concept and name: the
+        :class:`~faithlens.tasks.data.Data` fingerprint."""
+        return data_fingerprint(
+            {
+                "positive": self.positive,
+                "negative": self.negative,
+                "groups": self.groups,
+                "concept": self.concept,
+                "name": self.name,
+            }
         )
 
     def split(self, test: float = 0.25, *, seed: int = 0) -> tuple[ContrastPairs, ContrastPairs]:

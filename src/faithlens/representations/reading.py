@@ -281,9 +281,10 @@ def _layers_str(ls: Sequence[int]) -> str:
     return "layer" + ("s " if len(ls) > 1 else " ") + ",".join(str(x) for x in ls)
 
 
+@V.renamed_argument("pairs", "data")
 def read(
     model: Model | None,
-    pairs: ContrastPairs | ContrastActivations,
+    data: ContrastPairs | ContrastActivations,
     *,
     method: str = "pca",
     layers: Sequence[int] | int | None = None,
@@ -301,8 +302,8 @@ def read(
     """Reading vectors per layer from contrast pairs, evaluated on held-out pairs.
 
     Args:
-        model: the model (None when ``pairs`` are already :class:`ContrastActivations`).
-        pairs: contrast pairs, or their collected activations (reuse them across methods).
+        model: the model (None when ``data`` are already :class:`ContrastActivations`).
+        data: contrast pairs, or their collected activations (reuse them across methods).
         method: ``"pca"``, ``"mean_diff"``, ``"logistic"`` or ``"random"``.
         layers: layers to read (default: all).
         site: the residual-stream site kind read at every layer (``resid_post`` by default).
@@ -322,7 +323,7 @@ def read(
         batch_size = 16
     split = _check_read(
         model,
-        pairs,
+        data,
         method=method,
         position=position,
         test=test,
@@ -335,7 +336,7 @@ def read(
     )
     train_acts, test_acts, keep, ls = _train_test(
         model,
-        pairs,
+        data,
         test,
         split,
         layers=layers,
@@ -390,7 +391,7 @@ def _check_read(
         raise V.fail("progress", progress, "must be a callable (done, total) or None")
     if not isinstance(pairs, (ContrastPairs, ContrastActivations)):
         raise InputError(
-            f"pairs must be ContrastPairs or ContrastActivations, not {type(pairs).__name__}"
+            f"data must be ContrastPairs or ContrastActivations, not {type(pairs).__name__}"
         )
     if not isinstance(test, (float, ContrastPairs, ContrastActivations)):
         raise InputError(f"test must be a fraction or held-out pairs, not {type(test).__name__}")

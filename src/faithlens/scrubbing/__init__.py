@@ -6,7 +6,7 @@ irrelevant (Chan et al., Redwood Research, 2022), on the faithlens run engine.
 
     h = sc.Hypothesis("claim")
     h.add("a", sc.to("head.1.0", direct=True), feature=my_feature)
-    result = fl.scrub(model, h, data, n=4000, behaviour=sc.CrossEntropy("label"))
+    result = fl.scrub(model, data, h, n=4000, behaviour=sc.CrossEntropy("label"))
     print(result.summary())
 
 See docs/scrubbing.md for the formulas, the semantics and the pitfalls.

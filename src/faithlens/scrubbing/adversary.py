@@ -37,7 +37,7 @@ from ..progress import Progress
 from ..stats import mean_se
 from .data import Feature, ScrubData
 from .evaluate import finish
-from .hypothesis import Hypothesis, InterpNode, Joined, join, trees
+from .hypothesis import Hypothesis, InterpNode, Joined, hypothesis_first, join, trees
 from .metrics import ScrubBehaviour as Behaviour
 from .paths import Route, to
 from .plan import plan
@@ -184,10 +184,11 @@ def candidates(
     return out
 
 
+@V.reordered_arguments(("model", "hypothesis", "data"), hypothesis_first)
 def adversary(
     model: Model | nn.Module,
-    hypothesis: Hypothesis,
     data: Any,
+    hypothesis: Hypothesis,
     n: int | None = None,
     *,
     behaviour: Behaviour | None = None,

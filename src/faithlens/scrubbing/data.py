@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError, ShapeError
+from ..fingerprint import data_fingerprint
 
 Feature = Callable[["ScrubData"], Any]
 
@@ -49,12 +50,24 @@ def _column(name: str, value: Any) -> Tensor | np.ndarray:
 class ScrubData(Mapping[str, Any]):
     """Equally long named columns (torch tensors, or numpy object arrays for strings).
 
-    ``data["ids"]`` is a column, ``data.take(idx)`` the rows ``idx``, ``len(data)`` the number
-    of rows. Build one from tensors (``ScrubData(x=..., y=...)``), a dict, or a
-    :class:`~faithlens.tasks.Task` (:meth:`from_task`).
+    ``data["ids"]`` is a column, ``data.subset(rows)`` (or ``data.take(rows)``) the rows
+    ``rows``, ``len(data)`` the number of rows, ``data.name`` the dataset's name (keyword
+    ``name=``, default ``"data"``). Build one from tensors (``ScrubData(x=..., y=...)``), a
+    dict, or a :class:`~faithlens.tasks.Task` (:meth:`from_task`). It is a
+    :class:`~faithlens.tasks.data.Data`.
     """
 
-    def __init__(self, columns: Mapping[str, Any] | None = None, /, **kw: Any) -> None:
+    name: str
+
+    def __init__(
+        self, columns: Mapping[str, Any] | None = None, /, *, name: str = "data", **kw: Any
+    ) -> None:
+        if not isinstance(name, str):
+            raise InputError(
+                f"name= is the dataset's name (a string), not a {type(name).__name__}; a column "
+                "called 'name' goes in the mapping: ScrubData({'name': ...})"
+            )
+        self.name = name
         cols = dict(columns or {})
         cols.update(kw)
         if not cols:
@@ -80,7 +93,7 @@ class ScrubData(Mapping[str, Any]):
         }
         if task.prompts is not None:
             cols["prompt"] = list(task.prompts)
-        return cls(cols)
+        return cls(cols, name=str(task.name))
 
     # -- mapping -------------------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
@@ -99,7 +112,8 @@ class ScrubData(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         cols = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self._cols.items())
-        return f"ScrubData({self._n} rows: {cols})"
+        named = "" if self.name == "data" else f"{self.name!r}, "
+        return f"ScrubData({named}{self._n} rows: {cols})"
 
     @property
     def columns(self) -> list[str]:
@@ -109,12 +123,30 @@ class ScrubData(Mapping[str, Any]):
         """The rows ``idx`` (with repetition), as a new ScrubData."""
         ix = np.asarray(idx.cpu() if isinstance(idx, Tensor) else idx, dtype=np.int64)
         out = object.__new__(ScrubData)
+        out.name = self.name
         out._cols = {
             k: (v[torch.from_numpy(ix)] if isinstance(v, Tensor) else v[ix])
             for k, v in self._cols.items()
         }
         out._n = len(ix)
         return out
+
+    def subset(self, rows: Sequence[int] | Tensor | np.ndarray) -> ScrubData:
+        """The rows ``rows`` (integer indices ``0..len - 1``, in that order, repetitions
+        allowed), as a new ScrubData: :meth:`take` with the indices checked."""
+        ix = np.asarray(rows.cpu() if isinstance(rows, Tensor) else rows, dtype=np.int64)
+        bad = ix[(ix < 0) | (ix >= self._n)]
+        if bad.size:
+            raise InputError(
+                f"{self.name}: rows {bad[:8].tolist()} are out of range for {self._n} rows "
+                f"(0..{self._n - 1})"
+            )
+        return self.take(ix)
+
+    def fingerprint(self) -> str:
+        """sha256 of the name and every column (names, dtypes, shapes, values): the
+        :class:`~faithlens.tasks.data.Data` fingerprint."""
+        return data_fingerprint({"name": self.name, "columns": self._cols})
 
     def concat(self, other: ScrubData) -> ScrubData:
         if set(other.columns) != set(self.columns):
@@ -136,7 +168,7 @@ class ScrubData(Mapping[str, Any]):
                 cols[k] = torch.cat([v, w.to(v.dtype)], 0)
             else:
                 cols[k] = np.concatenate([v, np.asarray(w, dtype=object)])
-        return ScrubData(cols)
+        return ScrubData(cols, name=self.name)
 
     def tensors(self, names: Iterable[str], idx: Tensor, device: torch.device) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}

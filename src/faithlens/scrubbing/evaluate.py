@@ -1,6 +1,6 @@
 """The causal scrubbing engine: plan, sample, evaluate in batched runs, measure.
 
-``fl.scrub(model, hypothesis, data, n=...)``:
+``fl.scrub(model, data, hypothesis, n=...)``:
 
 1. builds the model's component graph (and applies the hypothesis' rewrites);
 2. plans the treeified evaluation and validates the hypothesis (no forward pass yet);
@@ -42,7 +42,7 @@ from ..graph import (
 from ..models.model import Model
 from ..progress import Progress
 from .data import ScrubData
-from .hypothesis import Hypothesis, trees
+from .hypothesis import Hypothesis, hypothesis_first, trees
 from .metrics import (
     ScrubBehaviour as Behaviour,
 )
@@ -75,10 +75,11 @@ from .sampling import TableFeed as TableFeed
 # ---------------------------------------------------------------------------------------------
 
 
+@V.reordered_arguments(("model", "hypothesis", "data"), hypothesis_first)
 def scrub(
     model: Model | nn.Module,
-    hypothesis: Hypothesis,
     data: Any,
+    hypothesis: Hypothesis,
     n: int | None = None,
     *,
     behaviour: Behaviour | None = None,
@@ -96,9 +97,11 @@ def scrub(
 
     Args:
         model: a faithlens model (``fl.load`` / ``fl.wrap``) or an ``nn.Module``.
-        hypothesis: a :class:`Hypothesis` (or a join of hypotheses).
         data: the pool the samplers draw from (:class:`ScrubData`, a dict of columns, or a
             :class:`~faithlens.tasks.Task`, whose metric is then the default behaviour).
+        hypothesis: a :class:`Hypothesis` (or a join of hypotheses). The old order
+            ``scrub(model, hypothesis, data)`` still works for one release, with a
+            DeprecationWarning.
         n: the number of reference examples, drawn from the pool with replacement (Redwood's
             semantics); None uses every row once, in order.
         behaviour: what to measure per example (see :mod:`faithlens.scrubbing.metrics`).
@@ -342,10 +345,11 @@ def length_warning(prep: Prepared, found: dict[str, Any] | None = None) -> str |
     )
 
 
+@V.reordered_arguments(("model", "hypothesis", "data"), hypothesis_first)
 def dry_run(
     model: Any,
-    hypothesis: Hypothesis,
     data: Any,
+    hypothesis: Hypothesis,
     n: int | None = None,
     *,
     rows: Sequence[int] = (0, 1, 2),

@@ -377,4 +377,25 @@ def trees(h: Hypothesis) -> list[Tree]:
     return [h.treeify()]
 
 
-__all__ = ["MODES", "Hypothesis", "InterpNode", "Joined", "TNode", "Tree", "join", "trees"]
+def hypothesis_first(args: tuple[Any, ...]) -> bool:
+    """Whether positional arguments ``(model, hypothesis, data, ...)`` are in the order that
+    ``scrub`` and ``adversary`` took before the data became their second argument (one release:
+    the old order still works, with a DeprecationWarning)."""
+    return (
+        len(args) > 1
+        and isinstance(args[1], Hypothesis)
+        and not (len(args) > 2 and isinstance(args[2], Hypothesis))
+    )
+
+
+__all__ = [
+    "MODES",
+    "Hypothesis",
+    "InterpNode",
+    "Joined",
+    "TNode",
+    "Tree",
+    "hypothesis_first",
+    "join",
+    "trees",
+]

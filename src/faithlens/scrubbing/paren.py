@@ -508,7 +508,7 @@ def replicate_paren(
         if progress is not None:
             progress(name)
         results[name] = scrub(
-            model, hyps[name], data, n=n, behaviour=beh, seed=seed, level=level, n_boot=n_boot
+            model, data, hyps[name], n=n, behaviour=beh, seed=seed, level=level, n_boot=n_boot
         )
     rows = []
     for name, r in results.items():

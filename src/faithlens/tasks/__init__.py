@@ -7,6 +7,7 @@ from ..errors import InputError
 from ..models.model import Model
 from . import induction, paren
 from .base import Task
+from .data import Data
 from .induction import InductionData, MarkovChain, RepeatSpec, induction_task
 from .ioi import ioi, random_token_task, single_token_names
 from .metrics import (
@@ -63,6 +64,7 @@ __all__ = [
     "build",
     "Accuracy",
     "BinaryCrossEntropy",
+    "Data",
     "InductionData",
     "MarkovChain",
     "ParenData",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError, SiteError
+from ..fingerprint import data_fingerprint
 from ..models.model import Inputs, Model
 from .metrics import Accuracy, BinaryCrossEntropy, LogitDiff, Metric, ProbDiff, get_metric
 
@@ -212,6 +214,25 @@ class Task:
             answer_text=pick(self.answer_text),
         )
 
+    def fingerprint(self) -> str:
+        """sha256 of the name, the inputs, answers and positions, the metric and the prompts'
+        text (not ``meta``): the :class:`~faithlens.tasks.data.Data` fingerprint."""
+        m = self.metric
+        metric: Any = m if dataclasses.is_dataclass(m) else (type(m).__qualname__, m.name)
+        return data_fingerprint(
+            {
+                "name": self.name,
+                "clean": self.clean,
+                "corrupt": self.corrupt,
+                "answers": self.answers,
+                "positions": self.positions,
+                "metric": metric,
+                "prompts": self.prompts,
+                "corrupt_prompts": self.corrupt_prompts,
+                "answer_text": self.answer_text,
+            }
+        )
+
     def with_metric(self, metric: str | Metric) -> Task:
         return replace(self, metric=get_metric(metric))
 
@@ -235,8 +256,6 @@ class Task:
     def bind(self, model: Model, interventions: Sequence[Intervention]) -> list[Intervention]:
         """Resolve ``source="clean"`` / ``source="corrupt"`` references (as returned by
         ``PatchingResult.interventions()``) into this task's cached activations."""
-        import dataclasses
-
         from ..models.sites import Site
 
         wanted: dict[str, set[str]] = {"clean": set(), "corrupt": set()}

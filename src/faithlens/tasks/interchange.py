@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError, ShapeError
+from ..fingerprint import data_fingerprint
 from ..models.model import Inputs
 
 if TYPE_CHECKING:
@@ -48,6 +49,13 @@ def select_rows(x: Any, rows: Tensor) -> Any:
     if isinstance(x, (list, tuple)):
         return [x[int(i)] for i in rows]
     return x
+
+
+#: What :meth:`InterchangeData.fingerprint` hashes (every field but ``meta``).
+FINGERPRINT_FIELDS = (
+    "base", "source", "labels", "positions", "candidates", "natural", "cl_targets", "cl_groups",
+    "name",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,8 +107,15 @@ class InterchangeData:
         return int(self.labels.shape[0])
 
     def subset(self, rows: Sequence[int] | Tensor) -> InterchangeData:
+        """The examples ``rows`` (in that order, repetitions allowed)."""
         idx = rows if isinstance(rows, Tensor) else torch.tensor(list(rows), dtype=torch.long)
         idx = idx.long().cpu()
+        n = len(self)
+        if bool(((idx < -n) | (idx >= n)).any()):
+            raise InputError(
+                f"{self.name}: rows {idx.flatten().tolist()[:8]} are out of range for "
+                f"{n} examples (0..{n - 1})"
+            )
         pos = self.positions
         if isinstance(pos, Tensor) and pos.dim() >= 1 and pos.shape[0] == len(self):
             pos = pos[idx]
@@ -114,6 +129,11 @@ class InterchangeData:
             cl_targets=None if self.cl_targets is None else self.cl_targets[idx],
             cl_groups=None if self.cl_groups is None else self.cl_groups[idx],
         )
+
+    def fingerprint(self) -> str:
+        """sha256 of the fields in :data:`FINGERPRINT_FIELDS` (not ``meta``): the
+        :class:`~faithlens.tasks.data.Data` fingerprint, and the data key of a DAS checkpoint."""
+        return data_fingerprint({f: getattr(self, f) for f in FINGERPRINT_FIELDS})
 
     @classmethod
     def from_task(cls, task: Task) -> InterchangeData:
@@ -131,4 +151,4 @@ class InterchangeData:
         )
 
 
-__all__ = ["InterchangeData", "select_rows"]
+__all__ = ["FINGERPRINT_FIELDS", "InterchangeData", "select_rows"]
