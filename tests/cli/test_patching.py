@@ -183,7 +183,7 @@ def test_max_memory_is_the_sweeps_budget_and_keeps_the_numbers(
     assert [c["max_memory"] for c in calls] == [None, 64 * 1024]
     a, b = fl.Result.load(tmp_path / "a"), fl.Result.load(tmp_path / "b")
     np.testing.assert_allclose(b.patched, a.patched, atol=1e-5, rtol=0)
-    cols = ["effect", "ci_low", "ci_high"]
+    cols = ["effect", "effect_ci_low", "effect_ci_high"]
     np.testing.assert_allclose(
         b.to_frame()[cols].to_numpy(), a.to_frame()[cols].to_numpy(), atol=1e-5, rtol=1e-3
     )
