@@ -29,7 +29,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +170,12 @@ def _interval_rows(result: Result) -> tuple[list[dict[str, str]], str | None]:
             )
         else:
             rows.append(
-                {"name": str(name), "value": f"{est.size} values", "ci": f"{pct}in the table", "se": ""}
+                {
+                    "name": str(name),
+                    "value": f"{est.size} values",
+                    "ci": f"{pct}in the table",
+                    "se": "",
+                }
             )
     return rows, None
 
@@ -195,10 +200,8 @@ def _run_rows(result: Result) -> tuple[list[tuple[str, str]], list[str]]:
     """("What was run" rows, the provenance items the result does not record)."""
     values = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
     if "n" not in values and isinstance(getattr(type(result), "n", None), property):
-        try:
+        with suppress(Exception):  # a property that cannot be computed is left out
             values["n"] = result.n  # type: ignore[attr-defined]
-        except Exception:  # a property that cannot be computed is left out
-            pass
     meta = values.get("meta")
     meta = dict(meta) if isinstance(meta, dict) else {}
     order = [k for k in _FIRST if k in values] + sorted(k for k in values if k not in _FIRST)
