@@ -408,6 +408,13 @@ def _browser() -> Any:
     return sync_api, exe
 
 
+def test_the_browser_test_skips_without_chromium(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("playwright.sync_api")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(pytest.skip.Exception, match="chromium is not installed"):
+        _browser()
+
+
 @pytest.mark.slow
 def test_pages_in_headless_chromium(
     patched: tuple[Result, Path],
