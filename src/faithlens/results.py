@@ -18,7 +18,8 @@ Subclasses implement ``to_frame`` and ``summary``.
 ``plot`` draws with the plotter registered for the result's class (:func:`register_plotter`,
 looked up along the MRO). Plotters live in :mod:`faithlens.report`, above the methods, which
 registers them all when it is imported; ``import faithlens`` imports it, so a method module never
-imports ``report`` to draw its own result.
+imports ``report`` to draw its own result. ``_repr_html_`` (a result in a notebook) renders the
+same way, with the renderer :func:`register_html` holds (the HTML report's headline and table).
 """
 
 from __future__ import annotations
@@ -83,6 +84,25 @@ def plotter_for(cls: type[Result]) -> Callable[..., Figure] | None:
         if fn is not None:
             return fn
     return None
+
+
+#: ``module.qualname`` of a result class -> the function that renders it as an HTML fragment.
+_HTML: dict[str, Callable[[Any], str]] = {}
+
+
+def register_html(cls: type[Result] | str, fn: Callable[[Any], str]) -> None:
+    """Render every result of class ``cls`` (and of its subclasses without a renderer of their
+    own) in a notebook with ``fn(result) -> str`` (an HTML fragment), which ``_repr_html_``
+    calls. :mod:`faithlens.report` registers the one renderer of every faithlens result (the
+    headline block and table of its HTML report), as it does the plotters."""
+    if not callable(fn):
+        raise TypeError(f"register_html: {fn!r} is not callable")
+    _HTML[_class_key(cls)] = fn
+
+
+def html_for(cls: type[Result]) -> Callable[[Any], str] | None:
+    """The HTML renderer registered for ``cls`` or its nearest base class, or None."""
+    return next((_HTML[k] for k in map(_class_key, cls.__mro__) if k in _HTML), None)
 
 
 def _jsonable(value: Any) -> Any:
@@ -168,6 +188,12 @@ class Result:
 
     def __str__(self) -> str:
         return self.summary()
+
+    def _repr_html_(self) -> str | None:
+        """Jupyter's rich display: the registered HTML renderer's fragment (None, so the plain
+        repr is shown, where none is registered)."""
+        fn = html_for(type(self))
+        return None if fn is None else fn(self)
 
     # -- persistence --------------------------------------------------------------------------
     def save(
@@ -593,8 +619,10 @@ __all__ = [
     "atomic_folder",
     "check_output_file",
     "check_target",
+    "html_for",
     "plot_writer",
     "plotter_for",
+    "register_html",
     "register_plotter",
     "verify",
     "with_intervals",

@@ -51,6 +51,7 @@ COMMAND_MODULES = [
     "faithlens.cli.das",
     "faithlens.cli.zoo",
     "faithlens.cli.demo",
+    "faithlens.cli.report",
 ]
 
 

@@ -1,7 +1,8 @@
 """Every faithlens result's plotter, registered with :func:`faithlens.results.register_plotter`.
 
 ``report`` sits above the methods: it imports their result classes and draws them, and no method
-imports ``report``. ``Result.plot`` finds the plotter here (along the MRO). Importing
+imports ``report``. The notebook display (``Result._repr_html_``) is registered the same way
+(:func:`faithlens.results.register_html`). ``Result.plot`` finds the plotter here (along the MRO). Importing
 :mod:`faithlens.report` (which ``import faithlens`` does) runs :func:`register_all`.
 """
 
@@ -29,11 +30,11 @@ from ..representations.results import (
     SteeringResult,
     WritersResult,
 )
-from ..results import Result, register_plotter
+from ..results import Result, register_html, register_plotter
 from ..scrubbing.paren import ParenReplication
 from ..scrubbing.results import AdversaryResult, ScrubResult
 from ..zoo.training import TrainingRun
-from . import circuits, das, divergence, neurons, plots, representations, scrubbing, zoo
+from . import circuits, das, divergence, html, neurons, plots, representations, scrubbing, zoo
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -65,9 +66,11 @@ PLOTTERS: dict[type[Result], Callable[..., Figure]] = {
 
 
 def register_all() -> None:
-    """Register every plotter in :data:`PLOTTERS`."""
+    """Register every plotter in :data:`PLOTTERS`, and the notebook display of every result
+    (``Result._repr_html_``: :func:`faithlens.report.html.notebook_html`)."""
     for cls, fn in PLOTTERS.items():
         register_plotter(cls, fn)
+    register_html(Result, html.notebook_html)
 
 
 __all__ = ["PLOTTERS", "register_all"]
