@@ -1,10 +1,12 @@
 """faithlens: is your explanation of a neural network faithful?
 
 Importing the package imports :mod:`faithlens.report`, which registers the plotter of every
-result class, so ``result.plot()`` works after ``import faithlens`` (no method imports report).
+result class, so ``result.plot()`` works after ``import faithlens`` (no method imports report),
+and :mod:`faithlens.distributed`, which registers the ``"ray"`` executor.
 """
 
 from . import (
+    distributed,
     divergence,
     graph,
     interventions,
@@ -63,6 +65,7 @@ __all__ = [
     "InterchangeData",
     "audit",
     "das",
+    "distributed",
     "divergence",
     "divergences",
     "ArgumentError",
