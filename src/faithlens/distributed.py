@@ -183,9 +183,11 @@ class RayExecutor:
     """Chunks run on ``workers`` Ray actors (see the module docstring); sizes as in process.
 
     Args:
-        address: the cluster: ``None`` starts a local one (or uses the one ``ray.init`` already
-            started in this process), ``"auto"`` joins the one ``ray start --head`` started on
-            this machine, ``"ray://host:10001"`` a remote one.
+        address: the cluster, when ``ray.init`` has not joined one in this process yet:
+            ``None`` lets Ray choose (``RAY_ADDRESS``, else the latest cluster ``ray start``
+            started on this machine, else a new local one, stopped by :meth:`close`),
+            ``"auto"`` joins a running one on this machine, ``"ray://host:10001"`` a remote
+            one.
         workers: how many actors (default: as many as the cluster's CPUs, or GPUs with
             ``gpus_per_worker``, allow).
         gpus_per_worker: GPUs per actor; more than 0 when the model is on a GPU, 0 otherwise.
