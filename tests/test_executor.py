@@ -14,7 +14,7 @@ import torch
 
 from faithlens import _memory
 from faithlens.errors import InputError
-from faithlens.executor import Executor, InProcess, current_executor, executor
+from faithlens.executor import EXECUTORS, Executor, InProcess, current_executor, executor
 
 DEVICES = ["cpu", "cuda"]
 BUDGETS = [None, "64M", "1G", "3G", "40G"]  # FAITHLENS_MEMORY (None: the default per device)
@@ -150,5 +150,45 @@ def test_executor_choice():
         assert list(ex.map(lambda x: x * 2, [1, 2, 3])) == [2, 4, 6]
     from faithlens.errors import ArgumentError
 
-    with pytest.raises(ArgumentError), executor("ray"):
+    with pytest.raises(ArgumentError, match=r"executor='dask'.*use one of"), executor("dask"):
         pass
+    with pytest.raises(ArgumentError, match="takes no options"), executor("inprocess", workers=2):
+        pass
+    with pytest.raises(ArgumentError, match="already built"), executor(InProcess(), workers=2):
+        pass
+    assert "ray" in EXECUTORS  # registered by faithlens.distributed when faithlens is imported
+
+
+def test_map_model_in_process():
+    """``map_model`` calls ``fn(model, item, *args, tick)`` in order; ticks reach the caller."""
+    ticks = []
+
+    def fn(model, item, scale, tick):
+        tick()
+        return model + item * scale
+
+    out = InProcess().map_model(10, fn, [1, 2, 3], 100, tick=lambda: ticks.append(1))
+    assert list(out) == [110, 210, 310] and len(ticks) == 3
+    assert list(InProcess().map_model(0, fn, [4], 1)) == [4]  # no tick given: a no-op
+
+
+def test_executor_closes_what_it_built(monkeypatch):
+    closed = []
+
+    class Closing(InProcess):
+        name = "closing"
+
+        def __init__(self, **options):
+            self.options = options
+
+        def close(self):
+            closed.append(self.options)
+
+    monkeypatch.setitem(EXECUTORS, "closing", Closing)
+    with executor("closing", workers=3) as ex:
+        assert current_executor() is ex and not closed
+    assert closed == [{"workers": 3}]
+    mine = Closing()
+    with executor(mine):
+        pass
+    assert closed == [{"workers": 3}]  # an executor passed in is the caller's to close

@@ -1,11 +1,13 @@
 """faithlens: is your explanation of a neural network faithful?
 
 Importing the package imports :mod:`faithlens.report`, which registers the plotter of every
-result class, so ``result.plot()`` works after ``import faithlens`` (no method imports report).
+result class, so ``result.plot()`` works after ``import faithlens`` (no method imports report),
+and :mod:`faithlens.distributed`, which registers the ``"ray"`` executor.
 """
 
 from . import (
     circuits,
+    distributed,
     divergence,
     graph,
     interventions,
@@ -66,6 +68,7 @@ __all__ = [
     "audit",
     "das",
     "circuits",
+    "distributed",
     "divergence",
     "divergences",
     "ArgumentError",

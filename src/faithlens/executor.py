@@ -6,14 +6,25 @@ that splits its work into chunks asks the current executor for the chunk size an
 (:meth:`Executor.chunk_size`, :meth:`Executor.chunks`) and hands it the per-chunk work
 (:meth:`Executor.map`); no method knows where its chunks ran.
 
-Today there is one executor, :class:`InProcess`: chunks run one after another in this process,
-in order, and chunk sizes follow the fixed memory budget of :mod:`faithlens._memory` (never the
-free memory, so that results are machine-independent). Another executor (e.g. one that sends
-chunks to workers) implements the same :class:`Executor` protocol; it must plan the same chunks
-for the same budget, so that it gives the same numbers.
+:class:`InProcess` runs chunks one after another in this process, in order, and sizes them from
+the fixed memory budget of :mod:`faithlens._memory` (never the free memory, so that results are
+machine-independent). Another executor implements the same :class:`Executor` protocol and must
+plan the same chunks for the same budget, so that it gives the same numbers: the Ray executor
+(:mod:`faithlens.distributed`, registered here as ``"ray"`` when faithlens is imported) sends
+the chunks a method hands to :meth:`Executor.map_model` to long-lived worker processes.
 
-``faithlens.executor.executor("inprocess")`` (a context manager) chooses the executor for a block of code;
-:func:`current_executor` returns the one in force.
+Two ways to hand over chunks:
+
+- :meth:`Executor.map` takes any function (a closure over the model is fine); it runs in this
+  process on every executor.
+- :meth:`Executor.map_model` takes a module-level function ``fn(model, item, *args, tick)`` and
+  the model it runs on; an executor with workers sends each worker the model's spec (how
+  ``fl.load`` loaded it), ``fn``'s qualified name and the item, so ``fn``, ``item`` and ``args``
+  must be picklable and ``fn`` importable by name.
+
+``faithlens.executor.executor("inprocess")`` or ``executor("ray", workers=2)`` (a context
+manager) chooses the executor for a block of code; :func:`current_executor` returns the one in
+force.
 
 This is a utility module below the models: it imports only torch, the standard library,
 ``_memory``, ``validate`` and ``errors``.
@@ -24,7 +35,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 
@@ -72,8 +83,31 @@ class Executor(Protocol):
         ...
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        """``fn`` of every item, in order."""
+        """``fn`` of every item, in order (in this process)."""
         ...
+
+    def map_model(
+        self,
+        model: Any,
+        fn: Callable[..., R],
+        items: Iterable[T],
+        *args: Any,
+        tick: Callable[[], None] | None = None,
+    ) -> Iterator[R]:
+        """``fn(model, item, *args, tick)`` of every item, in order. ``fn`` calls ``tick()``
+        after each step of progress; executors with workers replay the worker's calls here, in
+        item order. ``fn`` must be a module-level function and ``items`` and ``args``
+        picklable (workers receive them by name and by value)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the executor holds (workers); :func:`executor` calls it at the end of
+        its block for an executor it created."""
+        ...
+
+
+def _no_tick() -> None:
+    return None
 
 
 class InProcess:
@@ -133,8 +167,25 @@ class InProcess:
         for item in items:
             yield fn(item)
 
+    def map_model(
+        self,
+        model: Any,
+        fn: Callable[..., R],
+        items: Iterable[T],
+        *args: Any,
+        tick: Callable[[], None] | None = None,
+    ) -> Iterator[R]:
+        step = _no_tick if tick is None else tick
+        for item in items:
+            yield fn(model, item, *args, step)
 
-EXECUTORS: dict[str, Callable[[], Executor]] = {"inprocess": InProcess}
+    def close(self) -> None:
+        return None
+
+
+#: Executor name -> constructor (its keyword options are :func:`executor`'s). Modules above this
+#: one add theirs when faithlens is imported (``"ray"``: :mod:`faithlens.distributed`).
+EXECUTORS: dict[str, Callable[..., Executor]] = {"inprocess": InProcess}
 
 _CURRENT: contextvars.ContextVar[Executor | None] = contextvars.ContextVar(
     "faithlens_executor", default=None
@@ -149,17 +200,34 @@ def current_executor() -> Executor:
 
 
 @contextmanager
-def executor(which: str | Executor = "inprocess") -> Iterator[Executor]:
-    """Run the methods called in this block on ``which`` (a name in :data:`EXECUTORS` or an
-    :class:`Executor`)."""
+def executor(which: str | Executor = "inprocess", **options: Any) -> Iterator[Executor]:
+    """Run the methods called in this block on ``which``: a name in :data:`EXECUTORS`, built
+    with ``options`` and closed at the end of the block (``executor("ray", address="auto",
+    workers=2)``: :class:`faithlens.distributed.RayExecutor`), or an :class:`Executor` (used
+    as it is, not closed)."""
+    from .validate import fail
+
     if isinstance(which, str):
         if which not in EXECUTORS:
-            from .validate import fail
-
             raise fail("executor", which, "is not an executor", f"use one of {sorted(EXECUTORS)}")
-        ex = EXECUTORS[which]()
+        if which == "inprocess" and options:
+            raise fail(
+                "executor",
+                which,
+                f"takes no options (got {sorted(options)})",
+                "leave them out, or use executor('ray', ...)",
+            )
+        ex = EXECUTORS[which](**options)
+        owned = True
     elif isinstance(which, Executor):
-        ex = which
+        if options:
+            raise fail(
+                "executor",
+                which.name,
+                f"is already built; options {sorted(options)} cannot apply",
+                "pass the options to its constructor",
+            )
+        ex, owned = which, False
     else:
         raise InputError(f"executor must be a name or an Executor, not {type(which).__name__}")
     token = _CURRENT.set(ex)
@@ -167,6 +235,8 @@ def executor(which: str | Executor = "inprocess") -> Iterator[Executor]:
         yield ex
     finally:
         _CURRENT.reset(token)
+        if owned:
+            ex.close()
 
 
 __all__ = ["EXECUTORS", "Executor", "InProcess", "current_executor", "executor"]

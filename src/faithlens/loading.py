@@ -181,6 +181,12 @@ def load_minilm(
 NAMED = {"smollm2": load_smollm2, "smollm2-135m": load_smollm2, "minilm": load_minilm}
 
 
+def _with_spec(m: Model, spec: str) -> Model:
+    """``m``, recording how it was loaded (``Model.spec``: what a worker process loads)."""
+    m.spec = spec
+    return m
+
+
 def load(
     model: str | nn.Module,
     *,
@@ -218,16 +224,16 @@ def load(
         )
     key = model.strip().lower()
     if key in NAMED:
-        return NAMED[key](device=device, dtype=dtype)
+        return _with_spec(NAMED[key](device=device, dtype=dtype), key)
     if key.startswith("zoo:"):
         from . import zoo
 
-        return zoo.load(model.split(":", 1)[1], device=device, dtype=dtype)
+        return _with_spec(zoo.load(model.split(":", 1)[1], device=device, dtype=dtype), key)
     path = Path(model).expanduser()
     if path.suffix == ".safetensors" and path.is_file():
         from . import zoo
 
-        return zoo.load(str(path), device=device, dtype=dtype)
+        return _with_spec(zoo.load(str(path), device=device, dtype=dtype), str(path.resolve()))
     if path.is_dir() and (path / "config.json").exists():
         _offline()
         from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
@@ -243,7 +249,9 @@ def load(
             except (OSError, ValueError):
                 tok = None
         _dtype_device(hf, device, dtype)
-        return Model(hf, hf_adapter(hf), tokenizer=tok, name=path.name)
+        return _with_spec(
+            Model(hf, hf_adapter(hf), tokenizer=tok, name=path.name), str(path.resolve())
+        )
     raise InputError(
         f"unknown model {model!r}: use one of {sorted(NAMED)}, 'zoo:NAME', a .safetensors file "
         "written by `faithlens zoo train`, a local folder with a Hugging Face model, or a model "

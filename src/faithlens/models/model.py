@@ -112,6 +112,10 @@ class Model:
         self.adapter = adapter
         self.tokenizer = tokenizer
         self.name = name or type(module).__name__
+        #: How ``fl.load`` loaded it (a name like ``"zoo:induction"`` or an absolute path), so
+        #: that worker processes can load the same model (:mod:`faithlens.distributed`); ``None``
+        #: for a module built or wrapped in this process.
+        self.spec: str | None = None
         module.eval()
 
     # -- description ---------------------------------------------------------------------------

@@ -262,11 +262,10 @@ def patch(
         if progress is not None:
             progress(done, total)
 
-    def one(cp: _ChunkPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return _run_chunk(model, cp, names, direction, row_cap, tick)
-
+    # each chunk is a picklable work item: executors with workers send it to one (by name)
     ex = current_executor()
-    for cp, (src, base, vals) in zip(chunk_plans, ex.map(one, chunk_plans)):
+    runs = ex.map_model(model, _run_chunk, chunk_plans, names, direction, row_cap, tick=tick)
+    for cp, (src, base, vals) in zip(chunk_plans, runs):
         cols = cp.rows.cpu().numpy()
         m_src[cols] = src
         m_base[cols] = base

@@ -1,0 +1,169 @@
+"""The Ray executor (faithlens.distributed): same numbers as in process, faults lose nothing.
+
+The tests that need ray start a local cluster of two CPUs once for the module (loopback only, no
+dashboard) and shut it down at the end; they skip where ray is not installed (CI installs it
+from the lock: ``faithlens[ray]`` is part of ``[all]``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import faithlens as fl
+from faithlens import distributed as D
+from faithlens.errors import ArgumentError, InputError, MissingExtraError
+from faithlens.executor import InProcess, current_executor, executor
+from faithlens.patching import exact
+from faithlens.tasks.induction import induction_task
+
+FIELDS = ("effect", "se", "ci_low", "ci_high", "patched", "base", "source")
+
+
+# ---- without ray -----------------------------------------------------------------------------
+
+
+def test_without_ray_the_error_names_the_extra(monkeypatch):
+    """The module imports without ray; building the executor says what to install."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(MissingExtraError, match=r"pip install 'faithlens\[ray\]'"):
+        D.RayExecutor(workers=1)
+    with pytest.raises(MissingExtraError), executor("ray", workers=1):
+        pass
+
+
+def test_model_spec_and_names():
+    m = fl.load("zoo:induction")
+    spec = D.model_spec(m)
+    assert (spec.source, spec.dtype, spec.device) == ("zoo:induction", "float32", "cpu")
+    assert spec.fingerprint == D.model_spec(fl.load("zoo:induction")).fingerprint
+    assert D.load_checked(spec).spec == "zoo:induction"
+    assert D.target_name(exact._run_chunk) == "faithlens.patching.exact:_run_chunk"
+    assert D.resolve("faithlens.patching.exact:_run_chunk") is exact._run_chunk
+    with pytest.raises(InputError, match="module-level function"):
+        D.target_name(lambda m, x, t: x)
+    wrapped = fl.wrap(m.module)
+    with pytest.raises(ArgumentError, match=r"not loaded by fl.load.*fl.load\(name or path\)"):
+        D.model_spec(wrapped)
+
+
+def test_load_checked_refuses_other_weights():
+    m = fl.load("zoo:induction")
+    with torch.no_grad():
+        next(m.module.parameters()).add_(1.0)
+    with pytest.raises(InputError, match="other weights"):
+        D.load_checked(D.model_spec(m))
+
+
+def test_local_paths_are_recorded_absolute(tmp_path, monkeypatch):
+    """A worker's working directory is not ours: a path spec is absolute."""
+    shipped = Path(fl.zoo.__file__).parent / "weights" / "induction.safetensors"
+    (tmp_path / "copy.safetensors").write_bytes(shipped.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    loaded = fl.load("copy.safetensors")
+    assert loaded.spec == str(tmp_path.resolve() / "copy.safetensors")
+    spec = D.model_spec(loaded)
+    assert spec.fingerprint == D.model_spec(fl.load("zoo:induction")).fingerprint
+    monkeypatch.chdir("/")
+    assert D.load_checked(spec).spec == spec.source
+
+
+# ---- on a local cluster ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'faithlens[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sweep_case():
+    m = fl.load("zoo:induction")
+    task = induction_task(16, seed=0)
+    ticks: list[tuple[int, int]] = []
+    # 1 MB: several chunks of examples, so the chunks spread over both workers
+    ref = fl.patch(
+        m, task, "head", n_boot=100, max_memory=1 << 20, progress=lambda d, t: ticks.append((d, t))
+    )
+    return m, task, ref, ticks
+
+
+def _patch(m, task, ticks=None):
+    progress = None if ticks is None else (lambda d, t: ticks.append((d, t)))
+    return fl.patch(m, task, "head", n_boot=100, max_memory=1 << 20, progress=progress)
+
+
+def _same(a, b):
+    for f in FIELDS:
+        x, y = np.asarray(getattr(a, f)), np.asarray(getattr(b, f))
+        assert np.array_equal(x, y, equal_nan=True), f
+
+
+@pytest.mark.slow
+def test_patch_on_two_workers_equals_in_process(cluster, sweep_case):
+    m, task, ref, ref_ticks = sweep_case
+    ticks: list[tuple[int, int]] = []
+    with executor("ray", workers=2) as ex:
+        assert isinstance(ex, D.RayExecutor) and current_executor() is ex
+        assert len(set(ex.worker_pids())) == 2
+        got = _patch(m, task, ticks)
+        assert ex.replaced == 0
+    _same(ref, got)
+    assert ticks == ref_ticks  # progress replayed in chunk order, as in process
+    assert isinstance(current_executor(), InProcess)
+
+
+@pytest.mark.slow
+def test_same_chunks_as_in_process(cluster):
+    with executor("ray", workers=1) as ex:
+        ip = InProcess()
+        for n, b, mem in [(16, 1000, 1 << 20), (5000, 123_457, None), (7, 3, 64)]:
+            kw = {"device": torch.device("cpu"), "max_memory": mem}
+            assert ex.chunk_size(n, b, **kw) == ip.chunk_size(n, b, **kw)
+        assert ex.chunks(10, 3) == ip.chunks(10, 3)
+        assert list(ex.map(lambda x: x + 1, [1, 2])) == [2, 3]  # closures run here
+
+
+@pytest.mark.slow
+def test_killed_worker_loses_nothing(cluster, sweep_case, tmp_path, monkeypatch):
+    """A worker dies on its first chunk: its chunks run on another worker, the result is the
+    in-process one."""
+    m, task, ref, _ = sweep_case
+    flag = tmp_path / "crash-once"
+    flag.touch()
+    monkeypatch.setenv(D.CRASH_ENV, str(flag))
+    with executor("ray", workers=2) as ex:
+        got = _patch(m, task)
+        assert not flag.exists()  # one worker took the flag and died
+        assert ex.replaced >= 1
+    _same(ref, got)
+
+
+@pytest.mark.slow
+def test_errors_and_refusals(cluster):
+    m = fl.load("zoo:induction")
+    task = induction_task(4, seed=0)
+    with executor("ray", workers=1, max_retries=0) as ex:
+        # an error in the method's own code comes back as itself
+        with pytest.raises(AttributeError):
+            list(ex.map_model(m, exact._run_chunk, [None], ["attn.0"], "denoising", 8))
+        # weights changed after fl.load cannot be reproduced on a worker
+        with torch.no_grad():
+            next(m.module.parameters()).add_(1.0)
+        with pytest.raises(InputError, match="other weights"):
+            fl.patch(m, task, "head", n_boot=10)
+        assert list(ex.map_model(m, exact._run_chunk, [])) == []
+    with (
+        executor("ray", workers=1, gpus_per_worker=1) as ex,
+        pytest.raises(ArgumentError, match="gpus_per_worker=1: must be more than 0 exactly when"),
+    ):
+        ex.map_model(fl.load("zoo:induction"), exact._run_chunk, [None])
+    with pytest.raises(ArgumentError, match="workers=0"):
+        D.RayExecutor(workers=0)
