@@ -28,6 +28,25 @@ app = typer.Typer(
 def _root(
     ctx: typer.Context,
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    executor: str = typer.Option(
+        "inprocess",
+        "--executor",
+        help="Where the command's chunks of work run: inprocess (default) or ray (workers of a "
+        "Ray cluster; needs faithlens[ray]; docs/scale.md). Give it before the command: "
+        "`faithlens --executor ray --workers 2 patch ...`.",
+    ),
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help="With --executor ray: the cluster to join ('auto', 'ray://host:port'); default: "
+        "a running local cluster, else a new one.",
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="With --executor ray: worker processes (default: one per CPU)."
+    ),
+    gpus_per_worker: float = typer.Option(
+        0, "--gpus-per-worker", help="With --executor ray: GPUs each worker holds."
+    ),
 ) -> None:
     """faithlens: faithful explanations of neural networks, with honest statistics."""
     if version:
@@ -38,6 +57,20 @@ def _root(
     if ctx.invoked_subcommand is None:
         typer.echo(ctx.get_help())
         raise typer.Exit()
+    use_executor(ctx, executor, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
+
+
+def use_executor(ctx: typer.Context, name: str, **options: object) -> None:
+    """Run the invoked command under the executor ``name`` (``--executor``), closed when the
+    command ends. Options left at their defaults are not passed; ``inprocess`` refuses any."""
+    from ..executor import executor
+    from ._common import friendly_errors
+
+    given = {k: v for k, v in options.items() if v not in (None, 0)}
+    if name == "inprocess" and not given:
+        return
+    with friendly_errors():
+        ctx.with_resource(executor(name, **given))
 
 
 # Command modules, in the order their commands appear in --help.
