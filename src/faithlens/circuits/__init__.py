@@ -13,6 +13,8 @@ Public API
   every edge's effect by patching it alone.
 - ``eap(model, data, *, metric, n_boot, level, seed, max_memory, progress)`` (``eap.py``):
   edge attribution patching, the first-order estimate of ``exact``.
+- ``eap_ig(model, data, *, steps, metric, ...)`` (``eap_ig.py``): EAP with integrated gradients
+  along the path from the corrupted to the clean input embeddings.
 - ``EdgeScores`` (``scores.py``): a score per edge with a bootstrap interval; ``top_k(k)`` and
   ``threshold(t)`` select a ``Circuit``.
 - ``faithfulness(model, data, circuit, *, metric, n_boot, level, seed, max_memory, progress)``
@@ -23,6 +25,7 @@ Public API
 from __future__ import annotations
 
 from .eap import eap
+from .eap_ig import eap_ig
 from .edges import Edge, EdgeGraph, Reader, Writer
 from .exact import exact
 from .faithfulness import CircuitFaithfulness, faithfulness
@@ -37,6 +40,7 @@ __all__ = [
     "Reader",
     "Writer",
     "eap",
+    "eap_ig",
     "exact",
     "faithfulness",
 ]
