@@ -20,10 +20,14 @@ Public API
 - ``faithfulness(model, data, circuit, *, metric, n_boot, level, seed, max_memory, progress)``
   (``faithfulness.py``): the circuit's normalised faithfulness, every edge outside it corrupted;
   a ``CircuitFaithfulness`` result.
+- ``faithfulness_curve(model, data, scores, *, sizes, ablation, by, ...)`` (``curve.py``): the
+  faithfulness of the top circuits at each size (MIB's grid ``MIB_SIZES``) and its areas CPR /
+  CMD (``areas``) with bootstrap intervals; a ``FaithfulnessCurve`` result.
 """
 
 from __future__ import annotations
 
+from .curve import MIB_SIZES, FaithfulnessCurve, areas, faithfulness_curve
 from .eap import eap
 from .eap_ig import eap_ig
 from .edges import Edge, EdgeGraph, Reader, Writer
@@ -32,15 +36,19 @@ from .faithfulness import CircuitFaithfulness, faithfulness
 from .scores import Circuit, EdgeScores
 
 __all__ = [
+    "MIB_SIZES",
     "Circuit",
     "CircuitFaithfulness",
     "Edge",
     "EdgeGraph",
     "EdgeScores",
+    "FaithfulnessCurve",
     "Reader",
     "Writer",
+    "areas",
     "eap",
     "eap_ig",
     "exact",
     "faithfulness",
+    "faithfulness_curve",
 ]

@@ -112,6 +112,11 @@ class EdgeScores(Result):
         key = np.abs(np.nan_to_num(self.score)) if by == "abs" else key
         return np.argsort(-key, kind="stable")
 
+    def ranking(self, by: str = "abs") -> np.ndarray:
+        """Edge indices from the highest-ranked down, by ``|score|`` (``by="abs"``) or score
+        (``"value"``); ties in the order of the edge graph (as :meth:`top_k` ranks them)."""
+        return self._order(by)
+
     def top(self, k: int = 10, by: str = "abs") -> pd.DataFrame:
         """The ``k`` edges with the largest score (``by="abs"``) or most positive (``"value"``)."""
         k = validate.nonnegative_int("k", k, fix="the number of edges, e.g. 10")
