@@ -11,6 +11,8 @@ import pandas as pd
 from .. import validate
 from ..errors import InputError
 from ..results import Result
+from ..scrubbing import Hypothesis
+from .hypothesis import circuit_hypothesis
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,12 @@ class Circuit:
             out.setdefault(w)
             out.setdefault(r.split("<")[0])
         return list(out)
+
+    def to_hypothesis(self, name: str | None = None) -> Hypothesis:
+        """The causal-scrubbing hypothesis that the circuit's edges matter and every other path
+        can be resampled (:mod:`faithlens.circuits.hypothesis`): score it with
+        ``fl.scrub(model, hypothesis=circuit.to_hypothesis(), data=task)``."""
+        return circuit_hypothesis(self.edges, name or f"circuit ({self.how or len(self)})")
 
     def summary(self) -> str:
         share = f" of {self.of}" if self.of else ""
