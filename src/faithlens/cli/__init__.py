@@ -44,6 +44,7 @@ def _root(
 COMMAND_MODULES = [
     "faithlens.cli.models",
     "faithlens.cli.patching",
+    "faithlens.cli.circuits",
     "faithlens.cli.scrubbing",
     "faithlens.cli.neurons",
     "faithlens.cli.representations",
