@@ -39,13 +39,22 @@ Steps = Annotated[int, typer.Option("--steps", help="Integration steps of eap-ig
 N = Annotated[int, typer.Option("--n", help="Number of task examples.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for the task and the bootstrap.")]
 Top = Annotated[int, typer.Option("--top", help="Rows of the printed edge table.")]
+Scrub = Annotated[
+    bool,
+    typer.Option(
+        "--scrub",
+        help="Also causal-scrub the top-k circuit (circuit.to_hypothesis(): its edges important, "
+        "everything else resampled from other examples) and write scrub/.",
+    ),
+]
 Out = Annotated[
     Path | None,
     typer.Option(
         "--out",
         "-o",
-        help="Folder for three result folders: scores/ (EdgeScores), curve/ (FaithfulnessCurve) "
-        "and circuit/ (CircuitFaithfulness of the top-k circuit), each with its plot.",
+        help="Folder for the result folders scores/ (EdgeScores), curve/ (FaithfulnessCurve), "
+        "circuit/ (CircuitFaithfulness of the top-k circuit) and, with --scrub, scrub/ "
+        "(ScrubResult), each with its plot.",
     ),
 ]
 
@@ -82,6 +91,7 @@ def circuit_cmd(
     seed: Seed = 0,
     n_boot: NBoot = 1000,
     top: Top = 15,
+    scrub: Scrub = False,
     max_memory: MaxMemory = None,
     device: Device = None,
     out: Out = None,
@@ -89,7 +99,7 @@ def circuit_cmd(
 ) -> None:
     """Circuit discovery: score every edge (exact / eap / eap-ig), the faithfulness curve over
     MIB's circuit sizes with CPR and CMD, and the top-k circuit's faithfulness, each with
-    bootstrap confidence intervals."""
+    bootstrap confidence intervals; with --scrub, the circuit's causal-scrubbing score."""
     from .. import circuits, tasks, validate
     from ..results import check_target, plot_writer
 
@@ -98,7 +108,7 @@ def circuit_cmd(
         _check(method, top_k, steps, n_boot, top)
         memory = max_memory_option(max_memory)
         if out is not None:
-            for name in ("scores", "curve", "circuit"):
+            for name in ("scores", "curve", "circuit", *(("scrub",) if scrub else ())):
                 check_target(out / name, overwrite=overwrite, name="--out")
         m = load_model(model, device)
         t = tasks.build(task, m, n=n, seed=seed)
@@ -117,14 +127,35 @@ def circuit_cmd(
                 m, t, scores, n_boot=n_boot, seed=seed, max_memory=memory, progress=advance
             )
         console.print(curve.summary())
-        chosen = circuits.faithfulness(
-            m, t, scores.top_k(top_k), n_boot=n_boot, seed=seed, max_memory=memory
-        )
+        circuit = scores.top_k(top_k)
+        chosen = circuits.faithfulness(m, t, circuit, n_boot=n_boot, seed=seed, max_memory=memory)
         console.print(chosen.summary())
+        results: list[tuple[str, Any]] = [("scores", scores), ("curve", curve), ("circuit", chosen)]
+        if scrub:
+            results.append(("scrub", _scrub(m, t, circuit, n_boot, seed, memory)))
         if out is not None:
-            for name, res in (("scores", scores), ("curve", curve), ("circuit", chosen)):
+            for name, res in results:
                 res.save(out / name, overwrite=overwrite, extras={"plot.png": plot_writer(res)})
-            console.print(f"wrote {out}/scores, {out}/curve, {out}/circuit")
+            console.print("wrote " + ", ".join(f"{out}/{name}" for name, _ in results))
+
+
+def _scrub(m: Any, t: Any, circuit: Any, n_boot: int, seed: int, memory: Any) -> Any:
+    """The circuit's causal-scrubbing result (every task example a reference once)."""
+    from ..scrubbing import scrub
+
+    hypothesis = circuit.to_hypothesis()
+    with progress_bar("causal scrubbing") as advance:
+        res = scrub(
+            m,
+            hypothesis=hypothesis,
+            data=t,
+            seed=seed,
+            n_boot=n_boot,
+            max_memory=memory,
+            progress=advance,
+        )
+    console.print(res.summary())
+    return res
 
 
 #: The commands of this module, in the order of ``faithlens --help``.
