@@ -67,6 +67,17 @@ def test_input_edges_are_complete_with_many_steps():
     assert errors[64] < errors[1] / 10
 
 
+def test_chunks_and_progress_do_not_change_the_scores():
+    _, model, task = _setup("faithlens_zoo-attn_only", n=4)
+    whole = fl.circuits.eap_ig(model, task, steps=2, n_boot=20)
+    calls = []
+    small = fl.circuits.eap_ig(
+        model, task, steps=2, n_boot=20, max_memory=1, progress=lambda d, t: calls.append((d, t))
+    )
+    np.testing.assert_allclose(small.values, whole.values, atol=1e-10, rtol=0)
+    assert calls and calls[-1][0] == calls[-1][1] and len(calls) == calls[-1][1]
+
+
 def test_bad_steps():
     _, model, task = _setup("llama")
     with pytest.raises(InputError, match="steps"):
