@@ -55,6 +55,47 @@ def test_bad_edges():
         circuit_hypothesis(["input->a1.kv0<k>"])
 
 
+def _small(arch):
+    """Two layers of two heads with MLPs (paths from the logits grow fast with depth)."""
+    torch.manual_seed(5)
+    if arch == "gpt_neox":  # parallel attention and MLP
+        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+        cfg = GPTNeoXConfig(
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            hidden_size=16,
+            intermediate_size=32,
+            vocab_size=100,
+            rotary_pct=0.5,
+        )
+        return fl.wrap(GPTNeoXForCausalLM(cfg).eval().double())
+    from faithlens.zoo import ZooConfig, ZooTransformer
+
+    cfg = ZooConfig(n_layers=2, n_heads=2, d_model=16, d_vocab=100, n_ctx=16, d_mlp=32)
+    hf = ZooTransformer(cfg)
+    hf.reset_parameters(generator=torch.Generator().manual_seed(5))
+    return fl.wrap(hf.eval().double())
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "faithlens_zoo"])
+def test_whole_graph_with_mlps_scrubs_to_the_model(arch):
+    model = _small(arch)
+    task = fl.tasks.random_token_task(model, 16, 6, seed=0)
+    names = fl.circuits.EdgeGraph(model).names
+
+    def scrubbed(edges):
+        res = fl.scrub(model, hypothesis=Circuit(tuple(edges)).to_hypothesis(), data=task, n=32)
+        frame = res.to_frame().set_index("quantity")["estimate"]
+        return float(frame["scrubbed"]), float(frame["original"])
+
+    got, original = scrubbed(names)
+    assert got == pytest.approx(original, abs=1e-12)
+    # the MLP's routes claim real paths: without the embedding's edge into m1 the result moves
+    got, original = scrubbed([e for e in names if e != "input->m1"])
+    assert abs(got - original) > 1e-6
+
+
 def _induction():
     model = fl.load("zoo:induction")
     task = fl.tasks.induction.induction_task(n=64, seed=0)
