@@ -81,6 +81,12 @@ def test_curve_matches_single_circuits_and_bootstrap(tmp_path):
     cprs = areas(sizes, fb)[0]
     assert curve.cpr_ci_low == pytest.approx(np.quantile(cprs, 0.025))
     assert curve.cpr_se == pytest.approx(np.std(cprs, ddof=1))
+    # ranked by the signed score instead of |score|
+    signed = fl.circuits.faithfulness_curve(model, task, scores, sizes=(0.2, 1.0), by="value")
+    k = int(signed.edges[0])
+    one = fl.circuits.faithfulness(model, task, scores.top_k(k, by="value"), n_boot=20)
+    np.testing.assert_allclose(signed.patched[0], one.patched, atol=1e-12, rtol=0)
+    assert signed.meta["by"] == "value"
     back = FaithfulnessCurve.load(curve.save(tmp_path / "curve"))
     assert back.cpr == curve.cpr and np.array_equal(back.faithfulness, curve.faithfulness)
     assert "CPR" in curve.summary() and curve.plot() is not None

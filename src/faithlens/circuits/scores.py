@@ -62,7 +62,8 @@ class EdgeScores(Result):
     ``score`` is the mean over examples of an edge's effect on the metric when the edge alone
     carries the corrupted input (noising; negative when corrupting it lowers the metric):
     ``m(edge corrupted) - m(clean)`` for exact patching, its first-order estimate
-    ``(u(corrupt) - u(clean)) . dm/d(reader input)`` for EAP. ``score_se``, ``score_ci_low``
+    ``(u(corrupt) - u(clean)) . dm/d(reader input)`` for EAP (for EAP-IG with the gradient
+    averaged along the path between the input embeddings). ``score_se``, ``score_ci_low``
     and ``score_ci_high`` are the bootstrap standard error and ``level`` confidence interval
     over examples (BCa). ``values`` holds the per-example values ``[n_edges, n]``; ``clean``
     and ``corrupt`` the metric of the unpatched runs ``[n]``.
