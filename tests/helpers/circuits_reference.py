@@ -162,3 +162,35 @@ def reference_eap(hf, task, edges) -> torch.Tensor:
                 (grads[reader],) = torch.autograd.grad(m.sum(), delta)
         rows.append((change * grads[reader]).sum((-2, -1)))
     return torch.stack(rows).detach()
+
+
+def reference_eap_ig(hf, task, edges, steps: int) -> torch.Tensor:
+    """EAP-IG on the inputs, by brute force: for each step ``k = 1 .. steps`` the first block's
+    input (the embeddings) is replaced by ``e_corrupt + k / steps (e_clean - e_corrupt)`` with a
+    bare hook, and the gradient of ``port_metric`` at ``delta = 0`` is taken by autograd one
+    reader port at a time; the mean over steps times each writer's change."""
+    layers = PATHS[hf.config.model_type][0]
+    e_clean = capture(hf, "resid_pre.0", task.clean.ids, task.clean.mask)
+    e_corrupt = capture(hf, "resid_pre.0", task.corrupt.ids, task.corrupt.mask)
+    first = hf.get_submodule(f"{layers}.0")
+    grads: dict[str, torch.Tensor] = {}
+    rows = []
+    for e in edges:
+        writer, reader = e.split("->")
+        change = writer_change(hf, task, writer)
+        if reader not in grads:
+            total = torch.zeros_like(change)
+            for k in range(1, steps + 1):
+                point = e_corrupt + (k / steps) * (e_clean - e_corrupt)
+                h = _hook(first, "in", lambda x, p=point: p.to(x))
+                try:
+                    delta = torch.zeros_like(change, requires_grad=True)
+                    with torch.enable_grad():
+                        m = port_metric(hf, task, reader, delta)
+                        (g,) = torch.autograd.grad(m.sum(), delta)
+                finally:
+                    h.remove()
+                total = total + g
+            grads[reader] = total / steps
+        rows.append((change * grads[reader]).sum((-2, -1)))
+    return torch.stack(rows).detach()

@@ -573,7 +573,39 @@ def circuit_faithfulness() -> Any:
     )
 
 
+def faithfulness_curve() -> Any:
+    from faithlens.circuits.curve import FaithfulnessCurve
+
+    rng = np.random.default_rng(9)
+    f = np.array([0.1, 0.6, 1.0])
+    return FaithfulnessCurve(
+        size=np.array([0.1, 0.5, 1.0]),
+        edges=np.array([1, 5, 10]),
+        faithfulness=f,
+        faithfulness_se=np.array([0.05, 0.04, 0.0]),
+        faithfulness_ci_low=f - 0.1,
+        faithfulness_ci_high=f + 0.1,
+        cpr=0.6,
+        cpr_se=0.03,
+        cpr_ci_low=0.55,
+        cpr_ci_high=0.66,
+        cmd=0.4,
+        cmd_se=0.03,
+        cmd_ci_low=0.34,
+        cmd_ci_high=0.45,
+        patched=rng.normal(size=(3, 6)),
+        clean=rng.normal(size=6) + 2,
+        corrupt=rng.normal(size=6),
+        n_graph_edges=10,
+        method="exact",
+        model="toy",
+        task="toy",
+        n_boot=100,
+    )
+
+
 BUILDERS: dict[str, Callable[[], Any]] = {
+    "FaithfulnessCurve": faithfulness_curve,
     "EdgeScores": edge_scores,
     "CircuitFaithfulness": circuit_faithfulness,
     "PatchingResult": patching,

@@ -13,30 +13,42 @@ Public API
   every edge's effect by patching it alone.
 - ``eap(model, data, *, metric, n_boot, level, seed, max_memory, progress)`` (``eap.py``):
   edge attribution patching, the first-order estimate of ``exact``.
+- ``eap_ig(model, data, *, steps, metric, ...)`` (``eap_ig.py``): EAP with integrated gradients
+  along the path from the corrupted to the clean input embeddings.
 - ``EdgeScores`` (``scores.py``): a score per edge with a bootstrap interval; ``top_k(k)`` and
   ``threshold(t)`` select a ``Circuit``.
 - ``faithfulness(model, data, circuit, *, metric, n_boot, level, seed, max_memory, progress)``
   (``faithfulness.py``): the circuit's normalised faithfulness, every edge outside it corrupted;
   a ``CircuitFaithfulness`` result.
+- ``faithfulness_curve(model, data, scores, *, sizes, ablation, by, ...)`` (``curve.py``): the
+  faithfulness of the top circuits at each size (MIB's grid ``MIB_SIZES``) and its areas CPR /
+  CMD (``areas``) with bootstrap intervals; a ``FaithfulnessCurve`` result.
 """
 
 from __future__ import annotations
 
+from .curve import MIB_SIZES, FaithfulnessCurve, areas, faithfulness_curve
 from .eap import eap
+from .eap_ig import eap_ig
 from .edges import Edge, EdgeGraph, Reader, Writer
 from .exact import exact
 from .faithfulness import CircuitFaithfulness, faithfulness
 from .scores import Circuit, EdgeScores
 
 __all__ = [
+    "MIB_SIZES",
     "Circuit",
     "CircuitFaithfulness",
     "Edge",
     "EdgeGraph",
     "EdgeScores",
+    "FaithfulnessCurve",
     "Reader",
     "Writer",
+    "areas",
     "eap",
+    "eap_ig",
     "exact",
     "faithfulness",
+    "faithfulness_curve",
 ]

@@ -18,7 +18,7 @@ gives ``dm/d(input_v)`` port by port. No parameter gradient is computed or store
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -74,7 +74,7 @@ def eap(
     def one(part: tuple[Tensor, Task]) -> Measured:
         return _chunk(eg, part[1], row_cap, tick)
 
-    with _frozen_parameters(model):
+    with frozen_parameters(model):
         measured = list(current_executor().map(one, parts))
     out = gather(task.n, len(eg), [(rows, m) for (rows, _), m in zip(parts, measured)])
     return build_scores(
@@ -90,7 +90,7 @@ def eap(
 
 
 @contextmanager
-def _frozen_parameters(model: Model) -> Iterator[None]:
+def frozen_parameters(model: Model) -> Iterator[None]:
     """Gradients with respect to activations only: no ``.grad`` is written into the model."""
     params = [p for p in model.module.parameters() if p.requires_grad]
     for p in params:
@@ -117,23 +117,70 @@ def _grad_site(eg: EdgeGraph, r: Reader) -> str:
     return r.residual
 
 
+def _input_site(eg: EdgeGraph) -> str:
+    return next(w.site for w in eg.writers if w.kind == "input")
+
+
 def _passes(eg: EdgeGraph, per_pass: int) -> int:
-    """The passes one chunk runs (for progress): corrupted, clean with its backward, and the
-    per-layer passes back through the norm and projections."""
-    return 2 + sum(-(-len(_head_ports(eg, L)) // per_pass) for L in range(eg.n_layers))
+    """The passes one chunk runs (for progress): corrupted, then :func:`port_gradients`'."""
+    return 1 + gradient_passes(eg, per_pass)
+
+
+def gradient_passes(eg: EdgeGraph, per_pass: int) -> int:
+    """The passes one :func:`port_gradients` call runs (for progress): the forward-backward
+    pass and the per-layer passes back through the norm (``per_pass`` ports in a pass)."""
+    return 1 + sum(-(-len(_head_ports(eg, L)) // per_pass) for L in range(eg.n_layers))
 
 
 def _chunk(eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None]) -> Measured:
     model = eg.model
-    ne = sub.n
     corrupt = model.run(sub.corrupt, cache=writer_sites(eg), logits_at=sub.positions)
     m_corrupt = metric_values(sub, corrupt).detach().double()
     tick()
+    port_grad, clean, m_clean_t = port_gradients(eg, sub, row_cap, tick, cache=writer_sites(eg))
+    with torch.no_grad():
+        change = deltas(eg, clean, corrupt)
+    del corrupt, clean
+    values = edge_values(eg, change, port_grad)
+    m_clean = m_clean_t.detach().double().cpu().numpy()
+    return Measured(values, m_clean, m_corrupt.cpu().numpy())
+
+
+def edge_values(
+    eg: EdgeGraph, change: dict[str, Tensor], port_grad: dict[str, Tensor]
+) -> np.ndarray:
+    """``change[u] . port_grad[v]`` summed over positions and width, per edge and example."""
+    ne = next(iter(change.values())).shape[0]
+    values = np.zeros((len(eg), ne), dtype=np.float64)
+    with torch.no_grad():
+        for i, e in enumerate(eg.edges):
+            d, g = change[e.writer.name], port_grad[e.reader.name]
+            values[i] = (d.double() * g.double()).sum((-2, -1)).cpu().numpy()
+    return values
+
+
+def port_gradients(
+    eg: EdgeGraph,
+    sub: Task,
+    row_cap: int,
+    tick: Callable[[], None],
+    *,
+    embed: Tensor | None = None,
+    cache: Sequence[str] = (),
+) -> tuple[dict[str, Tensor], RunOutput, Tensor]:
+    """``dm/d(input_v)`` for every reader port ``v`` (by reader name, ``[n, seq, d_model]``) on
+    one forward-backward pass over ``sub``'s clean prompts, with the input embeddings (the
+    ``input`` writer's output) replaced by ``embed`` when given; also that run (caching
+    ``cache`` too) and its metric per example (still attached to the graph)."""
+    model = eg.model
+    ne = sub.n
     gsites = list(dict.fromkeys(_grad_site(eg, r) for r in eg.readers))
     resid = [f"resid_pre.{L}" for L in range(eg.n_layers)]
+    ivs = [] if embed is None else [Patch(_input_site(eg), source=embed)]
     clean = model.run(
         sub.clean,
-        cache=[*writer_sites(eg), *resid],
+        ivs,
+        cache=[*cache, *resid],
         logits_at=sub.positions,
         grad=True,
         grad_sites=gsites,
@@ -145,9 +192,6 @@ def _chunk(eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None]) -> 
     for s, g, leaf in zip(gsites, grads, leaves):
         at[s] = clean.grad_leaf(s)[1].get(g if g is not None else torch.zeros_like(leaf)).detach()
     tick()
-    with torch.no_grad():
-        change = deltas(eg, clean, corrupt)
-    del corrupt
     per_pass = max(1, row_cap // ne)
     port_grad: dict[str, Tensor] = {}
     for L in range(eg.n_layers):
@@ -159,14 +203,7 @@ def _chunk(eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None]) -> 
     for r in eg.readers:
         if r.kind != "head":
             port_grad[r.name] = at[_grad_site(eg, r)]
-    values = np.zeros((len(eg), ne), dtype=np.float64)
-    with torch.no_grad():
-        for i, e in enumerate(eg.edges):
-            d, g = change[e.writer.name], port_grad[e.reader.name]
-            values[i] = (d.double() * g.double()).sum((-2, -1)).cpu().numpy()
-    m_clean = m_clean_t.detach().double().cpu().numpy()
-    del clean
-    return Measured(values, m_clean, m_corrupt.cpu().numpy())
+    return port_grad, clean, m_clean_t
 
 
 def _back_through_norm(
@@ -210,4 +247,4 @@ def _back_through_norm(
     return {r.name: gx[i * ne : (i + 1) * ne].detach() for i, r in enumerate(ports)}
 
 
-__all__ = ["eap"]
+__all__ = ["eap", "edge_values", "frozen_parameters", "gradient_passes", "port_gradients"]

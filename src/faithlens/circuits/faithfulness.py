@@ -140,24 +140,7 @@ def faithfulness(
         eg.index(e)  # unknown names raise with examples
     how = circuit.how if isinstance(circuit, Circuit) else f"{len(set(names))} edges"
     keep = set(names)
-    parts, row_cap = chunks(model, task, max_memory)
-    total = len(parts) * (3 + 3 * eg.n_layers)
-    done = 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total)
-
-    def one(part: tuple[Tensor, Task]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return _chunk(eg, part[1], keep, row_cap, tick)
-
-    n = task.n
-    patched, clean, corrupt = np.zeros(n), np.zeros(n), np.zeros(n)
-    for (rows, _), (p, c, k) in zip(parts, current_executor().map(one, parts)):
-        cols = rows.cpu().numpy()
-        patched[cols], clean[cols], corrupt[cols] = p, c, k
+    patched, clean, corrupt = measure(eg, task, keep, max_memory, progress)
     est = normalized_effect(patched, corrupt, clean, n_boot=n_boot, level=level, seed=seed)
     return CircuitFaithfulness(
         edges=[e for e in eg.names if e in keep],
@@ -178,6 +161,37 @@ def faithfulness(
         seed=seed,
         meta={"ablation": "corrupt"},
     )
+
+
+def measure(
+    eg: EdgeGraph,
+    task: Task,
+    keep: set[str],
+    max_memory: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The metric per example ``[n]`` with every edge outside ``keep`` corrupted, and of the
+    clean and the corrupted runs (``task`` already on the model's device, with its metric)."""
+    model = eg.model
+    parts, row_cap = chunks(model, task, max_memory)
+    total = len(parts) * (3 + 3 * eg.n_layers)
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    def one(part: tuple[Tensor, Task]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _chunk(eg, part[1], keep, row_cap, tick)
+
+    n = task.n
+    patched, clean, corrupt = np.zeros(n), np.zeros(n), np.zeros(n)
+    for (rows, _), (p, c, k) in zip(parts, current_executor().map(one, parts)):
+        cols = rows.cpu().numpy()
+        patched[cols], clean[cols], corrupt[cols] = p, c, k
+    return patched, clean, corrupt
 
 
 def _chunk(
@@ -241,4 +255,4 @@ def _chunk(
     return m_circuit, m_clean, m_corrupt
 
 
-__all__ = ["CircuitFaithfulness", "faithfulness"]
+__all__ = ["CircuitFaithfulness", "faithfulness", "measure"]

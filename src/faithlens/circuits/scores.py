@@ -11,6 +11,8 @@ import pandas as pd
 from .. import validate
 from ..errors import InputError
 from ..results import Estimate, Result
+from ..scrubbing import Hypothesis
+from .hypothesis import circuit_hypothesis
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,12 @@ class Circuit:
             out.setdefault(r.split("<")[0])
         return list(out)
 
+    def to_hypothesis(self, name: str | None = None) -> Hypothesis:
+        """The causal-scrubbing hypothesis that the circuit's edges matter and every other path
+        can be resampled (:mod:`faithlens.circuits.hypothesis`): score it with
+        ``fl.scrub(model, hypothesis=circuit.to_hypothesis(), data=task)``."""
+        return circuit_hypothesis(self.edges, name or f"circuit ({self.how or len(self)})")
+
     def summary(self) -> str:
         share = f" of {self.of}" if self.of else ""
         return f"circuit of {self.model or 'a model'} ({self.how}): {len(self)}{share} edges"
@@ -54,7 +62,8 @@ class EdgeScores(Result):
     ``score`` is the mean over examples of an edge's effect on the metric when the edge alone
     carries the corrupted input (noising; negative when corrupting it lowers the metric):
     ``m(edge corrupted) - m(clean)`` for exact patching, its first-order estimate
-    ``(u(corrupt) - u(clean)) . dm/d(reader input)`` for EAP. ``score_se``, ``score_ci_low``
+    ``(u(corrupt) - u(clean)) . dm/d(reader input)`` for EAP (for EAP-IG with the gradient
+    averaged along the path between the input embeddings). ``score_se``, ``score_ci_low``
     and ``score_ci_high`` are the bootstrap standard error and ``level`` confidence interval
     over examples (BCa). ``values`` holds the per-example values ``[n_edges, n]``; ``clean``
     and ``corrupt`` the metric of the unpatched runs ``[n]``.
@@ -115,6 +124,11 @@ class EdgeScores(Result):
         key = np.nan_to_num(self.score, nan=-np.inf)
         key = np.abs(np.nan_to_num(self.score)) if by == "abs" else key
         return np.argsort(-key, kind="stable")
+
+    def ranking(self, by: str = "abs") -> np.ndarray:
+        """Edge indices from the highest-ranked down, by ``|score|`` (``by="abs"``) or score
+        (``"value"``); ties in the order of the edge graph (as :meth:`top_k` ranks them)."""
+        return self._order(by)
 
     def top(self, k: int = 10, by: str = "abs") -> pd.DataFrame:
         """The ``k`` edges with the largest score (``by="abs"``) or most positive (``"value"``)."""

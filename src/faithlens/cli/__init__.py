@@ -77,6 +77,7 @@ def use_executor(ctx: typer.Context, name: str, **options: object) -> None:
 COMMAND_MODULES = [
     "faithlens.cli.models",
     "faithlens.cli.patching",
+    "faithlens.cli.circuits",
     "faithlens.cli.scrubbing",
     "faithlens.cli.neurons",
     "faithlens.cli.representations",

@@ -1,4 +1,5 @@
-"""Figures for circuit discovery (:mod:`faithlens.circuits`): edge scores."""
+"""Figures for circuit discovery (:mod:`faithlens.circuits`): edge scores, a circuit's
+faithfulness, the faithfulness curve over circuit sizes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from ..circuits.curve import FaithfulnessCurve
     from ..circuits.faithfulness import CircuitFaithfulness
     from ..circuits.scores import EdgeScores
 
@@ -51,5 +53,29 @@ def faithfulness_plot(res: CircuitFaithfulness, ax: Any = None) -> Figure:
         f"faithfulness {res.faithfulness:+.2f} [{res.faithfulness_ci_low:+.2f}, "
         f"{res.faithfulness_ci_high:+.2f}]",
         fontsize=9,
+    )
+    return fig
+
+
+def curve_plot(res: FaithfulnessCurve, ax: Any = None) -> Figure:
+    """The normalised faithfulness at each circuit size (log-scaled fraction of the edges) with
+    its confidence band; CPR and CMD with their intervals in the title."""
+    from .plots import subplots
+
+    if ax is None:
+        fig, ax = subplots(figsize=(5, 3))
+    else:
+        fig = ax.figure
+    ax.fill_between(res.size, res.faithfulness_ci_low, res.faithfulness_ci_high, alpha=0.25)
+    ax.plot(res.size, res.faithfulness, "o-", ms=3, lw=1)
+    ax.axhline(1, color="0.6", lw=1, ls="--")
+    ax.axhline(0, color="0.8", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("circuit size (fraction of edges)")
+    ax.set_ylabel(f"faithfulness, {round(res.level * 100)}% CI")
+    ax.set_title(
+        f"{res.method}: CPR {res.cpr:.3f} [{res.cpr_ci_low:.3f}, {res.cpr_ci_high:.3f}], "
+        f"CMD {res.cmd:.3f} [{res.cmd_ci_low:.3f}, {res.cmd_ci_high:.3f}]",
+        fontsize=8,
     )
     return fig

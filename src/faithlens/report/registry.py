@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..circuits.curve import FaithfulnessCurve
 from ..circuits.faithfulness import CircuitFaithfulness
 from ..circuits.scores import EdgeScores
 from ..das.result import DASResult
@@ -44,6 +45,7 @@ PLOTTERS: dict[type[Result], Callable[..., Figure]] = {
     PatchingResult: plots.patching_plot,
     EdgeScores: circuits.edge_scores_plot,
     CircuitFaithfulness: circuits.faithfulness_plot,
+    FaithfulnessCurve: circuits.curve_plot,
     ScrubResult: scrubbing.scrub_plot,
     AdversaryResult: scrubbing.adversary_plot,
     DASResult: das.das_plot,

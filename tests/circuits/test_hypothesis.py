@@ -1,0 +1,134 @@
+"""A circuit as a causal-scrubbing hypothesis: the tree it builds, the whole graph is the model,
+and on zoo:induction the exact-patching circuit recovers far more than random circuits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import faithlens as fl
+from faithlens.circuits import Circuit
+from faithlens.circuits.hypothesis import circuit_hypothesis
+
+
+def _tree(node, depth=0):
+    out = []
+    for c in node.children:
+        r = c.routes[0]
+        out.append((depth, c.name, r.target, r.port, r.direct, c.leaf))
+        out.extend(_tree(c, depth + 1))
+    return out
+
+
+def test_tree_of_a_small_circuit():
+    edges = [
+        "a1.h0->logits",
+        "a0.h2->a1.h0<k>",
+        "input->a1.h0<q>",
+        "input->a0.h2<v>",
+        "m0->a1.h3<v>",  # a1.h3 is not in the circuit's paths to the logits
+    ]
+    h = circuit_hypothesis(edges, "c")
+    assert h.root.leaf is False
+    assert _tree(h.root) == [
+        (0, "logits<-a1.h0", "head.1.0", None, True, False),
+        (1, "logits<-a1.h0<-a0.h2<k>", "head.0.2", "k", True, False),
+        (2, "logits<-a1.h0<-a0.h2<k><-input<v>", "embed", "v", True, None),
+        (1, "logits<-a1.h0<-input<q>", "embed", "q", True, None),
+    ]
+    assert h.name == "c (1 edges on no path to the logits dropped)"
+    # a writer reached along two paths gets a node per path
+    two = circuit_hypothesis(["a0.h1->logits", "a0.h1->m1", "m1->logits", "input->a0.h1<q>"])
+    assert sum(1 for t in _tree(two.root) if t[2] == "embed") == 2
+    # the empty circuit claims nothing, yet is not a leaf (which would see the reference)
+    empty = Circuit(()).to_hypothesis()
+    assert empty.root.children == [] and empty.root.leaf is False
+
+
+def test_bad_edges():
+    with pytest.raises(fl.InputError, match="edge name"):
+        circuit_hypothesis(["a0.h1"])
+    with pytest.raises(fl.InputError, match="writer name"):
+        circuit_hypothesis(["x0->logits"])
+    with pytest.raises(fl.InputError, match="grouped key/value"):
+        circuit_hypothesis(["input->a1.kv0<k>"])
+
+
+def _small(arch):
+    """Two layers of two heads with MLPs (paths from the logits grow fast with depth)."""
+    torch.manual_seed(5)
+    if arch == "gpt_neox":  # parallel attention and MLP
+        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+        cfg = GPTNeoXConfig(
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            hidden_size=16,
+            intermediate_size=32,
+            vocab_size=100,
+            rotary_pct=0.5,
+        )
+        return fl.wrap(GPTNeoXForCausalLM(cfg).eval().double())
+    from faithlens.zoo import ZooConfig, ZooTransformer
+
+    cfg = ZooConfig(n_layers=2, n_heads=2, d_model=16, d_vocab=100, n_ctx=16, d_mlp=32)
+    hf = ZooTransformer(cfg)
+    hf.reset_parameters(generator=torch.Generator().manual_seed(5))
+    return fl.wrap(hf.eval().double())
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "faithlens_zoo"])
+def test_whole_graph_with_mlps_scrubs_to_the_model(arch):
+    model = _small(arch)
+    task = fl.tasks.random_token_task(model, 16, 6, seed=0)
+    names = fl.circuits.EdgeGraph(model).names
+
+    def scrubbed(edges):
+        res = fl.scrub(model, hypothesis=Circuit(tuple(edges)).to_hypothesis(), data=task, n=32)
+        frame = res.to_frame().set_index("quantity")["estimate"]
+        return float(frame["scrubbed"]), float(frame["original"])
+
+    got, original = scrubbed(names)
+    assert got == pytest.approx(original, abs=1e-12)
+    # the MLP's routes claim real paths: without the embedding's edge into m1 the result moves
+    got, original = scrubbed([e for e in names if e != "input->m1"])
+    assert abs(got - original) > 1e-6
+
+
+def _induction():
+    model = fl.load("zoo:induction")
+    task = fl.tasks.induction.induction_task(n=64, seed=0)
+    # the counterfactual of each sequence is another sequence of the pool, as scrubbing's
+    # resampling: the edges' scores then measure what scrubbing removes
+    perm = torch.roll(torch.arange(task.n), 1)
+    resampled = fl.Task(
+        name="induction-resampled",
+        clean=task.clean,
+        corrupt=fl.Inputs(ids=task.clean.ids[perm], mask=task.clean.mask[perm]),
+        answers=task.answers,
+        positions=task.positions,
+    )
+    return model, task, resampled
+
+
+def _recovered(model, task, circuit):
+    res = fl.scrub(model, hypothesis=circuit.to_hypothesis(), data=task, n=256, seed=0, n_boot=500)
+    row = res.to_frame().set_index("quantity").loc["% recovered vs random"]
+    return float(row["estimate"]), float(row["low"]), float(row["high"])
+
+
+def test_whole_graph_is_the_model_and_exact_circuit_beats_random_circuits():
+    model, task, resampled = _induction()
+    scores = fl.circuits.exact(model, resampled, n_boot=50)
+    whole = _recovered(model, task, Circuit(tuple(scores.edge)))
+    assert whole == pytest.approx((100.0, 100.0, 100.0))
+    est, low, _ = _recovered(model, task, scores.top_k(20))
+    rng = np.random.default_rng(0)
+    randoms = [
+        _recovered(model, task, Circuit(tuple(rng.choice(scores.edge, 20, replace=False))))
+        for _ in range(3)
+    ]
+    # measured: top 20 recovers ~92 % [78, 108]; random circuits ~0 % [-22, 21]
+    assert low > max(r[2] for r in randoms)
+    assert est > 50
