@@ -114,8 +114,8 @@ def _induction():
 
 def _recovered(model, task, circuit):
     res = fl.scrub(model, hypothesis=circuit.to_hypothesis(), data=task, n=256, seed=0, n_boot=500)
-    row = res.to_frame().set_index("quantity").loc["% recovered vs random"]
-    return float(row["estimate"]), float(row["low"]), float(row["high"])
+    iv = res.interval_of("% recovered vs random")
+    return float(iv.estimate), float(iv.ci_low), float(iv.ci_high)
 
 
 def test_whole_graph_is_the_model_and_exact_circuit_beats_random_circuits():
