@@ -22,6 +22,7 @@ from ._common import (
     load_model,
     max_memory_option,
     print_frame,
+    status,
 )
 from ._neurons_io import (
     check_outputs,
@@ -139,7 +140,7 @@ def _probe(
         if texts is not None
         else N.word_corpus(n_texts, seed=seed)
     )
-    with console.status(f"probing {site} on {len(lines)} texts..."):
+    with status(f"probing {site} on {len(lines)} texts..."):
         acts, con = N.probe_tokens(m, lines, site)
     return acts, con, None
 
@@ -328,7 +329,7 @@ def validate_cmd(
         memory = max_memory_option(max_memory)
         check_outputs(out, plot, overwrite)
         sizes = comma_list(n, int, "--n")
-        with console.status("simulating..."):
+        with status("simulating..."):
             res = simulate(
                 metric or ["accuracy", "iou", "auroc"],
                 sizes,
@@ -413,7 +414,7 @@ def sanity_cmd(
         memory = max_memory_option(max_memory)
         check_outputs(out, plot, overwrite)
         freqs = comma_list(frequencies, float, "--frequencies")
-        with console.status("checking metrics..."):
+        with status("checking metrics..."):
             res = sanity_checks(
                 metric or list(CHECKABLE),
                 n=n,

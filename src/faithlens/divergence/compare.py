@@ -264,17 +264,26 @@ def _grouped_split_values(
     return SplitValues(names, out, h_min)
 
 
+#: Why a divergence table shows no ratio on some rows.
+NO_RATIO = (
+    "no ratio where the natural baseline is not positive: estimates such as the unbiased MMD "
+    "can be negative and a ratio of two of them means nothing; read the excess instead"
+)
+
+
 def summarize_splits(sv: SplitValues) -> pd.DataFrame:
     """One row per metric: intervened and baseline (mean, SE over splits), their difference
-    (``excess``, SE of the per-split differences) and ratio."""
+    (``excess``, SE of the per-split differences) and ratio (NaN where the baseline is not
+    positive: :data:`NO_RATIO` says why)."""
     rows = []
     for mi, m in enumerate(sv.metrics):
         v = sv.values[mi]
         im, ise = stats.mean_se(v[:, 0])
         bm, bse = stats.mean_se(v[:, 1])
         em, ese = stats.mean_se(v[:, 0] - v[:, 1])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = float(im / bm) if bm != 0 else float("nan")
+        # A ratio only where the baseline is positive: some estimates (the unbiased MMD, the
+        # debiased Sinkhorn EMD) can be negative, and a ratio of two such numbers means nothing.
+        ratio = float(im / bm) if bm > 0 else float("nan")
         rows.append(
             {
                 "metric": m,
@@ -343,6 +352,8 @@ class DivergenceResult(Result):
                 f"{r['baseline']:>13.4g} ± {r['baseline_se']:<7.2g}"
                 f"{r['excess']:>+13.3g} ± {r['excess_se']:<7.2g}{ratio}"
             )
+        if (self.table["baseline"] <= 0).any():
+            lines.append(f"  ({NO_RATIO})")
         return "\n".join(lines)
 
 
@@ -434,6 +445,7 @@ __all__ = [
     "DEFAULT_METRICS",
     "METRICS",
     "DivergenceResult",
+    "NO_RATIO",
     "MetricSpec",
     "SplitValues",
     "divergences",
