@@ -397,6 +397,20 @@ def test_model_without_a_language_model_head(no_run):
         _check(e, fn, "no language-model head")
 
 
+@pytest.mark.parametrize("fn", [*sorted(PATCHERS), "circuits.exact", "circuits.faithfulness"])
+def test_one_example_task_is_refused_before_work(induction, fn):
+    # the issue: a one-example task gave NaN intervals (or a stats error after every run)
+    one = fl.tasks.build("induction", induction, n=1, seed=0)
+    call = {
+        **PATCHERS,
+        "circuits.exact": lambda m, t: fl.circuits.exact(m, t),
+        "circuits.faithfulness": lambda m, t: fl.circuits.faithfulness(m, t, []),
+    }[fn]
+    with no_forward(induction), pytest.raises(ArgumentError) as e:
+        call(induction, one)
+    _check(e, "task='induction (1 example)'", "at least 2 examples", "n >= 2")
+
+
 HEADLESS = [
     ("BertForSequenceClassification", "a classifier"),
     ("GPT2ForSequenceClassification", "a classifier"),
