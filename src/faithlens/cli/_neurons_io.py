@@ -133,9 +133,10 @@ def check_outputs(out: Path | None, plot: Path | None, overwrite: bool) -> None:
         check_output_file(plot, overwrite=overwrite, name="--plot")
 
 
-def save_plot(res: Any, plot: Path, overwrite: bool) -> None:
+def save_plot(res: Any, plot: Path, overwrite: bool, **options: Any) -> None:
+    """``res.plot(**options)`` written atomically to ``--plot``."""
     with atomic_file(plot, overwrite=overwrite, name="--plot") as tmp:
-        res.plot().savefig(tmp, dpi=120)
+        res.plot(**options).savefig(tmp, dpi=120)
     console.print(f"plot saved to {plot}")
 
 

@@ -442,10 +442,11 @@ def show_cmd(
         V.nonnegative_int("--show", show)
         check_outputs(None, plot, overwrite)
         res: Any = Result.load(path)
+        key: int | str | None = None
         if unit is not None:
             if not hasattr(res, "unit"):
                 raise InputError(f"{path} holds a {type(res).__name__}, which has no units")
-            key: int | str = int(unit) if unit.lstrip("-").isdigit() else unit
+            key = int(unit) if unit.lstrip("-").isdigit() else unit
             print_frame(res.unit(key, metric, top=show), f"unit {unit}", max_rows=show)
         else:
             console.print(
@@ -453,7 +454,9 @@ def show_cmd(
                 highlight=False,
             )
         if plot is not None:
-            save_plot(res, plot, overwrite)
+            # --unit: plot that unit (and --metric), not the first few units
+            kw = {} if key is None else {"units": [key], "metric": metric}
+            save_plot(res, plot, overwrite, **kw)
 
 
 #: The commands of ``faithlens neurons``, in the order of its ``--help``.
