@@ -3,6 +3,8 @@ deprecated memory knobs it replaces."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from faithlens.cli._common import max_memory_option, parse_size
@@ -69,3 +71,70 @@ def test_an_old_knob_with_max_memory_is_refused(capsys):
     assert capsys.readouterr().err == ""
     # not given: nothing to refuse or note
     assert max_memory_option("2G", old_option="--batch-size", old_value=None) == 2 << 30
+
+
+# ------------------------------------------------------------------ output off a terminal
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_progress_writes_a_modest_number_of_lines():
+    from faithlens.cli._common import PlainProgress
+
+    clock, lines = FakeClock(), []
+    p = PlainProgress("patching", lines.append, clock=clock)
+    for done in range(1, 1001):  # 1000 quick steps, 0.1 s each: 100 s in all
+        clock.now += 0.1
+        p(done, 1000)
+    assert lines[0] == "patching: 1/1000 (0%), 0s elapsed"
+    assert lines[-1] == "patching: 1000/1000 (100%), 100s elapsed"
+    assert 5 <= len(lines) <= 12  # about every 10 %, not one line per step
+    # slow steps: a line at least every 30 s even when the 10 % mark is far away
+    clock, lines = FakeClock(), []
+    p = PlainProgress("training", lines.append, clock=clock)
+    for done in range(1, 41):
+        clock.now += 10.0
+        p(done, 1000, info="loss 0.5")
+    assert len(lines) >= 10 and lines[-1].endswith("  loss 0.5")
+
+
+def test_plain_progress_never_writes_twice_within_the_minimum_gap():
+    from faithlens.cli._common import PlainProgress
+
+    clock, lines = FakeClock(), []
+    p = PlainProgress("x", lines.append, clock=clock)
+    for done in range(1, 10):  # 9 of 10 done in no time: only the first line
+        p(done, 10)
+    assert len(lines) == 1
+    p(10, 10)  # the last report is always written
+    assert len(lines) == 2 and lines[-1].startswith("x: 10/10 (100%)")
+
+
+def test_tables_in_a_log_are_full_width_and_index_columns_whole(monkeypatch):
+    import pandas as pd
+
+    from faithlens.cli import _common
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    wide = pd.DataFrame(
+        {
+            "a_rather_long_condition_name": ["patch head.23.3 + head.20.0 + head.24.4"] * 2,
+            "metric_with_a_long_name": ["emd_norm", "match_corr"],
+            "layer": [3.0, float("nan")],  # a gap makes pandas store layers as floats
+            **{f"value_column_{i}": [0.123456, 1.5] for i in range(6)},
+        }
+    )
+    log = io.StringIO()  # a file, as when the output goes to a log
+    monkeypatch.setattr(_common, "console", _common.CliConsole(file=log))
+    _common.print_frame(wide, title="wide")
+    text = log.getvalue()
+    assert max(len(line) for line in text.splitlines()) > 120  # not clamped to 80 columns
+    assert "patch head.23.3 + head.20.0 + head.24.4" in text and "…" not in text
+    assert "value_column_5" in text and "match_corr" in text
+    assert "│     3 │" in text and "3.000" not in text

@@ -154,3 +154,31 @@ def test_das_smollm2_then_audit_it(cli_smollm2, tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "DAS resid_pre.20" in res.output
+
+
+def test_audit_in_a_log_shows_progress_full_tables_and_no_meaningless_ratio(monkeypatch):
+    # CliRunner's streams are not terminals: what a log, nohup or CI would get
+    monkeypatch.delenv("COLUMNS", raising=False)
+    args = ["audit", "--model", "zoo:induction", "--task", "induction", "--n", "16"]
+    args += ["--site", "resid_post.1", "--top-heads", "2", "--splits", "2"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    # plain progress and status lines on stderr (no live bar that a file never shows)
+    assert "loading zoo:induction..." in res.stderr and "auditing..." in res.stderr
+    assert "patching heads: 28/28 (100%)" in res.stderr
+    # the table at full width: the condition, every header, no ellipsis
+    table = res.stdout[res.stdout.index("divergence at resid_post.1") :]
+    assert "patch top-2 heads │ full" in table and "baseline_se" in table and "…" not in table
+    # the summary's "[condition]" line is text, not rich markup
+    assert "[patch top-2 heads]" in res.stdout
+    # no ratio where the natural baseline is not positive (here the unbiased MMD's), and why
+    checked = 0
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.split("│")]
+        if len(cells) == 10 and cells[1] == "patch top-2 heads":
+            baseline, ratio = float(cells[6]), cells[8]
+            assert (ratio == "") == (baseline <= 0), line
+            checked += cells[3] == "mmd" and ratio == ""
+    assert checked == 1  # this seed's MMD baseline is negative: the case of the issue
+    assert fl.divergence.compare.NO_RATIO in res.stdout
+    assert "no ratio (baseline <= 0)" in res.stdout  # the summary line of the MMD

@@ -294,3 +294,34 @@ def test_digits_takes_max_memory_for_both_of_its_methods(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "Network Dissection" in text(r)
     assert [c["max_memory"] for c in explained + dissected] == [4 << 20, 4 << 20]
+
+
+def test_show_unit_plots_that_unit(tmp_path, monkeypatch):
+    # the issue: `neurons show --unit 3 --plot` plotted units 0-5
+    from faithlens.neurons.result import NeuronExplanation
+
+    rng = np.random.default_rng(1)
+    c = (rng.random((300, 3)) < 0.3).astype(np.float32)
+    x = rng.standard_normal((300, 8)) + 2 * c[:, [0, 1, 2, 0, 1, 2, 0, 1]]
+    np.save(tmp_path / "acts.npy", x.astype(np.float32))
+    pd.DataFrame(c, columns=["red", "cat", "run"]).to_csv(tmp_path / "con.csv", index=False)
+    out = tmp_path / "res"
+    args = ["neurons", "explain", "-a", str(tmp_path / "acts.npy"), "-c", str(tmp_path / "con.csv")]
+    r = runner.invoke(app, [*args, "--n-boot", "30", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    figures = []
+    plot = NeuronExplanation.plot
+
+    def recording(self, *a, **k):
+        figures.append(plot(self, *a, **k))
+        return figures[-1]
+
+    monkeypatch.setattr(NeuronExplanation, "plot", recording)
+    png = tmp_path / "u3.png"
+    r = runner.invoke(app, ["neurons", "show", str(out), "--unit", "3", "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    assert png.stat().st_size > 0
+    units = Result.load(out).units
+    titles = [ax.get_title() for ax in figures[0].axes if ax.get_title()]
+    assert titles and all(t.startswith(f"{units[3]}:") for t in titles[:1])
+    assert not any(t.startswith(f"{units[u]}:") for t in titles for u in (0, 1, 2, 4, 5))

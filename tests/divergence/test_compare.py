@@ -149,3 +149,16 @@ def test_spread_takes_one_row_per_group_first():
     sel = compare._spread(idx, g, 15, np.random.default_rng(1))
     counts = np.bincount(g[sel], minlength=10)
     assert counts.min() >= 1 and counts.max() <= 2 and len(set(sel.tolist())) == 15
+
+
+def test_no_ratio_of_estimates_that_are_not_positive():
+    # the "ratio 1.256" of two negative MMD values: no ratio where the baseline <= 0
+    v = np.zeros((3, 4, 2))
+    v[0, :, 0], v[0, :, 1] = [2.0, 2.2, 1.8, 2.0], [1.0, 1.1, 0.9, 1.0]  # positive baseline
+    v[1, :, 0], v[1, :, 1] = [-0.5, -0.6, -0.4, -0.5], [-0.4, -0.3, -0.5, -0.4]  # negative
+    v[2, :, 0] = [0.1, 0.2, 0.1, 0.2]  # a zero baseline
+    t = compare.summarize_splits(compare.SplitValues(["emd", "mmd", "nn_mse"], v, 8))
+    ratio = dict(zip(t["metric"], t["ratio"]))
+    assert ratio["emd"] == pytest.approx(2.0)
+    assert np.isnan(ratio["mmd"]) and np.isnan(ratio["nn_mse"])
+    assert t.loc[t["metric"] == "mmd", "excess"].iloc[0] == pytest.approx(-0.1)

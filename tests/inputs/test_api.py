@@ -397,6 +397,54 @@ def test_model_without_a_language_model_head(no_run):
         _check(e, fn, "no language-model head")
 
 
+@pytest.mark.parametrize("fn", [*sorted(PATCHERS), "circuits.exact", "circuits.faithfulness"])
+def test_one_example_task_is_refused_before_work(induction, fn):
+    # the issue: a one-example task gave NaN intervals (or a stats error after every run)
+    one = fl.tasks.build("induction", induction, n=1, seed=0)
+    call = {
+        **PATCHERS,
+        "circuits.exact": lambda m, t: fl.circuits.exact(m, t),
+        "circuits.faithfulness": lambda m, t: fl.circuits.faithfulness(m, t, []),
+    }[fn]
+    with no_forward(induction), pytest.raises(ArgumentError) as e:
+        call(induction, one)
+    _check(e, "task='induction (1 example)'", "at least 2 examples", "n >= 2")
+
+
+HEADLESS = [
+    ("BertForSequenceClassification", "a classifier"),
+    ("GPT2ForSequenceClassification", "a classifier"),
+    ("GPT2Model", "a bare transformer"),
+]
+
+
+@pytest.mark.parametrize(("cls", "what"), HEADLESS, ids=[h[0] for h in HEADLESS])
+def test_sequence_classifiers_and_bare_models_have_no_answer_logits(no_run, cls, what):
+    # the issue's index-dimension RuntimeError: fl.patch on a BERT sequence classifier
+    import transformers
+    from transformers import BertConfig, GPT2Config
+
+    torch.manual_seed(0)
+    cfg = (
+        BertConfig(
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            hidden_size=16,
+            intermediate_size=32,
+            vocab_size=50,
+            max_position_embeddings=16,
+        )
+        if cls.startswith("Bert")
+        else GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=50, n_positions=16)
+    )
+    m = fl.wrap(getattr(transformers, cls)(cfg).eval())
+    t = fl.tasks.random_token_task(m, 4, 5, seed=0)
+    for fn in ("patch", "attribution_patch"):
+        with pytest.raises(InputError) as e:
+            PATCHERS[fn](m, t)
+        _check(e, fn, cls, "no language-model head", what, "ForCausalLM")
+
+
 @pytest.mark.parametrize("fn", sorted(PATCHERS))
 def test_clean_equal_to_corrupt(induction, task, no_run, fn):
     same = dataclasses.replace(task, corrupt=task.clean)

@@ -740,3 +740,16 @@ def test_represent_shipped_data_refuses_bad_sizes(kwargs, name, value):
         with pytest.raises(ArgumentError) as e:
             build()
         assert_refused(e, name, value)
+
+
+def test_represent_specificity_without_random_directions_is_refused(monkeypatch):
+    C = importlib.import_module("faithlens.representations.checks")
+    pm, reading = _planted_reading()
+    for f in ("measure", "compare", "specificity", "persistence", "generate"):
+        monkeypatch.setattr(C, f, expensive)
+    with pytest.raises(ArgumentError) as e:
+        C.faithfulness(
+            pm.model, reading, pm.behaviour(4), layers=[1], checks=["specific"], n_random=0
+        )
+    assert_refused(e, "n_random", "0")
+    assert "n_random >= 19" in str(e.value)

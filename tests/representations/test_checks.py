@@ -334,3 +334,27 @@ def test_explain_direction_certifies_the_planted_concept():
         explain_direction(r, acts, 1, {"bad": np.ones(5)})
     with pytest.raises(fl.InputError, match="no reading vector"):
         explain_direction(r, acts, 3)
+
+
+def test_too_few_random_directions_is_a_visible_caveat():
+    # the issue: n_random=4 silently tested at p <= 0.2 instead of alpha = 0.05
+    from faithlens.representations.checks.table import random_draws_needed, specificity_caveat
+
+    assert random_draws_needed(0.05) == 19 and random_draws_needed(0.1) == 9
+    assert specificity_caveat(19, 0.05) == "" and specificity_caveat(9, 0.1) == ""
+    assert "p <= alpha=0.05" in specificity_caveat(4, 0.05)
+    pm = planted()
+    with pytest.warns(UserWarning, match=r"n_random=4 .* use n_random >= 19"):
+        rep = faithfulness(
+            pm.model,
+            planted_reading("pca"),
+            pm.behaviour(8),
+            layers=[1],
+            checks=["specific"],
+            n_random=4,
+            n_boot=100,
+        )
+    for _, row in rep.checks.iterrows():
+        assert "p <= 0.2" in row["criterion"]
+        assert "CAVEAT" in row["note"] and "n_random >= 19" in row["note"]
+        assert "CAVEAT" in rep.summary()

@@ -1,24 +1,52 @@
-"""Helpers shared by CLI commands: loading models by name, printing tables, errors, and the
-option declarations several commands share (typer ``Annotated`` aliases: ``Overwrite``,
-``Device``, ``TaskName``, ``MaxMemory``, ...) with the parser of ``--max-memory`` sizes."""
+"""Helpers shared by CLI commands: loading models by name, printing tables, errors, progress
+and status lines, and the option declarations several commands share (typer ``Annotated``
+aliases: ``Overwrite``, ``Device``, ``TaskName``, ``MaxMemory``, ...) with the parser of
+``--max-memory`` sizes.
+
+Output that is not a terminal (a log, a pipe, nohup, CI) gets what a terminal would show, in a
+form a file keeps: tables and text at full width (:class:`CliConsole`, never clamped to 80
+columns) and plain-text progress and status lines on stderr instead of live bars and spinners
+(:func:`progress_bar`, :func:`status`)."""
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import pandas as pd
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.table import Table
 
 from ..errors import FaithlensError, InputError
-from ..progress import Progress
 
-console = Console()
-err_console = Console(stderr=True)
+#: The width of tables and text when the output is not a terminal: wide enough that no table
+#: column is cut ("met...", "0.0...") in a log. ``COLUMNS`` in the environment still wins.
+LOG_WIDTH = 1000
+
+
+class CliConsole(Console):
+    """A rich console that, when it does not write to a terminal and ``COLUMNS`` is not set,
+    is :data:`LOG_WIDTH` wide instead of rich's 80 columns (checked at each print, so a
+    console made before its stream was redirected follows the stream)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dims = super().size
+        if self.is_terminal or self._environ.get("COLUMNS") is not None:
+            return dims
+        return ConsoleDimensions(LOG_WIDTH, dims.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console = CliConsole()
+err_console = CliConsole(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -132,10 +160,66 @@ def friendly_errors() -> Iterator[None]:
         raise typer.Exit(code=2) from None
 
 
+class Advance(Protocol):
+    """The progress protocol of every method, ``progress(done, total)``
+    (:mod:`faithlens.progress`), with an optional line of ``info`` (e.g. a training loss)."""
+
+    def __call__(self, done: int, total: int, /, info: str = "") -> None: ...
+
+
+class PlainProgress:
+    """Progress as plain-text lines, for output that is not a terminal (a log, CI, nohup):
+    ``description: done/total (pct%), elapsed`` on the first report, at the last one, and in
+    between only when at least ``every_fraction`` more of the work is done or ``every_s``
+    seconds have passed since the last line, and never twice within ``min_gap_s`` seconds, so
+    a multi-minute command writes a modest number of lines instead of nothing."""
+
+    def __init__(
+        self,
+        description: str,
+        write: Callable[[str], None],
+        *,
+        every_fraction: float = 0.1,
+        every_s: float = 30.0,
+        min_gap_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.description = description
+        self.write = write
+        self.every_fraction = every_fraction
+        self.every_s = every_s
+        self.min_gap_s = min_gap_s
+        self.clock = clock
+        self.start = clock()
+        self.last_time: float | None = None
+        self.last_fraction = 0.0
+
+    def __call__(self, done: int, total: int, /, info: str = "") -> None:
+        now = self.clock()
+        fraction = done / total if total > 0 else 0.0
+        final = total > 0 and done >= total
+        if self.last_time is not None and not final:
+            since = now - self.last_time
+            if since < self.min_gap_s:
+                return
+            if fraction - self.last_fraction < self.every_fraction and since < self.every_s:
+                return
+        self.last_time, self.last_fraction = now, fraction
+        pct = f" ({100 * fraction:.0f}%)" if total > 0 else ""
+        line = f"{self.description}: {done}/{total}{pct}, {now - self.start:.0f}s elapsed"
+        self.write(line + (f"  {info}" if info else ""))
+
+
+def plain_line(text: str) -> None:
+    """One line on stderr as it is (no markup, no highlighting, never wrapped)."""
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 @contextmanager
-def progress_bar(description: str) -> Iterator[Progress]:
-    """A rich progress bar driven by the one progress protocol of every method,
-    ``progress(done, total)`` (:mod:`faithlens.progress`)."""
+def progress_bar(description: str, *, stream: Console | None = None) -> Iterator[Advance]:
+    """Progress driven by the one progress protocol of every method, ``progress(done, total)``
+    (:mod:`faithlens.progress`): a rich bar on a terminal (``stream``: the console it draws on,
+    stderr by default), plain-text lines (:class:`PlainProgress`) on stderr otherwise."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -145,21 +229,51 @@ def progress_bar(description: str) -> Iterator[Progress]:
     )
     from rich.progress import Progress as Bars
 
+    out = stream if stream is not None else err_console
+    if not out.is_terminal:
+        yield PlainProgress(description, plain_line)
+        return
     with Bars(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=err_console,
+        console=out,
         transient=True,
     ) as bar:
-        task_id = bar.add_task(description, total=None)
+        task_id = bar.add_task(description, total=None, info="")
 
-        def advance(done: int, total: int) -> None:
-            bar.update(task_id, completed=done, total=total)
+        def advance(done: int, total: int, /, info: str = "") -> None:
+            bar.update(task_id, completed=done, total=total, info=info)
 
         yield advance
+
+
+class PlainStatus:
+    """What :func:`status` gives off a terminal: each (new) status text is one line on
+    stderr."""
+
+    def __init__(self, text: str) -> None:
+        self.text = ""
+        self.update(text)
+
+    def update(self, text: str) -> None:
+        if text != self.text:
+            self.text = text
+            plain_line(text)
+
+
+@contextmanager
+def status(text: str) -> Iterator[Any]:
+    """A spinner with ``text`` on a terminal (rich's ``console.status``), one plain line on
+    stderr otherwise; either way the object has ``update(text)``."""
+    if console.is_terminal:
+        with console.status(text) as spinner:
+            yield spinner
+    else:
+        yield PlainStatus(text)
 
 
 def load_model(name: str, device: str | None = None) -> Any:
@@ -169,14 +283,30 @@ def load_model(name: str, device: str | None = None) -> Any:
 
     if device is not None:
         validate.device(device, "--device")
-    with console.status(f"loading {name}..."):
+    with status(f"loading {name}..."):
         return load(name, device=device)
+
+
+#: Columns that hold whole numbers (an index), printed without decimals even when a missing
+#: value made pandas store them as floats (``layer`` 3, not 3.000).
+INDEX_COLUMNS = frozenset({"layer", "head", "position", "unit", "step", "epoch", "n"})
+
+
+def whole_numbers(column: pd.Series) -> bool:
+    """Whether a float column of :data:`INDEX_COLUMNS` holds only whole numbers (or gaps)."""
+    if column.name not in INDEX_COLUMNS or not pd.api.types.is_float_dtype(column):
+        return False
+    v = column.dropna()
+    return bool(((v % 1) == 0).all())
 
 
 def print_frame(
     df: pd.DataFrame, title: str, *, max_rows: int = 20, float_fmt: str = "{:.3f}"
 ) -> None:
+    """``df``'s first ``max_rows`` rows as a rich table (every column, never cut off the screen
+    of a log: :class:`CliConsole`); floats with ``float_fmt``, index columns as integers."""
     table = Table(title=title, show_lines=False)
+    whole = {c for c in df.columns if whole_numbers(df[c])}
     for c in df.columns:
         table.add_column(
             str(c), justify="right" if pd.api.types.is_numeric_dtype(df[c]) else "left"
@@ -188,7 +318,7 @@ def print_frame(
             if v is None or v is pd.NA or (isinstance(v, float) and pd.isna(v)):
                 cells.append("")
             elif isinstance(v, float):
-                cells.append(float_fmt.format(v))
+                cells.append(str(int(v)) if c in whole else float_fmt.format(v))
             else:
                 cells.append(str(v))
         table.add_row(*cells)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..results import atomic_file, check_output_file, check_target
-from ._common import console, print_frame
+from ._common import console, print_frame, progress_bar
 
 
 def load_array_file(path: Path, what: str) -> tuple[np.ndarray, list[str] | None]:
@@ -120,22 +120,9 @@ def _load_tensor_file(path: Path, what: str) -> np.ndarray:
 
 @contextmanager
 def progress_printer(label: str) -> Iterator[Callable[[int, int], None]]:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
+    """Progress of a neurons command: a bar on a terminal, plain lines otherwise."""
+    with progress_bar(label, stream=console) as advance:
+        yield advance
 
 
 def check_outputs(out: Path | None, plot: Path | None, overwrite: bool) -> None:
@@ -146,9 +133,10 @@ def check_outputs(out: Path | None, plot: Path | None, overwrite: bool) -> None:
         check_output_file(plot, overwrite=overwrite, name="--plot")
 
 
-def save_plot(res: Any, plot: Path, overwrite: bool) -> None:
+def save_plot(res: Any, plot: Path, overwrite: bool, **options: Any) -> None:
+    """``res.plot(**options)`` written atomically to ``--plot``."""
     with atomic_file(plot, overwrite=overwrite, name="--plot") as tmp:
-        res.plot().savefig(tmp, dpi=120)
+        res.plot(**options).savefig(tmp, dpi=120)
     console.print(f"plot saved to {plot}")
 
 

@@ -14,6 +14,7 @@ from ._common import (
     friendly_errors,
     load_model,
     progress_bar,
+    status,
 )
 
 SiteName = Annotated[
@@ -196,7 +197,7 @@ def _synthetic(
     from .. import Site
     from ..tasks.synthetic_das import FEATURE_DIMS, SITE, synthetic_das
 
-    with console.status(f"building the synthetic {synthetic} task..."):
+    with status(f"building the synthetic {synthetic} task..."):
         t1, t2 = synthetic_das(
             synthetic,
             seed,

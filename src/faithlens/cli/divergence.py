@@ -16,6 +16,7 @@ from ._common import (
     load_model,
     print_frame,
     progress_bar,
+    status,
 )
 
 
@@ -117,6 +118,7 @@ def audit_cmd(
     (harmless) and row space (potentially pernicious), and dormant-unit recruitment."""
     from .. import tasks
     from ..divergence.audit import audit, check_reachable
+    from ..divergence.compare import NO_RATIO
     from ..results import check_target, plot_writer
 
     with friendly_errors():
@@ -144,7 +146,7 @@ def audit_cmd(
             _check_top_heads(m, site, top_heads, sweep)
         t = tasks.build(task, m, n=n, seed=seed)
         conds = _conditions(m, t, site, seed, patch, top_heads, sweep, steer, zero, das_dir)
-        with console.status("auditing..."):
+        with status("auditing..."):
             res = audit(
                 m,
                 t,
@@ -157,7 +159,7 @@ def audit_cmd(
                 n_splits=splits,
                 seed=seed,
             )
-        console.print(res.summary())
+        console.print(res.summary(), markup=False, highlight=False)
         cols = [
             "condition",
             "space",
@@ -169,6 +171,8 @@ def audit_cmd(
             "ratio",
         ]
         print_frame(res.table[cols], title=f"divergence at {site}", max_rows=60)
+        if (res.table["baseline"] <= 0).any():
+            console.print(f"note: {NO_RATIO}", markup=False, highlight=False)
         if out is not None:
             res.save(out, overwrite=overwrite, extras={"audit.png": plot_writer(res, 150)})
             console.print(f"wrote {out}/result.json, table.parquet, audit.png")

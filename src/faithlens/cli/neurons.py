@@ -22,6 +22,7 @@ from ._common import (
     load_model,
     max_memory_option,
     print_frame,
+    status,
 )
 from ._neurons_io import (
     check_outputs,
@@ -139,7 +140,7 @@ def _probe(
         if texts is not None
         else N.word_corpus(n_texts, seed=seed)
     )
-    with console.status(f"probing {site} on {len(lines)} texts..."):
+    with status(f"probing {site} on {len(lines)} texts..."):
         acts, con = N.probe_tokens(m, lines, site)
     return acts, con, None
 
@@ -328,7 +329,7 @@ def validate_cmd(
         memory = max_memory_option(max_memory)
         check_outputs(out, plot, overwrite)
         sizes = comma_list(n, int, "--n")
-        with console.status("simulating..."):
+        with status("simulating..."):
             res = simulate(
                 metric or ["accuracy", "iou", "auroc"],
                 sizes,
@@ -413,7 +414,7 @@ def sanity_cmd(
         memory = max_memory_option(max_memory)
         check_outputs(out, plot, overwrite)
         freqs = comma_list(frequencies, float, "--frequencies")
-        with console.status("checking metrics..."):
+        with status("checking metrics..."):
             res = sanity_checks(
                 metric or list(CHECKABLE),
                 n=n,
@@ -441,10 +442,11 @@ def show_cmd(
         V.nonnegative_int("--show", show)
         check_outputs(None, plot, overwrite)
         res: Any = Result.load(path)
+        key: int | str | None = None
         if unit is not None:
             if not hasattr(res, "unit"):
                 raise InputError(f"{path} holds a {type(res).__name__}, which has no units")
-            key: int | str = int(unit) if unit.lstrip("-").isdigit() else unit
+            key = int(unit) if unit.lstrip("-").isdigit() else unit
             print_frame(res.unit(key, metric, top=show), f"unit {unit}", max_rows=show)
         else:
             console.print(
@@ -452,7 +454,9 @@ def show_cmd(
                 highlight=False,
             )
         if plot is not None:
-            save_plot(res, plot, overwrite)
+            # --unit: plot that unit (and --metric), not the first few units
+            kw = {} if key is None else {"units": [key], "metric": metric}
+            save_plot(res, plot, overwrite, **kw)
 
 
 #: The commands of ``faithlens neurons``, in the order of its ``--help``.

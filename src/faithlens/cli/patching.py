@@ -21,6 +21,7 @@ from ._common import (
     max_memory_option,
     print_frame,
     progress_bar,
+    status,
 )
 
 # ------------------------------------------------------------------ options of both commands
@@ -199,7 +200,7 @@ def _run_patch(
     from .. import patching
 
     if attribution:
-        with console.status("attribution patching (2 forward passes, 1 backward)..."):
+        with status("attribution patching (2 forward passes, 1 backward)..."):
             return patching.attribution_patch(
                 m, t, site_arg, positions=positions, direction=direction, n_boot=n_boot, seed=seed
             )

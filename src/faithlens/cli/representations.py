@@ -20,6 +20,7 @@ from ._common import (
     max_memory_option,
     print_frame,
     progress_bar,
+    status,
 )
 
 CONCEPTS = ("truth", "honesty", "planted", "decoy")
@@ -438,7 +439,7 @@ def check_cmd(
         beh = _behaviour(m, pm, n, seed)
         res, pairs = _read(m, pm, concept, method, "all", n_pairs, 0, 200, seed, "last", memory)
         natural = pm.natural_prompts(64, seed) if pm is not None else None
-        with console.status("checking...") as status:
+        with status("checking...") as spinner:
             rep = faithfulness(
                 m,
                 res,
@@ -453,7 +454,7 @@ def check_cmd(
                 persistence_tokens=persistence_tokens,
                 n_boot=n_boot,
                 seed=seed,
-                on_check=lambda s: status.update(f"checking: {s}..."),
+                on_check=lambda s: spinner.update(f"checking: {s}..."),
                 max_memory=memory,
             )
         console.print(rep.summary(), highlight=False, markup=False)

@@ -27,11 +27,11 @@ from ._common import (
     MaxMemory,
     Overwrite,
     console,
-    err_console,
     friendly_errors,
     load_model,
     max_memory_option,
     print_frame,
+    progress_bar,
 )
 
 HypothesisFile = Annotated[
@@ -271,26 +271,16 @@ def _scrub(
     prep: Any, name: str, n: int | None, seed: int, batch_size: int | None, memory: int | None
 ) -> Any:
     """Check the prepared experiment, then scrub it under a progress bar."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     from ..scrubbing.evaluate import check_rewrites, enough_references, finish
 
     enough_references(prep, n)
     check_rewrites(prep)
-    with Progress(
-        TextColumn("[bold]scrubbing[/] {task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} examples"),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(name, total=len(prep.ref))
+    with progress_bar(f"scrubbing {name}") as advance:
         return finish(
             prep,
             batch_size=batch_size,
             seed=seed,
-            progress=lambda done, total: bar.update(task, completed=done),
+            progress=advance,
             max_memory=memory,
         )
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from ._common import console, friendly_errors, print_frame
+from ._common import console, friendly_errors, print_frame, progress_bar
 
 HELP = "faithlens' own small models (paren balancer, induction): list, model cards, retraining."
 
@@ -151,32 +151,14 @@ def _train(
     device: str,
     threads: int,
 ) -> Any:
-    """Train under a progress bar that shows each step's numbers."""
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
+    """Train under a progress bar that shows each step's numbers (plain lines off a
+    terminal)."""
     from .. import zoo
 
-    with Progress(
-        TextColumn(f"[bold]zoo:{name}[/]"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("train", total=recipe.schedule.steps, info="")
+    with progress_bar(f"zoo:{name} steps", stream=console) as advance:
 
         def on_step(step: int, total: int, numbers: dict[str, float]) -> None:
-            info = "  ".join(f"{k} {v:.4g}" for k, v in numbers.items())
-            bar.update(task, completed=step, info=info)
+            advance(step, total, "  ".join(f"{k} {v:.4g}" for k, v in numbers.items()))
 
         return zoo.train(
             recipe,

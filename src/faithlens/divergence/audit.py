@@ -354,8 +354,10 @@ def _assemble(
 
 
 def _ratio_text(ratio: float, baseline: float) -> str:
-    """The ratio, when it means something (a positive baseline)."""
-    return f"   ratio {ratio:.2f}" if baseline > 0 and np.isfinite(ratio) else ""
+    """The ratio, when it means something (a positive baseline), else why there is none."""
+    if baseline > 0 and np.isfinite(ratio):
+        return f"   ratio {ratio:.2f}"
+    return "   no ratio (baseline <= 0)" if baseline <= 0 else ""
 
 
 __all__ = [

@@ -288,17 +288,26 @@ def split_intervals(table: pd.DataFrame, n_splits: int) -> dict[str, Interval]:
     }
 
 
+#: Why a divergence table shows no ratio on some rows.
+NO_RATIO = (
+    "no ratio where the natural baseline is not positive: estimates such as the unbiased MMD "
+    "can be negative and a ratio of two of them means nothing; read the excess instead"
+)
+
+
 def summarize_splits(sv: SplitValues) -> pd.DataFrame:
     """One row per metric: intervened and baseline (mean, SE over splits), their difference
-    (``excess``, SE of the per-split differences) and ratio."""
+    (``excess``, SE of the per-split differences) and ratio (NaN where the baseline is not
+    positive: :data:`NO_RATIO` says why)."""
     rows = []
     for mi, m in enumerate(sv.metrics):
         v = sv.values[mi]
         im, ise = stats.mean_se(v[:, 0])
         bm, bse = stats.mean_se(v[:, 1])
         em, ese = stats.mean_se(v[:, 0] - v[:, 1])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = float(im / bm) if bm != 0 else float("nan")
+        # A ratio only where the baseline is positive: some estimates (the unbiased MMD, the
+        # debiased Sinkhorn EMD) can be negative, and a ratio of two such numbers means nothing.
+        ratio = float(im / bm) if bm > 0 else float("nan")
         rows.append(
             {
                 "metric": m,
@@ -375,6 +384,8 @@ class DivergenceResult(Result):
                 f"  {r['metric']:<11} intervened {ivs['intervened'][i]:.4g}; natural baseline "
                 f"{ivs['baseline'][i]:.4g}; excess {ivs['excess'][i]:+.3g}{ratio}"
             )
+        if (self.table["baseline"] <= 0).any():
+            lines.append(f"  ({NO_RATIO})")
         return "\n".join(lines)
 
 
@@ -466,6 +477,7 @@ __all__ = [
     "DEFAULT_METRICS",
     "METRICS",
     "DivergenceResult",
+    "NO_RATIO",
     "MetricSpec",
     "SplitValues",
     "divergences",

@@ -45,8 +45,9 @@ def check_arguments(
     stacklevel: int = 4,
 ) -> None:
     """The argument checks every patching method makes before any work: the argument values,
-    the task against the model (vocabulary, a language-model head) and degenerate tasks whose
-    normalised effect is undefined (clean == corrupt, identical answers)."""
+    the task against the model (vocabulary, a language-model head), its size (a confidence
+    interval needs two examples) and degenerate tasks whose normalised effect is undefined
+    (clean == corrupt, identical answers)."""
     if not isinstance(model, Model):
         raise validate.fail(
             "model", type(model).__name__, f"{fn} needs a faithlens Model", "use fl.load(...)"
@@ -64,6 +65,14 @@ def check_arguments(
     validate.replaced_knob(
         fn, "max_rows", max_rows, "max_memory", max_memory, stacklevel=stacklevel
     )
+    if len(task) < 2:
+        raise validate.fail(
+            "task",
+            f"{task.name} ({len(task)} example{'s' if len(task) != 1 else ''})",
+            f"{fn}'s confidence intervals need at least 2 examples (one has no spread, so "
+            "its interval would be NaN, not an estimate)",
+            "build the task with n >= 2 (e.g. fl.tasks.build(name, model, n=32))",
+        )
     task.check_model(model, fn)
     why = task.degenerate()
     if why is not None:

@@ -39,6 +39,35 @@ def new_axes(ax: Any = None, figsize: tuple[float, float] = (5.0, 4.0)) -> tuple
     return ax.figure, ax
 
 
+def fit_title(ax: Any, title: str, fontsize: float = 9.0, share: float = 0.8) -> None:
+    """Set ``title`` on ``ax``, wrapped onto as many lines as it needs to fit ``share`` of the
+    figure's width (a long title on a small figure is otherwise cut at both sides)."""
+    import textwrap
+
+    width_pt = ax.figure.get_figwidth() * 72 * share
+    chars = max(16, int(width_pt / (0.6 * fontsize)))  # an average glyph is ~0.6 em wide
+    ax.set_title(textwrap.fill(title, chars, break_on_hyphens=False), fontsize=fontsize)
+
+
+def patching_title(res: PatchingResult) -> str:
+    """What a patching plot shows: the method, the direction, the receivers of path patching
+    (the senders' effect *through* them), the task and the model."""
+    what = f"{res.method} patching ({res.direction})"
+    if res.method == "path":
+        receivers = [str(r) for r in res.meta.get("receivers", [])]
+        if receivers:
+            shown = ", ".join(receivers[:4]) + (
+                f" + {len(receivers) - 4} more" if len(receivers) > 4 else ""
+            )
+            ports = "".join(str(p) for p in res.meta.get("receiver_ports", []))
+            if receivers == ["logits"]:
+                shown = "the logits (direct effect)"
+            elif ports:
+                shown += f" (ports {ports})"
+            what = f"path patching ({res.direction}): senders into {shown}"
+    return f"{what} — {res.task}, {res.model}"
+
+
 def heatmap(
     grid: np.ndarray,
     significant: np.ndarray,
@@ -66,7 +95,7 @@ def heatmap(
     ax.set_yticks(range(len(row_labels)), row_labels, fontsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+    fit_title(ax, title)
     fig.colorbar(im, ax=ax, label=cbar_label)
     fig.tight_layout()
     return fig
@@ -75,7 +104,7 @@ def heatmap(
 def patching_plot(res: PatchingResult, ax: Any = None) -> Figure:
     """Heatmap layer x head for heads, (layer.head or layer) x position for per-position sweeps,
     bars with error bars otherwise. Cells whose CI contains 0 are hatched."""
-    title = f"{res.method} patching ({res.direction}) — {res.task}, {res.model}"
+    title = patching_title(res)
     sig = ~((res.ci_low <= 0) & (res.ci_high >= 0))
     layers = res.layer
     heads = res.head
@@ -128,6 +157,6 @@ def patching_plot(res: PatchingResult, ax: Any = None) -> Figure:
     ax.set_xticks(x, res.site, rotation=90, fontsize=7)
     ax.axhline(0, color="k", lw=0.5)
     ax.set_ylabel("effect (grey: CI contains 0)")
-    ax.set_title(title, fontsize=9)
+    fit_title(ax, title)
     fig.tight_layout()
     return fig

@@ -117,12 +117,8 @@ class Task:
             weight = getattr(head, "weight", None)
             if isinstance(weight, Tensor):
                 width = int(weight.shape[0])
-            elif head is None and model.arch == "bert":
-                raise InputError(
-                    f"{fn}: {model.name} has no language-model head (its outputs are hidden "
-                    "states, not token logits), so the task's answer logits cannot be read; use "
-                    "a causal language model such as smollm2, or a zoo model"
-                )
+            elif head is None:
+                raise InputError(no_head_message(model, fn))
         if width is None:
             try:
                 width = model.site_info("logits").width
@@ -333,3 +329,23 @@ class Task:
             corrupt_prompts=tuple(corrupt),
             answer_text=tuple(tuple(a) for a in answers),
         )
+
+
+def no_head_message(model: Model, fn: str) -> str:
+    """Why a Hugging Face model without a language-model head (``get_output_embeddings()`` is
+    None: a bare encoder or decoder, a sequence classifier) cannot score a task's token
+    answers, and what to use instead."""
+    cls = type(model.module).__name__
+    if "Classification" in cls or any(
+        hasattr(model.module, a) for a in ("classifier", "score", "qa_outputs")
+    ):
+        what = "a classifier: its output is one score per class"
+    else:
+        what = "a bare transformer: its outputs are hidden states"
+    name = model.name if model.name == cls else f"{model.name} ({cls})"
+    return (
+        f"{fn}: {name} has no language-model head ({what}, not token logits), so "
+        "the task's answer tokens cannot be scored; use a model with a language-model head "
+        "(a causal LM such as smollm2, a zoo model, or the ...ForCausalLM / ...ForMaskedLM "
+        "class of this architecture)"
+    )

@@ -21,7 +21,15 @@ from ..pair_activations import prompts_per_pass
 from ..reading import ReadingResult
 from ..results import FaithfulnessReport
 from .steer import Metric, metric_name
-from .table import CHECKS, ROW_COLUMNS, CheckContext, Settings, run_checks
+from .table import (
+    CHECKS,
+    ROW_COLUMNS,
+    CheckContext,
+    Settings,
+    random_draws_needed,
+    run_checks,
+    specificity_caveat,
+)
 
 
 def faithfulness(
@@ -200,6 +208,18 @@ def _check_arguments(o: Settings, checks: Sequence[str], progress: Any) -> None:
     V.positive_int("batch_size", o.batch_size)
     if progress is not None and not callable(progress):
         raise V.fail("progress", progress, "must be a callable (check name) or None")
+    if "specific" in checks:
+        if o.n_random == 0:
+            raise V.fail(
+                "n_random",
+                0,
+                "the 'specific' check compares with random directions and needs at least one",
+                f"use n_random >= {random_draws_needed(o.alpha)} (or leave 'specific' out of "
+                "checks)",
+            )
+        caveat = specificity_caveat(o.n_random, o.alpha)
+        if caveat:
+            warnings.warn(f"faithfulness: {caveat}", UserWarning, stacklevel=3)
 
 
 def _context(

@@ -11,6 +11,7 @@ its first use.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -212,6 +213,25 @@ def causal(ctx: CheckContext) -> CheckOutcome:
     return CheckOutcome(rows)
 
 
+def random_draws_needed(alpha: float) -> int:
+    """The fewest random directions whose empirical p-value ``1 / (n_random + 1)`` can reach
+    ``alpha`` (19 for 0.05)."""
+    return max(1, math.ceil(1.0 / alpha - 1.0 - 1e-9))
+
+
+def specificity_caveat(n_random: int, alpha: float) -> str:
+    """Why a specificity verdict with ``n_random`` draws is not the test at ``alpha`` (too few
+    draws: it is a test at ``p <= 1 / (n_random + 1)``, beyond every draw), or ``""``."""
+    need = random_draws_needed(alpha)
+    if n_random >= need:
+        return ""
+    return (
+        f"n_random={n_random} random directions cannot give p <= alpha={alpha:g} (the smallest "
+        f"p is {1.0 / (n_random + 1):.3g}), so this verdict is the looser test p <= "
+        f"{1.0 / (n_random + 1):.3g}; use n_random >= {need} for the test at alpha"
+    )
+
+
 def specific(ctx: CheckContext) -> CheckOutcome:
     """``-coef`` steering and ablation beat ``n_random`` random directions of the same norm."""
     o = ctx.settings
@@ -219,6 +239,7 @@ def specific(ctx: CheckContext) -> CheckOutcome:
     st = ctx.steering()
     base, res = st.base, st.result
     min_p = max(o.alpha, 1.0 / (n_random + 1))
+    caveat = specificity_caveat(n_random, o.alpha)
     ctx.say(f"{n_random} {null} random directions (steering and ablation)")
     nat_acts = None
     if null == "covariance":
@@ -275,7 +296,7 @@ def specific(ctx: CheckContext) -> CheckOutcome:
                 sr.effect_high[0],
                 float(np.quantile(np.abs(sr.effect[1:]), 1 - o.alpha)),
                 bool(p_val <= min_p),
-                f"p = {p_val:.3f}",
+                f"p = {p_val:.3f}" + (f"; CAVEAT: {caveat}" if caveat else ""),
             )
         )
     return CheckOutcome(
