@@ -93,7 +93,7 @@ def emd_at_epoch(tr: DASTraining, epoch: int, T: float) -> float:
                 rows = torch.arange(start, min(n, start + bs))
                 _, h = tr.run_batch(rows, None if m is not None else tr.dims, m, grad=False)
                 acts.append(flat_rows(h, width))
-            emd_value = D.sinkhorn(torch.cat(acts), tr.natural, dims=list(o.emd_dims or []))
+            emd_value = D.emd(torch.cat(acts), tr.natural, dims=list(o.emd_dims or []))
     return emd_value
 
 

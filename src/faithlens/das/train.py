@@ -9,6 +9,7 @@ run's logits (and, for the CL loss, from the intervened activation the same run 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,9 +52,10 @@ from .result import DASResult
 class AlignmentEval:
     """IIA (with a bootstrap CI) and EMDs of an alignment on one dataset.
 
-    ``emd``: Sinkhorn divergence (un-normalised, geomloss convention) between the intervened
-    activations and the natural ones over all units; ``emd_features``: the same on the
-    ``emd_dims`` coordinates only (NaN when none were given). ``correct``: per example.
+    ``emd``: the exact earth mover's distance ``W2^2 / 2`` (:func:`faithlens.divergence.emd`)
+    between the intervened activations and the natural ones over all units; ``emd_features``:
+    the same on the ``emd_dims`` coordinates only (NaN when none were given). ``correct``: per
+    example.
     """
 
     iia: float
@@ -163,18 +165,25 @@ def evaluate_alignment(
     emd_dims: Sequence[int] | None = None,
     natural: Tensor | None = None,
     batch_size: int | None = None,
-    blur: float = D.DEFAULT_BLUR,
+    blur: float | None = None,
     seed: int = 0,
 ) -> AlignmentEval:
     """IIA and EMD of an alignment on ``data`` (e.g. another task's data: OOD transfer).
 
     The natural reference for the EMD is ``natural``, else ``data.natural``, else the source
-    activations (the synthetic-DAS convention).
+    activations (the synthetic-DAS convention). ``blur`` is ignored (the EMD is exact now; it
+    was the Sinkhorn blur) and will be removed.
     """
     if batch_size is not None:
         V.positive_int("batch_size", batch_size, fix="omit it to evaluate in one batch")
     V.nonnegative_int("seed", seed)
-    V.positive_float("blur", blur)
+    if blur is not None:
+        warnings.warn(
+            "evaluate_alignment: blur is ignored (the EMD is exact, not a Sinkhorn approximation) "
+            "and will be removed; drop the argument",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     V.min_examples("len(data)", len(data), what="an IIA with a confidence interval")
     s = as_site(site)
     if dims is None and mask is None:
@@ -199,8 +208,8 @@ def evaluate_alignment(
     nat = natural if natural is not None else data.natural
     nat = flat_rows(src, width) if nat is None else nat.to(itv.device)
     ci = stats.mean_interval(corr, seed=seed)
-    emd = D.sinkhorn(itv, nat, blur=blur)
-    emd_f = D.sinkhorn(itv, nat, blur=blur, dims=list(emd_dims)) if emd_dims else float("nan")
+    emd = D.emd(itv, nat)
+    emd_f = D.emd(itv, nat, dims=list(emd_dims)) if emd_dims else float("nan")
     return AlignmentEval(
         iia=float(ci.estimate),
         iia_se=float(ci.se),
