@@ -241,7 +241,7 @@ def das(
     select: str = "auto",
     eval_every: int = 10,
     emd_dims: Sequence[int] | None = None,
-    temperature: tuple[float, float] = (50.0, 0.1),
+    temperature: tuple[float, float] | None = None,
     width_weight: float = 1.0,
     alignment: Alignment | None = None,
     checkpoint_dir: str | Path | None = None,
@@ -257,8 +257,9 @@ def das(
         dims: how many aligned coordinates carry the variable (the first ``dims``), or a list.
             Ignored by ``method="boundless"``, which learns a soft mask.
         method: ``"rotation"`` (DAS), ``"boundless"`` (Boundless DAS: rotation + learned
-            sigmoid mask, temperature annealed ``temperature[0] -> temperature[1]``, plus
-            ``width_weight * boundary`` in the loss), ``"linear"`` (the non-orthogonal
+            sigmoid mask ``m_i = sigmoid((b D - i - 1/2) / T)``, the temperature ``T`` (in
+            coordinates) annealed linearly ``temperature[0] -> temperature[1]``, by default
+            ``(D / 4, 0.1)`` for a site of width ``D``, plus ``width_weight * b`` in the loss), ``"linear"`` (the non-orthogonal
             invertible :class:`~faithlens.das.alignment.SymmetricDefinite`), ``"identity"``
             (coordinate patching of the first ``dims`` native coordinates: nothing is learned,
             one epoch measures its IIA; a baseline for the learned alignments).
@@ -270,7 +271,10 @@ def das(
         epochs, lr, batch_size: Adam, full batch by default.
         select: checkpoint selection: ``"iia"`` (the first epoch reaching the highest training
             IIA), ``"emd"`` (the lowest training EMD on ``emd_dims``, every ``eval_every``
-            epochs; ties to higher IIA), ``"last"``; ``"auto"``: ``"emd"`` with a CL loss (and
+            epochs; ties to higher IIA), ``"last"``, ``"settled"`` (the **last** epoch whose
+            training IIA is within the 95% Wilson interval of the best: IIA saturates before the
+            subspace converges, and this waits for it; on a planted subspace it lands closer
+            than ``"iia"``, docs/divergence.md); ``"auto"``: ``"emd"`` with a CL loss (and
             ``emd_dims``), else ``"iia"``.
         emd_dims: native coordinates of the "EMD along feature dimensions".
         checkpoint_dir: save the training state every ``checkpoint_every`` epochs (atomically);
@@ -434,6 +438,10 @@ def _init_training(
     natural = data.natural if data.natural is not None else flat_rows(src, width)
     natural = natural.to(device)
     cl_targets = None if data.cl_targets is None else data.cl_targets.to(device)
+    if temperature is None:
+        # in coordinates: a soft start over a quarter of the width (pyvene's 50 suits width 4096;
+        # on a small site it makes the mask flat, and the boundary wanders off)
+        temperature = (max(1.0, width / 4.0), 0.1)
     t0, t1 = float(temperature[0]), float(temperature[1])
     return DASTraining(
         model=model,

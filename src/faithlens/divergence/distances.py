@@ -148,12 +148,14 @@ def emd(
     try:
         import ot
     except ImportError as e:  # pragma: no cover - exercised only without the extra
-        raise MissingExtraError("the exact EMD needs POT: pip install 'faithlens[divergence]'") from e
-    cost = np.maximum(
-        (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0
-    ) / 2.0
+        raise MissingExtraError(
+            "the exact EMD needs POT: pip install 'faithlens[divergence]'"
+        ) from e
+    cost = np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0) / 2.0
     wa, wb = np.full(n, 1.0 / n), np.full(m, 1.0 / m)
-    value, log = ot.emd2(wa, wb, cost, numItermax=min(2**31 - 1, max(100_000, 50 * (n + m) ** 2)), log=True)
+    value, log = ot.emd2(
+        wa, wb, cost, numItermax=min(2**31 - 1, max(100_000, 50 * (n + m) ** 2)), log=True
+    )
     if log.get("result_code", 1) != 1:
         raise InputError(f"emd: POT's network simplex did not converge ({log.get('warning')})")
     out = float(value)
@@ -163,7 +165,6 @@ def emd(
 def emd_normalized(x: ArrayLike, y: ArrayLike, **kwargs: Any) -> float:
     """:func:`emd` with ``normalize=True`` (per-set z-score, divided by ``sqrt(D)``)."""
     return emd(x, y, normalize=True, **kwargs)
-
 
 
 def zscore(t: Tensor, eps: float = 1e-5) -> Tensor:
