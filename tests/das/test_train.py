@@ -8,8 +8,8 @@ import torch
 
 import faithlens as fl
 from faithlens.das import evaluate_alignment
-from tests.helpers import das_toys
 from faithlens.tasks.synthetic_das import FEATURE_DIMS, synthetic_das
+from tests.helpers import das_toys
 
 
 @pytest.fixture(autouse=True)
