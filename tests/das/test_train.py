@@ -249,3 +249,17 @@ def test_bad_das_inputs(small_tasks, tiny_llama):
         fl.InterchangeData(
             base=t1.data.base, source=t1.data.source, labels=t1.data.labels, cl_targets=bad
         )
+
+
+def test_evaluate_alignment_blur_is_deprecated_and_emd_is_exact():
+    model, data, _ = das_toys.planted(1, seed=0)
+    rot = fl.das(model, data, "h", dims=1, epochs=5, lr=0.05, seed=0).alignment
+    with pytest.warns(DeprecationWarning, match="blur is ignored"):
+        old = evaluate_alignment(model, rot, data, "h", dims=[0], blur=0.05)
+    new = evaluate_alignment(model, rot, data, "h", dims=[0], emd_dims=[0, 1])
+    assert old.emd == new.emd
+    # the result's emd is the exact EMD of the intervened rows from the natural (source) rows
+    assert new.emd == pytest.approx(fl.divergence.emd(new.intervened, new.natural), rel=1e-12)
+    assert new.emd_features == pytest.approx(
+        fl.divergence.emd(new.intervened[:, :2], new.natural[:, :2]), rel=1e-12
+    )
