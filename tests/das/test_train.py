@@ -263,3 +263,23 @@ def test_evaluate_alignment_blur_is_deprecated_and_emd_is_exact():
     assert new.emd_features == pytest.approx(
         fl.divergence.emd(new.intervened[:, :2], new.natural[:, :2]), rel=1e-12
     )
+
+
+def test_settled_selection_resumes_from_a_checkpoint(tmp_path):
+    model, data, _ = das_toys.planted(2, seed=0)
+    kw = dict(dims=2, epochs=40, lr=0.05, seed=0, select="settled", checkpoint_every=10)
+    full = fl.das(model, data, "h", **kw)
+
+    class Stop(Exception):
+        pass
+
+    def boom(epoch, row):
+        if epoch == 24:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fl.das(model, data, "h", checkpoint_dir=tmp_path, on_epoch=boom, **kw)
+    resumed = fl.das(model, data, "h", checkpoint_dir=tmp_path, **kw)
+    # the best IIA so far travels in the checkpoint, so the rule picks the same epoch
+    assert resumed.selected_epoch == full.selected_epoch
+    assert np.array_equal(resumed.alignment_params, full.alignment_params)
