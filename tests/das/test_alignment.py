@@ -62,9 +62,18 @@ def test_boundless_mask_formula():
     m = BoundlessMask(10, init=0.3)
     got = m(2.0).detach()
     i = torch.arange(10.0)
-    want = torch.sigmoid(i / 2.0) * torch.sigmoid((3.0 - i) / 2.0)
+    want = torch.sigmoid((3.0 - i - 0.5) / 2.0)
     assert torch.allclose(got, want)
     assert m.hard_dims() == [0, 1, 2]
+    # at a low temperature the mask is the indicator of the first round(b D) coordinates: the
+    # first coordinate is fully swapped (the old mask's sigmoid(0 / T) kept it at 1/2)
+    assert torch.allclose(m(0.01).detach(), (i < 3).double().to(got.dtype), atol=1e-6)
+    # the boundary has a gradient everywhere (the old clamp to [1e-3, 1] had none at 0)
+    far = BoundlessMask(10, init=1e-4)
+    far(1.0).sum().backward()
+    assert far.theta.grad is not None and float(far.theta.grad) > 0
+    with pytest.raises(fl.InputError, match="init"):
+        BoundlessMask(10, init=1.0)
 
 
 def test_identity_basis_interchange_equals_coordinate_patching(tiny_llama):

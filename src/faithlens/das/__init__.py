@@ -11,6 +11,7 @@ from .alignment import (
     load_alignment,
     make_alignment,
 )
+from .controls import Selectivity, random_subspace_correct, selectivity
 from .losses import cl_loss_mas, cl_loss_modified, iia_loss
 from .result import DASResult
 from .train import AlignmentEval, das, evaluate_alignment, source_activations
@@ -22,6 +23,7 @@ __all__ = [
     "DASResult",
     "IdentityBasis",
     "Rotation",
+    "Selectivity",
     "SymmetricDefinite",
     "alignment_from_flat",
     "cl_loss_mas",
@@ -31,5 +33,7 @@ __all__ = [
     "iia_loss",
     "load_alignment",
     "make_alignment",
+    "random_subspace_correct",
+    "selectivity",
     "source_activations",
 ]

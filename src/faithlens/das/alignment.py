@@ -10,7 +10,7 @@ vectors: ``z = x W``) and ``inverse(z)`` (back), so it plugs straight into
   ``sigma_j = tanh(s_j) + 0.1 sign(tanh(s_j))``; inverse by ``torch.linalg.inv``.
 - :class:`IdentityBasis`: ``W = I`` (coordinate patching; the untrained reference).
 - :class:`BoundlessMask`: Boundless DAS' learned soft mask over the aligned coordinates,
-  ``m_i = sigmoid(i / T) * sigmoid((b D - i) / T)`` with ``b = clamp(beta, 1e-3, 1)``.
+  ``m_i = sigmoid((b D - i - 1/2) / T)`` with ``b = sigmoid(theta)``.
 
 Every alignment saves and loads (:meth:`Alignment.save`, :func:`load_alignment`) and flattens to
 one array plus a JSON spec (:meth:`Alignment.to_flat`, :func:`alignment_from_flat`) so results can
@@ -235,21 +235,32 @@ class IdentityBasis(Alignment):
 
 class BoundlessMask(nn.Module):
     """Boundless DAS' soft mask over aligned coordinates ``i = 0..D-1``:
-    ``m_i = sigmoid(i / T) * sigmoid((b D - i) / T)``, ``b = clamp(beta, 1e-3, 1)`` (beta
-    starts at ``init``). The temperature ``T`` is set by the trainer (annealed 50 -> 0.1)."""
+    ``m_i = sigmoid((b D - i - 1/2) / T)``, ``b = sigmoid(theta)`` in (0, 1) (``b`` starts at
+    ``init``): coordinate ``i`` is in when the boundary ``b D`` lies past its centre ``i + 1/2``,
+    so at a low temperature the mask is the indicator of the first ``round(b D)`` coordinates.
+    The temperature ``T`` (in coordinates) is set by the trainer.
+
+    (Until 0.2.0 the mask was pyvene's ``sigmoid(i / T) * sigmoid((b D - i) / T)``, whose first
+    factor is ``sigmoid(0) = 1/2`` at coordinate 0 at every temperature, so the first coordinate
+    was never more than half swapped; and ``b = clamp(beta, 1e-3, 1)`` had no gradient once the
+    boundary hit 0 early in training, where it stayed. Boundless DAS could not recover a planted
+    variable.)
+    """
 
     def __init__(self, width: int, init: float = 0.5) -> None:
         super().__init__()
         self.width = int(width)
-        self.beta = nn.Parameter(torch.tensor(float(init)))
+        if not 0 < init < 1:
+            raise InputError(f"BoundlessMask: init must be in (0, 1), got {init}")
+        self.theta = nn.Parameter(torch.tensor(math.log(init / (1 - init))))
 
     def boundary(self) -> Tensor:
-        return self.beta.clamp(1e-3, 1.0)
+        return torch.sigmoid(self.theta)
 
     def forward(self, temperature: float) -> Tensor:
-        i = torch.arange(self.width, dtype=self.beta.dtype, device=self.beta.device)
+        i = torch.arange(self.width, dtype=self.theta.dtype, device=self.theta.device)
         b = self.boundary() * self.width
-        return torch.sigmoid(i / temperature) * torch.sigmoid((b - i) / temperature)
+        return torch.sigmoid((b - i - 0.5) / temperature)
 
     def hard_dims(self) -> list[int]:
         """The aligned coordinates the mask keeps once the temperature reaches 0."""

@@ -22,7 +22,7 @@ from ..tasks.interchange import InterchangeData
 from .alignment import Alignment
 
 LOSSES = ("iia", "cl", "iia+cl")
-SELECT = ("auto", "iia", "emd", "last")
+SELECT = ("auto", "iia", "emd", "last", "settled")
 METHODS = ("rotation", "boundless", "linear", "identity", "das")
 
 
@@ -41,7 +41,7 @@ def check_das_args(
     select: Any = "auto",
     eval_every: Any = 10,
     emd_dims: Any = None,
-    temperature: Any = (50.0, 0.1),
+    temperature: Any = None,
     width_weight: Any = 1.0,
     checkpoint_every: Any = 100,
     seed: Any = 0,
@@ -97,16 +97,19 @@ def check_das_args(
     V.positive_int(nm("eval_every"), eval_every, fix="evaluate the EMD every N >= 1 epochs")
     if emd_dims is not None:
         index_list("emd_dims", emd_dims, allow_empty=True)
-    try:
-        temps = tuple(temperature)
-    except TypeError:
-        temps = ()
-    if isinstance(temperature, (str, bytes)) or len(temps) != 2:
-        raise V.fail(
-            nm("temperature"), temperature, "must be a pair (start, end)", "e.g. (50, 0.1)"
-        )
-    for t in temps:
-        V.positive_float(nm("temperature"), t, fix="both temperatures must be > 0, e.g. (50, 0.1)")
+    if temperature is not None:
+        try:
+            temps = tuple(temperature)
+        except TypeError:
+            temps = ()
+        if isinstance(temperature, (str, bytes)) or len(temps) != 2:
+            raise V.fail(
+                nm("temperature"), temperature, "must be a pair (start, end)", "e.g. (2, 0.1)"
+            )
+        for t in temps:
+            V.positive_float(
+                nm("temperature"), t, fix="both temperatures must be > 0, e.g. (2, 0.1)"
+            )
     V.finite_float(nm("width_weight"), width_weight, low=0.0)
     V.positive_int(nm("checkpoint_every"), checkpoint_every)
     V.nonnegative_int(nm("seed"), seed)
@@ -129,7 +132,7 @@ class DASOptions:
     select: str
     eval_every: int
     emd_dims: Sequence[int] | None
-    temperature: tuple[float, float]
+    temperature: tuple[float, float] | None
     width_weight: float
     checkpoint_every: int
     seed: int

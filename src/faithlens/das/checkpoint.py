@@ -124,6 +124,8 @@ def run_config(tr: DASTraining) -> dict[str, Any]:
         "n": tr.n,
         "width": tr.width,
         "data": tr.data.name,
+        # the boundless mask's parametrisation changed in 0.2.0: an older checkpoint is refused
+        **({"mask": "sigmoid-boundary-2"} if o.method == "boundless" else {}),
     }
 
 

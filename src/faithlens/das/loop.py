@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils import parametrize
 
+from .. import stats
 from ..divergence import distances as D
 from ..progress import Progress
 from .checkpoint import Checkpointer
@@ -80,7 +81,9 @@ def train_loop(
 
 def emd_at_epoch(tr: DASTraining, epoch: int, T: float) -> float:
     """The training EMD on ``emd_dims`` before this epoch's updates, when selecting by EMD and
-    this is an evaluation epoch (else NaN)."""
+    this is an evaluation epoch (else NaN). As in the paper's code this is its Sinkhorn "EMD"
+    (:func:`~faithlens.divergence.distances.sinkhorn`, geomloss with ``scaling=0.5``), not the
+    exact EMD the result reports."""
     o = tr.opts
     n, bs, width = tr.n, tr.bs, tr.width
     mask_mod = tr.mask
@@ -93,6 +96,7 @@ def emd_at_epoch(tr: DASTraining, epoch: int, T: float) -> float:
                 rows = torch.arange(start, min(n, start + bs))
                 _, h = tr.run_batch(rows, None if m is not None else tr.dims, m, grad=False)
                 acts.append(flat_rows(h, width))
+            # the selection criterion is the paper's Sinkhorn divergence (its code selects by it)
             emd_value = D.sinkhorn(torch.cat(acts), tr.natural, dims=list(o.emd_dims or []))
     return emd_value
 
@@ -166,6 +170,23 @@ def select_epoch(
     (``select="last"``: the parameters after the final update)."""
     select, epochs, best = tr.opts.select, tr.opts.epochs, tr.best
     better = False
+    if select == "settled":
+        # the last epoch whose IIA is within the 95% Wilson interval of the best so far (after the
+        # best epoch the best is final, so this is the last such epoch of the whole run)
+        top = max(float(best.get("top", -1.0)), iia)
+        low = float(stats.proportion_interval(round(top * tr.n), tr.n).low)
+        if iia >= low - 1e-12:
+            tr.best = {
+                "epoch": epoch,
+                "iia": iia,
+                "top": top,
+                "emd": math.inf,
+                "state": snapshot,
+                "mask": mask_snapshot,
+            }
+        else:
+            tr.best = {**best, "top": top}
+        return
     if select == "iia":
         better = iia > best["iia"]
     elif select == "emd" and math.isfinite(emd_value):

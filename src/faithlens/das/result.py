@@ -24,9 +24,9 @@ class DASResult(Result):
     """The outcome of :func:`faithlens.das`.
 
     ``iia`` (± ``iia_se``, 95% bootstrap interval ``iia_low``..``iia_high``): interchange
-    intervention accuracy of the selected checkpoint on the training data. ``emd``: Sinkhorn
-    divergence (un-normalised) of the intervened activations from the natural ones over every
-    unit; ``emd_features``: the same on ``emd_dims`` only. ``history``: one row per epoch.
+    intervention accuracy of the selected checkpoint on the training data. ``emd``: exact earth
+    mover's distance ``W2^2 / 2`` (:func:`faithlens.divergence.emd`) of the intervened
+    activations from the natural ones over every unit; ``emd_features``: the same on ``emd_dims`` only. ``history``: one row per epoch.
     ``alignment`` rebuilds the learned module (``alignment_spec`` + ``alignment_params``), and
     :meth:`intervention` turns it into an ``fl.Interchange`` for any run.
 

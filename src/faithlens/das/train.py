@@ -9,6 +9,7 @@ run's logits (and, for the CL loss, from the intervened activation the same run 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,9 +52,10 @@ from .result import DASResult
 class AlignmentEval:
     """IIA (with a bootstrap CI) and EMDs of an alignment on one dataset.
 
-    ``emd``: Sinkhorn divergence (un-normalised, geomloss convention) between the intervened
-    activations and the natural ones over all units; ``emd_features``: the same on the
-    ``emd_dims`` coordinates only (NaN when none were given). ``correct``: per example.
+    ``emd``: the exact earth mover's distance ``W2^2 / 2`` (:func:`faithlens.divergence.emd`)
+    between the intervened activations and the natural ones over all units; ``emd_features``:
+    the same on the ``emd_dims`` coordinates only (NaN when none were given). ``correct``: per
+    example.
     """
 
     iia: float
@@ -163,18 +165,25 @@ def evaluate_alignment(
     emd_dims: Sequence[int] | None = None,
     natural: Tensor | None = None,
     batch_size: int | None = None,
-    blur: float = D.DEFAULT_BLUR,
+    blur: float | None = None,
     seed: int = 0,
 ) -> AlignmentEval:
     """IIA and EMD of an alignment on ``data`` (e.g. another task's data: OOD transfer).
 
     The natural reference for the EMD is ``natural``, else ``data.natural``, else the source
-    activations (the synthetic-DAS convention).
+    activations (the synthetic-DAS convention). ``blur`` is ignored (the EMD is exact now; it
+    was the Sinkhorn blur) and will be removed.
     """
     if batch_size is not None:
         V.positive_int("batch_size", batch_size, fix="omit it to evaluate in one batch")
     V.nonnegative_int("seed", seed)
-    V.positive_float("blur", blur)
+    if blur is not None:
+        warnings.warn(
+            "evaluate_alignment: blur is ignored (the EMD is exact, not a Sinkhorn approximation) "
+            "and will be removed; drop the argument",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     V.min_examples("len(data)", len(data), what="an IIA with a confidence interval")
     s = as_site(site)
     if dims is None and mask is None:
@@ -199,8 +208,8 @@ def evaluate_alignment(
     nat = natural if natural is not None else data.natural
     nat = flat_rows(src, width) if nat is None else nat.to(itv.device)
     ci = stats.mean_interval(corr, seed=seed)
-    emd = D.sinkhorn(itv, nat, blur=blur)
-    emd_f = D.sinkhorn(itv, nat, blur=blur, dims=list(emd_dims)) if emd_dims else float("nan")
+    emd = D.emd(itv, nat)
+    emd_f = D.emd(itv, nat, dims=list(emd_dims)) if emd_dims else float("nan")
     return AlignmentEval(
         iia=float(ci.estimate),
         iia_se=float(ci.se),
@@ -232,7 +241,7 @@ def das(
     select: str = "auto",
     eval_every: int = 10,
     emd_dims: Sequence[int] | None = None,
-    temperature: tuple[float, float] = (50.0, 0.1),
+    temperature: tuple[float, float] | None = None,
     width_weight: float = 1.0,
     alignment: Alignment | None = None,
     checkpoint_dir: str | Path | None = None,
@@ -248,8 +257,9 @@ def das(
         dims: how many aligned coordinates carry the variable (the first ``dims``), or a list.
             Ignored by ``method="boundless"``, which learns a soft mask.
         method: ``"rotation"`` (DAS), ``"boundless"`` (Boundless DAS: rotation + learned
-            sigmoid mask, temperature annealed ``temperature[0] -> temperature[1]``, plus
-            ``width_weight * boundary`` in the loss), ``"linear"`` (the non-orthogonal
+            sigmoid mask ``m_i = sigmoid((b D - i - 1/2) / T)``, the temperature ``T`` (in
+            coordinates) annealed linearly ``temperature[0] -> temperature[1]``, by default
+            ``(D / 4, 0.1)`` for a site of width ``D``, plus ``width_weight * b`` in the loss), ``"linear"`` (the non-orthogonal
             invertible :class:`~faithlens.das.alignment.SymmetricDefinite`), ``"identity"``
             (coordinate patching of the first ``dims`` native coordinates: nothing is learned,
             one epoch measures its IIA; a baseline for the learned alignments).
@@ -261,7 +271,10 @@ def das(
         epochs, lr, batch_size: Adam, full batch by default.
         select: checkpoint selection: ``"iia"`` (the first epoch reaching the highest training
             IIA), ``"emd"`` (the lowest training EMD on ``emd_dims``, every ``eval_every``
-            epochs; ties to higher IIA), ``"last"``; ``"auto"``: ``"emd"`` with a CL loss (and
+            epochs; ties to higher IIA), ``"last"``, ``"settled"`` (the **last** epoch whose
+            training IIA is within the 95% Wilson interval of the best: IIA saturates before the
+            subspace converges, and this waits for it; on a planted subspace it lands closer
+            than ``"iia"``, docs/divergence.md); ``"auto"``: ``"emd"`` with a CL loss (and
             ``emd_dims``), else ``"iia"``.
         emd_dims: native coordinates of the "EMD along feature dimensions".
         checkpoint_dir: save the training state every ``checkpoint_every`` epochs (atomically);
@@ -425,6 +438,10 @@ def _init_training(
     natural = data.natural if data.natural is not None else flat_rows(src, width)
     natural = natural.to(device)
     cl_targets = None if data.cl_targets is None else data.cl_targets.to(device)
+    if temperature is None:
+        # in coordinates: a soft start over a quarter of the width (pyvene's 50 suits width 4096;
+        # on a small site it makes the mask flat, and the boundary wanders off)
+        temperature = (max(1.0, width / 4.0), 0.1)
     t0, t1 = float(temperature[0]), float(temperature[1])
     return DASTraining(
         model=model,

@@ -11,6 +11,8 @@ from .compare import (
 )
 from .distances import (
     classifier_auroc,
+    emd,
+    emd_normalized,
     kde_score,
     lle_residual,
     local_pca_residual,
@@ -33,6 +35,8 @@ __all__ = [
     "classifier_auroc",
     "divergences",
     "dormant_units",
+    "emd",
+    "emd_normalized",
     "kde_score",
     "lle_residual",
     "local_pca_residual",

@@ -5,12 +5,18 @@ Every function takes two point clouds ``x`` (here: intervened) and ``y`` (natura
 points) and returns a float. Conventions follow Grant et al. (2025), "Addressing divergent
 representations from causal interventions on neural networks":
 
-- :func:`sinkhorn` is the debiased Sinkhorn divergence of geomloss
-  (``SamplesLoss("sinkhorn", p=2, blur=0.05, scaling=0.5, debias=True)``): ground cost
-  ``|x - y|^2 / 2``, entropic regularisation ``blur^2``. The numbers are roughly ``W_2^2 / 2``
-  (this is what the paper and its code call "EMD"). ``normalize=True`` z-scores each set
+- :func:`emd` is the exact earth mover's distance between the two empirical measures (uniform
+  weights) with ground cost ``|x - y|^2 / 2``, i.e. ``W_2^2 / 2``, solved by POT's network
+  simplex (``ot.emd2``) in float64: exact up to the solver's float64 round-off (agrees with an
+  independent assignment solver to 1e-9 relative, tested). ``normalize=True`` z-scores each set
   separately per dimension (its own mean and std, + 1e-5) and divides by ``sqrt(D)``: the LLM
   convention, blind to per-dimension affine shifts.
+- :func:`sinkhorn` is the debiased Sinkhorn divergence of geomloss
+  (``SamplesLoss("sinkhorn", p=2, blur=0.05, scaling=0.5, debias=True)``), what the paper and
+  its code call "EMD": same cost, entropic regularisation ``blur^2``, and eps-scaling stopped
+  early (``scaling=0.5``), so it is an *under-converged approximation*, 1-20 % below
+  :func:`emd` on small clouds (up to ~50 % in one dimension). Kept for comparison with the
+  paper's numbers and because it is differentiable (:func:`sinkhorn_tensor`).
 - :func:`matching_cost`: optimal one-to-one matching (Hungarian) with a per-pair cost of mean
   squared difference (``"mse"``) or ``1 - Pearson correlation`` across dimensions (``"corr"``).
 - :func:`nn_cost`: mean over ``x`` of the cost to the nearest point of ``y``.
@@ -92,8 +98,73 @@ def to_numpy(t: Tensor) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Sinkhorn "EMD"
+# exact EMD and the paper's Sinkhorn "EMD"
 # --------------------------------------------------------------------------------------------
+
+#: Largest ``n_x * n_y`` :func:`emd` solves by default (5000 x 5000: a 200 MB cost matrix;
+#: measured 6 s for 2500 x 2500 points of width 64 on one busy core).
+EMD_MAX_PAIRS = 25_000_000
+
+
+def _restrict(xt: Tensor, yt: Tensor, dims: ArrayLike | None, what: str) -> tuple[Tensor, Tensor]:
+    if dims is None:
+        return xt, yt
+    idx = torch.as_tensor(np.asarray(dims), dtype=torch.long).flatten()
+    if idx.numel() == 0 or bool(((idx < 0) | (idx >= xt.shape[1])).any()):
+        raise ShapeError(f"{what}: dims {idx.tolist()} out of range for width {xt.shape[1]}")
+    idx = idx.to(xt.device)
+    return xt[:, idx], yt[:, idx]
+
+
+def emd(
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    normalize: bool = False,
+    dims: ArrayLike | None = None,
+    max_pairs: int = EMD_MAX_PAIRS,
+) -> float:
+    """Exact earth mover's distance ``W_2^2 / 2`` between the empirical measures of ``x`` and
+    ``y`` (uniform weights, ground cost ``|x - y|^2 / 2``).
+
+    Solved by POT's network simplex (``ot.emd2``) on the CPU in float64; exact up to round-off.
+    ``normalize=True``: z-score each set per dimension first and divide by ``sqrt(D)``.
+    ``dims``: restrict both sets to these native coordinates first. ``max_pairs``: refuse
+    problems with more than this many point pairs (time and memory grow with ``n_x * n_y``);
+    subsample first, or raise it.
+    """
+    xt, yt = check_pair(x, y, min_points=2 if normalize else 1)
+    xt, yt = _restrict(xt, yt, dims, "emd")
+    n, m = xt.shape[0], yt.shape[0]
+    if n * m > max_pairs:
+        raise ShapeError(
+            f"emd: {n} x {m} points is more than max_pairs={max_pairs} point pairs for the exact "
+            "solver; subsample the sets, raise max_pairs, or use sinkhorn() (approximate)"
+        )
+    a, b = to_numpy(xt), to_numpy(yt)
+    d = a.shape[1]
+    if normalize:
+        a, b = to_numpy(zscore(torch.from_numpy(a))), to_numpy(zscore(torch.from_numpy(b)))
+    try:
+        import ot
+    except ImportError as e:  # pragma: no cover - exercised only without the extra
+        raise MissingExtraError(
+            "the exact EMD needs POT: pip install 'faithlens[divergence]'"
+        ) from e
+    cost = np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0) / 2.0
+    wa, wb = np.full(n, 1.0 / n), np.full(m, 1.0 / m)
+    value, log = ot.emd2(
+        wa, wb, cost, numItermax=min(2**31 - 1, max(100_000, 50 * (n + m) ** 2)), log=True
+    )
+    if log.get("result_code", 1) != 1:
+        raise InputError(f"emd: POT's network simplex did not converge ({log.get('warning')})")
+    out = float(value)
+    return out / math.sqrt(d) if normalize else out
+
+
+def emd_normalized(x: ArrayLike, y: ArrayLike, **kwargs: Any) -> float:
+    """:func:`emd` with ``normalize=True`` (per-set z-score, divided by ``sqrt(D)``)."""
+    return emd(x, y, normalize=True, **kwargs)
 
 
 def zscore(t: Tensor, eps: float = 1e-5) -> Tensor:
@@ -125,6 +196,9 @@ def sinkhorn(
 ) -> float:
     """Debiased Sinkhorn divergence ``S_eps(x, y)`` (geomloss' convention, the paper's "EMD").
 
+    An approximation of :func:`emd`: with the default ``scaling=0.5`` geomloss stops its
+    eps-scaling early and the value is 1-20 % below the exact EMD on small clouds.
+
     ``normalize=True``: z-score each set per dimension first and divide by ``sqrt(D)``.
     ``dims``: restrict both sets to these native coordinates first (e.g. the "EMD along feature
     dimensions" of the synthetic DAS task). Computed in ``dtype`` (float64 by default) on the
@@ -153,12 +227,7 @@ def sinkhorn_tensor(
     if not 0 < scaling < 1:
         raise InputError(f"sinkhorn: scaling must be in (0, 1), got {scaling}")
     xt, yt = check_pair(x, y, min_points=2 if normalize else 1)
-    if dims is not None:
-        idx = torch.as_tensor(np.asarray(dims), dtype=torch.long).flatten()
-        if idx.numel() == 0 or bool(((idx < 0) | (idx >= xt.shape[1])).any()):
-            raise ShapeError(f"sinkhorn: dims {idx.tolist()} out of range for width {xt.shape[1]}")
-        idx = idx.to(xt.device)
-        xt, yt = xt[:, idx], yt[:, idx]
+    xt, yt = _restrict(xt, yt, dims, "sinkhorn")
     if xt.device.type == "mps" and dtype == torch.float64:
         dtype = torch.float32
     xt, yt = xt.to(dtype), yt.to(dtype)
@@ -456,9 +525,12 @@ def classifier_auroc(
 
 __all__ = [
     "DEFAULT_BLUR",
+    "EMD_MAX_PAIRS",
     "as_points",
     "check_pair",
     "classifier_auroc",
+    "emd",
+    "emd_normalized",
     "kde_score",
     "kde_scores",
     "lle_residual",
