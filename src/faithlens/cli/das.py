@@ -53,7 +53,13 @@ ClForm = Annotated[str, typer.Option("--cl-form", help="modified | mas.")]
 Epochs = Annotated[int, typer.Option("--epochs", help="Training epochs.")]
 Lr = Annotated[float, typer.Option("--lr", help="Adam learning rate.")]
 BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Default: full batch.")]
-Select = Annotated[str, typer.Option("--select", help="auto | iia | emd | last.")]
+Select = Annotated[
+    str,
+    typer.Option(
+        "--select",
+        help="auto | iia | settled | emd | last (settled: the last epoch whose IIA is within the 95 % interval of the best).",
+    ),
+]
 EvalEvery = Annotated[int, typer.Option("--eval-every", help="EMD evaluation interval.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for data, initialisation, batches.")]
 Checkpoint = Annotated[
