@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     # 4. every faithfulness check ----------------------------------------------------------
     report = faithfulness(
         model,
-        rd,
         beh,
+        rd,
         layers=layers,
         coef=a.coef,
         pairs=pairs,

@@ -158,8 +158,8 @@ def test_faithfulness_progress_counts_checks_and_on_check_describes_them():
         warnings.simplefilter("error", DeprecationWarning)
         new = faithfulness(
             pm.model,
-            planted_reading("pca"),
             pm.behaviour(8),
+            planted_reading("pca"),
             progress=lambda d, t: calls.append((d, t)),
             on_check=said.append,
             **kw,
@@ -169,7 +169,7 @@ def test_faithfulness_progress_counts_checks_and_on_check_describes_them():
     old_said: list[str] = []
     with pytest.warns(DeprecationWarning, match="on_check"):
         old = faithfulness(
-            pm.model, planted_reading("pca"), pm.behaviour(8), progress=old_said.append, **kw
+            pm.model, pm.behaviour(8), planted_reading("pca"), progress=old_said.append, **kw
         )
     assert old_said == said
     assert old.checks.equals(new.checks)

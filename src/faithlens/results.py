@@ -16,7 +16,7 @@ names are importable from here too); reading, verifying and the limits on what i
 Subclasses implement ``to_frame`` and ``summary``.
 
 ``plot`` draws with the plotter registered for the result's class (:func:`register_plotter`,
-looked up along the MRO). Plotters live in :mod:`faithlens.report`, above the methods, which
+looked up along the MRO; the registries are :mod:`faithlens.renderers`, re-exported here). Plotters live in :mod:`faithlens.report`, above the methods, which
 registers them all when it is imported; ``import faithlens`` imports it, so a method module never
 imports ``report`` to draw its own result. ``_repr_html_`` (a result in a notebook) renders the
 same way, with the renderer :func:`register_html` holds (the HTML report's headline and table).
@@ -49,6 +49,13 @@ from .folders import (  # the atomic writing; re-exported (see __all__ at the en
     check_target,
     file_sha256,
 )
+from .renderers import (  # the plotter and HTML registries; re-exported
+    html_for,
+    plot_writer,
+    plotter_for,
+    register_html,
+    register_plotter,
+)
 from .stats import Estimate, Interval, with_intervals  # re-exported: results declare them
 
 if TYPE_CHECKING:
@@ -57,52 +64,6 @@ if TYPE_CHECKING:
 T = TypeVar("T", bound="Result")
 
 _REGISTRY: dict[str, type[Result]] = {}
-#: ``module.qualname`` of a result class -> the function that draws it.
-_PLOTTERS: dict[str, Callable[..., Figure]] = {}
-
-
-def _class_key(cls: type | str) -> str:
-    if isinstance(cls, str):
-        return cls
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def register_plotter(cls: type[Result] | str, fn: Callable[..., Figure]) -> None:
-    """Draw every result of class ``cls`` (and of its subclasses without a plotter of their own)
-    with ``fn(result, ax=None, **options) -> Figure``. ``cls`` is the class or its qualified
-    name (``"faithlens.patching.result.PatchingResult"``); registering again replaces the
-    plotter. :mod:`faithlens.report` registers the plotters of every faithlens result."""
-    if not callable(fn):
-        raise TypeError(f"register_plotter: {fn!r} is not callable")
-    _PLOTTERS[_class_key(cls)] = fn
-
-
-def plotter_for(cls: type[Result]) -> Callable[..., Figure] | None:
-    """The plotter registered for ``cls`` or its nearest base class (along the MRO), or None."""
-    for klass in cls.__mro__:
-        fn = _PLOTTERS.get(_class_key(klass))
-        if fn is not None:
-            return fn
-    return None
-
-
-#: ``module.qualname`` of a result class -> the function that renders it as an HTML fragment.
-_HTML: dict[str, Callable[[Any], str]] = {}
-
-
-def register_html(cls: type[Result] | str, fn: Callable[[Any], str]) -> None:
-    """Render every result of class ``cls`` (and of its subclasses without a renderer of their
-    own) in a notebook with ``fn(result) -> str`` (an HTML fragment), which ``_repr_html_``
-    calls. :mod:`faithlens.report` registers the one renderer of every faithlens result (the
-    headline block and table of its HTML report), as it does the plotters."""
-    if not callable(fn):
-        raise TypeError(f"register_html: {fn!r} is not callable")
-    _HTML[_class_key(cls)] = fn
-
-
-def html_for(cls: type[Result]) -> Callable[[Any], str] | None:
-    """The HTML renderer registered for ``cls`` or its nearest base class, or None."""
-    return next((_HTML[k] for k in map(_class_key, cls.__mro__) if k in _HTML), None)
 
 
 def _jsonable(value: Any) -> Any:
@@ -597,15 +558,6 @@ def _read_parquet(src: Path, listed: dict[str, Any] | None, rel: str) -> pd.Data
         raise ResultError(
             f"{f} cannot be read ({type(e).__name__}: {e}): the file is damaged"
         ) from e
-
-
-def plot_writer(result: Result, dpi: int = 150) -> Callable[[Path], None]:
-    """A writer of ``result.plot()`` for ``Result.save(extras={"plot.png": ...})``."""
-
-    def write(path: Path) -> None:
-        result.plot().savefig(path, dpi=dpi)
-
-    return write
 
 
 __all__ = [

@@ -2,8 +2,10 @@
 
 The old names (``task=`` for patching, path patching, attribution patching and the audit;
 ``pairs=`` for reading) and the old argument order of ``scrub`` / ``adversary`` / ``dry_run``
-(``(model, hypothesis, data)``) keep working for one release with a DeprecationWarning and the
-very same result; the old and the new name together are refused, naming both.
+(``(model, hypothesis, data)``) and of ``faithfulness`` (``(model, reading, behaviour)``, now
+``(model, data, reading)``, with ``behaviour=`` renamed ``data=``) keep working for one release
+with a DeprecationWarning and the very same result; the old and the new name together are
+refused, naming both.
 """
 
 from __future__ import annotations
@@ -186,3 +188,50 @@ def test_scrub_old_order_with_the_data_twice_is_refused():
         pytest.raises(TypeError, match="multiple values for argument 'data'"),
     ):
         sc.scrub(model, h, data, data=data)
+
+
+# --------------------------------------------------------------------------------------------
+# faithfulness: (model, reading, behaviour) -> (model, data, reading)
+# --------------------------------------------------------------------------------------------
+
+
+def _faithfulness_setup():
+    from faithlens.representations import faithfulness
+    from tests.helpers.represent import planted_reading
+
+    pm = planted()
+    kw = dict(layers=[1], checks=["causal"], n_boot=50)
+
+    def call(*args: Any, **more: Any) -> pd.DataFrame:
+        rep = faithfulness(*args, **kw, **more)
+        return pd.concat([rep.checks, rep.steering], keys=["checks", "steering"])
+
+    return call, pm.model, pm.behaviour(8), planted_reading("pca")
+
+
+def test_faithfulness_old_order_and_old_keyword_warn_and_give_the_same_report():
+    call, model, b, r = _faithfulness_setup()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        new = call(model, b, r)
+        by_name = call(model, data=b, reading=r)
+        reading_by_name = call(model, b, reading=r)
+    for other in (by_name, reading_by_name):
+        pd.testing.assert_frame_equal(other, new, check_exact=True)
+    old_order = r"faithfulness\(model, reading.*is deprecated.*faithfulness\(model, data, reading"
+    for args, more in (((model, r, b), {}), ((model, r), {"data": b})):
+        with pytest.warns(DeprecationWarning, match=old_order):
+            pd.testing.assert_frame_equal(call(*args, **more), new, check_exact=True)
+    with pytest.warns(DeprecationWarning, match="behaviour= is deprecated.*use data="):
+        pd.testing.assert_frame_equal(call(model, reading=r, behaviour=b), new, check_exact=True)
+    with pytest.warns(DeprecationWarning) as caught:  # both: the old order and the old keyword
+        pd.testing.assert_frame_equal(call(model, r, behaviour=b), new, check_exact=True)
+    said = " | ".join(str(w.message) for w in caught)
+    assert "faithfulness(model, reading" in said and "behaviour= is deprecated" in said
+
+
+def test_faithfulness_old_keyword_with_the_data_is_refused_naming_both():
+    call, model, b, r = _faithfulness_setup()
+    for args, more in (((model, b), {"reading": r}), ((model,), {"data": b, "reading": r})):
+        with pytest.raises(ArgumentError, match="behaviour= and data were both given"):
+            call(*args, behaviour=b, **more)

@@ -166,7 +166,7 @@ def test_faithfulness_batch_size_warns_and_gives_the_same_result():
 
     pm = planted()
     kw = dict(layers=[1], checks=["causal", "persistence"], n_boot=50, persistence_tokens=3)
-    args = (pm.model, planted_reading("pca"), pm.behaviour(8))
+    args = (pm.model, pm.behaviour(8), planted_reading("pca"))
     default = faithfulness(*args, **kw)
     with pytest.warns(DeprecationWarning, match="batch_size.*max_memory"):
         old = faithfulness(*args, batch_size=3, **kw)

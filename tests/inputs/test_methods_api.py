@@ -557,7 +557,7 @@ def test_represent_faithfulness_refuses_bad_arguments_before_measuring(
     for f in ("measure", "compare", "specificity", "persistence", "generate"):
         monkeypatch.setattr(C, f, expensive)
     with pytest.raises(ArgumentError) as e:
-        C.faithfulness(pm.model, reading, beh, layers=[1], checks=["causal"], **kwargs)
+        C.faithfulness(pm.model, beh, reading, layers=[1], checks=["causal"], **kwargs)
     assert_refused(e, name, value)
 
 
@@ -749,7 +749,7 @@ def test_represent_specificity_without_random_directions_is_refused(monkeypatch)
         monkeypatch.setattr(C, f, expensive)
     with pytest.raises(ArgumentError) as e:
         C.faithfulness(
-            pm.model, reading, pm.behaviour(4), layers=[1], checks=["specific"], n_random=0
+            pm.model, pm.behaviour(4), reading, layers=[1], checks=["specific"], n_random=0
         )
     assert_refused(e, "n_random", "0")
     assert "n_random >= 19" in str(e.value)

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 import faithlens as fl
+from faithlens import renderers
 from faithlens import results as R
 from faithlens.errors import ResultError
 from faithlens.report import html
@@ -173,7 +174,7 @@ def toy_plotter(monkeypatch: pytest.MonkeyPatch) -> None:
         a.plot(res.values)
         return fig
 
-    monkeypatch.setattr(R, "_PLOTTERS", dict(R._PLOTTERS))
+    monkeypatch.setattr(renderers, "_PLOTTERS", dict(renderers._PLOTTERS))
     register_plotter(HtmlToyResult, draw)
 
 
@@ -359,7 +360,7 @@ def test_notebook_display_is_the_report_headline_and_table(patched: tuple[Result
 
 
 def test_no_renderer_means_the_plain_repr(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(R, "_HTML", {})
+    monkeypatch.setattr(renderers, "_HTML", {})
     assert HtmlToyResult()._repr_html_() is None
     R.register_html(Result, lambda r: "<p>x</p>")
     assert HtmlToyResult()._repr_html_() == "<p>x</p>"

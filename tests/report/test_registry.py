@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import faithlens
-from faithlens import results as R
+from faithlens import renderers
 from faithlens.report import registry
 from faithlens.results import Result, plotter_for, register_plotter
 
@@ -37,8 +37,8 @@ def _library_results() -> list[type[Result]]:
 @pytest.fixture
 def plotters(monkeypatch):
     """The registry, restored after the test."""
-    monkeypatch.setattr(R, "_PLOTTERS", dict(R._PLOTTERS))
-    return R._PLOTTERS
+    monkeypatch.setattr(renderers, "_PLOTTERS", dict(renderers._PLOTTERS))
+    return renderers._PLOTTERS
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,8 @@ def report() -> FaithfulnessReport:
     pm = planted()
     return faithfulness(
         pm.model,
-        planted_reading("pca"),
         pm.behaviour(16),
+        planted_reading("pca"),
         layers=[1],
         pairs=pm.pairs(32),
         prompt="last",
@@ -60,8 +60,8 @@ def decoy_report() -> FaithfulnessReport:
     pm = planted()
     return faithfulness(
         pm.model,
-        decoy_reading("pca"),
         pm.behaviour(16),
+        decoy_reading("pca"),
         layers=[1],
         pairs=pm.decoy_pairs(32),
         prompt="last",
@@ -277,13 +277,13 @@ def test_faithfulness_bad_input():
     r = planted_reading("pca")
     b = pm.behaviour(4)
     with pytest.raises(fl.InputError, match="unknown checks"):
-        faithfulness(pm.model, r, b, layers=[1], checks=["vibes"])
+        faithfulness(pm.model, b, r, layers=[1], checks=["vibes"])
     with pytest.raises(fl.InputError, match="pairs"):
-        faithfulness(pm.model, r, b, layers=[1])
+        faithfulness(pm.model, b, r, layers=[1])
     with pytest.raises(fl.InputError, match="no reading vector"):
-        faithfulness(pm.model, r, b, layers=[4], pairs=pm.pairs(4))
+        faithfulness(pm.model, b, r, layers=[4], pairs=pm.pairs(4))
     with pytest.raises(fl.InputError, match="positive"):
-        faithfulness(pm.model, r, b, layers=[1], coef=-1, pairs=pm.pairs(4))
+        faithfulness(pm.model, b, r, layers=[1], coef=-1, pairs=pm.pairs(4))
     with pytest.raises(fl.InputError, match="Steering"):
         compare(pm.model, b, [[]])
     with pytest.raises(fl.InputError, match="identical"):
@@ -347,8 +347,8 @@ def test_too_few_random_directions_is_a_visible_caveat():
     with pytest.warns(UserWarning, match=r"n_random=4 .* use n_random >= 19"):
         rep = faithfulness(
             pm.model,
-            planted_reading("pca"),
             pm.behaviour(8),
+            planted_reading("pca"),
             layers=[1],
             checks=["specific"],
             n_random=4,

@@ -442,8 +442,8 @@ def check_cmd(
         with status("checking...") as spinner:
             rep = faithfulness(
                 m,
-                res,
                 beh,
+                res,
                 layers=ls,
                 coef=coef,
                 prompt=prompt,

@@ -32,10 +32,19 @@ from .table import (
 )
 
 
+def reading_first(args: tuple[Any, ...]) -> bool:
+    """Whether positional arguments ``(model, reading, behaviour, ...)`` are in the order that
+    ``faithfulness`` took before the data (the behaviour) became its second argument (one
+    release: the old order still works, with a DeprecationWarning)."""
+    return len(args) > 1 and isinstance(args[1], ReadingResult)
+
+
+@V.reordered_arguments(("model", "reading", "data"), reading_first)
+@V.renamed_argument("behaviour", "data")
 def faithfulness(
     model: Model,
+    data: Behaviour,
     reading: ReadingResult,
-    behaviour: Behaviour,
     *,
     layers: Sequence[int] | int,
     coef: float = 1.0,
@@ -63,7 +72,7 @@ def faithfulness(
     on_check: Callable[[str], None] | None = None,
     max_memory: int | None = None,
 ) -> FaithfulnessReport:
-    """Run the faithfulness checks of ``reading``'s direction on ``behaviour``.
+    """Run the faithfulness checks of ``reading``'s direction on ``data`` (a :class:`Behaviour`).
 
     Steering adds ``±coef`` times the (``scale``-d) reading vector at ``layers``, at every prompt
     token (``prompt="all"``, RepE) or the last one (``"last"``) and at every generated token;
@@ -99,7 +108,8 @@ def faithfulness(
     failing them does not make it unfaithful (Paper B's dishonesty direction fails all three).
 
     ``max_memory`` (bytes): prompts per forward pass from the executor's budget (default: 16);
-    ``batch_size`` (prompts per pass) is deprecated for one release.
+    ``batch_size`` (prompts per pass), ``behaviour=`` and the old order ``(model, reading,
+    behaviour)`` are deprecated for one release (the shape is ``scrub``'s: what is checked third).
 
     ``progress(done, total)`` is called after each check (``total``: the number of checks run;
     the one protocol of :mod:`faithlens.progress`); ``on_check(description)`` is called as
@@ -129,10 +139,10 @@ def faithfulness(
         batch_size=16 if batch_size is None else batch_size,
     )
     _check_arguments(settings, checks, progress)
-    if max_memory is not None and isinstance(behaviour, Behaviour):
+    if max_memory is not None and isinstance(data, Behaviour):
         settings = replace(
             settings,
-            batch_size=_prompts_per_pass(model, behaviour, max_memory, settings.persistence_tokens),
+            batch_size=_prompts_per_pass(model, data, max_memory, settings.persistence_tokens),
         )
     if on_check is not None and not callable(on_check):
         raise V.fail("on_check", on_check, "must be a callable (check name) or None")
@@ -140,7 +150,7 @@ def faithfulness(
     ctx = _context(
         model,
         reading,
-        behaviour,
+        data,
         settings,
         layers=layers,
         layer=layer,
