@@ -121,6 +121,38 @@ def test_patch_on_two_workers_equals_in_process(cluster, sweep_case):
 
 
 @pytest.mark.slow
+def test_path_patch_on_two_workers_equals_in_process(cluster):
+    """Path patching's chunks of examples run on the workers; every array is the in-process
+    one, and so are the progress calls."""
+    m = fl.load("zoo:induction")
+    task = induction_task(16, seed=0)
+    cases = [
+        {"receivers": "logits"},
+        {"receivers": ["head.1.0", "head.1.1"], "receiver_ports": "qk", "positions": "last"},
+    ]
+    for kw in cases:
+        calls: list[list[tuple[int, int]]] = [[], []]
+
+        def run(ticks: list[tuple[int, int]], kw: dict = kw) -> fl.PatchingResult:
+            return fl.path_patch(
+                m,
+                task,
+                "head",
+                n_boot=100,
+                max_memory=1 << 19,  # several chunks of examples
+                progress=lambda d, t: ticks.append((d, t)),
+                **kw,
+            )
+
+        ref = run(calls[0])
+        with executor("ray", workers=2) as ex:
+            got = run(calls[1])
+            assert ex.replaced == 0
+        _same(ref, got)
+        assert calls[0] == calls[1] and len(calls[0]) > 2, kw
+
+
+@pytest.mark.slow
 def test_same_chunks_as_in_process(cluster):
     with executor("ray", workers=1) as ex:
         ip = InProcess()
