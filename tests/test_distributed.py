@@ -230,6 +230,42 @@ def test_killed_worker_loses_nothing(cluster, sweep_case, tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
+def test_killed_run_resumes_on_the_workers(cluster, sweep_case, tmp_path, monkeypatch):
+    """A run killed after 3 chunks in process resumes on Ray workers from its checkpoint
+    folder: the remaining chunks run there, the result is the uninterrupted one."""
+    m, task, ref, ref_ticks = sweep_case
+    folder = tmp_path / "ckpt"
+    real = exact._run_chunk
+    calls: list[int] = []
+
+    def killed_on_the_fourth(model, cp, *args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(model, cp, *args)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(exact, "_run_chunk", killed_on_the_fourth)
+        with pytest.raises(KeyboardInterrupt):
+            fl.patch(m, task, "head", n_boot=100, max_memory=1 << 20, checkpoint=folder)
+    assert len(list(folder.glob("chunk_*.npz"))) == 3
+    ticks: list[tuple[int, int]] = []
+    with executor("ray", workers=2):
+        got = fl.patch(
+            m,
+            task,
+            "head",
+            n_boot=100,
+            max_memory=1 << 20,
+            checkpoint=folder,
+            progress=lambda d, t: ticks.append((d, t)),
+        )
+    _same(ref, got)
+    assert ticks == ref_ticks
+    assert len(list(folder.glob("chunk_*.npz"))) > 4
+
+
+@pytest.mark.slow
 def test_errors_and_refusals(cluster):
     m = fl.load("zoo:induction")
     task = induction_task(4, seed=0)
