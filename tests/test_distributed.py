@@ -8,6 +8,7 @@ from the lock: ``faithlens[ray]`` is part of ``[all]``).
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 
 import faithlens as fl
 from faithlens import distributed as D
+from faithlens import scrubbing as sc
 from faithlens.errors import ArgumentError, InputError, MissingExtraError
 from faithlens.executor import InProcess, current_executor, executor
 from faithlens.patching import exact
@@ -121,6 +123,87 @@ def test_patch_on_two_workers_equals_in_process(cluster, sweep_case):
 
 
 @pytest.mark.slow
+def test_path_patch_on_two_workers_equals_in_process(cluster):
+    """Path patching's chunks of examples run on the workers; every array is the in-process
+    one, and so are the progress calls."""
+    m = fl.load("zoo:induction")
+    task = induction_task(16, seed=0)
+    cases = [
+        {"receivers": "logits"},
+        {"receivers": ["head.1.0", "head.1.1"], "receiver_ports": "qk", "positions": "last"},
+    ]
+    for kw in cases:
+        calls: list[list[tuple[int, int]]] = [[], []]
+
+        def run(ticks: list[tuple[int, int]], kw: dict = kw) -> fl.PatchingResult:
+            return fl.path_patch(
+                m,
+                task,
+                "head",
+                n_boot=100,
+                max_memory=1 << 19,  # several chunks of examples
+                progress=lambda d, t: ticks.append((d, t)),
+                **kw,
+            )
+
+        ref = run(calls[0])
+        with executor("ray", workers=2) as ex:
+            got = run(calls[1])
+            assert ex.replaced == 0
+        _same(ref, got)
+        assert calls[0] == calls[1] and len(calls[0]) > 2, kw
+
+
+def _scrub_case(m, task, **kw):
+    h = sc.Hypothesis("induction head, its key from the previous-token head")
+    a = h.add("h10", sc.to("head.1.0", direct=True), sampler="random")
+    a.add("k01", sc.to("head.0.1", port="k"), sampler="exact")
+    # 64 KB: several chunks of reference rows, so they spread over both workers
+    return sc.scrub(m, task, h, n_boot=50, max_memory=1 << 16, **kw)
+
+
+def _same_scrub(a, b):
+    for f in ("scrubbed", "original", "baseline_values", "kl", "references"):
+        assert np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True), f
+    assert a.table.equals(b.table)
+    assert a.stats == b.stats  # runs, rows and layer-rows summed over the workers' chunks
+
+
+@pytest.mark.slow
+def test_scrub_on_two_workers_equals_in_process(cluster):
+    """Scrubbing's chunks of reference rows run on the workers (the graph, plan and data are
+    pickled once, the model is a reference each worker resolves to its own copy)."""
+    m = fl.load("zoo:induction")
+    task = induction_task(24, seed=0)
+    ticks: list[list[tuple[int, int]]] = [[], []]
+    ref = _scrub_case(m, task, progress=lambda d, t: ticks[0].append((d, t)))
+    with executor("ray", workers=2) as ex, warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no fallback to this process
+        got = _scrub_case(m, task, progress=lambda d, t: ticks[1].append((d, t)))
+        assert ex.replaced == 0
+    _same_scrub(ref, got)
+    assert ticks[0] == ticks[1] and len(ticks[0]) > 2
+
+
+@pytest.mark.slow
+def test_scrub_work_that_does_not_pickle_runs_here_with_one_warning(cluster):
+    """A lambda behaviour cannot be sent to workers: the chunks run in this process, with the
+    same numbers, and the warning says so once and names the fix."""
+    m = fl.load("zoo:induction")
+    task = induction_task(12, seed=0)
+    beh = sc.Fn(lambda out, ref: out.reshape(len(out), -1).mean(-1), name="mean logit")
+    ref = _scrub_case(m, task, behaviour=beh)
+    with executor("ray", workers=2):
+        with pytest.warns(UserWarning, match="cannot be sent to workers.*no lambdas"):
+            got = _scrub_case(m, task, behaviour=beh)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            again = _scrub_case(m, task, behaviour=beh)  # warned once
+    _same_scrub(ref, got)
+    _same_scrub(ref, again)
+
+
+@pytest.mark.slow
 def test_same_chunks_as_in_process(cluster):
     with executor("ray", workers=1) as ex:
         ip = InProcess()
@@ -144,6 +227,42 @@ def test_killed_worker_loses_nothing(cluster, sweep_case, tmp_path, monkeypatch)
         assert not flag.exists()  # one worker took the flag and died
         assert ex.replaced >= 1
     _same(ref, got)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_on_the_workers(cluster, sweep_case, tmp_path, monkeypatch):
+    """A run killed after 3 chunks in process resumes on Ray workers from its checkpoint
+    folder: the remaining chunks run there, the result is the uninterrupted one."""
+    m, task, ref, ref_ticks = sweep_case
+    folder = tmp_path / "ckpt"
+    real = exact._run_chunk
+    calls: list[int] = []
+
+    def killed_on_the_fourth(model, cp, *args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(model, cp, *args)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(exact, "_run_chunk", killed_on_the_fourth)
+        with pytest.raises(KeyboardInterrupt):
+            fl.patch(m, task, "head", n_boot=100, max_memory=1 << 20, checkpoint=folder)
+    assert len(list(folder.glob("chunk_*.npz"))) == 3
+    ticks: list[tuple[int, int]] = []
+    with executor("ray", workers=2):
+        got = fl.patch(
+            m,
+            task,
+            "head",
+            n_boot=100,
+            max_memory=1 << 20,
+            checkpoint=folder,
+            progress=lambda d, t: ticks.append((d, t)),
+        )
+    _same(ref, got)
+    assert ticks == ref_ticks
+    assert len(list(folder.glob("chunk_*.npz"))) > 4
 
 
 @pytest.mark.slow

@@ -133,3 +133,54 @@ def test_interventions_round_trip_through_bind(tiny_llama):
     best = int(np.argmax(np.abs(res.effect)))
     out = task.evaluate(model, "corrupt", bound[:1])
     np.testing.assert_allclose(out.double().numpy(), res.patched[best], atol=1e-5)
+
+
+def test_killed_run_resumes_from_its_finished_chunks(tmp_path, monkeypatch):
+    """A run killed after k chunks and started again with the same checkpoint folder computes
+    only the chunks it had not finished, and gives the uninterrupted result, progress included."""
+    from faithlens.errors import ArgumentError, CheckpointError
+    from faithlens.patching import exact
+    from faithlens.tasks.induction import induction_task
+
+    m = fl.load("zoo:induction")
+    task = induction_task(16, seed=0)
+    kw = {"n_boot": 50, "max_memory": 1 << 20}  # several chunks of examples
+    ticks: list[list[tuple[int, int]]] = [[], []]
+    ref = fl.patch(m, task, "head", progress=lambda d, t: ticks[0].append((d, t)), **kw)
+    real = exact._run_chunk
+    calls: list[int] = []
+
+    def counted(model, cp, *args):
+        calls.append(int(cp.rows[0]))
+        if len(calls) == 4 and kill:
+            raise KeyboardInterrupt  # the run is killed while running its fourth chunk
+        return real(model, cp, *args)
+
+    monkeypatch.setattr(exact, "_run_chunk", counted)
+    folder = tmp_path / "ckpt"
+    kill = True
+    with pytest.raises(KeyboardInterrupt):
+        fl.patch(m, task, "head", checkpoint=folder, **kw)
+    assert len(list(folder.glob("chunk_*.npz"))) == 3 and not list(folder.glob(".tmp*"))
+    first = calls[:3]
+    calls.clear()
+    kill = False
+    got = fl.patch(
+        m, task, "head", checkpoint=folder, progress=lambda d, t: ticks[1].append((d, t)), **kw
+    )
+    n_chunks = len(list(folder.glob("chunk_*.npz")))
+    assert n_chunks > 4 and len(calls) == n_chunks - 3 and not set(calls) & set(first)
+    for f in ("effect", "se", "ci_low", "ci_high", "patched", "base", "source"):
+        assert np.array_equal(getattr(ref, f), getattr(got, f), equal_nan=True), f
+    assert ticks[0] == ticks[1]
+    calls.clear()
+    again = fl.patch(m, task, "head", checkpoint=folder, **kw)  # everything read back
+    assert calls == [] and np.array_equal(again.effect, ref.effect)
+    # another run's folder is refused, never resumed; a bad path is refused before any work
+    with pytest.raises(CheckpointError, match="belongs to another run"):
+        fl.patch(m, task, "head", direction="noising", checkpoint=folder, **kw)
+    (folder / "chunk_0000001.npz").write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match=r"chunk_0000001\.npz is not a readable"):
+        fl.patch(m, task, "head", checkpoint=folder, **kw)
+    with pytest.raises(ArgumentError, match="checkpoint=3: must be a folder path"):
+        fl.patch(m, task, "head", checkpoint=3, **kw)

@@ -22,8 +22,9 @@ position) is one patched forward pass in principle. The planner makes them cheap
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from torch import Tensor
 from .. import validate
 from ..errors import InputError, SiteError
 from ..executor import current_executor
+from ..fingerprint import data_fingerprint, model_fingerprint
 from ..interventions import Patch
 from ..models.model import Inputs, Model
 from ..models.sites import SITE_GROUPS, Site, SiteInfo
@@ -42,6 +44,7 @@ from ..runs import Resume
 from ..tasks.base import Task
 from .result import PatchingResult
 from .sweep import (
+    ChunkStore,
     answer_columns,
     build_result,
     check_arguments,
@@ -199,6 +202,7 @@ def patch(
     max_rows: int | None = None,
     progress: Progress | None = None,
     max_memory: int | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> PatchingResult:
     """Activation patching of every site in ``sites``.
 
@@ -220,6 +224,9 @@ def patch(
         progress: called as ``progress(done, total)`` after each batch.
         max_memory: bytes one batched computation may use (the cached activations of a chunk of
             examples; one forward pass's rows); default: the configured memory budget.
+        checkpoint: a folder where each finished chunk of examples is saved; a run killed as
+            a whole and started again with the same folder (same model, data and arguments)
+            computes only the chunks it had not finished, with the same result.
 
     Returns a :class:`PatchingResult` with one row per condition.
     """
@@ -262,9 +269,9 @@ def patch(
         if progress is not None:
             progress(done, total)
 
-    # each chunk is a picklable work item: executors with workers send it to one (by name)
-    ex = current_executor()
-    runs = ex.map_model(model, _run_chunk, chunk_plans, names, direction, row_cap, tick=tick)
+    args = (names, direction, row_cap)
+    key = (positions, carried, ex_chunk)
+    runs = _chunk_results(model, data, chunk_plans, args, key, tick, checkpoint)
     for cp, (src, base, vals) in zip(chunk_plans, runs):
         cols = cp.rows.cpu().numpy()
         m_src[cols] = src
@@ -295,6 +302,60 @@ def patch(
             **({"site_positions": {k: list(v) for k, v in carried.items()}} if carried else {}),
         },
     )
+
+
+def _chunk_results(
+    model: Model,
+    task: Task,
+    plans: list[_ChunkPlan],
+    args: tuple[list[str], str, int],
+    key: tuple[Any, ...],
+    tick: Callable[[], None],
+    checkpoint: str | os.PathLike[str] | None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every chunk's (source, base, patched) metrics, in order. Each chunk is a picklable work
+    item: executors with workers send it to one (by name). With ``checkpoint``, the chunks a
+    killed run finished are read back (their progress steps replayed first) and only the
+    others run, each saved as it finishes."""
+    ex = current_executor()
+    if checkpoint is None:
+        yield from ex.map_model(model, _run_chunk, plans, *args, tick=tick)
+        return
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise validate.fail(
+            "checkpoint", checkpoint, "must be a folder path", "give a str or a pathlib.Path"
+        )
+    names, direction, row_cap = args
+    store = ChunkStore(
+        checkpoint,
+        data_fingerprint(
+            "faithlens.patch",
+            model_fingerprint(model.module),
+            str(model.dtype),
+            task.fingerprint(),
+            names,
+            direction,
+            row_cap,
+            list(key),
+            [cp.rows for cp in plans],
+        ),
+    )
+    saved = [store.load(i) for i in range(len(plans))]
+    todo = [i for i, s in enumerate(saved) if s is None]
+    for i, s in enumerate(saved):
+        if s is not None:
+            per_pass = max(1, row_cap // len(plans[i].rows))
+            for idx in plans[i].groups.values():
+                for _ in range(-(-len(idx) // per_pass)):
+                    tick()
+    fresh = ex.map_model(model, _run_chunk, [plans[i] for i in todo], *args, tick=tick)
+    for i, s in enumerate(saved):
+        if s is None:
+            src, base, vals = next(fresh)
+            store.save(i, source=src, base=base, patched=vals)
+            yield src, base, vals
+        else:
+            yield s["source"], s["base"], s["patched"]
 
 
 def _chunk_sizes(

@@ -228,17 +228,20 @@ def path_patch(
         if progress is not None:
             progress(done, total)
 
-    def one(chunk: tuple[Tensor, Task]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return _run_chunk(model, pp, chunk[1], direction, row_cap, tick)
-
-    for (rows, _), (src, base, vals) in zip(chunks, current_executor().map(one, chunks)):
+    # each chunk is a picklable work item (its slice of the task; the plan holds no model):
+    # executors with workers send it to one, by name
+    ex = current_executor()
+    runs = ex.map_model(
+        model, _run_chunk, [sub for _, sub in chunks], pp, direction, row_cap, tick=tick
+    )
+    for (rows, _), (src, base, vals) in zip(chunks, runs):
         cols = rows.cpu().numpy()
         m_src[cols] = src
         m_base[cols] = base
         patched[:, cols] = vals
     est, note = effects("path_patch", patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
     return _result(
-        model, data, pp, est, note, patched, m_base, m_src, direction, level, n_boot, seed
+        model, data, graph, pp, est, note, patched, m_base, m_src, direction, level, n_boot, seed
     )
 
 
@@ -281,9 +284,9 @@ def _check(
 @dataclass(frozen=True)
 class _PathPlan:
     """What one path-patching experiment runs: the senders kept (those with a direct edge into
-    a receiver) in groups that share their passes, the receivers, and the layers involved."""
+    a receiver) in groups that share their passes, the receivers, and the layers involved. It
+    holds no model (nor the graph, which holds one), so it travels to workers."""
 
-    graph: TransformerGraph
     kept: list[str]
     skipped: list[str]
     recv: list[tuple[str, str]]
@@ -339,7 +342,6 @@ def _plan(
         {L for (L, _) in groups} | {graph.node(r).layer or 0 for r, _ in recv if r != "logits"}
     )
     return _PathPlan(
-        graph,
         kept,
         skipped,
         recv,
@@ -370,8 +372,8 @@ def _row_cap(model: Model, task: Task, max_rows: int | None, max_memory: int | N
 
 def _run_chunk(
     model: Model,
-    pp: _PathPlan,
     sub: Task,
+    pp: _PathPlan,
     direction: str,
     row_cap: int,
     tick: Callable[[], None],
@@ -379,8 +381,9 @@ def _run_chunk(
     """Step 4, for one chunk of examples: the source run (caching the senders' outputs), the
     base run (caching the frozen outputs and the residual streams), then every sender group's
     passes (``tick()`` after each). The chunk's source and base metrics ``[ne]`` and patched
-    metrics ``[n_senders, ne]``."""
-    graph = pp.graph
+    metrics ``[n_senders, ne]``. Module-level, of picklable arguments: a worker runs it on its
+    own copy of the model (``Executor.map_model``)."""
+    graph = TransformerGraph(model)
     base_in, src_in = (
         (sub.corrupt, sub.clean) if direction == "denoising" else (sub.clean, sub.corrupt)
     )
@@ -440,6 +443,7 @@ def _run_chunk(
 def _result(
     model: Model,
     task: Task,
+    graph: TransformerGraph,
     pp: _PathPlan,
     est: Any,
     note: str | None,
@@ -452,7 +456,6 @@ def _result(
     seed: int,
 ) -> PatchingResult:
     """Step 5: one row per kept sender."""
-    graph = pp.graph
     nodes = [graph.node(s) for s in pp.kept]
     return build_result(
         model,

@@ -6,8 +6,12 @@ its baselines), the argument checks, and the chunked evaluation of a prepared pl
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import hashlib
+import io
+import pickle
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -16,7 +20,7 @@ from torch import Tensor, nn
 
 from .. import validate as V
 from ..errors import InputError
-from ..executor import current_executor
+from ..executor import InProcess, current_executor
 from ..graph import (
     ComponentGraph,
     CopyRef,
@@ -247,40 +251,183 @@ def run_prepared(
     max_memory: int | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray, EvalStats]:
     """Evaluate every root of a prepared plan: per-example behaviour for each root, and the KL
-    of the scrubbed outputs (root 1) from the model's (root 0)."""
-    g, beh = prep.graph, prep.behaviour
-    feed = TableFeed(prep.table, prep.data, g.input_fields(), g.model.device)
+    of the scrubbed outputs (root 1) from the model's (root 0).
+
+    Each chunk of reference rows is a work item of :meth:`Executor.map_model`: an executor with
+    workers receives the chunk's rows and, once per run, the pickled graph, plan, data and
+    behaviour, in which the model (and its modules and weights) is a reference its worker
+    resolves to its own copy. Work that the standard pickle cannot send (a lambda or a local
+    function as the behaviour or a ``phi``) runs in this process, with a warning."""
+    g = prep.graph
     n = len(prep.ref)
     ex = current_executor()
     chunks = ex.chunks(n, chunk_size(prep, batch_size, max_memory))
+    work = RowsWork(
+        g,
+        prep.plan,
+        TableFeed(prep.table, prep.data, g.input_fields(), g.model.device),
+        prep.table,
+        prep.ref,
+        prep.behaviour,
+    )
+    runs: Iterator[tuple[list[np.ndarray], np.ndarray | None, EvalStats]]
+    if isinstance(ex, InProcess):
+        runs = ex.map_model(g.model, rows_chunk, chunks, Sent(work))
+    else:
+        try:
+            sent = Sent.packed(work, g.model)
+        except (pickle.PicklingError, TypeError, AttributeError) as e:
+            _warn_here(e)
+            here = Sent(work)
+            runs = ex.map(lambda c: rows_chunk(g.model, c, here, _no_tick), chunks)
+        else:
+            runs = ex.map_model(g.model, rows_chunk, chunks, sent)
     values: list[list[np.ndarray]] = [[] for _ in prep.plan.roots]
     kls: list[np.ndarray] = []
     stats = EvalStats()
-
-    def one(chunk: slice) -> tuple[list[np.ndarray], np.ndarray | None]:
-        """Every root's behaviour on one chunk of reference rows, and the KL of root 1."""
-        rows = torch.arange(chunk.start, chunk.stop)
-        ref_rows = prep.table.data.take(prep.ref[rows.numpy()])
-        pos = beh.positions(ref_rows)
-        outs = g.evaluate(prep.plan, feed, rows, out_positions=pos, stats=stats)
-        vals = [beh(o, ref_rows).detach().double().cpu().numpy() for o in outs]
-        kl = None
-        if len(outs) > 1 and outs[0].shape == outs[1].shape:
-            lp, lq = beh.log_probs(outs[0]), beh.log_probs(outs[1])
-            if lp is not None and lq is not None:
-                kl = kl_to_original(lp, lq).detach().double().cpu().numpy()
-        return vals, kl
-
     done = 0
-    for chunk, (vals, kl) in zip(chunks, ex.map(one, chunks)):
+    for chunk, (vals, kl, st) in zip(chunks, runs):
         for j, v in enumerate(vals):
             values[j].append(v)
         if kl is not None:
             kls.append(kl)
+        for f in fields(EvalStats):
+            setattr(stats, f.name, getattr(stats, f.name) + getattr(st, f.name))
         done += chunk.stop - chunk.start
         if progress is not None:
             progress(done, n)
     return [np.concatenate(v) for v in values], (np.concatenate(kls) if kls else np.zeros(0)), stats
+
+
+@dataclass(frozen=True)
+class RowsWork:
+    """What every chunk of reference rows needs: the (rewritten) graph, the plan, the feed of
+    data, the references and the behaviour."""
+
+    graph: ComponentGraph
+    plan: Plan
+    feed: TableFeed
+    table: Table
+    ref: np.ndarray
+    behaviour: Behaviour
+
+
+_WARNED: set[str] = set()
+#: the worker's last unpickled work: (id of its model, digest) -> work
+_UNPACKED: dict[tuple[int, str], RowsWork] = {}
+
+
+def _warn_here(e: Exception) -> None:
+    msg = (
+        "scrub: this scrub's work cannot be sent to workers (it does not pickle: "
+        f"{type(e).__name__}: {e}), so its chunks run in this process; define the behaviour's "
+        "and phi functions at module level (no lambdas or local functions) to fan it out"
+    )
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        warnings.warn(msg, UserWarning, stacklevel=4)
+
+
+def _no_tick() -> None:
+    return None
+
+
+def _model_refs(model: Model) -> dict[int, tuple[str, str]]:
+    """id -> (kind, name) of the model and its modules, parameters and buffers."""
+    refs: dict[int, tuple[str, str]] = {id(model): ("model", "")}
+    for name, mod in model.module.named_modules():
+        refs.setdefault(id(mod), ("module", name))
+    for name, p in model.module.named_parameters():
+        refs.setdefault(id(p), ("parameter", name))
+    for name, b in model.module.named_buffers():
+        refs.setdefault(id(b), ("buffer", name))
+    return refs
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, f: io.BytesIO, model: Model) -> None:
+        super().__init__(f, protocol=pickle.HIGHEST_PROTOCOL)
+        self._refs = _model_refs(model)
+
+    def persistent_id(self, obj: Any) -> tuple[str, str] | None:
+        return self._refs.get(id(obj))
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, f: io.BytesIO, model: Model) -> None:
+        super().__init__(f)
+        self._model = model
+
+    def persistent_load(self, pid: Any) -> Any:
+        kind, name = pid
+        m = self._model
+        if kind == "model":
+            return m
+        get = {
+            "module": m.module.get_submodule,
+            "parameter": m.module.get_parameter,
+            "buffer": m.module.get_buffer,
+        }[kind]
+        return get(name)
+
+
+class Sent:
+    """The work of every chunk: here (``Sent(work)``), or pickled with the model as a reference
+    (:meth:`packed`), which :meth:`get` resolves to the model the chunk runs on."""
+
+    def __init__(self, work: RowsWork | None = None) -> None:
+        self._work = work
+        self._blob: bytes | None = None
+        self._digest = ""
+
+    @classmethod
+    def packed(cls, work: RowsWork, model: Model) -> Sent:
+        """Raises what :mod:`pickle` raises for work it cannot send."""
+        f = io.BytesIO()
+        _Pickler(f, model).dump(work)
+        out = cls()
+        out._blob = f.getvalue()
+        out._digest = hashlib.sha256(out._blob).hexdigest()
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._blob is None:
+            raise pickle.PicklingError("unpacked scrub work is not sent: use Sent.packed")
+        return {"_work": None, "_blob": self._blob, "_digest": self._digest}
+
+    def get(self, model: Model) -> RowsWork:
+        if self._work is not None:
+            return self._work
+        assert self._blob is not None
+        key = (id(model), self._digest)
+        work = _UNPACKED.get(key)
+        if work is None:
+            work = _Unpickler(io.BytesIO(self._blob), model).load()
+            _UNPACKED.clear()  # one run's work at a time
+            _UNPACKED[key] = work
+        return work
+
+
+def rows_chunk(
+    model: Model, chunk: slice, sent: Sent, tick: Callable[[], None]
+) -> tuple[list[np.ndarray], np.ndarray | None, EvalStats]:
+    """Every root's behaviour on one chunk of reference rows, the KL of root 1, and the work
+    the chunk's evaluation did (module-level: workers run it by name)."""
+    w = sent.get(model)
+    beh = w.behaviour
+    stats = EvalStats()
+    rows = torch.arange(chunk.start, chunk.stop)
+    ref_rows = w.table.data.take(w.ref[rows.numpy()])
+    pos = beh.positions(ref_rows)
+    outs = w.graph.evaluate(w.plan, w.feed, rows, out_positions=pos, stats=stats)
+    vals = [beh(o, ref_rows).detach().double().cpu().numpy() for o in outs]
+    kl = None
+    if len(outs) > 1 and outs[0].shape == outs[1].shape:
+        lp, lq = beh.log_probs(outs[0]), beh.log_probs(outs[1])
+        if lp is not None and lq is not None:
+            kl = kl_to_original(lp, lq).detach().double().cpu().numpy()
+    tick()
+    return vals, kl, stats
 
 
 def check_rewrites(prep: Prepared, rows: int = 16) -> None:
