@@ -10,6 +10,7 @@ import typer
 from ._common import (
     Overwrite,
     TaskName,
+    build_task,
     comma_list,
     console,
     friendly_errors,
@@ -116,7 +117,6 @@ def audit_cmd(
     """How far do interventions push activations off the natural distribution? Every
     divergence against a natural-vs-natural baseline, split into the reader's null space
     (harmless) and row space (potentially pernicious), and dormant-unit recruitment."""
-    from .. import tasks
     from ..divergence.audit import audit, check_reachable
     from ..divergence.compare import NO_RATIO
     from ..results import check_target, plot_writer
@@ -144,7 +144,7 @@ def audit_cmd(
         check_reachable(m, site, {k: v for k, v in known.items() if v})
         if top_heads:
             _check_top_heads(m, site, top_heads, sweep)
-        t = tasks.build(task, m, n=n, seed=seed)
+        t = build_task(task, m, n, seed)
         conds = _conditions(m, t, site, seed, patch, top_heads, sweep, steer, zero, das_dir)
         with status("auditing..."):
             res = audit(
