@@ -83,7 +83,10 @@ class TaskFile:
                     )
                 pair.append(row[f])
             answers.append((pair[0], pair[1]))
-            c, k = model.tokenize([row["clean"]]), model.tokenize([row["corrupt"]])
+            try:
+                c, k = model.tokenize([row["clean"]]), model.tokenize([row["corrupt"]])
+            except InputError as e:
+                raise InputError(f"{self.where(i)}: {e}") from None
             assert c.ids is not None and k.ids is not None
             if c.ids.shape != k.ids.shape:
                 raise InputError(
