@@ -59,7 +59,9 @@ def test_id_file_builds_a_padded_task(tmp_path, induction):
     assert task.answers.tolist() == [[2, 5], [6, 7]]
     # the same as the token-id constructor
     same = fl.Task.from_token_ids([[1, 2, 3, 1], [4, 6]], [[1, 5, 3, 1], [4, 7]], [(2, 5), (6, 7)])
-    assert torch.equal(same.clean.ids, task.clean.ids) and torch.equal(same.positions, task.positions)
+    assert torch.equal(same.clean.ids, task.clean.ids) and torch.equal(
+        same.positions, task.positions
+    )
     # and it runs: the metric on every example
     assert task.evaluate(induction).shape == (2,)
 

@@ -319,6 +319,42 @@ def build_task(spec: Any, model: Any, n: int, seed: int) -> Any:
     return tasks.build(spec, model, n=n, seed=seed)
 
 
+def write_report(folder: Any) -> Any:
+    """Write ``report.html`` into the saved results folder ``folder``
+    (:func:`faithlens.report.html.render_report`) and print where it is; the page's path, or
+    None when it could not be drawn: that is a warning on stderr, never an error, since the
+    result itself is already saved (``faithlens report FOLDER`` tries again)."""
+    from ..report.html import render_report
+
+    try:
+        page = render_report(folder)
+    except Exception as e:  # the saved result must survive any failure of its view
+        plain_line(
+            f"warning: the result is saved but its report could not be written "
+            f"({type(e).__name__}: {e}); run `faithlens report {folder}` to try again"
+        )
+        return None
+    console.print(f"report: {page}", markup=False, highlight=False, soft_wrap=True)
+    return page
+
+
+def save_result(
+    result: Any,
+    out: Any,
+    *,
+    overwrite: bool = False,
+    extras: dict[str, Any] | None = None,
+    message: str | None = None,
+) -> Any:
+    """Save ``result`` to the folder ``out`` (``result.save(out, overwrite=..., extras=...)``),
+    print ``message`` (the command's "wrote ..." line), then write the HTML page next to it
+    (:func:`write_report`); the page's path, or None."""
+    result.save(out, overwrite=overwrite, extras=extras)
+    if message is not None:
+        console.print(message)
+    return write_report(out)
+
+
 def load_model(name: str, device: str | None = None) -> Any:
     """Load a model by name; ``--device`` is checked first (it must exist on this machine)."""
     from .. import validate

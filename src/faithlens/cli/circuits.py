@@ -21,6 +21,7 @@ from ._common import (
     max_memory_option,
     print_frame,
     progress_bar,
+    save_result,
 )
 from .patching import check_task_options
 
@@ -136,7 +137,9 @@ def circuit_cmd(
             results.append(("scrub", _scrub(m, t, circuit, n_boot, seed, memory)))
         if out is not None:
             for name, res in results:
-                res.save(out / name, overwrite=overwrite, extras={"plot.png": plot_writer(res)})
+                save_result(
+                    res, out / name, overwrite=overwrite, extras={"plot.png": plot_writer(res)}
+                )
             console.print("wrote " + ", ".join(f"{out}/{name}" for name, _ in results))
 
 

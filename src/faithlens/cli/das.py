@@ -15,6 +15,7 @@ from ._common import (
     friendly_errors,
     load_model,
     progress_bar,
+    save_result,
     status,
     task_option,
 )
@@ -233,12 +234,13 @@ def _report(res: Any, ood: Any, seed: int, out: Path | None, overwrite: bool) ->
             f"{ev.emd_features:.4g}, EMD (all) {ev.emd:.4g}"
         )
     if out is not None:
-        res.save(
+        save_result(
+            res,
             out,
             overwrite=overwrite,
             extras={"alignment": res.alignment.save, "das.png": plot_writer(res, 150)},
+            message=f"wrote {out}/result.json, table.parquet, alignment/, das.png",
         )
-        console.print(f"wrote {out}/result.json, table.parquet, alignment/, das.png")
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,7 @@ from ._common import (
     load_model,
     print_frame,
     progress_bar,
+    save_result,
     status,
 )
 
@@ -174,8 +175,13 @@ def audit_cmd(
         if (res.table["baseline"] <= 0).any():
             console.print(f"note: {NO_RATIO}", markup=False, highlight=False)
         if out is not None:
-            res.save(out, overwrite=overwrite, extras={"audit.png": plot_writer(res, 150)})
-            console.print(f"wrote {out}/result.json, table.parquet, audit.png")
+            save_result(
+                res,
+                out,
+                overwrite=overwrite,
+                extras={"audit.png": plot_writer(res, 150)},
+                message=f"wrote {out}/result.json, table.parquet, audit.png",
+            )
 
 
 def _check_options(

@@ -22,6 +22,7 @@ from ._common import (
     max_memory_option,
     print_frame,
     progress_bar,
+    save_result,
     status,
     task_option,
 )
@@ -136,8 +137,13 @@ def _write(res: Any, out: Path, overwrite: bool) -> None:
     """Save a patching result and its heatmap to ``out``, in one atomic write."""
     from ..results import plot_writer
 
-    res.save(out, overwrite=overwrite, extras={"heatmap.png": plot_writer(res, 150)})
-    console.print(f"wrote {out}/result.json, table.parquet, arrays.npz, heatmap.png")
+    save_result(
+        res,
+        out,
+        overwrite=overwrite,
+        extras={"heatmap.png": plot_writer(res, 150)},
+        message=f"wrote {out}/result.json, table.parquet, arrays.npz, heatmap.png",
+    )
 
 
 def patch_cmd(
