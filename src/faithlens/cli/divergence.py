@@ -15,7 +15,6 @@ from ._common import (
     console,
     friendly_errors,
     load_model,
-    print_frame,
     progress_bar,
     save_result,
     status,
@@ -160,18 +159,9 @@ def audit_cmd(
                 n_splits=splits,
                 seed=seed,
             )
-        console.print(res.summary(), markup=False, highlight=False)
-        cols = [
-            "condition",
-            "space",
-            "metric",
-            "intervened",
-            "intervened_se",
-            "baseline",
-            "baseline_se",
-            "ratio",
-        ]
-        print_frame(res.table[cols], title=f"divergence at {site}", max_rows=60)
+        # the summary has every estimate with its interval, the excess and the ratio, once (the
+        # full table is in table.parquet and report.html with --out)
+        console.print(res.summary(), markup=False, highlight=False, soft_wrap=True)
         if (res.table["baseline"] <= 0).any():
             console.print(f"note: {NO_RATIO}", markup=False, highlight=False)
         if out is not None:
