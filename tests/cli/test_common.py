@@ -192,7 +192,8 @@ def test_a_report_that_cannot_be_drawn_does_not_lose_the_result(tmp_path, monkey
 
 def test_cli_commands_save_results_only_through_save_result():
     """Every command that saves a result with --out goes through save_result (which writes the
-    report); the demo writes several results into one folder and is the exception."""
+    report); the demo writes several results into one folder, then their pages and an index
+    (tests/cli/test_demo.py)."""
     import re
     from pathlib import Path
 

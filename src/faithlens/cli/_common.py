@@ -319,15 +319,17 @@ def build_task(spec: Any, model: Any, n: int, seed: int) -> Any:
     return tasks.build(spec, model, n=n, seed=seed)
 
 
-def write_report(folder: Any) -> Any:
+def write_report(folder: Any, *, index: bool = False) -> Any:
     """Write ``report.html`` into the saved results folder ``folder``
-    (:func:`faithlens.report.html.render_report`) and print where it is; the page's path, or
-    None when it could not be drawn: that is a warning on stderr, never an error, since the
-    result itself is already saved (``faithlens report FOLDER`` tries again)."""
-    from ..report.html import render_report
+    (:func:`faithlens.report.html.render_report`; with ``index``, the page of every results
+    folder under it and its ``index.html``: :func:`~faithlens.report.html.render_index`) and
+    print where it is; the page's path, or None when it could not be drawn: that is a warning
+    on stderr, never an error, since the result itself is already saved (``faithlens report
+    FOLDER`` tries again)."""
+    from ..report.html import render_index, render_report
 
     try:
-        page = render_report(folder)
+        page = render_index(folder) if index else render_report(folder)
     except Exception as e:  # the saved result must survive any failure of its view
         plain_line(
             f"warning: the result is saved but its report could not be written "
