@@ -138,3 +138,77 @@ def test_tables_in_a_log_are_full_width_and_index_columns_whole(monkeypatch):
     assert "patch head.23.3 + head.20.0 + head.24.4" in text and "…" not in text
     assert "value_column_5" in text and "match_corr" in text
     assert "│     3 │" in text and "3.000" not in text
+
+
+# ------------------------------------------------------------------ save_result: the report
+
+
+def _patch_out(out, *extra):
+    from typer.testing import CliRunner
+
+    from faithlens.cli import app
+
+    args = ["patch", "--model", "zoo:induction", "--task", "induction", "--n", "4"]
+    return CliRunner().invoke(app, [*args, "--n-boot", "20", "--out", str(out), *extra])
+
+
+def test_a_saved_result_gets_its_report_next_to_it(tmp_path):
+    from faithlens.report.html import render_report
+    from faithlens.results import Result
+
+    out = tmp_path / "run"
+    r = _patch_out(out)
+    assert r.exit_code == 0, r.output
+    page = out / "report.html"
+    assert f"report: {page}" in " ".join(r.output.split())
+    assert f"wrote {out}/result.json, table.parquet, arrays.npz, heatmap.png" in r.output
+    html = page.read_text()
+    assert "PatchingResult" in html and "<table" in html and "data:image/png;base64" in html
+    # the page is a view, not part of the result: the folder still verifies and loads
+    assert type(Result.load(out)).__name__ == "PatchingResult"
+    # --overwrite replaces the folder and its page
+    before = page.stat().st_mtime_ns
+    assert _patch_out(out, "--overwrite").exit_code == 0
+    assert page.stat().st_mtime_ns != before and render_report(out) == page
+
+
+def test_a_report_that_cannot_be_drawn_does_not_lose_the_result(tmp_path, monkeypatch):
+    import faithlens.report.html
+    from faithlens.results import Result
+
+    def broken(folder):
+        raise RuntimeError("no page today")
+
+    monkeypatch.setattr(faithlens.report.html, "render_report", broken)
+    out = tmp_path / "run"
+    r = _patch_out(out)
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0, text
+    assert "the result is saved but its report could not be written" in text
+    assert "no page today" in text and f"faithlens report {out}" in text
+    assert not (out / "report.html").exists()
+    assert type(Result.load(out)).__name__ == "PatchingResult"
+
+
+def test_cli_commands_save_results_only_through_save_result():
+    """Every command that saves a result with --out goes through save_result (which writes the
+    report); the demo writes several results into one folder, then their pages and an index
+    (tests/cli/test_demo.py)."""
+    import re
+    from pathlib import Path
+
+    import faithlens.cli
+
+    root = Path(faithlens.cli.__file__).parent
+    direct = []
+    for f in sorted(root.glob("*.py")):
+        if f.name in ("_common.py", "demo.py"):
+            continue
+        for line in f.read_text().splitlines():
+            if re.search(r"\b(res|result|rep|eff|adv|logits|dis)\.save\(", line):
+                direct.append(f"{f.name}: {line.strip()}")
+    # the digits command saves two results into one atomic folder, then writes both reports
+    assert direct == [
+        'neurons.py: logits.save(tmp / "logits")',
+        'neurons.py: dis.save(tmp / "dissection")',
+    ], direct

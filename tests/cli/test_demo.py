@@ -33,6 +33,11 @@ def test_demo_writes_results(tmp_path):
     rep = fl.Result.load(out / "paren_scrub")
     assert rep.n == 60 and len(rep.table) == 7
     assert isinstance(fl.Result.load(out / "paren_scrub" / "scrub0"), fl.ScrubResult)
+    # the pages of every result and an index of them, written after the folder is in place
+    assert f"report: {out / 'index.html'}" in " ".join(res.output.split())
+    for sub in ["patch_induction", "patch_paren", "paren_scrub"]:
+        assert "<table" in (out / sub / "report.html").read_text(), sub
+    assert "patch_paren/report.html" in (out / "index.html").read_text()
 
 
 def test_demo_bad_size_is_one_clear_line(tmp_path):

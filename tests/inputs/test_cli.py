@@ -255,3 +255,56 @@ MEMORY_CASES = [
 )
 def test_bad_max_memory_refused_before_anything_runs(no_load, no_run, args, words):
     _refused(args, *words)
+
+
+# ------------------------------------------------------------------ --task FILE.jsonl
+
+IDS_LINE = '{"clean_ids": [1, 2, 3, 1], "corrupt_ids": [1, 5, 3, 1], "answer_id": 2, "wrong_id": 5}'
+
+
+def _task_file(tmp_path, *lines):
+    p = tmp_path / "mine.jsonl"
+    p.write_text("".join(x + "\n" for x in lines))
+    return str(p)
+
+
+TASK_COMMANDS = [
+    ["patch", "--model", "zoo:induction"],
+    ["path-patch", "--model", "zoo:induction", "-r", "logits"],
+    ["audit", "--model", "zoo:induction", "--site", "resid_post.1", "--top-heads", "1"],
+    ["circuit", "--model", "zoo:induction"],
+    ["das", "--model", "zoo:induction", "--site", "resid_post.0"],
+]
+BAD_TASK_FILES = [
+    ((), ["mine.jsonl", "has no examples"]),
+    ((IDS_LINE, '{"clean_ids": [1, 2'), ["mine.jsonl:2", "not valid JSON"]),
+    ((IDS_LINE, '{"clean_ids": [1], "corrupt_ids": [2], "answer_id": 3}'), ["mine.jsonl:2", "'wrong_id'", "missing"]),
+    (('{"clean_ids": [1, 2], "corrupt_ids": [1], "answer_id": 3, "wrong_id": 4}',), ["mine.jsonl:1", "'corrupt_ids'", "same length"]),
+    (('{"clean": "t1 t2", "corrupt": "t1 t3", "answer": ["t2", "t4"], "wrong": "t3"}',), ["mine.jsonl:1", "'answer'"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("cmd", TASK_COMMANDS, ids=lambda c: c[0])
+@pytest.mark.parametrize("lines, words", BAD_TASK_FILES)
+def test_bad_task_file_refused_before_loading(no_load, tmp_path, cmd, lines, words):
+    _refused([*cmd, "--task", _task_file(tmp_path, *lines)], "error:", *words)
+
+
+def test_missing_task_file_refused(no_load, tmp_path):
+    _refused([*PATCH[:3], "--task", str(tmp_path / "nope.jsonl")], "nope.jsonl", "does not exist")
+
+
+def test_multi_token_answer_refused_before_any_forward_pass(no_run, tmp_path):
+    bad = '{"clean": "t1 t2", "corrupt": "t1 t3", "answer": "t2 t4", "wrong": "t3"}'
+    path = _task_file(tmp_path, bad)
+    _refused([*PATCH[:3], "--task", path], "mine.jsonl:1", "'answer'", "multi-token answers")
+
+
+def test_patch_runs_on_a_task_file_end_to_end(tmp_path):
+    text_line = '{"clean": "t4 t6 t8 t4", "corrupt": "t4 t7 t8 t4", "answer": "t6", "wrong": "t7"}'
+    for lines in ((IDS_LINE, IDS_LINE.replace("5", "9")), (text_line, text_line)):
+        path = _task_file(tmp_path, *lines)
+        r = runner.invoke(app, [*PATCH[:3], "--task", path, "--n-boot", "20", "--top", "3"])
+        out = text(r)
+        assert r.exit_code == 0, out
+        assert "2 examples from the file" in out and "on mine: 8 conditions, n=2 examples" in out

@@ -60,7 +60,15 @@ Overwrite = Annotated[
 Device = Annotated[
     str | None, typer.Option("--device", help="cpu, cuda, cuda:1... (default: cpu).")
 ]
-TaskName = Annotated[str, typer.Option("--task", "-t", help="Registered task (ioi, ...).")]
+TaskName = Annotated[
+    str,
+    typer.Option(
+        "--task",
+        "-t",
+        help="Registered task (ioi, induction, paren) or a JSON-lines file of your own examples "
+        "(clean, corrupt, answer, wrong per line; see docs/patching.md).",
+    ),
+]
 NBoot = Annotated[
     int, typer.Option("--n-boot", help="Bootstrap resamples for the confidence intervals.")
 ]
@@ -274,6 +282,79 @@ def status(text: str) -> Iterator[Any]:
             yield spinner
     else:
         yield PlainStatus(text)
+
+
+def task_option(task: str, n: int, seed: int) -> Any:
+    """``--task``, ``--n`` and ``--seed``, checked before the model loads: a registered task's
+    name (returned as is) or a JSON-lines file of examples, read and checked line by line now
+    (returned as a :class:`~faithlens.tasks.TaskFile`; it uses all its examples, not ``--n``)."""
+    from .. import tasks, validate
+    from ..tasks.prompts_file import is_task_file
+
+    validate.positive_int("--n", n, fix="a task needs at least one example")
+    validate.nonnegative_int("--seed", seed)
+    if task not in tasks.REGISTRY and is_task_file(task):
+        return tasks.read_task_file(task)
+    validate.choice(
+        "--task",
+        task,
+        sorted(tasks.REGISTRY),
+        fix="choose a registered task, or give a JSON-lines file of examples (name.jsonl)",
+    )
+    return task
+
+
+def build_task(spec: Any, model: Any, n: int, seed: int) -> Any:
+    """The task of a checked ``--task`` for ``model``: ``spec`` is what :func:`task_option`
+    returned, or the option's text (a task file is then read again)."""
+    from .. import tasks
+    from ..tasks.prompts_file import is_task_file
+
+    if isinstance(spec, str) and spec not in tasks.REGISTRY and is_task_file(spec):
+        spec = tasks.read_task_file(spec)
+    if isinstance(spec, tasks.TaskFile):
+        t = spec.build(model)
+        plain_line(f"task {spec.path}: {len(t)} examples from the file (--n is not used)")
+        return t
+    return tasks.build(spec, model, n=n, seed=seed)
+
+
+def write_report(folder: Any, *, index: bool = False) -> Any:
+    """Write ``report.html`` into the saved results folder ``folder``
+    (:func:`faithlens.report.html.render_report`; with ``index``, the page of every results
+    folder under it and its ``index.html``: :func:`~faithlens.report.html.render_index`) and
+    print where it is; the page's path, or None when it could not be drawn: that is a warning
+    on stderr, never an error, since the result itself is already saved (``faithlens report
+    FOLDER`` tries again)."""
+    from ..report.html import render_index, render_report
+
+    try:
+        page = render_index(folder) if index else render_report(folder)
+    except Exception as e:  # the saved result must survive any failure of its view
+        plain_line(
+            f"warning: the result is saved but its report could not be written "
+            f"({type(e).__name__}: {e}); run `faithlens report {folder}` to try again"
+        )
+        return None
+    console.print(f"report: {page}", markup=False, highlight=False, soft_wrap=True)
+    return page
+
+
+def save_result(
+    result: Any,
+    out: Any,
+    *,
+    overwrite: bool = False,
+    extras: dict[str, Any] | None = None,
+    message: str | None = None,
+) -> Any:
+    """Save ``result`` to the folder ``out`` (``result.save(out, overwrite=..., extras=...)``),
+    print ``message`` (the command's "wrote ..." line), then write the HTML page next to it
+    (:func:`write_report`); the page's path, or None."""
+    result.save(out, overwrite=overwrite, extras=extras)
+    if message is not None:
+        console.print(message)
+    return write_report(out)
 
 
 def load_model(name: str, device: str | None = None) -> Any:

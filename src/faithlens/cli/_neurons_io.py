@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..results import atomic_file, check_output_file, check_target
-from ._common import console, print_frame, progress_bar
+from ._common import console, print_frame, progress_bar, save_result
 
 
 def load_array_file(path: Path, what: str) -> tuple[np.ndarray, list[str] | None]:
@@ -163,8 +163,7 @@ def print_report(
     ]
     print_frame(res.to_frame()[cols], "explanations", max_rows=show)
     if out is not None:
-        res.save(out, overwrite=overwrite)
-        console.print(f"saved to {out}")
+        save_result(res, out, overwrite=overwrite, message=f"saved to {out}")
     if plot is not None:
         save_plot(res, plot, overwrite)
 

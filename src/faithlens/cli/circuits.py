@@ -14,12 +14,14 @@ from ._common import (
     NBoot,
     Overwrite,
     TaskName,
+    build_task,
     console,
     friendly_errors,
     load_model,
     max_memory_option,
     print_frame,
     progress_bar,
+    save_result,
 )
 from .patching import check_task_options
 
@@ -100,18 +102,18 @@ def circuit_cmd(
     """Circuit discovery: score every edge (exact / eap / eap-ig), the faithfulness curve over
     MIB's circuit sizes with CPR and CMD, and the top-k circuit's faithfulness, each with
     bootstrap confidence intervals; with --scrub, the circuit's causal-scrubbing score."""
-    from .. import circuits, tasks, validate
+    from .. import circuits, validate
     from ..results import check_target, plot_writer
 
     with friendly_errors():
-        check_task_options(task, n, seed)
+        spec = check_task_options(task, n, seed)
         _check(method, top_k, steps, n_boot, top)
         memory = max_memory_option(max_memory)
         if out is not None:
             for name in ("scores", "curve", "circuit", *(("scrub",) if scrub else ())):
                 check_target(out / name, overwrite=overwrite, name="--out")
         m = load_model(model, device)
-        t = tasks.build(task, m, n=n, seed=seed)
+        t = build_task(spec, m, n, seed)
         scores = _score(m, t, method, steps, n_boot, seed, memory)
         if top_k > len(scores.edge):
             raise validate.fail(
@@ -135,7 +137,9 @@ def circuit_cmd(
             results.append(("scrub", _scrub(m, t, circuit, n_boot, seed, memory)))
         if out is not None:
             for name, res in results:
-                res.save(out / name, overwrite=overwrite, extras={"plot.png": plot_writer(res)})
+                save_result(
+                    res, out / name, overwrite=overwrite, extras={"plot.png": plot_writer(res)}
+                )
             console.print("wrote " + ", ".join(f"{out}/{name}" for name, _ in results))
 
 

@@ -10,11 +10,14 @@ import typer
 from ._common import (
     Overwrite,
     TaskName,
+    build_task,
     console,
     friendly_errors,
     load_model,
     progress_bar,
+    save_result,
     status,
+    task_option,
 )
 
 SiteName = Annotated[
@@ -176,14 +179,13 @@ def _check_language_model(
     site: str | None, task: str, n: int, positions: str, loss: str, select: str
 ) -> None:
     """The options of a language-model task (no natural latents: no CL loss, no EMD select)."""
-    from .. import tasks
     from .. import validate as V
     from ..errors import InputError
 
     if site is None:
         raise InputError("--site is required for a language-model task")
-    V.choice("--task", task, sorted(tasks.REGISTRY))
     V.min_examples("--n", n, what="an IIA with a confidence interval")
+    task_option(task, n, 0)
     V.choice("--positions", positions, ("last", "all"))
     if loss != "iia":
         raise V.fail(
@@ -217,11 +219,11 @@ def _language_model(
     model: str, device: str | None, task: str, n: int, seed: int, site: str, positions: str
 ) -> tuple[Any, Any, Any]:
     """(model, interchange data, site) of a registered language-model task."""
-    from .. import Site, tasks
+    from .. import Site
     from ..tasks.interchange import InterchangeData
 
     m = load_model(model, device)
-    t = tasks.build(task, m, n=n, seed=seed)
+    t = build_task(task, m, n, seed)
     data = InterchangeData.from_task(t)
     return m, data, Site(site, positions="last" if positions == "last" else None)
 
@@ -238,12 +240,13 @@ def _report(res: Any, ood: Any, seed: int, out: Path | None, overwrite: bool) ->
             f"{ev.emd_features:.4g}, EMD (all) {ev.emd:.4g}"
         )
     if out is not None:
-        res.save(
+        save_result(
+            res,
             out,
             overwrite=overwrite,
             extras={"alignment": res.alignment.save, "das.png": plot_writer(res, 150)},
+            message=f"wrote {out}/result.json, table.parquet, alignment/, das.png",
         )
-        console.print(f"wrote {out}/result.json, table.parquet, alignment/, das.png")
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import Overwrite, console, friendly_errors, print_frame, progress_bar
+from ._common import Overwrite, console, friendly_errors, print_frame, progress_bar, write_report
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Results folder (created if needed).")]
 N = Annotated[int, typer.Option("--n", help="Reference examples per causal-scrubbing hypothesis.")]
@@ -90,6 +90,7 @@ def demo_cmd(
             f"\n{timing}; wrote {out}/summary.txt, patch_induction/, patch_paren/, "
             "paren_scrub/ (load any of them with faithlens.Result.load)"
         )
+    write_report(out, index=True)
 
 
 def _patch_zoo(tmp: Path, patch_n: int, seed: int, n_boot: int) -> list[str]:

@@ -10,12 +10,13 @@ import typer
 from ._common import (
     Overwrite,
     TaskName,
+    build_task,
     comma_list,
     console,
     friendly_errors,
     load_model,
-    print_frame,
     progress_bar,
+    save_result,
     status,
 )
 
@@ -116,7 +117,6 @@ def audit_cmd(
     """How far do interventions push activations off the natural distribution? Every
     divergence against a natural-vs-natural baseline, split into the reader's null space
     (harmless) and row space (potentially pernicious), and dormant-unit recruitment."""
-    from .. import tasks
     from ..divergence.audit import audit, check_reachable
     from ..divergence.compare import NO_RATIO
     from ..results import check_target, plot_writer
@@ -144,7 +144,7 @@ def audit_cmd(
         check_reachable(m, site, {k: v for k, v in known.items() if v})
         if top_heads:
             _check_top_heads(m, site, top_heads, sweep)
-        t = tasks.build(task, m, n=n, seed=seed)
+        t = build_task(task, m, n, seed)
         conds = _conditions(m, t, site, seed, patch, top_heads, sweep, steer, zero, das_dir)
         with status("auditing..."):
             res = audit(
@@ -159,23 +159,19 @@ def audit_cmd(
                 n_splits=splits,
                 seed=seed,
             )
-        console.print(res.summary(), markup=False, highlight=False)
-        cols = [
-            "condition",
-            "space",
-            "metric",
-            "intervened",
-            "intervened_se",
-            "baseline",
-            "baseline_se",
-            "ratio",
-        ]
-        print_frame(res.table[cols], title=f"divergence at {site}", max_rows=60)
+        # the summary has every estimate with its interval, the excess and the ratio, once (the
+        # full table is in table.parquet and report.html with --out)
+        console.print(res.summary(), markup=False, highlight=False, soft_wrap=True)
         if (res.table["baseline"] <= 0).any():
             console.print(f"note: {NO_RATIO}", markup=False, highlight=False)
         if out is not None:
-            res.save(out, overwrite=overwrite, extras={"audit.png": plot_writer(res, 150)})
-            console.print(f"wrote {out}/result.json, table.parquet, audit.png")
+            save_result(
+                res,
+                out,
+                overwrite=overwrite,
+                extras={"audit.png": plot_writer(res, 150)},
+                message=f"wrote {out}/result.json, table.parquet, audit.png",
+            )
 
 
 def _check_options(

@@ -22,7 +22,9 @@ from ._common import (
     load_model,
     max_memory_option,
     print_frame,
+    save_result,
     status,
+    write_report,
 )
 from ._neurons_io import (
     check_outputs,
@@ -254,6 +256,8 @@ def digits_cmd(
                 logits.save(tmp / "logits")
                 dis.save(tmp / "dissection")
             console.print(f"saved to {out}/logits and {out}/dissection")
+            write_report(out / "logits")
+            write_report(out / "dissection")
 
 
 def _digits_results(
@@ -349,8 +353,7 @@ def _print_and_save(res: Any, out: Path | None, plot: Path | None, overwrite: bo
     """A result's summary, then ``--out`` and ``--plot`` if given."""
     console.print(res.summary(), highlight=False, markup=False)
     if out is not None:
-        res.save(out, overwrite=overwrite)
-        console.print(f"saved to {out}")
+        save_result(res, out, overwrite=overwrite, message=f"saved to {out}")
     if plot is not None:
         save_plot(res, plot, overwrite)
 

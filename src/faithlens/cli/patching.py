@@ -14,6 +14,7 @@ from ._common import (
     NBoot,
     Overwrite,
     TaskName,
+    build_task,
     comma_list,
     console,
     friendly_errors,
@@ -21,7 +22,9 @@ from ._common import (
     max_memory_option,
     print_frame,
     progress_bar,
+    save_result,
     status,
+    task_option,
 )
 
 # ------------------------------------------------------------------ options of both commands
@@ -97,13 +100,10 @@ ReceiverPositions = Annotated[
 ]
 
 
-def check_task_options(task: str, n: int, seed: int) -> None:
-    """``--task``, ``--n`` and ``--seed``, checked before the model loads."""
-    from .. import tasks, validate
-
-    validate.choice("--task", task, sorted(tasks.REGISTRY), fix="choose a registered task")
-    validate.positive_int("--n", n, fix="a task needs at least one example")
-    validate.nonnegative_int("--seed", seed)
+def check_task_options(task: str, n: int, seed: int) -> Any:
+    """``--task``, ``--n`` and ``--seed``, checked before the model loads (a task file is read
+    and checked line by line): :func:`~._common.task_option`."""
+    return task_option(task, n, seed)
 
 
 def _check_sites_option(sites: str) -> str | list[str]:
@@ -137,8 +137,13 @@ def _write(res: Any, out: Path, overwrite: bool) -> None:
     """Save a patching result and its heatmap to ``out``, in one atomic write."""
     from ..results import plot_writer
 
-    res.save(out, overwrite=overwrite, extras={"heatmap.png": plot_writer(res, 150)})
-    console.print(f"wrote {out}/result.json, table.parquet, arrays.npz, heatmap.png")
+    save_result(
+        res,
+        out,
+        overwrite=overwrite,
+        extras={"heatmap.png": plot_writer(res, 150)},
+        message=f"wrote {out}/result.json, table.parquet, arrays.npz, heatmap.png",
+    )
 
 
 def patch_cmd(
@@ -158,12 +163,12 @@ def patch_cmd(
     overwrite: Overwrite = False,
 ) -> None:
     """Patch every site of a group and report each site's effect with a confidence interval."""
-    from .. import tasks, validate
+    from .. import validate
     from ..patching.sweep import POSITION_MODES
     from ..results import check_target
 
     with friendly_errors():
-        check_task_options(task, n, seed)
+        spec = check_task_options(task, n, seed)
         _check_common(direction, n_boot, top)
         validate.choice("--positions", positions, POSITION_MODES)
         site_arg = _check_sites_option(sites)
@@ -178,7 +183,7 @@ def patch_cmd(
         if out is not None:
             check_target(out, overwrite=overwrite, name="--out")
         m = load_model(model, device)
-        t = tasks.build(task, m, n=n, seed=seed)
+        t = build_task(spec, m, n, seed)
         res = _run_patch(m, t, site_arg, positions, direction, attribution, n_boot, seed, memory)
         _print_patch(res, direction, top)
         if out is not None:
@@ -255,11 +260,11 @@ def path_patch_cmd(
 ) -> None:
     """Path patching: each sender's effect through its direct edges into the receivers only
     (the rest of the model keeps its corrupted values), with a confidence interval."""
-    from .. import patching, tasks
+    from .. import patching
     from ..results import check_target
 
     with friendly_errors():
-        check_task_options(task, n, seed)
+        spec = check_task_options(task, n, seed)
         _check_common(direction, n_boot, top)
         port_list = _check_path_options(positions, receiver_positions, ports)
         memory = max_memory_option(max_memory)
@@ -267,7 +272,7 @@ def path_patch_cmd(
             check_target(out, overwrite=overwrite, name="--out")
         recv, send = _path_nodes(receivers, senders)
         m = load_model(model, device)
-        t = tasks.build(task, m, n=n, seed=seed)
+        t = build_task(spec, m, n, seed)
         with progress_bar("path patching") as advance:
             res = patching.path_patch(
                 m,

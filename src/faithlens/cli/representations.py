@@ -20,6 +20,7 @@ from ._common import (
     max_memory_option,
     print_frame,
     progress_bar,
+    save_result,
     status,
 )
 
@@ -313,8 +314,13 @@ def read_cmd(
         print_frame(df, title=f"reading '{res.concept}' per layer", max_rows=64)
         console.print(f"best layer: {res.best_layer()}")
         if out is not None:
-            res.save(out, overwrite=overwrite, extras={"reading.png": plot_writer(res, 150)})
-            console.print(f"wrote {out}/result.json, table.parquet, arrays.npz, reading.png")
+            save_result(
+                res,
+                out,
+                overwrite=overwrite,
+                extras={"reading.png": plot_writer(res, 150)},
+                message=f"wrote {out}/result.json, table.parquet, arrays.npz, reading.png",
+            )
 
 
 def steer_cmd(
@@ -378,8 +384,13 @@ def steer_cmd(
         if show > 0:
             _show_generations(m, beh, conds, show, max_new_tokens)
         if out is not None:
-            eff.save(out, overwrite=overwrite, extras={"steering.png": plot_writer(eff, 150)})
-            console.print(f"wrote {out}/result.json, table.parquet, steering.png")
+            save_result(
+                eff,
+                out,
+                overwrite=overwrite,
+                extras={"steering.png": plot_writer(eff, 150)},
+                message=f"wrote {out}/result.json, table.parquet, steering.png",
+            )
 
 
 def _show_generations(m: Any, beh: Any, conds: list[Any], show: int, max_new_tokens: int) -> None:
@@ -459,8 +470,13 @@ def check_cmd(
             )
         console.print(rep.summary(), highlight=False, markup=False)
         if out is not None:
-            rep.save(out, overwrite=overwrite, extras={"report.png": plot_writer(rep, 150)})
-            console.print(f"wrote {out}/result.json, table.parquet, frames/, report.png")
+            save_result(
+                rep,
+                out,
+                overwrite=overwrite,
+                extras={"report.png": plot_writer(rep, 150)},
+                message=f"wrote {out}/result.json, table.parquet, frames/, report.png",
+            )
 
 
 def _check_names(checks: str) -> list[str]:

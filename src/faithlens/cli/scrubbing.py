@@ -32,6 +32,7 @@ from ._common import (
     max_memory_option,
     print_frame,
     progress_bar,
+    save_result,
 )
 
 HypothesisFile = Annotated[
@@ -178,8 +179,7 @@ def scrub_cmd(
         result = _scrub(prep, h.name, n, seed, batch_size, memory)
         _print_result(result, h.name, m.name)
         if out is not None:
-            result.save(out, overwrite=overwrite)
-            console.print(f"saved to {out}")
+            save_result(result, out, overwrite=overwrite, message=f"saved to {out}")
         if adversary:
             feats = _resolve(module, "features", m) or {}
             adv = sc.adversary(
@@ -198,7 +198,7 @@ def scrub_cmd(
             )
             console.print(adv.summary(), highlight=False, markup=False)
             if out is not None:
-                adv.save(out / "adversary")
+                save_result(adv, out / "adversary")
 
 
 def _check_options(

@@ -79,11 +79,15 @@ class PatchingResult(Result):
         return df
 
     def top(self, k: int = 10, by: str = "abs") -> pd.DataFrame:
-        """The ``k`` sites with the largest effect (``by="abs"``) or most positive (``"value"``)."""
+        """The ``k`` sites with the largest effect (``by="abs"``) or most positive (``"value"``),
+        with the site and its effect and confidence interval as the first columns (so that a
+        display that elides middle columns, as pandas does, still shows them)."""
         k = validate.nonnegative_int("k", k, fix="the number of rows, e.g. 10")
         validate.choice("by", by, ("abs", "value"))
         df = self.to_frame()
         key = df["effect"].abs() if by == "abs" else df["effect"]
+        first = ["site", "effect", "effect_ci_low", "effect_ci_high"]
+        df = df[[*first, *(c for c in df.columns if c not in first)]]
         return df.loc[key.sort_values(ascending=False).index].head(k).reset_index(drop=True)
 
     def summary(self, k: int = 10) -> str:

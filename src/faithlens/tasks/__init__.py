@@ -20,6 +20,7 @@ from .metrics import (
     get_metric,
 )
 from .paren import ParenData, ParenMixture, paren_task
+from .prompts_file import TaskFile, read_task_file
 
 
 def _vocab_check(model: Model, want: int, task: str, hint: str) -> None:
@@ -75,6 +76,7 @@ __all__ = [
     "Metric",
     "ProbDiff",
     "Task",
+    "TaskFile",
     "get_metric",
     "induction",
     "induction_task",
@@ -82,5 +84,6 @@ __all__ = [
     "paren",
     "paren_task",
     "random_token_task",
+    "read_task_file",
     "single_token_names",
 ]

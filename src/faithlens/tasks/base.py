@@ -330,6 +330,52 @@ class Task:
             answer_text=tuple(tuple(a) for a in answers),
         )
 
+    @classmethod
+    def from_token_ids(
+        cls,
+        clean: Sequence[Sequence[int]],
+        corrupt: Sequence[Sequence[int]],
+        answers: Sequence[tuple[int, int]],
+        *,
+        metric: str | Metric = "logit_diff",
+        name: str = "custom",
+        pad_id: int = 0,
+    ) -> Task:
+        """Build a task from token ids (for models without a tokenizer); the metric reads the
+        logits at each example's last token. Examples may differ in length (they are
+        right-padded with ``pad_id``), but each clean example must have as many tokens as its
+        corrupted twin; each answer pair is (correct, wrong) token ids."""
+        if not (len(clean) == len(corrupt) == len(answers)):
+            raise InputError(
+                f"got {len(clean)} clean examples, {len(corrupt)} corrupted examples and "
+                f"{len(answers)} answer pairs; give one of each per example"
+            )
+        if len(clean) == 0:
+            raise InputError("a task needs at least one example")
+        for i, (c, k) in enumerate(zip(clean, corrupt, strict=True)):
+            if len(c) != len(k) or len(c) == 0:
+                raise InputError(
+                    f"example {i}: the clean ids have {len(c)} tokens and the corrupted ids "
+                    f"{len(k)}; give each pair the same (non-zero) number of tokens"
+                )
+        seq = max(len(c) for c in clean)
+        n = len(clean)
+        ci = torch.full((n, seq), pad_id, dtype=torch.long)
+        ki = torch.full((n, seq), pad_id, dtype=torch.long)
+        mask = torch.zeros((n, seq), dtype=torch.long)
+        for i, (c, k) in enumerate(zip(clean, corrupt, strict=True)):
+            ci[i, : len(c)] = torch.tensor(list(c), dtype=torch.long)
+            ki[i, : len(k)] = torch.tensor(list(k), dtype=torch.long)
+            mask[i, : len(c)] = 1
+        return cls(
+            name=name,
+            clean=Inputs(ids=ci, mask=mask),
+            corrupt=Inputs(ids=ki, mask=mask.clone()),
+            answers=torch.tensor([list(a) for a in answers], dtype=torch.long),
+            positions=(mask.sum(-1) - 1).long(),
+            metric=get_metric(metric),
+        )
+
 
 def no_head_message(model: Model, fn: str) -> str:
     """Why a Hugging Face model without a language-model head (``get_output_embeddings()`` is

@@ -1,0 +1,230 @@
+"""A task from your own data: a JSON-lines file of clean / corrupted prompts and answers.
+
+Each non-blank line is one example, a JSON object in one of two forms (one form per file):
+
+* text, for a model with a tokenizer::
+
+    {"clean": "When Mary and John went to the store, John gave a drink to",
+     "corrupt": "When Mary and John went to the store, Mary gave a drink to",
+     "answer": " Mary", "wrong": " John"}
+
+* token ids, for a model without a tokenizer (or to bypass it)::
+
+    {"clean_ids": [5, 17, 3, 5], "corrupt_ids": [5, 9, 3, 5], "answer_id": 17, "wrong_id": 9}
+
+The metric (logit difference by default) reads the logits at each example's last token; each
+clean prompt must have as many tokens as its corrupted twin, and each answer must be one token
+(multi-token answers are not supported yet). :func:`read_task_file` checks the file line by
+line without a model (errors name the file, the line and the field);
+:meth:`TaskFile.build` then builds the task with :meth:`Task.from_prompts` or
+:meth:`Task.from_token_ids` for a model, checking each line's tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..models.model import Model
+from .base import Task
+from .metrics import Metric
+
+#: The fields of each form, in the order a line gives them.
+TEXT_FIELDS = ("clean", "corrupt", "answer", "wrong")
+ID_FIELDS = ("clean_ids", "corrupt_ids", "answer_id", "wrong_id")
+_MULTI_FIX = (
+    "multi-token answers are not supported yet; give an answer that is one token (mind the "
+    "leading space: ' Mary', not 'Mary'), or end the prompt so that the answer's first token "
+    "decides it"
+)
+
+
+@dataclass(frozen=True)
+class TaskFile:
+    """The checked examples of a task file: ``form`` is ``"text"`` or ``"ids"``; ``rows`` the
+    examples (dicts of the form's fields) and ``lines`` their line numbers in ``path``."""
+
+    path: Path
+    form: str
+    rows: tuple[dict[str, Any], ...]
+    lines: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def where(self, i: int, field: str | None = None) -> str:
+        """``path:line`` of example ``i`` (and the field), for an error message."""
+        return f"{self.path}:{self.lines[i]}" + (f": field {field!r}" if field else "")
+
+    def build(self, model: Model, *, metric: str | Metric = "logit_diff") -> Task:
+        """The task for ``model``: text is tokenized by its tokenizer (each answer one token,
+        each clean prompt as long as its corrupted twin, checked line by line); token ids must
+        be in its vocabulary."""
+        if self.form == "ids":
+            return self._build_ids(model, metric)
+        tok = model.require_tokenizer()
+        answers = []
+        for i, row in enumerate(self.rows):
+            pair = []
+            for f in ("answer", "wrong"):
+                ids = tok(row[f], add_special_tokens=False)["input_ids"]
+                if len(ids) != 1:
+                    pieces = [tok.decode([t]) for t in ids]
+                    raise InputError(
+                        f"{self.where(i, f)}: {row[f]!r} is {len(ids)} tokens for "
+                        f"{model.name} ({pieces}); {_MULTI_FIX}"
+                    )
+                pair.append(row[f])
+            answers.append((pair[0], pair[1]))
+            try:
+                c, k = model.tokenize([row["clean"]]), model.tokenize([row["corrupt"]])
+            except InputError as e:
+                raise InputError(f"{self.where(i)}: {e}") from None
+            assert c.ids is not None and k.ids is not None
+            if c.ids.shape != k.ids.shape:
+                raise InputError(
+                    f"{self.where(i)}: the clean prompt is {c.ids.shape[1]} tokens for "
+                    f"{model.name} and the corrupted one {k.ids.shape[1]}; patching needs "
+                    "position-aligned pairs (change words for words of as many tokens)"
+                )
+        return Task.from_prompts(
+            model,
+            [r["clean"] for r in self.rows],
+            [r["corrupt"] for r in self.rows],
+            answers,
+            metric=metric,
+            name=self.name,
+        )
+
+    def _build_ids(self, model: Model, metric: str | Metric) -> Task:
+        vocab = int(getattr(model.adapter, "d_vocab", 0) or 0)
+        for i, row in enumerate(self.rows):
+            for f in ID_FIELDS:
+                v = row[f]
+                top = max(v) if isinstance(v, list) else v
+                if vocab and top >= vocab:
+                    raise InputError(
+                        f"{self.where(i, f)}: token id {top} is outside the vocabulary of "
+                        f"{model.name} ({vocab} tokens: ids 0..{vocab - 1})"
+                    )
+        return Task.from_token_ids(
+            [r["clean_ids"] for r in self.rows],
+            [r["corrupt_ids"] for r in self.rows],
+            [(r["answer_id"], r["wrong_id"]) for r in self.rows],
+            metric=metric,
+            name=self.name,
+        )
+
+
+def is_task_file(text: str) -> bool:
+    """Whether a ``--task`` value names a file rather than a registered task."""
+    return text.endswith((".jsonl", ".json")) or "/" in text or Path(text).is_file()
+
+
+def read_task_file(path: str | Path) -> TaskFile:
+    """Read and check a task file (see the module docstring) without a model; any problem is
+    an :class:`~faithlens.errors.InputError` naming the file, the line and the field."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(
+            f"task file {str(p)!r} does not exist; give a JSON-lines file of examples "
+            "(see docs/patching.md, 'A task from your own prompts') or a registered task name"
+        )
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"task file {p}: cannot be read as UTF-8 text ({e})") from None
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    form: str | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{p}:{number}"
+        row = _parse_line(line, where)
+        this = "ids" if any(k in row for k in ID_FIELDS) else "text"
+        if form is None:
+            form = this
+        elif this != form:
+            raise InputError(
+                f"{where}: this line gives {this} but line {lines[0]} gives {form}; use one "
+                f"form per file ({', '.join(TEXT_FIELDS)} or {', '.join(ID_FIELDS)})"
+            )
+        _check_row(row, this, where)
+        rows.append(row)
+        lines.append(number)
+    if not rows or form is None:
+        raise InputError(
+            f"task file {p} has no examples; write one JSON object per line, e.g. "
+            '{"clean": "...", "corrupt": "...", "answer": " Mary", "wrong": " John"}'
+        )
+    return TaskFile(path=p, form=form, rows=tuple(rows), lines=tuple(lines))
+
+
+def _parse_line(line: str, where: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(
+            f"{where}: not valid JSON ({e.msg} at column {e.colno}); each line is one JSON object"
+        ) from None
+    if not isinstance(row, dict):
+        raise InputError(f"{where}: a line must be a JSON object, not {type(row).__name__}")
+    return row
+
+
+def _check_row(row: dict[str, Any], form: str, where: str) -> None:
+    fields = TEXT_FIELDS if form == "text" else ID_FIELDS
+    for f in fields:
+        if f not in row:
+            raise InputError(
+                f"{where}: field {f!r} is missing; each line needs {', '.join(fields)}"
+            )
+    unknown = sorted(set(row) - set(fields))
+    if unknown:
+        raise InputError(
+            f"{where}: unknown field {unknown[0]!r}; a line has exactly {', '.join(fields)}"
+        )
+    if form == "text":
+        for f in fields:
+            if not isinstance(row[f], str) or not row[f]:
+                raise InputError(f"{where}: field {f!r} must be a non-empty string")
+        if row["answer"] == row["wrong"]:
+            raise InputError(
+                f"{where}: fields 'answer' and 'wrong' are both {row['answer']!r}; give two "
+                "different answers"
+            )
+        return
+    for f in ("clean_ids", "corrupt_ids"):
+        v = row[f]
+        if not isinstance(v, list) or not v or not all(_token_id(x) for x in v):
+            raise InputError(
+                f"{where}: field {f!r} must be a non-empty list of token ids (integers >= 0)"
+            )
+    if len(row["clean_ids"]) != len(row["corrupt_ids"]):
+        raise InputError(
+            f"{where}: field 'corrupt_ids' has {len(row['corrupt_ids'])} tokens but "
+            f"'clean_ids' has {len(row['clean_ids'])}; patching needs pairs of the same length"
+        )
+    for f in ("answer_id", "wrong_id"):
+        v = row[f]
+        if isinstance(v, list) and len(v) != 1:
+            raise InputError(f"{where}: field {f!r} is {len(v)} tokens; {_MULTI_FIX}")
+        if not _token_id(v):
+            raise InputError(f"{where}: field {f!r} must be one token id (an integer >= 0)")
+    if row["answer_id"] == row["wrong_id"]:
+        raise InputError(
+            f"{where}: fields 'answer_id' and 'wrong_id' are both {row['answer_id']}; give two "
+            "different answers"
+        )
+
+
+def _token_id(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
