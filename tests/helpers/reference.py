@@ -16,7 +16,11 @@ PATHS = {
     "gpt2": ("transformer.h", "attn.c_proj", "mlp"),
     "gpt_neox": ("gpt_neox.layers", "attention.dense", "mlp"),
     "faithlens_zoo": ("blocks", "attn.o_proj", "mlp"),
+    "gemma3_text": ("model.layers", "self_attn.o_proj", "mlp"),
 }
+# Families whose attention and MLP outputs pass through a norm before the residual stream: the
+# modules whose outputs are what ``attn_out`` and ``mlp_out`` add to it.
+POST_NORMS = {"gemma3_text": ("post_attention_layernorm", "post_feedforward_layernorm")}
 
 
 def site_target(hf, site: str):
@@ -28,15 +32,16 @@ def site_target(hf, site: str):
     block = hf.get_submodule(f"{layers}.{layer}")
     if kind == "head":
         n_heads = hf.config.num_attention_heads
-        d_head = hf.config.hidden_size // n_heads
+        d_head = getattr(hf.config, "head_dim", None) or hf.config.hidden_size // n_heads
         h = int(parts[2])
         return block.get_submodule(o_proj), "in", slice(h * d_head, (h + 1) * d_head)
+    post = POST_NORMS.get(arch)
     if kind == "mlp_out":
-        return block.get_submodule(mlp), "out", slice(None)
+        return block.get_submodule(post[1] if post else mlp), "out", slice(None)
     if kind == "resid_pre":
         return block, "in", slice(None)
     if kind == "attn_out":
-        return block.get_submodule(o_proj.split(".")[0]), "out", slice(None)
+        return block.get_submodule(post[0] if post else o_proj.split(".")[0]), "out", slice(None)
     raise ValueError(site)
 
 

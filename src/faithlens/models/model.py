@@ -107,6 +107,7 @@ class Model:
         adapter: Adapter,
         tokenizer: Any = None,
         name: str | None = None,
+        prepend_bos: bool = False,
     ) -> None:
         self.module = module
         self.adapter = adapter
@@ -116,6 +117,9 @@ class Model:
         #: that worker processes can load the same model (:mod:`faithlens.distributed`); ``None``
         #: for a module built or wrapped in this process.
         self.spec: str | None = None
+        #: Whether :meth:`tokenize` lets a causal LM's tokenizer add its special tokens (Gemma
+        #: is trained with ``<bos>`` first, and without it predicts poorly).
+        self.prepend_bos = prepend_bos
         module.eval()
 
     # -- description ---------------------------------------------------------------------------
@@ -263,9 +267,9 @@ class Model:
 
     @property
     def _add_special(self) -> bool:
-        # Causal LMs: the tokenizer's own default (SmolLM2 and GPT-2 add nothing);
-        # encoders need [CLS] ... [SEP].
-        return not self.is_causal
+        # Causal LMs: no special tokens unless the model needs its <bos> (``prepend_bos``, set by
+        # fl.load for Gemma); encoders need [CLS] ... [SEP].
+        return self.prepend_bos or not self.is_causal
 
     def to_tokens(self, texts: str | Sequence[str]) -> Tensor:
         return self.tokenize(texts).ids  # type: ignore[return-value]
