@@ -10,7 +10,8 @@ value is ``m(edge corrupted) - m(clean)`` (exact patching) or its first-order es
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from torch import Tensor
 from ..executor import current_executor
 from ..models.model import Model
 from ..patching.sweep import check_arguments, example_chunks, row_bytes, truncated
+from ..progress import Progress
 from ..runs import RunOutput
 from ..stats import mean_interval
 from ..tasks.base import Task
@@ -155,8 +157,60 @@ def gather(n: int, n_edges: int, parts: Sequence[tuple[Tensor, Measured]]) -> Me
     return Measured(values, clean, corrupt)
 
 
+#: ``passes(eg, sub, rows_per_pass)``: the forward/backward passes one chunk of examples takes
+#: (for the progress total); ``chunk(eg, sub, row_cap, tick)``: its per-example edge values.
+Passes = Callable[[EdgeGraph, Task, int], int]
+ChunkFn = Callable[[EdgeGraph, Task, int, Callable[[], None]], Measured]
+
+
+def score_edges(
+    name: str,
+    model: Model,
+    data: Task,
+    *,
+    passes: Passes,
+    chunk: ChunkFn,
+    method: str,
+    meta: dict[str, Any],
+    metric: str | Metric | None,
+    n_boot: int,
+    level: float,
+    seed: int,
+    max_memory: int | None,
+    progress: Progress | None,
+    context: Callable[[Model], AbstractContextManager[Any]] | None = None,
+) -> EdgeScores:
+    """What every edge scorer does around its own per-chunk work: check the arguments
+    (``name`` in errors), split the examples into chunks, run ``chunk`` on each through the
+    executor (inside ``context(model)`` if given, e.g. frozen parameters), count progress by
+    ``passes``, and gather the values into an :class:`EdgeScores` with a bootstrap over
+    examples."""
+    task, eg = prepare(name, model, data, metric, n_boot, level, seed, max_memory)
+    parts, row_cap = chunks(model, task, max_memory)
+    total = sum(passes(eg, sub, max(1, row_cap // sub.n)) for _, sub in parts)
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    def one(part: tuple[Tensor, Task]) -> Measured:
+        return chunk(eg, part[1], row_cap, tick)
+
+    with context(model) if context is not None else nullcontext():
+        measured = list(current_executor().map(one, parts))
+    out = gather(task.n, len(eg), [(rows, m) for (rows, _), m in zip(parts, measured)])
+    return build_scores(
+        eg, task, out, method=method, n_boot=n_boot, level=level, seed=seed, meta=meta
+    )
+
+
 __all__ = [
+    "ChunkFn",
     "Measured",
+    "Passes",
     "build_scores",
     "chunks",
     "contribution",
@@ -164,5 +218,6 @@ __all__ = [
     "gather",
     "metric_values",
     "prepare",
+    "score_edges",
     "writer_sites",
 ]

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..executor import current_executor
 from ..interventions import Patch
 from ..models.model import Model
 from ..progress import Progress
@@ -34,12 +33,9 @@ from ..tasks.base import Task
 from ..tasks.metrics import Metric
 from .common import (
     Measured,
-    build_scores,
-    chunks,
     deltas,
-    gather,
     metric_values,
-    prepare,
+    score_edges,
     writer_sites,
 )
 from .edges import EdgeGraph, Reader
@@ -60,32 +56,21 @@ def eap(
     """Score every edge of ``model``'s edge graph by edge attribution patching (module
     docstring). Arguments as :func:`faithlens.circuits.exact`; returns an :class:`EdgeScores`
     (``method="eap"``) whose per-example ``values`` are the first-order estimates."""
-    task, eg = prepare("circuits.eap", model, data, metric, n_boot, level, seed, max_memory)
-    parts, row_cap = chunks(model, task, max_memory)
-    total = sum(_passes(eg, max(1, row_cap // sub.n)) for _, sub in parts)
-    done = 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total)
-
-    def one(part: tuple[Tensor, Task]) -> Measured:
-        return _chunk(eg, part[1], row_cap, tick)
-
-    with frozen_parameters(model):
-        measured = list(current_executor().map(one, parts))
-    out = gather(task.n, len(eg), [(rows, m) for (rows, _), m in zip(parts, measured)])
-    return build_scores(
-        eg,
-        task,
-        out,
+    return score_edges(
+        "circuits.eap",
+        model,
+        data,
+        passes=lambda eg, sub, per_pass: _passes(eg, per_pass),
+        chunk=_chunk,
         method="eap",
+        meta={"direction": "noising", "positions": "all"},
+        metric=metric,
         n_boot=n_boot,
         level=level,
         seed=seed,
-        meta={"direction": "noising", "positions": "all"},
+        max_memory=max_memory,
+        progress=progress,
+        context=frozen_parameters,
     )
 
 

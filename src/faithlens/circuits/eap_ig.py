@@ -32,20 +32,16 @@ import torch
 from torch import Tensor
 
 from .. import validate
-from ..executor import current_executor
 from ..models.model import Model
 from ..progress import Progress
 from ..tasks.base import Task
 from ..tasks.metrics import Metric
 from .common import (
     Measured,
-    build_scores,
-    chunks,
     contribution,
     deltas,
-    gather,
     metric_values,
-    prepare,
+    score_edges,
     writer_sites,
 )
 from .eap import edge_values, frozen_parameters, gradient_passes, port_gradients
@@ -70,32 +66,21 @@ def eap_ig(
     is :func:`faithlens.circuits.eap`). Other arguments as :func:`faithlens.circuits.exact`;
     returns an :class:`EdgeScores` (``method="eap-ig"``)."""
     steps = validate.positive_int("steps", steps, fix="the number of integration steps, e.g. 5")
-    task, eg = prepare("circuits.eap_ig", model, data, metric, n_boot, level, seed, max_memory)
-    parts, row_cap = chunks(model, task, max_memory)
-    total = sum(2 + steps * gradient_passes(eg, max(1, row_cap // sub.n)) for _, sub in parts)
-    done = 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total)
-
-    def one(part: tuple[Tensor, Task]) -> Measured:
-        return _chunk(eg, part[1], steps, row_cap, tick)
-
-    with frozen_parameters(model):
-        measured = list(current_executor().map(one, parts))
-    out = gather(task.n, len(eg), [(rows, m) for (rows, _), m in zip(parts, measured)])
-    return build_scores(
-        eg,
-        task,
-        out,
+    return score_edges(
+        "circuits.eap_ig",
+        model,
+        data,
+        passes=lambda eg, sub, per_pass: 2 + steps * gradient_passes(eg, per_pass),
+        chunk=lambda eg, sub, row_cap, tick: _chunk(eg, sub, steps, row_cap, tick),
         method="eap-ig",
+        meta={"direction": "noising", "positions": "all", "steps": steps, "ig": "inputs"},
+        metric=metric,
         n_boot=n_boot,
         level=level,
         seed=seed,
-        meta={"direction": "noising", "positions": "all", "steps": steps, "ig": "inputs"},
+        max_memory=max_memory,
+        progress=progress,
+        context=frozen_parameters,
     )
 
 

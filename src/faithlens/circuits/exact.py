@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..executor import current_executor
 from ..interventions import Add, Intervention, Patch
 from ..models.model import Model
 from ..progress import Progress
@@ -38,12 +37,9 @@ from ..tasks.base import Task
 from ..tasks.metrics import Metric
 from .common import (
     Measured,
-    build_scores,
-    chunks,
     deltas,
-    gather,
     metric_values,
-    prepare,
+    score_edges,
     writer_sites,
 )
 from .edges import EdgeGraph, Reader
@@ -73,31 +69,20 @@ def exact(
 
     Returns an :class:`EdgeScores` (``method="exact"``) with one row per edge.
     """
-    task, eg = prepare("circuits.exact", model, data, metric, n_boot, level, seed, max_memory)
-    parts, row_cap = chunks(model, task, max_memory)
-    total = sum(_passes(eg, max(1, row_cap // sub.n)) for _, sub in parts)
-    done = 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total)
-
-    def one(part: tuple[Tensor, Task]) -> Measured:
-        return _chunk(eg, part[1], row_cap, tick)
-
-    measured = list(current_executor().map(one, parts))
-    out = gather(task.n, len(eg), [(rows, m) for (rows, _), m in zip(parts, measured)])
-    return build_scores(
-        eg,
-        task,
-        out,
+    return score_edges(
+        "circuits.exact",
+        model,
+        data,
+        passes=lambda eg, sub, per_pass: _passes(eg, per_pass),
+        chunk=_chunk,
         method="exact",
+        meta={"direction": "noising", "positions": "all"},
+        metric=metric,
         n_boot=n_boot,
         level=level,
         seed=seed,
-        meta={"direction": "noising", "positions": "all"},
+        max_memory=max_memory,
+        progress=progress,
     )
 
 
