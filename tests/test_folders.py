@@ -95,3 +95,29 @@ def test_the_read_limits_set_on_faithlens_results_take_effect(tmp_path, monkeypa
     monkeypatch.setattr(R, "MAX_JSON_BYTES", 10)
     with pytest.raises(ResultError, match="more than a manifest can be"):
         R.verify(tmp_path / "out")
+
+
+def test_npz_store_resumes_its_own_run_and_refuses_anything_else(tmp_path):
+    import numpy as np
+
+    from faithlens.errors import CheckpointError
+    from faithlens.folders import NpzStore
+
+    store = NpzStore(tmp_path / "ck", "key-a", prefix="block", what="test checkpoint")
+    assert store.load(3) is None
+    store.save(3, x=np.arange(4.0), y=np.array([1, 2]))
+    again = NpzStore(tmp_path / "ck", "key-a", prefix="block")
+    got = again.load(3)
+    assert got is not None and np.array_equal(got["x"], np.arange(4.0))
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
+        "block_0000003.npz",
+        "checkpoint.json",
+    ]
+    with pytest.raises(CheckpointError, match="belongs to another run"):
+        NpzStore(tmp_path / "ck", "key-b")
+    (tmp_path / "ck" / "block_0000004.npz").write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match=r"block_0000004\.npz is not a readable"):
+        again.load(4)
+    np.savez(tmp_path / "ck" / "block_0000005.npz", o=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(CheckpointError, match="pickled"):
+        again.load(5)

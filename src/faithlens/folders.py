@@ -29,7 +29,9 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from .errors import ResultError
+import numpy as np
+
+from .errors import CheckpointError, ResultError
 
 #: Format 2 adds ``manifest.json``; format 1 folders (no manifest) load with a warning.
 FORMAT_VERSION = 2
@@ -295,3 +297,72 @@ def atomic_file(path: str | Path, *, overwrite: bool = False, name: str = "path"
         _fsync_dir(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class NpzStore:
+    """Numbered blocks of arrays on disk, keyed to one run, so that a killed run resumes from
+    the blocks it finished (patching's chunks, the neuron bootstrap's unit blocks).
+
+    ``path/checkpoint.json`` holds ``key`` (a fingerprint of whatever defines the run): a
+    folder written for another run is refused, never resumed. Block ``i`` is
+    ``{prefix}_{i:07d}.npz``, written atomically (a temporary file, fsynced, then renamed) and
+    read with ``allow_pickle=False``; a truncated or foreign file raises
+    :class:`~faithlens.errors.CheckpointError` naming it. ``what`` names the store in errors,
+    ``other_run`` says what a different run means, ``FIX`` is the fix every error gives."""
+
+    FIX = "delete the checkpoint folder (or that file), or use a new folder"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        key: str,
+        *,
+        prefix: str = "chunk",
+        what: str = "checkpoint",
+        other_run: str = "another run",
+    ) -> None:
+        self.dir = Path(path)
+        self.prefix, self.what = prefix, what
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta = self.dir / "checkpoint.json"
+        if meta.exists():
+            try:
+                old = json.loads(meta.read_text()).get("key")
+            except (ValueError, UnicodeDecodeError, AttributeError) as e:
+                raise CheckpointError(
+                    f"{meta} is not a readable {what} record ({type(e).__name__}: {e}); {self.FIX}"
+                ) from None
+            if old != key:
+                raise CheckpointError(
+                    f"checkpoint folder {self.dir} belongs to {other_run}; {self.FIX}"
+                )
+        else:
+            tmp = self.dir / ".checkpoint.json.tmp"
+            tmp.write_text(json.dumps({"key": key}) + "\n")
+            tmp.replace(meta)
+
+    def _file(self, i: int) -> Path:
+        return self.dir / f"{self.prefix}_{i:07d}.npz"
+
+    def load(self, i: int) -> dict[str, Any] | None:
+        """Block ``i``'s arrays, or ``None`` when it has not finished."""
+        f = self._file(i)
+        if not f.exists():
+            return None
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except Exception as e:  # truncated zip, object arrays (pickle), foreign file
+            raise CheckpointError(
+                f"{f} is not a readable {self.what} {self.prefix} (truncated, corrupted or "
+                f"holding pickled objects: {type(e).__name__}: {e}); {self.FIX}"
+            ) from None
+
+    def save(self, i: int, **arrays: Any) -> None:
+        """Write block ``i`` atomically."""
+        tmp = self.dir / f".tmp_{i:07d}.npz"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(self._file(i))

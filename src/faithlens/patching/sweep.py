@@ -9,12 +9,10 @@ Exact activation patching (:mod:`.exact`), path patching (:mod:`.path`) and attr
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +20,8 @@ import torch
 from torch import Tensor
 
 from .. import validate
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
+from ..folders import NpzStore
 from ..models.model import Inputs, Model
 from ..stats import normalized_effect
 from ..tasks.base import Task
@@ -235,63 +234,19 @@ def build_result(
     )
 
 
-class ChunkStore:
-    """The finished chunks of a sweep on disk, so that a killed run resumes from them.
-
-    ``path/checkpoint.json`` holds ``key`` (a fingerprint of the model, the data, the arguments
-    and the chunk plan): a folder written for another run is refused, never resumed. Chunk ``i``
-    is ``chunk_{i:07d}.npz``, written atomically (a temporary file, fsynced, then renamed) and
-    read with ``allow_pickle=False``; a truncated or foreign file raises
-    :class:`~faithlens.errors.CheckpointError` naming it."""
-
-    FIX = "delete the checkpoint folder (or that file), or use a new folder"
+class ChunkStore(NpzStore):
+    """The finished chunks of a sweep on disk, so that a killed run resumes from them
+    (:class:`faithlens.folders.NpzStore`: ``key`` fingerprints the model, the data, the arguments
+    and the chunk plan; chunk ``i`` is ``chunk_{i:07d}.npz``)."""
 
     def __init__(self, path: str | os.PathLike[str], key: str) -> None:
-        self.dir = Path(path)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        meta = self.dir / "checkpoint.json"
-        if meta.exists():
-            try:
-                old = json.loads(meta.read_text()).get("key")
-            except (ValueError, UnicodeDecodeError, AttributeError) as e:
-                raise CheckpointError(
-                    f"{meta} is not a readable checkpoint record ({type(e).__name__}: {e}); "
-                    f"{self.FIX}"
-                ) from None
-            if old != key:
-                raise CheckpointError(
-                    f"checkpoint folder {self.dir} belongs to another run (another model, data, "
-                    f"arguments or chunk plan); {self.FIX}"
-                )
-        else:
-            tmp = self.dir / ".checkpoint.json.tmp"
-            tmp.write_text(json.dumps({"key": key}) + "\n")
-            tmp.replace(meta)
-
-    def _file(self, i: int) -> Path:
-        return self.dir / f"chunk_{i:07d}.npz"
-
-    def load(self, i: int) -> dict[str, np.ndarray] | None:
-        """Chunk ``i``'s arrays, or ``None`` when it has not finished."""
-        f = self._file(i)
-        if not f.exists():
-            return None
-        try:
-            with np.load(f, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except Exception as e:  # truncated zip, object arrays (pickle), foreign file
-            raise CheckpointError(
-                f"{f} is not a readable checkpoint chunk (truncated, corrupted or holding "
-                f"pickled objects: {type(e).__name__}: {e}); {self.FIX}"
-            ) from None
-
-    def save(self, i: int, **arrays: np.ndarray) -> None:
-        tmp = self.dir / f".tmp_{i:07d}.npz"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(self._file(i))
+        super().__init__(
+            path,
+            key,
+            prefix="chunk",
+            what="checkpoint",
+            other_run="another run (another model, data, arguments or chunk plan)",
+        )
 
 
 __all__ = [
