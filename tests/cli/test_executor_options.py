@@ -23,6 +23,8 @@ PATCH = ["patch", "--model", "zoo:induction", "--task", "induction", "--n", "6",
         (["--executor", "dask", *PATCH], "is not an executor"),
         (["--workers", "2", *PATCH], "takes no options"),
         (["--executor", "inprocess", "--address", "auto", *PATCH], "takes no options"),
+        (["--workers", "0", *PATCH], "takes no options"),
+        (["--gpus-per-worker", "0", *PATCH], "takes no options"),
     ],
 )
 def test_bad_executor_options_are_refused_before_work(argv, message, tmp_path):

@@ -44,8 +44,8 @@ def _root(
     workers: int | None = typer.Option(
         None, "--workers", help="With --executor ray: worker processes (default: one per CPU)."
     ),
-    gpus_per_worker: float = typer.Option(
-        0, "--gpus-per-worker", help="With --executor ray: GPUs each worker holds."
+    gpus_per_worker: float | None = typer.Option(
+        None, "--gpus-per-worker", help="With --executor ray: GPUs each worker holds (default 0)."
     ),
 ) -> None:
     """faithlens: faithful explanations of neural networks, with honest statistics."""
@@ -62,11 +62,11 @@ def _root(
 
 def use_executor(ctx: typer.Context, name: str, **options: object) -> None:
     """Run the invoked command under the executor ``name`` (``--executor``), closed when the
-    command ends. Options left at their defaults are not passed; ``inprocess`` refuses any."""
+    command ends. Options not given are not passed; ``inprocess`` refuses any."""
     from ..executor import executor
     from ._common import friendly_errors
 
-    given = {k: v for k, v in options.items() if v not in (None, 0)}
+    given = {k: v for k, v in options.items() if v is not None}
     if name == "inprocess" and not given:
         return
     with friendly_errors():
