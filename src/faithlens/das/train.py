@@ -178,6 +178,7 @@ def evaluate_alignment(
         V.positive_int("batch_size", batch_size, fix="omit it to evaluate in one batch")
     V.nonnegative_int("seed", seed)
     if blur is not None:
+        V.positive_float("blur", blur)  # still checked while it is accepted
         warnings.warn(
             "evaluate_alignment: blur is ignored (the EMD is exact, not a Sinkhorn approximation) "
             "and will be removed; drop the argument",
