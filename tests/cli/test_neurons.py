@@ -325,3 +325,12 @@ def test_show_unit_plots_that_unit(tmp_path, monkeypatch):
     titles = [ax.get_title() for ax in figures[0].axes if ax.get_title()]
     assert titles and all(t.startswith(f"{units[3]}:") for t in titles[:1])
     assert not any(t.startswith(f"{units[u]}:") for t in titles for u in (0, 1, 2, 4, 5))
+
+
+def test_sanity_at_a_small_n_leaves_out_the_rare_default_frequencies(tmp_path):
+    with pytest.warns(UserWarning, match=r"0\.0001; they are left out"):
+        r = runner.invoke(
+            app, ["neurons", "sanity", "--metric", "iou", "--n", "10000", "--seeds", "2"]
+        )
+    assert r.exit_code == 0, r.output
+    assert "frequencies 0.499, 0.1, 0.01, 0.001;" in text(r)

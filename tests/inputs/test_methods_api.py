@@ -614,6 +614,9 @@ def test_neurons_simulate_refuses_bad_arguments_before_sampling(monkeypatch, kwa
         ({"seed": -1}, "seed", "-1"),
         ({"direction": "both"}, "direction", "both"),
         ({"max_memory": -5}, "max_memory", "-5"),
+        ({"frequencies": (0.6,)}, "frequencies", "0.6"),
+        ({"frequencies": ()}, "frequencies", "()"),
+        ({"frequencies": (0.1, 0.001)}, "frequencies", "0.001"),  # 1 positive at n=1000
     ],
 )
 def test_neurons_sanity_refuses_bad_arguments_before_running(monkeypatch, kwargs, name, value):

@@ -6,6 +6,8 @@ repetitions per size cost about as much as one study with 200 units.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -199,6 +201,19 @@ def test_grouped_bounds_cover_with_correlated_samples():
     )
     be = B.be_sets(freq[0].astype(np.float64), 0.9)
     assert be[:, 0].mean() >= 0.9 - SLACK
+
+
+def test_sanity_default_frequencies_follow_n():
+    """The default frequencies that give fewer than 2 positives at n are left out with a warning
+    that names them (``neurons sanity --n 10000`` used to fail on the default 0.0001)."""
+    from faithlens.neurons import sanity_checks
+
+    with pytest.warns(UserWarning, match=r"0\.0001.*raise n to 20000"):
+        r = sanity_checks(["iou"], n=10_000, seeds=2, seed=0)
+    assert r.frequencies == (0.499, 0.1, 0.01, 0.001)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sanity_checks(["iou"], n=20_000, seeds=2).frequencies[-1] == 0.0001
 
 
 @pytest.mark.slow

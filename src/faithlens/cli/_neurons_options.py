@@ -173,7 +173,12 @@ SanityMetrics = Annotated[
 Inputs = Annotated[int, typer.Option("--n", help="Inputs per seed.")]
 Seeds = Annotated[int, typer.Option("--seeds", help="Random seeds.")]
 Frequencies = Annotated[
-    str, typer.Option("--frequencies", help="Concept frequencies, comma-separated.")
+    str | None,
+    typer.Option(
+        "--frequencies",
+        help="Concept frequencies, comma-separated [default: 0.499,0.1,0.01,0.001,0.0001, "
+        "less those with fewer than 2 positives at --n].",
+    ),
 ]
 HeatPlot = Annotated[Path | None, typer.Option("--plot", help="Save the heat maps to this file.")]
 SavedFolder = Annotated[

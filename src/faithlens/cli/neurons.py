@@ -401,7 +401,7 @@ def sanity_cmd(
     metric: O.SanityMetrics = None,
     n: O.Inputs = 100_000,
     seeds: O.Seeds = 200,
-    frequencies: O.Frequencies = "0.499,0.1,0.01,0.001,0.0001",
+    frequencies: O.Frequencies = None,
     seed: O.Seed = 0,
     max_memory: MaxMemory = None,
     out: O.Out = None,
@@ -416,7 +416,7 @@ def sanity_cmd(
         V.nonnegative_int("--seed", seed)
         memory = max_memory_option(max_memory)
         check_outputs(out, plot, overwrite)
-        freqs = comma_list(frequencies, float, "--frequencies")
+        freqs = None if frequencies is None else comma_list(frequencies, float, "--frequencies")
         with status("checking metrics..."):
             res = sanity_checks(
                 metric or list(CHECKABLE),

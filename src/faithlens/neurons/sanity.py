@@ -19,6 +19,8 @@ as one batch (each seed is a unit with its own labels: the engine's paired mode)
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -47,12 +49,41 @@ CHECKABLE = (
 FREQUENCIES = (0.499, 0.1, 0.01, 0.001, 0.0001)
 
 
+def _frequencies(frequencies: Sequence[float] | None, n: int) -> tuple[float, ...]:
+    """The concept frequencies to check at ``n`` inputs (see :func:`sanity_checks`)."""
+    if frequencies is None:
+        usable = tuple(f for f in FREQUENCIES if f * n >= 2)
+        dropped = [f for f in FREQUENCIES if f * n < 2]
+        if dropped:
+            warnings.warn(
+                f"n={n} gives fewer than 2 positives at the default frequencies "
+                f"{', '.join(f'{f:g}' for f in dropped)}; they are left out (raise n to "
+                f"{math.ceil(2 / min(dropped))} to check them)",
+                stacklevel=3,
+            )
+        return usable
+    freqs = tuple(float(f) for f in frequencies)
+    if not freqs:
+        raise V.fail("frequencies", frequencies, "is empty", "Give frequencies in (0, 0.5)")
+    for f in freqs:
+        if not 0 < f < 0.5:
+            raise V.fail("frequencies", f, "must lie in (0, 0.5)", "Give frequencies in (0, 0.5)")
+        if f * n < 2:
+            raise V.fail(
+                "frequencies",
+                f,
+                f"gives fewer than 2 positives at n={n}",
+                f"Raise n to at least {math.ceil(2 / f)} or leave that frequency out",
+            )
+    return freqs
+
+
 def sanity_checks(
     metrics: str | Sequence[str] = CHECKABLE,
     *,
     n: int = 100_000,
     seeds: int = 200,
-    frequencies: Sequence[float] = FREQUENCIES,
+    frequencies: Sequence[float] | None = None,
     eps: float = 1e-3,
     tol: float = 1e-3,
     pass_rate: float = 0.95,
@@ -63,7 +94,9 @@ def sanity_checks(
     """Run the missing-labels and extra-labels checks for ``metrics``.
 
     NeuronEval used 500k inputs and 1000 seeds; the defaults (100k, 200) reach the same verdicts
-    on a CPU in about a minute.
+    on a CPU in about a minute. ``frequencies`` defaults to :data:`FREQUENCIES`, less those that
+    would give fewer than 2 positives at this ``n`` (dropped with a warning); frequencies given
+    explicitly must all be usable.
     """
     ms = as_metrics(metrics)
     bad = [m for m in ms if m not in CHECKABLE]
@@ -79,11 +112,7 @@ def sanity_checks(
     V.choice("direction", direction, DIRECTIONS)
     if max_memory is not None:
         V.positive_int("max_memory", max_memory, fix="give a number of bytes")
-    freqs = tuple(float(f) for f in frequencies)
-    if any(not 0 < f < 0.5 for f in freqs) or any(f * n < 2 for f in freqs):
-        raise InputError(
-            "every frequency must lie in (0, 0.5) and give at least 2 positives at this n"
-        )
+    freqs = _frequencies(frequencies, n)
     gen = torch.Generator().manual_seed(seed)
     rows: list[dict[str, Any]] = []
     for f in freqs:
