@@ -48,3 +48,26 @@ def test_path_patching_title_names_its_receivers(induction):
     assert "head.1.1" in res.plot().axes[0].get_title().replace("\n", " ")
     direct = fl.path_patch(m, t, ["head.0.0", "head.1.1"], "logits", n_boot=50)
     assert "senders into the logits (direct effect)" in patching_title(direct)
+
+
+def test_per_position_heatmap_labels_positions_with_tokens(induction):
+    m, t = induction
+    assert m.tokenizer is not None
+    res = fl.patch(m, t, ["resid_pre.1"], positions="each", n_boot=20)
+    toks = res.meta["position_tokens"]
+    ids = t.clean.ids[0].tolist()
+    assert toks == {str(p): m.tokenizer.decode([ids[p]]) for p in sorted(set(res.position))}
+    fig = res.plot()
+    labels = [x.get_text() for x in fig.axes[0].get_xticklabels()]
+    assert labels == [f"{p} {toks[str(p)]!r}" for p in sorted(set(res.position))]
+    assert "token of example 0" in fig.axes[0].get_xlabel()
+
+
+def test_position_tokens_survive_save_and_load(induction, tmp_path):
+    m, t = induction
+    res = fl.patch(m, t, ["resid_pre.1"], positions="each", n_boot=20)
+    res.save(tmp_path / "r")
+    assert (
+        fl.PatchingResult.load(tmp_path / "r").meta["position_tokens"]
+        == res.meta["position_tokens"]
+    )

@@ -230,8 +230,28 @@ def build_result(
         level=level,
         n_boot=n_boot,
         seed=seed,
-        meta={**meta, **({"degenerate": note} if note is not None else {})},
+        meta={
+            **meta,
+            **({"degenerate": note} if note is not None else {}),
+            **position_tokens(model, task, position),
+        },
     )
+
+
+def position_tokens(model: Model, task: Task, position: list[int | None]) -> dict[str, Any]:
+    """``{"position_tokens": {pos: token}}``: the first clean example's token at each patched
+    position (labels for per-position plots), when the model has a tokenizer; else ``{}``."""
+    ids = task.clean.ids
+    tok = model.tokenizer
+    at = sorted({int(p) for p in position if p is not None})
+    if ids is None or not at or not callable(getattr(tok, "decode", None)):
+        return {}
+    row = ids[0].tolist()
+    try:
+        shown = {str(p): str(tok.decode([row[p]])) for p in at if p < len(row)}
+    except Exception:  # a tokenizer that cannot decode single ids: plots keep numbers
+        return {}
+    return {"position_tokens": shown}
 
 
 class ChunkStore(NpzStore):

@@ -77,7 +77,8 @@ def divergence_plot(res: DivergenceResult, ax: Any = None) -> Figure:
 
 def audit_plot(res: AuditResult, ax: Any = None, metric: str = "emd") -> Figure:
     """Per condition, ``metric`` for the intervened set vs the natural baseline, in the full
-    space, the row space and the null space."""
+    space, the row space and the null space; the ratio above each pair where the baseline is
+    positive, and conditions that recruit dormant units flagged in red under their bars."""
     from .plots import subplots
 
     t = res.table[res.table["metric"] == metric]
@@ -109,16 +110,45 @@ def audit_plot(res: AuditResult, ax: Any = None, metric: str = "emd") -> Figure:
             capsize=2,
             label="natural",
         )
+        # the ratio over each pair where it means something (a positive natural baseline)
+        for x, (iv, bl, ratio) in enumerate(zip(sub["intervened"], sub["baseline"], sub["ratio"])):
+            if np.isfinite(iv) and np.isfinite(bl) and bl > 0 and np.isfinite(ratio):
+                a.annotate(
+                    f"×{ratio:.2f}",
+                    (x, max(iv, bl)),
+                    textcoords="offset points",
+                    xytext=(0, 6),
+                    ha="center",
+                    fontsize=7,
+                )
         dim = int(sub["dim"].dropna().iloc[0]) if sub["dim"].notna().any() else 0
         a.set_title(f"{space} space (dim {dim})", fontsize=9)
         a.set_xticks(xs)
-        a.set_xticklabels([c[:28] for c in res.conditions], rotation=25, ha="right", fontsize=7)
+        a.set_xticklabels(
+            [_condition_label(res, c) for c in res.conditions],
+            rotation=25,
+            ha="right",
+            fontsize=7,
+        )
+        for tick, c in zip(a.get_xticklabels(), res.conditions):
+            if res.flagged(c):
+                tick.set_color("tab:red")
+        a.margins(y=0.15)
         if k == 0:
             a.set_ylabel(metric)
             a.legend(fontsize=7)
     fig.suptitle(f"divergence audit at {res.site}")
     fig.tight_layout()
     return fig
+
+
+def _condition_label(res: AuditResult, condition: str) -> str:
+    """The condition's name, with a flag when it recruits dormant units downstream."""
+    label = condition[:28]
+    d = res.dormant[res.dormant["condition"] == condition]
+    if len(d) and int(d["n_recruited"].iloc[0]) > 0:
+        label += f"\nFLAG: recruits {int(d['n_recruited'].iloc[0])} dormant"
+    return label
 
 
 def dormant_plot(res: DormantReport, ax: Any = None) -> Figure:

@@ -91,7 +91,14 @@ def heatmap(
     im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
     for i, j in zip(*np.nonzero(finite & ~significant)):
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, alpha=0.25))
-    ax.set_xticks(range(len(col_labels)), col_labels, fontsize=7)
+    long = max((len(c) for c in col_labels), default=0) > 4
+    ax.set_xticks(
+        range(len(col_labels)),
+        col_labels,
+        fontsize=7,
+        rotation=45 if long else 0,
+        ha="right" if long else "center",
+    )
     ax.set_yticks(range(len(row_labels)), row_labels, fontsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -122,12 +129,14 @@ def patching_plot(res: PatchingResult, ax: Any = None) -> Figure:
             i = keys.index((int(layers[k]), -1 if heads[k] is None else int(heads[k])))  # type: ignore[arg-type]
             j = cols.index(int(pos[k]))  # type: ignore[arg-type]
             grid[i, j], sgrid[i, j] = res.effect[k], sig[k]
+        toks = res.meta.get("position_tokens") or {}
+        col_labels = [f"{c} {toks[str(c)]!r}" if str(c) in toks else str(c) for c in cols]
         return heatmap(
             grid,
             sgrid,
             labels,
-            [str(c) for c in cols],
-            xlabel="position",
+            col_labels,
+            xlabel="position (token of example 0)" if toks else "position",
             ylabel="layer.head" if any(h is not None for h in heads) else "layer",
             title=title,
             ax=ax,

@@ -55,6 +55,7 @@ def paren_replication_plot(res: ParenReplication, ax: Any = None) -> Any:
     ax.set_yticks(y, t.hypothesis)
     ax.set_xlabel("% loss recovered")
     ax.axvline(100, color="0.8", lw=1)
-    ax.legend(loc="lower left")
+    # above the axes, where it cannot cover a point
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
