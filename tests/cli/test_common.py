@@ -104,6 +104,40 @@ def test_plain_progress_writes_a_modest_number_of_lines():
     assert len(lines) >= 10 and lines[-1].endswith("  loss 0.5")
 
 
+def test_a_long_run_prints_one_estimate_near_its_start():
+    from faithlens.cli._common import PlainProgress
+
+    clock, lines = FakeClock(), []
+    p = PlainProgress("patching", lines.append, clock=clock)
+    for done in range(1, 41):  # 40 steps of 6 s: 4 min
+        clock.now += 6.0
+        p(done, 40)
+    said = [line for line in lines if "to go" in line]
+    # one estimate, after the first step that gives 2 s of work to project from: 39 x 6 s left
+    assert said == ["patching: about 4 min to go (estimated from 1/40 steps)"]
+    assert lines[0] == said[0]
+    # progress lines carry the time left until the end
+    assert lines[2] == "patching: 5/40 (12%), 30s elapsed, about 4 min left"  # 35 x 6 s
+    assert all("left" in line for line in lines[2:-1]) and "left" not in lines[-1]
+
+
+def test_a_short_run_prints_no_estimate():
+    from faithlens.cli._common import PlainProgress
+
+    clock, lines = FakeClock(), []
+    p = PlainProgress("x", lines.append, clock=clock)
+    for done in range(1, 11):  # 10 steps of 1 s: under the 30 s that deserve an estimate
+        clock.now += 1.0
+        p(done, 10)
+    assert not any("to go" in line for line in lines)
+
+
+def test_durations_read_naturally():
+    from faithlens.cli._common import duration
+
+    assert [duration(s) for s in (40, 100, 3000, 7200)] == ["40 s", "2 min", "50 min", "2.0 h"]
+
+
 def test_plain_progress_never_writes_twice_within_the_minimum_gap():
     from faithlens.cli._common import PlainProgress
 
@@ -212,3 +246,44 @@ def test_cli_commands_save_results_only_through_save_result():
         'neurons.py: logits.save(tmp / "logits")',
         'neurons.py: dis.save(tmp / "dissection")',
     ], direct
+
+
+def test_the_terminal_bar_prints_the_estimate_above_itself(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from faithlens.cli import _common
+
+    clock = FakeClock()
+    monkeypatch.setattr(_common.time, "monotonic", clock)
+    buf = io.StringIO()
+    out = Console(file=buf, force_terminal=True, width=120)
+    with _common.progress_bar("scrubbing", stream=out) as advance:
+        for done in range(1, 21):  # 20 steps of 10 s
+            clock.now += 10.0
+            advance(done, 20)
+    text = buf.getvalue()
+    assert text.count("to go") == 1
+    assert "scrubbing: about 3 min to go (estimated from 1/20 steps)" in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["patch"],
+        ["path-patch"],
+        ["scrub"],
+        ["das"],
+        ["audit"],
+        ["represent", "check"],
+    ],
+)
+def test_commands_that_take_minutes_say_so_in_their_help(argv):
+    from typer.testing import CliRunner
+
+    from faithlens.cli import app
+
+    r = CliRunner().invoke(app, [*argv, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "Time:" in r.output and ("minute" in r.output)

@@ -175,6 +175,49 @@ class Advance(Protocol):
     def __call__(self, done: int, total: int, /, info: str = "") -> None: ...
 
 
+def duration(seconds: float) -> str:
+    """``"40 s"``, ``"3 min"``, ``"1.5 h"``: a rough duration for an estimate."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class Estimate:
+    """The time a run has left, projected from the steps done so far (steps are taken to cost
+    the same), and the one-line estimate a long run prints once near its start: after at least
+    ``min_elapsed_s`` seconds of work, when ``min_left_s`` seconds or more remain."""
+
+    def __init__(
+        self,
+        start: float,
+        *,
+        min_elapsed_s: float = 2.0,
+        min_left_s: float = 30.0,
+    ) -> None:
+        self.start = start
+        self.min_elapsed_s = min_elapsed_s
+        self.min_left_s = min_left_s
+        self.announced = False
+
+    def left(self, done: int, total: int, now: float) -> float | None:
+        """Seconds left, or None before there is anything to project from."""
+        elapsed = now - self.start
+        if done <= 0 or total <= 0 or done >= total or elapsed < self.min_elapsed_s:
+            return None
+        return elapsed / done * (total - done)
+
+    def announcement(self, description: str, done: int, total: int, now: float) -> str | None:
+        """The once-only line ``description: about 4 min to go (estimated from 3/40 steps)``,
+        or None (not yet, not long, or already said)."""
+        left = self.left(done, total, now)
+        if self.announced or left is None or left < self.min_left_s:
+            return None
+        self.announced = True
+        return f"{description}: about {duration(left)} to go (estimated from {done}/{total} steps)"
+
+
 class PlainProgress:
     """Progress as plain-text lines, for output that is not a terminal (a log, CI, nohup):
     ``description: done/total (pct%), elapsed`` on the first report, at the last one, and in
@@ -201,9 +244,13 @@ class PlainProgress:
         self.start = clock()
         self.last_time: float | None = None
         self.last_fraction = 0.0
+        self.estimate = Estimate(self.start)
 
     def __call__(self, done: int, total: int, /, info: str = "") -> None:
         now = self.clock()
+        said = self.estimate.announcement(self.description, done, total, now)
+        if said is not None:
+            self.write(said)
         fraction = done / total if total > 0 else 0.0
         final = total > 0 and done >= total
         if self.last_time is not None and not final:
@@ -215,6 +262,9 @@ class PlainProgress:
         self.last_time, self.last_fraction = now, fraction
         pct = f" ({100 * fraction:.0f}%)" if total > 0 else ""
         line = f"{self.description}: {done}/{total}{pct}, {now - self.start:.0f}s elapsed"
+        left = self.estimate.left(done, total, now)
+        if left is not None:
+            line += f", about {duration(left)} left"
         self.write(line + (f"  {info}" if info else ""))
 
 
@@ -252,8 +302,12 @@ def progress_bar(description: str, *, stream: Console | None = None) -> Iterator
         transient=True,
     ) as bar:
         task_id = bar.add_task(description, total=None, info="")
+        estimate = Estimate(time.monotonic())
 
         def advance(done: int, total: int, /, info: str = "") -> None:
+            said = estimate.announcement(description, done, total, time.monotonic())
+            if said is not None:
+                bar.console.print(said, highlight=False)  # above the bar, and kept after it
             bar.update(task_id, completed=done, total=total, info=info)
 
         yield advance

@@ -102,7 +102,10 @@ def das_cmd(
     overwrite: Overwrite = False,
 ) -> None:
     """Distributed alignment search at a site, reporting IIA (with a confidence interval),
-    the EMD of the intervened activations, and optionally the Counterfactual Latent loss."""
+    the EMD of the intervened activations, and optionally the Counterfactual Latent loss.
+
+    Time: the synthetic task takes under a minute; SmolLM2 on IOI (--n 64, 50 epochs) takes
+    several minutes on a 2-core CPU; a run that has minutes left says about how many once its first steps are done."""
     from .. import validate as V
     from ..das import das
     from ..das.train import check_das_args

@@ -116,7 +116,9 @@ def audit_cmd(
 ) -> None:
     """How far do interventions push activations off the natural distribution? Every
     divergence against a natural-vs-natural baseline, split into the reader's null space
-    (harmless) and row space (potentially pernicious), and dormant-unit recruitment."""
+    (harmless) and row space (potentially pernicious), and dormant-unit recruitment.
+
+    Time: SmolLM2 at --n 48 takes a minute or two on a 2-core CPU."""
     from ..divergence.audit import audit, check_reachable
     from ..divergence.compare import NO_RATIO
     from ..results import check_target, plot_writer

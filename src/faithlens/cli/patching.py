@@ -162,7 +162,11 @@ def patch_cmd(
     out: Out = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Patch every site of a group and report each site's effect with a confidence interval."""
+    """Patch every site of a group and report each site's effect with a confidence interval.
+
+    Time: every head of SmolLM2 on IOI takes a few minutes on a 2-core CPU (less with a
+    smaller --n); a run that has minutes left says about how many once its first steps are
+    done."""
     from .. import validate
     from ..patching.sweep import POSITION_MODES
     from ..results import check_target
@@ -259,7 +263,11 @@ def path_patch_cmd(
     overwrite: Overwrite = False,
 ) -> None:
     """Path patching: each sender's effect through its direct edges into the receivers only
-    (the rest of the model keeps its corrupted values), with a confidence interval."""
+    (the rest of the model keeps its corrupted values), with a confidence interval.
+
+    Time: every head of SmolLM2 as senders takes about 4 minutes on a 2-core CPU (less with a
+    smaller --n); a run that has minutes left says about how many once its first steps are
+    done."""
     from .. import patching
     from ..results import check_target
 
