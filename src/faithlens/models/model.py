@@ -198,7 +198,8 @@ class Model:
         table = self.adapter.site_table
         if kind is not None:
             want = SITE_GROUPS.get(kind, kind)
-            if want not in KINDS and want != "module":
+            own = {i.kind for i in table.values()}  # a vision adapter's kinds ("block"...)
+            if want not in KINDS and want != "module" and want not in own:
                 raise SiteError(f"unknown site kind {kind!r}; kinds are {list(KINDS)}")
         else:
             want = None
