@@ -108,4 +108,18 @@ def site_positions(
     return int(shape[0]) if len(shape) == 2 else None
 
 
-__all__ = ["hooked_shape", "site_positions"]
+def spatial_maps(
+    module: nn.Module, hp: HookPoint, act: Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Tensor:
+    """A spatial site's cached ``[batch, h * w, channels]`` activation back in its module's own
+    layout ``[batch, channels, h, w]`` (a map per channel, as Network Dissection reads them);
+    any other activation as it is."""
+    if not hp.spatial or act.dim() != 3:
+        return act
+    shape = hooked_shape(module, hp, args, kwargs)
+    if shape is None:
+        return act
+    return act.transpose(1, 2).reshape(act.shape[0], *shape)
+
+
+__all__ = ["hooked_shape", "site_positions", "spatial_maps"]
