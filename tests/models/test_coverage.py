@@ -13,10 +13,10 @@ from faithlens.graph import TransformerGraph
 from faithlens.models.sites import KIND_ORDER
 from tests.helpers.models_coverage import (
     FAMILIES,
-    VISION,
     PATH_BLOCKS,
     PATH_REFUSED,
     PATH_YES,
+    VISION,
     Family,
     VisionFamily,
     main,
@@ -480,10 +480,14 @@ def test_vision_parity_with_the_models_own_forward(vis):
 
 
 def _vision_site(f: VisionFamily):
-    return ("head.1.0", "vit.layers.1.attention.o_proj") if f.arch == "vit" else (
-        ("head.1.0", "encoder.layers.1.self_attn.out_proj")
-        if f.arch == "clip_vision_model"
-        else ("block.1.0", "resnet.encoder.stages.1.layers.0")
+    return (
+        ("head.1.0", "vit.layers.1.attention.o_proj")
+        if f.arch == "vit"
+        else (
+            ("head.1.0", "encoder.layers.1.self_attn.out_proj")
+            if f.arch == "clip_vision_model"
+            else ("block.1.0", "resnet.encoder.stages.1.layers.0")
+        )
     )
 
 

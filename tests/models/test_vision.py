@@ -47,7 +47,11 @@ def _answers():
 def test_conv_adapter_sites_are_channels_by_positions(cnn):
     net, m, x, _ = cnn
     info = {k: (i.kind, i.width, i.hook.spatial) for k, i in m.adapter.site_table.items()}
-    assert info == {"conv1": ("conv", 4, True), "conv2": ("conv", 6, True), "feat": ("dense", 6, False)}
+    assert info == {
+        "conv1": ("conv", 4, True),
+        "conv2": ("conv", 6, True),
+        "feat": ("dense", 6, False),
+    }
     out = m.run(x, cache=["conv1", "conv2", "feat"])
     with torch.no_grad():
         c1 = net[1](net[0](x))
@@ -67,7 +71,11 @@ def test_positions_are_row_major_and_units_are_channels(cnn):
     assert got.shape == (N, 1, 1)
     assert torch.equal(got[:, 0, 0], c1[:, 2, 1, 3])
     # zeroing that one cell equals a plain hook doing it
-    h = net[1].register_forward_hook(lambda _m, _a, o: o.index_put((torch.arange(N), torch.tensor(2), torch.tensor(1), torch.tensor(3)), torch.tensor(0.0)))
+    h = net[1].register_forward_hook(
+        lambda _m, _a, o: o.index_put(
+            (torch.arange(N), torch.tensor(2), torch.tensor(1), torch.tensor(3)), torch.tensor(0.0)
+        )
+    )
     try:
         with torch.no_grad():
             ref = net(x)
@@ -167,7 +175,11 @@ def test_hf_adapter_builds_the_vision_adapters():
     "make, error, match",
     [
         (lambda net, x: ConvAdapter(net, {}, example=x[:1]), InputError, "needs sites"),
-        (lambda net, x: ConvAdapter(net, {"c": "nope"}, example=x[:1]), SiteError, "no module named 'nope'"),
+        (
+            lambda net, x: ConvAdapter(net, {"c": "nope"}, example=x[:1]),
+            SiteError,
+            "no module named 'nope'",
+        ),
         (lambda net, x: ConvAdapter(net, {"c": "1"}, example="x"), InputError, "needs example"),
     ],
     ids=["no-sites", "unknown-module", "no-example"],

@@ -68,7 +68,10 @@ def test_a_tensor_task_is_patched_and_attributed():
 BAD = [
     (lambda: fl.Task.from_tensors(_x(1), _x(2, (N, 3, 4, 5)), answers=ANSWERS), "same shape"),
     (lambda: fl.Task.from_tensors(_x(1), _x(2), answers=ANSWERS[:3]), r"\[n=4, k\]"),
-    (lambda: fl.Task.from_tensors(_x(1), _x(2), answers=[[0], [1], [2], [3]]), "compares the correct"),
+    (
+        lambda: fl.Task.from_tensors(_x(1), _x(2), answers=[[0], [1], [2], [3]]),
+        "compares the correct",
+    ),
     (lambda: fl.Task.from_tensors(_x(1), _x(2), answers=[[0.5, 1.0]] * N), "integer class"),
     (lambda: fl.Task.from_tensors(_x(1), _x(2), answers=[[-1, 1]] * N), "negative class"),
     (lambda: fl.Task.from_tensors(_x(1), _x(2)), "either answers"),
@@ -76,7 +79,12 @@ BAD = [
     (lambda: fl.Task.from_tensors(_x(1), _x(2), labels=[[0, 1]] * N), r"labels must be \[n\]"),
     (lambda: fl.Task.from_tensors("pixels", _x(2), answers=ANSWERS), "clean must be a tensor"),
     (lambda: fl.Task.from_tensors(_x(1).fill_(float("nan")), _x(2), answers=ANSWERS), "NaN"),
-    (lambda: fl.Task.from_tensors(_x(1, (0, 3)), _x(2, (0, 3)), answers=torch.zeros(0, 2, dtype=torch.long)), "no examples"),
+    (
+        lambda: fl.Task.from_tensors(
+            _x(1, (0, 3)), _x(2, (0, 3)), answers=torch.zeros(0, 2, dtype=torch.long)
+        ),
+        "no examples",
+    ),
     (lambda: fl.Task.from_tensors(_x(1), _x(2), answers=ANSWERS, metric="nope"), "unknown metric"),
 ]
 

@@ -185,7 +185,9 @@ class ConvAdapter(Adapter):
             spatial = len(shape) >= 3
             kind = "logits" if alias == "logits" else ("conv" if spatial else "dense")
             hook = HookPoint(path, "out", 0, spatial=spatial)
-            self._sites[alias] = SiteInfo(alias, kind, hook, int(shape[0] if spatial else shape[-1]))
+            self._sites[alias] = SiteInfo(
+                alias, kind, hook, int(shape[0] if spatial else shape[-1])
+            )
 
     def site_info(self, name: str) -> SiteInfo:
         if name in self._sites or name.startswith(RAW_PREFIX):

@@ -355,9 +355,7 @@ class Task:
         :class:`~faithlens.tasks.tensors.TensorTask`."""
         from .tensors import TensorTask
 
-        return TensorTask.build(
-            clean, corrupt, answers, labels=labels, metric=metric, name=name
-        )
+        return TensorTask.build(clean, corrupt, answers, labels=labels, metric=metric, name=name)
 
     @classmethod
     def from_token_ids(
