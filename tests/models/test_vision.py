@@ -200,3 +200,14 @@ def test_selection_on_a_raw_four_dimensional_site_points_to_spatial_sites(cnn):
     _, m, x, _ = cnn
     with pytest.raises(ShapeError, match="ConvAdapter"):
         m.run(x, cache=[fl.Site("module:1", units=[0])])
+
+
+def test_the_vision_example_in_docs_patching_md_runs():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "patching.md").read_text()
+    section = text.split("## Vision models", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(code, "docs/patching.md", "exec"), scope)
+    assert len(scope["res"].position) == 64 and np.isfinite(scope["approx"].patched).all()

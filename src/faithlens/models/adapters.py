@@ -586,7 +586,7 @@ def hf_adapter(module: nn.Module) -> Adapter:
             "('module:PATH')."
         )
     if key in FACTORIES:
-        return FACTORIES[key](module)  # type: ignore[no-any-return]
+        return FACTORIES[key](module)
     variant = VARIANTS.get(key)
     layout = variant(cfg) if variant is not None else LAYOUTS.get(key)
     if layout is None:

@@ -94,7 +94,7 @@ class VisionTransformerAdapter(HFAdapter):
 
     def __init__(self, module: nn.Module, layout: Layout) -> None:
         super().__init__(module, layout)
-        cfg = module.config
+        cfg: Any = module.config
         self.d_vocab = int(getattr(cfg, "num_labels", 0) or 0) if self.has_head else 0
         embed = self._sites["embed"]
         if self.prefix + layout.embed + ".projection" not in self._module_names:
@@ -208,7 +208,7 @@ class ResNetAdapter(Adapter):
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__(module)
-        cfg = module.config
+        cfg: Any = module.config
         names = {n for n, _ in module.named_modules()}
         base = "resnet." if "resnet" in names else ""
         widths = [int(w) for w in cfg.hidden_sizes]
