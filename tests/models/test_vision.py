@@ -211,3 +211,13 @@ def test_the_vision_example_in_docs_patching_md_runs():
     scope: dict = {}
     exec(compile(code, "docs/patching.md", "exec"), scope)
     assert len(scope["res"].position) == 64 and np.isfinite(scope["approx"].patched).all()
+
+
+def test_wrap_with_an_example_builds_a_conv_adapter():
+    net = _cnn()
+    x = pixels(2, 3, 8)
+    m = fl.wrap(net, sites={"conv2": "3"}, example=x[:1])
+    assert isinstance(m.adapter, ConvAdapter)
+    assert m.run(x, cache=["conv2"]).cache["conv2"].shape == (2, 16, 6)
+    with pytest.raises(InputError, match="sites="):
+        fl.wrap(net, example=x[:1])

@@ -165,6 +165,9 @@ class ConvAdapter(Adapter):
             raise InputError(
                 "ConvAdapter needs example: one batch of the module's input tensors (x[:1])"
             )
+        device = next((p.device for p in module.parameters()), None)
+        if device is not None:
+            args = tuple(a.to(device) for a in args)
         modules = {n for n, _ in module.named_modules()}
         wanted = dict(sites)
         if logits is not None:

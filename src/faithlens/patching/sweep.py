@@ -146,7 +146,8 @@ def site_length(model: Model, task: Task, site: str) -> int | None:
     if task.tokens:
         return task.seq_len
     hp = model.site_info(site).hook
-    return site_positions(model.module, hp, task.clean.args, dict(task.clean.kwargs))
+    one = task.clean.select(slice(0, 1)).to(model.device)  # the probe runs one example
+    return site_positions(model.module, hp, one.args, dict(one.kwargs))
 
 
 def example_chunks(model: Model, task: Task, size: int) -> list[Tensor]:
