@@ -573,6 +573,11 @@ def test_vision_attribution_and_neurons(vis):
 
         maps = collect_maps(m, clean, reader)
         assert maps.shape[:2] == (N, cached.shape[2]) and maps.dim() == 4
+        assert torch.equal(maps.flatten(2).transpose(1, 2), cached)
+        g = torch.Generator().manual_seed(0)
+        masks = torch.rand(N, 2, f.size, f.size, generator=g) > 0.6
+        d = fl.neurons.dissect(reader, masks, model=m, inputs=clean, n_boot=20)
+        assert len(d.to_frame()) == cached.shape[2]  # one row per channel
 
 
 def test_vision_path_patching_and_scrubbing_refuse_a_tensor_task(vis):

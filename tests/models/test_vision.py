@@ -4,6 +4,8 @@ hf_adapter, and bad inputs refused with the argument named."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -221,3 +223,19 @@ def test_wrap_with_an_example_builds_a_conv_adapter():
     assert m.run(x, cache=["conv2"]).cache["conv2"].shape == (2, 16, 6)
     with pytest.raises(InputError, match="sites="):
         fl.wrap(net, example=x[:1])
+
+
+@pytest.mark.parametrize(
+    "key, shape",
+    [("vit", (N, 3, 16, 16)), ("vit", (N, 1, 8, 8)), ("resnet", (N, 1, 16, 16))],
+    ids=["vit-image-size", "vit-channels", "resnet-channels"],
+)
+def test_inputs_of_the_wrong_shape_are_refused_before_any_work(key, shape):
+    f = next(v for v in VISION if v.key == key)
+    m = fl.wrap(f.build())
+    x = torch.randn(*shape)
+    task = fl.Task.from_tensors(x, x + 1, answers=_answers())
+    site = "resid_pre.1" if key == "vit" else "block.1.0"
+    want = re.escape(f"cannot run on inputs of per-example shape [{shape[1:]}]")
+    with pytest.raises(InputError, match=want):
+        fl.patch(m, task, [site], n_boot=20)

@@ -81,6 +81,14 @@ def hooked_shape(
             module(*one_args, **one_kwargs)
     except _Seen:
         pass
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        shapes = [tuple(a.shape[1:]) for a in args if isinstance(a, Tensor)]
+        raise InputError(
+            f"{type(module).__name__} cannot run on inputs of per-example shape {shapes}: {e} "
+            "Give "
+            "inputs of the shape the model takes (for an image model: [n, channels, h, w] "
+            "with its number of channels and image size)"
+        ) from e
     finally:
         handle.remove()
     shape = seen[0] if seen else None
