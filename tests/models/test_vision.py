@@ -200,7 +200,7 @@ def test_unknown_site_names_the_sites(cnn):
 
 def test_selection_on_a_raw_four_dimensional_site_points_to_spatial_sites(cnn):
     _, m, x, _ = cnn
-    with pytest.raises(ShapeError, match="ConvAdapter"):
+    with pytest.raises(ShapeError, match="example=inputs"):
         m.run(x, cache=[fl.Site("module:1", units=[0])])
 
 
@@ -239,3 +239,12 @@ def test_inputs_of_the_wrong_shape_are_refused_before_any_work(key, shape):
     want = re.escape(f"cannot run on inputs of per-example shape [{shape[1:]}]")
     with pytest.raises(InputError, match=want):
         fl.patch(m, task, [site], n_boot=20)
+
+
+def test_a_vision_adapters_own_kinds_are_site_groups():
+    f = next(v for v in VISION if v.key == "resnet")
+    m = fl.wrap(f.build())
+    x, y = pixels(N, 3, 16, seed=1), pixels(N, 3, 16, seed=2)
+    task = fl.Task.from_tensors(x, y, answers=_answers())
+    res = fl.patch(m, task, "block", n_boot=20)
+    assert list(res.site) == m.sites("block") == ["block.0.0", "block.1.0", "block.1.1"]

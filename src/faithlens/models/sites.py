@@ -296,9 +296,9 @@ class Selection:
             raise ShapeError(
                 f"site {self.info.name}: position/unit selection needs a [batch, pos, width] or "
                 f"[batch, width] activation, but this one has shape {tuple(t.shape)}; for a "
-                "convolutional [batch, channels, h, w] activation, name it as a site of a vision "
-                "adapter (faithlens.models.vision.ConvAdapter), whose sites present it as "
-                "[batch, h * w, channels]"
+                "convolutional [batch, channels, h, w] activation, name its module in "
+                "fl.wrap(module, sites={name: path}, example=inputs[:1]) (a ConvAdapter, whose "
+                "sites present it as [batch, h * w, channels])"
             )
 
 

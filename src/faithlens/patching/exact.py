@@ -38,7 +38,7 @@ from ..executor import current_executor
 from ..fingerprint import data_fingerprint, model_fingerprint
 from ..interventions import Patch
 from ..models.model import Inputs, Model
-from ..models.sites import SITE_GROUPS, Site, SiteInfo
+from ..models.sites import KINDS, SITE_GROUPS, Site, SiteInfo
 from ..progress import Progress
 from ..runs import Resume
 from ..tasks.base import Task
@@ -58,8 +58,10 @@ from .sweep import (
 
 def resolve_sites(model: Model, sites: str | Sequence[str | Site]) -> list[str]:
     """Site names from a group (``"head"``, ``"mlp"``, ``"attn"``, ``"resid"``...) or a list."""
+    # a vision adapter's own kinds are groups too ("block", "stage", "conv")
+    own = {i.kind for i in model.adapter.site_table.values()} - {*KINDS, "module", "logits"}
     if isinstance(sites, str):
-        if sites in SITE_GROUPS:
+        if sites in SITE_GROUPS or sites in own:
             names = model.sites(kind=sites)
             if not names:
                 raise SiteError(f"this {model.arch} model has no {sites!r} sites")
