@@ -597,3 +597,21 @@ def test_docs_models_md_lists_the_vision_rows():
     text = DOC.read_text()
     for f in VISION:
         assert f.label in text and f"`{f.arch}`" in text
+
+
+def test_vision_residual_stream_adds_up(vis):
+    f, hf, m, clean, _ = vis
+    if not f.transformer:  # a ResNet block's output is relu(x + f(x)): no additive components
+        assert not m.sites("attn_out") and not m.sites("mlp_out")
+        return
+    L = m.n_layers - 1
+    names = [f"{k}.{L}" for k in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")]
+    heads = [f"head.{L}.{h}" for h in range(m.n_heads)]
+    c = m.run(clean, cache=[*names, *heads]).cache
+    mid = c[f"resid_pre.{L}"] + c[f"attn_out.{L}"]
+    assert torch.allclose(c[f"resid_mid.{L}"], mid, atol=1e-5)
+    assert torch.allclose(c[f"resid_post.{L}"], mid + c[f"mlp_out.{L}"], atol=1e-5)
+    w, b = m.adapter.o_proj(L)
+    z = torch.cat([c[h] for h in heads], -1)
+    per_head = m.adapter.head_outputs(L, z).sum(-2) + (b if b is not None else 0)
+    assert torch.allclose(per_head, c[f"attn_out.{L}"], atol=1e-5)
