@@ -126,7 +126,7 @@ class Model:
     # -- description ---------------------------------------------------------------------------
     def __repr__(self) -> str:
         a = self.adapter
-        if a.n_layers:
+        if a.n_layers and a.n_heads:
             return (
                 f"faithlens.Model({self.name!r}, arch={a.arch}, layers={a.n_layers}, heads={a.n_heads}"
                 f"{f'/{a.n_kv_heads} kv' if a.n_kv_heads != a.n_heads else ''}, d_model={a.d_model},"
