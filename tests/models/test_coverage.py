@@ -589,6 +589,8 @@ def test_vision_path_patching_and_scrubbing_refuse_a_tensor_task(vis):
         fl.path_patch(m, task, "head", "logits", n_boot=20)
     with pytest.raises(fl.errors.InputError, match="built from tensors"):
         sc.scrub(m, task, sc.Hypothesis.random(), n_boot=20)
+    with pytest.raises(fl.errors.InputError, match="built from tensors"):
+        fl.circuits.eap(m, task, n_boot=20)
 
 
 def test_docs_models_md_lists_the_vision_rows():
