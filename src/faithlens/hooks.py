@@ -53,6 +53,19 @@ class HookState:
 
 
 def process(t: Tensor, hp: HookPoint, ops: list[Op], state: HookState) -> Tensor:
+    """Apply ``ops`` to the hooked tensor ``t``; a spatial hook point's ``[batch, channels,
+    *spatial]`` tensor is seen by them as ``[batch, positions, channels]`` and handed back in
+    its own layout."""
+    if hp.spatial and t.dim() >= 3:
+        flat = t.flatten(2).transpose(1, 2)
+        out = process_flat(flat, hp, ops, state)
+        if out is flat:
+            return t
+        return out.transpose(1, 2).reshape(t.shape)
+    return process_flat(t, hp, ops, state)
+
+
+def process_flat(t: Tensor, hp: HookPoint, ops: list[Op], state: HookState) -> Tensor:
     state.fired.add(hp)
     ivs = [op for op in ops if op.kind == "intervene"]
     if ivs:

@@ -28,6 +28,7 @@ from .errors import InputError, ShapeError, SiteError
 from .hooks import HookState, Op, Stop, gather_hook, register, vocab_subset
 from .interventions import Intervention
 from .models.model import Inputs, Model, use_engine
+from .models.probe import site_positions
 from .models.sites import (
     HookPoint,
     Selection,
@@ -159,10 +160,15 @@ def _reachable(
     return None
 
 
-def _seq_for(info: SiteInfo, inputs: Inputs, offset: int) -> int | None:
-    if inputs.ids is None:
+def _seq_for(model: Model, info: SiteInfo, inputs: Inputs, offset: int) -> int | None:
+    """The positions a run computes at a site: the tokens from ``offset`` on; on inputs without
+    token ids (pixels, embeddings), those the model's own modules make there (a canonical site
+    or a spatial one; :func:`faithlens.models.probe.site_positions`), else None."""
+    if inputs.ids is not None:
+        return int(inputs.ids.shape[1]) - offset
+    if info.width is None and not info.hook.spatial:
         return None
-    return int(inputs.ids.shape[1]) - offset
+    return site_positions(model.module, info.hook, inputs.args, dict(inputs.kwargs))
 
 
 def _build_selection(
@@ -175,7 +181,7 @@ def _build_selection(
     offset: int,
 ) -> Selection:
     rows_idx, row_slice = as_rows(rows, batch)
-    seq = _seq_for(info, inputs, offset)
+    seq = _seq_for(model, info, inputs, offset)
     positions = None
     if site.positions is not None:
         if seq is None and info.kind != "module":
@@ -234,6 +240,8 @@ def run(
         stop_at: a site after which the forward pass stops (no logits are returned).
         logits_at: positions at which to compute logits: ``"last"`` (each example's last real
             token), an int, or per-example indices ``[batch]`` / ``[batch, k]``. Default: all.
+            A model with one output per example (``[batch, classes]``, an image classifier)
+            returns it as ``[batch, 1, classes]`` when ``logits_at`` is given (its one position).
         logit_tokens: compute only these vocabulary columns (token ids ``[k]``): the logits are
             then ``[..., k]`` in this order. For metrics that read a few answer tokens.
         grad: build the autograd graph (default: no_grad).
@@ -270,7 +278,7 @@ def run(
     out_raw, stopped = _hooked_forward(
         model, inp, model_in, call_kwargs, plan, state, stop_info, gather, grad, start_at, vocab_ctx
     )
-    return _collect(model, plan, state, out_raw, stopped, gather, offset, return_kv)
+    return _collect(model, plan, state, out_raw, stopped, gather, offset, return_kv, logits_at)
 
 
 def _check_resume(model: Model, inp: Inputs, start_at: Resume | None) -> int:
@@ -367,7 +375,7 @@ def _group_by_hook(
             )
         sel = add("intervene", iv.site_spec, iv.rows, iv)
         info = sel.info
-        seq = _seq_for(info, inp, offset)
+        seq = _seq_for(model, info, inp, offset)
         width = _full_width(model, info)
         if width is not None:
             shape = sel.view_shape(batch, seq, width)
@@ -478,6 +486,7 @@ def _collect(
     gather: Tensor | None,
     offset: int,
     return_kv: bool,
+    logits_at: Any = None,
 ) -> RunOutput:
     """Step 6: check that every intervention ran, and gather the logits, keys and values,
     cache and gradient leaves into a :class:`RunOutput`."""
@@ -492,6 +501,9 @@ def _collect(
     logits: Tensor | None = None
     if not stopped:
         logits = adapter.logits_of(out_raw)
+        if logits is not None and logits_at is not None and gather is None and logits.dim() == 2:
+            # One output per example (an image classifier's class logits): position 0
+            logits = logits[:, None]
         if logits is not None and gather is not None and adapter.unembed_module is None:
             rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
             logits = logits[rows, gather.to(logits.device)]

@@ -366,6 +366,144 @@ def capabilities(f: Family) -> dict[str, str]:
     }
 
 
+# ---- vision models ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VisionFamily:
+    """One row of the vision table: a tiny image model built from a config (pixel inputs)."""
+
+    key: str
+    label: str
+    arch: str
+    build: Callable[[], Any]
+    size: int  # image side the tests feed it
+    positions: str  # what a site's positions are (the "positions" cell)
+    transformer: bool  # the canonical transformer sites (resid_pre.L, head.L.H, ...)
+    logits: str  # the HF output faithlens' logits are: "logits" | "pooler_output"
+
+
+def _vision(cls: str, cfg_cls: str, seed: int, **kw: Any) -> Callable[[], Any]:
+    def build() -> Any:
+        import transformers
+
+        torch.manual_seed(seed)
+        return getattr(transformers, cls)(getattr(transformers, cfg_cls)(**kw)).eval()
+
+    return build
+
+
+_VIT = {
+    "image_size": 8,
+    "patch_size": 4,
+    "num_channels": 3,
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+}
+
+VISION: tuple[VisionFamily, ...] = (
+    VisionFamily(
+        "vit",
+        "ViT (ViTForImageClassification)",
+        "vit",
+        _vision("ViTForImageClassification", "ViTConfig", 30, num_labels=5, **_VIT),
+        8,
+        "CLS + patches",
+        True,
+        "logits",
+    ),
+    VisionFamily(
+        "clip_vision_model",
+        "CLIP vision tower (CLIPVisionModel)",
+        "clip_vision_model",
+        _vision("CLIPVisionModel", "CLIPVisionConfig", 31, **_VIT),
+        8,
+        "CLS + patches",
+        True,
+        "pooler_output",
+    ),
+    VisionFamily(
+        "resnet",
+        "ResNet (ResNetForImageClassification)",
+        "resnet",
+        _vision(
+            "ResNetForImageClassification",
+            "ResNetConfig",
+            32,
+            embedding_size=8,
+            hidden_sizes=[8, 16],
+            depths=[1, 2],
+            layer_type="basic",
+            num_labels=5,
+        ),
+        16,
+        "h * w (row-major)",
+        False,
+        "logits",
+    ),
+)
+
+VISION_COLUMNS = (
+    "sites",
+    "HF parity",
+    "cache",
+    "ablation",
+    "positions",
+    "resume (layer)",
+    "patching",
+    "attribution",
+    "neurons",
+    "path patching",
+    "scrubbing",
+)
+
+
+def vision_capabilities(f: VisionFamily) -> dict[str, str]:
+    """What the coverage test checks on a vision family, column by column."""
+    yes = "yes"
+    return {
+        "sites": yes,
+        "HF parity": yes,
+        "cache": yes,
+        "ablation": yes,
+        "positions": f.positions,
+        "resume (layer)": yes if f.transformer else "n/a (reruns from pixels)",
+        "patching": yes,
+        "attribution": yes,
+        "neurons": "collect (pooled)" if f.transformer else "collect, dissect maps",
+        "path patching": "refused (tensor task)",
+        "scrubbing": "refused (tensor task)",
+    }
+
+
+def render_vision() -> list[str]:
+    """The vision table of docs/models.md."""
+    cols = ["family", "faithlens arch", *VISION_COLUMNS]
+    lines = [
+        "## Vision models",
+        "",
+        "Each row is a tiny random image model built from a config, fed random pixels, on which",
+        "`tests/models/test_coverage.py` checks every column: the site list; parity with the",
+        "model's own forward (outputs within 1e-5, the residual stream or each stage against",
+        "`output_hidden_states`); caches; zero-ablation against a plain hook; what a site's",
+        "positions are; resuming from a layer; `fl.patch` on a `Task.from_tensors` task against a",
+        "hand-made hook reference; `fl.attribution_patch`; `faithlens.neurons.collect` (and",
+        "Network Dissection's maps); path patching and scrubbing refuse a task built from tensors",
+        "(they resample and route token positions). See *Vision models* in docs/patching.md.",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for f in VISION:
+        caps = vision_capabilities(f)
+        cells = [f.label, f"`{f.arch}`", *(caps[c] for c in VISION_COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
 def render() -> str:
     """docs/models.md: the coverage table."""
     head = [
@@ -399,12 +537,16 @@ def render() -> str:
         lines.append("| " + " | ".join(cells) + " |")
     tail = [
         "",
+        *render_vision(),
         "Not supported yet (refused at load with `no faithlens adapter for Hugging Face",
         "model_type ...`; use `fl.wrap(model)` and raw `module:PATH` sites): mixture-of-experts",
-        "models, encoder-decoders (T5, BART) and vision models (ViT, CNNs). Refused with the",
-        "reason: OPT (its decoder layer flattens batch and positions before the MLP, so MLP",
-        "sites would not be `[batch, pos, width]`) and Granite (embedding and residual",
-        "multipliers outside any module).",
+        "models, encoder-decoders (T5, BART), and vision families other than the rows above",
+        "(Swin, ConvNeXt, DeiT, the CLIP text tower, multimodal models). A plain PyTorch CNN gets",
+        "channel / spatial sites through `fl.wrap(cnn, sites={...}, example=images[:1])`",
+        "(`faithlens.models.ConvAdapter`). Refused with the reason: OPT (its",
+        "decoder layer flattens batch and positions before the MLP, so MLP sites would not be",
+        "`[batch, pos, width]`) and Granite (embedding and residual multipliers outside any",
+        "module).",
         "",
         *PRETRAINED,
     ]

@@ -16,9 +16,12 @@ from tests.helpers.models_coverage import (
     PATH_BLOCKS,
     PATH_REFUSED,
     PATH_YES,
+    VISION,
     Family,
+    VisionFamily,
     main,
     render,
+    vision_capabilities,
 )
 
 N, SEQ = 4, 9
@@ -408,3 +411,209 @@ def test_bidirectional_gemma3_is_not_causal(ids):
     assert torch.allclose(
         m.run(ids, start_at=fl.Resume.from_run(full, 1, m)).logits, ref, atol=1e-5
     )
+
+
+# ---- vision models (the second table) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=VISION, ids=[f.key for f in VISION])
+def vis(request):
+    f: VisionFamily = request.param
+    hf = f.build()
+    g = torch.Generator().manual_seed(5)
+    clean = torch.randn(N, 3, f.size, f.size, generator=g)
+    corrupt = torch.randn(N, 3, f.size, f.size, generator=g)
+    return f, hf, fl.wrap(hf), clean, corrupt
+
+
+def _vision_task(m, clean, corrupt):
+    width = m.site_info("logits").width if "logits" in m.adapter.site_table else m.d_model
+    answers = torch.tensor([[i % width, (i + 1) % width] for i in range(N)])
+    return fl.Task.from_tensors(clean, corrupt, answers=answers)
+
+
+def _hf_out(f: VisionFamily, hf, x):
+    with torch.no_grad():
+        out = hf(x, output_hidden_states=True)
+    return getattr(out, f.logits).flatten(1), out.hidden_states
+
+
+def test_vision_site_list_and_positions(vis):
+    f, hf, m, clean, _ = vis
+    assert m.arch == f.arch and not m.is_causal
+    cache = m.run(clean, cache=m.sites()).cache
+    if f.transformer:
+        n_patches = (f.size // hf.config.patch_size) ** 2
+        assert f.positions == "CLS + patches"
+        for L in range(m.n_layers):
+            for kind in KIND_ORDER:
+                n = m.n_heads if kind in ("head", "q", "k", "v") else None
+                names = [f"{kind}.{L}.{h}" for h in range(n)] if n else [f"{kind}.{L}"]
+                for name in names:
+                    assert cache[name].shape[:2] == (N, 1 + n_patches), name
+        assert cache["embed"].shape[:2] == (N, n_patches)  # the patches, before the CLS token
+    else:
+        assert f.positions == "h * w (row-major)"
+        cfg = hf.config
+        want = {f"block.{s}.{b}" for s, d in enumerate(cfg.depths) for b in range(d)}
+        assert want <= set(m.sites("block"))
+        _, hidden = _hf_out(f, hf, clean)
+        for s in range(len(cfg.depths)):
+            h = hidden[s + 1]
+            assert cache[f"stage.{s}"].shape == (N, h.shape[2] * h.shape[3], h.shape[1])
+
+
+def test_vision_parity_with_the_models_own_forward(vis):
+    f, hf, m, clean, _ = vis
+    out, hidden = _hf_out(f, hf, clean)
+    assert vision_capabilities(f)["HF parity"] == "yes"
+    assert torch.allclose(m.run(clean).logits, out, atol=1e-5)
+    if f.transformer:
+        names = [f"resid_pre.{L}" for L in range(m.n_layers)]
+        got = m.run(clean, cache=names).cache
+        for L, name in enumerate(names):
+            assert torch.allclose(got[name], hidden[L], atol=1e-5), name
+    else:
+        got = m.run(clean, cache=["embed", "stage.0", "stage.1"]).cache
+        for i, name in enumerate(["embed", "stage.0", "stage.1"]):
+            assert torch.allclose(got[name], hidden[i].flatten(2).transpose(1, 2), atol=1e-5)
+
+
+def _vision_site(f: VisionFamily):
+    return (
+        ("head.1.0", "vit.layers.1.attention.o_proj")
+        if f.arch == "vit"
+        else (
+            ("head.1.0", "encoder.layers.1.self_attn.out_proj")
+            if f.arch == "clip_vision_model"
+            else ("block.1.0", "resnet.encoder.stages.1.layers.0")
+        )
+    )
+
+
+def test_vision_zero_ablation_matches_a_plain_hook(vis):
+    f, hf, m, clean, _ = vis
+    site, module = _vision_site(f)
+    mod = hf.get_submodule(module)
+    if f.transformer:  # head 0: the first d_head columns of the output projection's input
+        dh = m.d_head
+
+        def pre(_m, a):
+            z = a[0].clone()
+            z[..., :dh] = 0
+            return (z,)
+
+        h = mod.register_forward_pre_hook(pre)
+    else:
+        h = mod.register_forward_hook(lambda _m, _a, o: torch.zeros_like(o))
+    try:
+        ref, _ = _hf_out(f, hf, clean)
+    finally:
+        h.remove()
+    got = m.run(clean, [fl.Zero(site)]).logits
+    assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_vision_resume_from_a_layer(vis):
+    f, hf, m, clean, _ = vis
+    if not f.transformer:
+        assert vision_capabilities(f)["resume (layer)"].startswith("n/a")
+        assert not m.adapter.supports_resume
+        return
+    full = m.run(clean, cache=["resid_pre.1"])
+    resumed = m.run(clean, start_at=fl.Resume.from_run(full, 1, m))
+    assert torch.allclose(resumed.logits, full.logits, atol=1e-5)
+
+
+def test_vision_patching_equals_a_hand_made_reference(vis):
+    f, hf, m, clean, corrupt = vis
+    site, module = _vision_site(f)
+    task = _vision_task(m, clean, corrupt)
+    res = fl.patch(m, task, [site], n_boot=20)
+    mod = hf.get_submodule(module)
+    store = {}
+    if f.transformer:
+        dh = m.d_head
+        h = mod.register_forward_pre_hook(lambda _m, a: store.__setitem__("z", a[0].clone()))
+        _hf_out(f, hf, clean)
+        h.remove()
+
+        def put(_m, a):
+            z = a[0].clone()
+            z[..., :dh] = store["z"][..., :dh]
+            return (z,)
+
+        h = mod.register_forward_pre_hook(put)
+    else:
+        h = mod.register_forward_hook(lambda _m, _a, o: store.__setitem__("o", o.clone()))
+        _hf_out(f, hf, clean)
+        h.remove()
+        h = mod.register_forward_hook(lambda _m, _a, o: store["o"])
+    try:
+        logits, _ = _hf_out(f, hf, corrupt)
+    finally:
+        h.remove()
+    want = task.metric(logits, task.answers)
+    np.testing.assert_allclose(res.patched[0], want.double().numpy(), atol=1e-5)
+
+
+def test_vision_attribution_and_neurons(vis):
+    f, hf, m, clean, corrupt = vis
+    task = _vision_task(m, clean, corrupt)
+    site, _ = _vision_site(f)
+    res = fl.attribution_patch(m, task, [site], n_boot=20)
+    assert res.patched.shape == (1, N) and np.isfinite(res.patched).all()
+    assert all(p.grad is None for p in hf.parameters())
+    reader = "resid_post.1" if f.transformer else "block.1.0"
+    acts = fl.neurons.collect(m, clean, reader, pool="mean")
+    cached = m.run(clean, cache=[reader]).cache[reader]
+    assert torch.allclose(acts.values, cached.mean(1), atol=1e-6)  # pooled over positions
+    if not f.transformer:
+        from faithlens.neurons.dissect import collect_maps
+
+        maps = collect_maps(m, clean, reader)
+        assert maps.shape[:2] == (N, cached.shape[2]) and maps.dim() == 4
+        assert torch.equal(maps.flatten(2).transpose(1, 2), cached)
+        g = torch.Generator().manual_seed(0)
+        masks = torch.rand(N, 2, f.size, f.size, generator=g) > 0.6
+        d = fl.neurons.dissect(reader, masks, model=m, inputs=clean, n_boot=20)
+        assert len(d.to_frame()) == cached.shape[2]  # one row per channel
+
+
+def test_vision_path_patching_and_scrubbing_refuse_a_tensor_task(vis):
+    f, hf, m, clean, corrupt = vis
+    task = _vision_task(m, clean, corrupt)
+    caps = vision_capabilities(f)
+    assert caps["path patching"] == caps["scrubbing"] == "refused (tensor task)"
+    with pytest.raises(fl.errors.InputError, match="built from tensors"):
+        fl.path_patch(m, task, "head", "logits", n_boot=20)
+    with pytest.raises(fl.errors.InputError, match="built from tensors"):
+        sc.scrub(m, task, sc.Hypothesis.random(), n_boot=20)
+    with pytest.raises(fl.errors.InputError, match="built from tensors"):
+        fl.circuits.eap(m, task, n_boot=20)
+
+
+def test_docs_models_md_lists_the_vision_rows():
+    from tests.helpers.models_coverage import DOC
+
+    text = DOC.read_text()
+    for f in VISION:
+        assert f.label in text and f"`{f.arch}`" in text
+
+
+def test_vision_residual_stream_adds_up(vis):
+    f, hf, m, clean, _ = vis
+    if not f.transformer:  # a ResNet block's output is relu(x + f(x)): no additive components
+        assert not m.sites("attn_out") and not m.sites("mlp_out")
+        return
+    L = m.n_layers - 1
+    names = [f"{k}.{L}" for k in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")]
+    heads = [f"head.{L}.{h}" for h in range(m.n_heads)]
+    c = m.run(clean, cache=[*names, *heads]).cache
+    mid = c[f"resid_pre.{L}"] + c[f"attn_out.{L}"]
+    assert torch.allclose(c[f"resid_mid.{L}"], mid, atol=1e-5)
+    assert torch.allclose(c[f"resid_post.{L}"], mid + c[f"mlp_out.{L}"], atol=1e-5)
+    w, b = m.adapter.o_proj(L)
+    z = torch.cat([c[h] for h in heads], -1)
+    per_head = m.adapter.head_outputs(L, z).sum(-2) + (b if b is not None else 0)
+    assert torch.allclose(per_head, c[f"attn_out.{L}"], atol=1e-5)

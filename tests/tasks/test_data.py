@@ -1,4 +1,4 @@
-"""``fl.Data``: the four datasets methods take share one protocol and behave alike on it."""
+"""``fl.Data``: the datasets methods take share one protocol and behave alike on it."""
 
 from __future__ import annotations
 
@@ -28,6 +28,13 @@ def _task(name: str = "toy", bump: int = 0) -> fl.Task:
         answers=torch.stack([torch.arange(N), torch.arange(N) + 1], -1),
         positions=torch.full((N,), 2),
     )
+
+
+def _tensor_task(name: str = "toy", bump: int = 0) -> fl.Task:
+    x = torch.arange(N * 12).reshape(N, 3, 2, 2).float()
+    x[0, 0, 0, 0] += bump
+    answers = torch.stack([torch.arange(N), torch.arange(N) + 1], -1)
+    return fl.Task.from_tensors(x, x.flip(0).clone(), answers=answers, name=name)
 
 
 def _scrub(name: str = "toy", bump: int = 0) -> ScrubData:
@@ -62,6 +69,7 @@ class Kind:
 
 KINDS = {
     "Task": Kind(_task, lambda d: d.clean.ids.tolist()),
+    "TensorTask": Kind(_tensor_task, lambda d: d.clean.args[0].tolist()),
     "ScrubData": Kind(_scrub, lambda d: list(zip(d["x"].tolist(), d["label"].tolist()))),
     "InterchangeData": Kind(_interchange, lambda d: list(zip(d.base.tolist(), d.labels.tolist()))),
     "ContrastPairs": Kind(_pairs, lambda d: list(zip(d.positive, d.negative))),

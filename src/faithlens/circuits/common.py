@@ -27,6 +27,7 @@ from ..runs import RunOutput
 from ..stats import mean_interval
 from ..tasks.base import Task
 from ..tasks.metrics import Metric
+from ..tasks.tensors import require_tokens
 from .edges import EdgeGraph, Writer
 from .scores import EdgeScores
 
@@ -43,6 +44,8 @@ def prepare(
 ) -> tuple[Task, EdgeGraph]:
     """The argument checks every scorer makes before any work (model, task, n_boot, level,
     seed, max_memory, a non-degenerate task), the task with its metric, and the edge graph."""
+    if isinstance(data, Task):
+        require_tokens(data, fn)  # edges run per token position
     check_arguments(
         fn,
         data,

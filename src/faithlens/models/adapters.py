@@ -7,9 +7,9 @@ the model's own ``forward`` over the remaining layers), and where the unembeddin
 
 Supported: Hugging Face GPT-2, Llama (grouped-query attention; SmolLM2), Mistral, Qwen2, Qwen3,
 Gemma 1/2/3 (text), Phi-3, Falcon, GPT-J, GPT-NeoX / Pythia, BERT (MiniLM), faithlens' own zoo
-transformer, and any ``nn.Module`` through raw module paths (:class:`GenericAdapter`).
-``docs/models.md`` (generated from ``tests/helpers/models_coverage.py``'s table) lists what is tested
-on each.
+transformer, vision models (ViT, CLIP vision, ResNet: :mod:`faithlens.models.vision`), and any
+``nn.Module`` through raw module paths (:class:`GenericAdapter`). ``docs/models.md`` lists what
+is tested on each.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError, SiteError, nearest
-from .layouts import ALIASES, LAYOUTS, REFUSED, VARIANTS, Layout
+from .layouts import ALIASES, FACTORIES, LAYOUTS, REFUSED, VARIANTS, Layout
 from .sites import HookPoint, SiteInfo
 
 RAW_PREFIX = "module:"
@@ -561,7 +561,7 @@ def _has_sliding_layers(config: Any) -> bool:
     return any("sliding" in str(t) or "chunked" in str(t) for t in types)
 
 
-def hf_adapter(module: nn.Module) -> HFAdapter:
+def hf_adapter(module: nn.Module) -> Adapter:
     """The adapter for a Hugging Face model, chosen by ``config.model_type``."""
     make = getattr(module, "faithlens_adapter", None)
     if callable(make):
@@ -585,12 +585,14 @@ def hf_adapter(module: nn.Module) -> HFAdapter:
             f"{model_type!r}: {REFUSED[key]}. Use fl.wrap(model) and raw module sites "
             "('module:PATH')."
         )
+    if key in FACTORIES:
+        return FACTORIES[key](module)
     variant = VARIANTS.get(key)
     layout = variant(cfg) if variant is not None else LAYOUTS.get(key)
     if layout is None:
         raise InputError(
             f"no faithlens adapter for Hugging Face model_type {model_type!r} (supported: "
-            f"{sorted(LAYOUTS)}). Use fl.wrap(model) and raw module sites ('module:PATH')."
+            f"{sorted({*LAYOUTS, *FACTORIES})}). Use fl.wrap(model) and raw sites ('module:PATH')."
         )
     return HFAdapter(module, layout)
 

@@ -298,6 +298,10 @@ VARIANTS: dict[str, Callable[[Any], Layout]] = {
     "stablelm": _stablelm,
 }
 
+# Architectures whose adapter is not an HFAdapter over a Layout alone (model_type -> a factory
+# of the adapter): the vision models, registered by faithlens.models.vision.
+FACTORIES: dict[str, Callable[[Any], Any]] = {}
+
 # Architectures refused with a reason (not merely unknown).
 REFUSED = {
     "opt": (
@@ -317,4 +321,4 @@ REFUSED = {
 ALIASES = {"mistral": "llama", "qwen2": "llama", "smollm": "llama", "pythia": "gpt_neox"}
 
 
-__all__ = ["ALIASES", "LAYOUTS", "REFUSED", "VARIANTS", "Layout"]
+__all__ = ["ALIASES", "FACTORIES", "LAYOUTS", "REFUSED", "VARIANTS", "Layout"]

@@ -13,6 +13,7 @@ from .. import validate
 from ..errors import InputError, SiteError
 from .adapters import RAW_PREFIX, Adapter, GenericAdapter, hf_adapter
 from .sites import KINDS, SITE_GROUPS, Site, SiteInfo, SiteLike, as_site
+from .vision import ConvAdapter
 
 if TYPE_CHECKING:
     from ..interventions import Intervention
@@ -125,7 +126,7 @@ class Model:
     # -- description ---------------------------------------------------------------------------
     def __repr__(self) -> str:
         a = self.adapter
-        if a.n_layers:
+        if a.n_layers and a.n_heads:
             return (
                 f"faithlens.Model({self.name!r}, arch={a.arch}, layers={a.n_layers}, heads={a.n_heads}"
                 f"{f'/{a.n_kv_heads} kv' if a.n_kv_heads != a.n_heads else ''}, d_model={a.d_model},"
@@ -198,7 +199,8 @@ class Model:
         table = self.adapter.site_table
         if kind is not None:
             want = SITE_GROUPS.get(kind, kind)
-            if want not in KINDS and want != "module":
+            own = {i.kind for i in table.values()}  # a vision adapter's kinds ("block"...)
+            if want not in KINDS and want != "module" and want not in own:
                 raise SiteError(f"unknown site kind {kind!r}; kinds are {list(KINDS)}")
         else:
             want = None
@@ -374,15 +376,28 @@ def wrap(
     sites: Mapping[str, str] | None = None,
     name: str | None = None,
     adapter: Adapter | None = None,
+    example: Any = None,
 ) -> Model:
     """Wrap any ``nn.Module``.
 
     Hugging Face models of a supported architecture get the canonical sites; any other module is
     addressed by raw module paths (``module:PATH``, ``module:PATH:in``) and by the aliases in
-    ``sites`` (``{"hidden": "layers.1"}``).
+    ``sites`` (``{"hidden": "layers.1"}``). With ``example`` (one batch of the module's input
+    tensors, e.g. ``images[:1]``) the aliases are the sites of a
+    :class:`~faithlens.models.vision.ConvAdapter`: a convolutional output ``[batch, channels,
+    h, w]`` is a site of ``channels`` units at ``h * w`` positions.
     """
     if not isinstance(module, nn.Module):
         raise InputError(f"fl.wrap needs a torch.nn.Module, not {type(module).__name__}")
+    if adapter is None and example is not None:
+        if not sites:
+            raise validate.fail(
+                "example",
+                type(example).__name__,
+                "example= reads the shapes of the modules named in sites=, and none is named",
+                'give sites={"conv1": "features.0", ...} as well',
+            )
+        adapter = ConvAdapter(module, dict(sites), example)
     if adapter is None:
         make = getattr(module, "faithlens_adapter", None)
         if callable(make):

@@ -13,7 +13,9 @@ example, a list, ``"last"`` (each example's last real token), or a tensor of per
 (``[batch]`` or ``[batch, k]``).
 
 Every activation a site exposes has the layout ``[batch, position, width]`` (``[batch, width]``
-for modules without a sequence axis).
+for modules without a sequence axis); a convolutional site (``HookPoint.spatial``) presents its
+``[batch, channels, h, w]`` tensor as ``[batch, h * w, channels]``: channels are units, spatial
+positions (row-major) are positions.
 """
 
 from __future__ import annotations
@@ -69,13 +71,18 @@ class HookPoint:
     """A tensor flowing into (``io="in"``) or out of (``io="out"``) a module.
 
     ``index`` picks the positional argument (inputs) or tuple element (outputs); ``kwarg`` names
-    the keyword under which the input may be passed instead.
+    the keyword under which the input may be passed instead. ``spatial``: the tensor is a
+    convolutional activation ``[batch, channels, *spatial]`` (``[batch, channels, h, w]``), which
+    the site presents as ``[batch, positions, channels]``: the channels are the units and the
+    spatial positions, flattened row-major (position ``i * w + j`` is row ``i``, column ``j``),
+    are the positions (:mod:`faithlens.models.vision`).
     """
 
     module: str
     io: IO = "out"
     index: int = 0
     kwarg: str | None = None
+    spatial: bool = False
 
 
 @dataclass(frozen=True)
@@ -288,7 +295,10 @@ class Selection:
         if t.dim() not in (2, 3) and (self.positions is not None or not _is_full(self.dims)):
             raise ShapeError(
                 f"site {self.info.name}: position/unit selection needs a [batch, pos, width] or "
-                f"[batch, width] activation, but this one has shape {tuple(t.shape)}"
+                f"[batch, width] activation, but this one has shape {tuple(t.shape)}; for a "
+                "convolutional [batch, channels, h, w] activation, name its module in "
+                "fl.wrap(module, sites={name: path}, example=inputs[:1]) (a ConvAdapter, whose "
+                "sites present it as [batch, h * w, channels])"
             )
 
 

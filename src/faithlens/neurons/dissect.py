@@ -31,6 +31,7 @@ from torch import Tensor
 
 from ..errors import InputError, ShapeError
 from ..executor import current_executor
+from ..models.probe import spatial_maps
 from ..progress import Progress
 from .kernels import SoftWPMI
 from .probing import Activations, Concepts
@@ -286,7 +287,7 @@ def collect_maps(
     from ..models.sites import as_site
 
     s = as_site(site)
-    model.site_info(s.name)
+    hook = model.site_info(s.name).hook
     x = inputs if isinstance(inputs, Tensor) else torch.as_tensor(np.asarray(inputs))
     n = int(x.shape[0])
     ex = current_executor()
@@ -294,8 +295,11 @@ def collect_maps(
         batch_size = images_per_pass(model, x, s, max_memory=max_memory)
 
     def one(chunk: slice) -> Tensor:
-        out = model.run(x[chunk].to(model.device), cache=[s])
-        return out.cache[s.name].detach().float().cpu()
+        part = x[chunk].to(model.device)
+        out = model.run(part, cache=[s])
+        # a spatial site's [batch, h * w, channels] as the maps [batch, channels, h, w]
+        maps = spatial_maps(model.module, hook, out.cache[s.name], (part,), {})
+        return maps.detach().float().cpu()
 
     outs = list(ex.map(one, ex.chunks(n, batch_size)))
     maps = torch.cat(outs, 0)
@@ -319,7 +323,7 @@ def images_per_pass(
     n = int(images.shape[0])
     if n == 0:
         raise InputError("no images to dissect")
-    probe = model.run(images[:1].to(model.device), cache=[s]).cache[s.name]
+    probe = model.run(images[:1].to(model.device), cache=[s]).cache[s.name]  # one image's map
     per_image = 4 * 16 * max(int(images[0].numel()), int(probe[0].numel()))
     ex = current_executor()
     return ex.chunk_size(n, per_image, device=model.device, max_memory=max_memory)

@@ -202,8 +202,10 @@ def collect(
     Token-level sites (``[batch, pos, width]``) keep every non-padding token, batch-major, and
     record the example each token came from in ``groups`` (so that bounds and bootstraps treat
     each text as one draw); ``drop_special`` removes BOS/CLS/SEP-style tokens. Spatial sites
-    (``[batch, channels, h, w]``) need ``pool="mean"`` or ``"max"`` to give one value per
-    channel (use :func:`faithlens.neurons.dissect` to explain the maps themselves).
+    (``[batch, channels, h, w]``, or a vision adapter's ``[batch, h * w, channels]``) and a
+    vision transformer's sites on pixels need ``pool="mean"`` or ``"max"`` to give one value per
+    unit, pooled over the positions (use :func:`faithlens.neurons.dissect` to explain the maps
+    themselves).
     """
     from ..models.model import Inputs
     from ..models.sites import as_site
@@ -251,6 +253,11 @@ def collect(
             groups.append((b_idx + sl.start).cpu())
             tokens.append(part.ids[b_idx, p_idx].cpu())
             continue
+        info = model.site_info(s.name)
+        if act.dim() == 3 and (info.hook.spatial or info.width is not None):
+            # a site's [batch, positions, units] (a CNN's h * w, a ViT's patches): units first,
+            # so that pooling is over the positions
+            act = act.transpose(1, 2)
         if act.dim() > 2:
             if pool is None:
                 raise ShapeError(

@@ -76,13 +76,15 @@ def attribution_patch(
         sel = base.grad_leaf(name)[1]
         grad_by_site[name] = sel.get(g if g is not None else torch.zeros_like(dlt))
 
-    n, seq = data.n, data.seq_len
+    n = data.n
     m_base = m_base_t.detach().double().cpu().numpy()
     rows = []
     conds: list[tuple[str, int | None]] = []
     for name in names:
         diff = (src.cache[name] - base.cache[name].detach()).float()
-        contrib = (diff * grad_by_site[name].float()).sum(-1)  # [n, seq]
+        contrib = (diff * grad_by_site[name].float()).sum(-1)  # [n, seq] (or [n]: no positions)
+        if contrib.dim() == 1:
+            contrib = contrib[:, None]
         if positions == "all":
             rows.append(contrib.sum(-1))
             conds.append((name, None))
@@ -90,7 +92,7 @@ def attribution_patch(
             rows.append(contrib[torch.arange(n), data.positions])
             conds.append((name, None))
         else:
-            for t in range(seq):
+            for t in range(contrib.shape[1]):
                 rows.append(contrib[:, t])
                 conds.append((name, t))
     est_delta = torch.stack(rows).double().cpu().numpy()

@@ -38,7 +38,7 @@ from ..executor import current_executor
 from ..fingerprint import data_fingerprint, model_fingerprint
 from ..interventions import Patch
 from ..models.model import Inputs, Model
-from ..models.sites import SITE_GROUPS, Site, SiteInfo
+from ..models.sites import KINDS, SITE_GROUPS, Site, SiteInfo
 from ..progress import Progress
 from ..runs import Resume
 from ..tasks.base import Task
@@ -51,14 +51,17 @@ from .sweep import (
     effects,
     example_chunks,
     row_bytes,
+    site_length,
     truncated,
 )
 
 
 def resolve_sites(model: Model, sites: str | Sequence[str | Site]) -> list[str]:
     """Site names from a group (``"head"``, ``"mlp"``, ``"attn"``, ``"resid"``...) or a list."""
+    # a vision adapter's own kinds are groups too ("block", "stage", "conv")
+    own = {i.kind for i in model.adapter.site_table.values()} - {*KINDS, "module", "logits"}
     if isinstance(sites, str):
-        if sites in SITE_GROUPS:
+        if sites in SITE_GROUPS or sites in own:
             names = model.sites(kind=sites)
             if not names:
                 raise SiteError(f"this {model.arch} model has no {sites!r} sites")
@@ -151,13 +154,14 @@ def plan_sweep(
     every position the metric reads."""
     n_layers = model.n_layers
     causal = model.is_causal and model.adapter.supports_resume
-    seq = task.seq_len
     first_diff = task.first_difference()
     earliest_diff = int(first_diff.min())
     earliest_read = int(task.positions.min())
     conds = []
     for name in sites:
         info = model.site_info(name)
+        length = site_length(model, task, name)  # a token task's length, a tensor task's own
+        seq = 1 if length is None else length
         resumable = model.adapter.supports_resume and info.kind not in ("embed", "module")
         layer = info.first_layer(n_layers) if resumable else 0
         if carried and name in carried:
@@ -167,7 +171,8 @@ def plan_sweep(
             one = carried[name][0] if len(carried[name]) == 1 else None
             conds.append(Condition(name, info, "site", one, layer, offset, not at, at))
             continue
-        ts: list[int | None] = list(range(seq)) if positions == "each" else [None]
+        each = positions == "each" and length is not None
+        ts: list[int | None] = list(range(seq)) if each else [None]
         for t in ts:
             if not causal or not resumable:
                 start, noop = 0, False
@@ -367,7 +372,7 @@ def _chunk_sizes(
 ) -> tuple[int, int]:
     """(examples per chunk, batch rows per forward pass), from the executor: a chunk's cached
     source activations and base residuals must fit the budget, and so must one pass's rows."""
-    seq = task.seq_len
+    seq = max((site_length(model, task, c.site) or 1 for c in conds), default=1)
     device = model.device
     item = torch.finfo(model.dtype).bits // 8
     widths = {c.site: int(c.info.width or model.d_model) for c in conds}
@@ -449,7 +454,7 @@ def _run_chunk(
     m_src = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
     # Base run: the residual stream entering each layer we resume at, and the KV cache.
     live = [c for c in local if c is not None and not c.noop]
-    layers = sorted({c.layer for c in live if _resumes(c)})
+    layers = sorted({c.layer for c in live if _resumes(model, c)})
     resid_names = [_resid_name(model, L) for L in layers]
     need_kv = any(c.offset > 0 for c in live)
     base_out = model.run(
@@ -500,7 +505,11 @@ def _localise(
     return [by_key.get((c.site, c.position)) for c in conds]
 
 
-def _resumes(c: Condition) -> bool:
+def _resumes(model: Model, c: Condition) -> bool:
+    """Whether a condition's run resumes from a cached residual stream (never on a model that
+    cannot resume, such as a CNN: it reruns from its inputs)."""
+    if not model.adapter.supports_resume:
+        return False
     return not (c.layer == 0 and c.info.kind in ("embed", "module"))
 
 
@@ -525,7 +534,7 @@ def _run_group(
     c = len(conds)
     inputs = base_in.repeat(c)
     start: Resume | None = None
-    if _resumes(conds[0]):
+    if _resumes(model, conds[0]):
         hidden = base_out.cache[_resid_name(model, layer)][:, offset:]
         kv = None
         if offset:

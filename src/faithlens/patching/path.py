@@ -43,6 +43,7 @@ from ..models.sites import Site
 from ..progress import Progress
 from ..runs import Resume
 from ..tasks.base import Task
+from ..tasks.tensors import require_tokens
 from .result import PatchingResult
 from .sweep import (
     answer_columns,
@@ -259,6 +260,7 @@ def _check(
     max_memory: int | None = None,
 ) -> Sequence[str]:
     """Step 1: the argument checks, before any work; the receiver ports as a list."""
+    require_tokens(task, "path_patch")
     check_arguments(
         "path_patch",
         task,

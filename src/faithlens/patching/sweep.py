@@ -23,6 +23,7 @@ from .. import validate
 from ..errors import InputError
 from ..folders import NpzStore
 from ..models.model import Inputs, Model
+from ..models.probe import site_positions
 from ..stats import normalized_effect
 from ..tasks.base import Task
 from .result import PatchingResult
@@ -74,6 +75,14 @@ def check_arguments(
             f"{fn}'s confidence intervals need at least 2 examples (one has no spread, so "
             "its interval would be NaN, not an estimate)",
             "build the task with n >= 2 (e.g. fl.tasks.build(name, model, n=32))",
+        )
+    if positions == "last" and not task.tokens:
+        raise validate.fail(
+            "positions",
+            positions,
+            f"the task {task.name!r} is built from tensors: its metric reads the model's "
+            "output, not one of a site's positions",
+            "use positions='all' (every position at once) or 'each' (one row per position)",
         )
     task.check_model(model, fn)
     why = task.degenerate()
@@ -128,6 +137,17 @@ def answer_columns(model: Model, task: Task, sites: Sequence[str]) -> tuple[Tens
         return None, task.answers
     tokens = torch.unique(task.answers)
     return tokens, torch.searchsorted(tokens, task.answers)
+
+
+def site_length(model: Model, task: Task, site: str) -> int | None:
+    """The positions ``site`` has on the task's inputs: the tokens of a token task; on a task
+    built from tensors, those the model makes there (a ViT's patches and CLS token, a CNN
+    block's ``h * w``), or None for a site without positions (``[batch, width]``)."""
+    if task.tokens:
+        return task.seq_len
+    hp = model.site_info(site).hook
+    one = task.clean.select(slice(0, 1)).to(model.device)  # the probe runs one example
+    return site_positions(model.module, hp, one.args, dict(one.kwargs))
 
 
 def example_chunks(model: Model, task: Task, size: int) -> list[Tensor]:
@@ -282,5 +302,6 @@ __all__ = [
     "example_chunks",
     "nan_interval",
     "row_bytes",
+    "site_length",
     "truncated",
 ]

@@ -59,10 +59,12 @@ def as_model(model: Any) -> Model:
 
 def as_data(data: Any) -> tuple[ScrubData, Behaviour | None]:
     from ..tasks.base import Task
+    from ..tasks.tensors import require_tokens
 
     if isinstance(data, ScrubData):
         return data, None
     if isinstance(data, Task):
+        require_tokens(data, "scrub")  # a task from tensors has no token data to resample
         return ScrubData.from_task(data), TaskMetric(data.metric)
     if isinstance(data, Mapping):
         return ScrubData(dict(data)), None

@@ -13,6 +13,7 @@ from .ioi import ioi, random_token_task, single_token_names
 from .metrics import (
     Accuracy,
     BinaryCrossEntropy,
+    CrossEntropy,
     LogitDiff,
     LogProb,
     Metric,
@@ -21,6 +22,7 @@ from .metrics import (
 )
 from .paren import ParenData, ParenMixture, paren_task
 from .prompts_file import TaskFile, read_task_file
+from .tensors import TensorTask, require_tokens
 
 
 def _vocab_check(model: Model, want: int, task: str, hint: str) -> None:
@@ -65,6 +67,7 @@ __all__ = [
     "build",
     "Accuracy",
     "BinaryCrossEntropy",
+    "CrossEntropy",
     "Data",
     "InductionData",
     "MarkovChain",
@@ -77,6 +80,7 @@ __all__ = [
     "ProbDiff",
     "Task",
     "TaskFile",
+    "TensorTask",
     "get_metric",
     "induction",
     "induction_task",
@@ -85,5 +89,6 @@ __all__ = [
     "paren_task",
     "random_token_task",
     "read_task_file",
+    "require_tokens",
     "single_token_names",
 ]

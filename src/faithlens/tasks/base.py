@@ -154,6 +154,11 @@ class Task:
                 )
         return None
 
+    @property
+    def tokens(self) -> bool:
+        """Whether the inputs are token ids (False for a task built from tensors)."""
+        return True
+
     def __len__(self) -> int:
         assert self.clean.ids is not None
         return int(self.clean.ids.shape[0])
@@ -329,6 +334,28 @@ class Task:
             corrupt_prompts=tuple(corrupt),
             answer_text=tuple(tuple(a) for a in answers),
         )
+
+    @classmethod
+    def from_tensors(
+        cls,
+        clean: Tensor | Sequence[Tensor],
+        corrupt: Tensor | Sequence[Tensor],
+        answers: Any = None,
+        *,
+        labels: Any = None,
+        metric: str | Metric | None = None,
+        name: str = "custom",
+    ) -> Task:
+        """Build a task from input tensors (pixels ``[n, channels, h, w]``, embeddings; or a
+        list of a model's input tensors), for models that take no token ids: an image
+        classifier, any module through ``fl.wrap``. ``answers`` ``[n, 2]`` are (correct, wrong)
+        class indices (default metric ``"logit_diff"``), or ``labels`` ``[n]`` the correct
+        class (default metric ``"logprob"``; ``"loss"`` is the cross-entropy). The metric reads
+        the model's output ``[n, classes]``. Returns a
+        :class:`~faithlens.tasks.tensors.TensorTask`."""
+        from .tensors import TensorTask
+
+        return TensorTask.build(clean, corrupt, answers, labels=labels, metric=metric, name=name)
 
     @classmethod
     def from_token_ids(

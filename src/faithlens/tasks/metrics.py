@@ -115,12 +115,25 @@ class BinaryCrossEntropy(Metric):
         return torch.nn.functional.softplus(picked[:, 1:].mean(-1) - picked[:, 0])
 
 
+@dataclass(frozen=True)
+class CrossEntropy(Metric):
+    """-log p(correct) over every class (lower is better): a classifier's loss."""
+
+    name: str = "loss"
+    higher_is_better = False
+
+    def compute(self, logits: Tensor, answers: Tensor) -> Tensor:
+        lp = torch.log_softmax(logits, -1)
+        return -lp.gather(-1, answers[:, :1].to(logits.device))[:, 0]
+
+
 METRICS: dict[str, type[Metric]] = {
     "logit_diff": LogitDiff,
     "logprob": LogProb,
     "prob_diff": ProbDiff,
     "accuracy": Accuracy,
     "bce": BinaryCrossEntropy,
+    "loss": CrossEntropy,
 }
 
 
