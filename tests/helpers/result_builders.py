@@ -275,7 +275,11 @@ def writers() -> Any:
 def layer_lens() -> Any:
     from faithlens.representations.lens_results import LayerLensResult
 
-    est = {"logit_diff": np.array([0.1, 1.5]), "prob": np.array([0.02, 0.4]), "rank": np.array([9.0, 0.5])}
+    est = {
+        "logit_diff": np.array([0.1, 1.5]),
+        "prob": np.array([0.02, 0.4]),
+        "rank": np.array([9.0, 0.5]),
+    }
     fields: dict[str, Any] = {}
     for q, e in est.items():
         fields.update({q: e, f"{q}_se": e * 0 + 0.05, f"{q}_low": e - 0.1, f"{q}_high": e + 0.1})

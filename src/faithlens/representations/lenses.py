@@ -205,10 +205,11 @@ def frozen_norm(model: Model, x: Tensor) -> tuple[Callable[[Tensor], Tensor], Te
         )
     dt = model.dtype
     with torch.no_grad():
-        if centred:
+        if isinstance(norm, nn.LayerNorm):
             w = norm.weight if norm.weight is not None else torch.ones(d)
             gain = w.detach().double().to(x.device)
-            bias = norm.bias.detach().double().to(x.device) if norm.bias is not None else 0 * gain
+            b = norm.bias
+            bias = b.detach().double().to(x.device) if b is not None else 0 * gain
         else:  # an RMSNorm: its gain is what it makes of a row of ones
             ones = torch.ones(1, 1, d, dtype=dt, device=model.device)
             gain = norm(ones)[0, 0].double().to(x.device) * math.sqrt(1.0 + eps)

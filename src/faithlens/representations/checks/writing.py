@@ -62,7 +62,9 @@ def component_vectors(
     residual stream."""
     a = model.adapter
     cache_names = sorted({c[1] for c in comps if c[1]} | {target})
-    res = model.run(inputs, cache=[Site(s, positions=positions) for s in cache_names], stop_at=target)
+    res = model.run(
+        inputs, cache=[Site(s, positions=positions) for s in cache_names], stop_at=target
+    )
     first = res.cache[target][:, 0]
     total = first.to(torch.promote_types(first.dtype, torch.float32))
     b, d = total.shape
