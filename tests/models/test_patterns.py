@@ -12,7 +12,31 @@ from faithlens.interventions import Patch
 from faithlens.models.patterns import expose_patterns, pattern_site
 from tests.helpers.builders import BUILDERS, VOCAB
 
-CAUSAL = ["llama", "gpt2", "gpt_neox"]
+CAUSAL = ["llama", "gpt2", "gpt_neox", "gemma3"]
+
+
+def gemma3():
+    """A tiny Gemma 3: grouped keys, sliding-window layers, query/key norms, soft scaling."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(6)
+    cfg = Gemma3TextConfig(
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        hidden_size=32,
+        intermediate_size=64,
+        head_dim=8,
+        vocab_size=VOCAB,
+        sliding_window=4,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        pad_token_id=0,
+    )
+    return Gemma3ForCausalLM(cfg).eval()
+
+
+def _build(arch: str) -> torch.nn.Module:
+    return gemma3() if arch == "gemma3" else BUILDERS[arch]()
 
 
 def _inputs() -> fl.Inputs:
@@ -26,11 +50,11 @@ def _inputs() -> fl.Inputs:
 @pytest.mark.parametrize("arch", CAUSAL)
 def test_cached_pattern_equals_hugging_face_eager_attentions(arch):
     inp = _inputs()
-    reference = BUILDERS[arch]()
+    reference = _build(arch)
     reference.set_attn_implementation("eager")
     with torch.no_grad():
         want = reference(input_ids=inp.ids, attention_mask=inp.mask, output_attentions=True)
-    model = fl.wrap(BUILDERS[arch]())
+    model = fl.wrap(_build(arch))
     before = model.run(inp).logits
     sites = expose_patterns(model)
     assert sites == [pattern_site(model, L) for L in range(model.n_layers)]
@@ -48,7 +72,7 @@ def test_patched_pattern_is_exact(arch):
     """Patch layer 1's pattern with a uniform pattern over the allowed keys: each head's output
     (``head.1.H``) is then the mean of its value vectors, computed here from the cached v."""
     inp = _inputs()
-    model = fl.wrap(BUILDERS[arch]().double())
+    model = fl.wrap(_build(arch).double())
     site = expose_patterns(model)[1]
     clean = model.run(inp, cache=[site]).cache[site]
     allowed = (clean > 0).double()

@@ -173,3 +173,39 @@ def test_results_round_trip(tmp_path):
         assert back.to_frame().equals(res.to_frame())
         assert "±" in res.summary()
         res.plot()
+
+
+def _gemma3() -> fl.Model:
+    """A tiny Gemma 3: RMSNorm with a ``1 + w`` gain, and sandwich norms around each block."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(8)
+    cfg = Gemma3TextConfig(
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        hidden_size=32,
+        intermediate_size=64,
+        head_dim=8,
+        vocab_size=VOCAB,
+        pad_token_id=0,
+    )
+    return fl.wrap(Gemma3ForCausalLM(cfg).eval().double())
+
+
+def test_gemma3_lens_ends_at_the_model_and_dla_is_refused():
+    model, task = _gemma3(), _task(n=4)
+    lens = fl.logit_lens(model, task, n_boot=50)
+    assert lens.logit_diff[-1] == pytest.approx(lens.model_logit_diff, abs=1e-5)
+    for i, L in enumerate(lens.layers):
+        hand = _hand_lens(model, task, f"resid_post.{L}")
+        np.testing.assert_allclose(lens.per_example[0, i], hand, atol=1e-5)
+    # the frozen-scale map rebuilds Gemma's RMSNorm (gain 1 + w) exactly
+    norm = model.module.get_submodule(model.adapter.site_info("ln_final").hook.module)
+    x = torch.randn(3, model.d_model, dtype=torch.float64)
+    linear, bias = frozen_norm(model, x)
+    with torch.no_grad():
+        np.testing.assert_allclose((linear(x) + bias).numpy(), norm(x).numpy(), atol=1e-6)
+    # each block's outputs pass through a norm before they join the residual: not additive
+    with pytest.raises(InputError, match="not the sum of its components"):
+        fl.direct_logit_attribution(model, task, n_boot=50)
