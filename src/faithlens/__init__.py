@@ -50,6 +50,8 @@ from .representations import (
     generate,
 )
 from .representations import read as read_directions
+from .representations.lens_results import DirectLogitAttribution, LayerLensResult
+from .representations.lenses import direct_logit_attribution, logit_lens
 from .results import Result
 from .runs import Resume, RunOutput, run
 from .scrubbing import Hypothesis, ScrubResult, adversary, scrub
@@ -125,5 +127,9 @@ __all__ = [
     "faithfulness",
     "generate",
     "read_directions",
+    "DirectLogitAttribution",
+    "LayerLensResult",
+    "direct_logit_attribution",
+    "logit_lens",
     "representations",
 ]

@@ -44,6 +44,8 @@ METHODS = [
     ("fl.read_directions", "faithlens.representations", "read"),
     ("fl.faithfulness", "faithlens.representations", "faithfulness"),
     ("fl.generate", "faithlens.representations", "generate"),
+    ("fl.logit_lens", "faithlens.representations.lenses", "logit_lens"),
+    ("fl.direct_logit_attribution", "faithlens.representations.lenses", "direct_logit_attribution"),
     ("fl.neurons.explain", "faithlens.neurons", "explain"),
     ("fl.neurons.dissect", "faithlens.neurons", "dissect"),
     ("fl.neurons.simulate", "faithlens.neurons", "simulate"),

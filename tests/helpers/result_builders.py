@@ -272,6 +272,49 @@ def writers() -> Any:
     )
 
 
+def layer_lens() -> Any:
+    from faithlens.representations.lens_results import LayerLensResult
+
+    est = {
+        "logit_diff": np.array([0.1, 1.5]),
+        "prob": np.array([0.02, 0.4]),
+        "rank": np.array([9.0, 0.5]),
+    }
+    fields: dict[str, Any] = {}
+    for q, e in est.items():
+        fields.update({q: e, f"{q}_se": e * 0 + 0.05, f"{q}_low": e - 0.1, f"{q}_high": e + 0.1})
+    return LayerLensResult(
+        layers=[0, 1],
+        site="resid_post",
+        per_example=np.zeros((3, 2, 4)),
+        model_logit_diff=1.6,
+        model_logit_diff_se=0.1,
+        model_logit_diff_low=1.4,
+        model_logit_diff_high=1.8,
+        **fields,
+    )
+
+
+def dla() -> Any:
+    from faithlens.representations.lens_results import DirectLogitAttribution
+
+    c = np.array([0.1, 0.9, -0.2, 0.0])
+    return DirectLogitAttribution(
+        components=["embed", "head.0.0", "mlp_out.0", "bias"],
+        layer=[None, 0, 0, None],
+        head=[None, 0, None, None],
+        contribution=c,
+        contribution_se=np.full(4, 0.05),
+        contribution_low=c - 0.1,
+        contribution_high=c + 0.1,
+        per_example=np.zeros((4, 3)),
+        total=0.8,
+        total_se=0.1,
+        total_low=0.6,
+        total_high=1.0,
+    )
+
+
 def faithfulness() -> Any:
     from faithlens.representations.results import FaithfulnessReport
 
@@ -618,6 +661,8 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "PersistenceResult": persistence,
     "LogitLensResult": logit_lens,
     "WritersResult": writers,
+    "LayerLensResult": layer_lens,
+    "DirectLogitAttribution": dla,
     "FaithfulnessReport": faithfulness,
     "DivergenceResult": divergence,
     "AuditResult": audit,

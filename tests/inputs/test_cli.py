@@ -226,6 +226,8 @@ MEMORY_COMMANDS = {
     "neurons digits": ["neurons", "digits"],
     "neurons validate": ["neurons", "validate"],
     "neurons sanity": ["neurons", "sanity"],
+    "logit-lens": ["logit-lens"],
+    "dla": ["dla"],
 }
 BAD_SIZES = [
     ("0", "at least one byte"),
@@ -274,6 +276,8 @@ TASK_COMMANDS = [
     ["audit", "--model", "zoo:induction", "--site", "resid_post.1", "--top-heads", "1"],
     ["circuit", "--model", "zoo:induction"],
     ["das", "--model", "zoo:induction", "--site", "resid_post.0"],
+    ["logit-lens", "--model", "zoo:induction"],
+    ["dla", "--model", "zoo:induction"],
 ]
 BAD_TASK_FILES = [
     ((), ["mine.jsonl", "has no examples"]),

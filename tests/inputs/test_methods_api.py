@@ -756,3 +756,40 @@ def test_represent_specificity_without_random_directions_is_refused(monkeypatch)
         )
     assert_refused(e, "n_random", "0")
     assert "n_random >= 19" in str(e.value)
+
+
+# ------------------------------------------------------------------ logit lens and DLA
+
+LENS_BAD = [
+    ({"layers": [5]}, "layers", "5"),
+    ({"layers": []}, "layers", "[]"),
+    ({"site": "mlp_out"}, "site", "mlp_out"),
+    ({"which": "both"}, "which", "both"),
+    ({"n_boot": 0}, "n_boot", "0"),
+    ({"level": 1.5}, "level", "1.5"),
+    ({"seed": -1}, "seed", "-1"),
+    ({"max_memory": 0}, "max_memory", "0"),
+]
+
+
+LENS_CASES = [("logit_lens", *c) for c in LENS_BAD] + [
+    ("direct_logit_attribution", *c) for c in LENS_BAD if c[1] not in ("layers", "site")
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "name", "value"),
+    LENS_CASES,
+    ids=[f"{c[0]}-{c[1]}" for c in LENS_CASES],
+)
+def test_lenses_refuse_bad_arguments_before_any_forward_pass(
+    tiny_gpt2, monkeypatch, method, kwargs, name, value
+):
+    from tests.helpers.tasks import padded_task
+
+    model = fl.wrap(tiny_gpt2)
+    task = padded_task(model)
+    monkeypatch.setattr(fl.Model, "run", expensive)
+    with pytest.raises(FaithlensError) as exc:
+        getattr(fl, method)(model, task, **kwargs)
+    assert_refused(exc, name, value)

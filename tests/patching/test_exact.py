@@ -184,3 +184,29 @@ def test_killed_run_resumes_from_its_finished_chunks(tmp_path, monkeypatch):
         fl.patch(m, task, "head", checkpoint=folder, **kw)
     with pytest.raises(ArgumentError, match="checkpoint=3: must be a folder path"):
         fl.patch(m, task, "head", checkpoint=3, **kw)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("positions", ["all", "last"])
+def test_resid_post_sites_patch_like_a_plain_run(arch, positions):
+    """``resid_post.L`` is layer L's output: a sweep resumed after layer L never computed it and
+    was refused ("can never happen"); it now recomputes layer L, with the plain run's numbers."""
+    import torch
+
+    from tests.helpers.builders import BUILDERS, VOCAB
+
+    model = fl.wrap(BUILDERS[arch]().double())
+    g = torch.Generator().manual_seed(3)
+    clean = torch.randint(1, VOCAB, (4, 6), generator=g).tolist()
+    corrupt = torch.randint(1, VOCAB, (4, 6), generator=g).tolist()
+    task = fl.Task.from_token_ids(clean, corrupt, [(5, 9)] * 4)
+    res = fl.patch(model, task, "resid_post", positions=positions, n_boot=50)
+    names = [f"resid_post.{L}" for L in range(model.n_layers)]
+    src = model.run(task.clean, cache=names).cache
+    for i, name in enumerate(names):
+        where = "last" if positions == "last" else None
+        pos = task.positions[:, None] if where else None
+        site = fl.Site(name, positions=pos)
+        source = src[name] if pos is None else src[name][torch.arange(task.n)[:, None], pos]
+        want = task.evaluate(model, "corrupt", [fl.Patch(site, source=source)])
+        np.testing.assert_allclose(res.patched[i], want.numpy(), rtol=0, atol=1e-5)

@@ -78,6 +78,7 @@ COMMAND_MODULES = [
     "faithlens.cli.models",
     "faithlens.cli.patching",
     "faithlens.cli.circuits",
+    "faithlens.cli.lenses",
     "faithlens.cli.scrubbing",
     "faithlens.cli.neurons",
     "faithlens.cli.representations",

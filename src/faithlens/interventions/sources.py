@@ -62,6 +62,18 @@ def check_source(
 
 def fit_source(src: Tensor, ctx: HookContext, site: str) -> Tensor:
     """Bring a source to the selection's shape (it may be given per selection or per site)."""
+    if ctx.full.dim() not in (2, 3):
+        # A raw site of another rank (an attention pattern [batch, head, query, key]): its
+        # selection is whole rows, so the source is those rows or the whole batch.
+        rows = ctx.selection.rows
+        n = ctx.full.shape[0] if rows is None else int(rows.numel())
+        if tuple(src.shape) == (n, *ctx.full.shape[1:]):
+            return src
+        if rows is not None and tuple(src.shape) == tuple(ctx.full.shape):
+            return src[rows.to(src.device)]
+        raise ShapeError(
+            f"{site}: source has shape {tuple(src.shape)}; expected {(n, *ctx.full.shape[1:])}"
+        )
     want = tuple(ctx.selection.view_shape(ctx.batch, _seq(ctx.full), ctx.full.shape[-1]))
     if tuple(src.shape) == want:
         return src

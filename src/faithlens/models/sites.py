@@ -282,7 +282,7 @@ class Selection:
         """Write ``value`` into the selection of ``t`` (in place on ``t``; returns ``t``)."""
         if t.dim() not in (2, 3):
             if self.rows is None:
-                return value
+                return t.copy_(value)  # in place, as below: callers keep using ``t``
             t[self.rows.to(t.device)] = value
             return t
         basic = self._basic(t)

@@ -164,6 +164,9 @@ def plan_sweep(
         seq = 1 if length is None else length
         resumable = model.adapter.supports_resume and info.kind not in ("embed", "module")
         layer = info.first_layer(n_layers) if resumable else 0
+        if info.kind == "resid_post" and info.layer is not None:
+            # its hook is layer L's output, which a run resumed at L + 1 never computes
+            layer = min(layer, info.layer)
         if carried and name in carried:
             at = tuple(i for i in carried[name] if i < seq)
             start = at[0] if (causal and resumable and at) else 0

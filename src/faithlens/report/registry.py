@@ -23,6 +23,7 @@ from ..neurons.sanity import SanityCheck
 from ..neurons.simulate import BoundValidation
 from ..patching.result import PatchingResult
 from ..representations.generation import Generations
+from ..representations.lens_results import DirectLogitAttribution, LayerLensResult
 from ..representations.reading import ReadingResult
 from ..representations.results import (
     FaithfulnessReport,
@@ -35,7 +36,18 @@ from ..results import Result, register_html, register_plotter
 from ..scrubbing.paren import ParenReplication
 from ..scrubbing.results import AdversaryResult, ScrubResult
 from ..zoo.training import TrainingRun
-from . import circuits, das, divergence, html, neurons, plots, representations, scrubbing, zoo
+from . import (
+    circuits,
+    das,
+    divergence,
+    html,
+    lenses,
+    neurons,
+    plots,
+    representations,
+    scrubbing,
+    zoo,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -61,6 +73,8 @@ PLOTTERS: dict[type[Result], Callable[..., Figure]] = {
     PersistenceResult: representations.persistence_plot,
     LogitLensResult: representations.logit_lens_plot,
     WritersResult: representations.writers_plot,
+    LayerLensResult: lenses.layer_lens_plot,
+    DirectLogitAttribution: lenses.dla_plot,
     FaithfulnessReport: representations.report_plot,
     TrainingRun: zoo.training_plot,
     ParenReplication: zoo.paren_replication_plot,

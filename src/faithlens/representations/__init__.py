@@ -1,6 +1,8 @@
 """Representation analysis: reading vectors from contrast pairs, steering with generation,
 behaviours measured over continuations, and the faithfulness checks of a representation
-(causal, specific, stable, on-distribution, readable, who writes it, persistence).
+(causal, specific, stable, on-distribution, readable, who writes it, persistence); the logit
+lens over layers (``layer_lens``, ``fl.logit_lens``) and direct logit attribution on a task's
+answers (``lenses.py``; ``logit_lens`` here is the readable check of a direction).
 
 See ``docs/representations.md``.
 """
@@ -29,6 +31,9 @@ from .data import (
     truth_pairs,
 )
 from .generation import Generations, continuation_logprobs, generate
+from .lens_results import DirectLogitAttribution, LayerLensResult
+from .lenses import direct_logit_attribution
+from .lenses import logit_lens as layer_lens
 from .reading import (
     METHODS,
     ContrastActivations,
@@ -53,6 +58,8 @@ __all__ = [
     "METHODS",
     "AnswerJudge",
     "Behaviour",
+    "DirectLogitAttribution",
+    "LayerLensResult",
     "ContrastActivations",
     "ContrastPairs",
     "Fact",
@@ -70,6 +77,7 @@ __all__ = [
     "collect",
     "compare",
     "continuation_logprobs",
+    "direct_logit_attribution",
     "explain_direction",
     "fact_completion",
     "facts",
@@ -78,6 +86,7 @@ __all__ = [
     "generate",
     "honesty_pairs",
     "label_rates",
+    "layer_lens",
     "logit_lens",
     "measure",
     "on_distribution",

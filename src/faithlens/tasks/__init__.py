@@ -12,6 +12,7 @@ from .induction import InductionData, MarkovChain, RepeatSpec, induction_task
 from .ioi import ioi, random_token_task, single_token_names
 from .metrics import (
     Accuracy,
+    AnswerSet,
     BinaryCrossEntropy,
     CrossEntropy,
     LogitDiff,
@@ -66,6 +67,7 @@ __all__ = [
     "REGISTRY",
     "build",
     "Accuracy",
+    "AnswerSet",
     "BinaryCrossEntropy",
     "CrossEntropy",
     "Data",

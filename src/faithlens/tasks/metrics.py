@@ -125,6 +125,54 @@ class CrossEntropy(Metric):
     def compute(self, logits: Tensor, answers: Tensor) -> Tensor:
         lp = torch.log_softmax(logits, -1)
         return -lp.gather(-1, answers[:, :1].to(logits.device))[:, 0]
+class AnswerSet(Metric):
+    """A set of correct answers against a set of wrong ones: ``reduce`` over the correct set's
+    logits minus ``reduce`` over the wrong set's. ``answers`` is ``[n, n_correct + m]``: the
+    first ``n_correct`` columns are each example's correct set, the rest its wrong set.
+
+    ``reduce="logsumexp"`` (default) gives ``log p(correct set) - log p(wrong set)`` (the
+    softmax's normaliser cancels); ``"max"`` the best member of each set. Sets of different sizes
+    are padded by repeating a member: a token repeated within a set counts once.
+    """
+
+    n_correct: int = 1
+    reduce: str = "logsumexp"
+    name: str = "answer_set"
+
+    answer_logits_only = True
+
+    def __post_init__(self) -> None:
+        if self.reduce not in ("logsumexp", "max"):
+            raise MetricError(
+                f"AnswerSet: reduce must be 'logsumexp' or 'max', not {self.reduce!r}"
+            )
+        if (
+            isinstance(self.n_correct, bool)
+            or not isinstance(self.n_correct, int)
+            or self.n_correct < 1
+        ):
+            raise MetricError(f"AnswerSet: n_correct must be an int >= 1, not {self.n_correct!r}")
+
+    def compute(self, logits: Tensor, answers: Tensor) -> Tensor:
+        k = self.n_correct
+        if answers.shape[1] <= k:
+            raise MetricError(
+                f"{self.name}: answers have {answers.shape[1]} columns but n_correct={k}; give "
+                f"the {k} correct answers and at least one wrong answer per example"
+            )
+        ans = answers.to(logits.device)
+        picked = logits.gather(-1, ans)
+        return self._reduce(picked[:, :k], ans[:, :k]) - self._reduce(picked[:, k:], ans[:, k:])
+
+    def _reduce(self, values: Tensor, ids: Tensor) -> Tensor:
+        # a repeat of an earlier member of the same set (padding) counts once
+        same = ids[:, :, None] == ids[:, None, :]
+        earlier = torch.ones_like(same[0]).tril(-1).bool()
+        repeat = (same & earlier).any(-1)
+        masked = values.masked_fill(repeat, float("-inf"))
+        if self.reduce == "max":
+            return masked.max(-1).values
+        return torch.logsumexp(masked, -1)
 
 
 METRICS: dict[str, type[Metric]] = {
@@ -134,6 +182,7 @@ METRICS: dict[str, type[Metric]] = {
     "accuracy": Accuracy,
     "bce": BinaryCrossEntropy,
     "loss": CrossEntropy,
+    "answer_set": AnswerSet,
 }
 
 

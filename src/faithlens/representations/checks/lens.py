@@ -12,7 +12,7 @@ from ...models.model import Model
 from ..results import LogitLensResult
 
 
-def _unembed(model: Model, x: Tensor) -> Tensor:
+def unembed(model: Model, x: Tensor) -> Tensor:
     """``W_U norm(x)`` for directions ``x`` ``[k, d]`` (the final norm, when the model has one,
     is the module's own)."""
     w, b = model.adapter.unembed_weight()
@@ -58,7 +58,7 @@ def logit_lens(
     g = torch.Generator().manual_seed(seed)
     rand = torch.randn(n_random, r.shape[0], generator=g)
     rand = rand / rand.norm(dim=1, keepdim=True)
-    logits = _unembed(model, torch.cat([r[None], -r[None], rand]))
+    logits = unembed(model, torch.cat([r[None], -r[None], rand]))
     ent = _entropy(logits)
     H, null = float(ent[0]), ent[2:]
     p = float(stats.empirical_p(H, null, alternative="less"))

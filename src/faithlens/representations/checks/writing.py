@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ... import stats
 from ...errors import InputError
-from ...models.model import Model
+from ...models.model import Inputs, Model
 from ...models.sites import Site
 from ..data import ContrastPairs, Prompt
 from ..generation import encode
@@ -21,7 +21,7 @@ from ..results import WritersResult
 _ADDITIVE = ("llama", "gpt2", "gpt_neox")
 
 
-def _components(
+def components(
     model: Model, site: str, layer: int
 ) -> list[tuple[str, str, int | None, int | None]]:
     """(name, site to cache, layer, head) of every component summing to ``site.layer``."""
@@ -42,9 +42,50 @@ def _components(
             for H in range(model.n_heads):
                 out.append((f"head.{L}.{H}", f"head.{L}.{H}", L, H))
             out.append((f"attn_bias.{L}", "", L, None))
-        if last_mlp >= L:
+        if last_mlp >= L and f"mlp_out.{L}" in model.adapter.site_table:  # not attention-only
             out.append((f"mlp_out.{L}", f"mlp_out.{L}", L, None))
     return out
+
+
+def component_vectors(
+    model: Model,
+    inputs: Inputs,
+    positions: Tensor,
+    comps: list[tuple[str, str, int | None, int | None]],
+    target: str,
+) -> tuple[Tensor, Tensor]:
+    """Each component's output at one token per example, ``[b, n_components, d]`` (float32, or
+    the model's dtype where it is wider), and
+    the residual ``target`` there, ``[b, d]``: one run of ``inputs`` cached at ``positions``
+    (``[b]``) and stopped at ``target``. Heads are written through the output projection, the
+    attention output bias is its own component; the parts add up to ``target`` on a pre-norm
+    residual stream."""
+    a = model.adapter
+    cache_names = sorted({c[1] for c in comps if c[1]} | {target})
+    res = model.run(
+        inputs, cache=[Site(s, positions=positions) for s in cache_names], stop_at=target
+    )
+    first = res.cache[target][:, 0]
+    total = first.to(torch.promote_types(first.dtype, torch.float32))
+    b, d = total.shape
+    out = torch.zeros(b, len(comps), d, device=total.device, dtype=total.dtype)
+    per_layer_z: dict[int, Tensor] = {}
+    for j, (name, csite, L, H) in enumerate(comps):
+        if name.startswith("attn_bias"):
+            assert L is not None
+            _, bias = a.o_proj(L)
+            if bias is not None:
+                out[:, j] = bias.detach().to(total)
+        elif H is not None:
+            assert L is not None
+            if L not in per_layer_z:
+                z = torch.cat([res.cache[f"head.{L}.{h}"][:, 0] for h in range(model.n_heads)], -1)
+                with torch.no_grad():
+                    per_layer_z[L] = a.head_outputs(L, z).to(total)  # [b, H, d]
+            out[:, j] = per_layer_z[L][:, H]
+        else:
+            out[:, j] = res.cache[csite][:, 0].to(total)
+    return out, total
 
 
 def _projections(
@@ -63,41 +104,19 @@ def _projections(
 
     seqs = encode(model, prompts)
     n = len(seqs)
-    a = model.adapter
     target = f"{site}.{layer}"
     out = np.zeros((n, len(comps)))
     total = np.zeros(n)
-    cache_names = sorted({c[1] for c in comps if c[1]} | {target})
-    rr = r.to(model.device)
+    rr = r.to(model.device).float()
     for b0 in range(0, n, batch_size):
         rows = list(range(b0, min(n, b0 + batch_size)))
         inp = right_pad(model, [seqs[i] for i in rows])
         pos = token_positions(inp, position)
         if pos is None:
             raise InputError("who-writes-it reads one token: position must be 'last' or an offset")
-        res = model.run(inp, cache=[Site(s, positions=pos) for s in cache_names], stop_at=target)
-        total[b0 : b0 + len(rows)] = (res.cache[target][:, 0].float() @ rr.float()).cpu().numpy()
-        per_layer_z: dict[int, Tensor] = {}
-        for j, (name, csite, L, H) in enumerate(comps):
-            if name.startswith("attn_bias"):
-                assert L is not None
-                _, bias = a.o_proj(L)
-                v = 0.0 if bias is None else float(bias.detach().float() @ rr.float())
-                out[b0 : b0 + len(rows), j] = v
-                continue
-            if H is not None:
-                assert L is not None
-                if L not in per_layer_z:
-                    z = torch.cat(
-                        [res.cache[f"head.{L}.{h}"][:, 0] for h in range(model.n_heads)], -1
-                    )
-                    with torch.no_grad():
-                        per_layer_z[L] = a.head_outputs(L, z).float()  # [b, H, d]
-                out[b0 : b0 + len(rows), j] = (per_layer_z[L][:, H] @ rr.float()).cpu().numpy()
-            else:
-                out[b0 : b0 + len(rows), j] = (
-                    (res.cache[csite][:, 0].float() @ rr.float()).cpu().numpy()
-                )
+        vecs, resid = component_vectors(model, inp, pos, comps, target)
+        total[b0 : b0 + len(rows)] = (resid.float() @ rr).cpu().numpy()
+        out[b0 : b0 + len(rows)] = (vecs.float() @ rr).cpu().numpy()
     return out, total
 
 
@@ -142,7 +161,7 @@ def writers(
     if r.shape[0] != model.d_model or float(r.norm()) == 0:
         raise InputError(f"the direction must be a non-zero vector of width {model.d_model}")
     r = r / r.norm()
-    comps = _components(model, site, layer)
+    comps = components(model, site, layer)
     pp, tp = _projections(model, pairs.positive, comps, r, site, layer, position, batch_size)
     pn, tn = _projections(model, pairs.negative, comps, r, site, layer, position, batch_size)
     diff = (pp - pn).T  # [C, n]
