@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from tests.helpers import models_inferred
 from tests.helpers.builders import BUILDERS, VOCAB
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "models.md"
@@ -399,13 +400,15 @@ def render() -> str:
         lines.append("| " + " | ".join(cells) + " |")
     tail = [
         "",
-        "Not supported yet (refused at load with `no faithlens adapter for Hugging Face",
-        "model_type ...`; use `fl.wrap(model)` and raw `module:PATH` sites): mixture-of-experts",
-        "models, encoder-decoders (T5, BART) and vision models (ViT, CNNs). Refused with the",
+        "No hand-written layout (inferred where the checks pass, see *Inferred architectures*",
+        "below; otherwise raw `module:PATH` sites, with a warning naming what failed):",
+        "mixture-of-experts models, encoder-decoders (T5, BART) and vision models (ViT, CNNs).",
+        "Refused with the",
         "reason: OPT (its decoder layer flattens batch and positions before the MLP, so MLP",
         "sites would not be `[batch, pos, width]`) and Granite (embedding and residual",
         "multipliers outside any module).",
         "",
+        *models_inferred.render(models_inferred.results()),
         *PRETRAINED,
     ]
     return "\n".join([*head, *lines, *tail])

@@ -374,12 +374,16 @@ def wrap(
     sites: Mapping[str, str] | None = None,
     name: str | None = None,
     adapter: Adapter | None = None,
+    infer: str = "auto",
 ) -> Model:
     """Wrap any ``nn.Module``.
 
     Hugging Face models of a supported architecture get the canonical sites; any other module is
     addressed by raw module paths (``module:PATH``, ``module:PATH:in``) and by the aliases in
-    ``sites`` (``{"hidden": "layers.1"}``).
+    ``sites`` (``{"hidden": "layers.1"}``). A Hugging Face architecture without a hand-written
+    layout gets an inferred one, verified on load (``infer``: ``"auto"`` falls back to raw module
+    sites with a warning if the check fails, ``"strict"`` refuses, ``"off"`` never infers; see
+    :func:`faithlens.models.adapters.hf_adapter`).
     """
     if not isinstance(module, nn.Module):
         raise InputError(f"fl.wrap needs a torch.nn.Module, not {type(module).__name__}")
@@ -388,7 +392,7 @@ def wrap(
         if callable(make):
             adapter = make()
         elif getattr(getattr(module, "config", None), "model_type", None) is not None and not sites:
-            adapter = hf_adapter(module)
+            adapter = hf_adapter(module, infer=infer)
         else:
             adapter = GenericAdapter(module, dict(sites or {}))
     return Model(module, adapter, tokenizer=tokenizer, name=name)
