@@ -48,9 +48,15 @@ ARCHS: dict[str, dict[str, Any]] = {
     "glm4": {},
     "gpt_bigcode": {},
     "gpt_neo": {"attention_types": [[["global", "local"], 1]]},
+    "gpt_neox_japanese": {},
+    "hyperclovax": {},
+    "internlm3": {},
+    "jais2": {},
     "helium": {},
     "hunyuan_v1_dense": {},
     "ministral": {},
+    "ministral3": {},
+    "modernbert-decoder": {},
     "mpt": {},
     "nemotron": {},
     "olmo2": {},
@@ -58,6 +64,7 @@ ARCHS: dict[str, dict[str, Any]] = {
     "openai-gpt": {},
     "persimmon": {},
     "phi": {},
+    "qwen2_moe": {},
     "roberta": {},
     "seed_oss": {},
     "vaultgemma": {},
@@ -89,8 +96,13 @@ def build(model_type: str) -> Any:
 def describe(layout: Any) -> str:
     """A layout in a few words: blocks, q/k/v storage, norms."""
     block = "parallel" if layout.resid_mid is None else "sequential"
-    norms = "post-norms" if layout.post_norm else "pre-norms" if layout.attn_in else "no norms"
-    qkv = {"separate": "q/k/v", "gpt2": "fused qkv [q|k|v]", "neox": "fused qkv per head"}
+    if layout.post_norm:
+        norms = "post-norms"
+    elif layout.attn_in:
+        norms = "pre-norms"
+    else:
+        norms = "post-LN" if layout.resid_mid else "no norms"
+    qkv = {"separate": "q/k/v", "gpt2": "fused qkv (q, k, v blocks)", "neox": "fused qkv per head"}
     return f"{block}, {qkv[layout.qkv]}, {norms}"
 
 
@@ -108,7 +120,7 @@ def outcome(model_type: str) -> Outcome:
 
 
 def results() -> list[Outcome]:
-    return [outcome(m) for m in ARCHS]
+    return [outcome(m) for m in sorted(ARCHS)]
 
 
 def render(outcomes: list[Outcome]) -> list[str]:
@@ -129,8 +141,10 @@ def render(outcomes: list[Outcome]) -> list[str]:
         "of the per-head outputs); resuming at a layer reproduces the logits. If a check fails,",
         "the warning names the part that could not be inferred and the model gets raw",
         '`module:PATH` sites only (`infer="strict"` refuses instead, `infer="off"` refuses any',
-        "unknown `model_type`). Every family in the table above is also inferred, with its",
-        "model_type ignored, to the same sites (BERT excepted: a post-LN block is not inferred).",
+        "unknown `model_type`). Post-LN blocks (BERT, GPT-1) are recognised too: there the",
+        "check is `resid_mid = norm1(resid_pre + attn_out)`, `resid_post = norm2(resid_mid +",
+        "mlp_out)`. Every family in the table above is also inferred, with its model_type",
+        "ignored, to exactly the same sites and widths (`tests/models/test_infer.py`).",
         "",
         f"Verified here ({len(ok)} of {len(outcomes)} tried): "
         + ", ".join(f"`{m}`" for m in ok)
@@ -140,7 +154,8 @@ def render(outcomes: list[Outcome]) -> list[str]:
         "|---|---|---|",
     ]
     for o in outcomes:
-        lines.append(f"| `{o.model_type}` | {'verified' if o.verified else 'no'} | {o.detail} |")
+        detail = o.detail.replace("|", "\\|")
+        lines.append(f"| `{o.model_type}` | {'verified' if o.verified else 'no'} | {detail} |")
     return [*lines, ""]
 
 

@@ -19,7 +19,7 @@ from tests.helpers import models_inferred
 from tests.helpers.builders import BUILDERS
 from tests.helpers.models_coverage import DOC, FAMILIES
 
-HAND = [f for f in FAMILIES if f.hf and f.key != "bert"]
+HAND = [f for f in FAMILIES if f.hf]
 DIMS = ("n_layers", "n_heads", "n_kv_heads", "d_model", "d_head", "d_mlp", "d_vocab")
 
 
@@ -31,12 +31,6 @@ def test_every_hand_written_family_is_inferred_to_the_same_sites(fam):
     assert inferred.site_table == hand.site_table
     assert {d: getattr(inferred, d) for d in DIMS} == {d: getattr(hand, d) for d in DIMS}
     assert (inferred.is_causal, inferred.post_norm) == (hand.is_causal, hand.post_norm)
-
-
-def test_post_ln_bert_is_not_inferred_and_says_which_part():
-    with pytest.raises(InferenceError) as e:
-        infer_adapter(BUILDERS["bert"]())
-    assert e.value.part == "attention and MLP outputs (attn_out / mlp_out)"
 
 
 def _mystery():

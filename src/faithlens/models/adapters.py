@@ -7,8 +7,8 @@ the model's own ``forward`` over the remaining layers), and where the unembeddin
 
 Supported: Hugging Face GPT-2, Llama (grouped-query attention; SmolLM2), Mistral, Qwen2, Qwen3,
 Gemma 1/2/3 (text), Phi-3, Falcon, GPT-J, GPT-NeoX / Pythia, BERT (MiniLM), faithlens' own zoo
-transformer, and any ``nn.Module`` through raw module paths (:class:`GenericAdapter`). Other
-Hugging Face architectures get an inferred, verified layout (:mod:`faithlens.models.infer`).
+transformer, any ``nn.Module`` through raw module paths (:class:`GenericAdapter`), and other
+Hugging Face architectures through an inferred, verified layout (:mod:`faithlens.models.infer`).
 ``docs/models.md`` (generated from ``tests/helpers/models_coverage.py``'s table) lists what is tested
 on each.
 """
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import logging
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -564,21 +562,12 @@ def _has_sliding_layers(config: Any) -> bool:
     return any("sliding" in str(t) or "chunked" in str(t) for t in types)
 
 
-INFER_MODES = ("auto", "strict", "off")
-
-
 def hf_adapter(module: nn.Module, *, infer: str = "auto") -> Adapter:
-    """The adapter for a Hugging Face model, chosen by ``config.model_type``.
+    """The adapter for a Hugging Face model, chosen by ``config.model_type`` (an unknown one
+    gets an inferred, verified layout: :func:`faithlens.models.infer.adapter_for_unknown`)."""
+    from .infer import adapter_for_unknown, check_mode  # lazy: infer imports this module
 
-    A model_type without a hand-written layout gets one inferred from its module tree and
-    verified on a small random input (:mod:`faithlens.models.infer`). ``infer``: ``"auto"``
-    (if the check fails, warn, naming the part that could not be inferred, and fall back to
-    raw module sites), ``"strict"`` (refuse instead), ``"off"`` (refuse unknown model_types)."""
-    if infer not in INFER_MODES:
-        raise InputError(
-            f"infer={infer!r} is not a mode; use one of {list(INFER_MODES)} ('auto': infer the "
-            "layout of an unknown architecture, fall back to raw module sites if it fails)"
-        )
+    check_mode(infer)
     make = getattr(module, "faithlens_adapter", None)
     if callable(make):
         own = make()
@@ -604,38 +593,8 @@ def hf_adapter(module: nn.Module, *, infer: str = "auto") -> Adapter:
     variant = VARIANTS.get(key)
     layout = variant(cfg) if variant is not None else LAYOUTS.get(key)
     if layout is None:
-        return _inferred(module, str(model_type), infer)
+        return adapter_for_unknown(module, str(model_type), infer)
     return HFAdapter(module, layout)
-
-
-def _inferred(module: nn.Module, model_type: str, infer: str) -> Adapter:
-    """An inferred, verified layout for an unknown model_type, or the fallback ``infer`` asks."""
-    if infer == "off":
-        raise InputError(
-            f"no faithlens adapter for Hugging Face model_type {model_type!r} (supported: "
-            f"{sorted(LAYOUTS)}) and infer='off'. Pass infer='auto' to infer its layout, or use "
-            "fl.wrap(model) and raw module sites ('module:PATH')."
-        )
-    from .infer import InferenceError, infer_adapter
-
-    try:
-        adapter = infer_adapter(module)
-    except InferenceError as e:
-        msg = (
-            f"faithlens could not infer the layout of Hugging Face model_type {model_type!r}: "
-            f"the {e.part} ({e.reason})"
-        )
-        if infer == "strict":
-            raise InputError(
-                f"{msg}. Use fl.wrap(model) and raw module sites ('module:PATH')."
-            ) from e
-        warnings.warn(
-            f"{msg}; only raw module sites ('module:PATH') are available on this model.",
-            stacklevel=3,
-        )
-        return GenericAdapter(module)
-    logging.getLogger("faithlens").info("inferred layout for %s, verified", model_type)
-    return adapter
 
 
 AdapterFactory = Callable[[nn.Module], Adapter]

@@ -23,89 +23,27 @@ warning, or refuses (``infer="strict"``).
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import re
-from collections.abc import Iterator
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
+from .adapters import Adapter, GenericAdapter
 from .layout_check import (
     TOL,
     InferenceError,
     InferredAdapter,
     check_heads,
-    first_tensor,
     same,
     verify,
 )
-from .layouts import Layout
-
-
-@dataclass
-class _Call:
-    """One module's first call in the traced forward pass."""
-
-    order: int  # when it started
-    done: int  # when it returned
-    inp: Tensor | None  # first positional argument, or the ``hidden_states`` keyword
-    out: Tensor | None  # the output, or its first element
-    # the tensor objects themselves: two norms initialised alike return equal values, but only
-    # one of them returns the very tensor a module reads
-    raw_in: Any = None
-    raw_out: Any = None
-
-
-@contextlib.contextmanager
-def _tracing(root: nn.Module) -> Iterator[dict[str, _Call]]:
-    """Record the first call of every module while the body runs."""
-    calls: dict[str, _Call] = {}
-    clock = [0]
-    handles = []
-
-    def pre(name: str) -> Any:
-        def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            if name not in calls:
-                x = args[0] if args else kwargs.get("hidden_states")
-                inp = x.detach().clone() if isinstance(x, Tensor) else None
-                calls[name] = _Call(clock[0], -1, inp, None, raw_in=x)
-                clock[0] += 1
-
-        return hook
-
-    def post(name: str) -> Any:
-        def hook(_m: nn.Module, _a: Any, out: Any) -> None:
-            call = calls.get(name)
-            if call is not None and call.done < 0:
-                t = first_tensor(out)  # cloned: a block may add to it in place (Falcon)
-                call.out, call.done = None if t is None else t.detach().clone(), clock[0]
-                call.raw_out = t
-                clock[0] += 1
-
-        return hook
-
-    for name, mod in root.named_modules():
-        handles.append(mod.register_forward_pre_hook(pre(name), with_kwargs=True))
-        handles.append(mod.register_forward_hook(post(name)))
-    try:
-        yield calls
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _io_dims(mod: nn.Module) -> tuple[int, int] | None:
-    """(in, out) features of an ``nn.Linear`` or a GPT-2 ``Conv1D``; None otherwise."""
-    w = getattr(mod, "weight", None)
-    if not isinstance(w, Tensor) or w.dim() != 2:
-        return None
-    if isinstance(mod, nn.Linear):
-        return int(w.shape[1]), int(w.shape[0])
-    if type(mod).__name__ == "Conv1D":
-        return int(w.shape[0]), int(w.shape[1])
-    return None
+from .layouts import LAYOUTS, Layout
+from .trace import Call, io_dims, is_causal, trace_model
 
 
 def _cfg_int(cfg: Any, *names: str) -> int | None:
@@ -130,7 +68,7 @@ class _Found:
 
     base: str
     layers: str  # full path of the block list
-    calls: dict[str, _Call]
+    calls: dict[str, Call]
     logits: Tensor | None
     hidden: tuple[Tensor, ...] | None
     d_model: int
@@ -153,18 +91,6 @@ def _find_layers(module: nn.Module, n_layers: int | None) -> str:
         raise InferenceError("block list", f"no nn.ModuleList {want}of one block type")
     lists.sort(key=lambda nm: (nm[0].count("."), -len(nm[1])))
     return lists[0][0]
-
-
-def _trace(module: nn.Module, ids: Tensor) -> tuple[dict[str, _Call], Any]:
-    kwargs: dict[str, Any] = {"output_hidden_states": True}
-    with contextlib.suppress(TypeError, ValueError):
-        import inspect
-
-        if "use_cache" in inspect.signature(module.forward).parameters:
-            kwargs["use_cache"] = False
-    with torch.no_grad(), _tracing(module) as calls:
-        out = module(input_ids=ids, **kwargs)
-    return calls, out
 
 
 def _embedding(f: _Found, module: nn.Module) -> tuple[str, str]:
@@ -213,7 +139,7 @@ def _head_and_norm(f: _Found, module: nn.Module) -> tuple[str | None, str | None
     heads = [
         n
         for n, m in names.items()
-        if (d := _io_dims(m)) is not None
+        if (d := io_dims(m)) is not None
         and d[1] == f.vocab
         and not _inside(n, f.layers)
         and n in f.calls
@@ -229,12 +155,11 @@ def _head_and_norm(f: _Found, module: nn.Module) -> tuple[str | None, str | None
                 f"the model changes the output of {head} outside any module (a logit scale?), "
                 "so it is not the model's logits",
             )
-    if head is not None:
-        final = f.calls[head].inp
-    elif f.hidden is not None:
-        final = f.hidden[-1]
+    # the base model's output (its last hidden state); without one, what the head reads
+    if f.base:
+        final = f.calls[f.base].out
     else:
-        final = None
+        final = f.calls[head].inp if head is not None else f.hidden[-1] if f.hidden else None
     if final is None or same(final, last.out):
         return head, None
     norms = [
@@ -242,13 +167,14 @@ def _head_and_norm(f: _Found, module: nn.Module) -> tuple[str | None, str | None
         for n, c in f.calls.items()
         if n
         and n not in (f.base, head)
+        and (not f.base or _inside(n, f.base))
         and not _inside(n, f.layers)
         and c.order > last.done
         and same(c.out, final)
     ]
     if not norms:
         raise InferenceError(
-            "final norm", "the head reads a tensor no module after the last block returns"
+            "final norm", "the model's last hidden state is returned by no module after the blocks"
         )
     return head, _rel(min(norms, key=lambda n: (n.count("."), f.calls[n].order)), f.base)
 
@@ -271,9 +197,9 @@ _NAME = {
 }
 
 
-def _attention(f: _Found, block: nn.Module, calls: dict[str, _Call], cfg: Any) -> _Attn:
+def _attention(f: _Found, block: nn.Module, calls: dict[str, Call], cfg: Any) -> _Attn:
     """The q/k/v and output projections of one block (paths relative to the block)."""
-    lin = {n: d for n, m in block.named_modules() if n and (d := _io_dims(m)) is not None}
+    lin = {n: d for n, m in block.named_modules() if n and (d := io_dims(m)) is not None}
     width = f.n_heads * f.d_head
     outs = [n for n, (i, o) in lin.items() if i == width and o == f.d_model and n in calls]
     if not outs:
@@ -343,10 +269,10 @@ def _attention(f: _Found, block: nn.Module, calls: dict[str, _Call], cfg: Any) -
 
 
 def _mlp(
-    f: _Found, block: nn.Module, calls: dict[str, _Call], attn: _Attn
+    f: _Found, block: nn.Module, calls: dict[str, Call], attn: _Attn
 ) -> tuple[str, int, tuple[str, ...]]:
     """(MLP output projection, neurons, input projections) of one block."""
-    lin = {n: d for n, m in block.named_modules() if n and (d := _io_dims(m)) is not None}
+    lin = {n: d for n, m in block.named_modules() if n and (d := io_dims(m)) is not None}
     skip = {attn.o_proj, attn.q, attn.k, attn.v}
     outs = [n for n, (_i, o) in lin.items() if o == f.d_model and n not in skip and n in calls]
     if not outs:
@@ -361,13 +287,13 @@ def _mlp(
         and n not in skip
         and n != post
         and n in calls
-        and (_inside(n, top) if top != post else o in (d_mlp, 2 * d_mlp))
+        and (_inside(n, top) or o in (d_mlp, 2 * d_mlp))
         and not _inside(n, attn.o_proj.split(".")[0])
     )
     return post, d_mlp, ins
 
 
-def _side(calls: dict[str, _Call], root: str, x: Tensor, other: str) -> set[str]:
+def _side(calls: dict[str, Call], root: str, x: Tensor, other: str) -> set[str]:
     """Modules computing from ``root``: it, what is inside it, and what reads their outputs
     (a post-norm), never reaching into ``other`` (the other of attention and MLP)."""
     side = {n for n in calls if _inside(n, root)}
@@ -387,8 +313,38 @@ def _side(calls: dict[str, _Call], root: str, x: Tensor, other: str) -> set[str]
     return side
 
 
+def _post_ln(
+    calls: dict[str, Call], attn: _Attn, post: str, ins: tuple[str, ...], tol: float
+) -> dict[str, Any] | None:
+    """A post-LN block (BERT, GPT-1): ``mid = norm1(x + attention)``, the MLP reads ``mid``, and
+    the block returns ``norm2(mid + MLP)``. attn_out / mlp_out are then the output projections'
+    outputs, resid_mid what the MLP reads, and the block has no attn_in / mlp_in."""
+    x, y = calls[""].inp, calls[""].out
+    a, m = calls[attn.o_proj].out, calls[post].out
+    if not ins or x is None or a is None or m is None or x.shape != a.shape:
+        return None
+    entry = min(ins, key=lambda n: calls[n].order)
+    mid = calls[entry].inp
+    if mid is None or mid.shape != m.shape:
+        return None
+    n1 = [n for n in calls if n and same(calls[n].inp, x + a, tol) and same(calls[n].out, mid)]
+    n2 = [n for n in calls if n and same(calls[n].inp, mid + m, tol) and same(calls[n].out, y)]
+    if not n1 or not n2:
+        return None
+    return {
+        "attn_out": attn.o_proj,
+        "mlp_out": post,
+        "post_norm": False,
+        "attn_in": None,
+        "mlp_in": None,
+        "mlp_norm": None,
+        "resid_mid": entry,
+        "post_ln": (n1[0], n2[0]),
+    }
+
+
 def _block(
-    calls: dict[str, _Call], attn: _Attn, post: str, ins: tuple[str, ...], tol: float
+    calls: dict[str, Call], attn: _Attn, post: str, ins: tuple[str, ...], tol: float
 ) -> dict[str, Any]:
     """How one block adds attention and MLP to the residual stream (paths relative to it)."""
     x, y = calls[""].inp, calls[""].out
@@ -413,12 +369,31 @@ def _block(
         None,
     )
     if found is None:
+        post_ln = _post_ln(calls, attn, post, ins, tol)
+        if post_ln is not None:
+            return post_ln
         raise InferenceError(
             "attention and MLP outputs (attn_out / mlp_out)",
             "no attention-side and MLP-side module outputs add up with the block input to the "
-            "block output (a post-LN block, or a term added outside any module)",
+            "block output, and it is no post-LN block either (a term added outside any module?)",
         )
     a, m = found
+    for name, proj, what in ((a, attn.o_proj, "attention"), (m, post, "MLP")):
+        # what joins the residual is the projection's output (or a post-norm of it): a sum of
+        # experts or of two branches would make the projection's input no single set of units
+        root = (
+            calls[name].out
+            if _inside(name, (attn_top if what != "MLP" else mlp_top))
+            else calls[name].inp
+        )
+        if not same(root, calls[proj].out):
+            raise InferenceError(
+                "MLP output projection"
+                if what == "MLP"
+                else "attention output projection (o_proj)",
+                f"the {what} output {name} is not the output of {proj} (a mixture of experts, or a "
+                "second branch?)",
+            )
     a_out = calls[a].out
     assert a_out is not None
     mid = x + a_out
@@ -468,20 +443,12 @@ def _dims(module: nn.Module, cfg: Any, layers: str) -> tuple[int, int, int, int]
     return d_model, n_heads, d_head, vocab
 
 
-def _causal(module: nn.Module, ids: Tensor) -> bool:
-    other = ids.clone()
-    other[:, -1] = (other[:, -1] + 1) % max(2, int(ids.max()) + 1)
-    with torch.no_grad():
-        a = first_tensor(module(input_ids=ids, use_cache=False))
-        b = first_tensor(module(input_ids=other, use_cache=False))
-    if a is None or b is None:
-        return True
-    return bool(torch.equal(a[:, 0], b[:, 0]))
-
-
-def infer_layout(module: nn.Module) -> tuple[Layout, dict[str, int]]:
+def infer_layout(
+    module: nn.Module,
+) -> tuple[Layout, dict[str, int], tuple[str, str] | None]:
     """The :class:`Layout` of a Hugging Face model read from its module tree and one traced
-    forward pass, and the widths it showed. Unverified: :func:`infer_adapter` verifies it."""
+    forward pass, the widths it showed, and a post-LN block's two norms (relative to a block;
+    None for a pre-norm block). Unverified: :func:`infer_adapter` verifies it."""
     cfg = module.config
     module.eval()
     d_model, n_heads, d_head, vocab = _dims(module, cfg, "")
@@ -491,7 +458,7 @@ def infer_layout(module: nn.Module) -> tuple[Layout, dict[str, int]]:
     device = next(module.parameters()).device
     ids = torch.randint(1, vocab, (2, 7), generator=torch.Generator().manual_seed(0)).to(device)
     try:
-        calls, out = _trace(module, ids)
+        calls, out = trace_model(module, ids)
     except Exception as e:  # the model's own forward failed on a small random input
         raise InferenceError("forward pass", f"{type(e).__name__}: {e}") from e
     f = _Found(
@@ -515,6 +482,7 @@ def infer_layout(module: nn.Module) -> tuple[Layout, dict[str, int]]:
     post, d_mlp, ins = _mlp(f, block, block_calls, attn)
     eps = float(torch.finfo(next(module.parameters()).dtype).eps)
     fields = _block(block_calls, attn, post, ins, max(TOL, 64 * eps))
+    post_ln = fields.pop("post_ln", None)
     layout = Layout(
         arch=str(cfg.model_type),
         base=base,
@@ -529,7 +497,7 @@ def infer_layout(module: nn.Module) -> tuple[Layout, dict[str, int]]:
         mlp_post=post,
         final_norm=final_norm,
         head=head,
-        causal=_causal(module, ids),
+        causal=is_causal(module, ids),
         conv1d=attn.conv1d,
         mlp_in_proj=ins,
         kv_heads=attn.n_kv,
@@ -545,14 +513,14 @@ def infer_layout(module: nn.Module) -> tuple[Layout, dict[str, int]]:
         "d_mlp": d_mlp,
         "d_vocab": vocab,
     }
-    return layout, dims
+    return layout, dims, post_ln
 
 
 def infer_adapter(module: nn.Module) -> InferredAdapter:
     """Infer the layout of a Hugging Face model and verify it (see the module docstring).
 
     Raises :class:`InferenceError` naming the part that could not be inferred or verified."""
-    layout, dims = infer_layout(module)
+    layout, dims, post_ln = infer_layout(module)
     ids = torch.randint(1, dims["d_vocab"], (2, 7), generator=torch.Generator().manual_seed(1))
     ids = ids.to(next(module.parameters()).device)
     eps = float(torch.finfo(next(module.parameters()).dtype).eps)
@@ -560,7 +528,7 @@ def infer_adapter(module: nn.Module) -> InferredAdapter:
     styles = ("gpt2", "neox") if layout.qkv != "separate" else ("separate",)
     wrong = ""
     for style in styles:
-        adapter = InferredAdapter(module, replace(layout, qkv=style), dims)
+        adapter = InferredAdapter(module, replace(layout, qkv=style), dims, post_ln)
         problem = check_heads(adapter, ids, 0)
         if problem is None:
             verify(adapter, ids, tol)
@@ -570,9 +538,60 @@ def infer_adapter(module: nn.Module) -> InferredAdapter:
         "query/key/value projections"
         if len(styles) > 1
         else "head concatenation point (o_proj input)",
-        f"no known head order of {layout.v} fits ({wrong}); it is neither "
-        "[q heads | k heads | v heads] nor [q | k | v] per key/value head",
+        f"no known head order of {layout.v} fits ({wrong}): neither all query heads, then all "
+        "key heads, then all value heads, nor a query, key, value group per key/value head",
     )
 
 
-__all__ = ["InferenceError", "InferredAdapter", "infer_adapter", "infer_layout"]
+MODES = ("auto", "strict", "off")
+
+
+def check_mode(infer: str) -> None:
+    """Refuse an ``infer=`` that is not one of :data:`MODES`."""
+    if infer not in MODES:
+        raise InputError(
+            f"infer={infer!r} is not a mode; use one of {list(MODES)} ('auto': infer the layout "
+            "of an unknown architecture, fall back to raw module sites if it fails)"
+        )
+
+
+def adapter_for_unknown(module: nn.Module, model_type: str, infer: str) -> Adapter:
+    """The adapter of a Hugging Face model whose model_type has no hand-written layout: an
+    inferred, verified one, or what ``infer`` asks when inference fails (``"auto"``: a warning
+    naming the part and raw module sites; ``"strict"``: refuse; ``"off"``: never infer)."""
+    check_mode(infer)
+    if infer == "off":
+        raise InputError(
+            f"no faithlens adapter for Hugging Face model_type {model_type!r} (supported: "
+            f"{sorted(LAYOUTS)}) and infer='off'. Pass infer='auto' to infer its layout, or use "
+            "fl.wrap(model) and raw module sites ('module:PATH')."
+        )
+    try:
+        adapter = infer_adapter(module)
+    except InferenceError as e:
+        msg = (
+            f"faithlens could not infer the layout of Hugging Face model_type {model_type!r}: "
+            f"the {e.part} ({e.reason})"
+        )
+        if infer == "strict":
+            raise InputError(
+                f"{msg}. Use fl.wrap(model) and raw module sites ('module:PATH')."
+            ) from e
+        warnings.warn(
+            f"{msg}; only raw module sites ('module:PATH') are available on this model.",
+            stacklevel=4,
+        )
+        return GenericAdapter(module)
+    logging.getLogger("faithlens").info("inferred layout for %s, verified", model_type)
+    return adapter
+
+
+__all__ = [
+    "MODES",
+    "InferenceError",
+    "InferredAdapter",
+    "adapter_for_unknown",
+    "check_mode",
+    "infer_adapter",
+    "infer_layout",
+]

@@ -28,6 +28,8 @@ def first_tensor(x: Any) -> Tensor | None:
     """A tensor, or the first element of a tuple of them (a module's output)."""
     if isinstance(x, Tensor):
         return x
+    if hasattr(x, "to_tuple"):  # a Hugging Face ModelOutput
+        x = x.to_tuple()
     if isinstance(x, (tuple, list)) and x and isinstance(x[0], Tensor):
         return x[0]
     return None
@@ -49,8 +51,16 @@ class InferredAdapter(HFAdapter):
 
     inferred = True
 
-    def __init__(self, module: nn.Module, layout: Layout, dims: dict[str, int]) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        layout: Layout,
+        dims: dict[str, int],
+        post_ln: tuple[str, str] | None = None,
+    ) -> None:
         self._dims = dict(dims)
+        #: a post-LN block's norms (after attention, after the MLP), relative to a block
+        self.post_ln = post_ln
         super().__init__(module, layout)
 
     def _build_sites(self) -> None:
@@ -134,6 +144,26 @@ def check_heads(adapter: HFAdapter, ids: Tensor, layer: int) -> str | None:
     return None
 
 
+def _post_ln_holds(adapter: HFAdapter, layer: int, vals: dict[str, Tensor], tol: float) -> bool:
+    """For a post-LN adapter: ``resid_mid = norm1(resid_pre + attn_out)`` and
+    ``resid_post = norm2(resid_mid + mlp_out)`` at ``layer``; raises if they do not hold."""
+    norms = getattr(adapter, "post_ln", None)
+    if norms is None:
+        return False
+    block = adapter.module.get_submodule(adapter.site_info(f"resid_pre.{layer}").hook.module)
+    n1, n2 = (block.get_submodule(n) for n in norms)
+    pre, a = vals[f"resid_pre.{layer}"], vals[f"attn_out.{layer}"]
+    mid, m, post = vals[f"resid_mid.{layer}"], vals[f"mlp_out.{layer}"], vals[f"resid_post.{layer}"]
+    with torch.no_grad():
+        if not same(n1(pre + a), mid, tol) or not same(n2(mid + m), post, tol):
+            raise InferenceError(
+                "attention and MLP outputs (attn_out / mlp_out)",
+                f"post-LN layer {layer}: resid_mid.{layer} is not {norms[0]}(resid_pre + attn_out)"
+                f" or resid_post.{layer} is not {norms[1]}(resid_mid + mlp_out)",
+            )
+    return True
+
+
 def verify(adapter: HFAdapter, ids: Tensor, tol: float = TOL) -> None:
     """Check an adapter's layout on ``ids`` (see the module docstring); raise
     :class:`InferenceError` naming the first part that does not hold."""
@@ -145,6 +175,7 @@ def verify(adapter: HFAdapter, ids: Tensor, tol: float = TOL) -> None:
     names = [n for n in adapter.site_table if not n.startswith(("q.", "k.", "v."))]
     names = [n for n in names if not n.startswith("head.") or n.endswith(".0")]
     vals = site_values(adapter, ids, names)
+    post_ln = getattr(adapter, "post_ln", None)
     if hidden is not None:
         for L in range(adapter.n_layers):
             if not torch.equal(vals[f"resid_pre.{L}"], hidden[L]):
@@ -156,13 +187,15 @@ def verify(adapter: HFAdapter, ids: Tensor, tol: float = TOL) -> None:
     for L in range(adapter.n_layers):
         pre, post, a = vals[f"resid_pre.{L}"], vals[f"resid_post.{L}"], vals[f"attn_out.{L}"]
         m = vals.get(f"mlp_out.{L}", torch.zeros_like(a))
-        if not same(pre + a + m, post, tol):
+        if _post_ln_holds(adapter, L, vals, tol):
+            pass
+        elif not same(pre + a + m, post, tol):
             raise InferenceError(
                 "attention and MLP outputs (attn_out / mlp_out)",
                 f"resid_post.{L} is not resid_pre.{L} + attn_out.{L} + mlp_out.{L}",
             )
         mid = vals.get(f"resid_mid.{L}")
-        if mid is not None and not same(pre + a, mid, tol):
+        if mid is not None and post_ln is None and not same(pre + a, mid, tol):
             raise InferenceError(
                 "norm before the MLP (resid_mid)",
                 f"resid_mid.{L} is not resid_pre.{L} + attn_out.{L}",
