@@ -356,7 +356,7 @@ def _block(
     m_side = _side(calls, mlp_top, x, attn_top)
 
     def shaped(side: set[str]) -> list[str]:
-        keep = [n for n in side if calls[n].out is not None and calls[n].out.shape == x.shape]
+        keep = [n for n in side if (o := calls[n].out) is not None and o.shape == x.shape]
         return sorted(keep, key=lambda n: (n.count("."), calls[n].done))
 
     found = next(
@@ -449,7 +449,7 @@ def infer_layout(
     """The :class:`Layout` of a Hugging Face model read from its module tree and one traced
     forward pass, the widths it showed, and a post-LN block's two norms (relative to a block;
     None for a pre-norm block). Unverified: :func:`infer_adapter` verifies it."""
-    cfg = module.config
+    cfg: Any = module.config
     module.eval()
     d_model, n_heads, d_head, vocab = _dims(module, cfg, "")
     n_layers = _cfg_int(cfg, "num_hidden_layers", "n_layer", "n_layers", "num_layers")
