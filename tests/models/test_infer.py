@@ -101,3 +101,16 @@ def test_the_inferred_architectures_table_is_what_inference_gives_now():
     verified = {o.model_type for o in outcomes if o.verified}
     assert len(verified) >= 20, sorted(verified)
     assert not verified & {"bitnet", "cohere", "codegen"}  # known failures stay failures
+
+
+def test_load_of_a_saved_folder_infers_its_layout(tmp_path):
+    hf = models_inferred.build("helium")  # no hand-written layout
+    ids = torch.randint(1, 97, (2, 5), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = hf(input_ids=ids).logits
+    hf.save_pretrained(tmp_path)
+    model = fl.load(str(tmp_path))
+    assert isinstance(model.adapter, InferredAdapter) and model.arch == "helium"
+    out = model.run(ids, cache=["resid_post.1", "head.0.3"])
+    torch.testing.assert_close(out.logits, expected, rtol=0, atol=1e-6)
+    assert out.cache["head.0.3"].shape == (2, 5, model.d_head)
