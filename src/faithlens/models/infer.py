@@ -5,16 +5,8 @@ For a model whose ``config.model_type`` has no :class:`~faithlens.models.layouts
 projections, the MLP projections, the norms, the final norm and the language-model head from
 the module tree, the weight shapes and one traced forward pass on a small random input
 (parallel or sequential blocks, post-norms, fused q/k/v are told apart by which tensors are
-equal, not by names). It then verifies the layout on that input before anything uses it:
-
-* ``resid_pre.L`` equals the model's own ``output_hidden_states`` at every layer, and the
-  ``logits`` site equals the model's logits (exactly: they are the same tensors);
-* the residual stream is rebuilt from the inferred components: ``resid_post.L`` is
-  ``resid_pre.L + attn_out.L + mlp_out.L`` (and ``resid_mid.L`` is ``resid_pre.L + attn_out.L``);
-* the head concatenation point: zeroing value head G zeroes exactly the output-projection
-  input slices of the query heads that read it, and (without post-norms) ``attn_out.L`` is the
-  sum of the per-head contributions plus the output bias;
-* resuming the model's forward at a layer from the cached ``resid_pre`` reproduces the logits.
+equal, not by names). :func:`infer_adapter` then verifies it on another small input
+(:func:`faithlens.models.layout_check.verify`) before anything uses it.
 
 A check that fails raises :class:`InferenceError` naming the part that could not be inferred;
 :func:`faithlens.models.adapters.hf_adapter` then falls back to raw module sites with a
@@ -517,10 +509,15 @@ def infer_layout(
 
 
 def infer_adapter(module: nn.Module) -> InferredAdapter:
-    """Infer the layout of a Hugging Face model and verify it (see the module docstring).
+    """Infer the layout of a Hugging Face model and verify it (:func:`verify`).
 
     Raises :class:`InferenceError` naming the part that could not be inferred or verified."""
     layout, dims, post_ln = infer_layout(module)
+    if not 0 < dims["n_kv_heads"] <= dims["n_heads"] or dims["n_heads"] % dims["n_kv_heads"]:
+        raise InferenceError(
+            "query/key/value projections",
+            f"{dims['n_kv_heads']} key/value heads do not divide {dims['n_heads']} query heads",
+        )
     ids = torch.randint(1, dims["d_vocab"], (2, 7), generator=torch.Generator().manual_seed(1))
     ids = ids.to(next(module.parameters()).device)
     eps = float(torch.finfo(next(module.parameters()).dtype).eps)

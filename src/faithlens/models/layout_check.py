@@ -1,6 +1,20 @@
 """Verifying a :class:`~faithlens.models.layouts.Layout` on a model: the checks that an inferred
 layout (:mod:`faithlens.models.infer`) must pass before faithlens uses it. Each failure is an
-:class:`InferenceError` naming the part of the architecture that does not hold."""
+:class:`InferenceError` naming the part of the architecture that does not hold. On a small
+random input:
+
+* ``resid_pre.L`` equals the model's own ``output_hidden_states`` at every layer, and the
+  ``logits`` site equals the model's logits (exactly: they are the same tensors);
+* the residual stream is rebuilt from the inferred components: ``resid_post.L`` is
+  ``resid_pre.L + attn_out.L + mlp_out.L`` (and ``resid_mid.L`` is ``resid_pre.L + attn_out.L``);
+* the head concatenation point: zeroing value head G zeroes exactly the output-projection
+  input slices of the query heads that read it, and (without post-norms) ``attn_out.L`` is the
+  sum of the per-head contributions plus the output bias;
+* resuming the model's forward at a layer from the cached ``resid_pre`` reproduces the logits.
+
+A post-LN block (BERT) is checked as ``resid_mid = norm1(resid_pre + attn_out)`` and
+``resid_post = norm2(resid_mid + mlp_out)`` instead of the sum.
+"""
 
 from __future__ import annotations
 
@@ -165,7 +179,7 @@ def _post_ln_holds(adapter: HFAdapter, layer: int, vals: dict[str, Tensor], tol:
 
 
 def verify(adapter: HFAdapter, ids: Tensor, tol: float = TOL) -> None:
-    """Check an adapter's layout on ``ids`` (see the module docstring); raise
+    """Check an adapter's layout on ``ids`` (the checks of the module docstring); raise
     :class:`InferenceError` naming the first part that does not hold."""
     module = adapter.module
     with torch.no_grad():
