@@ -263,12 +263,15 @@ def load(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     tokenizer: Any = None,
+    infer: str = "auto",
 ) -> Model:
     """Load a model faithlens can intervene on.
 
     ``model`` is a short name (``"smollm2"``, ``"gemma3"``, ``"minilm"``, ``"zoo:paren"``), a local folder
     holding a Hugging Face model, or an already-built Hugging Face model (``PreTrainedModel``).
     ``device`` must exist on this machine (``"cuda"`` without CUDA is an error before loading).
+    A Hugging Face architecture without a hand-written layout gets an inferred one, verified on
+    load; ``infer`` says what happens when that check fails (see ``fl.wrap``).
     """
     if device is not None:
         device = validate.device(device, "device")
@@ -284,7 +287,7 @@ def load(
         _dtype_device(model, device, dtype)
         return Model(
             model,
-            hf_adapter(model),
+            hf_adapter(model, infer=infer),
             tokenizer=tokenizer,
             name=getattr(model.config, "_name_or_path", None) or type(model).__name__,
         )
@@ -320,7 +323,8 @@ def load(
                 tok = None
         _dtype_device(hf, device, dtype)
         return _with_spec(
-            Model(hf, hf_adapter(hf), tokenizer=tok, name=path.name), str(path.resolve())
+            Model(hf, hf_adapter(hf, infer=infer), tokenizer=tok, name=path.name),
+            str(path.resolve()),
         )
     raise InputError(
         f"unknown model {model!r}: use one of {sorted(NAMED)}, 'zoo:NAME', a .safetensors file "

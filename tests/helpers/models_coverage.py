@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from tests.helpers import models_inferred
 from tests.helpers.builders import BUILDERS, VOCAB
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "models.md"
@@ -538,16 +539,17 @@ def render() -> str:
     tail = [
         "",
         *render_vision(),
-        "Not supported yet (refused at load with `no faithlens adapter for Hugging Face",
-        "model_type ...`; use `fl.wrap(model)` and raw `module:PATH` sites): mixture-of-experts",
-        "models, encoder-decoders (T5, BART), and vision families other than the rows above",
-        "(Swin, ConvNeXt, DeiT, the CLIP text tower, multimodal models). A plain PyTorch CNN gets",
-        "channel / spatial sites through `fl.wrap(cnn, sites={...}, example=images[:1])`",
-        "(`faithlens.models.ConvAdapter`). Refused with the reason: OPT (its",
-        "decoder layer flattens batch and positions before the MLP, so MLP sites would not be",
-        "`[batch, pos, width]`) and Granite (embedding and residual multipliers outside any",
-        "module).",
+        "No hand-written layout (inferred where the checks pass, see *Inferred architectures*",
+        "below; otherwise raw `module:PATH` sites, with a warning naming what failed):",
+        "mixture-of-experts models, encoder-decoders (T5, BART), and vision families other than",
+        "the rows above (Swin, ConvNeXt, DeiT, the CLIP text tower, multimodal models). A plain",
+        "PyTorch CNN gets channel / spatial sites through",
+        "`fl.wrap(cnn, sites={...}, example=images[:1])` (`faithlens.models.ConvAdapter`).",
+        "Refused with the reason: OPT (its decoder layer flattens batch and positions before the",
+        "MLP, so MLP sites would not be `[batch, pos, width]`) and Granite (embedding and",
+        "residual multipliers outside any module).",
         "",
+        *models_inferred.render(models_inferred.results()),
         *PRETRAINED,
     ]
     return "\n".join([*head, *lines, *tail])

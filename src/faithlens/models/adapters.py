@@ -5,11 +5,10 @@ site is (a declarative :class:`Layout` per architecture), how heads are laid out
 last dimension, how to resume a forward pass at a layer from a cached residual stream (by running
 the model's own ``forward`` over the remaining layers), and where the unembedding is.
 
-Supported: Hugging Face GPT-2, Llama (grouped-query attention; SmolLM2), Mistral, Qwen2, Qwen3,
-Gemma 1/2/3 (text), Phi-3, Falcon, GPT-J, GPT-NeoX / Pythia, BERT (MiniLM), faithlens' own zoo
-transformer, vision models (ViT, CLIP vision, ResNet: :mod:`faithlens.models.vision`), and any
-``nn.Module`` through raw module paths (:class:`GenericAdapter`). ``docs/models.md`` lists what
-is tested on each.
+Supported: the Hugging Face families of ``layouts.py``, vision models (:mod:`.vision`), other
+Hugging Face architectures through an inferred, verified layout (:mod:`.infer`), faithlens' zoo
+and any ``nn.Module`` by raw module paths (:class:`GenericAdapter`); ``docs/models.md`` lists
+what is tested on each.
 """
 
 from __future__ import annotations
@@ -561,8 +560,12 @@ def _has_sliding_layers(config: Any) -> bool:
     return any("sliding" in str(t) or "chunked" in str(t) for t in types)
 
 
-def hf_adapter(module: nn.Module) -> Adapter:
-    """The adapter for a Hugging Face model, chosen by ``config.model_type``."""
+def hf_adapter(module: nn.Module, *, infer: str = "auto") -> Adapter:
+    """The adapter for a Hugging Face model, chosen by ``config.model_type`` (an unknown one
+    gets an inferred, verified layout: :func:`faithlens.models.infer.adapter_for_unknown`)."""
+    from .infer import adapter_for_unknown, check_mode  # lazy: infer imports this module
+
+    check_mode(infer)
     make = getattr(module, "faithlens_adapter", None)
     if callable(make):
         own = make()
@@ -590,10 +593,7 @@ def hf_adapter(module: nn.Module) -> Adapter:
     variant = VARIANTS.get(key)
     layout = variant(cfg) if variant is not None else LAYOUTS.get(key)
     if layout is None:
-        raise InputError(
-            f"no faithlens adapter for Hugging Face model_type {model_type!r} (supported: "
-            f"{sorted({*LAYOUTS, *FACTORIES})}). Use fl.wrap(model) and raw sites ('module:PATH')."
-        )
+        return adapter_for_unknown(module, str(model_type), infer)
     return HFAdapter(module, layout)
 
 

@@ -377,6 +377,7 @@ def wrap(
     name: str | None = None,
     adapter: Adapter | None = None,
     example: Any = None,
+    infer: str = "auto",
 ) -> Model:
     """Wrap any ``nn.Module``.
 
@@ -385,7 +386,10 @@ def wrap(
     ``sites`` (``{"hidden": "layers.1"}``). With ``example`` (one batch of the module's input
     tensors, e.g. ``images[:1]``) the aliases are the sites of a
     :class:`~faithlens.models.vision.ConvAdapter`: a convolutional output ``[batch, channels,
-    h, w]`` is a site of ``channels`` units at ``h * w`` positions.
+    h, w]`` is a site of ``channels`` units at ``h * w`` positions. A Hugging Face architecture
+    without a hand-written layout gets an inferred one, verified on load (``infer``: ``"auto"``
+    falls back to raw module sites with a warning if the check fails, ``"strict"`` refuses,
+    ``"off"`` never infers; see :func:`faithlens.models.adapters.hf_adapter`).
     """
     if not isinstance(module, nn.Module):
         raise InputError(f"fl.wrap needs a torch.nn.Module, not {type(module).__name__}")
@@ -403,7 +407,7 @@ def wrap(
         if callable(make):
             adapter = make()
         elif getattr(getattr(module, "config", None), "model_type", None) is not None and not sites:
-            adapter = hf_adapter(module)
+            adapter = hf_adapter(module, infer=infer)
         else:
             adapter = GenericAdapter(module, dict(sites or {}))
     return Model(module, adapter, tokenizer=tokenizer, name=name)
