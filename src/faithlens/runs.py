@@ -197,6 +197,8 @@ def _full_width(model: Model, info: SiteInfo) -> int | None:
     """Width of the whole hooked tensor (heads share one tensor), when known."""
     if info.width is None:
         return None
+    if info.full is not None:
+        return info.full
     a = model.adapter
     if info.kind == "head":
         return a.n_heads * a.d_head

@@ -40,6 +40,7 @@ class Family:
     absent: tuple[str, ...] = ()  # canonical site kinds this family does not have
     path: str = PATH_YES
     sliding: bool = False  # has sliding-window attention layers, exercised at the test length
+    experts: int = 0  # routed experts per MLP block (mixture of experts: router / expert_out sites)
     notes: str = ""
 
 
@@ -58,6 +59,7 @@ _GQA = {"num_attention_heads": 4, "num_key_value_heads": 2, "hidden_size": 32}
 _GEMMA = {**_GQA, "head_dim": 8, "intermediate_size": 64, "pad_token_id": 0}
 _LLAMA_O = "model.layers.{L}.self_attn.o_proj"
 _PARALLEL = ("resid_mid",)
+_MOE = ("mlp_post",)  # the MLP block is a router and experts: no single MLP's neurons
 
 FAMILIES: tuple[Family, ...] = (
     Family("gpt2", "GPT-2", "gpt2", BUILDERS["gpt2"], "transformer.h.{L}.attn.c_proj"),
@@ -326,6 +328,65 @@ FAMILIES: tuple[Family, ...] = (
         hf=False,
         absent=("mlp_in", "mlp_post", "mlp_out", "resid_mid"),
     ),
+    Family(
+        "mixtral",
+        "Mixtral (mixture of experts)",
+        "mixtral",
+        _hf(
+            "MixtralForCausalLM",
+            "MixtralConfig",
+            25,
+            num_hidden_layers=2,
+            intermediate_size=48,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            **_GQA,
+        ),
+        _LLAMA_O,
+        absent=_MOE,
+        experts=4,
+    ),
+    Family(
+        "qwen2_moe",
+        "Qwen2-MoE (experts and a shared expert)",
+        "qwen2_moe",
+        _hf(
+            "Qwen2MoeForCausalLM",
+            "Qwen2MoeConfig",
+            26,
+            num_hidden_layers=2,
+            intermediate_size=64,
+            moe_intermediate_size=24,
+            shared_expert_intermediate_size=40,
+            num_experts=4,
+            num_experts_per_tok=2,
+            **_GQA,
+        ),
+        _LLAMA_O,
+        absent=_MOE,
+        experts=4,
+    ),
+    Family(
+        "qwen3_moe",
+        "Qwen3-MoE (experts, q/k norms)",
+        "qwen3_moe",
+        _hf(
+            "Qwen3MoeForCausalLM",
+            "Qwen3MoeConfig",
+            27,
+            num_hidden_layers=2,
+            head_dim=8,
+            intermediate_size=64,
+            moe_intermediate_size=24,
+            num_experts=4,
+            num_experts_per_tok=2,
+            norm_topk_prob=True,
+            **_GQA,
+        ),
+        _LLAMA_O,
+        absent=_MOE,
+        experts=4,
+    ),
 )
 
 BY_KEY = {f.key: f for f in FAMILIES}
@@ -399,9 +460,20 @@ def render() -> str:
         lines.append("| " + " | ".join(cells) + " |")
     tail = [
         "",
+        "Mixture-of-experts rows (Mixtral, Qwen2-MoE, Qwen3-MoE) also have, on every layer",
+        "with routed experts, `router.L` (`[batch, pos, n_experts]`: the weight each expert",
+        "receives at each token, zero where it is not chosen; writing it re-routes each token to",
+        "the `top_k` experts of largest written weight) and `expert_out.L.E` (`[batch, pos,",
+        "d_model]`: expert E's weighted output, zero where it is not chosen; the routed experts'",
+        "outputs add up to the experts' output). They have no `mlp_post` (no single MLP's",
+        "neurons). Path-level methods treat the whole MLP block (router, experts, shared expert)",
+        "as one node, so `expert_out` and `router` sites are patched, ablated and cached but are",
+        "not graph nodes. `tests/models/test_moe.py` checks them against plain-PyTorch references.",
+        "",
         "Not supported yet (refused at load with `no faithlens adapter for Hugging Face",
-        "model_type ...`; use `fl.wrap(model)` and raw `module:PATH` sites): mixture-of-experts",
-        "models, encoder-decoders (T5, BART) and vision models (ViT, CNNs). Refused with the",
+        "model_type ...`; use `fl.wrap(model)` and raw `module:PATH` sites): other",
+        "mixture-of-experts families, encoder-decoders (T5, BART) and vision models (ViT, CNNs).",
+        "Refused with the",
         "reason: OPT (its decoder layer flattens batch and positions before the MLP, so MLP",
         "sites would not be `[batch, pos, width]`) and Granite (embedding and residual",
         "multipliers outside any module).",

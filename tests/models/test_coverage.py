@@ -80,6 +80,8 @@ def test_site_list_is_complete(fam):
             assert want <= got, (kind, L, sorted(want - got))
         for kind in f.absent:
             assert not any(s.startswith(f"{kind}.{L}") for s in got), kind
+        experts = {f"router.{L}", *(f"expert_out.{L}.{e}" for e in range(f.experts))}
+        assert (experts <= got) if f.experts else not any(s.startswith("expert") for s in got)
     top = {"embed", "logits", *(() if "ln_final" in f.absent else ("ln_final",))}
     assert top <= got
     assert m.n_heads % m.n_kv_heads == 0

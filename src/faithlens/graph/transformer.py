@@ -115,6 +115,18 @@ class TransformerGraph(ComponentGraph):
         self.parallel = self._probe()
         self._build()
 
+    def node(self, name: str) -> GraphNode:
+        kind, _, rest = name.partition(".")
+        if kind in ("expert_out", "router") and name not in self.nodes:
+            layer = rest.split(".")[0]
+            raise SiteError(
+                f"{name!r} is a part of layer {layer}'s mixture-of-experts MLP block, which this "
+                f"graph has as one node, 'mlp.{layer}' (router, experts and any shared expert "
+                f"together): path-level methods send and receive along the block. Patch, ablate "
+                f"or cache {name!r} itself with fl.patch / fl.run"
+            )
+        return super().node(name)
+
     # -- structure -----------------------------------------------------------------------------
     def _build(self) -> None:
         n = self.n_layers

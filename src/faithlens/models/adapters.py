@@ -5,11 +5,9 @@ site is (a declarative :class:`Layout` per architecture), how heads are laid out
 last dimension, how to resume a forward pass at a layer from a cached residual stream (by running
 the model's own ``forward`` over the remaining layers), and where the unembedding is.
 
-Supported: Hugging Face GPT-2, Llama (grouped-query attention; SmolLM2), Mistral, Qwen2, Qwen3,
-Gemma 1/2/3 (text), Phi-3, Falcon, GPT-J, GPT-NeoX / Pythia, BERT (MiniLM), faithlens' own zoo
-transformer, and any ``nn.Module`` through raw module paths (:class:`GenericAdapter`).
-``docs/models.md`` (generated from ``tests/helpers/models_coverage.py``'s table) lists what is tested
-on each.
+Supported: Hugging Face GPT-2, Llama (SmolLM2), Mistral, Qwen2/3, Gemma 1/2/3 (text), Phi-3,
+Falcon, GPT-J, GPT-NeoX / Pythia, BERT (MiniLM), Mixtral, Qwen2/3-MoE (:mod:`.moe`), faithlens' zoo
+and any ``nn.Module`` by module paths (:class:`GenericAdapter`); ``docs/models.md`` has the tests.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError, SiteError, nearest
-from .layouts import ALIASES, LAYOUTS, REFUSED, VARIANTS, Layout
+from .layouts import ALIASES, LAYOUTS, MOE, REFUSED, VARIANTS, Layout
 from .sites import HookPoint, SiteInfo
 
 RAW_PREFIX = "module:"
@@ -592,6 +590,10 @@ def hf_adapter(module: nn.Module) -> HFAdapter:
             f"no faithlens adapter for Hugging Face model_type {model_type!r} (supported: "
             f"{sorted(LAYOUTS)}). Use fl.wrap(model) and raw module sites ('module:PATH')."
         )
+    if key in MOE:  # an HFAdapter subclass, in a module that imports this one
+        from .moe import MoEAdapter
+
+        return MoEAdapter(module, layout)
     return HFAdapter(module, layout)
 
 

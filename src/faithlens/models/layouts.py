@@ -291,6 +291,15 @@ def _gemma3_text(cfg: Any) -> Layout:
     return lo
 
 
+# Mixture-of-experts decoders (faithlens.models.moe.MoEAdapter): Llama's attention and norms;
+# the MLP block is a router plus routed experts (Qwen-MoE: and a shared expert). mlp_post and
+# the MLP's input projections are those of the dense layers some of these models also have.
+LAYOUTS["mixtral"] = replace(_LLAMA, arch="mixtral")
+LAYOUTS["qwen2_moe"] = replace(_LLAMA, arch="qwen2_moe")
+LAYOUTS["qwen3_moe"] = replace(_LLAMA, arch="qwen3_moe")
+MOE = frozenset({"mixtral", "qwen2_moe", "qwen3_moe"})
+
+
 # Layouts that depend on the config (model_type -> the layout of this model).
 VARIANTS: dict[str, Callable[[Any], Layout]] = {
     "falcon": _falcon,
@@ -317,4 +326,4 @@ REFUSED = {
 ALIASES = {"mistral": "llama", "qwen2": "llama", "smollm": "llama", "pythia": "gpt_neox"}
 
 
-__all__ = ["ALIASES", "LAYOUTS", "REFUSED", "VARIANTS", "Layout"]
+__all__ = ["ALIASES", "LAYOUTS", "MOE", "REFUSED", "VARIANTS", "Layout"]

@@ -21,10 +21,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import InputError, ShapeError, SiteError
 
@@ -45,7 +45,10 @@ KIND_ORDER: dict[str, int] = {
     "mlp_out": 8,
     "resid_post": 9,
 }
-KINDS = ("embed", *KIND_ORDER, "ln_final", "logits")
+#: Kinds inside a mixture-of-experts MLP block (offered by :mod:`faithlens.models.moe` only): the
+#: router's weights are read after the MLP's input, each expert's output before the block's.
+MOE_KIND_ORDER: dict[str, int] = {"router": 6, "expert_out": 7}
+KINDS = ("embed", *KIND_ORDER, *MOE_KIND_ORDER, "ln_final", "logits")
 
 #: Site groups accepted by sweeps (``fl.patch(sites="head")``).
 SITE_GROUPS: dict[str, str] = {
@@ -61,7 +64,38 @@ SITE_GROUPS: dict[str, str] = {
     "q": "q",
     "k": "k",
     "v": "v",
+    "experts": "expert_out",
+    "expert_out": "expert_out",
+    "router": "router",
 }
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of a hooked module, as a :class:`View` sees it: the module, its positional
+    arguments, its output (None before the call) and the run's batch size."""
+
+    module: nn.Module
+    args: tuple[Any, ...]
+    output: Any
+    batch: int
+
+
+class View:
+    """A tensor of ``[batch, pos, width]`` that a module call holds in another form (flattened
+    positions, routed experts), and how a changed value is written back into the call.
+
+    A hook point with a view exposes ``expose(call)`` to caches and interventions; when they
+    change it, ``absorb(call, old, new)`` gives the call's new positional arguments (a hook on
+    the module's input) or its new output (on its output). Views are immutable and compare by
+    value, so that the sites sharing one hooked tensor share one hook.
+    """
+
+    def expose(self, call: Call) -> Tensor:
+        raise NotImplementedError
+
+    def absorb(self, call: Call, old: Tensor, new: Tensor) -> Any:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -69,13 +103,15 @@ class HookPoint:
     """A tensor flowing into (``io="in"``) or out of (``io="out"``) a module.
 
     ``index`` picks the positional argument (inputs) or tuple element (outputs); ``kwarg`` names
-    the keyword under which the input may be passed instead.
+    the keyword under which the input may be passed instead. ``view`` (rarely set): the site's
+    tensor is not that argument or output as it is but a :class:`View` of the call.
     """
 
     module: str
     io: IO = "out"
     index: int = 0
     kwarg: str | None = None
+    view: View | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +125,7 @@ class SiteInfo:
     start: int = 0  # the site's slice of the hooked tensor's last dimension
     layer: int | None = None
     head: int | None = None
+    full: int | None = None  # width of the whole hooked tensor, where sites are slices of it
 
     @property
     def stop(self) -> int | None:
@@ -106,6 +143,8 @@ class SiteInfo:
             return (n_layers, 0 if self.kind == "ln_final" else 1)
         if self.kind in KIND_ORDER and self.layer is not None:
             return (self.layer, KIND_ORDER[self.kind])
+        if self.kind in MOE_KIND_ORDER and self.layer is not None:
+            return (self.layer, MOE_KIND_ORDER[self.kind])
         return None
 
     def first_layer(self, n_layers: int) -> int:
