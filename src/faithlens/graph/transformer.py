@@ -107,6 +107,10 @@ class TransformerGraph(ComponentGraph):
                     "models such as BERT are not a sum of component outputs; build a LayerGraph "
                     "of their layers instead (LayerGraph.chain)"
                 ) from e
+            norm_site = getattr(a, "mlp_norm_site", None)  # a flattened norm input (OPT)
+            if callable(norm_site):
+                self.mlp_norm_input.append(norm_site(L))
+                continue
             norm = getattr(a, "mlp_norm_module", None)
             path = norm(L) if callable(norm) else info.hook.module
             self.mlp_norm_input.append(
@@ -239,7 +243,7 @@ class TransformerGraph(ComponentGraph):
 
     def site_layer(self, site: str) -> float:
         """Where a site sits in the forward pass (for stop_at), in layers."""
-        if site.startswith("module:"):
+        if site.startswith("module:") or site in self.mlp_norm_input:
             L = self.mlp_norm_input.index(site)
             return L + 0.6
         if site == "ln_final":

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError, SiteError, nearest
-from .layouts import ALIASES, LAYOUTS, MOE, REFUSED, VARIANTS, Layout
+from .layouts import ALIASES, LAYOUTS, OWN_ADAPTERS, REFUSED, VARIANTS, Layout
 from .sites import HookPoint, SiteInfo
 
 RAW_PREFIX = "module:"
@@ -474,10 +474,9 @@ class HFAdapter(Adapter):
             handle.remove()
 
     def forward(self, module: nn.Module, inputs: Any, **kwargs: Any) -> Any:
-        # A model with sliding-window layers builds a cache that keeps only each such layer's
-        # last window of keys and values; a run that returns them (to resume at an earlier
-        # position) needs them all, so it gets a cache that keeps every position (the
-        # attention mask still applies the window).
+        # Sliding-window layers' own cache keeps only their last window of keys and values; a
+        # run returning them (to resume at an earlier position) needs every position, so it
+        # gets a cache that keeps them all (the attention mask still applies the window).
         if self._sliding and kwargs.get("use_cache") and self.kv_kwarg not in kwargs:
             from transformers import DynamicCache
 
@@ -590,10 +589,11 @@ def hf_adapter(module: nn.Module) -> HFAdapter:
             f"no faithlens adapter for Hugging Face model_type {model_type!r} (supported: "
             f"{sorted(LAYOUTS)}). Use fl.wrap(model) and raw module sites ('module:PATH')."
         )
-    if key in MOE:  # an HFAdapter subclass, in a module that imports this one
+    if key in OWN_ADAPTERS:  # HFAdapter subclasses, in modules that import this one
         from .moe import MoEAdapter
+        from .opt import OPTAdapter
 
-        return MoEAdapter(module, layout)
+        return {"moe": MoEAdapter, "opt": OPTAdapter}[OWN_ADAPTERS[key]](module, layout)
     return HFAdapter(module, layout)
 
 

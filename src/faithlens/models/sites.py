@@ -99,6 +99,35 @@ class View:
 
 
 @dataclass(frozen=True)
+class Flat(View):
+    """A tensor the module sees with batch and positions flattened into one axis, ``[batch *
+    pos, width]`` (OPT's MLP), as ``[batch, pos, width]``: positional input ``index`` of the
+    call (``io="in"``) or element ``index`` of its output (a tensor, or a tuple)."""
+
+    io: IO
+    index: int = 0
+
+    def _get(self, call: Call) -> Tensor:
+        if self.io == "in":
+            return call.args[self.index]
+        out = call.output
+        return out if isinstance(out, Tensor) else out[self.index]
+
+    def expose(self, call: Call) -> Tensor:
+        t = self._get(call)
+        return t.reshape(call.batch, -1, *t.shape[1:])
+
+    def absorb(self, call: Call, old: Tensor, new: Tensor) -> Any:
+        flat = new.reshape(self._get(call).shape)
+        if self.io == "in":
+            return (*call.args[: self.index], flat, *call.args[self.index + 1 :])
+        out = call.output
+        if isinstance(out, Tensor):
+            return flat
+        return (*out[: self.index], flat, *out[self.index + 1 :])
+
+
+@dataclass(frozen=True)
 class HookPoint:
     """A tensor flowing into (``io="in"``) or out of (``io="out"``) a module.
 
