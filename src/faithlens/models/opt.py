@@ -31,7 +31,7 @@ class OPTAdapter(HFAdapter):
     """OPT with the norm before attention and before the MLP (``do_layer_norm_before``)."""
 
     def __init__(self, module: nn.Module, layout: Layout) -> None:
-        cfg = module.config
+        cfg: Any = module.config
         if not getattr(cfg, "do_layer_norm_before", True):
             raise InputError(
                 "faithlens cannot give exact canonical sites on this OPT model: it normalises "
@@ -66,7 +66,9 @@ class OPTAdapter(HFAdapter):
         """Run OPT's own forward over layers ``layer..`` only: the layer list is swapped for its
         tail and the tail's first input (the final norm's, past the last layer) is ``hidden``."""
         decoder = self.module.get_submodule(self.prefix.rstrip("."))
-        original = decoder.layers
+        original = decoder.get_submodule("layers")
+        assert isinstance(original, nn.ModuleList)
+        target: nn.Module
         if layer < len(original):
             target = original[layer]
         else:
