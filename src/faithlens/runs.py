@@ -160,9 +160,22 @@ def _reachable(
 
 
 def _seq_for(info: SiteInfo, inputs: Inputs, offset: int) -> int | None:
+    own = inputs.kwargs.get(info.seq_key) if info.seq_key is not None else None
+    if isinstance(own, Tensor):  # a decoder's tokens (encoder-decoders)
+        return int(own.shape[1]) - offset
     if inputs.ids is None:
         return None
     return int(inputs.ids.shape[1]) - offset
+
+
+def _last_for(info: SiteInfo, inputs: Inputs) -> Tensor | None:
+    """Each example's last real position on the site's own position axis."""
+    own = inputs.kwargs.get(info.seq_key) if info.seq_key is not None else None
+    if not isinstance(own, Tensor) or info.seq_key is None:
+        return inputs.last
+    return Inputs(
+        ids=own, mask=inputs.kwargs.get(info.seq_key.replace("input_ids", "attention_mask"))
+    ).last
 
 
 def _build_selection(
@@ -185,7 +198,7 @@ def _build_selection(
             batch=batch,
             rows=rows_idx,
             seq=seq if seq is not None else 0,
-            last=inputs.last,
+            last=_last_for(info, inputs),
             offset=offset,
             site=site.name,
         )
@@ -246,6 +259,12 @@ def run(
     inp = model.prepare(inputs)
     offset = _check_resume(model, inp, start_at)
     stop_info = adapter.site_info(as_site(stop_at).name) if stop_at is not None else None
+    if stop_info is not None and not stop_info.is_raw and stop_info.order(model.n_layers) is None:
+        raise InputError(
+            f"stop_at={stop_info.name!r}: this {model.arch} model's sites have no single order "
+            "in the forward pass (an encoder-decoder's two stacks), so faithlens cannot tell "
+            "which other sites a run stopped there reaches; run the whole model"
+        )
     # A decoding run (no hidden state) starts at the embedding: every site is reached.
     start_layer = start_at.layer if start_at is not None and start_at.hidden is not None else None
     plan = _group_by_hook(

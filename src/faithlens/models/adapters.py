@@ -21,7 +21,15 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError, SiteError, nearest
-from .layouts import ALIASES, LAYOUTS, OWN_ADAPTERS, REFUSED, VARIANTS, Layout
+from .layouts import (
+    ALIASES,
+    LAYOUTS,
+    OWN_ADAPTERS,
+    REFUSED,
+    VARIANTS,
+    Layout,
+    has_sliding_layers,
+)
 from .sites import HookPoint, SiteInfo
 
 RAW_PREFIX = "module:"
@@ -286,7 +294,7 @@ class HFAdapter(Adapter):
         self.head_path: str | None = heads[0] if heads else None
         self.has_head = self.head_path is not None
         # Sliding-window layers: Hugging Face's own cache keeps only their last window of keys.
-        self._sliding = _has_sliding_layers(cfg)
+        self._sliding = has_sliding_layers(cfg)
         self._build_sites()
 
     # -- site table ----------------------------------------------------------------------------
@@ -546,19 +554,7 @@ class HFAdapter(Adapter):
         return self._linear(self.head_path, transposed=False)
 
 
-def _has_sliding_layers(config: Any) -> bool:
-    """Whether Hugging Face's cache for this config has sliding-window layers."""
-    try:
-        from transformers.cache_utils import get_layer_types_and_kwargs
-
-        text = config.get_text_config(decoder=True)
-        types, _ = get_layer_types_and_kwargs(text)
-    except Exception:  # an older transformers, or a config without layer structure
-        types = getattr(config, "layer_types", None) or []
-    return any("sliding" in str(t) or "chunked" in str(t) for t in types)
-
-
-def hf_adapter(module: nn.Module) -> HFAdapter:
+def hf_adapter(module: nn.Module) -> Adapter:
     """The adapter for a Hugging Face model, chosen by ``config.model_type``."""
     make = getattr(module, "faithlens_adapter", None)
     if callable(make):
@@ -582,6 +578,10 @@ def hf_adapter(module: nn.Module) -> HFAdapter:
             f"{model_type!r}: {REFUSED[key]}. Use fl.wrap(model) and raw module sites "
             "('module:PATH')."
         )
+    if key == "bart":  # an encoder-decoder: no Layout (two stacks, cross-attention)
+        from .encdec import EncDecAdapter
+
+        return EncDecAdapter(module)
     variant = VARIANTS.get(key)
     layout = variant(cfg) if variant is not None else LAYOUTS.get(key)
     if layout is None:

@@ -331,6 +331,19 @@ VARIANTS: dict[str, Callable[[Any], Layout]] = {
     "stablelm": _stablelm,
 }
 
+
+def has_sliding_layers(config: Any) -> bool:
+    """Whether Hugging Face's cache for this config has sliding-window layers."""
+    try:
+        from transformers.cache_utils import get_layer_types_and_kwargs
+
+        text = config.get_text_config(decoder=True)
+        types, _ = get_layer_types_and_kwargs(text)
+    except Exception:  # an older transformers, or a config without layer structure
+        types = getattr(config, "layer_types", None) or []
+    return any("sliding" in str(t) or "chunked" in str(t) for t in types)
+
+
 # Architectures refused with a reason (not merely unknown).
 REFUSED = {
     "granite": (
@@ -344,4 +357,12 @@ REFUSED = {
 ALIASES = {"mistral": "llama", "qwen2": "llama", "smollm": "llama", "pythia": "gpt_neox"}
 
 
-__all__ = ["ALIASES", "LAYOUTS", "OWN_ADAPTERS", "REFUSED", "VARIANTS", "Layout"]
+__all__ = [
+    "ALIASES",
+    "LAYOUTS",
+    "OWN_ADAPTERS",
+    "REFUSED",
+    "VARIANTS",
+    "Layout",
+    "has_sliding_layers",
+]

@@ -48,7 +48,9 @@ KIND_ORDER: dict[str, int] = {
 #: Kinds inside a mixture-of-experts MLP block (offered by :mod:`faithlens.models.moe` only): the
 #: router's weights are read after the MLP's input, each expert's output before the block's.
 MOE_KIND_ORDER: dict[str, int] = {"router": 6, "expert_out": 7}
-KINDS = ("embed", *KIND_ORDER, *MOE_KIND_ORDER, "ln_final", "logits")
+#: An encoder-decoder's cross-attention (:mod:`faithlens.models.encdec`; its sites are not ordered).
+CROSS_KINDS = ("cross_q", "cross_k", "cross_v", "cross_head", "cross_attn_out")
+KINDS = ("embed", *KIND_ORDER, *MOE_KIND_ORDER, *CROSS_KINDS, "ln_final", "logits")
 
 #: Site groups accepted by sweeps (``fl.patch(sites="head")``).
 SITE_GROUPS: dict[str, str] = {
@@ -67,6 +69,8 @@ SITE_GROUPS: dict[str, str] = {
     "experts": "expert_out",
     "expert_out": "expert_out",
     "router": "router",
+    "cross_head": "cross_head",
+    "cross_heads": "cross_head",
 }
 
 
@@ -155,6 +159,9 @@ class SiteInfo:
     layer: int | None = None
     head: int | None = None
     full: int | None = None  # width of the whole hooked tensor, where sites are slices of it
+    # the Inputs keyword whose tensor gives the position axis (an encoder-decoder's decoder
+    # sites: "decoder_input_ids"); None: the input ids
+    seq_key: str | None = None
 
     @property
     def stop(self) -> int | None:

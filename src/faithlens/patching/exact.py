@@ -151,6 +151,14 @@ def plan_sweep(
     every position the metric reads."""
     n_layers = model.n_layers
     causal = model.is_causal and model.adapter.supports_resume
+    if positions != "all" and any(model.site_info(s).seq_key for s in sites):
+        raise validate.fail(
+            "positions",
+            positions,
+            "an encoder-decoder's sites lie on two position axes (the encoder's and the "
+            "decoder's tokens), and the task's positions are the decoder's",
+            'use positions="all", or Site(name, positions=...) on each site',
+        )
     seq = task.seq_len
     first_diff = task.first_difference()
     earliest_diff = int(first_diff.min())
@@ -449,7 +457,7 @@ def _run_chunk(
     m_src = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
     # Base run: the residual stream entering each layer we resume at, and the KV cache.
     live = [c for c in local if c is not None and not c.noop]
-    layers = sorted({c.layer for c in live if _resumes(c)})
+    layers = sorted({c.layer for c in live if _resumes(model, c)})
     resid_names = [_resid_name(model, L) for L in layers]
     need_kv = any(c.offset > 0 for c in live)
     base_out = model.run(
@@ -500,7 +508,11 @@ def _localise(
     return [by_key.get((c.site, c.position)) for c in conds]
 
 
-def _resumes(c: Condition) -> bool:
+def _resumes(model: Model, c: Condition) -> bool:
+    """Whether the condition's runs resume from the base run's residual stream (not on a model
+    that cannot resume, such as an encoder-decoder: its runs start from the inputs)."""
+    if not model.adapter.supports_resume:
+        return False
     return not (c.layer == 0 and c.info.kind in ("embed", "module"))
 
 
@@ -525,7 +537,7 @@ def _run_group(
     c = len(conds)
     inputs = base_in.repeat(c)
     start: Resume | None = None
-    if _resumes(conds[0]):
+    if _resumes(model, conds[0]):
         hidden = base_out.cache[_resid_name(model, layer)][:, offset:]
         kv = None
         if offset:
