@@ -259,7 +259,7 @@ def run(
     inp = model.prepare(inputs)
     offset = _check_resume(model, inp, start_at)
     stop_info = adapter.site_info(as_site(stop_at).name) if stop_at is not None else None
-    if stop_info is not None and not stop_info.is_raw and stop_info.order(model.n_layers) is None:
+    if stop_info is not None and not stop_info.is_raw and not adapter.ordered:
         raise InputError(
             f"stop_at={stop_info.name!r}: this {model.arch} model's sites have no single order "
             "in the forward pass (an encoder-decoder's two stacks), so faithlens cannot tell "

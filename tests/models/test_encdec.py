@@ -31,12 +31,35 @@ def _config(**kw):
     return BartConfig(**{**base, **kw})
 
 
-@pytest.fixture(scope="module")
-def bart():
+def _t5():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(30)
+    cfg = T5Config(
+        vocab_size=97,
+        d_model=32,
+        d_kv=8,
+        d_ff=40,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+    )
+    return T5ForConditionalGeneration(cfg).eval()
+
+
+def _bart():
     from transformers import BartForConditionalGeneration
 
     torch.manual_seed(29)
-    hf = BartForConditionalGeneration(_config()).eval()
+    return BartForConditionalGeneration(_config()).eval()
+
+
+@pytest.fixture(scope="module", params=["bart", "t5"])
+def bart(request):
+    hf = _bart() if request.param == "bart" else _t5()
     return hf, fl.wrap(hf)
 
 
@@ -60,17 +83,23 @@ def _hf(hf, x, **kw):
 
 
 def _cross_o(hf, L):
+    if hf.config.model_type == "t5":
+        return hf.decoder.block[L].layer[1].EncDecAttention.o
     return hf.model.decoder.layers[L].encoder_attn.out_proj
 
 
 def test_sites_of_both_stacks_and_cross_attention(bart, x):
     hf, m = bart
     assert isinstance(m.adapter, EncDecAdapter) and not m.is_causal
+    assert m.arch == hf.config.model_type
     got = set(m.sites())
+    pre_norm = ("attn_in", "mlp_in") if m.arch == "t5" else ()
     for s, n_heads in (("enc", 4), ("dec", 4)):
         for L in range(2):
             for kind in ("resid_pre", "attn_out", "resid_mid", "mlp_post", "mlp_out", "resid_post"):
                 assert f"{s}.{kind}.{L}" in got
+            for kind in ("attn_in", "mlp_in"):
+                assert (f"{s}.{kind}.{L}" in got) == (kind in pre_norm)
             assert {
                 f"{s}.{w}.{L}.{h}" for w in ("head", "q", "k", "v") for h in range(n_heads)
             } <= got
@@ -85,8 +114,14 @@ def test_sites_of_both_stacks_and_cross_attention(bart, x):
     out = m.run(x, cache=["dec.cross_k.1.2", "dec.cross_q.1.2", "enc.mlp_post.0", "dec.mlp_post.0"])
     assert out.cache["dec.cross_k.1.2"].shape == (N, ENC, 8)  # keys over the encoder's tokens
     assert out.cache["dec.cross_q.1.2"].shape == (N, DEC, 8)
-    assert out.cache["enc.mlp_post.0"].shape == (N, ENC, 48)
+    assert out.cache["enc.mlp_post.0"].shape == (N, ENC, m.d_mlp)
     assert out.cache["dec.mlp_post.0"].shape == (N, DEC, 40)
+    if m.arch == "t5":  # pre-norm: the residual stream is a sum of component outputs
+        names = [f"dec.{k}.1" for k in ("resid_pre", "attn_out", "cross_attn_out", "mlp_out")]
+        c = m.run(x, cache=[*names, "dec.resid_post.1", "dec.resid_mid.1"]).cache
+        total = sum(c[n] for n in names)
+        assert torch.allclose(total, c["dec.resid_post.1"], atol=1e-5)
+        assert torch.allclose(total - c["dec.mlp_out.1"], c["dec.resid_mid.1"], atol=1e-5)
 
 
 def test_parity_with_the_models_own_forward(bart, x):
@@ -98,8 +133,11 @@ def test_parity_with_the_models_own_forward(bart, x):
     assert torch.equal(out.cache["logits"], out.logits)
     for s, hidden in (("enc", ref.encoder_hidden_states), ("dec", ref.decoder_hidden_states)):
         assert torch.allclose(out.cache[f"{s}.resid_pre.0"], hidden[0], atol=1e-6)
-        for L in range(2):
+        for L in range(2 if m.arch == "bart" else 1):  # T5's last entry is after its norm
             assert torch.allclose(out.cache[f"{s}.resid_post.{L}"], hidden[L + 1], atol=1e-6)
+    if m.arch == "t5":
+        c = m.run(x, cache=["enc.ln_final"]).cache
+        assert torch.allclose(c["enc.ln_final"], ref.encoder_last_hidden_state, atol=1e-6)
     assert not hf._forward_hooks and not hf._forward_pre_hooks
 
 
@@ -191,7 +229,7 @@ def test_what_is_not_in_scope_is_refused_with_the_reason(bart, x):
         m.run(x, start_at=fl.Resume(1, full.cache["dec.resid_pre.1"]))
     with pytest.raises(fl.errors.InputError, match="no single order"):
         m.run(x, cache=["enc.resid_post.0"], stop_at="enc.resid_post.1")
-    with pytest.raises(fl.errors.InputError, match="Post-LN"):
+    with pytest.raises(fl.errors.InputError, match="cross-attention, which a TransformerGraph"):
         fl.path_patch(m, task, ["dec.head.0.1"], "logits", n_boot=20)
     with pytest.raises(fl.errors.InputError, match="two position axes"):
         fl.patch(m, task, ["dec.head.0.1"], positions="last", n_boot=20)

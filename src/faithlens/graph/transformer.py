@@ -77,6 +77,13 @@ class TransformerGraph(ComponentGraph):
                 f"{model.name} has no transformer layers that faithlens knows of; use "
                 "LayerGraph(model, ...) for a graph of its modules"
             )
+        if not getattr(a, "ordered", True):
+            raise InputError(
+                f"{model.name} ({a.arch}) is an encoder-decoder: its decoder reads the encoder "
+                "through cross-attention, which a TransformerGraph has no edges for, so path "
+                "patching and scrubbing would not be exact. Patch, ablate or cache its enc./dec. "
+                "sites with fl.patch / fl.run"
+            )
         if split_qkv and not split_heads:
             raise InputError("split_qkv needs split_heads=True (Q/K/V ports belong to heads)")
         self.n_layers = a.n_layers

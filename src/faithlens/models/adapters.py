@@ -21,15 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError, SiteError, nearest
-from .layouts import (
-    ALIASES,
-    LAYOUTS,
-    OWN_ADAPTERS,
-    REFUSED,
-    VARIANTS,
-    Layout,
-    has_sliding_layers,
-)
+from .layouts import ALIASES, LAYOUTS, OWN_ADAPTERS, REFUSED, VARIANTS, Layout, has_sliding_layers
 from .sites import HookPoint, SiteInfo
 
 RAW_PREFIX = "module:"
@@ -63,6 +55,7 @@ class Adapter:
 
     arch: str = "generic"
     is_causal: bool = False
+    ordered: bool = True  # the sites have one order in the forward pass (not encoder-decoders)
     n_layers: int = 0
     n_heads: int = 0
     n_kv_heads: int = 0
@@ -578,10 +571,10 @@ def hf_adapter(module: nn.Module) -> Adapter:
             f"{model_type!r}: {REFUSED[key]}. Use fl.wrap(model) and raw module sites "
             "('module:PATH')."
         )
-    if key == "bart":  # an encoder-decoder: no Layout (two stacks, cross-attention)
-        from .encdec import EncDecAdapter
+    if key in ("bart", "t5"):  # encoder-decoders: two stacks, cross-attention; no Layout
+        from .encdec import ENCDEC, EncDecAdapter
 
-        return EncDecAdapter(module)
+        return EncDecAdapter(module, ENCDEC[key])
     variant = VARIANTS.get(key)
     layout = variant(cfg) if variant is not None else LAYOUTS.get(key)
     if layout is None:

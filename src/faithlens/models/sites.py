@@ -49,7 +49,7 @@ KIND_ORDER: dict[str, int] = {
 #: router's weights are read after the MLP's input, each expert's output before the block's.
 MOE_KIND_ORDER: dict[str, int] = {"router": 6, "expert_out": 7}
 #: An encoder-decoder's cross-attention (:mod:`faithlens.models.encdec`; its sites are not ordered).
-CROSS_KINDS = ("cross_q", "cross_k", "cross_v", "cross_head", "cross_attn_out")
+CROSS_KINDS = ("cross_attn_in", "cross_q", "cross_k", "cross_v", "cross_head", "cross_attn_out")
 KINDS = ("embed", *KIND_ORDER, *MOE_KIND_ORDER, *CROSS_KINDS, "ln_final", "logits")
 
 #: Site groups accepted by sweeps (``fl.patch(sites="head")``).
