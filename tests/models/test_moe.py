@@ -189,3 +189,20 @@ def test_path_level_methods_treat_the_block_as_one_node(moe):
         fl.path_patch(m, task, ["expert_out.0.1"], "logits", n_boot=20)
     res = fl.path_patch(m, task, ["mlp.0"], "logits", n_boot=20)
     assert np.isfinite(res.patched).all()
+
+
+def test_gradients_at_expert_and_router_sites(moe, ids):
+    """Every expert's output is added to the block's output, so its gradient is the gradient at
+    mlp_out; the router's gradient is zero exactly for the experts not chosen."""
+    hf, m = moe
+    names = ["mlp_out.1", "router.1", *(f"expert_out.1.{e}" for e in range(4))]
+    out = m.run(ids, grad=True, grad_sites=names, cache=["router.1"])
+    out.logits[:, -1, 5].sum().backward()
+    g = out.grad("mlp_out.1")
+    assert g.abs().sum() > 0
+    for e in range(4):
+        assert torch.allclose(out.grad(f"expert_out.1.{e}"), g, atol=1e-6), e
+    chosen = out.cache["router.1"] > 0
+    router = out.grad("router.1")
+    assert bool((router[~chosen] == 0).all()) and router[chosen].abs().sum() > 0
+    hf.zero_grad(set_to_none=True)
