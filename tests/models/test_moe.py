@@ -206,3 +206,19 @@ def test_gradients_at_expert_and_router_sites(moe, ids):
     router = out.grad("router.1")
     assert bool((router[~chosen] == 0).all()) and router[chosen].abs().sum() > 0
     hf.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("impl", ["eager", "batched_mm", "grouped_mm"])
+def test_expert_outputs_under_every_experts_implementation(impl, ids):
+    """transformers picks how the experts run (config._experts_implementation); the expert
+    sites call the experts' own forward, whichever it is."""
+    hf = BY_KEY["mixtral"].build()
+    hf.config._experts_implementation = impl
+    assert _experts(hf, 1).config._experts_implementation == impl
+    m = fl.wrap(hf)
+    names = [f"expert_out.1.{e}" for e in range(4)]
+    c = m.run(ids, cache=["mlp_out.1", *names]).cache
+    assert torch.allclose(sum(c[n] for n in names), c["mlp_out.1"], atol=1e-6)
+    (hidden, index, weights), _, _ = _record_routing(hf, 1, ids)
+    ref = _by_hand(hf, 1, hidden, index, weights, 3).reshape(N, SEQ, -1)
+    assert torch.allclose(c["expert_out.1.3"], ref, atol=1e-6)
