@@ -113,6 +113,11 @@ class Flat(View):
 
     def _get(self, call: Call) -> Tensor:
         if self.io == "in":
+            if len(call.args) <= self.index:
+                raise SiteError(
+                    f"{type(call.module).__name__} was called without positional input "
+                    f"#{self.index}, which this site views"
+                )
             return call.args[self.index]
         out = call.output
         return out if isinstance(out, Tensor) else out[self.index]
