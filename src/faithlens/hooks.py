@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from .errors import InputError, ShapeError, SiteError
 from .interventions import HookContext, Intervention
 from .models.model import Model
-from .models.sites import HookPoint, Selection
+from .models.sites import Call, HookPoint, Selection
 
 if TYPE_CHECKING:
     from torch.utils.hooks import RemovableHandle
@@ -101,6 +101,8 @@ def register(
     module: nn.Module, hp: HookPoint, ops: list[Op], state: HookState, *, stop: bool
 ) -> RemovableHandle:
     target = module.get_submodule(hp.module) if hp.module else module
+    if hp.view is not None:
+        return _register_view(target, hp, ops, state, stop=stop)
 
     if hp.io == "in":
 
@@ -138,6 +140,38 @@ def register(
         raise SiteError(f"cannot hook the output of {hp.module!r} (a {type(output).__name__})")
 
     return target.register_forward_hook(post, with_kwargs=True)
+
+
+def _register_view(
+    target: nn.Module, hp: HookPoint, ops: list[Op], state: HookState, *, stop: bool
+) -> RemovableHandle:
+    """Hooks for a hook point whose tensor is a :class:`~faithlens.models.sites.View` of the
+    module call: the call is left untouched unless an intervention (or a gradient leaf)
+    changes the tensor."""
+    view = hp.view
+    assert view is not None
+
+    if hp.io == "in":
+
+        def pre(m: nn.Module, args: tuple[Any, ...]) -> Any:
+            if stop:
+                raise Stop()
+            call = Call(m, args, None, state.batch)
+            old = view.expose(call)
+            new = process(old, hp, ops, state)
+            return None if new is old else view.absorb(call, old, new)
+
+        return target.register_forward_pre_hook(pre)
+
+    def post(m: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        if stop:
+            raise Stop()
+        call = Call(m, args, output, state.batch)
+        old = view.expose(call)
+        new = process(old, hp, ops, state)
+        return None if new is old else view.absorb(call, old, new)
+
+    return target.register_forward_hook(post)
 
 
 @contextmanager

@@ -161,14 +161,28 @@ def _reachable(
 
 
 def _seq_for(model: Model, info: SiteInfo, inputs: Inputs, offset: int) -> int | None:
-    """The positions a run computes at a site: the tokens from ``offset`` on; on inputs without
-    token ids (pixels, embeddings), those the model's own modules make there (a canonical site
-    or a spatial one; :func:`faithlens.models.probe.site_positions`), else None."""
+    """The positions a run computes at a site: the tokens from ``offset`` on (a decoder site's
+    own tokens on an encoder-decoder); on inputs without token ids (pixels, embeddings), those
+    the model's own modules make there (a canonical site or a spatial one;
+    :func:`faithlens.models.probe.site_positions`), else None."""
+    own = inputs.kwargs.get(info.seq_key) if info.seq_key is not None else None
+    if isinstance(own, Tensor):  # a decoder's tokens (encoder-decoders)
+        return int(own.shape[1]) - offset
     if inputs.ids is not None:
         return int(inputs.ids.shape[1]) - offset
     if info.width is None and not info.hook.spatial:
         return None
     return site_positions(model.module, info.hook, inputs.args, dict(inputs.kwargs))
+
+
+def _last_for(info: SiteInfo, inputs: Inputs) -> Tensor | None:
+    """Each example's last real position on the site's own position axis."""
+    own = inputs.kwargs.get(info.seq_key) if info.seq_key is not None else None
+    if not isinstance(own, Tensor) or info.seq_key is None:
+        return inputs.last
+    return Inputs(
+        ids=own, mask=inputs.kwargs.get(info.seq_key.replace("input_ids", "attention_mask"))
+    ).last
 
 
 def _build_selection(
@@ -191,7 +205,7 @@ def _build_selection(
             batch=batch,
             rows=rows_idx,
             seq=seq if seq is not None else 0,
-            last=inputs.last,
+            last=_last_for(info, inputs),
             offset=offset,
             site=site.name,
         )
@@ -203,6 +217,8 @@ def _full_width(model: Model, info: SiteInfo) -> int | None:
     """Width of the whole hooked tensor (heads share one tensor), when known."""
     if info.width is None:
         return None
+    if info.full is not None:
+        return info.full
     a = model.adapter
     if info.kind == "head":
         return a.n_heads * a.d_head
@@ -252,6 +268,12 @@ def run(
     inp = model.prepare(inputs)
     offset = _check_resume(model, inp, start_at)
     stop_info = adapter.site_info(as_site(stop_at).name) if stop_at is not None else None
+    if stop_info is not None and not stop_info.is_raw and not adapter.ordered:
+        raise InputError(
+            f"stop_at={stop_info.name!r}: this {model.arch} model's sites have no single order "
+            "in the forward pass (an encoder-decoder's two stacks), so faithlens cannot tell "
+            "which other sites a run stopped there reaches; run the whole model"
+        )
     # A decoding run (no hidden state) starts at the embedding: every site is reached.
     start_layer = start_at.layer if start_at is not None and start_at.hidden is not None else None
     plan = _group_by_hook(

@@ -41,6 +41,7 @@ class Family:
     absent: tuple[str, ...] = ()  # canonical site kinds this family does not have
     path: str = PATH_YES
     sliding: bool = False  # has sliding-window attention layers, exercised at the test length
+    experts: int = 0  # routed experts per MLP block (mixture of experts: router / expert_out sites)
     notes: str = ""
 
 
@@ -59,6 +60,7 @@ _GQA = {"num_attention_heads": 4, "num_key_value_heads": 2, "hidden_size": 32}
 _GEMMA = {**_GQA, "head_dim": 8, "intermediate_size": 64, "pad_token_id": 0}
 _LLAMA_O = "model.layers.{L}.self_attn.o_proj"
 _PARALLEL = ("resid_mid",)
+_MOE = ("mlp_post",)  # the MLP block is a router and experts: no single MLP's neurons
 
 FAMILIES: tuple[Family, ...] = (
     Family("gpt2", "GPT-2", "gpt2", BUILDERS["gpt2"], "transformer.h.{L}.attn.c_proj"),
@@ -327,6 +329,83 @@ FAMILIES: tuple[Family, ...] = (
         hf=False,
         absent=("mlp_in", "mlp_post", "mlp_out", "resid_mid"),
     ),
+    Family(
+        "mixtral",
+        "Mixtral (mixture of experts)",
+        "mixtral",
+        _hf(
+            "MixtralForCausalLM",
+            "MixtralConfig",
+            25,
+            num_hidden_layers=2,
+            intermediate_size=48,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            **_GQA,
+        ),
+        _LLAMA_O,
+        absent=_MOE,
+        experts=4,
+    ),
+    Family(
+        "qwen2_moe",
+        "Qwen2-MoE (experts and a shared expert)",
+        "qwen2_moe",
+        _hf(
+            "Qwen2MoeForCausalLM",
+            "Qwen2MoeConfig",
+            26,
+            num_hidden_layers=2,
+            intermediate_size=64,
+            moe_intermediate_size=24,
+            shared_expert_intermediate_size=40,
+            num_experts=4,
+            num_experts_per_tok=2,
+            **_GQA,
+        ),
+        _LLAMA_O,
+        absent=_MOE,
+        experts=4,
+    ),
+    Family(
+        "qwen3_moe",
+        "Qwen3-MoE (experts, q/k norms)",
+        "qwen3_moe",
+        _hf(
+            "Qwen3MoeForCausalLM",
+            "Qwen3MoeConfig",
+            27,
+            num_hidden_layers=2,
+            head_dim=8,
+            intermediate_size=64,
+            moe_intermediate_size=24,
+            num_experts=4,
+            num_experts_per_tok=2,
+            norm_topk_prob=True,
+            **_GQA,
+        ),
+        _LLAMA_O,
+        absent=_MOE,
+        experts=4,
+    ),
+    Family(
+        "opt",
+        "OPT (pre-LN; MLP on flattened positions)",
+        "opt",
+        _hf(
+            "OPTForCausalLM",
+            "OPTConfig",
+            28,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            hidden_size=32,
+            ffn_dim=48,
+            word_embed_proj_dim=32,
+            max_position_embeddings=64,
+            pad_token_id=0,
+        ),
+        "model.decoder.layers.{L}.self_attn.out_proj",
+    ),
 )
 
 BY_KEY = {f.key: f for f in FAMILIES}
@@ -539,15 +618,41 @@ def render() -> str:
     tail = [
         "",
         *render_vision(),
+        "Mixture-of-experts rows (Mixtral, Qwen2-MoE, Qwen3-MoE) also have, on every layer",
+        "with routed experts, `router.L` (`[batch, pos, n_experts]`: the weight each expert",
+        "receives at each token, zero where it is not chosen; writing it re-routes each token to",
+        "the `top_k` experts of largest written weight) and `expert_out.L.E` (`[batch, pos,",
+        "d_model]`: expert E's weighted output, zero where it is not chosen; the routed experts'",
+        "outputs add up to the experts' output). They have no `mlp_post` (no single MLP's",
+        "neurons). Path-level methods treat the whole MLP block (router, experts, shared expert)",
+        "as one node, so `expert_out` and `router` sites are patched, ablated and cached but are",
+        "not graph nodes. `tests/models/test_moe.py` checks them against plain-PyTorch references.",
+        "",
+        "OPT's decoder layer flattens batch and positions into one axis before its MLP: its",
+        "`resid_mid`, `mlp_in`, `mlp_post` and `mlp_out` are those tensors seen as `[batch, pos,",
+        "width]` (a change is written back flattened). Its embeddings are added outside any",
+        "module, so a run resumed at a layer replaces that layer's input.",
+        "",
+        "Encoder-decoders (not rows of the table: their sites carry their stack): BART",
+        "(post-LN) and T5 (pre-norm) have `enc.X` / `dec.X` for X in `resid_pre`, `attn_out`,",
+        "`head` / `q` / `k` / `v`, `resid_mid`, `mlp_post`, `mlp_out`, `resid_post` (T5 also",
+        "`attn_in`, `mlp_in` and `ln_final`), and the decoder's cross-attention:",
+        "`dec.cross_head.L.H`, `dec.cross_q/cross_k/cross_v.L.H` (keys and values over the",
+        "encoder's tokens), `dec.cross_attn_out.L` (T5: `dec.cross_attn_in.L`). The decoder's",
+        "tokens are `decoder_input_ids` in the inputs. `tests/models/test_encdec.py` checks exact",
+        'parity, caches, ablation and `fl.patch` (positions `"all"` or per-site positions);',
+        "resuming, `stop_at` and path-level methods (no cross-attention edges) are refused with",
+        "the reason.",
+        "",
         "No hand-written layout (inferred where the checks pass, see *Inferred architectures*",
-        "below; otherwise raw `module:PATH` sites, with a warning naming what failed):",
-        "mixture-of-experts models, encoder-decoders (T5, BART), and vision families other than",
-        "the rows above (Swin, ConvNeXt, DeiT, the CLIP text tower, multimodal models). A plain",
-        "PyTorch CNN gets channel / spatial sites through",
+        "below; otherwise raw `module:PATH` sites, with a warning naming what failed): other",
+        "mixture-of-experts families, encoder-decoders other than BART and T5 (mBART, ...), and",
+        "vision families other than the rows above (Swin, ConvNeXt, DeiT, the CLIP text tower,",
+        "multimodal models). A plain PyTorch CNN gets channel / spatial sites through",
         "`fl.wrap(cnn, sites={...}, example=images[:1])` (`faithlens.models.ConvAdapter`).",
-        "Refused with the reason: OPT (its decoder layer flattens batch and positions before the",
-        "MLP, so MLP sites would not be `[batch, pos, width]`) and Granite (embedding and",
-        "residual multipliers outside any module).",
+        "Refused with the reason: OPT-350m's post-LN variant (`do_layer_norm_before=False`, with",
+        "`project_in` / `project_out`) and Granite (embedding and residual multipliers outside",
+        "any module).",
         "",
         *models_inferred.render(models_inferred.results()),
         *PRETRAINED,

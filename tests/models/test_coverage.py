@@ -83,6 +83,8 @@ def test_site_list_is_complete(fam):
             assert want <= got, (kind, L, sorted(want - got))
         for kind in f.absent:
             assert not any(s.startswith(f"{kind}.{L}") for s in got), kind
+        experts = {f"router.{L}", *(f"expert_out.{L}.{e}" for e in range(f.experts))}
+        assert (experts <= got) if f.experts else not any(s.startswith("expert") for s in got)
     top = {"embed", "logits", *(() if "ln_final" in f.absent else ("ln_final",))}
     assert top <= got
     assert m.n_heads % m.n_kv_heads == 0
@@ -350,17 +352,18 @@ def test_scrubbing_every_path_reproduces_the_model(fam):
 
 
 @pytest.mark.parametrize(
-    "cls, cfg_cls, match",
+    "cls, cfg_cls, extra, match",
     [
-        ("OPTForCausalLM", "OPTConfig", "flattens batch"),
-        ("GraniteForCausalLM", "GraniteConfig", "multipliers"),
+        ("OPTForCausalLM", "OPTConfig", {"do_layer_norm_before": False}, "after attention"),
+        ("OPTForCausalLM", "OPTConfig", {"word_embed_proj_dim": 8}, "project_in"),
+        ("GraniteForCausalLM", "GraniteConfig", {}, "multipliers"),
     ],
 )
-def test_families_without_exact_sites_are_refused_with_the_reason(cls, cfg_cls, match):
+def test_families_without_exact_sites_are_refused_with_the_reason(cls, cfg_cls, extra, match):
     import transformers
 
     cfg = getattr(transformers, cfg_cls)(
-        vocab_size=97, num_hidden_layers=1, num_attention_heads=2, hidden_size=16
+        vocab_size=97, num_hidden_layers=1, num_attention_heads=2, hidden_size=16, **extra
     )
     with pytest.raises(fl.errors.InputError, match=match):
         fl.wrap(getattr(transformers, cls)(cfg))

@@ -77,6 +77,13 @@ class TransformerGraph(ComponentGraph):
                 f"{model.name} has no transformer layers that faithlens knows of; use "
                 "LayerGraph(model, ...) for a graph of its modules"
             )
+        if not getattr(a, "ordered", True):
+            raise InputError(
+                f"{model.name} ({a.arch}) is an encoder-decoder: its decoder reads the encoder "
+                "through cross-attention, which a TransformerGraph has no edges for, so path "
+                "patching and scrubbing would not be exact. Patch, ablate or cache its enc./dec. "
+                "sites with fl.patch / fl.run"
+            )
         if split_qkv and not split_heads:
             raise InputError("split_qkv needs split_heads=True (Q/K/V ports belong to heads)")
         self.n_layers = a.n_layers
@@ -107,6 +114,10 @@ class TransformerGraph(ComponentGraph):
                     "models such as BERT are not a sum of component outputs; build a LayerGraph "
                     "of their layers instead (LayerGraph.chain)"
                 ) from e
+            norm_site = getattr(a, "mlp_norm_site", None)  # a flattened norm input (OPT)
+            if callable(norm_site):
+                self.mlp_norm_input.append(norm_site(L))
+                continue
             norm = getattr(a, "mlp_norm_module", None)
             path = norm(L) if callable(norm) else info.hook.module
             self.mlp_norm_input.append(
@@ -114,6 +125,18 @@ class TransformerGraph(ComponentGraph):
             )
         self.parallel = self._probe()
         self._build()
+
+    def node(self, name: str) -> GraphNode:
+        kind, _, rest = name.partition(".")
+        if kind in ("expert_out", "router") and name not in self.nodes:
+            layer = rest.split(".")[0]
+            raise SiteError(
+                f"{name!r} is a part of layer {layer}'s mixture-of-experts MLP block, which this "
+                f"graph has as one node, 'mlp.{layer}' (router, experts and any shared expert "
+                f"together): path-level methods send and receive along the block. Patch, ablate "
+                f"or cache {name!r} itself with fl.patch / fl.run"
+            )
+        return super().node(name)
 
     # -- structure -----------------------------------------------------------------------------
     def _build(self) -> None:
@@ -227,7 +250,7 @@ class TransformerGraph(ComponentGraph):
 
     def site_layer(self, site: str) -> float:
         """Where a site sits in the forward pass (for stop_at), in layers."""
-        if site.startswith("module:"):
+        if site.startswith("module:") or site in self.mlp_norm_input:
             L = self.mlp_norm_input.index(site)
             return L + 0.6
         if site == "ln_final":

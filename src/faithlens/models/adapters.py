@@ -5,10 +5,10 @@ site is (a declarative :class:`Layout` per architecture), how heads are laid out
 last dimension, how to resume a forward pass at a layer from a cached residual stream (by running
 the model's own ``forward`` over the remaining layers), and where the unembedding is.
 
-Supported: the Hugging Face families of ``layouts.py``, vision models (:mod:`.vision`), other
-Hugging Face architectures through an inferred, verified layout (:mod:`.infer`), faithlens' zoo
-and any ``nn.Module`` by raw module paths (:class:`GenericAdapter`); ``docs/models.md`` lists
-what is tested on each.
+Supported: the Hugging Face families of ``layouts.py`` (mixture-of-experts: :mod:`.moe`; OPT:
+:mod:`.opt`; encoder-decoders: :mod:`.encdec`), vision models (:mod:`.vision`), other Hugging
+Face architectures through an inferred, verified layout (:mod:`.infer`), faithlens' zoo and any
+``nn.Module`` by raw module paths (:class:`GenericAdapter`); ``docs/models.md`` has the tests.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError, SiteError, nearest
-from .layouts import ALIASES, FACTORIES, LAYOUTS, REFUSED, VARIANTS, Layout
+from . import layouts
+from .layouts import ALIASES, FACTORIES, LAYOUTS, OWN_ADAPTERS, REFUSED, VARIANTS, Layout
 from .sites import HookPoint, SiteInfo
 
 RAW_PREFIX = "module:"
@@ -56,6 +57,7 @@ class Adapter:
 
     arch: str = "generic"
     is_causal: bool = False
+    ordered: bool = True  # the sites have one order in the forward pass (not encoder-decoders)
     n_layers: int = 0
     n_heads: int = 0
     n_kv_heads: int = 0
@@ -287,7 +289,7 @@ class HFAdapter(Adapter):
         self.head_path: str | None = heads[0] if heads else None
         self.has_head = self.head_path is not None
         # Sliding-window layers: Hugging Face's own cache keeps only their last window of keys.
-        self._sliding = _has_sliding_layers(cfg)
+        self._sliding = layouts.has_sliding_layers(cfg)
         self._build_sites()
 
     # -- site table ----------------------------------------------------------------------------
@@ -475,10 +477,9 @@ class HFAdapter(Adapter):
             handle.remove()
 
     def forward(self, module: nn.Module, inputs: Any, **kwargs: Any) -> Any:
-        # A model with sliding-window layers builds a cache that keeps only each such layer's
-        # last window of keys and values; a run that returns them (to resume at an earlier
-        # position) needs them all, so it gets a cache that keeps every position (the
-        # attention mask still applies the window).
+        # Sliding-window layers' own cache keeps only their last window of keys and values; a
+        # run returning them (to resume at an earlier position) needs every position, so it
+        # gets a cache that keeps them all (the attention mask still applies the window).
         if self._sliding and kwargs.get("use_cache") and self.kv_kwarg not in kwargs:
             from transformers import DynamicCache
 
@@ -548,18 +549,6 @@ class HFAdapter(Adapter):
         return self._linear(self.head_path, transposed=False)
 
 
-def _has_sliding_layers(config: Any) -> bool:
-    """Whether Hugging Face's cache for this config has sliding-window layers."""
-    try:
-        from transformers.cache_utils import get_layer_types_and_kwargs
-
-        text = config.get_text_config(decoder=True)
-        types, _ = get_layer_types_and_kwargs(text)
-    except Exception:  # an older transformers, or a config without layer structure
-        types = getattr(config, "layer_types", None) or []
-    return any("sliding" in str(t) or "chunked" in str(t) for t in types)
-
-
 def hf_adapter(module: nn.Module, *, infer: str = "auto") -> Adapter:
     """The adapter for a Hugging Face model, chosen by ``config.model_type`` (an unknown one
     gets an inferred, verified layout: :func:`faithlens.models.infer.adapter_for_unknown`)."""
@@ -590,10 +579,19 @@ def hf_adapter(module: nn.Module, *, infer: str = "auto") -> Adapter:
         )
     if key in FACTORIES:
         return FACTORIES[key](module)
+    if key in ("bart", "t5"):  # encoder-decoders: two stacks, cross-attention; no Layout
+        from .encdec import ENCDEC, EncDecAdapter
+
+        return EncDecAdapter(module, ENCDEC[key])
     variant = VARIANTS.get(key)
     layout = variant(cfg) if variant is not None else LAYOUTS.get(key)
     if layout is None:
         return adapter_for_unknown(module, str(model_type), infer)
+    if key in OWN_ADAPTERS:  # HFAdapter subclasses, in modules that import this one
+        from .moe import MoEAdapter
+        from .opt import OPTAdapter
+
+        return {"moe": MoEAdapter, "opt": OPTAdapter}[OWN_ADAPTERS[key]](module, layout)
     return HFAdapter(module, layout)
 
 

@@ -291,6 +291,39 @@ def _gemma3_text(cfg: Any) -> Layout:
     return lo
 
 
+# Mixture-of-experts decoders (faithlens.models.moe.MoEAdapter): Llama's attention and norms;
+# the MLP block is a router plus routed experts (Qwen-MoE: and a shared expert). mlp_post and
+# the MLP's input projections are those of the dense layers some of these models also have.
+LAYOUTS["mixtral"] = replace(_LLAMA, arch="mixtral")
+LAYOUTS["qwen2_moe"] = replace(_LLAMA, arch="qwen2_moe")
+LAYOUTS["qwen3_moe"] = replace(_LLAMA, arch="qwen3_moe")
+# OPT (faithlens.models.opt.OPTAdapter): the MLP sites are views of flattened tensors.
+LAYOUTS["opt"] = Layout(
+    arch="opt",
+    base="model.decoder",
+    layers="layers",
+    embed="embed_tokens",
+    embed_out="embed_tokens",  # not resid_pre.0 (positions are added outside): see OPTAdapter
+    attn_out="self_attn",
+    o_proj="self_attn.out_proj",
+    qkv="separate",
+    q="self_attn.q_proj",
+    k="self_attn.k_proj",
+    v="self_attn.v_proj",
+    mlp_out="fc2",
+    mlp_post="fc2",
+    attn_in="self_attn_layer_norm",
+    mlp_in="final_layer_norm",
+    resid_mid="final_layer_norm",
+    final_norm="final_layer_norm",
+    head="lm_head",
+    mlp_in_proj=("fc1",),
+)
+
+
+# Architectures with an adapter of their own (an HFAdapter subclass): its module in models/.
+OWN_ADAPTERS = {"mixtral": "moe", "qwen2_moe": "moe", "qwen3_moe": "moe", "opt": "opt"}
+
 # Layouts that depend on the config (model_type -> the layout of this model).
 VARIANTS: dict[str, Callable[[Any], Layout]] = {
     "falcon": _falcon,
@@ -302,14 +335,21 @@ VARIANTS: dict[str, Callable[[Any], Layout]] = {
 # of the adapter): the vision models, registered by faithlens.models.vision.
 FACTORIES: dict[str, Callable[[Any], Any]] = {}
 
+
+def has_sliding_layers(config: Any) -> bool:
+    """Whether Hugging Face's cache for this config has sliding-window layers."""
+    try:
+        from transformers.cache_utils import get_layer_types_and_kwargs
+
+        text = config.get_text_config(decoder=True)
+        types, _ = get_layer_types_and_kwargs(text)
+    except Exception:  # an older transformers, or a config without layer structure
+        types = getattr(config, "layer_types", None) or []
+    return any("sliding" in str(t) or "chunked" in str(t) for t in types)
+
+
 # Architectures refused with a reason (not merely unknown).
 REFUSED = {
-    "opt": (
-        "OPT's decoder layer flattens batch and positions into one axis before its MLP (its "
-        "norm, fc1 and fc2 see [batch * pos, width]) and adds its embeddings outside any "
-        "module, so the MLP sites and the resumed residual stream cannot be hook points of the "
-        "shape [batch, pos, width] that faithlens promises"
-    ),
     "granite": (
         "Granite scales the embeddings and every residual update by multipliers outside any "
         "module, so neither resid_pre.0 nor attn_out / mlp_out would be what the residual "
@@ -321,4 +361,13 @@ REFUSED = {
 ALIASES = {"mistral": "llama", "qwen2": "llama", "smollm": "llama", "pythia": "gpt_neox"}
 
 
-__all__ = ["ALIASES", "FACTORIES", "LAYOUTS", "REFUSED", "VARIANTS", "Layout"]
+__all__ = [
+    "ALIASES",
+    "FACTORIES",
+    "LAYOUTS",
+    "OWN_ADAPTERS",
+    "REFUSED",
+    "VARIANTS",
+    "Layout",
+    "has_sliding_layers",
+]

@@ -23,10 +23,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import InputError, ShapeError, SiteError
 
@@ -47,7 +47,12 @@ KIND_ORDER: dict[str, int] = {
     "mlp_out": 8,
     "resid_post": 9,
 }
-KINDS = ("embed", *KIND_ORDER, "ln_final", "logits")
+#: Kinds inside a mixture-of-experts MLP block (offered by :mod:`faithlens.models.moe` only): the
+#: router's weights are read after the MLP's input, each expert's output before the block's.
+MOE_KIND_ORDER: dict[str, int] = {"router": 6, "expert_out": 7}
+#: An encoder-decoder's cross-attention (:mod:`faithlens.models.encdec`; its sites are not ordered).
+CROSS_KINDS = ("cross_attn_in", "cross_q", "cross_k", "cross_v", "cross_head", "cross_attn_out")
+KINDS = ("embed", *KIND_ORDER, *MOE_KIND_ORDER, *CROSS_KINDS, "ln_final", "logits")
 
 #: Site groups accepted by sweeps (``fl.patch(sites="head")``).
 SITE_GROUPS: dict[str, str] = {
@@ -63,7 +68,74 @@ SITE_GROUPS: dict[str, str] = {
     "q": "q",
     "k": "k",
     "v": "v",
+    "experts": "expert_out",
+    "expert_out": "expert_out",
+    "router": "router",
+    "cross_head": "cross_head",
+    "cross_heads": "cross_head",
 }
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of a hooked module, as a :class:`View` sees it: the module, its positional
+    arguments, its output (None before the call) and the run's batch size."""
+
+    module: nn.Module
+    args: tuple[Any, ...]
+    output: Any
+    batch: int
+
+
+class View:
+    """A tensor of ``[batch, pos, width]`` that a module call holds in another form (flattened
+    positions, routed experts), and how a changed value is written back into the call.
+
+    A hook point with a view exposes ``expose(call)`` to caches and interventions; when they
+    change it, ``absorb(call, old, new)`` gives the call's new positional arguments (a hook on
+    the module's input) or its new output (on its output). Views are immutable and compare by
+    value, so that the sites sharing one hooked tensor share one hook.
+    """
+
+    def expose(self, call: Call) -> Tensor:
+        raise NotImplementedError
+
+    def absorb(self, call: Call, old: Tensor, new: Tensor) -> Any:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Flat(View):
+    """A tensor the module sees with batch and positions flattened into one axis, ``[batch *
+    pos, width]`` (OPT's MLP), as ``[batch, pos, width]``: positional input ``index`` of the
+    call (``io="in"``) or element ``index`` of its output (a tensor, or a tuple)."""
+
+    io: IO
+    index: int = 0
+
+    def _get(self, call: Call) -> Tensor:
+        if self.io == "in":
+            if len(call.args) <= self.index:
+                raise SiteError(
+                    f"{type(call.module).__name__} was called without positional input "
+                    f"#{self.index}, which this site views"
+                )
+            return call.args[self.index]
+        out = call.output
+        return out if isinstance(out, Tensor) else out[self.index]
+
+    def expose(self, call: Call) -> Tensor:
+        t = self._get(call)
+        return t.reshape(call.batch, -1, *t.shape[1:])
+
+    def absorb(self, call: Call, old: Tensor, new: Tensor) -> Any:
+        flat = new.reshape(self._get(call).shape)
+        if self.io == "in":
+            return (*call.args[: self.index], flat, *call.args[self.index + 1 :])
+        out = call.output
+        if isinstance(out, Tensor):
+            return flat
+        return (*out[: self.index], flat, *out[self.index + 1 :])
 
 
 @dataclass(frozen=True)
@@ -75,7 +147,8 @@ class HookPoint:
     convolutional activation ``[batch, channels, *spatial]`` (``[batch, channels, h, w]``), which
     the site presents as ``[batch, positions, channels]``: the channels are the units and the
     spatial positions, flattened row-major (position ``i * w + j`` is row ``i``, column ``j``),
-    are the positions (:mod:`faithlens.models.vision`).
+    are the positions (:mod:`faithlens.models.vision`). ``view`` (rarely set): the site's
+    tensor is not that argument or output as it is but a :class:`View` of the call.
     """
 
     module: str
@@ -83,6 +156,7 @@ class HookPoint:
     index: int = 0
     kwarg: str | None = None
     spatial: bool = False
+    view: View | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +170,10 @@ class SiteInfo:
     start: int = 0  # the site's slice of the hooked tensor's last dimension
     layer: int | None = None
     head: int | None = None
+    full: int | None = None  # width of the whole hooked tensor, where sites are slices of it
+    # the Inputs keyword whose tensor gives the position axis (an encoder-decoder's decoder
+    # sites: "decoder_input_ids"); None: the input ids
+    seq_key: str | None = None
 
     @property
     def stop(self) -> int | None:
@@ -113,6 +191,8 @@ class SiteInfo:
             return (n_layers, 0 if self.kind == "ln_final" else 1)
         if self.kind in KIND_ORDER and self.layer is not None:
             return (self.layer, KIND_ORDER[self.kind])
+        if self.kind in MOE_KIND_ORDER and self.layer is not None:
+            return (self.layer, MOE_KIND_ORDER[self.kind])
         return None
 
     def first_layer(self, n_layers: int) -> int:

@@ -154,6 +154,14 @@ def plan_sweep(
     every position the metric reads."""
     n_layers = model.n_layers
     causal = model.is_causal and model.adapter.supports_resume
+    if positions != "all" and any(model.site_info(s).seq_key for s in sites):
+        raise validate.fail(
+            "positions",
+            positions,
+            "an encoder-decoder's sites lie on two position axes (the encoder's and the "
+            "decoder's tokens), and the task's positions are the decoder's",
+            'use positions="all", or Site(name, positions=...) on each site',
+        )
     first_diff = task.first_difference()
     earliest_diff = int(first_diff.min())
     earliest_read = int(task.positions.min())
@@ -510,7 +518,7 @@ def _localise(
 
 def _resumes(model: Model, c: Condition) -> bool:
     """Whether a condition's run resumes from a cached residual stream (never on a model that
-    cannot resume, such as a CNN: it reruns from its inputs)."""
+    cannot resume, such as a CNN or an encoder-decoder: its runs start from the inputs)."""
     if not model.adapter.supports_resume:
         return False
     return not (c.layer == 0 and c.info.kind in ("embed", "module"))
