@@ -40,6 +40,10 @@ from .train import das, evaluate_alignment, source_activations
 #: The controls, in the order results list them.
 CONTROLS = ("task", "random_init", "random_subspace")
 
+#: Which held-out pairs are scored: ``"changed"`` (the counterfactual label differs from the
+#: model's answer on the base input) or ``"all"``.
+PAIRS = ("changed", "all")
+
 #: ``das`` keywords that :func:`das_controls` sets itself (not allowed in ``train``).
 OWN_KEYWORDS = ("dims", "method", "seed", "progress", "checkpoint_dir", "alignment")
 
@@ -86,6 +90,17 @@ def check_train(train: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(train)
 
 
+def base_predictions(model: Model, data: InterchangeData) -> np.ndarray:
+    """The model's own answer on each base input (no intervention), as a label index."""
+    out = model.run(data.base, logits_at=data.positions)
+    if out.logits is None:
+        raise V.fail("model", model.name, "returned no logits", "DAS needs a model with logits")
+    lg = out.logits[:, -1] if out.logits.dim() == 3 else out.logits
+    if data.candidates is not None:
+        lg = lg.gather(1, data.candidates.to(lg.device).long())
+    return np.asarray(lg.argmax(-1).cpu().numpy())
+
+
 def make_split(
     model: Model,
     data: InterchangeData,
@@ -93,10 +108,13 @@ def make_split(
     *,
     eval_fraction: float,
     values: Any,
+    pairs: str,
     seed: int,
 ) -> Split:
     """A seeded split of ``data`` (``eval_fraction`` held out), the control task's same split,
-    and the random-init model, each only where ``controls`` needs it."""
+    and the random-init model, each only where ``controls`` needs it. With ``pairs="changed"``
+    the held-out pairs keep only those whose counterfactual label (and control-task label)
+    differs from the model's own answer on the base input."""
     n = len(data)
     n_eval = round(n * eval_fraction)
     V.min_examples("held-out examples (len(data) * eval_fraction)", n_eval)
@@ -104,6 +122,18 @@ def make_split(
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(n))
     ev_rows, tr_rows = perm[:n_eval].sort().values, perm[n_eval:].sort().values
     ctrl = control_task(data, values=values, seed=seed) if "task" in controls else None
+    if pairs == "changed":
+        held = data.subset(ev_rows)
+        base = base_predictions(model, held)
+        keep = base != held.labels.cpu().numpy()
+        if ctrl is not None:
+            keep &= base != ctrl.labels[ev_rows].cpu().numpy()
+        ev_rows = ev_rows[torch.from_numpy(keep)]
+        V.min_examples(
+            "held-out pairs whose counterfactual label changes the model's answer",
+            len(ev_rows),
+            what='an IIA on changed pairs (pairs="changed")',
+        )
     return Split(
         train=data.subset(tr_rows),
         held_out=data.subset(ev_rows),
@@ -192,6 +222,7 @@ def check_common(
     method: Any,
     dims: Any,
     eval_fraction: Any,
+    pairs: Any,
     draws: Any,
     n_boot: Any,
     level: Any,
@@ -204,6 +235,7 @@ def check_common(
 
     check_das_args(dims=dims, method=method, seed=seed)
     V.probability("eval_fraction", eval_fraction, fix="hold out e.g. 0.5 of the pairs")
+    V.choice("pairs", pairs, PAIRS)
     V.positive_int("draws", draws, fix="average over e.g. 5 random subspaces")
     V.n_boot(n_boot)
     V.level(level)
@@ -222,6 +254,7 @@ def das_controls(
     controls: Sequence[str] = CONTROLS,
     eval_fraction: float = 0.5,
     values: Any = None,
+    pairs: str = "changed",
     draws: int = 5,
     train: Mapping[str, Any] | None = None,
     n_boot: int = 1000,
@@ -238,6 +271,11 @@ def das_controls(
         controls: any of ``"task"``, ``"random_init"``, ``"random_subspace"`` (module docstring).
         eval_fraction: the share of pairs held out (seeded by ``seed``) on which every IIA is
             measured; the rest trains.
+        pairs: ``"changed"`` (default): score only held-out pairs whose counterfactual label
+            (and control-task label) differs from the model's own answer on the base input, so
+            an interchange that does nothing scores 0 and a site that carries nothing has a
+            selectivity near 0; ``"all"``: every held-out pair (doing nothing then scores the
+            share of unchanged labels, which the control task does not share).
         values: the causal variable's value per example for the control task's mapping
             (:func:`control_task`); by default the counterfactual labels.
         draws: random subspaces averaged by the ``"random_subspace"`` control.
@@ -251,6 +289,7 @@ def das_controls(
         method=method,
         dims=dims,
         eval_fraction=eval_fraction,
+        pairs=pairs,
         draws=draws,
         n_boot=n_boot,
         level=level,
@@ -260,7 +299,9 @@ def das_controls(
     )
     ctrl = check_controls(controls)
     train_kw = check_train(train)
-    split = make_split(model, data, ctrl, eval_fraction=eval_fraction, values=values, seed=seed)
+    split = make_split(
+        model, data, ctrl, eval_fraction=eval_fraction, values=values, pairs=pairs, seed=seed
+    )
     total, done = 1 + len(ctrl), [0]
 
     def tick() -> None:
@@ -291,6 +332,7 @@ def das_controls(
         n=len(split.held_out),
         n_train=len(split.train),
         eval_fraction=float(eval_fraction),
+        pairs=pairs,
         draws=int(draws),
         level=float(level),
         n_boot=int(n_boot),
@@ -353,7 +395,7 @@ class ControlledDAS(Result):
     (``controls``), the control IIA and the selectivity ``iia - control_iia``, each a bootstrap
     interval over the ``n`` held-out pairs at ``level`` (the selectivity paired by pair).
 
-    ``chance``: per control, the majority-label rate of the labels it is scored against.
+    ``pairs``: which held-out pairs were scored (:data:`PAIRS`). ``chance``: per control, the majority-label rate of the labels it is scored against.
     ``correct`` ``[n]`` / ``control_correct`` ``[controls, n]``: per-pair correctness (the
     random-subspace control's is the share of ``draws`` subspaces that were right).
     ``alignment_spec`` / ``alignment_params`` rebuild the trained alignment. The frame has one
@@ -367,6 +409,7 @@ class ControlledDAS(Result):
     n: int
     n_train: int
     eval_fraction: float
+    pairs: str
     draws: int
     level: float
     n_boot: int
@@ -440,7 +483,9 @@ class ControlledDAS(Result):
 
 __all__ = [
     "CONTROLS",
+    "PAIRS",
     "ControlledDAS",
+    "base_predictions",
     "Split",
     "check_common",
     "check_controls",
