@@ -8,7 +8,7 @@ x``; interchanging the ``features`` of a source into a base is the intervention.
 - :class:`Featurizer`: ``features = (x W)[..., dims]``, ``error = (x W)[..., rest]`` (``rest``:
   every other aligned coordinate, in order);
 - :class:`InverseFeaturizer`: scatter ``features`` and ``error`` back into ``z`` and return
-  ``z W^-1`` (``W^T`` for a rotation).
+  ``z W^-1`` (``W`` and ``W^-1`` in float64, the inverse computed from ``W``).
 
 So the round trip is exact up to float error for every invertible alignment, and swapping
 ``features`` is the interchange :class:`~faithlens.interventions.Interchange` does with
@@ -121,7 +121,9 @@ def featurizer_pair(
         raise V.fail("alignment", type(alignment).__name__, "must be a faithlens Alignment")
     with torch.no_grad():
         w = alignment.matrix().detach().to("cpu", torch.float64)
-        w_inv = alignment.inverse_matrix().detach().to("cpu", torch.float64)
+        # the inverse of the float64 matrix, not the alignment's own (a float32 rotation's W^T
+        # is its inverse only to ~1e-7): the round trip is then exact to float64 precision
+        w_inv = torch.linalg.inv(w)
     idx = _indices("dims", list(dims), alignment.width)
     info = {"alignment": alignment.kind, "width": alignment.width, **(meta or {})}
     return FeaturizerPair(Featurizer(w, idx), InverseFeaturizer(w_inv, idx), idx, info)

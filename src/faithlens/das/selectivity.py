@@ -143,9 +143,14 @@ def make_split(
     )
 
 
-def eval_batch(model: Model, data: InterchangeData, site: SiteLike, max_memory: int | None) -> int:
-    """Examples per evaluation pass: a ``max_memory`` budget over a few copies of the site's
-    activations per example (evaluation only; training keeps its own batches)."""
+def eval_batch(
+    model: Model, data: InterchangeData, site: SiteLike, max_memory: int | None
+) -> int | None:
+    """Examples per evaluation pass: ``None`` (one pass, as :func:`~faithlens.das.das`
+    evaluates) without ``max_memory``; else as many as fit ``max_memory`` at a few copies of the
+    site's activations per example (evaluation only; training keeps its own batches)."""
+    if max_memory is None:
+        return None
     probe = data.subset([0])
     width = int(source_activations(model, probe, as_site(site)).numel())
     per = 16 * width * 4  # a handful of activations of the site's size, float32
@@ -161,7 +166,7 @@ def _trained_correct(
     method: str,
     dims: Any,
     train_kw: dict[str, Any],
-    batch: int,
+    batch: int | None,
     seed: int,
 ) -> tuple[DASResult, np.ndarray]:
     res = das(model, train, site, dims=dims, method=method, seed=seed, **train_kw)
@@ -282,7 +287,7 @@ def das_controls(
         train: further :func:`~faithlens.das.das` keywords (``epochs``, ``lr``, ``select``...).
         n_boot, level: the bootstrap over held-out examples.
         max_memory: bytes an evaluation pass may use (sets the evaluation batch only, so the
-            figures do not depend on it).
+            figures do not depend on it); by default one pass over the held-out pairs.
         progress: ``progress(done, total)`` after the alignment and after each control.
     """
     check_common(

@@ -96,6 +96,8 @@ def sweep_plot(res: DASSweep, ax: Any = None) -> Figure:
         im = a.imshow(est, cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
         for i in range(n_l):
             for j in range(n_p):
+                frac = (est[i, j] - lo) / (hi - lo)
+                dark = frac < 0.5 if cmap == "viridis" else abs(est[i, j]) > 0.6
                 a.text(
                     j,
                     i,
@@ -103,6 +105,7 @@ def sweep_plot(res: DASSweep, ax: Any = None) -> Figure:
                     ha="center",
                     va="center",
                     fontsize=7,
+                    color="white" if dark else "black",
                 )
         a.set_xticks(range(n_p), cols)
         a.set_yticks(range(n_l), list(res.sites))
