@@ -53,6 +53,10 @@ class Featurizer(nn.Module):
     """``x [..., width] -> (features [..., k], error [..., width - k])``: the aligned
     coordinates ``features`` of ``x W`` and the rest."""
 
+    matrix: Tensor
+    features: Tensor
+    rest: Tensor
+
     def __init__(self, matrix: Tensor, features: Sequence[int]) -> None:
         super().__init__()
         width = int(matrix.shape[0])
@@ -72,6 +76,10 @@ class Featurizer(nn.Module):
 
 class InverseFeaturizer(nn.Module):
     """``(features, error) -> x``: the inverse of :class:`Featurizer`."""
+
+    inverse: Tensor
+    features: Tensor
+    rest: Tensor
 
     def __init__(self, inverse: Tensor, features: Sequence[int]) -> None:
         super().__init__()

@@ -468,7 +468,13 @@ class ControlledDAS(Result):
         )
         iia = self.interval_of("iia")
         ivs = {
-            "iia": Interval(*(np.full(c, float(p)) for p in iia.parts), level=iia.level),
+            "iia": Interval(
+                np.full(c, float(iia.estimate)),
+                np.full(c, float(iia.se)),
+                np.full(c, float(iia.ci_low)),
+                np.full(c, float(iia.ci_high)),
+                iia.level,
+            ),
             "control_iia": self.interval_of("control_iia"),
             "selectivity": self.interval_of("selectivity"),
         }

@@ -305,7 +305,8 @@ class DASSweep(Result):
         for q in ("iia", "control_iia", "selectivity"):
             iv = self.interval_of(q)
             at = (ii, jj) if q == "iia" else (kk, ii, jj)
-            out.update(Interval(*(np.asarray(v)[at] for v in iv.parts), iv.level).columns(q))
+            e, se, lo, hi = (np.asarray(v)[at] for v in iv.parts)
+            out.update(Interval(e, se, lo, hi, iv.level).columns(q))
         out["chance"] = self.chance[kk]
         out["level"] = self.level
         return pd.DataFrame(out)
