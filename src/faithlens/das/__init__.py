@@ -16,6 +16,7 @@ from .alignment import (
 )
 from .control_inputs import control_task, random_init
 from .controls import Selectivity, random_subspace_correct, selectivity
+from .directions import DIRECTION_METHODS, FixedBasis, direction_alignment
 from .featurizer import (
     Featurizer,
     FeaturizerPair,
@@ -32,6 +33,7 @@ from .train import AlignmentEval, das, evaluate_alignment, source_activations
 
 __all__ = [
     "CONTROLS",
+    "DIRECTION_METHODS",
     "Alignment",
     "AlignmentEval",
     "BoundlessMask",
@@ -39,6 +41,7 @@ __all__ = [
     "DASSweep",
     "Featurizer",
     "FeaturizerPair",
+    "FixedBasis",
     "InverseFeaturizer",
     "DASResult",
     "IdentityBasis",
@@ -52,6 +55,7 @@ __all__ = [
     "das",
     "das_controls",
     "das_sweep",
+    "direction_alignment",
     "export_featurizer",
     "featurizer_pair",
     "evaluate_alignment",

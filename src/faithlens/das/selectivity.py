@@ -34,6 +34,7 @@ from ..results import Estimate, Interval, Result, with_intervals
 from ..tasks.interchange import InterchangeData
 from .control_inputs import control_task, random_init
 from .controls import random_subspace_correct
+from .directions import DIRECTION_METHODS, direction_alignment
 from .result import DASResult
 from .train import das, evaluate_alignment, source_activations
 
@@ -169,7 +170,12 @@ def _trained_correct(
     batch: int | None,
     seed: int,
 ) -> tuple[DASResult, np.ndarray]:
-    res = das(model, train, site, dims=dims, method=method, seed=seed, **train_kw)
+    if method in DIRECTION_METHODS:  # read off the training data; one epoch measures it
+        k = dims if isinstance(dims, int) else len(list(dims))
+        al = direction_alignment(method, model, train, site, k, seed=seed)
+        res = das(model, train, site, dims=k, alignment=al, seed=seed)
+    else:
+        res = das(model, train, site, dims=dims, method=method, seed=seed, **train_kw)
     ev = evaluate_alignment(
         model, res.alignment, held_out, site, dims=list(res.dims), batch_size=batch, seed=seed
     )
@@ -238,7 +244,10 @@ def check_common(
     """The arguments :func:`das_controls` and the sweep share, checked before any work."""
     from .args import check_das_args
 
-    check_das_args(dims=dims, method=method, seed=seed)
+    if method in DIRECTION_METHODS:
+        check_das_args(dims=dims, seed=seed)
+    else:
+        check_das_args(dims=dims, method=method, seed=seed)
     V.probability("eval_fraction", eval_fraction, fix="hold out e.g. 0.5 of the pairs")
     V.choice("pairs", pairs, PAIRS)
     V.positive_int("draws", draws, fix="average over e.g. 5 random subspaces")
@@ -272,7 +281,11 @@ def das_controls(
 
     Args:
         method, dims: as :func:`~faithlens.das.das` (``"rotation"``, ``"boundless"``,
-            ``"linear"``, ``"identity"``); the same for the alignment and every trained control.
+            ``"linear"``, ``"identity"``), or an alignment read off the training pairs'
+            labels (``"mean_diff"``, ``"pca"``, ``"probe"``: :mod:`faithlens.das.directions`;
+            ``train`` is ignored); the same for the alignment and every control (the control
+            task's direction is read off its arbitrary labels, the random-init model's off its
+            own activations).
         controls: any of ``"task"``, ``"random_init"``, ``"random_subspace"`` (module docstring).
         eval_fraction: the share of pairs held out (seeded by ``seed``) on which every IIA is
             measured; the rest trains.
