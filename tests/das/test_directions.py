@@ -32,7 +32,8 @@ def test_each_method_finds_its_direction(method, axis):
     w = al.matrix()
     torch.testing.assert_close(w @ w.T, torch.eye(6), atol=1e-5, rtol=0)
     # the first aligned coordinate is (close to) the planted axis
-    # (sampling noise of the class means is ~0.2 of the 3.0 shift: a cosine above 0.9)
+    # (sampling noise of the class means is ~0.2 of the 3.0 shift: a cosine above 0.9;
+    # measured |cos| 0.994 mean_diff, 0.984 probe, 0.998 pca)
     assert abs(float(w[axis, 0])) > 0.9, w[:, 0]
 
 
