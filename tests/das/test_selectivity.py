@@ -160,6 +160,22 @@ def test_progress_counts_the_alignment_and_each_control(planted):
     assert seen == [(1, 3), (2, 3), (3, 3)]
 
 
+def test_max_memory_sets_the_evaluation_batch_only(planted):
+    model, data, _ = planted
+    kw = dict(method="identity", dims=[0, 1], controls=["task", "random_subspace"], seed=0)
+    one = das_controls(model, data, "h", **kw)
+    small = das_controls(model, data, "h", max_memory=4096, **kw)
+    np.testing.assert_array_equal(small.correct, one.correct)
+    np.testing.assert_array_equal(small.control_correct, one.control_correct)
+
+
+def test_the_trained_alignment_exports_as_a_featurizer(controlled):
+    pair = controlled.featurizer()
+    assert pair.features == list(controlled.dims)
+    x = torch.randn(5, 8, dtype=torch.float64)
+    torch.testing.assert_close(pair.inverse_featurizer(*pair.featurizer(x)), x)
+
+
 def test_majority_rate():
     d = das_toys.toy_data(0, n=4)
     d = fl.InterchangeData(d.base, d.source, torch.tensor([1, 1, 2, 3]))
@@ -183,4 +199,4 @@ def test_bad_arguments(planted):
     with pytest.raises(fl.ArgumentError, match="max_memory"):
         das_controls(model, data, "h", max_memory=0)
     with pytest.raises(fl.ArgumentError, match="method"):
-        das_controls(model, data, "h", method="pca")
+        das_controls(model, data, "h", method="ica")

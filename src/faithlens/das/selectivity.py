@@ -32,9 +32,11 @@ from ..models.sites import SiteLike, as_site
 from ..progress import Progress
 from ..results import Estimate, Interval, Result, with_intervals
 from ..tasks.interchange import InterchangeData
+from .alignment import Alignment, alignment_from_flat
 from .control_inputs import control_task, random_init
 from .controls import random_subspace_correct
 from .directions import DIRECTION_METHODS, direction_alignment
+from .featurizer import FeaturizerPair, featurizer_pair
 from .result import DASResult
 from .train import das, evaluate_alignment, source_activations
 
@@ -461,6 +463,15 @@ class ControlledDAS(Result):
             "selectivity", "selectivity_se", "selectivity_low", "selectivity_high"
         ),
     }
+
+    def alignment(self) -> Alignment:
+        """The trained alignment (rebuilt from ``alignment_spec`` and ``alignment_params``)."""
+        return alignment_from_flat(self.alignment_spec, self.alignment_params)
+
+    def featurizer(self) -> FeaturizerPair:
+        """The alignment as an MIB-style featurizer pair on ``dims``
+        (:func:`~faithlens.das.featurizer.featurizer_pair`)."""
+        return featurizer_pair(self.alignment(), self.dims, meta={"site": self.site})
 
     def control(self, name: str) -> tuple[Interval, Interval]:
         """(control IIA, selectivity) of control ``name``."""
