@@ -91,3 +91,19 @@ def test_random_init_redraws_parameters_no_module_resets():
     assert torch.equal(rnd.module.g.detach(), torch.ones(6))  # a constant stays constant
     with pytest.raises(fl.ArgumentError, match="model"):
         random_init("m")  # type: ignore[arg-type]
+
+
+def test_random_init_of_a_hugging_face_model_hooks_the_copy():
+    from tests.helpers.builders import BUILDERS
+
+    model = fl.wrap(BUILDERS["gpt2"]())
+    rnd = random_init(model, seed=0)
+    assert rnd.adapter.module is rnd.module and model.adapter.module is model.module
+    ids = torch.randint(0, 50, (2, 5))
+    got = rnd.run(ids, cache=["resid_post.0"])
+    assert got.cache["resid_post.0"].shape == (2, 5, 32)
+    # GPT-2's Conv1D has no reset_parameters: its weights are redrawn, not kept
+    w0 = model.module.transformer.h[0].attn.c_attn.weight
+    w1 = rnd.module.transformer.h[0].attn.c_attn.weight
+    assert w0.shape == w1.shape and not torch.equal(w0, w1)
+    assert not torch.allclose(got.logits, model.run(ids).logits)
