@@ -22,7 +22,7 @@ from . import (
 )
 from ._memory import MemoryBudgetWarning
 from ._version import __version__
-from .das import DASResult, das
+from .das import ControlledDAS, DASResult, DASSweep, das, das_controls, das_sweep
 from .divergence.audit import AuditResult, audit
 from .divergence.compare import DivergenceResult, divergences
 from .errors import (
@@ -63,12 +63,16 @@ __all__ = [
     "__version__",
     "Add",
     "AuditResult",
+    "ControlledDAS",
     "DASResult",
+    "DASSweep",
     "Data",
     "DivergenceResult",
     "InterchangeData",
     "audit",
     "das",
+    "das_controls",
+    "das_sweep",
     "circuits",
     "distributed",
     "divergence",

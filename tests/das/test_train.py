@@ -283,3 +283,22 @@ def test_settled_selection_resumes_from_a_checkpoint(tmp_path):
     # the best IIA so far travels in the checkpoint, so the rule picks the same epoch
     assert resumed.selected_epoch == full.selected_epoch
     assert np.array_equal(resumed.alignment_params, full.alignment_params)
+
+
+def test_a_resid_post_site_trains_and_matches_its_resid_pre_twin():
+    """resid_post.L is resid_pre.L+1: DAS at either gives the same alignment (a run used to
+    resume after the resid_post hook, and the engine refused the interchange)."""
+    from faithlens.tasks.interchange import InterchangeData
+    from tests.helpers.builders import BUILDERS
+
+    model = fl.wrap(BUILDERS["gpt2"]())
+    g = torch.Generator().manual_seed(0)
+    data = InterchangeData(
+        base=torch.randint(0, 90, (8, 5), generator=g),
+        source=torch.randint(0, 90, (8, 5), generator=g),
+        labels=torch.randint(0, 97, (8,), generator=g),
+    )
+    post = fl.das(model, data, fl.Site("resid_post.1", positions=-1), dims=2, epochs=3, seed=0)
+    pre = fl.das(model, data, fl.Site("resid_pre.2", positions=-1), dims=2, epochs=3, seed=0)
+    np.testing.assert_allclose(post.alignment_params, pre.alignment_params, atol=1e-5)
+    assert post.iia == pre.iia

@@ -39,6 +39,8 @@ METHODS = [
     ("fl.scrub", "faithlens.scrubbing", "scrub"),
     ("fl.adversary", "faithlens.scrubbing", "adversary"),
     ("fl.das", "faithlens.das", "das"),
+    ("fl.das_controls", "faithlens.das", "das_controls"),
+    ("fl.das_sweep", "faithlens.das", "das_sweep"),
     ("fl.audit", "faithlens.divergence.audit", "audit"),
     ("fl.divergences", "faithlens.divergence.compare", "divergences"),
     ("fl.read_directions", "faithlens.representations", "read"),

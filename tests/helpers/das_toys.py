@@ -65,3 +65,72 @@ def principal_angles_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     qb, _ = torch.linalg.qr(b.double())
     s = torch.linalg.svdvals(qa.T @ qb).clamp(-1.0, 1.0)
     return torch.rad2deg(torch.arccos(s)).flip(0)
+
+
+class _SequenceToy(torch.nn.Module):
+    """Token ids -> embedding (``"l0"``) -> every position moved one step right (``"l1"``) ->
+    logits from the last position."""
+
+    def __init__(self, vocab: int, width: int, seq: int) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, width)
+        self.shift = _Shift()
+        self.read = torch.nn.Linear(width, width, bias=False)
+        self.seq = seq
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        h = self.shift(self.embed(input_ids))
+        out: torch.Tensor = self.read(h[:, self.seq - 1])
+        return out
+
+
+class _Shift(torch.nn.Module):
+    """Moves every position one step right (the last wraps to the first)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.roll(x, 1, dims=1)
+
+
+def planted_sequence(
+    k: int = 2,
+    *,
+    width: int = 8,
+    seq: int = 3,
+    vocab: int = 64,
+    n: int = 256,
+    seed: int = 0,
+    scale: float = 32.0,
+) -> tuple[fl.Model, InterchangeData, torch.Tensor]:
+    """:func:`planted` spread over positions and two layers, for sweeps with a known answer.
+
+    Inputs are ``[n, seq]`` token ids with random ``width``-dim embeddings (``"l0"``); layer
+    ``"l1"`` moves every position one step right, and the logits read the last position of
+    ``"l1"`` (``scale * h R``). The variable (the span of ``Q`` in the embedding) is interchanged
+    at position ``seq - 2``, so it lives at (``"l0"``, ``seq - 2``) and at (``"l1"``,
+    ``seq - 1``); every other (layer, position) carries nothing the output reads.
+    """
+    g = torch.Generator().manual_seed(2000 + seed)
+    q, _ = torch.linalg.qr(torch.randn(width, width, generator=g))
+    r, _ = torch.linalg.qr(torch.randn(width, width, generator=g))
+    basis = q[:, :k].contiguous()
+    net = _SequenceToy(vocab, width, seq)
+    with torch.no_grad():
+        net.embed.weight.copy_(torch.randn(vocab, width, generator=g))
+        net.read.weight.copy_(scale * r.T)
+    base = torch.randint(0, vocab, (n, seq), generator=g)
+    source = torch.randint(0, vocab, (n, seq), generator=g)
+    at = seq - 2
+    with torch.no_grad():
+        eb, es = net.embed(base[:, at]), net.embed(source[:, at])
+        labels = ((eb + (es - eb) @ basis @ basis.T) @ net.read.weight.T).argmax(-1)
+    model = fl.wrap(net, sites={"l0": "embed", "l1": "shift"}, name=f"planted-seq-{k}-{seed}")
+    ones = torch.ones(n, seq, dtype=torch.long)
+    data = InterchangeData(
+        base=fl.Inputs(ids=base, mask=ones),
+        source=fl.Inputs(ids=source, mask=ones),
+        labels=labels,
+        name=f"planted-seq-{k}",
+    )
+    return model, data, basis

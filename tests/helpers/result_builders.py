@@ -173,6 +173,78 @@ def das() -> Any:
     )
 
 
+def das_controls() -> Any:
+    from faithlens.das.selectivity import ControlledDAS
+
+    rng = np.random.default_rng(3)
+    own = (rng.random(20) < 0.9).astype(float)
+    ctl = (rng.random((3, 20)) < 0.2).astype(float)
+    return ControlledDAS(
+        method="rotation",
+        site="h",
+        dims=(0, 1),
+        controls=["task", "random_init", "random_subspace"],
+        n=20,
+        n_train=20,
+        eval_fraction=0.5,
+        pairs="changed",
+        draws=5,
+        level=0.95,
+        n_boot=100,
+        seed=0,
+        iia=0.9,
+        iia_se=0.07,
+        iia_low=0.75,
+        iia_high=1.0,
+        control_iia=np.array([0.2, 0.15, 0.3]),
+        control_iia_se=np.array([0.09, 0.08, 0.05]),
+        control_iia_low=np.array([0.05, 0.0, 0.2]),
+        control_iia_high=np.array([0.4, 0.3, 0.4]),
+        selectivity=np.array([0.7, 0.75, 0.6]),
+        selectivity_se=np.array([0.1, 0.1, 0.06]),
+        selectivity_low=np.array([0.5, 0.55, 0.45]),
+        selectivity_high=np.array([0.9, 0.9, 0.7]),
+        chance=np.array([0.3, 0.3, 0.3]),
+        correct=own,
+        control_correct=ctl,
+        alignment_spec={"kind": "rotation", "config": {"width": 2}, "params": []},
+        alignment_params=np.zeros(0),
+    )
+
+
+def das_sweep() -> Any:
+    from faithlens.das.sweep import DASSweep
+
+    iia = np.array([[0.1, 0.9], [0.05, 0.2]])
+    sel = np.stack([iia - 0.1, iia - 0.05])
+    return DASSweep(
+        method="rotation",
+        sites=["l0", "l1"],
+        positions=[0, "last"],
+        controls=["task", "random_subspace"],
+        n=30,
+        n_train=30,
+        pairs="changed",
+        n_dims=np.ones((2, 2), dtype=np.int64),
+        chance=np.array([0.3, 0.3]),
+        level=0.95,
+        n_boot=100,
+        seed=0,
+        iia=iia,
+        iia_se=np.full((2, 2), 0.05),
+        iia_low=iia - 0.08,
+        iia_high=iia + 0.08,
+        control_iia=np.stack([iia - sel[0], iia - sel[1]]),
+        control_iia_se=np.full((2, 2, 2), 0.04),
+        control_iia_low=np.stack([iia - sel[0], iia - sel[1]]) - 0.07,
+        control_iia_high=np.stack([iia - sel[0], iia - sel[1]]) + 0.07,
+        selectivity=sel,
+        selectivity_se=np.full((2, 2, 2), 0.06),
+        selectivity_low=sel - 0.1,
+        selectivity_high=sel + 0.1,
+    )
+
+
 def reading() -> Any:
     from faithlens.representations.reading import ReadingResult
 
@@ -656,6 +728,8 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "AdversaryResult": adversary,
     "ParenReplication": paren,
     "DASResult": das,
+    "ControlledDAS": das_controls,
+    "DASSweep": das_sweep,
     "ReadingResult": reading,
     "SteeringResult": steering,
     "PersistenceResult": persistence,

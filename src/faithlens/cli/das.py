@@ -8,12 +8,15 @@ from typing import Annotated, Any
 import typer
 
 from ._common import (
+    MaxMemory,
+    NBoot,
     Overwrite,
     TaskName,
     build_task,
     console,
     friendly_errors,
     load_model,
+    max_memory_option,
     progress_bar,
     save_result,
     status,
@@ -252,5 +255,190 @@ def _report(res: Any, ood: Any, seed: int, out: Path | None, overwrite: bool) ->
         )
 
 
+SweepLayers = Annotated[
+    str,
+    typer.Option(
+        "--layers",
+        help="Comma-separated layers (ints name f'{site-kind}.{layer}') or site names; "
+        "the synthetic task has one site, h.",
+    ),
+]
+SweepPositions = Annotated[
+    str,
+    typer.Option(
+        "--positions",
+        "-p",
+        help="Comma-separated positions: ints, last, or all (the whole activation).",
+    ),
+]
+SiteKind = Annotated[str, typer.Option("--site-kind", help="The site an int layer names.")]
+Controls = Annotated[
+    str,
+    typer.Option(
+        "--controls", help="Comma-separated: task, random_init, random_subspace (default: all)."
+    ),
+]
+Pairs = Annotated[
+    str,
+    typer.Option("--pairs", help="changed (pairs whose label changes the base answer) | all."),
+]
+Level = Annotated[float, typer.Option("--level", help="Confidence level of the intervals.")]
+
+
+def _split_list(text: str, option: str) -> list[str]:
+    from .. import validate as V
+
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise V.fail(option, text, "is empty", "give a comma-separated list")
+    return items
+
+
+def _sweep_positions(text: str) -> list[Any]:
+    out: list[Any] = []
+    for t in _split_list(text, "--positions"):
+        out.append(None if t == "all" else "last" if t == "last" else int(t) if t.isdigit() else t)
+    return out
+
+
+def das_sweep_cmd(
+    layers: SweepLayers,
+    model: ModelName = "smollm2",
+    task: TaskName = "ioi",
+    synthetic: Synthetic = None,
+    n: N = 64,
+    n_per_class: NPerClass = 100,
+    classifier_epochs: ClassifierEpochs = 1000,
+    positions: SweepPositions = "last",
+    site_kind: SiteKind = "resid_post",
+    method: Method = "rotation",
+    dims: Dims = 1,
+    controls: Controls = "task,random_init,random_subspace",
+    pairs: Pairs = "changed",
+    epochs: Epochs = 200,
+    lr: Lr = 0.01,
+    n_boot: NBoot = 1000,
+    level: Level = 0.95,
+    seed: Seed = 0,
+    max_memory: MaxMemory = None,
+    device: Device = None,
+    out: Out = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """IIA and selectivity (against a control task, a random-init model and random subspaces)
+    of an alignment search at every (layer, position), as heat maps with confidence intervals."""
+    from .. import validate as V
+    from ..das.selectivity import check_common, check_controls
+    from ..results import check_target
+
+    with friendly_errors():
+        memory = max_memory_option(max_memory)
+        check_common(
+            method=method,
+            dims=dims,
+            eval_fraction=0.5,
+            pairs=pairs,
+            draws=5,
+            n_boot=n_boot,
+            level=level,
+            seed=seed,
+            max_memory=memory,
+            progress=None,
+        )
+        V.positive_int("--epochs", epochs)
+        V.positive_float("--lr", lr)
+        ctrl = check_controls(_split_list(controls, "--controls"))
+        lays: list[Any] = [int(t) if t.isdigit() else t for t in _split_list(layers, "--layers")]
+        pos = _sweep_positions(positions)
+        if synthetic is not None:
+            _check_synthetic(synthetic, n_per_class, classifier_epochs, dims)
+        else:
+            V.min_examples("--n", n, what="a sweep with confidence intervals")
+            task_option(task, n, 0)
+        if device is not None:
+            V.device(device, "--device")
+        if out is not None:
+            check_target(out, overwrite=overwrite, name="--out")
+        if synthetic is not None:
+            m, data, _, _, _ = _synthetic(synthetic, None, seed, n_per_class, classifier_epochs)
+        else:
+            from ..tasks.interchange import InterchangeData
+
+            m = load_model(model, device)
+            data = InterchangeData.from_task(build_task(task, m, n, seed))
+        _run_sweep(
+            m,
+            data,
+            lays,
+            pos,
+            site_kind,
+            method,
+            dims,
+            ctrl,
+            pairs,
+            epochs,
+            lr,
+            n_boot,
+            level,
+            seed,
+            memory,
+            out,
+            overwrite,
+        )
+
+
+def _run_sweep(
+    m: Any,
+    data: Any,
+    layers: list[Any],
+    positions: list[Any],
+    site_kind: str,
+    method: str,
+    dims: int,
+    controls: tuple[str, ...],
+    pairs: str,
+    epochs: int,
+    lr: float,
+    n_boot: int,
+    level: float,
+    seed: int,
+    memory: int | None,
+    out: Path | None,
+    overwrite: bool,
+) -> None:
+    """Train every cell under a progress bar, print the summary, save the result and heat map."""
+    from ..das.sweep import das_sweep
+    from ..results import plot_writer
+
+    with progress_bar("sweeping") as advance:
+        res = das_sweep(
+            m,
+            data,
+            layers=layers,
+            positions=positions,
+            site=site_kind,
+            method=method,
+            dims=dims,
+            controls=controls,
+            pairs=pairs,
+            train={"epochs": epochs, "lr": lr},
+            n_boot=n_boot,
+            level=level,
+            seed=seed,
+            max_memory=memory,
+            progress=advance,
+        )
+    console.print(res.summary())
+    if out is not None:
+        save_result(
+            res,
+            out,
+            overwrite=overwrite,
+            extras={"sweep.png": plot_writer(res, 150)},
+            message=f"wrote {out}/result.json, table.parquet, sweep.png",
+        )
+
+
 def register(app: typer.Typer) -> None:
     app.command("das")(das_cmd)
+    app.command("das-sweep")(das_sweep_cmd)

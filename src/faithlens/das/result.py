@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ..interventions import Interchange
     from ..models.model import Model
     from ..tasks.interchange import InterchangeData
+    from .featurizer import FeaturizerPair
     from .train import AlignmentEval
 
 
@@ -95,6 +96,22 @@ class DASResult(Result):
             dims=list(self.dims),
             source=source,
             rows=rows,
+        )
+
+    def featurizer(self) -> FeaturizerPair:
+        """The learned alignment as an MIB-style featurizer / inverse featurizer pair on the
+        aligned dims (:mod:`faithlens.das.featurizer`)."""
+        from .featurizer import featurizer_pair
+
+        return featurizer_pair(self.alignment, self.dims, meta={"site": self.site})
+
+    def export_featurizer(self, folder: Any, *, overwrite: bool = False) -> Any:
+        """Write :meth:`featurizer` as ``featurizer.safetensors`` + ``featurizer.json`` to
+        ``folder`` (:func:`~faithlens.das.featurizer.export_featurizer`); returns the folder."""
+        from .featurizer import export_featurizer
+
+        return export_featurizer(
+            self.alignment, self.dims, folder, site=self.site, overwrite=overwrite
         )
 
     def evaluate(

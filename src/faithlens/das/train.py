@@ -104,6 +104,10 @@ def base_resume(model: Model, data: InterchangeData, site: Site) -> tuple[int, T
     ):
         return None
     layer = info.first_layer(model.n_layers)
+    if info.kind == "resid_post" and info.layer is not None:
+        # resid_post.L is written by layer L: a run resumed at L + 1 never passes its hook (the
+        # engine refuses the interchange), so recompute layer L too
+        layer = info.layer
     if layer <= 0:
         return None
     name = f"resid_pre.{layer}" if layer < model.n_layers else f"resid_post.{model.n_layers - 1}"

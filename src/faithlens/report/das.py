@@ -8,6 +8,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from ..das.result import DASResult
+    from ..das.selectivity import ControlledDAS
+    from ..das.sweep import DASSweep
 
 
 def das_plot(res: DASResult, ax: Any = None) -> Figure:
@@ -43,4 +45,81 @@ def das_plot(res: DASResult, ax: Any = None) -> Figure:
         )
         a.legend(fontsize=7, loc="best")
     fig.suptitle(f"{res.method} at {res.site} ({res.loss})")
+    return fig
+
+
+def controls_plot(res: ControlledDAS, ax: Any = None) -> Figure:
+    """Held-out IIA, each control's IIA and each selectivity with their intervals (bars with
+    error bars); the dotted line is each control's majority-label rate."""
+    import numpy as np
+
+    from .plots import subplots
+
+    if ax is None:
+        fig, ax = subplots(figsize=(2.2 + 1.6 * len(res.controls), 3.4), layout="constrained")
+    else:
+        fig = ax.figure
+    x = np.arange(len(res.controls))
+    ctl, sel = res.interval_of("control_iia"), res.interval_of("selectivity")
+    for off, iv, label, color in (
+        (-0.2, ctl, "control IIA", "tab:gray"),
+        (0.2, sel, "selectivity", "tab:green"),
+    ):
+        est = np.asarray(iv.estimate, dtype=float)
+        err = np.abs(np.stack([est - np.asarray(iv.ci_low), np.asarray(iv.ci_high) - est]))
+        ax.bar(x + off, est, width=0.38, yerr=err, capsize=3, color=color, label=label)
+    iia = res.interval_of("iia")
+    ax.axhspan(float(iia.ci_low), float(iia.ci_high), color="tab:blue", alpha=0.15)
+    ax.axhline(float(iia.estimate), color="tab:blue", label="IIA (held out)")
+    for i, c in enumerate(res.chance):
+        ax.hlines(float(c), i - 0.42, i + 0.42, colors="k", linestyles=":", lw=1)
+    ax.set_xticks(x, list(res.controls))
+    ax.set_ylabel(f"accuracy ({res.level:.0%} CI)")
+    ax.set_title(f"{res.method} at {res.site}: selectivity (n={res.n})")
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def sweep_plot(res: DASSweep, ax: Any = None) -> Figure:
+    """Heat maps over (site, position): held-out IIA, then each control's selectivity; every
+    cell shows its estimate and interval (always a new figure: ``ax`` is ignored)."""
+    import numpy as np
+
+    from .plots import subplots
+
+    panels = [("IIA", res.interval_of("iia"), "viridis", (0.0, 1.0))]
+    sel = res.interval_of("selectivity")
+    for k, c in enumerate(res.controls):
+        panels.append((f"selectivity vs {c}", sel[k], "RdBu", (-1.0, 1.0)))
+    n_l, n_p = res.iia.shape
+    fig, axes = subplots(
+        1,
+        len(panels),
+        figsize=(1.2 + len(panels) * (1.0 + 1.1 * n_p), 1.2 + 0.7 * n_l),
+        layout="constrained",
+        squeeze=False,
+    )
+    cols = ["all" if p is None else str(p) for p in res.positions]
+    for a, (title, iv, cmap, (lo, hi)) in zip(axes[0], panels, strict=True):
+        est = np.asarray(iv.estimate, dtype=float)
+        im = a.imshow(est, cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+        for i in range(n_l):
+            for j in range(n_p):
+                frac = (est[i, j] - lo) / (hi - lo)
+                dark = frac < 0.5 if cmap == "viridis" else abs(est[i, j]) > 0.6
+                a.text(
+                    j,
+                    i,
+                    f"{est[i, j]:.2f}\n[{float(iv.ci_low[i, j]):.2f}, {float(iv.ci_high[i, j]):.2f}]",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                )
+        a.set_xticks(range(n_p), cols)
+        a.set_yticks(range(n_l), list(res.sites))
+        a.set_xlabel("position")
+        a.set_title(title, fontsize=9)
+        fig.colorbar(im, ax=a, shrink=0.8)
+    fig.suptitle(f"{res.method}: IIA and selectivity ({res.level:.0%} CI, n={res.n} held out)")
     return fig

@@ -15,6 +15,8 @@ from ..circuits.curve import FaithfulnessCurve
 from ..circuits.faithfulness import CircuitFaithfulness
 from ..circuits.scores import EdgeScores
 from ..das.result import DASResult
+from ..das.selectivity import ControlledDAS
+from ..das.sweep import DASSweep
 from ..divergence.audit import AuditResult
 from ..divergence.compare import DivergenceResult
 from ..divergence.dormant import DormantReport
@@ -61,6 +63,8 @@ PLOTTERS: dict[type[Result], Callable[..., Figure]] = {
     ScrubResult: scrubbing.scrub_plot,
     AdversaryResult: scrubbing.adversary_plot,
     DASResult: das.das_plot,
+    ControlledDAS: das.controls_plot,
+    DASSweep: das.sweep_plot,
     DivergenceResult: divergence.divergence_plot,
     AuditResult: divergence.audit_plot,
     DormantReport: divergence.dormant_plot,
