@@ -286,3 +286,42 @@ def test_errors_and_refusals(cluster):
         ex.map_model(fl.load("zoo:induction"), exact._run_chunk, [None])
     with pytest.raises(ArgumentError, match="workers=0"):
         D.RayExecutor(workers=0)
+
+
+def _same_edges(a, b):
+    assert a.edge == b.edge
+    for f in ("values", "clean", "corrupt", "score", "score_se", "score_ci_low", "score_ci_high"):
+        assert np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True), f
+
+
+@pytest.mark.slow
+def test_edge_scores_on_two_workers_equal_in_process(cluster):
+    """The edge scorers' chunks of examples run on the workers (each builds its own edge graph
+    once; EAP-IG's parameters are frozen there): every array and progress call is the
+    in-process one."""
+    m = fl.load("zoo:induction")
+    task = induction_task(12, seed=0)
+    scorers = [
+        (fl.circuits.exact, {}),
+        (fl.circuits.eap_ig, {"steps": 2}),
+    ]
+    for scorer, kw in scorers:
+        calls: list[list[tuple[int, int]]] = [[], []]
+
+        def run(ticks, scorer=scorer, kw=kw):
+            return scorer(
+                m,
+                task,
+                n_boot=50,
+                max_memory=1 << 21,  # several chunks of examples, 3 rows a pass
+                progress=lambda d, t: ticks.append((d, t)),
+                **kw,
+            )
+
+        ref = run(calls[0])
+        with executor("ray", workers=2) as ex:
+            got = run(calls[1])
+            assert ex.replaced == 0
+        _same_edges(ref, got)
+        assert calls[0] == calls[1] and len(calls[0]) > 2, scorer
+        assert all(p.requires_grad for p in m.module.parameters())  # unfrozen here

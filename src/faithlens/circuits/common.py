@@ -10,6 +10,7 @@ value is ``m(edge corrupted) - m(clean)`` (exact patching) or its first-order es
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -184,7 +185,9 @@ def score_edges(
     (``name`` in errors), split the examples into chunks, run ``chunk`` on each through the
     executor (inside ``context(model)`` if given, e.g. frozen parameters), count progress by
     ``passes``, and gather the values into an :class:`EdgeScores` with a bootstrap over
-    examples."""
+    examples. Each chunk of examples is a work item of :meth:`Executor.map_model`
+    (:func:`run_chunk`): an executor with workers runs it on a worker's own copy of the model,
+    so ``chunk`` and ``context`` must be module-level functions (or partials of them)."""
     task, eg = prepare(name, model, data, metric, n_boot, level, seed, max_memory)
     parts, row_cap = chunks(model, task, max_memory)
     total = sum(passes(eg, sub, max(1, row_cap // sub.n)) for _, sub in parts)
@@ -196,15 +199,39 @@ def score_edges(
         if progress is not None:
             progress(done, total)
 
-    def one(part: tuple[Tensor, Task]) -> Measured:
-        return chunk(eg, part[1], row_cap, tick)
-
-    with context(model) if context is not None else nullcontext():
-        measured = list(current_executor().map(one, parts))
+    _remember(eg)
+    subs = [sub for _, sub in parts]
+    ex = current_executor()
+    measured = list(ex.map_model(model, run_chunk, subs, chunk, row_cap, context, tick=tick))
     out = gather(task.n, len(eg), [(rows, m) for (rows, _), m in zip(parts, measured)])
     return build_scores(
         eg, task, out, method=method, n_boot=n_boot, level=level, seed=seed, meta=meta
     )
+
+
+_GRAPHS: weakref.WeakKeyDictionary[Model, EdgeGraph] = weakref.WeakKeyDictionary()
+
+
+def _remember(eg: EdgeGraph) -> None:
+    _GRAPHS[eg.model] = eg
+
+
+def run_chunk(
+    model: Model,
+    sub: Task,
+    chunk: ChunkFn,
+    row_cap: int,
+    context: Callable[[Model], AbstractContextManager[Any]] | None,
+    tick: Callable[[], None],
+) -> Measured:
+    """One chunk of examples' edge values: ``chunk(EdgeGraph(model), sub, row_cap, tick)``
+    inside ``context(model)`` (the work item :func:`score_edges` hands the executor; a worker
+    builds the edge graph of its own model once and keeps it)."""
+    eg = _GRAPHS.get(model)
+    if eg is None:
+        eg = _GRAPHS[model] = EdgeGraph(model)
+    with context(model) if context is not None else nullcontext():
+        return chunk(eg, sub, row_cap, tick)
 
 
 __all__ = [
@@ -218,6 +245,7 @@ __all__ = [
     "gather",
     "metric_values",
     "prepare",
+    "run_chunk",
     "score_edges",
     "writer_sites",
 ]

@@ -27,6 +27,7 @@ memory is that of one forward-backward pass plus one running sum of the port gra
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -71,7 +72,7 @@ def eap_ig(
         model,
         data,
         passes=lambda eg, sub, per_pass: 2 + steps * gradient_passes(eg, per_pass),
-        chunk=lambda eg, sub, row_cap, tick: _chunk(eg, sub, steps, row_cap, tick),
+        chunk=partial(_chunk, steps=steps),  # picklable: Ray workers receive it
         method="eap-ig",
         meta={"direction": "noising", "positions": "all", "steps": steps, "ig": "inputs"},
         metric=metric,
@@ -85,7 +86,7 @@ def eap_ig(
 
 
 def _chunk(
-    eg: EdgeGraph, sub: Task, steps: int, row_cap: int, tick: Callable[[], None]
+    eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None], *, steps: int
 ) -> Measured:
     model = eg.model
     pos = sub.positions
