@@ -325,3 +325,41 @@ def test_edge_scores_on_two_workers_equal_in_process(cluster):
         _same_edges(ref, got)
         assert calls[0] == calls[1] and len(calls[0]) > 2, scorer
         assert all(p.requires_grad for p in m.module.parameters())  # unfrozen here
+
+
+@pytest.mark.slow
+def test_attribution_patch_on_two_workers_equals_in_process(cluster, tmp_path, monkeypatch):
+    """Attribution patching's chunks of examples run on the workers with the in-process result
+    and progress calls; a run killed in process resumes there from its checkpoint folder."""
+    from faithlens.patching import attribution
+
+    m = fl.load("zoo:induction")
+    task = induction_task(16, seed=0)
+    kw = {"n_boot": 50, "max_memory": 1 << 20}  # several chunks of examples
+    ticks: list[list[tuple[int, int]]] = [[], [], []]
+    ref = fl.attribution_patch(m, task, "head", progress=lambda d, t: ticks[0].append((d, t)), **kw)
+    folder = tmp_path / "ckpt"
+    real = attribution._run_chunk
+    calls: list[int] = []
+
+    def killed_on_the_third(model, sub, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(model, sub, *args)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(attribution, "_run_chunk", killed_on_the_third)
+        with pytest.raises(KeyboardInterrupt):
+            fl.attribution_patch(m, task, "head", checkpoint=folder, **kw)
+    with executor("ray", workers=2) as ex:
+        got = fl.attribution_patch(
+            m, task, "head", progress=lambda d, t: ticks[1].append((d, t)), **kw
+        )
+        resumed = fl.attribution_patch(
+            m, task, "head", checkpoint=folder, progress=lambda d, t: ticks[2].append((d, t)), **kw
+        )
+        assert ex.replaced == 0
+    _same(ref, got)
+    _same(ref, resumed)
+    assert ticks[0] == ticks[1] == ticks[2] and len(ticks[0]) > 2
