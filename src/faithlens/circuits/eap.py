@@ -18,6 +18,7 @@ gives ``dm/d(input_v)`` port by port. No parameter gradient is computed or store
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -52,6 +53,7 @@ def eap(
     seed: int = 0,
     max_memory: int | None = None,
     progress: Progress | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> EdgeScores:
     """Score every edge of ``model``'s edge graph by edge attribution patching (module
     docstring). Arguments as :func:`faithlens.circuits.exact`; returns an :class:`EdgeScores`
@@ -70,6 +72,7 @@ def eap(
         seed=seed,
         max_memory=max_memory,
         progress=progress,
+        checkpoint=checkpoint,
         context=frozen_parameters,
     )
 

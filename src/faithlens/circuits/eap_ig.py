@@ -26,6 +26,7 @@ memory is that of one forward-backward pass plus one running sum of the port gra
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import partial
 
@@ -61,6 +62,7 @@ def eap_ig(
     seed: int = 0,
     max_memory: int | None = None,
     progress: Progress | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> EdgeScores:
     """Score every edge of ``model``'s edge graph by EAP-IG on the inputs (module docstring)
     with ``steps`` points on the path from the corrupted to the clean embeddings (``steps=1``
@@ -81,6 +83,7 @@ def eap_ig(
         seed=seed,
         max_memory=max_memory,
         progress=progress,
+        checkpoint=checkpoint,
         context=frozen_parameters,
     )
 

@@ -24,6 +24,7 @@ come from the executor's memory budget, as in :func:`faithlens.patch`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -56,6 +57,7 @@ def exact(
     seed: int = 0,
     max_memory: int | None = None,
     progress: Progress | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> EdgeScores:
     """Score every edge of ``model``'s edge graph by exact edge patching (module docstring).
 
@@ -66,6 +68,9 @@ def exact(
         n_boot, level, seed: the bootstrap over examples.
         max_memory: bytes one forward pass may use (default: the configured memory budget).
         progress: called as ``progress(done, total)`` after each forward pass.
+        checkpoint: a folder where each finished chunk of examples is saved; a run killed as
+            a whole and started again with the same folder (same model, data and arguments)
+            computes only the chunks it had not finished, with the same result.
 
     Returns an :class:`EdgeScores` (``method="exact"``) with one row per edge.
     """
@@ -83,6 +88,7 @@ def exact(
         seed=seed,
         max_memory=max_memory,
         progress=progress,
+        checkpoint=checkpoint,
     )
 
 
