@@ -363,3 +363,38 @@ def test_attribution_patch_on_two_workers_equals_in_process(cluster, tmp_path, m
     _same(ref, got)
     _same(ref, resumed)
     assert ticks[0] == ticks[1] == ticks[2] and len(ticks[0]) > 2
+
+
+@pytest.mark.slow
+def test_neuron_bootstrap_on_two_workers_equals_in_process(cluster, tmp_path):
+    """The neuron bootstrap's unit blocks run on the workers (work with no model: the problem
+    and the resamples travel once per run); frequencies and bands are the in-process ones, and
+    a checkpoint folder written in process is resumed there."""
+    from faithlens import neurons as N
+
+    g = torch.Generator().manual_seed(0)
+    n = 1500
+    c = (torch.rand(n, 5, generator=g) < 0.2).float()
+    x = torch.cat(
+        [3 * c[:, :3] + torch.randn(n, 3, generator=g), torch.randn(n, 5, generator=g)], 1
+    )
+    kw = {"metric": ["iou", "auprc"], "n_boot": 100, "seed": 1, "max_memory": 60_000}
+    ticks: list[list[tuple[int, int]]] = [[], [], []]
+    ref = N.explain(x, c, progress=lambda d, t: ticks[0].append((d, t)), **kw)
+    folder = tmp_path / "ck"
+    N.explain(x, c, checkpoint=folder, **kw)
+    blocks = sorted(folder.glob("block_*.npz"))
+    assert len(blocks) >= 3
+    for f in blocks[1:]:
+        f.unlink()  # as if killed after its first block
+    with executor("ray", workers=2) as ex:
+        got = N.explain(x, c, progress=lambda d, t: ticks[1].append((d, t)), **kw)
+        resumed = N.explain(
+            x, c, checkpoint=folder, progress=lambda d, t: ticks[2].append((d, t)), **kw
+        )
+        assert ex.replaced == 0
+    for r in (got, resumed):
+        for f in ("freq", "lower", "upper", "scores"):
+            assert np.array_equal(getattr(ref, f), getattr(r, f), equal_nan=True), f
+    assert np.isfinite(ref.lower).sum() > 0  # bands were computed: the comparison can fail
+    assert ticks[0] == ticks[1] == ticks[2]

@@ -97,7 +97,8 @@ class Executor(Protocol):
         """``fn(model, item, *args, tick)`` of every item, in order. ``fn`` calls ``tick()``
         after each step of progress; executors with workers replay the worker's calls here, in
         item order. ``fn`` must be a module-level function and ``items`` and ``args``
-        picklable (workers receive them by name and by value)."""
+        picklable (workers receive them by name and by value). ``model`` may be ``None``
+        for work that needs no model (``fn`` receives ``None``; workers load nothing)."""
         ...
 
     def close(self) -> None:
