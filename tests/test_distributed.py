@@ -432,3 +432,13 @@ def test_bfloat16_model_on_workers_equals_in_process(cluster):
         got = _patch(m, task)
         assert ex.replaced == 0
     _same(ref, got)
+
+
+@pytest.mark.slow
+def test_executor_argument_runs_one_call_on_ray(cluster, sweep_case):
+    """``executor="ray"`` builds a Ray executor for one call (the cluster's two CPUs: two
+    workers) and stops its workers after it; the result is the in-process one."""
+    m, task, ref, _ = sweep_case
+    got = fl.patch(m, task, "head", n_boot=100, max_memory=1 << 20, executor="ray")
+    _same(ref, got)
+    assert isinstance(current_executor(), InProcess)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..executor import Executor, on_executor
 from ..interventions import Patch
 from ..models.model import Model
 from ..progress import Progress
@@ -43,6 +44,7 @@ from .edges import EdgeGraph, Reader
 from .scores import EdgeScores
 
 
+@on_executor
 def eap(
     model: Model,
     data: Task,
@@ -54,6 +56,7 @@ def eap(
     max_memory: int | None = None,
     progress: Progress | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
+    executor: str | Executor | None = None,
 ) -> EdgeScores:
     """Score every edge of ``model``'s edge graph by edge attribution patching (module
     docstring). Arguments as :func:`faithlens.circuits.exact`; returns an :class:`EdgeScores`

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from .. import validate
+from ..executor import Executor, on_executor
 from ..models.model import Model
 from ..progress import Progress
 from ..tasks.base import Task
@@ -51,6 +52,7 @@ from .edges import EdgeGraph
 from .scores import EdgeScores
 
 
+@on_executor
 def eap_ig(
     model: Model,
     data: Task,
@@ -63,6 +65,7 @@ def eap_ig(
     max_memory: int | None = None,
     progress: Progress | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
+    executor: str | Executor | None = None,
 ) -> EdgeScores:
     """Score every edge of ``model``'s edge graph by EAP-IG on the inputs (module docstring)
     with ``steps`` points on the path from the corrupted to the clean embeddings (``steps=1``

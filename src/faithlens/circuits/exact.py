@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..executor import Executor, on_executor
 from ..interventions import Add, Intervention, Patch
 from ..models.model import Model
 from ..progress import Progress
@@ -47,6 +48,7 @@ from .edges import EdgeGraph, Reader
 from .scores import EdgeScores
 
 
+@on_executor
 def exact(
     model: Model,
     data: Task,
@@ -58,6 +60,7 @@ def exact(
     max_memory: int | None = None,
     progress: Progress | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
+    executor: str | Executor | None = None,
 ) -> EdgeScores:
     """Score every edge of ``model``'s edge graph by exact edge patching (module docstring).
 
@@ -71,6 +74,9 @@ def exact(
         checkpoint: a folder where each finished chunk of examples is saved; a run killed as
             a whole and started again with the same folder (same model, data and arguments)
             computes only the chunks it had not finished, with the same result.
+        executor: where the chunks run for this call: ``"ray"`` (a Ray executor built
+            for the call), an :class:`~faithlens.executor.Executor`, or ``None`` (the one
+            in force: :func:`faithlens.executor.executor`); the numbers do not change.
 
     Returns an :class:`EdgeScores` (``method="exact"``) with one row per edge.
     """

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import validate
-from ..executor import current_executor
+from ..executor import Executor, current_executor, on_executor
 from ..fingerprint import data_fingerprint, model_fingerprint
 from ..models.model import Model
 from ..progress import Progress
@@ -36,6 +36,7 @@ Chunk = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 @validate.renamed_argument("task", "data")
+@on_executor
 def attribution_patch(
     model: Model,
     data: Task,
@@ -49,6 +50,7 @@ def attribution_patch(
     max_memory: int | None = None,
     progress: Progress | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
+    executor: str | Executor | None = None,
 ) -> PatchingResult:
     """Gradient-based estimate of :func:`faithlens.patch` for every site, same result shape.
 
@@ -61,6 +63,9 @@ def attribution_patch(
         checkpoint: a folder where each finished chunk of examples is saved; a run killed as
             a whole and started again with the same folder (same model, data and arguments)
             computes only the chunks it had not finished, with the same result.
+        executor: where the chunks run for this call: ``"ray"`` (a Ray executor built
+            for the call), an :class:`~faithlens.executor.Executor`, or ``None`` (the one
+            in force: :func:`faithlens.executor.executor`); the numbers do not change.
     """
     check_arguments(
         "attribution_patch",
