@@ -442,3 +442,24 @@ def test_executor_argument_runs_one_call_on_ray(cluster, sweep_case):
     got = fl.patch(m, task, "head", n_boot=100, max_memory=1 << 20, executor="ray")
     _same(ref, got)
     assert isinstance(current_executor(), InProcess)
+
+
+@pytest.mark.slow
+def test_das_sweep_on_two_workers_equals_in_process(cluster, tmp_path):
+    """A DAS sweep's trainings (one per site and seed) run on the workers: every result is the
+    in-process one bit for bit; the trainings' checkpoints are written in the sweep's folder."""
+    from faithlens.das.sweep import das_sweep
+    from faithlens.tasks.interchange import InterchangeData
+    from tests.helpers.das_compare import same_das
+
+    m = fl.load("zoo:induction")
+    data = InterchangeData.from_task(induction_task(8, seed=0))
+    kw = {"seeds": [0, 1], "dims": 2, "epochs": 4, "eval_every": 2}
+    ref = das_sweep(m, data, ["resid_pre.1"], **kw)
+    with executor("ray", workers=2) as ex:
+        got = das_sweep(m, data, ["resid_pre.1"], checkpoint=tmp_path / "ck", **kw)
+        assert ex.replaced == 0
+    assert len(got) == 2
+    for a, b in zip(ref, got):
+        same_das(a, b)
+    assert (tmp_path / "ck" / "001" / "das_checkpoint.pt").exists()
