@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -192,3 +193,31 @@ def test_executor_closes_what_it_built(monkeypatch):
     with executor(mine):
         pass
     assert closed == [{"workers": 3}]  # an executor passed in is the caller's to close
+
+
+def test_executor_argument_of_a_method():
+    """``executor=`` runs one call on that executor (the one in force is unchanged after it);
+    a bad one is refused before any work, naming the argument."""
+    import faithlens as fl
+    from faithlens.errors import ArgumentError
+    from faithlens.tasks.induction import induction_task
+
+    seen: list[Executor] = []
+
+    class Spy(InProcess):
+        def map_model(self, model, fn, items, *args, tick=None):
+            seen.append(self)
+            return super().map_model(model, fn, items, *args, tick=tick)
+
+    m = fl.load("zoo:induction")
+    task = induction_task(6, seed=0)
+    ref = fl.attribution_patch(m, task, n_boot=20)
+    spy = Spy()
+    got = fl.attribution_patch(m, task, n_boot=20, executor=spy)
+    assert seen == [spy] and isinstance(current_executor(), InProcess)
+    assert np.array_equal(ref.effect, got.effect)
+    fl.circuits.exact(m, task, n_boot=20, executor=spy)
+    assert seen[-1] is spy and len(seen) == 2
+    assert np.array_equal(fl.patch(m, task, executor="inprocess").effect, fl.patch(m, task).effect)
+    with pytest.raises(ArgumentError, match=r"executor='dask'.*use one of"):
+        fl.patch(m, task, executor="dask")

@@ -156,9 +156,10 @@ class Worker:
         return os.getpid()
 
     def run(
-        self, spec: ModelSpec, target: str, item: Any, args: tuple[Any, ...]
+        self, spec: ModelSpec | None, target: str, item: Any, args: tuple[Any, ...]
     ) -> tuple[Any, int]:
-        """``target(model, item, *args, tick)`` and how many times it ticked."""
+        """``target(model, item, *args, tick)`` and how many times it ticked (``model`` is
+        ``None`` for work that needs none)."""
         if self._crash_flag is not None:
             try:
                 os.unlink(self._crash_flag)
@@ -166,8 +167,8 @@ class Worker:
                 pass
             else:
                 os._exit(1)  # the worker-kill test: this process dies with the chunk
-        model = self._models.get(spec)
-        if model is None:
+        model = None if spec is None else self._models.get(spec)
+        if model is None and spec is not None:
             model = self._models[spec] = load_checked(spec)
         ticks = 0
 
@@ -297,6 +298,8 @@ class RayExecutor:
         work = list(items)
         if not work:
             return iter(())
+        if model is None:  # work that needs no model (the neuron bootstrap's unit blocks)
+            return self._run(None, target_name(fn), work, args, tick)
         spec = model_spec(model)
         if (spec.device == "cuda") != bool(self.gpus_per_worker):
             raise validate.fail(
@@ -309,7 +312,7 @@ class RayExecutor:
 
     def _run(
         self,
-        spec: ModelSpec,
+        spec: ModelSpec | None,
         target: str,
         work: list[Any],
         args: tuple[Any, ...],
@@ -365,7 +368,7 @@ class RayExecutor:
         pending: collections.deque[int],
         running: dict[Any, tuple[int, int, Any]],
         avoid: dict[int, int],
-        spec: ModelSpec,
+        spec: ModelSpec | None,
         target: str,
         work: list[Any],
         args_ref: Any,

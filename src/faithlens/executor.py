@@ -24,7 +24,8 @@ Two ways to hand over chunks:
 
 ``faithlens.executor.executor("inprocess")`` or ``executor("ray", workers=2)`` (a context
 manager) chooses the executor for a block of code; :func:`current_executor` returns the one in
-force.
+force. The methods that fan out also take ``executor=`` (a name or an :class:`Executor`) for
+one call (:func:`on_executor`).
 
 This is a utility module below the models: it imports only torch, the standard library,
 ``_memory``, ``validate`` and ``errors``.
@@ -33,9 +34,11 @@ This is a utility module below the models: it imports only torch, the standard l
 from __future__ import annotations
 
 import contextvars
+import functools
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import torch
 
@@ -44,6 +47,7 @@ from .errors import InputError
 
 T = TypeVar("T")
 R = TypeVar("R")
+P = ParamSpec("P")
 
 
 @runtime_checkable
@@ -97,7 +101,8 @@ class Executor(Protocol):
         """``fn(model, item, *args, tick)`` of every item, in order. ``fn`` calls ``tick()``
         after each step of progress; executors with workers replay the worker's calls here, in
         item order. ``fn`` must be a module-level function and ``items`` and ``args``
-        picklable (workers receive them by name and by value)."""
+        picklable (workers receive them by name and by value). ``model`` may be ``None``
+        for work that needs no model (``fn`` receives ``None``; workers load nothing)."""
         ...
 
     def close(self) -> None:
@@ -239,4 +244,24 @@ def executor(which: str | Executor = "inprocess", **options: Any) -> Iterator[Ex
             ex.close()
 
 
-__all__ = ["EXECUTORS", "Executor", "InProcess", "current_executor", "executor"]
+def on_executor(fn: Callable[P, R]) -> Callable[P, R]:
+    """Decorator of a method with a keyword argument ``executor`` (``None``, a name in
+    :data:`EXECUTORS` or an :class:`Executor`): a call that gives one runs inside
+    ``executor(which)`` (a name builds the executor for this call and closes it after; an
+    executor is used as it is), so ``fl.patch(..., executor=ex)`` is ``with executor(ex):
+    fl.patch(...)``. ``None`` (the default) keeps the executor in force."""
+    if "executor" not in inspect.signature(fn).parameters:
+        raise TypeError(f"{fn.__name__} must take an executor argument")
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        which: Any = kwargs.get("executor")
+        if which is None:
+            return fn(*args, **kwargs)
+        with executor(which):
+            return fn(*args, **kwargs)
+
+    return call
+
+
+__all__ = ["EXECUTORS", "Executor", "InProcess", "current_executor", "executor", "on_executor"]

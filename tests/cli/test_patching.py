@@ -187,3 +187,22 @@ def test_max_memory_is_the_sweeps_budget_and_keeps_the_numbers(
     np.testing.assert_allclose(
         b.to_frame()[cols].to_numpy(), a.to_frame()[cols].to_numpy(), atol=1e-5, rtol=1e-3
     )
+
+
+def test_patch_checkpoint_and_attribution_memory(tmp_path):
+    """``--checkpoint DIR`` keeps the finished chunks of examples (a rerun reads them back and
+    prints the same table); ``--max-memory`` splits attribution patching into chunks too."""
+    folder = tmp_path / "chunks"
+    base = ["patch", "--model", "zoo:induction", "--task", "induction", "--n", "8"]
+    base += ["--n-boot", "20", "--max-memory", "1M", "--checkpoint", str(folder)]
+    for extra in ([], ["--attribution"]):
+        sub = folder / ("attribution" if extra else "exact")
+        args = [*base[:-1], str(sub), *extra]
+        first = runner.invoke(app, args)
+        assert first.exit_code == 0, first.output
+        chunks = sorted(sub.glob("chunk_*.npz"))
+        assert len(chunks) > 1 and (sub / "checkpoint.json").exists()
+        again = runner.invoke(app, args)
+        assert again.exit_code == 0, again.output
+        table = [line for line in first.output.splitlines() if "head." in line]
+        assert table and table == [line for line in again.output.splitlines() if "head." in line]

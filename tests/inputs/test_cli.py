@@ -245,10 +245,6 @@ MEMORY_CASES = [
         ["scrub", "hypothesis.py", "--batch-size", "8", "--max-memory", "1G"],
         ["--batch-size=8: cannot be given together with --max-memory='1G'", "give only"],
     ),
-    (
-        [*PATCH, "--attribution", "--max-memory", "1G"],
-        ["--max-memory='1G'", "attribution patching", "omit --max-memory"],
-    ),
 ]
 
 

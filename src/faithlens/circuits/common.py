@@ -10,6 +10,8 @@ value is ``m(edge corrupted) - m(clean)`` (exact patching) or its first-order es
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -19,9 +21,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import validate
 from ..executor import current_executor
+from ..fingerprint import data_fingerprint, model_fingerprint
 from ..models.model import Model
-from ..patching.sweep import check_arguments, example_chunks, row_bytes, truncated
+from ..patching.sweep import ChunkStore, check_arguments, example_chunks, row_bytes, truncated
 from ..progress import Progress
 from ..runs import RunOutput
 from ..stats import mean_interval
@@ -182,12 +186,17 @@ def score_edges(
     max_memory: int | None,
     progress: Progress | None,
     context: Callable[[Model], AbstractContextManager[Any]] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> EdgeScores:
     """What every edge scorer does around its own per-chunk work: check the arguments
     (``name`` in errors), split the examples into chunks, run ``chunk`` on each through the
     executor (inside ``context(model)`` if given, e.g. frozen parameters), count progress by
     ``passes``, and gather the values into an :class:`EdgeScores` with a bootstrap over
-    examples."""
+    examples. Each chunk of examples is a work item of :meth:`Executor.map_model`
+    (:func:`run_chunk`): an executor with workers runs it on a worker's own copy of the model,
+    so ``chunk`` and ``context`` must be module-level functions (or partials of them). With
+    ``checkpoint`` (a folder), each finished chunk is saved there and a killed run started again
+    with the same folder computes only the others (:func:`measure_chunks`)."""
     task, eg = prepare(name, model, data, metric, n_boot, level, seed, max_memory)
     parts, row_cap = chunks(model, task, max_memory)
     total = sum(passes(eg, sub, max(1, row_cap // sub.n)) for _, sub in parts)
@@ -199,15 +208,86 @@ def score_edges(
         if progress is not None:
             progress(done, total)
 
-    def one(part: tuple[Tensor, Task]) -> Measured:
-        return chunk(eg, part[1], row_cap, tick)
-
-    with context(model) if context is not None else nullcontext():
-        measured = list(current_executor().map(one, parts))
+    _remember(eg)
+    work = (chunk, row_cap, context)
+    if checkpoint is None:
+        subs = [sub for _, sub in parts]
+        measured = list(current_executor().map_model(model, run_chunk, subs, *work, tick=tick))
+    else:
+        key = (name, method, meta, task.metric.name, row_cap, [rows for rows, _ in parts])
+        replay = [passes(eg, sub, max(1, row_cap // sub.n)) for _, sub in parts]
+        measured = measure_chunks(model, task, parts, work, key, replay, tick, checkpoint)
     out = gather(task.n, len(eg), [(rows, m) for (rows, _), m in zip(parts, measured)])
     return build_scores(
         eg, task, out, method=method, n_boot=n_boot, level=level, seed=seed, meta=meta
     )
+
+
+def measure_chunks(
+    model: Model,
+    task: Task,
+    parts: list[tuple[Tensor, Task]],
+    work: tuple[ChunkFn, int, Callable[[Model], AbstractContextManager[Any]] | None],
+    key: tuple[Any, ...],
+    replay: list[int],
+    tick: Callable[[], None],
+    checkpoint: str | os.PathLike[str],
+) -> list[Measured]:
+    """Every chunk's :class:`Measured`, with a checkpoint folder: the chunks a killed run
+    finished are read back (``replay[i]`` progress steps each, replayed first), the others run
+    through the executor and are saved as each finishes. The folder is keyed on the model's
+    weights and dtype, the task and ``key`` (the scorer, its options and the chunk plan); another
+    run's folder is refused."""
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise validate.fail(
+            "checkpoint", checkpoint, "must be a folder path", "give a str or a pathlib.Path"
+        )
+    store = ChunkStore(
+        checkpoint,
+        data_fingerprint(
+            *key, model_fingerprint(model.module), str(model.dtype), task.fingerprint()
+        ),
+    )
+    saved = [store.load(i) for i in range(len(parts))]
+    for s, steps in zip(saved, replay):
+        for _ in range(steps if s is not None else 0):
+            tick()
+    todo = [sub for (_, sub), s in zip(parts, saved) if s is None]
+    fresh = current_executor().map_model(model, run_chunk, todo, *work, tick=tick)
+    out: list[Measured] = []
+    for i, s in enumerate(saved):
+        if s is None:
+            m = next(fresh)
+            store.save(i, values=m.values, clean=m.clean, corrupt=m.corrupt)
+            out.append(m)
+        else:
+            out.append(Measured(s["values"], s["clean"], s["corrupt"]))
+    return out
+
+
+_GRAPHS: weakref.WeakKeyDictionary[Model, EdgeGraph] = weakref.WeakKeyDictionary()
+
+
+def _remember(eg: EdgeGraph) -> None:
+    _GRAPHS[eg.model] = eg
+
+
+def run_chunk(
+    model: Model,
+    sub: Task,
+    chunk: ChunkFn,
+    row_cap: int,
+    context: Callable[[Model], AbstractContextManager[Any]] | None,
+    tick: Callable[[], None],
+) -> Measured:
+    """One chunk of examples' edge values: ``chunk(EdgeGraph(model), sub, row_cap, tick)``
+    inside ``context(model)`` (the work item :func:`score_edges` hands the executor; a worker
+    builds the edge graph of its own model once and keeps it)."""
+    eg = _GRAPHS.get(model)
+    if eg is None:
+        eg = _GRAPHS[model] = EdgeGraph(model)
+    with context(model) if context is not None else nullcontext():
+        return chunk(eg, sub, row_cap, tick)
 
 
 __all__ = [
@@ -219,8 +299,10 @@ __all__ = [
     "contribution",
     "deltas",
     "gather",
+    "measure_chunks",
     "metric_values",
     "prepare",
+    "run_chunk",
     "score_edges",
     "writer_sites",
 ]

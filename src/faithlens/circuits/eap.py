@@ -18,6 +18,7 @@ gives ``dm/d(input_v)`` port by port. No parameter gradient is computed or store
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..executor import Executor, on_executor
 from ..interventions import Patch
 from ..models.model import Model
 from ..progress import Progress
@@ -42,6 +44,7 @@ from .edges import EdgeGraph, Reader
 from .scores import EdgeScores
 
 
+@on_executor
 def eap(
     model: Model,
     data: Task,
@@ -52,6 +55,8 @@ def eap(
     seed: int = 0,
     max_memory: int | None = None,
     progress: Progress | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    executor: str | Executor | None = None,
 ) -> EdgeScores:
     """Score every edge of ``model``'s edge graph by edge attribution patching (module
     docstring). Arguments as :func:`faithlens.circuits.exact`; returns an :class:`EdgeScores`
@@ -70,6 +75,7 @@ def eap(
         seed=seed,
         max_memory=max_memory,
         progress=progress,
+        checkpoint=checkpoint,
         context=frozen_parameters,
     )
 

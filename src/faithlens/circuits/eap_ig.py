@@ -26,12 +26,15 @@ memory is that of one forward-backward pass plus one running sum of the port gra
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor
 
 from .. import validate
+from ..executor import Executor, on_executor
 from ..models.model import Model
 from ..progress import Progress
 from ..tasks.base import Task
@@ -49,6 +52,7 @@ from .edges import EdgeGraph
 from .scores import EdgeScores
 
 
+@on_executor
 def eap_ig(
     model: Model,
     data: Task,
@@ -60,6 +64,8 @@ def eap_ig(
     seed: int = 0,
     max_memory: int | None = None,
     progress: Progress | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    executor: str | Executor | None = None,
 ) -> EdgeScores:
     """Score every edge of ``model``'s edge graph by EAP-IG on the inputs (module docstring)
     with ``steps`` points on the path from the corrupted to the clean embeddings (``steps=1``
@@ -71,7 +77,7 @@ def eap_ig(
         model,
         data,
         passes=lambda eg, sub, per_pass: 2 + steps * gradient_passes(eg, per_pass),
-        chunk=lambda eg, sub, row_cap, tick: _chunk(eg, sub, steps, row_cap, tick),
+        chunk=partial(_chunk, steps=steps),  # picklable: Ray workers receive it
         method="eap-ig",
         meta={"direction": "noising", "positions": "all", "steps": steps, "ig": "inputs"},
         metric=metric,
@@ -80,12 +86,13 @@ def eap_ig(
         seed=seed,
         max_memory=max_memory,
         progress=progress,
+        checkpoint=checkpoint,
         context=frozen_parameters,
     )
 
 
 def _chunk(
-    eg: EdgeGraph, sub: Task, steps: int, row_cap: int, tick: Callable[[], None]
+    eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None], *, steps: int
 ) -> Measured:
     model = eg.model
     pos = sub.positions

@@ -24,12 +24,14 @@ come from the executor's memory budget, as in :func:`faithlens.patch`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..executor import Executor, on_executor
 from ..interventions import Add, Intervention, Patch
 from ..models.model import Model
 from ..progress import Progress
@@ -46,6 +48,7 @@ from .edges import EdgeGraph, Reader
 from .scores import EdgeScores
 
 
+@on_executor
 def exact(
     model: Model,
     data: Task,
@@ -56,6 +59,8 @@ def exact(
     seed: int = 0,
     max_memory: int | None = None,
     progress: Progress | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    executor: str | Executor | None = None,
 ) -> EdgeScores:
     """Score every edge of ``model``'s edge graph by exact edge patching (module docstring).
 
@@ -66,6 +71,12 @@ def exact(
         n_boot, level, seed: the bootstrap over examples.
         max_memory: bytes one forward pass may use (default: the configured memory budget).
         progress: called as ``progress(done, total)`` after each forward pass.
+        checkpoint: a folder where each finished chunk of examples is saved; a run killed as
+            a whole and started again with the same folder (same model, data and arguments)
+            computes only the chunks it had not finished, with the same result.
+        executor: where the chunks run for this call: ``"ray"`` (a Ray executor built
+            for the call), an :class:`~faithlens.executor.Executor`, or ``None`` (the one
+            in force: :func:`faithlens.executor.executor`); the numbers do not change.
 
     Returns an :class:`EdgeScores` (``method="exact"``) with one row per edge.
     """
@@ -83,6 +94,7 @@ def exact(
         seed=seed,
         max_memory=max_memory,
         progress=progress,
+        checkpoint=checkpoint,
     )
 
 

@@ -23,7 +23,6 @@ from ._common import (
     print_frame,
     progress_bar,
     save_result,
-    status,
     task_option,
 )
 
@@ -36,6 +35,13 @@ Direction = Annotated[
     typer.Option("--direction", help="denoising (clean into corrupted) or noising."),
 ]
 Top = Annotated[int, typer.Option("--top", help="Rows of the printed table.")]
+Checkpoint = Annotated[
+    Path | None,
+    typer.Option(
+        "--checkpoint",
+        help="Folder to keep finished chunks of examples; rerunning the command resumes.",
+    ),
+]
 Out = Annotated[
     Path | None,
     typer.Option(
@@ -161,6 +167,7 @@ def patch_cmd(
     device: Device = None,
     out: Out = None,
     overwrite: Overwrite = False,
+    checkpoint: Checkpoint = None,
 ) -> None:
     """Patch every site of a group and report each site's effect with a confidence interval.
 
@@ -177,18 +184,13 @@ def patch_cmd(
         validate.choice("--positions", positions, POSITION_MODES)
         site_arg = _check_sites_option(sites)
         memory = max_memory_option(max_memory)
-        if attribution and memory is not None:
-            raise validate.fail(
-                "--max-memory",
-                max_memory,
-                "attribution patching runs in one batch and has no memory knob",
-                "omit --max-memory, or drop --attribution",
-            )
         if out is not None:
             check_target(out, overwrite=overwrite, name="--out")
         m = load_model(model, device)
         t = build_task(spec, m, n, seed)
-        res = _run_patch(m, t, site_arg, positions, direction, attribution, n_boot, seed, memory)
+        res = _run_patch(
+            m, t, site_arg, positions, direction, attribution, n_boot, seed, memory, checkpoint
+        )
         _print_patch(res, direction, top)
         if out is not None:
             _write(res, out, overwrite)
@@ -204,14 +206,24 @@ def _run_patch(
     n_boot: int,
     seed: int,
     memory: int | None,
+    checkpoint: Path | None = None,
 ) -> Any:
-    """The sweep: exact patching with a progress bar, or attribution patching."""
+    """The sweep: exact patching or attribution patching, with a progress bar."""
     from .. import patching
 
     if attribution:
-        with status("attribution patching (2 forward passes, 1 backward)..."):
+        with progress_bar("attribution patching") as advance:
             return patching.attribution_patch(
-                m, t, site_arg, positions=positions, direction=direction, n_boot=n_boot, seed=seed
+                m,
+                t,
+                site_arg,
+                positions=positions,
+                direction=direction,
+                n_boot=n_boot,
+                seed=seed,
+                progress=advance,
+                max_memory=memory,
+                checkpoint=checkpoint,
             )
     with progress_bar("patching") as advance:
         return patching.patch(
@@ -224,6 +236,7 @@ def _run_patch(
             seed=seed,
             progress=advance,
             max_memory=memory,
+            checkpoint=checkpoint,
         )
 
 

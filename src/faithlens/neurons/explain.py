@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .. import validate as V
 from ..errors import InputError
+from ..executor import Executor, on_executor
 from ..progress import Progress
 from .checkpoint import ExplainCheckpoint, explain_fingerprint
 from .inputs import (
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from .result import NeuronExplanation
 
 
+@on_executor
 def explain(
     activations: Any,
     concepts: Any,
@@ -78,6 +80,7 @@ def explain(
     max_memory: int | None = None,
     checkpoint: str | Path | None = None,
     progress: Progress | None = None,
+    executor: str | Executor | None = None,
 ) -> NeuronExplanation:
     """Explain units by concepts, with faithfulness bounds and bootstrap stability.
 
@@ -115,6 +118,9 @@ def explain(
         checkpoint: a folder where finished unit blocks of the bootstrap are kept; a rerun with
             the same data and settings resumes from it.
         progress: ``progress(done, total)`` is called as unit blocks finish.
+        executor: where the chunks run for this call: ``"ray"`` (a Ray executor built
+            for the call), an :class:`~faithlens.executor.Executor`, or ``None`` (the one
+            in force: :func:`faithlens.executor.executor`); the numbers do not change.
     """
     metrics = as_metrics(metric)
     check_explain_args(

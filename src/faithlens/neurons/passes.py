@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..executor import current_executor
 from . import bounds as _b
 from .checkpoint import ExplainCheckpoint
 from .inputs import theory_available
@@ -201,48 +202,109 @@ def bootstrap_pass(
             masses[bsl.start] = {False: w @ prob.c}
             if squares:
                 masses[bsl.start][True] = w @ (prob.c * prob.c)
-    for blk in blocks:
-        saved = checkpoint.load(blk.start) if checkpoint is not None else None
-        if saved is not None:
-            freq[:, blk] = saved["freq"]
+    shared = BootShared(
+        prob,
+        metrics,
+        counts,
+        b_chunks,
+        logp,
+        prior_boot,
+        masses,
+        band_metrics,
+        scores,
+        n_boot,
+        band_delta,
+    )
+    saved = [checkpoint.load(blk.start) if checkpoint is not None else None for blk in blocks]
+    todo = [blk for blk, s in zip(blocks, saved) if s is None]
+    step = tick if tick is not None else _no_tick
+    # each unit block is a work item: executors with workers run it there (no model needed)
+    fresh = current_executor().map_model(None, bootstrap_block, todo, shared, tick=step)
+    for blk, s in zip(blocks, saved):
+        if s is None:
+            f_blk, lo_blk, hi_blk = next(fresh)
+            freq[:, blk] = f_blk
             for j in band_metrics:
-                lower[j, blk] = saved["lower"][j]
-                upper[j, blk] = saved["upper"][j]
-            if tick is not None:
-                tick()
-            continue
-        block = UnitBlock(prob, blk)
-        size = block.size
-        # resample draws are kept only where a bootstrap band needs them; winners are counted
-        # on the fly
-        boot = {j: np.empty((n_boot, size, n_c), dtype=np.float32) for j in band_metrics}
-        counts_t = torch.zeros(n_m, size, n_c, device=prob.device)
-        for bsl in b_chunks:
-            w = expand_weights(counts[bsl], prob.groups)
-            block.use_masses(masses.get(bsl.start))
-            res = _block_scores(block, metrics, w, logp)
-            block.use_masses(None)
-            for j, m in enumerate(metrics):
-                r = res[m]
-                if m == "softwpmi":
-                    assert prior_boot is not None
-                    r = r - prob.softwpmi.lam * prior_boot[bsl][:, None, :]
-                counts_t[j] += _winner_counts(r)
-                if j in boot:
-                    boot[j][bsl] = r.float().cpu().numpy()
-        freq[:, blk] = (counts_t / n_boot).cpu().numpy()
-        for j in band_metrics:
-            for u in range(size):
-                lo, hi, _ = _b.bootstrap_band(
-                    scores[j, blk.start + u], boot[j][:, u, :].astype(np.float64), band_delta
+                lower[j, blk] = lo_blk[j]
+                upper[j, blk] = hi_blk[j]
+            if checkpoint is not None:
+                checkpoint.save(
+                    blk.start, freq=freq[:, blk], lower=lower[:, blk], upper=upper[:, blk]
                 )
-                lower[j, blk.start + u] = lo
-                upper[j, blk.start + u] = hi
-        if checkpoint is not None:
-            checkpoint.save(blk.start, freq=freq[:, blk], lower=lower[:, blk], upper=upper[:, blk])
-        if tick is not None:
-            tick()
+        else:
+            freq[:, blk] = s["freq"]
+            for j in band_metrics:
+                lower[j, blk] = s["lower"][j]
+                upper[j, blk] = s["upper"][j]
+            step()
     return freq
+
+
+def _no_tick() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class BootShared:
+    """What every unit block of the bootstrap shares (sent once per run to workers): the
+    problem, the metrics, the resampling counts and their chunks, the softWPMI terms, the
+    concept masses per resample chunk, the metrics with a bootstrap band, the point scores,
+    ``n_boot`` and the band's ``delta``."""
+
+    prob: Problem
+    metrics: tuple[str, ...]
+    counts: Tensor
+    b_chunks: list[slice]
+    logp: Tensor | None
+    prior_boot: Tensor | None
+    masses: dict[int, dict[bool, Tensor]]
+    band_metrics: list[int]
+    scores: np.ndarray
+    n_boot: int
+    band_delta: float
+
+
+def bootstrap_block(
+    _model: None, blk: slice, sh: BootShared, tick: Callable[[], None]
+) -> tuple[np.ndarray, dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """One unit block of the bootstrap: its selection frequencies ``[K, size, M]`` and each
+    band metric's lower and upper band ``[size, M]`` (by the metric's index). A work item of
+    ``Executor.map_model`` with no model."""
+    prob, metrics, n_boot = sh.prob, sh.metrics, sh.n_boot
+    n_c = prob.n_concepts
+    block = UnitBlock(prob, blk)
+    size = block.size
+    # resample draws are kept only where a bootstrap band needs them; winners are counted
+    # on the fly
+    boot = {j: np.empty((n_boot, size, n_c), dtype=np.float32) for j in sh.band_metrics}
+    counts_t = torch.zeros(len(metrics), size, n_c, device=prob.device)
+    for bsl in sh.b_chunks:
+        w = expand_weights(sh.counts[bsl], prob.groups)
+        block.use_masses(sh.masses.get(bsl.start))
+        res = _block_scores(block, metrics, w, sh.logp)
+        block.use_masses(None)
+        for j, m in enumerate(metrics):
+            r = res[m]
+            if m == "softwpmi":
+                assert sh.prior_boot is not None
+                r = r - prob.softwpmi.lam * sh.prior_boot[bsl][:, None, :]
+            counts_t[j] += _winner_counts(r)
+            if j in boot:
+                boot[j][bsl] = r.float().cpu().numpy()
+    freq = (counts_t / n_boot).cpu().numpy()
+    lower: dict[int, np.ndarray] = {}
+    upper: dict[int, np.ndarray] = {}
+    for j in sh.band_metrics:
+        bands = [
+            _b.bootstrap_band(
+                sh.scores[j, blk.start + u], boot[j][:, u, :].astype(np.float64), sh.band_delta
+            )
+            for u in range(size)
+        ]
+        lower[j] = np.stack([np.asarray(lo, dtype=np.float64) for lo, _, _ in bands])
+        upper[j] = np.stack([np.asarray(hi, dtype=np.float64) for _, hi, _ in bands])
+    tick()
+    return freq, lower, upper
 
 
 def _softwpmi_logp(prob: Problem) -> Tensor:
@@ -308,4 +370,12 @@ def _softwpmi_prior(
     return acc - math.log(prob.n_units)
 
 
-__all__ = ["FullPass", "bootstrap_pass", "full_pass", "theory_intervals", "unit_blocks"]
+__all__ = [
+    "BootShared",
+    "FullPass",
+    "bootstrap_block",
+    "bootstrap_pass",
+    "full_pass",
+    "theory_intervals",
+    "unit_blocks",
+]

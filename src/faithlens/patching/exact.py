@@ -34,7 +34,7 @@ from torch import Tensor
 
 from .. import validate
 from ..errors import InputError, SiteError
-from ..executor import current_executor
+from ..executor import Executor, current_executor, on_executor
 from ..fingerprint import data_fingerprint, model_fingerprint
 from ..interventions import Patch
 from ..models.model import Inputs, Model
@@ -205,6 +205,7 @@ plan = plan_sweep
 
 
 @validate.renamed_argument("task", "data")
+@on_executor
 def patch(
     model: Model,
     data: Task,
@@ -219,6 +220,7 @@ def patch(
     progress: Progress | None = None,
     max_memory: int | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
+    executor: str | Executor | None = None,
 ) -> PatchingResult:
     """Activation patching of every site in ``sites``.
 
@@ -243,6 +245,9 @@ def patch(
         checkpoint: a folder where each finished chunk of examples is saved; a run killed as
             a whole and started again with the same folder (same model, data and arguments)
             computes only the chunks it had not finished, with the same result.
+        executor: where the chunks run for this call: ``"ray"`` (a Ray executor built
+            for the call), an :class:`~faithlens.executor.Executor`, or ``None`` (the one
+            in force: :func:`faithlens.executor.executor`); the numbers do not change.
 
     Returns a :class:`PatchingResult` with one row per condition.
     """

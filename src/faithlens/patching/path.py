@@ -35,7 +35,7 @@ from torch import Tensor
 
 from .. import validate
 from ..errors import InputError
-from ..executor import current_executor
+from ..executor import Executor, current_executor, on_executor
 from ..graph import TransformerGraph
 from ..interventions import Patch
 from ..models.model import Inputs, Model
@@ -151,6 +151,7 @@ def _frozen(graph: TransformerGraph, kind: str, layer: int, last: int) -> list[s
 
 
 @validate.renamed_argument("task", "data")
+@on_executor
 def path_patch(
     model: Model,
     data: Task,
@@ -167,6 +168,7 @@ def path_patch(
     max_rows: int | None = None,
     progress: Progress | None = None,
     max_memory: int | None = None,
+    executor: str | Executor | None = None,
 ) -> PatchingResult:
     """Path patching of each sender into ``receivers`` (see the module docstring).
 
@@ -188,6 +190,9 @@ def path_patch(
             pass.
         progress: called as ``progress(done, total)`` after each pass.
         max_memory: bytes one forward pass may use (default: the configured memory budget).
+        executor: where the chunks run for this call: ``"ray"`` (a Ray executor built
+            for the call), an :class:`~faithlens.executor.Executor`, or ``None`` (the one
+            in force: :func:`faithlens.executor.executor`); the numbers do not change.
 
     Returns a :class:`PatchingResult` (``method="path"``) with one row per sender.
     """

@@ -125,6 +125,8 @@ class CrossEntropy(Metric):
     def compute(self, logits: Tensor, answers: Tensor) -> Tensor:
         lp = torch.log_softmax(logits, -1)
         return -lp.gather(-1, answers[:, :1].to(logits.device))[:, 0]
+
+
 class AnswerSet(Metric):
     """A set of correct answers against a set of wrong ones: ``reduce`` over the correct set's
     logits minus ``reduce`` over the wrong set's. ``answers`` is ``[n, n_correct + m]``: the
