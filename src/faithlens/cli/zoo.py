@@ -186,8 +186,52 @@ def _ship(name: str, folder: Path, run: Any) -> None:
     console.print(f"shipped into {zoo.weights_path(name).parent.parent}")
 
 
+TracrPrograms = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="tracr programs to compile (default all: reverse, hist, sort_unique, sort, "
+        "frac_prevs)."
+    ),
+]
+TracrOut = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Folder for tracr_NAME.safetensors and NAME.json (default: into the package, "
+        "zoo/weights and zoo/tracr).",
+    ),
+]
+
+
+def compile_tracr(
+    programs: TracrPrograms = None,
+    out: TracrOut = None,
+    seed: Seed = 0,
+) -> None:
+    """Compile tracr's library programs into zoo models with their true circuits (needs the
+    optional extra faithlens[tracr]; seeded: the parity inputs and the patching task)."""
+    from .. import validate as V
+    from ..zoo import tracr
+    from ..zoo.tracr_compile import compile_tracr as run
+    from ..zoo.tracr_compile import require_tracr
+
+    with friendly_errors():
+        V.nonnegative_int("--seed", seed)
+        for p in programs or []:
+            tracr.program_of(p)
+        require_tracr()
+        for path in run(programs or None, out=out, seed=seed):
+            console.print(f"wrote {path}")
+
+
 #: The commands of ``faithlens zoo``, in the order of its ``--help``.
-COMMANDS = (("list", list_models), ("card", show_card), ("train", train_model))
+COMMANDS = (
+    ("list", list_models),
+    ("card", show_card),
+    ("train", train_model),
+    ("compile-tracr", compile_tracr),
+)
 
 
 def register(app: typer.Typer) -> None:
