@@ -3,7 +3,8 @@
 ``edge_auroc(scores, truth)`` is the area under the ROC curve of ranking a model's edges by
 their score, with the edges of the true circuit as the positives: the probability that a true
 edge outranks an edge outside the circuit (ties count one half, so a method that gives every
-edge the same score has 0.5). The interval comes from a bootstrap over the **examples**: each
+edge the same score has 0.5; scores within ``rtol`` of zero, relative to the largest, tie at
+zero). The interval comes from a bootstrap over the **examples**: each
 resample of the examples recomputes every edge's mean score from the stored per-example values
 (``EdgeScores.values``) and the AUROC of that ranking (percentile interval, seeded). The true
 circuit is held fixed: the uncertainty is the ranking's, from the examples it was measured on.
@@ -39,6 +40,7 @@ def edge_auroc(
     truth: Iterable[str],
     *,
     by: str = "abs",
+    rtol: float = 1e-6,
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
@@ -52,6 +54,9 @@ def edge_auroc(
             must be an edge of ``scores``, and some edges must be outside it.
         by: rank by ``"abs"`` (``|mean score|``, as ``top_k`` does) or ``"value"`` (the signed
             mean, largest first).
+        rtol: mean scores within ``rtol`` times the largest ``|mean score|`` of zero count as
+            zero (tied): float noise, such as a gradient that is zero in exact arithmetic
+            evaluating to 1e-19, must not rank above an exact zero.
         n_boot, level, seed: the bootstrap over examples (percentile interval).
     """
     if not isinstance(scores, EdgeScores):
@@ -77,9 +82,12 @@ def edge_auroc(
     n_boot = validate.n_boot(n_boot)
     level = validate.level(level)
     seed = validate.nonnegative_int("seed", seed)
+    rtol = validate.finite_float("rtol", rtol, low=0.0, high=1.0, high_open=True)
     values = np.asarray(scores.values, dtype=np.float64)  # [n_edges, n]
 
     def rank(means: np.ndarray) -> np.ndarray:
+        tiny = np.abs(means) <= rtol * np.abs(means).max()
+        means = np.where(tiny, 0.0, means)
         return np.abs(means) if by == "abs" else means
 
     est = float(auroc(rank(values.mean(-1)), positive))
