@@ -110,3 +110,19 @@ def test_without_tracr_the_error_names_the_extra(monkeypatch):
         C.require_tracr()
     with pytest.raises(InputError, match=r"faithlens\[tracr\]"):
         C.compile_tracr(["reverse"])
+
+
+def test_cli_compile_tracr_checks_before_work(monkeypatch):
+    from typer.testing import CliRunner
+
+    from faithlens.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["zoo", "compile-tracr", "nope"])
+    assert res.exit_code == 2 and "no tracr model named 'nope'" in res.output
+    res = runner.invoke(app, ["zoo", "compile-tracr", "reverse", "--seed", "-1"])
+    assert res.exit_code == 2 and "--seed" in res.output
+    monkeypatch.setitem(sys.modules, "tracr", None)
+    monkeypatch.setitem(sys.modules, "tracr.compiler", None)
+    res = runner.invoke(app, ["zoo", "compile-tracr", "reverse"])
+    assert res.exit_code == 2 and "optional extra 'tracr'" in res.output

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -41,7 +41,7 @@ from ..errors import InputError
 from ..models.model import Inputs, Model
 from ..tasks.base import Task
 from ..tasks.metrics import LogitDiff
-from .model import ZooTransformer
+from .model import ZooBlock, ZooTransformer
 from .tokenizer import VocabTokenizer
 from .training import load_weights
 
@@ -186,18 +186,20 @@ def component_spaces(module: ZooTransformer) -> tuple[dict[str, set[int]], dict[
         "input": _cols(module.embed.weight) | _cols(module.pos_embed.weight)
     }
     reads: dict[str, set[int]] = {}
-    for L, block in enumerate(module.blocks):
+    for L, blk in enumerate(module.blocks):
+        block = cast(ZooBlock, blk)
         attn = block.attn
         for H in range(cfg.n_heads):
             part = slice(H * dh, (H + 1) * dh)
             for port, proj in (("q", attn.q_proj), ("k", attn.k_proj), ("v", attn.v_proj)):
                 reads[f"a{L}.h{H}<{port}>"] = _cols(proj.weight[part])
             writes[f"a{L}.h{H}"] = _rows(attn.o_proj.weight[:, part])
-        if block.mlp is not None:
-            reads[f"m{L}"] = _cols(block.mlp.fc_in.weight)
-            out = _rows(block.mlp.fc_out.weight)
-            if block.mlp.fc_out.bias is not None:
-                out |= set(torch.nonzero(block.mlp.fc_out.bias).flatten().tolist())
+        mlp = block.mlp
+        if mlp is not None:
+            reads[f"m{L}"] = _cols(mlp.fc_in.weight)
+            out = _rows(mlp.fc_out.weight)
+            if mlp.fc_out.bias is not None:
+                out |= set(torch.nonzero(mlp.fc_out.bias).flatten().tolist())
             writes[f"m{L}"] = out
     reads["logits"] = _cols(module.unembed.weight)
     return writes, reads

@@ -54,8 +54,9 @@ def require_tracr() -> Any:
         from tracr.compiler import compiling
     except ImportError as e:
         raise InputError(
-            "compiling tracr programs needs tracr: pip install 'faithlens[tracr]' (tracr-pypi, "
-            f"with jax and dm-haiku); the shipped tracr models load without it ({e})"
+            "compiling tracr programs needs tracr, the optional extra 'tracr' of faithlens "
+            "(tracr-pypi 1.0.0 with jax and dm-haiku): pip install 'faithlens[tracr]'; the "
+            f"shipped tracr models load without it ({e})"
         ) from None
     return compiling
 
