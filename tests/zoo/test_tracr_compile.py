@@ -118,6 +118,8 @@ def test_cli_compile_tracr_checks_before_work(monkeypatch):
     from faithlens.cli import app
 
     runner = CliRunner()
+    res = runner.invoke(app, ["zoo", "list"])
+    assert res.exit_code == 0 and "zoo:tracr_reverse" in res.output, res.output
     res = runner.invoke(app, ["zoo", "compile-tracr", "nope"])
     assert res.exit_code == 2 and "no tracr model named 'nope'" in res.output
     res = runner.invoke(app, ["zoo", "compile-tracr", "reverse", "--seed", "-1"])

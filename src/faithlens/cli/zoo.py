@@ -21,6 +21,7 @@ def list_models() -> None:
     with friendly_errors():
         shipped = {e.name: e for e in zoo.entries()}
         rows = [_row(name, shipped.get(name)) for name in zoo.available()]
+        rows += [_tracr_row(name) for name in zoo.tracr.shipped()]
         print_frame(pd.DataFrame(rows).fillna(""), "faithlens zoo")
 
 
@@ -46,6 +47,24 @@ def _row(name: str, e: Any) -> dict[str, Any]:
         "metric": key,
         "value": "" if value is None else f"{value:.4g}",
         "train min": f"{float(e.info.get('seconds', 0.0)) / 60:.1f}",
+    }
+
+
+def _tracr_row(program: str) -> dict[str, Any]:
+    """One row of ``faithlens zoo list`` for a compiled tracr program (its true circuit's size
+    in place of a trained metric)."""
+    from ..zoo import read_weights, tracr
+
+    path = tracr.weights_file(program)
+    c, state, _ = read_weights(path)
+    return {
+        "model": f"zoo:{tracr.zoo_name(program)}",
+        "architecture": f"{c.n_layers}L {c.n_heads}H d{c.d_model} mlp{c.d_mlp} no-norm bidir",
+        "params": f"{sum(int(t.numel()) for t in state.values()):,}",
+        "KB": f"{path.stat().st_size / 1024:.0f}",
+        "metric": "true circuit edges",
+        "value": str(len(tracr.tracr_circuit(program))),
+        "train min": "compiled",
     }
 
 

@@ -27,6 +27,7 @@ import torch
 
 from ..errors import InputError
 from ..models.model import Model
+from . import tracr
 from .config import ZooConfig
 from .model import ZooAdapter, ZooCache, ZooOutput, ZooTransformer
 from .recipes import RECIPES, InductionRecipe, ParenRecipe, head_scores, recipe
@@ -180,6 +181,7 @@ __all__ = [
     "read_weights",
     "recipe",
     "save_weights",
+    "tracr",
     "train",
     "weights_path",
 ]

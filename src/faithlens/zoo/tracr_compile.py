@@ -62,9 +62,15 @@ def require_tracr() -> Any:
 
 
 def build_program(spec: TracrProgram) -> Any:
-    """The RASP program of ``spec`` from tracr's library."""
+    """The RASP program of ``spec`` from tracr's library. RASP numbers its expressions from a
+    process-wide counter (``reverse_1``); it restarts here, so a program's labels do not depend
+    on what was compiled before it."""
+    import itertools
+
     from tracr.compiler import lib
     from tracr.rasp import rasp
+
+    rasp.RASPExpr._ids = itertools.count(1)  # tracr's own label counter, restarted
 
     builders = {
         "reverse": lambda: lib.make_reverse(rasp.tokens),
