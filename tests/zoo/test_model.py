@@ -192,3 +192,22 @@ def test_readers_of_sites():
     assert torch.equal(w, m.blocks[0].mlp.fc_in.weight)
     w, b = model.reader("head.0.1")
     assert torch.equal(w, m.blocks[0].attn.o_proj.weight[:, 8:16]) and b is None
+
+
+def test_without_norms(ids):
+    """``norm=False`` (tracr's layout): the three norms are identities and a block is
+    ``x + attn(x)``, then ``+ mlp(.)``; a config written before ``norm`` existed means norms."""
+    m = make(d_mlp=8, causal=False, norm=False)
+    for mod in (m.blocks[0].ln1, m.blocks[0].ln2, m.ln_final):
+        assert isinstance(mod, torch.nn.Identity)
+    with torch.no_grad():
+        x = m.embed(ids) + m.pos_embed(torch.arange(ids.shape[1]))[None]
+        for b in m.blocks:
+            x = x + b.attn(x)
+            x = x + b.mlp(x)
+        assert torch.allclose(m(ids).logits, m.unembed(x), atol=1e-5)
+    old = {k: v for k, v in make().config.to_dict().items() if k != "norm"}
+    assert ZooConfig.from_dict(old).norm
+    assert "no-norm" in m.config.describe()
+    graph = fl.circuits.EdgeGraph(fl.wrap(m))
+    assert len(graph) > 0

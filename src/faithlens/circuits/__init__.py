@@ -23,6 +23,9 @@ Public API
 - ``faithfulness_curve(model, data, scores, *, sizes, ablation, by, ...)`` (``curve.py``): the
   faithfulness of the top circuits at each size (MIB's grid ``MIB_SIZES``) and its areas CPR /
   CMD (``areas``) with bootstrap intervals; a ``FaithfulnessCurve`` result.
+- ``edge_auroc(scores, truth, *, by, n_boot, level, seed)`` (``truth.py``): the AUROC of an edge
+  ranking against a true circuit (tracr's compiled models: ``faithlens.zoo.tracr``), with a
+  bootstrap interval over examples.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from .edges import Edge, EdgeGraph, Reader, Writer
 from .exact import exact
 from .faithfulness import CircuitFaithfulness, faithfulness
 from .scores import Circuit, EdgeScores
+from .truth import edge_auroc
 
 __all__ = [
     "MIB_SIZES",
@@ -48,6 +52,7 @@ __all__ = [
     "areas",
     "eap",
     "eap_ig",
+    "edge_auroc",
     "exact",
     "faithfulness",
     "faithfulness_curve",

@@ -21,6 +21,7 @@ def list_models() -> None:
     with friendly_errors():
         shipped = {e.name: e for e in zoo.entries()}
         rows = [_row(name, shipped.get(name)) for name in zoo.available()]
+        rows += [_tracr_row(name) for name in zoo.tracr.shipped()]
         print_frame(pd.DataFrame(rows).fillna(""), "faithlens zoo")
 
 
@@ -46,6 +47,24 @@ def _row(name: str, e: Any) -> dict[str, Any]:
         "metric": key,
         "value": "" if value is None else f"{value:.4g}",
         "train min": f"{float(e.info.get('seconds', 0.0)) / 60:.1f}",
+    }
+
+
+def _tracr_row(program: str) -> dict[str, Any]:
+    """One row of ``faithlens zoo list`` for a compiled tracr program (its true circuit's size
+    in place of a trained metric)."""
+    from ..zoo import read_weights, tracr
+
+    path = tracr.weights_file(program)
+    c, state, _ = read_weights(path)
+    return {
+        "model": f"zoo:{tracr.zoo_name(program)}",
+        "architecture": f"{c.n_layers}L {c.n_heads}H d{c.d_model} mlp{c.d_mlp} no-norm bidir",
+        "params": f"{sum(int(t.numel()) for t in state.values()):,}",
+        "KB": f"{path.stat().st_size / 1024:.0f}",
+        "metric": "true circuit edges",
+        "value": str(len(tracr.tracr_circuit(program))),
+        "train min": "compiled",
     }
 
 
@@ -186,8 +205,52 @@ def _ship(name: str, folder: Path, run: Any) -> None:
     console.print(f"shipped into {zoo.weights_path(name).parent.parent}")
 
 
+TracrPrograms = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="tracr programs to compile (default all: reverse, hist, sort_unique, sort, "
+        "frac_prevs)."
+    ),
+]
+TracrOut = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Folder for tracr_NAME.safetensors and NAME.json (default: into the package, "
+        "zoo/weights and zoo/tracr).",
+    ),
+]
+
+
+def compile_tracr(
+    programs: TracrPrograms = None,
+    out: TracrOut = None,
+    seed: Seed = 0,
+) -> None:
+    """Compile tracr's library programs into zoo models with their true circuits (needs the
+    optional extra faithlens[tracr]; seeded: the parity inputs and the patching task)."""
+    from .. import validate as V
+    from ..zoo import tracr
+    from ..zoo.tracr_compile import compile_tracr as run
+    from ..zoo.tracr_compile import require_tracr
+
+    with friendly_errors():
+        V.nonnegative_int("--seed", seed)
+        for p in programs or []:
+            tracr.program_of(p)
+        require_tracr()
+        for path in run(programs or None, out=out, seed=seed):
+            console.print(f"wrote {path}")
+
+
 #: The commands of ``faithlens zoo``, in the order of its ``--help``.
-COMMANDS = (("list", list_models), ("card", show_card), ("train", train_model))
+COMMANDS = (
+    ("list", list_models),
+    ("card", show_card),
+    ("train", train_model),
+    ("compile-tracr", compile_tracr),
+)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,10 @@
   from scratch) and ``induction`` (a 2-layer attention-only model with a previous-token head and
   induction heads). ``faithlens zoo list`` / ``faithlens zoo card NAME`` describe them.
 - :func:`train` with a :func:`recipe` retrains them (seeded, checkpointed, resumable).
+- tracr's compiled programs (``fl.load("zoo:tracr_reverse")``, ``tracr_hist``, ``tracr_sort``,
+  ``tracr_sort_unique``, ``tracr_frac_prevs``) with their true circuits:
+  :mod:`faithlens.zoo.tracr` (compiled by ``faithlens zoo compile-tracr``, which needs the
+  optional extra ``faithlens[tracr]``; loading them does not).
 - Redwood's causal-scrubbing hypotheses about the paren balancer, on ``zoo:paren``, are a
   scrubbing method and live above the zoo: :mod:`faithlens.scrubbing.paren`
   (``fl.scrubbing.replicate_paren`` / ``fl.scrubbing.paren_hypotheses``).
@@ -23,6 +27,7 @@ import torch
 
 from ..errors import InputError
 from ..models.model import Model
+from . import tracr
 from .config import ZooConfig
 from .model import ZooAdapter, ZooCache, ZooOutput, ZooTransformer
 from .recipes import RECIPES, InductionRecipe, ParenRecipe, head_scores, recipe
@@ -115,8 +120,8 @@ def load(
 ) -> Model:
     """A zoo model as a :class:`faithlens.Model` (``fl.load("zoo:NAME")`` calls this).
 
-    ``name`` is a zoo model name (``"paren"``, ``"induction"``: the weights shipped in the
-    package) or the path of a ``.safetensors`` file written by :func:`train` (the file's stem
+    ``name`` is a zoo model name (``"paren"``, ``"induction"``, ``"tracr_reverse"``...: the
+    weights shipped in the package) or the path of a ``.safetensors`` file written by :func:`train` (the file's stem
     names the recipe, whose tokenizer is attached).
     """
     from .. import validate as V
@@ -136,6 +141,10 @@ def load(
         rname = str(info.get("name", path.stem))
         tok = RECIPES[rname]().tokenizer() if rname in RECIPES else None
         return Model(module, module.faithlens_adapter(), tokenizer=tok, name=f"zoo:{path}")
+    if name.startswith("tracr_"):
+        from .tracr import load_tracr
+
+        return load_tracr(name, device=device, dtype=dtype)
     _check_name(name)
     path = weights_path(name)
     if not path.exists():
@@ -172,6 +181,7 @@ __all__ = [
     "read_weights",
     "recipe",
     "save_weights",
+    "tracr",
     "train",
     "weights_path",
 ]

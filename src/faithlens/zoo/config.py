@@ -43,6 +43,8 @@ class ZooConfig:
         init_std: standard deviation of the normal initialisation of weights.
         pad_token_id: the padding token, if the model's data has one (informational: padding is
             masked by ``attention_mask``).
+        norm: layer norms before attention, the MLP and the unembedding (``False``: the three
+            norm modules are identities, as in tracr's compiled models).
     """
 
     n_layers: int
@@ -61,6 +63,7 @@ class ZooConfig:
     dropout: float = 0.0
     init_std: float = 0.02
     pad_token_id: int | None = None
+    norm: bool = True
 
     model_type: ClassVar[str] = "faithlens_zoo"
 
@@ -169,6 +172,7 @@ class ZooConfig:
     def describe(self) -> str:
         """One line, e.g. ``3L 2H d56 mlp56 bidirectional learned-pos``."""
         mlp = "attn-only" if self.attn_only else f"mlp{self.d_mlp}"
+        mlp += "" if self.norm else " no-norm"
         return (
             f"{self.n_layers}L {self.n_heads}H d{self.d_model} dh{self.d_head} {mlp} "
             f"{'causal' if self.causal else 'bidirectional'} {self.positions}-pos "

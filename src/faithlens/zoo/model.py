@@ -11,6 +11,8 @@ A pre-LayerNorm transformer whose modules are the canonical sites (read by the s
 - ``positions="shortformer"``: the positional embedding is added to the query and key inputs of
   every layer (after ``ln1``), never to the residual stream, so ``resid_pre.0`` is the token
   embedding alone. The q/k projections then read ``ln1(x) + pos`` (their raw ``:in`` sites).
+- ``norm=False`` (tracr's compiled models, :mod:`faithlens.zoo.tracr`): ``ln1``, ``ln2`` and
+  ``ln_final`` are identities, so every site reads the raw residual stream.
 - ``attn.pattern`` is an identity module whose output is the attention pattern
   ``[batch, head, query, key]``: cache or patch it as the raw site
   ``module:blocks.L.attn.pattern``.
@@ -130,17 +132,22 @@ class ZooMLP(nn.Module):
         return self.fc_out(self.act(self.fc_in(x)))
 
 
+def _norm(cfg: ZooConfig) -> nn.Module:
+    """A layer norm, or an identity in a model without norms (``norm=False``)."""
+    return nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps) if cfg.norm else nn.Identity()
+
+
 class ZooBlock(nn.Module):
     """Pre-LN block: ``x + attn(ln1(x))``, then ``+ mlp(ln2(.))`` unless attention-only."""
 
     def __init__(self, cfg: ZooConfig, layer_idx: int) -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
+        self.ln1 = _norm(cfg)
         self.attn = ZooAttention(cfg, layer_idx)
-        self.ln2: nn.LayerNorm | None = None
+        self.ln2: nn.Module | None = None
         self.mlp: ZooMLP | None = None
         if not cfg.attn_only:
-            self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
+            self.ln2 = _norm(cfg)
             self.mlp = ZooMLP(cfg)
 
     def forward(
@@ -169,7 +176,7 @@ class ZooTransformer(nn.Module):
         self.pos_embed = nn.Embedding(config.n_ctx, d)
         self.embed_drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(ZooBlock(config, i) for i in range(config.n_layers))
-        self.ln_final = nn.LayerNorm(d, eps=config.ln_eps)
+        self.ln_final = _norm(config)
         assert config.d_out is not None
         self.unembed = nn.Linear(d, config.d_out, bias=True)
         self.reset_parameters()
