@@ -15,6 +15,8 @@ Public API
   edge attribution patching, the first-order estimate of ``exact``.
 - ``eap_ig(model, data, *, steps, metric, ...)`` (``eap_ig.py``): EAP with integrated gradients
   along the path from the corrupted to the clean input embeddings.
+- ``acdc(model, data, *, tau, objective, metric, ...)`` (``acdc.py``): ACDC's greedy pruning from
+  the logits backwards; its ``EdgeScores.kept()`` is the circuit.
 - ``EdgeScores`` (``scores.py``): a score per edge with a bootstrap interval; ``top_k(k)`` and
   ``threshold(t)`` select a ``Circuit``.
 - ``faithfulness(model, data, circuit, *, metric, n_boot, level, seed, max_memory, progress)``
@@ -27,6 +29,7 @@ Public API
 
 from __future__ import annotations
 
+from .acdc import acdc
 from .curve import MIB_SIZES, FaithfulnessCurve, areas, faithfulness_curve
 from .eap import eap
 from .eap_ig import eap_ig
@@ -45,6 +48,7 @@ __all__ = [
     "FaithfulnessCurve",
     "Reader",
     "Writer",
+    "acdc",
     "areas",
     "eap",
     "eap_ig",

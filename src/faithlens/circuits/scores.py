@@ -162,6 +162,18 @@ class EdgeScores(Result):
             self.model,
         )
 
+    def kept(self) -> Circuit:
+        """The circuit a pruning method kept (:func:`faithlens.circuits.acdc`: its edges that
+        were not pruned); other scorers keep no circuit of their own (use :meth:`top_k`)."""
+        if "kept" not in self.meta:
+            raise InputError(
+                f"{self.method} scores keep no circuit of their own; choose one with "
+                "top_k(k) or threshold(t), or run fl.circuits.acdc"
+            )
+        keep = set(self.meta["kept"])
+        how = f"{self.method} tau={self.meta.get('tau', '?')}"
+        return Circuit(tuple(e for e in self.edge if e in keep), how, len(self.edge), self.model)
+
     def stability(
         self, k: int, *, n_resamples: int = 200, seed: int = 0, by: str = "abs"
     ) -> np.ndarray:
@@ -187,12 +199,18 @@ class EdgeScores(Result):
         return counts / n_resamples
 
     def summary(self, k: int = 10) -> str:
+        what = "the metric when the edge alone carries the corrupted input"
+        if "kept" in self.meta:
+            what = (
+                f"{self.meta.get('objective', 'the objective')} when the edge was pruned "
+                f"(tau={self.meta.get('tau', '?')}); {len(self.meta['kept'])} edges kept"
+            )
         lines = [
             f"{self.method} edge scores of {self.model} on {self.task}: {len(self.edge)} edges, "
             f"n={self.n} examples",
             f"metric {self.metric}: clean {float(self.clean.mean()):.3f}, corrupted "
-            f"{float(self.corrupt.mean()):.3f}; score = mean change of the metric when the edge "
-            f"alone carries the corrupted input; {round(self.level * 100)}% bootstrap CIs",
+            f"{float(self.corrupt.mean()):.3f}; score = mean change of {what}; "
+            f"{round(self.level * 100)}% bootstrap CIs",
         ]
         iv = self.interval_of("score")
         for _, r in self.top(k).iterrows():
