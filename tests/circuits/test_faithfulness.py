@@ -84,3 +84,22 @@ def test_circuit_from_scores_result_and_bad_input(tmp_path):
         fl.circuits.faithfulness(model, task, ["a2.h0->a1.h0<q>"])
     with pytest.raises(fl.InputError, match="Circuit"):
         fl.circuits.faithfulness(model, task, "input->m0")
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "faithlens_zoo-attn_only"])
+def test_circuit_interventions_run_the_circuit(arch):
+    """The interventions applied in one plain run give the circuit's metric (and nothing for the
+    whole graph); they can be audited for divergence."""
+    _, model, task, eg = _setup(arch)
+    circuit = eg.names[::3]
+    res = fl.circuits.faithfulness(model, task, circuit, n_boot=50)
+    ivs = fl.circuits.circuit_interventions(model, task, circuit)
+    out = model.run(task.clean, ivs, logits_at=task.positions)
+    np.testing.assert_allclose(
+        task.metric(out.logits[:, 0], task.answers).double().numpy(), res.patched, atol=1e-6
+    )
+    assert abs(res.patched - res.clean).max() > 1e-3  # the circuit changes the run
+    assert fl.circuits.circuit_interventions(model, task, eg.names) == []
+    site = eg.reader("logits").residual
+    aud = fl.audit(model, task, {"circuit": ivs}, site, base="clean", metrics=["mmd"], n_splits=2)
+    assert aud.site == site and "circuit" in aud.conditions

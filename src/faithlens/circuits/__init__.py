@@ -22,6 +22,8 @@ Public API
 - ``faithfulness(model, data, circuit, *, metric, n_boot, level, seed, max_memory, progress)``
   (``faithfulness.py``): the circuit's normalised faithfulness, every edge outside it corrupted;
   a ``CircuitFaithfulness`` result.
+- ``circuit_interventions(model, data, circuit)`` (``faithfulness.py``): the interventions that
+  run the circuit in one plain pass (for ``fl.audit``).
 - ``faithfulness_curve(model, data, scores, *, sizes, ablation, by, ...)`` (``curve.py``): the
   faithfulness of the top circuits at each size (MIB's grid ``MIB_SIZES``) and its areas CPR /
   CMD (``areas``) with bootstrap intervals; a ``FaithfulnessCurve`` result.
@@ -35,7 +37,7 @@ from .eap import eap
 from .eap_ig import eap_ig
 from .edges import Edge, EdgeGraph, Reader, Writer
 from .exact import exact
-from .faithfulness import CircuitFaithfulness, faithfulness
+from .faithfulness import CircuitFaithfulness, circuit_interventions, faithfulness
 from .scores import Circuit, EdgeScores
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "Writer",
     "acdc",
     "areas",
+    "circuit_interventions",
     "eap",
     "eap_ig",
     "exact",

@@ -133,13 +133,8 @@ def faithfulness(
     task, eg = prepare(
         "circuits.faithfulness", model, data, metric, n_boot, level, seed, max_memory
     )
-    names = list(circuit.edges) if isinstance(circuit, Circuit) else list(circuit)
-    if isinstance(circuit, str) or not all(isinstance(e, str) for e in names):
-        raise InputError("circuit must be a Circuit (scores.top_k(k)) or a list of edge names")
-    for e in names:
-        eg.index(e)  # unknown names raise with examples
-    how = circuit.how if isinstance(circuit, Circuit) else f"{len(set(names))} edges"
-    keep = set(names)
+    keep = _circuit_edges(eg, circuit)
+    how = circuit.how if isinstance(circuit, Circuit) else f"{len(keep)} edges"
     patched, clean, corrupt = measure(eg, task, keep, max_memory, progress)
     est = normalized_effect(patched, corrupt, clean, n_boot=n_boot, level=level, seed=seed)
     return CircuitFaithfulness(
@@ -194,10 +189,45 @@ def measure(
     return patched, clean, corrupt
 
 
+def circuit_interventions(
+    model: Model,
+    data: Task,
+    circuit: Circuit | Sequence[str],
+    *,
+    metric: str | Metric | None = None,
+) -> list[Intervention]:
+    """The interventions that make ``model`` run ``circuit`` on ``data``'s clean prompts (every
+    edge outside it corrupted, as :func:`faithfulness` runs it): the patched query / key /
+    value projections and the shifts added to the MLPs' norm inputs and to the final residual,
+    computed once on the whole task (one batch, not truncated). Apply them with
+    ``model.run(data.clean, interventions)``, or audit them with :func:`faithlens.audit`
+    (``base="clean"``) for how far the circuit's run drifts off the natural distribution."""
+    task, eg = prepare("circuits.circuit_interventions", model, data, metric, 2, 0.95, 0, None)
+    keep = _circuit_edges(eg, circuit)
+    out: list[Intervention] = []
+    _chunk(eg, task, keep, task.n * eg.n_heads * 3, lambda: None, out)
+    return out
+
+
+def _circuit_edges(eg: EdgeGraph, circuit: Circuit | Sequence[str]) -> set[str]:
+    names = list(circuit.edges) if isinstance(circuit, Circuit) else list(circuit)
+    if isinstance(circuit, str) or not all(isinstance(e, str) for e in names):
+        raise InputError("circuit must be a Circuit (scores.top_k(k)) or a list of edge names")
+    for e in names:
+        eg.index(e)  # unknown names raise with examples
+    return set(names)
+
+
 def _chunk(
-    eg: EdgeGraph, sub: Task, keep: set[str], row_cap: int, tick: Callable[[], None]
+    eg: EdgeGraph,
+    sub: Task,
+    keep: set[str],
+    row_cap: int,
+    tick: Callable[[], None],
+    collect: list[Intervention] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The circuit's, the clean and the corrupted metric per example of one chunk."""
+    """The circuit's, the clean and the corrupted metric per example of one chunk (with
+    ``collect``, the interventions that run the circuit are appended to it)."""
     model, g = eg.model, eg.graph
     ne = sub.n
     inputs, pos = sub.clean, sub.positions
@@ -241,6 +271,8 @@ def _chunk(
         ivs = list(patches)
         if mlp and (s := shift(mlp[0])) is not None:
             ivs.append(Add(g.mlp_norm_input[L], vector=s))
+        if collect is not None:
+            collect.extend(ivs)
         cache = [f"resid_post.{L}", *([f"mlp_out.{L}"] if mlp else [])]
         c = g.run_from(L, hidden, inputs, ivs, cache, f"resid_post.{L}")
         if mlp:
@@ -249,10 +281,12 @@ def _chunk(
         tick()
     out_shift = shift(eg.reader("logits"))
     final = hidden if out_shift is None else hidden + out_shift
+    if collect is not None and out_shift is not None:
+        collect.append(Add(eg.reader("logits").residual, vector=out_shift))
     out = g.run_from(eg.n_layers, final, inputs, [], [], None, logits_at=pos)
     tick()
     m_circuit = metric_values(sub, out).double().cpu().numpy()
     return m_circuit, m_clean, m_corrupt
 
 
-__all__ = ["CircuitFaithfulness", "faithfulness", "measure"]
+__all__ = ["CircuitFaithfulness", "circuit_interventions", "faithfulness", "measure"]
