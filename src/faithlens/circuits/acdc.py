@@ -157,12 +157,12 @@ def run_rows(
         hidden = post.reshape(c, ne, *post.shape[1:])
     s = shift(eg.reader("logits"))
     final = hidden if s is None else hidden + s
-    out = g.run_from(
+    last = g.run_from(
         eg.n_layers, rows(final), inputs, [], [], None, logits_at=sub.positions.repeat(c)
     )
-    assert out.logits is not None
-    logits = out.logits[:, 0]
-    m = metric_values(sub, out, c).double().reshape(c, ne)
+    assert last.logits is not None
+    logits = last.logits[:, 0]
+    m = metric_values(sub, last, c).double().reshape(c, ne)
     logp = torch.log_softmax(logits.double(), -1).reshape(c, ne, -1)
     kl = (ch.logp_clean.exp() * (ch.logp_clean - logp)).sum(-1)
     return m, kl
