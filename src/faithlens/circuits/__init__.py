@@ -19,6 +19,8 @@ Public API
   the logits backwards; its ``EdgeScores.kept()`` is the circuit.
 - ``EdgeScores`` (``scores.py``): a score per edge with a bootstrap interval; ``top_k(k)`` and
   ``threshold(t)`` select a ``Circuit``.
+- ``connected(edges, all_edges)`` (``select.py``): the edges on a path from the input to the
+  logits; ``EdgeScores.greedy(k)`` grows a connected circuit from the logits backwards.
 - ``faithfulness(model, data, circuit, *, metric, n_boot, level, seed, max_memory, progress)``
   (``faithfulness.py``): the circuit's normalised faithfulness, every edge outside it corrupted;
   a ``CircuitFaithfulness`` result.
@@ -39,6 +41,7 @@ from .edges import Edge, EdgeGraph, Reader, Writer
 from .exact import exact
 from .faithfulness import CircuitFaithfulness, circuit_interventions, faithfulness
 from .scores import Circuit, EdgeScores
+from .select import connected
 
 __all__ = [
     "MIB_SIZES",
@@ -53,6 +56,7 @@ __all__ = [
     "acdc",
     "areas",
     "circuit_interventions",
+    "connected",
     "eap",
     "eap_ig",
     "exact",

@@ -13,6 +13,7 @@ from ..errors import InputError
 from ..results import Estimate, Result
 from ..scrubbing import Hypothesis
 from .hypothesis import circuit_hypothesis
+from .select import connected, greedy
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,21 @@ class EdgeScores(Result):
             len(self.edge),
             self.model,
         )
+
+    def greedy(self, k: int, by: str = "abs", prune: bool = True) -> Circuit:
+        """A connected circuit of at most ``k`` edges grown from the logits backwards: start
+        from the output and repeatedly add the edge with the largest ``|score|`` (``by="abs"``)
+        or score (``"value"``) among the edges into a component already in the circuit (EAP-IG's
+        and MIB's greedy selection); with ``prune`` (the default), the edges on no path from
+        the input to the logits are then dropped (so the circuit may have fewer than ``k``)."""
+        k = validate.positive_int("k", k, fix="the number of edges to keep, e.g. 20")
+        validate.choice("by", by, ("abs", "value"))
+        key = np.nan_to_num(self.score, nan=-np.inf)
+        key = np.abs(np.nan_to_num(self.score)) if by == "abs" else key
+        edges = [self.edge[i] for i in greedy(self.edge, key, k)]
+        if prune:
+            edges = connected(edges, self.edge)
+        return Circuit(tuple(edges), f"greedy={k}", len(self.edge), self.model)
 
     def kept(self) -> Circuit:
         """The circuit a pruning method kept (:func:`faithlens.circuits.acdc`: its edges that
