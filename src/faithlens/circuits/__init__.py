@@ -21,6 +21,8 @@ Public API
   ``threshold(t)`` select a ``Circuit``.
 - ``connected(edges, all_edges)`` (``select.py``): the edges on a path from the input to the
   logits; ``EdgeScores.greedy(k)`` grows a connected circuit from the logits backwards.
+- ``exact_nodes(model, data, ...)`` and ``node_scores(eap_scores)`` (``nodes.py``): a score per
+  head and MLP (all its outgoing edges at once), a ``NodeScores`` result.
 - ``faithfulness(model, data, circuit, *, metric, n_boot, level, seed, max_memory, progress)``
   (``faithfulness.py``): the circuit's normalised faithfulness, every edge outside it corrupted;
   a ``CircuitFaithfulness`` result.
@@ -40,6 +42,7 @@ from .eap_ig import eap_ig
 from .edges import Edge, EdgeGraph, Reader, Writer
 from .exact import exact
 from .faithfulness import CircuitFaithfulness, circuit_interventions, faithfulness
+from .nodes import NodeScores, exact_nodes, node_scores
 from .scores import Circuit, EdgeScores
 from .select import connected
 
@@ -51,6 +54,7 @@ __all__ = [
     "EdgeGraph",
     "EdgeScores",
     "FaithfulnessCurve",
+    "NodeScores",
     "Reader",
     "Writer",
     "acdc",
@@ -60,6 +64,8 @@ __all__ = [
     "eap",
     "eap_ig",
     "exact",
+    "exact_nodes",
     "faithfulness",
     "faithfulness_curve",
+    "node_scores",
 ]
