@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from .. import validate
 from ..errors import InputError
 from ..executor import current_executor
 from ..interventions import Add, Intervention, Patch
@@ -115,11 +116,54 @@ class CircuitFaithfulness(Result):
         )
 
 
+#: What the edges outside a circuit carry: the counterfactual prompt's writer outputs, their mean
+#: over the task's clean prompts (per position), another clean prompt's (a seeded derangement of
+#: the examples), or nothing.
+ABLATIONS = ("counterfactual", "mean", "resample", "zero")
+
+
+def resample_order(n: int, seed: int) -> np.ndarray:
+    """The example whose writer outputs example ``i`` receives under ``ablation="resample"``:
+    a seeded derangement (``order = rng.permutation(n)``; ``order[j]`` receives ``order[j+1]``,
+    the last the first)."""
+    order = np.random.default_rng(seed).permutation(n)
+    src = np.empty(n, dtype=np.int64)
+    src[order] = np.roll(order, -1)
+    return src
+
+
+def ablation_values(
+    eg: EdgeGraph, task: Task, ablation: str, seed: int = 0
+) -> dict[str, Tensor] | None:
+    """Per writer, the ``[n, seq, width]`` output the edges outside a circuit carry under
+    ``ablation`` (None for the counterfactual: each chunk's corrupted run), from one clean run of
+    the whole task."""
+    validate.choice("ablation", ablation, ABLATIONS)
+    if ablation == "counterfactual":
+        return None
+    if ablation == "resample" and task.n < 2:
+        raise validate.fail("ablation", ablation, "needs at least 2 examples", "use more")
+    out = eg.model.run(task.clean, cache=writer_sites(eg))
+    vals = {w.name: contribution(eg, w, out) for w in eg.writers}
+    if ablation == "zero":
+        return {k: torch.zeros_like(v) for k, v in vals.items()}
+    if ablation == "resample":
+        src = torch.as_tensor(
+            resample_order(task.n, seed), device=out.cache[eg.writers[0].site].device
+        )
+        return {k: v[src] for k, v in vals.items()}
+    first = vals[eg.writers[0].name]
+    mask = task.clean.mask
+    m = (torch.ones(first.shape[:2]) if mask is None else mask).to(first)[..., None]
+    return {k: ((v * m).sum(0) / m.sum(0).clamp(min=1)).expand_as(v) for k, v in vals.items()}
+
+
 def faithfulness(
     model: Model,
     data: Task,
     circuit: Circuit | Sequence[str],
     *,
+    ablation: str = "counterfactual",
     metric: str | Metric | None = None,
     n_boot: int = 1000,
     level: float = 0.95,
@@ -128,14 +172,19 @@ def faithfulness(
     progress: Progress | None = None,
 ) -> CircuitFaithfulness:
     """The normalised faithfulness of ``circuit`` (a :class:`Circuit` or edge names) on
-    ``data``, every edge outside it corrupted (module docstring). Other arguments as
-    :func:`faithlens.circuits.exact`."""
+    ``data``, every edge outside it corrupted (module docstring). ``ablation``: what the edges
+    outside the circuit carry (:data:`ABLATIONS`; ``"counterfactual"``, the corrupted prompt's
+    writer outputs, by default); with another ablation, ``corrupt`` is the empty circuit's metric
+    under it (the baseline of the normalisation). ``seed`` also draws ``"resample"``'s pairing.
+    Other arguments as :func:`faithlens.circuits.exact`."""
     task, eg = prepare(
         "circuits.faithfulness", model, data, metric, n_boot, level, seed, max_memory
     )
+    validate.choice("ablation", ablation, ABLATIONS)
     keep = _circuit_edges(eg, circuit)
     how = circuit.how if isinstance(circuit, Circuit) else f"{len(keep)} edges"
-    patched, clean, corrupt = measure(eg, task, keep, max_memory, progress)
+    values = ablation_values(eg, task, ablation, seed)
+    patched, clean, corrupt = measure(eg, task, keep, max_memory, progress, values)
     est = normalized_effect(patched, corrupt, clean, n_boot=n_boot, level=level, seed=seed)
     return CircuitFaithfulness(
         edges=[e for e in eg.names if e in keep],
@@ -154,7 +203,7 @@ def faithfulness(
         level=level,
         n_boot=n_boot,
         seed=seed,
-        meta={"ablation": "corrupt"},
+        meta={"ablation": "corrupt" if ablation == "counterfactual" else ablation},
     )
 
 
@@ -164,9 +213,12 @@ def measure(
     keep: set[str],
     max_memory: int | None = None,
     progress: Progress | None = None,
+    ablated: dict[str, Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The metric per example ``[n]`` with every edge outside ``keep`` corrupted, and of the
-    clean and the corrupted runs (``task`` already on the model's device, with its metric)."""
+    clean and the corrupted runs (``task`` already on the model's device, with its metric).
+    With ``ablated`` (:func:`ablation_values`) the edges outside carry those values instead, and
+    the third array is the empty circuit's metric under them."""
     model = eg.model
     parts, row_cap = chunks(model, task, max_memory)
     total = len(parts) * (3 + 3 * eg.n_layers)
@@ -179,7 +231,13 @@ def measure(
             progress(done, total)
 
     def one(part: tuple[Tensor, Task]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return _chunk(eg, part[1], keep, row_cap, tick)
+        rows, sub = part
+        if ablated is None:
+            return _chunk(eg, sub, keep, row_cap, tick)
+        vals = {k: v[rows.to(v.device)][:, : sub.seq_len] for k, v in ablated.items()}
+        p, c, _ = _chunk(eg, sub, keep, row_cap, tick, ablated=vals)
+        e, _, _ = _chunk(eg, sub, set(), row_cap, lambda: None, ablated=vals)
+        return p, c, e
 
     n = task.n
     patched, clean, corrupt = np.zeros(n), np.zeros(n), np.zeros(n)
@@ -225,6 +283,7 @@ def _chunk(
     row_cap: int,
     tick: Callable[[], None],
     collect: list[Intervention] | None = None,
+    ablated: dict[str, Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The circuit's, the clean and the corrupted metric per example of one chunk (with
     ``collect``, the interventions that run the circuit are appended to it)."""
@@ -237,7 +296,8 @@ def _chunk(
     tick()
     m_clean = metric_values(sub, clean).double().cpu().numpy()
     m_corrupt = metric_values(sub, corrupt).double().cpu().numpy()
-    ablated = {w.name: contribution(eg, w, corrupt) for w in eg.writers}
+    if ablated is None:
+        ablated = {w.name: contribution(eg, w, corrupt) for w in eg.writers}
     del corrupt
     # this run's writer outputs minus their corrupted outputs, filled in layer by layer
     diff: dict[str, Tensor] = {"input": clean.cache["resid_pre.0"] - ablated["input"]}
@@ -289,4 +349,12 @@ def _chunk(
     return m_circuit, m_clean, m_corrupt
 
 
-__all__ = ["CircuitFaithfulness", "circuit_interventions", "faithfulness", "measure"]
+__all__ = [
+    "ABLATIONS",
+    "ablation_values",
+    "resample_order",
+    "CircuitFaithfulness",
+    "circuit_interventions",
+    "faithfulness",
+    "measure",
+]
