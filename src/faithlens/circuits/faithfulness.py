@@ -10,7 +10,10 @@ where ``residual(v)`` is the residual stream this run reaches ``v`` with. The wh
 gives the clean run, the empty circuit the corrupted run, and the whole graph less one edge is
 exact edge patching of that edge (:func:`faithlens.circuits.exact`). The normalised
 faithfulness is ``(m(circuit) - m(corrupt)) / (m(clean) - m(corrupt))`` on means over examples,
-with a paired bootstrap interval (``faithlens.stats.normalized_effect``).
+with a paired bootstrap interval (``faithlens.stats.normalized_effect``). ``ablation="mean"``,
+``"resample"`` or ``"zero"`` replaces ``u(corrupt)`` by the writer's per-position mean over the
+clean prompts, another clean prompt's output (:func:`resample_order`) or zero; the
+normalisation's baseline is then the empty circuit under that ablation.
 
 How it runs, layer by layer on the clean input (all through the run engine, resumed at the
 layer from this run's residual stream): the layer's query / key / value projections are computed
