@@ -93,6 +93,24 @@ def test_curve_matches_single_circuits_and_bootstrap(tmp_path):
     assert list(curve.to_frame().columns)[:3] == ["size", "edges", "faithfulness"]
 
 
+@pytest.mark.parametrize("ablation", ["zero", "mean", "resample"])
+def test_other_ablations_equal_faithfulness_at_each_size(ablation):
+    model, task = _setup()
+    scores = fl.circuits.eap(model, task, n_boot=20)
+    curve = fl.circuits.faithfulness_curve(
+        model, task, scores, sizes=(0.05, 0.3, 1.0), ablation=ablation, seed=2, n_boot=20
+    )
+    assert curve.meta["ablation"] == ablation
+    assert curve.faithfulness[-1] == pytest.approx(1.0, abs=1e-9)
+    for i, k in enumerate(curve.edges.tolist()):
+        one = fl.circuits.faithfulness(
+            model, task, scores.top_k(k), ablation=ablation, seed=2, n_boot=20
+        )
+        np.testing.assert_allclose(curve.patched[i], one.patched, atol=1e-12, rtol=0)
+        np.testing.assert_allclose(curve.corrupt, one.corrupt, atol=1e-12, rtol=0)
+        assert curve.faithfulness[i] == pytest.approx(one.faithfulness, abs=1e-9)
+
+
 def test_bad_input():
     model, task = _setup()
     scores = fl.circuits.eap(model, task, n_boot=20)
@@ -100,7 +118,7 @@ def test_bad_input():
         with pytest.raises(fl.InputError, match="sizes"):
             fl.circuits.faithfulness_curve(model, task, scores, sizes=sizes)
     with pytest.raises(fl.InputError, match="ablation"):
-        fl.circuits.faithfulness_curve(model, task, scores, ablation="mean")
+        fl.circuits.faithfulness_curve(model, task, scores, ablation="noise")
     with pytest.raises(fl.InputError, match="EdgeScores"):
         fl.circuits.faithfulness_curve(model, task, scores.top_k(3))
     other = fl.wrap(BUILDERS["llama"]().double())

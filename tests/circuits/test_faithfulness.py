@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import faithlens as fl
 from faithlens.circuits import CircuitFaithfulness, EdgeGraph
@@ -84,3 +85,66 @@ def test_circuit_from_scores_result_and_bad_input(tmp_path):
         fl.circuits.faithfulness(model, task, ["a2.h0->a1.h0<q>"])
     with pytest.raises(fl.InputError, match="Circuit"):
         fl.circuits.faithfulness(model, task, "input->m0")
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "faithlens_zoo-attn_only"])
+def test_circuit_interventions_run_the_circuit(arch):
+    """The interventions applied in one plain run give the circuit's metric (and nothing for the
+    whole graph); they can be audited for divergence."""
+    _, model, task, eg = _setup(arch)
+    circuit = eg.names[::3]
+    res = fl.circuits.faithfulness(model, task, circuit, n_boot=50)
+    ivs = fl.circuits.circuit_interventions(model, task, circuit)
+    out = model.run(task.clean, ivs, logits_at=task.positions)
+    np.testing.assert_allclose(
+        task.metric(out.logits[:, 0], task.answers).double().numpy(), res.patched, atol=1e-6
+    )
+    assert abs(res.patched - res.clean).max() > 1e-3  # the circuit changes the run
+    assert fl.circuits.circuit_interventions(model, task, eg.names) == []
+    site = eg.reader("logits").residual
+    aud = fl.audit(model, task, {"circuit": ivs}, site, base="clean", metrics=["mmd"], n_splits=2)
+    assert aud.site == site and "circuit" in aud.conditions
+
+
+@pytest.mark.parametrize("ablation", ["zero", "mean", "resample"])
+def test_ablations_by_hand(ablation):
+    """All edges but a head's outgoing ones, under each ablation, is the model with that head's
+    output replaced by hand: zeros, its mean over the examples at each position, or another
+    example's (the seeded derangement); the whole graph is the clean run and the empty circuit
+    the normalisation's baseline."""
+    from faithlens.circuits.faithfulness import resample_order
+    from faithlens.interventions import Patch
+
+    hf = BUILDERS["faithlens_zoo-attn_only"]().double()
+    model = fl.wrap(hf)
+    task = fl.tasks.random_token_task(model, 4, 6, seed=0)
+    eg = EdgeGraph(model)
+    head = "a1.h2"
+    circuit = [n for n in eg.names if not n.startswith(f"{head}->")]
+    res = fl.circuits.faithfulness(model, task, circuit, ablation=ablation, seed=3, n_boot=50)
+    z = model.run(task.clean, cache=["head.1.2"]).cache["head.1.2"]
+    source = {
+        "zero": torch.zeros_like(z),
+        "mean": z.mean(0, keepdim=True).expand_as(z),
+        "resample": z[torch.as_tensor(resample_order(4, 3))],
+    }[ablation]
+    out = model.run(task.clean, [Patch("head.1.2", source=source)], logits_at=task.positions)
+    want = task.metric(out.logits[:, 0], task.answers).double().numpy()
+    np.testing.assert_allclose(res.patched, want, atol=1e-6, rtol=0)
+    assert np.abs(want - res.clean).max() > 1e-4  # the head matters: the check can fail
+    assert res.meta["ablation"] == ablation
+    whole = fl.circuits.faithfulness(model, task, eg.names, ablation=ablation, n_boot=50)
+    np.testing.assert_allclose(whole.patched, whole.clean, atol=1e-6, rtol=0)
+    empty = fl.circuits.faithfulness(model, task, [], ablation=ablation, seed=3, n_boot=50)
+    np.testing.assert_allclose(empty.patched, res.corrupt, atol=1e-6, rtol=0)
+
+
+def test_resample_order_is_a_derangement_and_bad_ablation():
+    from faithlens.circuits.faithfulness import resample_order
+
+    for n, seed in ((2, 0), (5, 1), (9, 4)):
+        src = resample_order(n, seed)
+        assert sorted(src.tolist()) == list(range(n)) and all(src[i] != i for i in range(n))
+    _, model, task, _ = _setup("gpt_neox")
+    with pytest.raises(fl.ArgumentError, match="ablation"):
+        fl.circuits.faithfulness(model, task, [], ablation="noise")

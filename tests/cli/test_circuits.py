@@ -14,39 +14,63 @@ runner = CliRunner()
 
 def test_circuit_writes_reloadable_results(tmp_path):
     out = tmp_path / "c"
-    args = ["circuit", "--model", "zoo:induction", "--task", "induction", "--n", "6"]
+    args = ["circuit", "--model", "zoo:induction", "--task", "induction", "--n", "10"]
     args += ["--method", "eap-ig", "--steps", "2", "--top-k", "12", "--n-boot", "50"]
-    res = runner.invoke(app, [*args, "--max-memory", "64M", "--scrub", "--out", str(out)])
+    res = runner.invoke(app, [*args, "--max-memory", "64M", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "CPR" in res.output and "normalised faithfulness" in res.output
     scores = EdgeScores.load(out / "scores")
     curve = FaithfulnessCurve.load(out / "curve")
     chosen = CircuitFaithfulness.load(out / "circuit")
-    assert scores.method == "eap-ig" and scores.meta["steps"] == 2 and scores.n == 6
+    assert scores.method == "eap-ig" and scores.meta["steps"] == 2 and scores.n == 10
     assert len(chosen.edges) == 12 and chosen.edges == list(scores.top_k(12).edges)
     assert curve.method == "eap-ig" and curve.size.tolist() == list(fl.circuits.MIB_SIZES)
     assert curve.faithfulness[-1] == np.float64(1.0) or abs(curve.faithfulness[-1] - 1) < 1e-6
-    assert all((out / d / "plot.png").exists() for d in ("scores", "curve", "circuit", "scrub"))
+    dirs = ("scores", "curve", "circuit", "scrub", "audit")
+    assert all((out / d / "plot.png").exists() for d in dirs)
     scrubbed = fl.Result.load(out / "scrub")
     assert type(scrubbed).__name__ == "ScrubResult" and "% recovered" in res.output
+    audited = fl.Result.load(out / "audit")
+    assert type(audited).__name__ == "AuditResult" and audited.conditions == ("circuit",)
+    assert audited.site == "resid_post.1" and (audited.table["condition"] == "circuit").all()
     # the same numbers as the library
     model = fl.load("zoo:induction")
-    task = fl.tasks.build("induction", model, n=6, seed=0)
+    task = fl.tasks.build("induction", model, n=10, seed=0)
     lib = fl.circuits.eap_ig(model, task, steps=2, n_boot=50)
     np.testing.assert_allclose(scores.values, lib.values, rtol=0, atol=1e-6)
-    # an existing folder is refused without --overwrite; without --scrub there is no scrub/
+    # an existing folder is refused without --overwrite; with --no-scrub / --no-audit there is
+    # no scrub/ or audit/
     again = runner.invoke(app, [*args, "--out", str(out)])
     assert again.exit_code != 0 and "--overwrite" in again.output
-    plain = runner.invoke(app, [*args, "--method", "exact", "--out", str(tmp_path / "p")])
-    assert plain.exit_code == 0, plain.output
-    assert not (tmp_path / "p" / "scrub").exists()
+    plain = [*args, "--method", "exact", "--no-scrub", "--no-audit"]
+    done = runner.invoke(app, [*plain, "--out", str(tmp_path / "p")])
+    assert done.exit_code == 0, done.output
+    assert not (tmp_path / "p" / "scrub").exists() and not (tmp_path / "p" / "audit").exists()
     assert EdgeScores.load(tmp_path / "p" / "scores").method == "exact"
 
 
+def test_circuit_acdc_keeps_its_own_circuit(tmp_path):
+    out = tmp_path / "a"
+    args = ["circuit", "--model", "zoo:induction", "--task", "induction", "--n", "8"]
+    args += ["--method", "acdc", "--tau", "0.02", "--n-boot", "50", "--no-scrub", "--no-audit"]
+    res = runner.invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    scores = EdgeScores.load(out / "scores")
+    chosen = CircuitFaithfulness.load(out / "circuit")
+    assert scores.method == "acdc" and chosen.edges == list(scores.kept().edges)
+    assert 0 < len(chosen.edges) < 81
+
+
 def test_circuit_bad_options():
-    res = runner.invoke(app, ["circuit", "--method", "acdc"])
+    res = runner.invoke(app, ["circuit", "--method", "nope"])
     assert res.exit_code == 2 and "--method" in res.output
+    res = runner.invoke(app, ["circuit", "--n", "6"])
+    assert res.exit_code == 2 and "--no-audit" in res.output
+    res = runner.invoke(app, ["circuit", "--tau", "nan"])
+    assert res.exit_code == 2 and "--tau" in res.output
     res = runner.invoke(app, ["circuit", "--top-k", "0"])
     assert res.exit_code == 2 and "--top-k" in res.output
-    res = runner.invoke(app, ["circuit", "--n", "4", "--top-k", "500", "--n-boot", "20"])
+    res = runner.invoke(
+        app, ["circuit", "--n", "4", "--top-k", "500", "--n-boot", "20", "--no-audit"]
+    )
     assert res.exit_code == 2 and "--top-k" in res.output

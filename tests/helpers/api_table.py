@@ -34,6 +34,8 @@ METHODS = [
     ("fl.circuits.exact", "faithlens.circuits", "exact"),
     ("fl.circuits.eap", "faithlens.circuits", "eap"),
     ("fl.circuits.eap_ig", "faithlens.circuits", "eap_ig"),
+    ("fl.circuits.acdc", "faithlens.circuits", "acdc"),
+    ("fl.circuits.exact_nodes", "faithlens.circuits", "exact_nodes"),
     ("fl.circuits.faithfulness", "faithlens.circuits", "faithfulness"),
     ("fl.circuits.faithfulness_curve", "faithlens.circuits", "faithfulness_curve"),
     ("fl.scrub", "faithlens.scrubbing", "scrub"),

@@ -667,6 +667,27 @@ def edge_scores() -> Any:
     )
 
 
+def node_scores() -> Any:
+    from faithlens.circuits.nodes import NodeScores
+
+    rng = np.random.default_rng(9)
+    score = np.array([-0.3, 0.02])
+    return NodeScores(
+        node=["a0.h0", "m0"],
+        kind=["head", "mlp"],
+        score=score,
+        score_se=np.array([0.04, 0.01]),
+        score_ci_low=score - 0.1,
+        score_ci_high=score + 0.1,
+        values=rng.normal(size=(2, 6)),
+        clean=rng.normal(size=6) + 2,
+        corrupt=rng.normal(size=6),
+        model="toy",
+        task="toy",
+        n_boot=100,
+    )
+
+
 def circuit_faithfulness() -> Any:
     from faithlens.circuits.faithfulness import CircuitFaithfulness
 
@@ -722,6 +743,7 @@ def faithfulness_curve() -> Any:
 BUILDERS: dict[str, Callable[[], Any]] = {
     "FaithfulnessCurve": faithfulness_curve,
     "EdgeScores": edge_scores,
+    "NodeScores": node_scores,
     "CircuitFaithfulness": circuit_faithfulness,
     "PatchingResult": patching,
     "ScrubResult": scrub,

@@ -15,11 +15,19 @@ Public API
   edge attribution patching, the first-order estimate of ``exact``.
 - ``eap_ig(model, data, *, steps, metric, ...)`` (``eap_ig.py``): EAP with integrated gradients
   along the path from the corrupted to the clean input embeddings.
+- ``acdc(model, data, *, tau, objective, metric, ...)`` (``acdc.py``): ACDC's greedy pruning from
+  the logits backwards; its ``EdgeScores.kept()`` is the circuit.
 - ``EdgeScores`` (``scores.py``): a score per edge with a bootstrap interval; ``top_k(k)`` and
   ``threshold(t)`` select a ``Circuit``.
+- ``connected(edges, all_edges)`` (``select.py``): the edges on a path from the input to the
+  logits; ``EdgeScores.greedy(k)`` grows a connected circuit from the logits backwards.
+- ``exact_nodes(model, data, ...)`` and ``node_scores(eap_scores)`` (``nodes.py``): a score per
+  head and MLP (all its outgoing edges at once), a ``NodeScores`` result.
 - ``faithfulness(model, data, circuit, *, metric, n_boot, level, seed, max_memory, progress)``
   (``faithfulness.py``): the circuit's normalised faithfulness, every edge outside it corrupted;
   a ``CircuitFaithfulness`` result.
+- ``circuit_interventions(model, data, circuit)`` (``faithfulness.py``): the interventions that
+  run the circuit in one plain pass (for ``fl.audit``).
 - ``faithfulness_curve(model, data, scores, *, sizes, ablation, by, ...)`` (``curve.py``): the
   faithfulness of the top circuits at each size (MIB's grid ``MIB_SIZES``) and its areas CPR /
   CMD (``areas``) with bootstrap intervals; a ``FaithfulnessCurve`` result.
@@ -30,13 +38,16 @@ Public API
 
 from __future__ import annotations
 
+from .acdc import acdc
 from .curve import MIB_SIZES, FaithfulnessCurve, areas, faithfulness_curve
 from .eap import eap
 from .eap_ig import eap_ig
 from .edges import Edge, EdgeGraph, Reader, Writer
 from .exact import exact
-from .faithfulness import CircuitFaithfulness, faithfulness
+from .faithfulness import CircuitFaithfulness, circuit_interventions, faithfulness
+from .nodes import NodeScores, exact_nodes, node_scores
 from .scores import Circuit, EdgeScores
+from .select import connected
 from .truth import edge_auroc
 
 __all__ = [
@@ -47,13 +58,19 @@ __all__ = [
     "EdgeGraph",
     "EdgeScores",
     "FaithfulnessCurve",
+    "NodeScores",
     "Reader",
     "Writer",
+    "acdc",
     "areas",
+    "circuit_interventions",
+    "connected",
     "eap",
     "eap_ig",
     "edge_auroc",
     "exact",
+    "exact_nodes",
     "faithfulness",
     "faithfulness_curve",
+    "node_scores",
 ]

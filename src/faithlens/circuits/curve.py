@@ -38,7 +38,7 @@ from ..results import Estimate, Result
 from ..tasks.base import Task
 from ..tasks.metrics import Metric
 from .common import prepare
-from .faithfulness import measure
+from .faithfulness import ABLATIONS, ablation_values, measure
 from .scores import EdgeScores
 
 #: MIB's circuit sizes (fractions of the edges) for the circuit-localization track.
@@ -159,10 +159,12 @@ def faithfulness_curve(
     """The faithfulness curve of the circuits ``scores`` ranks, at each of ``sizes``
     (increasing fractions of the edges in (0, 1]; MIB's grid by default), and its CPR and CMD
     with bootstrap intervals (module docstring). ``ablation`` is what the edges outside the
-    circuit carry: ``"counterfactual"`` (the corrupted prompt's writers; the only one built).
+    circuit carry: ``"counterfactual"`` (the corrupted prompt's writers), ``"mean"``,
+    ``"resample"`` or ``"zero"`` (:func:`faithlens.circuits.faithfulness`; the normalisation's
+    baseline is then the empty circuit under that ablation).
     ``progress(done, total)`` is called once per size. Other arguments as
     :func:`faithlens.circuits.faithfulness`."""
-    validate.choice("ablation", ablation, ("counterfactual",))
+    validate.choice("ablation", ablation, ABLATIONS)
     validate.choice("by", by, ("abs", "value"))
     if not isinstance(scores, EdgeScores):
         raise validate.fail(
@@ -179,12 +181,13 @@ def faithfulness_curve(
         )
     counts = sizes_to_counts(grid, len(eg))
     order = scores.ranking(by)
+    values = ablation_values(eg, task, ablation, seed)
     measured: dict[int, np.ndarray] = {}
     clean = corrupt = np.zeros(task.n)
     distinct = sorted(set(counts))
     for i, k in enumerate(distinct):
         keep = {scores.edge[j] for j in order[:k].tolist()}
-        measured[k], clean, corrupt = measure(eg, task, keep, max_memory)
+        measured[k], clean, corrupt = measure(eg, task, keep, max_memory, None, values)
         if progress is not None:
             progress(i + 1, len(distinct))
     patched = np.stack([measured[k] for k in counts])

@@ -10,7 +10,10 @@ where ``residual(v)`` is the residual stream this run reaches ``v`` with. The wh
 gives the clean run, the empty circuit the corrupted run, and the whole graph less one edge is
 exact edge patching of that edge (:func:`faithlens.circuits.exact`). The normalised
 faithfulness is ``(m(circuit) - m(corrupt)) / (m(clean) - m(corrupt))`` on means over examples,
-with a paired bootstrap interval (``faithlens.stats.normalized_effect``).
+with a paired bootstrap interval (``faithlens.stats.normalized_effect``). ``ablation="mean"``,
+``"resample"`` or ``"zero"`` replaces ``u(corrupt)`` by the writer's per-position mean over the
+clean prompts, another clean prompt's output (:func:`resample_order`) or zero; the
+normalisation's baseline is then the empty circuit under that ablation.
 
 How it runs, layer by layer on the clean input (all through the run engine, resumed at the
 layer from this run's residual stream): the layer's query / key / value projections are computed
@@ -32,6 +35,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from .. import validate
 from ..errors import InputError
 from ..executor import current_executor
 from ..interventions import Add, Intervention, Patch
@@ -115,11 +119,54 @@ class CircuitFaithfulness(Result):
         )
 
 
+#: What the edges outside a circuit carry: the counterfactual prompt's writer outputs, their mean
+#: over the task's clean prompts (per position), another clean prompt's (a seeded derangement of
+#: the examples), or nothing.
+ABLATIONS = ("counterfactual", "mean", "resample", "zero")
+
+
+def resample_order(n: int, seed: int) -> np.ndarray:
+    """The example whose writer outputs example ``i`` receives under ``ablation="resample"``:
+    a seeded derangement (``order = rng.permutation(n)``; ``order[j]`` receives ``order[j+1]``,
+    the last the first)."""
+    order = np.random.default_rng(seed).permutation(n)
+    src = np.empty(n, dtype=np.int64)
+    src[order] = np.roll(order, -1)
+    return src
+
+
+def ablation_values(
+    eg: EdgeGraph, task: Task, ablation: str, seed: int = 0
+) -> dict[str, Tensor] | None:
+    """Per writer, the ``[n, seq, width]`` output the edges outside a circuit carry under
+    ``ablation`` (None for the counterfactual: each chunk's corrupted run), from one clean run of
+    the whole task."""
+    validate.choice("ablation", ablation, ABLATIONS)
+    if ablation == "counterfactual":
+        return None
+    if ablation == "resample" and task.n < 2:
+        raise validate.fail("ablation", ablation, "needs at least 2 examples", "use more")
+    out = eg.model.run(task.clean, cache=writer_sites(eg))
+    vals = {w.name: contribution(eg, w, out) for w in eg.writers}
+    if ablation == "zero":
+        return {k: torch.zeros_like(v) for k, v in vals.items()}
+    if ablation == "resample":
+        src = torch.as_tensor(
+            resample_order(task.n, seed), device=out.cache[eg.writers[0].site].device
+        )
+        return {k: v[src] for k, v in vals.items()}
+    first = vals[eg.writers[0].name]
+    mask = task.clean.mask
+    m = (torch.ones(first.shape[:2]) if mask is None else mask).to(first)[..., None]
+    return {k: ((v * m).sum(0) / m.sum(0).clamp(min=1)).expand_as(v) for k, v in vals.items()}
+
+
 def faithfulness(
     model: Model,
     data: Task,
     circuit: Circuit | Sequence[str],
     *,
+    ablation: str = "counterfactual",
     metric: str | Metric | None = None,
     n_boot: int = 1000,
     level: float = 0.95,
@@ -128,19 +175,19 @@ def faithfulness(
     progress: Progress | None = None,
 ) -> CircuitFaithfulness:
     """The normalised faithfulness of ``circuit`` (a :class:`Circuit` or edge names) on
-    ``data``, every edge outside it corrupted (module docstring). Other arguments as
-    :func:`faithlens.circuits.exact`."""
+    ``data``, every edge outside it corrupted (module docstring). ``ablation``: what the edges
+    outside the circuit carry (:data:`ABLATIONS`; ``"counterfactual"``, the corrupted prompt's
+    writer outputs, by default); with another ablation, ``corrupt`` is the empty circuit's metric
+    under it (the baseline of the normalisation). ``seed`` also draws ``"resample"``'s pairing.
+    Other arguments as :func:`faithlens.circuits.exact`."""
     task, eg = prepare(
         "circuits.faithfulness", model, data, metric, n_boot, level, seed, max_memory
     )
-    names = list(circuit.edges) if isinstance(circuit, Circuit) else list(circuit)
-    if isinstance(circuit, str) or not all(isinstance(e, str) for e in names):
-        raise InputError("circuit must be a Circuit (scores.top_k(k)) or a list of edge names")
-    for e in names:
-        eg.index(e)  # unknown names raise with examples
-    how = circuit.how if isinstance(circuit, Circuit) else f"{len(set(names))} edges"
-    keep = set(names)
-    patched, clean, corrupt = measure(eg, task, keep, max_memory, progress)
+    validate.choice("ablation", ablation, ABLATIONS)
+    keep = _circuit_edges(eg, circuit)
+    how = circuit.how if isinstance(circuit, Circuit) else f"{len(keep)} edges"
+    values = ablation_values(eg, task, ablation, seed)
+    patched, clean, corrupt = measure(eg, task, keep, max_memory, progress, values)
     est = normalized_effect(patched, corrupt, clean, n_boot=n_boot, level=level, seed=seed)
     return CircuitFaithfulness(
         edges=[e for e in eg.names if e in keep],
@@ -159,7 +206,7 @@ def faithfulness(
         level=level,
         n_boot=n_boot,
         seed=seed,
-        meta={"ablation": "corrupt"},
+        meta={"ablation": "corrupt" if ablation == "counterfactual" else ablation},
     )
 
 
@@ -169,9 +216,12 @@ def measure(
     keep: set[str],
     max_memory: int | None = None,
     progress: Progress | None = None,
+    ablated: dict[str, Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The metric per example ``[n]`` with every edge outside ``keep`` corrupted, and of the
-    clean and the corrupted runs (``task`` already on the model's device, with its metric)."""
+    clean and the corrupted runs (``task`` already on the model's device, with its metric).
+    With ``ablated`` (:func:`ablation_values`) the edges outside carry those values instead, and
+    the third array is the empty circuit's metric under them."""
     model = eg.model
     parts, row_cap = chunks(model, task, max_memory)
     total = len(parts) * (3 + 3 * eg.n_layers)
@@ -184,7 +234,13 @@ def measure(
             progress(done, total)
 
     def one(part: tuple[Tensor, Task]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return _chunk(eg, part[1], keep, row_cap, tick)
+        rows, sub = part
+        if ablated is None:
+            return _chunk(eg, sub, keep, row_cap, tick)
+        vals = {k: v[rows.to(v.device)][:, : sub.seq_len] for k, v in ablated.items()}
+        p, c, _ = _chunk(eg, sub, keep, row_cap, tick, ablated=vals)
+        e, _, _ = _chunk(eg, sub, set(), row_cap, lambda: None, ablated=vals)
+        return p, c, e
 
     n = task.n
     patched, clean, corrupt = np.zeros(n), np.zeros(n), np.zeros(n)
@@ -194,10 +250,46 @@ def measure(
     return patched, clean, corrupt
 
 
+def circuit_interventions(
+    model: Model,
+    data: Task,
+    circuit: Circuit | Sequence[str],
+    *,
+    metric: str | Metric | None = None,
+) -> list[Intervention]:
+    """The interventions that make ``model`` run ``circuit`` on ``data``'s clean prompts (every
+    edge outside it corrupted, as :func:`faithfulness` runs it): the patched query / key /
+    value projections and the shifts added to the MLPs' norm inputs and to the final residual,
+    computed once on the whole task (one batch, not truncated). Apply them with
+    ``model.run(data.clean, interventions)``, or audit them with :func:`faithlens.audit`
+    (``base="clean"``) for how far the circuit's run drifts off the natural distribution."""
+    task, eg = prepare("circuits.circuit_interventions", model, data, metric, 2, 0.95, 0, None)
+    keep = _circuit_edges(eg, circuit)
+    out: list[Intervention] = []
+    _chunk(eg, task, keep, task.n * eg.n_heads * 3, lambda: None, out)
+    return out
+
+
+def _circuit_edges(eg: EdgeGraph, circuit: Circuit | Sequence[str]) -> set[str]:
+    names = list(circuit.edges) if isinstance(circuit, Circuit) else list(circuit)
+    if isinstance(circuit, str) or not all(isinstance(e, str) for e in names):
+        raise InputError("circuit must be a Circuit (scores.top_k(k)) or a list of edge names")
+    for e in names:
+        eg.index(e)  # unknown names raise with examples
+    return set(names)
+
+
 def _chunk(
-    eg: EdgeGraph, sub: Task, keep: set[str], row_cap: int, tick: Callable[[], None]
+    eg: EdgeGraph,
+    sub: Task,
+    keep: set[str],
+    row_cap: int,
+    tick: Callable[[], None],
+    collect: list[Intervention] | None = None,
+    ablated: dict[str, Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The circuit's, the clean and the corrupted metric per example of one chunk."""
+    """The circuit's, the clean and the corrupted metric per example of one chunk (with
+    ``collect``, the interventions that run the circuit are appended to it)."""
     model, g = eg.model, eg.graph
     ne = sub.n
     inputs, pos = sub.clean, sub.positions
@@ -207,7 +299,8 @@ def _chunk(
     tick()
     m_clean = metric_values(sub, clean).double().cpu().numpy()
     m_corrupt = metric_values(sub, corrupt).double().cpu().numpy()
-    ablated = {w.name: contribution(eg, w, corrupt) for w in eg.writers}
+    if ablated is None:
+        ablated = {w.name: contribution(eg, w, corrupt) for w in eg.writers}
     del corrupt
     # this run's writer outputs minus their corrupted outputs, filled in layer by layer
     diff: dict[str, Tensor] = {"input": clean.cache["resid_pre.0"] - ablated["input"]}
@@ -241,6 +334,8 @@ def _chunk(
         ivs = list(patches)
         if mlp and (s := shift(mlp[0])) is not None:
             ivs.append(Add(g.mlp_norm_input[L], vector=s))
+        if collect is not None:
+            collect.extend(ivs)
         cache = [f"resid_post.{L}", *([f"mlp_out.{L}"] if mlp else [])]
         c = g.run_from(L, hidden, inputs, ivs, cache, f"resid_post.{L}")
         if mlp:
@@ -249,10 +344,20 @@ def _chunk(
         tick()
     out_shift = shift(eg.reader("logits"))
     final = hidden if out_shift is None else hidden + out_shift
+    if collect is not None and out_shift is not None:
+        collect.append(Add(eg.reader("logits").residual, vector=out_shift))
     out = g.run_from(eg.n_layers, final, inputs, [], [], None, logits_at=pos)
     tick()
     m_circuit = metric_values(sub, out).double().cpu().numpy()
     return m_circuit, m_clean, m_corrupt
 
 
-__all__ = ["CircuitFaithfulness", "faithfulness", "measure"]
+__all__ = [
+    "ABLATIONS",
+    "ablation_values",
+    "resample_order",
+    "CircuitFaithfulness",
+    "circuit_interventions",
+    "faithfulness",
+    "measure",
+]

@@ -13,6 +13,7 @@ from ..errors import InputError
 from ..results import Estimate, Result
 from ..scrubbing import Hypothesis
 from .hypothesis import circuit_hypothesis
+from .select import connected, greedy
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,33 @@ class EdgeScores(Result):
             self.model,
         )
 
+    def greedy(self, k: int, by: str = "abs", prune: bool = True) -> Circuit:
+        """A connected circuit of at most ``k`` edges grown from the logits backwards: start
+        from the output and repeatedly add the edge with the largest ``|score|`` (``by="abs"``)
+        or score (``"value"``) among the edges into a component already in the circuit (EAP-IG's
+        and MIB's greedy selection); with ``prune`` (the default), the edges on no path from
+        the input to the logits are then dropped (so the circuit may have fewer than ``k``)."""
+        k = validate.positive_int("k", k, fix="the number of edges to keep, e.g. 20")
+        validate.choice("by", by, ("abs", "value"))
+        key = np.nan_to_num(self.score, nan=-np.inf)
+        key = np.abs(np.nan_to_num(self.score)) if by == "abs" else key
+        edges = [self.edge[i] for i in greedy(self.edge, key, k)]
+        if prune:
+            edges = connected(edges, self.edge)
+        return Circuit(tuple(edges), f"greedy={k}", len(self.edge), self.model)
+
+    def kept(self) -> Circuit:
+        """The circuit a pruning method kept (:func:`faithlens.circuits.acdc`: its edges that
+        were not pruned); other scorers keep no circuit of their own (use :meth:`top_k`)."""
+        if "kept" not in self.meta:
+            raise InputError(
+                f"{self.method} scores keep no circuit of their own; choose one with "
+                "top_k(k) or threshold(t), or run fl.circuits.acdc"
+            )
+        keep = set(self.meta["kept"])
+        how = f"{self.method} tau={self.meta.get('tau', '?')}"
+        return Circuit(tuple(e for e in self.edge if e in keep), how, len(self.edge), self.model)
+
     def stability(
         self, k: int, *, n_resamples: int = 200, seed: int = 0, by: str = "abs"
     ) -> np.ndarray:
@@ -187,12 +215,18 @@ class EdgeScores(Result):
         return counts / n_resamples
 
     def summary(self, k: int = 10) -> str:
+        what = "the metric when the edge alone carries the corrupted input"
+        if "kept" in self.meta:
+            what = (
+                f"{self.meta.get('objective', 'the objective')} when the edge was pruned "
+                f"(tau={self.meta.get('tau', '?')}); {len(self.meta['kept'])} edges kept"
+            )
         lines = [
             f"{self.method} edge scores of {self.model} on {self.task}: {len(self.edge)} edges, "
             f"n={self.n} examples",
             f"metric {self.metric}: clean {float(self.clean.mean()):.3f}, corrupted "
-            f"{float(self.corrupt.mean()):.3f}; score = mean change of the metric when the edge "
-            f"alone carries the corrupted input; {round(self.level * 100)}% bootstrap CIs",
+            f"{float(self.corrupt.mean()):.3f}; score = mean change of {what}; "
+            f"{round(self.level * 100)}% bootstrap CIs",
         ]
         iv = self.interval_of("score")
         for _, r in self.top(k).iterrows():

@@ -22,10 +22,13 @@ from ._common import (
     print_frame,
     progress_bar,
     save_result,
+    status,
 )
 from .patching import check_task_options
 
-METHODS = ("exact", "eap", "eap-ig")
+METHODS = ("exact", "eap", "eap-ig", "acdc")
+#: the fewest examples whose natural-vs-natural baseline the audit's metrics can use.
+AUDIT_MIN_N = 10
 
 CircuitModel = Annotated[
     str,
@@ -34,9 +37,17 @@ CircuitModel = Annotated[
     ),
 ]
 Method = Annotated[
-    str, typer.Option("--method", help="Edge scorer: exact (edge patching), eap or eap-ig.")
+    str,
+    typer.Option(
+        "--method",
+        help="Edge scorer: exact (edge patching), eap, eap-ig, or acdc (greedy pruning; its "
+        "kept edges are the chosen circuit).",
+    ),
 ]
-TopK = Annotated[int, typer.Option("--top-k", "-k", help="Edges in the chosen circuit.")]
+TopK = Annotated[
+    int, typer.Option("--top-k", "-k", help="Edges in the chosen circuit (not with acdc).")
+]
+Tau = Annotated[float, typer.Option("--tau", help="acdc's pruning threshold on the KL divergence.")]
 Steps = Annotated[int, typer.Option("--steps", help="Integration steps of eap-ig.")]
 N = Annotated[int, typer.Option("--n", help="Number of task examples.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for the task and the bootstrap.")]
@@ -44,9 +55,19 @@ Top = Annotated[int, typer.Option("--top", help="Rows of the printed edge table.
 Scrub = Annotated[
     bool,
     typer.Option(
-        "--scrub",
-        help="Also causal-scrub the top-k circuit (circuit.to_hypothesis(): its edges important, "
-        "everything else resampled from other examples) and write scrub/.",
+        "--scrub/--no-scrub",
+        help="Causal-scrub the chosen circuit (circuit.to_hypothesis(): its edges important, "
+        "everything else resampled from other examples) and write scrub/; skipped with a note "
+        "when the circuit cannot be written as a hypothesis (grouped key/value ports).",
+    ),
+]
+Audit = Annotated[
+    bool,
+    typer.Option(
+        "--audit/--no-audit",
+        help="Audit the chosen circuit's run (every edge outside it corrupted) for divergence "
+        "from the natural clean and corrupted runs at the final residual stream (fl.audit) "
+        "and write audit/.",
     ),
 ]
 Out = Annotated[
@@ -55,15 +76,16 @@ Out = Annotated[
         "--out",
         "-o",
         help="Folder for the result folders scores/ (EdgeScores), curve/ (FaithfulnessCurve), "
-        "circuit/ (CircuitFaithfulness of the top-k circuit) and, with --scrub, scrub/ "
-        "(ScrubResult), each with its plot.",
+        "circuit/ (CircuitFaithfulness of the chosen circuit), scrub/ (ScrubResult) and "
+        "audit/ (AuditResult), each with its plot.",
     ),
 ]
 
 
-def _check(method: str, top_k: int, steps: int, n_boot: int, top: int) -> None:
+def _check(method: str, top_k: int, steps: int, n_boot: int, top: int, tau: float) -> None:
     from .. import validate
 
+    validate.finite_float("--tau", tau, fix="a pruning threshold, e.g. 0.01")
     validate.choice("--method", method, METHODS)
     validate.positive_int("--top-k", top_k, fix="the number of edges to keep, e.g. 20")
     validate.positive_int("--steps", steps, fix="the number of integration steps, e.g. 5")
@@ -71,11 +93,15 @@ def _check(method: str, top_k: int, steps: int, n_boot: int, top: int) -> None:
     validate.positive_int("--top", top, fix="the number of table rows to print, e.g. 15")
 
 
-def _score(m: Any, t: Any, method: str, steps: int, n_boot: int, seed: int, memory: Any) -> Any:
+def _score(
+    m: Any, t: Any, method: str, steps: int, tau: float, n_boot: int, seed: int, memory: Any
+) -> Any:
     from .. import circuits
 
     opts = {"n_boot": n_boot, "seed": seed, "max_memory": memory}
     with progress_bar(f"{method} edge scores") as advance:
+        if method == "acdc":
+            return circuits.acdc(m, t, tau=tau, progress=advance, **opts)
         if method == "exact":
             return circuits.exact(m, t, progress=advance, **opts)
         if method == "eap":
@@ -89,33 +115,43 @@ def circuit_cmd(
     method: Method = "eap-ig",
     top_k: TopK = 20,
     steps: Steps = 5,
+    tau: Tau = 0.01,
     n: N = 32,
     seed: Seed = 0,
     n_boot: NBoot = 1000,
     top: Top = 15,
-    scrub: Scrub = False,
+    scrub: Scrub = True,
+    audit: Audit = True,
     max_memory: MaxMemory = None,
     device: Device = None,
     out: Out = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Circuit discovery: score every edge (exact / eap / eap-ig), the faithfulness curve over
-    MIB's circuit sizes with CPR and CMD, and the top-k circuit's faithfulness, each with
-    bootstrap confidence intervals; with --scrub, the circuit's causal-scrubbing score."""
+    MIB's circuit sizes with CPR and CMD, the chosen circuit's faithfulness (the top k edges,
+    or acdc's kept edges), its causal-scrubbing score and its divergence audit."""
     from .. import circuits, validate
     from ..results import check_target, plot_writer
 
     with friendly_errors():
         spec = check_task_options(task, n, seed)
-        _check(method, top_k, steps, n_boot, top)
+        _check(method, top_k, steps, n_boot, top, tau)
+        if audit and n < AUDIT_MIN_N:
+            raise validate.fail(
+                "--n",
+                n,
+                f"the divergence audit needs at least {AUDIT_MIN_N} examples",
+                f"use --n {AUDIT_MIN_N} or more, or --no-audit",
+            )
         memory = max_memory_option(max_memory)
+        extra = (*(("scrub",) if scrub else ()), *(("audit",) if audit else ()))
         if out is not None:
-            for name in ("scores", "curve", "circuit", *(("scrub",) if scrub else ())):
+            for name in ("scores", "curve", "circuit", *extra):
                 check_target(out / name, overwrite=overwrite, name="--out")
         m = load_model(model, device)
         t = build_task(spec, m, n, seed)
-        scores = _score(m, t, method, steps, n_boot, seed, memory)
-        if top_k > len(scores.edge):
+        scores = _score(m, t, method, steps, tau, n_boot, seed, memory)
+        if method != "acdc" and top_k > len(scores.edge):
             raise validate.fail(
                 "--top-k", top_k, f"is more than the model's {len(scores.edge)} edges", "keep fewer"
             )
@@ -129,12 +165,14 @@ def circuit_cmd(
                 m, t, scores, n_boot=n_boot, seed=seed, max_memory=memory, progress=advance
             )
         console.print(curve.summary())
-        circuit = scores.top_k(top_k)
+        circuit = scores.kept() if method == "acdc" else scores.top_k(top_k)
         chosen = circuits.faithfulness(m, t, circuit, n_boot=n_boot, seed=seed, max_memory=memory)
         console.print(chosen.summary())
         results: list[tuple[str, Any]] = [("scores", scores), ("curve", curve), ("circuit", chosen)]
-        if scrub:
-            results.append(("scrub", _scrub(m, t, circuit, n_boot, seed, memory)))
+        if scrub and (scrubbed := _scrub(m, t, circuit, n_boot, seed, memory)) is not None:
+            results.append(("scrub", scrubbed))
+        if audit:
+            results.append(("audit", _audit(m, t, circuit, seed)))
         if out is not None:
             for name, res in results:
                 save_result(
@@ -144,10 +182,16 @@ def circuit_cmd(
 
 
 def _scrub(m: Any, t: Any, circuit: Any, n_boot: int, seed: int, memory: Any) -> Any:
-    """The circuit's causal-scrubbing result (every task example a reference once)."""
+    """The circuit's causal-scrubbing result (every task example a reference once), or None
+    with a note when the circuit cannot be written as a hypothesis."""
+    from ..errors import InputError
     from ..scrubbing import scrub
 
-    hypothesis = circuit.to_hypothesis()
+    try:
+        hypothesis = circuit.to_hypothesis()
+    except InputError as e:
+        console.print(f"note: no causal scrubbing of this circuit: {e}", markup=False)
+        return None
     with progress_bar("causal scrubbing") as advance:
         res = scrub(
             m,
@@ -159,6 +203,20 @@ def _scrub(m: Any, t: Any, circuit: Any, n_boot: int, seed: int, memory: Any) ->
             progress=advance,
         )
     console.print(res.summary())
+    return res
+
+
+def _audit(m: Any, t: Any, circuit: Any, seed: int) -> Any:
+    """The divergence audit of the circuit's run at the final residual stream (its metric
+    positions), against the natural clean and corrupted runs."""
+    from ..circuits import EdgeGraph, circuit_interventions
+    from ..divergence.audit import audit
+
+    site = EdgeGraph(m).reader("logits").residual
+    with status("divergence audit..."):
+        ivs = circuit_interventions(m, t, circuit)
+        res = audit(m, t, {"circuit": ivs}, site, base="clean", seed=seed)
+    console.print(res.summary(), markup=False, highlight=False, soft_wrap=True)
     return res
 
 

@@ -12,13 +12,19 @@ if TYPE_CHECKING:
 
     from ..circuits.curve import FaithfulnessCurve
     from ..circuits.faithfulness import CircuitFaithfulness
+    from ..circuits.nodes import NodeScores
     from ..circuits.scores import EdgeScores
 
 
-def edge_scores_plot(res: EdgeScores, ax: Any = None, k: int = 20) -> Figure:
-    """The ``k`` edges with the largest ``|score|``, each with its confidence interval."""
+def edge_scores_plot(res: EdgeScores | NodeScores, ax: Any = None, k: int = 20) -> Figure:
+    """The ``k`` edges (or nodes) with the largest ``|score|``, each with its confidence
+    interval."""
     from .plots import subplots
 
+    label = "node" if hasattr(res, "node") else "edge"
+    what = res.metric
+    if res.meta.get("objective") == "kl":
+        what = "KL divergence when pruned"
     top = res.top(k)
     if ax is None:
         fig, ax = subplots(figsize=(6, 0.3 * max(len(top), 4) + 1))
@@ -29,10 +35,10 @@ def edge_scores_plot(res: EdgeScores, ax: Any = None, k: int = 20) -> Figure:
         min=0
     )
     ax.errorbar(top["score"], y, xerr=err, fmt="o", ms=3, lw=1)
-    ax.set_yticks(y, top["edge"], fontsize=7)
+    ax.set_yticks(y, top[label], fontsize=7)
     ax.axvline(0, color="0.8", lw=1)
-    ax.set_xlabel(f"score (change in {res.metric}), {round(res.level * 100)}% CI")
-    ax.set_title(f"{res.method} edge scores: {res.model} on {res.task}", fontsize=9)
+    ax.set_xlabel(f"score (change in {what}), {round(res.level * 100)}% CI")
+    ax.set_title(f"{res.method} {label} scores: {res.model} on {res.task}", fontsize=9)
     return fig
 
 

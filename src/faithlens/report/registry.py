@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..circuits.curve import FaithfulnessCurve
 from ..circuits.faithfulness import CircuitFaithfulness
+from ..circuits.nodes import NodeScores
 from ..circuits.scores import EdgeScores
 from ..das.result import DASResult
 from ..das.selectivity import ControlledDAS
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 PLOTTERS: dict[type[Result], Callable[..., Figure]] = {
     PatchingResult: plots.patching_plot,
     EdgeScores: circuits.edge_scores_plot,
+    NodeScores: circuits.edge_scores_plot,
     CircuitFaithfulness: circuits.faithfulness_plot,
     FaithfulnessCurve: circuits.curve_plot,
     ScrubResult: scrubbing.scrub_plot,

@@ -1,0 +1,326 @@
+"""ACDC (Conmy et al. 2023): greedy pruning of the edge graph from the logits backwards.
+
+Start from the whole edge graph (the clean run). Visit the reader ports from the logits
+backwards (``EdgeGraph.readers`` reversed: the logits, the last MLP, the last layer's value,
+key and query ports, ...) and, for each port, its edges from the latest writer to the earliest.
+Remove the edge (it carries its writer's output on the corrupted input, as the edges outside a
+circuit do in :func:`faithlens.circuits.faithfulness`) and measure the objective against the
+circuit before the removal:
+
+- ``objective="kl"`` (ACDC's default): the mean over examples of ``KL(clean || circuit)`` of the
+  next-token distributions at the metric position; the edge is removed for good when the KL
+  rises by less than ``tau``;
+- ``objective="metric"``: the task metric; the edge is removed when the metric (mean over
+  examples) drops by less than ``tau`` (a rise always removes it).
+
+A port whose component has lost every outgoing edge (a head or MLP whose output no kept edge
+reads) has all its edges removed without a run: nothing downstream reads what they change, so
+their effect is exactly 0 (ACDC never visits such a node either).
+
+How it runs: every circuit ACDC measures differs from the clean run only in edges into ports at
+or after the port being visited, so each run resumes at that port's layer from the clean run's
+cached residual stream and goes layer by layer as :func:`faithfulness` does (the layer's ports
+computed from their shifted residuals, the heads with those projections patched, the layer with
+the MLP's input shifted, the unembedding from the shifted final residual). Candidate circuits
+are stacked in the batch *speculatively*: row ``i`` removes the port's next ``i + 1`` edges on
+top of the current circuit (the outcome if every one of them is removed); the rows are read in
+order until an edge is kept, and the rows after it are measured again. This is exactly the
+sequential greedy algorithm, with one batched run per kept edge (and per port).
+
+The result is an :class:`EdgeScores` (``method="acdc"``): an edge's per-example value is the
+change of the objective (``kl``: the KL divergence, ``metric``: the task metric) when it was
+removed, in the circuit of that moment; ``meta["kept"]`` lists the kept edges
+(:meth:`EdgeScores.kept` returns them as a :class:`Circuit`). The bootstrap intervals are over
+examples with the greedy decisions held fixed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import validate
+from ..interventions import Add, Intervention, Patch
+from ..models.model import Model
+from ..progress import Progress
+from ..tasks.base import Task
+from ..tasks.metrics import Metric
+from .common import (
+    Measured,
+    build_scores,
+    chunks,
+    contribution,
+    metric_values,
+    prepare,
+    writer_sites,
+)
+from .edges import EdgeGraph, Reader
+from .scores import EdgeScores
+
+OBJECTIVES = ("kl", "metric")
+
+
+@dataclass
+class _Chunk:
+    """What the resumed runs of one chunk of examples share (from its clean and corrupted
+    runs)."""
+
+    sub: Task
+    resid: list[Tensor]  # the clean residual entering each layer, then the final residual
+    ablated: dict[str, Tensor]  # each writer's output on the corrupted input
+    early: dict[str, Tensor]  # each writer's clean output minus its ablated output
+    logp_clean: Tensor  # clean log-probabilities at the metric position [n, vocab]
+    m_clean: Tensor
+    m_corrupt: Tensor
+
+
+def _prepare_chunk(eg: EdgeGraph, sub: Task) -> _Chunk:
+    model = eg.model
+    resid = [*(f"resid_pre.{L}" for L in range(eg.n_layers)), eg.reader("logits").residual]
+    sites = writer_sites(eg)
+    clean = model.run(sub.clean, cache=[*sites, *resid], logits_at=sub.positions)
+    corrupt = model.run(sub.corrupt, cache=sites, logits_at=sub.positions)
+    ablated = {w.name: contribution(eg, w, corrupt) for w in eg.writers}
+    early = {w.name: contribution(eg, w, clean) - ablated[w.name] for w in eg.writers}
+    assert clean.logits is not None
+    return _Chunk(
+        sub,
+        [clean.cache[s] for s in resid],
+        ablated,
+        early,
+        torch.log_softmax(clean.logits[:, 0].double(), -1),
+        metric_values(sub, clean).double(),
+        metric_values(sub, corrupt).double(),
+    )
+
+
+def run_rows(
+    eg: EdgeGraph, ch: _Chunk, start: int, removed: Tensor, row_cap: int
+) -> tuple[Tensor, Tensor]:
+    """The task metric ``[c, n]`` and ``KL(clean || circuit)`` ``[c, n]`` of ``c`` circuits
+    (``removed [c, n_edges]``, True for an edge outside the circuit) that differ from the clean
+    run only in edges into ports at layer ``start`` or later (``n_layers``: only the logits')."""
+    g, sub = eg.graph, ch.sub
+    c, ne = removed.shape[0], sub.n
+    inputs = sub.clean.repeat(c)
+    rm = removed.to(ch.resid[0].device, ch.resid[0].dtype)
+    diff: dict[str, Tensor] = {w: t.unsqueeze(0).expand(c, *t.shape) for w, t in ch.early.items()}
+    index = {e.name: i for i, e in enumerate(eg.edges)}
+
+    def shift(r: Reader) -> Tensor | None:
+        out: Tensor | None = None
+        for e in eg.into(r):
+            w = rm[:, index[e.name]]
+            if bool(w.any()):
+                term = w.view(c, 1, 1, 1) * diff[e.writer.name]
+                out = -term if out is None else out - term
+        return out
+
+    def rows(t: Tensor) -> Tensor:
+        return t.reshape(c * ne, *t.shape[2:])
+
+    hidden = ch.resid[start].unsqueeze(0).expand(c, *ch.resid[start].shape)
+    for L in range(start, eg.n_layers):
+        ports = [r for r in eg.readers if r.kind == "head" and r.layer == L]
+        shifted = [(r, s) for r in ports if (s := shift(r)) is not None]
+        patches: list[Intervention] = []
+        step = max(1, row_cap // (c * ne))
+        for k in range(0, len(shifted), step):
+            part = shifted[k : k + step]
+            x = torch.cat([rows(hidden + s) for _, s in part])
+            sites = [r.site for r, _ in part if r.site is not None]
+            a = g.run_from(L, x, inputs.repeat(len(part)), [], sites, f"head.{L}.0")
+            for i, (r, _) in enumerate(part):
+                assert r.site is not None
+                src = a.cache[r.site][i * c * ne : (i + 1) * c * ne]
+                patches.append(Patch(r.site, source=src))
+        flat = rows(hidden)
+        heads = [w for w in eg.writers if w.kind == "head" and w.layer == L]
+        if patches:
+            b = g.run_from(L, flat, inputs, patches, [w.site for w in heads], f"attn_out.{L}")
+            for w in heads:
+                out = contribution(eg, w, b)
+                diff[w.name] = out.reshape(c, ne, *out.shape[1:]) - ch.ablated[w.name]
+        mlp = [r for r in eg.readers if r.kind == "mlp" and r.layer == L]
+        ivs = list(patches)
+        if mlp and (s := shift(mlp[0])) is not None:
+            ivs.append(Add(g.mlp_norm_input[L], vector=rows(s)))
+        cache = [f"resid_post.{L}", *([f"mlp_out.{L}"] if mlp else [])]
+        run = g.run_from(L, flat, inputs, ivs, cache, f"resid_post.{L}")
+        if mlp:
+            out = run.cache[f"mlp_out.{L}"]
+            diff[f"m{L}"] = out.reshape(c, ne, *out.shape[1:]) - ch.ablated[f"m{L}"]
+        post = run.cache[f"resid_post.{L}"]
+        hidden = post.reshape(c, ne, *post.shape[1:])
+    s = shift(eg.reader("logits"))
+    final = hidden if s is None else hidden + s
+    last = g.run_from(
+        eg.n_layers, rows(final), inputs, [], [], None, logits_at=sub.positions.repeat(c)
+    )
+    assert last.logits is not None
+    logits = last.logits[:, 0]
+    m = metric_values(sub, last, c).double().reshape(c, ne)
+    logp = torch.log_softmax(logits.double(), -1).reshape(c, ne, -1)
+    kl = (ch.logp_clean.exp() * (ch.logp_clean - logp)).sum(-1)
+    return m, kl
+
+
+def _consumers(eg: EdgeGraph, r: Reader) -> list[str] | None:
+    """The writers computed from reader port ``r`` (None for the logits, always needed)."""
+    if r.kind == "logits":
+        return None
+    if r.kind == "mlp":
+        return [f"m{r.layer}"]
+    if eg.grouped and r.port != "q":
+        group = eg.n_heads // eg.n_kv
+        assert r.head is not None
+        return [f"a{r.layer}.h{h}" for h in range(r.head * group, (r.head + 1) * group)]
+    return [f"a{r.layer}.h{r.head}"]
+
+
+def acdc(
+    model: Model,
+    data: Task,
+    *,
+    tau: float = 0.01,
+    objective: str = "kl",
+    metric: str | Metric | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    max_memory: int | None = None,
+    progress: Progress | None = None,
+) -> EdgeScores:
+    """ACDC's circuit and every edge's effect when it was pruned (module docstring).
+
+    Args:
+        model: a faithlens model whose residual stream is a sum of component outputs.
+        data: a :class:`~faithlens.Task` (clean and corrupted prompts, answers, positions).
+        tau: the pruning threshold: an edge is removed when removing it raises the KL divergence
+            (``objective="kl"``) or lowers the task metric (``"metric"``) by less than ``tau``.
+        objective: ``"kl"`` (to the clean run's next-token distribution; ACDC's default) or
+            ``"metric"`` (the task's metric).
+        metric: the task metric (default: the task's own), e.g. ``"logit_diff"``.
+        n_boot, level, seed: the bootstrap over examples.
+        max_memory: bytes one forward pass may use (default: the configured memory budget).
+        progress: called as ``progress(done, total)`` after each edge is decided.
+
+    Returns an :class:`EdgeScores` (``method="acdc"``; ``meta`` holds ``tau``, ``objective``
+    and ``kept``) whose ``kept()`` is the circuit.
+    """
+    tau = validate.finite_float("tau", tau, fix="a pruning threshold, e.g. 0.01")
+    validate.choice("objective", objective, OBJECTIVES)
+    task, eg = prepare("circuits.acdc", model, data, metric, n_boot, level, seed, max_memory)
+    parts, row_cap = chunks(model, task, max_memory)
+    with torch.no_grad():
+        prepared = [(rows, _prepare_chunk(eg, sub)) for rows, sub in parts]
+        values, kept = _greedy(eg, task.n, prepared, row_cap, tau, objective, progress)
+    clean, corrupt = np.zeros(task.n), np.zeros(task.n)
+    for rows, ch in prepared:
+        cols = rows.cpu().numpy()
+        clean[cols] = ch.m_clean.cpu().numpy()
+        corrupt[cols] = ch.m_corrupt.cpu().numpy()
+    scores = build_scores(
+        eg,
+        task,
+        Measured(values, clean, corrupt),
+        method="acdc",
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        meta={
+            "direction": "noising",
+            "tau": tau,
+            "objective": objective,
+            "kept": [e for e in eg.names if e in kept],
+        },
+    )
+    return scores
+
+
+def _greedy(
+    eg: EdgeGraph,
+    n: int,
+    prepared: list[tuple[Tensor, _Chunk]],
+    row_cap: int,
+    tau: float,
+    objective: str,
+    progress: Progress | None,
+) -> tuple[np.ndarray, set[str]]:
+    """The greedy pruning: per-example values ``[n_edges, n]`` and the kept edges."""
+    index = {e.name: i for i, e in enumerate(eg.edges)}
+    values = np.zeros((len(eg), n), dtype=np.float64)
+    removed = torch.zeros(len(eg), dtype=torch.bool)
+    alive = {w.name for w in eg.writers}
+    width = max(1, row_cap // max(ch.sub.n for _, ch in prepared))
+    # the objective per example of the current circuit (the clean run: KL 0)
+    current = np.zeros(n) if objective == "kl" else _clean(prepared, n)
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, len(eg))
+
+    for r in reversed(eg.readers):
+        edges = list(reversed(eg.into(r)))
+        users = _consumers(eg, r)
+        if users is not None and not any(u in alive for u in users):
+            for e in edges:
+                removed[index[e.name]] = True
+                tick()
+            continue
+        j = 0
+        while j < len(edges):
+            batch = edges[j : j + width]
+            rows = removed.unsqueeze(0).repeat(len(batch), 1)
+            for i, e in enumerate(batch):
+                rows[i:, index[e.name]] = True
+            measured = _measure(eg, n, prepared, r, rows, row_cap, objective)
+            for i, e in enumerate(batch):
+                change = measured[i] - current
+                values[index[e.name]] = change
+                tick()
+                cost = float(change.mean()) if objective == "kl" else -float(change.mean())
+                j += 1
+                if cost < tau:
+                    removed[index[e.name]] = True
+                    current = measured[i]
+                else:
+                    break
+        alive = {e.writer.name for e in eg.edges if not bool(removed[index[e.name]])}
+    kept = {e.name for e in eg.edges if not bool(removed[index[e.name]])}
+    return values, kept
+
+
+def _clean(prepared: list[tuple[Tensor, _Chunk]], n: int) -> np.ndarray:
+    out = np.zeros(n)
+    for rows, ch in prepared:
+        out[rows.cpu().numpy()] = ch.m_clean.cpu().numpy()
+    return out
+
+
+def _measure(
+    eg: EdgeGraph,
+    n: int,
+    prepared: list[tuple[Tensor, _Chunk]],
+    r: Reader,
+    removed: Tensor,
+    row_cap: int,
+    objective: str,
+) -> np.ndarray:
+    """The objective per candidate circuit and example ``[c, n]``, every chunk resumed at the
+    layer of port ``r``."""
+    start = eg.n_layers if r.layer is None else r.layer
+    out = np.zeros((removed.shape[0], n))
+    for rows, ch in prepared:
+        m, kl = run_rows(eg, ch, start, removed, row_cap)
+        out[:, rows.cpu().numpy()] = (kl if objective == "kl" else m).cpu().numpy()
+    return out
+
+
+__all__ = ["OBJECTIVES", "acdc", "run_rows"]

@@ -1,0 +1,91 @@
+"""Connected circuits: pruning the edges on no path from the input to the logits, and the greedy
+selection that grows a circuit from the logits backwards (as EAP-IG's and MIB's code do).
+
+Both work on edge names alone (MIB's ``writer->reader``). A reader port feeds the component it
+belongs to: ``a{L}.h{H}<q|k|v>`` the head ``a{L}.h{H}``, a grouped key/value port
+``a{L}.kv{G}<k|v>`` every query head of group ``G``, ``m{L}`` the MLP ``m{L}``; ``logits`` is
+the output. An edge lies on a path from the input to the logits when its writer is reached
+from ``input`` through circuit edges and a component it feeds reaches the logits through
+circuit edges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _heads_per_group(all_edges: Sequence[str]) -> int:
+    """Query heads per key/value group, from the port names of a whole edge graph."""
+    readers = {e.partition("->")[2] for e in all_edges}
+    q = sum(r.endswith("<q>") for r in readers)
+    kv = sum(".kv" in r and r.endswith("<k>") for r in readers)
+    return q // kv if kv else 1
+
+
+def fed(reader: str, group: int) -> list[str]:
+    """The writers a reader port feeds (``["logits"]`` for the output)."""
+    if reader == "logits":
+        return ["logits"]
+    if "<" not in reader:
+        return [reader]
+    node = reader.split("<")[0]
+    if ".kv" in node:
+        layer, g = node[1:].split(".kv")
+        return [f"a{layer}.h{h}" for h in range(int(g) * group, (int(g) + 1) * group)]
+    return [node]
+
+
+def connected(edges: Sequence[str], all_edges: Sequence[str]) -> list[str]:
+    """The edges of ``edges`` on a path from the input to the logits through ``edges`` (in
+    their given order); ``all_edges`` is the whole edge graph (for the key/value groups)."""
+    group = _heads_per_group(all_edges)
+    pairs = [(e, e.partition("->")[0], fed(e.partition("->")[2], group)) for e in edges]
+    reached = {"input"}
+    changed = True
+    while changed:
+        changed = False
+        for _, w, to in pairs:
+            if w in reached:
+                new = [t for t in to if t not in reached]
+                if new:
+                    reached.update(new)
+                    changed = True
+    useful = {"logits"}
+    changed = True
+    while changed:
+        changed = False
+        for _, w, to in pairs:
+            if w not in useful and any(t in useful for t in to):
+                useful.add(w)
+                changed = True
+    return [e for e, w, to in pairs if w in reached and any(t in useful for t in to)]
+
+
+def greedy(names: Sequence[str], key: np.ndarray, k: int) -> list[int]:
+    """Indices of ``k`` edges chosen greedily from the logits backwards: start with the
+    output; repeatedly add the edge with the largest ``key`` among the edges into a component
+    already in the circuit (the logits first), and add its writer (ties: the earlier edge)."""
+    group = _heads_per_group(names)
+    feeds = [fed(e.partition("->")[2], group) for e in names]
+    writers = [e.partition("->")[0] for e in names]
+    inside = {"logits"}
+    chosen: list[int] = []
+    taken = np.zeros(len(names), dtype=bool)
+    while len(chosen) < k:
+        best = -1
+        for i in range(len(names)):
+            if taken[i] or not any(t in inside for t in feeds[i]):
+                continue
+            if best < 0 or key[i] > key[best]:
+                best = i
+        if best < 0:
+            break
+        taken[best] = True
+        chosen.append(best)
+        inside.add(writers[best])
+    return sorted(chosen)
+
+
+__all__ = ["connected", "fed", "greedy"]
