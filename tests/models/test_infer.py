@@ -19,7 +19,15 @@ from tests.helpers import models_inferred
 from tests.helpers.builders import BUILDERS
 from tests.helpers.models_coverage import DOC, FAMILIES
 
-HAND = [f for f in FAMILIES if f.hf]
+# Hand-written families whose structure inference does not reach (their own adapters: experts
+# behind the MLP, embeddings added outside any module), with the part it names.
+NOT_INFERRED = {
+    "mixtral": "MLP output projection",
+    "qwen2_moe": "MLP output projection",
+    "qwen3_moe": "MLP output projection",
+    "opt": "embedding output",
+}
+HAND = [f for f in FAMILIES if f.hf and f.key not in NOT_INFERRED]
 DIMS = ("n_layers", "n_heads", "n_kv_heads", "d_model", "d_head", "d_mlp", "d_vocab")
 
 
@@ -31,6 +39,13 @@ def test_every_hand_written_family_is_inferred_to_the_same_sites(fam):
     assert inferred.site_table == hand.site_table
     assert {d: getattr(inferred, d) for d in DIMS} == {d: getattr(hand, d) for d in DIMS}
     assert (inferred.is_causal, inferred.post_norm) == (hand.is_causal, hand.post_norm)
+
+
+@pytest.mark.parametrize("key", sorted(NOT_INFERRED))
+def test_families_with_their_own_adapter_are_not_inferred_and_say_why(key):
+    fam = next(f for f in FAMILIES if f.key == key)
+    with pytest.raises(InferenceError, match=NOT_INFERRED[key]):
+        infer_adapter(fam.build())
 
 
 def _mystery():
