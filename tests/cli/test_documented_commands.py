@@ -6,8 +6,10 @@ millisecond here, so the docs cannot rot silently when an option is renamed."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,134 @@ def test_blocks_are_read_with_continuations_and_comments(tmp_path):
         ("x.md:3", "faithlens zoo list"),
         ("x.md:4", "faithlens patch --model m --sites head"),
     ]
+
+
+# ------------------------------------------------------------------ every command, run
+#
+# Parsing catches a renamed option; only running catches a command that no longer works as
+# written (a missing example file, a model that cannot take the task, a crash after the work).
+# Every documented command runs once, in order, in one temporary folder (a later command may
+# read what an earlier one wrote: ``report runs/ioi``, ``neurons show runs/x``), at reduced sizes:
+# the options below are shrunk, ``--n`` / ``--n-boot`` are added where a command takes them and
+# the line does not give them. Nothing else is changed.
+
+# option -> its reduced value (a callable gets the documented value)
+REDUCED: dict[str, Any] = {
+    "--n": lambda v: "100,300" if "," in v else str(min(int(v), 8)),
+    "--n-texts": lambda v: "200",
+    "--epochs": lambda v: "2",
+    "--steps": lambda v: "20",
+    "--reps": lambda v: "4",
+    "--layers": lambda v: v.split("-")[0],
+    "--workers": lambda v: "2",
+    "--n-random": lambda v: "4",
+}
+# options added when a command takes them and the line does not give them (``--n`` only on
+# commands that take a model: elsewhere it is a sample size with its own floor)
+ADDED = {"--n": "8", "--n-boot": "20", "--n-random": "4"}
+# a smaller piece of the same work on the same model (every head as a sender costs minutes)
+NARROWED = {("path-patch", "--senders"): "head.21.0,head.22.1,mlp.21"}
+# options dropped: a cluster address needs a running cluster (scale.md says how to start one)
+DROPPED = {"--address"}
+# commands that are not run, with the reason (they are still parsed above)
+NOT_RUN: dict[str, str] = {}
+
+
+def reduced(argv: list[str]) -> list[str]:
+    """``argv`` at the sizes above (see the comment before :data:`REDUCED`)."""
+    cmd: Any = typer.main.get_command(app)
+    out: list[str] = []
+    i = 0
+    path = []
+    while i < len(argv):
+        a = argv[i]
+        if a in DROPPED:
+            i += 2
+            continue
+        if a in REDUCED and i + 1 < len(argv):
+            out += [a, REDUCED[a](argv[i + 1])]
+            i += 2
+            continue
+        sub = getattr(cmd, "commands", {}).get(a)
+        if sub is not None and not a.startswith("-"):
+            cmd = sub
+            path.append(a)
+        out.append(a)
+        i += 1
+    takes = {o for p in getattr(cmd, "params", []) for o in getattr(p, "opts", [])}
+    for opt, value in ADDED.items():
+        if opt in takes and opt not in argv and (opt != "--n" or "--model" in takes):
+            out += [opt, value]
+    for (name, opt), value in NARROWED.items():
+        if path and path[-1] == name and "smollm2" in argv:
+            if opt in out:
+                out[out.index(opt) + 1] = value
+            else:
+                out += [opt, value]
+    return out
+
+
+def _users_files(folder: Path) -> None:
+    """The reader's own files the docs name (:data:`USERS_FILES`), small and random."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    c = (rng.random((600, 5)) < 0.15).astype(np.float32)
+    x = np.concatenate(
+        [3 * c[:, :1] + rng.standard_normal((600, 1)), rng.standard_normal((600, 15))], 1
+    )
+    np.save(folder / "acts.npy", x.astype(np.float32))
+    pd.DataFrame(c, columns=["red", "cat", "run", "big", "sad"]).to_csv(
+        folder / "concepts.csv", index=False
+    )
+    np.save(folder / "maps.npy", rng.standard_normal((10, 3, 4, 4)).astype(np.float32))
+    np.save(folder / "masks.npy", (rng.random((10, 2, 8, 8)) < 0.3).astype(np.float32))
+
+
+@pytest.mark.slow
+def test_every_documented_command_runs(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    _users_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    failed = []
+    for where, line in COMMANDS:
+        argv = shlex.split(line)[1:]
+        if any(line.startswith(p) for p in NOT_RUN):
+            continue
+        args = reduced(argv)
+        if "--out" in args and (tmp_path / args[args.index("--out") + 1]).exists():
+            args.append("--overwrite")
+        t0 = time.monotonic()
+        r = runner.invoke(app, args)
+        if os.environ.get("FAITHLENS_DOC_TIMES"):
+            with open(os.environ["FAITHLENS_DOC_TIMES"], "a") as log:
+                log.write(f"{time.monotonic() - t0:7.1f}s {r.exit_code} {' '.join(args)}\n")
+        if r.exit_code != 0:
+            tail = " ".join(r.output.split())[-600:]
+            failed.append(
+                f"{where}: faithlens {' '.join(args)} -> {r.exit_code}: {tail} {r.exception!r}"
+            )
+    assert not failed, "\n".join(failed)
+
+
+def test_reduced_sizes_shrink_only_what_they_say():
+    assert reduced(shlex.split("patch --model smollm2 --task ioi --n 400 --out runs/x")) == [
+        *shlex.split("patch --model smollm2 --task ioi --n 8 --out runs/x --n-boot 20")
+    ]
+    # --n is a sample size with its own floor where there is no model: not added
+    assert "--n" not in reduced(["neurons", "sanity"])
+    assert reduced(shlex.split("neurons validate --n 100,300,1000"))[:4] == [
+        "neurons",
+        "validate",
+        "--n",
+        "100,300",
+    ]
+    path = reduced(shlex.split("path-patch --model smollm2 --task ioi --receivers head.23.3"))
+    assert path[path.index("--senders") + 1] == "head.21.0,head.22.1,mlp.21"
+    assert "--address" not in reduced(
+        shlex.split("--executor ray --address auto --workers 8 zoo list")
+    )
