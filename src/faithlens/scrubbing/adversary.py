@@ -43,6 +43,7 @@ from .paths import Route, to
 from .plan import plan
 from .preparation import (
     as_data,
+    scrub_graph,
     as_model,
     check_rewrites,
     check_scrub_args,
@@ -289,9 +290,9 @@ def _start_search(
 ) -> _Search:
     """The model, data and graph, and the candidate refinements in their seeded order."""
     m = as_model(model)
-    pool, default_b = as_data(data)
+    g = scrub_graph(m, data, graph)
+    pool, default_b = as_data(data, g)
     beh = behaviour or default_b
-    g = graph if graph is not None else graph_for(m)
     gr = g
     for rw in hypothesis.rewrites:
         gr = rw.apply(gr)
