@@ -31,7 +31,7 @@ from torch import nn
 
 from .. import validate as V
 from ..errors import InputError
-from ..graph import ComponentGraph, graph_for
+from ..graph import ComponentGraph
 from ..models.model import Model
 from ..progress import Progress
 from ..stats import mean_se
@@ -43,11 +43,11 @@ from .paths import Route, to
 from .plan import plan
 from .preparation import (
     as_data,
-    scrub_graph,
     as_model,
     check_rewrites,
     check_scrub_args,
     prepare,
+    scrub_graph,
     seq_len,
 )
 from .results import AdversaryResult, ScrubResult
