@@ -122,3 +122,18 @@ def test_a_tensor_task_gets_its_columns_from_the_graphs_inputs():
         sc.ScrubData.from_task(task, ["x", "y"])
     with pytest.raises(InputError, match="clash"):
         sc.ScrubData.from_task(task, ["label"])
+
+
+def test_the_vision_scrubbing_and_neurons_example_in_docs_patching_md_runs():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "patching.md").read_text()
+    section = text.split("## Vision models", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+    assert len(blocks) == 2
+    scope: dict = {}
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"docs/patching.md (vision block {i})", "exec"), scope)
+    r = scope["scrubbed"].intervals()["% recovered vs random"]
+    assert abs(r.estimate - 100.0) < 1e-6
+    assert len(scope["units"].to_frame()) > 0 and len(scope["maps"].to_frame()) > 0

@@ -88,12 +88,9 @@ def explain(
     Args:
         activations: ``[n_samples, n_units]`` tensor/array, :class:`Activations`, or a site name
             (then ``model`` and ``inputs`` are required; token sites keep every real token).
-        inputs: what the site is read on: token ids or prompts, pixels ``[n, channels, h, w]``,
-            or a :class:`~faithlens.tasks.Task` (its clean inputs; a task from tensors: its
-            pixels).
-        pool: how a site with positions per example and no tokens (a CNN's spatial site, a
-            ViT's patches) becomes one value per unit and image: ``"mean"`` or ``"max"`` over
-            its positions (:func:`faithlens.neurons.collect`).
+        inputs: token ids or prompts, pixels, or a :class:`~faithlens.tasks.Task` (its clean
+            inputs). pool: ``"mean"`` or ``"max"`` over the positions of a site without tokens
+            (a CNN's spatial site, a ViT's patches): one value per unit and image.
         concepts: ``[n_samples, n_concepts]`` labels in ``[0, 1]`` (tensor, array, DataFrame,
             ``{name: labels}`` or :class:`Concepts`).
         metric: one or several of ``accuracy, precision, recall, f1, iou, auroc, auprc,
