@@ -137,3 +137,15 @@ def test_the_vision_scrubbing_and_neurons_example_in_docs_patching_md_runs():
     r = scope["scrubbed"].intervals()["% recovered vs random"]
     assert abs(r.estimate - 100.0) < 1e-6
     assert len(scope["units"].to_frame()) > 0 and len(scope["maps"].to_frame()) > 0
+
+
+def test_the_adversary_takes_a_tensor_task_with_the_scrubs_numbers():
+    x, task = _one_branch_task()
+    m = fl.wrap(OneBranch().eval())
+    h = sc.Hypothesis("b carries the label")
+    h.add("b", sc.to("b"), feature=sc.field("label"))
+    adv = sc.adversary(m, task, h, n=200, features={"label": sc.field("label")}, budget=2)
+    plain = sc.scrub(m, task, h, n=200, n_boot=50)
+    assert isinstance(adv, sc.AdversaryResult) and adv.evaluations >= 1
+    np.testing.assert_allclose(adv.base_expectation, plain.expectation, rtol=1e-9)
+    np.testing.assert_allclose(adv.original, float(plain.original.mean()), rtol=1e-9)
