@@ -31,7 +31,7 @@ from torch import nn
 
 from .. import validate as V
 from ..errors import InputError
-from ..graph import ComponentGraph
+from ..graph import ComponentGraph, graph_for
 from ..models.model import Model
 from ..progress import Progress
 from ..stats import mean_se
@@ -47,8 +47,8 @@ from .preparation import (
     check_rewrites,
     check_scrub_args,
     prepare,
-    scrub_graph,
     seq_len,
+    tensor_task_graph,
 )
 from .results import AdversaryResult, ScrubResult
 from .samplers import Exact, Random, SameFeature
@@ -290,9 +290,10 @@ def _start_search(
 ) -> _Search:
     """The model, data and graph, and the candidate refinements in their seeded order."""
     m = as_model(model)
-    g = scrub_graph(m, data, graph)
-    pool, default_b = as_data(data, g)
+    g_tensors = tensor_task_graph(m, data, graph)
+    pool, default_b = as_data(data, g_tensors)
     beh = behaviour or default_b
+    g = g_tensors if g_tensors is not None else graph if graph is not None else graph_for(m)
     gr = g
     for rw in hypothesis.rewrites:
         gr = rw.apply(gr)

@@ -81,16 +81,21 @@ def as_data(data: Any, graph: ComponentGraph | None = None) -> tuple[ScrubData, 
     )
 
 
-def scrub_graph(model: Model, data: Any, graph: ComponentGraph | None) -> ComponentGraph:
-    """``graph``, else the model's default graph. A task built from tensors is checked first:
-    a transformer on tensors (a ViT on pixels) is refused before its graph is built."""
+def tensor_task_graph(
+    model: Model, data: Any, graph: ComponentGraph | None
+) -> ComponentGraph | None:
+    """For a task built from tensors (whose columns are the graph's inputs): ``graph``, else
+    the model's default graph, after checking the model (a transformer on tensors, a ViT on
+    pixels, is refused before its graph is built). None for any other data: their graph is
+    built after the data are checked."""
     from ..tasks.tensors import TensorTask
 
-    if isinstance(data, TensorTask):
-        data.check_model(model, "scrub", logits=False)
-        a = model.adapter
-        if isinstance(graph, TransformerGraph) or (graph is None and a.n_layers and a.n_heads):
-            refuse_transformer(model, data)
+    if not isinstance(data, TensorTask):
+        return None
+    data.check_model(model, "scrub", logits=False)
+    a = model.adapter
+    if isinstance(graph, TransformerGraph) or (graph is None and a.n_layers and a.n_heads):
+        refuse_transformer(model, data)
     return graph if graph is not None else graph_for(model)
 
 
@@ -186,8 +191,8 @@ def prepare(
     m = as_model(model)
     if not isinstance(hypothesis, Hypothesis):
         raise InputError(f"scrub needs a faithlens Hypothesis, not {type(hypothesis).__name__}")
-    g0 = scrub_graph(m, data, graph)
-    pool, default_b = as_data(data, g0)
+    g_tensors = tensor_task_graph(m, data, graph)
+    pool, default_b = as_data(data, g_tensors)
     beh = behaviour or default_b
     if beh is None:
         raise InputError(
@@ -198,6 +203,7 @@ def prepare(
         raise InputError(
             f"behaviour must be a faithlens.scrubbing Behaviour, not {type(beh).__name__}"
         )
+    g0 = g_tensors if g_tensors is not None else graph if graph is not None else graph_for(m)
     g = g0
     for rw in hypothesis.rewrites:
         g = rw.apply(g)
