@@ -554,7 +554,11 @@ def vision_capabilities(f: VisionFamily) -> dict[str, str]:
         "attribution": yes,
         "neurons": "collect (pooled)" if f.transformer else "collect, dissect maps",
         "path patching": "refused (tensor task)",
-        "scrubbing": "refused (tensor task)",
+        "scrubbing": (
+            "refused (TransformerGraph reads token ids)"
+            if f.transformer
+            else "refused (forward takes more than pixels)"
+        ),
     }
 
 
@@ -570,8 +574,11 @@ def render_vision() -> list[str]:
         "`output_hidden_states`); caches; zero-ablation against a plain hook; what a site's",
         "positions are; resuming from a layer; `fl.patch` on a `Task.from_tensors` task against a",
         "hand-made hook reference; `fl.attribution_patch`; `faithlens.neurons.collect` (and",
-        "Network Dissection's maps); path patching and scrubbing refuse a task built from tensors",
-        "(they resample and route token positions). See *Vision models* in docs/patching.md.",
+        "Network Dissection's maps); path patching refuses a task built from tensors (it routes",
+        "token positions); scrubbing runs on a task from tensors through a LayerGraph (a plain",
+        "CNN: docs/scrubbing.md) but refuses these rows: a ViT's TransformerGraph reads token ids",
+        "and the HF ResNet's forward takes more than the pixels. See *Vision models* in",
+        "docs/patching.md.",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),

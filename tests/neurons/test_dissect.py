@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
+import faithlens as fl
 import faithlens.neurons as N
 from faithlens.errors import ArgumentError, InputError, ShapeError
 from faithlens.neurons import bounds as B
@@ -230,3 +232,50 @@ def test_dissect_passes_are_chunked_by_the_executor_with_the_same_numbers(digits
         assert res.skipped == ref.skipped
     with pytest.raises(ArgumentError, match="batch_size=30: cannot be given together"):
         N.dissect("pool", masks, batch_size=30, max_memory=10**9, **kw)
+
+
+# ---- a vision site in one call (a task built from tensors, the tiny ResNet) ------------------
+
+
+def _tiny_resnet():
+    from tests.helpers.models_coverage import VISION
+
+    f = next(v for v in VISION if v.key == "resnet")
+    m = fl.wrap(f.build())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(24, 3, f.size, f.size, generator=g)
+    task = fl.Task.from_tensors(x, x.flip(0), labels=torch.arange(24) % 5)
+    return f, m, x, task
+
+
+def test_explain_and_dissect_take_a_tensor_task_and_a_spatial_site_in_one_call():
+    f, m, x, task = _tiny_resnet()
+    site = "block.1.0"
+    cached = m.run(x, cache=[site]).cache[site]  # [n, h * w, channels], collected by hand
+    concepts = (torch.arange(24) % 2).float()[:, None]
+    names = [f"{site}:{i}" for i in range(cached.shape[2])]
+    frames = {}
+    for pool, by_hand in (("mean", cached.mean(1)), ("max", cached.amax(1))):
+        one = fl.neurons.explain(
+            site, concepts, "iou", model=m, inputs=task, pool=pool, n_boot=0, skip_constant=True
+        )
+        ref = fl.neurons.explain(
+            by_hand, concepts, "iou", unit_names=names, n_boot=0, skip_constant=True
+        )
+        pd.testing.assert_frame_equal(one.to_frame(), ref.to_frame())
+        frames[pool] = one.to_frame()
+    assert not frames["mean"].equals(frames["max"])
+    # pixels directly (default pool="mean") give the task's explanation (its clean pixels)
+    px = fl.neurons.explain(site, concepts, "iou", model=m, inputs=x, n_boot=0, skip_constant=True)
+    pd.testing.assert_frame_equal(px.to_frame(), frames["mean"])
+    g = torch.Generator().manual_seed(1)
+    masks = torch.rand(24, 2, f.size, f.size, generator=g) > 0.6
+    d_task = fl.neurons.dissect(site, masks, model=m, inputs=task, n_boot=20)
+    maps = cached.transpose(1, 2).reshape(24, cached.shape[2], *_side(cached))
+    d_hand = fl.neurons.dissect(maps, masks, n_boot=20)
+    pd.testing.assert_frame_equal(d_task.to_frame(), d_hand.to_frame())
+
+
+def _side(cached):
+    s = round(cached.shape[1] ** 0.5)
+    return s, s

@@ -34,7 +34,7 @@ from ..executor import current_executor
 from ..models.probe import spatial_maps
 from ..progress import Progress
 from .kernels import SoftWPMI
-from .probing import Activations, Concepts
+from .probing import Activations, Concepts, task_inputs
 from .result import NeuronExplanation
 
 if TYPE_CHECKING:
@@ -279,7 +279,8 @@ def collect_maps(
     batch_size: int | None = None,
     max_memory: int | None = None,
 ) -> Tensor:
-    """Activation maps ``[n, channels, h, w]`` of a site over ``inputs`` (a tensor of images).
+    """Activation maps ``[n, channels, h, w]`` of a site over ``inputs`` (a tensor of images, or
+    a task built from one: its clean pixels).
 
     ``batch_size`` images per forward pass, else as many as fit ``max_memory`` bytes (default:
     the configured budget of the model's device), planned by the executor
@@ -288,6 +289,12 @@ def collect_maps(
 
     s = as_site(site)
     hook = model.site_info(s.name).hook
+    inputs = task_inputs(inputs)  # a task built from tensors: its clean pixels
+    if not isinstance(inputs, Tensor) and not isinstance(inputs, np.ndarray | list | tuple):
+        raise InputError(
+            f"dissect(site, inputs=...) runs images: give a tensor [n, channels, h, w] or a task "
+            f"built from one pixel tensor (Task.from_tensors), not {type(inputs).__name__}"
+        )
     x = inputs if isinstance(inputs, Tensor) else torch.as_tensor(np.asarray(inputs))
     n = int(x.shape[0])
     ex = current_executor()

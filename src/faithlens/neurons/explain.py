@@ -60,6 +60,7 @@ def explain(
     *,
     model: Model | None = None,
     inputs: Any = None,
+    pool: str = "mean",
     alpha: float = 0.05,
     threshold: float | Sequence[float] | Tensor | None = None,
     holdout: float = 0.0,
@@ -87,6 +88,9 @@ def explain(
     Args:
         activations: ``[n_samples, n_units]`` tensor/array, :class:`Activations`, or a site name
             (then ``model`` and ``inputs`` are required; token sites keep every real token).
+        inputs: token ids or prompts, pixels, or a :class:`~faithlens.tasks.Task` (its clean
+            inputs). pool: ``"mean"`` or ``"max"`` over the positions of a site without tokens
+            (a CNN's spatial site, a ViT's patches): one value per unit and image.
         concepts: ``[n_samples, n_concepts]`` labels in ``[0, 1]`` (tensor, array, DataFrame,
             ``{name: labels}`` or :class:`Concepts`).
         metric: one or several of ``accuracy, precision, recall, f1, iou, auroc, auprc,
@@ -139,7 +143,7 @@ def explain(
     )
     if device is not None:
         V.device(device)
-    acts = as_activations(activations, model, inputs, unit_names)
+    acts = as_activations(activations, model, inputs, unit_names, pool=pool)
     con = as_concepts(concepts, concept_names)
     grp = groups if groups is not None else acts.groups
     if holdout:

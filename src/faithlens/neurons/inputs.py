@@ -71,7 +71,12 @@ def theory_available(metric: str, *, grouped: bool, binary: bool) -> bool:
 
 
 def as_activations(
-    activations: Any, model: Model | None, inputs: Any, unit_names: Sequence[str] | None
+    activations: Any,
+    model: Model | None,
+    inputs: Any,
+    unit_names: Sequence[str] | None,
+    *,
+    pool: str | None = None,
 ) -> Activations:
     from ..models.sites import Site
 
@@ -80,7 +85,7 @@ def as_activations(
             raise InputError(
                 f"explain({activations!r}, ...) reads a site: pass model= and inputs= as well"
             )
-        acts = collect(model, inputs, activations)
+        acts = collect(model, inputs, activations, pool=pool)
     elif isinstance(activations, Activations):
         acts = activations
     elif isinstance(activations, Tensor | np.ndarray):

@@ -188,6 +188,19 @@ def _batches(n: int, size: int) -> list[slice]:
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
 
 
+def task_inputs(inputs: Any) -> Any:
+    """The inputs to run: a task's clean inputs (for a task built from tensors, its one input
+    tensor, e.g. the pixels), anything else as given."""
+    from ..tasks.base import Task
+
+    if not isinstance(inputs, Task):
+        return inputs
+    if inputs.tokens:
+        return inputs.clean
+    tensors = [a for a in inputs.clean.args if isinstance(a, Tensor)]
+    return tensors[0] if len(tensors) == 1 and not inputs.clean.kwargs else inputs.clean
+
+
 def collect(
     model: Model,
     inputs: Any,
@@ -205,10 +218,13 @@ def collect(
     (``[batch, channels, h, w]``, or a vision adapter's ``[batch, h * w, channels]``) and a
     vision transformer's sites on pixels need ``pool="mean"`` or ``"max"`` to give one value per
     unit, pooled over the positions (use :func:`faithlens.neurons.dissect` to explain the maps
-    themselves).
+    themselves). ``inputs`` may be a :class:`~faithlens.tasks.Task`: its clean inputs (the
+    pixels of a task built with :meth:`faithlens.Task.from_tensors`).
     """
     from ..models.model import Inputs
     from ..models.sites import as_site
+
+    inputs = task_inputs(inputs)
 
     if pool not in (None, "mean", "max"):
         raise InputError(f"pool must be None, 'mean' or 'max', not {pool!r}")

@@ -48,6 +48,7 @@ from .preparation import (
     check_scrub_args,
     prepare,
     seq_len,
+    tensor_task_graph,
 )
 from .results import AdversaryResult, ScrubResult
 from .samplers import Exact, Random, SameFeature
@@ -289,9 +290,10 @@ def _start_search(
 ) -> _Search:
     """The model, data and graph, and the candidate refinements in their seeded order."""
     m = as_model(model)
-    pool, default_b = as_data(data)
+    g_tensors = tensor_task_graph(m, data, graph)
+    pool, default_b = as_data(data, g_tensors)
     beh = behaviour or default_b
-    g = graph if graph is not None else graph_for(m)
+    g = g_tensors if g_tensors is not None else graph if graph is not None else graph_for(m)
     gr = g
     for rw in hypothesis.rewrites:
         gr = rw.apply(gr)

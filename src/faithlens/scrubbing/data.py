@@ -81,9 +81,16 @@ class ScrubData(Mapping[str, Any]):
             raise InputError("ScrubData has no rows")
 
     @classmethod
-    def from_task(cls, task: Any) -> ScrubData:
+    def from_task(cls, task: Any, inputs: Sequence[str] | None = None) -> ScrubData:
         """The clean side of a :class:`~faithlens.tasks.Task`: ``ids``, ``mask``, ``answers``,
-        ``positions`` (and ``prompt`` when the task has its text)."""
+        ``positions`` (and ``prompt`` when the task has its text).
+
+        A task built from tensors (:meth:`faithlens.Task.from_tensors`: pixels, embeddings) has
+        no token ids: its clean input tensors become the columns named ``inputs`` (the graph's
+        input fields, in the order of the model's forward arguments), next to ``answers``,
+        ``positions`` (zeros) and ``label`` (the correct class, ``answers[:, 0]``)."""
+        if getattr(task, "tokens", True) is False:
+            return cls._from_tensor_task(task, inputs)
         clean = task.clean
         cols: dict[str, Any] = {
             "ids": clean.ids.cpu(),
@@ -93,6 +100,32 @@ class ScrubData(Mapping[str, Any]):
         }
         if task.prompts is not None:
             cols["prompt"] = list(task.prompts)
+        return cls(cols, name=str(task.name))
+
+    @classmethod
+    def _from_tensor_task(cls, task: Any, inputs: Sequence[str] | None) -> ScrubData:
+        tensors = [a for a in task.clean.args if isinstance(a, Tensor)]
+        if inputs is None:
+            raise InputError(
+                f"the task {task.name!r} is built from tensors: name the model inputs its "
+                "tensors feed, ScrubData.from_task(task, inputs=graph.input_fields())"
+            )
+        names = list(inputs)
+        if len(names) != len(tensors) or task.clean.kwargs:
+            raise InputError(
+                f"the task {task.name!r} holds {len(tensors)} positional input tensor(s) but the "
+                f"graph's inputs are {names}: give one tensor per forward argument, in order "
+                "(Task.from_tensors([x, y], ...)), or scrub a ScrubData with those columns"
+            )
+        cols: dict[str, Any] = {"answers": task.answers.cpu(), "positions": task.positions.cpu()}
+        cols["label"] = task.answers[:, 0].cpu()
+        clash = sorted(set(names) & set(cols))
+        if clash:
+            raise InputError(
+                f"the model's forward arguments {clash} clash with the columns a task adds "
+                f"({sorted(cols)}); scrub a ScrubData with your own column names instead"
+            )
+        cols.update({k: t.detach().cpu() for k, t in zip(names, tensors, strict=True)})
         return cls(cols, name=str(task.name))
 
     # -- mapping -------------------------------------------------------------------------------

@@ -57,19 +57,58 @@ def as_model(model: Any) -> Model:
     raise InputError(f"scrub needs a faithlens Model or an nn.Module, not {type(model).__name__}")
 
 
-def as_data(data: Any) -> tuple[ScrubData, Behaviour | None]:
+def as_data(data: Any, graph: ComponentGraph | None = None) -> tuple[ScrubData, Behaviour | None]:
+    """The pool of a scrub and its default behaviour. A task built from tensors (pixels,
+    embeddings) needs ``graph``: its tensors become the columns of the graph's inputs."""
     from ..tasks.base import Task
-    from ..tasks.tensors import require_tokens
+    from ..tasks.tensors import TensorTask, require_tokens
 
     if isinstance(data, ScrubData):
         return data, None
+    if isinstance(data, TensorTask):
+        if graph is None:
+            require_tokens(data, "scrub")
+        assert graph is not None
+        if isinstance(graph, TransformerGraph):
+            refuse_transformer(graph.model, data)
+        return ScrubData.from_task(data, graph.input_fields()), TaskMetric(data.metric)
     if isinstance(data, Task):
-        require_tokens(data, "scrub")  # a task from tensors has no token data to resample
         return ScrubData.from_task(data), TaskMetric(data.metric)
     if isinstance(data, Mapping):
         return ScrubData(dict(data)), None
     raise InputError(
         f"scrub data must be a ScrubData, a Task or a dict of columns, not {type(data).__name__}"
+    )
+
+
+def tensor_task_graph(
+    model: Model, data: Any, graph: ComponentGraph | None
+) -> ComponentGraph | None:
+    """For a task built from tensors (whose columns are the graph's inputs): ``graph``, else
+    the model's default graph, after checking the model (a transformer on tensors, a ViT on
+    pixels, is refused before its graph is built). None for any other data: their graph is
+    built after the data are checked."""
+    from ..tasks.tensors import TensorTask
+
+    if not isinstance(data, TensorTask):
+        return None
+    data.check_model(model, "scrub", logits=False)
+    a = model.adapter
+    if isinstance(graph, TransformerGraph) or (graph is None and a.n_layers and a.n_heads):
+        refuse_transformer(model, data)
+    return graph if graph is not None else graph_for(model)
+
+
+def refuse_transformer(model: Model, task: Any) -> None:
+    """A :class:`TransformerGraph` feeds token ids to its ``embed`` node: it cannot resample a
+    task built from tensors."""
+    raise InputError(
+        f"scrub: {model.name} is a transformer whose inputs are tensors (a ViT on pixels) and "
+        f"the task {task.name!r} is built from tensors, but a TransformerGraph feeds token ids "
+        "to its embed node, so its head and MLP paths cannot be resampled from pixels. Scrub a "
+        "CNN or any module through a LayerGraph (the default for a module without attention "
+        "heads; or graph=faithlens.graph.LayerGraph(model, parents=..., inputs=...)), or "
+        "measure the ViT's heads and MLPs with fl.patch"
     )
 
 
@@ -152,7 +191,8 @@ def prepare(
     m = as_model(model)
     if not isinstance(hypothesis, Hypothesis):
         raise InputError(f"scrub needs a faithlens Hypothesis, not {type(hypothesis).__name__}")
-    pool, default_b = as_data(data)
+    g_tensors = tensor_task_graph(m, data, graph)
+    pool, default_b = as_data(data, g_tensors)
     beh = behaviour or default_b
     if beh is None:
         raise InputError(
@@ -163,12 +203,12 @@ def prepare(
         raise InputError(
             f"behaviour must be a faithlens.scrubbing Behaviour, not {type(beh).__name__}"
         )
-    g0 = graph if graph is not None else graph_for(m)
+    g0 = g_tensors if g_tensors is not None else graph if graph is not None else graph_for(m)
     g = g0
     for rw in hypothesis.rewrites:
         g = rw.apply(g)
     if references is not None:
-        refs = references if isinstance(references, ScrubData) else as_data(references)[0]
+        refs = references if isinstance(references, ScrubData) else as_data(references, g0)[0]
         table = Table(pool)
         ref = table.add(refs, source=False)
         if n is not None:
