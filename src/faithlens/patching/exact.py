@@ -164,7 +164,7 @@ def plan_sweep(
         )
     first_diff = task.first_difference()
     earliest_diff = int(first_diff.min())
-    earliest_read = int(task.positions.min())
+    earliest_read = int(task.read_at.min())
     conds = []
     for name in sites:
         info = model.site_info(name)
@@ -262,6 +262,7 @@ def patch(
         seed=seed,
         max_rows=max_rows,
         max_memory=max_memory,
+        multi_token=True,
     )
     names = resolve_sites(model, sites)
     carried = carried_positions(sites)
@@ -272,13 +273,20 @@ def patch(
     patched = np.zeros((len(conds), n), dtype=np.float64)
     m_base = np.zeros(n)
     m_src = np.zeros(n)
+    # A multi-token task with a wrong answer has two parts (each continuation teacher-forced),
+    # summed per example with their signs before any statistics (Task.parts).
+    parts = data.parts()
     # Plan every chunk of examples first (cheap), so the progress bar knows the total.
-    chunk_plans = [
-        _chunk_plan(model, data, rows, conds, names, positions, carried)
-        for rows in example_chunks(model, data, ex_chunk)
+    plans = [
+        [
+            _chunk_plan(model, part, rows, conds, names, positions, carried)
+            for rows in example_chunks(model, part, ex_chunk)
+        ]
+        for part, _ in parts
     ]
     total = sum(
         -(-len(idx) // max(1, row_cap // len(cp.rows)))
+        for chunk_plans in plans
         for cp in chunk_plans
         for idx in cp.groups.values()
     )
@@ -292,12 +300,14 @@ def patch(
 
     args = (names, direction, row_cap)
     key = (positions, carried, ex_chunk)
-    runs = _chunk_results(model, data, chunk_plans, args, key, tick, checkpoint)
-    for cp, (src, base, vals) in zip(chunk_plans, runs):
-        cols = cp.rows.cpu().numpy()
-        m_src[cols] = src
-        m_base[cols] = base
-        patched[:, cols] = vals
+    for j, ((part, sign), chunk_plans) in enumerate(zip(parts, plans, strict=True)):
+        where = checkpoint if j == 0 or checkpoint is None else os.path.join(checkpoint, "wrong")
+        runs = _chunk_results(model, part, chunk_plans, args, key, tick, where)
+        for cp, (src, base, vals) in zip(chunk_plans, runs):
+            cols = cp.rows.cpu().numpy()
+            m_src[cols] += sign * src
+            m_base[cols] += sign * base
+            patched[:, cols] += sign * vals
     est, note = effects("patch", patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
     return build_result(
         model,
@@ -465,9 +475,9 @@ def _run_chunk(
     # Logits only for the answer tokens, when that is all the metric reads.
     tokens, answers = answer_columns(model, sub, names)
     # Source run: cache every patched site.
-    src_out = model.run(src_i, cache=names, logits_at=sub.positions, logit_tokens=tokens)
+    src_out = model.run(src_i, cache=names, logits_at=sub.read_at, logit_tokens=tokens)
     assert src_out.logits is not None
-    m_src = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
+    m_src = sub.score(src_out.logits, answers).cpu().numpy()
     # Base run: the residual stream entering each layer we resume at, and the KV cache.
     live = [c for c in local if c is not None and not c.noop]
     layers = sorted({c.layer for c in live if _resumes(model, c)})
@@ -476,12 +486,12 @@ def _run_chunk(
     base_out = model.run(
         base_i,
         cache=resid_names,
-        logits_at=sub.positions,
+        logits_at=sub.read_at,
         logit_tokens=tokens,
         return_kv=need_kv,
     )
     assert base_out.logits is not None
-    m_base = sub.metric(base_out.logits[:, 0], answers).cpu().numpy()
+    m_base = sub.score(base_out.logits, answers).cpu().numpy()
     patched = np.zeros((len(local), ne), dtype=np.float64)
     for i, c in enumerate(local):
         if c is None or c.noop:
@@ -578,9 +588,9 @@ def _run_group(
                 rows=slice(j * ne, (j + 1) * ne),
             )
         )
-    out = model.run(
-        inputs, ivs, start_at=start, logits_at=task.positions.repeat(c), logit_tokens=tokens
-    )
+    at = task.read_at
+    reads = at.repeat(c) if at.dim() == 1 else at.repeat(c, 1)
+    out = model.run(inputs, ivs, start_at=start, logits_at=reads, logit_tokens=tokens)
     assert out.logits is not None
-    vals = task.metric(out.logits[:, 0], answers.repeat(c, 1))
+    vals = task.score(out.logits, answers.repeat(c, 1))
     return vals.reshape(c, ne).double().cpu().numpy()

@@ -46,11 +46,14 @@ def check_arguments(
     position_modes: Sequence[str] = POSITION_MODES,
     max_memory: Any = None,
     stacklevel: int = 4,
+    multi_token: bool = False,
 ) -> None:
     """The argument checks every patching method makes before any work: the argument values,
     the task against the model (vocabulary, a language-model head), its size (a confidence
     interval needs two examples) and degenerate tasks whose normalised effect is undefined
-    (clean == corrupt, identical answers)."""
+    (clean == corrupt, identical answers). A multi-token task is refused unless the method
+    scores one (``multi_token``), and then with ``positions="last"`` (its metric reads several
+    positions, none of them "the" last)."""
     if not isinstance(model, Model):
         raise validate.fail(
             "model", type(model).__name__, f"{fn} needs a faithlens Model", "use fl.load(...)"
@@ -84,7 +87,15 @@ def check_arguments(
             "output, not one of a site's positions",
             "use positions='all' (every position at once) or 'each' (one row per position)",
         )
-    task.check_model(model, fn)
+    task.check_model(model, fn, multi_token=multi_token)
+    if task.is_multi_token and positions == "last":
+        raise validate.fail(
+            "positions",
+            positions,
+            f"the task {task.name!r} has multi-token answers: its metric reads one position "
+            "per answer token (teacher forcing), so no single metric position is 'last'",
+            'use positions="all" or "each", or Site(name, positions=[...]) for chosen positions',
+        )
     why = task.degenerate()
     if why is not None:
         raise InputError(f"{fn}: task {task.name!r} is degenerate: {why}")

@@ -65,6 +65,10 @@ def as_data(data: Any) -> tuple[ScrubData, Behaviour | None]:
         return data, None
     if isinstance(data, Task):
         require_tokens(data, "scrub")  # a task from tensors has no token data to resample
+        if data.is_multi_token:
+            from ..tasks.multi_token import refusal
+
+            raise InputError(refusal(data, "scrub"))
         return ScrubData.from_task(data), TaskMetric(data.metric)
     if isinstance(data, Mapping):
         return ScrubData(dict(data)), None
