@@ -54,9 +54,7 @@ def test_metric_equals_hand_computation(tiny_gpt2, which):
     right = [hand_logprob(tiny_gpt2, p, a) for p, a in zip(prompts, CORRECT)]
     wrong = [hand_logprob(tiny_gpt2, p, a) for p, a in zip(prompts, WRONG)]
     np.testing.assert_allclose(alone.evaluate(model, which), right, atol=1e-4)
-    np.testing.assert_allclose(
-        pair.evaluate(model, which), np.subtract(right, wrong), atol=1e-4
-    )
+    np.testing.assert_allclose(pair.evaluate(model, which), np.subtract(right, wrong), atol=1e-4)
     assert alone.metric.name == "seq_logprob" and alone.against is None
 
 
@@ -97,9 +95,7 @@ def test_patch_equals_plain_hooked_reference(tiny_llama, positions, direction):
     assert res.metric == "seq_logprob_diff" and res.patched.shape[1] == len(CLEAN)
 
 
-def test_patch_in_small_chunks_and_from_a_checkpoint_gives_the_same_numbers(
-    tiny_llama, tmp_path
-):
+def test_patch_in_small_chunks_and_from_a_checkpoint_gives_the_same_numbers(tiny_llama, tmp_path):
     model = fl.wrap(tiny_llama)
     task = fl.Task.multi_token(model, CLEAN, CORRUPT, CORRECT, WRONG)
     one = fl.patch(model, task, ["head.0.1", "mlp_out.1"], positions="each", n_boot=50)

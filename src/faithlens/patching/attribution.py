@@ -206,9 +206,7 @@ def _run_chunk(
     return total[0], total[1], total[2]
 
 
-def _run_part(
-    model: Model, data: Task, names: list[str], direction: str, positions: str
-) -> Chunk:
+def _run_part(model: Model, data: Task, names: list[str], direction: str, positions: str) -> Chunk:
     """One chunk's metrics for one part of its task (see :func:`_run_chunk`)."""
     base_in, src_in = (
         (data.corrupt, data.clean) if direction == "denoising" else (data.clean, data.corrupt)
@@ -223,9 +221,7 @@ def _run_part(
     for p in params:
         p.requires_grad_(False)
     try:
-        base = model.run(
-            base_in, cache=names, logits_at=data.read_at, grad=True, grad_sites=names
-        )
+        base = model.run(base_in, cache=names, logits_at=data.read_at, grad=True, grad_sites=names)
         assert base.logits is not None
         m_base_t = data.score(base.logits)
         deltas = [base.grad_leaf(name)[0] for name in names]

@@ -182,9 +182,7 @@ class Task:
                 "and corrupted runs agree and the normalised effect divides by zero; corrupt "
                 "the prompts (change at least one token per example)"
             )
-        if self.against is not None and torch.equal(
-            self.answers.cpu(), self.against.answers.cpu()
-        ):
+        if self.against is not None and torch.equal(self.answers.cpu(), self.against.answers.cpu()):
             return (
                 "every correct answer equals its wrong answer, so the log-probability "
                 "difference is zero and the normalised effect divides by zero; give two "

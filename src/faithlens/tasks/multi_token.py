@@ -119,8 +119,7 @@ def token_list(model: Model, value: str | Tokens, what: str, *, prompt: bool) ->
     ids = list(value)
     if not ids or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in ids):
         raise InputError(
-            f"{what} must be text or a non-empty list of token ids (integers >= 0), not "
-            f"{value!r}"
+            f"{what} must be text or a non-empty list of token ids (integers >= 0), not {value!r}"
         )
     return ids
 
@@ -136,8 +135,6 @@ def build(
     pad_id: int = 0,
 ) -> Task:
     """The multi-token task (see :meth:`Task.multi_token`)."""
-    from .base import Task
-
     n = len(clean)
     if not (n == len(corrupt) == len(correct)) or (wrong is not None and len(wrong) != n):
         raise InputError(
@@ -157,7 +154,9 @@ def build(
                 f"{len(k)}; patching needs position-aligned pairs (change words for words of "
                 "as many tokens)"
             )
-    right = [token_list(model, a, f"correct answer {i}", prompt=False) for i, a in enumerate(correct)]
+    right = [
+        token_list(model, a, f"correct answer {i}", prompt=False) for i, a in enumerate(correct)
+    ]
     wrongs = (
         None
         if wrong is None

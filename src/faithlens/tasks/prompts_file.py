@@ -78,7 +78,9 @@ class TaskFile:
             for f in ("answer", "wrong"):
                 ids = tok(row[f], add_special_tokens=False)["input_ids"]
                 if not ids:
-                    raise InputError(f"{self.where(i, f)}: {row[f]!r} is no tokens for {model.name}")
+                    raise InputError(
+                        f"{self.where(i, f)}: {row[f]!r} is no tokens for {model.name}"
+                    )
                 multi = multi or len(ids) > 1
             answers.append((row["answer"], row["wrong"]))
             try:
