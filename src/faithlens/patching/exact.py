@@ -52,6 +52,7 @@ from .sweep import (
     example_chunks,
     row_bytes,
     site_length,
+    summed_parts,
     truncated,
 )
 
@@ -268,14 +269,8 @@ def patch(
     carried = carried_positions(sites)
     conds = plan_sweep(model, data, names, positions, carried)
     data = data.to(model.device)
-    n = data.n
     ex_chunk, row_cap = _chunk_sizes(model, data, conds, max_rows, max_memory)
-    patched = np.zeros((len(conds), n), dtype=np.float64)
-    m_base = np.zeros(n)
-    m_src = np.zeros(n)
-    # A multi-token task with a wrong answer has two parts (each continuation teacher-forced),
-    # summed per example with their signs before any statistics (Task.parts).
-    parts = data.parts()
+    parts = data.parts()  # two for a multi-token task with wrong answers (Task.parts)
     # Plan every chunk of examples first (cheap), so the progress bar knows the total.
     plans = [
         [
@@ -300,14 +295,13 @@ def patch(
 
     args = (names, direction, row_cap)
     key = (positions, carried, ex_chunk)
-    for j, ((part, sign), chunk_plans) in enumerate(zip(parts, plans, strict=True)):
-        where = checkpoint if j == 0 or checkpoint is None else os.path.join(checkpoint, "wrong")
-        runs = _chunk_results(model, part, chunk_plans, args, key, tick, where)
-        for cp, (src, base, vals) in zip(chunk_plans, runs):
-            cols = cp.rows.cpu().numpy()
-            m_src[cols] += sign * src
-            m_base[cols] += sign * base
-            patched[:, cols] += sign * vals
+    m_src, m_base, patched = summed_parts(
+        parts,
+        plans,
+        lambda part, cps, where: _chunk_results(model, part, cps, args, key, tick, where),
+        checkpoint,
+        (len(conds), data.n),
+    )
     est, note = effects("patch", patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
     return build_result(
         model,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -285,6 +285,31 @@ def position_tokens(model: Model, task: Task, position: list[int | None]) -> dic
     return {"position_tokens": shown}
 
 
+def summed_parts(
+    parts: Sequence[tuple[Task, float]],
+    plans: Sequence[Sequence[Any]],
+    run: Callable[[Task, Any, Any], Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]],
+    checkpoint: Any,
+    shape: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per example, the (source, base, patched ``[conditions, n]``) metrics of a task's parts
+    (:meth:`~faithlens.tasks.Task.parts`: a multi-token task with wrong answers has two, the
+    correct and the wrong continuation), each times its sign and added, before any statistics.
+    ``run(part, plans[j], folder)`` yields part ``j``'s chunks in the order of ``plans[j]``
+    (each with its example indices ``rows``); its checkpoint folder is ``checkpoint`` for the
+    first part and ``checkpoint/wrong`` for the second."""
+    patched = np.zeros(shape, dtype=np.float64)
+    base, source = np.zeros(shape[1]), np.zeros(shape[1])
+    for j, ((part, sign), chunk_plans) in enumerate(zip(parts, plans, strict=True)):
+        where = checkpoint if j == 0 or checkpoint is None else os.path.join(checkpoint, "wrong")
+        for cp, (src, b, vals) in zip(chunk_plans, run(part, chunk_plans, where)):
+            cols = cp.rows.cpu().numpy()
+            source[cols] += sign * src
+            base[cols] += sign * b
+            patched[:, cols] += sign * vals
+    return source, base, patched
+
+
 class ChunkStore(NpzStore):
     """The finished chunks of a sweep on disk, so that a killed run resumes from them
     (:class:`faithlens.folders.NpzStore`: ``key`` fingerprints the model, the data, the arguments
@@ -314,5 +339,6 @@ __all__ = [
     "nan_interval",
     "row_bytes",
     "site_length",
+    "summed_parts",
     "truncated",
 ]
