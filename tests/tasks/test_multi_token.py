@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 import faithlens as fl
 from faithlens.cli import app
-from faithlens.scrubbing import Hypothesis
+from faithlens.scrubbing import Hypothesis, ScrubData
+from faithlens.tasks.interchange import InterchangeData
 from faithlens.tasks.prompts_file import read_task_file
 from tests.helpers.reference import capture, patched_logits
 
@@ -163,10 +164,15 @@ def refusals(model, task):
         "exact_nodes": lambda: fl.circuits.exact_nodes(model, task, n_boot=10),
         "logit_lens": lambda: fl.logit_lens(model, task),
         "scrub": lambda: fl.scrub(model, task, hyp),
+        "ScrubData": lambda: ScrubData.from_task(task),
+        "das": lambda: InterchangeData.from_task(task),
+        "audit": lambda: fl.audit(model, task, {"zero": [fl.Zero("head.0.0")]}, "resid_post.0"),
     }
 
 
-@pytest.mark.parametrize("fn", ["path_patch", "exact_nodes", "logit_lens", "scrub"])
+@pytest.mark.parametrize(
+    "fn", ["path_patch", "exact_nodes", "logit_lens", "scrub", "ScrubData", "das", "audit"]
+)
 def test_methods_that_cannot_score_it_refuse_before_work(tiny_gpt2, monkeypatch, fn):
     model = fl.wrap(tiny_gpt2)
     task = fl.Task.multi_token(model, CLEAN, CORRUPT, CORRECT, WRONG)

@@ -83,7 +83,12 @@ class ScrubData(Mapping[str, Any]):
     @classmethod
     def from_task(cls, task: Any) -> ScrubData:
         """The clean side of a :class:`~faithlens.tasks.Task`: ``ids``, ``mask``, ``answers``,
-        ``positions`` (and ``prompt`` when the task has its text)."""
+        ``positions`` (and ``prompt`` when the task has its text). A multi-token task is
+        refused (scrubbing reads one position's answer logits)."""
+        if getattr(task, "is_multi_token", False):
+            from ..tasks.multi_token import refusal
+
+            raise InputError(refusal(task, "ScrubData.from_task (scrub)"))
         clean = task.clean
         cols: dict[str, Any] = {
             "ids": clean.ids.cpu(),
