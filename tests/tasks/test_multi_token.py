@@ -16,6 +16,7 @@ from faithlens.cli import app
 from faithlens.scrubbing import Hypothesis, ScrubData
 from faithlens.tasks.interchange import InterchangeData
 from faithlens.tasks.prompts_file import read_task_file
+from tests.helpers.builders import zoo_mlp
 from tests.helpers.reference import capture, patched_logits
 
 # prompts of 4, 3 and 5 tokens; answers of 1 to 3 tokens (the wrong ones of other lengths)
@@ -184,6 +185,14 @@ def test_methods_that_cannot_score_it_refuse_before_work(tiny_gpt2, monkeypatch,
     with pytest.raises(fl.InputError) as e:
         refusals(model, task)[fn]()
     assert "multi-token answers" in str(e.value) and "fl.patch" in str(e.value)
+
+
+def test_a_bidirectional_model_is_refused():
+    # teacher forcing needs a causal model: a bidirectional one sees the answer it predicts
+    model = fl.wrap(zoo_mlp())
+    task = fl.Task.multi_token(model, CLEAN, CORRUPT, CORRECT, WRONG)
+    with pytest.raises(fl.InputError, match="is not causal"):
+        fl.patch(model, task, ["head.0.0"], n_boot=10)
 
 
 def test_patch_refuses_last_and_a_single_token_metric(tiny_gpt2):

@@ -129,10 +129,18 @@ class Task:
         without a language-model head, such as a BERT encoder, has no token logits). A
         multi-token task is refused unless the caller can score one (``multi_token``)."""
         assert self.clean.ids is not None and self.corrupt.ids is not None
-        if self.is_multi_token and not multi_token:
+        if self.is_multi_token:
             from .multi_token import refusal
 
-            raise InputError(refusal(self, fn))
+            if not multi_token:
+                raise InputError(refusal(self, fn))
+            if not model.is_causal:
+                raise InputError(
+                    f"{fn}: the task {self.name!r} has multi-token answers, scored by teacher "
+                    f"forcing, but {model.name} is not causal: the positions that predict an "
+                    "answer would see the answer's own tokens; use a causal model, or "
+                    "single-token answers"
+                )
         if self.against is not None:
             self.against.check_model(model, fn, logits=logits, multi_token=True)
         adapter = model.adapter
@@ -450,7 +458,8 @@ class Task:
         answer tokens. With ``wrong`` answers the metric is ``log p(correct | prompt) -
         log p(wrong | prompt)`` (``"seq_logprob_diff"``: each continuation teacher-forced in
         its own run, subtracted per example); without, ``log p(correct | prompt)``
-        (``"seq_logprob"``). Each clean prompt must have as many tokens as its corrupted twin.
+        (``"seq_logprob"``). Each clean prompt must have as many tokens as its corrupted twin;
+        the methods that take the task refuse a model that is not causal.
         See :mod:`faithlens.tasks.multi_token` and docs/patching.md."""
         from .multi_token import build
 
