@@ -295,9 +295,10 @@ def test_missing_task_file_refused(no_load, tmp_path):
 
 
 def test_multi_token_answer_refused_before_any_forward_pass(no_run, tmp_path):
-    bad = '{"clean": "t1 t2", "corrupt": "t1 t3", "answer": "t2 t4", "wrong": "t3"}'
-    path = _task_file(tmp_path, bad)
-    _refused([*PATCH[:3], "--task", path], "mine.jsonl:1", "'answer'", "multi-token answers")
+    # patch scores multi-token answers (teacher forcing); path patching does not, and says so
+    multi = '{"clean": "t1 t2", "corrupt": "t1 t3", "answer": "t2 t4", "wrong": "t3"}'
+    path = _task_file(tmp_path, multi, multi)
+    _refused([*PATH[:3], "-r", "logits", "--task", path], "multi-token answers", "fl.patch")
 
 
 def test_patch_runs_on_a_task_file_end_to_end(tmp_path):

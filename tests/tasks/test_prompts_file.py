@@ -90,7 +90,9 @@ BAD_FILES = [
     ([line(clean_ids=[1, 2], corrupt_ids=[1], answer_id=3, wrong_id=4)], ["'corrupt_ids'", "same length"]),
     ([line(clean_ids=[], corrupt_ids=[], answer_id=3, wrong_id=4)], ["'clean_ids'", "non-empty"]),
     ([line(clean_ids=[1, -2], corrupt_ids=[1, 2], answer_id=3, wrong_id=4)], ["'clean_ids'"]),
-    ([line(clean_ids=[1, 2], corrupt_ids=[1, 3], answer_id=[3, 4], wrong_id=4)], ["'answer_id'", "multi-token answers are not supported"]),
+    ([line(clean_ids=[1, 2], corrupt_ids=[1, 3], answer_id=[], wrong_id=4)], ["'answer_id'", "non-empty list"]),
+    ([line(clean_ids=[1, 2], corrupt_ids=[1, 3], answer_id=[3, -4], wrong_id=4)], ["'answer_id'", "token id"]),
+    ([line(clean_ids=[1, 2], corrupt_ids=[1, 3], answer_id=[3, 4], wrong_id=[3, 4])], ["'answer_id'", "'wrong_id'"]),
     ([line(clean_ids=[1, 2], corrupt_ids=[1, 3], answer_id=True, wrong_id=4)], ["'answer_id'"]),
 ]  # fmt: skip
 
@@ -114,7 +116,6 @@ def test_missing_file(tmp_path):
 @pytest.mark.parametrize(
     "row, words",
     [
-        (line(clean="t1 t2", corrupt="t1 t3", answer="t2 t4", wrong="t3"), ["'answer'", "2 tokens", "multi-token answers are not supported yet"]),
         (line(clean="t1 t2 t3", corrupt="t1 t3", answer="t2", wrong="t3"), ["3 tokens", "position-aligned"]),
         (line(clean="t1 x", corrupt="t1 t3", answer="t2", wrong="t3"), ["'x'", "vocabulary"]),
         (line(clean_ids=[1, 900], corrupt_ids=[1, 2], answer_id=2, wrong_id=3), ["'clean_ids'", "900", "vocabulary"]),

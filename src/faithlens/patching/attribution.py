@@ -77,6 +77,7 @@ def attribution_patch(
         level=level,
         seed=seed,
         max_memory=max_memory,
+        multi_token=True,
     )
     names = resolve_sites(model, sites)
     data = data.to(model.device)
@@ -194,13 +195,25 @@ def _run_chunk(
     tick: Callable[[], None],
 ) -> Chunk:
     """One chunk of examples: its source and base metrics and every condition's estimated
-    change (a work item of ``Executor.map_model``: workers run it on their own model)."""
+    change (a work item of ``Executor.map_model``: workers run it on their own model). A
+    multi-token task with a wrong answer sums its two parts with their signs
+    (:meth:`~faithlens.tasks.Task.parts`): the estimate is linear, so that is each part's."""
+    total: list[np.ndarray] = []
+    for part, sign in data.parts():
+        got = _run_part(model, part, names, direction, positions)
+        total = [sign * a for a in got] if not total else [t + sign * a for t, a in zip(total, got)]
+    tick()
+    return total[0], total[1], total[2]
+
+
+def _run_part(model: Model, data: Task, names: list[str], direction: str, positions: str) -> Chunk:
+    """One chunk's metrics for one part of its task (see :func:`_run_chunk`)."""
     base_in, src_in = (
         (data.corrupt, data.clean) if direction == "denoising" else (data.clean, data.corrupt)
     )
-    src = model.run(src_in, cache=names, logits_at=data.positions)
+    src = model.run(src_in, cache=names, logits_at=data.read_at)
     assert src.logits is not None
-    m_src = data.metric(src.logits[:, 0], data.answers)
+    m_src = data.score(src.logits)
 
     # Gradients only with respect to the sites (not the weights): requires_grad is turned off on
     # the parameters for the duration, so no .grad is written into the user's model.
@@ -208,11 +221,9 @@ def _run_chunk(
     for p in params:
         p.requires_grad_(False)
     try:
-        base = model.run(
-            base_in, cache=names, logits_at=data.positions, grad=True, grad_sites=names
-        )
+        base = model.run(base_in, cache=names, logits_at=data.read_at, grad=True, grad_sites=names)
         assert base.logits is not None
-        m_base_t = data.metric(base.logits[:, 0], data.answers)
+        m_base_t = data.score(base.logits)
         deltas = [base.grad_leaf(name)[0] for name in names]
         grads = torch.autograd.grad(m_base_t.sum(), deltas, allow_unused=True)
     finally:
@@ -236,7 +247,6 @@ def _run_chunk(
             rows.append(contrib[torch.arange(n), data.positions])
         else:
             rows.extend(contrib[:, t] for t in range(contrib.shape[1]))
-    tick()
     return (
         m_src.double().cpu().numpy(),
         m_base_t.detach().double().cpu().numpy(),

@@ -52,6 +52,7 @@ from .sweep import (
     example_chunks,
     row_bytes,
     site_length,
+    summed_parts,
     truncated,
 )
 
@@ -164,7 +165,7 @@ def plan_sweep(
         )
     first_diff = task.first_difference()
     earliest_diff = int(first_diff.min())
-    earliest_read = int(task.positions.min())
+    earliest_read = int(task.read_at.min())
     conds = []
     for name in sites:
         info = model.site_info(name)
@@ -262,23 +263,25 @@ def patch(
         seed=seed,
         max_rows=max_rows,
         max_memory=max_memory,
+        multi_token=True,
     )
     names = resolve_sites(model, sites)
     carried = carried_positions(sites)
     conds = plan_sweep(model, data, names, positions, carried)
     data = data.to(model.device)
-    n = data.n
     ex_chunk, row_cap = _chunk_sizes(model, data, conds, max_rows, max_memory)
-    patched = np.zeros((len(conds), n), dtype=np.float64)
-    m_base = np.zeros(n)
-    m_src = np.zeros(n)
+    parts = data.parts()  # two for a multi-token task with wrong answers (Task.parts)
     # Plan every chunk of examples first (cheap), so the progress bar knows the total.
-    chunk_plans = [
-        _chunk_plan(model, data, rows, conds, names, positions, carried)
-        for rows in example_chunks(model, data, ex_chunk)
+    plans = [
+        [
+            _chunk_plan(model, part, rows, conds, names, positions, carried)
+            for rows in example_chunks(model, part, ex_chunk)
+        ]
+        for part, _ in parts
     ]
     total = sum(
         -(-len(idx) // max(1, row_cap // len(cp.rows)))
+        for chunk_plans in plans
         for cp in chunk_plans
         for idx in cp.groups.values()
     )
@@ -292,12 +295,13 @@ def patch(
 
     args = (names, direction, row_cap)
     key = (positions, carried, ex_chunk)
-    runs = _chunk_results(model, data, chunk_plans, args, key, tick, checkpoint)
-    for cp, (src, base, vals) in zip(chunk_plans, runs):
-        cols = cp.rows.cpu().numpy()
-        m_src[cols] = src
-        m_base[cols] = base
-        patched[:, cols] = vals
+    m_src, m_base, patched = summed_parts(
+        parts,
+        plans,
+        lambda part, cps, where: _chunk_results(model, part, cps, args, key, tick, where),
+        checkpoint,
+        (len(conds), data.n),
+    )
     est, note = effects("patch", patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
     return build_result(
         model,
@@ -465,9 +469,9 @@ def _run_chunk(
     # Logits only for the answer tokens, when that is all the metric reads.
     tokens, answers = answer_columns(model, sub, names)
     # Source run: cache every patched site.
-    src_out = model.run(src_i, cache=names, logits_at=sub.positions, logit_tokens=tokens)
+    src_out = model.run(src_i, cache=names, logits_at=sub.read_at, logit_tokens=tokens)
     assert src_out.logits is not None
-    m_src = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
+    m_src = sub.score(src_out.logits, answers).cpu().numpy()
     # Base run: the residual stream entering each layer we resume at, and the KV cache.
     live = [c for c in local if c is not None and not c.noop]
     layers = sorted({c.layer for c in live if _resumes(model, c)})
@@ -476,12 +480,12 @@ def _run_chunk(
     base_out = model.run(
         base_i,
         cache=resid_names,
-        logits_at=sub.positions,
+        logits_at=sub.read_at,
         logit_tokens=tokens,
         return_kv=need_kv,
     )
     assert base_out.logits is not None
-    m_base = sub.metric(base_out.logits[:, 0], answers).cpu().numpy()
+    m_base = sub.score(base_out.logits, answers).cpu().numpy()
     patched = np.zeros((len(local), ne), dtype=np.float64)
     for i, c in enumerate(local):
         if c is None or c.noop:
@@ -578,9 +582,9 @@ def _run_group(
                 rows=slice(j * ne, (j + 1) * ne),
             )
         )
-    out = model.run(
-        inputs, ivs, start_at=start, logits_at=task.positions.repeat(c), logit_tokens=tokens
-    )
+    at = task.read_at
+    reads = at.repeat(c) if at.dim() == 1 else at.repeat(c, 1)
+    out = model.run(inputs, ivs, start_at=start, logits_at=reads, logit_tokens=tokens)
     assert out.logits is not None
-    vals = task.metric(out.logits[:, 0], answers.repeat(c, 1))
+    vals = task.score(out.logits, answers.repeat(c, 1))
     return vals.reshape(c, ne).double().cpu().numpy()

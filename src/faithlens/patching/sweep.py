@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -46,11 +46,14 @@ def check_arguments(
     position_modes: Sequence[str] = POSITION_MODES,
     max_memory: Any = None,
     stacklevel: int = 4,
+    multi_token: bool = False,
 ) -> None:
     """The argument checks every patching method makes before any work: the argument values,
     the task against the model (vocabulary, a language-model head), its size (a confidence
     interval needs two examples) and degenerate tasks whose normalised effect is undefined
-    (clean == corrupt, identical answers)."""
+    (clean == corrupt, identical answers). A multi-token task is refused unless the method
+    scores one (``multi_token``), and then with ``positions="last"`` (its metric reads several
+    positions, none of them "the" last)."""
     if not isinstance(model, Model):
         raise validate.fail(
             "model", type(model).__name__, f"{fn} needs a faithlens Model", "use fl.load(...)"
@@ -84,7 +87,15 @@ def check_arguments(
             "output, not one of a site's positions",
             "use positions='all' (every position at once) or 'each' (one row per position)",
         )
-    task.check_model(model, fn)
+    task.check_model(model, fn, multi_token=multi_token)
+    if task.is_multi_token and positions == "last":
+        raise validate.fail(
+            "positions",
+            positions,
+            f"the task {task.name!r} has multi-token answers: its metric reads one position "
+            "per answer token (teacher forcing), so no single metric position is 'last'",
+            'use positions="all" or "each", or Site(name, positions=[...]) for chosen positions',
+        )
     why = task.degenerate()
     if why is not None:
         raise InputError(f"{fn}: task {task.name!r} is degenerate: {why}")
@@ -274,6 +285,31 @@ def position_tokens(model: Model, task: Task, position: list[int | None]) -> dic
     return {"position_tokens": shown}
 
 
+def summed_parts(
+    parts: Sequence[tuple[Task, float]],
+    plans: Sequence[Sequence[Any]],
+    run: Callable[[Task, Any, Any], Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]],
+    checkpoint: Any,
+    shape: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per example, the (source, base, patched ``[conditions, n]``) metrics of a task's parts
+    (:meth:`~faithlens.tasks.Task.parts`: a multi-token task with wrong answers has two, the
+    correct and the wrong continuation), each times its sign and added, before any statistics.
+    ``run(part, plans[j], folder)`` yields part ``j``'s chunks in the order of ``plans[j]``
+    (each with its example indices ``rows``); its checkpoint folder is ``checkpoint`` for the
+    first part and ``checkpoint/wrong`` for the second."""
+    patched = np.zeros(shape, dtype=np.float64)
+    base, source = np.zeros(shape[1]), np.zeros(shape[1])
+    for j, ((part, sign), chunk_plans) in enumerate(zip(parts, plans, strict=True)):
+        where = checkpoint if j == 0 or checkpoint is None else os.path.join(checkpoint, "wrong")
+        for cp, (src, b, vals) in zip(chunk_plans, run(part, chunk_plans, where)):
+            cols = cp.rows.cpu().numpy()
+            source[cols] += sign * src
+            base[cols] += sign * b
+            patched[:, cols] += sign * vals
+    return source, base, patched
+
+
 class ChunkStore(NpzStore):
     """The finished chunks of a sweep on disk, so that a killed run resumes from them
     (:class:`faithlens.folders.NpzStore`: ``key`` fingerprints the model, the data, the arguments
@@ -303,5 +339,6 @@ __all__ = [
     "nan_interval",
     "row_bytes",
     "site_length",
+    "summed_parts",
     "truncated",
 ]

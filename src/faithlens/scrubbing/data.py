@@ -83,12 +83,17 @@ class ScrubData(Mapping[str, Any]):
     @classmethod
     def from_task(cls, task: Any, inputs: Sequence[str] | None = None) -> ScrubData:
         """The clean side of a :class:`~faithlens.tasks.Task`: ``ids``, ``mask``, ``answers``,
-        ``positions`` (and ``prompt`` when the task has its text).
+        ``positions`` (and ``prompt`` when the task has its text). A multi-token task is
+        refused (scrubbing reads one position's answer logits).
 
         A task built from tensors (:meth:`faithlens.Task.from_tensors`: pixels, embeddings) has
         no token ids: its clean input tensors become the columns named ``inputs`` (the graph's
         input fields, in the order of the model's forward arguments), next to ``answers``,
         ``positions`` (zeros) and ``label`` (the correct class, ``answers[:, 0]``)."""
+        if getattr(task, "is_multi_token", False):
+            from ..tasks.multi_token import refusal
+
+            raise InputError(refusal(task, "ScrubData.from_task (scrub)"))
         if getattr(task, "tokens", True) is False:
             return cls._from_tensor_task(task, inputs)
         clean = task.clean

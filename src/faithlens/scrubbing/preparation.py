@@ -73,6 +73,10 @@ def as_data(data: Any, graph: ComponentGraph | None = None) -> tuple[ScrubData, 
             refuse_transformer(graph.model, data)
         return ScrubData.from_task(data, graph.input_fields()), TaskMetric(data.metric)
     if isinstance(data, Task):
+        if data.is_multi_token:
+            from ..tasks.multi_token import refusal
+
+            raise InputError(refusal(data, "scrub"))
         return ScrubData.from_task(data), TaskMetric(data.metric)
     if isinstance(data, Mapping):
         return ScrubData(dict(data)), None

@@ -19,6 +19,7 @@ from .metrics import (
     LogProb,
     Metric,
     ProbDiff,
+    SequenceLogProb,
     get_metric,
 )
 from .paren import ParenData, ParenMixture, paren_task
@@ -80,6 +81,7 @@ __all__ = [
     "LogitDiff",
     "Metric",
     "ProbDiff",
+    "SequenceLogProb",
     "Task",
     "TaskFile",
     "TensorTask",

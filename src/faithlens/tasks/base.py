@@ -13,7 +13,15 @@ from torch import Tensor
 from ..errors import InputError, SiteError
 from ..fingerprint import data_fingerprint
 from ..models.model import Inputs, Model
-from .metrics import Accuracy, BinaryCrossEntropy, LogitDiff, Metric, ProbDiff, get_metric
+from .metrics import (
+    Accuracy,
+    BinaryCrossEntropy,
+    LogitDiff,
+    Metric,
+    ProbDiff,
+    SequenceLogProb,
+    get_metric,
+)
 
 if TYPE_CHECKING:
     from ..interventions import Intervention
@@ -27,6 +35,15 @@ class Task:
     clean prompt has exactly as many tokens as its corrupted twin); ``answers`` is ``[n, 2]``
     (correct, wrong) token ids read at ``positions`` (``[n]``, each example's last real token by
     default) by ``metric``.
+
+    A multi-token task (:meth:`multi_token`, teacher forcing) appends an answer's tokens to each
+    prompt and reads the logits at several positions: ``reads`` ``[n, k]`` (the positions that
+    predict the answer's tokens), ``answers`` ``[n, k]`` those tokens and ``answer_mask``
+    ``[n, k]`` which are real (shorter answers are padded); ``positions`` is then each example's
+    last position read (so a causal run may still stop there) and ``metric`` a
+    :class:`~faithlens.tasks.metrics.SequenceLogProb`. ``against``, when given, is the same
+    examples teacher-forced with the wrong answer: the task's score is then
+    ``log p(correct | prompt) - log p(wrong | prompt)`` (:meth:`score`, :meth:`parts`).
     """
 
     name: str
@@ -39,6 +56,9 @@ class Task:
     corrupt_prompts: tuple[str, ...] | None = None
     answer_text: tuple[tuple[str, ...], ...] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    reads: Tensor | None = None
+    answer_mask: Tensor | None = None
+    against: Task | None = None
 
     def __post_init__(self) -> None:
         c, k = self.clean, self.corrupt
@@ -58,7 +78,11 @@ class Task:
                 f"clean and corrupted prompts {rows} have different token lengths; patching "
                 "needs position-aligned pairs (same number of tokens in each pair)"
             )
-        if self.answers.dim() != 2 or self.answers.shape[0] != n or self.answers.shape[1] < 2:
+        if self.reads is not None or self.answer_mask is not None or self.against is not None:
+            from .multi_token import check_multi_token
+
+            check_multi_token(self)
+        elif self.answers.dim() != 2 or self.answers.shape[0] != n or self.answers.shape[1] < 2:
             raise InputError(
                 f"answers must be [n={n}, 2] token ids; got {tuple(self.answers.shape)}"
             )
@@ -92,11 +116,33 @@ class Task:
                 "token of each example instead (mask.sum(-1) - 1)"
             )
 
-    def check_model(self, model: Model, fn: str = "this task", *, logits: bool = True) -> None:
+    def check_model(
+        self,
+        model: Model,
+        fn: str = "this task",
+        *,
+        logits: bool = True,
+        multi_token: bool = False,
+    ) -> None:
         """Check, before any forward pass, that this task fits ``model``: its token ids are in
         the model's vocabulary, and its answers are columns of the model's output (a model
-        without a language-model head, such as a BERT encoder, has no token logits)."""
+        without a language-model head, such as a BERT encoder, has no token logits). A
+        multi-token task is refused unless the caller can score one (``multi_token``)."""
         assert self.clean.ids is not None and self.corrupt.ids is not None
+        if self.is_multi_token:
+            from .multi_token import refusal
+
+            if not multi_token:
+                raise InputError(refusal(self, fn))
+            if not model.is_causal:
+                raise InputError(
+                    f"{fn}: the task {self.name!r} has multi-token answers, scored by teacher "
+                    f"forcing, but {model.name} is not causal: the positions that predict an "
+                    "answer would see the answer's own tokens; use a causal model, or "
+                    "single-token answers"
+                )
+        if self.against is not None:
+            self.against.check_model(model, fn, logits=logits, multi_token=True)
         adapter = model.adapter
         if not adapter.site_table:
             return  # a generic module: nothing known about its inputs and outputs
@@ -144,6 +190,12 @@ class Task:
                 "and corrupted runs agree and the normalised effect divides by zero; corrupt "
                 "the prompts (change at least one token per example)"
             )
+        if self.against is not None and torch.equal(self.answers.cpu(), self.against.answers.cpu()):
+            return (
+                "every correct answer equals its wrong answer, so the log-probability "
+                "difference is zero and the normalised effect divides by zero; give two "
+                "different answers per example"
+            )
         if isinstance(self.metric, (LogitDiff, ProbDiff, Accuracy, BinaryCrossEntropy)):
             a = self.answers
             if bool((a[:, 1:] == a[:, :1]).all()):
@@ -153,6 +205,37 @@ class Task:
                     "answer tokens per example"
                 )
         return None
+
+    @property
+    def is_multi_token(self) -> bool:
+        """Whether the metric reads several positions per example (:meth:`multi_token`)."""
+        return self.reads is not None
+
+    @property
+    def read_at(self) -> Tensor:
+        """The positions whose logits the metric reads, for ``run(..., logits_at=...)``:
+        ``positions`` ``[n]``, or a multi-token task's ``reads`` ``[n, k]``."""
+        return self.positions if self.reads is None else self.reads
+
+    def score(self, logits: Tensor, answers: Tensor | None = None) -> Tensor:
+        """The metric per row from a run's logits at :attr:`read_at` (``[rows, 1 or k, ...]``;
+        rows may repeat the task's examples, with ``answers`` repeated to match). For a task
+        with ``against`` this is the correct continuation's log-probability only; the
+        difference needs the wrong continuation's run too (:meth:`parts`)."""
+        answers = self.answers if answers is None else answers
+        if self.reads is None:
+            return self.metric(logits[:, 0], answers)
+        assert isinstance(self.metric, SequenceLogProb) and self.answer_mask is not None
+        mask = self.answer_mask.repeat(int(answers.shape[0]) // self.n, 1)
+        return self.metric(logits, answers, mask)
+
+    def parts(self) -> list[tuple[Task, float]]:
+        """The tasks whose scores, times their signs, add up to this task's metric: the task
+        itself, and for a multi-token task with ``against`` the wrong continuation with sign
+        -1 (each example's metric is the sum over the parts, before any statistics)."""
+        if self.against is None:
+            return [(self, 1.0)]
+        return [(replace(self, against=None), 1.0), (self.against, -1.0)]
 
     @property
     def tokens(self) -> bool:
@@ -213,6 +296,9 @@ class Task:
             prompts=pick(self.prompts),
             corrupt_prompts=pick(self.corrupt_prompts),
             answer_text=pick(self.answer_text),
+            reads=None if self.reads is None else self.reads[idx],
+            answer_mask=None if self.answer_mask is None else self.answer_mask[idx],
+            against=None if self.against is None else self.against.subset(rows),
         )
 
     def fingerprint(self) -> str:
@@ -231,6 +317,15 @@ class Task:
                 "prompts": self.prompts,
                 "corrupt_prompts": self.corrupt_prompts,
                 "answer_text": self.answer_text,
+                **(
+                    {
+                        "reads": self.reads,
+                        "answer_mask": self.answer_mask,
+                        "against": None if self.against is None else self.against.fingerprint(),
+                    }
+                    if self.reads is not None
+                    else {}
+                ),
             }
         )
 
@@ -238,7 +333,10 @@ class Task:
         return replace(self, metric=get_metric(metric))
 
     def to(self, device: torch.device | str) -> Task:
-        return replace(self, clean=self.clean.to(device), corrupt=self.corrupt.to(device))
+        against = None if self.against is None else self.against.to(device)
+        return replace(
+            self, clean=self.clean.to(device), corrupt=self.corrupt.to(device), against=against
+        )
 
     def evaluate(
         self,
@@ -249,10 +347,15 @@ class Task:
         """The metric per example on the clean or corrupted inputs (optionally intervened)."""
         if which not in ("clean", "corrupt"):
             raise InputError(f"which must be 'clean' or 'corrupt', not {which!r}")
-        inputs = self.clean if which == "clean" else self.corrupt
-        out = model.run(inputs, interventions, logits_at=self.positions)
-        assert out.logits is not None
-        return self.metric(out.logits[:, 0], self.answers)
+        total: Tensor | None = None
+        for part, sign in self.parts():
+            inputs = part.clean if which == "clean" else part.corrupt
+            out = model.run(inputs, interventions, logits_at=part.read_at)
+            assert out.logits is not None
+            value = sign * part.score(out.logits)
+            total = value if total is None else total + value
+        assert total is not None
+        return total
 
     def bind(self, model: Model, interventions: Sequence[Intervention]) -> list[Intervention]:
         """Resolve ``source="clean"`` / ``source="corrupt"`` references (as returned by
@@ -334,6 +437,33 @@ class Task:
             corrupt_prompts=tuple(corrupt),
             answer_text=tuple(tuple(a) for a in answers),
         )
+
+    @classmethod
+    def multi_token(
+        cls,
+        model: Model,
+        clean: Sequence[str | Sequence[int]],
+        corrupt: Sequence[str | Sequence[int]],
+        correct: Sequence[str | Sequence[int]],
+        wrong: Sequence[str | Sequence[int]] | None = None,
+        *,
+        name: str = "custom",
+        pad_id: int = 0,
+    ) -> Task:
+        """A task whose answers may be several tokens, scored by teacher forcing.
+
+        Each prompt and answer is text (tokenized by ``model``; mind an answer's leading
+        space) or a list of token ids. Each answer is appended to both prompts of its example
+        and scored by the sum of its tokens' log-probabilities given the prompt and the earlier
+        answer tokens. With ``wrong`` answers the metric is ``log p(correct | prompt) -
+        log p(wrong | prompt)`` (``"seq_logprob_diff"``: each continuation teacher-forced in
+        its own run, subtracted per example); without, ``log p(correct | prompt)``
+        (``"seq_logprob"``). Each clean prompt must have as many tokens as its corrupted twin;
+        the methods that take the task refuse a model that is not causal.
+        See :mod:`faithlens.tasks.multi_token` and docs/patching.md."""
+        from .multi_token import build
+
+        return build(model, clean, corrupt, correct, wrong, name=name, pad_id=pad_id)
 
     @classmethod
     def from_tensors(

@@ -140,7 +140,12 @@ class InterchangeData:
         """DAS data from a clean/corrupted task: the aligned subspace is copied from the clean
         run into the corrupted run, and the counterfactual label is the clean answer
         (``candidates`` are the task's (correct, wrong) answers; label 0). IIA is then the
-        fraction of corrupted prompts on which the interchange restores the clean preference."""
+        fraction of corrupted prompts on which the interchange restores the clean preference.
+        A multi-token task is refused (DAS reads one position's answer logits)."""
+        if task.is_multi_token:
+            from .multi_token import refusal
+
+            raise InputError(refusal(task, "InterchangeData.from_task (DAS)"))
         return cls(
             base=task.corrupt,
             source=task.clean,

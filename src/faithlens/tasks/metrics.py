@@ -127,6 +127,7 @@ class CrossEntropy(Metric):
         return -lp.gather(-1, answers[:, :1].to(logits.device))[:, 0]
 
 
+@dataclass(frozen=True)
 class AnswerSet(Metric):
     """A set of correct answers against a set of wrong ones: ``reduce`` over the correct set's
     logits minus ``reduce`` over the wrong set's. ``answers`` is ``[n, n_correct + m]``: the
@@ -175,6 +176,39 @@ class AnswerSet(Metric):
         if self.reduce == "max":
             return masked.max(-1).values
         return torch.logsumexp(masked, -1)
+
+
+@dataclass(frozen=True)
+class SequenceLogProb(Metric):
+    """log p(answer tokens | prompt) by teacher forcing: the sum over an answer's tokens of
+    each token's log-probability given the prompt and the answer's earlier tokens.
+
+    Reads logits ``[n, k, vocab]`` at the ``k`` positions that predict the answer's tokens (the
+    prompt's last token, then each answer token but the last), ``answers`` ``[n, k]`` the tokens
+    and ``mask`` ``[n, k]`` which of them are real (answers shorter than ``k`` are padded). A
+    multi-token task (:meth:`~faithlens.tasks.Task.multi_token`) scores with it through
+    :meth:`~faithlens.tasks.Task.score`; with a wrong answer its score is this metric on the
+    correct continuation minus this metric on the wrong one (``name`` says which).
+    """
+
+    name: str = "seq_logprob"
+
+    def __call__(self, logits: Tensor, answers: Tensor, mask: Tensor | None = None) -> Tensor:
+        if logits.dim() != 3 or tuple(answers.shape) != tuple(logits.shape[:2]):
+            raise MetricError(
+                f"{self.name}: needs logits [n, k, vocab] at each answer token's position and "
+                f"answers [n, k]; got logits {tuple(logits.shape)} and answers "
+                f"{tuple(answers.shape)}"
+            )
+        lp = torch.log_softmax(logits.float(), -1)
+        picked = lp.gather(-1, answers.to(logits.device)[..., None])[..., 0]
+        if mask is not None:
+            picked = picked.masked_fill(~mask.to(picked.device).bool(), 0.0)
+        out = picked.sum(-1)
+        if not bool(torch.isfinite(out).all()):
+            check_finite(logits, f"the logits reaching {self.name}")
+            check_finite(out, self.name)
+        return out
 
 
 METRICS: dict[str, type[Metric]] = {

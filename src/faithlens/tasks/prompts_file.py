@@ -13,11 +13,14 @@ Each non-blank line is one example, a JSON object in one of two forms (one form 
     {"clean_ids": [5, 17, 3, 5], "corrupt_ids": [5, 9, 3, 5], "answer_id": 17, "wrong_id": 9}
 
 The metric (logit difference by default) reads the logits at each example's last token; each
-clean prompt must have as many tokens as its corrupted twin, and each answer must be one token
-(multi-token answers are not supported yet). :func:`read_task_file` checks the file line by
-line without a model (errors name the file, the line and the field);
-:meth:`TaskFile.build` then builds the task with :meth:`Task.from_prompts` or
-:meth:`Task.from_token_ids` for a model, checking each line's tokens.
+clean prompt must have as many tokens as its corrupted twin. An answer may be several tokens
+(text that the tokenizer splits, or a list of ids: ``"answer_id": [17, 4]``): the whole file is
+then a multi-token task (:meth:`Task.multi_token`, teacher forcing), scored by
+``log p(answer | prompt) - log p(wrong | prompt)``, each answer's log-probability the sum over its
+tokens. :func:`read_task_file` checks the file line by line without a model (errors name the
+file, the line and the field); :meth:`TaskFile.build` then builds the task with
+:meth:`Task.from_prompts`, :meth:`Task.from_token_ids` or :meth:`Task.multi_token` for a model,
+checking each line's tokens.
 """
 
 from __future__ import annotations
@@ -35,11 +38,8 @@ from .metrics import Metric
 #: The fields of each form, in the order a line gives them.
 TEXT_FIELDS = ("clean", "corrupt", "answer", "wrong")
 ID_FIELDS = ("clean_ids", "corrupt_ids", "answer_id", "wrong_id")
-_MULTI_FIX = (
-    "multi-token answers are not supported yet; give an answer that is one token (mind the "
-    "leading space: ' Mary', not 'Mary'), or end the prompt so that the answer's first token "
-    "decides it"
-)
+#: The metrics a file with multi-token answers can be scored with, by the name it is given.
+MULTI_METRICS = {"logit_diff": "seq_logprob_diff", "logprob": "seq_logprob"}
 
 
 @dataclass(frozen=True)
@@ -66,23 +66,23 @@ class TaskFile:
     def build(self, model: Model, *, metric: str | Metric = "logit_diff") -> Task:
         """The task for ``model``: text is tokenized by its tokenizer (each answer one token,
         each clean prompt as long as its corrupted twin, checked line by line); token ids must
-        be in its vocabulary."""
+        be in its vocabulary. When any answer is several tokens the task is a multi-token one
+        (teacher forcing): ``metric`` ``"logit_diff"`` then means ``log p(answer) -
+        log p(wrong)`` and ``"logprob"`` ``log p(answer)``; no other metric applies."""
         if self.form == "ids":
             return self._build_ids(model, metric)
         tok = model.require_tokenizer()
         answers = []
+        multi = False
         for i, row in enumerate(self.rows):
-            pair = []
             for f in ("answer", "wrong"):
                 ids = tok(row[f], add_special_tokens=False)["input_ids"]
-                if len(ids) != 1:
-                    pieces = [tok.decode([t]) for t in ids]
+                if not ids:
                     raise InputError(
-                        f"{self.where(i, f)}: {row[f]!r} is {len(ids)} tokens for "
-                        f"{model.name} ({pieces}); {_MULTI_FIX}"
+                        f"{self.where(i, f)}: {row[f]!r} is no tokens for {model.name}"
                     )
-                pair.append(row[f])
-            answers.append((pair[0], pair[1]))
+                multi = multi or len(ids) > 1
+            answers.append((row["answer"], row["wrong"]))
             try:
                 c, k = model.tokenize([row["clean"]]), model.tokenize([row["corrupt"]])
             except InputError as e:
@@ -94,6 +94,8 @@ class TaskFile:
                     f"{model.name} and the corrupted one {k.ids.shape[1]}; patching needs "
                     "position-aligned pairs (change words for words of as many tokens)"
                 )
+        if multi:
+            return self._build_multi(model, metric, "clean", "corrupt", "answer", "wrong")
         return Task.from_prompts(
             model,
             [r["clean"] for r in self.rows],
@@ -114,11 +116,39 @@ class TaskFile:
                         f"{self.where(i, f)}: token id {top} is outside the vocabulary of "
                         f"{model.name} ({vocab} tokens: ids 0..{vocab - 1})"
                     )
+        if any(len(_ids(r[f])) > 1 for r in self.rows for f in ("answer_id", "wrong_id")):
+            return self._build_multi(
+                model, metric, "clean_ids", "corrupt_ids", "answer_id", "wrong_id"
+            )
         return Task.from_token_ids(
             [r["clean_ids"] for r in self.rows],
             [r["corrupt_ids"] for r in self.rows],
-            [(r["answer_id"], r["wrong_id"]) for r in self.rows],
+            [(_ids(r["answer_id"])[0], _ids(r["wrong_id"])[0]) for r in self.rows],
             metric=metric,
+            name=self.name,
+        )
+
+    def _build_multi(
+        self, model: Model, metric: str | Metric, clean: str, corrupt: str, answer: str, wrong: str
+    ) -> Task:
+        """The file as a multi-token task (some answer is several tokens)."""
+        name = metric if isinstance(metric, str) else metric.name
+        if name not in MULTI_METRICS:
+            raise InputError(
+                f"{self.path}: some answers are several tokens, so the task is scored by "
+                f"teacher forcing and metric {name!r} does not apply; use 'logit_diff' "
+                "(log p(answer) - log p(wrong)) or 'logprob' (log p(answer))"
+            )
+
+        def column(f: str) -> list[Any]:
+            return [r[f] if isinstance(r[f], str) else _ids(r[f]) for r in self.rows]
+
+        return Task.multi_token(
+            model,
+            column(clean),
+            column(corrupt),
+            column(answer),
+            None if MULTI_METRICS[name] == "seq_logprob" else column(wrong),
             name=self.name,
         )
 
@@ -215,15 +245,21 @@ def _check_row(row: dict[str, Any], form: str, where: str) -> None:
         )
     for f in ("answer_id", "wrong_id"):
         v = row[f]
-        if isinstance(v, list) and len(v) != 1:
-            raise InputError(f"{where}: field {f!r} is {len(v)} tokens; {_MULTI_FIX}")
-        if not _token_id(v):
-            raise InputError(f"{where}: field {f!r} must be one token id (an integer >= 0)")
-    if row["answer_id"] == row["wrong_id"]:
+        if not (_token_id(v) or (isinstance(v, list) and v and all(_token_id(x) for x in v))):
+            raise InputError(
+                f"{where}: field {f!r} must be a token id (an integer >= 0) or, for a "
+                "multi-token answer, a non-empty list of token ids"
+            )
+    if _ids(row["answer_id"]) == _ids(row["wrong_id"]):
         raise InputError(
             f"{where}: fields 'answer_id' and 'wrong_id' are both {row['answer_id']}; give two "
             "different answers"
         )
+
+
+def _ids(v: Any) -> list[int]:
+    """An answer field's token ids: one id, or a list of them."""
+    return list(v) if isinstance(v, list) else [v]
 
 
 def _token_id(x: Any) -> bool:

@@ -114,9 +114,17 @@ class TensorTask(Task):
         """Zeros: any position of a tensor task's sites may differ between its two runs."""
         return torch.zeros(len(self), dtype=torch.long)
 
-    def check_model(self, model: Model, fn: str = "this task", *, logits: bool = True) -> None:
+    def check_model(
+        self,
+        model: Model,
+        fn: str = "this task",
+        *,
+        logits: bool = True,
+        multi_token: bool = False,
+    ) -> None:
         """Check, before any forward pass, that ``model`` takes tensors (not token ids) and
-        that the answers are classes of its output."""
+        that the answers are classes of its output (``multi_token``: whether the caller could
+        score multi-token answers; a tensor task never has them)."""
         adapter = model.adapter
         takes_tokens = getattr(
             adapter, "token_inputs", bool(adapter.d_vocab) or model.tokenizer is not None
