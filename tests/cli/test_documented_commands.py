@@ -144,19 +144,29 @@ REDUCED: dict[str, Any] = {
     "--epochs": lambda v: "2",
     "--steps": lambda v: "20",
     "--reps": lambda v: "4",
-    "--layers": lambda v: v.split("-")[0],
+    "--layers": lambda v: v.split("-")[0].split(",")[0],
     "--workers": lambda v: "2",
     "--n-random": lambda v: "4",
 }
 # options added when a command takes them and the line does not give them (``--n`` only on
 # commands that take a model: elsewhere it is a sample size with its own floor)
 ADDED = {"--n": "8", "--n-boot": "20", "--n-random": "4"}
-# a smaller piece of the same work on the same model (every head as a sender costs minutes)
-NARROWED = {("path-patch", "--senders"): "head.21.0,head.22.1,mlp.21"}
+# (command, option) -> (only with this model or None, value): a smaller piece of the same work
+# (every head of SmolLM2 as a sender costs minutes; a zoo recipe trains for minutes by default)
+NARROWED: dict[tuple[str, str], tuple[str | None, str]] = {
+    ("path-patch", "--senders"): ("smollm2", "head.21.0,head.22.1,mlp.21"),
+    ("train", "--steps"): (None, "20"),
+    ("audit", "--n"): (None, "16"),  # its natural-vs-natural baseline needs 5 points a side
+    ("sanity", "--n"): (None, "2000"),
+    ("sanity", "--seeds"): (None, "4"),
+}
 # options dropped: a cluster address needs a running cluster (scale.md says how to start one)
 DROPPED = {"--address"}
 # commands that are not run, with the reason (they are still parsed above)
-NOT_RUN: dict[str, str] = {}
+NOT_RUN: dict[str, str] = {
+    "faithlens zoo compile-tracr": "needs jax (the optional extra faithlens[tracr]); its outputs "
+    "ship in the package and tests/zoo/test_tracr.py checks them",
+}
 
 
 def reduced(argv: list[str]) -> list[str]:
@@ -184,8 +194,8 @@ def reduced(argv: list[str]) -> list[str]:
     for opt, value in ADDED.items():
         if opt in takes and opt not in argv and (opt != "--n" or "--model" in takes):
             out += [opt, value]
-    for (name, opt), value in NARROWED.items():
-        if path and path[-1] == name and "smollm2" in argv:
+    for (name, opt), (only, value) in NARROWED.items():
+        if path and path[-1] == name and (only is None or only in argv):
             if opt in out:
                 out[out.index(opt) + 1] = value
             else:
@@ -254,6 +264,7 @@ def test_reduced_sizes_shrink_only_what_they_say():
     ]
     path = reduced(shlex.split("path-patch --model smollm2 --task ioi --receivers head.23.3"))
     assert path[path.index("--senders") + 1] == "head.21.0,head.22.1,mlp.21"
+    assert reduced(["zoo", "train", "paren"]) == ["zoo", "train", "paren", "--steps", "20"]
     assert "--address" not in reduced(
         shlex.split("--executor ray --address auto --workers 8 zoo list")
     )
