@@ -255,7 +255,8 @@ def test_reduced_sizes_shrink_only_what_they_say():
         *shlex.split("patch --model smollm2 --task ioi --n 8 --out runs/x --n-boot 20")
     ]
     # --n is a sample size with its own floor where there is no model: not added
-    assert "--n" not in reduced(["neurons", "sanity"])
+    assert "--n" not in reduced(["neurons", "bound", "--metric", "iou"])
+    assert reduced(["neurons", "sanity"]) == ["neurons", "sanity", "--n", "2000", "--seeds", "4"]
     assert reduced(shlex.split("neurons validate --n 100,300,1000"))[:4] == [
         "neurons",
         "validate",
