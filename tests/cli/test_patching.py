@@ -206,3 +206,23 @@ def test_patch_checkpoint_and_attribution_memory(tmp_path):
         assert again.exit_code == 0, again.output
         table = [line for line in first.output.splitlines() if "head." in line]
         assert table and table == [line for line in again.output.splitlines() if "head." in line]
+
+
+def test_max_rows_is_the_printed_table_length():
+    args = [
+        "patch",
+        "--model",
+        "zoo:induction",
+        "--task",
+        "induction",
+        "--n",
+        "8",
+        "--n-boot",
+        "20",
+    ]
+    short = runner.invoke(app, [*args, "--max-rows", "2"], env={"COLUMNS": "200"})
+    long = runner.invoke(app, [*args, "--top", "6"], env={"COLUMNS": "200"})
+    assert short.exit_code == 0 and long.exit_code == 0, short.output + long.output
+    rows = [line for line in short.output.splitlines() if "head." in line]
+    assert len(rows) == 2
+    assert len([line for line in long.output.splitlines() if "head." in line]) == 6

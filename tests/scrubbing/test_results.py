@@ -179,6 +179,7 @@ def test_cli_scrub_end_to_end(tmp_path):
     res = runner.invoke(app, ["scrub", str(f), "--n", "300", "--out", str(out), "--seed", "1"])
     assert res.exit_code == 0, res.output
     assert "causal scrubbing" in res.output and "% recovered vs random" in res.output
+    assert (out / "plot.png").stat().st_size > 1000  # the issue: scrub --out wrote no plot
     back = Result.load(out)
     assert isinstance(back, sc.ScrubResult) and back.n == 300 and back.seed == 1
     # B is resampled: 9 * 2 Var(x1) on average. Seed 1: 154.9, SE 11.1 (seeds 2, 3: 161.0,

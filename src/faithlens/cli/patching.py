@@ -34,7 +34,9 @@ Direction = Annotated[
     str,
     typer.Option("--direction", help="denoising (clean into corrupted) or noising."),
 ]
-Top = Annotated[int, typer.Option("--top", help="Rows of the printed table.")]
+Top = Annotated[
+    int, typer.Option("--top", "--max-rows", help="Rows of the printed table (by |effect|).")
+]
 Checkpoint = Annotated[
     Path | None,
     typer.Option(

@@ -181,7 +181,15 @@ def scrub_cmd(
         result = _scrub(prep, h.name, n, seed, batch_size, memory)
         _print_result(result, h.name, m.name)
         if out is not None:
-            save_result(result, out, overwrite=overwrite, message=f"saved to {out}")
+            from ..results import plot_writer
+
+            save_result(
+                result,
+                out,
+                overwrite=overwrite,
+                extras={"plot.png": plot_writer(result)},
+                message=f"saved to {out} (with plot.png)",
+            )
         if adversary:
             feats = _resolve(module, "features", m) or {}
             adv = sc.adversary(
