@@ -35,7 +35,8 @@ The ratio is printed on the total peaks and on the peaks above the floor.
 
 Run from the repository root (``PYTHONPATH=src``)::
 
-    python benchmarks/circuits_smollm2.py                      # n = 16, about 10 minutes
+    python benchmarks/circuits_smollm2.py                      # n = 16 (36 min on a loaded 2-core CPU)
+    python benchmarks/circuits_smollm2.py --n 8                # about half that
     python benchmarks/circuits_smollm2.py --only memory         # the memory check alone
     python benchmarks/circuits_smollm2.py --n 64 --memory --markdown out.md   # a full run
 """
