@@ -82,3 +82,40 @@ def test_bad_steps():
     _, model, task = _setup("llama")
     with pytest.raises(InputError, match="steps"):
         fl.circuits.eap_ig(model, task, steps=0)
+
+
+def test_in_place_running_sum_keeps_the_scores():
+    """The running sum of the port gradients is kept in place (one float64 copy, each step's
+    float32 gradients freed as they are added): the values equal, bit for bit, the mean over
+    steps of each step's gradients summed out of place, as EAP-IG computed them before."""
+    import torch
+
+    from faithlens.circuits.common import chunks, contribution, deltas, writer_sites
+    from faithlens.circuits.eap import edge_values, frozen_parameters, port_gradients
+
+    hf = BUILDERS["llama"]()  # float32: the float64 accumulation of float32 gradients
+    model = fl.wrap(hf)
+    task = padded_task(model, n=4, seq=6)
+    steps = 3
+    res = fl.circuits.eap_ig(model, task, steps=steps, n_boot=20)
+    eg = fl.circuits.EdgeGraph(model)
+    ref = np.zeros_like(res.values)
+    parts, row_cap = chunks(model, task, None)
+    with frozen_parameters(model):
+        for rows, sub in parts:
+            with torch.no_grad():
+                corrupt = model.run(sub.corrupt, cache=writer_sites(eg), logits_at=sub.positions)
+                clean = model.run(sub.clean, cache=writer_sites(eg), logits_at=sub.positions)
+                change = deltas(eg, clean, corrupt)
+                inp = next(w for w in eg.writers if w.kind == "input")
+                e_corrupt, e_clean = contribution(eg, inp, corrupt), contribution(eg, inp, clean)
+            total: dict = {}
+            for k in range(1, steps + 1):
+                point = e_clean - (1 - k / steps) * (e_clean - e_corrupt)
+                grads, _, _ = port_gradients(eg, sub, row_cap, lambda: None, embed=point.detach())
+                for name, g in grads.items():
+                    total[name] = g.double() if name not in total else total[name] + g.double()
+            mean = {name: g / steps for name, g in total.items()}
+            ref[:, rows.cpu().numpy()] = edge_values(eg, change, mean)
+    assert np.abs(ref).max() > 1e-3
+    np.testing.assert_array_equal(res.values, ref)

@@ -113,10 +113,19 @@ def _chunk(
         with torch.no_grad():
             point = e_clean - (1 - k / steps) * (e_clean - e_corrupt)  # k = steps: clean
         grads, _, _ = port_gradients(eg, sub, row_cap, tick, embed=point)
-        for name, g in grads.items():
-            total[name] = g.double() if name not in total else total[name] + g.double()
-    mean = {name: g / steps for name, g in total.items()}
-    return Measured(edge_values(eg, change, mean), m_clean, m_corrupt)
+        with torch.no_grad():
+            for name in list(grads):
+                g = grads.pop(name)  # each step's float32 gradient freed as it is added
+                if name in total:
+                    total[name].add_(g)
+                else:
+                    total[name] = g.double()
+                del g
+        del grads
+    with torch.no_grad():
+        for g in total.values():
+            g.div_(steps)  # in place: a second float64 copy of every port's gradient is not kept
+    return Measured(edge_values(eg, change, total), m_clean, m_corrupt)
 
 
 __all__ = ["eap_ig"]
