@@ -272,6 +272,15 @@ def _remember(eg: EdgeGraph) -> None:
     _GRAPHS[eg.model] = eg
 
 
+def edge_graph(model: Model) -> EdgeGraph:
+    """The edge graph of ``model``, built once per model and kept (a worker's work items share
+    it)."""
+    eg = _GRAPHS.get(model)
+    if eg is None:
+        eg = _GRAPHS[model] = EdgeGraph(model)
+    return eg
+
+
 def run_chunk(
     model: Model,
     sub: Task,
@@ -283,9 +292,7 @@ def run_chunk(
     """One chunk of examples' edge values: ``chunk(EdgeGraph(model), sub, row_cap, tick)``
     inside ``context(model)`` (the work item :func:`score_edges` hands the executor; a worker
     builds the edge graph of its own model once and keeps it)."""
-    eg = _GRAPHS.get(model)
-    if eg is None:
-        eg = _GRAPHS[model] = EdgeGraph(model)
+    eg = edge_graph(model)
     with context(model) if context is not None else nullcontext():
         return chunk(eg, sub, row_cap, tick)
 
@@ -298,6 +305,7 @@ __all__ = [
     "chunks",
     "contribution",
     "deltas",
+    "edge_graph",
     "gather",
     "measure_chunks",
     "metric_values",
