@@ -489,6 +489,12 @@ def test_faithfulness_curve_on_two_workers_equals_in_process(cluster):
         for f in fields:
             assert np.array_equal(getattr(ref, f), getattr(got, f), equal_nan=True), (ablation, f)
         assert ticks[0] == ticks[1] == [(i, 4) for i in range(1, 5)]
+    # one circuit: its chunks of examples are the work items
+    kw = {"ablation": "mean", "n_boot": 50, "max_memory": 1 << 18}
+    ref_one = fl.circuits.faithfulness(m, task, scores.top_k(6), **kw)
+    got_one = fl.circuits.faithfulness(m, task, scores.top_k(6), executor="ray", **kw)
+    for f in ("faithfulness", "faithfulness_ci_low", "patched", "clean", "corrupt"):
+        assert np.array_equal(getattr(ref_one, f), getattr(got_one, f), equal_nan=True), f
 
 
 @pytest.mark.slow

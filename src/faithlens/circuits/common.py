@@ -208,7 +208,7 @@ def score_edges(
         if progress is not None:
             progress(done, total)
 
-    _remember(eg)
+    keep_graph(eg)
     work = (chunk, row_cap, context)
     if checkpoint is None:
         subs = [sub for _, sub in parts]
@@ -268,7 +268,8 @@ def measure_chunks(
 _GRAPHS: weakref.WeakKeyDictionary[Model, EdgeGraph] = weakref.WeakKeyDictionary()
 
 
-def _remember(eg: EdgeGraph) -> None:
+def keep_graph(eg: EdgeGraph) -> None:
+    """Let the work items of ``eg``'s model in this process use ``eg`` (:func:`edge_graph`)."""
     _GRAPHS[eg.model] = eg
 
 
@@ -307,6 +308,7 @@ __all__ = [
     "deltas",
     "edge_graph",
     "gather",
+    "keep_graph",
     "measure_chunks",
     "metric_values",
     "prepare",

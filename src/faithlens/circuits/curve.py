@@ -39,7 +39,7 @@ from ..progress import Progress
 from ..results import Estimate, Result
 from ..tasks.base import Task
 from ..tasks.metrics import Metric
-from .common import edge_graph, prepare
+from .common import edge_graph, keep_graph, prepare
 from .faithfulness import ABLATIONS, ablation_values, measure
 from .scores import EdgeScores
 
@@ -200,6 +200,7 @@ def faithfulness_curve(
 
     # each circuit size is a work item (its edges); executors with workers send it to one
     keeps = [sorted(scores.edge[j] for j in order[:k].tolist()) for k in distinct]
+    keep_graph(eg)
     runs = current_executor().map_model(
         model, measure_size, keeps, task, max_memory, values, tick=tick
     )
