@@ -166,7 +166,9 @@ def circuit_cmd(
         record = {"model": model, "task": task, "n": n, "opts": opts}
         # a run saving to --out keeps the scorer's finished chunks beside it (resumable)
         with resumable(out, "circuit", record) as partial:
-            scores = partial.run("scores", lambda ck: _score(m, t, *opts, ck))
+            scores = partial.run(
+                "scores", lambda ck: _score(m, t, method, steps, tau, n_boot, seed, memory, ck)
+            )
             if method != "acdc" and top_k > len(scores.edge):
                 raise validate.fail(
                     "--top-k",

@@ -195,7 +195,21 @@ def patch_cmd(
         keep = None if checkpoint is not None else out
         with resumable(keep, "patch", {"model": model, "task": task, "n": n, "opts": opts}) as p:
             sub = "attribution" if attribution else "exact"
-            res = p.run(sub, lambda ck: _run_patch(m, t, *opts, checkpoint or ck))
+            res = p.run(
+                sub,
+                lambda ck: _run_patch(
+                    m,
+                    t,
+                    site_arg,
+                    positions,
+                    direction,
+                    attribution,
+                    n_boot,
+                    seed,
+                    memory,
+                    checkpoint or ck,
+                ),
+            )
             _print_patch(res, direction, top)
             if out is not None:
                 _write(res, out, overwrite)
@@ -300,7 +314,7 @@ def path_patch_cmd(
         recv, send = _path_nodes(receivers, senders)
         m = load_model(model, device)
         t = build_task(spec, m, n, seed)
-        opts = {
+        opts: dict[str, Any] = {
             "receiver_ports": port_list,
             "positions": positions,
             "receiver_positions": receiver_positions,

@@ -145,7 +145,13 @@ def das_sweep(
     # worker rebuilds from the model and the seed (here it is the one make_split drew)
     if split.random_model is not None:
         _RANDOM[model] = (seed, split.random_model)
-    kw = {"method": method, "dims": dims, "train_kw": train_kw, "draws": draws, "seed": seed}
+    kw: dict[str, Any] = {
+        "method": method,
+        "dims": dims,
+        "train_kw": train_kw,
+        "draws": draws,
+        "seed": seed,
+    }
     kw["max_memory"] = max_memory
     cells = [(name, p) for name in names for p in pos]
     shared = replace(split, random_model=None)
