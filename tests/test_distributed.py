@@ -548,3 +548,28 @@ def test_killed_command_resumes_on_ray_workers(cluster, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "resuming" in res.output and not partial_folder(out).exists()
     _same(fl.PatchingResult.load(tmp_path / "whole"), fl.PatchingResult.load(out))
+
+
+@pytest.mark.slow
+def test_zoo_seeds_train_on_two_workers_with_the_in_process_weights(cluster, tmp_path):
+    """Each seed of a zoo recipe is a work item with no model: the workers train them in
+    parallel, each into its own folder, with the weights of the in-process trainings."""
+    import dataclasses
+
+    from faithlens import zoo
+    from faithlens.zoo.seeds import train_seeds
+
+    r = zoo.recipe("induction")
+    r.schedule = dataclasses.replace(r.schedule, steps=3)
+    ref = train_seeds(r, tmp_path / "here", [0, 1], evaluate=False)
+    with executor("ray", workers=2) as ex:
+        got = train_seeds(r, tmp_path / "ray", [0, 1], evaluate=False)
+        assert ex.replaced == 0
+    assert [g.seed for g in got] == [0, 1] and all(g.complete for g in got)
+    for s, (a, b) in enumerate(zip(ref, got)):
+        wa, wb = (
+            zoo.read_weights(tmp_path / d / f"seed_{s}" / "induction.safetensors")[1]
+            for d in ("here", "ray")
+        )
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+        assert a.history["loss"].tolist() == b.history["loss"].tolist()
