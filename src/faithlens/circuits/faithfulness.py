@@ -245,8 +245,9 @@ def measure(
             progress(done, total)
 
     # each chunk of examples is a work item (its slice of the task and of the ablation
-    # values); executors with workers send it to one, where the edge graph is rebuilt
-    items = [
+    # values); executors with workers send it to one, where the edge graph is rebuilt. A
+    # generator: in process each chunk's slice of the values is made only when it runs
+    items = (
         (
             sub,
             None
@@ -254,7 +255,7 @@ def measure(
             else {k: v[rows.to(v.device)][:, : sub.seq_len] for k, v in ablated.items()},
         )
         for rows, sub in parts
-    ]
+    )
     keep_graph(eg)
     runs = current_executor().map_model(
         model, measure_chunk, items, sorted(keep), row_cap, tick=tick
