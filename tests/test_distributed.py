@@ -479,11 +479,11 @@ def test_faithfulness_curve_on_two_workers_equals_in_process(cluster):
         ticks: list[list[tuple[int, int]]] = [[], []]
         kw = {"sizes": (0.05, 0.2, 0.5, 1.0), "ablation": ablation, "n_boot": 50}
         ref = fl.circuits.faithfulness_curve(
-            m, task, scores, progress=lambda d, t: ticks[0].append((d, t)), **kw
+            m, task, scores, progress=lambda d, t, c=ticks[0]: c.append((d, t)), **kw
         )
         with executor("ray", workers=2) as ex:
             got = fl.circuits.faithfulness_curve(
-                m, task, scores, progress=lambda d, t: ticks[1].append((d, t)), **kw
+                m, task, scores, progress=lambda d, t, c=ticks[1]: c.append((d, t)), **kw
             )
             assert ex.replaced == 0
         for f in fields:

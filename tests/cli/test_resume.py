@@ -50,7 +50,7 @@ def _same(a, b, fields):
     ("args", "module", "name"),
     [
         (PATCH, exact, "_run_chunk"),
-        (PATCH + ["--attribution"], None, None),
+        ([*PATCH, "--attribution"], None, None),
         (PATH, path, "_run_chunk"),
     ],
     ids=["patch", "attribution", "path-patch"],
@@ -104,6 +104,7 @@ def test_another_command_starts_afresh_with_a_message(tmp_path, monkeypatch):
     assert "starting afresh" in res.output and "resuming" not in res.output
     assert not partial_folder(out).exists()
     ref = runner.invoke(app, [*PATCH, "--seed", "1", "--out", str(tmp_path / "ref")])
+    assert ref.exit_code == 0, ref.output
     _same(
         fl.PatchingResult.load(out), fl.PatchingResult.load(tmp_path / "ref"), ("effect", "ci_low")
     )
