@@ -463,3 +463,113 @@ def test_das_trainings_on_two_workers_equals_in_process(cluster, tmp_path):
     for a, b in zip(ref, got):
         same_das(a, b)
     assert (tmp_path / "ck" / "001" / "das_checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+def test_faithfulness_curve_on_two_workers_equals_in_process(cluster):
+    """Each circuit size of the curve is a work item: curve, areas, intervals and per-example
+    metrics are the in-process ones bit for bit, under the counterfactual and a mean ablation,
+    and the progress calls too."""
+    m = fl.load("zoo:induction")
+    task = induction_task(12, seed=0)
+    scores = fl.circuits.eap(m, task, n_boot=20)
+    fields = ("faithfulness", "faithfulness_ci_low", "faithfulness_ci_high", "patched", "clean")
+    fields += ("corrupt", "cpr", "cmd", "cpr_ci_low", "cmd_ci_high")
+    for ablation in ("counterfactual", "mean"):
+        ticks: list[list[tuple[int, int]]] = [[], []]
+        kw = {"sizes": (0.05, 0.2, 0.5, 1.0), "ablation": ablation, "n_boot": 50}
+        ref = fl.circuits.faithfulness_curve(
+            m, task, scores, progress=lambda d, t, c=ticks[0]: c.append((d, t)), **kw
+        )
+        with executor("ray", workers=2) as ex:
+            got = fl.circuits.faithfulness_curve(
+                m, task, scores, progress=lambda d, t, c=ticks[1]: c.append((d, t)), **kw
+            )
+            assert ex.replaced == 0
+        for f in fields:
+            assert np.array_equal(getattr(ref, f), getattr(got, f), equal_nan=True), (ablation, f)
+        assert ticks[0] == ticks[1] == [(i, 4) for i in range(1, 5)]
+    # one circuit: its chunks of examples are the work items
+    kw = {"ablation": "mean", "n_boot": 50, "max_memory": 1 << 18}
+    ref_one = fl.circuits.faithfulness(m, task, scores.top_k(6), **kw)
+    got_one = fl.circuits.faithfulness(m, task, scores.top_k(6), executor="ray", **kw)
+    for f in ("faithfulness", "faithfulness_ci_low", "patched", "clean", "corrupt"):
+        assert np.array_equal(getattr(ref_one, f), getattr(got_one, f), equal_nan=True), f
+
+
+@pytest.mark.slow
+def test_das_sweep_on_two_workers_equals_in_process(cluster):
+    """Each (layer, position) cell of the DAS sweep is a work item (its alignment and its
+    controls; a worker rebuilds the random-init model from the seed): every interval is the
+    in-process one bit for bit, and so are the progress calls."""
+    from faithlens.das.sweep import das_sweep
+    from faithlens.tasks.interchange import InterchangeData
+
+    m = fl.load("zoo:induction")
+    data = InterchangeData.from_task(induction_task(16, seed=0))
+    ticks: list[list[tuple[int, int]]] = [[], []]
+    kw = {"layers": [0, 1], "positions": [None, "last"], "site": "resid_pre", "dims": 2}
+    kw |= {"train": {"epochs": 2, "eval_every": 1}, "n_boot": 50, "pairs": "all"}
+    ref = das_sweep(m, data, progress=lambda d, t: ticks[0].append((d, t)), **kw)
+    got = das_sweep(m, data, progress=lambda d, t: ticks[1].append((d, t)), executor="ray", **kw)
+    for f in ("iia", "iia_low", "control_iia", "selectivity", "selectivity_high", "n_dims"):
+        assert np.array_equal(getattr(ref, f), getattr(got, f), equal_nan=True), f
+    assert ticks[0] == ticks[1] and len(ticks[0]) == 4 * 4
+    assert isinstance(current_executor(), InProcess)
+
+
+@pytest.mark.slow
+def test_killed_command_resumes_on_ray_workers(cluster, tmp_path, monkeypatch):
+    """``faithlens patch --out DIR`` killed in process resumes from ``.DIR.partial`` on two Ray
+    workers (``--executor ray``) with the uninterrupted result; the partial folder is gone."""
+    from typer.testing import CliRunner
+
+    from faithlens.cli import app
+    from faithlens.cli._resume import partial_folder
+
+    runner = CliRunner()
+    args = ["patch", "--model", "zoo:induction", "--task", "induction", "--n", "8"]
+    args += ["--n-boot", "20", "--max-memory", "1M"]
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "whole")]).exit_code == 0
+    out = tmp_path / "killed"
+    real, calls = exact._run_chunk, [0]
+
+    def chunk(*a):
+        calls[0] += 1
+        if calls[0] > 2:
+            raise RuntimeError("killed")
+        return real(*a)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(exact, "_run_chunk", chunk)
+        assert runner.invoke(app, [*args, "--out", str(out)]).exit_code != 0
+    assert len(list(partial_folder(out).rglob("chunk_*.npz"))) == 2
+    res = runner.invoke(app, ["--executor", "ray", "--workers", "2", *args, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "resuming" in res.output and not partial_folder(out).exists()
+    _same(fl.PatchingResult.load(tmp_path / "whole"), fl.PatchingResult.load(out))
+
+
+@pytest.mark.slow
+def test_zoo_seeds_train_on_two_workers_with_the_in_process_weights(cluster, tmp_path):
+    """Each seed of a zoo recipe is a work item with no model: the workers train them in
+    parallel, each into its own folder, with the weights of the in-process trainings."""
+    import dataclasses
+
+    from faithlens import zoo
+    from faithlens.zoo.seeds import train_seeds
+
+    r = zoo.recipe("induction")
+    r.schedule = dataclasses.replace(r.schedule, steps=3)
+    ref = train_seeds(r, tmp_path / "here", [0, 1], evaluate=False)
+    with executor("ray", workers=2) as ex:
+        got = train_seeds(r, tmp_path / "ray", [0, 1], evaluate=False)
+        assert ex.replaced == 0
+    assert [g.seed for g in got] == [0, 1] and all(g.complete for g in got)
+    for s, (a, b) in enumerate(zip(ref, got)):
+        wa, wb = (
+            zoo.read_weights(tmp_path / d / f"seed_{s}" / "induction.safetensors")[1]
+            for d in ("here", "ray")
+        )
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+        assert a.history["loss"].tolist() == b.history["loss"].tolist()

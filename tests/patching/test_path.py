@@ -137,3 +137,42 @@ def test_path_patching_on_smollm2_ioi_equals_reference(smollm2):
     direct = fl.path_patch(smollm2, task, senders, "logits", n_boot=50)
     ref = reference_path_patch(smollm2.module, task, senders, ["logits"])
     np.testing.assert_allclose(direct.patched, ref, atol=1e-4, rtol=0)
+
+
+def test_path_patching_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """A run killed after two chunks of examples and started again with the same folder runs
+    only the other chunks, with the same result and progress calls; another run's folder is
+    refused."""
+    from faithlens.errors import CheckpointError
+    from faithlens.patching import path
+    from faithlens.tasks.induction import induction_task
+
+    m = fl.load("zoo:induction")
+    task = induction_task(16, seed=0)
+    kw = {"n_boot": 50, "max_memory": 1 << 19}
+    ticks: list[list[tuple[int, int]]] = [[], []]
+    ref = fl.path_patch(m, task, "head", progress=lambda d, t: ticks[0].append((d, t)), **kw)
+    real, calls = path._run_chunk, [0]
+
+    def chunk(*args):
+        calls[0] += 1
+        if calls[0] > 2:
+            raise RuntimeError("killed")
+        return real(*args)
+
+    folder = tmp_path / "ck"
+    monkeypatch.setattr(path, "_run_chunk", chunk)
+    with pytest.raises(RuntimeError, match="killed"):
+        fl.path_patch(m, task, "head", checkpoint=folder, **kw)
+    assert len(list(folder.glob("chunk_*.npz"))) == 2
+    calls[0] = -(10**6)
+    got = fl.path_patch(
+        m, task, "head", checkpoint=folder, progress=lambda d, t: ticks[1].append((d, t)), **kw
+    )
+    n_chunks = len(list(folder.glob("chunk_*.npz")))
+    assert calls[0] == -(10**6) + n_chunks - 2 and n_chunks > 2
+    for f in ("effect", "se", "ci_low", "ci_high", "patched", "base", "source"):
+        assert np.array_equal(getattr(ref, f), getattr(got, f), equal_nan=True), f
+    assert ticks[0] == ticks[1]
+    with pytest.raises(CheckpointError, match="another run"):
+        fl.path_patch(m, task, "head", direction="noising", checkpoint=folder, **kw)

@@ -208,7 +208,7 @@ def score_edges(
         if progress is not None:
             progress(done, total)
 
-    _remember(eg)
+    keep_graph(eg)
     work = (chunk, row_cap, context)
     if checkpoint is None:
         subs = [sub for _, sub in parts]
@@ -268,8 +268,18 @@ def measure_chunks(
 _GRAPHS: weakref.WeakKeyDictionary[Model, EdgeGraph] = weakref.WeakKeyDictionary()
 
 
-def _remember(eg: EdgeGraph) -> None:
+def keep_graph(eg: EdgeGraph) -> None:
+    """Let the work items of ``eg``'s model in this process use ``eg`` (:func:`edge_graph`)."""
     _GRAPHS[eg.model] = eg
+
+
+def edge_graph(model: Model) -> EdgeGraph:
+    """The edge graph of ``model``, built once per model and kept (a worker's work items share
+    it)."""
+    eg = _GRAPHS.get(model)
+    if eg is None:
+        eg = _GRAPHS[model] = EdgeGraph(model)
+    return eg
 
 
 def run_chunk(
@@ -283,9 +293,7 @@ def run_chunk(
     """One chunk of examples' edge values: ``chunk(EdgeGraph(model), sub, row_cap, tick)``
     inside ``context(model)`` (the work item :func:`score_edges` hands the executor; a worker
     builds the edge graph of its own model once and keeps it)."""
-    eg = _GRAPHS.get(model)
-    if eg is None:
-        eg = _GRAPHS[model] = EdgeGraph(model)
+    eg = edge_graph(model)
     with context(model) if context is not None else nullcontext():
         return chunk(eg, sub, row_cap, tick)
 
@@ -298,7 +306,9 @@ __all__ = [
     "chunks",
     "contribution",
     "deltas",
+    "edge_graph",
     "gather",
+    "keep_graph",
     "measure_chunks",
     "metric_values",
     "prepare",

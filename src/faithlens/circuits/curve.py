@@ -22,22 +22,24 @@ whole curve and both areas are recomputed from the stored per-example metrics of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from torch import Tensor
 
 from .. import validate
 from ..errors import InputError
+from ..executor import Executor, current_executor, on_executor
 from ..models.model import Model
 from ..progress import Progress
 from ..results import Estimate, Result
 from ..tasks.base import Task
 from ..tasks.metrics import Metric
-from .common import prepare
+from .common import edge_graph, keep_graph, prepare
 from .faithfulness import ABLATIONS, ablation_values, measure
 from .scores import EdgeScores
 
@@ -141,6 +143,7 @@ class FaithfulnessCurve(Result):
         return "\n".join(lines)
 
 
+@on_executor
 def faithfulness_curve(
     model: Model,
     data: Task,
@@ -155,6 +158,7 @@ def faithfulness_curve(
     seed: int = 0,
     max_memory: int | None = None,
     progress: Progress | None = None,
+    executor: str | Executor | None = None,
 ) -> FaithfulnessCurve:
     """The faithfulness curve of the circuits ``scores`` ranks, at each of ``sizes``
     (increasing fractions of the edges in (0, 1]; MIB's grid by default), and its CPR and CMD
@@ -162,8 +166,9 @@ def faithfulness_curve(
     circuit carry: ``"counterfactual"`` (the corrupted prompt's writers), ``"mean"``,
     ``"resample"`` or ``"zero"`` (:func:`faithlens.circuits.faithfulness`; the normalisation's
     baseline is then the empty circuit under that ablation).
-    ``progress(done, total)`` is called once per size. Other arguments as
-    :func:`faithlens.circuits.faithfulness`."""
+    ``progress(done, total)`` is called once per size. Each size is a work item of the
+    executor (``executor=``: :func:`faithlens.executor.on_executor`; on Ray workers the
+    numbers do not change). Other arguments as :func:`faithlens.circuits.faithfulness`."""
     validate.choice("ablation", ablation, ABLATIONS)
     validate.choice("by", by, ("abs", "value"))
     if not isinstance(scores, EdgeScores):
@@ -185,11 +190,22 @@ def faithfulness_curve(
     measured: dict[int, np.ndarray] = {}
     clean = corrupt = np.zeros(task.n)
     distinct = sorted(set(counts))
-    for i, k in enumerate(distinct):
-        keep = {scores.edge[j] for j in order[:k].tolist()}
-        measured[k], clean, corrupt = measure(eg, task, keep, max_memory, None, values)
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
         if progress is not None:
-            progress(i + 1, len(distinct))
+            progress(done, len(distinct))
+
+    # each circuit size is a work item (its edges); executors with workers send it to one
+    keeps = [sorted(scores.edge[j] for j in order[:k].tolist()) for k in distinct]
+    keep_graph(eg)
+    runs = current_executor().map_model(
+        model, measure_size, keeps, task, max_memory, values, tick=tick
+    )
+    for k, (p, c, e) in zip(distinct, runs):
+        measured[k], clean, corrupt = p, c, e
     patched = np.stack([measured[k] for k in counts])
     boot = _bootstrap(grid, patched, clean, corrupt, n_boot=n_boot, level=level, seed=seed)
     return FaithfulnessCurve(
@@ -209,6 +225,22 @@ def faithfulness_curve(
         meta={"ablation": ablation, "by": by, "interval": "percentile"},
         **boot,
     )
+
+
+def measure_size(
+    model: Model,
+    keep: list[str],
+    task: Task,
+    max_memory: int | None,
+    ablated: dict[str, Tensor] | None,
+    tick: Callable[[], None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One circuit size of the curve (a work item of :meth:`Executor.map_model`): the metric
+    per example with every edge outside ``keep`` ablated, and of the clean and the corrupted
+    (or empty-circuit) runs (:func:`faithlens.circuits.faithfulness.measure`); ``tick()`` once."""
+    out = measure(edge_graph(model), task, set(keep), max_memory, None, ablated)
+    tick()
+    return out
 
 
 def _check_sizes(sizes: Sequence[float]) -> list[float]:
@@ -276,4 +308,11 @@ def _bootstrap(
     return out
 
 
-__all__ = ["MIB_SIZES", "FaithfulnessCurve", "areas", "faithfulness_curve", "sizes_to_counts"]
+__all__ = [
+    "MIB_SIZES",
+    "FaithfulnessCurve",
+    "areas",
+    "faithfulness_curve",
+    "measure_size",
+    "sizes_to_counts",
+]

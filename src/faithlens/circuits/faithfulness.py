@@ -37,7 +37,7 @@ from torch import Tensor
 
 from .. import validate
 from ..errors import InputError
-from ..executor import current_executor
+from ..executor import Executor, current_executor, on_executor
 from ..interventions import Add, Intervention, Patch
 from ..models.model import Model
 from ..progress import Progress
@@ -45,7 +45,15 @@ from ..results import Estimate, Result
 from ..stats import normalized_effect
 from ..tasks.base import Task
 from ..tasks.metrics import Metric
-from .common import chunks, contribution, metric_values, prepare, writer_sites
+from .common import (
+    chunks,
+    contribution,
+    edge_graph,
+    keep_graph,
+    metric_values,
+    prepare,
+    writer_sites,
+)
 from .edges import EdgeGraph, Reader
 from .scores import Circuit
 
@@ -161,6 +169,7 @@ def ablation_values(
     return {k: ((v * m).sum(0) / m.sum(0).clamp(min=1)).expand_as(v) for k, v in vals.items()}
 
 
+@on_executor
 def faithfulness(
     model: Model,
     data: Task,
@@ -173,13 +182,15 @@ def faithfulness(
     seed: int = 0,
     max_memory: int | None = None,
     progress: Progress | None = None,
+    executor: str | Executor | None = None,
 ) -> CircuitFaithfulness:
     """The normalised faithfulness of ``circuit`` (a :class:`Circuit` or edge names) on
     ``data``, every edge outside it corrupted (module docstring). ``ablation``: what the edges
     outside the circuit carry (:data:`ABLATIONS`; ``"counterfactual"``, the corrupted prompt's
     writer outputs, by default); with another ablation, ``corrupt`` is the empty circuit's metric
     under it (the baseline of the normalisation). ``seed`` also draws ``"resample"``'s pairing.
-    Other arguments as :func:`faithlens.circuits.exact`."""
+    Each chunk of examples is a work item of the executor (``executor=``, as
+    :func:`faithlens.circuits.exact`); other arguments as :func:`faithlens.circuits.exact`."""
     task, eg = prepare(
         "circuits.faithfulness", model, data, metric, n_boot, level, seed, max_memory
     )
@@ -233,21 +244,46 @@ def measure(
         if progress is not None:
             progress(done, total)
 
-    def one(part: tuple[Tensor, Task]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows, sub = part
-        if ablated is None:
-            return _chunk(eg, sub, keep, row_cap, tick)
-        vals = {k: v[rows.to(v.device)][:, : sub.seq_len] for k, v in ablated.items()}
-        p, c, _ = _chunk(eg, sub, keep, row_cap, tick, ablated=vals)
-        e, _, _ = _chunk(eg, sub, set(), row_cap, lambda: None, ablated=vals)
-        return p, c, e
-
+    # each chunk of examples is a work item (its slice of the task and of the ablation
+    # values); executors with workers send it to one, where the edge graph is rebuilt. A
+    # generator: in process each chunk's slice of the values is made only when it runs
+    items = (
+        (
+            sub,
+            None
+            if ablated is None
+            else {k: v[rows.to(v.device)][:, : sub.seq_len] for k, v in ablated.items()},
+        )
+        for rows, sub in parts
+    )
+    keep_graph(eg)
+    runs = current_executor().map_model(
+        model, measure_chunk, items, sorted(keep), row_cap, tick=tick
+    )
     n = task.n
     patched, clean, corrupt = np.zeros(n), np.zeros(n), np.zeros(n)
-    for (rows, _), (p, c, k) in zip(parts, current_executor().map(one, parts)):
+    for (rows, _), (p, c, k) in zip(parts, runs):
         cols = rows.cpu().numpy()
         patched[cols], clean[cols], corrupt[cols] = p, c, k
     return patched, clean, corrupt
+
+
+def measure_chunk(
+    model: Model,
+    item: tuple[Task, dict[str, Tensor] | None],
+    keep: list[str],
+    row_cap: int,
+    tick: Callable[[], None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One chunk of examples of :func:`measure` (a work item of :meth:`Executor.map_model`):
+    the circuit's, the clean and the corrupted (or, with ablation values, the empty circuit's)
+    metric per example."""
+    eg, (sub, vals) = edge_graph(model), item
+    if vals is None:
+        return _chunk(eg, sub, set(keep), row_cap, tick)
+    p, c, _ = _chunk(eg, sub, set(keep), row_cap, tick, ablated=vals)
+    e, _, _ = _chunk(eg, sub, set(), row_cap, lambda: None, ablated=vals)
+    return p, c, e
 
 
 def circuit_interventions(
@@ -358,6 +394,7 @@ __all__ = [
     "resample_order",
     "CircuitFaithfulness",
     "circuit_interventions",
+    "measure_chunk",
     "faithfulness",
     "measure",
 ]

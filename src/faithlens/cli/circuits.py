@@ -24,6 +24,7 @@ from ._common import (
     save_result,
     status,
 )
+from ._resume import resumable
 from .patching import check_task_options
 
 METHODS = ("exact", "eap", "eap-ig", "acdc")
@@ -94,14 +95,25 @@ def _check(method: str, top_k: int, steps: int, n_boot: int, top: int, tau: floa
 
 
 def _score(
-    m: Any, t: Any, method: str, steps: int, tau: float, n_boot: int, seed: int, memory: Any
+    m: Any,
+    t: Any,
+    method: str,
+    steps: int,
+    tau: float,
+    n_boot: int,
+    seed: int,
+    memory: Any,
+    checkpoint: Path | None = None,
 ) -> Any:
+    """The edge scores; ``checkpoint`` keeps the finished chunks of exact, eap and eap-ig
+    (acdc's pruning is sequential: it has none)."""
     from .. import circuits
 
     opts = {"n_boot": n_boot, "seed": seed, "max_memory": memory}
     with progress_bar(f"{method} edge scores") as advance:
         if method == "acdc":
             return circuits.acdc(m, t, tau=tau, progress=advance, **opts)
+        opts["checkpoint"] = checkpoint
         if method == "exact":
             return circuits.exact(m, t, progress=advance, **opts)
         if method == "eap":
@@ -150,35 +162,50 @@ def circuit_cmd(
                 check_target(out / name, overwrite=overwrite, name="--out")
         m = load_model(model, device)
         t = build_task(spec, m, n, seed)
-        scores = _score(m, t, method, steps, tau, n_boot, seed, memory)
-        if method != "acdc" and top_k > len(scores.edge):
-            raise validate.fail(
-                "--top-k", top_k, f"is more than the model's {len(scores.edge)} edges", "keep fewer"
+        opts = [method, steps, tau, n_boot, seed, memory]
+        record = {"model": model, "task": task, "n": n, "opts": opts}
+        # a run saving to --out keeps the scorer's finished chunks beside it (resumable)
+        with resumable(out, "circuit", record) as partial:
+            scores = partial.run(
+                "scores", lambda ck: _score(m, t, method, steps, tau, n_boot, seed, memory, ck)
             )
-        console.print(scores.summary(k=0))
-        print_frame(
-            scores.top(top)[["edge", "score", "score_ci_low", "score_ci_high"]],
-            title=f"top {top} edges by |score| ({round(scores.level * 100)}% CI)",
-        )
-        with progress_bar("faithfulness curve") as advance:
-            curve = circuits.faithfulness_curve(
-                m, t, scores, n_boot=n_boot, seed=seed, max_memory=memory, progress=advance
-            )
-        console.print(curve.summary())
-        circuit = scores.kept() if method == "acdc" else scores.top_k(top_k)
-        chosen = circuits.faithfulness(m, t, circuit, n_boot=n_boot, seed=seed, max_memory=memory)
-        console.print(chosen.summary())
-        results: list[tuple[str, Any]] = [("scores", scores), ("curve", curve), ("circuit", chosen)]
-        if scrub and (scrubbed := _scrub(m, t, circuit, n_boot, seed, memory)) is not None:
-            results.append(("scrub", scrubbed))
-        if audit:
-            results.append(("audit", _audit(m, t, circuit, seed)))
-        if out is not None:
-            for name, res in results:
-                save_result(
-                    res, out / name, overwrite=overwrite, extras={"plot.png": plot_writer(res)}
+            if method != "acdc" and top_k > len(scores.edge):
+                raise validate.fail(
+                    "--top-k",
+                    top_k,
+                    f"is more than the model's {len(scores.edge)} edges",
+                    "keep fewer",
                 )
-            console.print("wrote " + ", ".join(f"{out}/{name}" for name, _ in results))
+            console.print(scores.summary(k=0))
+            print_frame(
+                scores.top(top)[["edge", "score", "score_ci_low", "score_ci_high"]],
+                title=f"top {top} edges by |score| ({round(scores.level * 100)}% CI)",
+            )
+            with progress_bar("faithfulness curve") as advance:
+                curve = circuits.faithfulness_curve(
+                    m, t, scores, n_boot=n_boot, seed=seed, max_memory=memory, progress=advance
+                )
+            console.print(curve.summary())
+            circuit = scores.kept() if method == "acdc" else scores.top_k(top_k)
+            chosen = circuits.faithfulness(
+                m, t, circuit, n_boot=n_boot, seed=seed, max_memory=memory
+            )
+            console.print(chosen.summary())
+            results: list[tuple[str, Any]] = [
+                ("scores", scores),
+                ("curve", curve),
+                ("circuit", chosen),
+            ]
+            if scrub and (scrubbed := _scrub(m, t, circuit, n_boot, seed, memory)) is not None:
+                results.append(("scrub", scrubbed))
+            if audit:
+                results.append(("audit", _audit(m, t, circuit, seed)))
+            if out is not None:
+                for name, res in results:
+                    save_result(
+                        res, out / name, overwrite=overwrite, extras={"plot.png": plot_writer(res)}
+                    )
+                console.print("wrote " + ", ".join(f"{out}/{name}" for name, _ in results))
 
 
 def _scrub(m: Any, t: Any, circuit: Any, n_boot: int, seed: int, memory: Any) -> Any:

@@ -25,6 +25,7 @@ from ._common import (
     save_result,
     task_option,
 )
+from ._resume import resumable
 
 # ------------------------------------------------------------------ options of both commands
 
@@ -41,7 +42,8 @@ Checkpoint = Annotated[
     Path | None,
     typer.Option(
         "--checkpoint",
-        help="Folder to keep finished chunks of examples; rerunning the command resumes.",
+        help="Folder to keep finished chunks of examples; rerunning the command resumes "
+        "(default with --out: a hidden .OUT.partial folder beside it, removed once saved).",
     ),
 ]
 Out = Annotated[
@@ -190,12 +192,29 @@ def patch_cmd(
             check_target(out, overwrite=overwrite, name="--out")
         m = load_model(model, device)
         t = build_task(spec, m, n, seed)
-        res = _run_patch(
-            m, t, site_arg, positions, direction, attribution, n_boot, seed, memory, checkpoint
-        )
-        _print_patch(res, direction, top)
-        if out is not None:
-            _write(res, out, overwrite)
+        opts = [site_arg, positions, direction, attribution, n_boot, seed, memory]
+        # without --checkpoint, a run saving to --out keeps its chunks beside it (resumable)
+        keep = None if checkpoint is not None else out
+        with resumable(keep, "patch", {"model": model, "task": task, "n": n, "opts": opts}) as p:
+            sub = "attribution" if attribution else "exact"
+            res = p.run(
+                sub,
+                lambda ck: _run_patch(
+                    m,
+                    t,
+                    site_arg,
+                    positions,
+                    direction,
+                    attribution,
+                    n_boot,
+                    seed,
+                    memory,
+                    checkpoint or ck,
+                ),
+            )
+            _print_patch(res, direction, top)
+            if out is not None:
+                _write(res, out, overwrite)
 
 
 def _run_patch(
@@ -276,6 +295,7 @@ def path_patch_cmd(
     device: Device = None,
     out: Out = None,
     overwrite: Overwrite = False,
+    checkpoint: Checkpoint = None,
 ) -> None:
     """Path patching: each sender's effect through its direct edges into the receivers only
     (the rest of the model keeps its corrupted values), with a confidence interval.
@@ -296,29 +316,33 @@ def path_patch_cmd(
         recv, send = _path_nodes(receivers, senders)
         m = load_model(model, device)
         t = build_task(spec, m, n, seed)
-        with progress_bar("path patching") as advance:
-            res = patching.path_patch(
-                m,
-                t,
-                send,
-                recv,
-                receiver_ports=port_list,
-                positions=positions,
-                receiver_positions=receiver_positions,
-                direction=direction,
-                n_boot=n_boot,
-                seed=seed,
-                progress=advance,
-                max_memory=memory,
+        opts: dict[str, Any] = {
+            "receiver_ports": port_list,
+            "positions": positions,
+            "receiver_positions": receiver_positions,
+            "direction": direction,
+            "n_boot": n_boot,
+            "seed": seed,
+            "max_memory": memory,
+        }
+        record = {"model": model, "task": task, "n": n, "nodes": [send, recv], **opts}
+
+        def run(ck: Path | None) -> Any:
+            with progress_bar("path patching") as advance:
+                return patching.path_patch(
+                    m, t, send, recv, progress=advance, checkpoint=checkpoint or ck, **opts
+                )
+
+        with resumable(None if checkpoint is not None else out, "path-patch", record) as p:
+            res = p.run("path", run)
+            console.print(res.summary(k=0).split("\n", 1)[0])
+            cols = ["site", "layer", "head", "effect", "effect_ci_low", "effect_ci_high"]
+            print_frame(
+                res.top(top)[cols],
+                title=f"top {top} senders by |effect| ({int(res.level * 100)}% CI)",
             )
-        console.print(res.summary(k=0).split("\n", 1)[0])
-        cols = ["site", "layer", "head", "effect", "effect_ci_low", "effect_ci_high"]
-        print_frame(
-            res.top(top)[cols],
-            title=f"top {top} senders by |effect| ({int(res.level * 100)}% CI)",
-        )
-        if out is not None:
-            _write(res, out, overwrite)
+            if out is not None:
+                _write(res, out, overwrite)
 
 
 def _check_path_options(positions: str, receiver_positions: str, ports: str) -> list[str]:

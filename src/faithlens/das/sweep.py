@@ -9,21 +9,25 @@ bootstrap interval over the held-out pairs; ``plot()`` draws the heat maps.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from .. import validate as V
+from ..executor import Executor, current_executor, on_executor
 from ..models.model import Model
 from ..models.sites import Site
 from ..progress import Progress
 from ..results import Estimate, Interval, Result
 from ..tasks.interchange import InterchangeData
+from .control_inputs import random_init
 from .selectivity import (
     CONTROLS,
+    Split,
     chance_of,
     check_common,
     check_controls,
@@ -64,6 +68,7 @@ def _positions(positions: Any) -> list[Any]:
     return out
 
 
+@on_executor
 def das_sweep(
     model: Model,
     data: InterchangeData,
@@ -84,6 +89,7 @@ def das_sweep(
     seed: int = 0,
     max_memory: int | None = None,
     progress: Progress | None = None,
+    executor: str | Executor | None = None,
 ) -> DASSweep:
     """IIA and selectivity of an alignment search at every (layer, position).
 
@@ -97,6 +103,9 @@ def das_sweep(
         the control task and the random-init model are drawn once and shared by every cell.
         progress: ``progress(done, total)`` after each trained alignment or control of each
             cell (``total = cells * (1 + len(controls))``).
+        executor: where the cells run: each (layer, position) cell (its alignment and its
+            controls) is one work item (``"ray"``, an :class:`~faithlens.executor.Executor`,
+            or ``None``: the one in force); the numbers do not change.
     """
     check_common(
         method=method,
@@ -132,23 +141,24 @@ def das_sweep(
     own_all = np.zeros((*shape, len(split.held_out)))
     ctl_all = np.zeros((len(ctrl), *shape, len(split.held_out)))
     dims_at: list[list[int]] = []
-    for i, name in enumerate(names):
-        for j, p in enumerate(pos):
-            res, own, ctl = site_correct(
-                model,
-                split,
-                Site(name, positions=p),
-                ctrl,
-                method=method,
-                dims=dims,
-                train_kw=train_kw,
-                draws=draws,
-                seed=seed,
-                max_memory=max_memory,
-                tick=tick,
-            )
-            own_all[i, j], ctl_all[:, i, j] = own, ctl
-            dims_at.append([len(res.dims)])
+    # each cell is a work item; the split travels without the random-init model, which a
+    # worker rebuilds from the model and the seed (here it is the one make_split drew)
+    if split.random_model is not None:
+        _RANDOM[model] = (seed, split.random_model)
+    kw: dict[str, Any] = {
+        "method": method,
+        "dims": dims,
+        "train_kw": train_kw,
+        "draws": draws,
+        "seed": seed,
+    }
+    kw["max_memory"] = max_memory
+    cells = [(name, p) for name in names for p in pos]
+    shared = replace(split, random_model=None)
+    runs = current_executor().map_model(model, sweep_cell, cells, shared, ctrl, kw, tick=tick)
+    for (i, j), (k, own, ctl) in zip(np.ndindex(*shape), runs):
+        own_all[i, j], ctl_all[:, i, j] = own, ctl
+        dims_at.append([k])
     return _assemble(
         own_all,
         ctl_all,
@@ -164,6 +174,35 @@ def das_sweep(
         level=level,
         seed=seed,
     )
+
+
+#: Per model, the (seed, random-init copy) the cells of its sweep share (a worker builds it once).
+_RANDOM: weakref.WeakKeyDictionary[Model, tuple[int, Model]] = weakref.WeakKeyDictionary()
+
+
+def sweep_cell(
+    model: Model,
+    cell: tuple[str, Any],
+    split: Split,
+    controls: tuple[str, ...],
+    kw: dict[str, Any],
+    tick: Callable[[], None],
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """One (site, position) cell of :func:`das_sweep` (a work item of
+    :meth:`Executor.map_model`): the aligned dimensions, the held-out correctness ``[n]`` and
+    each control's ``[controls, n]`` (:func:`~faithlens.das.selectivity.site_correct`). A split
+    without its random-init model gets the one :func:`random_init` draws from ``model`` and
+    ``kw["seed"]``, built once per model."""
+    if "random_init" in controls and split.random_model is None:
+        got = _RANDOM.get(model)
+        if got is None or got[0] != kw["seed"]:
+            got = _RANDOM[model] = (kw["seed"], random_init(model, seed=kw["seed"]))
+        split = replace(split, random_model=got[1])
+    name, position = cell
+    res, own, ctl = site_correct(
+        model, split, Site(name, positions=position), controls, tick=tick, **kw
+    )
+    return len(res.dims), own, ctl
 
 
 def _assemble(
@@ -326,4 +365,4 @@ class DASSweep(Result):
         return "\n".join(lines)
 
 
-__all__ = ["DASSweep", "das_sweep"]
+__all__ = ["DASSweep", "das_sweep", "sweep_cell"]

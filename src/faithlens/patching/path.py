@@ -25,6 +25,7 @@ one layer share their passes: they are stacked in the batch, a block of rows eac
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,7 @@ from .sweep import (
     check_arguments,
     effects,
     example_chunks,
+    resumable_chunks,
     row_bytes,
     truncated,
 )
@@ -168,6 +170,7 @@ def path_patch(
     max_rows: int | None = None,
     progress: Progress | None = None,
     max_memory: int | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
     executor: str | Executor | None = None,
 ) -> PatchingResult:
     """Path patching of each sender into ``receivers`` (see the module docstring).
@@ -190,6 +193,9 @@ def path_patch(
             pass.
         progress: called as ``progress(done, total)`` after each pass.
         max_memory: bytes one forward pass may use (default: the configured memory budget).
+        checkpoint: a folder where each finished chunk of examples is saved; a run killed as
+            a whole and started again with the same folder (same model, data and arguments)
+            computes only the chunks it had not finished, with the same result.
         executor: where the chunks run for this call: ``"ray"`` (a Ray executor built
             for the call), an :class:`~faithlens.executor.Executor`, or ``None`` (the one
             in force: :func:`faithlens.executor.executor`); the numbers do not change.
@@ -236,9 +242,25 @@ def path_patch(
 
     # each chunk is a picklable work item (its slice of the task; the plan holds no model):
     # executors with workers send it to one, by name
-    ex = current_executor()
-    runs = ex.map_model(
-        model, _run_chunk, [sub for _, sub in chunks], pp, direction, row_cap, tick=tick
+    runs = resumable_chunks(
+        model,
+        _run_chunk,
+        [sub for _, sub in chunks],
+        (pp, direction, row_cap),
+        checkpoint=checkpoint,
+        key=(
+            "faithlens.path_patch",
+            data.fingerprint(),
+            pp,
+            direction,
+            row_cap,
+            [r for r, _ in chunks],
+        ),
+        replay=[
+            sum(-(-len(ss) // max(1, row_cap // s.n)) for ss in pp.groups.values())
+            for _, s in chunks
+        ],
+        tick=tick,
     )
     for (rows, _), (src, base, vals) in zip(chunks, runs):
         cols = rows.cpu().numpy()

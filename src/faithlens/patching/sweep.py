@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -21,6 +21,8 @@ from torch import Tensor
 
 from .. import validate
 from ..errors import InputError
+from ..executor import current_executor
+from ..fingerprint import data_fingerprint, model_fingerprint
 from ..folders import NpzStore
 from ..models.model import Inputs, Model
 from ..models.probe import site_positions
@@ -325,6 +327,49 @@ class ChunkStore(NpzStore):
         )
 
 
+def resumable_chunks(
+    model: Model,
+    fn: Callable[..., tuple[np.ndarray, ...]],
+    items: list[Any],
+    args: tuple[Any, ...],
+    *,
+    checkpoint: str | os.PathLike[str] | None,
+    key: tuple[Any, ...],
+    replay: list[int],
+    tick: Callable[[], None],
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """``fn(model, item, *args, tick)`` of every item through the executor, in order; each
+    result is a tuple of arrays. With ``checkpoint`` (a folder), the items a killed run finished
+    are read back (``replay[i]`` progress steps each, replayed first) and only the others run,
+    each saved as it finishes; the folder is keyed on the model's weights and dtype and on
+    ``key`` (the data, the arguments and the chunk plan), and another run's folder is refused
+    (:class:`ChunkStore`)."""
+    ex = current_executor()
+    if checkpoint is None:
+        yield from ex.map_model(model, fn, items, *args, tick=tick)
+        return
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise validate.fail(
+            "checkpoint", checkpoint, "must be a folder path", "give a str or a pathlib.Path"
+        )
+    fp = data_fingerprint(*key, model_fingerprint(model.module), str(model.dtype))
+    store = ChunkStore(checkpoint, fp)
+    saved = [store.load(i) for i in range(len(items))]
+    for s, steps in zip(saved, replay):
+        for _ in range(steps if s is not None else 0):
+            tick()
+    fresh = ex.map_model(
+        model, fn, [x for x, s in zip(items, saved) if s is None], *args, tick=tick
+    )
+    for i, s in enumerate(saved):
+        if s is None:
+            out = tuple(next(fresh))
+            store.save(i, **{f"part_{k}": v for k, v in enumerate(out)})
+            yield out
+        else:
+            yield tuple(s[f"part_{k}"] for k in range(len(s)))
+
+
 __all__ = [
     "ChunkStore",
     "DIRECTIONS",
@@ -337,6 +382,7 @@ __all__ = [
     "effects",
     "example_chunks",
     "nan_interval",
+    "resumable_chunks",
     "row_bytes",
     "site_length",
     "summed_parts",

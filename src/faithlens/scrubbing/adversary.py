@@ -31,6 +31,7 @@ from torch import nn
 
 from .. import validate as V
 from ..errors import InputError
+from ..executor import Executor, on_executor
 from ..graph import ComponentGraph, graph_for
 from ..models.model import Model
 from ..progress import Progress
@@ -186,6 +187,7 @@ def candidates(
 
 
 @V.reordered_arguments(("model", "hypothesis", "data"), hypothesis_first)
+@on_executor
 def adversary(
     model: Model | nn.Module,
     data: Any,
@@ -203,6 +205,7 @@ def adversary(
     batch_size: int | None = None,
     progress: Progress | None = None,
     max_memory: int | None = None,
+    executor: str | Executor | None = None,
 ) -> AdversaryResult:
     """Adversarial validation: evaluate up to ``budget`` refinements (joined with the
     hypothesis), greedily keep the one that raises the scrubbed loss most (lowers the score),
@@ -212,6 +215,9 @@ def adversary(
     ``refinements``: an explicit list instead of the generated candidates.
     ``max_memory``: bytes one chunk of reference rows may use (default: the configured memory
     budget); ``batch_size`` (reference rows per chunk) is deprecated for one release.
+    ``executor``: where the chunks of reference rows run for this call (``"ray"``, an
+    :class:`~faithlens.executor.Executor`, or ``None``: the one in force); the numbers do not
+    change.
     """
     V.positive_int("budget", budget, fix="allow at least one evaluation, e.g. 32")
     V.positive_int("steps", steps, fix="take at least one refinement step")

@@ -31,6 +31,7 @@ import pandas as pd
 from torch import Tensor, nn
 
 from .. import validate as V
+from ..executor import Executor, on_executor
 from ..graph import (
     ComponentGraph,
     CopyRef,
@@ -76,6 +77,7 @@ from .sampling import TableFeed as TableFeed
 
 
 @V.reordered_arguments(("model", "hypothesis", "data"), hypothesis_first)
+@on_executor
 def scrub(
     model: Model | nn.Module,
     data: Any,
@@ -92,6 +94,7 @@ def scrub(
     level: float = 0.95,
     progress: Progress | None = None,
     max_memory: int | None = None,
+    executor: str | Executor | None = None,
 ) -> ScrubResult:
     """Test ``hypothesis`` on ``model`` by causal scrubbing.
 
@@ -116,6 +119,9 @@ def scrub(
         progress: called with (done, total) after each chunk.
         max_memory: bytes one chunk of reference rows may use (default: the configured memory
             budget).
+        executor: where the chunks run for this call: ``"ray"`` (a Ray executor built for
+            the call), an :class:`~faithlens.executor.Executor`, or ``None`` (the one in
+            force: :func:`faithlens.executor.executor`); the numbers do not change.
     """
     check_scrub_args(
         n=n,

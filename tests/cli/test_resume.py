@@ -1,0 +1,149 @@
+"""A command killed as a whole resumes from its ``--out`` folder (faithlens.cli._resume): the
+finished chunks kept in ``.OUT.partial`` beside it are read back, the result is the one of an
+uninterrupted run, and the partial folder is gone once the result is saved."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import faithlens as fl
+from faithlens.circuits import common
+from faithlens.cli import app
+from faithlens.cli._resume import RECORD, partial_folder
+from faithlens.patching import exact, path
+
+runner = CliRunner()
+
+PATCH = ["patch", "--model", "zoo:induction", "--task", "induction", "--n", "8", "--n-boot", "20"]
+PATCH += ["--max-memory", "1M"]  # several chunks of examples
+PATH = ["path-patch", "--receivers", "logits", "--model", "zoo:induction", "--task", "induction"]
+PATH += ["--n", "8", "--n-boot", "20", "--max-memory", "512K"]
+
+
+def _kill_after(monkeypatch, module, name, k):
+    """``module.name`` (a chunk's work item) raises from its ``k+1``-th call on: the run dies
+    as a whole after ``k`` finished chunks."""
+    real = getattr(module, name)
+    calls = [0]
+
+    def chunk(*args):
+        calls[0] += 1
+        if calls[0] > k:
+            raise RuntimeError("killed")  # no error handler of the command catches it
+        return real(*args)
+
+    monkeypatch.setattr(module, name, chunk)
+    return calls
+
+
+def _same(a, b, fields):
+    for f in fields:
+        x, y = np.asarray(getattr(a, f)), np.asarray(getattr(b, f))
+        assert np.array_equal(x, y, equal_nan=True), f
+
+
+@pytest.mark.parametrize(
+    ("args", "module", "name"),
+    [
+        (PATCH, exact, "_run_chunk"),
+        ([*PATCH, "--attribution"], None, None),
+        (PATH, path, "_run_chunk"),
+    ],
+    ids=["patch", "attribution", "path-patch"],
+)
+def test_killed_command_resumes_from_its_out_folder(tmp_path, monkeypatch, args, module, name):
+    if module is None:
+        from faithlens.patching import attribution as module
+
+        name = "_run_chunk"
+    whole = runner.invoke(app, [*args, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    assert not partial_folder(tmp_path / "whole").exists()  # removed after the save
+
+    out = tmp_path / "killed"
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, module, name, 2)
+        dead = runner.invoke(app, [*args, "--out", str(out)])
+    assert dead.exit_code != 0 and calls[0] == 3 and not out.exists()
+    partial = partial_folder(out)
+    assert json.loads((partial / RECORD).read_text())["command"] == args[0]
+    kept = sorted(partial.rglob("chunk_*.npz"))
+    assert len(kept) == 2  # the two chunks that finished
+
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, module, name, 10**6)
+        again = runner.invoke(app, [*args, "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "resuming from the finished chunks" in again.output
+    ran = calls[0]
+    assert ran > 0 and not partial.exists()
+    a, b = fl.PatchingResult.load(tmp_path / "whole"), fl.PatchingResult.load(out)
+    _same(a, b, ("effect", "se", "ci_low", "ci_high", "patched", "base", "source"))
+
+    # an uninterrupted run computes every chunk: the resumed one computed two fewer
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, module, name, 10**6)
+        assert runner.invoke(app, [*args, "--out", str(tmp_path / "count")]).exit_code == 0
+    assert calls[0] == ran + 2
+
+
+def test_another_command_starts_afresh_with_a_message(tmp_path, monkeypatch):
+    """The partial folder of other options is not resumed: the command says so, removes it and
+    computes every chunk; an explicit --checkpoint is used instead of a partial folder."""
+    out = tmp_path / "run"
+    with monkeypatch.context() as mp:
+        _kill_after(mp, exact, "_run_chunk", 1)
+        assert runner.invoke(app, [*PATCH, "--out", str(out)]).exit_code != 0
+    assert partial_folder(out).is_dir()
+    res = runner.invoke(app, [*PATCH, "--seed", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "starting afresh" in res.output and "resuming" not in res.output
+    assert not partial_folder(out).exists()
+    ref = runner.invoke(app, [*PATCH, "--seed", "1", "--out", str(tmp_path / "ref")])
+    assert ref.exit_code == 0, ref.output
+    _same(
+        fl.PatchingResult.load(out), fl.PatchingResult.load(tmp_path / "ref"), ("effect", "ci_low")
+    )
+
+    ck = tmp_path / "ck"
+    res = runner.invoke(app, [*PATCH, "--out", str(tmp_path / "x"), "--checkpoint", str(ck)])
+    assert res.exit_code == 0 and (ck / "checkpoint.json").exists()
+    assert not partial_folder(tmp_path / "x").exists()
+
+
+def test_partial_checkpoint_of_other_weights_starts_afresh(tmp_path, monkeypatch):
+    """Same options, but the checkpoint inside the partial folder belongs to another run (as
+    when a local model folder's weights changed): a note, then a fresh run."""
+    out = tmp_path / "run"
+    with monkeypatch.context() as mp:
+        _kill_after(mp, exact, "_run_chunk", 1)
+        assert runner.invoke(app, [*PATCH, "--out", str(out)]).exit_code != 0
+    meta = partial_folder(out) / "exact" / "checkpoint.json"
+    meta.write_text(json.dumps({"key": "another run"}))
+    res = runner.invoke(app, [*PATCH, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "not resuming exact" in res.output and "starting it afresh" in res.output
+    assert not partial_folder(out).exists()
+
+
+def test_killed_circuit_command_resumes_its_edge_scores(tmp_path, monkeypatch):
+    args = ["circuit", "--model", "zoo:induction", "--task", "induction", "--method", "eap"]
+    args += ["--n", "12", "--n-boot", "20", "--max-memory", "256K", "--no-scrub", "--no-audit"]
+    whole = runner.invoke(app, [*args, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    out = tmp_path / "killed"
+    with monkeypatch.context() as mp:
+        _kill_after(mp, common, "run_chunk", 1)
+        assert runner.invoke(app, [*args, "--out", str(out)]).exit_code != 0
+    assert len(list(partial_folder(out).rglob("chunk_*.npz"))) == 1
+    again = runner.invoke(app, [*args, "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "resuming from the finished chunks" in again.output
+    assert not partial_folder(out).exists()
+    a = fl.circuits.EdgeScores.load(tmp_path / "whole" / "scores")
+    b = fl.circuits.EdgeScores.load(out / "scores")
+    _same(a, b, ("score", "score_ci_low", "score_ci_high", "values", "clean", "corrupt"))
