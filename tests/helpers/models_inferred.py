@@ -144,7 +144,9 @@ def render(outcomes: list[Outcome]) -> list[str]:
         "unknown `model_type`). Post-LN blocks (BERT, GPT-1) are recognised too: there the",
         "check is `resid_mid = norm1(resid_pre + attn_out)`, `resid_post = norm2(resid_mid +",
         "mlp_out)`. Every family in the table above is also inferred, with its model_type",
-        "ignored, to exactly the same sites and widths (`tests/models/test_infer.py`).",
+        "ignored, to exactly the same sites and widths (`tests/models/test_infer.py`), except",
+        "those with an adapter of their own (the mixture-of-experts rows and OPT), where",
+        "inference names the part it cannot reach. Encoder-decoders are not inferred.",
         "",
         f"Verified here ({len(ok)} of {len(outcomes)} tried): "
         + ", ".join(f"`{m}`" for m in ok)

@@ -233,6 +233,28 @@ def test_what_is_not_in_scope_is_refused_with_the_reason(bart, x):
         fl.path_patch(m, task, ["dec.head.0.1"], "logits", n_boot=20)
     with pytest.raises(fl.errors.InputError, match="two position axes"):
         fl.patch(m, task, ["dec.head.0.1"], positions="last", n_boot=20)
+    # an encoder site too: the task's positions are the decoder's (it used to run)
+    with pytest.raises(fl.errors.InputError, match="two position axes"):
+        fl.patch(m, task, ["enc.resid_post.1"], positions="last", n_boot=20)
+    for positions in ("last", "each"):
+        with pytest.raises(fl.errors.InputError, match="two position axes"):
+            fl.attribution_patch(m, task, ["dec.resid_post.1"], positions=positions, n_boot=20)
+
+
+def test_attribution_on_both_stacks_labels_each_sites_own_positions(bart):
+    # all positions summed per site: one row per site, whatever each stack's length
+    hf, m = bart
+    res = fl.attribution_patch(m, _task(m), ["dec.resid_post.1", "enc.resid_post.1"], n_boot=20)
+    assert list(res.site) == ["dec.resid_post.1", "enc.resid_post.1"]
+    assert res.patched.shape == (2, 4)
+
+
+def test_the_logits_site_is_on_the_decoders_positions(bart, x):
+    hf, m = bart
+    full = m.run(x, cache=["logits"]).cache["logits"]
+    assert full.shape[1] == DEC
+    last = m.run(x, cache=[fl.Site("logits", positions="last")]).cache["logits"]
+    assert torch.equal(last[:, 0], full[:, DEC - 1])
 
 
 def test_pre_norm_variants_are_refused():

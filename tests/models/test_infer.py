@@ -129,3 +129,26 @@ def test_load_of_a_saved_folder_infers_its_layout(tmp_path):
     out = model.run(ids, cache=["resid_post.1", "head.0.3"])
     torch.testing.assert_close(out.logits, expected, rtol=0, atol=1e-6)
     assert out.cache["head.0.3"].shape == (2, 5, model.d_head)
+
+
+def test_an_encoder_decoder_is_not_inferred():
+    # mBART has no hand-written adapter: inference used to "verify" its whole decoder as the
+    # final norm of an encoder
+    from transformers import MBartConfig, MBartForConditionalGeneration
+
+    cfg = MBartConfig(
+        vocab_size=97,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=48,
+        decoder_ffn_dim=48,
+        max_position_embeddings=32,
+    )
+    hf = MBartForConditionalGeneration(cfg)
+    with pytest.raises(InferenceError, match="encoder-decoder"):
+        infer_adapter(hf)
+    with pytest.raises(InputError, match="encoder-decoder"):
+        fl.wrap(hf, infer="strict")

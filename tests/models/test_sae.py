@@ -105,3 +105,21 @@ def test_bad_saes_are_refused(tmp_path):
         attach_sae(model, tmp_path / "ok", "x")
     with pytest.raises(InputError, match="letters"):
         attach_sae(model, tmp_path / "ok", "a.b")
+
+
+def test_an_sae_at_a_view_site_is_refused(tmp_path):
+    # an expert's output is a view of the experts' call, not a slice of a hooked tensor
+    from tests.helpers.models_coverage import FAMILIES
+
+    fam = next(f for f in FAMILIES if f.key == "mixtral")
+    model = fl.wrap(fam.build())
+    _write_sae(tmp_path / "e", model.d_model)
+    with pytest.raises(InputError, match="view of a module call"):
+        attach_sae(model, tmp_path / "e", "e", site="expert_out.0.1")
+
+
+def test_a_hook_point_is_spatial_or_a_view_not_both():
+    from faithlens.models.sites import HookPoint
+
+    with pytest.raises(ValueError, match="not both"):
+        HookPoint("conv", "out", spatial=True, view=object())  # type: ignore[arg-type]

@@ -558,10 +558,10 @@ def hf_adapter(module: nn.Module, *, infer: str = "auto") -> Adapter:
     make = getattr(module, "faithlens_adapter", None)
     if callable(make):
         own = make()
-        if not isinstance(own, HFAdapter):
+        if not isinstance(own, Adapter):
             raise InputError(
                 f"{type(module).__name__}.faithlens_adapter() returned a "
-                f"{type(own).__name__}, not an HFAdapter; use fl.wrap(module)"
+                f"{type(own).__name__}, not an Adapter; use fl.wrap(module)"
             )
         return own
     cfg = getattr(module, "config", None)

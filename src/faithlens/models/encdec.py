@@ -132,7 +132,7 @@ class EncDecAdapter(Adapter):
         self._build("dec", 1, self.n_decoder_layers, self.n_decoder_heads, dec_mlp)
         if "lm_head" in names:
             # the model's output (BART adds final_logits_bias outside any module)
-            self._add("logits", "logits", HookPoint("", "out", 0), self.d_vocab, None)
+            self._add("logits", "logits", HookPoint("", "out", 0), self.d_vocab, DECODER_IDS)
 
     def _add(
         self, name: str, kind: str, hook: HookPoint, width: int | None, seq: str | None, **kw: Any

@@ -30,12 +30,15 @@ from .layout_check import (
     TOL,
     InferenceError,
     InferredAdapter,
+    causal_or_fail,
+    check_final_norm,
     check_heads,
+    refuse_encoder_decoder,
     same,
     verify,
 )
 from .layouts import LAYOUTS, Layout
-from .trace import Call, io_dims, is_causal, trace_model
+from .trace import Call, io_dims, trace_model
 
 
 def _cfg_int(cfg: Any, *names: str) -> int | None:
@@ -442,6 +445,7 @@ def infer_layout(
     forward pass, the widths it showed, and a post-LN block's two norms (relative to a block;
     None for a pre-norm block). Unverified: :func:`infer_adapter` verifies it."""
     cfg: Any = module.config
+    refuse_encoder_decoder(cfg)
     module.eval()
     d_model, n_heads, d_head, vocab = _dims(module, cfg, "")
     n_layers = _cfg_int(cfg, "num_hidden_layers", "n_layer", "n_layers", "num_layers")
@@ -466,6 +470,8 @@ def infer_layout(
     )
     embed, embed_out = _embedding(f, module)
     head, final_norm = _head_and_norm(f, module)
+    check_final_norm(module, base, final_norm)
+    causal = causal_or_fail(module, ids)
     prefix = f"{layers}.0."
     block_calls = {n[len(prefix) :]: c for n, c in calls.items() if n.startswith(prefix)}
     block_calls[""] = calls[f"{layers}.0"]
@@ -489,7 +495,7 @@ def infer_layout(
         mlp_post=post,
         final_norm=final_norm,
         head=head,
-        causal=is_causal(module, ids),
+        causal=causal,
         conv1d=attn.conv1d,
         mlp_in_proj=ins,
         kv_heads=attn.n_kv,

@@ -239,12 +239,48 @@ def verify(adapter: HFAdapter, ids: Tensor, tol: float = TOL) -> None:
                 )
 
 
+def refuse_encoder_decoder(cfg: Any) -> None:
+    """Layouts are inferred for one stack of blocks: an encoder-decoder is refused."""
+    if getattr(cfg, "is_encoder_decoder", False):
+        raise InferenceError(
+            "encoder-decoder",
+            "two stacks joined by cross-attention; layouts are inferred for one stack of blocks "
+            "(BART and T5 have their own adapter)",
+        )
+
+
+def check_final_norm(module: nn.Module, base: str, final_norm: str | None) -> None:
+    """The final norm found must be a leaf module (not, say, a whole decoder stack)."""
+    if final_norm is None:
+        return
+    found = module.get_submodule(f"{base}.{final_norm}" if base else final_norm)
+    if any(True for _ in found.children()):
+        raise InferenceError(
+            "final norm", f"{final_norm} is a {type(found).__name__} with submodules, not a norm"
+        )
+
+
+def causal_or_fail(module: nn.Module, ids: Tensor) -> bool:
+    """Whether the model is causal (:func:`faithlens.models.trace.is_causal`); a forward that
+    cannot tell is an :class:`InferenceError`, never a guess (truncation and resuming rely on
+    it)."""
+    from .trace import is_causal  # trace imports this module
+
+    try:
+        return is_causal(module, ids)
+    except Exception as e:  # a forward that takes no use_cache, or an output with no tensor
+        raise InferenceError("causal mask", f"{type(e).__name__}: {e}") from e
+
+
 __all__ = [
     "TOL",
     "InferenceError",
     "InferredAdapter",
+    "causal_or_fail",
+    "check_final_norm",
     "check_heads",
     "first_tensor",
+    "refuse_encoder_decoder",
     "same",
     "site_values",
     "verify",

@@ -159,6 +159,12 @@ def attach_sae(model: Model, path: str | Path, name: str, *, site: str | None = 
     if site is not None:
         cfg = SAEConfig(**{**cfg.__dict__, "site": site})
     info = model.site_info(cfg.site)
+    if info.hook.view is not None or info.hook.spatial:
+        raise InputError(
+            f"site {cfg.site!r}: an SAE attaches where the site is a slice of a hooked "
+            "[batch, pos, width] tensor; this site is a view of a module call (an expert's "
+            "output, the router) or a convolutional map, which is not supported"
+        )
     if info.is_raw or info.width is None:
         raise InputError(f"site {cfg.site!r}: an SAE attaches at a canonical site, not a raw one")
     if info.width != cfg.d_in:

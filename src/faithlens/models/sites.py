@@ -158,6 +158,10 @@ class HookPoint:
     spatial: bool = False
     view: View | None = None
 
+    def __post_init__(self) -> None:
+        if self.spatial and self.view is not None:
+            raise ValueError("a HookPoint is either spatial or a view, not both")
+
 
 @dataclass(frozen=True)
 class SiteInfo:

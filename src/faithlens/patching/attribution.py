@@ -29,7 +29,15 @@ from ..progress import Progress
 from ..tasks.base import Task
 from .exact import resolve_sites
 from .result import PatchingResult
-from .sweep import ChunkStore, build_result, check_arguments, effects, row_bytes, site_length
+from .sweep import (
+    ChunkStore,
+    build_result,
+    check_arguments,
+    effects,
+    refuse_two_axes,
+    row_bytes,
+    site_length,
+)
 
 #: One chunk's metrics: source ``[n]``, base ``[n]`` and the estimated change ``[conds, n]``.
 Chunk = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -80,6 +88,7 @@ def attribution_patch(
         multi_token=True,
     )
     names = resolve_sites(model, sites)
+    refuse_two_axes(model, names, positions)
     data = data.to(model.device)
     n = data.n
     lengths = {name: site_length(model, data, name) for name in names}

@@ -50,6 +50,7 @@ from .sweep import (
     check_arguments,
     effects,
     example_chunks,
+    refuse_two_axes,
     row_bytes,
     site_length,
     summed_parts,
@@ -155,14 +156,7 @@ def plan_sweep(
     every position the metric reads."""
     n_layers = model.n_layers
     causal = model.is_causal and model.adapter.supports_resume
-    if positions != "all" and any(model.site_info(s).seq_key for s in sites):
-        raise validate.fail(
-            "positions",
-            positions,
-            "an encoder-decoder's sites lie on two position axes (the encoder's and the "
-            "decoder's tokens), and the task's positions are the decoder's",
-            'use positions="all", or Site(name, positions=...) on each site',
-        )
+    refuse_two_axes(model, [s for s in sites if not (carried and s in carried)], positions)
     first_diff = task.first_difference()
     earliest_diff = int(first_diff.min())
     earliest_read = int(task.read_at.min())

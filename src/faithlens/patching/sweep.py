@@ -152,10 +152,30 @@ def answer_columns(model: Model, task: Task, sites: Sequence[str]) -> tuple[Tens
     return tokens, torch.searchsorted(tokens, task.answers)
 
 
+def refuse_two_axes(model: Model, sites: Sequence[str], positions: str) -> None:
+    """An encoder-decoder's sites lie on two position axes (the encoder's tokens and the
+    decoder's), and a task's metric positions are the decoder's: only ``positions="all"`` (or
+    positions carried by each :class:`Site`) means the same thing on every site."""
+    if positions == "all" or getattr(model.adapter, "ordered", True):
+        return
+    raise validate.fail(
+        "positions",
+        positions,
+        "an encoder-decoder's sites lie on two position axes (the encoder's and the "
+        "decoder's tokens), and the task's positions are the decoder's",
+        'use positions="all", or Site(name, positions=...) on each site',
+    )
+
+
 def site_length(model: Model, task: Task, site: str) -> int | None:
     """The positions ``site`` has on the task's inputs: the tokens of a token task; on a task
     built from tensors, those the model makes there (a ViT's patches and CLS token, a CNN
-    block's ``h * w``), or None for a site without positions (``[batch, width]``)."""
+    block's ``h * w``), or None for a site without positions (``[batch, width]``). A decoder
+    site of an encoder-decoder has the decoder's tokens (its ``SiteInfo.seq_key`` input)."""
+    key = model.site_info(site).seq_key
+    own = task.clean.kwargs.get(key) if key is not None else None
+    if isinstance(own, Tensor):
+        return int(own.shape[1])
     if task.tokens:
         return task.seq_len
     hp = model.site_info(site).hook
@@ -241,6 +261,11 @@ def build_result(
 ) -> PatchingResult:
     """The :class:`PatchingResult` of a sweep (one row per condition); a degenerate sweep's
     ``note`` goes into ``meta["degenerate"]``."""
+    if not len(site) == len(position) == patched.shape[0] == len(est.estimate):
+        raise RuntimeError(  # a faithlens bug: conditions and their rows must line up
+            f"{method} patching built {len(site)} conditions but {patched.shape[0]} rows of "
+            f"patched metrics; please report this"
+        )
     return PatchingResult(
         site=site,
         kind=kind,
