@@ -173,7 +173,7 @@ def sample_pairs(
             "give more cities or another attribute",
         )
     rng = random.Random(seed)
-    out = []
+    out: list[tuple[int, int]] = []
     while len(out) < n:
         b, s = rng.randrange(len(cities)), rng.randrange(len(cities))
         if cities[b].value(attribute) != cities[s].value(attribute):
