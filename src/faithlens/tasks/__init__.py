@@ -5,7 +5,7 @@ from collections.abc import Callable
 from .. import validate
 from ..errors import InputError
 from ..models.model import Model
-from . import induction, paren
+from . import entity_attribute, induction, paren
 from .base import Task
 from .data import Data
 from .induction import InductionData, MarkovChain, RepeatSpec, induction_task
@@ -85,6 +85,7 @@ __all__ = [
     "Task",
     "TaskFile",
     "TensorTask",
+    "entity_attribute",
     "get_metric",
     "induction",
     "induction_task",
