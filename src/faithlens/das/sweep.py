@@ -156,9 +156,12 @@ def das_sweep(
     cells = [(name, p) for name in names for p in pos]
     shared = replace(split, random_model=None)
     runs = current_executor().map_model(model, sweep_cell, cells, shared, ctrl, kw, tick=tick)
-    for (i, j), (k, own, ctl) in zip(np.ndindex(*shape), runs):
-        own_all[i, j], ctl_all[:, i, j] = own, ctl
-        dims_at.append([k])
+    try:
+        for (i, j), (k, own, ctl) in zip(np.ndindex(*shape), runs):
+            own_all[i, j], ctl_all[:, i, j] = own, ctl
+            dims_at.append([k])
+    finally:  # the random-init copy is as large as the model: not kept after the sweep
+        _RANDOM.pop(model, None)
     return _assemble(
         own_all,
         ctl_all,
