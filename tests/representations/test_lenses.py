@@ -128,6 +128,18 @@ def test_dla_matches_a_brute_force_reference_and_sums_to_the_logit_diff(arch):
     assert ((lo <= c + 1e-12) & (c <= hi + 1e-12)).all()
 
 
+def test_max_memory_chunks_the_examples_and_keeps_the_numbers():
+    # `faithlens dla ... --max-memory 1G` (docs/lenses.md) failed: the tokens-per-pass cap was
+    # passed with max_memory
+    model = _model("gpt2")
+    task = _task(n=5)
+    whole = fl.direct_logit_attribution(model, task, n_boot=50, seed=2)
+    tiny = fl.direct_logit_attribution(model, task, n_boot=50, seed=2, max_memory=1)
+    np.testing.assert_allclose(tiny.per_example, whole.per_example, atol=1e-9)
+    lens = fl.logit_lens(model, task, n_boot=50, max_memory=10**9)
+    assert np.isfinite(lens.to_frame()["logit_diff"]).all()
+
+
 def test_dla_sums_to_the_logit_diff_through_an_rmsnorm():
     model, task = _model("llama"), _task(n=4)
     res = fl.direct_logit_attribution(model, task, n_boot=100)

@@ -81,7 +81,8 @@ def _chunks(model: Model, data: Task, n_vectors: int, max_memory: int | None) ->
         per_item,
         device=model.device,
         max_memory=max_memory,
-        tokens_per_item=data.seq_len,
+        # the tokens-per-pass cap belongs to the default budget; max_memory replaces both
+        tokens_per_item=data.seq_len if max_memory is None else None,
     )
     return ex.chunks(len(data), size)
 
