@@ -157,6 +157,7 @@ NARROWED: dict[tuple[str, str], tuple[str | None, str]] = {
     ("path-patch", "--senders"): ("smollm2", "head.21.0,head.22.1,mlp.21"),
     ("train", "--steps"): (None, "20"),
     ("audit", "--n"): (None, "16"),  # its natural-vs-natural baseline needs 5 points a side
+    ("audit", "--sweep-layers"): ("smollm2", "23,24"),  # --top-heads sweeps these layers only
     ("circuit", "--n"): (None, "16"),  # it audits the circuit too (the same floor)
     ("sanity", "--n"): (None, "2000"),
     ("sanity", "--seeds"): (None, "4"),
