@@ -146,8 +146,18 @@ def _convert_gguf(src: Path, gguf_file: str, target: Path, source: str) -> None:
     save_model(hf, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     tok.save_pretrained(tmp)
     (tmp / "faithlens.json").write_text(json.dumps({"source": source, "converted": time.time()}))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    if (target / "faithlens.json").is_file():
+        # another process (a test worker, a Ray worker) finished the same conversion first:
+        # keep its folder, which it may be reading, and drop ours
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    shutil.rmtree(target, ignore_errors=True)  # a partial folder, never a finished one
+    try:
+        tmp.rename(target)
+    except OSError:
+        if not (target / "faithlens.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # finished by another process meanwhile
 
 
 def _load_converted(
