@@ -11,7 +11,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 TORCH_SPEC ?= torch==2.13.0
 LOCK := requirements/lock.txt
 NODEPS := requirements/no-deps.txt
-PYTEST_ARGS ?= -n 2 --dist loadgroup
+PYTEST_ARGS ?=
 LATEST ?= .venv-latest
 
 .PHONY: install test test-latest demo lint typecheck bench lock clean

@@ -15,21 +15,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-# `make test` runs the tests on two pytest-xdist workers (`--dist loadgroup`). Tests that start
-# a local Ray cluster run on one worker, one after the other: two clusters at once on a 2-core
-# machine would each wait for the other's CPUs.
-RAY_TESTS = (
-    "tests/test_distributed.py::",
-    "tests/cli/test_executor_options.py::test_a_command_on_ray_workers",
-    "tests/cli/test_documented_commands.py::test_every_documented_command_runs",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.nodeid.startswith(RAY_TESTS):
-            item.add_marker(pytest.mark.xdist_group("ray"))
-
 
 @pytest.fixture(scope="session", params=sorted(BUILDERS))
 def tiny_hf(request):
