@@ -14,7 +14,7 @@ NODEPS := requirements/no-deps.txt
 PYTEST_ARGS ?=
 LATEST ?= .venv-latest
 
-.PHONY: install test test-latest demo lint typecheck bench lock clean
+.PHONY: install test test-docs test-latest demo lint typecheck bench lock clean
 
 # The lock is complete (every transitive dependency pinned), so it installs with --no-deps: pip
 # resolves nothing. torch is left out of it (installed first, from TORCH_SPEC); NODEPS holds
@@ -31,6 +31,10 @@ install: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Every README / docs command, the SmolLM2 ones included (`make test` runs the others).
+test-docs: $(VENV)/.installed
+	FAITHLENS_DOCS_FULL=1 $(PY) -m pytest tests/cli/test_documented_commands.py -k runs
 
 # The newest versions pyproject allows, in a venv of their own (not the lock). torch stays at
 # TORCH_SPEC (a constraint): an eager upgrade would otherwise replace the CPU build with a newer
