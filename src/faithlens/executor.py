@@ -79,7 +79,8 @@ class Executor(Protocol):
         limit: int | None = None,
     ) -> int:
         """Items per chunk: as many as fit the budget, at least one, at most ``limit`` and
-        ``n_items``."""
+        ``n_items``. ``tokens_per_item`` (a forward pass) also caps the tokens per pass on a CPU,
+        as part of the default budget: ``max_memory`` replaces both."""
         ...
 
     def chunks(self, n_items: int, size: int) -> list[slice]:
@@ -153,9 +154,7 @@ class InProcess:
                 fraction=fraction,
                 limit=limit,
             )
-        else:
-            if tokens_per_item is not None:
-                raise InputError("tokens_per_item needs a device and no max_memory")
+        else:  # max_memory replaces the default budget and its tokens-per-pass cap
             budget = self.budget(device, fraction=fraction, max_memory=max_memory)
             rows = int(budget // max(1, bytes_per_item))
             if limit is not None:

@@ -77,7 +77,7 @@ def chunks(
         row_bytes(model, seq, seq, item),
         device=model.device,
         max_memory=max_memory,
-        tokens_per_item=seq if max_memory is None else None,
+        tokens_per_item=seq,
     )
     size = max(1, min(task.n, row_cap))
     return [

@@ -407,8 +407,7 @@ def _chunk_sizes(
         row_bytes(model, seq_rel_max, seq, item),
         device=device,
         max_memory=max_memory,
-        # the tokens-per-pass cap belongs to the default budget; max_memory replaces both
-        tokens_per_item=seq_rel_max if max_memory is None else None,
+        tokens_per_item=seq_rel_max,
         limit=max_rows,
     )
     return min(ex_chunk, row_cap), row_cap

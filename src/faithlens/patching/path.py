@@ -394,7 +394,7 @@ def _row_cap(model: Model, task: Task, max_rows: int | None, max_memory: int | N
         row_bytes(model, seq, seq, item),
         device=model.device,
         max_memory=max_memory,
-        tokens_per_item=seq if max_memory is None else None,
+        tokens_per_item=seq,
         limit=max_rows,
     )
 

@@ -81,8 +81,7 @@ def _chunks(model: Model, data: Task, n_vectors: int, max_memory: int | None) ->
         per_item,
         device=model.device,
         max_memory=max_memory,
-        # the tokens-per-pass cap belongs to the default budget; max_memory replaces both
-        tokens_per_item=data.seq_len if max_memory is None else None,
+        tokens_per_item=data.seq_len,
     )
     return ex.chunks(len(data), size)
 
