@@ -170,6 +170,16 @@ def das() -> Any:
         history=history,
         alignment_spec={"kind": "rotation", "n": 2},
         alignment_params=np.eye(2).reshape(-1),
+        controls=("random_subspace",),
+        draws=5,
+        control_iia=np.array([0.3]),
+        control_iia_se=np.array([0.05]),
+        control_iia_low=np.array([0.2]),
+        control_iia_high=np.array([0.4]),
+        selectivity=np.array([0.5]),
+        selectivity_se=np.array([0.08]),
+        selectivity_low=np.array([0.35]),
+        selectivity_high=np.array([0.65]),
     )
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from ..results import Estimate, Result
+from .. import validate as V
+from ..errors import InputError
+from ..results import Estimate, Interval, Result, with_intervals
 from .alignment import Alignment, alignment_from_flat
 
 if TYPE_CHECKING:
@@ -18,6 +20,12 @@ if TYPE_CHECKING:
     from ..tasks.interchange import InterchangeData
     from .featurizer import FeaturizerPair
     from .train import AlignmentEval
+
+#: Every control an alignment result can carry, in the order it lists them.
+ALL_CONTROLS = ("task", "random_init", "random_subspace")
+
+#: What ``fl.das`` measures unless told otherwise: the control that trains nothing.
+DEFAULT_CONTROLS = ("random_subspace",)
 
 
 @dataclass(frozen=True)
@@ -31,10 +39,20 @@ class DASResult(Result):
     ``alignment`` rebuilds the learned module (``alignment_spec`` + ``alignment_params``), and
     :meth:`intervention` turns it into an ``fl.Interchange`` for any run.
 
-    ``intervals()``: ``iia`` (bootstrap, 95%) and the point values ``emd`` and ``emd_features``,
-    whose standard error and interval are NaN (one Sinkhorn divergence, nothing resampled). The
-    frame is the training history (one row per epoch, its ``iia`` the running training
-    accuracy of that epoch, not an estimate with an interval).
+    ``controls``: the controls that were run (:mod:`faithlens.das.result_controls`; by default
+    ``("random_subspace",)``, the one that trains nothing), in the order of
+    ``("task", "random_init", "random_subspace")``; ``control_iia`` and ``selectivity`` (``iia -
+    control_iia``, paired by example), each with ``_se`` / ``_low`` / ``_high`` (bootstrap,
+    95%), have one entry per control run. A control that was not run has no entry: ``summary``
+    names it "not run", :meth:`controls_frame` gives it the status ``"not run"``, and
+    :meth:`control` refuses it with the call that runs it. (A result saved before controls
+    existed loads with none run.)
+
+    ``intervals()``: ``iia``, ``control_iia``, ``selectivity`` (bootstrap, 95%) and the point
+    values ``emd`` and ``emd_features``, whose standard error and interval are NaN (one exact
+    EMD, nothing resampled). The frame is the training history (one row per epoch, its ``iia``
+    the running training accuracy of that epoch, not an estimate with an interval); the controls
+    are in :meth:`controls_frame`.
     """
 
     method: str
@@ -61,14 +79,74 @@ class DASResult(Result):
     alignment_params: np.ndarray
     data_name: str = ""
     positions: Any = None  # the site's position selection ("last", an int, a list) or None
+    controls: tuple[str, ...] = ()
+    draws: int = 0
+    control_iia: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    control_iia_se: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    control_iia_low: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    control_iia_high: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    selectivity: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    selectivity_se: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    selectivity_low: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    selectivity_high: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     kind = "das"
+
+    #: Every control a result can carry, in the order it lists them.
+    ALL_CONTROLS: ClassVar[tuple[str, ...]] = ALL_CONTROLS
 
     INTERVALS: ClassVar[dict[str, Estimate]] = {
         "iia": Estimate("iia", "iia_se", "iia_low", "iia_high", level=0.95),
         "emd": Estimate("emd", level=0.95),
         "emd_features": Estimate("emd_features", level=0.95),
+        "control_iia": Estimate(
+            "control_iia", "control_iia_se", "control_iia_low", "control_iia_high", level=0.95
+        ),
+        "selectivity": Estimate(
+            "selectivity", "selectivity_se", "selectivity_low", "selectivity_high", level=0.95
+        ),
     }
+
+    def control(self, name: str) -> tuple[Interval, Interval]:
+        """(control IIA, selectivity) of control ``name``; a control that was not run is
+        refused with the call that runs it."""
+        V.choice("name", name, self.ALL_CONTROLS)
+        run = list(self.controls)
+        if name not in run:
+            raise InputError(
+                f"name={name!r}: the {name} control was not run for this result (it ran "
+                f"{run or 'none'}); run it with fl.das(..., controls={[*run, name]!r})"
+            )
+        i = run.index(name)
+        return self.interval_of("control_iia")[i], self.interval_of("selectivity")[i]
+
+    def controls_frame(self) -> pd.DataFrame:
+        """One row per control of :attr:`ALL_CONTROLS`: ``status`` (``"run"`` / ``"not run"``),
+        the IIA, the control IIA and the selectivity with their ``_se`` / ``_ci_low`` /
+        ``_ci_high`` and ``level`` columns (NaN where ``status`` is ``"not run"``)."""
+        names = list(self.ALL_CONTROLS)
+        c, run = len(names), list(self.controls)
+        where = [run.index(n) if n in run else -1 for n in names]
+
+        def spread(iv: Interval) -> Interval:
+            pieces = []
+            for part in iv.parts:
+                arr = np.asarray(part, dtype=np.float64).reshape(-1)
+                pieces.append(np.array([arr[i] if i >= 0 else np.nan for i in where]))
+            return Interval(*pieces, level=iv.level)
+
+        iia = self.interval_of("iia")
+        status = ["run" if i >= 0 else "not run" for i in where]
+        nan = np.full(c, np.nan)
+        frame = pd.DataFrame(
+            {"control": names, "status": status, "iia": nan, "control_iia": nan, "selectivity": nan}
+        )
+        ivs = {
+            "iia": Interval(*(np.full(c, float(np.asarray(p))) for p in iia.parts), level=iia.level),
+            "control_iia": spread(self.interval_of("control_iia")),
+            "selectivity": spread(self.interval_of("selectivity")),
+        }
+        return with_intervals(frame, ivs)
 
     def site_spec(self) -> Any:
         """The aligned site with its position selection."""
@@ -158,7 +236,21 @@ class DASResult(Result):
             lines.append(f"  EMD (feature dims {list(self.emd_dims)}) = {self.emd_features:.4g}")
         if np.isfinite(self.boundary):
             lines.append(f"  learned boundary = {self.boundary:.3f}")
+        lines += self._control_lines()
         return "\n".join(lines)
 
+    def _control_lines(self) -> list[str]:
+        out = []
+        for name in self.controls:
+            ctl, sel = self.control(name)
+            what = f"{name} ({self.draws} draws)" if name == "random_subspace" else name
+            out.append(f"  control {what}: IIA {ctl:.3f}, selectivity {sel:.3f}")
+        missing = [c for c in self.ALL_CONTROLS if c not in self.controls]
+        if missing:
+            out.append(
+                f"  controls not run: {', '.join(missing)} (fl.das(..., controls=...) runs them)"
+            )
+        return out
 
-__all__ = ["DASResult"]
+
+__all__ = ["ALL_CONTROLS", "DEFAULT_CONTROLS", "DASResult"]

@@ -48,7 +48,17 @@ CONTROLS = ("task", "random_init", "random_subspace")
 PAIRS = ("changed", "all")
 
 #: ``das`` keywords that :func:`das_controls` sets itself (not allowed in ``train``).
-OWN_KEYWORDS = ("dims", "method", "seed", "progress", "checkpoint_dir", "alignment")
+OWN_KEYWORDS = (
+    "dims",
+    "method",
+    "seed",
+    "progress",
+    "checkpoint_dir",
+    "alignment",
+    "controls",
+    "draws",
+    "values",
+)
 
 
 @dataclass(frozen=True)
@@ -175,9 +185,10 @@ def _trained_correct(
     if method in DIRECTION_METHODS:  # read off the training data; one epoch measures it
         k = dims if isinstance(dims, int) else len(list(dims))
         al = direction_alignment(method, model, train, site, k, seed=seed)
-        res = das(model, train, site, dims=k, alignment=al, seed=seed)
+        res = das(model, train, site, dims=k, alignment=al, controls=(), seed=seed)
     else:
-        res = das(model, train, site, dims=dims, method=method, seed=seed, **train_kw)
+        kw = {"controls": (), **train_kw}
+        res = das(model, train, site, dims=dims, method=method, seed=seed, **kw)
     ev = evaluate_alignment(
         model, res.alignment, held_out, site, dims=list(res.dims), batch_size=batch, seed=seed
     )

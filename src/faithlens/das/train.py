@@ -8,6 +8,7 @@ run's logits (and, for the CL loss, from the intervened activation the same run 
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Sequence
@@ -45,7 +46,7 @@ from .args import (
 )
 from .checkpoint import CHECKPOINT, Checkpointer, run_config
 from .loop import flat_rows, restore_best, train_loop
-from .result import DASResult
+from .result import DEFAULT_CONTROLS, DASResult
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,9 @@ def das(
     alignment: Alignment | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 100,
+    controls: Any = DEFAULT_CONTROLS,
+    draws: int = 5,
+    values: Any = None,
     seed: int = 0,
     progress: Progress | None = None,
     on_epoch: EpochCallback | None = None,
@@ -267,7 +271,9 @@ def das(
             ``(D / 4, 0.1)`` for a site of width ``D``, plus ``width_weight * b`` in the loss), ``"linear"`` (the non-orthogonal
             invertible :class:`~faithlens.das.alignment.SymmetricDefinite`), ``"identity"``
             (coordinate patching of the first ``dims`` native coordinates: nothing is learned,
-            one epoch measures its IIA; a baseline for the learned alignments).
+            one epoch measures its IIA; a baseline for the learned alignments), or an alignment
+            read off the data instead of trained (``"mean_diff"``, ``"pca"``, ``"probe"``:
+            :mod:`faithlens.das.directions`, from ``values``; one epoch measures it).
         loss: ``"iia"`` (cross-entropy on the counterfactual labels), ``"cl"`` (``cl_weight *
             L_CL`` only) or ``"iia+cl"``.
         cl_form: ``"modified"`` (the divergence paper: per-variable aligned subspaces
@@ -293,10 +299,23 @@ def das(
             DeprecationWarning: a callback is taken for the new protocol when ``on_epoch`` is
             given too or when its two parameters are annotated ``int``.
         on_epoch: called after each epoch with ``(epoch, history_row)``.
+        controls: measured after training on the same pairs as the IIA
+            (:mod:`faithlens.das.result_controls`): ``"random_subspace"`` (default: ``draws``
+            random subspaces of the same size; nothing trained), ``"task"`` (the same training
+            on the control task with arbitrary label mappings), ``"random_init"`` (the same
+            training on a randomly initialised copy of the model), a list of them, ``"all"``,
+            or ``"none"``. The result reports each control's IIA and the selectivity ``iia -
+            control_iia`` with intervals; ``progress`` counts the first training only.
+        draws: random subspaces the ``"random_subspace"`` control averages.
+        values: the causal variable's value per example, for the control task's label mapping
+            and the direction methods (default: the counterfactual labels).
     """
-    opts = DASOptions(
+    from .result_controls import Retrain, attach_controls, check_das_controls
+
+    ctrl = check_das_controls(controls)
+    V.positive_int("draws", draws, fix="average over e.g. 5 random subspaces")
+    kw: dict[str, Any] = dict(
         dims=dims,
-        method=method,
         loss=loss,
         cl_form=cl_form,
         cl_weight=cl_weight,
@@ -313,7 +332,52 @@ def das(
         checkpoint_every=checkpoint_every,
         seed=seed,
     )
+    retrained = {"task", "random_init"} & set(ctrl)
+    start = copy.deepcopy(alignment) if alignment is not None and retrained else None
+    res, ev = fit_alignment(
+        model,
+        data,
+        site,
+        method=method,
+        alignment=alignment,
+        values=values,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        on_epoch=on_epoch,
+        **kw,
+    )
+    again = Retrain(method=method, start=start, values=values, keywords=kw)
+    own = np.asarray(ev.correct, dtype=np.float64)
+    return attach_controls(res, own, model, data, site, ctrl, draws=draws, seed=seed, retrain=again)
+
+
+def fit_alignment(
+    model: Model,
+    data: InterchangeData,
+    site: SiteLike,
+    *,
+    method: str,
+    alignment: Alignment | None = None,
+    values: Any = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    on_epoch: EpochCallback | None = None,
+    **options: Any,
+) -> tuple[DASResult, AlignmentEval]:
+    """The training run of :func:`das` without its controls: the result (no control run) and
+    the evaluation of its selected checkpoint (``correct``: per pair). ``options``: the
+    :class:`~faithlens.das.args.DASOptions` fields but ``method``."""
+    from .directions import DIRECTION_METHODS, direction_alignment
+
+    direction = method in DIRECTION_METHODS
+    if direction and alignment is not None:
+        raise V.fail("alignment", type(alignment).__name__, f"is read off the data by {method}")
+    opts = DASOptions(method="identity" if direction else method, **options)
     opts, s = check_inputs(model, data, site, alignment, progress, opts, on_epoch)
+    if direction:
+        k = opts.dims if isinstance(opts.dims, int) else len(list(opts.dims))
+        alignment = direction_alignment(method, model, data, s, k, values=values, seed=opts.seed)
+        opts = replace(opts, dims=k)
     progress, on_epoch = split_progress(progress, on_epoch)
     src = source_activations(model, data, s)
     dim_list, cl_dims = resolve_dims(opts, data, s, src)
@@ -333,7 +397,8 @@ def das(
         batch_size=tr.bs,
         seed=opts.seed,
     )
-    return _assemble(tr, final_dims, ev)
+    res = _assemble(tr, final_dims, ev)
+    return (replace(res, method=method) if direction else res), ev
 
 
 # --------------------------------------------------------------------------------------------
@@ -524,5 +589,6 @@ __all__ = [
     "check_das_args",
     "das",
     "evaluate_alignment",
+    "fit_alignment",
     "source_activations",
 ]
