@@ -77,6 +77,16 @@ Out = Annotated[
     Path | None,
     typer.Option("--out", "-o", help="Folder for the result (with the alignment) and das.png."),
 ]
+DasControls = Annotated[
+    str,
+    typer.Option(
+        "--controls",
+        help="Controls reported with the IIA: comma-separated task, random_init, "
+        "random_subspace, or all, or none (default random_subspace: no extra training; task and "
+        "random_init train the alignment again).",
+    ),
+]
+Draws = Annotated[int, typer.Option("--draws", help="Random subspaces the control averages.")]
 
 
 def das_cmd(
@@ -100,17 +110,21 @@ def das_cmd(
     eval_every: EvalEvery = 10,
     seed: Seed = 0,
     checkpoint: Checkpoint = None,
+    controls: DasControls = "random_subspace",
+    draws: Draws = 5,
     device: Device = None,
     out: Out = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Distributed alignment search at a site, reporting IIA (with a confidence interval),
-    the EMD of the intervened activations, and optionally the Counterfactual Latent loss.
+    the control IIA and selectivity of each control, the EMD of the intervened activations, and
+    optionally the Counterfactual Latent loss.
 
     Time: the synthetic task takes under a minute; SmolLM2 on IOI (--n 64, 50 epochs) takes
     several minutes on a 2-core CPU; a run that has minutes left says about how many once its first steps are done."""
     from .. import validate as V
     from ..das import das
+    from ..das.result_controls import check_das_controls
     from ..das.train import check_das_args
     from ..results import check_target
 
@@ -130,6 +144,11 @@ def das_cmd(
             seed=seed,
             cli=True,
         )
+        ctrl = check_das_controls(
+            controls if controls in ("all", "none") else _split_list(controls, "--controls"),
+            "--controls",
+        )
+        V.positive_int("--draws", draws, fix="average over e.g. 5 random subspaces")
         if synthetic is not None:
             _check_synthetic(synthetic, n_per_class, classifier_epochs, dims)
         else:
@@ -164,6 +183,8 @@ def das_cmd(
                 emd_dims=emd_dims,
                 seed=seed,
                 checkpoint_dir=checkpoint,
+                controls=ctrl,
+                draws=draws,
                 progress=advance,
             )
         _report(res, ood, seed, out, overwrite)

@@ -35,12 +35,13 @@ from .controls import random_subspace_correct
 from .result import ALL_CONTROLS, DEFAULT_CONTROLS, DASResult
 
 
-def check_das_controls(controls: Any) -> tuple[str, ...]:
+def check_das_controls(controls: Any, name: str = "controls") -> tuple[str, ...]:
     """``controls=`` of :func:`~faithlens.das.das` as a tuple in :data:`ALL_CONTROLS` order.
 
     Accepted: one control name, ``"all"``, ``"none"`` / ``None`` / an empty list (no control),
     or a list of names. Refused, naming the value and the fix: anything else (a number, a dict,
-    a name that is no control, a repeated name, ``"all"`` inside a list)."""
+    a name that is no control, a repeated name, ``"all"`` inside a list). ``name``: the
+    argument's name in the message (``--controls`` for the CLI)."""
     fix = f'use a name, a list of {list(ALL_CONTROLS)}, "all" or "none"'
     if controls is None:
         return ()
@@ -49,18 +50,18 @@ def check_das_controls(controls: Any) -> tuple[str, ...]:
             return ALL_CONTROLS
         if controls == "none":
             return ()
-        V.choice("controls", controls, ALL_CONTROLS, fix=fix)
+        V.choice(name, controls, ALL_CONTROLS, fix=fix)
         return (controls,)
     if isinstance(controls, Mapping) or not isinstance(controls, Sequence):
-        raise V.fail("controls", controls, "must be a control name or a list of them", fix)
+        raise V.fail(name, controls, "must be a control name or a list of them", fix)
     for c in controls:
         if not isinstance(c, str):
-            raise V.fail("controls", controls, f"holds {c!r}, which is not a control name", fix)
+            raise V.fail(name, controls, f"holds {c!r}, which is not a control name", fix)
         if c in ("all", "none"):
-            raise V.fail("controls", controls, f"{c!r} stands alone, not in a list", fix)
-        V.choice("controls", c, ALL_CONTROLS, fix=fix)
+            raise V.fail(name, controls, f"{c!r} stands alone, not in a list", fix)
+        V.choice(name, c, ALL_CONTROLS, fix=fix)
     if len(set(controls)) != len(controls):
-        raise V.fail("controls", controls, "repeats a control", "list each control once")
+        raise V.fail(name, controls, "repeats a control", "list each control once")
     return tuple(c for c in ALL_CONTROLS if c in controls)
 
 
