@@ -80,7 +80,7 @@ def test_frame_save_load_and_heat_map(swept, tmp_path):
     np.testing.assert_array_equal(back.selectivity, res.selectivity)
     assert back.positions == [1, 2] and back.sites == ["l0", "l1"]
     fig = res.plot()
-    assert len(fig.axes) >= 3  # IIA + one selectivity map per control (+ colour bars)
+    assert len(fig.axes) >= 5  # IIA + a control IIA and a selectivity map per control (+ bars)
     assert "most selective" in res.summary()
 
 

@@ -272,7 +272,8 @@ class DASSweep(Result):
     :func:`~faithlens.das.selectivity.das_controls`). ``n_dims``: the aligned dimensions of each cell's alignment (Boundless DAS learns it);
     ``chance``: per control, the majority-label rate of the labels it is scored against. The frame
     has one row per (layer, position, control); ``plot()`` draws IIA and each control's
-    selectivity as heat maps, every cell annotated with its estimate and interval."""
+    control IIA and selectivity as heat maps, every cell annotated with its estimate and
+    interval."""
 
     method: str
     sites: list[str]
