@@ -180,4 +180,3 @@ def test_bad_draws_and_a_direction_method_with_an_alignment(toy):
             method="pca",
             alignment=IdentityBasis(8),
         )
-

@@ -129,11 +129,16 @@ class DASResult(Result):
         where = [run.index(n) if n in run else -1 for n in names]
 
         def spread(iv: Interval) -> Interval:
-            pieces = []
-            for part in iv.parts:
-                arr = np.asarray(part, dtype=np.float64).reshape(-1)
-                pieces.append(np.array([arr[i] if i >= 0 else np.nan for i in where]))
-            return Interval(*pieces, level=iv.level)
+            e, se, lo, hi = (
+                np.array(
+                    [
+                        np.asarray(p, dtype=np.float64).reshape(-1)[i] if i >= 0 else np.nan
+                        for i in where
+                    ]
+                )
+                for p in iv.parts
+            )
+            return Interval(e, se, lo, hi, iv.level)
 
         iia = self.interval_of("iia")
         status = ["run" if i >= 0 else "not run" for i in where]
@@ -141,8 +146,9 @@ class DASResult(Result):
         frame = pd.DataFrame(
             {"control": names, "status": status, "iia": nan, "control_iia": nan, "selectivity": nan}
         )
+        e, se, lo, hi = (np.full(c, float(np.asarray(p))) for p in iia.parts)
         ivs = {
-            "iia": Interval(*(np.full(c, float(np.asarray(p))) for p in iia.parts), level=iia.level),
+            "iia": Interval(e, se, lo, hi, iia.level),
             "control_iia": spread(self.interval_of("control_iia")),
             "selectivity": spread(self.interval_of("selectivity")),
         }
