@@ -16,7 +16,7 @@ import faithlens as fl
 from faithlens.circuits import EdgeGraph, EdgeScores
 from faithlens.circuits.faithfulness import measure
 from faithlens.tasks.metrics import Metric
-from tests.helpers.builders import BUILDERS
+from tests.helpers.builders import BUILDERS, zoo
 from tests.helpers.tasks import padded_task
 
 
@@ -59,8 +59,16 @@ def reference_acdc(model, task, tau, objective):
     return values, keep, min(margins)
 
 
+def _small_attn_only():
+    """zoo's attention-only model at 3 layers x 2 heads (61 edges): the plain loop measures
+    every edge from scratch, about 8x faster than at the shared builder's 4 heads (193 edges)."""
+    return zoo(d_mlp=0, causal=True, positions="shortformer", n_heads=2)
+
+
+BUILDERS = {**BUILDERS, "faithlens_zoo-attn_only-small": _small_attn_only}
+
 CASES = [
-    ("faithlens_zoo-attn_only", "kl", 0.002),
+    ("faithlens_zoo-attn_only-small", "kl", 0.005),
     pytest.param("gpt_neox", "metric", 0.001, marks=pytest.mark.slow),  # parallel, MLPs
     pytest.param("llama", "kl", 5e-5, marks=pytest.mark.slow),  # grouped-query attention
 ]

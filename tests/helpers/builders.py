@@ -83,7 +83,8 @@ def bert():
 def zoo(**kw):
     from faithlens.zoo import ZooConfig, ZooTransformer
 
-    cfg = ZooConfig(n_layers=3, n_heads=4, d_model=32, d_vocab=VOCAB, n_ctx=64, init_std=0.2, **kw)
+    kw = {"n_layers": 3, "n_heads": 4, "d_model": 32, "d_vocab": VOCAB, "n_ctx": 64, **kw}
+    cfg = ZooConfig(init_std=0.2, **kw)
     model = ZooTransformer(cfg)
     model.reset_parameters(generator=torch.Generator().manual_seed(4))
     return model.eval()
