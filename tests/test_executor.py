@@ -198,6 +198,28 @@ def test_map_sized_in_process_follows_the_budget():
     assert list(InProcess().map_sized(1, fn, [], sizing, 10)) == []
 
 
+def test_map_sized_does_not_warn_when_the_budget_shrinks(monkeypatch):
+    """A budget above the free memory shrinks (a MemoryBudgetWarning elsewhere, since batched
+    numbers would change); item-by-item work gives the same numbers, so it does not warn."""
+    import warnings
+
+    monkeypatch.setattr(_memory, "available_bytes", lambda d: 100 << 20)
+    monkeypatch.setenv("FAITHLENS_MEMORY", "8G")
+    cpu = torch.device("cpu")
+    with pytest.warns(_memory.MemoryBudgetWarning):
+        InProcess().chunk_size(10, 1 << 20, device=cpu)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = list(InProcess().map_sized(None, _halves, list(range(200)), Sizing(1 << 20, cpu)))
+    # the shrunk budget: max(64 MB, half the free memory) = 64 items of 1 MB
+    assert [r for r, _ in out] == [slice(0, 64), slice(64, 128), slice(128, 192), slice(192, 200)]
+    assert [v for _, vs in out for v in vs] == [i / 2 for i in range(200)]
+
+
+def _halves(model, part, tick):
+    return [x / 2 for x in part]
+
+
 def test_a_worker_with_the_budget_gets_the_in_process_chunks(budget):
     """``Sizing.rows`` (a worker's chunk from its own memory) is ``chunk_size``'s rule: a
     worker that reports the configured budget gets the in-process chunk sizes; one with more

@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -246,15 +247,19 @@ class InProcess:
         n = len(data)
         if not n:
             return
-        size = self.chunk_size(
-            n,
-            sizing.bytes_per_item,
-            device=sizing.device,
-            fraction=sizing.fraction,
-            max_memory=sizing.max_memory,
-            tokens_per_item=sizing.tokens_per_item,
-            limit=sizing.limit,
-        )
+        with warnings.catch_warnings():
+            # a budget shrunk to the free memory cuts other chunks, but item-by-item work gives
+            # the same numbers whatever the cut: nothing to warn about
+            warnings.simplefilter("ignore", _memory.MemoryBudgetWarning)
+            size = self.chunk_size(
+                n,
+                sizing.bytes_per_item,
+                device=sizing.device,
+                fraction=sizing.fraction,
+                max_memory=sizing.max_memory,
+                tokens_per_item=sizing.tokens_per_item,
+                limit=sizing.limit,
+            )
         step = _no_tick if tick is None else tick
         for rows in self.chunks(n, size):
             yield rows, fn(model, data[rows], *args, step)
