@@ -573,3 +573,131 @@ def test_zoo_seeds_train_on_two_workers_with_the_in_process_weights(cluster, tmp
         )
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
         assert a.history["loss"].tolist() == b.history["loss"].tolist()
+
+
+# ---- chunks sized by each worker's own memory (Executor.map_sized) ---------------------------
+
+
+def _acts(n: int = 40, layers: int = 6, d: int = 16):
+    from faithlens.representations.reading import ContrastActivations
+
+    rng = np.random.default_rng(0)
+    pos = rng.standard_normal((n, layers, d)).astype(np.float32)
+    neg = pos - np.linspace(0.1, 2, layers, dtype=np.float32)[None, :, None] * np.eye(d)[0]
+    neg = (neg + 0.5 * rng.standard_normal((n, layers, d))).astype(np.float32)
+    return ContrastActivations(
+        pos, neg, list(range(layers)), "resid_post", "last", tuple(f"g{i}" for i in range(n))
+    )
+
+
+READ_FIELDS = (
+    "directions",
+    "means",
+    "separation",
+    "spread",
+    "accuracy",
+    "accuracy_low",
+    "accuracy_high",
+    "auroc",
+    "auroc_low",
+    "auroc_high",
+    "stability",
+    "stability_low",
+    "stability_high",
+    "test_pos",
+    "test_neg",
+)
+
+
+def test_a_worker_reports_its_own_memory(monkeypatch):
+    """Without ``worker_memory`` a CPU worker plans with its node's budget (FAITHLENS_MEMORY or
+    the default) capped by the memory available there; bad ``worker_memory`` is refused
+    before a cluster starts."""
+    from faithlens import _memory
+
+    monkeypatch.setattr(_memory, "available_bytes", lambda d: 5 << 30)
+    monkeypatch.setenv("FAITHLENS_MEMORY", "3G")
+    assert D.Worker(1).memory(None) == 3 << 30
+    monkeypatch.setenv("FAITHLENS_MEMORY", "8G")
+    assert D.Worker(1).memory(None) == 5 << 30
+    assert D.Worker(1, memory=7).memory(None) == 7
+    for bad, workers in (([1], 2), ([1, 2], None), (0, 2), ("1G", 2), ([1, -1], 2)):
+        with pytest.raises(ArgumentError, match="worker_memory"):
+            D.RayExecutor(workers=workers, worker_memory=bad)
+
+
+@pytest.mark.slow
+def test_chunks_follow_each_workers_memory(cluster, tmp_path, monkeypatch):
+    """fl.read's per-layer fits are items of ``map_sized``: a worker that reports 1 byte takes
+    one layer per chunk, one that reports a terabyte the rest; a worker killed on its first
+    chunk is replaced (and asked for its memory again) and its layers retried. Every array is
+    the in-process one, bit for bit."""
+    from faithlens.representations.reading import read
+
+    acts = _acts()
+    ref = read(None, acts, n_stability=5, n_boot=50, seed=3)
+    flag = tmp_path / "crash-once"
+    flag.touch()
+    monkeypatch.setenv(D.CRASH_ENV, str(flag))
+    with executor("ray", workers=2, worker_memory=[1, 1 << 40]) as ex:
+        got = read(None, acts, n_stability=5, n_boot=50, seed=3)
+        assert ex.replaced == 1 and not flag.exists()
+        sizes = [{r.stop - r.start for s, r in ex.sent if s == slot} for slot in (0, 1)]
+        assert sizes[0] == {1} and max(sizes[1]) > 1, ex.sent
+        covered = sorted(i for _, r in ex.sent for i in range(r.start, r.stop))
+        assert set(covered) == set(range(6))
+    for f in READ_FIELDS:
+        assert np.array_equal(getattr(ref, f), getattr(got, f), equal_nan=True), f
+
+
+@pytest.mark.slow
+def test_lenses_on_two_workers_equal_in_process(cluster):
+    """The logit lens's and DLA's chunks of examples run on the workers (the chunks planned
+    here, as in process): every array and progress call is the in-process one."""
+    m = fl.load("zoo:induction")
+    task = induction_task(16, seed=0)
+    calls: list[list[tuple[int, int]]] = [[], []]
+
+    def run(i: int):
+        prog = lambda d, t: calls[i].append((d, t))  # noqa: E731
+        lens = fl.logit_lens(m, task, n_boot=50, max_memory=30_000, progress=prog)
+        dla = fl.direct_logit_attribution(m, task, n_boot=50, max_memory=30_000, progress=prog)
+        return lens, dla
+
+    ref = run(0)
+    with executor("ray", workers=2) as ex:
+        got = run(1)
+        assert ex.replaced == 0
+    assert calls[0] == calls[1] and len(calls[0]) > 4
+    for f in ("per_example", "logit_diff", "logit_diff_low", "prob", "rank_high"):
+        assert np.array_equal(getattr(ref[0], f), getattr(got[0], f)), f
+    assert ref[0].model_logit_diff == got[0].model_logit_diff
+    for f in ("per_example", "contribution", "contribution_low", "contribution_high"):
+        assert np.array_equal(getattr(ref[1], f), getattr(got[1], f)), f
+    assert (ref[1].total, ref[1].residual) == (got[1].total, got[1].residual)
+
+
+@pytest.mark.slow
+def test_zoo_train_seeds_command_on_ray_workers(cluster, tmp_path):
+    """``faithlens --executor ray --workers 2 zoo train induction --seeds 0,1`` trains each
+    seed on a worker, with the weights of the in-process trainings."""
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from faithlens import zoo
+    from faithlens.cli import app
+    from faithlens.zoo.seeds import train_seeds
+
+    r = zoo.recipe("induction")
+    r.schedule = dataclasses.replace(r.schedule, steps=3)
+    train_seeds(r, tmp_path / "here", [0, 1], evaluate=False)
+    argv = ["--executor", "ray", "--workers", "2", "zoo", "train", "induction", "--steps", "3"]
+    res = CliRunner().invoke(app, [*argv, "--seeds", "0,1", "--out", str(tmp_path / "ray")])
+    assert res.exit_code == 0, res.output
+    for s in (0, 1):
+        wa, wb = (
+            zoo.read_weights(tmp_path / d / f"seed_{s}" / "induction.safetensors")[1]
+            for d in ("here", "ray")
+        )
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -15,7 +15,14 @@ import torch
 
 from faithlens import _memory
 from faithlens.errors import InputError
-from faithlens.executor import EXECUTORS, Executor, InProcess, current_executor, executor
+from faithlens.executor import (
+    EXECUTORS,
+    Executor,
+    InProcess,
+    Sizing,
+    current_executor,
+    executor,
+)
 
 DEVICES = ["cpu", "cuda"]
 BUDGETS = [None, "64M", "1G", "3G", "40G"]  # FAITHLENS_MEMORY (None: the default per device)
@@ -171,6 +178,64 @@ def test_map_model_in_process():
     out = InProcess().map_model(10, fn, [1, 2, 3], 100, tick=lambda: ticks.append(1))
     assert list(out) == [110, 210, 310] and len(ticks) == 3
     assert list(InProcess().map_model(0, fn, [4], 1)) == [4]  # no tick given: a no-op
+
+
+def test_map_sized_in_process_follows_the_budget():
+    """``map_sized`` cuts the items into the chunks ``chunk_size`` plans for ``sizing`` and
+    yields each chunk's rows with ``fn(model, data[rows], *args, tick)``, in order."""
+    ticks = []
+
+    def fn(model, part, scale, tick):
+        tick()
+        return [model + x * scale for x in part]
+
+    sizing = Sizing(bytes_per_item=10, max_memory=25)  # two items per chunk
+    out = list(
+        InProcess().map_sized(1, fn, [1, 2, 3, 4, 5], sizing, 10, tick=lambda: ticks.append(1))
+    )
+    assert [r for r, _ in out] == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    assert [v for _, vs in out for v in vs] == [11, 21, 31, 41, 51] and len(ticks) == 3
+    assert list(InProcess().map_sized(1, fn, [], sizing, 10)) == []
+
+
+def test_map_sized_does_not_warn_when_the_budget_shrinks(monkeypatch):
+    """A budget above the free memory shrinks (a MemoryBudgetWarning elsewhere, since batched
+    numbers would change); item-by-item work gives the same numbers, so it does not warn."""
+    import warnings
+
+    monkeypatch.setattr(_memory, "available_bytes", lambda d: 100 << 20)
+    monkeypatch.setenv("FAITHLENS_MEMORY", "8G")
+    cpu = torch.device("cpu")
+    with pytest.warns(_memory.MemoryBudgetWarning):
+        InProcess().chunk_size(10, 1 << 20, device=cpu)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = list(InProcess().map_sized(None, _halves, list(range(200)), Sizing(1 << 20, cpu)))
+    # the shrunk budget: max(64 MB, half the free memory) = 64 items of 1 MB
+    assert [r for r, _ in out] == [slice(0, 64), slice(64, 128), slice(128, 192), slice(192, 200)]
+    assert [v for _, vs in out for v in vs] == [i / 2 for i in range(200)]
+
+
+def _halves(model, part, tick):
+    return [x / 2 for x in part]
+
+
+def test_a_worker_with_the_budget_gets_the_in_process_chunks(budget):
+    """``Sizing.rows`` (a worker's chunk from its own memory) is ``chunk_size``'s rule: a
+    worker that reports the configured budget gets the in-process chunk sizes; one with more
+    memory larger chunks, one with less smaller ones."""
+    mem = _memory.configured_bytes(budget)
+    if int(mem * 0.25) < 64 << 20:  # the in-process budget's floor binds: not comparable
+        return
+    plan = InProcess()
+    for n, b, tok, lim in itertools.product(ITEMS, BYTES, [None, *TOKENS], LIMITS):
+        sizing = Sizing(b, device=budget, tokens_per_item=tok, limit=lim)
+        want = plan.chunk_size(n, b, device=budget, tokens_per_item=tok, limit=lim)
+        assert sizing.rows(mem, budget.type, n) == want, (n, b, tok, lim)
+    sizing = Sizing(1000)
+    assert sizing.rows(4000 * 8, "cuda", 100) == 8 and sizing.rows(4000 * 2, "cuda", 100) == 2
+    assert sizing.rows(1, "cpu", 100) == 1 and sizing.rows(1 << 40, "cuda", 100) == 100
+    assert Sizing(1000, max_memory=3000).rows(1 << 40, "cuda", 100) == 3  # max_memory wins
 
 
 def test_executor_closes_what_it_built(monkeypatch):

@@ -15,6 +15,10 @@ so a method gives the same numbers on either. What it sends:
   on its own process) and keeps it; it checks that the weights it loaded have the fingerprint of
   the model in this process (weights changed after loading cannot be reproduced by a worker, so
   they are refused).
+- **Chunks.** The chunks a method plans (:meth:`RayExecutor.map_model`) are the in-process
+  ones. Work whose items are computed one by one (:meth:`RayExecutor.map_sized`) is cut into
+  chunks by each worker's own memory (:meth:`Worker.memory`: its GPU's free memory, else the
+  CPU budget of its node; ``worker_memory`` overrides it): a worker with more takes more.
 - **Order and progress.** Each worker holds at most ``in_flight`` items; results come back in
   any order and are yielded in chunk order, with the progress ticks each chunk made on its
   worker replayed here.
@@ -38,15 +42,15 @@ from __future__ import annotations
 import collections
 import importlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 
-from . import validate
+from . import _memory, validate
 from .errors import FaithlensError, InputError, MissingExtraError
-from .executor import EXECUTORS, InProcess
+from .executor import EXECUTORS, InProcess, Sizing
 from .fingerprint import model_fingerprint
 from .models.model import Model
 
@@ -147,13 +151,30 @@ def load_checked(spec: ModelSpec) -> Model:
 class Worker:
     """One long-lived worker (a Ray actor): loads each model once and runs chunks on it."""
 
-    def __init__(self, threads: int, crash_flag: str | None = None) -> None:
+    def __init__(
+        self, threads: int, crash_flag: str | None = None, memory: int | None = None
+    ) -> None:
         torch.set_num_threads(threads)
         self._models: dict[ModelSpec, Model] = {}
         self._crash_flag = crash_flag
+        self._given = memory
 
     def pid(self) -> int:
         return os.getpid()
+
+    def memory(self, spec: ModelSpec | None) -> int:
+        """Bytes this worker's chunks may plan with: the ``memory`` it was given, else on a GPU
+        the device memory free once ``spec``'s model is loaded, else the CPU budget
+        (``FAITHLENS_MEMORY`` or the default, on this worker's node) capped by the memory
+        available here."""
+        if self._given is not None:
+            return self._given
+        if spec is not None and spec.device == "cuda":
+            if spec not in self._models:
+                self._models[spec] = load_checked(spec)
+            return _memory.available_bytes(torch.device("cuda"))
+        cpu = torch.device("cpu")
+        return min(_memory.configured_bytes(cpu), _memory.available_bytes(cpu))
 
     def run(
         self, spec: ModelSpec | None, target: str, item: Any, args: tuple[Any, ...]
@@ -195,6 +216,8 @@ class RayExecutor:
         threads_per_worker: CPUs (torch threads) per actor.
         max_retries: how many times a chunk is sent again after its worker died.
         in_flight: chunks queued per worker (2: the next one is there when one finishes).
+        worker_memory: bytes each worker's chunks of :meth:`map_sized` plan with, one for all
+            or one per worker, instead of what each worker reports (:meth:`Worker.memory`).
     """
 
     name = "ray"
@@ -207,6 +230,7 @@ class RayExecutor:
         threads_per_worker: int = 1,
         max_retries: int = 3,
         in_flight: int = 2,
+        worker_memory: int | Sequence[int] | None = None,
     ) -> None:
         if address is not None and not isinstance(address, str):
             raise validate.fail("address", address, "must be None, 'auto' or 'ray://host:port'")
@@ -219,6 +243,7 @@ class RayExecutor:
             isinstance(gpus_per_worker, (int, float)) and gpus_per_worker >= 0
         ):
             raise validate.fail("gpus_per_worker", gpus_per_worker, "must be a number >= 0")
+        _worker_memory(worker_memory, workers)  # checked before a cluster starts
         ray = _ray()
         self._ray = ray
         self._owns_cluster = not ray.is_initialized()
@@ -235,17 +260,23 @@ class RayExecutor:
         self.threads_per_worker = threads_per_worker
         self.max_retries = max_retries
         self.in_flight = in_flight
+        self._given = _worker_memory(worker_memory, workers)
         self._plan = InProcess()
         self._crash_flag = os.environ.get(CRASH_ENV) or None
         self._actor_class = ray.remote(Worker).options(
             num_cpus=threads_per_worker, num_gpus=gpus_per_worker, max_restarts=0
         )
-        self._actors: list[Any] = [self._new_actor() for _ in range(workers)]
+        self._actors: list[Any] = [self._new_actor(slot) for slot in range(workers)]
         #: how many workers died and were replaced (for tests and progress reports)
         self.replaced = 0
+        #: (worker slot, item rows) of every chunk the last :meth:`map_sized` sent, in the
+        #: order sent (a retried chunk again)
+        self.sent: list[tuple[int, slice]] = []
 
-    def _new_actor(self) -> Any:
-        return self._actor_class.remote(self.threads_per_worker, self._crash_flag)
+    def _new_actor(self, slot: int) -> Any:
+        return self._actor_class.remote(
+            self.threads_per_worker, self._crash_flag, self._given[slot]
+        )
 
     # -- chunk planning: exactly InProcess' --------------------------------------------------
     def budget(
@@ -298,8 +329,13 @@ class RayExecutor:
         work = list(items)
         if not work:
             return iter(())
+        return self._run(self._spec(model), target_name(fn), work, args, tick)
+
+    def _spec(self, model: Any) -> ModelSpec | None:
+        """``model``'s spec (``None`` for work that needs no model), checked against the
+        workers' GPUs."""
         if model is None:  # work that needs no model (the neuron bootstrap's unit blocks)
-            return self._run(None, target_name(fn), work, args, tick)
+            return None
         spec = model_spec(model)
         if (spec.device == "cuda") != bool(self.gpus_per_worker):
             raise validate.fail(
@@ -308,7 +344,37 @@ class RayExecutor:
                 f"must be more than 0 exactly when the model is on a GPU (it is on {spec.device})",
                 "give GPU models GPUs per worker, and CPU models none",
             )
-        return self._run(spec, target_name(fn), work, args, tick)
+        return spec
+
+    def map_sized(
+        self,
+        model: Any,
+        fn: Callable[..., R],
+        data: Sequence[Any],
+        sizing: Sizing,
+        *args: Any,
+        tick: Callable[[], None] | None = None,
+    ) -> Iterator[tuple[slice, R]]:
+        """As in process, but each chunk holds as many items as fit the memory of the worker
+        it is sent to (:meth:`Worker.memory`, asked once per call): a worker with more memory
+        takes larger chunks. ``fn`` computes each item on its own, so the numbers are the
+        in-process ones; the chunks come back in item order."""
+        self.sent = []
+        if not len(data):
+            return iter(())
+        spec = self._spec(model)
+        target = target_name(fn)
+        device = "cpu" if spec is None else spec.device
+        actors = list(self._actors)
+        memory = self._ray.get([a.memory.remote(spec) for a in actors])
+
+        def rows(slot: int) -> int:
+            if self._actors[slot] is not actors[slot]:  # replaced: ask the new worker
+                actors[slot] = self._actors[slot]
+                memory[slot] = self._ray.get(actors[slot].memory.remote(spec))
+            return sizing.rows(int(memory[slot]), device, len(data))
+
+        return self._run_sized(spec, target, data, rows, args, tick)
 
     def _run(
         self,
@@ -319,11 +385,9 @@ class RayExecutor:
         tick: Callable[[], None] | None,
     ) -> Iterator[Any]:
         ray = self._ray
-        from ray.exceptions import RayActorError, RayTaskError
-
         args_ref = ray.put(args)
         pending = collections.deque(range(len(work)))
-        tries = [0] * len(work)
+        tries: dict[int, int] = {}
         avoid: dict[int, int] = {}  # chunk -> the slot whose worker died running it
         running: dict[Any, tuple[int, int, Any]] = {}  # ref -> (chunk, slot, actor)
         done: dict[int, tuple[Any, int]] = {}
@@ -334,24 +398,12 @@ class RayExecutor:
                 ready, _ = ray.wait(list(running), num_returns=1)
                 for ref in ready:
                     i, slot, actor = running.pop(ref)
-                    try:
-                        done[i] = ray.get(ref)
-                    except RayActorError as e:
-                        tries[i] += 1
-                        if tries[i] > self.max_retries:
-                            raise WorkerError(
-                                f"chunk {i} of {len(work)} lost its worker {tries[i]} times "
-                                f"(max_retries={self.max_retries}): {e}"
-                            ) from e
-                        if self._actors[slot] is actor:
-                            self._replace(slot)
+                    got = self._outcome(ref, f"chunk {i} of {len(work)}", tries, i, slot, actor)
+                    if got is None:  # its worker died: again, elsewhere where possible
                         avoid[i] = slot
                         pending.appendleft(i)
-                    except RayTaskError as e:
-                        cause = getattr(e, "cause", None)
-                        if isinstance(cause, BaseException):
-                            raise cause from None
-                        raise
+                    else:
+                        done[i] = got
                 while next_out in done:
                     out, ticks = done.pop(next_out)
                     if tick is not None:
@@ -359,6 +411,97 @@ class RayExecutor:
                             tick()
                     next_out += 1
                     yield out
+        finally:
+            for ref in running:
+                ray.cancel(ref, force=False)
+
+    def _outcome(
+        self, ref: Any, what: str, tries: dict[int, int], key: int, slot: int, actor: Any
+    ) -> tuple[Any, int] | None:
+        """A finished chunk's (result, ticks), or ``None`` when its worker died (the worker is
+        replaced; a :class:`WorkerError` after ``max_retries`` losses). An error of the
+        method's own code is raised as itself."""
+        from ray.exceptions import RayActorError, RayTaskError
+
+        try:
+            out: tuple[Any, int] = self._ray.get(ref)
+        except RayActorError as e:
+            tries[key] = tries.get(key, 0) + 1
+            if tries[key] > self.max_retries:
+                raise WorkerError(
+                    f"{what} lost its worker {tries[key]} times "
+                    f"(max_retries={self.max_retries}): {e}"
+                ) from e
+            if self._actors[slot] is actor:
+                self._replace(slot)
+            return None
+        except RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, BaseException):
+                raise cause from None
+            raise
+        return out
+
+    def _run_sized(
+        self,
+        spec: ModelSpec | None,
+        target: str,
+        data: Sequence[Any],
+        rows: Callable[[int], int],
+        args: tuple[Any, ...],
+        tick: Callable[[], None] | None,
+    ) -> Iterator[tuple[slice, Any]]:
+        """:meth:`_run` for :meth:`map_sized`: the items not yet sent are one range that each
+        free worker cuts its next chunk from (``rows(slot)`` items); a chunk whose worker died
+        goes back to the front of the queue, to be cut again by the worker that takes it."""
+        ray = self._ray
+        args_ref = ray.put(args)
+        n = len(data)
+        pending: collections.deque[tuple[int, int]] = collections.deque([(0, n)])
+        tries: dict[int, int] = {}
+        avoid: dict[int, int] = {}  # chunk start -> the slot whose worker died running it
+        running: dict[Any, tuple[int, int, int, Any]] = {}  # ref -> (start, stop, slot, actor)
+        done: dict[int, tuple[int, Any, int]] = {}
+        next_out = 0
+        try:
+            while next_out < n:
+                load = [0] * len(self._actors)
+                for *_, slot, actor in running.values():
+                    load[slot] += self._actors[slot] is actor
+                while pending:
+                    a, b = pending[0]
+                    slots = [s for s in range(len(load)) if s != avoid.get(a)] or list(
+                        range(len(load))
+                    )
+                    slot = min(slots, key=load.__getitem__)
+                    if load[slot] >= self.in_flight:
+                        break
+                    stop = min(b, a + rows(slot))
+                    if stop < b:
+                        pending[0] = (stop, b)
+                    else:
+                        pending.popleft()
+                    actor = self._actors[slot]
+                    ref = actor.run.remote(spec, target, data[a:stop], args_ref)
+                    running[ref] = (a, stop, slot, actor)
+                    self.sent.append((slot, slice(a, stop)))
+                    load[slot] += 1
+                ready, _ = ray.wait(list(running), num_returns=1)
+                for ref in ready:
+                    a, stop, slot, actor = running.pop(ref)
+                    got = self._outcome(ref, f"items {a}:{stop} of {n}", tries, a, slot, actor)
+                    if got is None:  # its worker died: again, elsewhere where possible
+                        avoid[a] = slot
+                        pending.appendleft((a, stop))
+                    else:
+                        done[a] = (stop, *got)
+                while next_out in done:
+                    stop, out, ticks = done.pop(next_out)
+                    if tick is not None:
+                        for _ in range(ticks):
+                            tick()
+                    yield slice(next_out, stop), out
+                    next_out = stop
         finally:
             for ref in running:
                 ray.cancel(ref, force=False)
@@ -392,7 +535,7 @@ class RayExecutor:
 
     def _replace(self, slot: int) -> None:
         self._ray.kill(self._actors[slot], no_restart=True)
-        self._actors[slot] = self._new_actor()
+        self._actors[slot] = self._new_actor(slot)
         self.replaced += 1
 
     def worker_pids(self) -> list[int]:
@@ -407,6 +550,20 @@ class RayExecutor:
         if self._owns_cluster:
             self._ray.shutdown()
             self._owns_cluster = False
+
+
+def _worker_memory(given: int | Sequence[int] | None, workers: int | None) -> list[int | None]:
+    """``worker_memory`` per worker slot (``None``: the worker reports its own); a list needs
+    ``workers`` (``None``: not known yet, only checked)."""
+    n = 1 if workers is None else workers
+    if given is None:
+        return [None] * n
+    fix = "give bytes (an int > 0) for every worker, or a list with one per worker and workers=N"
+    if isinstance(given, int) and not isinstance(given, bool):
+        return [validate.positive_int("worker_memory", given, fix=fix)] * n
+    if isinstance(given, (str, bytes)) or not isinstance(given, Sequence) or len(given) != n:
+        raise validate.fail("worker_memory", given, f"must be an int or {workers} ints", fix)
+    return [validate.positive_int("worker_memory", m, fix=fix) for m in given]
 
 
 EXECUTORS["ray"] = RayExecutor

@@ -20,7 +20,12 @@ Two ways to hand over chunks:
 - :meth:`Executor.map_model` takes a module-level function ``fn(model, item, *args, tick)`` and
   the model it runs on; an executor with workers sends each worker the model's spec (how
   ``fl.load`` loaded it), ``fn``'s qualified name and the item, so ``fn``, ``item`` and ``args``
-  must be picklable and ``fn`` importable by name.
+  must be picklable and ``fn`` importable by name. The method plans the items (its chunks),
+  so batched work gives the same numbers on every executor.
+- :meth:`Executor.map_sized` takes the same kind of function and a sequence of items that
+  ``fn`` computes one by one (a chunk's numbers do not depend on its size): the executor
+  chooses the chunks, in process from the budget, on Ray workers from each worker's own
+  memory.
 
 ``faithlens.executor.executor("inprocess")`` or ``executor("ray", workers=2)`` (a context
 manager) chooses the executor for a block of code; :func:`current_executor` returns the one in
@@ -36,8 +41,10 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import torch
@@ -48,6 +55,34 @@ from .errors import InputError
 T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """How many items of :meth:`Executor.map_sized` fit one chunk: the arguments of
+    :meth:`Executor.chunk_size` (bytes one item needs while its chunk runs, the device, the
+    share of the budget, a ``max_memory`` that replaces the budget, tokens per item for a
+    forward pass, and a cap on the items)."""
+
+    bytes_per_item: int
+    device: torch.device | None = None
+    fraction: float = 0.25
+    max_memory: int | None = None
+    tokens_per_item: int | None = None
+    limit: int | None = None
+
+    def rows(self, memory: int, device: str, n_items: int) -> int:
+        """Items per chunk on a worker with ``memory`` bytes on a ``device`` (``"cpu"``,
+        ``"cuda"``): ``fraction`` of it (``max_memory`` instead, when given) over the bytes per
+        item, capped as :meth:`InProcess.chunk_size` caps (tokens per pass on a CPU, ``limit``,
+        ``n_items``)."""
+        budget = int(memory * self.fraction) if self.max_memory is None else int(self.max_memory)
+        rows = budget // max(1, self.bytes_per_item)
+        if self.tokens_per_item is not None and self.max_memory is None and device == "cpu":
+            rows = min(rows, max(1, _memory.CPU_TOKENS_PER_PASS // max(1, self.tokens_per_item)))
+        if self.limit is not None:
+            rows = min(rows, self.limit)
+        return max(1, min(n_items, int(rows)))
 
 
 @runtime_checkable
@@ -104,6 +139,23 @@ class Executor(Protocol):
         item order. ``fn`` must be a module-level function and ``items`` and ``args``
         picklable (workers receive them by name and by value). ``model`` may be ``None``
         for work that needs no model (``fn`` receives ``None``; workers load nothing)."""
+        ...
+
+    def map_sized(
+        self,
+        model: Any,
+        fn: Callable[..., R],
+        data: Sequence[Any],
+        sizing: Sizing,
+        *args: Any,
+        tick: Callable[[], None] | None = None,
+    ) -> Iterator[tuple[slice, R]]:
+        """``(rows, fn(model, data[rows], *args, tick))`` for consecutive chunks ``rows`` that
+        cover ``range(len(data))``, in order. ``fn`` computes each item of its chunk on its own
+        (its numbers never depend on which items share the chunk), so the executor chooses the
+        chunks: in process from ``sizing`` and the budget (:meth:`chunk_size`); an executor
+        with workers may size each chunk from the memory of the worker it runs on. ``fn``,
+        ``data[rows]`` and ``args`` obey :meth:`map_model`'s rules."""
         ...
 
     def close(self) -> None:
@@ -182,6 +234,35 @@ class InProcess:
         step = _no_tick if tick is None else tick
         for item in items:
             yield fn(model, item, *args, step)
+
+    def map_sized(
+        self,
+        model: Any,
+        fn: Callable[..., R],
+        data: Sequence[Any],
+        sizing: Sizing,
+        *args: Any,
+        tick: Callable[[], None] | None = None,
+    ) -> Iterator[tuple[slice, R]]:
+        n = len(data)
+        if not n:
+            return
+        with warnings.catch_warnings():
+            # a budget shrunk to the free memory cuts other chunks, but item-by-item work gives
+            # the same numbers whatever the cut: nothing to warn about
+            warnings.simplefilter("ignore", _memory.MemoryBudgetWarning)
+            size = self.chunk_size(
+                n,
+                sizing.bytes_per_item,
+                device=sizing.device,
+                fraction=sizing.fraction,
+                max_memory=sizing.max_memory,
+                tokens_per_item=sizing.tokens_per_item,
+                limit=sizing.limit,
+            )
+        step = _no_tick if tick is None else tick
+        for rows in self.chunks(n, size):
+            yield rows, fn(model, data[rows], *args, step)
 
     def close(self) -> None:
         return None
@@ -263,4 +344,12 @@ def on_executor(fn: Callable[P, R]) -> Callable[P, R]:
     return call
 
 
-__all__ = ["EXECUTORS", "Executor", "InProcess", "current_executor", "executor", "on_executor"]
+__all__ = [
+    "EXECUTORS",
+    "Executor",
+    "InProcess",
+    "Sizing",
+    "current_executor",
+    "executor",
+    "on_executor",
+]

@@ -90,6 +90,15 @@ TrainOut = Annotated[
     ),
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Initialisation and data seed.")]
+Seeds = Annotated[
+    str | None,
+    typer.Option(
+        "--seeds",
+        help="Several seeds, comma-separated (e.g. 0,1,2): one training per seed into "
+        "OUT/seed_S, each a work item of the executor (in parallel on Ray workers with "
+        "faithlens --executor ray ...); on the CPU. Replaces --seed.",
+    ),
+]
 Steps = Annotated[
     int | None,
     typer.Option("--steps", help="Override the recipe's number of steps (changes the schedule)."),
@@ -127,8 +136,10 @@ def train_model(
     threads: Threads = 1,
     device: Device = "cpu",
     ship: Ship = False,
+    seeds: Seeds = None,
 ) -> None:
-    """Train a zoo model from scratch (seeded, checkpointed, resumable)."""
+    """Train a zoo model from scratch (seeded, checkpointed, resumable); --seeds trains one
+    model per seed, fanned out over the executor's workers."""
     import dataclasses
 
     from .. import validate as V
@@ -139,6 +150,7 @@ def train_model(
         # every option is checked before anything is built, written or trained
         recipe = zoo.recipe(name)
         V.nonnegative_int("--seed", seed)
+        seed_list = _seed_list(seeds, seed, ship, device)
         if steps is not None:
             V.positive_int("--steps", steps, fix="train for at least one step")
         if until is not None:
@@ -149,6 +161,9 @@ def train_model(
             recipe.schedule = dataclasses.replace(recipe.schedule, steps=steps)
         folder = Path(out) if out is not None else Path("runs") / "zoo" / name
         output_dir(folder, "--out")  # a training folder is resumed, not replaced
+        if seed_list is not None:
+            _train_seeds(name, recipe, folder, seed_list, resume, until, threads)
+            return
         run = _train(name, recipe, folder, seed, resume, until, device, threads)
         console.print(run.summary(), highlight=False)
         if not run.complete:
@@ -158,6 +173,63 @@ def train_model(
         console.print(f"model card: {folder / f'{name}.md'}")
         if ship:
             _ship(name, folder, run)
+
+
+def _seed_list(seeds: str | None, seed: int, ship: bool, device: str) -> list[int] | None:
+    """``--seeds`` as a list (None without it), refused with ``--seed``, ``--ship`` or a
+    device other than the CPU (each seed trains on its worker's CPU)."""
+    from .. import validate as V
+    from ._common import comma_list
+
+    if seeds is None:
+        return None
+    out = comma_list(seeds, int, "--seeds")
+    if not out:
+        raise V.fail("--seeds", seeds, "names no seed", "e.g. --seeds 0,1,2")
+    for s in out:
+        V.nonnegative_int("--seeds", s, fix="seeds are ints >= 0, e.g. --seeds 0,1,2")
+    if len(set(out)) != len(out):
+        raise V.fail("--seeds", seeds, "repeats a seed", "list each seed once")
+    if seed != 0:
+        raise V.fail("--seed", seed, "cannot go with --seeds", "give the seeds in --seeds")
+    if ship:
+        raise V.fail("--ship", ship, "cannot go with --seeds", "train one seed to ship")
+    if device != "cpu":
+        raise V.fail(
+            "--device", device, "cannot go with --seeds (each seed trains on a CPU)", "leave it out"
+        )
+    return out
+
+
+def _train_seeds(
+    name: str,
+    recipe: Any,
+    folder: Path,
+    seeds: list[int],
+    resume: bool,
+    until: int | None,
+    threads: int,
+) -> None:
+    """``--seeds``: :func:`faithlens.zoo.seeds.train_seeds` on the executor in force, a
+    progress bar over the finished trainings, and one summary per seed."""
+    from ..zoo.seeds import train_seeds
+
+    with progress_bar(f"zoo:{name} seeds", stream=console) as advance:
+        runs = train_seeds(
+            recipe,
+            folder,
+            seeds,
+            resume=resume,
+            until=until,
+            threads=threads,
+            progress=lambda done, total: advance(done, total),
+        )
+    for run in runs:
+        where = folder / f"seed_{run.seed}"
+        console.print(f"seed {run.seed}: {where}", highlight=False)
+        console.print(run.summary(), highlight=False)
+        if not run.complete:
+            console.print(f"stopped at step {run.steps}; run the same command to resume")
 
 
 def _train(

@@ -3,8 +3,12 @@ for the methods), the pair AUROC of their read-outs, and their bootstrap stabili
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 
+from .. import stats
 from ..errors import InputError
 
 METHODS = ("pca", "mean_diff", "logistic", "random")
@@ -94,4 +98,73 @@ def stability(
     return out
 
 
-__all__ = ["METHODS", "fit_direction", "pair_auroc", "stability"]
+#: One layer of a reading sweep: its position ``k`` among the layers read, and the training and
+#: held-out activations of both pair members there (``[n, d]`` each).
+LayerPairs = tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def layer_bytes(n_train: int, n_test: int, d: int, n_stability: int) -> int:
+    """Bytes :func:`fit_layers` needs per layer: the layer's float32 activations, their float64
+    copies and centred stack, and one stability refit at a time."""
+    n = n_train + n_test
+    return (
+        4 * 2 * n * d + 8 * d * (4 * n_train + 2 * n_test) + 8 * d * 2 * n_train * bool(n_stability)
+    )
+
+
+def fit_layers(
+    model: None,
+    layers: Sequence[LayerPairs],
+    method: str,
+    n_stability: int,
+    n_boot: int,
+    level: float,
+    seed: int,
+    tick: Callable[[], None],
+) -> list[dict[str, Any]]:
+    """Fit and score the reading direction of each layer on its own (a work item of
+    :meth:`faithlens.executor.Executor.map_sized`: a chunk of layers, no model): the direction,
+    the training mean, separation and spread, the held-out read-outs, the stability cosines'
+    mean and interval and the AUROC's bootstrap interval. Seeds follow the layer's position
+    ``k``, so a layer's numbers do not depend on the chunk it is in."""
+    out = []
+    for k, p32, q32, tp32, tq32 in layers:
+        p, q = p32.astype(np.float64), q32.astype(np.float64)
+        r = fit_direction(p, q, method, seed=seed + 7919 * k)
+        mu = np.concatenate([p, q]).mean(0)
+        tp, tq = tp32.astype(np.float64), tq32.astype(np.float64)
+        row: dict[str, Any] = {
+            "direction": r,
+            "mean": mu,
+            "separation": float(((p - q) @ r).mean()),
+            "spread": float(np.std((np.concatenate([p, q]) - mu) @ r)),
+            "test_pos": (tp - mu) @ r,
+            "test_neg": (tq - mu) @ r,
+            "stability": (np.nan, np.nan, np.nan),
+        }
+        if n_stability:
+            cos = stability(p, q, r, method, n_boot=n_stability, seed=seed + 104729 * (k + 1))
+            lo, hi = np.quantile(cos, [(1 - level) / 2, (1 + level) / 2])
+            row["stability"] = (cos.mean(), lo, hi)
+        iv = stats.bootstrap(
+            pair_auroc,
+            (row["test_pos"], row["test_neg"]),
+            n_boot=n_boot,
+            level=level,
+            seed=seed + k,
+        )
+        row["auroc"] = (float(iv.estimate), float(iv.low), float(iv.high))
+        out.append(row)
+        tick()
+    return out
+
+
+__all__ = [
+    "METHODS",
+    "LayerPairs",
+    "fit_direction",
+    "fit_layers",
+    "layer_bytes",
+    "pair_auroc",
+    "stability",
+]

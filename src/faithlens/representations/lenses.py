@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from .. import stats, validate
 from ..errors import InputError
-from ..executor import current_executor
+from ..executor import Executor, current_executor, on_executor
 from ..models.model import Inputs, Model
 from ..models.sites import Site
 from ..tasks.base import Task
@@ -102,6 +102,20 @@ def _inputs(data: Task, which: str, rows: slice) -> tuple[Inputs, Tensor, Tensor
     return inputs, data.positions[rows], data.answers[rows]
 
 
+def _ticker(progress: Progress | None, total: int) -> Callable[[], None]:
+    """A ``tick`` that calls ``progress(done, total)`` after each chunk."""
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    return tick
+
+
+@on_executor
 def logit_lens(
     model: Model,
     data: Task,
@@ -114,6 +128,7 @@ def logit_lens(
     seed: int = 0,
     max_memory: int | None = None,
     progress: Progress | None = None,
+    executor: str | Executor | None = None,
 ) -> LayerLensResult:
     """The logit lens: ``site.L`` (the residual stream after layer ``L`` by default) at each
     example's metric position, read through the model's final norm and unembedding.
@@ -127,6 +142,9 @@ def logit_lens(
         n_boot, level, seed: the bootstrap over examples.
         max_memory: bytes one chunk of examples may use; default: the configured budget.
         progress: called as ``progress(done, total)`` after each chunk.
+        executor: where the chunks of examples run (``"ray"``, an
+            :class:`~faithlens.executor.Executor` or ``None``: the one in force); the numbers
+            do not change.
 
     Returns a :class:`LayerLensResult`: per layer the mean logit difference
     (correct minus the mean of the wrong answers), probability and rank (0: the top token) of
@@ -143,17 +161,10 @@ def logit_lens(
     reads = np.zeros((3, len(chosen), n))
     final = np.zeros(n)
     chunks = _chunks(model, data, len(chosen), max_memory)
-    for done, rows in enumerate(chunks, 1):
-        inputs, pos, ans = _inputs(data, which, rows)
-        out = model.run(inputs, cache=[Site(s, positions=pos) for s in names], logits_at=pos)
-        assert out.logits is not None
-        final[rows] = _answer_reads(out.logits[:, 0], ans)[0].cpu().numpy()
-        for i, name in enumerate(names):
-            triple = _answer_reads(unembed(model, out.cache[name][:, 0]), ans)
-            for q in range(3):
-                reads[q, i, rows] = triple[q].cpu().numpy()
-        if progress is not None:
-            progress(done, len(chunks))
+    tick = _ticker(progress, len(chunks))
+    runs = current_executor().map_model(model, lens_chunk, chunks, data, which, names, tick=tick)
+    for rows, (fin_rows, reads_rows) in zip(chunks, runs):
+        final[rows], reads[:, :, rows] = fin_rows, reads_rows
     ivs = [stats.mean_interval(reads[q], n_boot=n_boot, level=level, seed=seed) for q in range(3)]
     fin = stats.mean_interval(final, n_boot=n_boot, level=level, seed=seed)
     parts = [[np.asarray(p, dtype=np.float64).reshape(-1) for p in iv.parts] for iv in ivs]
@@ -184,6 +195,30 @@ def logit_lens(
         n_boot=n_boot,
         seed=seed,
     )
+
+
+def lens_chunk(
+    model: Model,
+    rows: slice,
+    data: Task,
+    which: str,
+    names: list[str],
+    tick: Callable[[], None],
+) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk of examples of :func:`logit_lens` (a work item of
+    :meth:`~faithlens.executor.Executor.map_model`): the model's own logit difference
+    ``[rows]`` and the lens reads ``[3, layers, rows]``."""
+    inputs, pos, ans = _inputs(data, which, rows)
+    out = model.run(inputs, cache=[Site(s, positions=pos) for s in names], logits_at=pos)
+    assert out.logits is not None
+    final = _answer_reads(out.logits[:, 0], ans)[0].cpu().numpy()
+    reads = np.zeros((3, len(names), len(final)))
+    for i, name in enumerate(names):
+        triple = _answer_reads(unembed(model, out.cache[name][:, 0]), ans)
+        for q in range(3):
+            reads[q, i] = triple[q].cpu().numpy()
+    tick()
+    return final, reads
 
 
 def frozen_norm(model: Model, x: Tensor) -> tuple[Callable[[Tensor], Tensor], Tensor]:
@@ -235,6 +270,7 @@ def frozen_norm(model: Model, x: Tensor) -> tuple[Callable[[Tensor], Tensor], Te
     return linear, bias
 
 
+@on_executor
 def direct_logit_attribution(
     model: Model,
     data: Task,
@@ -245,6 +281,7 @@ def direct_logit_attribution(
     seed: int = 0,
     max_memory: int | None = None,
     progress: Progress | None = None,
+    executor: str | Executor | None = None,
 ) -> DirectLogitAttribution:
     """Direct logit attribution: each component's direct contribution to the answer's logit
     difference (correct minus the mean of the wrong answers) at each example's metric position.
@@ -265,35 +302,15 @@ def direct_logit_attribution(
     last = model.n_layers - 1
     target = f"resid_post.{last}"
     comps = components(model, "resid_post", last)
-    W, b = model.adapter.unembed_weight()
-    W64 = W.detach().double()
     n = len(data)
     contrib = np.zeros((len(comps) + 1, n))
     total = np.zeros(n)
     chunks = _chunks(model, data, len(comps) + 1, max_memory)
-    for done, rows in enumerate(chunks, 1):
-        inputs, pos, ans = _inputs(data, which, rows)
-        vecs, resid = component_vectors(model, inputs, pos, comps, target)
-        gap = float((vecs.sum(1) - resid).norm(dim=-1).max())
-        if gap > ADDITIVE_TOLERANCE * max(1.0, float(resid.norm(dim=-1).max())):
-            raise InputError(
-                f"{model.name}: its final residual stream is not the sum of its components "
-                f"(off by {gap:.3g}; a post-norm or sandwich-norm block?), so direct logit "
-                "attribution does not apply"
-            )
-        linear, bias = frozen_norm(model, resid)
-        a = ans.to(W64.device)
-        dirs = (W64[a[:, 0]] - W64[a[:, 1:]].mean(1)).to(linear(resid).device)  # [b, d]
-        parts = (linear(vecs) * dirs[:, None, :]).sum(-1)  # [b, C]
-        const = (bias[None] * dirs).sum(-1)
-        if b is not None:
-            bb = b.detach().double().to(a.device)
-            const = const + (bb[a[:, 0]] - bb[a[:, 1:]].mean(1)).to(const.device)
-        contrib[: len(comps), rows] = parts.T.cpu().numpy()
-        contrib[len(comps), rows] = const.cpu().numpy()
-        total[rows] = _answer_reads(unembed(model, resid), ans)[0].cpu().numpy()
-        if progress is not None:
-            progress(done, len(chunks))
+    tick = _ticker(progress, len(chunks))
+    args = (data, which, comps, target)
+    runs = current_executor().map_model(model, dla_chunk, chunks, *args, tick=tick)
+    for rows, (parts_rows, total_rows) in zip(chunks, runs):
+        contrib[:, rows], total[rows] = parts_rows, total_rows
     residual = float(np.max(np.abs(contrib.sum(0) - total)))
     iv = stats.mean_interval(contrib, n_boot=n_boot, level=level, seed=seed)
     tiv = stats.mean_interval(total, n_boot=n_boot, level=level, seed=seed)
@@ -321,4 +338,52 @@ def direct_logit_attribution(
     )
 
 
-__all__ = ["ADDITIVE_TOLERANCE", "SITES", "direct_logit_attribution", "frozen_norm", "logit_lens"]
+def dla_chunk(
+    model: Model,
+    rows: slice,
+    data: Task,
+    which: str,
+    comps: list[tuple[str, str, int | None, int | None]],
+    target: str,
+    tick: Callable[[], None],
+) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk of examples of :func:`direct_logit_attribution` (a work item of
+    :meth:`~faithlens.executor.Executor.map_model`): the contributions ``[components + 1,
+    rows]`` (the last row: the biases) and the logit difference read from the final residual
+    ``[rows]``."""
+    W, b = model.adapter.unembed_weight()
+    W = W.detach()
+    inputs, pos, ans = _inputs(data, which, rows)
+    vecs, resid = component_vectors(model, inputs, pos, comps, target)
+    gap = float((vecs.sum(1) - resid).norm(dim=-1).max())
+    if gap > ADDITIVE_TOLERANCE * max(1.0, float(resid.norm(dim=-1).max())):
+        raise InputError(
+            f"{model.name}: its final residual stream is not the sum of its components "
+            f"(off by {gap:.3g}; a post-norm or sandwich-norm block?), so direct logit "
+            "attribution does not apply"
+        )
+    linear, bias = frozen_norm(model, resid)
+    a = ans.to(W.device)
+    # the answers' rows in float64 (exact: what rows of the whole matrix in float64 would be)
+    dirs = (W[a[:, 0]].double() - W[a[:, 1:]].double().mean(1)).to(linear(resid).device)
+    parts = (linear(vecs) * dirs[:, None, :]).sum(-1)  # [b, C]
+    const = (bias[None] * dirs).sum(-1)
+    if b is not None:
+        bb = b.detach().double().to(a.device)
+        const = const + (bb[a[:, 0]] - bb[a[:, 1:]].mean(1)).to(const.device)
+    out = np.zeros((len(comps) + 1, parts.shape[0]))
+    out[: len(comps)] = parts.T.cpu().numpy()
+    out[len(comps)] = const.cpu().numpy()
+    tick()
+    return out, _answer_reads(unembed(model, resid), ans)[0].cpu().numpy()
+
+
+__all__ = [
+    "ADDITIVE_TOLERANCE",
+    "SITES",
+    "direct_logit_attribution",
+    "dla_chunk",
+    "frozen_norm",
+    "lens_chunk",
+    "logit_lens",
+]

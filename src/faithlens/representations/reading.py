@@ -42,11 +42,20 @@ from torch import Tensor
 from .. import stats
 from .. import validate as V
 from ..errors import InputError
+from ..executor import Executor, Sizing, current_executor, on_executor
 from ..models.model import Model
 from ..progress import Progress
 from ..results import Estimate, Result
 from .data import ContrastPairs, Prompt, split_groups
-from .directions import METHODS, fit_direction, pair_auroc, stability
+from .directions import (
+    METHODS,
+    LayerPairs,
+    fit_direction,
+    fit_layers,
+    layer_bytes,
+    pair_auroc,
+    stability,
+)
 from .generation import encode
 from .pair_activations import (
     ContrastActivations,
@@ -282,6 +291,7 @@ def _layers_str(ls: Sequence[int]) -> str:
 
 
 @V.renamed_argument("pairs", "data")
+@on_executor
 def read(
     model: Model | None,
     data: ContrastPairs | ContrastActivations,
@@ -298,6 +308,7 @@ def read(
     batch_size: int | None = None,
     progress: Progress | None = None,
     max_memory: int | None = None,
+    executor: str | Executor | None = None,
 ) -> ReadingResult:
     """Reading vectors per layer from contrast pairs, evaluated on held-out pairs.
 
@@ -316,6 +327,9 @@ def read(
         progress: called as ``progress(done, total)`` as prompts are read.
         max_memory: bytes one forward pass may use: prompts per pass from the executor's
             budget (default: 16 prompts per pass).
+        executor: where the per-layer fits run (``"ray"``, an
+            :class:`~faithlens.executor.Executor` or ``None``: the one in force); each layer is
+            a work item, and the numbers do not change.
     """
     V.max_memory(max_memory)
     V.replaced_knob("read", "batch_size", batch_size, "max_memory", max_memory)
@@ -488,8 +502,9 @@ def _fit_and_evaluate(
     level: float,
     seed: int,
 ) -> ReadingResult:
-    """Fit a direction per layer on the training pairs and score it on the held-out pairs."""
-    # -- fit and evaluate --------------------------------------------------------------------
+    """Fit a direction per layer on the training pairs and score it on the held-out pairs:
+    each layer is an item of :meth:`~faithlens.executor.Executor.map_sized` (on Ray workers,
+    chunks of layers sized by each worker's memory; the numbers do not change)."""
     L = len(ls)
     d = train_acts.positive.shape[-1]
     dirs = np.empty((L, d))
@@ -499,32 +514,33 @@ def _fit_and_evaluate(
     tpos = np.empty((L, len(test_acts)))
     tneg = np.empty((L, len(test_acts)))
     stab = np.full((3, L), np.nan)
-    for k, j in enumerate(keep):
-        p = train_acts.positive[:, j].astype(np.float64)
-        q = train_acts.negative[:, j].astype(np.float64)
-        r = fit_direction(p, q, method, seed=seed + 7919 * k)
-        mu = np.concatenate([p, q]).mean(0)
-        dirs[k], means[k] = r, mu
-        sep[k] = float(((p - q) @ r).mean())
-        spread[k] = float(np.std((np.concatenate([p, q]) - mu) @ r))
-        tp = test_acts.positive[:, j].astype(np.float64)
-        tq = test_acts.negative[:, j].astype(np.float64)
-        tpos[k] = (tp - mu) @ r
-        tneg[k] = (tq - mu) @ r
-        if n_stability:
-            cos = stability(p, q, r, method, n_boot=n_stability, seed=seed + 104729 * (k + 1))
-            lo, hi = np.quantile(cos, [(1 - level) / 2, (1 + level) / 2])
-            stab[:, k] = (cos.mean(), lo, hi)
+    auc = np.empty((3, L))
+    items: list[LayerPairs] = [
+        (
+            k,
+            train_acts.positive[:, j],
+            train_acts.negative[:, j],
+            test_acts.positive[:, j],
+            test_acts.negative[:, j],
+        )
+        for k, j in enumerate(keep)
+    ]
+    per = layer_bytes(len(train_acts), len(test_acts), d, n_stability)
+    sizing = Sizing(per, device=torch.device("cpu"))
+    args = (method, n_stability, n_boot, level, seed)
+    for rows, fits in current_executor().map_sized(None, fit_layers, items, sizing, *args):
+        for k, f in zip(range(rows.start, rows.stop), fits):
+            dirs[k], means[k], sep[k], spread[k] = (
+                f["direction"],
+                f["mean"],
+                f["separation"],
+                f["spread"],
+            )
+            tpos[k], tneg[k] = f["test_pos"], f["test_neg"]
+            stab[:, k], auc[:, k] = f["stability"], f["auroc"]
     wins = (tpos > tneg).sum(1) + 0.5 * (tpos == tneg).sum(1)
     acc = stats.proportion_interval(np.round(wins), np.full(L, tpos.shape[1]), level=level)
-    auc_est = np.empty(L)
-    auc_lo = np.empty(L)
-    auc_hi = np.empty(L)
-    for k in range(L):
-        iv = stats.bootstrap(
-            pair_auroc, (tpos[k], tneg[k]), n_boot=n_boot, level=level, seed=seed + k
-        )
-        auc_est[k], auc_lo[k], auc_hi[k] = float(iv.estimate), float(iv.low), float(iv.high)
+    auc_est, auc_lo, auc_hi = auc
     return ReadingResult(
         method=method,
         site=train_acts.site,
