@@ -194,6 +194,11 @@ class EdgeScores(Result):
         the input to the logits are then dropped (so the circuit may have fewer than ``k``)."""
         k = validate.positive_int("k", k, fix="the number of edges to keep, e.g. 20")
         validate.choice("by", by, ("abs", "value"))
+        if self.meta.get("positions") == "each":
+            raise InputError(
+                "greedy selection grows whole edges from the logits: these scores are per "
+                "position (positions='each'); score with positions='all'"
+            )
         key = np.nan_to_num(self.score, nan=-np.inf)
         key = np.abs(np.nan_to_num(self.score)) if by == "abs" else key
         edges = [self.edge[i] for i in greedy(self.edge, key, k)]
