@@ -30,9 +30,10 @@ def _class_key(cls: type | str) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def register_plotter(cls: type[Result] | str, fn: Callable[..., Figure]) -> None:
+def register_plotter(cls: type | str, fn: Callable[..., Figure]) -> None:
     """Draw every result of class ``cls`` (and of its subclasses without a plotter of their own)
-    with ``fn(result, ax=None, **options) -> Figure``. ``cls`` is the class or its qualified
+    with ``fn(result, ax=None, **options) -> Figure``; ``cls`` may also be another class that
+    draws through this registry (``faithlens.circuits.Circuit``). ``cls`` is the class or its qualified
     name (``"faithlens.patching.result.PatchingResult"``); registering again replaces the
     plotter. :mod:`faithlens.report` registers the plotters of every faithlens result."""
     if not callable(fn):
@@ -40,7 +41,7 @@ def register_plotter(cls: type[Result] | str, fn: Callable[..., Figure]) -> None
     _PLOTTERS[_class_key(cls)] = fn
 
 
-def plotter_for(cls: type[Result]) -> Callable[..., Figure] | None:
+def plotter_for(cls: type) -> Callable[..., Figure] | None:
     """The plotter registered for ``cls`` or its nearest base class (along the MRO), or None."""
     for klass in cls.__mro__:
         fn = _PLOTTERS.get(_class_key(klass))

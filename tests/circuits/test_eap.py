@@ -10,7 +10,7 @@ import torch
 import faithlens as fl
 from faithlens.zoo import ZooConfig, ZooTransformer
 from tests.helpers.builders import BUILDERS
-from tests.helpers.circuits_reference import reference_eap
+from tests.helpers.circuits_reference import reference_eap, reference_eap_at
 from tests.helpers.tasks import padded_task
 
 ARCHS = [
@@ -74,3 +74,36 @@ def test_eap_approximates_exact_when_changes_are_small():
     assert scale > 1e-6
     assert np.abs(approx.values - exact.values).max() < 0.01 * scale
     assert np.corrcoef(approx.score, exact.score)[0, 1] > 0.999
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox"])
+def test_eap_per_position_equals_gradient_times_difference_at_each_position(arch):
+    hf = BUILDERS[arch]().double()
+    model = fl.wrap(hf)
+    task = padded_task(model, n=3, seq=6)
+    whole = fl.circuits.eap(model, task, n_boot=20)
+    each = fl.circuits.eap(model, task, n_boot=20, positions="each")
+    seq = task.seq_len
+    assert each.edge[:2] == [f"{whole.edge[0]}@0", f"{whole.edge[0]}@1"]
+    values = each.values.reshape(len(whole.edge), seq, task.n)
+    ref = reference_eap_at(hf, task, whole.edge).numpy()
+    np.testing.assert_allclose(values, ref, atol=1e-8, rtol=0)
+    assert np.abs(ref).max() > 1e-3
+    # summed over positions: the edge's EAP value
+    np.testing.assert_allclose(values.sum(1), whole.values, atol=1e-10, rtol=0)
+    ig = fl.circuits.eap_ig(model, task, steps=1, n_boot=20, positions="each")
+    np.testing.assert_allclose(ig.values, each.values, atol=1e-12, rtol=0)
+
+
+def test_per_position_scores_are_refused_where_whole_edges_are_needed():
+    model = fl.wrap(BUILDERS["faithlens_zoo-attn_only"]())
+    task = padded_task(model, n=3, seq=5)
+    each = fl.circuits.eap(model, task, n_boot=20, positions="each")
+    with pytest.raises(fl.InputError, match="per position"):
+        each.greedy(5)
+    with pytest.raises(fl.InputError, match="per position"):
+        fl.circuits.faithfulness_curve(model, task, each, n_boot=20)
+    with pytest.raises(fl.InputError, match="per-position edge"):
+        fl.circuits.faithfulness(model, task, each.top_k(3), n_boot=20)
+    with pytest.raises(fl.ArgumentError, match="positions"):
+        fl.circuits.eap(model, task, positions=None)

@@ -7,7 +7,7 @@ import pytest
 
 import faithlens as fl
 from tests.helpers.builders import BUILDERS
-from tests.helpers.circuits_reference import reference_exact
+from tests.helpers.circuits_reference import reference_exact, reference_exact_at
 from tests.helpers.tasks import padded_task
 
 ARCHS = [
@@ -80,3 +80,44 @@ def test_exact_finds_the_induction_circuit_of_zoo_induction():
         assert scores.score_ci_high[scores.edge.index(e)] < 0, e
     kept = fl.circuits.faithfulness(model, task, scores.top_k(12), n_boot=200)
     assert kept.faithfulness_ci_low > 0.2
+
+
+@pytest.mark.parametrize(
+    "arch", ["faithlens_zoo-attn_only", pytest.param("llama", marks=pytest.mark.slow)]
+)
+def test_per_position_edges_equal_one_patched_position(arch):
+    hf = BUILDERS[arch]().double()
+    model = fl.wrap(hf)
+    task = padded_task(model, n=4, seq=6)
+    calls = []
+    each = fl.circuits.exact(
+        model,
+        task,
+        n_boot=20,
+        positions="each",
+        max_memory=1,
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    assert calls and calls[-1][0] == calls[-1][1] and len(calls) == calls[-1][1]
+    names = fl.circuits.EdgeGraph(model).names
+    seq = task.seq_len
+    assert each.edge[: seq + 1] == [f"{names[0]}@{p}" for p in range(seq)] + [f"{names[1]}@0"]
+    assert len(each.edge) == len(names) * seq and each.meta["positions"] == "each"
+    assert each.writer[seq] == names[1].split("->")[0]
+    values = each.values.reshape(len(names), seq, task.n)
+    # brute force: bare hooks, the writer's change at one position only, one pass per value
+    some = list(range(0, len(names), 5))
+    for p in range(seq):
+        ref = reference_exact_at(hf, task, [names[i] for i in some], p).numpy()
+        np.testing.assert_allclose(values[some, p], ref, atol=1e-6, rtol=0)
+    assert np.abs(values).max() > 1e-2
+    # positions after an example's metric position change nothing (causal)
+    for j, pos in enumerate(task.positions.tolist()):
+        assert np.all(values[:, pos + 1 :, j] == 0)
+
+
+def test_positions_option_is_checked():
+    model = fl.wrap(BUILDERS["faithlens_zoo-attn_only"]())
+    task = padded_task(model, n=3, seq=5)
+    with pytest.raises(fl.ArgumentError, match="positions"):
+        fl.circuits.exact(model, task, positions="every")

@@ -136,3 +136,19 @@ def test_stability_counts_top_k_membership_across_resamples():
     assert np.array_equal(st, noisy.stability(1, n_resamples=400, seed=0))
     with pytest.raises(fl.ArgumentError, match="n_resamples"):
         s.stability(2, n_resamples=0)
+
+
+def test_chosen_circuits_carry_their_edges_scores():
+    s = _scores()
+    for c in (s.top_k(2), s.threshold(0.3), s.greedy(3, prune=False)):
+        assert len(c.scores) == len(c) > 0
+        assert c.scores == tuple(s[e] for e in c.edges)
+    assert s.top_k(2).scores == pytest.approx((s["a0.h0->m0"], s["m0->logits"]))
+    assert Circuit(("input->logits",)).scores == ()
+    with pytest.raises(fl.ArgumentError, match="scores"):
+        Circuit(("input->logits", "m0->logits"), scores=(1.0,))
+
+
+def test_circuit_plot_is_registered():
+    fig = _scores().top_k(3).plot()
+    assert {t.get_gid() for t in fig.axes[0].texts if t.get_gid()} >= {"a0.h0", "m0", "logits"}

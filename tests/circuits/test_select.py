@@ -65,3 +65,69 @@ def test_greedy_circuit_is_connected_and_pruned():
     assert len(scores.greedy(60)) > 0
     with pytest.raises(fl.ArgumentError, match="k"):
         scores.greedy(0)
+
+
+def _reference_greedy(names, key, k):
+    """The plain greedy loop (a scan of every edge per step), as it was first written."""
+    group = 1
+    readers = {e.partition("->")[2] for e in names}
+    kv = sum(".kv" in r and r.endswith("<k>") for r in readers)
+    if kv:
+        group = sum(r.endswith("<q>") for r in readers) // kv
+    feeds = [fed(e.partition("->")[2], group) for e in names]
+    writers = [e.partition("->")[0] for e in names]
+    inside, chosen, taken = {"logits"}, [], [False] * len(names)
+    while len(chosen) < k:
+        best = -1
+        for i in range(len(names)):
+            if taken[i] or not any(t in inside for t in feeds[i]):
+                continue
+            if best < 0 or key[i] > key[best]:
+                best = i
+        if best < 0:
+            break
+        taken[best] = True
+        chosen.append(best)
+        inside.add(writers[best])
+    return sorted(chosen)
+
+
+def _synthetic_edges(n_layers, n_heads, n_kv, mlp):
+    """Edge names of a model's edge graph written out by hand (as EdgeGraph lists them)."""
+    writers, edges = ["input"], []
+    for L in range(n_layers):
+        for p in ("q", "k", "v"):
+            grouped = p != "q" and n_kv != n_heads
+            for i in range(n_kv if grouped else n_heads):
+                port = f"a{L}.kv{i}<{p}>" if grouped else f"a{L}.h{i}<{p}>"
+                edges += [f"{w}->{port}" for w in writers]
+        heads = [f"a{L}.h{h}" for h in range(n_heads)]
+        if mlp:
+            edges += [f"{w}->m{L}" for w in writers + heads]
+        writers += heads + ([f"m{L}"] if mlp else [])
+    return edges + [f"{w}->logits" for w in writers]
+
+
+@pytest.mark.parametrize("arch", ["faithlens_zoo-attn_only", "llama", "gpt2"])
+def test_synthetic_edges_match_the_edge_graph(arch):
+    model = fl.wrap(BUILDERS[arch]())
+    eg = EdgeGraph(model)
+    assert _synthetic_edges(eg.n_layers, eg.n_heads, eg.n_kv, eg.graph.has_mlp) == eg.names
+
+
+@pytest.mark.parametrize(
+    "shape", [(2, 4, 4, False), (3, 4, 2, True), (4, 6, 3, True), (3, 2, 1, False)]
+)
+def test_greedy_equals_the_plain_loop_on_random_scores(shape):
+    names = _synthetic_edges(*shape)
+    rng = np.random.default_rng(sum(shape))
+    for trial in range(12):
+        if trial % 3 == 0:  # many ties
+            key = rng.integers(0, 4, len(names)).astype(float)
+        elif trial % 3 == 1:  # signed, with -inf (NaN scores ranked by value)
+            key = rng.normal(size=len(names))
+            key[rng.random(len(names)) < 0.2] = -np.inf
+        else:
+            key = np.abs(rng.standard_cauchy(len(names)))
+        for k in (1, 3, len(names) // 7, len(names) // 2, len(names) + 5):
+            assert greedy(names, key, k) == _reference_greedy(names, key, k), (trial, k)

@@ -28,6 +28,7 @@ def test_circuit_writes_reloadable_results(tmp_path):
     assert curve.faithfulness[-1] == np.float64(1.0) or abs(curve.faithfulness[-1] - 1) < 1e-6
     dirs = ("scores", "curve", "circuit", "scrub", "audit")
     assert all((out / d / "plot.png").exists() for d in dirs)
+    assert (out / "circuit" / "circuit.png").stat().st_size > 1000
     scrubbed = fl.Result.load(out / "scrub")
     assert type(scrubbed).__name__ == "ScrubResult" and "% recovered" in res.output
     audited = fl.Result.load(out / "audit")

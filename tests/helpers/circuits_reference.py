@@ -146,6 +146,43 @@ def reference_exact(hf, task, edges) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def _at(change: torch.Tensor, position: int) -> torch.Tensor:
+    out = torch.zeros_like(change)
+    out[:, position] = change[:, position]
+    return out
+
+
+def reference_exact_at(hf, task, edges, position: int) -> torch.Tensor:
+    """``m(edge corrupted at one position) - m(clean)`` per (edge, example): the reader port
+    reads the writer's change at ``position`` only (one patched port per edge)."""
+    with torch.no_grad():
+        base = _metric(_forward(hf, task.clean.ids, task.clean.mask), task)
+        rows = []
+        for e in edges:
+            writer, reader = e.split("->")
+            change = _at(writer_change(hf, task, writer), position)
+            rows.append(port_metric(hf, task, reader, change) - base)
+    return torch.stack(rows)
+
+
+def reference_eap_at(hf, task, edges) -> torch.Tensor:
+    """EAP per position ``[edges, seq, n]``: ``(u(corrupt) - u(clean))[p] . dm/d(input_v)[p]``,
+    the gradient by autograd through the bare-hook passes (as :func:`reference_eap`), summed over
+    the width only."""
+    grads: dict[str, torch.Tensor] = {}
+    rows = []
+    for e in edges:
+        writer, reader = e.split("->")
+        change = writer_change(hf, task, writer)
+        if reader not in grads:
+            delta = torch.zeros_like(change, requires_grad=True)
+            with torch.enable_grad():
+                m = port_metric(hf, task, reader, delta)
+                (grads[reader],) = torch.autograd.grad(m.sum(), delta)
+        rows.append((change * grads[reader]).sum(-1).T)
+    return torch.stack(rows).detach()
+
+
 def reference_eap(hf, task, edges) -> torch.Tensor:
     """``(u(corrupt) - u(clean)) . dm/d(input_v)`` per (edge, example): the gradient of
     ``port_metric`` at ``delta = 0``, by autograd through the same bare-hook passes, one reader

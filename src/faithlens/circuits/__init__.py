@@ -16,7 +16,8 @@ Public API
 - ``eap_ig(model, data, *, steps, metric, ...)`` (``eap_ig.py``): EAP with integrated gradients
   along the path from the corrupted to the clean input embeddings.
 - ``acdc(model, data, *, tau, objective, metric, ...)`` (``acdc.py``): ACDC's greedy pruning from
-  the logits backwards; its ``EdgeScores.kept()`` is the circuit.
+  the logits backwards; its ``EdgeScores.kept()`` is the circuit. ``acdc_nodes`` prunes heads
+  and MLPs instead (a ``NodeScores``, ``meta["kept"]`` the kept nodes).
 - ``EdgeScores`` (``scores.py``): a score per edge with a bootstrap interval; ``top_k(k)`` and
   ``threshold(t)`` select a ``Circuit``.
 - ``connected(edges, all_edges)`` (``select.py``): the edges on a path from the input to the
@@ -38,7 +39,7 @@ Public API
 
 from __future__ import annotations
 
-from .acdc import acdc
+from .acdc import acdc, acdc_nodes
 from .curve import MIB_SIZES, FaithfulnessCurve, areas, faithfulness_curve
 from .eap import eap
 from .eap_ig import eap_ig
@@ -62,6 +63,7 @@ __all__ = [
     "Reader",
     "Writer",
     "acdc",
+    "acdc_nodes",
     "areas",
     "circuit_interventions",
     "connected",

@@ -58,6 +58,7 @@ from .common import (
     writer_sites,
 )
 from .edges import EdgeGraph, Reader
+from .nodes import NodeScores, build_node_scores
 from .scores import EdgeScores
 
 OBJECTIVES = ("kl", "metric")
@@ -218,11 +219,7 @@ def acdc(
     with torch.no_grad():
         prepared = [(rows, _prepare_chunk(eg, sub)) for rows, sub in parts]
         values, kept = _greedy(eg, task.n, prepared, row_cap, tau, objective, progress)
-    clean, corrupt = np.zeros(task.n), np.zeros(task.n)
-    for rows, ch in prepared:
-        cols = rows.cpu().numpy()
-        clean[cols] = ch.m_clean.cpu().numpy()
-        corrupt[cols] = ch.m_corrupt.cpu().numpy()
+    clean, corrupt = _metrics(prepared, task.n)
     scores = build_scores(
         eg,
         task,
@@ -280,7 +277,8 @@ def _greedy(
             rows = removed.unsqueeze(0).repeat(len(batch), 1)
             for i, e in enumerate(batch):
                 rows[i:, index[e.name]] = True
-            measured = _measure(eg, n, prepared, r, rows, row_cap, objective)
+            start = eg.n_layers if r.layer is None else r.layer
+            measured = _measure(eg, n, prepared, start, rows, row_cap, objective)
             for i, e in enumerate(batch):
                 change = measured[i] - current
                 values[index[e.name]] = change
@@ -297,6 +295,119 @@ def _greedy(
     return values, kept
 
 
+def _metrics(prepared: list[tuple[Tensor, _Chunk]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The clean and corrupted metric per example, in example order."""
+    clean, corrupt = np.zeros(n), np.zeros(n)
+    for rows, ch in prepared:
+        cols = rows.cpu().numpy()
+        clean[cols] = ch.m_clean.cpu().numpy()
+        corrupt[cols] = ch.m_corrupt.cpu().numpy()
+    return clean, corrupt
+
+
+def acdc_nodes(
+    model: Model,
+    data: Task,
+    *,
+    tau: float = 0.01,
+    objective: str = "kl",
+    metric: str | Metric | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    max_memory: int | None = None,
+    progress: Progress | None = None,
+) -> NodeScores:
+    """ACDC over nodes: the same greedy pruning as :func:`acdc` with every head and MLP as one
+    unit. Visit the nodes from the last backwards (the last MLP, the last layer's heads from the
+    highest index down, ...; the embedding is never pruned) and remove each (every reader then
+    receives its output on the corrupted input: all its outgoing edges removed at once, i.e.
+    activation patching of its output) when the objective worsens by less than ``tau``.
+    Arguments as :func:`acdc`; the runs are :func:`acdc`'s (resumed at the node's layer,
+    candidates stacked speculatively in the batch).
+
+    Returns a :class:`~faithlens.circuits.NodeScores` (``method="acdc"``): a node's
+    per-example value is the change of the objective when it was removed, in the circuit of
+    that moment; ``meta["kept"]`` lists the kept nodes.
+    """
+    tau = validate.finite_float("tau", tau, fix="a pruning threshold, e.g. 0.01")
+    validate.choice("objective", objective, OBJECTIVES)
+    task, eg = prepare("circuits.acdc_nodes", model, data, metric, n_boot, level, seed, max_memory)
+    parts, row_cap = chunks(model, task, max_memory)
+    nodes = [w for w in eg.writers if w.kind != "input"]
+    with torch.no_grad():
+        prepared = [(rows, _prepare_chunk(eg, sub)) for rows, sub in parts]
+        values, kept = _greedy_nodes(eg, task.n, prepared, row_cap, tau, objective, progress)
+    clean, corrupt = _metrics(prepared, task.n)
+    return build_node_scores(
+        [w.name for w in nodes],
+        [w.kind for w in nodes],
+        values,
+        clean,
+        corrupt,
+        method="acdc",
+        metric=task.metric.name,
+        model=model.name,
+        task=task.name,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        meta={
+            "direction": "noising",
+            "tau": tau,
+            "objective": objective,
+            "kept": [w.name for w in nodes if w.name in kept],
+        },
+    )
+
+
+def _greedy_nodes(
+    eg: EdgeGraph,
+    n: int,
+    prepared: list[tuple[Tensor, _Chunk]],
+    row_cap: int,
+    tau: float,
+    objective: str,
+    progress: Progress | None,
+) -> tuple[np.ndarray, set[str]]:
+    """The greedy pruning over nodes: per-example values ``[n_nodes, n]`` (in forward order)
+    and the kept nodes."""
+    nodes = [w for w in eg.writers if w.kind != "input"]
+    row = {w.name: i for i, w in enumerate(nodes)}
+    out_edges: dict[str, list[int]] = {w.name: [] for w in nodes}
+    for i, e in enumerate(eg.edges):
+        if e.writer.name in out_edges:
+            out_edges[e.writer.name].append(i)
+    values = np.zeros((len(nodes), n), dtype=np.float64)
+    removed = torch.zeros(len(eg), dtype=torch.bool)
+    kept = {w.name for w in nodes}
+    width = max(1, row_cap // max(ch.sub.n for _, ch in prepared))
+    current = np.zeros(n) if objective == "kl" else _clean(prepared, n)
+    order = list(reversed(nodes))
+    j = 0
+    while j < len(order):
+        batch = order[j : j + width]
+        rows = removed.unsqueeze(0).repeat(len(batch), 1)
+        for i, w in enumerate(batch):
+            rows[i:, out_edges[w.name]] = True
+        start = min(int(w.layer) for w in batch if w.layer is not None)
+        measured = _measure(eg, n, prepared, start, rows, row_cap, objective)
+        for i, w in enumerate(batch):
+            change = measured[i] - current
+            values[row[w.name]] = change
+            j += 1
+            if progress is not None:
+                progress(j, len(order))
+            cost = float(change.mean()) if objective == "kl" else -float(change.mean())
+            if cost < tau:
+                removed[out_edges[w.name]] = True
+                kept.discard(w.name)
+                current = measured[i]
+            else:
+                break
+    return values, kept
+
+
 def _clean(prepared: list[tuple[Tensor, _Chunk]], n: int) -> np.ndarray:
     out = np.zeros(n)
     for rows, ch in prepared:
@@ -308,14 +419,13 @@ def _measure(
     eg: EdgeGraph,
     n: int,
     prepared: list[tuple[Tensor, _Chunk]],
-    r: Reader,
+    start: int,
     removed: Tensor,
     row_cap: int,
     objective: str,
 ) -> np.ndarray:
-    """The objective per candidate circuit and example ``[c, n]``, every chunk resumed at the
-    layer of port ``r``."""
-    start = eg.n_layers if r.layer is None else r.layer
+    """The objective per candidate circuit and example ``[c, n]``, every chunk resumed at layer
+    ``start`` (no removed edge reads a port before it)."""
     out = np.zeros((removed.shape[0], n))
     for rows, ch in prepared:
         m, kl = run_rows(eg, ch, start, removed, row_cap)
@@ -323,4 +433,4 @@ def _measure(
     return out
 
 
-__all__ = ["OBJECTIVES", "acdc", "run_rows"]
+__all__ = ["OBJECTIVES", "acdc", "acdc_nodes", "run_rows"]

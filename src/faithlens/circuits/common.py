@@ -115,6 +115,32 @@ class Measured:
     corrupt: np.ndarray
 
 
+#: What an edge scorer's ``positions=`` takes: ``"all"`` (an edge's change at every position at
+#: once, one row per edge) or ``"each"`` (one row per edge and token position).
+POSITIONS = ("all", "each")
+
+
+def check_positions(positions: Any) -> bool:
+    """Whether ``positions`` asks for per-position edges (``"each"``); refuses anything else."""
+    validate.choice("positions", positions, POSITIONS)
+    return bool(positions == "each")
+
+
+def position_name(edge: str, position: int) -> str:
+    """A per-position edge's name: MIB's edge name and the token position (``"a0.h1->m1@3"``)."""
+    return f"{edge}@{position}"
+
+
+def mask_position(change: dict[str, Tensor], position: int) -> dict[str, Tensor]:
+    """Each writer's change kept at one token position only (zero elsewhere)."""
+    out = {}
+    for name, d in change.items():
+        m = torch.zeros_like(d)
+        m[:, position] = d[:, position]
+        out[name] = m
+    return out
+
+
 def build_scores(
     eg: EdgeGraph,
     task: Task,
@@ -127,18 +153,29 @@ def build_scores(
     meta: dict[str, Any],
 ) -> EdgeScores:
     """The :class:`EdgeScores` of a scorer: each edge's mean value over examples with its
-    bootstrap interval."""
-    est = mean_interval(measured.values, n_boot=n_boot, level=level, seed=seed)
+    bootstrap interval. Per-position values ``[n_edges, seq, n]`` give one row per edge and
+    position (edge-major: ``e@0, e@1, ...``)."""
+    values = measured.values
     edges = eg.edges
+    names = [e.name for e in edges]
+    writers = [e.writer.name for e in edges]
+    readers = [e.reader.name for e in edges]
+    if values.ndim == 3:
+        seq = values.shape[1]
+        names = [position_name(e, p) for e in names for p in range(seq)]
+        writers = [w for w in writers for _ in range(seq)]
+        readers = [r for r in readers for _ in range(seq)]
+        values = values.reshape(len(edges) * seq, values.shape[2])
+    est = mean_interval(values, n_boot=n_boot, level=level, seed=seed)
     return EdgeScores(
-        edge=[e.name for e in edges],
-        writer=[e.writer.name for e in edges],
-        reader=[e.reader.name for e in edges],
+        edge=names,
+        writer=writers,
+        reader=readers,
         score=np.asarray(est.estimate, dtype=np.float64),
         score_se=np.asarray(est.se, dtype=np.float64),
         score_ci_low=np.asarray(est.low, dtype=np.float64),
         score_ci_high=np.asarray(est.high, dtype=np.float64),
-        values=measured.values,
+        values=values,
         clean=measured.clean,
         corrupt=measured.corrupt,
         method=method,
@@ -152,13 +189,22 @@ def build_scores(
     )
 
 
-def gather(n: int, n_edges: int, parts: Sequence[tuple[Tensor, Measured]]) -> Measured:
-    """Chunks' measurements put back in example order."""
-    values = np.zeros((n_edges, n), dtype=np.float64)
+def gather(
+    n: int, n_edges: int, parts: Sequence[tuple[Tensor, Measured]], seq: int | None = None
+) -> Measured:
+    """Chunks' measurements put back in example order. With ``seq`` the values are per
+    position (``[n_edges, chunk seq, n]``, a chunk cut after its last metric position) and are
+    gathered into ``[n_edges, seq, n]``: the positions a chunk does not hold are 0 (in a causal
+    model they cannot change the metric)."""
+    shape = (n_edges, n) if seq is None else (n_edges, seq, n)
+    values = np.zeros(shape, dtype=np.float64)
     clean, corrupt = np.zeros(n), np.zeros(n)
     for rows, m in parts:
         cols = rows.cpu().numpy()
-        values[:, cols] = m.values
+        if seq is None:
+            values[:, cols] = m.values
+        else:
+            values[:, : m.values.shape[1], cols] = m.values
         clean[cols] = m.clean
         corrupt[cols] = m.corrupt
     return Measured(values, clean, corrupt)
@@ -187,6 +233,7 @@ def score_edges(
     progress: Progress | None,
     context: Callable[[Model], AbstractContextManager[Any]] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
+    each: bool = False,
 ) -> EdgeScores:
     """What every edge scorer does around its own per-chunk work: check the arguments
     (``name`` in errors), split the examples into chunks, run ``chunk`` on each through the
@@ -196,7 +243,8 @@ def score_edges(
     (:func:`run_chunk`): an executor with workers runs it on a worker's own copy of the model,
     so ``chunk`` and ``context`` must be module-level functions (or partials of them). With
     ``checkpoint`` (a folder), each finished chunk is saved there and a killed run started again
-    with the same folder computes only the others (:func:`measure_chunks`)."""
+    with the same folder computes only the others (:func:`measure_chunks`). With ``each``,
+    ``chunk`` returns per-position values ``[n_edges, seq, n]`` (scores per edge and position)."""
     task, eg = prepare(name, model, data, metric, n_boot, level, seed, max_memory)
     parts, row_cap = chunks(model, task, max_memory)
     total = sum(passes(eg, sub, max(1, row_cap // sub.n)) for _, sub in parts)
@@ -217,7 +265,12 @@ def score_edges(
         key = (name, method, meta, task.metric.name, row_cap, [rows for rows, _ in parts])
         replay = [passes(eg, sub, max(1, row_cap // sub.n)) for _, sub in parts]
         measured = measure_chunks(model, task, parts, work, key, replay, tick, checkpoint)
-    out = gather(task.n, len(eg), [(rows, m) for (rows, _), m in zip(parts, measured)])
+    out = gather(
+        task.n,
+        len(eg),
+        [(rows, m) for (rows, _), m in zip(parts, measured)],
+        task.seq_len if each else None,
+    )
     return build_scores(
         eg, task, out, method=method, n_boot=n_boot, level=level, seed=seed, meta=meta
     )
@@ -299,18 +352,22 @@ def run_chunk(
 
 
 __all__ = [
+    "POSITIONS",
     "ChunkFn",
     "Measured",
     "Passes",
     "build_scores",
+    "check_positions",
     "chunks",
     "contribution",
     "deltas",
     "edge_graph",
     "gather",
     "keep_graph",
+    "mask_position",
     "measure_chunks",
     "metric_values",
+    "position_name",
     "prepare",
     "run_chunk",
     "score_edges",

@@ -179,6 +179,11 @@ def faithfulness_curve(
     task, eg = prepare(
         "circuits.faithfulness_curve", model, data, metric, n_boot, level, seed, max_memory
     )
+    if scores.meta.get("positions") == "each":
+        raise InputError(
+            "scores are per position (positions='each'): the curve keeps whole edges; score "
+            "with positions='all'"
+        )
     if list(scores.edge) != eg.names:
         raise InputError(
             f"scores are for another edge graph ({len(scores.edge)} edges, model "

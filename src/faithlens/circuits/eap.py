@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from ..tasks.base import Task
 from ..tasks.metrics import Metric
 from .common import (
     Measured,
+    check_positions,
     deltas,
     metric_values,
     score_edges,
@@ -57,18 +59,23 @@ def eap(
     progress: Progress | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     executor: str | Executor | None = None,
+    positions: str = "all",
 ) -> EdgeScores:
     """Score every edge of ``model``'s edge graph by edge attribution patching (module
-    docstring). Arguments as :func:`faithlens.circuits.exact`; returns an :class:`EdgeScores`
-    (``method="eap"``) whose per-example ``values`` are the first-order estimates."""
+    docstring). Arguments as :func:`faithlens.circuits.exact` (``positions="each"``: one score
+    per edge and token position, the product summed over the width only); returns an
+    :class:`EdgeScores` (``method="eap"``) whose per-example ``values`` are the first-order
+    estimates."""
+    each = check_positions(positions)
     return score_edges(
         "circuits.eap",
         model,
         data,
         passes=lambda eg, sub, per_pass: _passes(eg, per_pass),
-        chunk=_chunk,
+        chunk=partial(_chunk, each=each),  # picklable: Ray workers receive it
         method="eap",
-        meta={"direction": "noising", "positions": "all"},
+        meta={"direction": "noising", "positions": positions},
+        each=each,
         metric=metric,
         n_boot=n_boot,
         level=level,
@@ -123,7 +130,9 @@ def gradient_passes(eg: EdgeGraph, per_pass: int) -> int:
     return 1 + sum(-(-len(_head_ports(eg, L)) // per_pass) for L in range(eg.n_layers))
 
 
-def _chunk(eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None]) -> Measured:
+def _chunk(
+    eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None], *, each: bool = False
+) -> Measured:
     model = eg.model
     corrupt = model.run(sub.corrupt, cache=writer_sites(eg), logits_at=sub.positions)
     m_corrupt = metric_values(sub, corrupt).detach().double()
@@ -132,21 +141,24 @@ def _chunk(eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None]) -> 
     with torch.no_grad():
         change = deltas(eg, clean, corrupt)
     del corrupt, clean
-    values = edge_values(eg, change, port_grad)
+    values = edge_values(eg, change, port_grad, each)
     m_clean = m_clean_t.detach().double().cpu().numpy()
     return Measured(values, m_clean, m_corrupt.cpu().numpy())
 
 
 def edge_values(
-    eg: EdgeGraph, change: dict[str, Tensor], port_grad: dict[str, Tensor]
+    eg: EdgeGraph, change: dict[str, Tensor], port_grad: dict[str, Tensor], each: bool = False
 ) -> np.ndarray:
-    """``change[u] . port_grad[v]`` summed over positions and width, per edge and example."""
-    ne = next(iter(change.values())).shape[0]
-    values = np.zeros((len(eg), ne), dtype=np.float64)
+    """``change[u] . port_grad[v]`` summed over positions and width, per edge and example
+    (``[n_edges, n]``); with ``each``, summed over the width only (``[n_edges, seq, n]``)."""
+    d0 = next(iter(change.values()))
+    ne, seq = d0.shape[0], d0.shape[1]
+    values = np.zeros((len(eg), seq, ne) if each else (len(eg), ne), dtype=np.float64)
     with torch.no_grad():
         for i, e in enumerate(eg.edges):
             d, g = change[e.writer.name], port_grad[e.reader.name]
-            values[i] = (d.double() * g.double()).sum((-2, -1)).cpu().numpy()
+            prod = (d.double() * g.double()).sum(-1)  # [n, seq]
+            values[i] = (prod.T if each else prod.sum(-1)).cpu().numpy()
     return values
 
 

@@ -41,6 +41,7 @@ from ..tasks.base import Task
 from ..tasks.metrics import Metric
 from .common import (
     Measured,
+    check_positions,
     contribution,
     deltas,
     metric_values,
@@ -66,20 +67,23 @@ def eap_ig(
     progress: Progress | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     executor: str | Executor | None = None,
+    positions: str = "all",
 ) -> EdgeScores:
     """Score every edge of ``model``'s edge graph by EAP-IG on the inputs (module docstring)
     with ``steps`` points on the path from the corrupted to the clean embeddings (``steps=1``
     is :func:`faithlens.circuits.eap`). Other arguments as :func:`faithlens.circuits.exact`;
     returns an :class:`EdgeScores` (``method="eap-ig"``)."""
     steps = validate.positive_int("steps", steps, fix="the number of integration steps, e.g. 5")
+    each = check_positions(positions)
     return score_edges(
         "circuits.eap_ig",
         model,
         data,
         passes=lambda eg, sub, per_pass: 2 + steps * gradient_passes(eg, per_pass),
-        chunk=partial(_chunk, steps=steps),  # picklable: Ray workers receive it
+        chunk=partial(_chunk, steps=steps, each=each),  # picklable: Ray workers receive it
         method="eap-ig",
-        meta={"direction": "noising", "positions": "all", "steps": steps, "ig": "inputs"},
+        meta={"direction": "noising", "positions": positions, "steps": steps, "ig": "inputs"},
+        each=each,
         metric=metric,
         n_boot=n_boot,
         level=level,
@@ -92,7 +96,13 @@ def eap_ig(
 
 
 def _chunk(
-    eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None], *, steps: int
+    eg: EdgeGraph,
+    sub: Task,
+    row_cap: int,
+    tick: Callable[[], None],
+    *,
+    steps: int,
+    each: bool = False,
 ) -> Measured:
     model = eg.model
     pos = sub.positions
@@ -125,7 +135,7 @@ def _chunk(
     with torch.no_grad():
         for g in total.values():
             g.div_(steps)  # in place: a second float64 copy of every port's gradient is not kept
-    return Measured(edge_values(eg, change, total), m_clean, m_corrupt)
+    return Measured(edge_values(eg, change, total, each), m_clean, m_corrupt)
 
 
 __all__ = ["eap_ig"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -35,11 +36,14 @@ from ..executor import Executor, on_executor
 from ..interventions import Add, Intervention, Patch
 from ..models.model import Model
 from ..progress import Progress
+from ..runs import RunOutput
 from ..tasks.base import Task
 from ..tasks.metrics import Metric
 from .common import (
     Measured,
+    check_positions,
     deltas,
+    mask_position,
     metric_values,
     score_edges,
     writer_sites,
@@ -61,6 +65,7 @@ def exact(
     progress: Progress | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     executor: str | Executor | None = None,
+    positions: str = "all",
 ) -> EdgeScores:
     """Score every edge of ``model``'s edge graph by exact edge patching (module docstring).
 
@@ -77,17 +82,24 @@ def exact(
         executor: where the chunks run for this call: ``"ray"`` (a Ray executor built
             for the call), an :class:`~faithlens.executor.Executor`, or ``None`` (the one
             in force: :func:`faithlens.executor.executor`); the numbers do not change.
+        positions: ``"all"`` (an edge carries its writer's change at every position) or
+            ``"each"``: one edge per (edge, token position), named ``"{edge}@{position}"``,
+            carrying the change at that position only (a run per position: ``seq`` times the
+            work).
 
-    Returns an :class:`EdgeScores` (``method="exact"``) with one row per edge.
+    Returns an :class:`EdgeScores` (``method="exact"``) with one row per edge (per edge and
+    position, edge-major, with ``positions="each"``).
     """
+    each = check_positions(positions)
     return score_edges(
         "circuits.exact",
         model,
         data,
-        passes=lambda eg, sub, per_pass: _passes(eg, per_pass),
-        chunk=_chunk,
+        passes=lambda eg, sub, per_pass: _passes(eg, per_pass) * (sub.seq_len if each else 1),
+        chunk=partial(_chunk, each=each),  # picklable: Ray workers receive it
         method="exact",
-        meta={"direction": "noising", "positions": "all"},
+        meta={"direction": "noising", "positions": positions},
+        each=each,
         metric=metric,
         n_boot=n_boot,
         level=level,
@@ -121,10 +133,13 @@ def _passes(eg: EdgeGraph, per_pass: int) -> int:
     return total
 
 
-def _chunk(eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None]) -> Measured:
-    """Every edge's values on one chunk of examples."""
-    model, g = eg.model, eg.graph
-    ne = sub.n
+def _chunk(
+    eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None], *, each: bool = False
+) -> Measured:
+    """Every edge's values on one chunk of examples (``[n_edges, n]``; with ``each``, per
+    position ``[n_edges, seq, n]``: the edges measured once per position with each writer's
+    change kept at that position only)."""
+    model = eg.model
     resid = [*(f"resid_pre.{L}" for L in range(eg.n_layers)), eg.reader("logits").residual]
     clean = model.run(sub.clean, cache=[*writer_sites(eg), *resid], logits_at=sub.positions)
     corrupt = model.run(sub.corrupt, cache=writer_sites(eg), logits_at=sub.positions)
@@ -132,6 +147,32 @@ def _chunk(eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None]) -> 
     m_corrupt = metric_values(sub, corrupt).double()
     change = deltas(eg, clean, corrupt)
     del corrupt
+    if each:
+        seq = sub.seq_len
+        values = np.stack(
+            [
+                _values(eg, sub, clean, mask_position(change, p), m_clean, row_cap, tick)
+                for p in range(seq)
+            ],
+            axis=1,
+        )
+    else:
+        values = _values(eg, sub, clean, change, m_clean, row_cap, tick)
+    return Measured(values, m_clean.cpu().numpy(), m_corrupt.cpu().numpy())
+
+
+def _values(
+    eg: EdgeGraph,
+    sub: Task,
+    clean: RunOutput,
+    change: dict[str, Tensor],
+    m_clean: Tensor,
+    row_cap: int,
+    tick: Callable[[], None],
+) -> np.ndarray:
+    """Every edge's value ``[n_edges, n]`` when it carries ``change`` of its writer."""
+    g = eg.graph
+    ne = sub.n
     index = {e.name: i for i, e in enumerate(eg.edges)}
     values = np.zeros((len(eg), ne), dtype=np.float64)
     per_pass = max(1, row_cap // ne)
@@ -173,7 +214,7 @@ def _chunk(eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None]) -> 
                 _added(eg, r, change, values, index, per_pass, run, base)
     out_reader = eg.reader("logits")
     _added(eg, out_reader, change, values, index, per_pass, run, base)
-    return Measured(values, m_clean.cpu().numpy(), m_corrupt.cpu().numpy())
+    return values
 
 
 def _added(

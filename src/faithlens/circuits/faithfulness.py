@@ -311,6 +311,11 @@ def _circuit_edges(eg: EdgeGraph, circuit: Circuit | Sequence[str]) -> set[str]:
     if isinstance(circuit, str) or not all(isinstance(e, str) for e in names):
         raise InputError("circuit must be a Circuit (scores.top_k(k)) or a list of edge names")
     for e in names:
+        if "@" in e:
+            raise InputError(
+                f"{e!r} is a per-position edge (positions='each'): a circuit's faithfulness is "
+                "measured on whole edges; choose the circuit from scores with positions='all'"
+            )
         eg.index(e)  # unknown names raise with examples
     return set(names)
 

@@ -12,7 +12,7 @@ clean, i.e. activation patching of ``u``'s output.
   every later reader port reads, ``dm/du`` is the sum of those ports' gradients: the node's
   score is exactly the sum of its outgoing edges' per-example values (no new forward pass).
   Exact edge patching and ACDC are not additive over edges and are refused (use
-  :func:`exact_nodes`).
+  :func:`exact_nodes`, or :func:`faithlens.circuits.acdc_nodes` for ACDC over nodes).
 """
 
 from __future__ import annotations
@@ -95,13 +95,21 @@ class NodeScores(Result):
         order = np.argsort(-np.abs(np.nan_to_num(self.score)), kind="stable")[:k]
         return self.to_frame().iloc[order].reset_index(drop=True)
 
+    def _what(self) -> str:
+        if "kept" not in self.meta:
+            return "the metric when the node's output alone is corrupted"
+        return (
+            f"{self.meta.get('objective', 'the objective')} when the node was pruned "
+            f"(tau={self.meta.get('tau', '?')}); {len(self.meta['kept'])} nodes kept"
+        )
+
     def summary(self, k: int = 10) -> str:
         lines = [
             f"{self.method} node scores of {self.model} on {self.task}: {len(self.node)} nodes, "
             f"n={self.n} examples",
             f"metric {self.metric}: clean {float(self.clean.mean()):.3f}, corrupted "
-            f"{float(self.corrupt.mean()):.3f}; score = mean change of the metric when the "
-            f"node's output alone is corrupted; {round(self.level * 100)}% bootstrap CIs",
+            f"{float(self.corrupt.mean()):.3f}; score = mean change of {self._what()}; "
+            f"{round(self.level * 100)}% bootstrap CIs",
         ]
         iv = self.interval_of("score")
         for _, r in self.top(k).iterrows():
@@ -109,7 +117,7 @@ class NodeScores(Result):
         return "\n".join(lines)
 
 
-def _build(
+def build_node_scores(
     nodes: list[str],
     kinds: list[str],
     values: np.ndarray,
@@ -125,6 +133,8 @@ def _build(
     seed: int,
     meta: dict[str, Any],
 ) -> NodeScores:
+    """A :class:`NodeScores` from per-example values ``[n_nodes, n]``: each node's mean over
+    examples with its bootstrap interval."""
     est = mean_interval(values, n_boot=n_boot, level=level, seed=seed)
     return NodeScores(
         node=nodes,
@@ -159,7 +169,8 @@ def node_scores(scores: EdgeScores) -> NodeScores:
             "scores",
             f"{scores.method} scores",
             "only EAP and EAP-IG scores add up over a node's edges",
-            "use fl.circuits.exact_nodes(model, data) for exact node scores",
+            "use fl.circuits.exact_nodes(model, data) for exact node scores "
+            "(fl.circuits.acdc_nodes for ACDC over nodes)",
         )
     nodes: list[str] = []
     for w in scores.writer:
@@ -167,7 +178,7 @@ def node_scores(scores: EdgeScores) -> NodeScores:
             nodes.append(w)
     writer = np.asarray(scores.writer)
     values = np.stack([scores.values[writer == u].sum(0) for u in nodes])
-    return _build(
+    return build_node_scores(
         nodes,
         ["head" if u.startswith("a") else "mlp" for u in nodes],
         values,
@@ -214,7 +225,7 @@ def exact_nodes(
     )
     clean = np.asarray(res.base, dtype=np.float64)
     values = np.asarray(res.patched, dtype=np.float64) - clean[None]
-    return _build(
+    return build_node_scores(
         [w.name for w in writers],
         [w.kind for w in writers],
         values,
@@ -231,4 +242,4 @@ def exact_nodes(
     )
 
 
-__all__ = ["ADDITIVE", "NodeScores", "exact_nodes", "node_scores"]
+__all__ = ["ADDITIVE", "NodeScores", "build_node_scores", "exact_nodes", "node_scores"]

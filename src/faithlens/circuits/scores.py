@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from .. import validate
 from ..errors import InputError
-from ..results import Estimate, Result
+from ..results import Estimate, Result, plotter_for
 from ..scrubbing import Hypothesis
 from .hypothesis import circuit_hypothesis
 from .select import connected, greedy
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -21,13 +24,24 @@ class Circuit:
     """A set of edges (MIB names, ``"a0.h1->a2.h0<q>"``) chosen from an :class:`EdgeScores`.
 
     ``how`` says how it was chosen (``"top_k=20"``, ``"threshold=0.1"``); ``of`` is the number of
-    edges it was chosen from.
+    edges it was chosen from; ``scores`` the chosen edges' scores, in the order of ``edges``
+    (empty for a circuit written by hand), which :meth:`plot` draws.
     """
 
     edges: tuple[str, ...]
     how: str = ""
     of: int = 0
     model: str = ""
+    scores: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.scores and len(self.scores) != len(self.edges):
+            raise validate.fail(
+                "scores",
+                f"{len(self.scores)} values",
+                f"must give one score per edge ({len(self.edges)})",
+                "pass scores aligned with edges, or none",
+            )
 
     def __len__(self) -> int:
         return len(self.edges)
@@ -50,6 +64,20 @@ class Circuit:
         can be resampled (:mod:`faithlens.circuits.hypothesis`): score it with
         ``fl.scrub(model, hypothesis=circuit.to_hypothesis(), data=task)``."""
         return circuit_hypothesis(self.edges, name or f"circuit ({self.how or len(self)})")
+
+    def plot(self, ax: Any = None) -> Figure:
+        """The circuit drawn layer by layer (:func:`faithlens.report.circuits.circuit_plot`):
+        the embedding at the bottom, each layer's heads and then its MLP above it, the logits at
+        the top; an edge arrives at its head's left, middle or right for a query, key or value
+        port; its width grows with ``|score|`` and its colour says the sign (blue positive, red
+        negative; grey without scores)."""
+        fn = plotter_for(type(self))
+        if fn is None:
+            raise NotImplementedError(
+                "no plotter is registered for Circuit: import faithlens (faithlens.report "
+                "registers it)"
+            )
+        return fn(self, ax=ax)
 
     def summary(self) -> str:
         share = f" of {self.of}" if self.of else ""
@@ -147,7 +175,7 @@ class EdgeScores(Result):
                 "k", k, f"must be at most the number of edges ({len(self.edge)})", "keep fewer"
             )
         idx = sorted(self._order(by)[:k].tolist())
-        return Circuit(tuple(self.edge[i] for i in idx), f"top_k={k}", len(self.edge), self.model)
+        return self._circuit(idx, f"top_k={k}")
 
     def threshold(self, t: float, by: str = "abs") -> Circuit:
         """The circuit of the edges whose ``|score|`` (``by="abs"``) or score (``"value"``) is at
@@ -156,12 +184,7 @@ class EdgeScores(Result):
         validate.choice("by", by, ("abs", "value"))
         key = np.abs(self.score) if by == "abs" else self.score
         keep = np.nonzero(np.nan_to_num(key, nan=-np.inf) >= t)[0]
-        return Circuit(
-            tuple(self.edge[i] for i in keep.tolist()),
-            f"threshold={t:g}",
-            len(self.edge),
-            self.model,
-        )
+        return self._circuit(keep.tolist(), f"threshold={t:g}")
 
     def greedy(self, k: int, by: str = "abs", prune: bool = True) -> Circuit:
         """A connected circuit of at most ``k`` edges grown from the logits backwards: start
@@ -171,12 +194,18 @@ class EdgeScores(Result):
         the input to the logits are then dropped (so the circuit may have fewer than ``k``)."""
         k = validate.positive_int("k", k, fix="the number of edges to keep, e.g. 20")
         validate.choice("by", by, ("abs", "value"))
+        if self.meta.get("positions") == "each":
+            raise InputError(
+                "greedy selection grows whole edges from the logits: these scores are per "
+                "position (positions='each'); score with positions='all'"
+            )
         key = np.nan_to_num(self.score, nan=-np.inf)
         key = np.abs(np.nan_to_num(self.score)) if by == "abs" else key
         edges = [self.edge[i] for i in greedy(self.edge, key, k)]
         if prune:
             edges = connected(edges, self.edge)
-        return Circuit(tuple(edges), f"greedy={k}", len(self.edge), self.model)
+        at = {e: i for i, e in enumerate(self.edge)}
+        return self._circuit([at[e] for e in edges], f"greedy={k}")
 
     def kept(self) -> Circuit:
         """The circuit a pruning method kept (:func:`faithlens.circuits.acdc`: its edges that
@@ -188,7 +217,17 @@ class EdgeScores(Result):
             )
         keep = set(self.meta["kept"])
         how = f"{self.method} tau={self.meta.get('tau', '?')}"
-        return Circuit(tuple(e for e in self.edge if e in keep), how, len(self.edge), self.model)
+        return self._circuit([i for i, e in enumerate(self.edge) if e in keep], how)
+
+    def _circuit(self, idx: list[int], how: str) -> Circuit:
+        """The circuit of the edges at ``idx`` (in that order), with their scores."""
+        return Circuit(
+            tuple(self.edge[i] for i in idx),
+            how,
+            len(self.edge),
+            self.model,
+            tuple(float(self.score[i]) for i in idx),
+        )
 
     def stability(
         self, k: int, *, n_resamples: int = 200, seed: int = 0, by: str = "abs"

@@ -77,8 +77,9 @@ Out = Annotated[
         "--out",
         "-o",
         help="Folder for the result folders scores/ (EdgeScores), curve/ (FaithfulnessCurve), "
-        "circuit/ (CircuitFaithfulness of the chosen circuit), scrub/ (ScrubResult) and "
-        "audit/ (AuditResult), each with its plot.",
+        "circuit/ (CircuitFaithfulness of the chosen circuit, with circuit.png: the circuit "
+        "drawn layer by layer), scrub/ (ScrubResult) and audit/ (AuditResult), each with its "
+        "plot.",
     ),
 ]
 
@@ -202,10 +203,20 @@ def circuit_cmd(
                 results.append(("audit", _audit(m, t, circuit, seed)))
             if out is not None:
                 for name, res in results:
-                    save_result(
-                        res, out / name, overwrite=overwrite, extras={"plot.png": plot_writer(res)}
-                    )
+                    extras = {"plot.png": plot_writer(res)}
+                    if name == "circuit":  # the chosen circuit drawn layer by layer
+                        extras["circuit.png"] = _drawing(circuit)
+                    save_result(res, out / name, overwrite=overwrite, extras=extras)
                 console.print("wrote " + ", ".join(f"{out}/{name}" for name, _ in results))
+
+
+def _drawing(circuit: Any) -> Any:
+    """A writer of ``circuit.plot()`` for ``Result.save(extras=...)``."""
+
+    def write(path: Path) -> None:
+        circuit.plot().savefig(path, dpi=150)
+
+    return write
 
 
 def _scrub(m: Any, t: Any, circuit: Any, n_boot: int, seed: int, memory: Any) -> Any:

@@ -1,5 +1,5 @@
 """Figures for circuit discovery (:mod:`faithlens.circuits`): edge scores, a circuit's
-faithfulness, the faithfulness curve over circuit sizes."""
+faithfulness, the faithfulness curve over circuit sizes, and the circuit itself."""
 
 from __future__ import annotations
 
@@ -82,6 +82,113 @@ def curve_plot(res: FaithfulnessCurve, ax: Any = None) -> Figure:
     ax.set_title(
         f"{res.method}: CPR {res.cpr:.3f} [{res.cpr_ci_low:.3f}, {res.cpr_ci_high:.3f}], "
         f"CMD {res.cmd:.3f} [{res.cmd_ci_low:.3f}, {res.cmd_ci_high:.3f}]",
+        fontsize=8,
+    )
+    return fig
+
+
+#: A head port's horizontal offset where its edges arrive (query left, key middle, value right).
+PORT_OFFSET = {"q": -0.18, "k": 0.0, "v": 0.18}
+
+
+def _row_key(node: str) -> tuple[float, int]:
+    """Where a node of a circuit sits: ``(layer, 0)`` for a layer's heads, ``(layer, 1)`` for its
+    MLP, below everything for the embedding, above everything for the logits."""
+    if node == "input":
+        return (-np.inf, 0)
+    if node == "logits":
+        return (np.inf, 0)
+    if node.startswith("m"):
+        return (float(node[1:]), 1)
+    return (float(node[1:].split(".")[0]), 0)
+
+
+def _order_in_row(node: str) -> tuple[int, int]:
+    """Heads by index, then grouped key/value heads (``a1.kv0``) by index."""
+    if ".h" in node:
+        return (0, int(node.split(".h")[1]))
+    if ".kv" in node:
+        return (1, int(node.split(".kv")[1]))
+    return (0, 0)
+
+
+def circuit_layout(nodes: list[str]) -> dict[str, tuple[float, float]]:
+    """``(x, y)`` of each node: one row per occupied (layer, heads-or-MLP), the embedding at the
+    bottom (y = 0) and the logits at the top, nodes of a row centred on x = 0 in head order."""
+    rows = sorted({_row_key(n) for n in nodes})
+    y_of = {r: float(i) for i, r in enumerate(rows)}
+    out: dict[str, tuple[float, float]] = {}
+    for r in rows:
+        members = sorted((n for n in nodes if _row_key(n) == r), key=_order_in_row)
+        for i, n in enumerate(members):
+            out[n] = (i - (len(members) - 1) / 2, y_of[r])
+    return out
+
+
+def circuit_plot(circuit: Any, ax: Any = None) -> Figure:
+    """A circuit (:class:`faithlens.circuits.Circuit`) drawn layer by layer: every node a labelled
+    box (``gid`` the node's name), every edge an arrow from its writer to its reader (``gid`` the
+    edge's name) arriving at a head's left, middle or right for a query, key or value port, its
+    width growing with ``|score|`` and coloured by sign (C0 positive, C3 negative; grey when the
+    circuit has no scores)."""
+    from matplotlib.patches import FancyArrowPatch
+
+    from .plots import subplots
+
+    nodes = circuit.nodes
+    if "logits" not in nodes and circuit.edges:
+        nodes = [*nodes, "logits"]
+    pos = circuit_layout(nodes)
+    xs = [p[0] for p in pos.values()] or [0.0]
+    n_rows = len({p[1] for p in pos.values()}) or 1
+    if ax is None:
+        width = min(40.0, max(4.0, 1.0 * (max(xs) - min(xs) + 2)))
+        fig, ax = subplots(figsize=(width, min(40.0, max(3.0, 0.9 * n_rows + 1))))
+    else:
+        fig = ax.figure
+    scores = np.abs(np.nan_to_num(np.asarray(circuit.scores, dtype=float)))
+    top = float(scores.max()) if scores.size and scores.max() > 0 else 1.0
+    for i, edge in enumerate(circuit.edges):
+        w, _, r = edge.partition("->")
+        node, _, port = r.partition("<")
+        (x0, y0), (x1, y1) = pos[w], pos[node]
+        x1 += PORT_OFFSET.get(port.rstrip(">"), 0.0)
+        if circuit.scores:
+            s = float(circuit.scores[i])
+            color, lw = ("C0" if s >= 0 else "C3"), 0.5 + 3.5 * scores[i] / top
+        else:
+            color, lw = "0.5", 1.0
+        bend = 0.25 if (y1 - y0 > 1 and abs(x1 - x0) < 0.5) else 0.0
+        arrow = FancyArrowPatch(
+            (x0, y0 + 0.12),
+            (x1, y1 - 0.12),
+            arrowstyle="-|>",
+            mutation_scale=8,
+            lw=lw,
+            color=color,
+            alpha=0.8,
+            connectionstyle=f"arc3,rad={bend}",
+            gid=edge,
+        )
+        ax.add_patch(arrow)
+    for n, (x, y) in pos.items():
+        ax.text(
+            x,
+            y,
+            n,
+            ha="center",
+            va="center",
+            fontsize=7,
+            gid=n,
+            bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "0.3", "lw": 0.8},
+        )
+    ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
+    ax.set_ylim(-0.6, n_rows - 0.4)
+    ax.set_axis_off()
+    what = f"{circuit.how}, " if circuit.how else ""
+    ax.set_title(
+        f"circuit of {circuit.model or 'a model'} ({what}{len(circuit)} edges); "
+        "head ports: q left, k middle, v right",
         fontsize=8,
     )
     return fig

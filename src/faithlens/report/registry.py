@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..circuits.curve import FaithfulnessCurve
 from ..circuits.faithfulness import CircuitFaithfulness
 from ..circuits.nodes import NodeScores
-from ..circuits.scores import EdgeScores
+from ..circuits.scores import Circuit, EdgeScores
 from ..das.result import DASResult
 from ..das.selectivity import ControlledDAS
 from ..das.sweep import DASSweep
@@ -56,8 +56,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 #: result class -> plotter; a subclass without an entry (``Dissection``) uses its base's.
-PLOTTERS: dict[type[Result], Callable[..., Figure]] = {
+#: ``Circuit`` is no result (it is not saved) but draws through the same registry.
+PLOTTERS: dict[type, Callable[..., Figure]] = {
     PatchingResult: plots.patching_plot,
+    Circuit: circuits.circuit_plot,
     EdgeScores: circuits.edge_scores_plot,
     NodeScores: circuits.edge_scores_plot,
     CircuitFaithfulness: circuits.faithfulness_plot,
