@@ -296,10 +296,11 @@ def test_missing_task_file_refused(no_load, tmp_path):
 
 
 def test_multi_token_answer_refused_before_any_forward_pass(no_run, tmp_path):
-    # patch scores multi-token answers (teacher forcing); path patching does not, and says so
+    # patch, path-patch and logit-lens score multi-token answers (teacher forcing); direct
+    # logit attribution does not, and says so
     multi = '{"clean": "t1 t2", "corrupt": "t1 t3", "answer": "t2 t4", "wrong": "t3"}'
     path = _task_file(tmp_path, multi, multi)
-    _refused([*PATH[:3], "-r", "logits", "--task", path], "multi-token answers", "fl.patch")
+    _refused(["dla", "--model", "zoo:induction", "--task", path], "multi-token answers", "fl.patch")
 
 
 def test_patch_runs_on_a_task_file_end_to_end(tmp_path):
