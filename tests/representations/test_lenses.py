@@ -282,3 +282,17 @@ def test_dla_still_refuses_a_multi_token_task():
     task = fl.Task.multi_token(model, **MT)
     with pytest.raises(InputError, match="multi-token answers"):
         fl.direct_logit_attribution(model, task, n_boot=10)
+
+
+@pytest.mark.parametrize("fn", [fl.logit_lens, fl.direct_logit_attribution])
+def test_an_answer_set_task_is_refused(fn):
+    # the lenses read one correct answer against the mean wrong logit: a set (padded by
+    # repeating members) would be read as something else
+    model = _model("gpt2")
+    base = _task(n=3)
+    task = fl.Task.from_token_ids(
+        base.clean.ids.tolist(), base.corrupt.ids.tolist(), [(1, 2, 3, 4)] * 3,
+        metric=fl.tasks.AnswerSet(n_correct=2),
+    )  # fmt: skip
+    with pytest.raises(InputError, match="AnswerSet"):
+        fn(model, task, n_boot=10)

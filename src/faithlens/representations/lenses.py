@@ -30,6 +30,7 @@ from ..executor import current_executor
 from ..models.model import Inputs, Model
 from ..models.sites import Site
 from ..tasks.base import Task
+from ..tasks.metrics import AnswerSet
 from .checks.lens import unembed
 from .checks.writing import component_vectors, components
 from .lens_results import DirectLogitAttribution, LayerLensResult
@@ -56,6 +57,14 @@ def _check_common(
     validate.level(level)
     validate.nonnegative_int("seed", seed)
     data.check_model(model, fn, multi_token=fn == "logit_lens")
+    if isinstance(data.metric, AnswerSet):
+        raise validate.fail(
+            "data",
+            data.name,
+            "scores sets of answers (AnswerSet, padded by repeating members), but the lenses "
+            "read one correct answer against the mean logit of the wrong ones",
+            "give one correct and one (or more distinct) wrong answer per example",
+        )
     model.adapter.unembed_weight()  # a model without an unembedding is refused here
 
 
