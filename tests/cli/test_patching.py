@@ -226,3 +226,24 @@ def test_max_rows_is_the_printed_table_length():
     rows = [line for line in short.output.splitlines() if "head." in line]
     assert len(rows) == 2
     assert len([line for line in long.output.splitlines() if "head." in line]) == 6
+
+
+def test_patch_sites_pattern_exposes_the_attention_patterns(tmp_path):
+    """``--sites pattern.L.H``: the patterns are exposed first, and the result is fl.patch's on
+    the same sites."""
+    import numpy as np
+
+    from faithlens.models.patterns import expose_patterns
+
+    args = ["patch", "--model", "zoo:induction", "--task", "induction", "--n", "6"]
+    args += ["--sites", "pattern.1.3,pattern.0.1", "--n-boot", "30", "--out", str(tmp_path / "p")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    saved = fl.Result.load(tmp_path / "p")
+    model = fl.load("zoo:induction")
+    expose_patterns(model)
+    task = fl.tasks.build("induction", model, n=6, seed=0)
+    ref = fl.patch(model, task, ["pattern.1.3", "pattern.0.1"], n_boot=30, seed=0)
+    assert saved.site == ["pattern.1.3", "pattern.0.1"] and saved.kind == ["pattern"] * 2
+    np.testing.assert_allclose(saved.patched, ref.patched, atol=1e-6, rtol=0)
+    assert float(np.abs(ref.patched - ref.base).max()) > 1e-3  # the patterns matter here

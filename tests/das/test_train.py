@@ -302,3 +302,18 @@ def test_a_resid_post_site_trains_and_matches_its_resid_pre_twin():
     pre = fl.das(model, data, fl.Site("resid_pre.2", positions=-1), dims=2, epochs=3, seed=0)
     np.testing.assert_allclose(post.alignment_params, pre.alignment_params, atol=1e-5)
     assert post.iia == pre.iia
+
+
+def test_from_task_refuses_a_set_of_correct_answers():
+    # DAS's label is one answer among (correct, wrong): a set of two correct ones does not fit
+    task = fl.Task.from_token_ids(
+        [[1, 2, 3], [4, 5, 6]], [[1, 7, 3], [4, 8, 6]], [(2, 9, 7), (5, 9, 8)],
+        metric=fl.tasks.AnswerSet(n_correct=2),
+    )  # fmt: skip
+    with pytest.raises(fl.InputError, match="AnswerSet"):
+        fl.InterchangeData.from_task(task)
+    one = fl.Task.from_token_ids(
+        [[1, 2, 3], [4, 5, 6]], [[1, 7, 3], [4, 8, 6]], [(2, 7, 9), (5, 8, 9)],
+        metric=fl.tasks.AnswerSet(n_correct=1),
+    )  # fmt: skip
+    assert fl.InterchangeData.from_task(one).candidates.tolist() == [[2, 7], [5, 8]]

@@ -260,9 +260,12 @@ def reference_path_patch(
     positions="all",
     receiver_positions="all",
     direction="denoising",
+    score=None,
 ):
     """Path patching with bare hooks, three explicit runs per sender (source, A, B), per
-    (sender, example) metric. ``receivers == ["logits"]``: run A's own output."""
+    (sender, example) metric. ``receivers == ["logits"]``: run A's own output. ``score(logits,
+    task)``: the metric from the full logits (default: the logit difference at the task's
+    positions)."""
     clean, corrupt = task.clean, task.corrupt
     base, src = (corrupt, clean) if direction == "denoising" else (clean, corrupt)
     arch = hf.config.model_type
@@ -324,7 +327,10 @@ def reference_path_patch(
             finally:
                 for h in handles:
                     h.remove()
-        rows.append(logit_diff(logits, task.positions, task.answers))
+        if score is None:
+            rows.append(logit_diff(logits, task.positions, task.answers))
+        else:
+            rows.append(score(logits, task))
     return torch.stack(rows).double().numpy()
 
 

@@ -280,7 +280,8 @@ BAD_TASK_FILES = [
     ((IDS_LINE, '{"clean_ids": [1, 2'), ["mine.jsonl:2", "not valid JSON"]),
     ((IDS_LINE, '{"clean_ids": [1], "corrupt_ids": [2], "answer_id": 3}'), ["mine.jsonl:2", "'wrong_id'", "missing"]),
     (('{"clean_ids": [1, 2], "corrupt_ids": [1], "answer_id": 3, "wrong_id": 4}',), ["mine.jsonl:1", "'corrupt_ids'", "same length"]),
-    (('{"clean": "t1 t2", "corrupt": "t1 t3", "answer": ["t2", "t4"], "wrong": "t3"}',), ["mine.jsonl:1", "'answer'"]),
+    (('{"clean": "t1 t2", "corrupt": "t1 t3", "answer": ["t2", "t2"], "wrong": "t3"}',), ["mine.jsonl:1", "'answer'", "twice"]),
+    (('{"clean": "t1 t2", "corrupt": "t1 t3", "answer": ["t2", 4], "wrong": "t3"}',), ["mine.jsonl:1", "'answer'", "answer set"]),
 ]  # fmt: skip
 
 
@@ -295,10 +296,11 @@ def test_missing_task_file_refused(no_load, tmp_path):
 
 
 def test_multi_token_answer_refused_before_any_forward_pass(no_run, tmp_path):
-    # patch scores multi-token answers (teacher forcing); path patching does not, and says so
+    # patch, path-patch and logit-lens score multi-token answers (teacher forcing); direct
+    # logit attribution does not, and says so
     multi = '{"clean": "t1 t2", "corrupt": "t1 t3", "answer": "t2 t4", "wrong": "t3"}'
     path = _task_file(tmp_path, multi, multi)
-    _refused([*PATH[:3], "-r", "logits", "--task", path], "multi-token answers", "fl.patch")
+    _refused(["dla", "--model", "zoo:induction", "--task", path], "multi-token answers", "fl.patch")
 
 
 def test_patch_runs_on_a_task_file_end_to_end(tmp_path):
@@ -309,3 +311,27 @@ def test_patch_runs_on_a_task_file_end_to_end(tmp_path):
         out = text(r)
         assert r.exit_code == 0, out
         assert "2 examples from the file" in out and "on mine: 8 conditions, n=2 examples" in out
+
+
+def test_patch_runs_on_a_task_file_with_answer_sets(tmp_path):
+    # the CLI's result is fl.patch on the same file's task (an AnswerSet metric)
+    import faithlens as fl
+
+    rows = (
+        '{"clean": "t4 t6 t8 t4", "corrupt": "t4 t7 t8 t4", "answer": ["t6", "t9"], "wrong": "t7"}',
+        '{"clean": "t1 t2 t3 t1", "corrupt": "t1 t5 t3 t1", "answer": "t2", "wrong": ["t5", "t8"]}',
+    )
+    path = _task_file(tmp_path, *rows)
+    out_dir = tmp_path / "run"
+    args = [*PATCH[:3], "--task", path, "--n-boot", "20", "--top", "3", "--out", str(out_dir)]
+    r = runner.invoke(app, args)
+    out = text(r)
+    assert r.exit_code == 0, out
+    assert "2 examples from the file" in out
+    saved = fl.patching.PatchingResult.load(out_dir)
+    model = fl.load("zoo:induction")
+    task = fl.tasks.read_task_file(path).build(model)
+    assert task.metric == fl.tasks.AnswerSet(n_correct=2)
+    ref = fl.patch(model, task, "head", n_boot=20, seed=0)
+    assert saved.site == ref.site and saved.metric == "answer_set"
+    assert torch.allclose(torch.as_tensor(saved.patched), torch.as_tensor(ref.patched), atol=1e-6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import faithlens as fl
 from tests.helpers.builders import BUILDERS
@@ -176,3 +177,53 @@ def test_path_patching_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     assert ticks[0] == ticks[1]
     with pytest.raises(CheckpointError, match="another run"):
         fl.path_patch(m, task, "head", direction="noising", checkpoint=folder, **kw)
+
+
+# ------------------------------------------------------------------ multi-token answers
+
+# prompts of 4, 3 and 5 tokens; answers of 1 to 3 tokens (the wrong ones of other lengths)
+MT_CLEAN = [[5, 17, 3, 9], [8, 40, 12], [2, 61, 7, 30, 2]]
+MT_CORRUPT = [[5, 21, 3, 9], [8, 33, 12], [2, 14, 7, 30, 2]]
+MT_CORRECT = [[17, 3], [40], [61, 7, 30]]
+MT_WRONG = [[21], [33, 12, 4], [14, 7]]
+
+
+def _teacher_forced(logits, part):
+    """log p(answer | prompt) by hand: the log-softmax at each read position, the answer token
+    picked, padding masked, summed."""
+    lp = torch.log_softmax(logits.double(), -1)
+    rows = torch.arange(part.n)[:, None]
+    picked = lp[rows, part.reads].gather(-1, part.answers[..., None])[..., 0]
+    return (picked * part.answer_mask).sum(-1)
+
+
+@pytest.mark.parametrize(
+    "receivers, direction", [(["logits"], "denoising"), (["head.2.0", "mlp.1"], "noising")]
+)
+def test_path_patching_a_multi_token_task_equals_reference(tiny_causal, receivers, direction):
+    """log p(correct) - log p(wrong), each continuation teacher-forced in its own runs and
+    subtracted per example, against the hooked reference run on each continuation."""
+    _, hf = tiny_causal
+    model = fl.wrap(hf)
+    task = fl.Task.multi_token(model, MT_CLEAN, MT_CORRUPT, MT_CORRECT, MT_WRONG)
+    senders = _senders(model)
+    recv = [r for r in receivers if model.d_mlp or not r.startswith("mlp")]
+    res = fl.path_patch(model, task, senders, recv, direction=direction, n_boot=50, max_rows=8)
+    ref = sum(
+        sign
+        * reference_path_patch(hf, part, senders, recv, direction=direction, score=_teacher_forced)
+        for part, sign in task.parts()
+    )
+    assert res.metric == "seq_logprob_diff" and res.patched.shape == (len(senders), 3)
+    np.testing.assert_allclose(res.patched, ref, atol=1e-4, rtol=0)
+    # the unpatched runs are the task's own metric
+    base = "corrupt" if direction == "denoising" else "clean"
+    np.testing.assert_allclose(res.base, task.evaluate(model, base).numpy(), atol=1e-4)
+
+
+def test_path_patching_a_multi_token_task_refuses_last(tiny_gpt2):
+    model = fl.wrap(tiny_gpt2)
+    task = fl.Task.multi_token(model, MT_CLEAN, MT_CORRUPT, MT_CORRECT, MT_WRONG)
+    for kw in ({"positions": "last"}, {"receiver_positions": "last"}):
+        with pytest.raises(fl.InputError, match="multi-token"):
+            fl.path_patch(model, task, "head", ["head.1.0"], n_boot=10, **kw)

@@ -221,3 +221,78 @@ def test_gemma3_lens_ends_at_the_model_and_dla_is_refused():
     # each block's outputs pass through a norm before they join the residual: not additive
     with pytest.raises(InputError, match="not the sum of its components"):
         fl.direct_logit_attribution(model, task, n_boot=50)
+
+
+# ------------------------------------------------------------------ multi-token answers
+
+MT = dict(
+    clean=[[5, 17, 3, 9], [8, 40, 12], [2, 61, 7, 30, 2]],
+    corrupt=[[5, 21, 3, 9], [8, 33, 12], [2, 14, 7, 30, 2]],
+    correct=[[17, 3], [40], [61, 7, 30]],
+    wrong=[[21], [33, 12, 4], [14, 7]],
+)
+
+
+def _hand_multi_lens(model: fl.Model, part: fl.Task, site: str, which: str):
+    """Per example of one continuation: the residual ``site`` at every position read, through
+    ln_final and W_U by hand; log p(answer) summed over its real tokens, and the first answer
+    token's rank at the first position read."""
+    inputs = part.clean if which == "clean" else part.corrupt
+    x = model.run(inputs, cache=[site]).cache[site]
+    x = x[torch.arange(part.n)[:, None], part.reads]  # [n, k, d]
+    norm = model.module.get_submodule(model.adapter.site_info("ln_final").hook.module)
+    w, b = model.adapter.unembed_weight()
+    with torch.no_grad():
+        logits = (norm(x) @ w.T + (0 if b is None else b)).double()
+    lp = torch.log_softmax(logits, -1).gather(-1, part.answers[..., None])[..., 0]
+    seq = (lp * part.answer_mask).sum(-1)
+    first = logits[:, 0]
+    rank = (first > first.gather(-1, part.answers[:, :1])).sum(-1)
+    return seq.numpy(), rank.double().numpy()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "faithlens_zoo-attn_only"])
+@pytest.mark.parametrize("which", ["clean", "corrupt"])
+def test_logit_lens_reads_a_multi_token_task_by_teacher_forcing(arch, which):
+    model = _model(arch)
+    task = fl.Task.multi_token(model, **MT)
+    res = fl.logit_lens(model, task, which=which, n_boot=50, seed=0)
+    assert res.meta["metric"] == "seq_logprob_diff" and "seq_logprob_diff" in res.summary()
+    right, wrong = [p for p, _ in task.parts()]
+    for i, L in enumerate(res.layers):
+        good, rank = _hand_multi_lens(model, right, f"resid_post.{L}", which)
+        bad, _ = _hand_multi_lens(model, wrong, f"resid_post.{L}", which)
+        np.testing.assert_allclose(res.per_example[0, i], good - bad, atol=1e-5)
+        np.testing.assert_allclose(res.per_example[1, i], np.exp(good), atol=1e-6)
+        np.testing.assert_array_equal(res.per_example[2, i], rank)
+    # the last layer's resid_post through the final norm is the model itself: its own metric
+    own = task.evaluate(model, which).numpy()
+    assert res.model_logit_diff == pytest.approx(own.mean(), abs=1e-5)
+    assert res.logit_diff[-1] == pytest.approx(own.mean(), abs=1e-5)
+    # without wrong answers: log p(correct) alone
+    alone = fl.Task.multi_token(model, MT["clean"], MT["corrupt"], MT["correct"])
+    solo = fl.logit_lens(model, alone, which=which, n_boot=50)
+    assert solo.meta["metric"] == "seq_logprob"
+    np.testing.assert_allclose(solo.per_example[0, -1], alone.evaluate(model, which), atol=1e-5)
+
+
+def test_dla_still_refuses_a_multi_token_task():
+    # a continuation's log-probability is not linear in the residual stream
+    model = _model("gpt2")
+    task = fl.Task.multi_token(model, **MT)
+    with pytest.raises(InputError, match="multi-token answers"):
+        fl.direct_logit_attribution(model, task, n_boot=10)
+
+
+@pytest.mark.parametrize("fn", [fl.logit_lens, fl.direct_logit_attribution])
+def test_an_answer_set_task_is_refused(fn):
+    # the lenses read one correct answer against the mean wrong logit: a set (padded by
+    # repeating members) would be read as something else
+    model = _model("gpt2")
+    base = _task(n=3)
+    task = fl.Task.from_token_ids(
+        base.clean.ids.tolist(), base.corrupt.ids.tolist(), [(1, 2, 3, 4)] * 3,
+        metric=fl.tasks.AnswerSet(n_correct=2),
+    )  # fmt: skip
+    with pytest.raises(InputError, match="AnswerSet"):
+        fn(model, task, n_boot=10)

@@ -162,9 +162,8 @@ def test_text_answers_need_a_tokenizer_and_text_is_tokenized():
 def refusals(model, task):
     hyp = Hypothesis("everything matters", other="exact")
     return {
-        "path_patch": lambda: fl.path_patch(model, task, "head", "logits", n_boot=10),
         "exact_nodes": lambda: fl.circuits.exact_nodes(model, task, n_boot=10),
-        "logit_lens": lambda: fl.logit_lens(model, task),
+        "dla": lambda: fl.direct_logit_attribution(model, task),
         "scrub": lambda: fl.scrub(model, task, hyp),
         "ScrubData": lambda: ScrubData.from_task(task),
         "das": lambda: InterchangeData.from_task(task),
@@ -172,9 +171,7 @@ def refusals(model, task):
     }
 
 
-@pytest.mark.parametrize(
-    "fn", ["path_patch", "exact_nodes", "logit_lens", "scrub", "ScrubData", "das", "audit"]
-)
+@pytest.mark.parametrize("fn", ["exact_nodes", "dla", "scrub", "ScrubData", "das", "audit"])
 def test_methods_that_cannot_score_it_refuse_before_work(tiny_gpt2, monkeypatch, fn):
     model = fl.wrap(tiny_gpt2)
     task = fl.Task.multi_token(model, CLEAN, CORRUPT, CORRECT, WRONG)

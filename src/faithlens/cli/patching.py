@@ -64,7 +64,7 @@ Sites = Annotated[
     typer.Option(
         "--sites",
         "-s",
-        help="Site group (head, mlp, attn, resid, resid_post, mlp_post, q, k, v) or comma-separated site names.",
+        help="Site group (head, mlp, attn, resid, resid_post, mlp_post, q, k, v, pattern) or comma-separated site names (pattern.L.H: one head's attention pattern).",
     ),
 ]
 Positions = Annotated[str, typer.Option("--positions", "-p", help="all | last | each.")]
@@ -134,6 +134,16 @@ def _check_sites_option(sites: str) -> str | list[str]:
     return names[0] if len(names) == 1 and "," not in sites else names
 
 
+def _expose_patterns_if_named(model: Any, site_arg: str | list[str]) -> None:
+    """``--sites pattern`` (or ``pattern.L`` / ``pattern.L.H`` names): the attention patterns
+    are sites once exposed (:func:`faithlens.models.patterns.expose_patterns`), so expose them."""
+    from ..models.patterns import expose_patterns
+
+    names = [site_arg] if isinstance(site_arg, str) else site_arg
+    if any(str(s).split(".")[0].split("[")[0].strip() in ("pattern", "patterns") for s in names):
+        expose_patterns(model)
+
+
 def _check_common(direction: str, n_boot: int, top: int) -> None:
     from .. import validate
     from ..patching.sweep import DIRECTIONS
@@ -191,6 +201,7 @@ def patch_cmd(
         if out is not None:
             check_target(out, overwrite=overwrite, name="--out")
         m = load_model(model, device)
+        _expose_patterns_if_named(m, site_arg)
         t = build_task(spec, m, n, seed)
         opts = [site_arg, positions, direction, attribution, n_boot, seed, memory]
         # without --checkpoint, a run saving to --out keeps its chunks beside it (resumable)

@@ -93,6 +93,8 @@ class Adapter:
                 f"0..{self.n_kv_heads - 1}, and query head H reads key/value head "
                 f"H // {self.n_heads // self.n_kv_heads} (see Model.kv_head)."
             )
+        if kind == "pattern":
+            extra = " Attention patterns are sites after fl.models.patterns.expose_patterns."
         return (
             f"unknown site {name!r} on this {self.arch} model. Nearest valid names: {close}."
             f"{extra} Model.sites() lists them all; raw modules are 'module:PATH'."

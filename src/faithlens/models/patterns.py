@@ -10,6 +10,14 @@ The pattern of layer ``L``, ``[batch, head, query, key]``, is then the raw site
 ``module:<attention path>.faithlens_pattern`` (the zoo's is ``module:blocks.L.attn.pattern``;
 :func:`pattern_site` names either): cache it, or patch / ablate it like any raw site.
 
+:func:`expose_patterns` also gives the model canonical pattern sites, on Hugging Face and zoo
+models alike: ``pattern.L.H``, head ``H``'s pattern ``[batch, query, key]`` (positions are
+queries, units are keys), and ``pattern.L``, every head's as ``[batch, query, head * key]``
+(head-major: head ``H``'s keys are units ``H * key .. (H + 1) * key - 1``). They are views of the
+same hook point (:class:`HeadPattern`, :class:`LayerPattern`), so ``fl.patch(model, task,
+"pattern")`` patches every head's pattern, ``sites=["pattern.3.1"]`` one head's, and a run
+resumed at layer ``L`` (exact patching) reads them like any site of that layer.
+
 Reading is exact by construction (it is the family's own eager pattern; tested against
 ``output_attentions=True`` with ``attn_implementation="eager"``). Patching needs the attention
 output to be ``pattern @ values``: when a pattern is changed, the output is recomputed as
@@ -23,6 +31,7 @@ patterns exposed and nothing patched computes what eager attention computes.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,6 +39,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from .model import Model
+from .sites import Call, HookPoint, SiteInfo, View
 
 IMPLEMENTATION = "faithlens_eager"
 POINT = "faithlens_pattern"
@@ -37,6 +47,71 @@ POINT = "faithlens_pattern"
 
 class PatternPoint(nn.Identity):
     """The hook point of an attention pattern ``[batch, head, query, key]`` (an identity)."""
+
+
+def _pattern_of(call: Call) -> Tensor:
+    out = call.output
+    if not isinstance(out, Tensor) or out.dim() != 4:
+        raise InputError(
+            f"{type(call.module).__name__} did not output an attention pattern [batch, head, "
+            "query, key]"
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class HeadPattern(View):
+    """``pattern.L.H``: head ``head``'s pattern ``[batch, query, key]`` of the hooked
+    ``[batch, head, query, key]``."""
+
+    head: int
+
+    def expose(self, call: Call) -> Tensor:
+        return _pattern_of(call)[:, self.head]
+
+    def absorb(self, call: Call, old: Tensor, new: Tensor) -> Any:
+        out = _pattern_of(call).clone()
+        out[:, self.head] = new.to(out.dtype)
+        return out
+
+
+@dataclass(frozen=True)
+class LayerPattern(View):
+    """``pattern.L``: every head's pattern as ``[batch, query, head * key]`` (head-major)."""
+
+    def expose(self, call: Call) -> Tensor:
+        out = _pattern_of(call)
+        b, h, q, k = out.shape
+        return out.transpose(1, 2).reshape(b, q, h * k)
+
+    def absorb(self, call: Call, old: Tensor, new: Tensor) -> Any:
+        out = _pattern_of(call)
+        b, h, q, k = out.shape
+        return new.reshape(b, q, h, k).transpose(1, 2).to(out.dtype).contiguous()
+
+
+def _add_sites(model: Model, points: list[str]) -> None:
+    """The canonical sites ``pattern.L`` and ``pattern.L.H`` on the hook points ``points``
+    (module paths, one per layer)."""
+    table = model.adapter.site_table
+    for L, path in enumerate(points):
+        table[f"pattern.{L}"] = SiteInfo(
+            name=f"pattern.{L}",
+            kind="pattern_layer",
+            hook=HookPoint(path, "out", view=LayerPattern()),
+            width=None,
+            layer=L,
+        )
+        for H in range(model.n_heads):
+            name = f"pattern.{L}.{H}"
+            table[name] = SiteInfo(
+                name=name,
+                kind="pattern",
+                hook=HookPoint(path, "out", view=HeadPattern(H)),
+                width=None,
+                layer=L,
+                head=H,
+            )
 
 
 def _family_eager(module: nn.Module) -> Any:
@@ -116,9 +191,12 @@ def pattern_site(model: Model, layer: int) -> str:
 def expose_patterns(model: Model) -> list[str]:
     """Attach a pattern hook point to every attention module of a Hugging Face model and switch
     it to faithlens' eager attention (module docstring); the pattern site of every layer.
-    A zoo model already has them (returned as they are). Calling it twice changes nothing."""
+    A zoo model already has them (returned as they are). Either way the model gains the
+    canonical sites ``pattern.L`` and ``pattern.L.H``. Calling it twice changes nothing."""
     if "blocks.0.attn.pattern" in dict(model.module.named_modules()):
-        return [pattern_site(model, L) for L in range(model.n_layers)]
+        sites = [pattern_site(model, L) for L in range(model.n_layers)]
+        _add_sites(model, [s.removeprefix("module:") for s in sites])
+        return sites
     setter = getattr(model.module, "set_attn_implementation", None)
     if not callable(setter) or not model.n_layers:
         raise InputError(
@@ -134,12 +212,15 @@ def expose_patterns(model: Model) -> list[str]:
         if not isinstance(getattr(attn, POINT, None), PatternPoint):
             attn.add_module(POINT, PatternPoint())
     setter(IMPLEMENTATION)
+    _add_sites(model, [f"{p}.{POINT}" for p in paths])
     return [f"module:{p}.{POINT}" for p in paths]
 
 
 __all__ = [
     "IMPLEMENTATION",
     "POINT",
+    "HeadPattern",
+    "LayerPattern",
     "PatternPoint",
     "attention",
     "expose_patterns",

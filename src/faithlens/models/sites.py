@@ -50,9 +50,21 @@ KIND_ORDER: dict[str, int] = {
 #: Kinds inside a mixture-of-experts MLP block (offered by :mod:`faithlens.models.moe` only): the
 #: router's weights are read after the MLP's input, each expert's output before the block's.
 MOE_KIND_ORDER: dict[str, int] = {"router": 6, "expert_out": 7}
+#: Attention patterns (offered by :func:`faithlens.models.patterns.expose_patterns` only):
+#: ``pattern.L.H`` one head's ``[batch, query, key]``, ``pattern.L`` every head's; read after
+#: the queries and keys, before the heads' outputs.
+PATTERN_KIND_ORDER: dict[str, int] = {"pattern": 2, "pattern_layer": 2}
 #: An encoder-decoder's cross-attention (:mod:`faithlens.models.encdec`; its sites are not ordered).
 CROSS_KINDS = ("cross_attn_in", "cross_q", "cross_k", "cross_v", "cross_head", "cross_attn_out")
-KINDS = ("embed", *KIND_ORDER, *MOE_KIND_ORDER, *CROSS_KINDS, "ln_final", "logits")
+KINDS = (
+    "embed",
+    *KIND_ORDER,
+    *MOE_KIND_ORDER,
+    *PATTERN_KIND_ORDER,
+    *CROSS_KINDS,
+    "ln_final",
+    "logits",
+)
 
 #: Site groups accepted by sweeps (``fl.patch(sites="head")``).
 SITE_GROUPS: dict[str, str] = {
@@ -73,6 +85,8 @@ SITE_GROUPS: dict[str, str] = {
     "router": "router",
     "cross_head": "cross_head",
     "cross_heads": "cross_head",
+    "pattern": "pattern",
+    "patterns": "pattern",
 }
 
 
@@ -197,6 +211,8 @@ class SiteInfo:
             return (self.layer, KIND_ORDER[self.kind])
         if self.kind in MOE_KIND_ORDER and self.layer is not None:
             return (self.layer, MOE_KIND_ORDER[self.kind])
+        if self.kind in PATTERN_KIND_ORDER and self.layer is not None:
+            return (self.layer, PATTERN_KIND_ORDER[self.kind])
         return None
 
     def first_layer(self, n_layers: int) -> int:

@@ -54,6 +54,7 @@ from .sweep import (
     example_chunks,
     resumable_chunks,
     row_bytes,
+    summed_parts,
     truncated,
 )
 
@@ -218,20 +219,17 @@ def path_patch(
     graph = TransformerGraph(model)  # raises for models whose residual is not a sum (post-LN)
     pp = _plan(model, graph, senders, receivers, receiver_ports, positions, receiver_positions)
     data = data.to(model.device)
-    n = data.n
     row_cap = _row_cap(model, data, max_rows, max_memory)
-    patched = np.zeros((len(pp.kept), n), dtype=np.float64)
-    m_base, m_src = np.zeros(n), np.zeros(n)
-    chunks = [
-        (rows, truncated(model, data.subset(rows)))
-        for rows in example_chunks(model, data, max(1, min(n, row_cap)))
+    parts = data.parts()  # two for a multi-token task with wrong answers (Task.parts)
+    plans = [
+        [
+            _Chunk(rows, truncated(model, part.subset(rows)))
+            for rows in example_chunks(model, part, max(1, min(part.n, row_cap)))
+        ]
+        for part, _ in parts
     ]
     passes = 1 if pp.to_logits else 2
-    total = sum(
-        -(-len(ss) // max(1, row_cap // sub.n)) * passes
-        for _, sub in chunks
-        for ss in pp.groups.values()
-    )
+    total = sum(_n_passes(pp, c.sub, row_cap) * passes for chunks in plans for c in chunks)
     done = 0
 
     def tick() -> None:
@@ -240,33 +238,15 @@ def path_patch(
         if progress is not None:
             progress(done, total)
 
-    # each chunk is a picklable work item (its slice of the task; the plan holds no model):
-    # executors with workers send it to one, by name
-    runs = resumable_chunks(
-        model,
-        _run_chunk,
-        [sub for _, sub in chunks],
-        (pp, direction, row_cap),
-        checkpoint=checkpoint,
-        key=(
-            "faithlens.path_patch",
-            data.fingerprint(),
-            pp,
-            direction,
-            row_cap,
-            [r for r, _ in chunks],
+    m_src, m_base, patched = summed_parts(
+        parts,
+        plans,
+        lambda part, chunks, where: _part_runs(
+            model, part, chunks, pp, direction, row_cap, tick, where
         ),
-        replay=[
-            sum(-(-len(ss) // max(1, row_cap // s.n)) for ss in pp.groups.values())
-            for _, s in chunks
-        ],
-        tick=tick,
+        checkpoint,
+        (len(pp.kept), data.n),
     )
-    for (rows, _), (src, base, vals) in zip(chunks, runs):
-        cols = rows.cpu().numpy()
-        m_src[cols] = src
-        m_base[cols] = base
-        patched[:, cols] = vals
     est, note = effects("path_patch", patched, m_base, m_src, n_boot=n_boot, level=level, seed=seed)
     return _result(
         model, data, graph, pp, est, note, patched, m_base, m_src, direction, level, n_boot, seed
@@ -301,8 +281,12 @@ def _check(
         position_modes=SENDER_POSITIONS,
         max_memory=max_memory,
         stacklevel=5,
+        multi_token=True,
     )
     validate.choice("receiver_positions", receiver_positions, SENDER_POSITIONS)
+    if task.is_multi_token and receiver_positions == "last":
+        why = "a multi-token task's metric reads one position per answer token, none 'last'"
+        raise validate.fail("receiver_positions", "last", why, 'use receiver_positions="all"')
     if isinstance(receiver_ports, str):
         receiver_ports = (
             list(receiver_ports) if set(receiver_ports) <= set(PORTS) else [receiver_ports]
@@ -385,6 +369,50 @@ def _plan(
     )
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """A chunk of examples: their indices in the task and the task's (truncated) slice."""
+
+    rows: Tensor
+    sub: Task
+
+
+def _n_passes(pp: _PathPlan, sub: Task, row_cap: int) -> int:
+    """The sender passes of one chunk (each one or two forward passes)."""
+    return sum(-(-len(ss) // max(1, row_cap // sub.n)) for ss in pp.groups.values())
+
+
+def _part_runs(
+    model: Model,
+    part: Task,
+    chunks: list[_Chunk],
+    pp: _PathPlan,
+    direction: str,
+    row_cap: int,
+    tick: Callable[[], None],
+    checkpoint: str | os.PathLike[str] | None,
+) -> Any:
+    """Every chunk's (source, base, patched) metrics of one part of the task, in order (each
+    chunk a picklable work item that executors with workers send to one, by name)."""
+    return resumable_chunks(
+        model,
+        _run_chunk,
+        [c.sub for c in chunks],
+        (pp, direction, row_cap),
+        checkpoint=checkpoint,
+        key=(
+            "faithlens.path_patch",
+            part.fingerprint(),
+            pp,
+            direction,
+            row_cap,
+            [c.rows for c in chunks],
+        ),
+        replay=[_n_passes(pp, c.sub, row_cap) for c in chunks],
+        tick=tick,
+    )
+
+
 def _row_cap(model: Model, task: Task, max_rows: int | None, max_memory: int | None = None) -> int:
     """Step 3: batch rows per forward pass, from the executor (the memory budget)."""
     seq = task.seq_len
@@ -421,19 +449,19 @@ def _run_chunk(
     src_out = model.run(
         src_in,
         cache=sorted({_sender_site(graph, s) for s in pp.kept}),
-        logits_at=sub.positions,
+        logits_at=sub.read_at,
         logit_tokens=tokens,
     )
     assert src_out.logits is not None
-    m_src = sub.metric(src_out.logits[:, 0], answers).cpu().numpy()
+    m_src = sub.score(src_out.logits, answers).cpu().numpy()
     base_out = model.run(
         base_in,
         cache=[*pp.freeze_sites, *(f"resid_pre.{L}" for L in pp.resid_layers)],
-        logits_at=sub.positions,
+        logits_at=sub.read_at,
         logit_tokens=tokens,
     )
     assert base_out.logits is not None
-    m_base = sub.metric(base_out.logits[:, 0], answers).cpu().numpy()
+    m_base = sub.score(base_out.logits, answers).cpu().numpy()
     index = {s: i for i, s in enumerate(pp.kept)}
     patched = np.zeros((len(pp.kept), ne), dtype=np.float64)
     per_pass = max(1, row_cap // ne)
@@ -545,7 +573,8 @@ def _run_senders(
         ivs.extend(Patch(f, source=base_out.cache[f], rows=block) for f in frozen)
     hidden = base_out.cache[f"resid_pre.{layer}"].repeat(c, 1, 1)
     start = Resume(layer=layer, hidden=hidden)
-    logits_at = task.positions.repeat(c)
+    reads = task.read_at  # [n], or [n, k] for a multi-token task
+    logits_at = reads.repeat(c, *([1] * (reads.dim() - 1)))
     if not targets:  # receivers = logits: run A is the whole experiment
         out = model.run(inputs, ivs, start_at=start, logits_at=logits_at, logit_tokens=tokens)
     else:
@@ -564,7 +593,7 @@ def _run_senders(
             logit_tokens=tokens,
         )
     assert out.logits is not None
-    vals = task.metric(out.logits[:, 0], answers.repeat(c, 1))
+    vals = task.score(out.logits, answers.repeat(c, 1))
     return vals.reshape(c, ne).double().cpu().numpy()
 
 

@@ -88,11 +88,13 @@ class LayerLensResult(Result):
 
     def summary(self) -> str:
         pct = round(self.level * 100)
+        # a multi-token task: its teacher-forced metric (meta["metric"]), not a logit diff
+        name = str(self.meta.get("metric", "logit diff"))
         lines = [
             f"logit lens of {self.model} on {self.task!r} ({self.which}, n={self.n}, "
-            f"{self.site}, {pct}% bootstrap CI): model's logit diff "
+            f"{self.site}, {pct}% bootstrap CI): model's {name} "
             f"{self.interval_of('model_logit_diff'):.3f}",
-            f"  {'layer':>5}  {'logit diff':<30} {'p(correct)':<28} rank",
+            f"  {'layer':>5}  {name:<30} {'p(correct)':<28} rank",
         ]
         ld, p, r = (self.interval_of(q) for q in QUANTITIES)
         for i, L in enumerate(self.layers):

@@ -30,6 +30,7 @@ from ..executor import Executor, current_executor, on_executor
 from ..models.model import Inputs, Model
 from ..models.sites import Site
 from ..tasks.base import Task
+from ..tasks.metrics import AnswerSet
 from .checks.lens import unembed
 from .checks.writing import component_vectors, components
 from .lens_results import DirectLogitAttribution, LayerLensResult
@@ -55,7 +56,15 @@ def _check_common(
     validate.n_boot(n_boot)
     validate.level(level)
     validate.nonnegative_int("seed", seed)
-    data.check_model(model, fn)
+    data.check_model(model, fn, multi_token=fn == "logit_lens")
+    if isinstance(data.metric, AnswerSet):
+        raise validate.fail(
+            "data",
+            data.name,
+            "scores sets of answers (AnswerSet, padded by repeating members), but the lenses "
+            "read one correct answer against the mean logit of the wrong ones",
+            "give one correct and one (or more distinct) wrong answer per example",
+        )
     model.adapter.unembed_weight()  # a model without an unembedding is refused here
 
 
@@ -115,6 +124,59 @@ def _ticker(progress: Progress | None, total: int) -> Callable[[], None]:
     return tick
 
 
+def _single_reads(
+    model: Model, data: Task, which: str, names: list[str], rows: slice
+) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk's model logit difference ``[b]`` and lens reads ``[3, layers, b]``."""
+    inputs, pos, ans = _inputs(data, which, rows)
+    out = model.run(inputs, cache=[Site(s, positions=pos) for s in names], logits_at=pos)
+    assert out.logits is not None
+    reads = np.zeros((3, len(names), len(ans)))
+    for i, name in enumerate(names):
+        triple = _answer_reads(unembed(model, out.cache[name][:, 0]), ans)
+        for q in range(3):
+            reads[q, i] = triple[q].cpu().numpy()
+    return _answer_reads(out.logits[:, 0], ans)[0].cpu().numpy(), reads
+
+
+def _seq_logprob(logits: Tensor, answers: Tensor, mask: Tensor) -> Tensor:
+    """log p(answer) by teacher forcing from logits ``[b, k, vocab]`` at the positions read."""
+    lp = torch.log_softmax(logits.double(), -1)
+    picked = lp.gather(-1, answers.to(lp.device)[..., None])[..., 0]
+    return picked.masked_fill(~mask.to(lp.device).bool(), 0.0).sum(-1)
+
+
+def _multi_reads(
+    model: Model, data: Task, which: str, names: list[str], rows: slice
+) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`_single_reads` for a multi-token task: per layer the task's metric under the
+    lens (``log p(correct) - log p(wrong)``, each continuation teacher-forced in its own run),
+    the probability of the whole correct continuation and the rank of its first token."""
+    final: Tensor | float = 0.0
+    reads: np.ndarray | None = None
+    for part, sign in data.parts():
+        assert part.reads is not None and part.answer_mask is not None
+        inputs = (part.clean if which == "clean" else part.corrupt).select(rows)
+        at, ans, mask = part.reads[rows], part.answers[rows], part.answer_mask[rows]
+        out = model.run(inputs, cache=[Site(s, positions=at) for s in names], logits_at=at)
+        assert out.logits is not None
+        final = final + sign * _seq_logprob(out.logits, ans, mask).cpu()
+        if reads is None:
+            reads = np.zeros((3, len(names), len(ans)))
+        for i, name in enumerate(names):
+            x = out.cache[name]  # [b, k, d]
+            lg = unembed(model, x.reshape(-1, x.shape[-1])).reshape(*x.shape[:2], -1)
+            lp = _seq_logprob(lg, ans, mask).cpu()
+            reads[0, i] += sign * lp.numpy()
+            if sign > 0:  # the correct continuation
+                reads[1, i] = lp.exp().numpy()
+                first = lg[:, 0].double()
+                top = first.gather(-1, ans[:, :1].to(first.device))
+                reads[2, i] = (first > top).sum(-1).double().cpu().numpy()
+    assert reads is not None and isinstance(final, Tensor)
+    return final.numpy(), reads
+
+
 @on_executor
 def logit_lens(
     model: Model,
@@ -149,6 +211,12 @@ def logit_lens(
     Returns a :class:`LayerLensResult`: per layer the mean logit difference
     (correct minus the mean of the wrong answers), probability and rank (0: the top token) of
     the correct answer, with CIs, and the model's own logit difference for comparison.
+
+    A multi-token task (:meth:`Task.multi_token`) is read at every position its metric reads:
+    ``logit_diff`` is then its metric under the lens (``log p(correct) - log p(wrong)``, or
+    ``log p(correct)`` without wrong answers, teacher-forced; ``model_logit_diff`` the model's
+    own), ``prob`` the probability of the whole correct continuation and ``rank`` the rank of
+    its first token; ``meta["metric"]`` names the metric.
     """
     _check_common(model, data, which, n_boot, level, seed, "logit_lens")
     validate.choice("site", site, SITES)
@@ -194,6 +262,7 @@ def logit_lens(
         level=level,
         n_boot=n_boot,
         seed=seed,
+        meta={"metric": data.metric.name} if data.is_multi_token else {},
     )
 
 
@@ -208,15 +277,8 @@ def lens_chunk(
     """One chunk of examples of :func:`logit_lens` (a work item of
     :meth:`~faithlens.executor.Executor.map_model`): the model's own logit difference
     ``[rows]`` and the lens reads ``[3, layers, rows]``."""
-    inputs, pos, ans = _inputs(data, which, rows)
-    out = model.run(inputs, cache=[Site(s, positions=pos) for s in names], logits_at=pos)
-    assert out.logits is not None
-    final = _answer_reads(out.logits[:, 0], ans)[0].cpu().numpy()
-    reads = np.zeros((3, len(names), len(final)))
-    for i, name in enumerate(names):
-        triple = _answer_reads(unembed(model, out.cache[name][:, 0]), ans)
-        for q in range(3):
-            reads[q, i] = triple[q].cpu().numpy()
+    read = _multi_reads if data.is_multi_token else _single_reads
+    final, reads = read(model, data, which, names, rows)
     tick()
     return final, reads
 

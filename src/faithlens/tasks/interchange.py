@@ -24,6 +24,7 @@ from torch import Tensor
 from ..errors import InputError, ShapeError
 from ..fingerprint import data_fingerprint
 from ..models.model import Inputs
+from .metrics import AnswerSet
 
 if TYPE_CHECKING:
     from .base import Task
@@ -146,6 +147,12 @@ class InterchangeData:
             from .multi_token import refusal
 
             raise InputError(refusal(task, "InterchangeData.from_task (DAS)"))
+        if isinstance(task.metric, AnswerSet) and task.metric.n_correct > 1:
+            raise InputError(
+                f"InterchangeData.from_task (DAS): the task {task.name!r} scores a set of "
+                f"{task.metric.n_correct} correct answers (AnswerSet), but DAS's label is one "
+                "answer among (correct, wrong) candidates; give one correct answer per example"
+            )
         return cls(
             base=task.corrupt,
             source=task.clean,

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .base import Task
 
 #: What a method that cannot score a multi-token task suggests instead.
-SUPPORTED = "fl.patch (exact or attribution) and Task.evaluate"
+SUPPORTED = "fl.patch (exact or attribution), fl.path_patch, fl.logit_lens and Task.evaluate"
 
 Tokens = Sequence[int]
 
