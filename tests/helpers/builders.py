@@ -30,34 +30,31 @@ def gpt2():
     return GPT2LMHeadModel(cfg).eval()
 
 
-def llama():
+def llama(**overrides):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(1)
+    kw = {"num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 2}
+    kw |= {"hidden_size": 48, "intermediate_size": 80, **overrides}
     cfg = LlamaConfig(
-        num_hidden_layers=3,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        hidden_size=48,
-        intermediate_size=80,
         vocab_size=VOCAB,
         bos_token_id=0,
         eos_token_id=0,
         pad_token_id=0,
+        **kw,
     )
     return LlamaForCausalLM(cfg).eval()
 
 
-def neox():
+def neox(**overrides):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(2)
+    kw = {"num_hidden_layers": 3, "num_attention_heads": 4, "hidden_size": 32, **overrides}
     cfg = GPTNeoXConfig(
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        hidden_size=32,
         intermediate_size=64,
         vocab_size=VOCAB,
+        **kw,
         rotary_pct=0.5,
         bos_token_id=0,
         eos_token_id=0,
