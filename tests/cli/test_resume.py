@@ -147,3 +147,61 @@ def test_killed_circuit_command_resumes_its_edge_scores(tmp_path, monkeypatch):
     a = fl.circuits.EdgeScores.load(tmp_path / "whole" / "scores")
     b = fl.circuits.EdgeScores.load(out / "scores")
     _same(a, b, ("score", "score_ci_low", "score_ci_high", "values", "clean", "corrupt"))
+
+
+def _hypothesis_file(tmp_path):
+    from tests.cli.test_scrubbing import HYPOTHESIS
+
+    path = tmp_path / "hypothesis.py"
+    path.write_text(HYPOTHESIS)
+    return path
+
+
+def test_killed_scrub_resumes_its_chunks_of_reference_rows(tmp_path, monkeypatch):
+    from faithlens.scrubbing import preparation
+
+    # the toy graph has no per-row memory estimate: --batch-size makes five chunks
+    args = ["scrub", str(_hypothesis_file(tmp_path)), "--n", "60", "--batch-size", "12"]
+    whole = runner.invoke(app, [*args, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    assert not partial_folder(tmp_path / "whole").exists()
+    out = tmp_path / "killed"
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, preparation, "rows_chunk", 2)
+        dead = runner.invoke(app, [*args, "--out", str(out)])
+    assert dead.exit_code != 0 and calls[0] == 3 and not out.exists()
+    assert len(list(partial_folder(out).rglob("chunk_*.npz"))) == 2
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, preparation, "rows_chunk", 10**6)
+        again = runner.invoke(app, [*args, "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "resuming from the finished chunks" in again.output
+    assert not partial_folder(out).exists()
+    with monkeypatch.context() as mp:
+        every = _kill_after(mp, preparation, "rows_chunk", 10**6)
+        assert runner.invoke(app, [*args, "--out", str(tmp_path / "count")]).exit_code == 0
+    assert every[0] == calls[0] + 2 and every[0] > 3
+    a, b = fl.ScrubResult.load(tmp_path / "whole"), fl.ScrubResult.load(out)
+    _same(a, b, ("scrubbed", "original", "baseline_values", "kl", "references"))
+    assert a.to_frame().equals(b.to_frame()) and a.stats == b.stats
+
+
+def test_scrub_of_another_model_is_not_resumed(tmp_path, monkeypatch):
+    """The scrub checkpoint is keyed on the model's weights: a partial folder whose chunks were
+    computed with other weights (same command and options) is refused, then run afresh."""
+    from faithlens.scrubbing import preparation
+
+    path = _hypothesis_file(tmp_path)
+    args = ["scrub", str(path), "--n", "60", "--batch-size", "12"]
+    out = tmp_path / "run"
+    with monkeypatch.context() as mp:
+        _kill_after(mp, preparation, "rows_chunk", 1)
+        assert runner.invoke(app, [*args, "--out", str(out)]).exit_code != 0
+    from faithlens.scrubbing import checkpoint
+
+    with monkeypatch.context() as mp:
+        mp.setattr(checkpoint, "model_fingerprint", lambda m: "other weights")
+        res = runner.invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "not resuming scrub" in res.output and "another scrub" in res.output
+    assert not partial_folder(out).exists()
