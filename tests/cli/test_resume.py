@@ -30,11 +30,11 @@ def _kill_after(monkeypatch, module, name, k):
     real = getattr(module, name)
     calls = [0]
 
-    def chunk(*args):
+    def chunk(*args, **kwargs):
         calls[0] += 1
         if calls[0] > k:
             raise RuntimeError("killed")  # no error handler of the command catches it
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(module, name, chunk)
     return calls
@@ -205,3 +205,70 @@ def test_scrub_of_another_model_is_not_resumed(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "not resuming scrub" in res.output and "another scrub" in res.output
     assert not partial_folder(out).exists()
+
+
+DAS = ["das", "--synthetic", "og_noholdouts", "--n-per-class", "20", "--classifier-epochs"]
+DAS += ["60", "--epochs", "30", "--checkpoint-every", "10", "--lr", "0.05"]
+
+
+def test_killed_das_resumes_its_training(tmp_path, monkeypatch):
+    """Killed at epoch 25, the training resumes from its epoch-20 state in the partial folder
+    and ends with the uninterrupted run's alignment and history, bit for bit."""
+    from faithlens.das import loop
+
+    whole = runner.invoke(app, [*DAS, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    out = tmp_path / "killed"
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, loop, "train_epoch", 25)
+        dead = runner.invoke(app, [*DAS, "--out", str(out)])
+    assert dead.exit_code != 0 and calls[0] == 26 and not out.exists()
+    assert len(list(partial_folder(out).rglob("das_checkpoint.pt"))) == 1
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, loop, "train_epoch", 10**6)
+        again = runner.invoke(app, [*DAS, "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "resuming from the finished chunks" in again.output
+    assert calls[0] == 10 and not partial_folder(out).exists()  # epochs 20 to 29
+    a, b = fl.Result.load(tmp_path / "whole"), fl.Result.load(out)
+    assert a.to_frame().equals(b.to_frame())
+    assert a.history.equals(b.history)
+    assert a.iia == b.iia and a.emd == b.emd
+
+
+def test_das_with_other_arguments_starts_afresh(tmp_path, monkeypatch):
+    from faithlens.das import loop
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as mp:
+        _kill_after(mp, loop, "train_epoch", 15)
+        assert runner.invoke(app, [*DAS, "--out", str(out)]).exit_code != 0
+    res = runner.invoke(app, [*DAS, "--seed", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "starting afresh" in res.output and "resuming" not in res.output
+
+
+SWEEP = ["das-sweep", "--model", "zoo:induction", "--task", "induction", "--n", "16"]
+SWEEP += ["--layers", "0,1", "--positions", "last,0", "--controls", "random_subspace"]
+SWEEP += ["--epochs", "4", "--n-boot", "50"]
+
+
+def test_killed_das_sweep_resumes_its_finished_cells(tmp_path, monkeypatch):
+    from faithlens.das import sweep
+
+    whole = runner.invoke(app, [*SWEEP, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    out = tmp_path / "killed"
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, sweep, "sweep_cell", 2)
+        dead = runner.invoke(app, [*SWEEP, "--out", str(out)])
+    assert dead.exit_code != 0 and calls[0] == 3 and not out.exists()
+    assert len(list(partial_folder(out).rglob("cell_*.npz"))) == 2
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, sweep, "sweep_cell", 10**6)
+        again = runner.invoke(app, [*SWEEP, "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "resuming from the finished chunks" in again.output
+    assert calls[0] == 2 and not partial_folder(out).exists()  # four cells, two read back
+    a, b = fl.Result.load(tmp_path / "whole"), fl.Result.load(out)
+    _same(a, b, ("iia", "iia_low", "iia_high", "selectivity", "control_iia", "n_dims"))
