@@ -272,3 +272,61 @@ def test_killed_das_sweep_resumes_its_finished_cells(tmp_path, monkeypatch):
     assert calls[0] == 2 and not partial_folder(out).exists()  # four cells, two read back
     a, b = fl.Result.load(tmp_path / "whole"), fl.Result.load(out)
     _same(a, b, ("iia", "iia_low", "iia_high", "selectivity", "control_iia", "n_dims"))
+
+
+def _neuron_files(tmp_path, seed=0):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    c = (rng.random((300, 4)) < 0.2).astype(np.float32)
+    x = np.concatenate([c * 2 + rng.standard_normal((300, 4)), rng.standard_normal((300, 4))], 1)
+    np.save(tmp_path / "acts.npy", x.astype(np.float32))
+    pd.DataFrame(c, columns=list("abcd")).to_csv(tmp_path / "con.csv", index=False)
+    explain = ["neurons", "explain", "-a", str(tmp_path / "acts.npy"), "-c"]
+    return [*explain, str(tmp_path / "con.csv"), "--n-boot", "100", "--max-memory", "16K"]
+
+
+def test_killed_neurons_explain_resumes_its_unit_blocks(tmp_path, monkeypatch):
+    """Eight units in eight blocks: killed after three, the rerun bootstraps the other five."""
+    from faithlens.neurons import passes
+
+    args = _neuron_files(tmp_path)
+    whole = runner.invoke(app, [*args, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    out = tmp_path / "killed"
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, passes, "bootstrap_block", 3)
+        dead = runner.invoke(app, [*args, "--out", str(out)])
+    assert dead.exit_code != 0 and calls[0] == 4 and not out.exists()
+    assert len(list(partial_folder(out).rglob("block_*.npz"))) == 3
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, passes, "bootstrap_block", 10**6)
+        again = runner.invoke(app, [*args, "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "resuming from the finished chunks" in again.output
+    assert calls[0] == 5 and not partial_folder(out).exists()
+    a, b = fl.Result.load(tmp_path / "whole"), fl.Result.load(out)
+    _same(a, b, ("scores", "lower", "upper", "freq"))
+    assert a.to_frame().equals(b.to_frame())
+
+
+def test_neurons_explain_of_changed_data_is_not_resumed(tmp_path, monkeypatch):
+    """Same command and options, but the activation file now holds other numbers: the unit
+    blocks of the old data are refused (the checkpoint key covers the data), then run afresh."""
+    from faithlens.neurons import passes
+
+    args = _neuron_files(tmp_path)
+    out = tmp_path / "run"
+    with monkeypatch.context() as mp:
+        _kill_after(mp, passes, "bootstrap_block", 2)
+        assert runner.invoke(app, [*args, "--out", str(out)]).exit_code != 0
+    _neuron_files(tmp_path, seed=1)
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, passes, "bootstrap_block", 10**6)
+        res = runner.invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "not resuming explain" in res.output and "starting it afresh" in res.output
+    assert calls[0] == 8 and not partial_folder(out).exists()
+    ref = runner.invoke(app, [*args, "--out", str(tmp_path / "ref")])
+    assert ref.exit_code == 0, ref.output
+    _same(fl.Result.load(out), fl.Result.load(tmp_path / "ref"), ("scores", "lower", "upper"))
