@@ -75,7 +75,6 @@ def explain_cmd(
     show: O.ShowUnits = 20,
 ) -> None:
     """Explain units by concepts: scores, certified winners, provable and BE sets."""
-    from .. import neurons as N
     from .. import validate as V
     from ..neurons.explain import as_metrics, check_explain_args
 
