@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import faithlens as fl
 from faithlens import scrubbing as sc
@@ -14,11 +15,28 @@ from faithlens.errors import CheckpointError
 from faithlens.graph import EvalStats
 from faithlens.scrubbing import preparation
 from faithlens.scrubbing.checkpoint import ScrubCheckpoint
-from tests.scrubbing.test_preparation import TwoBranches, _one_branch_task
+
+
+class TwoBranches(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(1, 2, 3, padding=1)
+        self.b = nn.Conv2d(1, 2, 3, padding=1)
+        self.head = nn.Linear(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head((self.a(x[:, :1]) + self.b(x[:, 1:])).mean((2, 3)))
 
 
 def _setup():
-    x, task = _one_branch_task(48)
+    g = torch.Generator().manual_seed(0)
+    label = torch.arange(48) % 2
+    x = torch.randn(48, 2, 6, 6, generator=g)
+    x[:, 0] = (2 * label - 1).float()[:, None, None]
+    task = fl.Task.from_tensors(
+        x, torch.randn(48, 2, 6, 6, generator=g), labels=label, metric="loss"
+    )
     m = fl.wrap(TwoBranches().eval(), sites={"a": "a", "b": "b"}, example=x[:1])
     h = sc.Hypothesis("a carries the label")
     h.add("a", sc.to("a"), feature=sc.field("label"))
