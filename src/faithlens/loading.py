@@ -321,7 +321,9 @@ def dispatch(module: nn.Module, device_map: str | dict[str, str], dtype: torch.d
     from accelerate import dispatch_model, infer_auto_device_map
     from accelerate.utils import get_balanced_memory
 
-    if device_map == "auto":
+    if isinstance(device_map, dict):
+        placement = device_map
+    else:  # "auto"
         no_split = list(getattr(module, "_no_split_modules", None) or [])
         memory = get_balanced_memory(module, dtype=dtype, no_split_module_classes=no_split)
         placed = infer_auto_device_map(
@@ -333,17 +335,17 @@ def dispatch(module: nn.Module, device_map: str | dict[str, str], dtype: torch.d
                 "(it would be offloaded to disk, which faithlens does not support); use a smaller "
                 "dtype or a machine with more GPU memory"
             )
-        device_map = {
+        placement = {
             k: str(validate.device(f"cuda:{v}" if isinstance(v, int) else v))
             for k, v in placed.items()
         }
     try:
-        dispatch_model(module, device_map, force_hooks=True)
+        dispatch_model(module, placement, force_hooks=True)
     except ValueError as e:  # a map that leaves out some parameters, or names unknown modules
         raise validate.fail(
-            "device_map", device_map, str(e), "map every module (or a parent of it) to a device"
+            "device_map", placement, str(e), "map every module (or a parent of it) to a device"
         ) from None
-    module.hf_device_map = dict(device_map)
+    setattr(module, "hf_device_map", dict(placement))  # noqa: B010 (not a Module attribute)
 
 
 def load(

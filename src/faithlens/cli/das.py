@@ -155,7 +155,7 @@ def das_cmd(
             assert site is not None
             m, data, where = _language_model(model, device, task, n, seed, site, positions)
             emd_dims, ood = None, None
-        kw = {
+        kw: dict[str, Any] = {
             "dims": dims,
             "method": method,
             "loss": loss,
@@ -170,7 +170,11 @@ def das_cmd(
             "seed": seed,
             "checkpoint_every": checkpoint_every,
         }
-        record = {"model": None if synthetic else model, "task": task, "synthetic": synthetic}
+        record: dict[str, Any] = {
+            "model": None if synthetic else model,
+            "task": task,
+            "synthetic": synthetic,
+        }
         record |= {"site": site, "n": n, "n_per_class": n_per_class, "positions": positions}
         record |= {"classifier_epochs": classifier_epochs, "device": device, **kw}
         # without --checkpoint, a run saving to --out keeps its training state beside it
@@ -389,13 +393,17 @@ def das_sweep_cmd(
 
             m = load_model(model, device)
             data = InterchangeData.from_task(build_task(task, m, n, seed))
-        record = {"model": None if synthetic else model, "task": task, "synthetic": synthetic}
+        record: dict[str, Any] = {
+            "model": None if synthetic else model,
+            "task": task,
+            "synthetic": synthetic,
+        }
         record |= {"n": n, "n_per_class": n_per_class, "classifier_epochs": classifier_epochs}
         record |= {"layers": lays, "positions": pos, "site_kind": site_kind, "method": method}
         record |= {"dims": dims, "controls": ctrl, "pairs": pairs, "epochs": epochs, "lr": lr}
         record |= {"n_boot": n_boot, "level": level, "seed": seed, "max_memory": memory}
         record |= {"device": device}
-        opts = {"site": site_kind, "method": method, "dims": dims, "controls": ctrl}
+        opts: dict[str, Any] = {"site": site_kind, "method": method, "dims": dims, "controls": ctrl}
         opts |= {"pairs": pairs, "train": {"epochs": epochs, "lr": lr}, "n_boot": n_boot}
         opts |= {"level": level, "seed": seed, "max_memory": memory}
         # a sweep saving to --out keeps its finished cells beside it (resumable)

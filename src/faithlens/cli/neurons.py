@@ -104,11 +104,15 @@ def explain_cmd(
             acts, con, grp = _read_files(activations, concepts, groups)
         if units is not None:
             acts = acts.units(parse_units(units, acts.n_units))
-        opts = {"metric": metric or ["iou"], "alpha": alpha, "threshold": threshold}
+        opts: dict[str, Any] = {"metric": metric or ["iou"], "alpha": alpha, "threshold": threshold}
         opts |= {"holdout": holdout, "direction": direction, "delta": delta, "n_boot": n_boot}
         opts |= {"level": level, "groups": grp, "interval": interval, "bound": bound}
         opts |= {"simultaneous": simultaneous, "seed": seed, "max_memory": memory}
-        record = {"activations": activations, "concepts": concepts, "groups": groups}
+        record: dict[str, Any] = {
+            "activations": activations,
+            "concepts": concepts,
+            "groups": groups,
+        }
         record |= {"model": model, "site": site, "texts": texts, "n_texts": n_texts}
         record |= {"units": units, **{k: v for k, v in opts.items() if k != "groups"}}
         # without --checkpoint, a run saving to --out keeps its finished unit blocks beside it
@@ -199,11 +203,16 @@ def dissect_cmd(
         lb = read_matrix(labels, "labels")[0] if labels is not None else None
         all_names = [x.strip() for x in names.split(",")] if names else None
         n_mask = mk.shape[1] if mk is not None else 0
-        kw = {"quantile": quantile, "delta": delta, "n_boot": n_boot, "level": level}
+        kw: dict[str, Any] = {
+            "quantile": quantile,
+            "delta": delta,
+            "n_boot": n_boot,
+            "level": level,
+        }
         kw |= {"seed": seed, "max_memory": memory}
         kw["concept_names"] = all_names[:n_mask] if all_names and mk is not None else None
         kw["label_names"] = all_names[n_mask:] if all_names and lb is not None else None
-        record = {"maps": maps, "masks": masks, "labels": labels, **kw}
+        record: dict[str, Any] = {"maps": maps, "masks": masks, "labels": labels, **kw}
         # a run saving to --out keeps the bootstrap's finished unit blocks beside it
         with resumable(out, "neurons dissect", record) as partial:
 
