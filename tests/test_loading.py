@@ -156,3 +156,21 @@ def test_bad_device_maps_are_refused(tmp_path):
     m = fl.load(str(folder), device_map="cpu")
     with pytest.raises(ArgumentError, match="cannot move a model spread over devices"):
         m.to("cpu")
+
+
+def test_a_map_mixing_the_cpu_and_a_gpu_is_refused_as_offloading(monkeypatch):
+    """accelerate offloads the CPU part of a GPU map (weights streamed in at each call), which
+    faithlens does not support: refused before loading, naming the CPU modules. The GPU is
+    faked (this machine may have none): only the check runs."""
+    import torch
+
+    from faithlens import loading
+    from faithlens.errors import ArgumentError
+
+    monkeypatch.setattr(loading.validate, "device", lambda v, name="device": torch.device(v))
+    with pytest.raises(ArgumentError, match=r"puts \['lm_head'\] on the CPU.*offloading"):
+        loading.check_device_map({"model": "cuda:0", "lm_head": "cpu"})
+    assert loading.check_device_map({"model": "cuda:0", "lm_head": 1}) == {
+        "model": "cuda:0",
+        "lm_head": "cuda:1",
+    }

@@ -308,7 +308,24 @@ def check_device_map(
         if isinstance(dev, int) and not isinstance(dev, bool):
             dev = f"cuda:{dev}"
         out[name] = str(validate.device(dev, where))
+    _no_offload(out)
     return out
+
+
+def _no_offload(placement: dict[str, str]) -> None:
+    """Refuse a map that puts some modules on the CPU and others on a GPU: accelerate then
+    offloads the CPU modules' weights (kept off the module, streamed in at each call), which
+    faithlens, reading weights directly (fingerprints, the unembedding), does not support."""
+    kinds = {torch.device(d).type for d in placement.values()}
+    if "cpu" in kinds and len(kinds) > 1:
+        cpu = sorted(k for k, d in placement.items() if torch.device(d).type == "cpu")
+        raise validate.fail(
+            "device_map",
+            placement,
+            f"puts {cpu[:4]}{' ...' if len(cpu) > 4 else ''} on the CPU and the rest on a GPU, "
+            "which accelerate runs by offloading (not supported)",
+            "map every module to a GPU (use a smaller dtype if they do not fit), or all to the CPU",
+        )
 
 
 def dispatch(module: nn.Module, device_map: str | dict[str, str], dtype: torch.dtype) -> None:
@@ -339,6 +356,7 @@ def dispatch(module: nn.Module, device_map: str | dict[str, str], dtype: torch.d
             k: str(validate.device(f"cuda:{v}" if isinstance(v, int) else v))
             for k, v in placed.items()
         }
+        _no_offload(placement)
     try:
         dispatch_model(module, placement, force_hooks=True)
     except ValueError as e:  # a map that leaves out some parameters, or names unknown modules
