@@ -186,6 +186,48 @@ def test_scrub_on_two_workers_equals_in_process(cluster):
 
 
 @pytest.mark.slow
+def test_killed_scrub_resumes_on_the_workers(cluster, tmp_path, monkeypatch):
+    """A scrub killed after two chunks in process resumes on two workers from its checkpoint
+    folder (the calling process wrote the chunks): the uninterrupted result."""
+    from faithlens.scrubbing import preparation
+
+    m = fl.load("zoo:induction")
+    task = induction_task(24, seed=0)
+    ref = _scrub_case(m, task)
+    real, calls = preparation.rows_chunk, [0]
+
+    def killed_on_the_third(*args):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    folder = tmp_path / "ckpt"
+    with monkeypatch.context() as mp:
+        mp.setattr(preparation, "rows_chunk", killed_on_the_third)
+        with pytest.raises(KeyboardInterrupt):
+            _scrub_case(m, task, checkpoint=folder)
+    assert len(list(folder.glob("chunk_*.npz"))) == 2
+    with executor("ray", workers=2) as ex:
+        got = _scrub_case(m, task, checkpoint=folder)
+        assert ex.replaced == 0
+    _same_scrub(ref, got)
+
+
+@pytest.mark.slow
+def test_a_device_mapped_model_runs_on_the_workers_as_here(cluster):
+    """The spec carries the device map: each worker places its model alike (here every module
+    on the CPU) and the sweep is the in-process one bit for bit."""
+    m = fl.load("zoo:induction", device_map="cpu")
+    task = induction_task(16, seed=0)
+    ref = _patch(m, task)
+    with executor("ray", workers=2) as ex:
+        got = _patch(m, task)
+        assert ex.replaced == 0
+    _same(ref, got)
+
+
+@pytest.mark.slow
 def test_scrub_work_that_does_not_pickle_runs_here_with_one_warning(cluster):
     """A lambda behaviour cannot be sent to workers: the chunks run in this process, with the
     same numbers, and the warning says so once and names the fix."""

@@ -175,3 +175,47 @@ def test_gradients_at_sites(gpt2, ids):
     assert g.shape == (4, 9, 32) and g.abs().sum() > 0
     assert out.grad("head.1.2").shape == (4, 9, 8)
     gpt2.module.zero_grad(set_to_none=True)
+
+
+class _TwoDevices(torch.nn.Module):
+    """Site ``a`` on the CPU, ``b`` and ``c`` on a second device ("meta": no numbers, but every
+    operation checks that its tensors share a device), as a model spread by ``device_map``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(4, 4)
+        self.b = torch.nn.Linear(4, 4).to("meta")
+        self.c = torch.nn.Linear(4, 3).to("meta")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(self.b(self.a(x).to("meta")))
+
+
+def test_sites_on_two_devices_take_sources_from_the_other_and_metrics_read_the_logits():
+    """Caches stay on their site's device; every intervention moves its source (cached on the
+    CPU) or its vector to the device of the site it writes; a metric reads the answers on the
+    logits' device."""
+    from faithlens.tasks import metrics as M
+
+    m = fl.wrap(_TwoDevices(), sites={"a": "a", "b": "b", "c": "c"}, example=torch.randn(1, 4))
+    x = torch.randn(5, 4)
+    out = m.run(x, cache=["a", "b"])
+    assert out.cache["a"].device.type == "cpu" and out.cache["b"].device.type == "meta"
+    src = out.cache["a"]
+    basis = torch.eye(4)[:, :2]
+    for iv in (
+        fl.Patch("b", src),
+        fl.Patch("b", src, rows=[0, 1]),
+        fl.Zero("b"),
+        fl.Mean("b", torch.zeros(4)),
+        fl.Add("b", torch.ones(4)),
+        fl.Project("b", basis),
+        fl.Project("b", basis, source=src),
+        fl.Interchange("b", torch.eye(4), [0, 1], src),
+    ):
+        got = m.run(x, [iv])
+        assert got.logits.device.type == "meta" and got.logits.shape == (5, 3), iv
+    answers = torch.tensor([[0, 1]] * 5)  # on the CPU
+    for metric in (M.LogitDiff(), M.LogProb(), M.ProbDiff(), M.Accuracy(), M.CrossEntropy()):
+        assert metric.compute(out.logits, answers).device.type == "meta", metric.name

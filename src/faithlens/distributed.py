@@ -79,12 +79,14 @@ def _ray() -> Any:
 @dataclass(frozen=True)
 class ModelSpec:
     """What a worker needs to load the model a chunk runs on: ``fl.load(source, dtype=...)`` on
-    ``device`` (``"cpu"`` or ``"cuda"``), whose weights must hash to ``fingerprint``."""
+    ``device`` (``"cpu"`` or ``"cuda"``), or spread by ``device_map`` (module name, device)
+    pairs when the model was, whose weights must hash to ``fingerprint``."""
 
     source: str
     dtype: str
     device: str
     fingerprint: str
+    device_map: tuple[tuple[str, str], ...] | None = None
 
 
 def model_spec(model: Model) -> ModelSpec:
@@ -105,6 +107,7 @@ def model_spec(model: Model) -> ModelSpec:
         dtype=str(model.dtype).removeprefix("torch."),
         device=model.device.type,
         fingerprint=model_fingerprint(model.module),
+        device_map=None if model.device_map is None else tuple(model.device_map.items()),
     )
 
 
@@ -137,7 +140,11 @@ def load_checked(spec: ModelSpec) -> Model:
     """``spec``'s model, loaded in this process, refused unless its weights match."""
     from .loading import load
 
-    model = load(spec.source, device=spec.device, dtype=getattr(torch, spec.dtype))
+    dtype = getattr(torch, spec.dtype)
+    if spec.device_map is not None:
+        model = load(spec.source, device_map=dict(spec.device_map), dtype=dtype)
+    else:
+        model = load(spec.source, device=spec.device, dtype=dtype)
     got = model_fingerprint(model.module)
     if got != spec.fingerprint:
         raise InputError(

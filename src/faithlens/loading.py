@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +267,105 @@ def _with_spec(m: Model, spec: str) -> Model:
     return m
 
 
+#: ``device_map=``: ``"auto"``, one device for every module, or module name -> device.
+DeviceMap = str | Mapping[str, str | int | torch.device]
+
+
+def check_device_map(
+    device_map: Any, device: str | torch.device | None = None
+) -> str | dict[str, str] | None:
+    """``device_map`` as ``"auto"`` or a dict module name -> device string (``""`` is the whole
+    model), every device checked to exist; refused with ``device=``, and for ``"disk"``."""
+    if device_map is None:
+        return None
+    if device is not None:
+        raise validate.fail(
+            "device_map",
+            device_map,
+            f"cannot be given together with device={str(device)!r}",
+            "give device= to put the whole model on one device, or device_map= to spread it",
+        )
+    if isinstance(device_map, str) and device_map == "auto":
+        return "auto"
+    if isinstance(device_map, (str, torch.device)):
+        return {"": str(validate.device(device_map, "device_map"))}
+    if not isinstance(device_map, Mapping) or not device_map:
+        raise validate.fail(
+            "device_map",
+            device_map,
+            "must be 'auto', a device, or a dict of module name -> device",
+            "e.g. {'model.embed_tokens': 'cuda:0', 'model.layers.0': 'cuda:0', ...}",
+        )
+    out: dict[str, str] = {}
+    for name, dev in device_map.items():
+        where = f"device_map[{name!r}]"
+        if not isinstance(name, str):
+            raise validate.fail("device_map", device_map, "has a key that is not a module name")
+        if dev == "disk":
+            raise validate.fail(
+                where, dev, "offloading weights to disk is not supported", "map it to a device"
+            )
+        if isinstance(dev, int) and not isinstance(dev, bool):
+            dev = f"cuda:{dev}"
+        out[name] = str(validate.device(dev, where))
+    _no_offload(out)
+    return out
+
+
+def _no_offload(placement: dict[str, str]) -> None:
+    """Refuse a map that puts some modules on the CPU and others on a GPU: accelerate then
+    offloads the CPU modules' weights (kept off the module, streamed in at each call), which
+    faithlens, reading weights directly (fingerprints, the unembedding), does not support."""
+    kinds = {torch.device(d).type for d in placement.values()}
+    if "cpu" in kinds and len(kinds) > 1:
+        cpu = sorted(k for k, d in placement.items() if torch.device(d).type == "cpu")
+        raise validate.fail(
+            "device_map",
+            placement,
+            f"puts {cpu[:4]}{' ...' if len(cpu) > 4 else ''} on the CPU and the rest on a GPU, "
+            "which accelerate runs by offloading (not supported)",
+            "map every module to a GPU (use a smaller dtype if they do not fit), or all to the CPU",
+        )
+
+
+def dispatch(module: nn.Module, device_map: str | dict[str, str], dtype: torch.dtype) -> None:
+    """Place ``module``'s submodules on the devices of ``device_map`` (checked by
+    :func:`check_device_map`) with accelerate's ``dispatch_model``: every mapped module gets a
+    hook that moves its inputs to its device; ``"auto"`` balances the modules over the GPUs
+    (whole blocks, as transformers' ``device_map="auto"``), on a machine without one every
+    module stays on the CPU. ``module.hf_device_map`` records the placement."""
+    _require("accelerate", "smollm2", "accelerate")
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    if isinstance(device_map, dict):
+        placement = device_map
+    else:  # "auto"
+        no_split = list(getattr(module, "_no_split_modules", None) or [])
+        memory = get_balanced_memory(module, dtype=dtype, no_split_module_classes=no_split)
+        placed = infer_auto_device_map(
+            module, max_memory=memory, no_split_module_classes=no_split, dtype=dtype
+        )
+        if "disk" in placed.values():
+            raise InputError(
+                "device_map='auto': the model does not fit the memory of this machine's devices "
+                "(it would be offloaded to disk, which faithlens does not support); use a smaller "
+                "dtype or a machine with more GPU memory"
+            )
+        placement = {
+            k: str(validate.device(f"cuda:{v}" if isinstance(v, int) else v))
+            for k, v in placed.items()
+        }
+        _no_offload(placement)
+    try:
+        dispatch_model(module, placement, force_hooks=True)
+    except ValueError as e:  # a map that leaves out some parameters, or names unknown modules
+        raise validate.fail(
+            "device_map", placement, str(e), "map every module (or a parent of it) to a device"
+        ) from None
+    setattr(module, "hf_device_map", dict(placement))  # noqa: B010 (not a Module attribute)
+
+
 def load(
     model: str | nn.Module,
     *,
@@ -274,6 +373,7 @@ def load(
     dtype: torch.dtype | None = None,
     tokenizer: Any = None,
     infer: str = "auto",
+    device_map: DeviceMap | None = None,
 ) -> Model:
     """Load a model faithlens can intervene on.
 
@@ -282,7 +382,20 @@ def load(
     ``device`` must exist on this machine (``"cuda"`` without CUDA is an error before loading).
     A Hugging Face architecture without a hand-written layout gets an inferred one, verified on
     load; ``infer`` says what happens when that check fails (see ``fl.wrap``).
+
+    ``device_map`` spreads a model too large for one device over several (not with
+    ``device``): ``"auto"`` (balanced over the GPUs, whole blocks each), one device, or a dict
+    module name -> device (``{"model.embed_tokens": "cuda:0", "model.layers.0": "cuda:0", ...,
+    "lm_head": "cuda:1"}``, the names of ``module.named_modules()``; every parameter must be
+    covered). The weights are read on the CPU (in ``dtype``), then placed by accelerate's
+    ``dispatch_model``; interventions move their sources to their site's device and metrics
+    read the logits where they are (docs/scale.md, "Large models on one worker").
     """
+    placement = check_device_map(device_map, device)
+    if placement is not None:
+        m = load(model, dtype=dtype, tokenizer=tokenizer, infer=infer)
+        dispatch(m.module, placement, m.dtype)
+        return m
     if device is not None:
         device = validate.device(device, "device")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):

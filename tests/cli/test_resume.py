@@ -30,11 +30,11 @@ def _kill_after(monkeypatch, module, name, k):
     real = getattr(module, name)
     calls = [0]
 
-    def chunk(*args):
+    def chunk(*args, **kwargs):
         calls[0] += 1
         if calls[0] > k:
             raise RuntimeError("killed")  # no error handler of the command catches it
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(module, name, chunk)
     return calls
@@ -147,3 +147,219 @@ def test_killed_circuit_command_resumes_its_edge_scores(tmp_path, monkeypatch):
     a = fl.circuits.EdgeScores.load(tmp_path / "whole" / "scores")
     b = fl.circuits.EdgeScores.load(out / "scores")
     _same(a, b, ("score", "score_ci_low", "score_ci_high", "values", "clean", "corrupt"))
+
+
+HYPOTHESIS = """
+import torch
+from torch import nn
+
+import faithlens as fl
+from faithlens import scrubbing as sc
+
+
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.A = nn.Identity()
+        self.B = nn.Identity()
+        self.C = nn.Identity()
+
+    def forward(self, x0, x1):
+        return self.C(self.A(x0) + self.B(x1))
+
+
+def model():
+    return fl.wrap(Toy())
+
+
+def data(model, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 10, (80, 2), generator=g).float()
+    return sc.ScrubData(x0=x[:, :1], x1=x[:, 1:], y=x[:, :1] + x[:, 1:])
+
+
+behaviour = sc.MSE("y")
+hypothesis = sc.Hypothesis("A only")
+hypothesis.add("A", sc.to("A"), feature=lambda d: d["x0"][:, 0])
+"""
+
+
+def _hypothesis_file(tmp_path):
+    path = tmp_path / "hypothesis.py"
+    path.write_text(HYPOTHESIS)
+    return path
+
+
+def test_killed_scrub_resumes_its_chunks_of_reference_rows(tmp_path, monkeypatch):
+    from faithlens.scrubbing import preparation
+
+    # the toy graph has no per-row memory estimate: --batch-size makes five chunks
+    args = ["scrub", str(_hypothesis_file(tmp_path)), "--n", "60", "--batch-size", "12"]
+    whole = runner.invoke(app, [*args, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    assert not partial_folder(tmp_path / "whole").exists()
+    out = tmp_path / "killed"
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, preparation, "rows_chunk", 2)
+        dead = runner.invoke(app, [*args, "--out", str(out)])
+    assert dead.exit_code != 0 and calls[0] == 3 and not out.exists()
+    assert len(list(partial_folder(out).rglob("chunk_*.npz"))) == 2
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, preparation, "rows_chunk", 10**6)
+        again = runner.invoke(app, [*args, "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "resuming from the finished chunks" in again.output
+    assert not partial_folder(out).exists()
+    with monkeypatch.context() as mp:
+        every = _kill_after(mp, preparation, "rows_chunk", 10**6)
+        assert runner.invoke(app, [*args, "--out", str(tmp_path / "count")]).exit_code == 0
+    assert every[0] == calls[0] + 2 and every[0] > 3
+    a, b = fl.ScrubResult.load(tmp_path / "whole"), fl.ScrubResult.load(out)
+    _same(a, b, ("scrubbed", "original", "baseline_values", "kl", "references"))
+    assert a.to_frame().equals(b.to_frame()) and a.stats == b.stats
+
+
+def test_scrub_of_another_model_is_not_resumed(tmp_path, monkeypatch):
+    """The scrub checkpoint is keyed on the model's weights: a partial folder whose chunks were
+    computed with other weights (same command and options) is refused, then run afresh."""
+    from faithlens.scrubbing import preparation
+
+    path = _hypothesis_file(tmp_path)
+    args = ["scrub", str(path), "--n", "60", "--batch-size", "12"]
+    out = tmp_path / "run"
+    with monkeypatch.context() as mp:
+        _kill_after(mp, preparation, "rows_chunk", 1)
+        assert runner.invoke(app, [*args, "--out", str(out)]).exit_code != 0
+    from faithlens.scrubbing import checkpoint
+
+    with monkeypatch.context() as mp:
+        mp.setattr(checkpoint, "model_fingerprint", lambda m: "other weights")
+        res = runner.invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "not resuming scrub" in res.output and "another scrub" in res.output
+    assert not partial_folder(out).exists()
+
+
+DAS = ["das", "--synthetic", "og_noholdouts", "--n-per-class", "20", "--classifier-epochs"]
+DAS += ["60", "--epochs", "30", "--checkpoint-every", "10", "--lr", "0.05"]
+
+
+def test_killed_das_resumes_its_training(tmp_path, monkeypatch):
+    """Killed at epoch 25, the training resumes from its epoch-20 state in the partial folder
+    and ends with the uninterrupted run's alignment and history, bit for bit."""
+    from faithlens.das import loop
+
+    whole = runner.invoke(app, [*DAS, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    out = tmp_path / "killed"
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, loop, "train_epoch", 25)
+        dead = runner.invoke(app, [*DAS, "--out", str(out)])
+    assert dead.exit_code != 0 and calls[0] == 26 and not out.exists()
+    assert len(list(partial_folder(out).rglob("das_checkpoint.pt"))) == 1
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, loop, "train_epoch", 10**6)
+        again = runner.invoke(app, [*DAS, "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "resuming from the finished chunks" in again.output
+    assert calls[0] == 10 and not partial_folder(out).exists()  # epochs 20 to 29
+    a, b = fl.Result.load(tmp_path / "whole"), fl.Result.load(out)
+    assert a.to_frame().equals(b.to_frame())
+    assert a.history.equals(b.history)
+    assert a.iia == b.iia and a.emd == b.emd
+
+
+def test_das_with_other_arguments_starts_afresh(tmp_path, monkeypatch):
+    from faithlens.das import loop
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as mp:
+        _kill_after(mp, loop, "train_epoch", 15)
+        assert runner.invoke(app, [*DAS, "--out", str(out)]).exit_code != 0
+    res = runner.invoke(app, [*DAS, "--seed", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "starting afresh" in res.output and "resuming" not in res.output
+
+
+SWEEP = ["das-sweep", "--model", "zoo:induction", "--task", "induction", "--n", "16"]
+SWEEP += ["--layers", "0,1", "--positions", "last,0", "--controls", "random_subspace"]
+SWEEP += ["--epochs", "4", "--n-boot", "50"]
+
+
+def test_killed_das_sweep_resumes_its_finished_cells(tmp_path, monkeypatch):
+    from faithlens.das import sweep
+
+    whole = runner.invoke(app, [*SWEEP, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    out = tmp_path / "killed"
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, sweep, "sweep_cell", 2)
+        dead = runner.invoke(app, [*SWEEP, "--out", str(out)])
+    assert dead.exit_code != 0 and calls[0] == 3 and not out.exists()
+    assert len(list(partial_folder(out).rglob("cell_*.npz"))) == 2
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, sweep, "sweep_cell", 10**6)
+        again = runner.invoke(app, [*SWEEP, "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "resuming from the finished chunks" in again.output
+    assert calls[0] == 2 and not partial_folder(out).exists()  # four cells, two read back
+    a, b = fl.Result.load(tmp_path / "whole"), fl.Result.load(out)
+    _same(a, b, ("iia", "iia_low", "iia_high", "selectivity", "control_iia", "n_dims"))
+
+
+def _neuron_files(tmp_path, seed=0):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    c = (rng.random((300, 4)) < 0.2).astype(np.float32)
+    x = np.concatenate([c * 2 + rng.standard_normal((300, 4)), rng.standard_normal((300, 4))], 1)
+    np.save(tmp_path / "acts.npy", x.astype(np.float32))
+    pd.DataFrame(c, columns=list("abcd")).to_csv(tmp_path / "con.csv", index=False)
+    explain = ["neurons", "explain", "-a", str(tmp_path / "acts.npy"), "-c"]
+    return [*explain, str(tmp_path / "con.csv"), "--n-boot", "100", "--max-memory", "16K"]
+
+
+def test_killed_neurons_explain_resumes_its_unit_blocks(tmp_path, monkeypatch):
+    """Eight units in eight blocks: killed after three, the rerun bootstraps the other five."""
+    from faithlens.neurons import passes
+
+    args = _neuron_files(tmp_path)
+    whole = runner.invoke(app, [*args, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    out = tmp_path / "killed"
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, passes, "bootstrap_block", 3)
+        dead = runner.invoke(app, [*args, "--out", str(out)])
+    assert dead.exit_code != 0 and calls[0] == 4 and not out.exists()
+    assert len(list(partial_folder(out).rglob("block_*.npz"))) == 3
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, passes, "bootstrap_block", 10**6)
+        again = runner.invoke(app, [*args, "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "resuming from the finished chunks" in again.output
+    assert calls[0] == 5 and not partial_folder(out).exists()
+    a, b = fl.Result.load(tmp_path / "whole"), fl.Result.load(out)
+    _same(a, b, ("scores", "lower", "upper", "freq"))
+    assert a.to_frame().equals(b.to_frame())
+
+
+def test_neurons_explain_of_changed_data_is_not_resumed(tmp_path, monkeypatch):
+    """Same command and options, but the activation file now holds other numbers: the unit
+    blocks of the old data are refused (the checkpoint key covers the data), then run afresh."""
+    from faithlens.neurons import passes
+
+    args = _neuron_files(tmp_path)
+    out = tmp_path / "run"
+    with monkeypatch.context() as mp:
+        _kill_after(mp, passes, "bootstrap_block", 2)
+        assert runner.invoke(app, [*args, "--out", str(out)]).exit_code != 0
+    _neuron_files(tmp_path, seed=1)
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, passes, "bootstrap_block", 10**6)
+        res = runner.invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "not resuming explain" in res.output and "starting it afresh" in res.output
+    assert calls[0] == 8 and not partial_folder(out).exists()
+    ref = runner.invoke(app, [*args, "--out", str(tmp_path / "ref")])
+    assert ref.exit_code == 0, ref.output
+    _same(fl.Result.load(out), fl.Result.load(tmp_path / "ref"), ("scores", "lower", "upper"))

@@ -104,3 +104,38 @@ def test_bad_arguments(toy):
         das_sweep(model, data, layers=["l0"], controls=["x"])
     with pytest.raises(fl.ArgumentError, match="progress"):
         das_sweep(model, data, layers=["l0"], progress=3)  # type: ignore[arg-type]
+
+
+def test_checkpoint_resumes_cells_and_refuses_another_sweep(toy, tmp_path, monkeypatch):
+    """A sweep killed after one cell resumes from the saved cell with the same result; a folder
+    written by a sweep with other arguments or another model is refused."""
+    from faithlens.das import sweep
+    from faithlens.errors import CheckpointError
+
+    model, data, _ = toy
+    kw = {"layers": ["l0", "l1"], "positions": [1], "dims": 2, "controls": ["random_subspace"]}
+    kw |= {"train": {"epochs": 20, "lr": 0.05}, "n_boot": 100, "seed": 0}
+    whole = das_sweep(model, data, **kw)
+    real, calls = sweep.sweep_cell, [0]
+
+    def cell(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "sweep_cell", cell)
+    ck = tmp_path / "ck"
+    with pytest.raises(RuntimeError, match="killed"):
+        das_sweep(model, data, checkpoint=ck, **kw)
+    assert len(list(ck.glob("cell_*.npz"))) == 1
+    resumed = das_sweep(model, data, checkpoint=ck, **kw)
+    assert calls[0] == 3  # the second cell only
+    for f in ("iia", "iia_low", "iia_high", "selectivity", "selectivity_low", "n_dims"):
+        assert np.array_equal(getattr(whole, f), getattr(resumed, f)), f
+    with pytest.raises(CheckpointError, match="another sweep"):
+        das_sweep(model, data, checkpoint=ck, **{**kw, "seed": 1})
+    with pytest.raises(CheckpointError, match="another sweep"):
+        das_sweep(das_toys.planted_sequence(2, n=384, seed=1)[0], data, checkpoint=ck, **kw)
+    with pytest.raises(fl.errors.ArgumentError, match="checkpoint"):
+        das_sweep(model, data, checkpoint=3, **kw)

@@ -101,7 +101,11 @@ Simultaneous = Annotated[
 ExplainSeed = Annotated[int, typer.Option("--seed", help="Seed of tie-breaks and resamples.")]
 Checkpoint = Annotated[
     Path | None,
-    typer.Option("--checkpoint", help="Folder to keep finished unit blocks (resumable)."),
+    typer.Option(
+        "--checkpoint",
+        help="Folder to keep finished unit blocks (resumable; default with --out: a hidden "
+        ".OUT.partial folder beside it, removed once the result is saved).",
+    ),
 ]
 
 # ------------------------------------------------------------------ options of the other commands

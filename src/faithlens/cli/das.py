@@ -22,6 +22,7 @@ from ._common import (
     status,
     task_option,
 )
+from ._resume import resumable
 
 SiteName = Annotated[
     str | None,
@@ -70,7 +71,14 @@ EvalEvery = Annotated[int, typer.Option("--eval-every", help="EMD evaluation int
 Seed = Annotated[int, typer.Option("--seed", help="Seed for data, initialisation, batches.")]
 Checkpoint = Annotated[
     Path | None,
-    typer.Option("--checkpoint", help="Checkpoint folder; rerunning the command resumes."),
+    typer.Option(
+        "--checkpoint",
+        help="Checkpoint folder; rerunning the command resumes (default with --out: a "
+        "hidden .OUT.partial folder beside it, removed once the result is saved).",
+    ),
+]
+CheckpointEvery = Annotated[
+    int, typer.Option("--checkpoint-every", help="Save the training state every N epochs.")
 ]
 Device = Annotated[str | None, typer.Option("--device", help="cpu, cuda, ... (default: cpu).")]
 Out = Annotated[
@@ -112,6 +120,7 @@ def das_cmd(
     checkpoint: Checkpoint = None,
     controls: DasControls = "random_subspace",
     draws: Draws = 5,
+    checkpoint_every: CheckpointEvery = 100,
     device: Device = None,
     out: Out = None,
     overwrite: Overwrite = False,
@@ -123,7 +132,6 @@ def das_cmd(
     Time: the synthetic task takes under a minute; SmolLM2 on IOI (--n 64, 50 epochs) takes
     several minutes on a 2-core CPU; a run that has minutes left says about how many once its first steps are done."""
     from .. import validate as V
-    from ..das import das
     from ..das.result_controls import check_das_controls
     from ..das.train import check_das_args
     from ..results import check_target
@@ -149,6 +157,7 @@ def das_cmd(
             "--controls",
         )
         V.positive_int("--draws", draws, fix="average over e.g. 5 random subspaces")
+        V.positive_int("--checkpoint-every", checkpoint_every, fix="e.g. 100")
         if synthetic is not None:
             _check_synthetic(synthetic, n_per_class, classifier_epochs, dims)
         else:
@@ -165,29 +174,44 @@ def das_cmd(
             assert site is not None
             m, data, where = _language_model(model, device, task, n, seed, site, positions)
             emd_dims, ood = None, None
-        with progress_bar("training") as advance:
-            res = das(
-                m,
-                data,
-                where,
-                dims=dims,
-                method=method,
-                loss=loss,
-                cl_weight=cl_weight,
-                cl_form=cl_form,
-                epochs=epochs,
-                lr=lr,
-                batch_size=batch_size,
-                select=select,
-                eval_every=eval_every,
-                emd_dims=emd_dims,
-                seed=seed,
-                checkpoint_dir=checkpoint,
-                controls=ctrl,
-                draws=draws,
-                progress=advance,
-            )
-        _report(res, ood, seed, out, overwrite)
+        kw: dict[str, Any] = {
+            "dims": dims,
+            "method": method,
+            "loss": loss,
+            "cl_weight": cl_weight,
+            "cl_form": cl_form,
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+            "select": select,
+            "eval_every": eval_every,
+            "emd_dims": emd_dims,
+            "seed": seed,
+            "checkpoint_every": checkpoint_every,
+            "controls": ctrl,
+            "draws": draws,
+        }
+        record: dict[str, Any] = {
+            "model": None if synthetic else model,
+            "task": task,
+            "synthetic": synthetic,
+        }
+        record |= {"site": site, "n": n, "n_per_class": n_per_class, "positions": positions}
+        record |= {"classifier_epochs": classifier_epochs, "device": device, **kw}
+        # without --checkpoint, a run saving to --out keeps its training state beside it
+        with resumable(None if checkpoint is not None else out, "das", record) as partial:
+            res = partial.run("das", lambda ck: _train(m, data, where, kw, checkpoint or ck))
+            if out is not None:
+                _save(res, out, overwrite)
+        _report(res, ood, seed)
+
+
+def _train(m: Any, data: Any, where: Any, kw: dict[str, Any], checkpoint: Path | None) -> Any:
+    """One alignment search under a progress bar, checkpointed in ``checkpoint``."""
+    from ..das import das
+
+    with progress_bar("training") as advance:
+        return das(m, data, where, checkpoint_dir=checkpoint, progress=advance, **kw)
 
 
 def _check_synthetic(synthetic: str, n_per_class: int, classifier_epochs: int, dims: int) -> None:
@@ -255,10 +279,8 @@ def _language_model(
     return m, data, Site(site, positions="last" if positions == "last" else None)
 
 
-def _report(res: Any, ood: Any, seed: int, out: Path | None, overwrite: bool) -> None:
-    """The summary, task 2's IIA and EMD (synthetic), and the saved result."""
-    from ..results import plot_writer
-
+def _report(res: Any, ood: Any, seed: int) -> None:
+    """The summary and task 2's IIA and EMD (synthetic)."""
     console.print(res.summary())
     if ood is not None:
         ev = res.evaluate(ood.model, ood.data, seed=seed)
@@ -266,14 +288,19 @@ def _report(res: Any, ood: Any, seed: int, out: Path | None, overwrite: bool) ->
             f"  OOD (task 2): IIA {ev.iia:.4f} ± {ev.iia_se:.4f}, EMD (feature dims) "
             f"{ev.emd_features:.4g}, EMD (all) {ev.emd:.4g}"
         )
-    if out is not None:
-        save_result(
-            res,
-            out,
-            overwrite=overwrite,
-            extras={"alignment": res.alignment.save, "das.png": plot_writer(res, 150)},
-            message=f"wrote {out}/result.json, table.parquet, alignment/, das.png",
-        )
+
+
+def _save(res: Any, out: Path, overwrite: bool) -> None:
+    """The result, its alignment and its plot in ``--out``."""
+    from ..results import plot_writer
+
+    save_result(
+        res,
+        out,
+        overwrite=overwrite,
+        extras={"alignment": res.alignment.save, "das.png": plot_writer(res, 150)},
+        message=f"wrote {out}/result.json, table.parquet, alignment/, das.png",
+    )
 
 
 SweepLayers = Annotated[
@@ -387,25 +414,33 @@ def das_sweep_cmd(
 
             m = load_model(model, device)
             data = InterchangeData.from_task(build_task(task, m, n, seed))
-        _run_sweep(
-            m,
-            data,
-            lays,
-            pos,
-            site_kind,
-            method,
-            dims,
-            ctrl,
-            pairs,
-            epochs,
-            lr,
-            n_boot,
-            level,
-            seed,
-            memory,
-            out,
-            overwrite,
-        )
+        record: dict[str, Any] = {
+            "model": None if synthetic else model,
+            "task": task,
+            "synthetic": synthetic,
+        }
+        record |= {"n": n, "n_per_class": n_per_class, "classifier_epochs": classifier_epochs}
+        record |= {"layers": lays, "positions": pos, "site_kind": site_kind, "method": method}
+        record |= {"dims": dims, "controls": ctrl, "pairs": pairs, "epochs": epochs, "lr": lr}
+        record |= {"n_boot": n_boot, "level": level, "seed": seed, "max_memory": memory}
+        record |= {"device": device}
+        opts: dict[str, Any] = {"site": site_kind, "method": method, "dims": dims, "controls": ctrl}
+        opts |= {"pairs": pairs, "train": {"epochs": epochs, "lr": lr}, "n_boot": n_boot}
+        opts |= {"level": level, "seed": seed, "max_memory": memory}
+        # a sweep saving to --out keeps its finished cells beside it (resumable)
+        with resumable(out, "das-sweep", record) as partial:
+            res = partial.run("sweep", lambda ck: _run_sweep(m, data, lays, pos, opts, ck))
+            if out is not None:
+                from ..results import plot_writer
+
+                save_result(
+                    res,
+                    out,
+                    overwrite=overwrite,
+                    extras={"sweep.png": plot_writer(res, 150)},
+                    message=f"wrote {out}/result.json, table.parquet, sweep.png",
+                )
+        console.print(res.summary())
 
 
 def _run_sweep(
@@ -413,50 +448,21 @@ def _run_sweep(
     data: Any,
     layers: list[Any],
     positions: list[Any],
-    site_kind: str,
-    method: str,
-    dims: int,
-    controls: tuple[str, ...],
-    pairs: str,
-    epochs: int,
-    lr: float,
-    n_boot: int,
-    level: float,
-    seed: int,
-    memory: int | None,
-    out: Path | None,
-    overwrite: bool,
-) -> None:
-    """Train every cell under a progress bar, print the summary, save the result and heat map."""
+    opts: dict[str, Any],
+    checkpoint: Path | None,
+) -> Any:
+    """Train every cell under a progress bar (keeping the finished cells in ``checkpoint``)."""
     from ..das.sweep import das_sweep
-    from ..results import plot_writer
 
     with progress_bar("sweeping") as advance:
-        res = das_sweep(
+        return das_sweep(
             m,
             data,
             layers=layers,
             positions=positions,
-            site=site_kind,
-            method=method,
-            dims=dims,
-            controls=controls,
-            pairs=pairs,
-            train={"epochs": epochs, "lr": lr},
-            n_boot=n_boot,
-            level=level,
-            seed=seed,
-            max_memory=memory,
             progress=advance,
-        )
-    console.print(res.summary())
-    if out is not None:
-        save_result(
-            res,
-            out,
-            overwrite=overwrite,
-            extras={"sweep.png": plot_writer(res, 150)},
-            message=f"wrote {out}/result.json, table.parquet, sweep.png",
+            checkpoint=checkpoint,
+            **opts,
         )
 
 

@@ -36,6 +36,7 @@ from ._neurons_io import (
     read_matrix,
     save_plot,
 )
+from ._resume import resumable
 
 METRIC_HELP = O.METRIC_HELP
 
@@ -74,7 +75,6 @@ def explain_cmd(
     show: O.ShowUnits = 20,
 ) -> None:
     """Explain units by concepts: scores, certified winners, provable and BE sets."""
-    from .. import neurons as N
     from .. import validate as V
     from ..neurons.explain import as_metrics, check_explain_args
 
@@ -104,28 +104,30 @@ def explain_cmd(
             acts, con, grp = _read_files(activations, concepts, groups)
         if units is not None:
             acts = acts.units(parse_units(units, acts.n_units))
-        with progress_printer("explaining") as tick:
-            res = N.explain(
-                acts,
-                con,
-                metric or ["iou"],
-                alpha=alpha,
-                threshold=threshold,
-                holdout=holdout,
-                direction=direction,
-                delta=delta,
-                n_boot=n_boot,
-                level=level,
-                groups=grp,
-                interval=interval,
-                bound=bound,
-                simultaneous=simultaneous,
-                seed=seed,
-                checkpoint=checkpoint,
-                progress=tick,
-                max_memory=memory,
-            )
-        print_report(res, out, show, plot, overwrite)
+        opts: dict[str, Any] = {"metric": metric or ["iou"], "alpha": alpha, "threshold": threshold}
+        opts |= {"holdout": holdout, "direction": direction, "delta": delta, "n_boot": n_boot}
+        opts |= {"level": level, "groups": grp, "interval": interval, "bound": bound}
+        opts |= {"simultaneous": simultaneous, "seed": seed, "max_memory": memory}
+        record: dict[str, Any] = {
+            "activations": activations,
+            "concepts": concepts,
+            "groups": groups,
+        }
+        record |= {"model": model, "site": site, "texts": texts, "n_texts": n_texts}
+        record |= {"units": units, **{k: v for k, v in opts.items() if k != "groups"}}
+        # without --checkpoint, a run saving to --out keeps its finished unit blocks beside it
+        with resumable(None if checkpoint is not None else out, "neurons explain", record) as p:
+            res = p.run("explain", lambda ck: _explain(acts, con, opts, checkpoint or ck))
+            print_report(res, out, show, plot, overwrite)
+
+
+def _explain(acts: Any, con: Any, opts: dict[str, Any], checkpoint: Path | None) -> Any:
+    """``explain`` under a progress line, keeping its finished unit blocks in ``checkpoint``."""
+    from .. import neurons as N
+
+    kw = {k: v for k, v in opts.items() if k != "metric"}
+    with progress_printer("explaining") as tick:
+        return N.explain(acts, con, opts["metric"], checkpoint=checkpoint, progress=tick, **kw)
 
 
 def _probe(
@@ -201,22 +203,25 @@ def dissect_cmd(
         lb = read_matrix(labels, "labels")[0] if labels is not None else None
         all_names = [x.strip() for x in names.split(",")] if names else None
         n_mask = mk.shape[1] if mk is not None else 0
-        with progress_printer("dissecting") as tick:
-            res = dissect(
-                mp,
-                mk,
-                lb,
-                concept_names=all_names[:n_mask] if all_names and mk is not None else None,
-                label_names=all_names[n_mask:] if all_names and lb is not None else None,
-                quantile=quantile,
-                delta=delta,
-                n_boot=n_boot,
-                level=level,
-                seed=seed,
-                progress=tick,
-                max_memory=memory,
-            )
-        print_report(res, out, show, plot, overwrite)
+        kw: dict[str, Any] = {
+            "quantile": quantile,
+            "delta": delta,
+            "n_boot": n_boot,
+            "level": level,
+        }
+        kw |= {"seed": seed, "max_memory": memory}
+        kw["concept_names"] = all_names[:n_mask] if all_names and mk is not None else None
+        kw["label_names"] = all_names[n_mask:] if all_names and lb is not None else None
+        record: dict[str, Any] = {"maps": maps, "masks": masks, "labels": labels, **kw}
+        # a run saving to --out keeps the bootstrap's finished unit blocks beside it
+        with resumable(out, "neurons dissect", record) as partial:
+
+            def run(checkpoint: Path | None) -> Any:
+                with progress_printer("dissecting") as tick:
+                    return dissect(mp, mk, lb, checkpoint=checkpoint, progress=tick, **kw)
+
+            res = partial.run("dissect", run)
+            print_report(res, out, show, plot, overwrite)
 
 
 def digits_cmd(

@@ -13,6 +13,7 @@ The hypothesis file is ordinary Python, imported (so run) with the user's rights
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ from ._common import (
     progress_bar,
     save_result,
 )
+from ._resume import resumable
 
 HypothesisFile = Annotated[
     Path,
@@ -178,18 +180,26 @@ def scrub_cmd(
         if dry_run:
             console.print(prep.describe(), highlight=False, markup=False)
             return
-        result = _scrub(prep, h.name, n, seed, batch_size, memory)
+        record = {
+            "file": str(hypothesis_file.resolve()),
+            "file_sha256": hashlib.sha256(hypothesis_file.read_bytes()).hexdigest(),
+            "model": model,
+            "n": n,
+            "seed": seed,
+            "baseline": baseline,
+            "max_memory": max_memory,
+            "batch_size": batch_size,
+            "device": device,
+        }
+        # a run saving to --out keeps its finished chunks beside it (resumable)
+        with resumable(out, "scrub", record) as partial:
+            result = partial.run(
+                "scrub", lambda ck: _scrub(prep, h.name, n, seed, batch_size, memory, ck)
+            )
+            _save(result, out, overwrite)
         _print_result(result, h.name, m.name)
         if out is not None:
-            from ..results import plot_writer
-
-            save_result(
-                result,
-                out,
-                overwrite=overwrite,
-                extras={"plot.png": plot_writer(result)},
-                message=f"saved to {out} (with plot.png)",
-            )
+            console.print(f"saved to {out} (with plot.png)", markup=False)
         if adversary:
             feats = _resolve(module, "features", m) or {}
             adv = sc.adversary(
@@ -277,10 +287,25 @@ def _baselines(baseline: list[str] | None, file_baselines: Any) -> Any:
     return chosen
 
 
+def _save(result: Any, out: Path | None, overwrite: bool) -> None:
+    """The result and its plot in ``--out`` (when given)."""
+    if out is not None:
+        from ..results import plot_writer
+
+        save_result(result, out, overwrite=overwrite, extras={"plot.png": plot_writer(result)})
+
+
 def _scrub(
-    prep: Any, name: str, n: int | None, seed: int, batch_size: int | None, memory: int | None
+    prep: Any,
+    name: str,
+    n: int | None,
+    seed: int,
+    batch_size: int | None,
+    memory: int | None,
+    checkpoint: Path | None = None,
 ) -> Any:
-    """Check the prepared experiment, then scrub it under a progress bar."""
+    """Check the prepared experiment, then scrub it under a progress bar (keeping the finished
+    chunks in ``checkpoint``)."""
     from ..scrubbing.evaluate import check_rewrites, enough_references, finish
 
     enough_references(prep, n)
@@ -292,6 +317,7 @@ def _scrub(
             seed=seed,
             progress=advance,
             max_memory=memory,
+            checkpoint=checkpoint,
         )
 
 

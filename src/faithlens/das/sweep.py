@@ -9,8 +9,9 @@ bootstrap interval over the held-out pairs; ``plot()`` draws the heat maps.
 
 from __future__ import annotations
 
+import os
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -18,7 +19,10 @@ import numpy as np
 import pandas as pd
 
 from .. import validate as V
+from ..errors import CheckpointError
 from ..executor import Executor, current_executor, on_executor
+from ..fingerprint import data_fingerprint, model_fingerprint
+from ..folders import NpzStore
 from ..models.model import Model
 from ..models.sites import Site
 from ..progress import Progress
@@ -90,6 +94,7 @@ def das_sweep(
     max_memory: int | None = None,
     progress: Progress | None = None,
     executor: str | Executor | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> DASSweep:
     """IIA and selectivity of an alignment search at every (layer, position).
 
@@ -106,6 +111,10 @@ def das_sweep(
         executor: where the cells run: each (layer, position) cell (its alignment and its
             controls) is one work item (``"ray"``, an :class:`~faithlens.executor.Executor`,
             or ``None``: the one in force); the numbers do not change.
+        checkpoint: a folder where each finished cell is saved; a sweep killed as a whole and
+            started again with it trains only the unfinished cells, with the same result.
+            Keyed on the model's weights, the data and every argument: a folder of another
+            sweep raises :class:`~faithlens.errors.CheckpointError`.
     """
     check_common(
         method=method,
@@ -125,6 +134,8 @@ def das_sweep(
     pos = _positions(positions)
     ctrl = check_controls(controls)
     train_kw = check_train(train)
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise V.fail("checkpoint", checkpoint, "must be a folder path", "give a str or a Path")
     for name in names:  # unknown sites fail here, before any training
         model.site_info(name)
     split = make_split(
@@ -155,7 +166,11 @@ def das_sweep(
     kw["max_memory"] = max_memory
     cells = [(name, p) for name in names for p in pos]
     shared = replace(split, random_model=None)
-    runs = current_executor().map_model(model, sweep_cell, cells, shared, ctrl, kw, tick=tick)
+    store = None
+    if checkpoint is not None:
+        key = (ctrl, kw, eval_fraction, values, pairs, [repr(c) for c in cells])
+        store = _store(checkpoint, model, data, key)
+    runs = _cell_runs(model, cells, (shared, ctrl, kw), store, tick, 1 + len(ctrl))
     try:
         for (i, j), (k, own, ctl) in zip(np.ndindex(*shape), runs):
             own_all[i, j], ctl_all[:, i, j] = own, ctl
@@ -177,6 +192,60 @@ def das_sweep(
         level=level,
         seed=seed,
     )
+
+
+def _store(path: str | os.PathLike[str], model: Model, data: Any, key: Any) -> NpzStore:
+    """The checkpoint folder of one sweep, keyed on the model, the data and ``key``."""
+    try:
+        fp = data_fingerprint(
+            "faithlens.das_sweep",
+            model_fingerprint(model.module),
+            str(model.dtype),
+            data.fingerprint(),
+            key,
+        )
+    except TypeError as e:
+        raise CheckpointError(
+            f"checkpoint={str(path)!r}: the sweep's data or arguments cannot be fingerprinted "
+            f"({e}), so a checkpoint could not tell them from others; give the data as tensors "
+            "or sweep without checkpoint"
+        ) from None
+    return NpzStore(
+        path,
+        fp,
+        prefix="cell",
+        what="DAS sweep checkpoint",
+        other_run="another sweep (another model, data or arguments)",
+    )
+
+
+def _cell_runs(
+    model: Model,
+    cells: list[tuple[str, Any]],
+    args: tuple[Any, ...],
+    store: NpzStore | None,
+    tick: Callable[[], None],
+    steps: int,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Every cell's (dims, own, controls), in order, through the executor; with ``store``, the
+    cells a killed sweep finished are read back (their ``steps`` progress steps replayed) and
+    the others saved as they finish."""
+    ex = current_executor()
+    if store is None:
+        yield from ex.map_model(model, sweep_cell, cells, *args, tick=tick)
+        return
+    saved = [store.load(i) for i in range(len(cells))]
+    for _ in range(steps * sum(s is not None for s in saved)):
+        tick()
+    todo = [c for c, s in zip(cells, saved) if s is None]
+    fresh = ex.map_model(model, sweep_cell, todo, *args, tick=tick)
+    for i, s in enumerate(saved):
+        if s is None:
+            k, own, ctl = next(fresh)
+            store.save(i, dims=np.int64(k), own=own, controls=ctl)
+            yield k, own, ctl
+        else:
+            yield int(s["dims"]), s["own"], s["controls"]
 
 
 #: Per model, the (seed, random-init copy) the cells of its sweep share (a worker builds it once).

@@ -173,6 +173,16 @@ class Model:
         return torch.device("cpu")
 
     @property
+    def device_map(self) -> dict[str, str] | None:
+        """Where each module lives when the model is spread over devices (``fl.load(...,
+        device_map=...)``: module name -> device), else ``None``; :attr:`device` is then the
+        device of the first parameter (where inputs go)."""
+        placed = getattr(self.module, "hf_device_map", None)
+        if not isinstance(placed, dict):
+            return None
+        return {str(k): str(v) for k, v in placed.items()}
+
+    @property
     def dtype(self) -> torch.dtype:
         for p in self.module.parameters():
             return p.dtype
@@ -183,6 +193,13 @@ class Model:
     ) -> Model:
         if device is not None:
             device = validate.device(device, "device")
+            if self.device_map is not None:
+                raise validate.fail(
+                    "device",
+                    device,
+                    "cannot move a model spread over devices by device_map",
+                    "load it again with fl.load(..., device=...) or another device_map",
+                )
         self.module.to(device=device, dtype=dtype)
         return self
 

@@ -23,6 +23,7 @@ re-exports the names that moved.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,6 +96,7 @@ def scrub(
     progress: Progress | None = None,
     max_memory: int | None = None,
     executor: str | Executor | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> ScrubResult:
     """Test ``hypothesis`` on ``model`` by causal scrubbing.
 
@@ -122,6 +124,10 @@ def scrub(
         executor: where the chunks run for this call: ``"ray"`` (a Ray executor built for
             the call), an :class:`~faithlens.executor.Executor`, or ``None`` (the one in
             force: :func:`faithlens.executor.executor`); the numbers do not change.
+        checkpoint: a folder where each finished chunk of reference rows is saved; a run killed
+            as a whole and started again with it evaluates only the unfinished chunks, with the
+            same result. Keyed on the model, the data, the hypothesis and the arguments: a
+            folder of another run raises :class:`~faithlens.errors.CheckpointError`.
     """
     check_scrub_args(
         n=n,
@@ -133,6 +139,8 @@ def scrub(
         max_memory=max_memory,
     )
     V.replaced_knob("scrub", "batch_size", batch_size, "max_memory", max_memory)
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise V.fail("checkpoint", checkpoint, "must be a folder path", "give a str or a Path")
     prep = prepare(
         model,
         hypothesis,
@@ -154,6 +162,7 @@ def scrub(
         progress=progress,
         seed=seed,
         max_memory=max_memory,
+        checkpoint=checkpoint,
     )
 
 
@@ -166,8 +175,10 @@ def finish(
     progress: Progress | None = None,
     seed: int = 0,
     max_memory: int | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> ScrubResult:
-    """Run a prepared experiment (see :func:`prepare`) and summarise it."""
+    """Run a prepared experiment (see :func:`prepare`) and summarise it (``checkpoint``: as
+    :func:`scrub`)."""
     check_scrub_args(
         seed=seed,
         batch_size=batch_size,
@@ -178,7 +189,11 @@ def finish(
     )
     enough_references(prep, None if len(prep.ref) >= 2 else len(prep.ref))
     vals, kl, stats = run_prepared(
-        prep, batch_size=batch_size, progress=progress, max_memory=max_memory
+        prep,
+        batch_size=batch_size,
+        progress=progress,
+        max_memory=max_memory,
+        checkpoint=checkpoint,
     )
     orig, h = vals[0], vals[1]
     bnames = list(prep.baselines)

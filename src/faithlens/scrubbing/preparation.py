@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import pickle
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -32,6 +33,7 @@ from ..graph import (
 )
 from ..models.model import Model, wrap
 from ..progress import Progress
+from .checkpoint import Chunk, ScrubCheckpoint, scrub_key
 from .data import ScrubData, Table
 from .hypothesis import Hypothesis, trees
 from .metrics import (
@@ -295,6 +297,7 @@ def run_prepared(
     batch_size: int | None = None,
     progress: Progress | None = None,
     max_memory: int | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray, EvalStats]:
     """Evaluate every root of a prepared plan: per-example behaviour for each root, and the KL
     of the scrubbed outputs (root 1) from the model's (root 0).
@@ -303,36 +306,25 @@ def run_prepared(
     workers receives the chunk's rows and, once per run, the pickled graph, plan, data and
     behaviour, in which the model (and its modules and weights) is a reference its worker
     resolves to its own copy. Work that the standard pickle cannot send (a lambda or a local
-    function as the behaviour or a ``phi``) runs in this process, with a warning."""
-    g = prep.graph
+    function as the behaviour or a ``phi``) runs in this process, with a warning. With
+    ``checkpoint`` (a folder, :mod:`.checkpoint`), each finished chunk is saved there and the
+    chunks a killed run finished are read back, not evaluated again."""
     n = len(prep.ref)
     ex = current_executor()
     chunks = ex.chunks(n, chunk_size(prep, batch_size, max_memory))
-    work = RowsWork(
-        g,
-        prep.plan,
-        TableFeed(prep.table, prep.data, g.input_fields(), g.model.device),
-        prep.table,
-        prep.ref,
-        prep.behaviour,
-    )
-    runs: Iterator[tuple[list[np.ndarray], np.ndarray | None, EvalStats]]
-    if isinstance(ex, InProcess):
-        runs = ex.map_model(g.model, rows_chunk, chunks, Sent(work))
-    else:
-        try:
-            sent = Sent.packed(work, g.model)
-        except (pickle.PicklingError, TypeError, AttributeError) as e:
-            _warn_here(e)
-            here = Sent(work)
-            runs = ex.map(lambda c: rows_chunk(g.model, c, here, _no_tick), chunks)
-        else:
-            runs = ex.map_model(g.model, rows_chunk, chunks, sent)
+    store = None if checkpoint is None else ScrubCheckpoint(checkpoint, scrub_key(prep, chunks))
+    saved = [store.load_chunk(i) if store is not None else None for i in range(len(chunks))]
+    runs = _chunk_runs(prep, [c for c, s in zip(chunks, saved) if s is None])
     values: list[list[np.ndarray]] = [[] for _ in prep.plan.roots]
     kls: list[np.ndarray] = []
     stats = EvalStats()
     done = 0
-    for chunk, (vals, kl, st) in zip(chunks, runs):
+    for i, (chunk, got) in enumerate(zip(chunks, saved)):
+        if got is None:
+            got = next(runs)
+            if store is not None:
+                store.save_chunk(i, got)
+        vals, kl, st = got
         for j, v in enumerate(vals):
             values[j].append(v)
         if kl is not None:
@@ -343,6 +335,29 @@ def run_prepared(
         if progress is not None:
             progress(done, n)
     return [np.concatenate(v) for v in values], (np.concatenate(kls) if kls else np.zeros(0)), stats
+
+
+def _chunk_runs(prep: Prepared, chunks: list[slice]) -> Iterator[Chunk]:
+    """Every chunk's (values, KL, stats) through the executor in force, in order."""
+    g = prep.graph
+    ex = current_executor()
+    work = RowsWork(
+        g,
+        prep.plan,
+        TableFeed(prep.table, prep.data, g.input_fields(), g.model.device),
+        prep.table,
+        prep.ref,
+        prep.behaviour,
+    )
+    if isinstance(ex, InProcess):
+        return ex.map_model(g.model, rows_chunk, chunks, Sent(work))
+    try:
+        sent = Sent.packed(work, g.model)
+    except (pickle.PicklingError, TypeError, AttributeError) as e:
+        _warn_here(e)
+        here = Sent(work)
+        return ex.map(lambda c: rows_chunk(g.model, c, here, _no_tick), chunks)
+    return ex.map_model(g.model, rows_chunk, chunks, sent)
 
 
 @dataclass(frozen=True)
