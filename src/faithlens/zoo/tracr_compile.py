@@ -80,6 +80,9 @@ def build_program(spec: TracrProgram) -> Any:
             rasp.tokens, rasp.tokens, max_seq_len=spec.max_seq_len, min_key=1
         ),
         "frac_prevs": lambda: lib.make_frac_prevs(rasp.tokens == "x"),
+        "count": lambda: lib.make_count(rasp.tokens, "a"),
+        "pair_balance": lambda: lib.make_pair_balance(rasp.tokens, "(", ")"),
+        "shuffle_dyck": lambda: lib.make_shuffle_dyck(["()"]),
     }
     return builders[spec.name]()
 
@@ -101,7 +104,9 @@ def varying_sops(program: Any) -> dict[str, bool]:
             out = False
         elif isinstance(expr, rasp.Select):
             kids = [varies(c) for c in children]  # visit both
-            out = expr.predicate.name not in _CONSTANT_PREDICATES and any(kids)
+            # a Comparison has a name; a plain function (make_count's) reads its inputs
+            pred = getattr(expr.predicate, "name", None)
+            out = pred not in _CONSTANT_PREDICATES and any(kids)
         else:
             out = any([varies(c) for c in children])
         memo[key] = out
