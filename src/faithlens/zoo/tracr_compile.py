@@ -63,14 +63,17 @@ def require_tracr() -> Any:
 
 def build_program(spec: TracrProgram) -> Any:
     """The RASP program of ``spec`` from tracr's library. RASP numbers its expressions from a
-    process-wide counter (``reverse_1``); it restarts here, so a program's labels do not depend
-    on what was compiled before it."""
+    process-wide counter (``reverse_1``) the first time a label is read; it restarts here, and
+    the library's module-level ``length`` (which make_reverse and make_shuffle_dyck read, and
+    which keeps the number it was first given) is built afresh, so a program's labels do not
+    depend on what was compiled before it."""
     import itertools
 
     from tracr.compiler import lib
     from tracr.rasp import rasp
 
     rasp.RASPExpr._ids = itertools.count(1)  # tracr's own label counter, restarted
+    lib.length = lib.make_length()  # unnumbered until this program's compilation reads it
 
     builders = {
         "reverse": lambda: lib.make_reverse(rasp.tokens),
