@@ -104,6 +104,16 @@ def test_eap_sees_shuffle_dyck_only_after_its_comparisons():
     assert fl.circuits.edge_auroc(ea_pb, T.tracr_circuit("pair_balance").edges).estimate == 1.0
 
 
+@pytest.mark.parametrize("program", ["count", "pair_balance"])
+def test_acdc_keeps_exactly_tracrs_circuit(program):
+    """ACDC (KL, tau 0.01) prunes every edge outside a compiled program's circuit (their
+    effect is exactly 0) and keeps every edge inside it, on a categorical and a numerical
+    program."""
+    model = fl.load(f"zoo:{T.zoo_name(program)}")
+    scores = fl.circuits.acdc(model, T.tracr_task(program, n=16), n_boot=20)
+    assert set(scores.kept().edges) == set(T.tracr_circuit(program).edges)
+
+
 def test_exact_patching_agrees_with_the_induction_card():
     """zoo:induction (trained) against its card's circuit without the induction heads' query
     edges (the task's corruption never changes the query tokens): exact patching ranks it
