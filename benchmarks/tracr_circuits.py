@@ -1,8 +1,10 @@
 """Benchmark: circuit discovery scored against circuits known by construction.
 
 For every shipped tracr model (``faithlens.zoo.tracr``: compiled RASP programs, true circuit
-derived from the compiled weights) the three edge scorers (``fl.circuits.exact``, ``eap``,
-``eap_ig`` with 5 steps) rank the edges on the shipped patching task (64 clean/corrupted pairs of
+derived from the compiled weights) the edge scorers (``fl.circuits.exact``, ``eap``, ``eap_ig``
+with 5 steps, and ``acdc`` with its defaults: KL objective, ``tau=0.01``; its ranking is each
+edge's effect when it was pruned, and whether its kept circuit is the true one is printed) rank
+the edges on the shipped patching task (64 clean/corrupted pairs of
 full length), and ``fl.circuits.edge_auroc`` scores each ranking against the true circuit, with a
 1000-resample bootstrap over examples (95%, seed 0). Also on ``zoo:induction`` (trained, not
 compiled), against the circuit its model card describes: the previous-token heads 0.2 and 0.3
@@ -42,13 +44,20 @@ def rows(
 ) -> list[list[str]]:
     """One table row per true circuit in ``truths``, the scores computed once per method."""
     out = {name: [name, f"{len(truth)} / {n_edges}"] for name, truth in truths.items()}
-    for method in ("exact", "eap", "eap_ig"):
+    for method in ("exact", "eap", "eap_ig", "acdc"):
         t = time.time()
         scores = getattr(fl.circuits, method)(model, task, n_boot=200)
         for name, truth in truths.items():
             iv = fl.circuits.edge_auroc(scores, truth, n_boot=1000, seed=0)
             out[name].append(f"{iv.estimate:.3f} [{iv.ci_low:.3f}, {iv.ci_high:.3f}]")
             print(f"  {name} {method}: {time.time() - t:.1f}s {iv:.3f}", flush=True)
+            if method == "acdc":
+                kept = set(scores.kept().edges)
+                print(
+                    f"  {name} acdc kept {len(kept)} edges, {len(kept & set(truth))} of "
+                    f"{len(truth)} true; kept == truth: {kept == set(truth)}",
+                    flush=True,
+                )
     return list(out.values())
 
 
@@ -71,7 +80,7 @@ def main() -> None:
     no_q = [e for e in card if not e.endswith("<q>")]
     truths = {"induction (card's circuit)": card, "induction (card's, no query edges)": no_q}
     table += rows(model, task, truths, n_edges)
-    head = ["model", "true edges / all", "exact", "eap", "eap_ig (5 steps)"]
+    head = ["model", "true edges / all", "exact", "eap", "eap_ig (5 steps)", "acdc (KL, 0.01)"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in table:

@@ -83,6 +83,37 @@ def test_eap_misses_edges_behind_tracrs_flat_steps():
     assert np.abs(ex.score[before_mlp]).min() > 0.3
 
 
+def test_eap_sees_shuffle_dyck_only_after_its_comparisons():
+    """shuffle_dyck compares the numerical balance with 0 in MLP m3 (``balance < 0``,
+    ``balance == 0``: sharp steps) and negates the numerical ``has_neg`` in m4: EAP's gradient
+    is zero upstream of both, so it finds 4 of the 12 true edges (AUROC 2/3), while exact
+    patching gives every true edge an effect of at least 0.5. pair_balance, the same balance
+    without the comparisons (linear in what the corruption changes), is found whole."""
+    model = fl.load("zoo:tracr_shuffle_dyck")
+    task = T.tracr_task("shuffle_dyck", n=12)
+    truth = T.tracr_circuit("shuffle_dyck").edges
+    ex = fl.circuits.exact(model, task, n_boot=20)
+    ea = fl.circuits.eap(model, task, n_boot=20)
+    blind = ["input->m0", "m0->a1.h0<v>", "a1.h1->m2", "m2->m3", "m3->a4.h1<v>", "a4.h1->m4"]
+    idx = [ea.edge.index(e) for e in blind]
+    assert np.abs(ea.score[idx]).max() < 1e-12
+    assert np.abs(ex.score[[ex.edge.index(e) for e in truth]]).min() > 0.5
+    assert fl.circuits.edge_auroc(ea, truth, n_boot=20).estimate == pytest.approx(2 / 3)
+    pb = fl.load("zoo:tracr_pair_balance")
+    ea_pb = fl.circuits.eap(pb, T.tracr_task("pair_balance", n=12), n_boot=20)
+    assert fl.circuits.edge_auroc(ea_pb, T.tracr_circuit("pair_balance").edges).estimate == 1.0
+
+
+@pytest.mark.parametrize("program", ["count", "pair_balance"])
+def test_acdc_keeps_exactly_tracrs_circuit(program):
+    """ACDC (KL, tau 0.01) prunes every edge outside a compiled program's circuit (their
+    effect is exactly 0) and keeps every edge inside it, on a categorical and a numerical
+    program."""
+    model = fl.load(f"zoo:{T.zoo_name(program)}")
+    scores = fl.circuits.acdc(model, T.tracr_task(program, n=16), n_boot=20)
+    assert set(scores.kept().edges) == set(T.tracr_circuit(program).edges)
+
+
 def test_exact_patching_agrees_with_the_induction_card():
     """zoo:induction (trained) against its card's circuit without the induction heads' query
     edges (the task's corruption never changes the query tokens): exact patching ranks it

@@ -110,3 +110,30 @@ def test_task(program, model):
 def test_unknown_program():
     with pytest.raises(InputError, match="no tracr model named 'tracr_nope'"):
         fl.load("zoo:tracr_nope")
+
+
+def test_a_query_that_cannot_change_the_attention_is_not_in_the_circuit():
+    """make_count's selector (``k == "a"``) ignores its queries: tracr's query matrix reads the
+    tokens, but every token gives the same row of ``W_Q^T W_K``, so the query edge carries
+    nothing (exact patching: 0 on every example) and is left out; the key edge is kept. hist's
+    ``k == q`` reads both."""
+    model = fl.load("zoo:tracr_count")
+    data = T.info("count")
+    labels, varying = data["residual_labels"], data["varying_labels"]
+    tokens = {"tokens:a", "tokens:b", "tokens:c"}
+    read = [lab for lab in varying if lab in tokens]  # what the head's ports read
+    assert T.inert_labels(model.module, "a0.h0<q>", labels, read) == tokens
+    assert T.inert_labels(model.module, "a0.h0<k>", labels, read) == set()
+    circuit = T.tracr_circuit("count")
+    assert "input->a0.h0<q>" not in circuit and "input->a0.h0<k>" in circuit
+    task = T.tracr_task("count", n=16)
+    scores = fl.circuits.exact(model, task, n_boot=20)
+    q = scores.edge.index("input->a0.h0<q>")
+    assert np.abs(scores.values[q]).max() <= 1e-6
+    k = scores.edge.index("input->a0.h0<k>")
+    assert np.abs(scores.score[k]) > 0.1
+    hist = fl.load("zoo:tracr_hist")
+    h = T.info("hist")
+    read = [lab for lab in h["varying_labels"] if lab.startswith("tokens:")]
+    for port in ("a0.h0<q>", "a0.h0<k>"):
+        assert not T.inert_labels(hist.module, port, h["residual_labels"], read)

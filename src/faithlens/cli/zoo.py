@@ -281,7 +281,7 @@ TracrPrograms = Annotated[
     list[str] | None,
     typer.Argument(
         help="tracr programs to compile (default all: reverse, hist, sort_unique, sort, "
-        "frac_prevs)."
+        "frac_prevs, count, pair_balance, shuffle_dyck)."
     ),
 ]
 TracrOut = Annotated[

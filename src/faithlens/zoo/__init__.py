@@ -8,7 +8,8 @@
   induction heads). ``faithlens zoo list`` / ``faithlens zoo card NAME`` describe them.
 - :func:`train` with a :func:`recipe` retrains them (seeded, checkpointed, resumable).
 - tracr's compiled programs (``fl.load("zoo:tracr_reverse")``, ``tracr_hist``, ``tracr_sort``,
-  ``tracr_sort_unique``, ``tracr_frac_prevs``) with their true circuits:
+  ``tracr_sort_unique``, ``tracr_frac_prevs``, ``tracr_count``, ``tracr_pair_balance``,
+  ``tracr_shuffle_dyck``) with their true circuits:
   :mod:`faithlens.zoo.tracr` (compiled by ``faithlens zoo compile-tracr``, which needs the
   optional extra ``faithlens[tracr]``; loading them does not).
 - Redwood's causal-scrubbing hypotheses about the paren balancer, on ``zoo:paren``, are a

@@ -87,6 +87,27 @@ TRACR_PROGRAMS: dict[str, TracrProgram] = {
             5,
             categorical=False,
         ),
+        TracrProgram(
+            "count",
+            "the number of 'a' tokens in the input, at every position (make_count(tokens, 'a'))",
+            ("a", "b", "c"),
+            5,
+        ),
+        TracrProgram(
+            "pair_balance",
+            "the fraction of tokens so far that are '(' minus those that are ')' "
+            "(make_pair_balance; numerical)",
+            ("(", ")"),
+            5,
+            categorical=False,
+        ),
+        TracrProgram(
+            "shuffle_dyck",
+            "whether the parentheses are balanced, at every position "
+            "(make_shuffle_dyck(['()']), one pair type)",
+            ("(", ")"),
+            6,
+        ),
     )
 }
 
@@ -236,23 +257,57 @@ def derive_circuit(
     A head whose written variables are all in ``fixed_selectors`` (attention SOps whose selector
     does not depend on the tokens, such as ``length``'s ``Select(tokens, tokens, TRUE)``)
     attends the same way on every input of a length, so no edge into its query or key is in
-    the circuit even when it reads the tokens."""
+    the circuit even when it reads the tokens; nor is a query or key label that cannot change
+    the head's attention (:func:`inert_labels`)."""
     writes, reads = component_spaces(module)
     keep = set(varying)
     var = {i for i, lab in enumerate(labels) if lab in keep}
     fixed = set(fixed_selectors)
     out: dict[str, list[str]] = {}
     for r, rs in reads.items():
+        live = var
         if r.endswith(("<q>", "<k>")):
             head = writes[r.split("<")[0]]
             if head and {sop_of(labels[i]) for i in head} <= fixed:
                 continue
+            inert = inert_labels(module, r, labels, [labels[i] for i in sorted(rs & var)])
+            live = {i for i in var if labels[i] not in inert}
         for w, ws in writes.items():
             if _when(w, True) > _when(r, False):
                 continue
-            shared = sorted(ws & rs & var)
+            shared = sorted(ws & rs & live)
             if shared:
                 out[f"{w}->{r}"] = [labels[i] for i in shared]
+    return out
+
+
+def inert_labels(
+    module: ZooTransformer, port: str, labels: list[str], varying: Sequence[str]
+) -> set[str]:
+    """The varying labels that a head's query or key port reads but that cannot change its
+    attention: a categorical variable (two or more labels of one SOp) whose every value gives
+    the same row (query) or column (key) of the head's bilinear form ``W_Q^T W_K``. tracr
+    compiles a selector into that form from the predicate's table, so a predicate that ignores
+    its queries (``make_count``'s ``k == "a"``) gives equal rows, and the query edges carry
+    nothing even though the query matrix reads the tokens. ``varying`` should be the labels
+    the port reads (a label it does not read gives zero rows, which are trivially equal)."""
+    head, kind = port[:-1].split("<")
+    L, H = (int(x) for x in head[1:].split(".h"))
+    attn = cast(ZooBlock, module.blocks[L]).attn
+    dh = module.config.head_width
+    part = slice(H * dh, (H + 1) * dh)
+    form = (attn.q_proj.weight[part].T @ attn.k_proj.weight[part]).detach().double()
+    if kind == "k":
+        form = form.T  # one row per key direction
+    tol = 1e-6 * max(float(form.abs().max()), 1.0)
+    groups: dict[str, list[int]] = {}
+    for lab in varying:
+        groups.setdefault(sop_of(lab), []).append(labels.index(lab))
+    out: set[str] = set()
+    for idx in groups.values():
+        rows = form[idx]
+        if len(idx) > 1 and float((rows - rows[0]).abs().max()) <= tol:
+            out |= {labels[i] for i in idx}
     return out
 
 
@@ -358,6 +413,7 @@ __all__ = [
     "component_spaces",
     "derive_circuit",
     "encode",
+    "inert_labels",
     "info",
     "info_file",
     "load_tracr",

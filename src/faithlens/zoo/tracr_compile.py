@@ -63,14 +63,17 @@ def require_tracr() -> Any:
 
 def build_program(spec: TracrProgram) -> Any:
     """The RASP program of ``spec`` from tracr's library. RASP numbers its expressions from a
-    process-wide counter (``reverse_1``); it restarts here, so a program's labels do not depend
-    on what was compiled before it."""
+    process-wide counter (``reverse_1``) the first time a label is read; it restarts here, and
+    the library's module-level ``length`` (which make_reverse and make_shuffle_dyck read, and
+    which keeps the number it was first given) is built afresh, so a program's labels do not
+    depend on what was compiled before it."""
     import itertools
 
     from tracr.compiler import lib
     from tracr.rasp import rasp
 
     rasp.RASPExpr._ids = itertools.count(1)  # tracr's own label counter, restarted
+    lib.length = lib.make_length()  # unnumbered until this program's compilation reads it
 
     builders = {
         "reverse": lambda: lib.make_reverse(rasp.tokens),
@@ -80,6 +83,9 @@ def build_program(spec: TracrProgram) -> Any:
             rasp.tokens, rasp.tokens, max_seq_len=spec.max_seq_len, min_key=1
         ),
         "frac_prevs": lambda: lib.make_frac_prevs(rasp.tokens == "x"),
+        "count": lambda: lib.make_count(rasp.tokens, "a"),
+        "pair_balance": lambda: lib.make_pair_balance(rasp.tokens, "(", ")"),
+        "shuffle_dyck": lambda: lib.make_shuffle_dyck(["()"]),
     }
     return builders[spec.name]()
 
@@ -101,7 +107,9 @@ def varying_sops(program: Any) -> dict[str, bool]:
             out = False
         elif isinstance(expr, rasp.Select):
             kids = [varies(c) for c in children]  # visit both
-            out = expr.predicate.name not in _CONSTANT_PREDICATES and any(kids)
+            # a Comparison has a name; a plain function (make_count's) reads its inputs
+            pred = getattr(expr.predicate, "name", None)
+            out = pred not in _CONSTANT_PREDICATES and any(kids)
         else:
             out = any([varies(c) for c in children])
         memo[key] = out
