@@ -20,8 +20,10 @@ metric only through the ports it feeds).
 How it runs, per chunk of examples: one corrupted and one clean forward pass caching the
 writers' outputs, then per step one forward pass from ``e_k`` with gradient leaves at the
 readers' inputs, one backward pass, and EAP's small per-layer passes back through the norm to
-each head port (:func:`faithlens.circuits.eap.port_gradients`). No parameter gradient is stored;
-memory is that of one forward-backward pass plus one running sum of the port gradients.
+each head port (:func:`faithlens.circuits.eap.port_gradients`). Each port's gradient is
+contracted with its writers' changes into the edge values (float64, ``[edges, n]``) as soon as
+it is computed and dropped (:func:`faithlens.circuits.eap.edge_sink`), so no port gradient
+outlives its layer and no running sum of them is kept; no parameter gradient is stored.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from .common import (
     score_edges,
     writer_sites,
 )
-from .eap import edge_values, frozen_parameters, gradient_passes, port_gradients
+from .eap import edge_sink, frozen_parameters, gradient_passes, port_gradients
 from .edges import EdgeGraph
 from .scores import EdgeScores
 
@@ -118,24 +120,14 @@ def _chunk(
         e_corrupt = contribution(eg, inp, corrupt)
         e_clean = contribution(eg, inp, clean)
     del corrupt, clean
-    total: dict[str, Tensor] = {}
+    values, sink = edge_sink(eg, change, each)
     for k in range(1, steps + 1):
         with torch.no_grad():
             point = e_clean - (1 - k / steps) * (e_clean - e_corrupt)  # k = steps: clean
-        grads, _, _ = port_gradients(eg, sub, row_cap, tick, embed=point)
-        with torch.no_grad():
-            for name in list(grads):
-                g = grads.pop(name)  # each step's float32 gradient freed as it is added
-                if name in total:
-                    total[name].add_(g)
-                else:
-                    total[name] = g.double()
-                del g
-        del grads
-    with torch.no_grad():
-        for g in total.values():
-            g.div_(steps)  # in place: a second float64 copy of every port's gradient is not kept
-    return Measured(edge_values(eg, change, total, each), m_clean, m_corrupt)
+        # each port's gradient is contracted into the edge values as soon as it is computed
+        port_gradients(eg, sub, row_cap, tick, embed=point, sink=sink)
+    values /= steps
+    return Measured(values, m_clean, m_corrupt)
 
 
 __all__ = ["eap_ig"]
