@@ -194,11 +194,13 @@ def port_gradients(
     *,
     embed: Tensor | None = None,
     cache: Sequence[str] = (),
+    patches: Sequence[Patch] = (),
     sink: Callable[[str, Tensor], None] | None = None,
 ) -> tuple[dict[str, Tensor], RunOutput, Tensor]:
     """``dm/d(input_v)`` for every reader port ``v`` (by reader name, ``[n, seq, d_model]``) on
     one forward-backward pass over ``sub``'s clean prompts, with the input embeddings (the
-    ``input`` writer's output) replaced by ``embed`` when given; also that run (caching
+    ``input`` writer's output) replaced by ``embed`` when given and ``patches`` applied (the
+    gradient does not flow through a patched site); also that run (caching
     ``cache`` too) and its metric per example (still attached to the graph). With ``sink``,
     each port's gradient is handed to ``sink(name, gradient)`` as soon as it is computed and
     not kept (the returned dict is empty), and each layer's gradients at its projections are
@@ -208,6 +210,7 @@ def port_gradients(
     gsites = list(dict.fromkeys(_grad_site(eg, r) for r in eg.readers))
     resid = [f"resid_pre.{L}" for L in range(eg.n_layers)]
     ivs = [] if embed is None else [Patch(_input_site(eg), source=embed)]
+    ivs += list(patches)
     clean = model.run(
         sub.clean,
         ivs,
@@ -295,4 +298,11 @@ def _back_through_norm(
     return [(r.name, gx[i * ne : (i + 1) * ne].detach()) for i, r in enumerate(ports)]
 
 
-__all__ = ["eap", "edge_sink", "edge_values", "frozen_parameters", "gradient_passes", "port_gradients"]
+__all__ = [
+    "eap",
+    "edge_sink",
+    "edge_values",
+    "frozen_parameters",
+    "gradient_passes",
+    "port_gradients",
+]
