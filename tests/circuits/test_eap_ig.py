@@ -9,7 +9,7 @@ import pytest
 import faithlens as fl
 from faithlens.errors import InputError
 from tests.helpers.builders import BUILDERS
-from tests.helpers.circuits_reference import reference_eap_ig
+from tests.helpers.circuits_reference import reference_eap_ig, reference_eap_ig_activations
 from tests.helpers.tasks import padded_task
 
 ARCHS = [
@@ -84,38 +84,63 @@ def test_bad_steps():
         fl.circuits.eap_ig(model, task, steps=0)
 
 
-def test_in_place_running_sum_keeps_the_scores():
-    """The running sum of the port gradients is kept in place (one float64 copy, each step's
-    float32 gradients freed as they are added): the values equal, bit for bit, the mean over
-    steps of each step's gradients summed out of place, as EAP-IG computed them before."""
-    import torch
+def test_bad_ig():
+    _, model, task = _setup("llama")
+    with pytest.raises(InputError, match=r"ig.*activations"):
+        fl.circuits.eap_ig(model, task, ig="hidden")
 
-    from faithlens.circuits.common import chunks, contribution, deltas, writer_sites
-    from faithlens.circuits.eap import edge_values, frozen_parameters, port_gradients
 
-    hf = BUILDERS["llama"]()  # float32: the float64 accumulation of float32 gradients
-    model = fl.wrap(hf)
-    task = padded_task(model, n=4, seq=6)
-    steps = 3
-    res = fl.circuits.eap_ig(model, task, steps=steps, n_boot=20)
-    eg = fl.circuits.EdgeGraph(model)
-    ref = np.zeros_like(res.values)
-    parts, row_cap = chunks(model, task, None)
-    with frozen_parameters(model):
-        for rows, sub in parts:
-            with torch.no_grad():
-                corrupt = model.run(sub.corrupt, cache=writer_sites(eg), logits_at=sub.positions)
-                clean = model.run(sub.clean, cache=writer_sites(eg), logits_at=sub.positions)
-                change = deltas(eg, clean, corrupt)
-                inp = next(w for w in eg.writers if w.kind == "input")
-                e_corrupt, e_clean = contribution(eg, inp, corrupt), contribution(eg, inp, clean)
-            total: dict = {}
-            for k in range(1, steps + 1):
-                point = e_clean - (1 - k / steps) * (e_clean - e_corrupt)
-                grads, _, _ = port_gradients(eg, sub, row_cap, lambda: None, embed=point.detach())
-                for name, g in grads.items():
-                    total[name] = g.double() if name not in total else total[name] + g.double()
-            mean = {name: g / steps for name, g in total.items()}
-            ref[:, rows.cpu().numpy()] = edge_values(eg, change, mean)
+@pytest.mark.parametrize("arch", ["llama", "faithlens_zoo", "faithlens_zoo-attn_only"])
+def test_ig_on_activations_equals_brute_force_reference(arch):
+    hf, model, task = _setup(arch, seq=5)
+    res = fl.circuits.eap_ig(model, task, steps=2, n_boot=20, ig="activations")
+    assert res.meta["ig"] == "activations" and res.meta["steps"] == 2
+    ref = reference_eap_ig_activations(hf, task, res.edge, steps=2).numpy()
+    np.testing.assert_allclose(res.values, ref, atol=1e-8, rtol=0)
     assert np.abs(ref).max() > 1e-3
-    np.testing.assert_array_equal(res.values, ref)
+    # a different path from the inputs' one: the values differ
+    inputs = fl.circuits.eap_ig(model, task, steps=2, n_boot=20)
+    assert np.abs(res.values - inputs.values).max() > 1e-4
+    assert all(p.grad is None for p in hf.parameters())
+
+
+@pytest.mark.parametrize("arch", ["faithlens_zoo-attn_only", "gpt_neox"])
+def test_ig_on_activations_one_step_relations(arch):
+    """``steps=1``: every run is the clean run, but the interpolated node's output is held
+    fixed. The logits' port is read by no node and feeds nothing else: EAP's values exactly.
+    The last node's ports reach the metric only through that node, so their gradient is the
+    clean one in every run but that node's own (zero there): EAP's times ``1 - 1 / |nodes|``."""
+    from faithlens.circuits.eap_ig import layer_nodes
+
+    _, model, task = _setup(arch, n=4)
+    eg = fl.circuits.EdgeGraph(model)
+    one = fl.circuits.eap_ig(model, task, steps=1, n_boot=20, ig="activations")
+    eap = fl.circuits.eap(model, task, n_boot=20)
+    assert list(one.edge) == [e.name for e in eg.edges]
+    nodes = layer_nodes(eg)
+    last = nodes[-1][0]
+    logits = np.array([e.reader.kind == "logits" for e in eg.edges])
+    into_last = np.array(
+        [e.reader.kind == last.kind and e.reader.layer == last.layer for e in eg.edges]
+    )
+    assert logits.any() and into_last.any() and np.abs(eap.values[into_last]).max() > 1e-4
+    np.testing.assert_allclose(one.values[logits], eap.values[logits], atol=1e-12, rtol=0)
+    scaled = eap.values[into_last] * (1 - 1 / len(nodes))
+    np.testing.assert_allclose(one.values[into_last], scaled, atol=1e-12, rtol=0)
+    # the other ports' gradients also lose the paths through the later nodes held fixed
+    assert np.abs(one.values - eap.values).max() > 1e-4
+
+
+def test_ig_on_activations_input_node_alone_is_ig_on_inputs(monkeypatch):
+    """The input node's runs are the inputs' runs: with the node list cut to the input node,
+    the activations variant gives the inputs variant's values."""
+    import importlib
+
+    module = importlib.import_module("faithlens.circuits.eap_ig")
+    _, model, task = _setup("llama")
+    full = module.layer_nodes(fl.circuits.EdgeGraph(model))
+    assert [w.kind for w in full[0]] == ["input"] and len(full) == 1 + 2 * 3
+    monkeypatch.setattr(module, "layer_nodes", lambda eg: full[:1])
+    acts = fl.circuits.eap_ig(model, task, steps=3, n_boot=20, ig="activations")
+    inputs = fl.circuits.eap_ig(model, task, steps=3, n_boot=20)
+    np.testing.assert_allclose(acts.values, inputs.values, atol=1e-12, rtol=0)

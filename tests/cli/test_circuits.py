@@ -50,6 +50,22 @@ def test_circuit_writes_reloadable_results(tmp_path):
     assert EdgeScores.load(tmp_path / "p" / "scores").method == "exact"
 
 
+def test_circuit_eap_ig_on_activations(tmp_path):
+    out = tmp_path / "act"
+    args = ["circuit", "--model", "zoo:induction", "--task", "induction", "--n", "8"]
+    args += ["--method", "eap-ig", "--ig", "activations", "--steps", "2", "--n-boot", "20"]
+    res = runner.invoke(app, [*args, "--no-scrub", "--no-audit", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    scores = EdgeScores.load(out / "scores")
+    assert scores.meta["ig"] == "activations" and scores.meta["steps"] == 2
+    model = fl.load("zoo:induction")
+    task = fl.tasks.build("induction", model, n=8, seed=0)
+    lib = fl.circuits.eap_ig(model, task, steps=2, n_boot=20, ig="activations")
+    np.testing.assert_allclose(scores.values, lib.values, rtol=0, atol=1e-6)
+    inputs = fl.circuits.eap_ig(model, task, steps=2, n_boot=20)
+    assert np.abs(lib.values - inputs.values).max() > 1e-4
+
+
 def test_circuit_acdc_keeps_its_own_circuit(tmp_path):
     out = tmp_path / "a"
     args = ["circuit", "--model", "zoo:induction", "--task", "induction", "--n", "8"]
@@ -71,6 +87,8 @@ def test_circuit_bad_options():
     assert res.exit_code == 2 and "--tau" in res.output
     res = runner.invoke(app, ["circuit", "--top-k", "0"])
     assert res.exit_code == 2 and "--top-k" in res.output
+    res = runner.invoke(app, ["circuit", "--ig", "hidden"])
+    assert res.exit_code == 2 and "--ig" in res.output and "activations" in res.output
     res = runner.invoke(
         app, ["circuit", "--n", "4", "--top-k", "500", "--n-boot", "20", "--no-audit"]
     )

@@ -231,3 +231,74 @@ def reference_eap_ig(hf, task, edges, steps: int) -> torch.Tensor:
             grads[reader] = total / steps
         rows.append((change * grads[reader]).sum((-2, -1)))
     return torch.stack(rows).detach()
+
+
+def _node_targets(hf) -> list[tuple[torch.nn.Module, str]]:
+    """``ig="activations"``'s nodes as (module, 'in'|'out') whose tensor is the node's output,
+    from this file's own tables: the first block's input (the embeddings), then per layer the
+    output projection's input (all heads together) and the MLP's output (none in an
+    attention-only zoo model)."""
+    layers, o_proj, mlp = PATHS[hf.config.model_type]
+    out = [(hf.get_submodule(f"{layers}.0"), "in")]
+    for L in range(hf.config.num_hidden_layers):
+        block = hf.get_submodule(f"{layers}.{L}")
+        out.append((block.get_submodule(o_proj), "in"))
+        if getattr(block, mlp.split(".")[0], None) is not None:
+            out.append((block.get_submodule(mlp), "out"))
+    return out
+
+
+def _module_value(hf, module, io, ids, mask) -> torch.Tensor:
+    store: dict = {}
+
+    def keep(x):
+        store["x"] = x.detach().clone()
+        return x
+
+    h = _hook(module, io, keep)
+    try:
+        with torch.no_grad():
+            _forward(hf, ids, mask)
+    finally:
+        h.remove()
+    return store["x"]
+
+
+def reference_eap_ig_activations(hf, task, edges, steps: int) -> torch.Tensor:
+    """EAP-IG on the activations, by brute force: for each node (:func:`_node_targets`) and
+    step ``k = 1 .. steps``, that node's output alone is replaced by
+    ``corrupt + k / steps (clean - corrupt)`` with a bare hook (the hooked value is a constant,
+    so no gradient flows back through it), the gradient of ``port_metric`` at ``delta = 0`` is
+    taken by autograd one reader port at a time, and the mean over all (node, step) runs is
+    multiplied by each writer's change."""
+    clean, corrupt = task.clean, task.corrupt
+    targets = _node_targets(hf)
+    values = [
+        (
+            _module_value(hf, mod, io, clean.ids, clean.mask),
+            _module_value(hf, mod, io, corrupt.ids, corrupt.mask),
+        )
+        for mod, io in targets
+    ]
+    grads: dict[str, torch.Tensor] = {}
+    rows = []
+    for e in edges:
+        writer, reader = e.split("->")
+        change = writer_change(hf, task, writer)
+        if reader not in grads:
+            total = torch.zeros_like(change)
+            for (mod, io), (v_clean, v_corrupt) in zip(targets, values):
+                for k in range(1, steps + 1):
+                    point = v_corrupt + (k / steps) * (v_clean - v_corrupt)
+                    h = _hook(mod, io, lambda x, p=point: p.to(x))
+                    try:
+                        delta = torch.zeros_like(change, requires_grad=True)
+                        with torch.enable_grad():
+                            m = port_metric(hf, task, reader, delta)
+                            (g,) = torch.autograd.grad(m.sum(), delta, allow_unused=True)
+                    finally:
+                        h.remove()
+                    total = total + (torch.zeros_like(change) if g is None else g)
+            grads[reader] = total / (steps * len(targets))
+        rows.append((change * grads[reader]).sum((-2, -1)))
+    return torch.stack(rows).detach()

@@ -162,6 +162,30 @@ def edge_values(
     return values
 
 
+def edge_sink(
+    eg: EdgeGraph, change: dict[str, Tensor], each: bool = False
+) -> tuple[np.ndarray, Callable[[str, Tensor], None]]:
+    """Zero edge values (as :func:`edge_values`' ``[n_edges, n]``, or ``[n_edges, seq, n]``
+    with ``each``) and a sink for :func:`port_gradients` that adds ``change[u] . g`` to every
+    edge ``u->v`` of the port ``v`` whose gradient ``g`` it is handed, in float64: summed over
+    calls, the values of the sum of the gradients, without holding any port's gradient."""
+    d0 = next(iter(change.values()))
+    ne, seq = d0.shape[0], d0.shape[1]
+    values = np.zeros((len(eg), seq, ne) if each else (len(eg), ne), dtype=np.float64)
+    by_reader: dict[str, list[tuple[int, str]]] = {}
+    for i, e in enumerate(eg.edges):
+        by_reader.setdefault(e.reader.name, []).append((i, e.writer.name))
+
+    def sink(name: str, g: Tensor) -> None:
+        with torch.no_grad():
+            gd = g.double()
+            for i, w in by_reader.get(name, ()):
+                prod = (change[w].double() * gd).sum(-1)  # [n, seq]
+                values[i] += (prod.T if each else prod.sum(-1)).cpu().numpy()
+
+    return values, sink
+
+
 def port_gradients(
     eg: EdgeGraph,
     sub: Task,
@@ -170,16 +194,23 @@ def port_gradients(
     *,
     embed: Tensor | None = None,
     cache: Sequence[str] = (),
+    patches: Sequence[Patch] = (),
+    sink: Callable[[str, Tensor], None] | None = None,
 ) -> tuple[dict[str, Tensor], RunOutput, Tensor]:
     """``dm/d(input_v)`` for every reader port ``v`` (by reader name, ``[n, seq, d_model]``) on
     one forward-backward pass over ``sub``'s clean prompts, with the input embeddings (the
-    ``input`` writer's output) replaced by ``embed`` when given; also that run (caching
-    ``cache`` too) and its metric per example (still attached to the graph)."""
+    ``input`` writer's output) replaced by ``embed`` when given and ``patches`` applied (the
+    gradient does not flow through a patched site); also that run (caching
+    ``cache`` too) and its metric per example (still attached to the graph). With ``sink``,
+    each port's gradient is handed to ``sink(name, gradient)`` as soon as it is computed and
+    not kept (the returned dict is empty), and each layer's gradients at its projections are
+    dropped once its ports are done: the peak holds one layer's port gradients, not all."""
     model = eg.model
     ne = sub.n
     gsites = list(dict.fromkeys(_grad_site(eg, r) for r in eg.readers))
     resid = [f"resid_pre.{L}" for L in range(eg.n_layers)]
     ivs = [] if embed is None else [Patch(_input_site(eg), source=embed)]
+    ivs += list(patches)
     clean = model.run(
         sub.clean,
         ivs,
@@ -194,18 +225,35 @@ def port_gradients(
     at: dict[str, Tensor] = {}
     for s, g, leaf in zip(gsites, grads, leaves):
         at[s] = clean.grad_leaf(s)[1].get(g if g is not None else torch.zeros_like(leaf)).detach()
+    del grads, leaves
     tick()
     per_pass = max(1, row_cap // ne)
     port_grad: dict[str, Tensor] = {}
+
+    def put(name: str, g: Tensor) -> None:
+        if sink is None:
+            port_grad[name] = g
+        else:
+            sink(name, g)
+
+    for r in eg.readers:
+        if r.kind != "head":
+            put(r.name, at[_grad_site(eg, r)])
+    if sink is not None:
+        for r in eg.readers:
+            if r.kind != "head":
+                at.pop(_grad_site(eg, r), None)
     for L in range(eg.n_layers):
         hidden = clean.cache[f"resid_pre.{L}"].detach()
         ports = _head_ports(eg, L)
         for k in range(0, len(ports), per_pass):
-            port_grad.update(_back_through_norm(eg, sub, L, hidden, ports[k : k + per_pass], at))
+            for name, g in _back_through_norm(eg, sub, L, hidden, ports[k : k + per_pass], at):
+                put(name, g)
             tick()
-    for r in eg.readers:
-        if r.kind != "head":
-            port_grad[r.name] = at[_grad_site(eg, r)]
+        if sink is not None:
+            for r in ports:
+                if r.site is not None:
+                    at.pop(r.site, None)  # this layer's projection gradients are spent
     return port_grad, clean, m_clean_t
 
 
@@ -216,7 +264,7 @@ def _back_through_norm(
     hidden: Tensor,
     ports: list[Reader],
     at: dict[str, Tensor],
-) -> dict[str, Tensor]:
+) -> list[tuple[str, Tensor]]:
     """``dm/d(input)`` of each head port of ``layer``: the gradient at the port's projection
     output carried back through the layer's norm and that projection (ports stacked in the
     batch, each block seeded with its own port's gradient)."""
@@ -247,7 +295,14 @@ def _back_through_norm(
         block = out.cache[r.site][i * ne : (i + 1) * ne]
         total = total + (block * at[r.site].to(block)).sum()
     (gx,) = torch.autograd.grad(total, x)
-    return {r.name: gx[i * ne : (i + 1) * ne].detach() for i, r in enumerate(ports)}
+    return [(r.name, gx[i * ne : (i + 1) * ne].detach()) for i, r in enumerate(ports)]
 
 
-__all__ = ["eap", "edge_values", "frozen_parameters", "gradient_passes", "port_gradients"]
+__all__ = [
+    "eap",
+    "edge_sink",
+    "edge_values",
+    "frozen_parameters",
+    "gradient_passes",
+    "port_gradients",
+]

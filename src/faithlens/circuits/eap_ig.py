@@ -1,4 +1,5 @@
-"""EAP with integrated gradients on the inputs (EAP-IG; Hanna, Pezzelle and Belinkov 2024).
+"""EAP with integrated gradients (EAP-IG; Hanna, Pezzelle and Belinkov 2024), on the inputs
+(``ig="inputs"``, the default) or on the activations (``ig="activations"``, below).
 
 EAP's gradient is taken at the clean run only; EAP-IG averages it along the straight path
 between the corrupted and the clean input embeddings. With ``e`` the ``input`` writer's output
@@ -20,8 +21,28 @@ metric only through the ports it feeds).
 How it runs, per chunk of examples: one corrupted and one clean forward pass caching the
 writers' outputs, then per step one forward pass from ``e_k`` with gradient leaves at the
 readers' inputs, one backward pass, and EAP's small per-layer passes back through the norm to
-each head port (:func:`faithlens.circuits.eap.port_gradients`). No parameter gradient is stored;
-memory is that of one forward-backward pass plus one running sum of the port gradients.
+each head port (:func:`faithlens.circuits.eap.port_gradients`). Each port's gradient is
+contracted with its writers' changes into the edge values (float64, ``[edges, n]``) as soon as
+it is computed and dropped (:func:`faithlens.circuits.eap.edge_sink`), so no port gradient
+outlives its layer and no running sum of them is kept; no parameter gradient is stored.
+
+With ``ig="activations"`` (Hanna et al.'s "EAP-IG-activations", as in their code and MIB's
+baseline), the path runs through one layer's activations at a time instead of the inputs: for
+each node ``N`` of ``[input, attention 0, MLP 0, attention 1, ...]`` (an attention node is all
+of the layer's heads together; a model without MLPs has no MLP nodes) and ``k = 1 .. m``, the
+clean prompts run with ``N``'s output alone replaced by
+``N(corrupt) + (k / m) (N(clean) - N(corrupt))`` (everything else computed from it, the
+gradient not flowing back through ``N``), and every port's gradient is averaged over all those
+``|nodes| m`` runs:
+
+    (u(corrupt) - u(clean)) . (1 / (|nodes| m)) sum_N sum_k dm/d(input_v) at (N, k)
+
+The input node's runs are exactly the ``ig="inputs"`` runs. A port read by a node (a head's
+q / k / v input by its layer's attention node, an MLP's input by its MLP node) has a zero
+gradient in that node's own runs, as in Hanna et al.'s code; so with ``steps=1`` (every run is
+the clean run) an edge's value is EAP's times ``1 - 1 / |nodes|``, and EAP's exactly into the
+logits. It costs ``|nodes|`` times the passes of ``ig="inputs"`` and keeps the
+writers' clean and corrupted outputs (twice the writers' changes) for the whole chunk.
 """
 
 from __future__ import annotations
@@ -35,6 +56,7 @@ from torch import Tensor
 
 from .. import validate
 from ..executor import Executor, on_executor
+from ..interventions import Patch
 from ..models.model import Model
 from ..progress import Progress
 from ..tasks.base import Task
@@ -48,8 +70,8 @@ from .common import (
     score_edges,
     writer_sites,
 )
-from .eap import edge_values, frozen_parameters, gradient_passes, port_gradients
-from .edges import EdgeGraph
+from .eap import edge_sink, frozen_parameters, gradient_passes, port_gradients
+from .edges import EdgeGraph, Writer
 from .scores import EdgeScores
 
 
@@ -68,21 +90,26 @@ def eap_ig(
     checkpoint: str | os.PathLike[str] | None = None,
     executor: str | Executor | None = None,
     positions: str = "all",
+    ig: str = "inputs",
 ) -> EdgeScores:
-    """Score every edge of ``model``'s edge graph by EAP-IG on the inputs (module docstring)
-    with ``steps`` points on the path from the corrupted to the clean embeddings (``steps=1``
-    is :func:`faithlens.circuits.eap`). Other arguments as :func:`faithlens.circuits.exact`;
-    returns an :class:`EdgeScores` (``method="eap-ig"``)."""
+    """Score every edge of ``model``'s edge graph by EAP-IG (module docstring) with ``steps``
+    points on the path from the corrupted to the clean embeddings (``ig="inputs"``) or on each
+    layer's activations in turn (``ig="activations"``); ``steps=1`` is
+    :func:`faithlens.circuits.eap` on the inputs (on the activations, see the module
+    docstring). Other arguments as
+    :func:`faithlens.circuits.exact`; returns an :class:`EdgeScores` (``method="eap-ig"``,
+    ``meta["ig"]`` the variant)."""
     steps = validate.positive_int("steps", steps, fix="the number of integration steps, e.g. 5")
+    validate.choice("ig", ig, IG, fix='integrate on the "inputs" or on the "activations"')
     each = check_positions(positions)
     return score_edges(
         "circuits.eap_ig",
         model,
         data,
-        passes=lambda eg, sub, per_pass: 2 + steps * gradient_passes(eg, per_pass),
-        chunk=partial(_chunk, steps=steps, each=each),  # picklable: Ray workers receive it
+        passes=partial(_passes, steps=steps, ig=ig),
+        chunk=partial(_chunk, steps=steps, each=each, ig=ig),  # picklable: Ray workers get it
         method="eap-ig",
-        meta={"direction": "noising", "positions": positions, "steps": steps, "ig": "inputs"},
+        meta={"direction": "noising", "positions": positions, "steps": steps, "ig": ig},
         each=each,
         metric=metric,
         n_boot=n_boot,
@@ -95,6 +122,25 @@ def eap_ig(
     )
 
 
+#: What ``eap_ig``'s ``ig=`` takes.
+IG = ("inputs", "activations")
+
+
+def layer_nodes(eg: EdgeGraph) -> list[list[Writer]]:
+    """``ig="activations"``'s nodes, each a list of writers interpolated together: the input,
+    then per layer its heads (one node) and its MLP, in the order of the forward pass."""
+    groups: dict[tuple[int, int], list[Writer]] = {}
+    for w in eg.writers:
+        key = (-1, 0) if w.kind == "input" else (w.layer or 0, 0 if w.kind == "head" else 1)
+        groups.setdefault(key, []).append(w)
+    return [groups[k] for k in sorted(groups)]
+
+
+def _passes(eg: EdgeGraph, sub: Task, per_pass: int, *, steps: int, ig: str) -> int:
+    runs = steps * (len(layer_nodes(eg)) if ig == "activations" else 1)
+    return 2 + runs * gradient_passes(eg, per_pass)
+
+
 def _chunk(
     eg: EdgeGraph,
     sub: Task,
@@ -103,7 +149,10 @@ def _chunk(
     *,
     steps: int,
     each: bool = False,
+    ig: str = "inputs",
 ) -> Measured:
+    if ig == "activations":
+        return _chunk_activations(eg, sub, row_cap, tick, steps=steps, each=each)
     model = eg.model
     pos = sub.positions
     with torch.no_grad():
@@ -118,24 +167,49 @@ def _chunk(
         e_corrupt = contribution(eg, inp, corrupt)
         e_clean = contribution(eg, inp, clean)
     del corrupt, clean
-    total: dict[str, Tensor] = {}
+    values, sink = edge_sink(eg, change, each)
     for k in range(1, steps + 1):
         with torch.no_grad():
             point = e_clean - (1 - k / steps) * (e_clean - e_corrupt)  # k = steps: clean
-        grads, _, _ = port_gradients(eg, sub, row_cap, tick, embed=point)
-        with torch.no_grad():
-            for name in list(grads):
-                g = grads.pop(name)  # each step's float32 gradient freed as it is added
-                if name in total:
-                    total[name].add_(g)
-                else:
-                    total[name] = g.double()
-                del g
-        del grads
+        # each port's gradient is contracted into the edge values as soon as it is computed
+        port_gradients(eg, sub, row_cap, tick, embed=point, sink=sink)
+    values /= steps
+    return Measured(values, m_clean, m_corrupt)
+
+
+def _chunk_activations(
+    eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None], *, steps: int, each: bool
+) -> Measured:
+    model = eg.model
+    pos = sub.positions
     with torch.no_grad():
-        for g in total.values():
-            g.div_(steps)  # in place: a second float64 copy of every port's gradient is not kept
-    return Measured(edge_values(eg, change, total, each), m_clean, m_corrupt)
+        corrupt = model.run(sub.corrupt, cache=writer_sites(eg), logits_at=pos)
+        tick()
+        clean = model.run(sub.clean, cache=writer_sites(eg), logits_at=pos)
+        tick()
+        change = deltas(eg, clean, corrupt)
+        m_clean = metric_values(sub, clean).double().cpu().numpy()
+        m_corrupt = metric_values(sub, corrupt).double().cpu().numpy()
+    nodes = layer_nodes(eg)
+    values, sink = edge_sink(eg, change, each)
+    for node in nodes:
+        for k in range(1, steps + 1):
+            with torch.no_grad():  # k = steps: the node's clean output
+                patches = [
+                    Patch(
+                        w.site,
+                        source=_between(clean.cache[w.site], corrupt.cache[w.site], k / steps),
+                    )
+                    for w in node
+                ]
+            port_gradients(eg, sub, row_cap, tick, patches=patches, sink=sink)
+    values /= steps * len(nodes)
+    return Measured(values, m_clean, m_corrupt)
 
 
-__all__ = ["eap_ig"]
+def _between(clean: Tensor, corrupt: Tensor, alpha: float) -> Tensor:
+    """``clean - (1 - alpha) (clean - corrupt)``: the corrupted value at 0, the clean at 1."""
+    return (clean - (1 - alpha) * (clean - corrupt)).detach()
+
+
+__all__ = ["IG", "eap_ig", "layer_nodes"]

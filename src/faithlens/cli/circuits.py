@@ -50,6 +50,14 @@ TopK = Annotated[
 ]
 Tau = Annotated[float, typer.Option("--tau", help="acdc's pruning threshold on the KL divergence.")]
 Steps = Annotated[int, typer.Option("--steps", help="Integration steps of eap-ig.")]
+IG = Annotated[
+    str,
+    typer.Option(
+        "--ig",
+        help="eap-ig's path: inputs (the embeddings interpolated) or activations (each layer's "
+        "attention and MLP outputs interpolated in turn, Hanna et al.'s EAP-IG-activations).",
+    ),
+]
 N = Annotated[int, typer.Option("--n", help="Number of task examples.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for the task and the bootstrap.")]
 Top = Annotated[int, typer.Option("--top", help="Rows of the printed edge table.")]
@@ -84,11 +92,15 @@ Out = Annotated[
 ]
 
 
-def _check(method: str, top_k: int, steps: int, n_boot: int, top: int, tau: float) -> None:
+def _check(
+    method: str, top_k: int, steps: int, n_boot: int, top: int, tau: float, ig: str = "inputs"
+) -> None:
     from .. import validate
+    from ..circuits.eap_ig import IG as IG_PATHS
 
     validate.finite_float("--tau", tau, fix="a pruning threshold, e.g. 0.01")
     validate.choice("--method", method, METHODS)
+    validate.choice("--ig", ig, IG_PATHS, fix="--ig inputs or --ig activations")
     validate.positive_int("--top-k", top_k, fix="the number of edges to keep, e.g. 20")
     validate.positive_int("--steps", steps, fix="the number of integration steps, e.g. 5")
     validate.n_boot(n_boot, "--n-boot")
@@ -105,6 +117,7 @@ def _score(
     seed: int,
     memory: Any,
     checkpoint: Path | None = None,
+    ig: str = "inputs",
 ) -> Any:
     """The edge scores; ``checkpoint`` keeps the finished chunks of exact, eap and eap-ig
     (acdc's pruning is sequential: it has none)."""
@@ -119,7 +132,7 @@ def _score(
             return circuits.exact(m, t, progress=advance, **opts)
         if method == "eap":
             return circuits.eap(m, t, progress=advance, **opts)
-        return circuits.eap_ig(m, t, steps=steps, progress=advance, **opts)
+        return circuits.eap_ig(m, t, steps=steps, ig=ig, progress=advance, **opts)
 
 
 def circuit_cmd(
@@ -128,6 +141,7 @@ def circuit_cmd(
     method: Method = "eap-ig",
     top_k: TopK = 20,
     steps: Steps = 5,
+    ig: IG = "inputs",
     tau: Tau = 0.01,
     n: N = 32,
     seed: Seed = 0,
@@ -148,7 +162,7 @@ def circuit_cmd(
 
     with friendly_errors():
         spec = check_task_options(task, n, seed)
-        _check(method, top_k, steps, n_boot, top, tau)
+        _check(method, top_k, steps, n_boot, top, tau, ig)
         if audit and n < AUDIT_MIN_N:
             raise validate.fail(
                 "--n",
@@ -163,12 +177,13 @@ def circuit_cmd(
                 check_target(out / name, overwrite=overwrite, name="--out")
         m = load_model(model, device)
         t = build_task(spec, m, n, seed)
-        opts = [method, steps, tau, n_boot, seed, memory]
+        # --ig joins the resume key only when set, so earlier runs' folders still resume
+        opts = [method, steps, tau, n_boot, seed, memory, *([ig] if ig != "inputs" else [])]
         record = {"model": model, "task": task, "n": n, "opts": opts}
         # a run saving to --out keeps the scorer's finished chunks beside it (resumable)
         with resumable(out, "circuit", record) as partial:
             scores = partial.run(
-                "scores", lambda ck: _score(m, t, method, steps, tau, n_boot, seed, memory, ck)
+                "scores", lambda ck: _score(m, t, method, steps, tau, n_boot, seed, memory, ck, ig)
             )
             if method != "acdc" and top_k > len(scores.edge):
                 raise validate.fail(
