@@ -8,7 +8,7 @@ import pytest
 
 import faithlens as fl
 from faithlens.errors import InputError
-from tests.helpers.builders import BUILDERS
+from tests.helpers.builders import BUILDERS, SMALL_BUILDERS
 from tests.helpers.circuits_reference import reference_eap_ig, reference_eap_ig_activations
 from tests.helpers.tasks import padded_task
 
@@ -21,8 +21,8 @@ ARCHS = [
 ]
 
 
-def _setup(arch, n=3, seq=6):
-    hf = BUILDERS[arch]().double()
+def _setup(arch, n=3, seq=6, builders=SMALL_BUILDERS):
+    hf = builders[arch]().double()
     model = fl.wrap(hf)
     return hf, model, padded_task(model, n=n, seq=seq)
 
@@ -53,7 +53,7 @@ def test_eap_ig_equals_brute_force_reference(arch):
 def test_input_edges_are_complete_with_many_steps():
     """Integrated gradients' completeness: the embedding reaches the metric only through the
     ports it feeds, so its edges' values sum to ``m(corrupt) - m(clean)`` as the steps grow."""
-    _, model, task = _setup("faithlens_zoo-attn_only", n=4)
+    _, model, task = _setup("faithlens_zoo-attn_only", n=4, builders=BUILDERS)
     gap = None
     errors = {}
     for steps in (1, 64):
@@ -139,7 +139,7 @@ def test_ig_on_activations_input_node_alone_is_ig_on_inputs(monkeypatch):
     module = importlib.import_module("faithlens.circuits.eap_ig")
     _, model, task = _setup("llama")
     full = module.layer_nodes(fl.circuits.EdgeGraph(model))
-    assert [w.kind for w in full[0]] == ["input"] and len(full) == 1 + 2 * 3
+    assert [w.kind for w in full[0]] == ["input"] and len(full) == 1 + 2 * 2
     monkeypatch.setattr(module, "layer_nodes", lambda eg: full[:1])
     acts = fl.circuits.eap_ig(model, task, steps=3, n_boot=20, ig="activations")
     inputs = fl.circuits.eap_ig(model, task, steps=3, n_boot=20)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import faithlens as fl
-from tests.helpers.builders import BUILDERS
+from tests.helpers.builders import BUILDERS, SMALL_BUILDERS
 from tests.helpers.circuits_reference import reference_exact, reference_exact_at
 from tests.helpers.tasks import padded_task
 
@@ -20,7 +20,7 @@ ARCHS = [
 
 
 def _double(arch):
-    hf = BUILDERS[arch]().double()
+    hf = SMALL_BUILDERS[arch]().double()
     return hf, fl.wrap(hf)
 
 
@@ -86,7 +86,7 @@ def test_exact_finds_the_induction_circuit_of_zoo_induction():
     "arch", ["faithlens_zoo-attn_only", pytest.param("llama", marks=pytest.mark.slow)]
 )
 def test_per_position_edges_equal_one_patched_position(arch):
-    hf = BUILDERS[arch]().double()
+    hf = SMALL_BUILDERS[arch]().double()
     model = fl.wrap(hf)
     task = padded_task(model, n=4, seq=6)
     calls = []

@@ -14,18 +14,17 @@ import torch
 VOCAB = 97
 
 
-def gpt2():
+def gpt2(**overrides):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
+    kw = {"n_layer": 3, "n_head": 4, "n_embd": 32, **overrides}
     cfg = GPT2Config(
-        n_layer=3,
-        n_head=4,
-        n_embd=32,
         vocab_size=VOCAB,
         n_positions=64,
         bos_token_id=0,
         eos_token_id=0,
+        **kw,
     )
     return GPT2LMHeadModel(cfg).eval()
 
@@ -107,9 +106,25 @@ BUILDERS = {
     "faithlens_zoo-attn_only": zoo_attn_only,
 }
 
+# Smaller models of the same architectures, for brute-force references that measure every edge
+# or node from scratch (their cost grows with the square of the components): the shared sizes
+# above cost minutes there. Grouped-query attention (Llama) and parallel blocks (GPT-NeoX) kept.
+SMALL_BUILDERS = {
+    "gpt2": lambda: gpt2(n_layer=2, n_head=2),
+    "llama": lambda: llama(
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32
+    ),
+    "gpt_neox": lambda: neox(num_hidden_layers=2, num_attention_heads=2),
+    "faithlens_zoo": lambda: zoo(d_mlp=48, causal=False, positions="learned", n_heads=2),
+    "faithlens_zoo-attn_only": lambda: zoo(
+        d_mlp=0, causal=True, positions="shortformer", n_heads=2
+    ),
+}
+
 
 __all__ = [
     "BUILDERS",
+    "SMALL_BUILDERS",
     "VOCAB",
     "bert",
     "gpt2",
