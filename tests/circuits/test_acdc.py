@@ -16,7 +16,7 @@ import faithlens as fl
 from faithlens.circuits import EdgeGraph, EdgeScores
 from faithlens.circuits.faithfulness import measure
 from faithlens.tasks.metrics import Metric
-from tests.helpers.builders import BUILDERS, llama, neox, zoo
+from tests.helpers.builders import BUILDERS, SMALL_BUILDERS
 from tests.helpers.tasks import padded_task
 
 
@@ -59,25 +59,6 @@ def reference_acdc(model, task, tau, objective):
     return values, keep, min(margins)
 
 
-def _small(build, **overrides):
-    """A smaller model of ``build``: the plain loop measures every edge from scratch, so the
-    shared builders' sizes (193 edges for the zoo) cost minutes here."""
-    return lambda: build(**overrides)
-
-
-SMALL = {
-    # 3 layers x 2 heads, attention-only (61 edges)
-    "faithlens_zoo-attn_only": _small(
-        zoo, d_mlp=0, causal=True, positions="shortformer", n_heads=2
-    ),
-    # 2 layers x 2 heads, parallel attention and MLP (42 edges)
-    "gpt_neox": _small(neox, num_hidden_layers=2, num_attention_heads=2),
-    # 2 layers x 4 query heads on 2 key/value heads: grouped-query attention (82 edges)
-    "llama": _small(
-        llama, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32
-    ),
-}
-
 CASES = [
     ("faithlens_zoo-attn_only", "kl", 0.005),
     ("gpt_neox", "metric", 0.003),
@@ -87,7 +68,7 @@ CASES = [
 
 @pytest.mark.parametrize(("arch", "objective", "tau"), CASES)
 def test_acdc_equals_a_plain_greedy_loop(arch, objective, tau):
-    model = fl.wrap(SMALL[arch]().double())
+    model = fl.wrap(SMALL_BUILDERS[arch]().double())
     task = padded_task(model, n=3, seq=6)
     res = fl.circuits.acdc(model, task, tau=tau, objective=objective, n_boot=50)
     values, keep, margin = reference_acdc(model, task, tau, objective)
