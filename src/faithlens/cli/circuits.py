@@ -10,6 +10,7 @@ import typer
 
 from ._common import (
     Device,
+    DeviceMap,
     MaxMemory,
     NBoot,
     Overwrite,
@@ -137,6 +138,7 @@ def circuit_cmd(
     audit: Audit = True,
     max_memory: MaxMemory = None,
     device: Device = None,
+    device_map: DeviceMap = None,
     out: Out = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -161,7 +163,7 @@ def circuit_cmd(
         if out is not None:
             for name in ("scores", "curve", "circuit", *extra):
                 check_target(out / name, overwrite=overwrite, name="--out")
-        m = load_model(model, device)
+        m = load_model(model, device, device_map)
         t = build_task(spec, m, n, seed)
         opts = [method, steps, tau, n_boot, seed, memory]
         record = {"model": model, "task": task, "n": n, "opts": opts}

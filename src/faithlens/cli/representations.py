@@ -12,9 +12,11 @@ import typer
 from ..results import check_target, plot_writer
 from ._common import (
     Device,
+    DeviceMap,
     MaxMemory,
     Overwrite,
     console,
+    device_map_option,
     friendly_errors,
     load_model,
     max_memory_option,
@@ -109,6 +111,7 @@ def _check_common(
     concept: str,
     method: str,
     device: str | None,
+    device_map: str | None,
     seed: int,
     n_boot: int,
     n_pairs: int | None,
@@ -126,9 +129,12 @@ def _check_common(
         V.min_examples(pairs_option, n_pairs, what="a train/test split of contrast pairs")
     if device is not None:
         V.device(device, "--device")
+    device_map_option(device_map, device)
 
 
-def _setup(model: str, concept: str, device: str | None, seed: int) -> tuple[Any, Any]:
+def _setup(
+    model: str, concept: str, device: str | None, device_map: str | None, seed: int
+) -> tuple[Any, Any]:
     """(model, planted ground truth or None)."""
     from ..errors import InputError
 
@@ -137,13 +143,16 @@ def _setup(model: str, concept: str, device: str | None, seed: int) -> tuple[Any
     if model == "planted":
         from ..representations import planted_model
 
+        if device_map is not None:
+            raise InputError("--device-map needs a loaded model, not '--model planted'")
+
         pm = planted_model(seed)
         if device:
             pm.model.to(device)
         return pm.model, pm
     if concept in ("planted", "decoy"):
         raise InputError(f"concept {concept!r} exists only on '--model planted'")
-    return load_model(model, device), None
+    return load_model(model, device, device_map), None
 
 
 def _pairs(m: Any, pm: Any, concept: str, n: int | None, seed: int) -> Any:
@@ -279,6 +288,7 @@ def read_cmd(
     seed: Seed = 0,
     max_memory: MaxMemory = None,
     device: Device = None,
+    device_map: DeviceMap = None,
     out: Out = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -287,14 +297,14 @@ def read_cmd(
 
     with friendly_errors():
         # every option is checked before the model is loaded
-        _check_common(concept, method, device, seed, n_boot, n, "--n")
+        _check_common(concept, method, device, device_map, seed, n_boot, n, "--n")
         V.nonnegative_int("--n-stability", n_stability, fix="0 skips the stability estimate")
         _check_position(position)
         _check_layers_syntax(layers)
         memory = max_memory_option(max_memory)
         if out is not None:
             check_target(out, overwrite=overwrite, name="--out")
-        m, pm = _setup(model, concept, device, seed)
+        m, pm = _setup(model, concept, device, device_map, seed)
         res, _ = _read(
             m, pm, concept, method, layers, n, n_stability, n_boot, seed, position, memory
         )
@@ -338,6 +348,7 @@ def steer_cmd(
     n_boot: NBoot = 1000,
     seed: Seed = 0,
     device: Device = None,
+    device_map: DeviceMap = None,
     out: Out = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -347,7 +358,7 @@ def steer_cmd(
 
     with friendly_errors():
         # every option is checked before the model is loaded
-        _check_common(concept, method, device, seed, n_boot, n_pairs, "--n-pairs")
+        _check_common(concept, method, device, device_map, seed, n_boot, n_pairs, "--n-pairs")
         V.min_examples("--n", n, what="an effect with a confidence interval")
         V.positive_int("--max-new-tokens", max_new_tokens, fix="generate at least one token")
         V.nonnegative_int("--show", show)
@@ -357,7 +368,7 @@ def steer_cmd(
         cs = _coefs(coef)
         if out is not None:
             check_target(out, overwrite=overwrite, name="--out")
-        m, pm = _setup(model, concept, device, seed)
+        m, pm = _setup(model, concept, device, device_map, seed)
         ls = parse_layers(layers, m.n_layers)
         beh = _behaviour(m, pm, n, seed)
         res, _ = _read(
@@ -425,6 +436,7 @@ def check_cmd(
     seed: Seed = 0,
     max_memory: MaxMemory = None,
     device: Device = None,
+    device_map: DeviceMap = None,
     out: ReportOut = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -437,7 +449,7 @@ def check_cmd(
 
     with friendly_errors():
         # every option is checked before the model is loaded
-        _check_common(concept, method, device, seed, n_boot, n_pairs, "--n-pairs")
+        _check_common(concept, method, device, device_map, seed, n_boot, n_pairs, "--n-pairs")
         V.positive_float("--coef", coef, fix="steering size in pair separations, e.g. 1.0")
         V.choice("--prompt", prompt, ("all", "last"))
         V.min_examples("--n", n, what="an effect with a confidence interval")
@@ -448,7 +460,7 @@ def check_cmd(
         memory = max_memory_option(max_memory)
         if out is not None:
             check_target(out, overwrite=overwrite, name="--out")
-        m, pm = _setup(model, concept, device, seed)
+        m, pm = _setup(model, concept, device, device_map, seed)
         ls = parse_layers(layers, m.n_layers)
         beh = _behaviour(m, pm, n, seed)
         res, pairs = _read(m, pm, concept, method, "all", n_pairs, 0, 200, seed, "last", memory)
