@@ -25,6 +25,7 @@ from ._common import (
     save_result,
     status,
 )
+from ._resume import resumable
 
 CONCEPTS = ("truth", "honesty", "planted", "decoy")
 
@@ -195,6 +196,7 @@ def _read(
     seed: int,
     position: str,
     max_memory: int | None = None,
+    checkpoint: Path | None = None,
 ) -> Any:
     from ..representations import read
 
@@ -213,6 +215,7 @@ def _read(
             seed=seed,
             progress=advance,
             max_memory=max_memory,
+            checkpoint=checkpoint,
         ), pairs
 
 
@@ -305,32 +308,52 @@ def read_cmd(
         if out is not None:
             check_target(out, overwrite=overwrite, name="--out")
         m, pm = _setup(model, concept, device, device_map, seed)
-        res, _ = _read(
-            m, pm, concept, method, layers, n, n_stability, n_boot, seed, position, memory
-        )
-        console.print(res.summary().split("\n")[0])
-        df = res.to_frame()[
-            [
-                "layer",
-                "accuracy",
-                "accuracy_ci_low",
-                "accuracy_ci_high",
-                "auroc",
-                "auroc_ci_low",
-                "auroc_ci_high",
-                "stability",
-            ]
-        ]
-        print_frame(df, title=f"reading '{res.concept}' per layer", max_rows=64)
-        console.print(f"best layer: {res.best_layer()}")
-        if out is not None:
-            save_result(
-                res,
-                out,
-                overwrite=overwrite,
-                extras={"reading.png": plot_writer(res, 150)},
-                message=f"wrote {out}/result.json, table.parquet, arrays.npz, reading.png",
+        record: dict[str, Any] = {
+            "model": model,
+            "concept": concept,
+            "method": method,
+            "layers": layers,
+            "n": n,
+        }
+        record |= {"position": position, "n_stability": n_stability, "n_boot": n_boot}
+        record |= {"seed": seed, "max_memory": max_memory, "device": device}
+        # a run saving to --out keeps each finished layer's fit beside it (resumable)
+        with resumable(out, "represent read", record) as partial:
+            res, _ = partial.run(
+                "reading",
+                lambda ck: _read(
+                    m,
+                    pm,
+                    concept,
+                    method,
+                    layers,
+                    n,
+                    n_stability,
+                    n_boot,
+                    seed,
+                    position,
+                    memory,
+                    ck,
+                ),
             )
+            _print_reading(res)
+            if out is not None:
+                save_result(
+                    res,
+                    out,
+                    overwrite=overwrite,
+                    extras={"reading.png": plot_writer(res, 150)},
+                    message=f"wrote {out}/result.json, table.parquet, arrays.npz, reading.png",
+                )
+
+
+def _print_reading(res: Any) -> None:
+    """``represent read``'s table: each layer's accuracy, AUROC and stability."""
+    console.print(res.summary().split("\n")[0])
+    cols = ["layer", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "auroc"]
+    cols += ["auroc_ci_low", "auroc_ci_high", "stability"]
+    print_frame(res.to_frame()[cols], title=f"reading '{res.concept}' per layer", max_rows=64)
+    console.print(f"best layer: {res.best_layer()}")
 
 
 def steer_cmd(
@@ -371,37 +394,60 @@ def steer_cmd(
         m, pm = _setup(model, concept, device, device_map, seed)
         ls = parse_layers(layers, m.n_layers)
         beh = _behaviour(m, pm, n, seed)
-        res, _ = _read(
-            m, pm, concept, method, ",".join(map(str, ls)), n_pairs, 0, 200, seed, "last"
-        )
-        conds = [res.steering(ls, c, when=when) for c in cs]
-        with progress_bar(f"behaviour under {len(conds)} conditions") as advance:
-            eff = compare(
-                m,
-                beh,
-                conds,
-                coefs=cs,
-                metric=metric,
-                n_boot=n_boot,
-                seed=seed,
-                progress=advance,
-                max_new_tokens=max_new_tokens,
+        record: dict[str, Any] = {
+            "model": model,
+            "concept": concept,
+            "method": method,
+            "layers": ls,
+        }
+        record |= {"n_pairs": n_pairs, "seed": seed, "device": device, "coef": cs, "when": when}
+        record |= {"n": n, "metric": metric, "max_new_tokens": max_new_tokens, "n_boot": n_boot}
+        # the reading's per-layer fits are kept beside --out (resumable); the steering reruns
+        with resumable(out, "represent steer", record) as partial:
+            res, _ = partial.run(
+                "reading",
+                lambda ck: _read(
+                    m,
+                    pm,
+                    concept,
+                    method,
+                    ",".join(map(str, ls)),
+                    n_pairs,
+                    0,
+                    200,
+                    seed,
+                    "last",
+                    checkpoint=ck,
+                ),
             )
-        console.print(eff.summary().split("\n")[0])
-        print_frame(
-            eff.to_frame()[["condition", "mean", "effect", "effect_ci_low", "effect_ci_high"]],
-            title=f"effect on '{beh.name}' ({metric})",
-        )
-        if show > 0:
-            _show_generations(m, beh, conds, show, max_new_tokens)
-        if out is not None:
-            save_result(
-                eff,
-                out,
-                overwrite=overwrite,
-                extras={"steering.png": plot_writer(eff, 150)},
-                message=f"wrote {out}/result.json, table.parquet, steering.png",
+            conds = [res.steering(ls, c, when=when) for c in cs]
+            with progress_bar(f"behaviour under {len(conds)} conditions") as advance:
+                eff = compare(
+                    m,
+                    beh,
+                    conds,
+                    coefs=cs,
+                    metric=metric,
+                    n_boot=n_boot,
+                    seed=seed,
+                    progress=advance,
+                    max_new_tokens=max_new_tokens,
+                )
+            console.print(eff.summary().split("\n")[0])
+            print_frame(
+                eff.to_frame()[["condition", "mean", "effect", "effect_ci_low", "effect_ci_high"]],
+                title=f"effect on '{beh.name}' ({metric})",
             )
+            if show > 0:
+                _show_generations(m, beh, conds, show, max_new_tokens)
+            if out is not None:
+                save_result(
+                    eff,
+                    out,
+                    overwrite=overwrite,
+                    extras={"steering.png": plot_writer(eff, 150)},
+                    message=f"wrote {out}/result.json, table.parquet, steering.png",
+                )
 
 
 def _show_generations(m: Any, beh: Any, conds: list[Any], show: int, max_new_tokens: int) -> None:
@@ -463,35 +509,51 @@ def check_cmd(
         m, pm = _setup(model, concept, device, device_map, seed)
         ls = parse_layers(layers, m.n_layers)
         beh = _behaviour(m, pm, n, seed)
-        res, pairs = _read(m, pm, concept, method, "all", n_pairs, 0, 200, seed, "last", memory)
-        natural = pm.natural_prompts(64, seed) if pm is not None else None
-        with status("checking...") as spinner:
-            rep = faithfulness(
-                m,
-                beh,
-                res,
-                layers=ls,
-                coef=coef,
-                prompt=prompt,
-                pairs=pairs,
-                checks=which,
-                n_random=n_random,
-                natural=natural,
-                persistence_tokens=persistence_tokens,
-                n_boot=n_boot,
-                seed=seed,
-                on_check=lambda s: spinner.update(f"checking: {s}..."),
-                max_memory=memory,
+        record: dict[str, Any] = {
+            "model": model,
+            "concept": concept,
+            "method": method,
+            "n_pairs": n_pairs,
+        }
+        record |= {"seed": seed, "max_memory": max_memory, "device": device, "layers": ls}
+        record |= {"coef": coef, "prompt": prompt, "n": n, "n_random": n_random, "checks": which}
+        record |= {"persistence_tokens": persistence_tokens, "n_boot": n_boot}
+        # the reading's per-layer fits are kept beside --out (resumable); the checks rerun
+        with resumable(out, "represent check", record) as partial:
+            res, pairs = partial.run(
+                "reading",
+                lambda ck: _read(
+                    m, pm, concept, method, "all", n_pairs, 0, 200, seed, "last", memory, ck
+                ),
             )
-        console.print(rep.summary(), highlight=False, markup=False)
-        if out is not None:
-            save_result(
-                rep,
-                out,
-                overwrite=overwrite,
-                extras={"report.png": plot_writer(rep, 150)},
-                message=f"wrote {out}/result.json, table.parquet, frames/, report.png",
-            )
+            natural = pm.natural_prompts(64, seed) if pm is not None else None
+            with status("checking...") as spinner:
+                rep = faithfulness(
+                    m,
+                    beh,
+                    res,
+                    layers=ls,
+                    coef=coef,
+                    prompt=prompt,
+                    pairs=pairs,
+                    checks=which,
+                    n_random=n_random,
+                    natural=natural,
+                    persistence_tokens=persistence_tokens,
+                    n_boot=n_boot,
+                    seed=seed,
+                    on_check=lambda s: spinner.update(f"checking: {s}..."),
+                    max_memory=memory,
+                )
+            console.print(rep.summary(), highlight=False, markup=False)
+            if out is not None:
+                save_result(
+                    rep,
+                    out,
+                    overwrite=overwrite,
+                    extras={"report.png": plot_writer(rep, 150)},
+                    message=f"wrote {out}/result.json, table.parquet, frames/, report.png",
+                )
 
 
 def _check_names(checks: str) -> list[str]:
