@@ -408,3 +408,27 @@ def test_killed_represent_read_resumes_its_per_layer_fits(tmp_path, monkeypatch)
     assert res.exit_code == 0, res.output
     assert "starting afresh" in res.output and "resuming" not in res.output
     assert not partial_folder(other).exists()
+
+
+def test_killed_represent_steer_resumes_its_reading(tmp_path, monkeypatch):
+    """`represent steer` killed while steering (after its reading finished) keeps the reading's
+    per-layer fits: the rerun fits no layer again and saves the uninterrupted result."""
+    import faithlens.representations as R
+    from faithlens.representations import directions
+
+    args = ["represent", "steer", "--model", "planted", "--concept", "planted", "--layers", "1"]
+    args += ["--n", "8", "--n-boot", "50", "--show", "0", "--max-new-tokens", "2"]
+    whole = runner.invoke(app, [*args, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    out = tmp_path / "killed"
+    with monkeypatch.context() as mp:
+        _kill_after(mp, R, "compare", 0)
+        assert runner.invoke(app, [*args, "--out", str(out)]).exit_code != 0
+    assert sorted(partial_folder(out).rglob("layer_*.npz"))
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, directions, "fit_layers", 10**6)
+        again = runner.invoke(app, [*args, "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "resuming from the finished chunks" in again.output and calls[0] == 0
+    a, b = fl.Result.load(tmp_path / "whole"), fl.Result.load(out)
+    assert a.to_frame().equals(b.to_frame())
