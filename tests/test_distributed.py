@@ -693,6 +693,45 @@ def test_chunks_follow_each_workers_memory(cluster, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_representation_activations_on_two_workers_equal_in_process(cluster, monkeypatch):
+    """The forward passes that collect a reading's activations run on the workers, one chunk
+    of prompts each (planned here, as in process): the arrays and progress calls are the
+    in-process ones bit for bit, at the last token, an offset and the mean. A model built in
+    this process (no spec: the planted model) still collects here, under the Ray executor."""
+    from faithlens.representations import planted_model, read
+    from faithlens.representations.pair_activations import activations
+
+    m = fl.load("zoo:induction")
+    gen = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(1, 20, (int(k),), generator=gen).tolist() for k in range(3, 24)]
+    cases = [{"position": "last"}, {"position": -1, "layers": [0]}, {"position": "mean"}]
+    calls: list[list[tuple[int, int]]] = [[], []]
+
+    def run(i: int) -> list[np.ndarray]:
+        prog = lambda d, t: calls[i].append((d, t))  # noqa: E731
+        return [activations(m, prompts, batch_size=4, progress=prog, **kw) for kw in cases]
+
+    pm = planted_model(0)
+    plain = pm.pairs(16, 0)
+    ref, ref_planted = run(0), read(pm.model, plain, n_boot=20)
+    real, sent = D.RayExecutor.map_model, []
+
+    def spy(self, model, fn, items, *args, **kw):
+        sent.append((fn.__name__, model))
+        return real(self, model, fn, items, *args, **kw)
+
+    monkeypatch.setattr(D.RayExecutor, "map_model", spy)
+    with executor("ray", workers=2) as ex:
+        got, got_planted = run(1), read(pm.model, plain, n_boot=20)
+        assert ex.replaced == 0
+    assert calls[0] == calls[1] and len(calls[0]) == 3 * 6
+    assert sent == [("activation_chunk", m)] * 3  # the zoo model's passes; the planted ones here
+    for a, b in zip(ref, got):
+        assert np.array_equal(a, b)
+    assert np.array_equal(ref_planted.directions, got_planted.directions)
+    assert np.array_equal(ref_planted.test_pos, got_planted.test_pos)
+
+
 def test_lenses_on_two_workers_equal_in_process(cluster):
     """The logit lens's and DLA's chunks of examples run on the workers (the chunks planned
     here, as in process): every array and progress call is the in-process one."""

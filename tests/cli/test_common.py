@@ -1,5 +1,5 @@
 """What the commands share (``faithlens.cli._common``): the ``--max-memory`` size parser and the
-deprecated memory knobs it replaces."""
+deprecated memory knobs it replaces, and the ``--device-map`` parser."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import io
 
 import pytest
 
-from faithlens.cli._common import max_memory_option, parse_size
+from faithlens.cli._common import (
+    device_map_option,
+    max_memory_option,
+    parse_device_map,
+    parse_size,
+)
 from faithlens.errors import ArgumentError
 
 SIZES = [
@@ -287,3 +292,68 @@ def test_commands_that_take_minutes_say_so_in_their_help(argv):
     r = CliRunner().invoke(app, [*argv, "--help"], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     assert "Time:" in r.output and ("minute" in r.output)
+
+
+# -- --device-map ------------------------------------------------------------------------------
+
+DEVICE_MAPS = [
+    ("auto", "auto"),
+    ("cpu", "cpu"),
+    (" cuda:1 ", "cuda:1"),
+    ("blocks.0=cpu", {"blocks.0": "cpu"}),
+    (
+        "embed=cpu, blocks.0 = cpu,unembed=cpu",
+        {"embed": "cpu", "blocks.0": "cpu", "unembed": "cpu"},
+    ),
+    ("model.layers.0=0,lm_head=1", {"model.layers.0": "cuda:0", "lm_head": "cuda:1"}),
+    ('{"blocks.0": "cpu", "unembed": "cpu"}', {"blocks.0": "cpu", "unembed": "cpu"}),
+    ('{"model.layers.0": 0}', {"model.layers.0": "cuda:0"}),
+]
+
+
+@pytest.mark.parametrize(("text", "value"), DEVICE_MAPS, ids=[t for t, _ in DEVICE_MAPS])
+def test_parse_device_map_reads_auto_a_device_pairs_and_json(text, value):
+    assert parse_device_map(text) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "is empty"),
+        ("cpu,cuda:0", "without module names"),
+        ("blocks.0=cpu,unembed", "not module=device"),
+        ("blocks.0=", "not module=device"),
+        ("blocks.0=cpu,blocks.0=cpu", "twice"),
+        ('{"blocks.0": "cpu"', "not valid JSON"),
+        ("{}", "non-empty JSON object"),
+        ('{"blocks.0": ["cpu"]}', "not a device"),
+        ('{"blocks.0": true}', "not a device"),
+    ],
+)
+def test_parse_device_map_refuses_bad_syntax_naming_the_option(text, why):
+    with pytest.raises(ArgumentError, match=why) as e:
+        parse_device_map(text)
+    assert str(e.value).startswith("--device-map=")
+
+
+@pytest.mark.parametrize(
+    ("text", "device", "why"),
+    [
+        ("auto", "cpu", "together with --device"),
+        ("gpu7", None, "device"),
+        ("blocks.0=disk", None, "disk"),
+        ("blocks.0=cuda:0,unembed=cpu", None, "offloading|do not|not available|CUDA"),
+        ("[1, 2]", None, "device"),
+    ],
+)
+def test_device_map_option_refuses_bad_devices_before_loading(text, device, why):
+    with pytest.raises(ArgumentError, match=why) as e:
+        device_map_option(text, device)
+    assert str(e.value).startswith("--device-map=")
+
+
+def test_device_map_option_gives_the_checked_map():
+    assert device_map_option(None) is None
+    assert device_map_option("auto") == "auto"
+    assert device_map_option("cpu") == {"": "cpu"}
+    assert device_map_option("blocks.0=cpu,unembed=cpu") == {"blocks.0": "cpu", "unembed": "cpu"}

@@ -247,3 +247,40 @@ def test_patch_sites_pattern_exposes_the_attention_patterns(tmp_path):
     assert saved.site == ["pattern.1.3", "pattern.0.1"] and saved.kind == ["pattern"] * 2
     np.testing.assert_allclose(saved.patched, ref.patched, atol=1e-6, rtol=0)
     assert float(np.abs(ref.patched - ref.base).max()) > 1e-3  # the patterns matter here
+
+
+def test_device_map_per_layer_gives_the_unmapped_result(monkeypatch, tmp_path):
+    """`--device-map` with every module of zoo:induction placed by name (on the CPU, the one
+    device here; module=device pairs, and the same as JSON) gives the unmapped run's result bit
+    for bit; a map with --device is refused before any work."""
+    import numpy as np
+
+    import faithlens.cli._common as common
+
+    loaded = []
+    real_load = common.load_model
+
+    def spy(*a, **kw):
+        loaded.append(real_load(*a, **kw))
+        return loaded[-1]
+
+    monkeypatch.setattr("faithlens.cli.patching.load_model", spy)
+    args = ["patch", "--model", "zoo:induction", "--task", "induction", "--n", "6"]
+    args += ["--n-boot", "30"]
+    names = ["embed", "pos_embed", "embed_drop", "blocks.0", "blocks.1", "ln_final", "unembed"]
+    pairs = ",".join(f"{n}=cpu" for n in names)
+    as_json = json.dumps(dict.fromkeys(names, "cpu"))
+    runs = {"plain": [], "pairs": ["--device-map", pairs], "json": ["--device-map", as_json]}
+    for name, extra in runs.items():
+        res = runner.invoke(app, [*args, *extra, "--out", str(tmp_path / name)])
+        assert res.exit_code == 0, res.output
+    assert [m.device_map for m in loaded] == [None, *[dict.fromkeys(names, "cpu")] * 2]
+    plain = fl.Result.load(tmp_path / "plain")
+    for name in ("pairs", "json"):
+        got = fl.Result.load(tmp_path / name)
+        np.testing.assert_array_equal(got.patched, plain.patched)
+        np.testing.assert_array_equal(got.effect, plain.effect)
+        pd.testing.assert_frame_equal(got.to_frame(), plain.to_frame())
+    both = runner.invoke(app, [*args, "--device", "cpu", "--device-map", pairs])
+    assert both.exit_code != 0 and "--device-map" in both.output and "--device" in both.output
+    assert "loading" not in both.output

@@ -363,3 +363,72 @@ def test_neurons_explain_of_changed_data_is_not_resumed(tmp_path, monkeypatch):
     ref = runner.invoke(app, [*args, "--out", str(tmp_path / "ref")])
     assert ref.exit_code == 0, ref.output
     _same(fl.Result.load(out), fl.Result.load(tmp_path / "ref"), ("scores", "lower", "upper"))
+
+
+READ = ["represent", "read", "--model", "planted", "--concept", "planted", "--n-stability", "5"]
+READ += ["--n-boot", "50"]
+
+
+def test_killed_represent_read_resumes_its_per_layer_fits(tmp_path, monkeypatch):
+    """`represent read` keeps each layer's fit (direction, read-outs, stability and AUROC
+    intervals) in the partial folder as its chunk finishes; killed after the first layer, the
+    rerun fits only the second and saves the uninterrupted result bit for bit. Other options
+    start afresh, with a message."""
+    from faithlens.representations import directions, reading
+
+    # one layer per chunk of fits: each layer needs more than the whole budget
+    monkeypatch.setattr(reading, "layer_bytes", lambda *a: 1 << 60)
+    whole = runner.invoke(app, [*READ, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    out = tmp_path / "killed"
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, directions, "fit_layers", 1)
+        dead = runner.invoke(app, [*READ, "--out", str(out)])
+    assert dead.exit_code != 0 and calls[0] == 2 and not out.exists()
+    partial = partial_folder(out)
+    assert json.loads((partial / RECORD).read_text())["command"] == "represent read"
+    assert [f.name for f in sorted(partial.rglob("layer_*.npz"))] == ["layer_0000000.npz"]
+
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, directions, "fit_layers", 10**6)
+        again = runner.invoke(app, [*READ, "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "resuming from the finished chunks" in again.output
+    assert calls[0] == 1 and not partial.exists()  # only the second layer was fitted
+    a, b = fl.Result.load(tmp_path / "whole"), fl.Result.load(out)
+    fields = ["directions", "means", "separation", "spread", "accuracy", "accuracy_low"]
+    fields += ["auroc", "auroc_low", "auroc_high", "stability", "stability_low", "test_pos"]
+    _same(a, b, fields)
+
+    other = tmp_path / "other"
+    with monkeypatch.context() as mp:
+        _kill_after(mp, directions, "fit_layers", 1)
+        assert runner.invoke(app, [*READ, "--out", str(other)]).exit_code != 0
+    res = runner.invoke(app, [*READ, "--seed", "1", "--out", str(other)])
+    assert res.exit_code == 0, res.output
+    assert "starting afresh" in res.output and "resuming" not in res.output
+    assert not partial_folder(other).exists()
+
+
+def test_killed_represent_steer_resumes_its_reading(tmp_path, monkeypatch):
+    """`represent steer` killed while steering (after its reading finished) keeps the reading's
+    per-layer fits: the rerun fits no layer again and saves the uninterrupted result."""
+    import faithlens.representations as R
+    from faithlens.representations import directions
+
+    args = ["represent", "steer", "--model", "planted", "--concept", "planted", "--layers", "1"]
+    args += ["--n", "8", "--n-boot", "50", "--show", "0", "--max-new-tokens", "2"]
+    whole = runner.invoke(app, [*args, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    out = tmp_path / "killed"
+    with monkeypatch.context() as mp:
+        _kill_after(mp, R, "compare", 0)
+        assert runner.invoke(app, [*args, "--out", str(out)]).exit_code != 0
+    assert sorted(partial_folder(out).rglob("layer_*.npz"))
+    with monkeypatch.context() as mp:
+        calls = _kill_after(mp, directions, "fit_layers", 10**6)
+        again = runner.invoke(app, [*args, "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "resuming from the finished chunks" in again.output and calls[0] == 0
+    a, b = fl.Result.load(tmp_path / "whole"), fl.Result.load(out)
+    assert a.to_frame().equals(b.to_frame())

@@ -232,3 +232,38 @@ def test_scan_reads_the_concept_token_by_token():
     acts = pm.model.run("w1 truthful", cache=["resid_post.1"]).cache["resid_post.1"][0, -1]
     want = float((acts.numpy() - r.means[1]) @ r.directions[1])
     assert r.scan(pm.model, ["w1 truthful"])[0, 1, -1] == pytest.approx(want, rel=1e-4)
+
+
+def test_a_killed_read_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path, monkeypatch):
+    """read(checkpoint=folder) keeps each layer's fit as its chunk finishes; a run killed after
+    the first layer resumes with only the second fitted, and every array equals an
+    uninterrupted run's; a folder of other options is refused."""
+    from faithlens.errors import CheckpointError
+    from faithlens.representations import directions, reading
+
+    acts = planted_acts()
+    monkeypatch.setattr(reading, "layer_bytes", lambda *a: 1 << 60)  # one layer per chunk
+    kw = {"n_stability": 4, "n_boot": 40, "seed": 2}
+    ref = read(None, acts, **kw)
+    real, calls = directions.fit_layers, []
+
+    def dies_after_one(model, layers, *args):
+        calls.append([k for k, *_ in layers])
+        if len(calls) > 1:
+            raise RuntimeError("killed")
+        return real(model, layers, *args)
+
+    monkeypatch.setattr(directions, "fit_layers", dies_after_one)
+    with pytest.raises(RuntimeError, match="killed"):
+        read(None, acts, checkpoint=tmp_path / "ck", **kw)
+    assert sorted(p.name for p in (tmp_path / "ck").glob("layer_*.npz")) == ["layer_0000000.npz"]
+    calls.clear()
+    monkeypatch.setattr(directions, "fit_layers", lambda *a: calls.append(1) or real(*a))
+    got = read(None, acts, checkpoint=tmp_path / "ck", **kw)
+    assert len(calls) == len(ref.layers) - 1
+    for f in ("directions", "means", "separation", "spread", "test_pos", "test_neg", "auroc"):
+        np.testing.assert_array_equal(getattr(got, f), getattr(ref, f), err_msg=f)
+    for f in ("auroc_low", "auroc_high", "stability", "stability_low", "stability_high"):
+        np.testing.assert_array_equal(getattr(got, f), getattr(ref, f), err_msg=f)
+    with pytest.raises(CheckpointError, match="other activations or options"):
+        read(None, acts, checkpoint=tmp_path / "ck", **{**kw, "seed": 3})

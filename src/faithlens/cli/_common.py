@@ -1,7 +1,7 @@
 """Helpers shared by CLI commands: loading models by name, printing tables, errors, progress
 and status lines, and the option declarations several commands share (typer ``Annotated``
-aliases: ``Overwrite``, ``Device``, ``TaskName``, ``MaxMemory``, ...) with the parser of
-``--max-memory`` sizes.
+aliases: ``Overwrite``, ``Device``, ``DeviceMap``, ``TaskName``, ``MaxMemory``, ...) with the
+parsers of ``--max-memory`` sizes and ``--device-map`` placements.
 
 Output that is not a terminal (a log, a pipe, nohup, CI) gets what a terminal would show, in a
 form a file keeps: tables and text at full width (:class:`CliConsole`, never clamped to 80
@@ -60,6 +60,16 @@ Overwrite = Annotated[
 Device = Annotated[
     str | None, typer.Option("--device", help="cpu, cuda, cuda:1... (default: cpu).")
 ]
+DeviceMap = Annotated[
+    str | None,
+    typer.Option(
+        "--device-map",
+        metavar="<map>",
+        help="Spread the model over several devices (not with --device): 'auto' (whole blocks "
+        "balanced over the GPUs), one device, or module=device pairs "
+        "('model.layers.0=cuda:0,lm_head=cuda:1') or a JSON object of them (docs/scale.md).",
+    ),
+]
 TaskName = Annotated[
     str,
     typer.Option(
@@ -106,6 +116,57 @@ def parse_size(text: str, option: str = "--max-memory") -> int:
     if value < 1:
         raise validate.fail(option, text, "must be at least one byte", _SIZE_FIX)
     return value
+
+
+# ------------------------------------------------------------------ --device-map
+
+_MAP_FIX = (
+    "give 'auto', one device ('cuda:0'), module=device pairs ('model.layers.0=cuda:0,"
+    'lm_head=cuda:1\') or a JSON object of them (\'{"model.layers.0": "cuda:0"}\')'
+)
+
+
+def parse_device_map(text: str, option: str = "--device-map") -> str | dict[str, str]:
+    """``--device-map``'s text as ``fl.load``'s ``device_map``: ``"auto"`` or one device as
+    given, else a dict module name -> device from ``module=device,...`` pairs or a JSON object
+    (``{"model.layers.0": "cuda:0"}``; integer devices are GPU indices). Only the syntax is
+    checked here (an :class:`~faithlens.errors.ArgumentError` naming ``option``);
+    :func:`load_model` checks the devices and the modules."""
+    import json
+
+    from .. import validate
+
+    body = text.strip()
+    if not body:
+        raise validate.fail(option, text, "is empty", _MAP_FIX)
+    if body.startswith("{"):
+        try:
+            parsed = json.loads(body)
+        except ValueError as e:
+            raise validate.fail(option, text, f"is not valid JSON ({e})", _MAP_FIX) from None
+        if not isinstance(parsed, dict) or not parsed:
+            raise validate.fail(option, text, "must be a non-empty JSON object", _MAP_FIX)
+        out: dict[str, str] = {}
+        for name, dev in parsed.items():
+            if isinstance(dev, bool) or not isinstance(dev, (str, int)):
+                raise validate.fail(
+                    option, text, f"maps {name!r} to {dev!r}, not a device", _MAP_FIX
+                )
+            out[name] = f"cuda:{dev}" if isinstance(dev, int) else dev
+        return out
+    if "=" not in body:
+        if "," in body:
+            raise validate.fail(option, text, "lists devices without module names", _MAP_FIX)
+        return body
+    pairs: dict[str, str] = {}
+    for part in body.split(","):
+        name, eq, dev = (x.strip() for x in part.partition("="))
+        if not eq or not dev:
+            raise validate.fail(option, text, f"has {part.strip()!r}, not module=device", _MAP_FIX)
+        if name in pairs:
+            raise validate.fail(option, text, f"maps {name!r} twice", "give each module once")
+        pairs[name] = f"cuda:{dev}" if dev.isdigit() else dev
+    return pairs
 
 
 def deprecated_option(old: str, new: str, hint: str = "") -> None:
@@ -411,15 +472,40 @@ def save_result(
     return write_report(out)
 
 
-def load_model(name: str, device: str | None = None) -> Any:
-    """Load a model by name; ``--device`` is checked first (it must exist on this machine)."""
+def device_map_option(device_map: str | None, device: str | None = None) -> Any:
+    """``--device-map`` as ``fl.load``'s checked ``device_map`` (None when not given): its
+    syntax (:func:`parse_device_map`) and its devices, and not with ``--device``; every error
+    names ``--device-map``. Commands that work before loading call it first."""
+    from .. import validate
+    from ..errors import ArgumentError
+    from ..loading import check_device_map
+
+    if device_map is None:
+        return None
+    if device is not None:
+        raise validate.fail(
+            "--device-map",
+            device_map,
+            f"cannot be given together with --device {device}",
+            "give --device to put the whole model on one device, or --device-map to spread it",
+        )
+    try:
+        return check_device_map(parse_device_map(device_map))
+    except ArgumentError as e:
+        raise validate.fail("--device-map", device_map, str(e)) from None
+
+
+def load_model(name: str, device: str | None = None, device_map: str | None = None) -> Any:
+    """Load a model by name; ``--device`` is checked first (it must exist on this machine), and
+    ``--device-map`` (:func:`device_map_option`)."""
     from .. import validate
     from ..loading import load
 
     if device is not None:
         validate.device(device, "--device")
+    placement = device_map_option(device_map, device)
     with status(f"loading {name}..."):
-        return load(name, device=device)
+        return load(name, device=device, device_map=placement)
 
 
 #: Columns that hold whole numbers (an index), printed without decimals even when a missing

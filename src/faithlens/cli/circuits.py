@@ -10,6 +10,7 @@ import typer
 
 from ._common import (
     Device,
+    DeviceMap,
     MaxMemory,
     NBoot,
     Overwrite,
@@ -151,6 +152,7 @@ def circuit_cmd(
     audit: Audit = True,
     max_memory: MaxMemory = None,
     device: Device = None,
+    device_map: DeviceMap = None,
     out: Out = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -175,7 +177,7 @@ def circuit_cmd(
         if out is not None:
             for name in ("scores", "curve", "circuit", *extra):
                 check_target(out / name, overwrite=overwrite, name="--out")
-        m = load_model(model, device)
+        m = load_model(model, device, device_map)
         t = build_task(spec, m, n, seed)
         # --ig joins the resume key only when set, so earlier runs' folders still resume
         opts = [method, steps, tau, n_boot, seed, memory, *([ig] if ig != "inputs" else [])]

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ._common import (
+    DeviceMap,
     MaxMemory,
     NBoot,
     Overwrite,
@@ -122,6 +123,7 @@ def das_cmd(
     draws: Draws = 5,
     checkpoint_every: CheckpointEvery = 100,
     device: Device = None,
+    device_map: DeviceMap = None,
     out: Out = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -172,7 +174,9 @@ def das_cmd(
             )
         else:
             assert site is not None
-            m, data, where = _language_model(model, device, task, n, seed, site, positions)
+            m, data, where = _language_model(
+                model, device, device_map, task, n, seed, site, positions
+            )
             emd_dims, ood = None, None
         kw: dict[str, Any] = {
             "dims": dims,
@@ -198,6 +202,7 @@ def das_cmd(
         }
         record |= {"site": site, "n": n, "n_per_class": n_per_class, "positions": positions}
         record |= {"classifier_epochs": classifier_epochs, "device": device, **kw}
+        record["device_map"] = device_map
         # without --checkpoint, a run saving to --out keeps its training state beside it
         with resumable(None if checkpoint is not None else out, "das", record) as partial:
             res = partial.run("das", lambda ck: _train(m, data, where, kw, checkpoint or ck))
@@ -267,13 +272,20 @@ def _synthetic(
 
 
 def _language_model(
-    model: str, device: str | None, task: str, n: int, seed: int, site: str, positions: str
+    model: str,
+    device: str | None,
+    device_map: str | None,
+    task: str,
+    n: int,
+    seed: int,
+    site: str,
+    positions: str,
 ) -> tuple[Any, Any, Any]:
     """(model, interchange data, site) of a registered language-model task."""
     from .. import Site
     from ..tasks.interchange import InterchangeData
 
-    m = load_model(model, device)
+    m = load_model(model, device, device_map)
     t = build_task(task, m, n, seed)
     data = InterchangeData.from_task(t)
     return m, data, Site(site, positions="last" if positions == "last" else None)
@@ -370,6 +382,7 @@ def das_sweep_cmd(
     seed: Seed = 0,
     max_memory: MaxMemory = None,
     device: Device = None,
+    device_map: DeviceMap = None,
     out: Out = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -412,7 +425,7 @@ def das_sweep_cmd(
         else:
             from ..tasks.interchange import InterchangeData
 
-            m = load_model(model, device)
+            m = load_model(model, device, device_map)
             data = InterchangeData.from_task(build_task(task, m, n, seed))
         record: dict[str, Any] = {
             "model": None if synthetic else model,
@@ -423,7 +436,7 @@ def das_sweep_cmd(
         record |= {"layers": lays, "positions": pos, "site_kind": site_kind, "method": method}
         record |= {"dims": dims, "controls": ctrl, "pairs": pairs, "epochs": epochs, "lr": lr}
         record |= {"n_boot": n_boot, "level": level, "seed": seed, "max_memory": memory}
-        record |= {"device": device}
+        record |= {"device": device, "device_map": device_map}
         opts: dict[str, Any] = {"site": site_kind, "method": method, "dims": dims, "controls": ctrl}
         opts |= {"pairs": pairs, "train": {"epochs": epochs, "lr": lr}, "n_boot": n_boot}
         opts |= {"level": level, "seed": seed, "max_memory": memory}

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ._common import (
+    DeviceMap,
     Overwrite,
     TaskName,
     build_task,
@@ -111,6 +112,7 @@ def audit_cmd(
     threshold: Threshold = 0.0,
     splits: Splits = 5,
     device: Device = None,
+    device_map: DeviceMap = None,
     out: Out = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -135,7 +137,7 @@ def audit_cmd(
             )
         metric_arg = _metrics(metrics)
         sweep = comma_list(sweep_layers, int, "--sweep-layers") if sweep_layers else None
-        m = load_model(model, device)
+        m = load_model(model, device, device_map)
         m.site_info(site)
         # The audited site must be reachable from the interventions: checked before any work.
         known = {

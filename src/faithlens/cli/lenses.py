@@ -10,6 +10,7 @@ import typer
 
 from ._common import (
     Device,
+    DeviceMap,
     MaxMemory,
     NBoot,
     Overwrite,
@@ -86,6 +87,7 @@ def logit_lens_cmd(
     n_boot: NBoot = 1000,
     max_memory: MaxMemory = None,
     device: Device = None,
+    device_map: DeviceMap = None,
     out: Out = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -103,7 +105,7 @@ def logit_lens_cmd(
         memory = max_memory_option(max_memory)
         if out is not None:
             check_target(out, overwrite=overwrite, name="--out")
-        m = load_model(model, device)
+        m = load_model(model, device, device_map)
         t = build_task(spec, m, n, seed)
         with progress_bar("logit lens") as advance:
             res = logit_lens(
@@ -131,6 +133,7 @@ def dla_cmd(
     top: Top = 15,
     max_memory: MaxMemory = None,
     device: Device = None,
+    device_map: DeviceMap = None,
     out: Out = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -147,7 +150,7 @@ def dla_cmd(
         memory = max_memory_option(max_memory)
         if out is not None:
             check_target(out, overwrite=overwrite, name="--out")
-        m = load_model(model, device)
+        m = load_model(model, device, device_map)
         t = build_task(spec, m, n, seed)
         with progress_bar("direct logit attribution") as advance:
             res = direct_logit_attribution(

@@ -10,6 +10,7 @@ import typer
 
 from ._common import (
     Device,
+    DeviceMap,
     MaxMemory,
     NBoot,
     Overwrite,
@@ -179,6 +180,7 @@ def patch_cmd(
     top: Top = 15,
     max_memory: MaxMemory = None,
     device: Device = None,
+    device_map: DeviceMap = None,
     out: Out = None,
     overwrite: Overwrite = False,
     checkpoint: Checkpoint = None,
@@ -200,7 +202,7 @@ def patch_cmd(
         memory = max_memory_option(max_memory)
         if out is not None:
             check_target(out, overwrite=overwrite, name="--out")
-        m = load_model(model, device)
+        m = load_model(model, device, device_map)
         _expose_patterns_if_named(m, site_arg)
         t = build_task(spec, m, n, seed)
         opts = [site_arg, positions, direction, attribution, n_boot, seed, memory]
@@ -304,6 +306,7 @@ def path_patch_cmd(
     top: Top = 15,
     max_memory: MaxMemory = None,
     device: Device = None,
+    device_map: DeviceMap = None,
     out: Out = None,
     overwrite: Overwrite = False,
     checkpoint: Checkpoint = None,
@@ -325,7 +328,7 @@ def path_patch_cmd(
         if out is not None:
             check_target(out, overwrite=overwrite, name="--out")
         recv, send = _path_nodes(receivers, senders)
-        m = load_model(model, device)
+        m = load_model(model, device, device_map)
         t = build_task(spec, m, n, seed)
         opts: dict[str, Any] = {
             "receiver_ports": port_list,

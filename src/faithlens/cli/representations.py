@@ -12,9 +12,11 @@ import typer
 from ..results import check_target, plot_writer
 from ._common import (
     Device,
+    DeviceMap,
     MaxMemory,
     Overwrite,
     console,
+    device_map_option,
     friendly_errors,
     load_model,
     max_memory_option,
@@ -23,6 +25,7 @@ from ._common import (
     save_result,
     status,
 )
+from ._resume import resumable
 
 CONCEPTS = ("truth", "honesty", "planted", "decoy")
 
@@ -109,6 +112,7 @@ def _check_common(
     concept: str,
     method: str,
     device: str | None,
+    device_map: str | None,
     seed: int,
     n_boot: int,
     n_pairs: int | None,
@@ -126,9 +130,12 @@ def _check_common(
         V.min_examples(pairs_option, n_pairs, what="a train/test split of contrast pairs")
     if device is not None:
         V.device(device, "--device")
+    device_map_option(device_map, device)
 
 
-def _setup(model: str, concept: str, device: str | None, seed: int) -> tuple[Any, Any]:
+def _setup(
+    model: str, concept: str, device: str | None, device_map: str | None, seed: int
+) -> tuple[Any, Any]:
     """(model, planted ground truth or None)."""
     from ..errors import InputError
 
@@ -137,13 +144,16 @@ def _setup(model: str, concept: str, device: str | None, seed: int) -> tuple[Any
     if model == "planted":
         from ..representations import planted_model
 
+        if device_map is not None:
+            raise InputError("--device-map needs a loaded model, not '--model planted'")
+
         pm = planted_model(seed)
         if device:
             pm.model.to(device)
         return pm.model, pm
     if concept in ("planted", "decoy"):
         raise InputError(f"concept {concept!r} exists only on '--model planted'")
-    return load_model(model, device), None
+    return load_model(model, device, device_map), None
 
 
 def _pairs(m: Any, pm: Any, concept: str, n: int | None, seed: int) -> Any:
@@ -186,6 +196,7 @@ def _read(
     seed: int,
     position: str,
     max_memory: int | None = None,
+    checkpoint: Path | None = None,
 ) -> Any:
     from ..representations import read
 
@@ -204,6 +215,7 @@ def _read(
             seed=seed,
             progress=advance,
             max_memory=max_memory,
+            checkpoint=checkpoint,
         ), pairs
 
 
@@ -279,6 +291,7 @@ def read_cmd(
     seed: Seed = 0,
     max_memory: MaxMemory = None,
     device: Device = None,
+    device_map: DeviceMap = None,
     out: Out = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -287,40 +300,60 @@ def read_cmd(
 
     with friendly_errors():
         # every option is checked before the model is loaded
-        _check_common(concept, method, device, seed, n_boot, n, "--n")
+        _check_common(concept, method, device, device_map, seed, n_boot, n, "--n")
         V.nonnegative_int("--n-stability", n_stability, fix="0 skips the stability estimate")
         _check_position(position)
         _check_layers_syntax(layers)
         memory = max_memory_option(max_memory)
         if out is not None:
             check_target(out, overwrite=overwrite, name="--out")
-        m, pm = _setup(model, concept, device, seed)
-        res, _ = _read(
-            m, pm, concept, method, layers, n, n_stability, n_boot, seed, position, memory
-        )
-        console.print(res.summary().split("\n")[0])
-        df = res.to_frame()[
-            [
-                "layer",
-                "accuracy",
-                "accuracy_ci_low",
-                "accuracy_ci_high",
-                "auroc",
-                "auroc_ci_low",
-                "auroc_ci_high",
-                "stability",
-            ]
-        ]
-        print_frame(df, title=f"reading '{res.concept}' per layer", max_rows=64)
-        console.print(f"best layer: {res.best_layer()}")
-        if out is not None:
-            save_result(
-                res,
-                out,
-                overwrite=overwrite,
-                extras={"reading.png": plot_writer(res, 150)},
-                message=f"wrote {out}/result.json, table.parquet, arrays.npz, reading.png",
+        m, pm = _setup(model, concept, device, device_map, seed)
+        record: dict[str, Any] = {
+            "model": model,
+            "concept": concept,
+            "method": method,
+            "layers": layers,
+            "n": n,
+        }
+        record |= {"position": position, "n_stability": n_stability, "n_boot": n_boot}
+        record |= {"seed": seed, "max_memory": max_memory, "device": device}
+        # a run saving to --out keeps each finished layer's fit beside it (resumable)
+        with resumable(out, "represent read", record) as partial:
+            res, _ = partial.run(
+                "reading",
+                lambda ck: _read(
+                    m,
+                    pm,
+                    concept,
+                    method,
+                    layers,
+                    n,
+                    n_stability,
+                    n_boot,
+                    seed,
+                    position,
+                    memory,
+                    ck,
+                ),
             )
+            _print_reading(res)
+            if out is not None:
+                save_result(
+                    res,
+                    out,
+                    overwrite=overwrite,
+                    extras={"reading.png": plot_writer(res, 150)},
+                    message=f"wrote {out}/result.json, table.parquet, arrays.npz, reading.png",
+                )
+
+
+def _print_reading(res: Any) -> None:
+    """``represent read``'s table: each layer's accuracy, AUROC and stability."""
+    console.print(res.summary().split("\n")[0])
+    cols = ["layer", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "auroc"]
+    cols += ["auroc_ci_low", "auroc_ci_high", "stability"]
+    print_frame(res.to_frame()[cols], title=f"reading '{res.concept}' per layer", max_rows=64)
+    console.print(f"best layer: {res.best_layer()}")
 
 
 def steer_cmd(
@@ -338,6 +371,7 @@ def steer_cmd(
     n_boot: NBoot = 1000,
     seed: Seed = 0,
     device: Device = None,
+    device_map: DeviceMap = None,
     out: Out = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -347,7 +381,7 @@ def steer_cmd(
 
     with friendly_errors():
         # every option is checked before the model is loaded
-        _check_common(concept, method, device, seed, n_boot, n_pairs, "--n-pairs")
+        _check_common(concept, method, device, device_map, seed, n_boot, n_pairs, "--n-pairs")
         V.min_examples("--n", n, what="an effect with a confidence interval")
         V.positive_int("--max-new-tokens", max_new_tokens, fix="generate at least one token")
         V.nonnegative_int("--show", show)
@@ -357,40 +391,63 @@ def steer_cmd(
         cs = _coefs(coef)
         if out is not None:
             check_target(out, overwrite=overwrite, name="--out")
-        m, pm = _setup(model, concept, device, seed)
+        m, pm = _setup(model, concept, device, device_map, seed)
         ls = parse_layers(layers, m.n_layers)
         beh = _behaviour(m, pm, n, seed)
-        res, _ = _read(
-            m, pm, concept, method, ",".join(map(str, ls)), n_pairs, 0, 200, seed, "last"
-        )
-        conds = [res.steering(ls, c, when=when) for c in cs]
-        with progress_bar(f"behaviour under {len(conds)} conditions") as advance:
-            eff = compare(
-                m,
-                beh,
-                conds,
-                coefs=cs,
-                metric=metric,
-                n_boot=n_boot,
-                seed=seed,
-                progress=advance,
-                max_new_tokens=max_new_tokens,
+        record: dict[str, Any] = {
+            "model": model,
+            "concept": concept,
+            "method": method,
+            "layers": ls,
+        }
+        record |= {"n_pairs": n_pairs, "seed": seed, "device": device, "coef": cs, "when": when}
+        record |= {"n": n, "metric": metric, "max_new_tokens": max_new_tokens, "n_boot": n_boot}
+        # the reading's per-layer fits are kept beside --out (resumable); the steering reruns
+        with resumable(out, "represent steer", record) as partial:
+            res, _ = partial.run(
+                "reading",
+                lambda ck: _read(
+                    m,
+                    pm,
+                    concept,
+                    method,
+                    ",".join(map(str, ls)),
+                    n_pairs,
+                    0,
+                    200,
+                    seed,
+                    "last",
+                    checkpoint=ck,
+                ),
             )
-        console.print(eff.summary().split("\n")[0])
-        print_frame(
-            eff.to_frame()[["condition", "mean", "effect", "effect_ci_low", "effect_ci_high"]],
-            title=f"effect on '{beh.name}' ({metric})",
-        )
-        if show > 0:
-            _show_generations(m, beh, conds, show, max_new_tokens)
-        if out is not None:
-            save_result(
-                eff,
-                out,
-                overwrite=overwrite,
-                extras={"steering.png": plot_writer(eff, 150)},
-                message=f"wrote {out}/result.json, table.parquet, steering.png",
+            conds = [res.steering(ls, c, when=when) for c in cs]
+            with progress_bar(f"behaviour under {len(conds)} conditions") as advance:
+                eff = compare(
+                    m,
+                    beh,
+                    conds,
+                    coefs=cs,
+                    metric=metric,
+                    n_boot=n_boot,
+                    seed=seed,
+                    progress=advance,
+                    max_new_tokens=max_new_tokens,
+                )
+            console.print(eff.summary().split("\n")[0])
+            print_frame(
+                eff.to_frame()[["condition", "mean", "effect", "effect_ci_low", "effect_ci_high"]],
+                title=f"effect on '{beh.name}' ({metric})",
             )
+            if show > 0:
+                _show_generations(m, beh, conds, show, max_new_tokens)
+            if out is not None:
+                save_result(
+                    eff,
+                    out,
+                    overwrite=overwrite,
+                    extras={"steering.png": plot_writer(eff, 150)},
+                    message=f"wrote {out}/result.json, table.parquet, steering.png",
+                )
 
 
 def _show_generations(m: Any, beh: Any, conds: list[Any], show: int, max_new_tokens: int) -> None:
@@ -425,6 +482,7 @@ def check_cmd(
     seed: Seed = 0,
     max_memory: MaxMemory = None,
     device: Device = None,
+    device_map: DeviceMap = None,
     out: ReportOut = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -437,7 +495,7 @@ def check_cmd(
 
     with friendly_errors():
         # every option is checked before the model is loaded
-        _check_common(concept, method, device, seed, n_boot, n_pairs, "--n-pairs")
+        _check_common(concept, method, device, device_map, seed, n_boot, n_pairs, "--n-pairs")
         V.positive_float("--coef", coef, fix="steering size in pair separations, e.g. 1.0")
         V.choice("--prompt", prompt, ("all", "last"))
         V.min_examples("--n", n, what="an effect with a confidence interval")
@@ -448,38 +506,54 @@ def check_cmd(
         memory = max_memory_option(max_memory)
         if out is not None:
             check_target(out, overwrite=overwrite, name="--out")
-        m, pm = _setup(model, concept, device, seed)
+        m, pm = _setup(model, concept, device, device_map, seed)
         ls = parse_layers(layers, m.n_layers)
         beh = _behaviour(m, pm, n, seed)
-        res, pairs = _read(m, pm, concept, method, "all", n_pairs, 0, 200, seed, "last", memory)
-        natural = pm.natural_prompts(64, seed) if pm is not None else None
-        with status("checking...") as spinner:
-            rep = faithfulness(
-                m,
-                beh,
-                res,
-                layers=ls,
-                coef=coef,
-                prompt=prompt,
-                pairs=pairs,
-                checks=which,
-                n_random=n_random,
-                natural=natural,
-                persistence_tokens=persistence_tokens,
-                n_boot=n_boot,
-                seed=seed,
-                on_check=lambda s: spinner.update(f"checking: {s}..."),
-                max_memory=memory,
+        record: dict[str, Any] = {
+            "model": model,
+            "concept": concept,
+            "method": method,
+            "n_pairs": n_pairs,
+        }
+        record |= {"seed": seed, "max_memory": max_memory, "device": device, "layers": ls}
+        record |= {"coef": coef, "prompt": prompt, "n": n, "n_random": n_random, "checks": which}
+        record |= {"persistence_tokens": persistence_tokens, "n_boot": n_boot}
+        # the reading's per-layer fits are kept beside --out (resumable); the checks rerun
+        with resumable(out, "represent check", record) as partial:
+            res, pairs = partial.run(
+                "reading",
+                lambda ck: _read(
+                    m, pm, concept, method, "all", n_pairs, 0, 200, seed, "last", memory, ck
+                ),
             )
-        console.print(rep.summary(), highlight=False, markup=False)
-        if out is not None:
-            save_result(
-                rep,
-                out,
-                overwrite=overwrite,
-                extras={"report.png": plot_writer(rep, 150)},
-                message=f"wrote {out}/result.json, table.parquet, frames/, report.png",
-            )
+            natural = pm.natural_prompts(64, seed) if pm is not None else None
+            with status("checking...") as spinner:
+                rep = faithfulness(
+                    m,
+                    beh,
+                    res,
+                    layers=ls,
+                    coef=coef,
+                    prompt=prompt,
+                    pairs=pairs,
+                    checks=which,
+                    n_random=n_random,
+                    natural=natural,
+                    persistence_tokens=persistence_tokens,
+                    n_boot=n_boot,
+                    seed=seed,
+                    on_check=lambda s: spinner.update(f"checking: {s}..."),
+                    max_memory=memory,
+                )
+            console.print(rep.summary(), highlight=False, markup=False)
+            if out is not None:
+                save_result(
+                    rep,
+                    out,
+                    overwrite=overwrite,
+                    extras={"report.png": plot_writer(rep, 150)},
+                    message=f"wrote {out}/result.json, table.parquet, frames/, report.png",
+                )
 
 
 def _check_names(checks: str) -> list[str]:

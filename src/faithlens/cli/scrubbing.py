@@ -25,9 +25,11 @@ import typer
 from ..errors import InputError
 from ..results import check_target
 from ._common import (
+    DeviceMap,
     MaxMemory,
     Overwrite,
     console,
+    device_map_option,
     friendly_errors,
     load_model,
     max_memory_option,
@@ -154,6 +156,7 @@ def scrub_cmd(
     max_memory: MaxMemory = None,
     batch_size: BatchSize = None,
     device: Device = None,
+    device_map: DeviceMap = None,
     dry_run: DryRun = False,
     adversary: Adversary = False,
     budget: Budget = 32,
@@ -171,10 +174,11 @@ def scrub_cmd(
     with friendly_errors():
         # every option is checked before the file is imported or the model loaded
         memory = _check_options(n, seed, batch_size, max_memory, budget, steps, device)
+        device_map_option(device_map, device)
         if out is not None and not dry_run:
             check_target(out, overwrite=overwrite, name="--out")
         module = load_hypothesis_file(hypothesis_file)
-        m = _model(module, model, device)
+        m = _model(module, model, device, device_map)
         h, data, beh, graph, baselines = _experiment(module, m, n, seed, baseline)
         prep = sc.prepare(m, h, data, n, behaviour=beh, graph=graph, baselines=baselines, seed=seed)
         if dry_run:
@@ -190,6 +194,7 @@ def scrub_cmd(
             "max_memory": max_memory,
             "batch_size": batch_size,
             "device": device,
+            "device_map": device_map,
         }
         # a run saving to --out keeps its finished chunks beside it (resumable)
         with resumable(out, "scrub", record) as partial:
@@ -243,10 +248,14 @@ def _check_options(
     return memory
 
 
-def _model(module: ModuleType, model: str | None, device: str | None) -> Any:
+def _model(
+    module: ModuleType, model: str | None, device: str | None, device_map: str | None
+) -> Any:
     """``--model``, else the hypothesis file's ``model()`` (moved to ``--device``)."""
     if model is not None:
-        return load_model(model, device=device)
+        return load_model(model, device=device, device_map=device_map)
+    if device_map is not None:
+        raise InputError("--device-map needs --model (a model the file builds is not loaded)")
     if callable(getattr(module, "model", None)):
         m = module.model()
         if device is not None:

@@ -3,6 +3,9 @@ for the methods), the pair AUROC of their read-outs, and their bootstrap stabili
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,6 +13,8 @@ import numpy as np
 
 from .. import stats
 from ..errors import InputError
+from ..executor import Sizing, current_executor
+from ..folders import NpzStore
 
 METHODS = ("pca", "mean_diff", "logistic", "random")
 
@@ -159,11 +164,79 @@ def fit_layers(
     return out
 
 
+#: What :func:`fit_layers` returns for one layer, as the arrays a checkpoint keeps.
+FIT_FIELDS = (
+    "direction",
+    "mean",
+    "separation",
+    "spread",
+    "test_pos",
+    "test_neg",
+    "stability",
+    "auroc",
+)
+
+
+def fits_key(layers: Sequence[LayerPairs], *options: Any) -> str:
+    """A fingerprint of the per-layer fits' inputs: every layer's training and held-out
+    activations (their bytes, dtype and shape) and ``options`` (method, refits, resamples,
+    level, seed, the layer numbers)."""
+    h = hashlib.sha256(json.dumps([repr(o) for o in options]).encode())
+    for item in layers:
+        h.update(str(item[0]).encode())
+        for a in item[1:]:
+            arr = np.ascontiguousarray(a)
+            h.update(f"{arr.dtype}{arr.shape}".encode())
+            h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def fit_all_layers(
+    layers: Sequence[LayerPairs],
+    sizing: Sizing,
+    args: tuple[Any, ...],
+    checkpoint: str | os.PathLike[str] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`fit_layers` of every layer, in order, through the executor in force
+    (:meth:`~faithlens.executor.Executor.map_sized`; ``args``: method, refits, resamples,
+    level, seed). With ``checkpoint`` (a folder) each layer's fit is kept there as its chunk
+    finishes (``layer_{k:07d}.npz``, atomic, keyed by :func:`fits_key`): a rerun reads the
+    finished layers back and fits only the others, with the same numbers (each layer's seeds
+    follow its position ``k``, not its chunk). A folder of other activations or options raises
+    :class:`~faithlens.errors.CheckpointError`."""
+    fits: list[dict[str, Any] | None] = [None] * len(layers)
+    store = None
+    if checkpoint is not None:
+        store = NpzStore(
+            checkpoint,
+            fits_key(layers, *args),
+            prefix="layer",
+            what="reading checkpoint",
+            other_run="a reading of other activations or options",
+        )
+        for k in range(len(layers)):
+            kept = store.load(k)
+            if kept is not None:
+                fits[k] = {f: kept[f] for f in FIT_FIELDS}
+    left = [k for k, f in enumerate(fits) if f is None]
+    todo = [layers[k] for k in left]
+    for rows, done in current_executor().map_sized(None, fit_layers, todo, sizing, *args):
+        for k, f in zip(left[rows], done):
+            fits[k] = f
+            if store is not None:
+                store.save(k, **{name: np.asarray(f[name]) for name in FIT_FIELDS})
+    assert all(f is not None for f in fits)
+    return [f for f in fits if f is not None]
+
+
 __all__ = [
+    "FIT_FIELDS",
     "METHODS",
     "LayerPairs",
+    "fit_all_layers",
     "fit_direction",
     "fit_layers",
+    "fits_key",
     "layer_bytes",
     "pair_auroc",
     "stability",

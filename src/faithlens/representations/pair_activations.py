@@ -3,7 +3,7 @@ residual-stream site at each layer, for both members of every pair."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..executor import current_executor
+from ..executor import InProcess, current_executor
 from ..models.model import Inputs, Model
 from ..models.sites import Site
 from ..progress import Progress
@@ -111,24 +111,51 @@ def activations(
     if max_memory is not None and n:
         batch_size = prompts_per_pass(model, seqs, max(ls), max_memory)
     out = np.empty((n, len(ls), model.d_model), dtype=np.float32)
-    stop = f"{site}.{max(ls)}"
-    for b0 in range(0, n, batch_size):
-        rows = list(range(b0, min(n, b0 + batch_size)))
-        inp = right_pad(model, [seqs[i] for i in rows])
-        pos = token_positions(inp, position)
-        sites = [Site(f"{site}.{L}", positions=pos) for L in ls]
-        res = model.run(inp, cache=sites, stop_at=stop)
-        for j, L in enumerate(ls):
-            a = res.cache[f"{site}.{L}"].float()
-            if pos is None:
-                assert inp.mask is not None
-                m = inp.mask.to(a.device, a.dtype)[..., None]
-                v = (a * m).sum(1) / m.sum(1).clamp(min=1)
-            else:
-                v = a[:, 0]
-            out[b0 : b0 + len(rows), j] = v.cpu().numpy()
+    starts = range(0, n, batch_size)
+    chunks = [[list(map(int, s)) for s in seqs[b0 : b0 + batch_size]] for b0 in starts]
+    ends = iter(min(n, b0 + batch_size) for b0 in starts)
+
+    def tick() -> None:
+        done = next(ends)
         if progress is not None:
-            progress(rows[-1] + 1, n)
+            progress(done, n)
+
+    # a model built in this process (no spec: fl.wrap, a planted model) cannot be loaded by a
+    # worker: its passes run here, as before
+    ex = current_executor() if model.spec is not None else InProcess()
+    runs = ex.map_model(model, activation_chunk, chunks, ls, site, position, tick=tick)
+    for b0, acts in zip(starts, runs):
+        out[b0 : b0 + len(acts)] = acts
+    return out
+
+
+def activation_chunk(
+    model: Model,
+    seqs: list[list[int]],
+    ls: list[int],
+    site: str,
+    position: str | int,
+    tick: Callable[[], None],
+) -> np.ndarray:
+    """One chunk of prompts of :func:`activations` (a work item of
+    :meth:`~faithlens.executor.Executor.map_model`: the chunks are planned in the calling
+    process, so every executor runs the same batches): ``[len(seqs), len(ls), d_model]``
+    float32, one forward pass stopped at the last layer read."""
+    inp = right_pad(model, seqs)
+    pos = token_positions(inp, position)
+    sites = [Site(f"{site}.{L}", positions=pos) for L in ls]
+    res = model.run(inp, cache=sites, stop_at=f"{site}.{max(ls)}")
+    out = np.empty((len(seqs), len(ls), model.d_model), dtype=np.float32)
+    for j, L in enumerate(ls):
+        a = res.cache[f"{site}.{L}"].float()
+        if pos is None:
+            assert inp.mask is not None
+            m = inp.mask.to(a.device, a.dtype)[..., None]
+            v = (a * m).sum(1) / m.sum(1).clamp(min=1)
+        else:
+            v = a[:, 0]
+        out[:, j] = v.cpu().numpy()
+    tick()
     return out
 
 

@@ -30,6 +30,7 @@ the mean training activation. Evaluation on held-out pairs (split by group):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -42,7 +43,7 @@ from torch import Tensor
 from .. import stats
 from .. import validate as V
 from ..errors import InputError
-from ..executor import Executor, Sizing, current_executor, on_executor
+from ..executor import Executor, Sizing, on_executor
 from ..models.model import Model
 from ..progress import Progress
 from ..results import Estimate, Result
@@ -50,8 +51,8 @@ from .data import ContrastPairs, Prompt, split_groups
 from .directions import (
     METHODS,
     LayerPairs,
+    fit_all_layers,
     fit_direction,
-    fit_layers,
     layer_bytes,
     pair_auroc,
     stability,
@@ -309,6 +310,7 @@ def read(
     progress: Progress | None = None,
     max_memory: int | None = None,
     executor: str | Executor | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> ReadingResult:
     """Reading vectors per layer from contrast pairs, evaluated on held-out pairs.
 
@@ -330,6 +332,10 @@ def read(
         executor: where the per-layer fits run (``"ray"``, an
             :class:`~faithlens.executor.Executor` or ``None``: the one in force); each layer is
             a work item, and the numbers do not change.
+        checkpoint: a folder where each layer's fit is kept as it finishes; a rerun with the
+            same folder, activations and options fits only the layers left, with the same
+            result (another run's folder: :class:`~faithlens.errors.CheckpointError`). The
+            activations are collected again.
     """
     V.max_memory(max_memory)
     V.replaced_knob("read", "batch_size", batch_size, "max_memory", max_memory)
@@ -370,6 +376,7 @@ def read(
         n_boot=n_boot,
         level=level,
         seed=seed,
+        checkpoint=checkpoint,
     )
 
 
@@ -501,10 +508,12 @@ def _fit_and_evaluate(
     n_boot: int,
     level: float,
     seed: int,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> ReadingResult:
     """Fit a direction per layer on the training pairs and score it on the held-out pairs:
     each layer is an item of :meth:`~faithlens.executor.Executor.map_sized` (on Ray workers,
-    chunks of layers sized by each worker's memory; the numbers do not change)."""
+    chunks of layers sized by each worker's memory; the numbers do not change), kept in
+    ``checkpoint`` as it finishes (:func:`~faithlens.representations.directions.fit_all_layers`)."""
     L = len(ls)
     d = train_acts.positive.shape[-1]
     dirs = np.empty((L, d))
@@ -528,16 +537,15 @@ def _fit_and_evaluate(
     per = layer_bytes(len(train_acts), len(test_acts), d, n_stability)
     sizing = Sizing(per, device=torch.device("cpu"))
     args = (method, n_stability, n_boot, level, seed)
-    for rows, fits in current_executor().map_sized(None, fit_layers, items, sizing, *args):
-        for k, f in zip(range(rows.start, rows.stop), fits):
-            dirs[k], means[k], sep[k], spread[k] = (
-                f["direction"],
-                f["mean"],
-                f["separation"],
-                f["spread"],
-            )
-            tpos[k], tneg[k] = f["test_pos"], f["test_neg"]
-            stab[:, k], auc[:, k] = f["stability"], f["auroc"]
+    for k, f in enumerate(fit_all_layers(items, sizing, args, checkpoint)):
+        dirs[k], means[k], sep[k], spread[k] = (
+            f["direction"],
+            f["mean"],
+            f["separation"],
+            f["spread"],
+        )
+        tpos[k], tneg[k] = f["test_pos"], f["test_neg"]
+        stab[:, k], auc[:, k] = f["stability"], f["auroc"]
     wins = (tpos > tneg).sum(1) + 0.5 * (tpos == tneg).sum(1)
     acc = stats.proportion_interval(np.round(wins), np.full(L, tpos.shape[1]), level=level)
     auc_est, auc_lo, auc_hi = auc
