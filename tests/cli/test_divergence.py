@@ -75,8 +75,8 @@ def cli_smollm2(smollm2, monkeypatch):
     import faithlens.cli.das as cli_das
     import faithlens.cli.divergence as cli_div
 
-    monkeypatch.setattr(cli_div, "load_model", lambda name, device=None: smollm2)
-    monkeypatch.setattr(cli_das, "load_model", lambda name, device=None: smollm2)
+    monkeypatch.setattr(cli_div, "load_model", lambda name, device=None, device_map=None: smollm2)
+    monkeypatch.setattr(cli_das, "load_model", lambda name, device=None, device_map=None: smollm2)
     return smollm2
 
 

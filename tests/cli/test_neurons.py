@@ -158,10 +158,12 @@ def test_digits_command(tmp_path):
 def test_explain_command_on_a_model(smollm2, monkeypatch, tmp_path):
     import faithlens.cli._common as common
 
-    monkeypatch.setattr(common, "load_model", lambda name, device=None: smollm2)
+    monkeypatch.setattr(common, "load_model", lambda name, device=None, device_map=None: smollm2)
     import faithlens.cli.neurons as cli_neurons
 
-    monkeypatch.setattr(cli_neurons, "load_model", lambda name, device=None: smollm2)
+    monkeypatch.setattr(
+        cli_neurons, "load_model", lambda name, device=None, device_map=None: smollm2
+    )
     texts = tmp_path / "t.txt"
     texts.write_text("The red cat sat on the mat.\nMy mother is a doctor in Paris.\n" * 10)
     r = runner.invoke(
