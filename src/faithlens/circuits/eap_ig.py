@@ -51,6 +51,7 @@ import os
 from collections.abc import Callable
 from functools import partial
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -59,6 +60,7 @@ from ..executor import Executor, on_executor
 from ..interventions import Patch
 from ..models.model import Model
 from ..progress import Progress
+from ..runs import RunOutput
 from ..tasks.base import Task
 from ..tasks.metrics import Metric
 from .common import (
@@ -153,16 +155,8 @@ def _chunk(
 ) -> Measured:
     if ig == "activations":
         return _chunk_activations(eg, sub, row_cap, tick, steps=steps, each=each)
-    model = eg.model
-    pos = sub.positions
+    clean, corrupt, change, m_clean, m_corrupt = _endpoints(eg, sub, tick)
     with torch.no_grad():
-        corrupt = model.run(sub.corrupt, cache=writer_sites(eg), logits_at=pos)
-        tick()
-        clean = model.run(sub.clean, cache=writer_sites(eg), logits_at=pos)
-        tick()
-        change = deltas(eg, clean, corrupt)
-        m_clean = metric_values(sub, clean).double().cpu().numpy()
-        m_corrupt = metric_values(sub, corrupt).double().cpu().numpy()
         inp = next(w for w in eg.writers if w.kind == "input")
         e_corrupt = contribution(eg, inp, corrupt)
         e_clean = contribution(eg, inp, clean)
@@ -180,16 +174,7 @@ def _chunk(
 def _chunk_activations(
     eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None], *, steps: int, each: bool
 ) -> Measured:
-    model = eg.model
-    pos = sub.positions
-    with torch.no_grad():
-        corrupt = model.run(sub.corrupt, cache=writer_sites(eg), logits_at=pos)
-        tick()
-        clean = model.run(sub.clean, cache=writer_sites(eg), logits_at=pos)
-        tick()
-        change = deltas(eg, clean, corrupt)
-        m_clean = metric_values(sub, clean).double().cpu().numpy()
-        m_corrupt = metric_values(sub, corrupt).double().cpu().numpy()
+    clean, corrupt, change, m_clean, m_corrupt = _endpoints(eg, sub, tick)
     nodes = layer_nodes(eg)
     values, sink = edge_sink(eg, change, each)
     for node in nodes:
@@ -205,6 +190,24 @@ def _chunk_activations(
             port_gradients(eg, sub, row_cap, tick, patches=patches, sink=sink)
     values /= steps * len(nodes)
     return Measured(values, m_clean, m_corrupt)
+
+
+def _endpoints(
+    eg: EdgeGraph, sub: Task, tick: Callable[[], None]
+) -> tuple[RunOutput, RunOutput, dict[str, Tensor], np.ndarray, np.ndarray]:
+    """The corrupted and clean runs of a chunk (writers cached, two ticks), every writer's
+    change between them and the metric of each: ``(clean, corrupt, change, m_clean,
+    m_corrupt)``, shared by both integration paths."""
+    pos = sub.positions
+    with torch.no_grad():
+        corrupt = eg.model.run(sub.corrupt, cache=writer_sites(eg), logits_at=pos)
+        tick()
+        clean = eg.model.run(sub.clean, cache=writer_sites(eg), logits_at=pos)
+        tick()
+        change = deltas(eg, clean, corrupt)
+        m_clean = metric_values(sub, clean).double().cpu().numpy()
+        m_corrupt = metric_values(sub, corrupt).double().cpu().numpy()
+    return clean, corrupt, change, m_clean, m_corrupt
 
 
 def _between(clean: Tensor, corrupt: Tensor, alpha: float) -> Tensor:
