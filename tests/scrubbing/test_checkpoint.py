@@ -93,6 +93,43 @@ def test_a_folder_of_another_run_is_refused(tmp_path):
         sc.scrub(m, task, h, n=40, checkpoint=3)  # type: ignore[arg-type]
 
 
+def _first(out, ref):
+    return out[:, 0]
+
+
+def _second(out, ref):
+    return out[:, 1] * 100
+
+
+def test_another_behaviour_is_refused_and_the_same_one_resumes(tmp_path):
+    """The key covers the behaviour's fields and a function's code, not only its name: a scrub
+    with another ``Fn(fn=...)`` (both named "custom") must not read this one's chunks."""
+    m, task, h = _setup()
+    ck = tmp_path / "ck"
+    kw = {"n": 40, "batch_size": 8, "n_boot": 50, "checkpoint": ck}
+    first = sc.scrub(m, task, h, behaviour=sc.Fn(fn=_first), **kw)
+    with pytest.raises(CheckpointError, match="another scrub"):
+        sc.scrub(m, task, h, behaviour=sc.Fn(fn=_second), **kw)
+    with pytest.raises(CheckpointError, match="another scrub"):
+        sc.scrub(m, task, h, behaviour=sc.Fn(fn=_first, higher_is_better=True), **kw)
+    with pytest.raises(CheckpointError, match="another scrub"):  # the same body, another name
+        sc.scrub(m, task, h, behaviour=sc.Fn(fn=lambda out, ref: out[:, 0]), **kw)
+    same = sc.scrub(m, task, h, behaviour=sc.Fn(fn=_first), **kw)
+    assert np.array_equal(first.scrubbed, same.scrubbed)
+
+
+def test_function_keys_follow_the_code():
+    from faithlens.scrubbing.checkpoint import function_key
+
+    def make(k):
+        return lambda out, ref: out[:, 0] * k
+
+    assert function_key(_first) == function_key(_first)
+    assert function_key(_first) != function_key(_second)
+    assert function_key(make(1)) != function_key(make(2))  # closure values count
+    assert function_key(make(2)) == function_key(make(2))
+
+
 def test_a_chunk_round_trips_with_and_without_kl(tmp_path):
     store = ScrubCheckpoint(tmp_path, "key")
     st = EvalStats(runs=3, rows=12, layer_rows=24, clean_runs=1, mixed_copies=2)

@@ -12,7 +12,10 @@ is refused with :class:`~faithlens.errors.CheckpointError`, never resumed.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
+import types
 from dataclasses import fields
 from typing import Any
 
@@ -38,14 +41,80 @@ def scrub_key(prep: Any, chunks: list[slice]) -> str:
         list(prep.data.vectors),
         prep.hypothesis.describe(),
         list(prep.baselines),
-        prep.behaviour.name,
-        bool(prep.behaviour.higher_is_better),
+        behaviour_key(prep.behaviour),
         prep.graph.kind,
         [str(r) for r in prep.graph.rewrites],
         len(prep.plan.roots),
         len(prep.plan.copies),
         [(c.start, c.stop) for c in chunks],
     )
+
+
+def behaviour_key(behaviour: Any) -> list[Any]:
+    """What identifies a scrub behaviour in a checkpoint key: its class and every field, a
+    function field by its code (:func:`function_key`), so that another behaviour (another
+    ``Fn(fn=...)``, answers column, metric or positions) never resumes this one's chunks."""
+    if dataclasses.is_dataclass(behaviour):
+        parts = _value_key(behaviour)
+    else:
+        parts = [type(behaviour).__qualname__, behaviour.name, bool(behaviour.higher_is_better)]
+    try:
+        data_fingerprint(*parts)
+    except TypeError as e:
+        raise V.fail(
+            "checkpoint",
+            type(behaviour).__name__,
+            f"cannot key this behaviour's fields ({e})",
+            "use a behaviour of numbers, strings and functions, or run without checkpoint=",
+        ) from e
+    return parts
+
+
+def _value_key(value: Any) -> Any:
+    """A field's value for a key: a function by its code, a dataclass (a metric) field by
+    field, anything else as it is."""
+    if isinstance(value, types.FunctionType | functools.partial):
+        return function_key(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [type(value).__module__, type(value).__qualname__] + [
+            [f.name, _value_key(getattr(value, f.name))] for f in dataclasses.fields(value)
+        ]
+    return value
+
+
+def function_key(fn: Any) -> list[Any]:
+    """A function by its module, name, bytecode, constants, names and closure values (a
+    ``functools.partial`` by its function and arguments): the same source gives the same key
+    in any process, an edited body another one."""
+    if isinstance(fn, functools.partial):
+        return ["partial", function_key(fn.func), list(fn.args), dict(fn.keywords)]
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        raise V.fail(
+            "checkpoint",
+            repr(fn),
+            "is a callable without code to key a checkpoint on",
+            "pass a plain function or a lambda, or run without checkpoint=",
+        )
+    cells = [c.cell_contents for c in (fn.__closure__ or ())]
+    return [
+        getattr(fn, "__module__", None) or "",
+        getattr(fn, "__qualname__", ""),
+        _code_key(code),
+        [_value_key(c) for c in cells],
+    ]
+
+
+def _code_key(code: types.CodeType) -> list[Any]:
+    consts = [
+        _code_key(c)
+        if isinstance(c, types.CodeType)
+        else sorted(map(repr, c))
+        if isinstance(c, frozenset)
+        else repr(c)  # a literal: its repr is stable across processes
+        for c in code.co_consts
+    ]
+    return [code.co_code, consts, list(code.co_names)]
 
 
 class ScrubCheckpoint(NpzStore):
