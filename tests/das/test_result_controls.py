@@ -152,6 +152,25 @@ def test_bad_controls_are_refused_before_work(toy, controls, message):
     assert "controls=" in str(err.value)
 
 
+@pytest.mark.parametrize("controls", ["task", "random_subspace"])
+def test_bad_values_are_refused_before_training(toy, controls):
+    """``values`` of the wrong length fail before the first epoch (they failed after the whole
+    training, when the task control was built)."""
+    model, data, _ = toy
+    epochs = []
+    with pytest.raises(fl.ArgumentError, match="values"):
+        fl.das(
+            model,
+            data,
+            Site("l0", positions=1),
+            epochs=50,
+            controls=controls,
+            values=[0, 1, 2],
+            progress=lambda d, t: epochs.append(d),
+        )
+    assert epochs == []
+
+
 @pytest.mark.parametrize(
     ("controls", "expected"),
     [

@@ -310,6 +310,7 @@ def das(
         values: the causal variable's value per example, for the control task's label mapping
             and the direction methods (default: the counterfactual labels).
     """
+    from .control_inputs import control_task
     from .result_controls import Retrain, attach_controls, check_das_controls
 
     ctrl = check_das_controls(controls)
@@ -333,6 +334,10 @@ def das(
         seed=seed,
     )
     retrained = {"task", "random_init"} & set(ctrl)
+    if "task" in ctrl:  # cheap: its checks (labels, ``values``) fail before the training
+        control_task(data, values=values, seed=seed)
+    if values is not None and len(values) != len(data):
+        raise V.fail("values", f"{len(values)} values", f"need one per example ({len(data)})")
     start = copy.deepcopy(alignment) if alignment is not None and retrained else None
     res, ev = fit_alignment(
         model,
