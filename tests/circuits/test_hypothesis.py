@@ -53,6 +53,8 @@ def test_bad_edges():
         circuit_hypothesis(["x0->logits"])
     with pytest.raises(fl.InputError, match="grouped key/value"):
         circuit_hypothesis(["input->a1.kv0<k>"])
+    with pytest.raises(fl.InputError, match="per-position edge"):
+        circuit_hypothesis(["a0.h0->logits@1"])  # was dropped silently as "on no path"
 
 
 def _small(arch):

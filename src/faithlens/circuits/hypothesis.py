@@ -70,6 +70,11 @@ def circuit_hypothesis(edges: Sequence[str], name: str = "circuit") -> Hypothesi
         writer, sep, reader = e.partition("->")
         if not sep:
             raise InputError(f"{e!r} is not an edge name (writer->reader, e.g. 'a0.h1->logits')")
+        if "@" in reader:
+            raise InputError(
+                f"{e!r} is a per-position edge (positions='each'): a scrubbing hypothesis "
+                "routes whole activations; score the edges with positions='all' for it"
+            )
         node, port = _reader(reader)
         _component(writer)  # a bad writer name raises here
         into[node].append((writer, port))
