@@ -278,6 +278,7 @@ def check_device_map(
     model), every device checked to exist; refused with ``device=``, and for ``"disk"``."""
     if device_map is None:
         return None
+    _require("accelerate", "smollm2", "accelerate")  # before any weight is read
     if device is not None:
         raise validate.fail(
             "device_map",
