@@ -274,6 +274,19 @@ def test_logit_lens_reads_a_multi_token_task_by_teacher_forcing(arch, which):
     solo = fl.logit_lens(model, alone, which=which, n_boot=50)
     assert solo.meta["metric"] == "seq_logprob"
     np.testing.assert_allclose(solo.per_example[0, -1], alone.evaluate(model, which), atol=1e-5)
+    # one example per chunk: the chunks' reads land in their own rows, one tick per chunk
+    ticks = []
+    chunked = fl.logit_lens(
+        model,
+        task,
+        which=which,
+        n_boot=50,
+        seed=0,
+        max_memory=1,
+        progress=lambda d, t: ticks.append((d, t)),
+    )
+    np.testing.assert_allclose(chunked.per_example, res.per_example, atol=1e-9)
+    assert ticks == [(i, task.n) for i in range(1, task.n + 1)]
 
 
 def test_dla_still_refuses_a_multi_token_task():

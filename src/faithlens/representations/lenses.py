@@ -81,9 +81,14 @@ def _layers(model: Model, layers: int | Sequence[int] | None) -> list[int]:
 
 
 def _chunks(model: Model, data: Task, n_vectors: int, max_memory: int | None) -> list[slice]:
-    """Example chunks sized so that one chunk's cached vectors and vocabulary rows fit."""
+    """Example chunks sized so that one chunk's cached vectors and vocabulary rows fit (a
+    multi-token task reads ``k`` positions: ``k`` vectors per layer and ``k`` vocabulary rows,
+    in float64 for the teacher-forced log-probabilities)."""
     vocab = int(model.adapter.unembed_weight()[0].shape[0])
-    per_item = 4 * (n_vectors * model.d_model + 3 * vocab + data.seq_len * model.d_model)
+    k = int(data.reads.shape[1]) if data.is_multi_token and data.reads is not None else 1
+    width = 4 if k == 1 else 8
+    per_item = 4 * (k * n_vectors * model.d_model + data.seq_len * model.d_model)
+    per_item += width * 3 * k * vocab
     ex = current_executor()
     size = ex.chunk_size(
         len(data),
