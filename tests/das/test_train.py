@@ -312,8 +312,15 @@ def test_from_task_refuses_a_set_of_correct_answers():
     )  # fmt: skip
     with pytest.raises(fl.InputError, match="AnswerSet"):
         fl.InterchangeData.from_task(task)
-    one = fl.Task.from_token_ids(
+    # one correct and a set of two wrong: DAS would read only the first wrong one
+    wrong_set = fl.Task.from_token_ids(
         [[1, 2, 3], [4, 5, 6]], [[1, 7, 3], [4, 8, 6]], [(2, 7, 9), (5, 8, 9)],
+        metric=fl.tasks.AnswerSet(n_correct=1),
+    )  # fmt: skip
+    with pytest.raises(fl.InputError, match="1 correct, 2 wrong"):
+        fl.InterchangeData.from_task(wrong_set)
+    one = fl.Task.from_token_ids(
+        [[1, 2, 3], [4, 5, 6]], [[1, 7, 3], [4, 8, 6]], [(2, 7), (5, 8)],
         metric=fl.tasks.AnswerSet(n_correct=1),
     )  # fmt: skip
     assert fl.InterchangeData.from_task(one).candidates.tolist() == [[2, 7], [5, 8]]

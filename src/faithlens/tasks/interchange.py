@@ -147,11 +147,13 @@ class InterchangeData:
             from .multi_token import refusal
 
             raise InputError(refusal(task, "InterchangeData.from_task (DAS)"))
-        if isinstance(task.metric, AnswerSet) and task.metric.n_correct > 1:
+        if isinstance(task.metric, AnswerSet) and task.answers.shape[1] > 2:
             raise InputError(
-                f"InterchangeData.from_task (DAS): the task {task.name!r} scores a set of "
-                f"{task.metric.n_correct} correct answers (AnswerSet), but DAS's label is one "
-                "answer among (correct, wrong) candidates; give one correct answer per example"
+                f"InterchangeData.from_task (DAS): the task {task.name!r} scores answer sets "
+                f"(AnswerSet: {task.metric.n_correct} correct, "
+                f"{task.answers.shape[1] - task.metric.n_correct} wrong), but DAS's label is "
+                "one answer among (correct, wrong) candidates; give one correct and one wrong "
+                "answer per example"
             )
         return cls(
             base=task.corrupt,
