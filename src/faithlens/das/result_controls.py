@@ -94,6 +94,18 @@ class Retrain:
         return np.asarray(ev.correct, dtype=np.float64)
 
 
+def check_control_inputs(
+    data: InterchangeData, controls: Sequence[str], draws: int, values: Any, seed: int
+) -> None:
+    """:func:`~faithlens.das.das`'s checks of ``draws`` and ``values`` (and the task control's
+    labels), made before the training so that a bad one fails before the first epoch."""
+    V.positive_int("draws", draws, fix="average over e.g. 5 random subspaces")
+    if "task" in controls:  # cheap: its checks (labels, ``values``) fail before the training
+        control_task(data, values=values, seed=seed)
+    if values is not None and len(values) != len(data):
+        raise V.fail("values", f"{len(values)} values", f"need one per example ({len(data)})")
+
+
 def attach_controls(
     result: DASResult,
     own: np.ndarray,
@@ -148,5 +160,6 @@ __all__ = [
     "DEFAULT_CONTROLS",
     "Retrain",
     "attach_controls",
+    "check_control_inputs",
     "check_das_controls",
 ]

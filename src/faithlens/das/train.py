@@ -299,22 +299,20 @@ def das(
             DeprecationWarning: a callback is taken for the new protocol when ``on_epoch`` is
             given too or when its two parameters are annotated ``int``.
         on_epoch: called after each epoch with ``(epoch, history_row)``.
-        controls: measured after training on the same pairs as the IIA
-            (:mod:`faithlens.das.result_controls`): ``"random_subspace"`` (default: ``draws``
-            random subspaces of the same size; nothing trained), ``"task"`` (the same training
-            on the control task with arbitrary label mappings), ``"random_init"`` (the same
-            training on a randomly initialised copy of the model), a list of them, ``"all"``,
-            or ``"none"``. The result reports each control's IIA and the selectivity ``iia -
-            control_iia`` with intervals; ``progress`` counts the first training only.
+        controls: measured after training on the IIA's pairs (:mod:`.result_controls`):
+            ``"random_subspace"`` (default: ``draws`` random subspaces of the same size),
+            ``"task"`` (trained again on arbitrary label mappings), ``"random_init"`` (trained
+            again on a randomly initialised model), a list, ``"all"`` or ``"none"``; each
+            control's IIA and selectivity ``iia - control_iia`` with intervals (``progress``
+            counts the first training only).
         draws: random subspaces the ``"random_subspace"`` control averages.
         values: the causal variable's value per example, for the control task's label mapping
             and the direction methods (default: the counterfactual labels).
     """
-    from .control_inputs import control_task
-    from .result_controls import Retrain, attach_controls, check_das_controls
+    from . import result_controls as rc
 
-    ctrl = check_das_controls(controls)
-    V.positive_int("draws", draws, fix="average over e.g. 5 random subspaces")
+    ctrl = rc.check_das_controls(controls)
+    rc.check_control_inputs(data, ctrl, draws, values, seed)
     kw: dict[str, Any] = dict(
         dims=dims,
         loss=loss,
@@ -334,10 +332,6 @@ def das(
         seed=seed,
     )
     retrained = {"task", "random_init"} & set(ctrl)
-    if "task" in ctrl:  # cheap: its checks (labels, ``values``) fail before the training
-        control_task(data, values=values, seed=seed)
-    if values is not None and len(values) != len(data):
-        raise V.fail("values", f"{len(values)} values", f"need one per example ({len(data)})")
     start = copy.deepcopy(alignment) if alignment is not None and retrained else None
     res, ev = fit_alignment(
         model,
@@ -351,9 +345,9 @@ def das(
         on_epoch=on_epoch,
         **kw,
     )
-    again = Retrain(method=method, start=start, values=values, keywords=kw)
     own = np.asarray(ev.correct, dtype=np.float64)
-    return attach_controls(res, own, model, data, site, ctrl, draws=draws, seed=seed, retrain=again)
+    rt = rc.Retrain(method=method, start=start, values=values, keywords=kw)
+    return rc.attach_controls(res, own, model, data, site, ctrl, draws=draws, seed=seed, retrain=rt)
 
 
 def fit_alignment(
