@@ -101,8 +101,19 @@ def function_key(fn: Any) -> list[Any]:
         getattr(fn, "__module__", None) or "",
         getattr(fn, "__qualname__", ""),
         _code_key(code),
-        [_value_key(c) for c in cells],
+        [_cell_key(c) for c in cells],
     ]
+
+
+def _cell_key(value: Any) -> Any:
+    """A closure value for a key; one that cannot be fingerprinted (a tokenizer, a model)
+    counts by its type only, so that such a closure still keys a checkpoint."""
+    key = _value_key(value)
+    try:
+        data_fingerprint(key)
+    except TypeError:
+        return ["unhashed", type(value).__module__, type(value).__qualname__]
+    return key
 
 
 def _code_key(code: types.CodeType) -> list[Any]:
