@@ -15,6 +15,7 @@ from faithlens.circuits import common
 from faithlens.cli import app
 from faithlens.cli._resume import RECORD, partial_folder
 from faithlens.patching import exact, path
+from tests.helpers.scrub_toys import write_hypothesis_file
 
 runner = CliRunner()
 
@@ -149,52 +150,11 @@ def test_killed_circuit_command_resumes_its_edge_scores(tmp_path, monkeypatch):
     _same(a, b, ("score", "score_ci_low", "score_ci_high", "values", "clean", "corrupt"))
 
 
-HYPOTHESIS = """
-import torch
-from torch import nn
-
-import faithlens as fl
-from faithlens import scrubbing as sc
-
-
-class Toy(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.A = nn.Identity()
-        self.B = nn.Identity()
-        self.C = nn.Identity()
-
-    def forward(self, x0, x1):
-        return self.C(self.A(x0) + self.B(x1))
-
-
-def model():
-    return fl.wrap(Toy())
-
-
-def data(model, n, seed):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 10, (80, 2), generator=g).float()
-    return sc.ScrubData(x0=x[:, :1], x1=x[:, 1:], y=x[:, :1] + x[:, 1:])
-
-
-behaviour = sc.MSE("y")
-hypothesis = sc.Hypothesis("A only")
-hypothesis.add("A", sc.to("A"), feature=lambda d: d["x0"][:, 0])
-"""
-
-
-def _hypothesis_file(tmp_path):
-    path = tmp_path / "hypothesis.py"
-    path.write_text(HYPOTHESIS)
-    return path
-
-
 def test_killed_scrub_resumes_its_chunks_of_reference_rows(tmp_path, monkeypatch):
     from faithlens.scrubbing import preparation
 
     # the toy graph has no per-row memory estimate: --batch-size makes five chunks
-    args = ["scrub", str(_hypothesis_file(tmp_path)), "--n", "60", "--batch-size", "12"]
+    args = ["scrub", str(write_hypothesis_file(tmp_path)), "--n", "60", "--batch-size", "12"]
     whole = runner.invoke(app, [*args, "--out", str(tmp_path / "whole")])
     assert whole.exit_code == 0, whole.output
     assert not partial_folder(tmp_path / "whole").exists()
@@ -224,7 +184,7 @@ def test_scrub_of_another_model_is_not_resumed(tmp_path, monkeypatch):
     computed with other weights (same command and options) is refused, then run afresh."""
     from faithlens.scrubbing import preparation
 
-    path = _hypothesis_file(tmp_path)
+    path = write_hypothesis_file(tmp_path)
     args = ["scrub", str(path), "--n", "60", "--batch-size", "12"]
     out = tmp_path / "run"
     with monkeypatch.context() as mp:

@@ -4,59 +4,20 @@
 from __future__ import annotations
 
 import importlib
-import textwrap
 
 import pytest
 from typer.testing import CliRunner
 
 from faithlens.cli import app
 from faithlens.results import Result
+from tests.helpers.scrub_toys import write_hypothesis_file
 
 runner = CliRunner()
-
-HYPOTHESIS = textwrap.dedent(
-    """
-    import torch
-    from torch import nn
-
-    import faithlens as fl
-    from faithlens import scrubbing as sc
-
-
-    class Toy(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.A = nn.Identity()
-            self.B = nn.Identity()
-            self.C = nn.Identity()
-
-        def forward(self, x0, x1):
-            return self.C(self.A(x0) + self.B(x1))
-
-
-    def model():
-        return fl.wrap(Toy())
-
-
-    def data(model, n, seed):
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randint(0, 10, (80, 2), generator=g).float()
-        return sc.ScrubData(x0=x[:, :1], x1=x[:, 1:], y=x[:, :1] + x[:, 1:])
-
-
-    behaviour = sc.MSE("y")
-    hypothesis = sc.Hypothesis("A only")
-    hypothesis.add("A", sc.to("A"), feature=lambda d: d["x0"][:, 0])
-    features = {"x1": lambda d: d["x1"][:, 0]}
-    """
-)
 
 
 @pytest.fixture
 def hypothesis_file(tmp_path):
-    path = tmp_path / "hypothesis.py"
-    path.write_text(HYPOTHESIS)
-    return path
+    return write_hypothesis_file(tmp_path)
 
 
 def _spy(monkeypatch, owner, name):

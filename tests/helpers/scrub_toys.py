@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import textwrap
 
 import numpy as np
 import torch
@@ -118,3 +119,49 @@ def hyp_answer(d):
     """The false hypothesis: the model outputs its guess on EASY, the correct answer on HARD."""
     hard = d["mode"][:, 0] > 0.5
     return torch.where(hard, d["label"], d["guess"])
+
+
+#: A hypothesis file (the CLI's user code) on a two-branch toy: ``faithlens scrub`` end to end.
+HYPOTHESIS_FILE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    import faithlens as fl
+    from faithlens import scrubbing as sc
+
+
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.A = nn.Identity()
+            self.B = nn.Identity()
+            self.C = nn.Identity()
+
+        def forward(self, x0, x1):
+            return self.C(self.A(x0) + self.B(x1))
+
+
+    def model():
+        return fl.wrap(Toy())
+
+
+    def data(model, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randint(0, 10, (80, 2), generator=g).float()
+        return sc.ScrubData(x0=x[:, :1], x1=x[:, 1:], y=x[:, :1] + x[:, 1:])
+
+
+    behaviour = sc.MSE("y")
+    hypothesis = sc.Hypothesis("A only")
+    hypothesis.add("A", sc.to("A"), feature=lambda d: d["x0"][:, 0])
+    features = {"x1": lambda d: d["x1"][:, 0]}
+    """
+)
+
+
+def write_hypothesis_file(folder):
+    """:data:`HYPOTHESIS_FILE` written to ``folder/hypothesis.py``; returns its path."""
+    path = folder / "hypothesis.py"
+    path.write_text(HYPOTHESIS_FILE)
+    return path
