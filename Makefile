@@ -12,6 +12,9 @@ TORCH_SPEC ?= torch==2.13.0
 LOCK := requirements/lock.txt
 NODEPS := requirements/no-deps.txt
 PYTEST_ARGS ?=
+# pytest-xdist processes for `make test` (0: one process). Tests that start a local Ray cluster
+# share one process (xdist_group "ray", --dist loadgroup); each process gets its share of the cores.
+PYTEST_WORKERS ?= 2
 LATEST ?= .venv-latest
 
 .PHONY: install test test-docs test-latest demo lint typecheck bench lock clean
@@ -30,7 +33,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK) $(NODEPS)
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Every README / docs command, the SmolLM2 ones included (`make test` runs the others).
 test-docs: $(VENV)/.installed
@@ -47,7 +50,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip --disable-pip-version-check -q install --upgrade --upgrade-strategy eager -c $(LATEST)/torch-constraint.txt -e ".[all,dev]"
 	$(LATEST)/bin/python -m pip --disable-pip-version-check -q install --no-deps -r $(NODEPS)
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/resolved.txt
-	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
+	$(LATEST)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/faithlens demo --out runs/demo --overwrite

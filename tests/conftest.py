@@ -16,6 +16,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs ``PYTEST_WORKERS`` processes), each process takes
+    its share of the cores, so torch's threads do not fight over them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 @pytest.fixture(scope="session", params=sorted(BUILDERS))
 def tiny_hf(request):
     """(arch, Hugging Face model) for each supported architecture."""

@@ -23,6 +23,9 @@ from faithlens.executor import InProcess, current_executor, executor
 from faithlens.patching import exact
 from faithlens.tasks.induction import induction_task
 
+# the tests that start a local Ray cluster run in one pytest-xdist process, one after another
+pytestmark = pytest.mark.xdist_group("ray")
+
 FIELDS = ("effect", "se", "ci_low", "ci_high", "patched", "base", "source")
 
 

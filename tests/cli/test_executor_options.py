@@ -14,6 +14,8 @@ import faithlens as fl
 from faithlens.cli import app
 
 runner = CliRunner()
+# the tests that start a local Ray cluster run in one pytest-xdist process, one after another
+pytestmark = pytest.mark.xdist_group("ray")
 PATCH = ["patch", "--model", "zoo:induction", "--task", "induction", "--n", "6", "--n-boot", "50"]
 
 
