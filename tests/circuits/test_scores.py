@@ -152,3 +152,28 @@ def test_chosen_circuits_carry_their_edges_scores():
 def test_circuit_plot_is_registered():
     fig = _scores().top_k(3).plot()
     assert {t.get_gid() for t in fig.axes[0].texts if t.get_gid()} >= {"a0.h0", "m0", "logits"}
+
+
+def test_an_edge_without_a_score_ranks_last_in_every_selection():
+    # a NaN edge before an edge scored 0 in the graph's order: by |score| it must still come
+    # after it (top_k, ranking, threshold and greedy alike), as it does by value
+    edges = ["input->logits", "a0.h0->logits", "input->a0.h0<v>"]
+    score = np.array([np.nan, 0.0, -0.5])
+    s = EdgeScores(
+        edge=edges,
+        writer=[e.split("->")[0] for e in edges],
+        reader=[e.split("->")[1] for e in edges],
+        score=score,
+        score_se=np.zeros(3),
+        score_ci_low=score,
+        score_ci_high=score,
+        values=np.tile(score[:, None], (1, 2)),
+        clean=np.ones(2),
+        corrupt=np.zeros(2),
+    )
+    for by in ("abs", "value"):
+        assert s.ranking(by)[-1] == 0, by
+        assert "input->logits" not in s.top_k(2, by=by).edges, by
+        assert "input->logits" not in s.greedy(2, by=by, prune=False).edges, by
+    assert s.ranking("abs").tolist() == [2, 1, 0]
+    assert s.threshold(0.0).edges == ("a0.h0->logits", "input->a0.h0<v>")

@@ -148,11 +148,15 @@ class EdgeScores(Result):
                 f"{edge!r} is not an edge of these scores; e.g. {self.edge[:3]}"
             ) from None
 
-    def _order(self, by: str) -> np.ndarray:
+    def _key(self, by: str) -> np.ndarray:
+        """What edges are ranked by: ``|score|`` or the score, an edge without a score (NaN)
+        last in both."""
         validate.choice("by", by, ("abs", "value"))
-        key = np.nan_to_num(self.score, nan=-np.inf)
-        key = np.abs(np.nan_to_num(self.score)) if by == "abs" else key
-        return np.argsort(-key, kind="stable")
+        key = np.abs(self.score) if by == "abs" else np.asarray(self.score, dtype=float)
+        return np.where(np.isnan(key), -np.inf, key)
+
+    def _order(self, by: str) -> np.ndarray:
+        return np.argsort(-self._key(by), kind="stable")
 
     def ranking(self, by: str = "abs") -> np.ndarray:
         """Edge indices from the highest-ranked down, by ``|score|`` (``by="abs"``) or score
@@ -181,9 +185,7 @@ class EdgeScores(Result):
         """The circuit of the edges whose ``|score|`` (``by="abs"``) or score (``"value"``) is at
         least ``t``."""
         t = validate.finite_float("t", t, fix="a score threshold, e.g. 0.05")
-        validate.choice("by", by, ("abs", "value"))
-        key = np.abs(self.score) if by == "abs" else self.score
-        keep = np.nonzero(np.nan_to_num(key, nan=-np.inf) >= t)[0]
+        keep = np.nonzero(self._key(by) >= t)[0]
         return self._circuit(keep.tolist(), f"threshold={t:g}")
 
     def greedy(self, k: int, by: str = "abs", prune: bool = True) -> Circuit:
@@ -199,9 +201,7 @@ class EdgeScores(Result):
                 "greedy selection grows whole edges from the logits: these scores are per "
                 "position (positions='each'); score with positions='all'"
             )
-        key = np.nan_to_num(self.score, nan=-np.inf)
-        key = np.abs(np.nan_to_num(self.score)) if by == "abs" else key
-        edges = [self.edge[i] for i in greedy(self.edge, key, k)]
+        edges = [self.edge[i] for i in greedy(self.edge, self._key(by), k)]
         if prune:
             edges = connected(edges, self.edge)
         at = {e: i for i, e in enumerate(self.edge)}
