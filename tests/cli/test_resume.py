@@ -229,14 +229,19 @@ def test_killed_das_resumes_its_training(tmp_path, monkeypatch):
     assert a.iia == b.iia and a.emd == b.emd
 
 
-def test_das_with_other_arguments_starts_afresh(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "other", [["--seed", "1"], ["--controls", "none"], ["--draws", "2"]], ids=lambda o: o[0]
+)
+def test_das_with_other_arguments_starts_afresh(tmp_path, monkeypatch, other):
+    """Another seed or other controls (what the result reports beside the alignment) is
+    another run: the killed run's training state is not resumed."""
     from faithlens.das import loop
 
     out = tmp_path / "run"
     with monkeypatch.context() as mp:
         _kill_after(mp, loop, "train_epoch", 15)
         assert runner.invoke(app, [*DAS, "--out", str(out)]).exit_code != 0
-    res = runner.invoke(app, [*DAS, "--seed", "1", "--out", str(out)])
+    res = runner.invoke(app, [*DAS, *other, "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "starting afresh" in res.output and "resuming" not in res.output
 
