@@ -14,6 +14,9 @@ from tests.helpers.builders import BUILDERS, VOCAB
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The CLI's output is as wide as its text when COLUMNS is unset (as in CI); pytest-xdist's workers
+# get COLUMNS=80, which would wrap long lines (paths) that tests look for.
+os.environ.pop("COLUMNS", None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
