@@ -9,7 +9,7 @@ import torch
 
 import faithlens as fl
 from faithlens.circuits import Circuit
-from faithlens.circuits.hypothesis import circuit_hypothesis
+from faithlens.circuits.hypothesis import circuit_hypothesis, tree_size
 
 
 def _tree(node, depth=0):
@@ -41,6 +41,11 @@ def test_tree_of_a_small_circuit():
     # a writer reached along two paths gets a node per path
     two = circuit_hypothesis(["a0.h1->logits", "a0.h1->m1", "m1->logits", "input->a0.h1<q>"])
     assert sum(1 for t in _tree(two.root) if t[2] == "embed") == 2
+    # one tree node per path from the logits, counted without the tree
+    assert tree_size(edges) == len(_tree(h.root)) == 4
+    assert tree_size(["a0.h1->logits", "a0.h1->m1", "m1->logits", "input->a0.h1<q>"]) == 5
+    with pytest.raises(fl.InputError, match="cycle"):
+        tree_size(["a0.h1->logits", "a0.h1->a1.h0<q>", "a1.h0->a0.h1<q>"])
     # the empty circuit claims nothing, yet is not a leaf (which would see the reference)
     empty = Circuit(()).to_hypothesis()
     assert empty.root.children == [] and empty.root.leaf is False

@@ -6,6 +6,8 @@ carrying its writer's output on the shared datum."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from faithlens.circuits import Circuit
 from faithlens.circuits.common import contribution, prepare, writer_sites
 from faithlens.circuits.faithfulness import measure
 from faithlens.circuits.hypothesis import MAX_NODES
-from faithlens.scrubbing import Hypothesis
+from faithlens.scrubbing import Hypothesis, SameFeature, field
 from tests.helpers.builders import BUILDERS, SMALL_BUILDERS
 
 ARCHS = ["gpt2", "llama", "gpt_neox", "faithlens_zoo"]
@@ -74,7 +76,7 @@ def test_whole_graph_is_100_and_empty_circuit_is_0(arch):
     np.testing.assert_array_equal(none.scrubbed, none.baseline_values[0])
     assert none.interval_of("% recovered vs empty").estimate == 0.0
     if arch == "llama":  # the tree of the whole graph is refused; the DAG is not
-        with pytest.raises(fl.InputError, match=f"more than {MAX_NODES} paths"):
+        with pytest.raises(fl.InputError, match=f"paths from the logits, more than {MAX_NODES:,}"):
             Circuit(tuple(names)).to_hypothesis(model=model, unimportant="global")
 
 
@@ -117,3 +119,20 @@ def test_bad_input():
         fl.circuits.scrub(model, task, "a0.h0->logits")
     with pytest.raises(fl.InputError, match="faithlens Model"):
         fl.circuits.scrub(torch.nn.Linear(2, 2), task, [])
+
+
+def test_a_conditioned_shared_datum_is_the_trees():
+    """``other=`` conditions the shared datum on the reference (here: a row whose answer is read
+    at the same position), as ``to_hypothesis(..., other=...)`` does in the tree."""
+    model = _model("llama")
+    task = dataclasses.replace(_task(model), positions=torch.tensor([3, 4, 5, 5] * 4))
+    names = fl.circuits.EdgeGraph(model).names
+    c = Circuit(tuple(np.random.default_rng(1).choice(names, 20, replace=False)))
+    same = SameFeature(field("positions"))
+    fast = fl.circuits.scrub(model, task, c, N, other=same, n_boot=100)
+    h = c.to_hypothesis(model=model, unimportant="global", other=same)
+    tree = fl.scrub(model, hypothesis=h, data=task, n=N, n_boot=100)
+    np.testing.assert_allclose(fast.scrubbed, tree.scrubbed, rtol=0, atol=1e-10)
+    assert "SameFeature(field('positions'))" in fast.description
+    free = fl.circuits.scrub(model, task, c, N, n_boot=100)  # another shared datum
+    assert np.abs(free.scrubbed - fast.scrubbed).max() > 1e-3

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import InputError
-from ..scrubbing import Hypothesis, InterpNode, to
+from ..scrubbing import Hypothesis, InterpNode, Sampler, to
 from ..scrubbing.hypothesis import MODES
 
 #: the most interpretation nodes (paths of the circuit from the logits) a hypothesis may have.
@@ -122,17 +122,55 @@ def _split(e: str) -> tuple[str, str]:
     return writer, reader
 
 
+def _into(edges: Sequence[str], group: int | None) -> dict[str, list[tuple[str, str | None]]]:
+    """The circuit's edges by reader node: (writer, port) of each, key/value groups expanded."""
+    into: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
+    for e in edges:
+        writer, reader = _split(e)
+        _component(writer)  # a bad writer name raises here
+        for node, port in _readers(reader, group):
+            into[node].append((writer, port))
+    return into
+
+
+def tree_size(edges: Sequence[str], group: int | None = None) -> int:
+    """The number of nodes of the circuit's hypothesis tree (below its root): one per path from
+    the logits through the circuit's edges, counted without building the tree (``group`` as
+    :func:`circuit_hypothesis`)."""
+    into = _into(edges, group)
+    memo: dict[str, int] = {}
+    active: set[str] = set()
+
+    def below(node: str) -> int:  # tree nodes under one copy of ``node``
+        if node in memo:
+            return memo[node]
+        if node in active:
+            raise InputError(f"the circuit's edges make a cycle through {node!r}")
+        active.add(node)
+        total = sum(1 + (0 if w == "input" else below(w)) for w, _ in into.get(node, []))
+        active.discard(node)
+        memo[node] = total
+        return total
+
+    return below("logits")
+
+
 def circuit_hypothesis(
     edges: Sequence[str],
     name: str = "circuit",
     *,
     group: int | None = None,
     unimportant: str = "per_node",
+    other: Sampler | str | None = None,
 ) -> Hypothesis:
     """The causal-scrubbing hypothesis of a circuit given by its edge names (module
     docstring). ``group``: query heads per key/value head (needed for edges into grouped
     key/value ports); ``unimportant``: how the unimportant inputs are sampled (scrubbing's
-    modes: ``"per_node"``, ``"per_input"`` or ``"global"``)."""
+    modes: ``"per_node"``, ``"per_input"`` or ``"global"``); ``other``: the sampler of the
+    unimportant inputs' data (default ``Random()``; e.g. ``SameFeature(field("positions"))``
+    draws prompts whose answer is read at the reference's position), conditioned on the
+    reference, which every node sees: given to every node, or in the ``"global"`` mode to the
+    root, whose one datum every node shares."""
     if unimportant not in MODES:
         raise InputError(
             f"unimportant must be one of {MODES}, not {unimportant!r}: 'per_node' (a datum per "
@@ -140,34 +178,29 @@ def circuit_hypothesis(
         )
     if group is not None and (not isinstance(group, int) or group < 1):
         raise InputError(f"group must be a positive number of query heads, not {group!r}")
-    into: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
-    for e in edges:
-        writer, reader = _split(e)
-        _component(writer)  # a bad writer name raises here
-        for node, port in _readers(reader, group):
-            into[node].append((writer, port))
+    into = _into(edges, group)
+    size = tree_size(edges, group)
+    if size > MAX_NODES:
+        raise InputError(
+            f"the circuit has {size:,} paths from the logits, more than {MAX_NODES:,}: its "
+            "hypothesis tree (a node per path) would be too large; score it with "
+            "fl.circuits.scrub(model, data, circuit) (unimportant='global', evaluated as one "
+            "DAG without a tree), or choose a smaller circuit"
+        )
     used: set[tuple[str, str, str | None]] = set()
-    count = 0
-    h = Hypothesis(name, unimportant=unimportant)
+    h = Hypothesis(name, unimportant=unimportant, other=other)
+    per_node = {} if other is None or unimportant == "global" else {"other": other}
     h.root.leaf = False  # an empty circuit claims nothing: everything is resampled
 
     def grow(parent: Hypothesis | InterpNode, node: str, path: str) -> None:
-        nonlocal count
         for writer, port in into.get(node, []):
-            count += 1
-            if count > MAX_NODES:
-                raise InputError(
-                    f"the circuit has more than {MAX_NODES} paths from the logits; its "
-                    "hypothesis tree would be too large: score it with "
-                    "fl.circuits.scrub(model, data, circuit) (unimportant='global', evaluated "
-                    "without a tree), or choose a smaller circuit"
-                )
             used.add((writer, node, port))
             label = f"{path}/{writer}" if port is None else f"{path}/{writer}<{port}>"
             child = parent.add(
                 label.replace("/", "<-"),
                 to(_component(writer), direct=True, port=port),
                 leaf=None if writer == "input" else False,
+                **({} if writer == "input" else per_node),
             )
             if writer != "input":
                 grow(child, writer, label)
@@ -183,4 +216,4 @@ def circuit_hypothesis(
     return h
 
 
-__all__ = ["MAX_NODES", "circuit_hypothesis", "graph_edges", "heads_per_group"]
+__all__ = ["MAX_NODES", "circuit_hypothesis", "graph_edges", "heads_per_group", "tree_size"]

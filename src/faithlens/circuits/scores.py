@@ -11,7 +11,7 @@ import pandas as pd
 from .. import validate
 from ..errors import InputError
 from ..results import Estimate, Result, plotter_for
-from ..scrubbing import Hypothesis
+from ..scrubbing import Hypothesis, Sampler
 from .hypothesis import circuit_hypothesis, heads_per_group
 from .select import connected, greedy
 
@@ -60,7 +60,12 @@ class Circuit:
         return list(out)
 
     def to_hypothesis(
-        self, name: str | None = None, *, model: Any = None, unimportant: str = "per_node"
+        self,
+        name: str | None = None,
+        *,
+        model: Any = None,
+        unimportant: str = "per_node",
+        other: Sampler | str | None = None,
     ) -> Hypothesis:
         """The causal-scrubbing hypothesis that the circuit's edges matter and every other path
         can be resampled (:mod:`faithlens.circuits.hypothesis`): score it with
@@ -69,13 +74,15 @@ class Circuit:
         circuit has edges into grouped key/value ports (``a{L}.kv{G}<k>``); ``unimportant``: how
         its unimportant inputs are sampled (``"per_node"``, ``"per_input"``, ``"global"``; a
         large circuit in the ``"global"`` mode is scored without a tree by
-        :func:`faithlens.circuits.scrub`)."""
+        :func:`faithlens.circuits.scrub`); ``other``: their sampler (default ``Random()``;
+        :func:`~faithlens.circuits.hypothesis.circuit_hypothesis`)."""
         group = heads_per_group(model) if model is not None else None
         return circuit_hypothesis(
             self.edges,
             name or f"circuit ({self.how or len(self)})",
             group=group,
             unimportant=unimportant,
+            other=other,
         )
 
     def plot(self, ax: Any = None) -> Figure:

@@ -34,7 +34,7 @@ from ..executor import Executor, on_executor
 from ..graph import ComponentGraph, CopyRef, Feed, Mixed, MixedCopy, Plan, Uniform
 from ..models.model import Model
 from ..progress import Progress
-from ..scrubbing import Hypothesis, ScrubResult, prepare
+from ..scrubbing import Hypothesis, Sampler, ScrubResult, prepare
 from ..scrubbing.evaluate import finish
 from ..scrubbing.metrics import ScrubBehaviour
 from .common import edge_graph
@@ -142,6 +142,7 @@ def scrub(
     n: int | None = None,
     *,
     unimportant: str = "global",
+    other: Sampler | str | None = None,
     behaviour: ScrubBehaviour | None = None,
     baselines: Any = ("random",),
     name: str | None = None,
@@ -159,7 +160,11 @@ def scrub(
     hypothesis=circuit.to_hypothesis(model=model, unimportant="global"), data=data, n=n,
     ...)``: the same draws for the same ``seed``, and the same :class:`ScrubResult` (% loss
     recovered against each baseline with a bootstrap interval, KL, per-example values).
-    ``n``, ``behaviour``, ``baselines``, ``n_boot``, ``level``, ``seed``, ``max_memory``,
+    ``other``: the sampler of the shared datum (default ``Random()``, any row of the data;
+    ``SameFeature(field("positions"))`` a row whose answer is read at the reference's position,
+    so right-padded prompts of different lengths are not mixed), conditioned on the reference;
+    ``circuit.to_hypothesis(..., other=other)`` is the matching tree. ``n``, ``behaviour``,
+    ``baselines``, ``n_boot``, ``level``, ``seed``, ``max_memory``,
     ``progress`` and ``executor`` as for :func:`faithlens.scrub`; ``name`` names the
     hypothesis in the result."""
     validate.choice("unimportant", unimportant, ("global",))
@@ -170,7 +175,7 @@ def scrub(
     edges = _edges(model, circuit)
     how = circuit.how if isinstance(circuit, Circuit) and circuit.how else f"{len(edges)} edges"
     label = name or f"circuit ({how})"
-    stand_in = Hypothesis.nothing(label, unimportant="global")
+    stand_in = Hypothesis.nothing(label, unimportant="global", other=other)
     prep = prepare(
         model, stand_in, data, n, behaviour=behaviour, baselines=baselines, seed=seed
     )
@@ -193,8 +198,8 @@ def scrub(
     reached = {c.node for c in copies.values()}
     description = (
         f"circuit {label!r}: {len(edges)} edges of the edge graph, evaluated as one DAG\n"
-        "  unimportant inputs: global (one random datum shared by every edge outside the "
-        "circuit)\n"
+        f"  unimportant inputs: global (one datum shared by every edge outside the circuit: "
+        f"{stand_in.root.other.describe()})\n"
         f"  every node: the reference (Exact); {len(copies)} mixed copies "
         f"({len(reached)} nodes the circuit reaches from the output)"
     )
