@@ -111,7 +111,7 @@ def test_bad_input():
     task = _task(model)
     with pytest.raises(fl.InputError, match="unimportant"):
         fl.circuits.scrub(model, task, [], unimportant="per_node")
-    with pytest.raises(fl.InputError, match="not an edge|no edge|unknown"):
+    with pytest.raises(fl.InputError, match="is not an edge of"):
         fl.circuits.scrub(model, task, ["a9.h0->logits"])
     with pytest.raises(fl.InputError, match="per-position"):
         fl.circuits.scrub(model, task, ["a0.h0->logits@1"])

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-
 from typing import Any
 
 from ..errors import InputError

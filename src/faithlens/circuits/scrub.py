@@ -88,9 +88,7 @@ def circuit_plan(
             ]
             counts = Counter(c.datum for _, _, c in feeds if isinstance(c, Uniform))
             base = (
-                max(counts, key=lambda d: (counts[d], d == REFERENCE, -d))
-                if counts
-                else REFERENCE
+                max(counts, key=lambda d: (counts[d], d == REFERENCE, -d)) if counts else REFERENCE
             )
             kept = tuple(
                 sorted(
@@ -176,15 +174,13 @@ def scrub(
     how = circuit.how if isinstance(circuit, Circuit) and circuit.how else f"{len(edges)} edges"
     label = name or f"circuit ({how})"
     stand_in = Hypothesis.nothing(label, unimportant="global", other=other)
-    prep = prepare(
-        model, stand_in, data, n, behaviour=behaviour, baselines=baselines, seed=seed
-    )
-    other = prep.plan.roots[1]
-    if not isinstance(other, Uniform):  # pragma: no cover - nothing() claims no path
-        raise AssertionError(f"the empty global hypothesis planned a mixed root: {other}")
+    prep = prepare(model, stand_in, data, n, behaviour=behaviour, baselines=baselines, seed=seed)
+    shared = prep.plan.roots[1]
+    if not isinstance(shared, Uniform):  # pragma: no cover - nothing() claims no path
+        raise AssertionError(f"the empty global hypothesis planned a mixed root: {shared}")
     claimed = graph_edges(edges, heads_per_group(model), prep.graph.output)
     first = max(prep.plan.copies, default=-1) + 1
-    root, copies = circuit_plan(prep.graph, claimed, other.datum, first)
+    root, copies = circuit_plan(prep.graph, claimed, shared.datum, first)
     roots = [prep.plan.roots[0], root, *prep.plan.roots[2:]]
     plan = Plan(roots, {**prep.plan.copies, **copies})
     res = finish(
