@@ -20,7 +20,8 @@ example's last token), every step in this process, one after the other, wall tim
    BCa interval over the references (every task example once, or ``--scrub-n`` drawn), and the
    same for a random circuit of the same size (a control); each also with the shared prompt
    drawn among those of the reference's length (``other=SameFeature(field("positions"))``:
-   IOI's prompts are right-padded to 14 to 16 tokens); wall time each. The per-node tree
+   IOI's prompts are right-padded to 14 to 16 tokens), against the model on an unrelated prompt
+   of the same length; wall time each. The per-node tree
    (``circuit.to_hypothesis(model=model)`` + ``fl.scrub``) is refused for circuits of this depth
    (more than ``MAX_NODES`` paths from the logits).
 
@@ -152,6 +153,9 @@ def _scrub_attempt(model: Any, task: Any, edges: list[str], args: argparse.Names
     control = list(rng.choice(names, len(edges), replace=False))
     out = []
     same = fl.scrubbing.SameFeature(fl.scrubbing.field("positions"))
+    # with the shared prompt of the reference's length, the baseline is too: the model on an
+    # unrelated prompt of the same length
+    same_base = {"random": fl.scrubbing.Hypothesis("random input, same length", sampler=same)}
     for label, e, other in (
         ("circuit", edges, None),
         ("circuit, shared prompt of the reference's length", edges, same),
@@ -160,14 +164,23 @@ def _scrub_attempt(model: Any, task: Any, edges: list[str], args: argparse.Names
     ):
         t = time.perf_counter()
         r = fl.circuits.scrub(
-            model, task, e, args.scrub_n, other=other, seed=args.seed, n_boot=args.n_boot
+            model,
+            task,
+            e,
+            args.scrub_n,
+            other=other,
+            baselines=("random",) if other is None else same_base,
+            seed=args.seed,
+            n_boot=args.n_boot,
         )
         iv = r.interval_of("% recovered vs random")
         kl = float(np.mean(r.kl)) if len(r.kl) else float("nan")
         out.append(
             f"{label}: {iv.estimate:.1f} % [{iv.ci_low:.1f}, {iv.ci_high:.1f}] loss recovered "
             f"(logit difference scrubbed {r.expectation:.2f}, model "
-            f"{r.original_expectation:.2f}; mean KL {kl:.3f}; n = {r.n}; "
+            f"{r.original_expectation:.2f}, baseline "
+            f"{r.intervals()['baseline random'].estimate:.2f}; mean KL {kl:.3f}; n = {r.n}; "
+            f"lengths mixed for {100 * r.stats['variable_lengths_share']:.0f} %; "
             f"{r.stats['mixed_copies']} copies; {time.perf_counter() - t:.0f} s)"
         )
     return "\n  - ".join(["", *out]) + f"\n  - {tree}"

@@ -136,3 +136,22 @@ def test_a_conditioned_shared_datum_is_the_trees():
     assert "SameFeature(field('positions'))" in fast.description
     free = fl.circuits.scrub(model, task, c, N, n_boot=100)  # another shared datum
     assert np.abs(free.scrubbed - fast.scrubbed).max() > 1e-3
+
+
+def test_shared_data_of_other_lengths_are_warned_about():
+    model = _model("gpt2")
+    task = _task(model)
+    lengths = torch.tensor([4, 5, 6, 6] * 4)
+    mask = (torch.arange(6)[None, :] < lengths[:, None]).long()
+    padded = dataclasses.replace(
+        task,
+        clean=fl.Inputs(ids=task.clean.ids, mask=mask),
+        corrupt=fl.Inputs(ids=task.corrupt.ids, mask=mask),
+        positions=lengths - 1,
+    )
+    mixed = fl.circuits.scrub(model, padded, [], N, n_boot=50)
+    assert mixed.stats["variable_lengths_share"] > 0.2
+    assert any("VARIABLE LENGTHS" in w for w in mixed.warnings)
+    same = fl.circuits.scrub(model, padded, [], N, other=SameFeature(field("positions")), n_boot=50)
+    assert same.stats["variable_lengths_share"] == 0.0
+    assert not any("VARIABLE LENGTHS" in w for w in same.warnings)

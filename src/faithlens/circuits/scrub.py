@@ -28,15 +28,28 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+from torch import Tensor
+
 from .. import validate
 from ..errors import InputError
 from ..executor import Executor, on_executor
-from ..graph import ComponentGraph, CopyRef, Feed, Mixed, MixedCopy, Plan, Uniform
+from ..graph import (
+    ComponentGraph,
+    CopyRef,
+    Feed,
+    Mixed,
+    MixedCopy,
+    Plan,
+    TransformerGraph,
+    Uniform,
+)
 from ..models.model import Model
 from ..progress import Progress
 from ..scrubbing import Hypothesis, Sampler, ScrubResult, prepare
 from ..scrubbing.evaluate import finish
 from ..scrubbing.metrics import ScrubBehaviour
+from ..scrubbing.preparation import Prepared
 from .common import edge_graph
 from .hypothesis import graph_edges, heads_per_group
 from .scores import Circuit
@@ -200,7 +213,32 @@ def scrub(
         f"({len(reached)} nodes the circuit reaches from the output)"
     )
     stats = {**res.stats, "evaluation": "circuit DAG", "circuit_edges": len(edges)}
-    return dataclasses.replace(res, description=description, stats=stats)
+    warns = list(res.warnings)
+    mixed = length_mixing(prep, shared.datum)
+    if mixed:
+        warns.append(
+            f"VARIABLE LENGTHS: for {100 * mixed:.0f} % of the references the shared datum has "
+            "another length (non-padding tokens); with right padding, the edges outside the "
+            "circuit then carry another position's activations, or padding's, where the "
+            "behaviour is read. Draw it among data of the reference's length, e.g. "
+            "other=SameFeature(field('positions')), with a baseline drawn the same way."
+        )
+    stats["variable_lengths_share"] = mixed
+    return dataclasses.replace(res, description=description, stats=stats, warnings=warns)
 
 
-__all__ = ["circuit_plan", "scrub"]
+def length_mixing(prep: Prepared, datum: int) -> float:
+    """The share of the references whose ``datum`` differs from them in length (non-padding
+    tokens of the attention mask); 0 without a mask column."""
+    g = prep.graph
+    if not isinstance(g, TransformerGraph) or g.mask_field not in prep.table.data:
+        return 0.0
+    mask = prep.table.data[g.mask_field]
+    if not isinstance(mask, Tensor):
+        return 0.0
+    lengths = (mask != 0).sum(-1).cpu().numpy()
+    vec = prep.data.vectors
+    return float(np.mean(lengths[vec[REFERENCE]] != lengths[vec[datum]]))
+
+
+__all__ = ["circuit_plan", "length_mixing", "scrub"]
