@@ -19,14 +19,16 @@ example's last token), every step in this process, one after the other, wall tim
    evaluated as the circuit's DAG), % loss recovered against the random-input baseline with a
    BCa interval over the references (every task example once, or ``--scrub-n`` drawn), and the
    same for a random circuit of the same size (a control); each also with the shared prompt
-   drawn among those of the reference's length (``other=SameFeature(field("positions"))``:
+   drawn among the other prompts of the reference's length
+   (``other=SameFeature(field("positions"), exclude_self=True)``:
    IOI's prompts are right-padded to 14 to 16 tokens), against the model on an unrelated prompt
    of the same length; wall time each. The per-node tree
    (``circuit.to_hypothesis(model=model)`` + ``fl.scrub``) is refused for circuits of this depth
    (more than ``MAX_NODES`` paths from the logits).
 
 With ``--only scrub``, steps 1 and 4 alone (no curves): the kept circuit is the top ``--keep``
-of the edges by ``|score|`` (706 at 1 %, as the curve's row), scored by ``--scrub-methods``.
+of the edges by ``|score|`` (706 at 1 %, as the curve's row), scored by ``--scrub-methods``,
+scrubbed on the discovery prompts or on ``--scrub-pool`` held-out ones (seed + 1).
 
 With ``--memory`` (or ``--only memory``), EAP-IG's peak memory on ``--memory-n`` examples
 (default 64) and ``--steps`` steps against one forward-backward pass of the same clean batch,
@@ -152,7 +154,7 @@ def _scrub_attempt(model: Any, task: Any, edges: list[str], args: argparse.Names
     rng = np.random.default_rng(args.seed)
     control = list(rng.choice(names, len(edges), replace=False))
     out = []
-    same = fl.scrubbing.SameFeature(fl.scrubbing.field("positions"))
+    same = fl.scrubbing.SameFeature(fl.scrubbing.field("positions"), exclude_self=True)
     # with the shared prompt of the reference's length, the baseline is too: the model on an
     # unrelated prompt of the same length
     same_base = {"random": fl.scrubbing.Hypothesis("random input, same length", sampler=same)}
@@ -194,10 +196,14 @@ def only_scrub(args: argparse.Namespace) -> list[str]:
     eg = fl.circuits.EdgeGraph(model)
     common = {"n_boot": args.score_boot, "seed": args.seed}
     k = int(args.keep * len(eg))
+    pool = task
+    if args.scrub_pool:  # held-out prompts for the scrub (another seed)
+        pool = fl.tasks.build("ioi", model, n=args.scrub_pool, seed=args.seed + 1)
     lines = [
         f"SmolLM2-135M-Instruct, IOI n = {args.n} (seed {args.seed}), kept circuit: the top "
         f"{k} of {len(eg)} edges by |score|; causal scrubbing in the global mode "
-        f"(fl.circuits.scrub), {args.n_boot} resamples; {args.threads} thread(s), "
+        f"(fl.circuits.scrub) on {pool.n} IOI prompts (seed {args.seed + int(bool(args.scrub_pool))},"
+        f" each a reference once), {args.n_boot} resamples; {args.threads} thread(s), "
         f"{platform.machine()} CPU ({os.cpu_count()} cores, shared).",
         "",
     ]
@@ -213,7 +219,7 @@ def only_scrub(args: argparse.Namespace) -> list[str]:
         else:
             raise SystemExit(f"--scrub-methods: {method!r} is not eap or eap_ig")
         edges = [str(s.edge[j]) for j in s.ranking("abs")[:k].tolist()]
-        got = _timed(times, f"{method} scrub", lambda e=edges: _scrub_attempt(model, task, e, args))
+        got = _timed(times, f"{method} scrub", lambda e=edges: _scrub_attempt(model, pool, e, args))
         lines.append(f"- `{method}` top {k}: {got}")
     lines += ["", "Wall time per step: " + ", ".join(f"{a} {b:.1f} s" for a, b in times.items())]
     return lines
@@ -304,6 +310,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--memory", action="store_true", help="also the memory check")
     ap.add_argument("--only", choices=("discovery", "memory", "scrub"), default=None)
     ap.add_argument("--scrub-methods", default="eap,eap_ig", help="with --only scrub")
+    ap.add_argument(
+        "--scrub-pool",
+        type=int,
+        default=0,
+        help="with --only scrub: held-out IOI prompts "
+        "(seed + 1) to scrub on; 0: the discovery prompts",
+    )
     ap.add_argument("--memory-n", type=int, default=64)
     ap.add_argument("--memory-boot", type=int, default=1000)
     ap.add_argument("--markdown", default=None, help="also write the tables to this file")
