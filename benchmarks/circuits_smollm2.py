@@ -14,10 +14,21 @@ example's last token), every step in this process, one after the other, wall tim
    method: its edge count, how many of its edges lie on a path from the input to the logits
    (``fl.circuits.connected``), how many enter a grouped key/value port, and its faithfulness
    with CI (the curve's row at that size, equal to ``fl.circuits.faithfulness`` of ``top_k``).
-4. Causal scrubbing of that circuit (``circuit.to_hypothesis()`` + ``fl.scrub``) is attempted;
-   SmolLM2's grouped key/value ports cannot be written as scrubbing paths, so the refusal (and
-   the path count of the circuit without those edges, against ``MAX_NODES``) is reported instead
-   of a figure when it is refused.
+4. The causal-scrubbing score of that circuit: ``fl.circuits.scrub`` (its edges important,
+   every other edge resampled from one random IOI prompt per reference, ``unimportant="global"``,
+   evaluated as the circuit's DAG), % loss recovered against the random-input baseline with a
+   BCa interval over the references (every task example once, or ``--scrub-n`` drawn), and the
+   same for a random circuit of the same size (a control); each also with the shared prompt
+   drawn among the other prompts of the reference's length
+   (``other=SameFeature(field("positions"), exclude_self=True)``:
+   IOI's prompts are right-padded to 14 to 16 tokens), against the model on an unrelated prompt
+   of the same length; wall time each. The per-node tree
+   (``circuit.to_hypothesis(model=model)`` + ``fl.scrub``) is refused for circuits of this depth
+   (more than ``MAX_NODES`` paths from the logits).
+
+With ``--only scrub``, steps 1 and 4 alone (no curves): the kept circuit is the top ``--keep``
+of the edges by ``|score|`` (706 at 1 %, as the curve's row), scored by ``--scrub-methods``,
+scrubbed on the discovery prompts or on ``--scrub-pool`` held-out ones (seed + 1).
 
 With ``--memory`` (or ``--only memory``), EAP-IG's peak memory on ``--memory-n`` examples
 (default 64) and ``--steps`` steps against one forward-backward pass of the same clean batch,
@@ -38,6 +49,7 @@ Run from the repository root (``PYTHONPATH=src``)::
     python benchmarks/circuits_smollm2.py                      # n = 16 (36 min on a loaded 2-core CPU)
     python benchmarks/circuits_smollm2.py --n 8                # about half that
     python benchmarks/circuits_smollm2.py --only memory         # the memory check alone
+    python benchmarks/circuits_smollm2.py --only scrub          # kept circuits' scrubbing scores
     python benchmarks/circuits_smollm2.py --n 64 --memory --markdown out.md   # a full run
 """
 
@@ -57,7 +69,6 @@ import numpy as np
 import torch
 
 import faithlens as fl
-from faithlens.circuits.hypothesis import circuit_hypothesis
 from faithlens.errors import InputError
 
 MEMORY_CHILD = r"""
@@ -131,25 +142,87 @@ def _timed(times: dict[str, float], name: str, fn: Any) -> Any:
 
 
 def _scrub_attempt(model: Any, task: Any, edges: list[str], args: argparse.Namespace) -> str:
-    """Try the circuit's causal-scrubbing hypothesis; a sentence on what happened."""
+    """The circuit's causal-scrubbing score (``fl.circuits.scrub``, the global mode as one DAG)
+    and a random circuit's of the same size; a sentence on each, with wall time."""
     circuit = fl.circuits.Circuit(tuple(edges), how=f"top {len(edges)}", of=0, model=model.name)
-    try:
-        h = circuit.to_hypothesis()
+    try:  # the per-node tree: refused at this depth
+        circuit.to_hypothesis(model=model)
+        tree = "its per-node tree fits"
     except InputError as err:
-        first = str(err).split(":")[0]
-        plain = [e for e in edges if ".kv" not in e]
-        try:
-            circuit_hypothesis(plain)
-            extra = (
-                f"without its {len(edges) - len(plain)} key/value edges it would fit "
-                "(a different claim: every key and value input resampled), not scrubbed"
+        tree = f"its per-node tree is refused ({str(err).split(';')[0]})"
+    names = fl.circuits.EdgeGraph(model).names
+    rng = np.random.default_rng(args.seed)
+    control = list(rng.choice(names, len(edges), replace=False))
+    out = []
+    same = fl.scrubbing.SameFeature(fl.scrubbing.field("positions"), exclude_self=True)
+    # with the shared prompt of the reference's length, the baseline is too: the model on an
+    # unrelated prompt of the same length
+    same_base = {"random": fl.scrubbing.Hypothesis("random input, same length", sampler=same)}
+    for label, e, other in (
+        ("circuit", edges, None),
+        ("circuit, shared prompt of the reference's length", edges, same),
+        ("random circuit, same size", control, None),
+        ("random circuit, shared prompt of the reference's length", control, same),
+    ):
+        t = time.perf_counter()
+        r = fl.circuits.scrub(
+            model,
+            task,
+            e,
+            args.scrub_n,
+            other=other,
+            baselines=("random",) if other is None else same_base,
+            seed=args.seed,
+            n_boot=args.n_boot,
+        )
+        iv = r.interval_of("% recovered vs random")
+        kl = float(np.mean(r.kl)) if len(r.kl) else float("nan")
+        out.append(
+            f"{label}: {iv.estimate:.1f} % [{iv.ci_low:.1f}, {iv.ci_high:.1f}] loss recovered "
+            f"(logit difference scrubbed {r.expectation:.2f}, model "
+            f"{r.original_expectation:.2f}, baseline "
+            f"{r.intervals()['baseline random'].estimate:.2f}; mean KL {kl:.3f}; n = {r.n}; "
+            f"lengths mixed for {100 * r.stats['variable_lengths_share']:.0f} %; "
+            f"{r.stats['mixed_copies']} copies; {time.perf_counter() - t:.0f} s)"
+        )
+    return "\n  - ".join(["", *out]) + f"\n  - {tree}"
+
+
+def only_scrub(args: argparse.Namespace) -> list[str]:
+    """Steps 1 and 4: each method's kept circuit (top ``--keep`` by |score|) and its score."""
+    times: dict[str, float] = {}
+    model = _timed(times, "load", lambda: fl.load("smollm2"))
+    task = _timed(times, "task", lambda: fl.tasks.build("ioi", model, n=args.n, seed=args.seed))
+    eg = fl.circuits.EdgeGraph(model)
+    common = {"n_boot": args.score_boot, "seed": args.seed}
+    k = int(args.keep * len(eg))
+    pool = task
+    if args.scrub_pool:  # held-out prompts for the scrub (another seed)
+        pool = fl.tasks.build("ioi", model, n=args.scrub_pool, seed=args.seed + 1)
+    lines = [
+        f"SmolLM2-135M-Instruct, IOI n = {args.n} (seed {args.seed}), kept circuit: the top "
+        f"{k} of {len(eg)} edges by |score|; causal scrubbing in the global mode "
+        f"(fl.circuits.scrub) on {pool.n} IOI prompts (seed {args.seed + int(bool(args.scrub_pool))},"
+        f" each a reference once), {args.n_boot} resamples; {args.threads} thread(s), "
+        f"{platform.machine()} CPU ({os.cpu_count()} cores, shared).",
+        "",
+    ]
+    for method in args.scrub_methods.split(","):
+        if method == "eap":
+            s = _timed(times, "eap scores", lambda: fl.circuits.eap(model, task, **common))
+        elif method == "eap_ig":
+            s = _timed(
+                times,
+                "eap_ig scores",
+                lambda: fl.circuits.eap_ig(model, task, steps=args.steps, **common),
             )
-        except InputError as err2:
-            extra = f"without its key/value edges: {str(err2).split(';')[0]}"
-        return f"refused ({first}); {extra}"
-    t = time.perf_counter()
-    r = fl.scrub(model, hypothesis=h, data=task, n=args.scrub_n, seed=args.seed, n_boot=args.n_boot)
-    return f"{r.summary().splitlines()[0]} ({time.perf_counter() - t:.0f} s)"
+        else:
+            raise SystemExit(f"--scrub-methods: {method!r} is not eap or eap_ig")
+        edges = [str(s.edge[j]) for j in s.ranking("abs")[:k].tolist()]
+        got = _timed(times, f"{method} scrub", lambda e=edges: _scrub_attempt(model, pool, e, args))
+        lines.append(f"- `{method}` top {k}: {got}")
+    lines += ["", "Wall time per step: " + ", ".join(f"{a} {b:.1f} s" for a, b in times.items())]
+    return lines
 
 
 def run(args: argparse.Namespace) -> list[str]:
@@ -235,7 +308,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-scrub", dest="scrub", action="store_false")
     ap.add_argument("--scrub-n", type=int, default=None, help="scrub references (None: each once)")
     ap.add_argument("--memory", action="store_true", help="also the memory check")
-    ap.add_argument("--only", choices=("discovery", "memory"), default=None)
+    ap.add_argument("--only", choices=("discovery", "memory", "scrub"), default=None)
+    ap.add_argument("--scrub-methods", default="eap,eap_ig", help="with --only scrub")
+    ap.add_argument(
+        "--scrub-pool",
+        type=int,
+        default=0,
+        help="with --only scrub: held-out IOI prompts "
+        "(seed + 1) to scrub on; 0: the discovery prompts",
+    )
     ap.add_argument("--memory-n", type=int, default=64)
     ap.add_argument("--memory-boot", type=int, default=1000)
     ap.add_argument("--markdown", default=None, help="also write the tables to this file")
@@ -244,6 +325,8 @@ def main(argv: list[str] | None = None) -> None:
     lines: list[str] = []
     if args.only in (None, "discovery"):
         lines += run(args)
+    if args.only == "scrub":
+        lines += only_scrub(args)
     if args.only == "memory" or (args.only is None and args.memory):
         lines += ["", *memory(args)]
     text = "\n".join(lines)

@@ -9,7 +9,7 @@ import torch
 
 import faithlens as fl
 from faithlens.circuits import Circuit
-from faithlens.circuits.hypothesis import circuit_hypothesis
+from faithlens.circuits.hypothesis import circuit_hypothesis, tree_size
 
 
 def _tree(node, depth=0):
@@ -41,6 +41,11 @@ def test_tree_of_a_small_circuit():
     # a writer reached along two paths gets a node per path
     two = circuit_hypothesis(["a0.h1->logits", "a0.h1->m1", "m1->logits", "input->a0.h1<q>"])
     assert sum(1 for t in _tree(two.root) if t[2] == "embed") == 2
+    # one tree node per path from the logits, counted without the tree
+    assert tree_size(edges) == len(_tree(h.root)) == 4
+    assert tree_size(["a0.h1->logits", "a0.h1->m1", "m1->logits", "input->a0.h1<q>"]) == 5
+    with pytest.raises(fl.InputError, match="cycle"):
+        tree_size(["a0.h1->logits", "a0.h1->a1.h0<q>", "a1.h0->a0.h1<q>"])
     # the empty circuit claims nothing, yet is not a leaf (which would see the reference)
     empty = Circuit(()).to_hypothesis()
     assert empty.root.children == [] and empty.root.leaf is False
@@ -51,8 +56,10 @@ def test_bad_edges():
         circuit_hypothesis(["a0.h1"])
     with pytest.raises(fl.InputError, match="writer name"):
         circuit_hypothesis(["x0->logits"])
-    with pytest.raises(fl.InputError, match="grouped key/value"):
-        circuit_hypothesis(["input->a1.kv0<k>"])
+    with pytest.raises(fl.InputError, match="to_hypothesis\\(model=model\\)"):
+        circuit_hypothesis(["input->a1.kv0<k>"])  # the heads per group are unknown
+    with pytest.raises(fl.InputError, match="unimportant must be one of"):
+        circuit_hypothesis([], unimportant="everywhere")
     with pytest.raises(fl.InputError, match="per-position edge"):
         circuit_hypothesis(["a0.h0->logits@1"])  # was dropped silently as "on no path"
 
@@ -134,3 +141,39 @@ def test_whole_graph_is_the_model_and_exact_circuit_beats_random_circuits():
     # measured: top 20 recovers ~92 % [78, 108]; random circuits ~0 % [-22, 21]
     assert low > max(r[2] for r in randoms)
     assert est > 50
+
+
+def test_grouped_key_value_edges_reach_every_query_head_of_the_group():
+    h = circuit_hypothesis(["a1.h3->logits", "input->a1.kv1<k>", "a0.h0->a1.h3<q>"], group=2)
+    assert _tree(h.root) == [
+        (0, "logits<-a1.h3", "head.1.3", None, True, False),
+        (1, "logits<-a1.h3<-input<k>", "embed", "k", True, None),
+        (1, "logits<-a1.h3<-a0.h0<q>", "head.0.0", "q", True, False),
+    ]
+    # the group's other query head (a1.h2) is not on a path to the logits
+    assert h.name == "circuit"
+    g = circuit_hypothesis(["a1.h2->logits", "a1.h3->logits", "input->a1.kv1<v>"], group=2)
+    kids = [(t[1], t[3]) for t in _tree(g.root) if t[2] == "embed"]
+    assert kids == [("logits<-a1.h2<-input<v>", "v"), ("logits<-a1.h3<-input<v>", "v")]
+
+
+def test_grouped_query_whole_graph_scrubs_to_the_model():
+    from tests.helpers.builders import SMALL_BUILDERS
+
+    model = fl.wrap(SMALL_BUILDERS["llama"]().double())  # 4 query heads, 2 key/value heads
+    task = fl.tasks.random_token_task(model, 16, 6, seed=0)
+    names = fl.circuits.EdgeGraph(model).names
+    assert any(".kv1<v>" in e for e in names)
+    with pytest.raises(fl.InputError, match="to_hypothesis\\(model=model\\)"):
+        Circuit(tuple(names)).to_hypothesis()
+    h = Circuit(tuple(names)).to_hypothesis(model=model)
+    frame = fl.scrub(model, hypothesis=h, data=task, n=16).to_frame().set_index("quantity")
+    assert float(frame.loc["scrubbed", "estimate"]) == pytest.approx(
+        float(frame.loc["original", "estimate"]), abs=1e-12
+    )
+    # a key/value group's edge is claimed for each of its query heads: without it, it moves
+    less = [e for e in names if e != "input->a1.kv0<k>"]
+    h = Circuit(tuple(less)).to_hypothesis(model=model)
+    frame = fl.scrub(model, hypothesis=h, data=task, n=16).to_frame().set_index("quantity")
+    moved = float(frame.loc["scrubbed", "estimate"]) - float(frame.loc["original", "estimate"])
+    assert abs(moved) > 1e-6

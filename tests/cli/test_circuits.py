@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 import faithlens as fl
@@ -93,3 +94,28 @@ def test_circuit_bad_options():
         app, ["circuit", "--n", "4", "--top-k", "500", "--n-boot", "20", "--no-audit"]
     )
     assert res.exit_code == 2 and "--top-k" in res.output
+
+
+def test_circuit_too_deep_for_the_tree_is_scrubbed_as_one_dag(tmp_path, monkeypatch):
+    """A circuit with more paths from the logits than the per-node tree allows is scrubbed in
+    the global mode as one DAG (fl.circuits.scrub), with a note, and writes scrub/."""
+    import faithlens.circuits.hypothesis as hyp
+
+    monkeypatch.setattr(hyp, "MAX_NODES", 3)  # zoo:induction's circuits are small
+    out = tmp_path / "d"
+    args = ["circuit", "--model", "zoo:induction", "--task", "induction", "--n", "10"]
+    args += ["--method", "eap", "--top-k", "12", "--n-boot", "50", "--no-audit"]
+    res = runner.invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "unimportant='global'" in res.output and "fl.circuits.scrub" in res.output
+    scrubbed = fl.Result.load(out / "scrub")
+    assert scrubbed.stats["evaluation"] == "circuit DAG"
+    model = fl.load("zoo:induction")
+    task = fl.tasks.build("induction", model, n=10, seed=0)
+    circuit = fl.circuits.eap(model, task, n_boot=50).top_k(12)
+    assert hyp.tree_size(circuit.edges) > 3
+    lib = fl.circuits.scrub(model, task, circuit, n_boot=50)
+    np.testing.assert_allclose(scrubbed.scrubbed, lib.scrubbed, rtol=0, atol=1e-6)
+    assert scrubbed.interval_of("% recovered vs random").estimate == pytest.approx(
+        lib.interval_of("% recovered vs random").estimate, abs=1e-6
+    )

@@ -38,6 +38,7 @@ METHODS = [
     ("fl.circuits.exact_nodes", "faithlens.circuits", "exact_nodes"),
     ("fl.circuits.faithfulness", "faithlens.circuits", "faithfulness"),
     ("fl.circuits.faithfulness_curve", "faithlens.circuits", "faithfulness_curve"),
+    ("fl.circuits.scrub", "faithlens.circuits", "scrub"),
     ("fl.scrub", "faithlens.scrubbing", "scrub"),
     ("fl.adversary", "faithlens.scrubbing", "adversary"),
     ("fl.das", "faithlens.das", "das"),

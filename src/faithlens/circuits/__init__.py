@@ -29,6 +29,11 @@ Public API
   a ``CircuitFaithfulness`` result.
 - ``circuit_interventions(model, data, circuit)`` (``faithfulness.py``): the interventions that
   run the circuit in one plain pass (for ``fl.audit``).
+- ``scrub(model, data, circuit, n, *, unimportant="global", n_boot, level, seed, max_memory,
+  progress)`` (``scrub.py``): the circuit's causal-scrubbing score (% loss recovered) with
+  every edge outside it resampled from one random datum, evaluated as the circuit's DAG (no
+  tree, any depth); a ``faithlens.scrubbing.ScrubResult``, equal to ``fl.scrub`` of
+  ``circuit.to_hypothesis(model=model, unimportant="global")``.
 - ``faithfulness_curve(model, data, scores, *, sizes, ablation, by, ...)`` (``curve.py``): the
   faithfulness of the top circuits at each size (MIB's grid ``MIB_SIZES``) and its areas CPR /
   CMD (``areas``) with bootstrap intervals; a ``FaithfulnessCurve`` result.
@@ -48,6 +53,7 @@ from .exact import exact
 from .faithfulness import CircuitFaithfulness, circuit_interventions, faithfulness
 from .nodes import NodeScores, exact_nodes, node_scores
 from .scores import Circuit, EdgeScores
+from .scrub import scrub
 from .select import connected
 from .truth import edge_auroc
 
@@ -75,4 +81,5 @@ __all__ = [
     "faithfulness",
     "faithfulness_curve",
     "node_scores",
+    "scrub",
 ]

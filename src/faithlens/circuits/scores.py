@@ -11,8 +11,8 @@ import pandas as pd
 from .. import validate
 from ..errors import InputError
 from ..results import Estimate, Result, plotter_for
-from ..scrubbing import Hypothesis
-from .hypothesis import circuit_hypothesis
+from ..scrubbing import Hypothesis, Sampler
+from .hypothesis import circuit_hypothesis, heads_per_group
 from .select import connected, greedy
 
 if TYPE_CHECKING:
@@ -59,11 +59,31 @@ class Circuit:
             out.setdefault(r.split("<")[0])
         return list(out)
 
-    def to_hypothesis(self, name: str | None = None) -> Hypothesis:
+    def to_hypothesis(
+        self,
+        name: str | None = None,
+        *,
+        model: Any = None,
+        unimportant: str = "per_node",
+        other: Sampler | str | None = None,
+    ) -> Hypothesis:
         """The causal-scrubbing hypothesis that the circuit's edges matter and every other path
         can be resampled (:mod:`faithlens.circuits.hypothesis`): score it with
-        ``fl.scrub(model, hypothesis=circuit.to_hypothesis(), data=task)``."""
-        return circuit_hypothesis(self.edges, name or f"circuit ({self.how or len(self)})")
+        ``fl.scrub(model, hypothesis=circuit.to_hypothesis(model=model), data=task)``.
+        ``model`` (a faithlens Model) gives the query heads per key/value group, needed when the
+        circuit has edges into grouped key/value ports (``a{L}.kv{G}<k>``); ``unimportant``: how
+        its unimportant inputs are sampled (``"per_node"``, ``"per_input"``, ``"global"``; a
+        large circuit in the ``"global"`` mode is scored without a tree by
+        :func:`faithlens.circuits.scrub`); ``other``: their sampler (default ``Random()``;
+        :func:`~faithlens.circuits.hypothesis.circuit_hypothesis`)."""
+        group = heads_per_group(model) if model is not None else None
+        return circuit_hypothesis(
+            self.edges,
+            name or f"circuit ({self.how or len(self)})",
+            group=group,
+            unimportant=unimportant,
+            other=other,
+        )
 
     def plot(self, ax: Any = None) -> Figure:
         """The circuit drawn layer by layer (:func:`faithlens.report.circuits.circuit_plot`):

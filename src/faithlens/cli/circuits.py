@@ -66,9 +66,10 @@ Scrub = Annotated[
     bool,
     typer.Option(
         "--scrub/--no-scrub",
-        help="Causal-scrub the chosen circuit (circuit.to_hypothesis(): its edges important, "
-        "everything else resampled from other examples) and write scrub/; skipped with a note "
-        "when the circuit cannot be written as a hypothesis (grouped key/value ports).",
+        help="Causal-scrub the chosen circuit (its edges important, everything else resampled "
+        "from other examples) and write scrub/: the per-node tree (circuit.to_hypothesis(), a "
+        "datum per node) when it has at most 20,000 paths from the logits, else the global mode "
+        "as one DAG (fl.circuits.scrub, one datum for every edge outside the circuit).",
     ),
 ]
 Audit = Annotated[
@@ -237,26 +238,34 @@ def _drawing(circuit: Any) -> Any:
 
 
 def _scrub(m: Any, t: Any, circuit: Any, n_boot: int, seed: int, memory: Any) -> Any:
-    """The circuit's causal-scrubbing result (every task example a reference once), or None
-    with a note when the circuit cannot be written as a hypothesis."""
+    """The circuit's causal-scrubbing result (every task example a reference once): the
+    per-node tree (``circuit.to_hypothesis(model=m)``, a datum per node) when it has at most
+    ``MAX_NODES`` nodes, else the global mode evaluated as one DAG
+    (``fl.circuits.scrub``), with a note; None with a note when the circuit cannot be scrubbed
+    (per-position edges)."""
+    from ..circuits import scrub as circuit_scrub
+    from ..circuits.hypothesis import MAX_NODES, heads_per_group, tree_size
     from ..errors import InputError
     from ..scrubbing import scrub
 
+    opts = {"seed": seed, "n_boot": n_boot, "max_memory": memory}
     try:
-        hypothesis = circuit.to_hypothesis()
+        size = tree_size(circuit.edges, heads_per_group(m))
+        hypothesis = circuit.to_hypothesis(model=m) if size <= MAX_NODES else None
     except InputError as e:
         console.print(f"note: no causal scrubbing of this circuit: {e}", markup=False)
         return None
     with progress_bar("causal scrubbing") as advance:
-        res = scrub(
-            m,
-            hypothesis=hypothesis,
-            data=t,
-            seed=seed,
-            n_boot=n_boot,
-            max_memory=memory,
-            progress=advance,
-        )
+        if hypothesis is not None:
+            res = scrub(m, hypothesis=hypothesis, data=t, progress=advance, **opts)
+        else:
+            console.print(
+                f"note: the circuit has {size:,} paths from the logits (more than {MAX_NODES:,} "
+                "for the per-node tree): scrubbed with unimportant='global' (one random datum "
+                "for every edge outside the circuit) as one DAG (fl.circuits.scrub)",
+                markup=False,
+            )
+            res = circuit_scrub(m, t, circuit, progress=advance, **opts)
     console.print(res.summary())
     return res
 
