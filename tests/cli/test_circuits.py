@@ -119,3 +119,54 @@ def test_circuit_too_deep_for_the_tree_is_scrubbed_as_one_dag(tmp_path, monkeypa
     assert scrubbed.interval_of("% recovered vs random").estimate == pytest.approx(
         lib.interval_of("% recovered vs random").estimate, abs=1e-6
     )
+
+
+def test_prompts_of_several_lengths_are_scrubbed_against_prompts_of_their_length(
+    tmp_path, monkeypatch
+):
+    """A task whose prompts differ in length (right-padded): every resampled prompt, the
+    baseline's too, is one of the reference's length (a note says so), in the tree and in the
+    one-DAG path alike, so no edge carries another position's activations."""
+    import json
+
+    import faithlens.circuits.hypothesis as hyp
+    from faithlens.scrubbing import Hypothesis, SameFeature, field
+    from faithlens.tasks.prompts_file import read_task_file
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        ids = rng.integers(1, 60, 5 + i % 2).tolist()
+        a, w = int(rng.integers(1, 60)), int(rng.integers(1, 60))
+        w = w if w != a else (a % 59) + 1
+        rows.append({"clean_ids": ids, "corrupt_ids": ids[::-1], "answer_id": a, "wrong_id": w})
+    path = tmp_path / "lengths.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = fl.load("zoo:induction")
+    task = read_task_file(path).build(model)
+    assert task.positions.unique().numel() == 2
+    circuit = fl.circuits.eap(model, task, n_boot=50).top_k(8)
+    same = SameFeature(field("positions"))
+    base = {"random": Hypothesis("random input of the same length", sampler=same)}
+    args = ["circuit", "--model", "zoo:induction", "--task", str(path), "--method", "eap"]
+    args += ["--top-k", "8", "--n-boot", "50", "--no-audit"]
+    for deep in (False, True):
+        with monkeypatch.context() as mp:
+            if deep:
+                mp.setattr(hyp, "MAX_NODES", 1)
+            out = tmp_path / f"run{deep}"
+            res = runner.invoke(app, [*args, "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        assert "drawn among those of the reference's length" in res.output
+        got = fl.Result.load(out / "scrub")
+        if deep:
+            ref = fl.circuits.scrub(model, task, circuit, other=same, baselines=base, n_boot=50)
+            assert got.stats["variable_lengths_share"] == 0.0
+            assert not any("VARIABLE LENGTHS" in w for w in got.warnings)
+        else:
+            h = circuit.to_hypothesis(model=model, other=same)
+            ref = fl.scrub(model, hypothesis=h, data=task, baselines=base, n_boot=50)
+        np.testing.assert_allclose(got.scrubbed, ref.scrubbed, rtol=0, atol=1e-6)
+        assert got.interval_of("% recovered vs random").estimate == pytest.approx(
+            ref.interval_of("% recovered vs random").estimate, abs=1e-6
+        )

@@ -246,12 +246,25 @@ def _scrub(m: Any, t: Any, circuit: Any, n_boot: int, seed: int, memory: Any) ->
     from ..circuits import scrub as circuit_scrub
     from ..circuits.hypothesis import MAX_NODES, heads_per_group, tree_size
     from ..errors import InputError
-    from ..scrubbing import scrub
+    from ..scrubbing import Hypothesis, SameFeature, field, scrub
 
-    opts = {"seed": seed, "n_boot": n_boot, "max_memory": memory}
+    opts: dict[str, Any] = {"seed": seed, "n_boot": n_boot, "max_memory": memory}
+    other = None
+    if t.positions.unique().numel() > 1:
+        # right-padded prompts of several lengths: a resampled prompt of another length would
+        # put another position's activations (or padding's) where the answer is read, so every
+        # resampled datum, the baseline's included, is a prompt of the reference's length
+        other = SameFeature(field("positions"))
+        base = Hypothesis("random input of the same length", sampler=other)
+        opts["baselines"] = {"random": base}
+        console.print(
+            "note: the task's prompts differ in length: every resampled prompt (the baseline's "
+            "too) is drawn among those of the reference's length",
+            markup=False,
+        )
     try:
         size = tree_size(circuit.edges, heads_per_group(m))
-        hypothesis = circuit.to_hypothesis(model=m) if size <= MAX_NODES else None
+        hypothesis = circuit.to_hypothesis(model=m, other=other) if size <= MAX_NODES else None
     except InputError as e:
         console.print(f"note: no causal scrubbing of this circuit: {e}", markup=False)
         return None
@@ -265,7 +278,7 @@ def _scrub(m: Any, t: Any, circuit: Any, n_boot: int, seed: int, memory: Any) ->
                 "for every edge outside the circuit) as one DAG (fl.circuits.scrub)",
                 markup=False,
             )
-            res = circuit_scrub(m, t, circuit, progress=advance, **opts)
+            res = circuit_scrub(m, t, circuit, other=other, progress=advance, **opts)
     console.print(res.summary())
     return res
 
