@@ -13,9 +13,16 @@ half report
   (:func:`faithlens.divergences`, grouped by pair): exact EMD and MMD, intervened, baseline,
   excess (± SE over splits) and ratio.
 
-CL targets (the divergence paper's modified CL loss, ``cl_weight`` 100): the mean natural
-activation of the pairs' source prompts that share the counterfactual value (entity task: the
-source city's country; IOI: whether the indirect object is named first or second).
+CL targets (the divergence paper's modified CL loss): the mean natural activation of the pairs'
+source prompts that share the counterfactual value (entity task: the source city's country; IOI:
+whether the indirect object is named first or second). ``--cl-weight`` is the weight of the CL
+term (``L_IIA + w L_CL``; default 100, fl.das's default); a comma list trains one DAS+CL row per
+weight, with the same pairs, seed and initial rotation as the DAS row.
+
+Every training run's per-epoch history (``iia_loss``: the IIA cross-entropy, ``cl_loss``:
+``L_CL`` unweighted, each the mean over the epoch's mini-batches; ``iia``: training IIA;
+``loss``: the total; ``objective``: DAS or DAS+CL) is written to history.csv: the sizes of the
+two loss terms, to choose the CL weight from.
 
     python benchmarks/divergence_lm.py                       # small defaults (see --help)
     python benchmarks/divergence_lm.py --layers 8,16,24 --n 96 --epochs 60   # a bigger run
@@ -97,13 +104,41 @@ def divergence_row(model: Any, held: InterchangeData, site: Site, itv: torch.Ten
     return row
 
 
-def one_run(model: Any, a: argparse.Namespace, ctx: dict, method: str, loss: str) -> dict:
+def cl_weights(text: str) -> list[float]:
+    """``--cl-weight``: a comma list of finite weights > 0."""
+    out = []
+    for part in text.split(","):
+        try:
+            w = float(part)
+        except ValueError:
+            w = float("nan")
+        if not (np.isfinite(w) and w > 0):
+            raise SystemExit(
+                f"--cl-weight {text!r}: {part!r} is not a finite weight > 0 (e.g. 1,10)"
+            )
+        out.append(w)
+    return out
+
+
+def one_run(
+    model: Any, a: argparse.Namespace, ctx: dict, method: str, loss: str, weight: float
+) -> tuple[dict, pd.DataFrame]:
+    """One cell (a row of the table) and its training history."""
     t0 = time.perf_counter()
     site, train, held = ctx["site"], ctx["train"], ctx["held"]
     kw: dict[str, Any] = {"epochs": a.epochs, "lr": a.lr, "seed": a.seed, "select": "iia"}
     kw["batch_size"] = a.batch_size
+    cl = {"cl_weight": weight} if loss == "DAS+CL" else {}
     res = fl.das(
-        model, train, site, dims=a.dims, method=method, loss=LOSSES[loss], controls="none", **kw
+        model,
+        train,
+        site,
+        dims=a.dims,
+        method=method,
+        loss=LOSSES[loss],
+        controls="none",
+        **cl,
+        **kw,
     )
     dims = list(res.dims)
     ev = evaluate_alignment(model, res.alignment, held, site, dims=dims, seed=a.seed)
@@ -111,15 +146,20 @@ def one_run(model: Any, a: argparse.Namespace, ctx: dict, method: str, loss: str
     ctl = [random_subspace_correct(model, held, site, len(dims), draws=a.draws, seed=a.seed)]
     names = ["random_subspace"]
     if a.task_control and ctx["task"] == "entity":
-        ctrl_tr = control_task(train, values=ctx["train_values"], seed=a.seed)
-        ctrl_ev = control_task(held, values=ctx["held_values"], seed=a.seed)
-        cres = fl.das(
-            model, ctrl_tr, site, dims=a.dims, method=method, loss="iia", controls="none", **kw
-        )
-        cev = evaluate_alignment(
-            model, cres.alignment, ctrl_ev, site, dims=list(cres.dims), seed=a.seed
-        )
-        ctl.append(np.asarray(cev.correct, dtype=np.float64))
+        # the control task is trained with the IIA loss whatever the row's loss: once per
+        # (layer, method), shared by that cell's rows
+        cache = ctx.setdefault("task_control", {})
+        if method not in cache:
+            ctrl_tr = control_task(train, values=ctx["train_values"], seed=a.seed)
+            ctrl_ev = control_task(held, values=ctx["held_values"], seed=a.seed)
+            cres = fl.das(
+                model, ctrl_tr, site, dims=a.dims, method=method, loss="iia", controls="none", **kw
+            )
+            cev = evaluate_alignment(
+                model, cres.alignment, ctrl_ev, site, dims=list(cres.dims), seed=a.seed
+            )
+            cache[method] = np.asarray(cev.correct, dtype=np.float64)
+        ctl.append(cache[method])
         names.append("task")
     iia, control, sel = intervals_of(own, np.stack(ctl), n_boot=a.n_boot, level=0.95, seed=a.seed)
     row = {
@@ -127,6 +167,7 @@ def one_run(model: Any, a: argparse.Namespace, ctx: dict, method: str, loss: str
         "layer": ctx["layer"],
         "method": "DAS" if method == "rotation" else "Boundless",
         "loss": loss,
+        "cl_weight": weight if loss == "DAS+CL" else float("nan"),
         "n_train": len(train),
         "n_held": len(held),
         "dims": len(dims),
@@ -143,23 +184,43 @@ def one_run(model: Any, a: argparse.Namespace, ctx: dict, method: str, loss: str
         row[f"{c}_sel_high"] = float(np.asarray(sel.ci_high)[i])
     row.update(divergence_row(model, held, site, ev.intervened))
     row["wall_s"] = time.perf_counter() - t0
-    return row
+    hist = res.history.copy()
+    # the history's own "loss" column is the total training loss: the row's loss is "objective"
+    for k, v in [("cl_weight", weight), ("objective", loss), ("method", row["method"])]:
+        hist.insert(0, k, v)
+    hist.insert(0, "layer", ctx["layer"])
+    hist.insert(0, "task", ctx["task"])
+    return row, hist
+
+
+def loss_name(r: dict) -> str:
+    return f"DAS+CL ({r['cl_weight']:g})" if r["loss"] == "DAS+CL" else str(r["loss"])
 
 
 def markdown(df: pd.DataFrame) -> str:
     head = (
         "| task | layer | method | loss | IIA [95% CI] | no-interv. | random-subspace IIA | "
-        "selectivity [95% CI] | EMD int. / base (ratio) | MMD excess ± SE | dims | s |"
+        "selectivity [95% CI] | task-control IIA, selectivity [95% CI] | "
+        "EMD int. / base (ratio) | EMD excess ± SE | MMD excess ± SE | sel. epoch | dims | s |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 15]
     for r in df.to_dict("records"):
+        task = "not run"
+        if np.isfinite(r.get("task_iia", np.nan)):
+            task = (
+                f"{r['task_iia']:.3f}, {r['task_sel']:.3f} "
+                f"[{r['task_sel_low']:.3f}, {r['task_sel_high']:.3f}]"
+            )
         lines.append(
-            f"| {r['task']} | {r['layer']} | {r['method']} | {r['loss']} | {r['iia']:.3f} "
+            f"| {r['task']} | {r['layer']} | {r['method']} | {loss_name(r)} | {r['iia']:.3f} "
             f"[{r['iia_low']:.3f}, {r['iia_high']:.3f}] | {r['no_intervention']:.3f} | "
             f"{r['random_subspace_iia']:.3f} | {r['random_subspace_sel']:.3f} "
             f"[{r['random_subspace_sel_low']:.3f}, {r['random_subspace_sel_high']:.3f}] | "
+            f"{task} | "
             f"{r['emd_intervened']:.3g} / {r['emd_baseline']:.3g} ({r['emd_ratio']:.2f}) | "
-            f"{r['mmd_excess']:.3g} ± {r['mmd_excess_se']:.2g} | {r['dims']} | {r['wall_s']:.0f} |"
+            f"{r['emd_excess']:.3g} ± {r['emd_excess_se']:.2g} | "
+            f"{r['mmd_excess']:.3g} ± {r['mmd_excess_se']:.2g} | {r['epoch']} | {r['dims']} | "
+            f"{r['wall_s']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -174,7 +235,7 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(2, len(tasks), figsize=(5 * len(tasks), 7), squeeze=False)
     for j, t in enumerate(tasks):
         sub = df[df.task == t]
-        for (m, lo), g in sub.groupby(["method", "loss"], sort=False):
+        for (m, lo), g in sub.groupby(["method", sub.apply(loss_name, axis=1)], sort=False):
             g = g.sort_values("layer")
             lab = f"{m} {lo}"
             err = [g.iia - g.iia_low, g.iia_high - g.iia]
@@ -198,6 +259,11 @@ def main() -> None:
     ap.add_argument("--layers", default="10,20,27", help="resid_post layers (default 10,20,27)")
     ap.add_argument("--methods", default="rotation,boundless")
     ap.add_argument("--losses", default="DAS,DAS+CL")
+    ap.add_argument(
+        "--cl-weight",
+        default="100",
+        help="weight of the CL term, or a comma list: one DAS+CL row per weight (default 100)",
+    )
     ap.add_argument("--n", type=int, default=32, help="pairs per task, half held out")
     ap.add_argument("--dims", type=int, default=8, help="DAS subspace size")
     ap.add_argument("--epochs", type=int, default=12)
@@ -209,11 +275,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/divergence_lm")
     a = ap.parse_args()
+    weights = cl_weights(a.cl_weight)
     torch.manual_seed(a.seed)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     model = fl.load(a.model)
-    rows = []
+    rows, hists = [], []
     t_all = time.perf_counter()
     for task in a.tasks.split(","):
         data, values, line = task_data(model, task, a.n, a.seed)
@@ -237,23 +304,26 @@ def main() -> None:
             }
             for method in a.methods.split(","):
                 for loss in a.losses.split(","):
-                    row = one_run(model, a, ctx, method, loss)
-                    rows.append(row)
-                    print(
-                        f"{task} L{layer} {row['method']} {loss}: IIA {row['iia']:.3f} "
-                        f"[{row['iia_low']:.3f}, {row['iia_high']:.3f}] ctrl "
-                        f"{row['random_subspace_iia']:.3f}; EMD {row['emd_intervened']:.3g} vs "
-                        f"{row['emd_baseline']:.3g}; {row['wall_s']:.0f} s",
-                        flush=True,
-                    )
-                    df = pd.DataFrame(rows)
-                    df.to_csv(out / "results.csv", index=False)
+                    for w in weights if loss == "DAS+CL" else [float("nan")]:
+                        row, hist = one_run(model, a, ctx, method, loss, w)
+                        rows.append(row)
+                        hists.append(hist)
+                        print(
+                            f"{task} L{layer} {row['method']} {loss_name(row)}: IIA "
+                            f"{row['iia']:.3f} [{row['iia_low']:.3f}, {row['iia_high']:.3f}] "
+                            f"ctrl {row['random_subspace_iia']:.3f}; EMD excess "
+                            f"{row['emd_excess']:.3g} ± {row['emd_excess_se']:.2g}; "
+                            f"{row['wall_s']:.0f} s",
+                            flush=True,
+                        )
+                        pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
+                        pd.concat(hists).to_csv(out / "history.csv", index=False)
     df = pd.DataFrame(rows)
     md = markdown(df)
     note = (
         f"\n\nseed {a.seed}, n={a.n} pairs per task (half held out), dims {a.dims}, "
         f"{a.epochs} epochs, batch {a.batch_size or 'full'}, lr {a.lr}, {a.draws} random "
-        f"subspaces; total wall {time.perf_counter() - t_all:.0f} s"
+        f"subspaces; CL weight(s) {', '.join(f'{w:g}' for w in weights)}; total wall {time.perf_counter() - t_all:.0f} s"
     )
     (out / "results.md").write_text(md + note + "\n")
     print(md + note)
