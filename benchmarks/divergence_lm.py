@@ -17,7 +17,11 @@ CL targets (the divergence paper's modified CL loss): the mean natural activatio
 source prompts that share the counterfactual value (entity task: the source city's country; IOI:
 whether the indirect object is named first or second). ``--cl-weight`` is the weight of the CL
 term (``L_IIA + w L_CL``; default 100, fl.das's default); a comma list trains one DAS+CL row per
-weight, with the same pairs, seed and initial rotation as the DAS row.
+weight, with the same pairs, seed and initial rotation as the DAS row. The modified CL loss
+compares the intervened and target activations on aligned coordinates only: by default
+(``--cl-dims aligned``) fl.das's ``[0, k)`` and ``[k, 2k)`` with ``k = --dims``, which for
+Boundless DAS (whose mask keeps hundreds of coordinates) is a small part of what is
+interchanged; ``--cl-dims all`` compares them on the whole width.
 
 Every training run's per-epoch history (``iia_loss``: the IIA cross-entropy, ``cl_loss``:
 ``L_CL`` unweighted, each the mean over the epoch's mini-batches; ``iia``: training IIA;
@@ -96,12 +100,24 @@ def divergence_row(model: Any, held: InterchangeData, site: Site, itv: torch.Ten
     div = fl.divergences(
         nat, itv.double(), metrics=["emd", "mmd"], groups=(np.r_[ids, ids], ids), seed=0
     )
-    row: dict[str, float] = {}
+    row: dict[str, Any] = {}
     for m in ("emd", "mmd"):
         r = div[m]
         for k in ("intervened", "baseline", "excess", "excess_se", "ratio"):
             row[f"{m}_{k}"] = float(r[k])
+        # the intervened value on each split (the splits depend on the held-out pairs and the
+        # seed only, so rows of one cell share them: their difference is paired split by split)
+        row[f"{m}_splits"] = div.values[div.metrics.index(m), :, 0].astype(float).tolist()
     return row
+
+
+def paired_difference(row: dict, ref: dict) -> None:
+    """``{emd,mmd}_minus_das`` (± ``_se``): the row's intervened divergence minus the DAS row's
+    of the same cell, mean ± SE over the shared splits (the baseline cancels)."""
+    for m in ("emd", "mmd"):
+        d = np.asarray(row[f"{m}_splits"]) - np.asarray(ref[f"{m}_splits"])
+        row[f"{m}_minus_das"] = float(d.mean())
+        row[f"{m}_minus_das_se"] = float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
 def cl_weights(text: str) -> list[float]:
@@ -128,7 +144,11 @@ def one_run(
     site, train, held = ctx["site"], ctx["train"], ctx["held"]
     kw: dict[str, Any] = {"epochs": a.epochs, "lr": a.lr, "seed": a.seed, "select": "iia"}
     kw["batch_size"] = a.batch_size
-    cl = {"cl_weight": weight} if loss == "DAS+CL" else {}
+    cl: dict[str, Any] = {}
+    if loss == "DAS+CL":
+        cl["cl_weight"] = weight
+        if a.cl_dims == "all":
+            cl["cl_dims"] = [list(range(ctx["width"]))]
     res = fl.das(
         model,
         train,
@@ -168,6 +188,7 @@ def one_run(
         "method": "DAS" if method == "rotation" else "Boundless",
         "loss": loss,
         "cl_weight": weight if loss == "DAS+CL" else float("nan"),
+        "cl_dims": a.cl_dims if loss == "DAS+CL" else "",
         "n_train": len(train),
         "n_held": len(held),
         "dims": len(dims),
@@ -194,16 +215,19 @@ def one_run(
 
 
 def loss_name(r: dict) -> str:
-    return f"DAS+CL ({r['cl_weight']:g})" if r["loss"] == "DAS+CL" else str(r["loss"])
+    if r["loss"] != "DAS+CL":
+        return str(r["loss"])
+    return f"DAS+CL ({r['cl_weight']:g}{', all dims' if r['cl_dims'] == 'all' else ''})"
 
 
 def markdown(df: pd.DataFrame) -> str:
     head = (
         "| task | layer | method | loss | IIA [95% CI] | no-interv. | random-subspace IIA | "
         "selectivity [95% CI] | task-control IIA, selectivity [95% CI] | "
-        "EMD int. / base (ratio) | EMD excess ± SE | MMD excess ± SE | sel. epoch | dims | s |"
+        "EMD int. / base (ratio) | EMD excess ± SE | EMD - DAS's ± SE | MMD excess ± SE | "
+        "sel. epoch | dims | s |"
     )
-    lines = [head, "|" + "---|" * 15]
+    lines = [head, "|" + "---|" * 16]
     for r in df.to_dict("records"):
         task = "not run"
         if np.isfinite(r.get("task_iia", np.nan)):
@@ -211,6 +235,9 @@ def markdown(df: pd.DataFrame) -> str:
                 f"{r['task_iia']:.3f}, {r['task_sel']:.3f} "
                 f"[{r['task_sel_low']:.3f}, {r['task_sel_high']:.3f}]"
             )
+        minus = "-"
+        if np.isfinite(r.get("emd_minus_das", np.nan)):
+            minus = f"{r['emd_minus_das']:.3g} ± {r['emd_minus_das_se']:.2g}"
         lines.append(
             f"| {r['task']} | {r['layer']} | {r['method']} | {loss_name(r)} | {r['iia']:.3f} "
             f"[{r['iia_low']:.3f}, {r['iia_high']:.3f}] | {r['no_intervention']:.3f} | "
@@ -218,7 +245,7 @@ def markdown(df: pd.DataFrame) -> str:
             f"[{r['random_subspace_sel_low']:.3f}, {r['random_subspace_sel_high']:.3f}] | "
             f"{task} | "
             f"{r['emd_intervened']:.3g} / {r['emd_baseline']:.3g} ({r['emd_ratio']:.2f}) | "
-            f"{r['emd_excess']:.3g} ± {r['emd_excess_se']:.2g} | "
+            f"{r['emd_excess']:.3g} ± {r['emd_excess_se']:.2g} | {minus} | "
             f"{r['mmd_excess']:.3g} ± {r['mmd_excess_se']:.2g} | {r['epoch']} | {r['dims']} | "
             f"{r['wall_s']:.0f} |"
         )
@@ -264,6 +291,13 @@ def main() -> None:
         default="100",
         help="weight of the CL term, or a comma list: one DAS+CL row per weight (default 100)",
     )
+    ap.add_argument(
+        "--cl-dims",
+        choices=["aligned", "all"],
+        default="aligned",
+        help="coordinates the CL loss compares: fl.das's default, the first 2 x --dims aligned "
+        "ones (aligned), or the whole width (all: the CL term on the full activation)",
+    )
     ap.add_argument("--n", type=int, default=32, help="pairs per task, half held out")
     ap.add_argument("--dims", type=int, default=8, help="DAS subspace size")
     ap.add_argument("--epochs", type=int, default=12)
@@ -301,11 +335,16 @@ def main() -> None:
                 "null": null,
                 "train_values": [values[i] for i in tr],
                 "held_values": [values[i] for i in ev],
+                "width": int(full.cl_targets.shape[-1]),
             }
             for method in a.methods.split(","):
                 for loss in a.losses.split(","):
                     for w in weights if loss == "DAS+CL" else [float("nan")]:
                         row, hist = one_run(model, a, ctx, method, loss, w)
+                        if loss == "DAS":
+                            ctx[f"das_{method}"] = row
+                        elif f"das_{method}" in ctx:
+                            paired_difference(row, ctx[f"das_{method}"])
                         rows.append(row)
                         hists.append(hist)
                         print(
@@ -323,7 +362,8 @@ def main() -> None:
     note = (
         f"\n\nseed {a.seed}, n={a.n} pairs per task (half held out), dims {a.dims}, "
         f"{a.epochs} epochs, batch {a.batch_size or 'full'}, lr {a.lr}, {a.draws} random "
-        f"subspaces; CL weight(s) {', '.join(f'{w:g}' for w in weights)}; total wall {time.perf_counter() - t_all:.0f} s"
+        f"subspaces; CL weight(s) {', '.join(f'{w:g}' for w in weights)} on the {a.cl_dims} "
+        f"coordinates; total wall {time.perf_counter() - t_all:.0f} s"
     )
     (out / "results.md").write_text(md + note + "\n")
     print(md + note)
