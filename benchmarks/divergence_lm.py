@@ -11,7 +11,8 @@ half report
 - the divergence of the intervened activations from the natural ones (base and source
   activations of the same held-out pairs) with its natural-vs-natural baseline
   (:func:`faithlens.divergences`, grouped by pair): exact EMD and MMD, intervened, baseline,
-  excess (± SE over splits) and ratio.
+  excess (± SE over splits) and ratio; for each DAS+CL row also its intervened divergence
+  minus the DAS row's of the same cell, paired split by split (``emd_minus_das`` ± SE).
 
 CL targets (the divergence paper's modified CL loss): the mean natural activation of the pairs'
 source prompts that share the counterfactual value (entity task: the source city's country; IOI:
