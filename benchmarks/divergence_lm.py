@@ -11,11 +11,23 @@ half report
 - the divergence of the intervened activations from the natural ones (base and source
   activations of the same held-out pairs) with its natural-vs-natural baseline
   (:func:`faithlens.divergences`, grouped by pair): exact EMD and MMD, intervened, baseline,
-  excess (± SE over splits) and ratio.
+  excess (± SE over splits) and ratio; for each DAS+CL row also its intervened divergence
+  minus the DAS row's of the same cell, paired split by split (``emd_minus_das`` ± SE).
 
-CL targets (the divergence paper's modified CL loss, ``cl_weight`` 100): the mean natural
-activation of the pairs' source prompts that share the counterfactual value (entity task: the
-source city's country; IOI: whether the indirect object is named first or second).
+CL targets (the divergence paper's modified CL loss): the mean natural activation of the pairs'
+source prompts that share the counterfactual value (entity task: the source city's country; IOI:
+whether the indirect object is named first or second). ``--cl-weight`` is the weight of the CL
+term (``L_IIA + w L_CL``; default 100, fl.das's default); a comma list trains one DAS+CL row per
+weight, with the same pairs, seed and initial rotation as the DAS row. The modified CL loss
+compares the intervened and target activations on aligned coordinates only: by default
+(``--cl-dims aligned``) fl.das's ``[0, k)`` and ``[k, 2k)`` with ``k = --dims``, which for
+Boundless DAS (whose mask keeps hundreds of coordinates) is a small part of what is
+interchanged; ``--cl-dims all`` compares them on the whole width.
+
+Every training run's per-epoch history (``iia_loss``: the IIA cross-entropy, ``cl_loss``:
+``L_CL`` unweighted, each the mean over the epoch's mini-batches; ``iia``: training IIA;
+``loss``: the total; ``objective``: DAS or DAS+CL) is written to history.csv: the sizes of the
+two loss terms, to choose the CL weight from.
 
     python benchmarks/divergence_lm.py                       # small defaults (see --help)
     python benchmarks/divergence_lm.py --layers 8,16,24 --n 96 --epochs 60   # a bigger run
@@ -89,21 +101,65 @@ def divergence_row(model: Any, held: InterchangeData, site: Site, itv: torch.Ten
     div = fl.divergences(
         nat, itv.double(), metrics=["emd", "mmd"], groups=(np.r_[ids, ids], ids), seed=0
     )
-    row: dict[str, float] = {}
+    row: dict[str, Any] = {}
     for m in ("emd", "mmd"):
         r = div[m]
         for k in ("intervened", "baseline", "excess", "excess_se", "ratio"):
             row[f"{m}_{k}"] = float(r[k])
+        # the intervened value on each split (the splits depend on the held-out pairs and the
+        # seed only, so rows of one cell share them: their difference is paired split by split)
+        row[f"{m}_splits"] = div.values[div.metrics.index(m), :, 0].astype(float).tolist()
     return row
 
 
-def one_run(model: Any, a: argparse.Namespace, ctx: dict, method: str, loss: str) -> dict:
+def paired_difference(row: dict, ref: dict) -> None:
+    """``{emd,mmd}_minus_das`` (± ``_se``): the row's intervened divergence minus the DAS row's
+    of the same cell, mean ± SE over the shared splits (the baseline cancels)."""
+    for m in ("emd", "mmd"):
+        d = np.asarray(row[f"{m}_splits"]) - np.asarray(ref[f"{m}_splits"])
+        row[f"{m}_minus_das"] = float(d.mean())
+        row[f"{m}_minus_das_se"] = float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def cl_weights(text: str) -> list[float]:
+    """``--cl-weight``: a comma list of finite weights > 0."""
+    out = []
+    for part in text.split(","):
+        try:
+            w = float(part)
+        except ValueError:
+            w = float("nan")
+        if not (np.isfinite(w) and w > 0):
+            raise SystemExit(
+                f"--cl-weight {text!r}: {part!r} is not a finite weight > 0 (e.g. 1,10)"
+            )
+        out.append(w)
+    return out
+
+
+def one_run(
+    model: Any, a: argparse.Namespace, ctx: dict, method: str, loss: str, weight: float
+) -> tuple[dict, pd.DataFrame]:
+    """One cell (a row of the table) and its training history."""
     t0 = time.perf_counter()
     site, train, held = ctx["site"], ctx["train"], ctx["held"]
     kw: dict[str, Any] = {"epochs": a.epochs, "lr": a.lr, "seed": a.seed, "select": "iia"}
     kw["batch_size"] = a.batch_size
+    cl: dict[str, Any] = {}
+    if loss == "DAS+CL":
+        cl["cl_weight"] = weight
+        if a.cl_dims == "all":
+            cl["cl_dims"] = [list(range(ctx["width"]))]
     res = fl.das(
-        model, train, site, dims=a.dims, method=method, loss=LOSSES[loss], controls="none", **kw
+        model,
+        train,
+        site,
+        dims=a.dims,
+        method=method,
+        loss=LOSSES[loss],
+        controls="none",
+        **cl,
+        **kw,
     )
     dims = list(res.dims)
     ev = evaluate_alignment(model, res.alignment, held, site, dims=dims, seed=a.seed)
@@ -111,15 +167,20 @@ def one_run(model: Any, a: argparse.Namespace, ctx: dict, method: str, loss: str
     ctl = [random_subspace_correct(model, held, site, len(dims), draws=a.draws, seed=a.seed)]
     names = ["random_subspace"]
     if a.task_control and ctx["task"] == "entity":
-        ctrl_tr = control_task(train, values=ctx["train_values"], seed=a.seed)
-        ctrl_ev = control_task(held, values=ctx["held_values"], seed=a.seed)
-        cres = fl.das(
-            model, ctrl_tr, site, dims=a.dims, method=method, loss="iia", controls="none", **kw
-        )
-        cev = evaluate_alignment(
-            model, cres.alignment, ctrl_ev, site, dims=list(cres.dims), seed=a.seed
-        )
-        ctl.append(np.asarray(cev.correct, dtype=np.float64))
+        # the control task is trained with the IIA loss whatever the row's loss: once per
+        # (layer, method), shared by that cell's rows
+        cache = ctx.setdefault("task_control", {})
+        if method not in cache:
+            ctrl_tr = control_task(train, values=ctx["train_values"], seed=a.seed)
+            ctrl_ev = control_task(held, values=ctx["held_values"], seed=a.seed)
+            cres = fl.das(
+                model, ctrl_tr, site, dims=a.dims, method=method, loss="iia", controls="none", **kw
+            )
+            cev = evaluate_alignment(
+                model, cres.alignment, ctrl_ev, site, dims=list(cres.dims), seed=a.seed
+            )
+            cache[method] = np.asarray(cev.correct, dtype=np.float64)
+        ctl.append(cache[method])
         names.append("task")
     iia, control, sel = intervals_of(own, np.stack(ctl), n_boot=a.n_boot, level=0.95, seed=a.seed)
     row = {
@@ -127,6 +188,8 @@ def one_run(model: Any, a: argparse.Namespace, ctx: dict, method: str, loss: str
         "layer": ctx["layer"],
         "method": "DAS" if method == "rotation" else "Boundless",
         "loss": loss,
+        "cl_weight": weight if loss == "DAS+CL" else float("nan"),
+        "cl_dims": a.cl_dims if loss == "DAS+CL" else "",
         "n_train": len(train),
         "n_held": len(held),
         "dims": len(dims),
@@ -143,23 +206,49 @@ def one_run(model: Any, a: argparse.Namespace, ctx: dict, method: str, loss: str
         row[f"{c}_sel_high"] = float(np.asarray(sel.ci_high)[i])
     row.update(divergence_row(model, held, site, ev.intervened))
     row["wall_s"] = time.perf_counter() - t0
-    return row
+    hist = res.history.copy()
+    # the history's own "loss" column is the total training loss: the row's loss is "objective"
+    for k, v in [("cl_weight", weight), ("objective", loss), ("method", row["method"])]:
+        hist.insert(0, k, v)
+    hist.insert(0, "layer", ctx["layer"])
+    hist.insert(0, "task", ctx["task"])
+    return row, hist
+
+
+def loss_name(r: dict) -> str:
+    if r["loss"] != "DAS+CL":
+        return str(r["loss"])
+    return f"DAS+CL ({r['cl_weight']:g}{', all dims' if r['cl_dims'] == 'all' else ''})"
 
 
 def markdown(df: pd.DataFrame) -> str:
     head = (
         "| task | layer | method | loss | IIA [95% CI] | no-interv. | random-subspace IIA | "
-        "selectivity [95% CI] | EMD int. / base (ratio) | MMD excess ± SE | dims | s |"
+        "selectivity [95% CI] | task-control IIA, selectivity [95% CI] | "
+        "EMD int. / base (ratio) | EMD excess ± SE | EMD - DAS's ± SE | MMD excess ± SE | "
+        "sel. epoch | dims | s |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 16]
     for r in df.to_dict("records"):
+        task = "not run"
+        if np.isfinite(r.get("task_iia", np.nan)):
+            task = (
+                f"{r['task_iia']:.3f}, {r['task_sel']:.3f} "
+                f"[{r['task_sel_low']:.3f}, {r['task_sel_high']:.3f}]"
+            )
+        minus = "-"
+        if np.isfinite(r.get("emd_minus_das", np.nan)):
+            minus = f"{r['emd_minus_das']:.3g} ± {r['emd_minus_das_se']:.2g}"
         lines.append(
-            f"| {r['task']} | {r['layer']} | {r['method']} | {r['loss']} | {r['iia']:.3f} "
+            f"| {r['task']} | {r['layer']} | {r['method']} | {loss_name(r)} | {r['iia']:.3f} "
             f"[{r['iia_low']:.3f}, {r['iia_high']:.3f}] | {r['no_intervention']:.3f} | "
             f"{r['random_subspace_iia']:.3f} | {r['random_subspace_sel']:.3f} "
             f"[{r['random_subspace_sel_low']:.3f}, {r['random_subspace_sel_high']:.3f}] | "
+            f"{task} | "
             f"{r['emd_intervened']:.3g} / {r['emd_baseline']:.3g} ({r['emd_ratio']:.2f}) | "
-            f"{r['mmd_excess']:.3g} ± {r['mmd_excess_se']:.2g} | {r['dims']} | {r['wall_s']:.0f} |"
+            f"{r['emd_excess']:.3g} ± {r['emd_excess_se']:.2g} | {minus} | "
+            f"{r['mmd_excess']:.3g} ± {r['mmd_excess_se']:.2g} | {r['epoch']} | {r['dims']} | "
+            f"{r['wall_s']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -174,7 +263,7 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(2, len(tasks), figsize=(5 * len(tasks), 7), squeeze=False)
     for j, t in enumerate(tasks):
         sub = df[df.task == t]
-        for (m, lo), g in sub.groupby(["method", "loss"], sort=False):
+        for (m, lo), g in sub.groupby(["method", sub.apply(loss_name, axis=1)], sort=False):
             g = g.sort_values("layer")
             lab = f"{m} {lo}"
             err = [g.iia - g.iia_low, g.iia_high - g.iia]
@@ -198,6 +287,18 @@ def main() -> None:
     ap.add_argument("--layers", default="10,20,27", help="resid_post layers (default 10,20,27)")
     ap.add_argument("--methods", default="rotation,boundless")
     ap.add_argument("--losses", default="DAS,DAS+CL")
+    ap.add_argument(
+        "--cl-weight",
+        default="100",
+        help="weight of the CL term, or a comma list: one DAS+CL row per weight (default 100)",
+    )
+    ap.add_argument(
+        "--cl-dims",
+        choices=["aligned", "all"],
+        default="aligned",
+        help="coordinates the CL loss compares: fl.das's default, the first 2 x --dims aligned "
+        "ones (aligned), or the whole width (all: the CL term on the full activation)",
+    )
     ap.add_argument("--n", type=int, default=32, help="pairs per task, half held out")
     ap.add_argument("--dims", type=int, default=8, help="DAS subspace size")
     ap.add_argument("--epochs", type=int, default=12)
@@ -209,11 +310,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/divergence_lm")
     a = ap.parse_args()
+    weights = cl_weights(a.cl_weight)
     torch.manual_seed(a.seed)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     model = fl.load(a.model)
-    rows = []
+    rows, hists = [], []
     t_all = time.perf_counter()
     for task in a.tasks.split(","):
         data, values, line = task_data(model, task, a.n, a.seed)
@@ -234,26 +336,35 @@ def main() -> None:
                 "null": null,
                 "train_values": [values[i] for i in tr],
                 "held_values": [values[i] for i in ev],
+                "width": int(full.cl_targets.shape[-1]),
             }
             for method in a.methods.split(","):
                 for loss in a.losses.split(","):
-                    row = one_run(model, a, ctx, method, loss)
-                    rows.append(row)
-                    print(
-                        f"{task} L{layer} {row['method']} {loss}: IIA {row['iia']:.3f} "
-                        f"[{row['iia_low']:.3f}, {row['iia_high']:.3f}] ctrl "
-                        f"{row['random_subspace_iia']:.3f}; EMD {row['emd_intervened']:.3g} vs "
-                        f"{row['emd_baseline']:.3g}; {row['wall_s']:.0f} s",
-                        flush=True,
-                    )
-                    df = pd.DataFrame(rows)
-                    df.to_csv(out / "results.csv", index=False)
+                    for w in weights if loss == "DAS+CL" else [float("nan")]:
+                        row, hist = one_run(model, a, ctx, method, loss, w)
+                        if loss == "DAS":
+                            ctx[f"das_{method}"] = row
+                        elif f"das_{method}" in ctx:
+                            paired_difference(row, ctx[f"das_{method}"])
+                        rows.append(row)
+                        hists.append(hist)
+                        print(
+                            f"{task} L{layer} {row['method']} {loss_name(row)}: IIA "
+                            f"{row['iia']:.3f} [{row['iia_low']:.3f}, {row['iia_high']:.3f}] "
+                            f"ctrl {row['random_subspace_iia']:.3f}; EMD excess "
+                            f"{row['emd_excess']:.3g} ± {row['emd_excess_se']:.2g}; "
+                            f"{row['wall_s']:.0f} s",
+                            flush=True,
+                        )
+                        pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
+                        pd.concat(hists).to_csv(out / "history.csv", index=False)
     df = pd.DataFrame(rows)
     md = markdown(df)
     note = (
         f"\n\nseed {a.seed}, n={a.n} pairs per task (half held out), dims {a.dims}, "
         f"{a.epochs} epochs, batch {a.batch_size or 'full'}, lr {a.lr}, {a.draws} random "
-        f"subspaces; total wall {time.perf_counter() - t_all:.0f} s"
+        f"subspaces; CL weight(s) {', '.join(f'{w:g}' for w in weights)} on the {a.cl_dims} "
+        f"coordinates; total wall {time.perf_counter() - t_all:.0f} s"
     )
     (out / "results.md").write_text(md + note + "\n")
     print(md + note)
