@@ -250,10 +250,12 @@ def _scrub(m: Any, t: Any, circuit: Any, n_boot: int, seed: int, memory: Any) ->
 
     opts: dict[str, Any] = {"seed": seed, "n_boot": n_boot, "max_memory": memory}
     other = None
-    if t.positions.unique().numel() > 1:
+    mask = t.clean.mask
+    if mask is not None and mask.long().sum(-1).unique().numel() > 1:
         # right-padded prompts of several lengths: a resampled prompt of another length would
         # put another position's activations (or padding's) where the answer is read, so every
-        # resampled datum, the baseline's included, is a prompt of the reference's length
+        # resampled datum, the baseline's included, is a prompt of the reference's length (its
+        # last token, where the answer is read, at the same position)
         other = SameFeature(field("positions"))
         base = Hypothesis("random input of the same length", sampler=other)
         opts["baselines"] = {"random": base}
