@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import faithlens as fl
+from faithlens.circuits import connected
 from faithlens.zoo import ZooConfig, ZooTransformer
 from tests.helpers.builders import BUILDERS
 from tests.helpers.circuits_reference import reference_eap, reference_eap_at
@@ -95,15 +96,31 @@ def test_eap_per_position_equals_gradient_times_difference_at_each_position(arch
     np.testing.assert_allclose(ig.values, each.values, atol=1e-12, rtol=0)
 
 
-def test_per_position_scores_are_refused_where_whole_edges_are_needed():
-    model = fl.wrap(BUILDERS["faithlens_zoo-attn_only"]())
+def test_per_position_scores_select_and_evaluate_circuits():
+    """Per-position scores rank (edge, position) pairs: the greedy selection grows them from
+    the logits, the curve's sizes are fractions of the pairs and each size is the faithfulness
+    of that top-k of pairs; scrubbing (whole activations) refuses them."""
+    model = fl.wrap(BUILDERS["faithlens_zoo-attn_only"]().double())
     task = padded_task(model, n=3, seq=5)
     each = fl.circuits.eap(model, task, n_boot=20, positions="each")
-    with pytest.raises(fl.InputError, match="per position"):
-        each.greedy(5)
-    with pytest.raises(fl.InputError, match="per position"):
-        fl.circuits.faithfulness_curve(model, task, each, n_boot=20)
+    g = each.greedy(12)
+    assert 0 < len(g) <= 12 and all("@" in e for e in g.edges)
+    assert connected(g.edges, each.edge) == list(g.edges)
+    assert "logits" in g.nodes and all("@" not in n for n in g.nodes)
+    sizes = (0.02, 0.1, 1.0)
+    curve = fl.circuits.faithfulness_curve(model, task, each, sizes=sizes, n_boot=50)
+    assert curve.n_graph_edges == len(each.edge) and curve.meta["positions"] == "each"
+    assert curve.edges.tolist() == [int(p * len(each.edge)) for p in sizes]
+    for i, k in enumerate(curve.edges.tolist()[:2]):
+        one = fl.circuits.faithfulness(model, task, each.top_k(k), n_boot=20)
+        np.testing.assert_allclose(curve.patched[i], one.patched, atol=1e-12, rtol=0)
+    assert curve.faithfulness[-1] == pytest.approx(1.0, abs=1e-9)
+    assert g.plot() is not None
+    whole = fl.circuits.eap(model, task, n_boot=20)
+    with pytest.raises(fl.InputError, match="another edge graph"):
+        fl.circuits.faithfulness_curve(model, padded_task(model, n=3, seq=6), each)
     with pytest.raises(fl.InputError, match="per-position edge"):
-        fl.circuits.faithfulness(model, task, each.top_k(3), n_boot=20)
+        g.to_hypothesis()
+    assert len(whole.edge) * task.seq_len == len(each.edge)
     with pytest.raises(fl.ArgumentError, match="positions"):
         fl.circuits.eap(model, task, positions=None)

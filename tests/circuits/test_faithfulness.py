@@ -11,7 +11,7 @@ import torch
 import faithlens as fl
 from faithlens.circuits import CircuitFaithfulness, EdgeGraph
 from tests.helpers.builders import BUILDERS, SMALL_BUILDERS
-from tests.helpers.circuits_reference import reference_exact
+from tests.helpers.circuits_reference import reference_exact, reference_exact_at
 from tests.helpers.tasks import padded_task
 
 ARCHS = ["llama", "gpt_neox", pytest.param("gpt2", marks=pytest.mark.slow)]
@@ -85,6 +85,60 @@ def test_circuit_from_scores_result_and_bad_input(tmp_path):
         fl.circuits.faithfulness(model, task, ["a2.h0->a1.h0<q>"])
     with pytest.raises(fl.InputError, match="Circuit"):
         fl.circuits.faithfulness(model, task, "input->m0")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox"])
+def test_all_but_one_position_of_one_edge_is_edge_patching_at_that_position(arch):
+    """Per-position members: the whole graph less one edge at one position (its other
+    positions kept) equals bare-hook patching of that edge's writer change at that position."""
+    hf, model, task, eg = _setup(arch, SMALL_BUILDERS)
+    seq = task.seq_len
+    kv = [r.name for r in eg.readers if r.layer == 1 and r.port in ("k", "v")]
+    mlp = [r.name for r in eg.readers if r.kind == "mlp"][-1]
+    wanted = [
+        eg.into(port)[j].name
+        for port, j in (("logits", 1), ("logits", -1), ("a1.h1<q>", 2), (kv[0], 1), (kv[-1], -1))
+    ] + [eg.into(mlp)[-1].name]
+    largest = 0.0
+    for e in wanted:
+        # the last position for ports that act there alone, an early one for keys and values
+        p = 1 if eg.edge(e).reader.port in ("k", "v") else seq - 1
+        circuit = [n for n in eg.names if n != e] + [f"{e}@{q}" for q in range(seq) if q != p]
+        res = fl.circuits.faithfulness(model, task, circuit, n_boot=20)
+        ref = reference_exact_at(hf, task, [e], p).numpy()[0]
+        np.testing.assert_allclose(res.patched - res.clean, ref, atol=1e-6, rtol=0)
+        largest = max(largest, float(abs(ref).max()))
+        assert res.meta["positions"] == "each" and res.n_graph_edges == len(eg) * seq
+        assert e not in res.edges and f"{e}@{p}" not in res.edges and f"{e}@0" in res.edges
+    assert largest > 1e-3  # the positions patched change the metric
+
+
+def test_per_position_circuits_agree_with_whole_edges():
+    """Every position of every edge is the whole graph (the clean run); every position of a set
+    of edges is that set of whole edges; names are checked."""
+    _, model, task, eg = _setup("gpt_neox")
+    seq = task.seq_len
+    each = [f"{e}@{p}" for e in eg.names for p in range(seq)]
+    full = fl.circuits.faithfulness(model, task, each, n_boot=20)
+    np.testing.assert_allclose(full.patched, full.clean, atol=1e-9, rtol=0)
+    some = eg.names[::3]
+    whole = fl.circuits.faithfulness(model, task, some, n_boot=20)
+    spread = fl.circuits.faithfulness(
+        model, task, [f"{e}@{p}" for e in some for p in range(seq)], n_boot=20
+    )
+    np.testing.assert_allclose(spread.patched, whole.patched, atol=1e-9, rtol=0)
+    assert abs(whole.patched - whole.clean).max() > 1e-3
+    # a member's order: edge-graph order, the whole edge before its positions
+    mixed = fl.circuits.faithfulness(
+        model, task, [f"{some[1]}@2", some[1], f"{some[0]}@1"], n_boot=20
+    )
+    assert mixed.edges == [f"{some[0]}@1", some[1], f"{some[1]}@2"]
+    with pytest.raises(fl.ArgumentError, match=r"position 6.*0 to 5"):
+        fl.circuits.faithfulness(model, task, [f"{some[0]}@{seq}"])
+    with pytest.raises(fl.InputError, match="0-based"):
+        fl.circuits.faithfulness(model, task, [f"{some[0]}@last"])
+    with pytest.raises(fl.InputError, match="not an edge"):
+        fl.circuits.faithfulness(model, task, ["a2.h0->a1.h0<q>@1"])
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "faithlens_zoo-attn_only"])

@@ -53,6 +53,19 @@ def test_greedy_grows_from_the_logits_by_hand():
     assert greedy(names, key, 10) == [0, 1, 2, 3, 4]
 
 
+def test_per_position_edges_connect_through_their_components_by_hand():
+    names = [f"{e}@{p}" for e in ("input->a0.h0<q>", "a0.h0->m0", "m0->logits") for p in (0, 1)]
+    key = np.array([1.0, 2.0, 3.0, 4.0, 6.0, 5.0])
+    # logits' positions first (6 at @0, then 5 at @1), then m0's port (4 at @1), then the head's
+    assert greedy(names, key, 2) == [4, 5]
+    assert greedy(names, key, 3) == [3, 4, 5]
+    assert greedy(names, key, 5) == [1, 2, 3, 4, 5]
+    # an edge at any position links its writer to its reader's component
+    assert connected([names[0], names[3], names[4]], names) == [names[0], names[3], names[4]]
+    assert connected([names[3], names[5]], names) == []  # a0.h0 never reached from the input
+    assert fed("a1.kv0<k>@3", 2) == ["a1.h0", "a1.h1"] and fed("logits@2", 1) == ["logits"]
+
+
 def test_greedy_circuit_is_connected_and_pruned():
     model = fl.wrap(BUILDERS["faithlens_zoo-attn_only"]().double())
     eg = EdgeGraph(model)

@@ -13,7 +13,9 @@ trapezoidal sums over the (linear) size axis:
 
 (``MIB_circuit_track/evaluation.py``'s ``area_under`` and ``area_from_1``; the axis runs from the
 first size to the last, so a perfect curve on MIB's grid has CPR = 0.999, not 1.) Unlike MIB, a
-circuit is not pruned of edges that lie on no path from the input to the logits.
+circuit is not pruned of edges that lie on no path from the input to the logits. Per-position
+scores (``positions="each"``) rank the (edge, position) pairs, and the sizes are fractions of
+those (``n_edges * seq`` of them): each circuit keeps its edges at its positions only.
 
 Uncertainty: the examples are resampled with replacement (``n_boot`` times, seeded) and the
 whole curve and both areas are recomputed from the stored per-example metrics of each resample
@@ -39,7 +41,7 @@ from ..progress import Progress
 from ..results import Estimate, Result
 from ..tasks.base import Task
 from ..tasks.metrics import Metric
-from .common import edge_graph, keep_graph, prepare
+from .common import edge_graph, keep_graph, position_name, prepare
 from .faithfulness import ABLATIONS, ablation_values, measure
 from .scores import EdgeScores
 
@@ -179,17 +181,17 @@ def faithfulness_curve(
     task, eg = prepare(
         "circuits.faithfulness_curve", model, data, metric, n_boot, level, seed, max_memory
     )
+    names = eg.names
     if scores.meta.get("positions") == "each":
-        raise InputError(
-            "scores are per position (positions='each'): the curve keeps whole edges; score "
-            "with positions='all'"
-        )
-    if list(scores.edge) != eg.names:
+        names = [position_name(e, p) for e in names for p in range(task.seq_len)]
+    if list(scores.edge) != names:
         raise InputError(
             f"scores are for another edge graph ({len(scores.edge)} edges, model "
-            f"{scores.model!r}) than {model.name!r}'s ({len(eg)} edges): score this model"
+            f"{scores.model!r}) than {model.name!r}'s on this task ({len(names)} edges"
+            f"{' at ' + str(task.seq_len) + ' positions' if len(names) != len(eg) else ''}): "
+            "score this model on this task"
         )
-    counts = sizes_to_counts(grid, len(eg))
+    counts = sizes_to_counts(grid, len(names))
     order = scores.ranking(by)
     values = ablation_values(eg, task, ablation, seed)
     measured: dict[int, np.ndarray] = {}
@@ -219,7 +221,7 @@ def faithfulness_curve(
         patched=patched,
         clean=clean,
         corrupt=corrupt,
-        n_graph_edges=len(eg),
+        n_graph_edges=len(names),
         method=scores.method,
         metric=task.metric.name,
         model=model.name,
@@ -227,7 +229,12 @@ def faithfulness_curve(
         level=level,
         n_boot=n_boot,
         seed=seed,
-        meta={"ablation": ablation, "by": by, "interval": "percentile"},
+        meta={
+            "ablation": ablation,
+            "by": by,
+            "interval": "percentile",
+            "positions": scores.meta.get("positions", "all"),
+        },
         **boot,
     )
 

@@ -80,6 +80,20 @@ class Edge:
         return f"{self.writer.name}->{self.reader.name}"
 
 
+def split_position(name: str) -> tuple[str, int | None]:
+    """A circuit member's whole edge and token position: ``"a0.h1->m1@3"`` (a per-position edge,
+    ``positions="each"``) is ``("a0.h1->m1", 3)``, a whole edge ``("a0.h1->m1", None)``."""
+    edge, at, pos = name.rpartition("@")
+    if not at:
+        return name, None
+    if not pos.isdigit():
+        raise InputError(
+            f"{name!r}: a per-position edge is named 'writer->reader@position' with a 0-based "
+            "token position, e.g. 'a0.h1->m1@3'"
+        )
+    return edge, int(pos)
+
+
 def writer_name(node: str) -> str:
     """MIB's name of a component-graph writer node (``head.1.2`` -> ``a1.h2``)."""
     kind, _, rest = node.partition(".")
@@ -226,4 +240,12 @@ class EdgeGraph:
         )
 
 
-__all__ = ["HEAD_PORTS", "Edge", "EdgeGraph", "Reader", "Writer", "writer_name"]
+__all__ = [
+    "HEAD_PORTS",
+    "Edge",
+    "EdgeGraph",
+    "Reader",
+    "Writer",
+    "split_position",
+    "writer_name",
+]

@@ -6,7 +6,11 @@ EAP-IG evaluate circuits):
 
     input_v = residual(v) - sum over edges u->v outside the circuit of (u(this run) - u(corrupt))
 
-where ``residual(v)`` is the residual stream this run reaches ``v`` with. The whole edge graph
+where ``residual(v)`` is the residual stream this run reaches ``v`` with. A circuit may hold
+per-position edges (``"u->v@p"``, :func:`faithlens.circuits.exact` with ``positions="each"``):
+such an edge keeps ``u``'s contribution to ``v`` at token position ``p`` only, so the sum above
+runs, for each edge, over the positions the circuit does not keep (a whole edge name keeps every
+position). The whole edge graph
 gives the clean run, the empty circuit the corrupted run, and the whole graph less one edge is
 exact edge patching of that edge (:func:`faithlens.circuits.exact`). The normalised
 faithfulness is ``(m(circuit) - m(corrupt)) / (m(clean) - m(corrupt))`` on means over examples,
@@ -54,7 +58,7 @@ from .common import (
     prepare,
     writer_sites,
 )
-from .edges import EdgeGraph, Reader
+from .edges import EdgeGraph, Reader, split_position
 from .scores import Circuit
 
 
@@ -195,14 +199,15 @@ def faithfulness(
         "circuits.faithfulness", model, data, metric, n_boot, level, seed, max_memory
     )
     validate.choice("ablation", ablation, ABLATIONS)
-    keep = _circuit_edges(eg, circuit)
+    keep = _circuit_edges(eg, circuit, task.seq_len)
     how = circuit.how if isinstance(circuit, Circuit) else f"{len(keep)} edges"
     values = ablation_values(eg, task, ablation, seed)
     patched, clean, corrupt = measure(eg, task, keep, max_memory, progress, values)
     est = normalized_effect(patched, corrupt, clean, n_boot=n_boot, level=level, seed=seed)
+    each = any(split_position(e)[1] is not None for e in keep)
     return CircuitFaithfulness(
-        edges=[e for e in eg.names if e in keep],
-        n_graph_edges=len(eg),
+        edges=circuit_order(eg, keep),
+        n_graph_edges=len(eg) * (task.seq_len if each else 1),
         how=how,
         faithfulness=float(np.asarray(est.estimate).reshape(-1)[0]),
         faithfulness_se=float(np.asarray(est.se).reshape(-1)[0]),
@@ -217,7 +222,10 @@ def faithfulness(
         level=level,
         n_boot=n_boot,
         seed=seed,
-        meta={"ablation": "corrupt" if ablation == "counterfactual" else ablation},
+        meta={
+            "ablation": "corrupt" if ablation == "counterfactual" else ablation,
+            "positions": "each" if each else "all",
+        },
     )
 
 
@@ -300,24 +308,56 @@ def circuit_interventions(
     ``model.run(data.clean, interventions)``, or audit them with :func:`faithlens.audit`
     (``base="clean"``) for how far the circuit's run drifts off the natural distribution."""
     task, eg = prepare("circuits.circuit_interventions", model, data, metric, 2, 0.95, 0, None)
-    keep = _circuit_edges(eg, circuit)
+    keep = _circuit_edges(eg, circuit, task.seq_len)
     out: list[Intervention] = []
     _chunk(eg, task, keep, task.n * eg.n_heads * 3, lambda: None, out)
     return out
 
 
-def _circuit_edges(eg: EdgeGraph, circuit: Circuit | Sequence[str]) -> set[str]:
+def _circuit_edges(
+    eg: EdgeGraph, circuit: Circuit | Sequence[str], seq: int | None = None
+) -> set[str]:
+    """The circuit's member names, checked: whole edges of ``eg`` or per-position edges
+    ``"edge@p"`` with ``p`` below ``seq`` (the task's length)."""
     names = list(circuit.edges) if isinstance(circuit, Circuit) else list(circuit)
     if isinstance(circuit, str) or not all(isinstance(e, str) for e in names):
         raise InputError("circuit must be a Circuit (scores.top_k(k)) or a list of edge names")
     for e in names:
-        if "@" in e:
-            raise InputError(
-                f"{e!r} is a per-position edge (positions='each'): a circuit's faithfulness is "
-                "measured on whole edges; choose the circuit from scores with positions='all'"
+        edge, pos = split_position(e)
+        eg.index(edge)  # unknown names raise with examples
+        if pos is not None and seq is not None and pos >= seq:
+            raise validate.fail(
+                "circuit",
+                e,
+                f"names token position {pos}, but the task's prompts have {seq} tokens",
+                f"use positions 0 to {seq - 1} (scores from this task with positions='each')",
             )
-        eg.index(e)  # unknown names raise with examples
     return set(names)
+
+
+def circuit_order(eg: EdgeGraph, keep: set[str]) -> list[str]:
+    """The circuit's members in edge-graph order (a whole edge before its positions, positions
+    in order)."""
+
+    def key(name: str) -> tuple[int, int]:
+        edge, pos = split_position(name)
+        return eg.index(edge), -1 if pos is None else pos
+
+    return sorted(keep, key=key)
+
+
+def outside_masks(keep: set[str]) -> tuple[set[str], dict[str, list[int]]]:
+    """The whole edges a circuit keeps, and for each edge kept only at some positions, those
+    positions."""
+    whole: set[str] = set()
+    at: dict[str, list[int]] = {}
+    for name in keep:
+        edge, pos = split_position(name)
+        if pos is None:
+            whole.add(edge)
+        else:
+            at.setdefault(edge, []).append(pos)
+    return whole, at
 
 
 def _chunk(
@@ -348,8 +388,20 @@ def _chunk(
     hidden = clean.cache["resid_pre.0"]
     del clean
 
+    whole, at = outside_masks(keep)
+
     def shift(r: Reader) -> Tensor | None:
-        out = [diff[e.writer.name] for e in eg.into(r) if e.name not in keep]
+        out = []
+        for e in eg.into(r):
+            if e.name in whole:
+                continue
+            d = diff[e.writer.name]  # [n, seq, width]
+            kept = [p for p in at.get(e.name, ()) if p < d.shape[1]]
+            if kept:  # the positions the circuit keeps carry this run's output
+                m = torch.ones(d.shape[1], dtype=d.dtype, device=d.device)
+                m[kept] = 0
+                d = d * m[:, None]
+            out.append(d)
         return -torch.stack(out).sum(0) if out else None
 
     per_pass = max(1, row_cap // ne)
@@ -399,7 +451,9 @@ __all__ = [
     "resample_order",
     "CircuitFaithfulness",
     "circuit_interventions",
+    "circuit_order",
     "measure_chunk",
+    "outside_masks",
     "faithfulness",
     "measure",
 ]

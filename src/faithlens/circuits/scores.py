@@ -51,12 +51,13 @@ class Circuit:
 
     @property
     def nodes(self) -> list[str]:
-        """The writers and readers (MIB names, ports dropped) the circuit's edges touch."""
+        """The writers and readers (MIB names, ports and positions dropped) the circuit's
+        edges touch."""
         out: dict[str, None] = {}
         for e in self.edges:
             w, _, r = e.partition("->")
             out.setdefault(w)
-            out.setdefault(r.split("<")[0])
+            out.setdefault(r.partition("@")[0].split("<")[0])
         return list(out)
 
     def to_hypothesis(
@@ -213,14 +214,12 @@ class EdgeScores(Result):
         from the output and repeatedly add the edge with the largest ``|score|`` (``by="abs"``)
         or score (``"value"``) among the edges into a component already in the circuit (EAP-IG's
         and MIB's greedy selection); with ``prune`` (the default), the edges on no path from
-        the input to the logits are then dropped (so the circuit may have fewer than ``k``)."""
+        the input to the logits are then dropped (so the circuit may have fewer than ``k``).
+        Per-position scores (``positions="each"``) are grown the same way over (edge, position)
+        pairs, with the components' connectivity (an edge at any position brings in its
+        writer)."""
         k = validate.positive_int("k", k, fix="the number of edges to keep, e.g. 20")
         validate.choice("by", by, ("abs", "value"))
-        if self.meta.get("positions") == "each":
-            raise InputError(
-                "greedy selection grows whole edges from the logits: these scores are per "
-                "position (positions='each'); score with positions='all'"
-            )
         edges = [self.edge[i] for i in greedy(self.edge, self._key(by), k)]
         if prune:
             edges = connected(edges, self.edge)

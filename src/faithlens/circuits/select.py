@@ -1,7 +1,9 @@
 """Connected circuits: pruning the edges on no path from the input to the logits, and the greedy
 selection that grows a circuit from the logits backwards (as EAP-IG's and MIB's code do).
 
-Both work on edge names alone (MIB's ``writer->reader``). A reader port feeds the component it
+Both work on edge names alone (MIB's ``writer->reader``), whole or per position
+(``writer->reader@p``: connectivity is then that of the components, not of positions: an edge at
+any position links its writer to its reader's component). A reader port feeds the component it
 belongs to: ``a{L}.h{H}<q|k|v>`` the head ``a{L}.h{H}``, a grouped key/value port
 ``a{L}.kv{G}<k|v>`` every query head of group ``G``, ``m{L}`` the MLP ``m{L}``; ``logits`` is
 the output. An edge lies on a path from the input to the logits when its writer is reached
@@ -19,14 +21,16 @@ import numpy as np
 
 def _heads_per_group(all_edges: Sequence[str]) -> int:
     """Query heads per key/value group, from the port names of a whole edge graph."""
-    readers = {e.partition("->")[2] for e in all_edges}
+    readers = {e.partition("->")[2].partition("@")[0] for e in all_edges}
     q = sum(r.endswith("<q>") for r in readers)
     kv = sum(".kv" in r and r.endswith("<k>") for r in readers)
     return q // kv if kv else 1
 
 
 def fed(reader: str, group: int) -> list[str]:
-    """The writers a reader port feeds (``["logits"]`` for the output)."""
+    """The writers a reader port feeds (``["logits"]`` for the output); a per-position port
+    (``"m1@3"``) feeds what its port feeds."""
+    reader = reader.partition("@")[0]
     if reader == "logits":
         return ["logits"]
     if "<" not in reader:

@@ -150,7 +150,7 @@ def circuit_plot(circuit: Any, ax: Any = None) -> Figure:
     top = float(scores.max()) if scores.size and scores.max() > 0 else 1.0
     for i, edge in enumerate(circuit.edges):
         w, _, r = edge.partition("->")
-        node, _, port = r.partition("<")
+        node, _, port = r.partition("@")[0].partition("<")  # a per-position edge: its edge
         (x0, y0), (x1, y1) = pos[w], pos[node]
         x1 += PORT_OFFSET.get(port.rstrip(">"), 0.0)
         if circuit.scores:
