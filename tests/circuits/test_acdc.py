@@ -59,6 +59,36 @@ def reference_acdc(model, task, tau, objective):
     return values, keep, min(margins)
 
 
+def reference_acdc_each(model, task, tau, objective):
+    """Per-position pruning, the same plain loop over (port, edge, position): the last
+    position of an edge first, each circuit measured from scratch with per-position names."""
+    eg = EdgeGraph(model)
+    seq = task.seq_len
+    if objective == "kl":
+        out = model.run(task.clean, logits_at=task.positions)
+        logp = torch.log_softmax(out.logits[:, 0].double(), -1)
+        idx = torch.arange(task.n)[:, None].repeat(1, 2)
+        task = replace(task, answers=idx).with_metric(_KL(clean=logp))
+    keep = {f"{e}@{p}" for e in eg.names for p in range(seq)}
+    current = measure(eg, task, keep)[0]
+    values = np.zeros((len(eg), seq, task.n))
+    margins = []
+    for r in reversed(eg.readers):
+        for e in reversed(eg.into(r)):
+            for p in reversed(range(seq)):
+                unit = f"{e.name}@{p}"
+                trial = measure(eg, task, keep - {unit})[0]
+                change = trial - current
+                values[eg.index(e.name), p] = change
+                cost = change.mean() if objective == "kl" else -change.mean()
+                if abs(change).max() > 0:  # exact zeros (unread positions) decide nothing
+                    margins.append(abs(cost - tau))
+                if cost < tau:
+                    keep.discard(unit)
+                    current = trial
+    return values.reshape(len(eg) * seq, task.n), keep, min(margins)
+
+
 CASES = [
     ("faithlens_zoo-attn_only", "kl", 0.005),
     ("gpt_neox", "metric", 0.003),
@@ -78,6 +108,40 @@ def test_acdc_equals_a_plain_greedy_loop(arch, objective, tau):
     np.testing.assert_allclose(res.values, values, atol=1e-7, rtol=0)
     assert isinstance(res, EdgeScores) and res.method == "acdc"
     assert res.meta["objective"] == objective and res.meta["tau"] == tau
+
+
+@pytest.mark.parametrize(
+    ("arch", "objective", "tau"),
+    [
+        ("faithlens_zoo-attn_only", "kl", 0.002),
+        pytest.param("llama", "metric", 1e-4, marks=pytest.mark.slow),
+    ],
+)
+def test_per_position_acdc_equals_a_plain_greedy_loop(arch, objective, tau):
+    """Per-position ACDC against the plain loop, on examples whose metric positions all come
+    before the last token (the unread last positions are removed without a run, value 0)."""
+    model = fl.wrap(SMALL_BUILDERS[arch]().double())
+    task = padded_task(model, n=4, seq=5).subset(torch.tensor([1, 3]))  # lengths 3 and 2
+    calls = []
+    res = fl.circuits.acdc(
+        model,
+        task,
+        tau=tau,
+        objective=objective,
+        n_boot=50,
+        positions="each",
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    values, keep, margin = reference_acdc_each(model, task, tau, objective)
+    assert margin > 1e-7
+    n_edges = len(EdgeGraph(model))
+    assert len(res.edge) == n_edges * task.seq_len and res.meta["positions"] == "each"
+    assert res.edge[:2] == [f"{res.writer[0]}->{res.reader[0]}@{p}" for p in (0, 1)]
+    assert 0 < len(keep) < len(res.edge)
+    assert set(res.kept().edges) == keep and all("@" in e for e in keep)
+    np.testing.assert_allclose(res.values, values, atol=1e-7, rtol=0)
+    assert np.all(values.reshape(n_edges, task.seq_len, -1)[:, 3:] == 0)  # never read
+    assert calls[-1] == (len(res.edge), len(res.edge))
 
 
 def test_acdc_recovers_zoo_induction_circuit_and_round_trips(tmp_path):

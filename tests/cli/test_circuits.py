@@ -79,6 +79,29 @@ def test_circuit_acdc_keeps_its_own_circuit(tmp_path):
     assert 0 < len(chosen.edges) < 81
 
 
+def test_circuit_per_position_edges(tmp_path):
+    """--positions each: per-position scores, curve and chosen circuit; the audit runs, the
+    scrub is left out with a note (scrubbing routes whole activations)."""
+    out = tmp_path / "e"
+    args = ["circuit", "--model", "zoo:induction", "--task", "induction", "--n", "10"]
+    args += ["--method", "eap", "--positions", "each", "--top-k", "30", "--n-boot", "20"]
+    res = runner.invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    scores = EdgeScores.load(out / "scores")
+    chosen = CircuitFaithfulness.load(out / "circuit")
+    curve = FaithfulnessCurve.load(out / "curve")
+    assert scores.meta["positions"] == "each" and len(scores.edge) % 81 == 0
+    assert len(chosen.edges) == 30 and all("@" in e for e in chosen.edges)
+    assert curve.n_graph_edges == len(scores.edge) and curve.meta["positions"] == "each"
+    assert "no causal scrubbing" in res.output and not (out / "scrub").exists()
+    assert (out / "audit" / "plot.png").exists()
+    model = fl.load("zoo:induction")
+    task = fl.tasks.build("induction", model, n=10, seed=0)
+    lib = fl.circuits.eap(model, task, n_boot=20, positions="each")
+    np.testing.assert_allclose(scores.values, lib.values, rtol=0, atol=1e-6)
+    assert len(lib.edge) == 81 * task.seq_len
+
+
 def test_circuit_bad_options():
     res = runner.invoke(app, ["circuit", "--method", "nope"])
     assert res.exit_code == 2 and "--method" in res.output
@@ -88,6 +111,8 @@ def test_circuit_bad_options():
     assert res.exit_code == 2 and "--tau" in res.output
     res = runner.invoke(app, ["circuit", "--top-k", "0"])
     assert res.exit_code == 2 and "--top-k" in res.output
+    res = runner.invoke(app, ["circuit", "--positions", "last"])
+    assert res.exit_code == 2 and "--positions" in res.output and "each" in res.output
     res = runner.invoke(app, ["circuit", "--ig", "hidden"])
     assert res.exit_code == 2 and "--ig" in res.output and "activations" in res.output
     res = runner.invoke(

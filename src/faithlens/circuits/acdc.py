@@ -27,6 +27,13 @@ top of the current circuit (the outcome if every one of them is removed); the ro
 order until an edge is kept, and the rows after it are measured again. This is exactly the
 sequential greedy algorithm, with one batched run per kept edge (and per port).
 
+With ``positions="each"`` the units pruned are per-position edges (``"u->v@p"``: the writer's
+contribution to the port at token position ``p`` alone, as
+:func:`faithlens.circuits.faithfulness` runs them), visited port by port and edge by edge as
+above and, within an edge, from the last position to the first; a position that no chunk of
+examples holds (after every metric position, in a causal model) is removed without a run (its
+effect is exactly 0).
+
 The result is an :class:`EdgeScores` (``method="acdc"``): an edge's per-example value is the
 change of the objective (``kl``: the KL divergence, ``metric``: the task metric) when it was
 removed, in the circuit of that moment; ``meta["kept"]`` lists the kept edges
@@ -51,9 +58,11 @@ from ..tasks.metrics import Metric
 from .common import (
     Measured,
     build_scores,
+    check_positions,
     chunks,
     contribution,
     metric_values,
+    position_name,
     prepare,
     writer_sites,
 )
@@ -102,8 +111,9 @@ def run_rows(
     eg: EdgeGraph, ch: _Chunk, start: int, removed: Tensor, row_cap: int
 ) -> tuple[Tensor, Tensor]:
     """The task metric ``[c, n]`` and ``KL(clean || circuit)`` ``[c, n]`` of ``c`` circuits
-    (``removed [c, n_edges]``, True for an edge outside the circuit) that differ from the clean
-    run only in edges into ports at layer ``start`` or later (``n_layers``: only the logits')."""
+    (``removed [c, n_edges]``, True for an edge outside the circuit; ``[c, n_edges, seq]`` per
+    position) that differ from the clean run only in edges into ports at layer ``start`` or
+    later (``n_layers``: only the logits')."""
     g, sub = eg.graph, ch.sub
     c, ne = removed.shape[0], sub.n
     inputs = sub.clean.repeat(c)
@@ -114,9 +124,12 @@ def run_rows(
     def shift(r: Reader) -> Tensor | None:
         out: Tensor | None = None
         for e in eg.into(r):
-            w = rm[:, index[e.name]]
+            w = rm[:, index[e.name]]  # [c], or [c, seq] per position
+            if w.dim() == 2:
+                w = w[:, : ch.sub.seq_len]
             if bool(w.any()):
-                term = w.view(c, 1, 1, 1) * diff[e.writer.name]
+                d = diff[e.writer.name]  # [c, n, seq, width]
+                term = (w.view(c, 1, 1, 1) if w.dim() == 1 else w[:, None, :, None]) * d
                 out = -term if out is None else out - term
         return out
 
@@ -194,6 +207,7 @@ def acdc(
     seed: int = 0,
     max_memory: int | None = None,
     progress: Progress | None = None,
+    positions: str = "all",
 ) -> EdgeScores:
     """ACDC's circuit and every edge's effect when it was pruned (module docstring).
 
@@ -208,17 +222,22 @@ def acdc(
         n_boot, level, seed: the bootstrap over examples.
         max_memory: bytes one forward pass may use (default: the configured memory budget).
         progress: called as ``progress(done, total)`` after each edge is decided.
+        positions: ``"all"`` (whole edges) or ``"each"``: prune per-position edges
+            ``"{edge}@{position}"`` (one per edge and token position of the padded prompts,
+            edge-major, as :func:`faithlens.circuits.exact` names them).
 
     Returns an :class:`EdgeScores` (``method="acdc"``; ``meta`` holds ``tau``, ``objective``
     and ``kept``) whose ``kept()`` is the circuit.
     """
     tau = validate.finite_float("tau", tau, fix="a pruning threshold, e.g. 0.01")
     validate.choice("objective", objective, OBJECTIVES)
+    each = check_positions(positions)
     task, eg = prepare("circuits.acdc", model, data, metric, n_boot, level, seed, max_memory)
     parts, row_cap = chunks(model, task, max_memory)
+    seq = task.seq_len if each else None
     with torch.no_grad():
         prepared = [(rows, _prepare_chunk(eg, sub)) for rows, sub in parts]
-        values, kept = _greedy(eg, task.n, prepared, row_cap, tau, objective, progress)
+        values, kept = _greedy(eg, task.n, prepared, row_cap, tau, objective, progress, seq)
     clean, corrupt = _metrics(prepared, task.n)
     scores = build_scores(
         eg,
@@ -232,10 +251,18 @@ def acdc(
             "direction": "noising",
             "tau": tau,
             "objective": objective,
-            "kept": [e for e in eg.names if e in kept],
+            "positions": "each" if each else "all",
+            "kept": [e for e in scores_names(eg, seq) if e in kept],
         },
     )
     return scores
+
+
+def scores_names(eg: EdgeGraph, seq: int | None) -> list[str]:
+    """The edge names in score order: whole edges, or edge-major per position."""
+    if seq is None:
+        return eg.names
+    return [position_name(e, p) for e in eg.names for p in range(seq)]
 
 
 def _greedy(
@@ -246,52 +273,74 @@ def _greedy(
     tau: float,
     objective: str,
     progress: Progress | None,
+    seq: int | None = None,
 ) -> tuple[np.ndarray, set[str]]:
-    """The greedy pruning: per-example values ``[n_edges, n]`` and the kept edges."""
+    """The greedy pruning: per-example values ``[n_edges, n]`` (per position: ``[n_edges,
+    seq, n]``) and the kept edges' names."""
     index = {e.name: i for i, e in enumerate(eg.edges)}
-    values = np.zeros((len(eg), n), dtype=np.float64)
-    removed = torch.zeros(len(eg), dtype=torch.bool)
+    shape = (len(eg),) if seq is None else (len(eg), seq)
+    values = np.zeros((*shape, n), dtype=np.float64)
+    removed = torch.zeros(shape, dtype=torch.bool)
     alive = {w.name for w in eg.writers}
     width = max(1, row_cap // max(ch.sub.n for _, ch in prepared))
+    held = max(ch.sub.seq_len for _, ch in prepared)  # positions any chunk's runs hold
+    positions: list[int | None] = [None] if seq is None else list(range(seq - 1, -1, -1))
     # the objective per example of the current circuit (the clean run: KL 0)
     current = np.zeros(n) if objective == "kl" else _clean(prepared, n)
     done = 0
+    total = len(eg) * len(positions)
 
     def tick() -> None:
         nonlocal done
         done += 1
         if progress is not None:
-            progress(done, len(eg))
+            progress(done, total)
+
+    def at(i: int, p: int | None) -> tuple[int, ...]:
+        return (i,) if p is None else (i, p)
 
     for r in reversed(eg.readers):
-        edges = list(reversed(eg.into(r)))
         users = _consumers(eg, r)
-        if users is not None and not any(u in alive for u in users):
-            for e in edges:
-                removed[index[e.name]] = True
-                tick()
-            continue
+        dead = users is not None and not any(u in alive for u in users)
+        units = []
+        for e in reversed(eg.into(r)):
+            for p in positions:
+                if dead or (p is not None and p >= held):  # nothing it changes is read
+                    removed[at(index[e.name], p)] = True
+                    tick()
+                else:
+                    units.append(at(index[e.name], p))
         j = 0
-        while j < len(edges):
-            batch = edges[j : j + width]
-            rows = removed.unsqueeze(0).repeat(len(batch), 1)
-            for i, e in enumerate(batch):
-                rows[i:, index[e.name]] = True
+        while j < len(units):
+            batch = units[j : j + width]
+            rows = removed.unsqueeze(0).repeat(len(batch), *([1] * removed.dim()))
+            for i, u in enumerate(batch):
+                cell: tuple[slice | int, ...] = (slice(i, None), *u)
+                rows[cell] = True
             start = eg.n_layers if r.layer is None else r.layer
             measured = _measure(eg, n, prepared, start, rows, row_cap, objective)
-            for i, e in enumerate(batch):
+            for i, u in enumerate(batch):
                 change = measured[i] - current
-                values[index[e.name]] = change
+                values[u] = change
                 tick()
                 cost = float(change.mean()) if objective == "kl" else -float(change.mean())
                 j += 1
                 if cost < tau:
-                    removed[index[e.name]] = True
+                    removed[u] = True
                     current = measured[i]
                 else:
                     break
-        alive = {e.writer.name for e in eg.edges if not bool(removed[index[e.name]])}
-    kept = {e.name for e in eg.edges if not bool(removed[index[e.name]])}
+        gone = removed if seq is None else removed.all(1)
+        alive = {e.writer.name for e in eg.edges if not bool(gone[index[e.name]])}
+    if seq is None:
+        kept = {e.name for e in eg.edges if not bool(removed[index[e.name]])}
+    else:
+        kept = {
+            position_name(e.name, p)
+            for e in eg.edges
+            for p in range(seq)
+            if not bool(removed[index[e.name], p])
+        }
     return values, kept
 
 

@@ -59,6 +59,15 @@ IG = Annotated[
         "attention and MLP outputs interpolated in turn, Hanna et al.'s EAP-IG-activations).",
     ),
 ]
+EdgePositions = Annotated[
+    str,
+    typer.Option(
+        "--positions",
+        help="all (an edge carries its writer's change at every token position) or each (one "
+        "edge per edge and position, named edge@position; the circuit is then not scrubbed: "
+        "scrubbing routes whole activations).",
+    ),
+]
 N = Annotated[int, typer.Option("--n", help="Number of task examples.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for the task and the bootstrap.")]
 Top = Annotated[int, typer.Option("--top", help="Rows of the printed edge table.")]
@@ -95,11 +104,20 @@ Out = Annotated[
 
 
 def _check(
-    method: str, top_k: int, steps: int, n_boot: int, top: int, tau: float, ig: str = "inputs"
+    method: str,
+    top_k: int,
+    steps: int,
+    n_boot: int,
+    top: int,
+    tau: float,
+    ig: str = "inputs",
+    positions: str = "all",
 ) -> None:
     from .. import validate
+    from ..circuits.common import POSITIONS
     from ..circuits.eap_ig import IG as IG_PATHS
 
+    validate.choice("--positions", positions, POSITIONS, fix="--positions all or --positions each")
     validate.finite_float("--tau", tau, fix="a pruning threshold, e.g. 0.01")
     validate.choice("--method", method, METHODS)
     validate.choice("--ig", ig, IG_PATHS, fix="--ig inputs or --ig activations")
@@ -120,12 +138,13 @@ def _score(
     memory: Any,
     checkpoint: Path | None = None,
     ig: str = "inputs",
+    positions: str = "all",
 ) -> Any:
     """The edge scores; ``checkpoint`` keeps the finished chunks of exact, eap and eap-ig
     (acdc's pruning is sequential: it has none)."""
     from .. import circuits
 
-    opts = {"n_boot": n_boot, "seed": seed, "max_memory": memory}
+    opts = {"n_boot": n_boot, "seed": seed, "max_memory": memory, "positions": positions}
     with progress_bar(f"{method} edge scores") as advance:
         if method == "acdc":
             return circuits.acdc(m, t, tau=tau, progress=advance, **opts)
@@ -145,6 +164,7 @@ def circuit_cmd(
     steps: Steps = 5,
     ig: IG = "inputs",
     tau: Tau = 0.01,
+    positions: EdgePositions = "all",
     n: N = 32,
     seed: Seed = 0,
     n_boot: NBoot = 1000,
@@ -165,7 +185,7 @@ def circuit_cmd(
 
     with friendly_errors():
         spec = check_task_options(task, n, seed)
-        _check(method, top_k, steps, n_boot, top, tau, ig)
+        _check(method, top_k, steps, n_boot, top, tau, ig, positions)
         if audit and n < AUDIT_MIN_N:
             raise validate.fail(
                 "--n",
@@ -180,13 +200,26 @@ def circuit_cmd(
                 check_target(out / name, overwrite=overwrite, name="--out")
         m = load_model(model, device, device_map)
         t = build_task(spec, m, n, seed)
-        # --ig joins the resume key only when set, so earlier runs' folders still resume
-        opts = [method, steps, tau, n_boot, seed, memory, *([ig] if ig != "inputs" else [])]
+        # --ig and --positions join the resume key only when set, so earlier runs' folders
+        # still resume
+        opts = [
+            method,
+            steps,
+            tau,
+            n_boot,
+            seed,
+            memory,
+            *([ig] if ig != "inputs" else []),
+            *([f"positions={positions}"] if positions != "all" else []),
+        ]
         record = {"model": model, "task": task, "n": n, "opts": opts}
         # a run saving to --out keeps the scorer's finished chunks beside it (resumable)
         with resumable(out, "circuit", record) as partial:
             scores = partial.run(
-                "scores", lambda ck: _score(m, t, method, steps, tau, n_boot, seed, memory, ck, ig)
+                "scores",
+                lambda ck: _score(
+                    m, t, method, steps, tau, n_boot, seed, memory, ck, ig, positions
+                ),
             )
             if method != "acdc" and top_k > len(scores.edge):
                 raise validate.fail(
