@@ -55,3 +55,14 @@ def test_killed_scorer_resumes_from_its_finished_chunks(tmp_path, monkeypatch):
         fl.circuits.exact(m, task, metric="logprob", checkpoint=folder, **KW)
     with pytest.raises(ArgumentError, match="checkpoint=3: must be a folder path"):
         fl.circuits.exact(m, task, checkpoint=3, **KW)
+    # a subset of the edges is another run; its own folder resumes to the same rows
+    some = ref.edge[::7]
+    with pytest.raises(CheckpointError, match="belongs to another run"):
+        fl.circuits.exact(m, task, checkpoint=folder, edges=some, **KW)
+    sub = fl.circuits.exact(m, task, checkpoint=tmp_path / "sub", edges=some, **KW)
+    again = fl.circuits.exact(m, task, checkpoint=tmp_path / "sub", edges=some, **KW)
+    rows = [ref.edge.index(e) for e in some]
+    assert sub.edge == again.edge == some
+    assert np.array_equal(sub.values, again.values) and np.allclose(
+        sub.values, ref.values[rows], atol=1e-5
+    )

@@ -116,6 +116,66 @@ def test_per_position_edges_equal_one_patched_position(arch):
         assert np.all(values[:, pos + 1 :, j] == 0)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox"])
+def test_a_subset_of_edges_equals_those_rows_of_every_edge(arch):
+    """exact(edges=...) runs only the edges named (one into each kind of port, and a whole
+    sender block) and gives the same values as scoring every edge; progress counts its passes."""
+    _, model = _double(arch)
+    task = padded_task(model, n=3, seq=6)
+    eg = fl.circuits.EdgeGraph(model)
+    full = fl.circuits.exact(model, task, n_boot=50)
+    q = [r.name for r in eg.readers if r.port == "q"][-1]
+    kv = [r.name for r in eg.readers if r.port in ("k", "v")][-1]
+    mlp = next(r.name for r in eg.readers if r.kind == "mlp")
+    some = [e.name for r in (q, kv, mlp, "logits") for e in eg.into(r)[1::2]]
+    some = list(reversed(some))  # any order in; graph order out
+    calls = []
+    sub = fl.circuits.exact(  # max_memory=1: one sender or pair per pass, passes count edges
+        model,
+        task,
+        n_boot=50,
+        edges=some,
+        max_memory=1,
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    rows = sorted(eg.index(e) for e in some)
+    assert sub.edge == [eg.names[i] for i in rows] and sub.meta["subset"] == len(some)
+    np.testing.assert_allclose(sub.values, full.values[rows], atol=1e-10, rtol=0)
+    assert calls[-1][0] == calls[-1][1] == len(calls)
+    all_calls = []
+    fl.circuits.exact(
+        model, task, n_boot=50, max_memory=1, progress=lambda d, t: all_calls.append(t)
+    )
+    assert calls[-1][1] < all_calls[-1] / 3  # the other edges are not run
+    each = fl.circuits.exact(model, task, n_boot=20, edges=some[:3], positions="each")
+    whole_each = fl.circuits.exact(model, task, n_boot=20, positions="each")
+    at = [whole_each.edge.index(e) for e in each.edge]
+    np.testing.assert_allclose(each.values, whole_each.values[at], atol=1e-10, rtol=0)
+    assert len(each.edge) == 3 * task.seq_len
+    # a circuit works as the subset; the curve refuses partial scores
+    top = fl.circuits.exact(model, task, n_boot=20, edges=full.top_k(5))
+    assert top.edge == list(full.top_k(5).edges)
+    with pytest.raises(fl.InputError, match="cover 5 of"):
+        fl.circuits.faithfulness_curve(model, task, top, n_boot=20)
+
+
+@pytest.mark.parametrize(
+    ("edges", "match"),
+    [
+        ([], "is empty"),
+        ("input->logits", "edge names or a Circuit"),
+        (["input->logits", "input->logits"], "twice"),
+        (["input->logits@0"], "per-position"),
+        (["nope->logits"], "not an edge"),
+    ],
+)
+def test_bad_subsets(edges, match):
+    model = fl.wrap(BUILDERS["faithlens_zoo-attn_only"]())
+    task = padded_task(model, n=3, seq=5)
+    with pytest.raises(fl.FaithlensError, match=match):
+        fl.circuits.exact(model, task, edges=edges)
+
+
 def test_positions_option_is_checked():
     model = fl.wrap(BUILDERS["faithlens_zoo-attn_only"]())
     task = padded_task(model, n=3, seq=5)

@@ -151,12 +151,18 @@ def build_scores(
     level: float,
     seed: int,
     meta: dict[str, Any],
+    select: Sequence[str] | None = None,
 ) -> EdgeScores:
     """The :class:`EdgeScores` of a scorer: each edge's mean value over examples with its
     bootstrap interval. Per-position values ``[n_edges, seq, n]`` give one row per edge and
-    position (edge-major: ``e@0, e@1, ...``)."""
+    position (edge-major: ``e@0, e@1, ...``). With ``select`` (edge names), those edges' rows
+    only (in graph order)."""
     values = measured.values
     edges = eg.edges
+    if select is not None:
+        rows = sorted(eg.index(e) for e in select)
+        edges = [edges[i] for i in rows]
+        values = values[rows]
     names = [e.name for e in edges]
     writers = [e.writer.name for e in edges]
     readers = [e.reader.name for e in edges]
@@ -234,6 +240,7 @@ def score_edges(
     context: Callable[[Model], AbstractContextManager[Any]] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     each: bool = False,
+    select: Sequence[str] | None = None,
 ) -> EdgeScores:
     """What every edge scorer does around its own per-chunk work: check the arguments
     (``name`` in errors), split the examples into chunks, run ``chunk`` on each through the
@@ -244,7 +251,8 @@ def score_edges(
     so ``chunk`` and ``context`` must be module-level functions (or partials of them). With
     ``checkpoint`` (a folder), each finished chunk is saved there and a killed run started again
     with the same folder computes only the others (:func:`measure_chunks`). With ``each``,
-    ``chunk`` returns per-position values ``[n_edges, seq, n]`` (scores per edge and position)."""
+    ``chunk`` returns per-position values ``[n_edges, seq, n]`` (scores per edge and position).
+    With ``select`` (edge names) the scores hold those edges' rows only, in graph order."""
     task, eg = prepare(name, model, data, metric, n_boot, level, seed, max_memory)
     parts, row_cap = chunks(model, task, max_memory)
     total = sum(passes(eg, sub, max(1, row_cap // sub.n)) for _, sub in parts)
@@ -262,7 +270,10 @@ def score_edges(
         subs = [sub for _, sub in parts]
         measured = list(current_executor().map_model(model, run_chunk, subs, *work, tick=tick))
     else:
-        key = (name, method, meta, task.metric.name, row_cap, [rows for rows, _ in parts])
+        key: tuple[Any, ...] = (name, method, meta, task.metric.name, row_cap)
+        key = (*key, [rows for rows, _ in parts])
+        if select is not None:  # another subset's folder is refused
+            key = (*key, sorted(select))
         replay = [passes(eg, sub, max(1, row_cap // sub.n)) for _, sub in parts]
         measured = measure_chunks(model, task, parts, work, key, replay, tick, checkpoint)
     out = gather(
@@ -272,7 +283,15 @@ def score_edges(
         task.seq_len if each else None,
     )
     return build_scores(
-        eg, task, out, method=method, n_boot=n_boot, level=level, seed=seed, meta=meta
+        eg,
+        task,
+        out,
+        method=method,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        meta=meta,
+        select=select,
     )
 
 

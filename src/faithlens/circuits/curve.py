@@ -181,6 +181,12 @@ def faithfulness_curve(
     task, eg = prepare(
         "circuits.faithfulness_curve", model, data, metric, n_boot, level, seed, max_memory
     )
+    if "subset" in scores.meta:
+        raise InputError(
+            f"scores cover {len(scores.edge)} of the model's {len(eg)} edges (exact with "
+            "edges=...): the curve ranks every edge; score every edge, or measure circuits of "
+            "these edges with fl.circuits.faithfulness"
+        )
     names = eg.names
     if scores.meta.get("positions") == "each":
         names = [position_name(e, p) for e in names for p in range(task.seq_len)]

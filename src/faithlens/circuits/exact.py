@@ -20,18 +20,25 @@ How it runs (all through the run engine, on the clean run's cached residual stre
 
 In a causal model, examples are grouped by metric position and cut after it, and chunk sizes
 come from the executor's memory budget, as in :func:`faithlens.patch`.
+
+``edges=`` scores only the edges named (the others are not run): on a model whose whole graph is
+too large to patch edge by edge, the candidates a cheaper scorer ranks first can be measured
+exactly; the result holds those rows only (``meta["subset"]``: how many of the graph's edges).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .. import validate
+from ..errors import InputError
 from ..executor import Executor, on_executor
 from ..interventions import Add, Intervention, Patch
 from ..models.model import Model
@@ -49,7 +56,7 @@ from .common import (
     writer_sites,
 )
 from .edges import EdgeGraph, Reader
-from .scores import EdgeScores
+from .scores import Circuit, EdgeScores
 
 
 @on_executor
@@ -66,6 +73,7 @@ def exact(
     checkpoint: str | os.PathLike[str] | None = None,
     executor: str | Executor | None = None,
     positions: str = "all",
+    edges: Circuit | Sequence[str] | None = None,
 ) -> EdgeScores:
     """Score every edge of ``model``'s edge graph by exact edge patching (module docstring).
 
@@ -86,20 +94,28 @@ def exact(
             ``"each"``: one edge per (edge, token position), named ``"{edge}@{position}"``,
             carrying the change at that position only (a run per position: ``seq`` times the
             work).
+        edges: score only these edges (names of whole edges, or a :class:`Circuit`, e.g.
+            ``fl.circuits.eap(...).top_k(1000)``); the others are not run. Default: every edge.
 
     Returns an :class:`EdgeScores` (``method="exact"``) with one row per edge (per edge and
-    position, edge-major, with ``positions="each"``).
+    position, edge-major, with ``positions="each"``), or per edge of ``edges`` (in the edge
+    graph's order; ``meta["subset"]`` is their number).
     """
     each = check_positions(positions)
+    only = _subset(model, edges)
+    meta: dict[str, Any] = {"direction": "noising", "positions": positions}
+    if only is not None:
+        meta["subset"] = len(only)
     return score_edges(
         "circuits.exact",
         model,
         data,
-        passes=lambda eg, sub, per_pass: _passes(eg, per_pass) * (sub.seq_len if each else 1),
-        chunk=partial(_chunk, each=each),  # picklable: Ray workers receive it
+        passes=lambda eg, sub, per_pass: _passes(eg, per_pass, only) * (sub.seq_len if each else 1),
+        chunk=partial(_chunk, each=each, only=only),  # picklable: Ray workers receive it
         method="exact",
-        meta={"direction": "noising", "positions": positions},
+        meta=meta,
         each=each,
+        select=None if only is None else sorted(only),
         metric=metric,
         n_boot=n_boot,
         level=level,
@@ -110,6 +126,33 @@ def exact(
     )
 
 
+def _subset(model: Model, edges: Circuit | Sequence[str] | None) -> frozenset[str] | None:
+    """The edge names ``edges=`` asks for, checked against the model's edge graph (None: all)."""
+    if edges is None:
+        return None
+    names = list(edges.edges) if isinstance(edges, Circuit) else edges
+    if isinstance(names, str) or not all(isinstance(e, str) for e in names):
+        raise validate.fail(
+            "edges",
+            names,
+            "must be edge names or a Circuit",
+            "pass e.g. ['a0.h1->logits'] or scores.top_k(100)",
+        )
+    if not names:
+        raise validate.fail("edges", names, "is empty", "name at least one edge, or pass None")
+    if len(set(names)) != len(names):
+        raise validate.fail("edges", names, "names an edge twice", "list each edge once")
+    eg = EdgeGraph(model)
+    for e in names:
+        if "@" in e:
+            raise InputError(
+                f"edges: {e!r} is a per-position edge; name whole edges (positions='each' "
+                "scores each of their positions)"
+            )
+        eg.index(e)  # unknown names raise with examples
+    return frozenset(names)
+
+
 def _blocks(n: int, size: int) -> int:
     return -(-n // size)
 
@@ -118,23 +161,42 @@ def _layer_heads(eg: EdgeGraph, layer: int) -> list[Reader]:
     return [r for r in eg.readers if r.kind == "head" and r.layer == layer]
 
 
-def _passes(eg: EdgeGraph, per_pass: int) -> int:
-    """The forward passes one chunk runs (for progress)."""
+def _passes(eg: EdgeGraph, per_pass: int, only: frozenset[str] | None = None) -> int:
+    """The forward passes one chunk runs (for progress); ``only``: the edges scored."""
+
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
     total = 0
     for r in eg.readers:
         if r.kind != "head":
-            total += _blocks(len(eg.into(r)), per_pass)
+            total += _blocks(sum(wanted(e.name) for e in eg.into(r)), per_pass)
     for L in range(eg.n_layers):
         heads = _layer_heads(eg, L)
-        senders = len(eg.into(heads[0]))
-        for k in range(0, senders, per_pass):
-            c = min(per_pass, senders - k)
-            total += 1 + _blocks(c * len(heads), per_pass)
+        senders = _senders(eg, heads, only)
+        for k in range(0, len(senders), per_pass):
+            batch = senders[k : k + per_pass]
+            pairs = sum(wanted(f"{w}->{r.name}") for r in heads for w in batch)
+            total += 1 + _blocks(pairs, per_pass)
     return total
 
 
+def _senders(eg: EdgeGraph, heads: list[Reader], only: frozenset[str] | None) -> list[str]:
+    """The writers whose edges into a layer's head ports are scored."""
+    writers = [e.writer.name for e in eg.into(heads[0])]
+    if only is None:
+        return writers
+    return [w for w in writers if any(f"{w}->{r.name}" in only for r in heads)]
+
+
 def _chunk(
-    eg: EdgeGraph, sub: Task, row_cap: int, tick: Callable[[], None], *, each: bool = False
+    eg: EdgeGraph,
+    sub: Task,
+    row_cap: int,
+    tick: Callable[[], None],
+    *,
+    each: bool = False,
+    only: frozenset[str] | None = None,
 ) -> Measured:
     """Every edge's values on one chunk of examples (``[n_edges, n]``; with ``each``, per
     position ``[n_edges, seq, n]``: the edges measured once per position with each writer's
@@ -151,13 +213,13 @@ def _chunk(
         seq = sub.seq_len
         values = np.stack(
             [
-                _values(eg, sub, clean, mask_position(change, p), m_clean, row_cap, tick)
+                _values(eg, sub, clean, mask_position(change, p), m_clean, row_cap, tick, only)
                 for p in range(seq)
             ],
             axis=1,
         )
     else:
-        values = _values(eg, sub, clean, change, m_clean, row_cap, tick)
+        values = _values(eg, sub, clean, change, m_clean, row_cap, tick, only)
     return Measured(values, m_clean.cpu().numpy(), m_corrupt.cpu().numpy())
 
 
@@ -169,8 +231,10 @@ def _values(
     m_clean: Tensor,
     row_cap: int,
     tick: Callable[[], None],
+    only: frozenset[str] | None = None,
 ) -> np.ndarray:
-    """Every edge's value ``[n_edges, n]`` when it carries ``change`` of its writer."""
+    """Every edge's value ``[n_edges, n]`` when it carries ``change`` of its writer (with
+    ``only``, those edges' values; the other rows stay 0)."""
     g = eg.graph
     ne = sub.n
     index = {e.name: i for i, e in enumerate(eg.edges)}
@@ -190,15 +254,20 @@ def _values(
 
     for L in range(eg.n_layers):
         heads = _layer_heads(eg, L)
-        senders = [e.writer for e in eg.into(heads[0])]
+        senders = _senders(eg, heads, only)
         for k in range(0, len(senders), per_pass):
             batch = senders[k : k + per_pass]
             c = len(batch)
-            hidden = base(f"resid_pre.{L}", c) + torch.cat([change[w.name] for w in batch])
+            hidden = base(f"resid_pre.{L}", c) + torch.cat([change[w] for w in batch])
             sites = [r.site for r in heads if r.site is not None]
             a = g.run_from(L, hidden, sub.clean.repeat(c), [], sites, f"head.{L}.0")
             tick()
-            pairs = [(j, r) for r in heads for j in range(c)]
+            pairs = [
+                (j, r)
+                for r in heads
+                for j in range(c)
+                if only is None or f"{batch[j]}->{r.name}" in only
+            ]
             for p in range(0, len(pairs), per_pass):
                 part = pairs[p : p + per_pass]
                 ivs: list[Intervention] = []
@@ -208,12 +277,12 @@ def _values(
                     ivs.append(Patch(r.site, source=src, rows=slice(i * ne, (i + 1) * ne)))
                 vals = run(L, base(f"resid_pre.{L}", len(part)), ivs, len(part))
                 for i, (j, r) in enumerate(part):
-                    values[index[f"{batch[j].name}->{r.name}"]] = vals[i].cpu().numpy()
+                    values[index[f"{batch[j]}->{r.name}"]] = vals[i].cpu().numpy()
         for r in eg.readers:
             if r.kind == "mlp" and r.layer == L:
-                _added(eg, r, change, values, index, per_pass, run, base)
+                _added(eg, r, change, values, index, per_pass, run, base, only)
     out_reader = eg.reader("logits")
-    _added(eg, out_reader, change, values, index, per_pass, run, base)
+    _added(eg, out_reader, change, values, index, per_pass, run, base, only)
     return values
 
 
@@ -226,10 +295,11 @@ def _added(
     per_pass: int,
     run: Callable[[int, Tensor, list[Intervention], int], Tensor],
     base: Callable[[str, int], Tensor],
+    only: frozenset[str] | None = None,
 ) -> None:
     """Edges into an MLP (the change added to its norm's input) or into the logits (added to
     the final residual), senders stacked in the batch."""
-    edges = eg.into(r)
+    edges = [e for e in eg.into(r) if only is None or e.name in only]
     g = eg.graph
     for k in range(0, len(edges), per_pass):
         batch = edges[k : k + per_pass]
