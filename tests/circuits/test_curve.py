@@ -111,6 +111,30 @@ def test_other_ablations_equal_faithfulness_at_each_size(ablation):
         assert curve.faithfulness[i] == pytest.approx(one.faithfulness, abs=1e-9)
 
 
+def test_greedy_selection_equals_faithfulness_of_each_greedy_circuit():
+    """selection="greedy": each size's circuit is scores.greedy(k) (grown from the logits and
+    pruned), so it may hold fewer edges than int(p * n); ``edges`` records how many."""
+    model, task = _setup()
+    scores = fl.circuits.eap(model, task, n_boot=20)
+    sizes = (0.02, 0.1, 0.3, 1.0)
+    curve = fl.circuits.faithfulness_curve(
+        model, task, scores, sizes=sizes, selection="greedy", n_boot=50
+    )
+    n = len(scores.edge)
+    assert curve.meta["selection"] == "greedy"
+    for i, p in enumerate(sizes):
+        k = int(p * n)
+        chosen = scores.greedy(k)
+        assert int(curve.edges[i]) == len(chosen) <= k
+        one = fl.circuits.faithfulness(model, task, chosen, n_boot=20)
+        np.testing.assert_allclose(curve.patched[i], one.patched, atol=1e-12, rtol=0)
+    top = fl.circuits.faithfulness_curve(model, task, scores, sizes=sizes, n_boot=50)
+    assert top.meta["selection"] == "top" and top.edges.tolist() == [int(p * n) for p in sizes]
+    assert curve.edges.tolist() != top.edges.tolist()  # other circuits (pruned: fewer edges)
+    with pytest.raises(fl.InputError, match="selection"):
+        fl.circuits.faithfulness_curve(model, task, scores, selection="best")
+
+
 def test_bad_input():
     model, task = _setup()
     scores = fl.circuits.eap(model, task, n_boot=20)

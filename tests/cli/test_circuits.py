@@ -102,6 +102,19 @@ def test_circuit_per_position_edges(tmp_path):
     assert len(lib.edge) == 81 * task.seq_len
 
 
+def test_circuit_greedy_selection(tmp_path):
+    out = tmp_path / "g"
+    args = ["circuit", "--model", "zoo:induction", "--task", "induction", "--n", "10"]
+    args += ["--method", "exact", "--selection", "greedy", "--top-k", "20", "--n-boot", "20"]
+    res = runner.invoke(app, [*args, "--no-scrub", "--no-audit", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    scores = EdgeScores.load(out / "scores")
+    chosen = CircuitFaithfulness.load(out / "circuit")
+    curve = FaithfulnessCurve.load(out / "curve")
+    assert chosen.edges == list(scores.greedy(20).edges) and chosen.how == "greedy=20"
+    assert curve.meta["selection"] == "greedy"
+
+
 def test_circuit_bad_options():
     res = runner.invoke(app, ["circuit", "--method", "nope"])
     assert res.exit_code == 2 and "--method" in res.output
@@ -111,6 +124,8 @@ def test_circuit_bad_options():
     assert res.exit_code == 2 and "--tau" in res.output
     res = runner.invoke(app, ["circuit", "--top-k", "0"])
     assert res.exit_code == 2 and "--top-k" in res.output
+    res = runner.invoke(app, ["circuit", "--selection", "best"])
+    assert res.exit_code == 2 and "--selection" in res.output and "greedy" in res.output
     res = runner.invoke(app, ["circuit", "--positions", "last"])
     assert res.exit_code == 2 and "--positions" in res.output and "each" in res.output
     res = runner.invoke(app, ["circuit", "--ig", "hidden"])

@@ -154,6 +154,7 @@ def faithfulness_curve(
     sizes: Sequence[float] = MIB_SIZES,
     ablation: str = "counterfactual",
     by: str = "abs",
+    selection: str = "top",
     metric: str | Metric | None = None,
     n_boot: int = 1000,
     level: float = 0.95,
@@ -168,11 +169,16 @@ def faithfulness_curve(
     circuit carry: ``"counterfactual"`` (the corrupted prompt's writers), ``"mean"``,
     ``"resample"`` or ``"zero"`` (:func:`faithlens.circuits.faithfulness`; the normalisation's
     baseline is then the empty circuit under that ablation).
+    ``selection``: how each size's circuit is chosen: ``"top"`` (MIB's top-n by ``|score|``)
+    or ``"greedy"`` (:meth:`EdgeScores.greedy`: grown from the logits backwards and pruned to
+    the edges on a path from the input, as EAP-IG's code selects; a circuit may then hold fewer
+    edges than its size, and ``edges`` records how many it holds).
     ``progress(done, total)`` is called once per size. Each size is a work item of the
     executor (``executor=``: :func:`faithlens.executor.on_executor`; on Ray workers the
     numbers do not change). Other arguments as :func:`faithlens.circuits.faithfulness`."""
     validate.choice("ablation", ablation, ABLATIONS)
     validate.choice("by", by, ("abs", "value"))
+    validate.choice("selection", selection, SELECTIONS)
     if not isinstance(scores, EdgeScores):
         raise validate.fail(
             "scores", type(scores).__name__, "must be an EdgeScores", "pass fl.circuits.eap(...)"
@@ -212,7 +218,11 @@ def faithfulness_curve(
             progress(done, len(distinct))
 
     # each circuit size is a work item (its edges); executors with workers send it to one
-    keeps = [sorted(scores.edge[j] for j in order[:k].tolist()) for k in distinct]
+    if selection == "top":
+        keeps = [sorted(scores.edge[j] for j in order[:k].tolist()) for k in distinct]
+    else:
+        keeps = [sorted(scores.greedy(k, by=by).edges) if k else [] for k in distinct]
+    held = dict(zip(distinct, (len(k) for k in keeps)))
     keep_graph(eg)
     runs = current_executor().map_model(
         model, measure_size, keeps, task, max_memory, values, tick=tick
@@ -223,7 +233,7 @@ def faithfulness_curve(
     boot = _bootstrap(grid, patched, clean, corrupt, n_boot=n_boot, level=level, seed=seed)
     return FaithfulnessCurve(
         size=np.asarray(grid, dtype=np.float64),
-        edges=np.asarray(counts, dtype=np.int64),
+        edges=np.asarray([held[k] for k in counts], dtype=np.int64),
         patched=patched,
         clean=clean,
         corrupt=corrupt,
@@ -240,9 +250,15 @@ def faithfulness_curve(
             "by": by,
             "interval": "percentile",
             "positions": scores.meta.get("positions", "all"),
+            "selection": selection,
         },
         **boot,
     )
+
+
+#: How :func:`faithfulness_curve` chooses each size's circuit: MIB's top-n by score, or the
+#: greedy selection from the logits (:meth:`EdgeScores.greedy`, pruned).
+SELECTIONS = ("top", "greedy")
 
 
 def measure_size(
@@ -328,6 +344,7 @@ def _bootstrap(
 
 __all__ = [
     "MIB_SIZES",
+    "SELECTIONS",
     "FaithfulnessCurve",
     "areas",
     "faithfulness_curve",

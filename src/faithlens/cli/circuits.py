@@ -68,6 +68,15 @@ EdgePositions = Annotated[
         "scrubbing routes whole activations).",
     ),
 ]
+Selection = Annotated[
+    str,
+    typer.Option(
+        "--selection",
+        help="How the curve's circuits and the chosen one (--top-k) are picked: top (the top "
+        "k by |score|, MIB's) or greedy (grown from the logits backwards and pruned to the "
+        "edges on a path from the input, EAP-IG's). Not with acdc's chosen circuit.",
+    ),
+]
 N = Annotated[int, typer.Option("--n", help="Number of task examples.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for the task and the bootstrap.")]
 Top = Annotated[int, typer.Option("--top", help="Rows of the printed edge table.")]
@@ -112,12 +121,15 @@ def _check(
     tau: float,
     ig: str = "inputs",
     positions: str = "all",
+    selection: str = "top",
 ) -> None:
     from .. import validate
     from ..circuits.common import POSITIONS
+    from ..circuits.curve import SELECTIONS
     from ..circuits.eap_ig import IG as IG_PATHS
 
     validate.choice("--positions", positions, POSITIONS, fix="--positions all or --positions each")
+    validate.choice("--selection", selection, SELECTIONS, fix="--selection top or greedy")
     validate.finite_float("--tau", tau, fix="a pruning threshold, e.g. 0.01")
     validate.choice("--method", method, METHODS)
     validate.choice("--ig", ig, IG_PATHS, fix="--ig inputs or --ig activations")
@@ -165,6 +177,7 @@ def circuit_cmd(
     ig: IG = "inputs",
     tau: Tau = 0.01,
     positions: EdgePositions = "all",
+    selection: Selection = "top",
     n: N = 32,
     seed: Seed = 0,
     n_boot: NBoot = 1000,
@@ -185,7 +198,7 @@ def circuit_cmd(
 
     with friendly_errors():
         spec = check_task_options(task, n, seed)
-        _check(method, top_k, steps, n_boot, top, tau, ig, positions)
+        _check(method, top_k, steps, n_boot, top, tau, ig, positions, selection)
         if audit and n < AUDIT_MIN_N:
             raise validate.fail(
                 "--n",
@@ -235,10 +248,22 @@ def circuit_cmd(
             )
             with progress_bar("faithfulness curve") as advance:
                 curve = circuits.faithfulness_curve(
-                    m, t, scores, n_boot=n_boot, seed=seed, max_memory=memory, progress=advance
+                    m,
+                    t,
+                    scores,
+                    selection=selection,
+                    n_boot=n_boot,
+                    seed=seed,
+                    max_memory=memory,
+                    progress=advance,
                 )
             console.print(curve.summary())
-            circuit = scores.kept() if method == "acdc" else scores.top_k(top_k)
+            if method == "acdc":
+                circuit = scores.kept()
+            elif selection == "greedy":
+                circuit = scores.greedy(top_k)
+            else:
+                circuit = scores.top_k(top_k)
             chosen = circuits.faithfulness(
                 m, t, circuit, n_boot=n_boot, seed=seed, max_memory=memory
             )
