@@ -55,9 +55,12 @@ test-latest:
 demo: $(VENV)/.installed
 	$(VENV)/bin/faithlens demo --out runs/demo --overwrite
 
-# lint-imports checks the layer contracts of pyproject's [tool.importlinter] (docs/ARCHITECTURE.md).
+# ruff format --check keeps the Python files formatted (not docs/*.md: their code blocks are
+# examples laid out for reading); lint-imports checks the layer contracts of pyproject's
+# [tool.importlinter] (docs/ARCHITECTURE.md).
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
