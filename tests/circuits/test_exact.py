@@ -163,7 +163,7 @@ def test_a_subset_of_edges_equals_those_rows_of_every_edge(arch):
     ("edges", "match"),
     [
         ([], "is empty"),
-        ("input->logits", "edge names or a Circuit"),
+        ("input->logits", "a Circuit or a list of edge names"),
         (["input->logits", "input->logits"], "twice"),
         (["input->logits@0"], "per-position"),
         (["nope->logits"], "not an edge"),

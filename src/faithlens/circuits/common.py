@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .. import validate
+from ..errors import InputError
 from ..executor import current_executor
 from ..fingerprint import data_fingerprint, model_fingerprint
 from ..models.model import Model
@@ -32,8 +33,8 @@ from ..stats import mean_interval
 from ..tasks.base import Task
 from ..tasks.metrics import Metric
 from ..tasks.tensors import require_tokens
-from .edges import EdgeGraph, Writer
-from .scores import EdgeScores
+from .edges import EdgeGraph, Writer, split_position
+from .scores import Circuit, EdgeScores
 
 
 def prepare(
@@ -129,6 +130,44 @@ def check_positions(positions: Any) -> bool:
 def position_name(edge: str, position: int) -> str:
     """A per-position edge's name: MIB's edge name and the token position (``"a0.h1->m1@3"``)."""
     return f"{edge}@{position}"
+
+
+def circuit_names(
+    eg: EdgeGraph,
+    circuit: Circuit | Sequence[str],
+    *,
+    arg: str = "circuit",
+    seq: int | None = None,
+    whole: str | None = None,
+) -> list[str]:
+    """The edge names of ``circuit`` (a :class:`Circuit` or names; argument ``arg`` in errors),
+    checked against ``eg`` before any work: whole edges, or per-position edges ``"edge@p"``
+    with ``p`` below ``seq`` (the task's length, when given). With ``whole`` (why), per-position
+    edges are refused with that reason."""
+    names = list(circuit.edges) if isinstance(circuit, Circuit) else circuit
+    if isinstance(names, str) or not all(isinstance(e, str) for e in names):
+        raise validate.fail(
+            arg,
+            names,
+            "must be a Circuit or a list of edge names",
+            "pass scores.top_k(k) or ['a0.h1->logits', ...]",
+        )
+    for e in names:
+        edge, pos = split_position(e)
+        if pos is not None and whole is not None:
+            raise InputError(
+                f"{arg}: {e!r} is a per-position edge (positions='each'): {whole}; choose "
+                "whole edges (scores with positions='all')"
+            )
+        eg.index(edge)  # unknown names raise with examples
+        if pos is not None and seq is not None and pos >= seq:
+            raise validate.fail(
+                arg,
+                e,
+                f"names token position {pos}, but the task's prompts have {seq} tokens",
+                f"use positions 0 to {seq - 1} (scores from this task with positions='each')",
+            )
+    return list(names)
 
 
 def mask_position(change: dict[str, Tensor], position: int) -> dict[str, Tensor]:
@@ -378,6 +417,7 @@ __all__ = [
     "build_scores",
     "check_positions",
     "chunks",
+    "circuit_names",
     "contribution",
     "deltas",
     "edge_graph",

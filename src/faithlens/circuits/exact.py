@@ -38,7 +38,6 @@ import torch
 from torch import Tensor
 
 from .. import validate
-from ..errors import InputError
 from ..executor import Executor, on_executor
 from ..interventions import Add, Intervention, Patch
 from ..models.model import Model
@@ -49,6 +48,7 @@ from ..tasks.metrics import Metric
 from .common import (
     Measured,
     check_positions,
+    circuit_names,
     deltas,
     mask_position,
     metric_values,
@@ -130,26 +130,12 @@ def _subset(model: Model, edges: Circuit | Sequence[str] | None) -> frozenset[st
     """The edge names ``edges=`` asks for, checked against the model's edge graph (None: all)."""
     if edges is None:
         return None
-    names = list(edges.edges) if isinstance(edges, Circuit) else edges
-    if isinstance(names, str) or not all(isinstance(e, str) for e in names):
-        raise validate.fail(
-            "edges",
-            names,
-            "must be edge names or a Circuit",
-            "pass e.g. ['a0.h1->logits'] or scores.top_k(100)",
-        )
+    why = "name whole edges (positions='each' scores each of their positions)"
+    names = circuit_names(EdgeGraph(model), edges, arg="edges", whole=why)
     if not names:
         raise validate.fail("edges", names, "is empty", "name at least one edge, or pass None")
     if len(set(names)) != len(names):
         raise validate.fail("edges", names, "names an edge twice", "list each edge once")
-    eg = EdgeGraph(model)
-    for e in names:
-        if "@" in e:
-            raise InputError(
-                f"edges: {e!r} is a per-position edge; name whole edges (positions='each' "
-                "scores each of their positions)"
-            )
-        eg.index(e)  # unknown names raise with examples
     return frozenset(names)
 
 

@@ -40,7 +40,6 @@ import torch
 from torch import Tensor
 
 from .. import validate
-from ..errors import InputError
 from ..executor import Executor, current_executor, on_executor
 from ..interventions import Add, Intervention, Patch
 from ..models.model import Model
@@ -51,6 +50,7 @@ from ..tasks.base import Task
 from ..tasks.metrics import Metric
 from .common import (
     chunks,
+    circuit_names,
     contribution,
     edge_graph,
     keep_graph,
@@ -199,7 +199,7 @@ def faithfulness(
         "circuits.faithfulness", model, data, metric, n_boot, level, seed, max_memory
     )
     validate.choice("ablation", ablation, ABLATIONS)
-    keep = _circuit_edges(eg, circuit, task.seq_len)
+    keep = set(circuit_names(eg, circuit, seq=task.seq_len))
     how = circuit.how if isinstance(circuit, Circuit) else f"{len(keep)} edges"
     values = ablation_values(eg, task, ablation, seed)
     patched, clean, corrupt = measure(eg, task, keep, max_memory, progress, values)
@@ -308,31 +308,10 @@ def circuit_interventions(
     ``model.run(data.clean, interventions)``, or audit them with :func:`faithlens.audit`
     (``base="clean"``) for how far the circuit's run drifts off the natural distribution."""
     task, eg = prepare("circuits.circuit_interventions", model, data, metric, 2, 0.95, 0, None)
-    keep = _circuit_edges(eg, circuit, task.seq_len)
+    keep = set(circuit_names(eg, circuit, seq=task.seq_len))
     out: list[Intervention] = []
     _chunk(eg, task, keep, task.n * eg.n_heads * 3, lambda: None, out)
     return out
-
-
-def _circuit_edges(
-    eg: EdgeGraph, circuit: Circuit | Sequence[str], seq: int | None = None
-) -> set[str]:
-    """The circuit's member names, checked: whole edges of ``eg`` or per-position edges
-    ``"edge@p"`` with ``p`` below ``seq`` (the task's length)."""
-    names = list(circuit.edges) if isinstance(circuit, Circuit) else list(circuit)
-    if isinstance(circuit, str) or not all(isinstance(e, str) for e in names):
-        raise InputError("circuit must be a Circuit (scores.top_k(k)) or a list of edge names")
-    for e in names:
-        edge, pos = split_position(e)
-        eg.index(edge)  # unknown names raise with examples
-        if pos is not None and seq is not None and pos >= seq:
-            raise validate.fail(
-                "circuit",
-                e,
-                f"names token position {pos}, but the task's prompts have {seq} tokens",
-                f"use positions 0 to {seq - 1} (scores from this task with positions='each')",
-            )
-    return set(names)
 
 
 def circuit_order(eg: EdgeGraph, keep: set[str]) -> list[str]:

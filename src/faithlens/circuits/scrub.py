@@ -50,7 +50,7 @@ from ..scrubbing import Hypothesis, Sampler, ScrubResult, prepare
 from ..scrubbing.evaluate import finish
 from ..scrubbing.metrics import ScrubBehaviour
 from ..scrubbing.preparation import Prepared
-from .common import edge_graph
+from .common import circuit_names, edge_graph
 from .hypothesis import graph_edges, heads_per_group
 from .scores import Circuit
 
@@ -126,23 +126,8 @@ def circuit_plan(
 
 
 def _edges(model: Model, circuit: Circuit | Sequence[str]) -> list[str]:
-    names = list(circuit.edges) if isinstance(circuit, Circuit) else list(circuit)
-    if isinstance(circuit, str) or not all(isinstance(e, str) for e in names):
-        raise validate.fail(
-            "circuit",
-            circuit,
-            "must be a Circuit or a list of edge names",
-            "pass scores.top_k(k) or ['a0.h1->logits', ...]",
-        )
-    eg = edge_graph(model)
-    for e in names:
-        if "@" in e:
-            raise InputError(
-                f"{e!r} is a per-position edge (positions='each'): a scrubbing hypothesis "
-                "routes whole activations; choose the circuit from scores with positions='all'"
-            )
-        eg.index(e)  # unknown names raise with examples
-    return names
+    why = "a scrubbing hypothesis routes whole activations"
+    return circuit_names(edge_graph(model), circuit, whole=why)
 
 
 @on_executor
