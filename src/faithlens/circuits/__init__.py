@@ -37,6 +37,9 @@ Public API
 - ``faithfulness_curve(model, data, scores, *, sizes, ablation, by, ...)`` (``curve.py``): the
   faithfulness of the top circuits at each size (MIB's grid ``MIB_SIZES``) and its areas CPR /
   CMD (``areas``) with bootstrap intervals; a ``FaithfulnessCurve`` result.
+- ``write_mib(path, scores, model, *, circuit)`` and ``read_mib(path, model)`` (``mib.py``):
+  scores and circuits as MIB's / EAP-IG's graph JSON, both ways (a circuit found with EAP-IG
+  read back as a ``Circuit`` of the model).
 - ``edge_auroc(scores, truth, *, by, n_boot, level, seed)`` (``truth.py``): the AUROC of an edge
   ranking against a true circuit (tracr's compiled models: ``faithlens.zoo.tracr``), with a
   bootstrap interval over examples.
@@ -51,6 +54,7 @@ from .eap_ig import eap_ig
 from .edges import Edge, EdgeGraph, Reader, Writer
 from .exact import exact
 from .faithfulness import CircuitFaithfulness, circuit_interventions, faithfulness
+from .mib import read_mib, write_mib
 from .nodes import NodeScores, exact_nodes, node_scores
 from .scores import Circuit, EdgeScores
 from .scrub import scrub
@@ -81,5 +85,7 @@ __all__ = [
     "faithfulness",
     "faithfulness_curve",
     "node_scores",
+    "read_mib",
     "scrub",
+    "write_mib",
 ]
