@@ -196,14 +196,18 @@ def _scrub_attempt(model: Any, task: Any, edges: list[str], args: argparse.Names
     return "\n  - ".join(["", *out]) + f"\n  - {tree}"
 
 
-def only_scrub(args: argparse.Namespace) -> list[str]:
-    """Steps 1 and 4: each method's kept circuit (top ``--keep`` by |score|) and its score."""
-    times: dict[str, float] = {}
+def _setup(args: argparse.Namespace, times: dict[str, float]) -> tuple[Any, Any, Any, dict, int]:
+    """The model, the IOI task, the edge graph, the scorers' options and the kept size ``k``."""
     model = _timed(times, "load", lambda: fl.load("smollm2"))
     task = _timed(times, "task", lambda: fl.tasks.build("ioi", model, n=args.n, seed=args.seed))
     eg = fl.circuits.EdgeGraph(model)
-    common = {"n_boot": args.score_boot, "seed": args.seed}
-    k = int(args.keep * len(eg))
+    return model, task, eg, {"n_boot": args.score_boot, "seed": args.seed}, int(args.keep * len(eg))
+
+
+def only_scrub(args: argparse.Namespace) -> list[str]:
+    """Steps 1 and 4: each method's kept circuit (top ``--keep`` by |score|) and its score."""
+    times: dict[str, float] = {}
+    model, task, eg, common, k = _setup(args, times)
     pool = task
     if args.scrub_pool:  # held-out prompts for the scrub (another seed)
         pool = fl.tasks.build("ioi", model, n=args.scrub_pool, seed=args.seed + 1)
@@ -242,11 +246,7 @@ def exact_check(args: argparse.Namespace) -> list[str]:
     from scipy.stats import spearmanr
 
     times: dict[str, float] = {}
-    model = _timed(times, "load", lambda: fl.load("smollm2"))
-    task = _timed(times, "task", lambda: fl.tasks.build("ioi", model, n=args.n, seed=args.seed))
-    eg = fl.circuits.EdgeGraph(model)
-    common = {"n_boot": args.score_boot, "seed": args.seed}
-    k = int(args.keep * len(eg))
+    model, task, eg, common, k = _setup(args, times)
     scores = {
         "eap": _timed(times, "eap scores", lambda: fl.circuits.eap(model, task, **common)),
         "eap_ig": _timed(

@@ -67,14 +67,22 @@ def test_circuit_eap_ig_on_activations(tmp_path):
     assert np.abs(lib.values - inputs.values).max() > 1e-4
 
 
-def test_circuit_acdc_keeps_its_own_circuit(tmp_path):
-    out = tmp_path / "a"
-    args = ["circuit", "--model", "zoo:induction", "--task", "induction", "--n", "8"]
-    args += ["--method", "acdc", "--tau", "0.02", "--n-boot", "50", "--no-scrub", "--no-audit"]
-    res = runner.invoke(app, [*args, "--out", str(out)])
+RESULTS = ((EdgeScores, "scores"), (CircuitFaithfulness, "circuit"), (FaithfulnessCurve, "curve"))
+
+
+def _induction_circuit(out, n, *options):
+    """``faithlens circuit`` on zoo:induction with ``options``, and the scores, chosen circuit
+    and curve it wrote."""
+    args = ["circuit", "--model", "zoo:induction", "--task", "induction", "--n", str(n)]
+    res = runner.invoke(app, [*args, *options, "--out", str(out)])
     assert res.exit_code == 0, res.output
-    scores = EdgeScores.load(out / "scores")
-    chosen = CircuitFaithfulness.load(out / "circuit")
+    loaded = [kind.load(out / d) for kind, d in RESULTS]
+    return res, *loaded
+
+
+def test_circuit_acdc_keeps_its_own_circuit(tmp_path):
+    options = ["--method", "acdc", "--tau", "0.02", "--n-boot", "50", "--no-scrub", "--no-audit"]
+    _, scores, chosen, _ = _induction_circuit(tmp_path / "a", 8, *options)
     assert scores.method == "acdc" and chosen.edges == list(scores.kept().edges)
     assert 0 < len(chosen.edges) < 81
 
@@ -83,13 +91,8 @@ def test_circuit_per_position_edges(tmp_path):
     """--positions each: per-position scores, curve and chosen circuit; the audit runs, the
     scrub is left out with a note (scrubbing routes whole activations)."""
     out = tmp_path / "e"
-    args = ["circuit", "--model", "zoo:induction", "--task", "induction", "--n", "10"]
-    args += ["--method", "eap", "--positions", "each", "--top-k", "30", "--n-boot", "20"]
-    res = runner.invoke(app, [*args, "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    scores = EdgeScores.load(out / "scores")
-    chosen = CircuitFaithfulness.load(out / "circuit")
-    curve = FaithfulnessCurve.load(out / "curve")
+    options = ["--method", "eap", "--positions", "each", "--top-k", "30", "--n-boot", "20"]
+    res, scores, chosen, curve = _induction_circuit(out, 10, *options)
     assert scores.meta["positions"] == "each" and len(scores.edge) % 81 == 0
     assert len(chosen.edges) == 30 and all("@" in e for e in chosen.edges)
     assert curve.n_graph_edges == len(scores.edge) and curve.meta["positions"] == "each"
@@ -103,14 +106,10 @@ def test_circuit_per_position_edges(tmp_path):
 
 
 def test_circuit_greedy_selection(tmp_path):
-    out = tmp_path / "g"
-    args = ["circuit", "--model", "zoo:induction", "--task", "induction", "--n", "10"]
-    args += ["--method", "exact", "--selection", "greedy", "--top-k", "20", "--n-boot", "20"]
-    res = runner.invoke(app, [*args, "--no-scrub", "--no-audit", "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    scores = EdgeScores.load(out / "scores")
-    chosen = CircuitFaithfulness.load(out / "circuit")
-    curve = FaithfulnessCurve.load(out / "curve")
+    options = ["--method", "exact", "--selection", "greedy", "--top-k", "20", "--n-boot", "20"]
+    _, scores, chosen, curve = _induction_circuit(
+        tmp_path / "g", 10, *options, "--no-scrub", "--no-audit"
+    )
     assert chosen.edges == list(scores.greedy(20).edges) and chosen.how == "greedy=20"
     assert curve.meta["selection"] == "greedy"
 
