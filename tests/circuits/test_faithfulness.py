@@ -128,6 +128,14 @@ def test_per_position_circuits_agree_with_whole_edges():
     )
     np.testing.assert_allclose(spread.patched, whole.patched, atol=1e-9, rtol=0)
     assert abs(whole.patched - whole.clean).max() > 1e-3
+    # the interventions of a per-position circuit run it in one plain pass
+    mixed_circuit = [f"{e}@{p}" for e in some for p in (0, 2, 4)] + eg.names[1::3]
+    res = fl.circuits.faithfulness(model, task, mixed_circuit, n_boot=20)
+    ivs = fl.circuits.circuit_interventions(model, task, mixed_circuit)
+    out = model.run(task.clean, ivs, logits_at=task.positions)
+    got = task.metric(out.logits[:, 0], task.answers).double().numpy()
+    np.testing.assert_allclose(got, res.patched, atol=1e-9, rtol=0)
+    assert abs(res.patched - spread.patched).max() > 1e-4  # not the whole-edge circuit
     # a member's order: edge-graph order, the whole edge before its positions
     mixed = fl.circuits.faithfulness(
         model, task, [f"{some[1]}@2", some[1], f"{some[0]}@1"], n_boot=20
