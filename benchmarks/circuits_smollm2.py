@@ -5,9 +5,11 @@ heads in 3 key/value groups, MLPs; 70,651 edges in ``fl.circuits.EdgeGraph``) on
 ``fl.tasks.build("ioi", model, n=--n, seed=--seed)`` (ABC corruptions, logit difference at each
 example's last token), every step in this process, one after the other, wall time each:
 
-1. ``fl.circuits.eap`` and ``fl.circuits.eap_ig(steps=--steps)`` score every edge (``--score-boot``
-   bootstrap resamples of each edge's interval). Exact edge patching of every edge is not run:
-   it is one resumed forward pass per edge and example (70,651 edges), hours on a CPU.
+1. The scorers of ``--methods`` score every edge (``--score-boot`` bootstrap resamples of each
+   edge's interval): by default ``fl.circuits.eap`` and ``fl.circuits.eap_ig(steps=--steps)``;
+   ``exact`` (``fl.circuits.exact``, resumable with ``--checkpoint``) and ``acdc``
+   (``fl.circuits.acdc(tau=--acdc-tau)``) run one resumed forward pass per edge (70,651 of
+   them): hours on a CPU at n = 16, about an hour at n = 4.
 2. ``fl.circuits.faithfulness_curve`` of each ranking on MIB's grid (counterfactual ablation):
    CPR and CMD with percentile intervals over the examples (``--n-boot`` resamples).
 3. The circuit kept at ``--keep`` (a fraction of the edges, one of the grid's sizes) by each
@@ -28,7 +30,9 @@ example's last token), every step in this process, one after the other, wall tim
 
 With ``--only scrub``, steps 1 and 4 alone (no curves): the kept circuit is the top ``--keep``
 of the edges by ``|score|`` (706 at 1 %, as the curve's row), scored by ``--scrub-methods``,
-scrubbed on the discovery prompts or on ``--scrub-pool`` held-out ones (seed + 1).
+scrubbed on the discovery prompts or on ``--scrub-pool`` held-out ones (seed + 1). With
+``--load DIR`` (a folder a ``--save`` run wrote), the methods saved there are scrubbed from their
+saved scores (``exact``: its top ``--keep``; ``acdc``: the circuit it kept) without scoring again.
 
 With ``--only exact``, exact edge patching of the candidates EAP and EAP-IG rank first (the
 union of each one's top ``--keep``; ``fl.circuits.exact(edges=...)``, about 0.3 s per edge at
@@ -59,6 +63,10 @@ Run from the repository root (``PYTHONPATH=src``)::
     python benchmarks/circuits_smollm2.py --only scrub          # kept circuits' scrubbing scores
     python benchmarks/circuits_smollm2.py --only exact          # exact patching of the candidates
     python benchmarks/circuits_smollm2.py --n 64 --memory --markdown out.md   # a full run
+    python benchmarks/circuits_smollm2.py --n 4 --methods eap,eap_ig,exact --save runs/n4
+    python benchmarks/circuits_smollm2.py --n 4 --methods acdc --save runs/n4   # (in parallel)
+    python benchmarks/circuits_smollm2.py --only scrub --load runs/n4 --scrub-methods exact,acdc \
+        --scrub-pool 64
 """
 
 from __future__ import annotations
@@ -196,6 +204,17 @@ def _scrub_attempt(model: Any, task: Any, edges: list[str], args: argparse.Names
     return "\n  - ".join(["", *out]) + f"\n  - {tree}"
 
 
+def _every(what: str, step: int = 2000) -> Any:
+    """A progress callback printing ``what``'s progress every ``step`` items, with the time."""
+    t0 = time.perf_counter()
+
+    def tick(done: int, total: int) -> None:
+        if done % step == 0 or done == total:
+            print(f"  {what}: {done} / {total} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    return tick
+
+
 def _setup(args: argparse.Namespace, times: dict[str, float]) -> tuple[Any, Any, Any, dict, int]:
     """The model, the IOI task, the edge graph, the scorers' options and the kept size ``k``."""
     model = _timed(times, "load", lambda: fl.load("smollm2"))
@@ -220,6 +239,20 @@ def only_scrub(args: argparse.Namespace) -> list[str]:
         "",
     ]
     for method in args.scrub_methods.split(","):
+        saved = [
+            os.path.join(d, method) for d in args.load if os.path.isdir(os.path.join(d, method))
+        ]
+        if saved:  # scores a --save run wrote (exact and acdc take an hour at n = 4)
+            s = fl.circuits.EdgeScores.load(saved[0])
+            if s.meta.get("kept") is not None:  # ACDC: the circuit it kept
+                edges = list(s.kept().edges)
+            else:
+                edges = [str(s.edge[j]) for j in s.ranking("abs")[:k].tolist()]
+            got = _timed(
+                times, f"{method} scrub", lambda e=edges: _scrub_attempt(model, pool, e, args)
+            )
+            lines.append(f"- `{method}` ({saved[0]}, n = {s.n}), {len(edges)} edges: {got}")
+            continue
         if method == "eap":
             s = _timed(times, "eap scores", lambda: fl.circuits.eap(model, task, **common))
         elif method == "eap_ig":
@@ -229,7 +262,9 @@ def only_scrub(args: argparse.Namespace) -> list[str]:
                 lambda: fl.circuits.eap_ig(model, task, steps=args.steps, **common),
             )
         else:
-            raise SystemExit(f"--scrub-methods: {method!r} is not eap or eap_ig")
+            raise SystemExit(
+                f"--scrub-methods: {method!r} is not eap or eap_ig, and no --load folder holds it"
+            )
         edges = [str(s.edge[j]) for j in s.ranking("abs")[:k].tolist()]
         got = _timed(times, f"{method} scrub", lambda e=edges: _scrub_attempt(model, pool, e, args))
         lines.append(f"- `{method}` top {k}: {got}")
@@ -326,6 +361,57 @@ def exact_check(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def agreement(scores: dict[str, Any], k: int) -> list[str]:
+    """Each method's ranking against exact edge patching's on every edge: Pearson r of the
+    scores, Spearman rho of their magnitudes, the sign where the exact interval excludes 0, and
+    how many of exact's top 100 and top ``k`` it shares."""
+    from scipy.stats import spearmanr
+
+    ex = scores["exact"]
+    exact_abs = np.abs(ex.score)
+    sure = (ex.score_ci_low > 0) | (ex.score_ci_high < 0)
+    tops = {c: set(ex.ranking("abs")[:c].tolist()) for c in (100, k)}
+    lines = [
+        f"Agreement with exact edge patching on all {len(ex.edge)} edges ({int(sure.sum())} "
+        "have an exact effect whose 95 % interval excludes 0):",
+        "",
+        f"| method | Pearson r | Spearman rho (abs) | same sign (exact CI excludes 0) | "
+        f"exact's top 100 shared | exact's top {k} shared |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, s in scores.items():
+        if name == "exact":
+            continue
+        if list(s.edge) != list(ex.edge):
+            raise SystemExit(f"{name}'s edges differ from exact's")
+        rho = float(spearmanr(np.abs(s.score), exact_abs).statistic)
+        shared = [len(set(s.ranking("abs")[:c].tolist()) & tops[c]) for c in (100, k)]
+        if s.meta.get("objective") == "kl":  # ACDC's KL changes: magnitudes only compare
+            r_cell = sign_cell = "- (KL)"
+        else:
+            r_cell = f"{float(np.corrcoef(s.score, ex.score)[0, 1]):.3f}"
+            same = np.sign(s.score[sure]) == np.sign(ex.score[sure])
+            sign_cell = f"{100 * float(np.mean(same)):.0f} %"
+        lines.append(
+            f"| `{name}` | {r_cell} | {rho:.3f} | {sign_cell} | {shared[0]} | {shared[1]} |"
+        )
+    return lines
+
+
+def acdc_circuit(model: Any, task: Any, s: Any, args: argparse.Namespace) -> str:
+    """ACDC's own circuit (the edges it kept): size, edges on a path, faithfulness."""
+    kept = s.kept()
+    eg = fl.circuits.EdgeGraph(model)
+    conn = fl.circuits.connected(list(kept.edges), eg.names)
+    f = fl.circuits.faithfulness(model, task, kept, n_boot=args.n_boot, seed=args.seed)
+    return (
+        f"ACDC (tau {s.meta['tau']:g}, {s.meta['objective']}) kept {len(kept.edges)} edges, "
+        f"{len(conn)} on a path input->logits, "
+        f"{sum('.kv' in e for e in kept.edges)} into key/value ports; faithfulness "
+        f"{f.interval_of('faithfulness'):.3f}."
+    )
+
+
 def run(args: argparse.Namespace) -> list[str]:
     """Steps 1 to 4 of the module docstring; the markdown lines of the results."""
     times: dict[str, float] = {}
@@ -333,18 +419,41 @@ def run(args: argparse.Namespace) -> list[str]:
     task = _timed(times, "task", lambda: fl.tasks.build("ioi", model, n=args.n, seed=args.seed))
     eg = fl.circuits.EdgeGraph(model)
     common = {"n_boot": args.score_boot, "seed": args.seed}
-    scorers = {
+    every = {
         "eap": lambda: fl.circuits.eap(model, task, **common),
         f"eap_ig ({args.steps} steps)": lambda: fl.circuits.eap_ig(
             model, task, steps=args.steps, **common
         ),
+        "exact": lambda: fl.circuits.exact(
+            model, task, checkpoint=args.checkpoint, progress=_every("exact"), **common
+        ),
+        f"acdc (tau {args.acdc_tau:g})": lambda: fl.circuits.acdc(
+            model,
+            task,
+            tau=args.acdc_tau,
+            max_memory=args.acdc_memory,
+            progress=_every("acdc"),
+            **common,
+        ),
     }
+    wanted = args.methods.split(",")
+    unknown = sorted(set(wanted) - {"eap", "eap_ig", "exact", "acdc"})
+    if unknown:
+        raise SystemExit(f"--methods: {unknown} are not among eap, eap_ig, exact, acdc")
+    scorers = {k: v for k, v in every.items() if k.split(" ")[0] in wanted}
     sizes = list(fl.circuits.MIB_SIZES)
     if args.keep not in sizes:
         raise SystemExit(f"--keep {args.keep} is not one of MIB's sizes {sizes}")
-    rows, kept_rows, scrubs = [], [], []
+    rows, kept_rows, scrubs, found, notes = [], [], [], {}, []
     for name, score in scorers.items():
         s = _timed(times, f"{name} scores", score)
+        found[name.split(" ")[0]] = s
+        if s.method == "acdc":
+            notes.append(
+                _timed(times, "acdc circuit", lambda s=s: acdc_circuit(model, task, s, args))
+            )
+        if args.save:  # the scores and the curve, for analyses without a rerun
+            s.save(os.path.join(args.save, name.split(" ")[0]), overwrite=True)
         curve = _timed(
             times,
             f"{name} curve",
@@ -352,6 +461,8 @@ def run(args: argparse.Namespace) -> list[str]:
                 model, task, s, n_boot=args.n_boot, seed=args.seed
             ),
         )
+        if args.save:
+            curve.save(os.path.join(args.save, name.split(" ")[0] + "_curve"), overwrite=True)
         f = curve.interval_of("faithfulness")
         at = {round(float(p), 3): i for i, p in enumerate(curve.size)}
         i = at[args.keep]
@@ -392,6 +503,9 @@ def run(args: argparse.Namespace) -> list[str]:
         "",
         "Causal scrubbing of the kept circuit:" if scrubs else "",
         *scrubs,
+        *notes,
+        "",
+        *(agreement(found, int(args.keep * len(eg))) if "exact" in found else []),
         "",
         "Wall time per step: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()) + ".",
     ]
@@ -418,6 +532,29 @@ def main(argv: list[str] | None = None) -> None:
         help="with --only scrub: held-out IOI prompts "
         "(seed + 1) to scrub on; 0: the discovery prompts",
     )
+    ap.add_argument(
+        "--methods",
+        default="eap,eap_ig",
+        help="scorers of the discovery run: eap, eap_ig, exact (every edge: hours on a CPU "
+        "at n = 16), acdc (--acdc-tau)",
+    )
+    ap.add_argument("--acdc-tau", type=float, default=0.02, help="ACDC's threshold (KL)")
+    ap.add_argument(
+        "--acdc-memory",
+        type=int,
+        default=2**27,
+        help="ACDC's max_memory: a smaller batch of candidate circuits wastes fewer runs when "
+        "an edge is kept (the rest of its batch is measured again)",
+    )
+    ap.add_argument(
+        "--load",
+        action="append",
+        default=[],
+        help="with --only scrub: a folder a --save run wrote; its methods' saved scores are "
+        "scrubbed (ACDC's kept circuit, the others' top --keep) instead of scoring again",
+    )
+    ap.add_argument("--save", default=None, help="save each method's scores and curve here")
+    ap.add_argument("--checkpoint", default=None, help="exact's checkpoint folder (resumable)")
     ap.add_argument("--memory-n", type=int, default=64)
     ap.add_argument("--memory-boot", type=int, default=1000)
     ap.add_argument("--markdown", default=None, help="also write the tables to this file")
