@@ -96,6 +96,49 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("arch", ["faithlens_zoo-attn_only", "gpt_neox", "llama"])
+def test_batched_circuits_equal_the_plain_measurement(arch):
+    """``run_rows`` (the batched, resumed runs ACDC measures with) against ``measure`` for
+    each circuit alone: random circuits at every start layer, per position too, and circuits
+    with no removed edge into layer ``start + 1`` (that layer then reads no removed edge,
+    only a stream its earlier heads changed, yet edges out of its heads are removed)."""
+    from faithlens.circuits.acdc import _prepare_chunk, run_rows
+    from faithlens.circuits.common import chunks
+
+    model = fl.wrap(SMALL_BUILDERS[arch]().double())
+    task = padded_task(model, n=3, seq=6)
+    eg = EdgeGraph(model)
+    gen = torch.Generator().manual_seed(0)
+    layer = {r.name: eg.n_layers if r.layer is None else r.layer for r in eg.readers}
+    edge_layer = torch.tensor([layer[e.reader.name] for e in eg.edges])
+    parts = chunks(model, task, None)[0]
+    assert len(parts) == 2  # examples grouped by metric position: both kinds of chunk
+    for (_, sub), start in [(part, s) for part in parts for s in range(eg.n_layers + 1)]:
+        ch = _prepare_chunk(eg, sub)
+        later = edge_layer >= start
+        removed = (torch.rand(4, len(eg), generator=gen) < 0.5) & later
+        removed[0] = False  # the clean run
+        removed[1] &= edge_layer != start + 1  # none into layer start + 1, whose heads
+        # read only a stream changed by layer start's, while their own edges out are removed
+        each = torch.rand(2, len(eg), sub.seq_len, generator=gen) < 0.5
+        each &= later[None, :, None]
+        for batch in (removed, removed[1:2], each):  # row 1 alone too: no row reads layer
+            # start + 1 through a removed edge
+            m, _ = run_rows(eg, ch, start, batch, row_cap=10_000)
+            for i in range(batch.shape[0]):
+                if batch.dim() == 2:
+                    keep = {e for e, out in zip(eg.names, batch[i].tolist()) if not out}
+                else:
+                    keep = {
+                        f"{e}@{p}"
+                        for j, e in enumerate(eg.names)
+                        for p in range(sub.seq_len)
+                        if not bool(batch[i, j, p])
+                    }
+                want = measure(eg, sub, keep)[0]
+                np.testing.assert_allclose(m[i].numpy(), want, atol=1e-9, rtol=0)
+
+
 @pytest.mark.parametrize(("arch", "objective", "tau"), CASES)
 def test_acdc_equals_a_plain_greedy_loop(arch, objective, tau):
     model = fl.wrap(SMALL_BUILDERS[arch]().double())

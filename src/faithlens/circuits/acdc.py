@@ -43,7 +43,9 @@ examples with the greedy decisions held fixed.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,7 +83,7 @@ class _Chunk:
     sub: Task
     resid: list[Tensor]  # the clean residual entering each layer, then the final residual
     ablated: dict[str, Tensor]  # each writer's output on the corrupted input
-    early: dict[str, Tensor]  # each writer's clean output minus its ablated output
+    early: Tensor  # each writer's clean output minus its ablated output [writers, n, seq, d]
     logp_clean: Tensor  # clean log-probabilities at the metric position [n, vocab]
     m_clean: Tensor
     m_corrupt: Tensor
@@ -94,7 +96,7 @@ def _prepare_chunk(eg: EdgeGraph, sub: Task) -> _Chunk:
     clean = model.run(sub.clean, cache=[*sites, *resid], logits_at=sub.positions)
     corrupt = model.run(sub.corrupt, cache=sites, logits_at=sub.positions)
     ablated = {w.name: contribution(eg, w, corrupt) for w in eg.writers}
-    early = {w.name: contribution(eg, w, clean) - ablated[w.name] for w in eg.writers}
+    early = torch.stack([contribution(eg, w, clean) - ablated[w.name] for w in eg.writers])
     assert clean.logits is not None
     return _Chunk(
         sub,
@@ -118,20 +120,46 @@ def run_rows(
     c, ne = removed.shape[0], sub.n
     inputs = sub.clean.repeat(c)
     rm = removed.to(ch.resid[0].device, ch.resid[0].dtype)
-    diff: dict[str, Tensor] = {w: t.unsqueeze(0).expand(c, *t.shape) for w, t in ch.early.items()}
-    index = {e.name: i for i, e in enumerate(eg.edges)}
+    if rm.dim() == 3:  # per position: the positions this chunk holds
+        rm = rm[:, :, : sub.seq_len]
+    cols = _columns(eg)
+    # the writers recomputed in this run (at layer ``start`` or later), in the order computed:
+    # their positions among the writers, and their changes [k, c, n, seq, d] in one store
+    fresh = _Fresh(eg, start, c, ch.early.shape[1:], ch.early)
+    tail = "s" if rm.dim() == 3 else ""  # per position: the masks have a position axis
 
-    def shift(r: Reader) -> Tensor | None:
-        out: Tensor | None = None
-        for e in eg.into(r):
-            w = rm[:, index[e.name]]  # [c], or [c, seq] per position
-            if w.dim() == 2:
-                w = w[:, : ch.sub.seq_len]
-            if bool(w.any()):
-                d = diff[e.writer.name]  # [c, n, seq, width]
-                term = (w.view(c, 1, 1, 1) if w.dim() == 1 else w[:, None, :, None]) * d
-                out = -term if out is None else out - term
-        return out
+    def shifts(readers: list[Reader]) -> list[Tensor | None]:
+        """For each reader port, ``-sum`` over its edges outside each circuit of the writer's
+        change ``[c, n, seq, d]`` (None: no such edge), all ports at once: one product with the
+        changes of the writers computed before ``start`` (their clean-run changes, the same in
+        every row) and one with those computed in this run, each change read once."""
+        masks = []
+        for r in readers:
+            edge_cols, writer_pos = cols[r.name]
+            full = rm.new_zeros((c, len(eg.writers), *rm.shape[2:]))
+            full[:, writer_pos] = rm[:, edge_cols]
+            masks.append(full)
+        m = torch.stack(masks)  # [ports, c, writers(, seq)]
+        live = m.flatten(1).any(1).tolist()
+        if not any(live):
+            return [None] * len(readers)
+        early = m.clone()
+        early[:, :, fresh.pos] = 0
+        if bool((early == early[:, :1]).all()):  # the same in every row: one product
+            one = torch.einsum(f"pw{tail},wnsd->pnsd", early[:, 0], ch.early)
+            out = one.unsqueeze(1).expand(-1, c, -1, -1, -1)
+        else:
+            out = torch.einsum(f"pcw{tail},wnsd->pcnsd", early, ch.early)
+        if fresh.k:
+            part = m[:, :, fresh.pos]  # [ports, c, k(, seq)]
+            store = fresh.store[: fresh.k]
+            if not bool(part.any()):
+                pass  # no edge out of a recomputed writer is removed
+            elif bool((part == part[:, :1]).all()):
+                out = out + torch.einsum(f"pk{tail},kcnsd->pcnsd", part[:, 0], store)
+            else:
+                out = out + torch.einsum(f"pck{tail},kcnsd->pcnsd", part, store)
+        return [-out[i] if live[i] else None for i in range(len(readers))]
 
     def rows(t: Tensor) -> Tensor:
         return t.reshape(c * ne, *t.shape[2:])
@@ -139,7 +167,7 @@ def run_rows(
     hidden = ch.resid[start].unsqueeze(0).expand(c, *ch.resid[start].shape)
     for L in range(start, eg.n_layers):
         ports = [r for r in eg.readers if r.kind == "head" and r.layer == L]
-        shifted = [(r, s) for r in ports if (s := shift(r)) is not None]
+        shifted = [(r, s) for r, s in zip(ports, shifts(ports)) if s is not None]
         patches: list[Intervention] = []
         step = max(1, row_cap // (c * ne))
         for k in range(0, len(shifted), step):
@@ -153,23 +181,26 @@ def run_rows(
                 patches.append(Patch(r.site, source=src))
         flat = rows(hidden)
         heads = [w for w in eg.writers if w.kind == "head" and w.layer == L]
-        if patches:
+        if patches or start < L:  # the heads read a changed port, or a changed stream
             b = g.run_from(L, flat, inputs, patches, [w.site for w in heads], f"attn_out.{L}")
+            changes = []
             for w in heads:
                 out = contribution(eg, w, b)
-                diff[w.name] = out.reshape(c, ne, *out.shape[1:]) - ch.ablated[w.name]
+                changes.append(out.reshape(c, ne, *out.shape[1:]) - ch.ablated[w.name])
+            fresh.add([w.name for w in heads], torch.stack(changes))
         mlp = [r for r in eg.readers if r.kind == "mlp" and r.layer == L]
         ivs = list(patches)
-        if mlp and (s := shift(mlp[0])) is not None:
+        if mlp and (s := shifts(mlp[:1])[0]) is not None:
             ivs.append(Add(g.mlp_norm_input[L], vector=rows(s)))
         cache = [f"resid_post.{L}", *([f"mlp_out.{L}"] if mlp else [])]
         run = g.run_from(L, flat, inputs, ivs, cache, f"resid_post.{L}")
         if mlp:
             out = run.cache[f"mlp_out.{L}"]
-            diff[f"m{L}"] = out.reshape(c, ne, *out.shape[1:]) - ch.ablated[f"m{L}"]
+            change = out.reshape(c, ne, *out.shape[1:]) - ch.ablated[f"m{L}"]
+            fresh.add([f"m{L}"], change.unsqueeze(0))
         post = run.cache[f"resid_post.{L}"]
         hidden = post.reshape(c, ne, *post.shape[1:])
-    s = shift(eg.reader("logits"))
+    s = shifts([eg.reader("logits")])[0]
     final = hidden if s is None else hidden + s
     last = g.run_from(
         eg.n_layers, rows(final), inputs, [], [], None, logits_at=sub.positions.repeat(c)
@@ -180,6 +211,48 @@ def run_rows(
     logp = torch.log_softmax(logits.double(), -1).reshape(c, ne, -1)
     kl = (ch.logp_clean.exp() * (ch.logp_clean - logp)).sum(-1)
     return m, kl
+
+
+def _columns(eg: EdgeGraph) -> dict[str, tuple[Tensor, Tensor]]:
+    """For each reader port, its edges' columns in the edge order and their writers' positions
+    in ``eg.writers`` (computed once per graph)."""
+    cached = _COLUMNS.get(eg)
+    if cached is None:
+        edge_at = {e.name: i for i, e in enumerate(eg.edges)}
+        writer_at = {w.name: i for i, w in enumerate(eg.writers)}
+        cached = {
+            r.name: (
+                torch.tensor([edge_at[e.name] for e in eg.into(r)], dtype=torch.long),
+                torch.tensor([writer_at[e.writer.name] for e in eg.into(r)], dtype=torch.long),
+            )
+            for r in eg.readers
+        }
+        _COLUMNS[eg] = cached
+    return cached
+
+
+_COLUMNS: weakref.WeakKeyDictionary[EdgeGraph, dict[str, tuple[Tensor, Tensor]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class _Fresh:
+    """The changes of the writers one run recomputes (at layer ``start`` or later), kept in
+    one preallocated store ``[k, c, n, seq, d]`` in the order computed, with their positions
+    among ``eg.writers`` (``pos``)."""
+
+    def __init__(self, eg: EdgeGraph, start: int, c: int, shape: Any, like: Tensor) -> None:
+        self.writer_at = {w.name: i for i, w in enumerate(eg.writers)}
+        most = sum(1 for w in eg.writers if w.layer is not None and w.layer >= start)
+        self.store = like.new_empty((most, c, *shape)) if most else like.new_empty((0,))
+        self.pos = torch.zeros(0, dtype=torch.long)
+        self.k = 0
+
+    def add(self, names: list[str], changes: Tensor) -> None:
+        k = len(names)
+        self.store[self.k : self.k + k] = changes
+        self.pos = torch.cat([self.pos, torch.tensor([self.writer_at[n] for n in names])])
+        self.k += k
 
 
 def _consumers(eg: EdgeGraph, r: Reader) -> list[str] | None:
