@@ -9,7 +9,9 @@ example's last token), every step in this process, one after the other, wall tim
    edge's interval): by default ``fl.circuits.eap`` and ``fl.circuits.eap_ig(steps=--steps)``;
    ``exact`` (``fl.circuits.exact``, resumable with ``--checkpoint``) and ``acdc``
    (``fl.circuits.acdc(tau=--acdc-tau)``) run one resumed forward pass per edge (70,651 of
-   them): hours on a CPU at n = 16, about an hour at n = 4.
+   them): exact took 68 minutes at n = 4 on one thread (about six hours at n = 16); ACDC
+   re-measures after each kept edge and more of every later layer's ports once edges are
+   removed: hours at n = 4.
 2. ``fl.circuits.faithfulness_curve`` of each ranking on MIB's grid (counterfactual ablation):
    CPR and CMD with percentile intervals over the examples (``--n-boot`` resamples).
 3. The circuit kept at ``--keep`` (a fraction of the edges, one of the grid's sizes) by each
