@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -122,10 +121,10 @@ def run_rows(
     rm = removed.to(ch.resid[0].device, ch.resid[0].dtype)
     if rm.dim() == 3:  # per position: the positions this chunk holds
         rm = rm[:, :, : sub.seq_len]
-    cols = _columns(eg)
+    index = _index(eg)
     # the writers recomputed in this run (at layer ``start`` or later), in the order computed:
     # their positions among the writers, and their changes [k, c, n, seq, d] in one store
-    fresh = _Fresh(eg, start, c, ch.early.shape[1:], ch.early)
+    fresh = _Fresh(eg, index.writer_at, start, c, ch.early)
     tail = "s" if rm.dim() == 3 else ""  # per position: the masks have a position axis
 
     def shifts(readers: list[Reader]) -> list[Tensor | None]:
@@ -135,7 +134,7 @@ def run_rows(
         every row) and one with those computed in this run, each change read once."""
         masks = []
         for r in readers:
-            edge_cols, writer_pos = cols[r.name]
+            edge_cols, writer_pos = index.ports[r.name]
             full = rm.new_zeros((c, len(eg.writers), *rm.shape[2:]))
             full[:, writer_pos] = rm[:, edge_cols]
             masks.append(full)
@@ -150,12 +149,10 @@ def run_rows(
             out = one.unsqueeze(1).expand(-1, c, -1, -1, -1)
         else:
             out = torch.einsum(f"pcw{tail},wnsd->pcnsd", early, ch.early)
-        if fresh.k:
-            part = m[:, :, fresh.pos]  # [ports, c, k(, seq)]
+        part = m[:, :, fresh.pos]  # [ports, c, k(, seq)]
+        if bool(part.any()):  # an edge out of a writer recomputed in this run is removed
             store = fresh.store[: fresh.k]
-            if not bool(part.any()):
-                pass  # no edge out of a recomputed writer is removed
-            elif bool((part == part[:, :1]).all()):
+            if bool((part == part[:, :1]).all()):  # the same in every row
                 out = out + torch.einsum(f"pk{tail},kcnsd->pcnsd", part[:, 0], store)
             else:
                 out = out + torch.einsum(f"pck{tail},kcnsd->pcnsd", part, store)
@@ -213,38 +210,46 @@ def run_rows(
     return m, kl
 
 
-def _columns(eg: EdgeGraph) -> dict[str, tuple[Tensor, Tensor]]:
-    """For each reader port, its edges' columns in the edge order and their writers' positions
-    in ``eg.writers`` (computed once per graph)."""
-    cached = _COLUMNS.get(eg)
+@dataclass(frozen=True)
+class _Index:
+    """Where a run finds an edge graph's pieces: for each reader port, its edges' columns in
+    the edge order and their writers' positions in ``eg.writers``; each writer's position."""
+
+    ports: dict[str, tuple[Tensor, Tensor]]
+    writer_at: dict[str, int]
+
+
+def _index(eg: EdgeGraph) -> _Index:
+    """The graph's :class:`_Index` (computed once per graph)."""
+    cached = _INDEX.get(eg)
     if cached is None:
         edge_at = {e.name: i for i, e in enumerate(eg.edges)}
         writer_at = {w.name: i for i, w in enumerate(eg.writers)}
-        cached = {
+        ports = {
             r.name: (
                 torch.tensor([edge_at[e.name] for e in eg.into(r)], dtype=torch.long),
                 torch.tensor([writer_at[e.writer.name] for e in eg.into(r)], dtype=torch.long),
             )
             for r in eg.readers
         }
-        _COLUMNS[eg] = cached
+        cached = _INDEX[eg] = _Index(ports, writer_at)
     return cached
 
 
-_COLUMNS: weakref.WeakKeyDictionary[EdgeGraph, dict[str, tuple[Tensor, Tensor]]] = (
-    weakref.WeakKeyDictionary()
-)
+_INDEX: weakref.WeakKeyDictionary[EdgeGraph, _Index] = weakref.WeakKeyDictionary()
 
 
 class _Fresh:
     """The changes of the writers one run recomputes (at layer ``start`` or later), kept in
-    one preallocated store ``[k, c, n, seq, d]`` in the order computed, with their positions
-    among ``eg.writers`` (``pos``)."""
+    one preallocated store ``[k, c, n, seq, d]`` (``like``: the clean changes ``[writers, n,
+    seq, d]``) in the order computed, with their positions among ``eg.writers`` (``pos``)."""
 
-    def __init__(self, eg: EdgeGraph, start: int, c: int, shape: Any, like: Tensor) -> None:
-        self.writer_at = {w.name: i for i, w in enumerate(eg.writers)}
+    def __init__(
+        self, eg: EdgeGraph, writer_at: dict[str, int], start: int, c: int, like: Tensor
+    ) -> None:
+        self.writer_at = writer_at
         most = sum(1 for w in eg.writers if w.layer is not None and w.layer >= start)
-        self.store = like.new_empty((most, c, *shape)) if most else like.new_empty((0,))
+        self.store = like.new_empty((most, c, *like.shape[1:]))
         self.pos = torch.zeros(0, dtype=torch.long)
         self.k = 0
 
