@@ -206,11 +206,13 @@ def _scrub_attempt(model: Any, task: Any, edges: list[str], args: argparse.Names
     return "\n  - ".join(["", *out]) + f"\n  - {tree}"
 
 
-def _every(what: str, step: int = 2000) -> Any:
-    """A progress callback printing ``what``'s progress every ``step`` items, with the time."""
+def _every(what: str, parts: int = 40) -> Any:
+    """A progress callback printing ``what``'s progress about ``parts`` times, with the time
+    (exact counts passes, ACDC edges: the totals differ by far)."""
     t0 = time.perf_counter()
 
     def tick(done: int, total: int) -> None:
+        step = max(1, total // parts)
         if done % step == 0 or done == total:
             print(f"  {what}: {done} / {total} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
@@ -448,14 +450,15 @@ def run(args: argparse.Namespace) -> list[str]:
         raise SystemExit(f"--keep {args.keep} is not one of MIB's sizes {sizes}")
     rows, kept_rows, scrubs, found, notes = [], [], [], {}, []
     for name, score in scorers.items():
+        key = name.split(" ")[0]  # the method, without its options
         s = _timed(times, f"{name} scores", score)
-        found[name.split(" ")[0]] = s
+        found[key] = s
         if s.method == "acdc":
             notes.append(
                 _timed(times, "acdc circuit", lambda s=s: acdc_circuit(model, task, s, args))
             )
         if args.save:  # the scores and the curve, for analyses without a rerun
-            s.save(os.path.join(args.save, name.split(" ")[0]), overwrite=True)
+            s.save(os.path.join(args.save, key), overwrite=True)
         curve = _timed(
             times,
             f"{name} curve",
@@ -464,7 +467,7 @@ def run(args: argparse.Namespace) -> list[str]:
             ),
         )
         if args.save:
-            curve.save(os.path.join(args.save, name.split(" ")[0] + "_curve"), overwrite=True)
+            curve.save(os.path.join(args.save, key + "_curve"), overwrite=True)
         f = curve.interval_of("faithfulness")
         at = {round(float(p), 3): i for i, p in enumerate(curve.size)}
         i = at[args.keep]
